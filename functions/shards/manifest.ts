@@ -1,0 +1,122 @@
+// Manifest codec and KV key layout. The manifest is the one small mutable value per
+// collection: it names the live shards (content-addressed, immutable) with their id ranges,
+// so swapping it is the single atomic step that makes a new index visible.
+import type { Bits } from '../../wasm/hamming.ts';
+import { compareIdBytes } from '../../wasm/hamming.ts';
+import { CODE_BITS, MAX_DESCRIPTOR_DIMS } from './codec.ts';
+
+export const MANIFEST_FORMAT = 'medhash.manifest';
+export const MANIFEST_VERSION = 1;
+
+export interface ManifestShard {
+  /** KV key of the blob: shardKey(collection, sha256). */
+  key: string;
+  /** SHA-256 of the blob bytes, lowercase hex. */
+  sha256: string;
+  first_id: string;
+  last_id: string;
+  count: number;
+  bytes: number;
+}
+
+export interface Manifest {
+  format: typeof MANIFEST_FORMAT;
+  version: typeof MANIFEST_VERSION;
+  collection: string;
+  bits: Bits;
+  descriptor_dims: number;
+  /** Increases by one with every swap that changes the index. */
+  generation: number;
+  count: number;
+  /** Sorted by id range, non-overlapping. */
+  shards: ManifestShard[];
+  updated_at: string;
+}
+
+export const collectionPrefix = (collection: string): string => `c/${collection}/`;
+export const manifestKey = (collection: string): string => `c/${collection}/manifest`;
+export const shardKey = (collection: string, sha256: string): string => `c/${collection}/s/${sha256}`;
+
+export class ManifestFormatError extends Error {
+  override name = 'ManifestFormatError';
+}
+
+export function emptyManifest(collection: string, bits: Bits, dims: number): Manifest {
+  return {
+    format: MANIFEST_FORMAT,
+    version: MANIFEST_VERSION,
+    collection,
+    bits,
+    descriptor_dims: dims,
+    generation: 0,
+    count: 0,
+    shards: [],
+    updated_at: new Date(0).toISOString(),
+  };
+}
+
+export function encodeManifest(m: Manifest): string {
+  return JSON.stringify(m);
+}
+
+/** Parses and validates; every invariant the search and the writer rely on is checked here. */
+export function decodeManifest(text: string): Manifest {
+  const fail = (msg: string): never => {
+    throw new ManifestFormatError(`invalid manifest: ${msg}`);
+  };
+  let m: Record<string, unknown>;
+  try {
+    m = JSON.parse(text);
+  } catch {
+    return fail('not JSON');
+  }
+  if (typeof m !== 'object' || m === null || Array.isArray(m)) fail('not an object');
+  if (m.format !== MANIFEST_FORMAT) fail(`unknown format ${JSON.stringify(m.format)}`);
+  if (m.version !== MANIFEST_VERSION) fail(`unsupported version ${JSON.stringify(m.version)} (this reader knows ${MANIFEST_VERSION})`);
+  const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+  if (typeof m.collection !== 'string' || m.collection === '') fail('missing collection');
+  if (!CODE_BITS.includes(m.bits as Bits)) fail(`bad bits ${JSON.stringify(m.bits)}`);
+  if (!isCount(m.descriptor_dims) || m.descriptor_dims > MAX_DESCRIPTOR_DIMS) fail('bad descriptor_dims');
+  if (!isCount(m.generation)) fail('bad generation');
+  if (!isCount(m.count)) fail('bad count');
+  if (typeof m.updated_at !== 'string') fail('bad updated_at');
+  if (!Array.isArray(m.shards)) fail('shards is not an array');
+  const collection = m.collection as string;
+  let total = 0;
+  let prevLast: string | null = null;
+  (m.shards as unknown[]).forEach((raw, i) => {
+    const s = raw as Record<string, unknown>;
+    if (typeof s !== 'object' || s === null) fail(`shard ${i} is not an object`);
+    if (typeof s.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(s.sha256)) fail(`shard ${i}: bad sha256`);
+    if (s.key !== shardKey(collection, s.sha256 as string)) fail(`shard ${i}: key does not match its sha256`);
+    if (typeof s.first_id !== 'string' || typeof s.last_id !== 'string') fail(`shard ${i}: bad id range`);
+    if (!isCount(s.count) || s.count === 0) fail(`shard ${i}: bad count`);
+    if (!isCount(s.bytes)) fail(`shard ${i}: bad bytes`);
+    const first = s.first_id as string;
+    const last = s.last_id as string;
+    if (compareIdBytes(first, last) > 0) fail(`shard ${i}: first_id after last_id`);
+    if (prevLast !== null && compareIdBytes(prevLast, first) >= 0) fail(`shard ${i}: id range overlaps the previous shard`);
+    prevLast = last;
+    total += s.count as number;
+  });
+  if (total !== m.count) fail(`count ${m.count} differs from the shards' sum ${total}`);
+  return m as unknown as Manifest;
+}
+
+/**
+ * Index of the shard responsible for `id`: the last shard whose first_id <= id, or shard 0 for
+ * ids below every range. Gaps between ranges thus belong to the shard on their left.
+ */
+export function routeId(shards: readonly ManifestShard[], id: string): number {
+  let lo = 0;
+  let hi = shards.length - 1;
+  let ans = 0;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    if (compareIdBytes(shards[mid].first_id, id) <= 0) {
+      ans = mid;
+      lo = mid + 1;
+    } else hi = mid - 1;
+  }
+  return ans;
+}
