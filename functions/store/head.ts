@@ -1,0 +1,57 @@
+// A collection writer's authoritative state in the strongly consistent store (node:sqlite on
+// Node, the collection's Durable Object SQLite on Workers). KV only holds a published copy of
+// the manifest for readers; the writer never trusts KV (eventually consistent on Workers) for
+// its own state. Saves are compare-and-swap on `rev`, so even two Node processes sharing a
+// data dir cannot overwrite each other's updates.
+import type { Manifest } from '../shards/manifest.ts';
+import type { SqlDb } from './sql.ts';
+import { MedhashError } from '../util/errors.ts';
+
+export interface Garbage {
+  key: string;
+  /** When the blob stopped being live (ms since epoch); deleted after the grace period. */
+  since: number;
+}
+
+export interface Head {
+  rev: number;
+  manifest: Manifest;
+  /** Generation last written to KV; GC waits until it equals manifest.generation. */
+  published: number;
+  /** Intent log: shard keys an apply is uploading. Left non-empty only by a crash. */
+  pending: string[];
+  garbage: Garbage[];
+  /** Set when the collection is deleted, so a late write cannot resurrect its data. */
+  destroyed: boolean;
+}
+
+export interface HeadStore {
+  load(): Head | null;
+  /** Stores `head` if the stored rev is still `head.rev` (0: none stored); returns the new rev. */
+  save(head: Head): number;
+}
+
+export function migrateHeads(db: SqlDb): void {
+  db.exec('CREATE TABLE IF NOT EXISTS writer_heads (collection TEXT PRIMARY KEY, rev INTEGER NOT NULL, head TEXT NOT NULL)');
+}
+
+export function sqlHeadStore(db: SqlDb, collection: string): HeadStore {
+  return {
+    load() {
+      const rows = db.all<{ head: string }>('SELECT head FROM writer_heads WHERE collection = ?', collection);
+      return rows.length ? (JSON.parse(rows[0].head) as Head) : null;
+    },
+    save(head) {
+      const next = { ...head, rev: head.rev + 1 };
+      const text = JSON.stringify(next);
+      const { changes } =
+        head.rev === 0
+          ? db.run('INSERT INTO writer_heads (collection, rev, head) VALUES (?, 1, ?) ON CONFLICT (collection) DO NOTHING', collection, text)
+          : db.run('UPDATE writer_heads SET rev = ?, head = ? WHERE collection = ? AND rev = ?', next.rev, text, collection, head.rev);
+      if (changes === 0) {
+        throw new MedhashError(409, 'write_conflict', 'another writer updated this collection concurrently; retry the request');
+      }
+      return next.rev;
+    },
+  };
+}

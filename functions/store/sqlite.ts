@@ -1,0 +1,65 @@
+// Node's stores on node:sqlite: a KV with the Workers KV interface (persisted on disk, never an
+// in-memory map) and the SqlDb adapter behind the control plane and the writer heads.
+import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
+import type { KV } from './kv.ts';
+import type { SqlDb, SqlValue } from './sql.ts';
+
+export function openSqlite(path: string): DatabaseSync {
+  const db = new DatabaseSync(path);
+  // WAL lets readers proceed while a writer commits; busy_timeout covers a second process.
+  db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;');
+  return db;
+}
+
+export function sqliteDb(db: DatabaseSync): SqlDb {
+  return {
+    exec(text) {
+      db.exec(text);
+    },
+    all<T>(text: string, ...params: SqlValue[]) {
+      return db.prepare(text).all(...(params as SQLInputValue[])) as T[];
+    },
+    run(text, ...params) {
+      const r = db.prepare(text).run(...(params as SQLInputValue[]));
+      return { changes: Number(r.changes) };
+    },
+    transaction(fn) {
+      db.exec('BEGIN IMMEDIATE');
+      try {
+        const out = fn();
+        db.exec('COMMIT');
+        return out;
+      } catch (e) {
+        db.exec('ROLLBACK');
+        throw e;
+      }
+    },
+  };
+}
+
+export class SqliteKV implements KV {
+  constructor(private readonly db: DatabaseSync) {
+    db.exec('CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID');
+  }
+
+  async get(key: string): Promise<Uint8Array | null> {
+    const row = this.db.prepare('SELECT value FROM kv WHERE key = ?').get(key) as { value: Uint8Array } | undefined;
+    return row ? row.value : null;
+  }
+
+  async put(key: string, value: Uint8Array | string): Promise<void> {
+    const bytes = typeof value === 'string' ? new TextEncoder().encode(value) : value;
+    this.db.prepare('INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(key, bytes);
+  }
+
+  async delete(key: string): Promise<void> {
+    this.db.prepare('DELETE FROM kv WHERE key = ?').run(key);
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    // Range scan instead of LIKE (prefixes may hold LIKE wildcards); U+10FFFF is the largest
+    // code point, so under SQLite's bytewise order it bounds every key with this prefix.
+    const rows = this.db.prepare('SELECT key FROM kv WHERE key >= ? AND key < ? ORDER BY key').all(prefix, prefix + '\u{10ffff}') as { key: string }[];
+    return rows.map((r) => r.key);
+  }
+}

@@ -1,0 +1,314 @@
+// The collection writer: applies upserts and deletes by copy-on-write of the shards whose id
+// ranges cover them, publishes the new shard blobs first, swaps the manifest last, and
+// garbage-collects replaced shards after a grace period. One instance per collection behind a
+// mutex; Node runs it in-process, Workers inside the collection's Durable Object (the single
+// writer). Both runtimes share this file, only the KV and the head store differ.
+import type { Bits } from '../../wasm/hamming.ts';
+import { compareIdBytes } from '../../wasm/hamming.ts';
+import { EMPTY_SHARD_BYTES, Shard, encodeShard, recordBytes, type ShardRecord } from '../shards/codec.ts';
+import {
+  collectionPrefix,
+  decodeManifest,
+  emptyManifest,
+  encodeManifest,
+  manifestKey,
+  routeId,
+  shardKey,
+  type Manifest,
+  type ManifestShard,
+} from '../shards/manifest.ts';
+import { MedhashError } from '../util/errors.ts';
+import { sha256Hex } from '../util/bytes.ts';
+import type { Head, HeadStore } from './head.ts';
+import type { KV } from './kv.ts';
+import { Mutex } from './mutex.ts';
+
+export interface CollectionSpec {
+  /** Internal id (never reused), not the tenant-visible name. */
+  id: string;
+  bits: Bits;
+  descriptor_dims: number;
+}
+
+export interface WriterLimits {
+  maxShardBytes: number;
+  maxShardItems: number;
+  /** How long a replaced shard outlives the manifest that dropped it (readers may hold it). */
+  graceMs: number;
+}
+
+// 4 MiB keeps a shard far under KV's 25 MiB value cap and cheap to re-read on a cache miss;
+// the grace period covers Workers KV's ~60 s propagation of the manifest with a wide margin.
+export const DEFAULT_WRITER_LIMITS: WriterLimits = { maxShardBytes: 4 << 20, maxShardItems: 16384, graceMs: 10 * 60_000 };
+
+export type WriteOp = { op: 'put'; record: ShardRecord } | { op: 'delete'; id: string };
+
+export interface ApplyResult {
+  generation: number;
+  count: number;
+  /** Items whose stored record changed (inserted, replaced or deleted). */
+  changed: number;
+  /** Ids of delete ops that found nothing. */
+  missing: string[];
+}
+
+export interface WriterHooks {
+  now?: () => number;
+  /** Asks the runtime to call maintain() at `atMs` (a DO alarm, a Node timer). */
+  schedule?: (atMs: number) => void;
+}
+
+const PUBLISH_RETRY_MS = 1000;
+
+const opId = (op: WriteOp): string => (op.op === 'put' ? op.record.id : op.id);
+
+function sameRecord(a: ShardRecord, b: ShardRecord): boolean {
+  return a.metadata === b.metadata && bytesEqual(a.code, b.code) && bytesEqual(a.descriptor, b.descriptor);
+}
+
+function bytesEqual(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+export class CollectionWriter {
+  private readonly mutex = new Mutex();
+  private readonly now: () => number;
+  // Records of the shards this writer wrote last: sequential ingest rewrites the same tail
+  // shard batch after batch, and this spares re-reading (and re-verifying) it from KV.
+  private recent = new Map<string, ShardRecord[]>();
+
+  constructor(
+    private readonly kv: KV,
+    private readonly heads: HeadStore,
+    private readonly spec: CollectionSpec,
+    private readonly limits: WriterLimits = DEFAULT_WRITER_LIMITS,
+    private readonly hooks: WriterHooks = {},
+  ) {
+    this.now = hooks.now ?? Date.now;
+  }
+
+  apply(ops: WriteOp[]): Promise<ApplyResult> {
+    return this.mutex.run(async () => {
+      const head = await this.recover(this.loadHead());
+      const m = head.manifest;
+      const sorted = [...ops].sort((a, b) => compareIdBytes(opId(a), opId(b)));
+      for (let i = 1; i < sorted.length; i++) {
+        if (opId(sorted[i - 1]) === opId(sorted[i])) throw new Error(`duplicate id ${opId(sorted[i])} in one apply`);
+      }
+      const groups = new Map<number, WriteOp[]>();
+      for (const op of sorted) {
+        const i = m.shards.length ? routeId(m.shards, opId(op)) : 0;
+        (groups.get(i) ?? groups.set(i, []).get(i)!).push(op);
+      }
+      let changed = 0;
+      const missing: string[] = [];
+      const replaced = new Map<number, ShardRecord[]>();
+      const bases = await Promise.all([...groups.keys()].map((i) => (m.shards[i] ? this.records(m.shards[i]) : [])));
+      [...groups.entries()].forEach(([i, group], g) => {
+        const base = bases[g];
+        const out: ShardRecord[] = [];
+        let b = 0;
+        let touched = 0;
+        for (const op of group) {
+          const id = opId(op);
+          while (b < base.length && compareIdBytes(base[b].id, id) < 0) out.push(base[b++]);
+          const existing = b < base.length && base[b].id === id ? base[b++] : null;
+          if (op.op === 'put') {
+            if (existing && sameRecord(existing, op.record)) out.push(existing);
+            else {
+              out.push(op.record);
+              touched++;
+            }
+          } else if (existing) touched++;
+          else missing.push(id);
+        }
+        while (b < base.length) out.push(base[b++]);
+        if (touched > 0) replaced.set(i, out);
+        changed += touched;
+      });
+      if (changed === 0) return { generation: m.generation, count: m.count, changed, missing };
+
+      // Encode the replacement shards and work out the next manifest before touching storage.
+      const blobs = new Map<string, { bytes: Uint8Array; records: ShardRecord[] }>();
+      const nextShards: ManifestShard[] = [];
+      for (let i = 0; i < Math.max(m.shards.length, 1); i++) {
+        const records = replaced.get(i);
+        if (!records) {
+          if (m.shards[i]) nextShards.push(m.shards[i]);
+          continue;
+        }
+        for (const chunk of this.split(records)) {
+          const bytes = encodeShard(chunk, this.spec.bits, this.spec.descriptor_dims);
+          const sha256 = await sha256Hex(bytes);
+          const key = shardKey(this.spec.id, sha256);
+          blobs.set(key, { bytes, records: chunk });
+          nextShards.push({ key, sha256, first_id: chunk[0].id, last_id: chunk[chunk.length - 1].id, count: chunk.length, bytes: bytes.length });
+        }
+      }
+      const next: Manifest = {
+        ...m,
+        generation: m.generation + 1,
+        count: nextShards.reduce((n, s) => n + s.count, 0),
+        shards: nextShards,
+        updated_at: new Date(this.now()).toISOString(),
+      };
+      decodeManifest(encodeManifest(next)); // the same checks a reader will run, before anyone can see it
+
+      // 1. Intent: the keys about to be uploaded, so a crash leaves them collectable.
+      head.pending = [...blobs.keys()];
+      head.rev = this.heads.save(head);
+      // 2. Publish the immutable blobs. A failure here leaves the live manifest untouched.
+      await Promise.all([...blobs].map(([key, b]) => this.kv.put(key, b.bytes)));
+      // 3. Commit: the new manifest becomes the writer's truth; replaced shards start their grace.
+      const live = new Set(nextShards.map((s) => s.key));
+      const now = this.now();
+      const dropped = [...replaced.keys()].filter((i) => m.shards[i] && !live.has(m.shards[i].key)).map((i) => m.shards[i].key);
+      head.manifest = next;
+      head.pending = [];
+      head.garbage = [...head.garbage.filter((g) => !live.has(g.key)), ...dropped.map((key) => ({ key, since: now }))];
+      head.rev = this.heads.save(head);
+      this.recent = new Map([...blobs].map(([key, b]) => [key, b.records]));
+      // 4. Swap the manifest readers see, then collect what has outlived its grace.
+      await this.publish(head);
+      await this.collect(head);
+      return { generation: next.generation, count: next.count, changed, missing };
+    });
+  }
+
+  /** Marks the collection destroyed (late writes then fail) and deletes all of its KV data. */
+  destroy(): Promise<void> {
+    return this.mutex.run(async () => {
+      const head = this.loadHead();
+      if (!head.destroyed) {
+        head.destroyed = true;
+        head.rev = this.heads.save(head);
+      }
+      const keys = await this.kv.list(collectionPrefix(this.spec.id));
+      await Promise.all(keys.map((k) => this.kv.delete(k)));
+      this.recent.clear();
+    });
+  }
+
+  /** Finishes an interrupted publish and collects expired garbage; runtimes call it when scheduled. */
+  maintain(): Promise<void> {
+    return this.mutex.run(async () => {
+      const head = this.loadHead();
+      if (head.destroyed || head.rev === 0) return;
+      await this.collect(await this.recover(head));
+    });
+  }
+
+  private loadHead(): Head {
+    const head = this.heads.load() ?? {
+      rev: 0,
+      manifest: emptyManifest(this.spec.id, this.spec.bits, this.spec.descriptor_dims),
+      published: 0,
+      pending: [],
+      garbage: [],
+      destroyed: false,
+    };
+    if (head.destroyed) throw new MedhashError(404, 'collection_not_found', 'the collection was deleted');
+    const m = head.manifest;
+    if (m.collection !== this.spec.id || m.bits !== this.spec.bits || m.descriptor_dims !== this.spec.descriptor_dims) {
+      throw new Error(`writer state for ${m.collection} does not match collection ${this.spec.id}`);
+    }
+    return head;
+  }
+
+  /** Undoes what a crashed apply left behind: orphaned uploads become garbage, a missed swap is redone. */
+  private async recover(head: Head): Promise<Head> {
+    if (head.pending.length > 0) {
+      const live = new Set(head.manifest.shards.map((s) => s.key));
+      const now = this.now();
+      const known = new Set(head.garbage.map((g) => g.key));
+      const orphans = head.pending.filter((k) => !live.has(k) && !known.has(k));
+      head.garbage = [...head.garbage, ...orphans.map((key) => ({ key, since: now }))];
+      head.pending = [];
+      head.rev = this.heads.save(head);
+    }
+    if (head.published !== head.manifest.generation) await this.publish(head);
+    return head;
+  }
+
+  private async publish(head: Head): Promise<void> {
+    try {
+      await this.kv.put(manifestKey(this.spec.id), encodeManifest(head.manifest));
+    } catch (e) {
+      this.hooks.schedule?.(this.now() + PUBLISH_RETRY_MS);
+      throw new MedhashError(503, 'publish_failed', `the update is committed but not yet visible (${String(e)}); retrying the request is safe`);
+    }
+    head.published = head.manifest.generation;
+    head.rev = this.heads.save(head);
+  }
+
+  /** Deletes garbage past its grace period; never a live shard, never before the swap is published. */
+  private async collect(head: Head): Promise<void> {
+    if (head.published !== head.manifest.generation) return;
+    const live = new Set(head.manifest.shards.map((s) => s.key));
+    const now = this.now();
+    const due = head.garbage.filter((g) => !live.has(g.key) && now - g.since >= this.limits.graceMs);
+    if (due.length > 0) {
+      await Promise.all(due.map((g) => this.kv.delete(g.key)));
+      const gone = new Set(due.map((g) => g.key));
+      head.garbage = head.garbage.filter((g) => !gone.has(g.key) && !live.has(g.key));
+      head.rev = this.heads.save(head);
+    }
+    if (head.garbage.length > 0) {
+      this.hooks.schedule?.(Math.min(...head.garbage.map((g) => g.since)) + this.limits.graceMs);
+    }
+  }
+
+  private async records(entry: ManifestShard): Promise<ShardRecord[]> {
+    const recent = this.recent.get(entry.key);
+    if (recent) return recent;
+    const blob = await this.kv.get(entry.key);
+    if (!blob) throw new Error(`live shard ${entry.key} is missing from KV`);
+    const shard = Shard.decode(blob);
+    return shard.ids.map((_, row) => shard.record(row));
+  }
+
+  /** Cuts sorted records into shards under both caps, balanced by item count. */
+  private split(records: ShardRecord[]): ShardRecord[][] {
+    if (records.length === 0) return [];
+    const { bits, descriptor_dims: dims } = this.spec;
+    const budget = this.limits.maxShardBytes - EMPTY_SHARD_BYTES;
+    const sizes = records.map((r) => recordBytes(r, bits, dims));
+    const total = sizes.reduce((a, b) => a + b, 0);
+    const parts = Math.max(1, Math.ceil(records.length / this.limits.maxShardItems), Math.ceil(total / budget));
+    const target = Math.ceil(records.length / parts);
+    const chunks: ShardRecord[][] = [];
+    let cur: ShardRecord[] = [];
+    let curBytes = 0;
+    records.forEach((r, i) => {
+      if (sizes[i] > budget) throw new Error(`item ${r.id} (${sizes[i]} bytes) exceeds the shard byte cap`);
+      if (cur.length > 0 && (cur.length >= target || curBytes + sizes[i] > budget)) {
+        chunks.push(cur);
+        cur = [];
+        curBytes = 0;
+      }
+      cur.push(r);
+      curBytes += sizes[i];
+    });
+    chunks.push(cur);
+    return chunks;
+  }
+}
+
+/** Limits from MEDHASH_SHARD_MAX_BYTES, MEDHASH_SHARD_MAX_ITEMS, MEDHASH_GC_GRACE_MS (env vars or Worker vars). */
+export function writerLimitsFromEnv(env: Record<string, unknown>): WriterLimits {
+  const num = (name: string, fallback: number, min: number, max: number): number => {
+    const raw = env[name];
+    if (raw === undefined || raw === '') return fallback;
+    const v = Number(raw);
+    if (!Number.isSafeInteger(v) || v < min || v > max) throw new Error(`${name} must be an integer in ${min}..${max}, got ${JSON.stringify(raw)}`);
+    return v;
+  };
+  return {
+    // The floor fits the largest item the API accepts; the ceiling stays under KV's 25 MiB.
+    maxShardBytes: num('MEDHASH_SHARD_MAX_BYTES', DEFAULT_WRITER_LIMITS.maxShardBytes, 64 << 10, 24 << 20),
+    maxShardItems: num('MEDHASH_SHARD_MAX_ITEMS', DEFAULT_WRITER_LIMITS.maxShardItems, 1, 1 << 20),
+    graceMs: num('MEDHASH_GC_GRACE_MS', DEFAULT_WRITER_LIMITS.graceMs, 0, 7 * 24 * 3600_000),
+  };
+}
