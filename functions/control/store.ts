@@ -1,0 +1,212 @@
+// The control plane: tenants, API keys (hashes only) and the collection registry, in the
+// strongly consistent store. Written once over SqlDb; Node runs it on node:sqlite in-process,
+// Workers inside the control Durable Object. Methods are async so both are called the same way.
+import type { Bits } from '../../wasm/hamming.ts';
+import type { Scope } from '../auth/keys.ts';
+import type { SqlDb } from '../store/sql.ts';
+import { conflict, MedhashError, notFound } from '../util/errors.ts';
+import { randomId } from '../util/bytes.ts';
+
+export interface Tenant {
+  id: string;
+  name: string;
+  created_at: string;
+}
+
+export interface ApiKeyInfo {
+  id: string;
+  tenant_id: string;
+  name: string | null;
+  scopes: Scope[];
+  /** Collection names the key is limited to; null: every collection of its tenant. */
+  collections: string[] | null;
+  created_at: string;
+  rotated_at: string | null;
+  revoked_at: string | null;
+}
+
+export interface KeySpec {
+  name?: string;
+  scopes: Scope[];
+  collections?: string[];
+}
+
+export interface CollectionInfo {
+  id: string;
+  tenant_id: string;
+  name: string;
+  bits: Bits;
+  descriptor_dims: number;
+  model_id: string | null;
+  created_at: string;
+}
+
+export interface CollectionSpecInput {
+  name: string;
+  bits: Bits;
+  descriptor_dims: number;
+  model_id?: string;
+}
+
+/** An authenticated key, and the collection the request names when it exists in the key's tenant. */
+export interface Principal {
+  key: ApiKeyInfo;
+  collection: CollectionInfo | null;
+}
+
+interface KeyRow {
+  id: string;
+  tenant_id: string;
+  name: string | null;
+  scopes: string;
+  collections: string | null;
+  created_at: string;
+  rotated_at: string | null;
+  revoked_at: string | null;
+}
+
+const KEY_COLUMNS = 'id, tenant_id, name, scopes, collections, created_at, rotated_at, revoked_at';
+const COLLECTION_COLUMNS = 'id, tenant_id, name, bits, descriptor_dims, model_id, created_at';
+
+const keyInfo = (r: KeyRow): ApiKeyInfo => ({
+  id: r.id,
+  tenant_id: r.tenant_id,
+  name: r.name,
+  scopes: JSON.parse(r.scopes),
+  collections: r.collections === null ? null : JSON.parse(r.collections),
+  created_at: r.created_at,
+  rotated_at: r.rotated_at,
+  revoked_at: r.revoked_at,
+});
+
+// node:sqlite rows have a null prototype: copy into plain objects before they leave the store.
+const collectionInfo = (r: CollectionInfo): CollectionInfo => ({ ...r });
+
+export function migrateControl(db: SqlDb): void {
+  db.exec(`CREATE TABLE IF NOT EXISTS tenants (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL)`);
+  db.exec(`CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants (id), name TEXT,
+    hash TEXT NOT NULL UNIQUE, scopes TEXT NOT NULL, collections TEXT,
+    created_at TEXT NOT NULL, rotated_at TEXT, revoked_at TEXT)`);
+  db.exec('CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant_id)');
+  db.exec(`CREATE TABLE IF NOT EXISTS collections (
+    id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants (id), name TEXT NOT NULL,
+    bits INTEGER NOT NULL, descriptor_dims INTEGER NOT NULL, model_id TEXT, created_at TEXT NOT NULL,
+    UNIQUE (tenant_id, name))`);
+}
+
+export class ControlStore {
+  constructor(private readonly db: SqlDb) {
+    migrateControl(db);
+  }
+
+  async createTenant(name: string): Promise<Tenant> {
+    const t: Tenant = { id: randomId('tn'), name, created_at: now() };
+    const { changes } = this.db.run('INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING', t.id, t.name, t.created_at);
+    if (changes === 0) throw conflict('tenant_exists', `a tenant named ${JSON.stringify(name)} already exists`);
+    return t;
+  }
+
+  async listTenants(): Promise<Tenant[]> {
+    return this.db.all<Tenant>('SELECT id, name, created_at FROM tenants ORDER BY name').map((t) => ({ ...t }));
+  }
+
+  async createKey(tenantId: string, spec: KeySpec, hash: string): Promise<ApiKeyInfo> {
+    this.requireTenant(tenantId);
+    const row: KeyRow = {
+      id: randomId('key'),
+      tenant_id: tenantId,
+      name: spec.name ?? null,
+      scopes: JSON.stringify([...new Set(spec.scopes)].sort()),
+      collections: spec.collections ? JSON.stringify([...new Set(spec.collections)].sort()) : null,
+      created_at: now(),
+      rotated_at: null,
+      revoked_at: null,
+    };
+    this.db.run(
+      `INSERT INTO api_keys (${KEY_COLUMNS}, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      row.id, row.tenant_id, row.name, row.scopes, row.collections, row.created_at, null, null, hash,
+    );
+    return keyInfo(row);
+  }
+
+  async listKeys(tenantId: string): Promise<ApiKeyInfo[]> {
+    this.requireTenant(tenantId);
+    return this.db.all<KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id`, tenantId).map(keyInfo);
+  }
+
+  /** Idempotent: revoking a revoked key keeps its first revocation time. */
+  async revokeKey(keyId: string): Promise<ApiKeyInfo> {
+    this.db.run('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL', now(), keyId);
+    return this.requireKey(keyId);
+  }
+
+  /** Replaces the secret of a live key in place (same id, scopes, limits); the old secret stops working at once. */
+  async rotateKey(keyId: string, newHash: string): Promise<ApiKeyInfo> {
+    const key = this.requireKey(keyId);
+    if (key.revoked_at) throw conflict('key_revoked', `key ${keyId} is revoked and cannot be rotated`);
+    this.db.run('UPDATE api_keys SET hash = ?, rotated_at = ? WHERE id = ?', newHash, now(), keyId);
+    return this.requireKey(keyId);
+  }
+
+  /** One round trip per request: the live key of `hash` and, if named, its tenant's collection. */
+  async authenticate(hash: string, collection?: string): Promise<Principal | null> {
+    const rows = this.db.all<KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys WHERE hash = ? AND revoked_at IS NULL`, hash);
+    if (rows.length === 0) return null;
+    const key = keyInfo(rows[0]);
+    return { key, collection: collection === undefined ? null : await this.getCollection(key.tenant_id, collection) };
+  }
+
+  async createCollection(tenantId: string, spec: CollectionSpecInput): Promise<CollectionInfo> {
+    const c: CollectionInfo = {
+      id: randomId('col'),
+      tenant_id: tenantId,
+      name: spec.name,
+      bits: spec.bits,
+      descriptor_dims: spec.descriptor_dims,
+      model_id: spec.model_id ?? null,
+      created_at: now(),
+    };
+    const { changes } = this.db.run(
+      `INSERT INTO collections (${COLLECTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, name) DO NOTHING`,
+      c.id, c.tenant_id, c.name, c.bits, c.descriptor_dims, c.model_id, c.created_at,
+    );
+    if (changes === 0) throw conflict('collection_exists', `collection ${JSON.stringify(spec.name)} already exists`);
+    return c;
+  }
+
+  /** Collections of the tenant, restricted to `names` when the key is limited. */
+  async listCollections(tenantId: string, names: string[] | null): Promise<CollectionInfo[]> {
+    const all = this.db.all<CollectionInfo>(`SELECT ${COLLECTION_COLUMNS} FROM collections WHERE tenant_id = ? ORDER BY name`, tenantId);
+    return all.filter((c) => names === null || names.includes(c.name)).map(collectionInfo);
+  }
+
+  async getCollection(tenantId: string, name: string): Promise<CollectionInfo | null> {
+    const rows = this.db.all<CollectionInfo>(`SELECT ${COLLECTION_COLUMNS} FROM collections WHERE tenant_id = ? AND name = ?`, tenantId, name);
+    return rows.length ? collectionInfo(rows[0]) : null;
+  }
+
+  /** Removes the registry entry; the caller then destroys the data through the collection's writer. */
+  async deleteCollection(tenantId: string, name: string): Promise<CollectionInfo> {
+    const c = await this.getCollection(tenantId, name);
+    if (!c) throw notFound('collection', name);
+    this.db.run('DELETE FROM collections WHERE id = ?', c.id);
+    return c;
+  }
+
+  private requireTenant(tenantId: string): void {
+    if (this.db.all('SELECT 1 FROM tenants WHERE id = ?', tenantId).length === 0) throw notFound('tenant', tenantId);
+  }
+
+  private requireKey(keyId: string): ApiKeyInfo {
+    const rows = this.db.all<KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys WHERE id = ?`, keyId);
+    if (rows.length === 0) throw new MedhashError(404, 'key_not_found', `key ${JSON.stringify(keyId)} not found`);
+    return keyInfo(rows[0]);
+  }
+}
+
+/** What the API calls: the control store itself on Node, an RPC proxy to its Durable Object on Workers. */
+export type ControlPlane = Pick<ControlStore, keyof ControlStore>;
+
+const now = (): string => new Date().toISOString();
