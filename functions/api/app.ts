@@ -1,0 +1,63 @@
+// The one Hono app both runtimes serve: routes, validation, errors and the OpenAPI document.
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { bodyLimit } from 'hono/body-limit';
+import { MedhashError } from '../util/errors.ts';
+import type { Backend } from './backend.ts';
+import { renderDocs } from './docs.ts';
+import { notFoundRoute, onError, validationError } from './errors.ts';
+import { json } from './openapi.ts';
+import { adminRoutes } from './routes/admin.ts';
+import { collectionRoutes } from './routes/collections.ts';
+import { itemRoutes } from './routes/items.ts';
+import { searchRoutes } from './routes/search.ts';
+import { MAX_BODY_BYTES } from './schemas.ts';
+
+const DOC_INFO = {
+  openapi: '3.1.0',
+  info: {
+    title: 'medhash',
+    version: '1',
+    description: 'Medical image retrieval by hash code: tenants own collections of coded images; search returns the nearest items by Hamming distance.',
+  },
+};
+
+export function createApp(backend: Backend): OpenAPIHono {
+  const app = new OpenAPIHono({
+    defaultHook: (result) => {
+      if (!result.success) throw validationError(result.error, result.target);
+    },
+  });
+  app.onError(onError);
+  app.notFound(notFoundRoute);
+  app.use(
+    '/v1/*',
+    bodyLimit({
+      maxSize: MAX_BODY_BYTES,
+      onError: () => {
+        throw new MedhashError(413, 'body_too_large', `request body exceeds ${MAX_BODY_BYTES} bytes`);
+      },
+    }),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get', path: '/healthz', tags: ['service'], summary: 'Liveness',
+      responses: { 200: json(z.object({ status: z.literal('ok'), runtime: z.enum(['node', 'workers']) }), 'Up.') },
+    }),
+    (c) => c.json({ status: 'ok' as const, runtime: backend.runtime }, 200),
+  );
+
+  adminRoutes(app, backend);
+  collectionRoutes(app, backend);
+  itemRoutes(app, backend);
+  searchRoutes(app, backend);
+
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'A tenant API key (mh_...) or, for /v1/admin, the operator key.',
+  });
+  app.doc31('/openapi.json', DOC_INFO);
+  app.get('/docs', (c) => c.html(renderDocs(app.getOpenAPI31Document(DOC_INFO) as unknown as Record<string, unknown>)));
+  return app;
+}

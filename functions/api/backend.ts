@@ -1,0 +1,22 @@
+// What the app needs from its runtime. The entries (entries/node.ts, entries/worker.ts) build
+// one of these; everything behind the routes is the same code on both runtimes.
+import type { HammingKernel } from '../../wasm/hamming.ts';
+import type { ControlPlane } from '../control/store.ts';
+import type { CollectionReader } from '../store/reader.ts';
+import type { ApplyResult, CollectionSpec, WriteOp } from '../store/writer.ts';
+
+/** The single writer of one collection: in-process on Node, its Durable Object on Workers. */
+export interface CollectionWriterApi {
+  apply(ops: WriteOp[]): Promise<ApplyResult>;
+  destroy(): Promise<void>;
+}
+
+export interface Backend {
+  runtime: 'node' | 'workers';
+  control: ControlPlane;
+  writer(spec: CollectionSpec): CollectionWriterApi;
+  reader: CollectionReader;
+  kernel: HammingKernel;
+  /** MEDHASH_OPERATOR_KEY; unset disables the admin API. */
+  operatorKey: string | undefined;
+}

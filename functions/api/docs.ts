@@ -1,0 +1,62 @@
+// The /docs page: the OpenAPI document rendered server-side into one self-contained HTML page
+// (no scripts, no CDN: the service may run where there is no network).
+
+type Json = Record<string, unknown>;
+
+const esc = (s: unknown): string =>
+  String(s).replace(/[&<>"']/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[ch]!);
+
+/** Replaces `$ref`s by the component they name, once per path (enough for these schemas). */
+function resolve(doc: Json, node: unknown, seen: Set<string> = new Set()): unknown {
+  if (Array.isArray(node)) return node.map((n) => resolve(doc, n, seen));
+  if (!node || typeof node !== 'object') return node;
+  const ref = (node as Json).$ref;
+  if (typeof ref === 'string' && ref.startsWith('#/')) {
+    if (seen.has(ref)) return { $ref: ref };
+    const target = ref.slice(2).split('/').reduce<unknown>((o, k) => (o as Json)?.[k], doc);
+    return resolve(doc, target, new Set([...seen, ref]));
+  }
+  return Object.fromEntries(Object.entries(node as Json).map(([k, v]) => [k, resolve(doc, v, seen)]));
+}
+
+const block = (label: string, value: unknown): string =>
+  `<details><summary>${esc(label)}</summary><pre>${esc(JSON.stringify(value, null, 2))}</pre></details>`;
+
+export function renderDocs(doc: Json): string {
+  const info = (doc.info ?? {}) as Json;
+  const ops: string[] = [];
+  for (const [path, item] of Object.entries((doc.paths ?? {}) as Record<string, Json>)) {
+    for (const [method, raw] of Object.entries(item)) {
+      const op = raw as Json;
+      const params = ((op.parameters ?? []) as Json[]).map((p) => `<code>${esc(p.name)}</code> (${esc(p.in)})`).join(', ');
+      const body = ((op.requestBody as Json | undefined)?.content as Json | undefined)?.['application/json'] as Json | undefined;
+      const responses = Object.entries((op.responses ?? {}) as Record<string, Json>)
+        .map(([status, r]) => {
+          const schema = ((r.content as Json | undefined)?.['application/json'] as Json | undefined)?.schema;
+          return `<li><b>${esc(status)}</b> ${esc(r.description ?? '')}${schema && status.startsWith('2') ? block('schema', resolve(doc, schema)) : ''}</li>`;
+        })
+        .join('');
+      ops.push(`<section id="${esc(`${method}-${path}`)}">
+<h3><span class="m ${esc(method)}">${esc(method.toUpperCase())}</span> <code>${esc(path)}</code></h3>
+<p>${esc(op.summary ?? '')}</p>${op.description ? `<p>${esc(op.description)}</p>` : ''}
+${params ? `<p>Parameters: ${params}</p>` : ''}
+${body ? block('request body', resolve(doc, body.schema)) : ''}
+<ul>${responses}</ul></section>`);
+    }
+  }
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>${esc(info.title)} API</title>
+<style>
+body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
+section{border-top:1px solid #ddd;padding:.5rem 0}
+h3{margin:.4rem 0;font-size:1rem}.m{display:inline-block;min-width:4.5rem;font-family:monospace}
+.get{color:#1565c0}.post{color:#2e7d32}.delete{color:#c62828}
+pre{background:#f5f5f5;padding:.5rem;overflow:auto;font-size:13px}summary{cursor:pointer;color:#555}
+</style></head><body>
+<h1>${esc(info.title)} <small>${esc(info.version)}</small></h1>
+<p>${esc(info.description ?? '')}</p>
+<p>Authenticate with <code>Authorization: Bearer &lt;key&gt;</code>. Errors are always
+<code>{"error":{"code","message","field"}}</code>. Machine-readable document: <a href="/openapi.json">/openapi.json</a>.</p>
+${ops.join('\n')}
+</body></html>`;
+}

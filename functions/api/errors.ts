@@ -1,0 +1,53 @@
+// Every failure leaves as `{"error":{"code","message","field"}}`: MedhashErrors as thrown,
+// zod validation failures reduced to their first issue with the offending field named,
+// framework errors (bad JSON, wrong content type) translated, anything else a logged 500.
+import type { Context } from 'hono';
+import { HTTPException } from 'hono/http-exception';
+import type { ZodError } from 'zod';
+import { ShardFormatError } from '../shards/codec.ts';
+import { ManifestFormatError } from '../shards/manifest.ts';
+import { MedhashError, badRequest } from '../util/errors.ts';
+
+export function errorResponse(c: Context, e: MedhashError): Response {
+  if (e.status === 401) c.header('WWW-Authenticate', 'Bearer realm="medhash"');
+  return c.json(e.toBody(), e.status);
+}
+
+export function onError(err: Error, c: Context): Response {
+  if (err instanceof MedhashError) return errorResponse(c, err);
+  if (err instanceof HTTPException) {
+    if (err.status === 415) {
+      return errorResponse(c, new MedhashError(415, 'unsupported_media_type', `Content-Type must be application/json, got ${JSON.stringify(c.req.header('content-type') ?? '')}`));
+    }
+    if (err.status === 400) return errorResponse(c, badRequest('invalid_json', 'request body is not valid JSON'));
+    return errorResponse(c, new MedhashError(err.status as 500, 'http_error', err.message));
+  }
+  // Logged without headers or body: neither may carry secrets into logs.
+  console.error(`${c.req.method} ${new URL(c.req.url).pathname}: ${err.name}: ${err.message}`);
+  if (err instanceof ShardFormatError || err instanceof ManifestFormatError) {
+    return errorResponse(c, new MedhashError(500, 'corrupt_index', 'the stored index failed verification; the operator has been told'));
+  }
+  return errorResponse(c, new MedhashError(500, 'internal', 'internal error'));
+}
+
+export function notFoundRoute(c: Context): Response {
+  return errorResponse(c, new MedhashError(404, 'route_not_found', `no route ${c.req.method} ${new URL(c.req.url).pathname}`));
+}
+
+/** zod-openapi's validation hook: the first issue becomes the error, with its field path. */
+export function validationError(error: ZodError, target: string): MedhashError {
+  const issue = error.issues[0];
+  const path = issue.path.map(String).join('.');
+  const where = path ? `${path}: ` : '';
+  if (issue.code === 'unrecognized_keys') {
+    const keys = issue.keys;
+    const field = [path, keys[0]].filter(Boolean).join('.');
+    return badRequest('unknown_field', `unknown field${keys.length > 1 ? 's' : ''} ${keys.map((k) => JSON.stringify(k)).join(', ')}${path ? ` in ${path}` : ''}`, field);
+  }
+  if (issue.code === 'invalid_type' && /received undefined/.test(issue.message)) {
+    return badRequest('missing_field', `${path || 'body'} is required`, path || undefined);
+  }
+  if (issue.code === 'too_big' && path === 'items') return new MedhashError(413, 'batch_too_large', issue.message, path);
+  if (target === 'param') return badRequest('invalid_path', `${where}${issue.message}`, path);
+  return badRequest('invalid_field', `${where}${issue.message}`, path || undefined);
+}

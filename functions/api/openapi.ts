@@ -1,0 +1,28 @@
+// Shared OpenAPI pieces for the route modules: the app type and the documented error answers.
+import { OpenAPIHono } from '@hono/zod-openapi';
+import { ErrorSchema } from './schemas.ts';
+
+export type App = OpenAPIHono;
+
+const ERROR_TEXT: Record<number, string> = {
+  400: 'Malformed request; the message names the problem and `field` the offending field.',
+  401: 'No API key, or an unknown or revoked one.',
+  403: 'The key lacks the scope or the collection, or is the wrong kind of key.',
+  404: 'No such collection (in this tenant) or item.',
+  409: 'Conflicts with existing state.',
+  413: 'Body or batch too large.',
+  415: 'Content-Type is not application/json.',
+  503: 'Temporarily unable; retrying is safe.',
+};
+
+export function errors(...statuses: number[]) {
+  return Object.fromEntries(
+    statuses.map((s) => [s, { description: ERROR_TEXT[s], content: { 'application/json': { schema: ErrorSchema } } }]),
+  );
+}
+
+export const security = [{ bearer: [] }];
+
+export const json = <T>(schema: T, description: string) => ({ description, content: { 'application/json': { schema } } });
+
+export const jsonBody = <T>(schema: T) => ({ required: true, content: { 'application/json': { schema } } });

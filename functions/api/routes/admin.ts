@@ -1,0 +1,89 @@
+// Operator API: tenants and their keys. Secrets are generated here, returned once, and only
+// their hashes go to the control plane.
+import { createRoute, z } from '@hono/zod-openapi';
+import { generateSecret, hashSecret } from '../../auth/keys.ts';
+import { requireOperator } from '../../auth/guard.ts';
+import type { Backend } from '../backend.ts';
+import { errors, json, jsonBody, security, type App } from '../openapi.ts';
+import { ApiKeySchema, ApiKeyWithSecretSchema, CreateKeyBody, CreateTenantBody, TenantSchema } from '../schemas.ts';
+
+const tags = ['admin'];
+const TenantParams = z.object({ tenant: z.string().min(1).openapi({ param: { name: 'tenant', in: 'path' }, example: 'tn_6f1c0e2a9b7d4c3e8f10a2b4' }) });
+const KeyParams = z.object({ key: z.string().min(1).openapi({ param: { name: 'key', in: 'path' }, example: 'key_0b1d2c3e4f5a6b7c8d9e0f1a' }) });
+
+export function adminRoutes(app: App, backend: Backend): void {
+  app.openapi(
+    createRoute({
+      method: 'post', path: '/v1/admin/tenants', tags, security, summary: 'Create a tenant',
+      request: { body: jsonBody(CreateTenantBody) },
+      responses: { 201: json(TenantSchema, 'The tenant.'), ...errors(400, 401, 403, 409, 415, 503) },
+    }),
+    async (c) => {
+      await requireOperator(c, backend);
+      return c.json(await backend.control.createTenant(c.req.valid('json').name), 201);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get', path: '/v1/admin/tenants', tags, security, summary: 'List tenants',
+      responses: { 200: json(z.object({ tenants: z.array(TenantSchema) }), 'All tenants.'), ...errors(401, 403, 503) },
+    }),
+    async (c) => {
+      await requireOperator(c, backend);
+      return c.json({ tenants: await backend.control.listTenants() }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post', path: '/v1/admin/tenants/{tenant}/keys', tags, security, summary: 'Create an API key (the secret is shown once)',
+      request: { params: TenantParams, body: jsonBody(CreateKeyBody) },
+      responses: { 201: json(ApiKeyWithSecretSchema, 'The key, with its secret.'), ...errors(400, 401, 403, 404, 415, 503) },
+    }),
+    async (c) => {
+      await requireOperator(c, backend);
+      const secret = generateSecret();
+      const key = await backend.control.createKey(c.req.valid('param').tenant, c.req.valid('json'), await hashSecret(secret));
+      return c.json({ ...key, secret }, 201);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get', path: '/v1/admin/tenants/{tenant}/keys', tags, security, summary: "List a tenant's keys (no secrets)",
+      request: { params: TenantParams },
+      responses: { 200: json(z.object({ keys: z.array(ApiKeySchema) }), 'The keys.'), ...errors(401, 403, 404, 503) },
+    }),
+    async (c) => {
+      await requireOperator(c, backend);
+      return c.json({ keys: await backend.control.listKeys(c.req.valid('param').tenant) }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post', path: '/v1/admin/keys/{key}/rotate', tags, security, summary: 'Replace a key secret (same id, scopes and limits)',
+      request: { params: KeyParams },
+      responses: { 200: json(ApiKeyWithSecretSchema, 'The key, with its new secret.'), ...errors(401, 403, 404, 409, 503) },
+    }),
+    async (c) => {
+      await requireOperator(c, backend);
+      const secret = generateSecret();
+      const key = await backend.control.rotateKey(c.req.valid('param').key, await hashSecret(secret));
+      return c.json({ ...key, secret }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'delete', path: '/v1/admin/keys/{key}', tags, security, summary: 'Revoke a key',
+      request: { params: KeyParams },
+      responses: { 200: json(ApiKeySchema, 'The revoked key.'), ...errors(401, 403, 404, 503) },
+    }),
+    async (c) => {
+      await requireOperator(c, backend);
+      return c.json(await backend.control.revokeKey(c.req.valid('param').key), 200);
+    },
+  );
+}

@@ -1,0 +1,84 @@
+// Collection lifecycle within the caller's tenant. Counts and generation come from the
+// published manifest, i.e. exactly what searches currently see.
+import { createRoute, z } from '@hono/zod-openapi';
+import { requireCollection, requireTenant } from '../../auth/guard.ts';
+import type { CollectionInfo } from '../../control/store.ts';
+import type { Manifest } from '../../shards/manifest.ts';
+import type { Backend } from '../backend.ts';
+import { errors, json, jsonBody, security, type App } from '../openapi.ts';
+import { CollectionParams, CollectionSchema, CreateCollectionBody } from '../schemas.ts';
+
+const tags = ['collections'];
+
+const CollectionSummary = CollectionSchema.pick({ name: true, bits: true, descriptor_dims: true, model_id: true, created_at: true }).openapi('CollectionSummary');
+
+const summary = (c: CollectionInfo) => ({
+  name: c.name,
+  bits: c.bits,
+  descriptor_dims: c.descriptor_dims,
+  model_id: c.model_id,
+  created_at: c.created_at,
+});
+
+export const collectionView = (c: CollectionInfo, m: Manifest | null) => ({
+  ...summary(c),
+  count: m?.count ?? 0,
+  shards: m?.shards.length ?? 0,
+  generation: m?.generation ?? 0,
+});
+
+export function collectionRoutes(app: App, backend: Backend): void {
+  app.openapi(
+    createRoute({
+      method: 'post', path: '/v1/collections', tags, security, summary: 'Create a collection (scope: admin)',
+      request: { body: jsonBody(CreateCollectionBody) },
+      responses: { 201: json(CollectionSchema, 'The empty collection.'), ...errors(400, 401, 403, 409, 415) },
+    }),
+    async (c) => {
+      const body = c.req.valid('json');
+      const { key } = await requireTenant(c, backend, 'admin', body.name);
+      const created = await backend.control.createCollection(key.tenant_id, body);
+      return c.json(collectionView(created, null), 201);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get', path: '/v1/collections', tags, security, summary: 'List the collections this key may use',
+      responses: { 200: json(z.object({ collections: z.array(CollectionSummary) }), 'The collections.'), ...errors(401) },
+    }),
+    async (c) => {
+      const { key } = await requireTenant(c, backend, null);
+      const list = await backend.control.listCollections(key.tenant_id, key.collections);
+      return c.json({ collections: list.map(summary) }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get', path: '/v1/collections/{collection}', tags, security, summary: 'Get a collection with its live counts',
+      request: { params: CollectionParams },
+      responses: { 200: json(CollectionSchema, 'The collection.'), ...errors(400, 401, 403, 404) },
+    }),
+    async (c) => {
+      const col = await requireCollection(c, backend, null, c.req.valid('param').collection);
+      return c.json(collectionView(col, await backend.reader.manifest(col.id)), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'delete', path: '/v1/collections/{collection}', tags, security, summary: 'Delete a collection and its index (scope: admin)',
+      request: { params: CollectionParams },
+      responses: { 204: { description: 'Deleted.' }, ...errors(400, 401, 403, 404) },
+    }),
+    async (c) => {
+      const name = c.req.valid('param').collection;
+      const { key } = await requireTenant(c, backend, 'admin', name);
+      // Registry first: from here on no request resolves the name, then the data goes.
+      const col = await backend.control.deleteCollection(key.tenant_id, name);
+      await backend.writer(col).destroy();
+      return c.body(null, 204);
+    },
+  );
+}

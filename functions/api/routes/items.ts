@@ -1,0 +1,85 @@
+// Batch ingest (idempotent by item id), item read and item delete.
+import { createRoute, type z } from '@hono/zod-openapi';
+import { requireCollection } from '../../auth/guard.ts';
+import type { CollectionInfo } from '../../control/store.ts';
+import { canonicalMetadata, parseMetadata } from '../../shards/metadata.ts';
+import type { WriteOp } from '../../store/writer.ts';
+import { toHex } from '../../util/bytes.ts';
+import { badRequest, MedhashError } from '../../util/errors.ts';
+import type { Backend } from '../backend.ts';
+import { parseCode } from '../codes.ts';
+import { errors, json, jsonBody, security, type App } from '../openapi.ts';
+import { CollectionParams, IngestBody, IngestResult, ItemParams, ItemSchema } from '../schemas.ts';
+
+const tags = ['items'];
+
+/** Turns a validated batch into write ops, with the checks that need the collection's shape. */
+function batchOps(col: CollectionInfo, items: z.infer<typeof IngestBody>['items']): WriteOp[] {
+  const seen = new Map<string, number>();
+  return items.map((item, i) => {
+    const first = seen.get(item.id);
+    if (first !== undefined) throw badRequest('duplicate_id', `id ${JSON.stringify(item.id)} appears twice in the batch (items ${first} and ${i})`, `items.${i}.id`);
+    seen.set(item.id, i);
+    const code = parseCode(item.code, col.bits, `items.${i}.code`);
+    const descriptor = item.descriptor ?? [];
+    if (descriptor.length !== col.descriptor_dims) {
+      throw badRequest(
+        'invalid_descriptor',
+        `descriptor must hold ${col.descriptor_dims} values for this collection; got ${item.descriptor === undefined ? 'none' : descriptor.length}`,
+        `items.${i}.descriptor`,
+      );
+    }
+    return { op: 'put', record: { id: item.id, code, descriptor: Int8Array.from(descriptor), metadata: canonicalMetadata(item.metadata) } };
+  });
+}
+
+export function itemRoutes(app: App, backend: Backend): void {
+  app.openapi(
+    createRoute({
+      method: 'post', path: '/v1/collections/{collection}/items', tags, security,
+      summary: 'Upsert a batch of items (scope: ingest)',
+      description: 'Idempotent by item id: re-sending a batch changes nothing and gets the same answer. Ids must be unique within a batch.',
+      request: { params: CollectionParams, body: jsonBody(IngestBody) },
+      responses: { 200: json(IngestResult, 'All items are stored as sent.'), ...errors(400, 401, 403, 404, 409, 413, 415, 503) },
+    }),
+    async (c) => {
+      const col = await requireCollection(c, backend, 'ingest', c.req.valid('param').collection);
+      const { items } = c.req.valid('json');
+      const result = await backend.writer(col).apply(batchOps(col, items));
+      return c.json({ ingested: items.length, generation: result.generation }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get', path: '/v1/collections/{collection}/items/{id}', tags, security, summary: 'Get an item (scope: search)',
+      request: { params: ItemParams },
+      responses: { 200: json(ItemSchema, 'The item.'), ...errors(400, 401, 403, 404) },
+    }),
+    async (c) => {
+      const { collection, id } = c.req.valid('param');
+      const col = await requireCollection(c, backend, 'search', collection);
+      const item = await backend.reader.withManifest(col.id, async (m) => {
+        const found = await backend.reader.item(m, id);
+        return found && { id, code: toHex(found.shard.code(found.row)), descriptor: Array.from(found.shard.descriptor(found.row)), metadata: parseMetadata(found.shard.metadataJson(found.row)) };
+      });
+      if (!item) throw new MedhashError(404, 'item_not_found', `item ${JSON.stringify(id)} not found`);
+      return c.json(item, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'delete', path: '/v1/collections/{collection}/items/{id}', tags, security, summary: 'Delete an item (scope: ingest)',
+      request: { params: ItemParams },
+      responses: { 204: { description: 'Deleted.' }, ...errors(400, 401, 403, 404, 409, 503) },
+    }),
+    async (c) => {
+      const { collection, id } = c.req.valid('param');
+      const col = await requireCollection(c, backend, 'ingest', collection);
+      const result = await backend.writer(col).apply([{ op: 'delete', id }]);
+      if (result.missing.length > 0) throw new MedhashError(404, 'item_not_found', `item ${JSON.stringify(id)} not found`);
+      return c.body(null, 204);
+    },
+  );
+}

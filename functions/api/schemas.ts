@@ -1,0 +1,192 @@
+// Request and response schemas (zod, with OpenAPI metadata). Request objects are strict: an
+// unknown field is a 400 naming it, never silently ignored. Checks that depend on the target
+// collection (code length, descriptor dims) run in the handlers, which know its bits.
+import { z } from '@hono/zod-openapi';
+import { SCOPES } from '../auth/keys.ts';
+import { CODE_BITS } from '../shards/codec.ts';
+import type { MetadataField } from '../shards/metadata.ts';
+
+export const MAX_BATCH_ITEMS = 1000;
+export const MAX_K = 1000;
+export const MAX_DESCRIPTOR_DIMS = 1024;
+export const MAX_ID_BYTES = 256;
+export const MAX_BODY_BYTES = 8 << 20;
+
+export const ErrorSchema = z
+  .object({
+    error: z.object({
+      code: z.string().openapi({ example: 'invalid_code' }),
+      message: z.string().openapi({ example: 'code must be 16 hex characters or 12 base64 characters for a 64-bit collection; got 15 characters' }),
+      field: z.string().optional().openapi({ example: 'items.3.code' }),
+    }),
+  })
+  .openapi('Error');
+
+// --- admin -----------------------------------------------------------------------------------
+
+const TenantName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'name must be 1-63 characters of a-z, 0-9, ".", "_" or "-", starting with a letter or digit');
+
+export const CreateTenantBody = z.strictObject({ name: TenantName }).openapi('CreateTenant');
+
+export const TenantSchema = z
+  .object({ id: z.string().openapi({ example: 'tn_6f1c0e2a9b7d4c3e8f10a2b4' }), name: z.string(), created_at: z.string() })
+  .openapi('Tenant');
+
+export const CollectionName = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'collection name must be 1-63 characters of a-z, 0-9, "_" or "-", starting with a letter or digit')
+  .openapi({ example: 'chest-xray' });
+
+export const CreateKeyBody = z
+  .strictObject({
+    name: z.string().min(1).max(100).optional(),
+    scopes: z.array(z.enum(SCOPES, { error: `scopes must be among ${SCOPES.join(', ')}` })).min(1, 'scopes must name at least one scope'),
+    collections: z.array(CollectionName).min(1).max(100).optional().openapi({ description: 'Limit the key to these collection names of its tenant.' }),
+  })
+  .openapi('CreateKey');
+
+export const ApiKeySchema = z
+  .object({
+    id: z.string().openapi({ example: 'key_0b1d2c3e4f5a6b7c8d9e0f1a' }),
+    tenant_id: z.string(),
+    name: z.string().nullable(),
+    scopes: z.array(z.enum(SCOPES)),
+    collections: z.array(z.string()).nullable(),
+    created_at: z.string(),
+    rotated_at: z.string().nullable(),
+    revoked_at: z.string().nullable(),
+  })
+  .openapi('ApiKey');
+
+export const ApiKeyWithSecretSchema = ApiKeySchema.extend({
+  secret: z.string().openapi({ description: 'Shown once; only its SHA-256 is stored.', example: 'mh_...' }),
+}).openapi('ApiKeyWithSecret');
+
+// --- collections -----------------------------------------------------------------------------
+
+export const CollectionParams = z.object({
+  collection: CollectionName.openapi({ param: { name: 'collection', in: 'path' } }),
+});
+
+export const CreateCollectionBody = z
+  .strictObject({
+    name: CollectionName,
+    bits: z.literal(CODE_BITS, { error: `bits must be one of ${CODE_BITS.join(', ')}` }),
+    descriptor_dims: z
+      .int({ error: 'descriptor_dims must be an integer' })
+      .min(0, 'descriptor_dims must be >= 0')
+      .max(MAX_DESCRIPTOR_DIMS, `descriptor_dims must be <= ${MAX_DESCRIPTOR_DIMS}`)
+      .default(0),
+    model_id: z.string().min(1).max(128).optional().openapi({ description: 'The model that produced the codes, e.g. darf-sch-64-v1.' }),
+  })
+  .openapi('CreateCollection');
+
+export const CollectionSchema = z
+  .object({
+    name: z.string(),
+    bits: z.number().int(),
+    descriptor_dims: z.number().int(),
+    model_id: z.string().nullable(),
+    created_at: z.string(),
+    count: z.number().int().openapi({ description: 'Items in the live index.' }),
+    shards: z.number().int(),
+    generation: z.number().int().openapi({ description: 'Increases with every change to the index.' }),
+  })
+  .openapi('Collection');
+
+// --- items -----------------------------------------------------------------------------------
+
+const utf8Length = (s: string): number => new TextEncoder().encode(s).length;
+
+export const ItemId = z
+  .string()
+  .min(1, 'id must not be empty')
+  .refine((s) => utf8Length(s) <= MAX_ID_BYTES, `id must be at most ${MAX_ID_BYTES} bytes of UTF-8`)
+  .refine((s) => !/[\u0000-\u001f\u007f]/.test(s), 'id must not contain control characters')
+  .openapi({ example: 'mednist/CT/000123' });
+
+export const ItemParams = CollectionParams.extend({
+  id: ItemId.openapi({ param: { name: 'id', in: 'path' } }),
+});
+
+const DicomUid = z.string().regex(/^[0-9]+(\.[0-9]+)*$/, 'must be a DICOM UID (digits and dots)').max(64);
+const MetaText = (max: number) => z.string().min(1).max(max);
+
+// `satisfies` ties the schema to the stored field list: a field missing or extra fails to compile.
+const metadataShape = {
+  label: MetaText(256).optional(),
+  modality: MetaText(64).optional().openapi({ example: 'CT' }),
+  body_part: MetaText(64).optional().openapi({ example: 'CHEST' }),
+  source_uri: MetaText(2048).optional(),
+  study_uid: DicomUid.optional(),
+  series_uid: DicomUid.optional(),
+  sop_uid: DicomUid.optional(),
+  patient_ref: MetaText(128).optional().openapi({ description: 'Opaque reference; never a direct identifier.' }),
+} satisfies Record<MetadataField, z.ZodType>;
+
+export const MetadataSchema = z.strictObject(metadataShape).openapi('ItemMetadata');
+
+const CodeString = z.string().min(1, 'code must not be empty').max(64).openapi({
+  description: 'The packed hash code as hex (2 characters per byte) or padded standard base64; told apart by length.',
+  example: '9f3a0c51e2d4b678',
+});
+
+export const ItemInput = z
+  .strictObject({
+    id: ItemId,
+    code: CodeString,
+    descriptor: z
+      .array(z.int().min(-128).max(127), { error: 'descriptor must be an array of integers in -128..127' })
+      .max(MAX_DESCRIPTOR_DIMS)
+      .optional()
+      .openapi({ description: 'descriptor_dims int8 values; required when the collection has descriptor_dims > 0.' }),
+    metadata: MetadataSchema.optional(),
+  })
+  .openapi('ItemInput');
+
+export const IngestBody = z
+  .strictObject({
+    items: z
+      .array(ItemInput)
+      .min(1, 'items must hold at least one item')
+      .max(MAX_BATCH_ITEMS, `a batch holds at most ${MAX_BATCH_ITEMS} items`),
+  })
+  .openapi('IngestBatch');
+
+export const IngestResult = z
+  .object({
+    ingested: z.number().int().openapi({ description: 'Items in the batch, all now stored as sent.' }),
+    generation: z.number().int().openapi({ description: 'Index generation that holds the batch.' }),
+  })
+  .openapi('IngestResult');
+
+export const ItemSchema = z
+  .object({
+    id: z.string(),
+    code: z.string().openapi({ description: 'Hex.' }),
+    descriptor: z.array(z.number().int()),
+    metadata: MetadataSchema,
+  })
+  .openapi('Item');
+
+// --- search ----------------------------------------------------------------------------------
+
+export const SearchBody = z
+  .strictObject({
+    code: CodeString,
+    k: z.int({ error: 'k must be an integer' }).min(1, `k must be between 1 and ${MAX_K}`).max(MAX_K, `k must be between 1 and ${MAX_K}`).default(10),
+    radius: z.int({ error: 'radius must be an integer' }).min(0, 'radius must be >= 0').optional().openapi({
+      description: 'Only items within this Hamming distance (at most the code length).',
+    }),
+  })
+  .openapi('SearchRequest');
+
+export const SearchResult = z
+  .object({
+    generation: z.number().int(),
+    truncated: z.boolean().openapi({ description: 'With radius: more than k items lie within it.' }),
+    results: z.array(
+      z.object({ id: z.string(), distance: z.number().int(), metadata: MetadataSchema }),
+    ).openapi({ description: 'Ordered by (distance, id bytewise): deterministic and independent of shard layout.' }),
+  })
+  .openapi('SearchResult');
