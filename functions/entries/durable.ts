@@ -1,0 +1,83 @@
+// Workers' strongly consistent side: one control Durable Object (tenants, keys, collection
+// registry) and one Durable Object per collection, the single writer of its index. Both keep
+// their state in DO SQLite through the same SqlDb code that Node runs on node:sqlite, and
+// answer one `call` RPC that carries MedhashErrors as data (util/rpc.ts).
+import { DurableObject } from 'cloudflare:workers';
+import { ControlStore } from '../control/store.ts';
+import { migrateHeads, sqlHeadStore } from '../store/head.ts';
+import { workersKV } from '../store/kv.ts';
+import { durableSql, type SqlDb } from '../store/sql.ts';
+import { CollectionWriter, writerLimitsFromEnv, type CollectionSpec, type WriteOp } from '../store/writer.ts';
+import { serveRpc, type RpcReply } from '../util/rpc.ts';
+import type { WorkerEnv } from './worker-env.ts';
+
+export class ControlDO extends DurableObject<WorkerEnv> {
+  private readonly store: ControlStore;
+
+  constructor(ctx: DurableObjectState, env: WorkerEnv) {
+    super(ctx, env);
+    this.store = new ControlStore(durableSql(ctx.storage));
+  }
+
+  call(method: string, args: unknown[]): Promise<RpcReply> {
+    return serveRpc(this.store, method, args);
+  }
+}
+
+/** The RPC surface of a collection DO; the spec rides along since a DO knows only its id. */
+export class CollectionEndpoint {
+  constructor(private readonly writerFor: (spec: CollectionSpec) => CollectionWriter) {}
+
+  apply(spec: CollectionSpec, ops: WriteOp[]) {
+    return this.writerFor(spec).apply(ops);
+  }
+
+  destroy(spec: CollectionSpec) {
+    return this.writerFor(spec).destroy();
+  }
+}
+
+export class CollectionDO extends DurableObject<WorkerEnv> {
+  private readonly db: SqlDb;
+  private writer: CollectionWriter | null = null;
+  private readonly endpoint = new CollectionEndpoint((spec) => this.writerFor(spec));
+
+  constructor(ctx: DurableObjectState, env: WorkerEnv) {
+    super(ctx, env);
+    this.db = durableSql(ctx.storage);
+    migrateHeads(this.db);
+  }
+
+  call(method: string, args: unknown[]): Promise<RpcReply> {
+    return serveRpc(this.endpoint, method, args);
+  }
+
+  /** Scheduled maintenance: a retried manifest publish, GC of shards past their grace period. */
+  override async alarm(): Promise<void> {
+    const rows = this.db.all<{ collection: string }>('SELECT collection FROM writer_heads');
+    if (rows.length === 0) return;
+    const head = sqlHeadStore(this.db, rows[0].collection).load();
+    if (!head || head.destroyed) return;
+    const m = head.manifest;
+    await this.writerFor({ id: m.collection, bits: m.bits, descriptor_dims: m.descriptor_dims }).maintain();
+  }
+
+  private writerFor(spec: CollectionSpec): CollectionWriter {
+    if (!this.writer) {
+      const storage = this.ctx.storage;
+      this.writer = new CollectionWriter(
+        workersKV(this.env.MEDHASH_KV),
+        sqlHeadStore(this.db, spec.id),
+        { id: spec.id, bits: spec.bits, descriptor_dims: spec.descriptor_dims },
+        writerLimitsFromEnv(this.env as unknown as Record<string, unknown>),
+        {
+          schedule: (at) => {
+            // Keep the earliest pending alarm: each alarm run reschedules what is still due.
+            void storage.getAlarm().then((cur) => (cur === null || cur > at ? storage.setAlarm(at) : undefined));
+          },
+        },
+      );
+    }
+    return this.writer;
+  }
+}

@@ -1,0 +1,97 @@
+// Node entry: the app on @hono/node-server with every store on node:sqlite under
+// MEDHASH_DATA_DIR (default .medhash/): kv.sqlite plays Workers KV, control.sqlite the Durable
+// Objects (control plane and writer heads). Writes to a collection are serialised by its
+// in-process writer's mutex; the heads' compare-and-swap guards against a second process.
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { serve, type ServerType } from '@hono/node-server';
+import { loadHammingKernel } from '../../wasm/load-node.ts';
+import { createApp } from '../api/app.ts';
+import type { Backend } from '../api/backend.ts';
+import { ControlStore } from '../control/store.ts';
+import { migrateHeads, sqlHeadStore } from '../store/head.ts';
+import { CollectionReader } from '../store/reader.ts';
+import { openSqlite, sqliteDb, SqliteKV } from '../store/sqlite.ts';
+import { CollectionWriter, writerLimitsFromEnv, type CollectionSpec, type WriterLimits } from '../store/writer.ts';
+
+export interface NodeOptions {
+  dataDir: string;
+  operatorKey?: string;
+  limits?: WriterLimits;
+  cacheBytes?: number;
+}
+
+export interface NodeBackend {
+  backend: Backend;
+  close(): void;
+}
+
+export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend> {
+  mkdirSync(opts.dataDir, { recursive: true });
+  const kvDb = openSqlite(join(opts.dataDir, 'kv.sqlite'));
+  const controlDb = openSqlite(join(opts.dataDir, 'control.sqlite'));
+  const kv = new SqliteKV(kvDb);
+  const sql = sqliteDb(controlDb);
+  migrateHeads(sql);
+  const limits = opts.limits ?? writerLimitsFromEnv(process.env);
+  const writers = new Map<string, CollectionWriter>();
+  const timers = new Map<string, { at: number; timer: NodeJS.Timeout }>();
+
+  const writerFor = (spec: CollectionSpec): CollectionWriter => {
+    let w = writers.get(spec.id);
+    if (!w) {
+      const writer = new CollectionWriter(kv, sqlHeadStore(sql, spec.id), { id: spec.id, bits: spec.bits, descriptor_dims: spec.descriptor_dims }, limits, {
+        // Maintenance (GC after the grace period, a retried manifest publish) on an unref'd timer.
+        schedule: (at) => {
+          const cur = timers.get(spec.id);
+          if (cur && cur.at <= at) return;
+          if (cur) clearTimeout(cur.timer);
+          const timer = setTimeout(() => {
+            timers.delete(spec.id);
+            writer.maintain().catch((e) => console.error(`maintenance of ${spec.id}: ${String(e)}`));
+          }, Math.max(0, at - Date.now()));
+          timer.unref();
+          timers.set(spec.id, { at, timer });
+        },
+      });
+      writers.set(spec.id, writer);
+      w = writer;
+    }
+    return w;
+  };
+
+  const backend: Backend = {
+    runtime: 'node',
+    control: new ControlStore(sql),
+    writer: writerFor,
+    reader: new CollectionReader(kv, opts.cacheBytes ?? 256 << 20),
+    kernel: await loadHammingKernel(),
+    operatorKey: opts.operatorKey,
+  };
+  return {
+    backend,
+    close() {
+      for (const { timer } of timers.values()) clearTimeout(timer);
+      kvDb.close();
+      controlDb.close();
+    },
+  };
+}
+
+export async function startNodeServer(opts: { port: number; hostname: string; dataDir: string; operatorKey?: string }): Promise<ServerType> {
+  const { backend } = await createNodeBackend(opts);
+  const app = createApp(backend);
+  return serve({ fetch: app.fetch, port: opts.port, hostname: opts.hostname }, (info) => {
+    console.error(`medhash listening on http://${opts.hostname}:${info.port} (data in ${resolve(opts.dataDir)})`);
+  });
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+  await startNodeServer({
+    port: Number(process.env.PORT ?? 8787),
+    hostname: process.env.HOST ?? '127.0.0.1',
+    dataDir: process.env.MEDHASH_DATA_DIR ?? '.medhash',
+    operatorKey: process.env.MEDHASH_OPERATOR_KEY,
+  });
+}

@@ -1,0 +1,13 @@
+// Bindings the Worker and its Durable Objects receive (declared in wrangler.toml).
+import type { CollectionDO, ControlDO } from './durable.ts';
+
+export interface WorkerEnv {
+  MEDHASH_KV: KVNamespace;
+  CONTROL: DurableObjectNamespace<ControlDO>;
+  COLLECTIONS: DurableObjectNamespace<CollectionDO>;
+  /** A secret (`wrangler secret put`, or .dev.vars locally); unset disables the admin API. */
+  MEDHASH_OPERATOR_KEY?: string;
+  MEDHASH_SHARD_MAX_BYTES?: string;
+  MEDHASH_SHARD_MAX_ITEMS?: string;
+  MEDHASH_GC_GRACE_MS?: string;
+}

@@ -1,0 +1,50 @@
+// Workers entry: the same app as Node, over Workers KV (shards, manifests) and Durable
+// Objects (control plane; one single writer per collection). The wasm kernel must be imported
+// at build time: workerd refuses to compile wasm from bytes at run time.
+import type { ControlPlane } from '../control/store.ts';
+import { createApp } from '../api/app.ts';
+import type { Backend } from '../api/backend.ts';
+import { workersKV } from '../store/kv.ts';
+import { CollectionReader } from '../store/reader.ts';
+import type { CollectionSpec } from '../store/writer.ts';
+import { rpcClient, type RpcReply } from '../util/rpc.ts';
+import { HammingKernel } from '../../wasm/hamming.ts';
+import hammingModule from '../../wasm/hamming.wasm';
+import type { CollectionEndpoint } from './durable.ts';
+import type { WorkerEnv } from './worker-env.ts';
+
+export { CollectionDO, ControlDO } from './durable.ts';
+
+// An isolate has 128 MB; decoded shards and their wasm tables get a quarter of it.
+const CACHE_BYTES = 32 << 20;
+
+async function buildApp(env: WorkerEnv) {
+  const control = env.CONTROL.get(env.CONTROL.idFromName('control'));
+  const backend: Backend = {
+    runtime: 'workers',
+    control: rpcClient<ControlPlane>((m, a) => control.call(m, a) as Promise<RpcReply>),
+    writer(spec: CollectionSpec) {
+      const stub = env.COLLECTIONS.get(env.COLLECTIONS.idFromName(spec.id));
+      const endpoint = rpcClient<CollectionEndpoint>((m, a) => stub.call(m, a) as Promise<RpcReply>);
+      const s: CollectionSpec = { id: spec.id, bits: spec.bits, descriptor_dims: spec.descriptor_dims };
+      return { apply: (ops) => endpoint.apply(s, ops), destroy: () => endpoint.destroy(s) };
+    },
+    reader: new CollectionReader(workersKV(env.MEDHASH_KV), CACHE_BYTES),
+    kernel: await HammingKernel.fromModule(hammingModule),
+    operatorKey: env.MEDHASH_OPERATOR_KEY,
+  };
+  return createApp(backend);
+}
+
+let app: ReturnType<typeof buildApp> | null = null;
+
+export default {
+  async fetch(request, env, ctx) {
+    // Bindings are fixed for an isolate's life, so the app is built once, on the first request.
+    app ??= buildApp(env).catch((e) => {
+      app = null; // let the next request retry rather than caching the failure
+      throw e;
+    });
+    return (await app).fetch(request, env, ctx);
+  },
+} satisfies ExportedHandler<WorkerEnv>;
