@@ -18,7 +18,8 @@ export function parseCode(s: string, bits: Bits, field: string): Uint8Array {
     if (code && code.length === bytes) return code;
   }
   if (s.length === hexLen || s.length === b64Len) {
-    throw badRequest('invalid_code', `code is neither hex nor padded base64 (${s.length} characters for a ${bits}-bit collection)`, field);
+    const form = hexLen === b64Len ? 'neither hex nor padded base64' : s.length === hexLen ? 'not valid hex' : 'not valid padded base64';
+    throw badRequest('invalid_code', `code is ${form} (${s.length} characters for a ${bits}-bit collection)`, field);
   }
   throw badRequest(
     'invalid_code',

@@ -19,10 +19,10 @@ export { CollectionDO, ControlDO } from './durable.ts';
 const CACHE_BYTES = 32 << 20;
 
 async function buildApp(env: WorkerEnv) {
-  const control = env.CONTROL.get(env.CONTROL.idFromName('control'));
+  // Stubs are made per call: a DO stub is an I/O object tied to the request that created it.
   const backend: Backend = {
     runtime: 'workers',
-    control: rpcClient<ControlPlane>((m, a) => control.call(m, a) as Promise<RpcReply>),
+    control: rpcClient<ControlPlane>((m, a) => env.CONTROL.get(env.CONTROL.idFromName('control')).call(m, a) as Promise<RpcReply>),
     writer(spec: CollectionSpec) {
       const stub = env.COLLECTIONS.get(env.COLLECTIONS.idFromName(spec.id));
       const endpoint = rpcClient<CollectionEndpoint>((m, a) => stub.call(m, a) as Promise<RpcReply>);

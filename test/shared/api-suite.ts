@@ -1,0 +1,440 @@
+// The HTTP behaviour of medhash, written once and run against both apps: the Node app
+// (test/api.node.test.ts) and the Worker inside workerd (test/workers/api.test.ts).
+import { describe, expect, it } from 'vitest';
+
+export interface ApiHarness {
+  fetch(req: Request): Promise<Response>;
+  operatorKey: string;
+  /** The shard item cap the app runs with, so tests can force multi-shard collections. */
+  shardMaxItems: number;
+}
+
+interface Reply {
+  status: number;
+  body: any;
+  headers: Headers;
+}
+
+const BASE = 'http://medhash.test';
+const uniq = (): string => Math.random().toString(36).slice(2, 10);
+
+/** Hamming distance of two hex codes (test oracle, independent of the kernel). */
+function hexDistance(a: string, b: string): number {
+  let d = 0;
+  for (let i = 0; i < a.length; i += 2) {
+    let x = parseInt(a.slice(i, i + 2), 16) ^ parseInt(b.slice(i, i + 2), 16);
+    while (x) {
+      d += x & 1;
+      x >>= 1;
+    }
+  }
+  return d;
+}
+
+function utf8Compare(a: string, b: string): number {
+  const x = new TextEncoder().encode(a);
+  const y = new TextEncoder().encode(b);
+  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i] - y[i];
+  return x.length - y.length;
+}
+
+const hexToBase64 = (hex: string): string => btoa(String.fromCharCode(...(hex.match(/../g) ?? []).map((h) => parseInt(h, 16))));
+
+/** Deterministic pseudo-random hex code for item i (few distinct values: many ties). */
+function codeFor(i: number, bytes: number, spread = 7): string {
+  let s = '';
+  for (let j = 0; j < bytes; j++) s += (((i % spread) * 37 + j * 11) & 0xff).toString(16).padStart(2, '0');
+  return s;
+}
+
+export function apiSuite(runtime: string, harness: () => ApiHarness): void {
+  const call = async (method: string, path: string, opts: { key?: string; body?: unknown; raw?: BodyInit; headers?: Record<string, string> } = {}): Promise<Reply> => {
+    const headers: Record<string, string> = { ...(opts.headers ?? {}) };
+    if (opts.key) headers.authorization = `Bearer ${opts.key}`;
+    let body: BodyInit | undefined = opts.raw;
+    if (opts.body !== undefined) {
+      body = JSON.stringify(opts.body);
+      headers['content-type'] ??= 'application/json';
+    }
+    const res = await harness().fetch(new Request(BASE + path, { method, headers, body }));
+    const text = await res.text();
+    let parsed: unknown = text;
+    try {
+      parsed = text ? JSON.parse(text) : null;
+    } catch {
+      // not JSON (the /docs page)
+    }
+    return { status: res.status, body: parsed, headers: res.headers };
+  };
+  const op = () => harness().operatorKey;
+
+  async function tenant(): Promise<{ id: string; name: string; key: (scopes: string[], collections?: string[]) => Promise<{ id: string; secret: string }> }> {
+    const name = `t-${uniq()}`;
+    const r = await call('POST', '/v1/admin/tenants', { key: op(), body: { name } });
+    expect(r.status).toBe(201);
+    const id = r.body.id as string;
+    return {
+      id,
+      name,
+      key: async (scopes, collections) => {
+        const k = await call('POST', `/v1/admin/tenants/${id}/keys`, { key: op(), body: { scopes, ...(collections ? { collections } : {}) } });
+        expect(k.status).toBe(201);
+        return { id: k.body.id, secret: k.body.secret };
+      },
+    };
+  }
+
+  /** A tenant with an all-scope key and one collection. */
+  async function world(bits = 64, dims = 0) {
+    const t = await tenant();
+    const all = (await t.key(['search', 'ingest', 'admin'])).secret;
+    const col = `c-${uniq()}`;
+    const r = await call('POST', '/v1/collections', { key: all, body: { name: col, bits, descriptor_dims: dims } });
+    expect(r.status).toBe(201);
+    return { t, all, col };
+  }
+
+  const ingest = (key: string, col: string, items: unknown[]) => call('POST', `/v1/collections/${col}/items`, { key, body: { items } });
+
+  describe(`medhash API (${runtime})`, () => {
+    describe('service', () => {
+      it('answers /healthz', async () => {
+        const r = await call('GET', '/healthz');
+        expect(r.status).toBe(200);
+        expect(r.body.status).toBe('ok');
+      });
+
+      it('serves the OpenAPI document and the docs page', async () => {
+        const doc = await call('GET', '/openapi.json');
+        expect(doc.status).toBe(200);
+        expect(doc.body.openapi).toBe('3.1.0');
+        expect(Object.keys(doc.body.paths)).toContain('/v1/collections/{collection}/search');
+        const page = await call('GET', '/docs');
+        expect(page.status).toBe(200);
+        expect(page.headers.get('content-type')).toMatch(/text\/html/);
+        expect(page.body).toContain('/v1/collections/{collection}/items');
+        expect(page.body).not.toMatch(/<script|https?:\/\/(?!medhash)/);
+      });
+
+      it('answers unknown routes with the error shape', async () => {
+        const r = await call('GET', '/nope');
+        expect(r.status).toBe(404);
+        expect(r.body.error.code).toBe('route_not_found');
+      });
+    });
+
+    describe('admin API', () => {
+      it('creates tenants and keys; secrets are shown once, never listed', async () => {
+        const t = await tenant();
+        const dup = await call('POST', '/v1/admin/tenants', { key: op(), body: { name: t.name } });
+        expect(dup.status).toBe(409);
+        const k = await t.key(['search']);
+        expect(k.secret).toMatch(/^mh_[A-Za-z0-9_-]{43}$/);
+        const list = await call('GET', `/v1/admin/tenants/${t.id}/keys`, { key: op() });
+        expect(list.status).toBe(200);
+        expect(list.body.keys).toHaveLength(1);
+        expect(list.body.keys[0]).not.toHaveProperty('secret');
+        expect(JSON.stringify(list.body)).not.toContain(k.secret);
+        const tenants = await call('GET', '/v1/admin/tenants', { key: op() });
+        expect(tenants.body.tenants.map((x: { id: string }) => x.id)).toContain(t.id);
+      });
+
+      it('refuses tenant keys (403) and unknown keys (401)', async () => {
+        const t = await tenant();
+        const k = await t.key(['search', 'ingest', 'admin']);
+        expect((await call('GET', '/v1/admin/tenants', { key: k.secret })).status).toBe(403);
+        expect((await call('GET', '/v1/admin/tenants', { key: 'mh_nope' })).status).toBe(401);
+        const none = await call('GET', '/v1/admin/tenants');
+        expect(none.status).toBe(401);
+        expect(none.headers.get('www-authenticate')).toMatch(/^Bearer/);
+      });
+
+      it('404s keys for an unknown tenant', async () => {
+        const r = await call('POST', '/v1/admin/tenants/tn_nope/keys', { key: op(), body: { scopes: ['search'] } });
+        expect(r.status).toBe(404);
+        expect(r.body.error.code).toBe('tenant_not_found');
+      });
+
+      it('rotates a key: the old secret stops working, the new one works', async () => {
+        const t = await tenant();
+        const k = await t.key(['search']);
+        expect((await call('GET', '/v1/collections', { key: k.secret })).status).toBe(200);
+        const rot = await call('POST', `/v1/admin/keys/${k.id}/rotate`, { key: op() });
+        expect(rot.status).toBe(200);
+        expect(rot.body.id).toBe(k.id);
+        expect(rot.body.secret).not.toBe(k.secret);
+        expect((await call('GET', '/v1/collections', { key: k.secret })).status).toBe(401);
+        expect((await call('GET', '/v1/collections', { key: rot.body.secret })).status).toBe(200);
+      });
+
+      it('revokes a key: 401 afterwards, and it cannot be rotated back', async () => {
+        const t = await tenant();
+        const k = await t.key(['search']);
+        const rev = await call('DELETE', `/v1/admin/keys/${k.id}`, { key: op() });
+        expect(rev.status).toBe(200);
+        expect(rev.body.revoked_at).toBeTruthy();
+        expect((await call('GET', '/v1/collections', { key: k.secret })).status).toBe(401);
+        expect((await call('POST', `/v1/admin/keys/${k.id}/rotate`, { key: op() })).status).toBe(409);
+        expect((await call('DELETE', '/v1/admin/keys/key_nope', { key: op() })).status).toBe(404);
+      });
+    });
+
+    describe('auth matrix on collection routes', () => {
+      it('tells 401, 403 and cross-tenant 404 apart', async () => {
+        const { t, all, col } = await world(16);
+        const ok = await ingest(all, col, [{ id: 'x', code: 'ffff' }]);
+        expect(ok.status).toBe(200);
+        const readOnly = (await t.key(['search'])).secret;
+        const ingestOnly = (await t.key(['ingest'])).secret;
+        const other = `c-${uniq()}`;
+        expect((await call('POST', '/v1/collections', { key: all, body: { name: other, bits: 16 } })).status).toBe(201);
+        const limitedElsewhere = (await t.key(['search', 'ingest', 'admin'], [other])).secret;
+        const revoked = await t.key(['search']);
+        await call('DELETE', `/v1/admin/keys/${revoked.id}`, { key: op() });
+        const stranger = (await (await tenant()).key(['search', 'ingest', 'admin'])).secret;
+
+        const search = (key?: string) => call('POST', `/v1/collections/${col}/search`, { key, body: { code: 'ffff' } });
+        const write = (key?: string) => ingest(key ?? '', col, [{ id: 'y', code: '0000' }]);
+        const cases: Array<[string, Promise<Reply>, number, string]> = [
+          ['no key', search(), 401, 'missing_key'],
+          ['malformed header', call('POST', `/v1/collections/${col}/search`, { headers: { authorization: 'Basic abc' }, body: { code: 'ffff' } }), 401, 'missing_key'],
+          ['wrong key', search('mh_wrong'), 401, 'invalid_key'],
+          ['revoked key', search(revoked.secret), 401, 'invalid_key'],
+          ['operator key on tenant routes', search(op()), 403, 'tenant_only'],
+          ["another tenant's key: search", search(stranger), 404, 'collection_not_found'],
+          ["another tenant's key: get", call('GET', `/v1/collections/${col}`, { key: stranger }), 404, 'collection_not_found'],
+          ["another tenant's key: item", call('GET', `/v1/collections/${col}/items/x`, { key: stranger }), 404, 'collection_not_found'],
+          ["another tenant's key: ingest", write(stranger), 404, 'collection_not_found'],
+          ["another tenant's key: delete", call('DELETE', `/v1/collections/${col}`, { key: stranger }), 404, 'collection_not_found'],
+          ['read-only key writing', write(readOnly), 403, 'missing_scope'],
+          ['read-only key deleting an item', call('DELETE', `/v1/collections/${col}/items/x`, { key: readOnly }), 403, 'missing_scope'],
+          ['read-only key creating a collection', call('POST', '/v1/collections', { key: readOnly, body: { name: `c-${uniq()}`, bits: 16 } }), 403, 'missing_scope'],
+          ['ingest-only key searching', search(ingestOnly), 403, 'missing_scope'],
+          ['key limited to another collection: search', search(limitedElsewhere), 403, 'collection_forbidden'],
+          ['key limited to another collection: ingest', write(limitedElsewhere), 403, 'collection_forbidden'],
+          ['key limited to another collection: get', call('GET', `/v1/collections/${col}`, { key: limitedElsewhere }), 403, 'collection_forbidden'],
+        ];
+        for (const [what, pending, status, code] of cases) {
+          const r = await pending;
+          expect({ what, status: r.status, code: r.body?.error?.code }).toEqual({ what, status, code });
+        }
+        expect((await search(readOnly)).status).toBe(200);
+        expect((await write(ingestOnly)).status).toBe(200);
+        expect((await call('POST', `/v1/collections/${other}/search`, { key: limitedElsewhere, body: { code: 'ffff' } })).status).toBe(200);
+        const listed = await call('GET', '/v1/collections', { key: limitedElsewhere });
+        expect(listed.body.collections.map((c: { name: string }) => c.name)).toEqual([other]);
+        // A tenant cannot tell another tenant's collection from a missing one.
+        const missing = await call('POST', `/v1/collections/c-${uniq()}/search`, { key: stranger, body: { code: 'ffff' } });
+        const foreign = await search(stranger);
+        expect([foreign.status, foreign.body.error.code]).toEqual([missing.status, missing.body.error.code]);
+      });
+    });
+
+    describe('collections', () => {
+      it('creates, lists, gets and deletes; names are per tenant', async () => {
+        const { t, all, col } = await world(128, 4);
+        const got = await call('GET', `/v1/collections/${col}`, { key: all });
+        expect(got.status).toBe(200);
+        expect(got.body).toMatchObject({ name: col, bits: 128, descriptor_dims: 4, count: 0, generation: 0, model_id: null });
+        expect((await call('POST', '/v1/collections', { key: all, body: { name: col, bits: 64 } })).status).toBe(409);
+        const other = await tenant();
+        const otherKey = (await other.key(['admin', 'search'])).secret;
+        const same = await call('POST', '/v1/collections', { key: otherKey, body: { name: col, bits: 32, model_id: 'darf-sch-32' } });
+        expect(same.status).toBe(201);
+        expect(same.body).toMatchObject({ name: col, bits: 32, model_id: 'darf-sch-32' });
+        const list = await call('GET', '/v1/collections', { key: all });
+        expect(list.body.collections).toEqual([expect.objectContaining({ name: col, bits: 128 })]);
+        expect((await call('DELETE', `/v1/collections/${col}`, { key: all })).status).toBe(204);
+        expect((await call('GET', `/v1/collections/${col}`, { key: all })).status).toBe(404);
+        expect((await call('DELETE', `/v1/collections/${col}`, { key: all })).status).toBe(404);
+        // The other tenant's collection of that name is untouched.
+        expect((await call('GET', `/v1/collections/${col}`, { key: otherKey })).body.bits).toBe(32);
+        void t;
+      });
+
+      it('re-creating a deleted collection starts empty', async () => {
+        const { all, col } = await world(16);
+        await ingest(all, col, [{ id: 'a', code: 'ffff' }]);
+        await call('DELETE', `/v1/collections/${col}`, { key: all });
+        await call('POST', '/v1/collections', { key: all, body: { name: col, bits: 16 } });
+        const got = await call('GET', `/v1/collections/${col}`, { key: all });
+        expect(got.body).toMatchObject({ count: 0, generation: 0 });
+        expect((await call('GET', `/v1/collections/${col}/items/a`, { key: all })).status).toBe(404);
+      });
+    });
+
+    describe('items', () => {
+      it('ingest is idempotent: re-sending a batch changes nothing and gets the same answer', async () => {
+        const { all, col } = await world(64, 2);
+        const items = Array.from({ length: 30 }, (_, i) => ({
+          id: `img-${String(i).padStart(3, '0')}`,
+          code: codeFor(i, 8),
+          descriptor: [i % 100, -i % 100],
+          metadata: { label: `L${i % 3}`, modality: 'CT', study_uid: '1.2.840.1', patient_ref: 'p-7' },
+        }));
+        const first = await ingest(all, col, items);
+        expect(first.status).toBe(200);
+        expect(first.body).toEqual({ ingested: 30, generation: 1 });
+        const again = await ingest(all, col, items);
+        expect(again.body).toEqual(first.body);
+        const shuffled = await ingest(all, col, [...items].reverse());
+        expect(shuffled.body).toEqual(first.body);
+        const got = await call('GET', `/v1/collections/${col}`, { key: all });
+        expect(got.body).toMatchObject({ count: 30, generation: 1 });
+        const item = await call('GET', `/v1/collections/${col}/items/img-007`, { key: all });
+        expect(item.body).toEqual({ id: 'img-007', code: codeFor(7, 8), descriptor: [7, -7], metadata: items[7].metadata });
+      });
+
+      it('upserts replace items, deletes remove them', async () => {
+        const { all, col } = await world(32);
+        await ingest(all, col, [{ id: 'a', code: '00000000' }, { id: 'b', code: '00000001', metadata: { label: 'old' } }]);
+        const up = await ingest(all, col, [{ id: 'b', code: 'ffffffff', metadata: { label: 'new', body_part: 'CHEST' } }]);
+        expect(up.body.generation).toBe(2);
+        const b = await call('GET', `/v1/collections/${col}/items/b`, { key: all });
+        expect(b.body).toMatchObject({ code: 'ffffffff', metadata: { label: 'new', body_part: 'CHEST' } });
+        expect((await call('DELETE', `/v1/collections/${col}/items/a`, { key: all })).status).toBe(204);
+        expect((await call('GET', `/v1/collections/${col}/items/a`, { key: all })).status).toBe(404);
+        const again = await call('DELETE', `/v1/collections/${col}/items/a`, { key: all });
+        expect(again.status).toBe(404);
+        expect(again.body.error.code).toBe('item_not_found');
+        expect((await call('GET', `/v1/collections/${col}`, { key: all })).body).toMatchObject({ count: 1, generation: 3 });
+      });
+
+      it('handles ids with slashes and non-ASCII characters in paths', async () => {
+        const { all, col } = await world(16);
+        const ids = ['CT/000123.jpeg', 'ünïcødé', '\u{1F600}'];
+        await ingest(all, col, ids.map((id) => ({ id, code: 'abcd' })));
+        for (const id of ids) {
+          const r = await call('GET', `/v1/collections/${col}/items/${encodeURIComponent(id)}`, { key: all });
+          expect(r.status).toBe(200);
+          expect(r.body.id).toBe(id);
+        }
+      });
+
+      it('concurrent ingests into one collection lose nothing', async () => {
+        const { all, col } = await world(64);
+        const batches = Array.from({ length: 8 }, (_, b) =>
+          Array.from({ length: 25 }, (_, i) => ({ id: `b${b}-i${String(i).padStart(2, '0')}`, code: codeFor(b * 25 + i, 8, 13) })),
+        );
+        const replies = await Promise.all(batches.map((items) => ingest(all, col, items)));
+        expect(replies.map((r) => r.status)).toEqual(batches.map(() => 200));
+        const got = await call('GET', `/v1/collections/${col}`, { key: all });
+        expect(got.body.count).toBe(200);
+        expect(got.body.shards).toBeGreaterThan(1);
+        for (const [b, i] of [[0, 0], [3, 12], [7, 24]]) {
+          const r = await call('GET', `/v1/collections/${col}/items/b${b}-i${String(i).padStart(2, '0')}`, { key: all });
+          expect(r.body.code).toBe(codeFor(b * 25 + i, 8, 13));
+        }
+      });
+    });
+
+    describe('search', () => {
+      it('ranks by (distance, id bytewise) across shards, matching a brute-force oracle', async () => {
+        const { all, col } = await world(64);
+        const n = harness().shardMaxItems * 3 + 17;
+        const ids = Array.from({ length: n }, (_, i) => (i % 5 === 0 ? `é-${i}` : `id-${(i * 7919) % 1000}-${i}`));
+        const items = ids.map((id, i) => ({ id, code: codeFor(i, 8) }));
+        for (let s = 0; s < items.length; s += 100) expect((await ingest(all, col, items.slice(s, s + 100))).status).toBe(200);
+        expect((await call('GET', `/v1/collections/${col}`, { key: all })).body.shards).toBeGreaterThan(2);
+        const query = codeFor(3, 8);
+        const oracle = items
+          .map((it) => ({ id: it.id, distance: hexDistance(it.code, query) }))
+          .sort((a, b) => a.distance - b.distance || utf8Compare(a.id, b.id));
+        for (const k of [1, 10, 57, n + 5]) {
+          const r = await call('POST', `/v1/collections/${col}/search`, { key: all, body: { code: query, k } });
+          expect(r.status).toBe(200);
+          expect(r.body.results.map((x: { id: string; distance: number }) => ({ id: x.id, distance: x.distance }))).toEqual(oracle.slice(0, k));
+          expect(r.body.truncated).toBe(false);
+        }
+        const b64 = hexToBase64(query);
+        const viaB64 = await call('POST', `/v1/collections/${col}/search`, { key: all, body: { code: b64, k: 10 } });
+        expect(viaB64.body.results.map((x: { id: string }) => x.id)).toEqual(oracle.slice(0, 10).map((x) => x.id));
+      });
+
+      it('returns metadata and honours radius with a truncation flag', async () => {
+        const { all, col } = await world(16);
+        await ingest(all, col, [
+          { id: 'a', code: 'ffff', metadata: { label: 'pneumonia', modality: 'CR' } },
+          { id: 'b', code: 'fffe' },
+          { id: 'c', code: 'fff0' },
+          { id: 'd', code: '0000' },
+        ]);
+        const near = await call('POST', `/v1/collections/${col}/search`, { key: all, body: { code: 'ffff', k: 10, radius: 4 } });
+        expect(near.body.results).toEqual([
+          { id: 'a', distance: 0, metadata: { label: 'pneumonia', modality: 'CR' } },
+          { id: 'b', distance: 1, metadata: {} },
+          { id: 'c', distance: 4, metadata: {} },
+        ]);
+        expect(near.body.truncated).toBe(false);
+        const cut = await call('POST', `/v1/collections/${col}/search`, { key: all, body: { code: 'ffff', k: 2, radius: 4 } });
+        expect(cut.body.results.map((x: { id: string }) => x.id)).toEqual(['a', 'b']);
+        expect(cut.body.truncated).toBe(true);
+        expect(cut.body.generation).toBe(1);
+      });
+
+      it('searches an empty collection', async () => {
+        const { all, col } = await world(256);
+        const r = await call('POST', `/v1/collections/${col}/search`, { key: all, body: { code: 'ab'.repeat(32) } });
+        expect(r.body).toEqual({ generation: 0, truncated: false, results: [] });
+      });
+    });
+
+    describe('malformed requests answer 4xx naming the problem', () => {
+      it('rejects each malformed body with the error shape', async () => {
+        const { all, col } = await world(64, 2);
+        const items = (extra: Record<string, unknown> = {}) => [{ id: 'a', code: 'ab'.repeat(8), descriptor: [1, 2], ...extra }];
+        const post = (path: string, body: unknown, headers?: Record<string, string>) => call('POST', path, { key: all, body, headers });
+        const itemsPath = `/v1/collections/${col}/items`;
+        const searchPath = `/v1/collections/${col}/search`;
+        const cases: Array<[string, () => Promise<Reply>, number, string, string | undefined, RegExp]> = [
+          ['wrong bit length', () => post(itemsPath, { items: items({ code: 'ab'.repeat(4) }) }), 400, 'invalid_code', 'items.0.code', /16 hex characters or 12 base64 characters for a 64-bit collection; got 8/],
+          ['bad hex', () => post(itemsPath, { items: items({ code: 'zz'.repeat(8) }) }), 400, 'invalid_code', 'items.0.code', /not valid hex/],
+          ['bad base64', () => post(searchPath, { code: '!!!!!!!!!!!=' }), 400, 'invalid_code', 'code', /not valid padded base64/],
+          ['k = 0', () => post(searchPath, { code: 'ab'.repeat(8), k: 0 }), 400, 'invalid_field', 'k', /k must be between 1 and 1000/],
+          ['k = 1001', () => post(searchPath, { code: 'ab'.repeat(8), k: 1001 }), 400, 'invalid_field', 'k', /k must be between 1 and 1000/],
+          ['k not an integer', () => post(searchPath, { code: 'ab'.repeat(8), k: 2.5 }), 400, 'invalid_field', 'k', /integer/],
+          ['radius over the code length', () => post(searchPath, { code: 'ab'.repeat(8), radius: 65 }), 400, 'invalid_field', 'radius', /between 0 and 64/],
+          ['descriptor for re-ranking (not yet supported)', () => post(searchPath, { code: 'ab'.repeat(8), descriptor: [1, 2] }), 400, 'unknown_field', 'descriptor', /unknown field "descriptor"/],
+          ['oversized batch', () => post(itemsPath, { items: Array.from({ length: 1001 }, (_, i) => ({ id: `i${i}`, code: 'ab'.repeat(8), descriptor: [0, 0] })) }), 413, 'batch_too_large', 'items', /at most 1000 items/],
+          ['empty batch', () => post(itemsPath, { items: [] }), 400, 'invalid_field', 'items', /at least one item/],
+          ['unknown field in an item', () => post(itemsPath, { items: items({ colour: 'red' }) }), 400, 'unknown_field', 'items.0.colour', /unknown field "colour" in items.0/],
+          ['unknown top-level field', () => post(itemsPath, { items: items(), force: true }), 400, 'unknown_field', 'force', /unknown field "force"/],
+          ['unknown metadata field', () => post(itemsPath, { items: items({ metadata: { name: 'Jane Doe' } }) }), 400, 'unknown_field', 'items.0.metadata.name', /unknown field "name"/],
+          ['bad DICOM UID', () => post(itemsPath, { items: items({ metadata: { study_uid: 'abc' } }) }), 400, 'invalid_field', 'items.0.metadata.study_uid', /DICOM UID/],
+          ['duplicate ids in a batch', () => post(itemsPath, { items: [...items(), ...items()] }), 400, 'duplicate_id', 'items.1.id', /appears twice/],
+          ['descriptor of the wrong length', () => post(itemsPath, { items: items({ descriptor: [1] }) }), 400, 'invalid_descriptor', 'items.0.descriptor', /2 values/],
+          ['missing descriptor', () => post(itemsPath, { items: [{ id: 'a', code: 'ab'.repeat(8) }] }), 400, 'invalid_descriptor', 'items.0.descriptor', /got none/],
+          ['descriptor value out of int8', () => post(itemsPath, { items: items({ descriptor: [1, 200] }) }), 400, 'invalid_field', 'items.0.descriptor.1', /127/],
+          ['empty id', () => post(itemsPath, { items: items({ id: '' }) }), 400, 'invalid_field', 'items.0.id', /must not be empty/],
+          ['id with a control character', () => post(itemsPath, { items: items({ id: 'a\nb' }) }), 400, 'invalid_field', 'items.0.id', /control characters/],
+          ['missing items', () => post(itemsPath, {}), 400, 'missing_field', 'items', /items is required/],
+          ['wrong content type', () => call('POST', itemsPath, { key: all, raw: JSON.stringify({ items: items() }), headers: { 'content-type': 'text/plain' } }), 415, 'unsupported_media_type', undefined, /application\/json/],
+          ['invalid JSON', () => call('POST', itemsPath, { key: all, raw: '{"items": [', headers: { 'content-type': 'application/json' } }), 400, 'invalid_json', undefined, /not valid JSON/],
+          ['body too large', () => call('POST', itemsPath, { key: all, raw: `{"items":[],"pad":"${'x'.repeat(8 << 20)}"}`, headers: { 'content-type': 'application/json' } }), 413, 'body_too_large', undefined, /exceeds/],
+          ['bits not allowed', () => post('/v1/collections', { name: `c-${uniq()}`, bits: 48 }), 400, 'invalid_field', 'bits', /bits must be one of 16, 32, 64, 128, 256/],
+          ['bad collection name', () => post('/v1/collections', { name: 'Bad Name', bits: 64 }), 400, 'invalid_field', 'name', /collection name/],
+          ['negative descriptor_dims', () => post('/v1/collections', { name: `c-${uniq()}`, bits: 64, descriptor_dims: -1 }), 400, 'invalid_field', 'descriptor_dims', />= 0/],
+          ['bad collection name in the path', () => call('GET', '/v1/collections/BAD!', { key: all }), 400, 'invalid_path', 'collection', /collection name/],
+          ['unknown scope', () => call('POST', '/v1/admin/tenants/tn_x/keys', { key: op(), body: { scopes: ['root'] } }), 400, 'invalid_field', 'scopes.0', /scopes must be among/],
+        ];
+        for (const [what, send, status, code, field, message] of cases) {
+          const r = await send();
+          expect({ what, status: r.status, code: r.body?.error?.code, field: r.body?.error?.field }).toEqual({ what, status, code, field });
+          expect(r.body.error.message, what).toMatch(message);
+        }
+        // None of it reached the index.
+        expect((await call('GET', `/v1/collections/${col}`, { key: all })).body).toMatchObject({ count: 0, generation: 0 });
+      });
+
+      it('404s an unknown collection and item', async () => {
+        const { all, col } = await world(16);
+        const r = await call('POST', `/v1/collections/c-${uniq()}/search`, { key: all, body: { code: 'ffff' } });
+        expect(r.status).toBe(404);
+        expect(r.body.error.code).toBe('collection_not_found');
+        const i = await call('GET', `/v1/collections/${col}/items/nope`, { key: all });
+        expect(i.status).toBe(404);
+        expect(i.body.error.code).toBe('item_not_found');
+      });
+    });
+  });
+}
