@@ -1,0 +1,101 @@
+// Query execution with the real wasm kernel: exact against a brute-force oracle, and the same
+// answer whatever the shard layout (cap of 1, 7 or 10,000 items per shard), cache size or
+// insertion order.
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DatabaseSync } from 'node:sqlite';
+import type { Bits, HammingKernel } from '../wasm/hamming.ts';
+import { compareIdBytes } from '../wasm/hamming.ts';
+import { loadHammingKernel } from '../wasm/load-node.ts';
+import { searchManifest } from '../functions/search/search.ts';
+import { migrateHeads, sqlHeadStore } from '../functions/store/head.ts';
+import { CollectionReader } from '../functions/store/reader.ts';
+import { openSqlite, sqliteDb, SqliteKV } from '../functions/store/sqlite.ts';
+import { CollectionWriter, DEFAULT_WRITER_LIMITS } from '../functions/store/writer.ts';
+
+let kernel: HammingKernel;
+const dbs: DatabaseSync[] = [];
+
+beforeAll(async () => {
+  kernel = await loadHammingKernel();
+});
+
+afterAll(() => dbs.forEach((d) => d.close()));
+
+function popcount(x: number): number {
+  let n = 0;
+  for (; x; x &= x - 1) n++;
+  return n;
+}
+
+const distance = (a: Uint8Array, b: Uint8Array): number => a.reduce((d, x, i) => d + popcount(x ^ b[i]), 0);
+
+interface Item {
+  id: string;
+  code: Uint8Array;
+}
+
+/** An index of `items` with at most `perShard` items per shard, inserted in `order`. */
+async function index(items: Item[], bits: Bits, perShard: number, cacheBytes = 1 << 24) {
+  const kvDb = openSqlite(':memory:');
+  const ctlDb = openSqlite(':memory:');
+  dbs.push(kvDb, ctlDb);
+  const sql = sqliteDb(ctlDb);
+  migrateHeads(sql);
+  const kv = new SqliteKV(kvDb);
+  const spec = { id: 'col_s', bits, descriptor_dims: 0 };
+  const w = new CollectionWriter(kv, sqlHeadStore(sql, spec.id), spec, { ...DEFAULT_WRITER_LIMITS, maxShardItems: perShard });
+  for (let i = 0; i < items.length; i += 50) {
+    await w.apply(items.slice(i, i + 50).map((it) => ({ op: 'put', record: { id: it.id, code: it.code, descriptor: new Int8Array(0), metadata: '{}' } })));
+  }
+  const reader = new CollectionReader(kv, cacheBytes);
+  const manifest = await reader.manifest(spec.id);
+  return (code: Uint8Array, k: number, radius?: number) => searchManifest(reader, kernel, manifest, { code, k, radius });
+}
+
+const arbCase = (bits: Bits) =>
+  fc.record({
+    // Few distinct codes (2 bits of entropy per byte pair): lots of exact ties.
+    items: fc.uniqueArray(
+      fc.record({ id: fc.string({ unit: 'grapheme', minLength: 1, maxLength: 6 }), code: fc.uint8Array({ minLength: bits / 8, maxLength: bits / 8, max: 3 }) }),
+      { selector: (r) => r.id, minLength: 1, maxLength: 120 },
+    ),
+    query: fc.uint8Array({ minLength: bits / 8, maxLength: bits / 8, max: 3 }),
+    k: fc.integer({ min: 1, max: 130 }),
+    radius: fc.option(fc.integer({ min: 0, max: bits }), { nil: undefined }),
+  });
+
+describe('search over shards', () => {
+  it('matches the brute-force oracle and does not depend on the shard layout', async () => {
+    for (const bits of [16, 64, 256] as Bits[]) {
+      await fc.assert(
+        fc.asyncProperty(arbCase(bits), async ({ items, query, k, radius }) => {
+          const oracle = items
+            .map((it) => ({ id: it.id, distance: distance(it.code, query) }))
+            .filter((x) => radius === undefined || x.distance <= radius)
+            .sort((a, b) => a.distance - b.distance || compareIdBytes(a.id, b.id));
+          const layouts = [await index(items, bits, 1), await index([...items].reverse(), bits, 7), await index(items, bits, 10_000)];
+          for (const search of layouts) {
+            const { hits, truncated } = await search(query, k, radius);
+            expect(hits.map((h) => ({ id: h.id, distance: h.distance }))).toEqual(oracle.slice(0, k));
+            expect(truncated).toBe(radius !== undefined && oracle.length > k);
+          }
+        }),
+        { numRuns: 12 },
+      );
+    }
+  });
+
+  it('stays exact when the shard cache evicts tables between and during queries', async () => {
+    const items = Array.from({ length: 300 }, (_, i) => ({ id: `i${i}`, code: new Uint8Array([i & 0xff, (i * 7) & 0xff]) }));
+    const tiny = await index(items, 16, 16, 1); // every shard load evicts the previous one
+    const roomy = await index(items, 16, 16);
+    for (const q of [0, 0x55, 0xff]) {
+      const code = new Uint8Array([q, q]);
+      const a = await Promise.all([tiny(code, 25), tiny(code, 25)]);
+      const b = await roomy(code, 25);
+      expect(a[0].hits.map((h) => h.id)).toEqual(b.hits.map((h) => h.id));
+      expect(a[1].hits.map((h) => h.id)).toEqual(b.hits.map((h) => h.id));
+    }
+  });
+});

@@ -1,0 +1,336 @@
+// Collection store: copy-on-write upserts/deletes, shard caps, idempotency, serialised writes,
+// crash safety (interrupted ingest at every step), readers racing manifest swaps, and GC.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Shard, type ShardRecord } from '../functions/shards/codec.ts';
+import { manifestKey, type Manifest } from '../functions/shards/manifest.ts';
+import { migrateHeads, sqlHeadStore, type HeadStore } from '../functions/store/head.ts';
+import type { KV } from '../functions/store/kv.ts';
+import { CollectionReader } from '../functions/store/reader.ts';
+import { openSqlite, sqliteDb, SqliteKV } from '../functions/store/sqlite.ts';
+import type { SqlDb } from '../functions/store/sql.ts';
+import { CollectionWriter, DEFAULT_WRITER_LIMITS, type CollectionSpec, type WriteOp, type WriterLimits } from '../functions/store/writer.ts';
+import { MedhashError } from '../functions/util/errors.ts';
+import type { DatabaseSync } from 'node:sqlite';
+
+const SPEC: CollectionSpec = { id: 'col_test', bits: 16, descriptor_dims: 2 };
+
+const rec = (id: string, v: number, label = ''): ShardRecord => ({
+  id,
+  code: new Uint8Array([v & 0xff, (v >> 8) & 0xff]),
+  descriptor: new Int8Array([v % 100, -(v % 100)]),
+  metadata: label ? JSON.stringify({ label }) : '{}',
+});
+const put = (id: string, v: number, label = ''): WriteOp => ({ op: 'put', record: rec(id, v, label) });
+const ids = (n: number, prefix = 'id') => Array.from({ length: n }, (_, i) => `${prefix}-${String(i).padStart(4, '0')}`);
+
+/** KV decorator: optional failures and random delays (to interleave readers and writers). */
+class TestKV implements KV {
+  failPut: ((key: string, n: number) => boolean) | null = null;
+  jitterMs = 0;
+  puts = 0;
+  constructor(readonly inner: KV) {}
+  private async jitter() {
+    if (this.jitterMs) await sleep(Math.random() * this.jitterMs);
+  }
+  async get(key: string) {
+    await this.jitter();
+    return this.inner.get(key);
+  }
+  async put(key: string, value: Uint8Array | string) {
+    await this.jitter();
+    if (this.failPut?.(key, this.puts)) throw new Error(`simulated crash putting ${key}`);
+    this.puts++;
+    return this.inner.put(key, value);
+  }
+  delete(key: string) {
+    return this.inner.delete(key);
+  }
+  list(prefix: string) {
+    return this.inner.list(prefix);
+  }
+}
+
+let kvDb: DatabaseSync;
+let ctlDb: DatabaseSync;
+let sql: SqlDb;
+let kv: TestKV;
+let clock: number;
+
+beforeEach(() => {
+  kvDb = openSqlite(':memory:');
+  ctlDb = openSqlite(':memory:');
+  sql = sqliteDb(ctlDb);
+  migrateHeads(sql);
+  kv = new TestKV(new SqliteKV(kvDb));
+  clock = 1_000_000;
+});
+
+afterEach(() => {
+  kvDb.close();
+  ctlDb.close();
+});
+
+function writer(limits: Partial<WriterLimits> = {}, heads: HeadStore = sqlHeadStore(sql, SPEC.id)): CollectionWriter {
+  return new CollectionWriter(kv, heads, SPEC, { ...DEFAULT_WRITER_LIMITS, ...limits }, { now: () => clock });
+}
+
+async function published(): Promise<Manifest | null> {
+  return new CollectionReader(kv.inner, 1 << 20).manifest(SPEC.id);
+}
+
+/** Every item of the published index, read shard by shard (fails on a missing shard). */
+async function snapshot(): Promise<Map<string, ShardRecord>> {
+  const m = await published();
+  const out = new Map<string, ShardRecord>();
+  for (const s of m?.shards ?? []) {
+    const blob = await kv.inner.get(s.key);
+    expect(blob, `shard ${s.key} named by the manifest exists`).not.toBeNull();
+    const shard = Shard.decode(blob!);
+    shard.ids.forEach((id, row) => out.set(id, shard.record(row)));
+  }
+  expect(out.size).toBe(m?.count ?? 0);
+  return out;
+}
+
+const shardKeys = async () => (await kv.inner.list(`c/${SPEC.id}/s/`)).sort();
+
+describe('collection writer', () => {
+  it('splits into shards under the item cap, ordered and non-overlapping', async () => {
+    const w = writer({ maxShardItems: 10 });
+    const all = ids(95);
+    for (let i = 0; i < all.length; i += 20) await w.apply(all.slice(i, i + 20).map((id, j) => put(id, i + j)));
+    const m = (await published())!;
+    expect(m.count).toBe(95);
+    expect(m.shards.length).toBeGreaterThanOrEqual(10);
+    for (const s of m.shards) expect(s.count).toBeLessThanOrEqual(10);
+    expect([...(await snapshot()).keys()]).toEqual(all);
+  });
+
+  it('splits under the byte cap', async () => {
+    const w = writer({ maxShardBytes: 64 << 10 });
+    const big = 'x'.repeat(3000);
+    await w.apply(ids(80).map((id, i) => put(id, i, big)));
+    const m = (await published())!;
+    expect(m.shards.length).toBeGreaterThanOrEqual(4);
+    for (const s of m.shards) expect(s.bytes).toBeLessThanOrEqual(64 << 10);
+  });
+
+  it('rewrites only the shard covering an upserted or deleted id', async () => {
+    const w = writer({ maxShardItems: 10 });
+    await w.apply(ids(50).map((id, i) => put(id, i)));
+    const before = (await published())!;
+    const r = await w.apply([put('id-0023', 999, 'changed')]);
+    expect(r).toMatchObject({ generation: before.generation + 1, changed: 1, count: 50 });
+    const after = (await published())!;
+    const changed = after.shards.filter((s, i) => s.key !== before.shards[i].key);
+    expect(changed).toHaveLength(1);
+    expect(changed[0].first_id <= 'id-0023' && 'id-0023' <= changed[0].last_id).toBe(true);
+    expect((await snapshot()).get('id-0023')!.metadata).toBe('{"label":"changed"}');
+
+    const d = await w.apply([{ op: 'delete', id: 'id-0042' }, { op: 'delete', id: 'nope' }]);
+    expect(d).toMatchObject({ changed: 1, missing: ['nope'], count: 49 });
+    expect((await snapshot()).has('id-0042')).toBe(false);
+  });
+
+  it('drops a shard emptied by deletes', async () => {
+    const w = writer({ maxShardItems: 5 });
+    await w.apply(ids(15).map((id, i) => put(id, i)));
+    expect((await published())!.shards).toHaveLength(3);
+    await w.apply(ids(15).slice(5, 10).map((id) => ({ op: 'delete', id })));
+    const m = (await published())!;
+    expect(m.shards).toHaveLength(2);
+    expect(m.count).toBe(10);
+  });
+
+  it('treats an identical batch as a no-op: no new shard, same generation', async () => {
+    const w = writer();
+    const batch = ids(30).map((id, i) => put(id, i, `l${i}`));
+    const first = await w.apply(batch);
+    const keys = await shardKeys();
+    const puts = kv.puts;
+    const again = await w.apply([...batch].reverse());
+    expect(again).toEqual({ ...first, changed: 0 });
+    expect(kv.puts).toBe(puts);
+    expect(await shardKeys()).toEqual(keys);
+  });
+
+  it('serialises concurrent applies: nothing is lost', async () => {
+    kv.jitterMs = 3;
+    const w = writer({ maxShardItems: 16 });
+    const batches = Array.from({ length: 12 }, (_, b) => ids(10, `b${b}`).map((id, i) => put(id, b * 10 + i)));
+    const results = await Promise.all(batches.map((batch) => w.apply(batch)));
+    expect(results.map((r) => r.generation).sort((a, b) => a - b)).toEqual(batches.map((_, i) => i + 1));
+    const snap = await snapshot();
+    expect(snap.size).toBe(120);
+    for (const batch of batches) for (const op of batch) expect(snap.has((op as { record: ShardRecord }).record.id)).toBe(true);
+  });
+
+  it('two writers on one store (two processes): a conflicting write is refused, never lost', async () => {
+    kv.jitterMs = 3;
+    const a = writer();
+    const b = writer();
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 8 }, (_, n) => (n % 2 ? a : b).apply(ids(5, `w${n}`).map((id, i) => put(id, i)))),
+    );
+    const snap = await snapshot();
+    let succeeded = 0;
+    outcomes.forEach((o, n) => {
+      if (o.status === 'fulfilled') {
+        succeeded++;
+        for (const id of ids(5, `w${n}`)) expect(snap.has(id)).toBe(true);
+      } else {
+        expect(o.reason).toBeInstanceOf(MedhashError);
+        expect((o.reason as MedhashError).code).toBe('write_conflict');
+      }
+    });
+    expect(succeeded).toBeGreaterThan(0);
+    expect(snap.size).toBe(succeeded * 5);
+  });
+
+  it('an ingest interrupted while uploading shards loses nothing and shows no half index', async () => {
+    const w = writer({ maxShardItems: 10, graceMs: 60_000 });
+    await w.apply(ids(40).map((id, i) => put(id, i)));
+    const before = await published();
+    const snapBefore = await snapshot();
+    // Crash on the third blob of the next ingest (uploads run in parallel, so others may land).
+    let blobs = 0;
+    kv.failPut = (key) => key.includes('/s/') && ++blobs === 3;
+    await expect(w.apply([...ids(40).map((id, i) => put(id, i + 1000)), ...ids(20, 'new').map((id, i) => put(id, i))])).rejects.toThrow(/simulated crash/);
+    expect(await published()).toEqual(before);
+    expect(await snapshot()).toEqual(snapBefore);
+    const orphans = (await shardKeys()).filter((k) => !before!.shards.some((s) => s.key === k));
+    expect(orphans.length).toBeGreaterThan(0);
+
+    // The next write recovers: orphans become garbage, collected after the grace period.
+    kv.failPut = null;
+    await w.apply([put('later', 1)]);
+    expect((await snapshot()).get('later')).toBeTruthy();
+    clock += 60_001;
+    await w.maintain();
+    for (const k of orphans) expect(await kv.inner.get(k)).toBeNull();
+    expect((await snapshot()).size).toBe(41);
+  });
+
+  it('a crash between shard upload and the commit leaves the old index intact', async () => {
+    const base = sqlHeadStore(sql, SPEC.id);
+    let saves = 0;
+    let crashAt = -1;
+    const heads: HeadStore = {
+      load: () => base.load(),
+      save: (h) => {
+        if (saves++ === crashAt) throw new Error('simulated crash at commit');
+        return base.save(h);
+      },
+    };
+    const w = writer({ maxShardItems: 10 }, heads);
+    await w.apply(ids(25).map((id, i) => put(id, i)));
+    const before = await published();
+    const snapBefore = await snapshot();
+    crashAt = saves + 1; // the save after the intent log: the commit of the new manifest
+    await expect(w.apply([put('id-0003', 77), put('zzz', 1)])).rejects.toThrow(/simulated crash at commit/);
+    expect(await published()).toEqual(before);
+    expect(await snapshot()).toEqual(snapBefore);
+    const r = await w.apply([put('id-0003', 77), put('zzz', 1)]);
+    expect(r.generation).toBe(before!.generation + 1);
+    expect((await snapshot()).get('zzz')).toBeTruthy();
+  });
+
+  it('a failed manifest publish after the commit is reported, then repaired by a retry', async () => {
+    const w = writer();
+    await w.apply([put('a', 1)]);
+    kv.failPut = (key) => key === manifestKey(SPEC.id);
+    await expect(w.apply([put('b', 2)])).rejects.toMatchObject({ status: 503, code: 'publish_failed' });
+    expect((await published())!.generation).toBe(1);
+    kv.failPut = null;
+    const retry = await w.apply([put('b', 2)]);
+    expect(retry).toMatchObject({ generation: 2, changed: 0 });
+    expect((await published())!.generation).toBe(2);
+    expect((await snapshot()).has('b')).toBe(true);
+  });
+
+  it('keeps replaced shards for the grace period, then deletes them, never a live one', async () => {
+    const w = writer({ graceMs: 10_000 });
+    await w.apply([put('a', 1)]);
+    const old = (await published())!.shards[0].key;
+    await w.apply([put('a', 2)]);
+    const live = (await published())!.shards[0].key;
+    clock += 9_999;
+    await w.maintain();
+    expect(await kv.inner.get(old)).not.toBeNull();
+    clock += 2;
+    await w.maintain();
+    expect(await kv.inner.get(old)).toBeNull();
+    expect(await kv.inner.get(live)).not.toBeNull();
+    // Content that comes back to an earlier state reuses its key: it must survive GC.
+    await w.apply([put('a', 1)]);
+    await w.apply([put('a', 2)]);
+    clock += 20_000;
+    await w.maintain();
+    expect(await kv.inner.get(live)).not.toBeNull();
+    expect((await snapshot()).get('a')!.code).toEqual(new Uint8Array([2, 0]));
+  });
+
+  it('destroy removes all data and refuses later writes', async () => {
+    const w = writer();
+    await w.apply(ids(5).map((id, i) => put(id, i)));
+    await w.destroy();
+    expect(await kv.inner.list(`c/${SPEC.id}/`)).toEqual([]);
+    await expect(w.apply([put('x', 1)])).rejects.toMatchObject({ status: 404 });
+    await expect(writer().apply([put('x', 1)])).rejects.toMatchObject({ status: 404 });
+  });
+});
+
+describe('readers during manifest swaps', () => {
+  it('always see a complete old or new index', async () => {
+    kv.jitterMs = 2;
+    const w = writer({ maxShardItems: 8 });
+    const all = ids(40);
+    const generations = 12;
+    await w.apply(all.map((id) => put(id, 0)));
+    let done = false;
+    const seen = new Set<number>();
+    const readerLoop = async () => {
+      const reader = new CollectionReader(kv, 1 << 20);
+      let reads = 0;
+      while (!done || reads === 0) {
+        await reader.withManifest(SPEC.id, async (m) => {
+          // Generation g wrote value g - 1 into every item: one value throughout, or a torn read.
+          const values = new Set<number>();
+          let count = 0;
+          for (const s of m!.shards) {
+            const { shard } = await reader.shard(s);
+            for (let row = 0; row < shard.count; row++) values.add(shard.code(row)[0]);
+            count += shard.count;
+          }
+          expect(count).toBe(all.length);
+          expect([...values]).toEqual([m!.generation - 1]);
+          seen.add(m!.generation);
+        });
+        reads++;
+      }
+    };
+    const readers = Array.from({ length: 4 }, readerLoop);
+    for (let g = 1; g < generations; g++) await w.apply(all.map((id) => put(id, g)));
+    done = true;
+    await Promise.all(readers);
+    expect(seen.size).toBeGreaterThan(2); // the readers really raced the swaps
+  });
+
+  it('a reader that outlives the grace period retries once with the fresh manifest', async () => {
+    const w = writer({ graceMs: 0 });
+    await w.apply([put('a', 1)]);
+    const reader = new CollectionReader(kv, 1 << 20);
+    let attempts = 0;
+    const value = await reader.withManifest(SPEC.id, async (m) => {
+      if (attempts++ === 0) {
+        await w.apply([put('a', 2)]); // swaps, and GC (grace 0) deletes the shard m names
+        await w.maintain();
+      }
+      const found = await reader.item(m, 'a');
+      return found!.shard.code(found!.row)[0];
+    });
+    expect(attempts).toBe(2);
+    expect(value).toBe(2);
+  });
+});
