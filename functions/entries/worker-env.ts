@@ -11,3 +11,13 @@ export interface WorkerEnv {
   MEDHASH_SHARD_MAX_ITEMS?: string;
   MEDHASH_GC_GRACE_MS?: string;
 }
+
+// Types `exports` from "cloudflare:workers" (what `wrangler types` would generate).
+declare global {
+  namespace Cloudflare {
+    interface GlobalProps {
+      mainModule: typeof import('./worker.ts');
+      durableNamespaces: 'ControlDO' | 'CollectionDO';
+    }
+  }
+}
