@@ -83,7 +83,11 @@ impl<G: Grow> Arena<G> {
         self.coalesce();
     }
 
-    /// Bytes currently handed out (payload + headers); for tests and diagnostics.
+    /// Bytes currently handed out (payload + headers).
+    ///
+    /// # Safety
+    /// As [`Arena::alloc`].
+    #[cfg(test)]
     pub unsafe fn used_bytes(&self) -> usize {
         let mut total = 0;
         let mut p = self.start;
