@@ -1,0 +1,49 @@
+// HTTP client for the medhash API as the CLI uses it: JSON in and out, the API's error shape
+// turned into readable failures, and retries where the API says retrying is safe.
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly field?: string,
+  ) {
+    super(`${status} ${code}: ${message}${field ? ` (field ${field})` : ''}`);
+  }
+}
+
+// 409 write_conflict and 503 are transient by contract; network errors may be.
+const retryable = (e: unknown): boolean => !(e instanceof ApiError) || e.status === 503 || e.status === 429 || e.code === 'write_conflict';
+
+export class Client {
+  constructor(
+    readonly baseUrl: string,
+    private readonly key: string | undefined,
+  ) {}
+
+  async request<T>(method: string, path: string, body?: unknown, attempts = 4): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.once<T>(method, path, body);
+      } catch (e) {
+        if (attempt >= attempts || !retryable(e)) throw e;
+        await sleep(250 * 2 ** attempt);
+      }
+    }
+  }
+
+  private async once<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const headers: Record<string, string> = {};
+    if (this.key) headers.authorization = `Bearer ${this.key}`;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    const res = await fetch(new URL(path, this.baseUrl), { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const text = await res.text();
+    const parsed = text ? (JSON.parse(text) as unknown) : null;
+    if (!res.ok) {
+      const err = (parsed as { error?: { code: string; message: string; field?: string } } | null)?.error;
+      throw new ApiError(res.status, err?.code ?? 'http_error', err?.message ?? text, err?.field);
+    }
+    return parsed as T;
+  }
+}

@@ -1,0 +1,93 @@
+// The CLI's indexing path end to end: files of codes -> batches over real HTTP -> the Node app.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { serve, type ServerType } from '@hono/node-server';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApp } from '../functions/api/app.ts';
+import { createNodeBackend, type NodeBackend } from '../functions/entries/node.ts';
+import { Client } from '../scripts/cli/client.ts';
+import { indexRecords } from '../scripts/cli/indexer.ts';
+import { fileSource, parseCsvLine } from '../scripts/cli/sources.ts';
+import { TEST_OPERATOR_KEY } from './shared/constants.ts';
+
+let dir: string;
+let node: NodeBackend;
+let server: ServerType;
+let url: string;
+let api: Client;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'medhash-cli-'));
+  node = await createNodeBackend({ dataDir: join(dir, 'data'), operatorKey: TEST_OPERATOR_KEY });
+  server = await new Promise<ServerType>((ok) => {
+    const s = serve({ fetch: createApp(node.backend).fetch, port: 0, hostname: '127.0.0.1' }, () => ok(s));
+  });
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const op = new Client(url, TEST_OPERATOR_KEY);
+  const tenant = await op.request<{ id: string }>('POST', '/v1/admin/tenants', { name: 'cli-test' });
+  const key = await op.request<{ secret: string }>('POST', `/v1/admin/tenants/${tenant.id}/keys`, { scopes: ['search', 'ingest', 'admin'] });
+  api = new Client(url, key.secret);
+  await api.request('POST', '/v1/collections', { name: 'docs', bits: 32, descriptor_dims: 2 });
+});
+
+afterAll(async () => {
+  await new Promise((ok) => server.close(ok));
+  node.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const file = (name: string, text: string) => {
+  const p = join(dir, name);
+  writeFileSync(p, text);
+  return p;
+};
+
+describe('CSV lines', () => {
+  it('parses quoted fields with commas and doubled quotes', () => {
+    expect(parseCsvLine('a,"b, c","say ""hi""",')).toEqual(['a', 'b, c', 'say "hi"', '']);
+    expect(() => parseCsvLine('"open')).toThrow(/unterminated/);
+  });
+});
+
+describe('medhash index', () => {
+  it('indexes JSONL and CSV in batches; re-running changes nothing', async () => {
+    const jsonl = file(
+      'codes.jsonl',
+      Array.from({ length: 25 }, (_, i) => JSON.stringify({ id: `j${i}`, code: (i * 2654435761 >>> 0).toString(16).padStart(8, '0'), descriptor: [i, -i], metadata: { label: `L${i % 2}` } })).join('\n') + '\n',
+    );
+    const csv = file('codes.csv', 'id,code,descriptor,label,source_uri\nc1,0000ffff,1 2,"chest, PA",file:///a.png\nc2,ffff0000,-3 4,,\n');
+    const batches: number[] = [];
+    const first = await indexRecords(api, 'docs', fileSource(jsonl), { batchSize: 10, onBatch: (n) => batches.push(n) });
+    expect(first).toMatchObject({ sent: 25, batches: 3 });
+    expect(batches).toEqual([10, 20, 25]);
+    expect(await fileSource(jsonl).count()).toBe(25);
+    const again = await indexRecords(api, 'docs', fileSource(jsonl), { batchSize: 10 });
+    expect(again.generation).toBe(first.generation);
+    await indexRecords(api, 'docs', fileSource(csv), { batchSize: 10 });
+    expect(await fileSource(csv).count()).toBe(2);
+    const c1 = await api.request<{ metadata: unknown; descriptor: number[] }>('GET', '/v1/collections/docs/items/c1');
+    expect(c1).toMatchObject({ descriptor: [1, 2], metadata: { label: 'chest, PA', source_uri: 'file:///a.png' } });
+    const info = await api.request<{ count: number }>('GET', '/v1/collections/docs');
+    expect(info.count).toBe(27);
+  });
+
+  it('lets a later line for the same id win, within a batch as across batches', async () => {
+    const p = file('dups.jsonl', ['{"id":"d","code":"00000001","descriptor":[0,0]}', '{"id":"d","code":"00000002","descriptor":[0,0]}'].join('\n'));
+    const out = await indexRecords(api, 'docs', fileSource(p), { batchSize: 10 });
+    expect(out.batches).toBe(2);
+    expect((await api.request<{ code: string }>('GET', '/v1/collections/docs/items/d')).code).toBe('00000002');
+  });
+
+  it('reports a rejected item by file and line', async () => {
+    const p = file('bad.csv', 'id,code,descriptor\nok,00000000,0 0\nbad,123,0 0\n');
+    await expect(indexRecords(api, 'docs', fileSource(p), { batchSize: 10 })).rejects.toThrow(/bad\.csv:3: .*8 hex characters.*items\.1\.code/);
+  });
+
+  it('refuses files it cannot read as codes', async () => {
+    expect(() => fileSource(join(dir, 'codes.txt'))).toThrow(/format/);
+    const p = file('extra.csv', 'id,code,colour\na,00000000,red\n');
+    await expect(indexRecords(api, 'docs', fileSource(p), { batchSize: 10 })).rejects.toThrow(/unknown CSV columns colour/);
+  });
+});
