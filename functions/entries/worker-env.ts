@@ -12,9 +12,10 @@ export interface WorkerEnv {
   MEDHASH_GC_GRACE_MS?: string;
 }
 
-// Types `exports` from "cloudflare:workers" (what `wrangler types` would generate).
+// Types `env` and `exports` from "cloudflare:workers" (what `wrangler types` would generate).
 declare global {
   namespace Cloudflare {
+    interface Env extends WorkerEnv {}
     interface GlobalProps {
       mainModule: typeof import('./worker.ts');
       durableNamespaces: 'ControlDO' | 'CollectionDO';
