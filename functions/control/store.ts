@@ -113,7 +113,6 @@ export class ControlStore {
   }
 
   async createKey(tenantId: string, spec: KeySpec, hash: string): Promise<ApiKeyInfo> {
-    this.requireTenant(tenantId);
     const row: KeyRow = {
       id: randomId('key'),
       tenant_id: tenantId,
@@ -124,11 +123,15 @@ export class ControlStore {
       rotated_at: null,
       revoked_at: null,
     };
-    this.db.run(
-      `INSERT INTO api_keys (${KEY_COLUMNS}, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      row.id, row.tenant_id, row.name, row.scopes, row.collections, row.created_at, null, null, hash,
-    );
-    return keyInfo(row);
+    // The tenant check and the insert form one transaction.
+    return this.db.transaction(() => {
+      this.requireTenant(tenantId);
+      this.db.run(
+        `INSERT INTO api_keys (${KEY_COLUMNS}, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        row.id, row.tenant_id, row.name, row.scopes, row.collections, row.created_at, null, null, hash,
+      );
+      return keyInfo(row);
+    });
   }
 
   async listKeys(tenantId: string): Promise<ApiKeyInfo[]> {
@@ -144,10 +147,13 @@ export class ControlStore {
 
   /** Replaces the secret of a live key in place (same id, scopes, limits); the old secret stops working at once. */
   async rotateKey(keyId: string, newHash: string): Promise<ApiKeyInfo> {
-    const key = this.requireKey(keyId);
-    if (key.revoked_at) throw conflict('key_revoked', `key ${keyId} is revoked and cannot be rotated`);
-    this.db.run('UPDATE api_keys SET hash = ?, rotated_at = ? WHERE id = ?', newHash, now(), keyId);
-    return this.requireKey(keyId);
+    // One transaction, so a concurrent revoke cannot be undone by a rotation that read the key before it.
+    return this.db.transaction(() => {
+      const key = this.requireKey(keyId);
+      if (key.revoked_at) throw conflict('key_revoked', `key ${keyId} is revoked and cannot be rotated`);
+      this.db.run('UPDATE api_keys SET hash = ?, rotated_at = ? WHERE id = ?', newHash, now(), keyId);
+      return this.requireKey(keyId);
+    });
   }
 
   /** One round trip per request: the live key of `hash` and, if named, its tenant's collection. */
@@ -189,10 +195,12 @@ export class ControlStore {
 
   /** Removes the registry entry; the caller then destroys the data through the collection's writer. */
   async deleteCollection(tenantId: string, name: string): Promise<CollectionInfo> {
-    const c = await this.getCollection(tenantId, name);
-    if (!c) throw notFound('collection', name);
-    this.db.run('DELETE FROM collections WHERE id = ?', c.id);
-    return c;
+    return this.db.transaction(() => {
+      const rows = this.db.all<CollectionInfo>(`SELECT ${COLLECTION_COLUMNS} FROM collections WHERE tenant_id = ? AND name = ?`, tenantId, name);
+      if (rows.length === 0) throw notFound('collection', name);
+      this.db.run('DELETE FROM collections WHERE id = ?', rows[0].id);
+      return collectionInfo(rows[0]);
+    });
   }
 
   private requireTenant(tenantId: string): void {
