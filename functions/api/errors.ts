@@ -38,7 +38,10 @@ export function notFoundRoute(c: Context): Response {
 export function validationError(error: ZodError, target: string): MedhashError {
   const issue = error.issues[0];
   const path = issue.path.map(String).join('.');
-  const where = path ? `${path}: ` : '';
+  // Messages written as "<field> must ..." get the full path ("items.3.id must ..."); zod's own
+  // messages get it as a prefix.
+  const last = issue.path.length ? String(issue.path[issue.path.length - 1]) : '';
+  const message = last && issue.message.startsWith(`${last} `) ? path + issue.message.slice(last.length) : `${path || 'body'}: ${issue.message}`;
   if (issue.code === 'unrecognized_keys') {
     const keys = issue.keys;
     const field = [path, keys[0]].filter(Boolean).join('.');
@@ -48,6 +51,6 @@ export function validationError(error: ZodError, target: string): MedhashError {
     return badRequest('missing_field', `${path || 'body'} is required`, path || undefined);
   }
   if (issue.code === 'too_big' && path === 'items') return new MedhashError(413, 'batch_too_large', issue.message, path);
-  if (target === 'param') return badRequest('invalid_path', `${where}${issue.message}`, path);
-  return badRequest('invalid_field', `${where}${issue.message}`, path || undefined);
+  if (target === 'param') return badRequest('invalid_path', message, path);
+  return badRequest('invalid_field', message, path || undefined);
 }
