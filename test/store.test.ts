@@ -276,6 +276,8 @@ describe('collection writer', () => {
     await w.apply(ids(5).map((id, i) => put(id, i)));
     await w.destroy();
     expect(await kv.inner.list(`c/${SPEC.id}/`)).toEqual([]);
+    await w.destroy(); // idempotent, and maintenance of a destroyed collection is a no-op
+    await w.maintain();
     await expect(w.apply([put('x', 1)])).rejects.toMatchObject({ status: 404 });
     await expect(writer().apply([put('x', 1)])).rejects.toMatchObject({ status: 404 });
   });

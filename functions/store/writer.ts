@@ -91,7 +91,9 @@ export class CollectionWriter {
 
   apply(ops: WriteOp[]): Promise<ApplyResult> {
     return this.mutex.run(async () => {
-      const head = await this.recover(this.loadHead());
+      const loaded = this.loadHead();
+      if (loaded.destroyed) throw new MedhashError(404, 'collection_not_found', 'the collection was deleted');
+      const head = await this.recover(loaded);
       const m = head.manifest;
       const sorted = [...ops].sort((a, b) => compareIdBytes(opId(a), opId(b)));
       for (let i = 1; i < sorted.length; i++) {
@@ -177,7 +179,7 @@ export class CollectionWriter {
     });
   }
 
-  /** Marks the collection destroyed (late writes then fail) and deletes all of its KV data. */
+  /** Marks the collection destroyed (late writes then fail) and deletes all of its KV data; idempotent. */
   destroy(): Promise<void> {
     return this.mutex.run(async () => {
       const head = this.loadHead();
@@ -209,7 +211,6 @@ export class CollectionWriter {
       garbage: [],
       destroyed: false,
     };
-    if (head.destroyed) throw new MedhashError(404, 'collection_not_found', 'the collection was deleted');
     const m = head.manifest;
     if (m.collection !== this.spec.id || m.bits !== this.spec.bits || m.descriptor_dims !== this.spec.descriptor_dims) {
       throw new Error(`writer state for ${m.collection} does not match collection ${this.spec.id}`);
