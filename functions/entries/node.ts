@@ -10,7 +10,7 @@ import { loadHammingKernel } from '../../wasm/load-node.ts';
 import { createApp } from '../api/app.ts';
 import type { Backend } from '../api/backend.ts';
 import { ControlStore } from '../control/store.ts';
-import { migrateHeads, sqlHeadStore } from '../store/head.ts';
+import { migrateHeads, sqlHeadStore, type Head } from '../store/head.ts';
 import { CollectionReader } from '../store/reader.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../store/sqlite.ts';
 import { CollectionWriter, writerLimitsFromEnv, type CollectionSpec, type WriterLimits } from '../store/writer.ts';
@@ -39,27 +39,33 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
   const timers = new Map<string, { at: number; timer: NodeJS.Timeout }>();
 
   const writerFor = (spec: CollectionSpec): CollectionWriter => {
-    let w = writers.get(spec.id);
-    if (!w) {
-      const writer = new CollectionWriter(kv, sqlHeadStore(sql, spec.id), { id: spec.id, bits: spec.bits, descriptor_dims: spec.descriptor_dims }, limits, {
-        // Maintenance (GC after the grace period, a retried manifest publish) on an unref'd timer.
-        schedule: (at) => {
-          const cur = timers.get(spec.id);
-          if (cur && cur.at <= at) return;
-          if (cur) clearTimeout(cur.timer);
-          const timer = setTimeout(() => {
-            timers.delete(spec.id);
-            writer.maintain().catch((e) => console.error(`maintenance of ${spec.id}: ${String(e)}`));
-          }, Math.max(0, at - Date.now()));
-          timer.unref();
-          timers.set(spec.id, { at, timer });
-        },
-      });
-      writers.set(spec.id, writer);
-      w = writer;
-    }
-    return w;
+    const existing = writers.get(spec.id);
+    if (existing) return existing;
+    const writer = new CollectionWriter(kv, sqlHeadStore(sql, spec.id), { id: spec.id, bits: spec.bits, descriptor_dims: spec.descriptor_dims }, limits, {
+      // Maintenance (GC after the grace period, a retried manifest publish) on an unref'd timer.
+      schedule: (at) => {
+        const cur = timers.get(spec.id);
+        if (cur && cur.at <= at) return;
+        if (cur) clearTimeout(cur.timer);
+        const timer = setTimeout(() => {
+          timers.delete(spec.id);
+          writer.maintain().catch((e) => console.error(`maintenance of ${spec.id}: ${String(e)}`));
+        }, Math.max(0, at - Date.now()));
+        timer.unref();
+        timers.set(spec.id, { at, timer });
+      },
+    });
+    writers.set(spec.id, writer);
+    return writer;
   };
+
+  // Timers do not survive a restart (Durable Object alarms do): pick up unfinished maintenance.
+  for (const { head } of sql.all<{ head: string }>('SELECT head FROM writer_heads')) {
+    const h = JSON.parse(head) as Head;
+    if (h.destroyed || (h.garbage.length === 0 && h.pending.length === 0 && h.published === h.manifest.generation)) continue;
+    const { collection: id, bits, descriptor_dims } = h.manifest;
+    writerFor({ id, bits, descriptor_dims }).maintain().catch((e) => console.error(`maintenance of ${id}: ${String(e)}`));
+  }
 
   const backend: Backend = {
     runtime: 'node',
