@@ -1,0 +1,118 @@
+"""Command line of the model side: `python -m medhash_model <command>`.
+  train   one run (method, data, bits, seed, preset) -> runs/<data>/<run>/ and runs/results.jsonl
+  sweep   many runs, resumable (a run whose metrics.json exists is skipped)
+  ood     second stage: reconstruction decoder on frozen features, OOD scores, thresholds on val
+  export  ONNX (opset 17) + model card JSON of a trained run
+  report  tables (docs/RESULTS.md), docs/results/retrieval.json, plots"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data as data_mod
+from .presets import PRESETS
+from .train import METHODS, TrainConfig, test_eval, train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_dir(out: Path, data_name: str, method: str, bits: int, seed: int, preset: str) -> Path:
+    return out / data_name / f"{method}-{preset}-b{bits}-s{seed}"
+
+
+def load_data(path: str, preset: str, channels: int | None) -> data_mod.DataSet:
+    size = PRESETS[preset]["size"]
+    if channels is None:
+        channels = 3 if Path(path).name.startswith("kather") else 1
+    return data_mod.load(path, size, channels)
+
+
+def do_train(args, method: str, bits: int, seed: int, ds=None) -> Path:
+    p = PRESETS[args.preset]
+    ds = ds or load_data(args.data, args.preset, args.channels)
+    rd = run_dir(Path(args.out), ds.name, method, bits, seed, args.preset)
+    if (rd / "metrics.json").exists() and not getattr(args, "force", False):
+        print(f"skip {rd} (done)", file=sys.stderr)
+        return rd
+    rd.mkdir(parents=True, exist_ok=True)
+    tc = TrainConfig(method=method, bits=bits, seed=seed, epochs=args.epochs or p["epochs"],
+                     batch=p.get("batch", 64), lr=p.get("lr", 1e-3),
+                     max_steps_per_epoch=p["max_steps_per_epoch"], model=dict(p["model"]))
+    with open(rd / "log.txt", "w") as logf:
+        def log(line):
+            print(f"[{ds.name} {method} b{bits} s{seed}] {line}", file=sys.stderr, flush=True)
+            logf.write(line + "\n")
+            logf.flush()
+        model, info = train(ds, tc, log)
+    res = test_eval(model, ds, bits)
+    per_query = res.pop("ap100_per_query")
+    torch.save({"state": model.state_dict(), "config": info["config"], "classes": ds.classes,
+                "data": ds.name, "data_path": str(Path(args.data).resolve()), "preset": args.preset}, rd / "model.pt")
+    np.save(rd / "ap100_per_query.npy", np.array(per_query))
+    metrics = {"data": ds.name, "method": method, "bits": bits, "seed": seed, "preset": args.preset,
+               **res, "best": info["best"], "train_seconds": info["train_seconds"], "history": info["history"],
+               "command": " ".join(sys.argv)}
+    (rd / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    with open(Path(args.out) / "results.jsonl", "a") as f:
+        f.write(json.dumps({k: v for k, v in metrics.items() if k != "history"}) + "\n")
+    print(json.dumps({k: metrics[k] for k in ("data", "method", "bits", "seed", "map100", "map1000", "p10")}))
+    return rd
+
+
+def cmd_train(args):
+    do_train(args, args.method, args.bits, args.seed)
+
+
+def cmd_sweep(args):
+    ds = load_data(args.data, args.preset, args.channels)
+    for bits in args.bits:
+        for seed in args.seeds:
+            for method in args.methods:
+                do_train(args, method, bits, seed, ds)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="medhash_model")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def common(p):
+        p.add_argument("--data", required=True, help="a ../shared/data set, a class folder, or an .npz")
+        p.add_argument("--preset", default="cpu64", choices=sorted(PRESETS))
+        p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="default: 3 for kather*, else 1")
+        p.add_argument("--epochs", type=int, default=0, help="override the preset's epochs")
+        p.add_argument("--out", default=str(ROOT / "runs"))
+        p.add_argument("--force", action="store_true")
+
+    p = sub.add_parser("train", help="one run")
+    common(p)
+    p.add_argument("--method", default="darf_sch", choices=sorted(METHODS))
+    p.add_argument("--bits", type=int, default=64, choices=(16, 32, 64, 128, 256))
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("sweep", help="methods x bits x seeds, resumable")
+    common(p)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=sorted(METHODS))
+    p.add_argument("--bits", nargs="+", type=int, default=[16, 32, 64])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.set_defaults(fn=cmd_sweep)
+
+    for name in ("ood", "export", "report"):
+        try:
+            __import__(f"medhash_model.{name}", fromlist=["add_parser"]).add_parser(sub)
+        except ModuleNotFoundError:
+            pass
+
+    args = ap.parse_args(argv)
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Data readers: the ../shared/data layout (images.tar + manifest.csv with md5 splits), plain
+class folders (ImageFolder convention, split by the same md5 rule), the PneumoniaMNIST .npz and
+Fashion-MNIST IDX files. Everything goes through preprocess.py, and the preprocessed arrays are
+cached per (source, size, channels) so that training epochs do not decode JPEGs again."""
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import os
+import struct
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .preprocess import PREPROCESS_VERSION, preprocess_bytes, preprocess_rgb
+
+SPLITS = ("train", "val", "db", "query")
+IMAGE_EXT = {".png", ".jpg", ".jpeg"}
+
+
+def md5_split(md5_hex: str) -> str:
+    """The split rule of ../shared/data (README): int(md5[:8], 16) % 100 -> 60/10/20/10."""
+    v = int(md5_hex[:8], 16) % 100
+    return "train" if v < 60 else "val" if v < 70 else "db" if v < 90 else "query"
+
+
+@dataclass
+class Record:
+    id: str
+    label: str
+    split: str
+    load: object  # () -> bytes | np.ndarray (H, W, 3) uint8
+
+
+def _shared_records(root: Path) -> list[Record]:
+    tar_path = root / "images.tar"
+    with tarfile.open(tar_path) as tf:
+        offsets = {m.name: (m.offset_data, m.size) for m in tf.getmembers() if m.isfile()}
+
+    def loader(off: int, size: int):
+        def load() -> bytes:
+            with open(tar_path, "rb") as f:
+                f.seek(off)
+                return f.read(size)
+        return load
+
+    out = []
+    with open(root / "manifest.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            off, size = offsets[row["path"]]
+            out.append(Record(row["path"], row["label"], row["split"], loader(off, size)))
+    return out
+
+
+def _folder_records(root: Path) -> list[Record]:
+    out = []
+    for cls in sorted(p for p in root.iterdir() if p.is_dir()):
+        for p in sorted(cls.rglob("*")):
+            if p.suffix.lower() in IMAGE_EXT and p.is_file():
+                data = p.read_bytes()
+                split = md5_split(hashlib.md5(data).hexdigest())
+                out.append(Record(str(p.relative_to(root)), cls.name, split, (lambda d=data: d)))
+    if not out:
+        raise ValueError(f"{root}: no class folders with .png/.jpg images")
+    return out
+
+
+def _gray_rgb(a: np.ndarray) -> np.ndarray:
+    return np.repeat(a[:, :, None], 3, axis=2)
+
+
+def _npz_records(path: Path) -> list[Record]:
+    z = np.load(path)
+    out = []
+    for key, split in (("train", "train"), ("val", "val"), ("test", None)):
+        imgs, labels = z[f"{key}_images"], z[f"{key}_labels"].reshape(-1)
+        for i in range(len(imgs)):
+            img = imgs[i]
+            s = split or md5_split(hashlib.md5(img.tobytes()).hexdigest())
+            s = s if s != "train" or split else "db"  # test images never train
+            out.append(Record(f"{key}/{i}", str(int(labels[i])), s, (lambda a=img: _gray_rgb(a))))
+    return out
+
+
+def read_idx_images(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        magic, n, h, w = struct.unpack(">IIII", f.read(16))
+        if magic != 2051:
+            raise ValueError(f"{path}: not an IDX image file")
+        return np.frombuffer(f.read(), dtype=np.uint8).reshape(n, h, w)
+
+
+def _idx_records(root: Path) -> list[Record]:
+    imgs = read_idx_images(root / "t10k-images-idx3-ubyte.gz")
+    return [Record(f"fashion/{i}", "ood", "query", (lambda a=imgs[i]: _gray_rgb(a))) for i in range(len(imgs))]
+
+
+def records(source: str | os.PathLike) -> list[Record]:
+    root = Path(source)
+    if (root / "manifest.csv").exists() and (root / "images.tar").exists():
+        return _shared_records(root)
+    if root.is_file() and root.suffix == ".npz":
+        return _npz_records(root)
+    npz = list(root.glob("*.npz")) if root.is_dir() else []
+    if npz:
+        return _npz_records(npz[0])
+    if (root / "t10k-images-idx3-ubyte.gz").exists():
+        return _idx_records(root)
+    if root.is_dir():
+        return _folder_records(root)
+    raise FileNotFoundError(f"{root}: not a data set (need manifest.csv + images.tar, class folders, .npz or IDX)")
+
+
+@dataclass
+class Arrays:
+    x: np.ndarray  # (N, C, S, S) float16 in [0, 1]
+    y: np.ndarray  # (N,) int64 class index (-1 when the label is not a known class)
+    ids: list[str]
+
+
+@dataclass
+class DataSet:
+    name: str
+    classes: list[str]
+    splits: dict[str, Arrays]
+
+
+def _progress(i: int, n: int, label: str) -> None:
+    if sys.stderr.isatty() or i == n:
+        width = 30
+        done = int(width * i / max(n, 1))
+        sys.stderr.write(f"\r{label} [{'#' * done}{'.' * (width - done)}] {i}/{n}")
+        if i == n:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def load(source: str | os.PathLike, size: int, channels: int, cache_dir: str | os.PathLike | None = None,
+         classes: list[str] | None = None) -> DataSet:
+    """Preprocessed splits of a data set, cached as .npz. `classes` fixes the class order (for a
+    model's own classes); by default it is the sorted labels of the source."""
+    root = Path(source).resolve()
+    cache_dir = Path(cache_dir or os.environ.get("MEDHASH_CACHE", Path.cwd() / ".medhash" / "cache"))
+    key = hashlib.sha1(f"{root}|{size}|{channels}|v{PREPROCESS_VERSION}".encode()).hexdigest()[:12]
+    cache = cache_dir / f"{root.name}-{size}-{channels}-{key}.npz"
+    if cache.exists():
+        z = np.load(cache, allow_pickle=False)
+        xs, labels, ids, splits = z["x"], list(z["labels"]), list(z["ids"]), list(z["splits"])
+    else:
+        recs = records(root)
+        xs = np.empty((len(recs), channels, size, size), dtype=np.float16)
+        for i, r in enumerate(recs):
+            raw = r.load()
+            xs[i] = preprocess_bytes(raw, size, channels) if isinstance(raw, bytes) else preprocess_rgb(raw, size, channels)
+            if i % 500 == 0 or i + 1 == len(recs):
+                _progress(i + 1, len(recs), f"preprocess {root.name}")
+        labels = [r.label for r in recs]
+        ids = [r.id for r in recs]
+        splits = [r.split for r in recs]
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, x=xs, labels=np.array(labels), ids=np.array(ids), splits=np.array(splits))
+        os.replace(tmp, cache)
+    cls = classes or sorted(set(labels))
+    index = {c: i for i, c in enumerate(cls)}
+    y_all = np.array([index.get(str(l), -1) for l in labels], dtype=np.int64)
+    split_arr = np.array(splits)
+    out = {}
+    for s in SPLITS:
+        m = np.nonzero(split_arr == s)[0]
+        out[s] = Arrays(xs[m], y_all[m], [ids[i] for i in m])
+    return DataSet(root.name, list(cls), out)
