@@ -11,6 +11,8 @@ export default defineConfig({
         test: {
           name: 'node',
           environment: 'node',
+          // Hang guards, not timing checks: a 2-core CI machine under load is slow.
+          testTimeout: 60_000,
           include: ['test/**/*.test.ts'],
           exclude: ['test/workers/**'],
         },
@@ -24,6 +26,7 @@ export default defineConfig({
         ],
         test: {
           name: 'workers',
+          testTimeout: 60_000,
           include: ['test/workers/**/*.test.ts'],
         },
       },

@@ -3,6 +3,7 @@
   sweep   many runs, resumable (a run whose metrics.json exists is skipped)
   ood     second stage: reconstruction decoder on frozen features, OOD scores, thresholds on val
   export  ONNX (opset 17) + model card JSON of a trained run
+  codes   encode a split to JSONL codes (id, packed hex code, label) for `medhash index`
   report  tables (docs/RESULTS.md), docs/results/retrieval.json, plots"""
 from __future__ import annotations
 
@@ -78,6 +79,26 @@ def cmd_sweep(args):
                 do_train(args, method, bits, seed, ds)
 
 
+def cmd_codes(args):
+    """Encode one split of a run's data set to a JSONL codes file that `medhash index` reads."""
+    from .metrics import pack_bits
+    from .ood import load_run, run_data
+    from .train import encode
+    torch.set_num_threads(2)
+    model, ck, _ = load_run(Path(args.run))
+    ds = run_data(ck, model.cfg.size, model.cfg.channels)
+    part = ds.splits[args.split]
+    u = encode(model, part.x)["u"]
+    packed = pack_bits(u)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w") as f:
+        for i, item_id in enumerate(part.ids):
+            meta = {"label": ds.classes[part.y[i]], "source_uri": f"{ds.name}/{item_id}"}
+            f.write(json.dumps({"id": item_id, "code": packed[i].tobytes().hex(), "metadata": meta}) + "\n")
+    print(f"{len(part.ids)} codes -> {out}", file=sys.stderr)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="medhash_model")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -103,6 +124,12 @@ def main(argv=None):
     p.add_argument("--bits", nargs="+", type=int, default=[16, 32, 64])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.set_defaults(fn=cmd_sweep)
+
+    p = sub.add_parser("codes", help="encode a split of a run's data set to JSONL codes for `medhash index`")
+    p.add_argument("--run", required=True)
+    p.add_argument("--split", default="db", choices=("train", "val", "db", "query"))
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_codes)
 
     for name in ("ood", "export", "report"):
         try:
