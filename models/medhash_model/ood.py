@@ -7,6 +7,7 @@ MSP, energy and k-NN scores are computed here too, as baselines on the same feat
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -210,19 +211,29 @@ def load_run(run: Path):
     return model, ck, head
 
 
-def run_data(ck, size: int, channels: int):
+def run_data_path(ck) -> str:
     from .cli import ROOT
+    # a git worktree does not sit beside ../shared, so MEDHASH_DATA may name the data folder
+    root = Path(os.environ.get("MEDHASH_DATA", ROOT.parent / "shared" / "data"))
+    return ck.get("data_path") or str(root / ck["data"])
+
+
+def run_data(ck, size: int, channels: int):
     from . import data as data_mod
-    path = ck.get("data_path") or str(ROOT.parent / "shared" / "data" / ck["data"])
-    return data_mod.load(path, size, channels, classes=ck["classes"])
+    return data_mod.load(run_data_path(ck), size, channels, classes=ck["classes"])
+
+
+def fit_run(run: Path, id_recall: float = 0.95, epochs: int = 6) -> dict:
+    """Fits the OOD stage of a run folder and saves ood.pt and ood.json beside its model
+    (shared by the `ood` command and `export`, which needs the head)."""
+    model, ck, _ = load_run(run)
+    ds = run_data(ck, model.cfg.size, model.cfg.channels)
+    head, info = fit(model, ds, id_recall, log=lambda s: print(s, file=sys.stderr), epochs=epochs)
+    torch.save({"state": head.state_dict(), "info": info, "feat_dim": model.feat_dim}, run / "ood.pt")
+    (run / "ood.json").write_text(json.dumps(info, indent=1))
+    return info
 
 
 def cmd_ood(args):
     torch.set_num_threads(2)
-    run = Path(args.run)
-    model, ck, _ = load_run(run)
-    ds = run_data(ck, model.cfg.size, model.cfg.channels)
-    head, info = fit(model, ds, args.id_recall, log=lambda s: print(s, file=sys.stderr), epochs=args.epochs)
-    torch.save({"state": head.state_dict(), "info": info, "feat_dim": model.feat_dim}, run / "ood.pt")
-    (run / "ood.json").write_text(json.dumps(info, indent=1))
-    print(json.dumps(info))
+    print(json.dumps(fit_run(Path(args.run), args.id_recall, args.epochs)))
