@@ -106,7 +106,7 @@ def build_card(name: str, onnx_path: Path, model: nn.Module, ck: dict, metrics: 
                     "protocol": "query vs db, tie-aware"},
         "ood": {"score": "ood_score = max of val-z-scored recon error and Mahalanobis",
                 "threshold": ood_info["thresholds"]["combined"], "id_recall": ood_info["id_recall"],
-                "calibrated_on": "val"},
+                "calibrated_on": "val", "decoder_steps": ood_info.get("decoder_steps")},
     }
 
 
