@@ -18,7 +18,10 @@ from medhash_model.darf import ModelConfig, build
 from medhash_model.export import OUTPUTS, export_onnx
 from medhash_model.ood import Decoder, Mahalanobis, OODHead
 
-torch.set_num_threads(2)
+# one thread: the tests share a 2-core machine with training runs, and oversubscribed OpenMP
+# threads spin (the 20-step run took 137 s on 2 threads under load, 5 s on 1)
+THREADS = 1
+torch.set_num_threads(THREADS)
 # MEDHASH_DATA, else the nearest ancestor's shared/data (a worktree may sit deeper than ../shared)
 DATA = Path(os.environ.get("MEDHASH_DATA") or next(
     (p / "shared" / "data" for p in Path(__file__).resolve().parents if (p / "shared" / "data").is_dir()), "shared/data"))
@@ -99,7 +102,7 @@ def test_twenty_steps_of_training_lower_the_loss():
         a = ds.splits[name]
         ds.splits[name] = data.Arrays(a.x[:n], a.y[:n], a.ids[:n])
     steps: list[float] = []
-    tc = TrainConfig(method="darf_sch", bits=16, epochs=p["epochs"], batch=p["batch"],
+    tc = TrainConfig(method="darf_sch", bits=16, epochs=p["epochs"], batch=p["batch"], threads=THREADS,
                      max_steps_per_epoch=p["max_steps_per_epoch"], model=dict(p["model"]))
     train(ds, tc, log=lambda _line: None, on_step=lambda _step, loss: steps.append(loss))
     assert len(steps) == 20
