@@ -208,7 +208,9 @@ class DaRF(nn.Module):
         dref = self.deep_attn(d)
         if self.cfg.fusion:
             sref = self.shallow_attn(s)
-            sref = F.avg_pool2d(sref, sref.shape[-1] // dref.shape[-1])
+            # the backbone makes the shallow map 16x16 and the deep one 4x4 at every input size; a
+            # constant kernel keeps ONNX tracing from turning the shape ratio into a tensor
+            sref = F.avg_pool2d(sref, 4)
             fused = self.fuse(sref, dref)
         else:
             fused = self.deep_fc(dref.mean(dim=(2, 3)))

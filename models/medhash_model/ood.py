@@ -7,6 +7,7 @@ MSP, energy and k-NN scores are computed here too, as baselines on the same feat
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -166,10 +167,10 @@ def calibrate(val_scores: np.ndarray, id_recall: float) -> float:
     return float(np.quantile(val_scores, id_recall))
 
 
-def fit(model, ds, id_recall: float = 0.95, log=print, epochs: int = 6) -> tuple[OODHead, dict]:
+def fit(model, ds, id_recall: float = 0.95, log=print, epochs: int = 6, steps: int = 150) -> tuple[OODHead, dict]:
     tr, va = ds.splits["train"], ds.splits["val"]
     t0 = time.time()
-    dec = train_decoder(model, tr.x, epochs=epochs, log=log)
+    dec = train_decoder(model, tr.x, epochs=epochs, steps=steps, log=log)
     feats = encode(model, tr.x)["features"]
     maha = Mahalanobis.fit(feats, tr.y, len(ds.classes))
     val = scores_np(model, (dec, maha, None), va.x)
@@ -177,7 +178,7 @@ def fit(model, ds, id_recall: float = 0.95, log=print, epochs: int = 6) -> tuple
             "maha": [float(val["maha"].mean()), float(val["maha"].std() + 1e-12)]}
     head = OODHead(dec, maha, norm)
     val = scores_np(model, (dec, maha, head), va.x)
-    info = {"norm": norm, "id_recall": id_recall, "seconds": round(time.time() - t0, 1),
+    info = {"norm": norm, "id_recall": id_recall, "decoder_steps": epochs * steps, "seconds": round(time.time() - t0, 1),
             "thresholds": {k: calibrate(val[k], id_recall) for k in ("recon", "maha", "combined")}}
     return head, info
 
@@ -187,6 +188,7 @@ def add_parser(sub):
     p.add_argument("--run", required=True, help="a run folder with model.pt")
     p.add_argument("--id-recall", type=float, default=0.95)
     p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--steps", type=int, default=150, help="decoder steps per epoch (fewer on a busy CPU)")
     p.set_defaults(fn=cmd_ood)
 
 
@@ -210,19 +212,29 @@ def load_run(run: Path):
     return model, ck, head
 
 
-def run_data(ck, size: int, channels: int):
+def run_data_path(ck) -> str:
     from .cli import ROOT
+    # a git worktree does not sit beside ../shared, so MEDHASH_DATA may name the data folder
+    root = Path(os.environ.get("MEDHASH_DATA", ROOT.parent / "shared" / "data"))
+    return ck.get("data_path") or str(root / ck["data"])
+
+
+def run_data(ck, size: int, channels: int):
     from . import data as data_mod
-    path = ck.get("data_path") or str(ROOT.parent / "shared" / "data" / ck["data"])
-    return data_mod.load(path, size, channels, classes=ck["classes"])
+    return data_mod.load(run_data_path(ck), size, channels, classes=ck["classes"])
+
+
+def fit_run(run: Path, id_recall: float = 0.95, epochs: int = 6, steps: int = 150) -> dict:
+    """Fits the OOD stage of a run folder and saves ood.pt and ood.json beside its model
+    (shared by the `ood` command and `export`, which needs the head)."""
+    model, ck, _ = load_run(run)
+    ds = run_data(ck, model.cfg.size, model.cfg.channels)
+    head, info = fit(model, ds, id_recall, log=lambda s: print(s, file=sys.stderr), epochs=epochs, steps=steps)
+    torch.save({"state": head.state_dict(), "info": info, "feat_dim": model.feat_dim}, run / "ood.pt")
+    (run / "ood.json").write_text(json.dumps(info, indent=1))
+    return info
 
 
 def cmd_ood(args):
     torch.set_num_threads(2)
-    run = Path(args.run)
-    model, ck, _ = load_run(run)
-    ds = run_data(ck, model.cfg.size, model.cfg.channels)
-    head, info = fit(model, ds, args.id_recall, log=lambda s: print(s, file=sys.stderr), epochs=args.epochs)
-    torch.save({"state": head.state_dict(), "info": info, "feat_dim": model.feat_dim}, run / "ood.pt")
-    (run / "ood.json").write_text(json.dumps(info, indent=1))
-    print(json.dumps(info))
+    print(json.dumps(fit_run(Path(args.run), args.id_recall, args.epochs, args.steps)))

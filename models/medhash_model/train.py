@@ -88,7 +88,8 @@ def lr_at(step: int, total: int, warm: int, base: float) -> float:
     return 1e-5 + (base - 1e-5) * 0.5 * (1 + math.cos(math.pi * p))
 
 
-def train(ds: DataSet, tc: TrainConfig, log=print) -> tuple[torch.nn.Module, dict]:
+def train(ds: DataSet, tc: TrainConfig, log=print, on_step=None) -> tuple[torch.nn.Module, dict]:
+    """on_step(step, loss), when given, sees every step's loss (tests check that it falls)."""
     torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
@@ -137,6 +138,8 @@ def train(ds: DataSet, tc: TrainConfig, log=print) -> tuple[torch.nn.Module, dic
             loss.backward()
             opt.step()
             running.append(loss.item())
+            if on_step is not None:
+                on_step(step, running[-1])
             step += 1
         entry = {"epoch": epoch + 1, "loss": float(np.mean(running)), "s": round(time.time() - t0, 1)}
         if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs:
