@@ -59,7 +59,7 @@ def do_train(args, method: str, bits: int, seed: int, ds=None) -> Path:
     np.save(rd / "ap100_per_query.npy", np.array(per_query))
     metrics = {"data": ds.name, "method": method, "bits": bits, "seed": seed, "preset": args.preset,
                **res, "best": info["best"], "train_seconds": info["train_seconds"], "history": info["history"],
-               "command": " ".join(sys.argv)}
+               "command": "cd models && python3 -m medhash_model " + " ".join(sys.argv[1:])}
     (rd / "metrics.json").write_text(json.dumps(metrics, indent=1))
     with open(Path(args.out) / "results.jsonl", "a") as f:
         f.write(json.dumps({k: v for k, v in metrics.items() if k != "history"}) + "\n")

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Every training run behind the shipped models and docs/RESULTS.md, in the order they were run on
+# the 2-core CPU machine. Resumable: finished runs (metrics.json present) are skipped, so rerunning
+# continues where it stopped. Log: runs/train-models.log. Long (hours): run it in the background.
+# STAGES picks a subset, e.g. STAGES="ship b32" (default: all, in order).
+set -euo pipefail
+cd "$(dirname "$0")/../models"
+D=../../shared/data
+PY=/usr/bin/python3
+MH() { OMP_NUM_THREADS=2 $PY -m medhash_model "$@"; }
+BASELINES="cls_tanh hashnet csq dpsh bottleneck_sch"
+
+ship() {  # the shipped 64-bit models: train, fit the OOD stage, export (ONNX, card, golden file)
+  for set in mednist brain_tumor_mri kather_crc_2016; do
+    MH sweep --data $D/$set --methods darf_sch --bits 64 --seeds 0
+    [ -f ../runs/$set/darf_sch-cpu64-b64-s0/ood.json ] && grep -q '"decoder_steps": 450' ../runs/$set/darf_sch-cpu64-b64-s0/ood.json \
+      || MH ood --run ../runs/$set/darf_sch-cpu64-b64-s0 --epochs 3 --steps 150
+    MH export --run ../runs/$set/darf_sch-cpu64-b64-s0 --name $set-darf-b64
+  done
+}
+b64() { for set in brain_tumor_mri kather_crc_2016; do MH sweep --data $D/$set --methods darf_sch $BASELINES --bits 64 --seeds 0; done; }
+b32() { for set in brain_tumor_mri kather_crc_2016; do MH sweep --data $D/$set --methods darf_sch $BASELINES --bits 32 --seeds 0; done
+        MH sweep --data $D/mednist --methods darf_sch --bits 32 --seeds 0; }
+b16() { for set in brain_tumor_mri kather_crc_2016; do MH sweep --data $D/$set --methods darf_sch $BASELINES --bits 16 --seeds 0; done; }
+seeds() { for set in brain_tumor_mri kather_crc_2016; do MH sweep --data $D/$set --methods darf_sch cls_tanh hashnet --bits 64 --seeds 1 2; done; }
+ablations() { MH sweep --data $D/brain_tumor_mri --methods abl_labels_only abl_no_fusion abl_linear_head --bits 64 --seeds 0; }
+
+for stage in ${STAGES:-ship b64 b32 b16 seeds ablations}; do
+  echo "== stage $stage $(date -u +%FT%TZ)"
+  $stage
+done
