@@ -83,7 +83,8 @@ export async function loadNodeEncoder(onnxBytes: Uint8Array, card: ModelCard, op
       const session = await ort.InferenceSession.create(onnxBytes, { executionProviders: ['cuda'] });
       return makeEncoder(card, 'onnxruntime-node/cuda', session, ort.Tensor);
     } catch {
-      // a CUDA build without a usable GPU or driver: the CPU below still answers
+      // the package lists CUDA but its provider library, driver or GPU is missing (onnxruntime
+      // logs one error line then): the CPU below still answers
     }
   }
   const session = await ort.InferenceSession.create(onnxBytes, { executionProviders: ['cpu'] });
