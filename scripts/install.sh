@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3-torch python3-torchvision python3-onnx python3-numpy python3-pil python3-sklearn
-  python3-scipy python3-pytest python3-matplotlib rustc cargo libstd-rust-dev-wasm32 binaryen)
+  python3-scipy python3-pytest python3-matplotlib rustc cargo libstd-rust-dev-wasm32 binaryen
+  chromium mesa-vulkan-drivers libvulkan1)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
