@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything medhash needs on a fresh Debian 12 machine (idempotent): Debian's PyTorch
-# stack for the model side, Debian's Rust + binaryen for the WebAssembly kernel, and the npm
+# stack for the model side, Debian's Rust + binaryen for the WebAssembly kernel, Chromium and software
+# Vulkan (browser and WebGPU tests), and the npm
 # packages (Node 22 comes as the `node` devDependency). onnxruntime-node's install script would
 # download CUDA binaries from outside the npm registry, so it is skipped: its CPU build ships inside.
 set -euo pipefail
