@@ -2,7 +2,7 @@
 // and the JSON body `{"error":{"code","message","field"}}`, and survives a Durable Object RPC
 // hop as plain data (see util/rpc.ts), so the store, control plane and API agree on errors.
 
-export type ErrorStatus = 400 | 401 | 403 | 404 | 409 | 413 | 415 | 500 | 503;
+export type ErrorStatus = 400 | 401 | 403 | 404 | 409 | 413 | 415 | 422 | 500 | 503;
 
 export interface ErrorBody {
   error: { code: string; message: string; field?: string };
