@@ -1,0 +1,252 @@
+// Image bytes -> pixels for the encoder: PNG (@jsquash/png) and JPEG (@jsquash/jpeg), both
+// WebAssembly. The limits are checked on the header and the chunk/segment structure BEFORE any
+// decoding, so a huge declared size, a decompression bomb or a truncated file is refused without
+// allocating the pixels. The codecs' WASM modules are injected (`initImageCodecs`): Node compiles
+// them from node_modules (image-node.ts), workerd imports them at build time.
+import { init as initPng, decode as decodePng } from '@jsquash/png/decode.js';
+import decodeJpeg, { init as initJpeg } from '@jsquash/jpeg/decode.js';
+import { MedhashError } from '../util/errors.ts';
+
+export interface DecodedImage {
+  width: number;
+  height: number;
+  /** 1: grey; 3: RGB; 4: RGBA (PNG palette or with alpha; alpha is ignored downstream). */
+  channels: 1 | 3 | 4;
+  /** Interleaved samples; for bitDepth 16, two bytes per sample, big-endian as in PNG. */
+  data: Uint8Array;
+  bitDepth: 8 | 16;
+}
+
+export interface ImageLimits {
+  maxBytes: number;
+  /** Largest width or height. */
+  maxSide: number;
+  maxPixels: number;
+}
+
+export const DEFAULT_LIMITS: ImageLimits = { maxBytes: 8 * 1024 * 1024, maxSide: 4096, maxPixels: 16 * 1024 * 1024 };
+
+export interface ImageCodecs {
+  png: WebAssembly.Module;
+  jpeg: WebAssembly.Module;
+}
+
+let ready: Promise<void> | null = null;
+
+/** Instantiates both codecs once per isolate; later calls reuse the first. */
+export function initImageCodecs(codecs: ImageCodecs): Promise<void> {
+  ready ??= Promise.all([initPng(codecs.png), initJpeg(codecs.jpeg)]).then(() => undefined);
+  return ready;
+}
+
+type Format = 'png' | 'jpeg';
+
+const err = (status: 400 | 413 | 415 | 422, code: string, message: string) => new MedhashError(status, code, message, 'image');
+
+const CONTENT_TYPES: Record<string, Format | null> = {
+  'image/png': 'png',
+  'image/jpeg': 'jpeg',
+  'image/jpg': 'jpeg',
+  'image/pjpeg': 'jpeg',
+  // no claim: sniff the bytes
+  'application/octet-stream': null,
+};
+
+function sniff(b: Uint8Array): Format | null {
+  if (b.length >= 8 && b[0] === 0x89 && b[1] === 0x50 && b[2] === 0x4e && b[3] === 0x47 && b[4] === 0x0d && b[5] === 0x0a && b[6] === 0x1a && b[7] === 0x0a) return 'png';
+  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return 'jpeg';
+  return null;
+}
+
+function startHex(b: Uint8Array): string {
+  return Array.from(b.subarray(0, 8), (x) => x.toString(16).padStart(2, '0')).join(' ');
+}
+
+/** Checks the declared size against the limits; the only allocation after this is the decode. */
+function checkSize(width: number, height: number, limits: ImageLimits): void {
+  if (width === 0 || height === 0) throw err(422, 'corrupt_image', `image declares an empty size ${width}x${height}`);
+  if (width > limits.maxSide || height > limits.maxSide) {
+    throw err(413, 'image_too_large', `image is ${width}x${height}; width and height may be at most ${limits.maxSide}`);
+  }
+  if (width * height > limits.maxPixels) {
+    throw err(413, 'image_too_large', `image is ${width}x${height} = ${width * height} pixels; at most ${limits.maxPixels}`);
+  }
+}
+
+interface PngHeader {
+  width: number;
+  height: number;
+  bitDepth: number;
+  colorType: number;
+}
+
+const be32 = (b: Uint8Array, i: number) => ((b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]) >>> 0;
+
+/**
+ * Walks the PNG chunk list: IHDR first, every chunk complete, at least one IDAT, ending in IEND.
+ * A truncated file fails here instead of inside the decoder.
+ */
+function pngHeader(b: Uint8Array): PngHeader {
+  if (b.length < 33 || be32(b, 8) !== 13 || String.fromCharCode(...b.subarray(12, 16)) !== 'IHDR') {
+    throw err(422, 'corrupt_image', 'PNG has no complete IHDR header');
+  }
+  const h = { width: be32(b, 16), height: be32(b, 20), bitDepth: b[24], colorType: b[25] };
+  const validDepths: Record<number, number[]> = { 0: [1, 2, 4, 8, 16], 2: [8, 16], 3: [1, 2, 4, 8], 4: [8, 16], 6: [8, 16] };
+  if (!validDepths[h.colorType]?.includes(h.bitDepth)) {
+    throw err(422, 'corrupt_image', `PNG declares colour type ${h.colorType} with bit depth ${h.bitDepth}, which PNG does not define`);
+  }
+  let pos = 8;
+  let idat = 0;
+  for (;;) {
+    if (pos + 12 > b.length) throw err(422, 'corrupt_image', `PNG is truncated: chunk at byte ${pos} is incomplete (no IEND)`);
+    const len = be32(b, pos);
+    const type = String.fromCharCode(...b.subarray(pos + 4, pos + 8));
+    if (len > 0x7fffffff || pos + 12 + len > b.length) throw err(422, 'corrupt_image', `PNG is truncated: chunk ${JSON.stringify(type)} at byte ${pos} runs past the end`);
+    if (type === 'IDAT') idat += len;
+    pos += 12 + len;
+    if (type === 'IEND') break;
+  }
+  if (idat === 0) throw err(422, 'corrupt_image', 'PNG has no image data (IDAT)');
+  return h;
+}
+
+interface JpegHeader {
+  width: number;
+  height: number;
+  components: number;
+}
+
+const isSof = (m: number) => m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc;
+
+/**
+ * Walks the JPEG marker segments and entropy-coded data up to EOI. mozjpeg decodes a truncated
+ * JPEG "successfully" with grey filler, so the walk is what refuses truncation.
+ */
+function jpegHeader(b: Uint8Array): JpegHeader {
+  let pos = 2;
+  let header: JpegHeader | null = null;
+  let scans = 0;
+  const truncated = () => err(422, 'corrupt_image', `JPEG is truncated at byte ${b.length} (no end-of-image marker)`);
+  while (pos < b.length) {
+    if (b[pos] !== 0xff) throw err(422, 'corrupt_image', `JPEG is corrupt: expected a marker at byte ${pos}`);
+    while (pos < b.length && b[pos] === 0xff) pos++; // fill bytes
+    if (pos >= b.length) throw truncated();
+    const m = b[pos++];
+    if (m === 0xd9) {
+      if (!header || scans === 0) throw err(422, 'corrupt_image', 'JPEG ends before any image data');
+      return header;
+    }
+    if (m === 0x01 || (m >= 0xd0 && m <= 0xd7)) continue; // standalone markers
+    if (pos + 2 > b.length) throw truncated();
+    const len = (b[pos] << 8) | b[pos + 1];
+    if (len < 2) throw err(422, 'corrupt_image', `JPEG is corrupt: segment length ${len} at byte ${pos}`);
+    if (pos + len > b.length) throw truncated();
+    if (isSof(m)) {
+      if (len < 8) throw err(422, 'corrupt_image', 'JPEG frame header is too short');
+      const precision = b[pos + 2];
+      if (precision !== 8) throw err(415, 'unsupported_image_type', `JPEG with ${precision}-bit samples is not supported (8-bit only)`);
+      header = { height: (b[pos + 3] << 8) | b[pos + 4], width: (b[pos + 5] << 8) | b[pos + 6], components: b[pos + 7] };
+      if (header.components !== 1 && header.components !== 3) {
+        throw err(415, 'unsupported_image_type', `JPEG with ${header.components} colour components is not supported (grey or YCbCr only)`);
+      }
+    }
+    pos += len;
+    if (m === 0xda) {
+      if (!header) throw err(422, 'corrupt_image', 'JPEG has image data before its frame header');
+      scans++;
+      // entropy-coded data runs to the next marker that is neither a stuffed 0xff00 nor a restart
+      for (;;) {
+        if (pos + 1 >= b.length) throw truncated();
+        if (b[pos] === 0xff && b[pos + 1] !== 0x00 && !(b[pos + 1] >= 0xd0 && b[pos + 1] <= 0xd7) && b[pos + 1] !== 0xff) break;
+        pos++;
+      }
+    }
+  }
+  throw truncated();
+}
+
+function formatOf(bytes: Uint8Array, contentType: string | undefined): Format {
+  const sniffed = sniff(bytes);
+  const type = contentType?.split(';')[0].trim().toLowerCase();
+  if (type !== undefined && type !== '') {
+    if (!(type in CONTENT_TYPES)) throw err(415, 'unsupported_image_type', `content type ${JSON.stringify(type)} is not supported: send image/png or image/jpeg`);
+    const claimed = CONTENT_TYPES[type];
+    if (claimed && sniffed && claimed !== sniffed) {
+      throw err(415, 'unsupported_image_type', `content type ${type} does not match the bytes, which are ${sniffed === 'png' ? 'PNG' : 'JPEG'}`);
+    }
+  }
+  if (!sniffed) throw err(415, 'unsupported_image_type', `not a PNG or JPEG image (starts with ${startHex(bytes)})`);
+  return sniffed;
+}
+
+/** Decoder failures on bytes that passed the structural walk: corrupt compressed data. */
+async function guarded<T>(what: string, f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    throw err(422, 'corrupt_image', `${what} could not be decoded: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+/** Takes channels 0..keep-1 of each RGBA pixel. */
+function fromRgba(rgba: ArrayLike<number>, pixels: number, keep: 1 | 3 | 4): Uint8Array {
+  if (keep === 4) return rgba instanceof Uint8Array ? rgba : Uint8Array.from(rgba);
+  const out = new Uint8Array(pixels * keep);
+  for (let p = 0, o = 0; p < pixels; p++) for (let c = 0; c < keep; c++) out[o++] = rgba[p * 4 + c];
+  return out;
+}
+
+/** 16-bit RGBA samples -> big-endian byte pairs of channels 0..keep-1. */
+function fromRgba16(rgba: Uint16Array, pixels: number, keep: 1 | 4): Uint8Array {
+  const out = new Uint8Array(pixels * keep * 2);
+  for (let p = 0, o = 0; p < pixels; p++) {
+    for (let c = 0; c < keep; c++) {
+      const v = rgba[p * 4 + c];
+      out[o++] = v >> 8;
+      out[o++] = v & 0xff;
+    }
+  }
+  return out;
+}
+
+/**
+ * Decodes a PNG or JPEG. `contentType`, when given, must be image/png, image/jpeg or
+ * application/octet-stream and agree with the bytes. Throws MedhashError: 400 empty, 413 too
+ * large (bytes or declared size), 415 not PNG/JPEG or unsupported variant, 422 truncated/corrupt.
+ */
+export async function decodeImage(bytes: Uint8Array, contentType?: string, limits: ImageLimits = DEFAULT_LIMITS): Promise<DecodedImage> {
+  if (bytes.length === 0) throw err(400, 'empty_image', 'image is empty (0 bytes)');
+  if (bytes.length > limits.maxBytes) throw err(413, 'image_too_large', `image is ${bytes.length} bytes; at most ${limits.maxBytes}`);
+  const format = formatOf(bytes, contentType);
+  if (!ready) throw new MedhashError(500, 'codecs_not_initialised', 'image codecs are not initialised: call initImageCodecs first');
+  await ready;
+  // the decoders want their own ArrayBuffer
+  const own = bytes.slice().buffer;
+
+  if (format === 'png') {
+    const h = pngHeader(bytes);
+    checkSize(h.width, h.height, limits);
+    const pixels = h.width * h.height;
+    if (h.bitDepth === 16) {
+      const img = await guarded('PNG', async () => decodePng(own, { bitDepth: 16 }));
+      // grey keeps its full range (scaled by its maximum later); other 16-bit types keep RGBA
+      const keep = h.colorType === 0 ? 1 : 4;
+      const data = img.data as Uint16Array;
+      const out = { width: img.width, height: img.height, channels: keep, data: fromRgba16(data, pixels, keep), bitDepth: 16 } as const;
+      (img as { free?: () => void }).free?.();
+      return out;
+    }
+    const img = await guarded('PNG', async () => decodePng(own));
+    const keep = h.colorType === 0 ? 1 : h.colorType === 2 ? 3 : 4;
+    return { width: img.width, height: img.height, channels: keep, data: fromRgba(new Uint8Array(img.data.buffer, img.data.byteOffset, img.data.length), pixels, keep), bitDepth: 8 };
+  }
+
+  const h = jpegHeader(bytes);
+  checkSize(h.width, h.height, limits);
+  const img = await guarded('JPEG', () => decodeJpeg(own));
+  if (img.width !== h.width || img.height !== h.height) {
+    throw err(422, 'corrupt_image', `JPEG decoded to ${img.width}x${img.height}, its header says ${h.width}x${h.height}`);
+  }
+  const keep = h.components === 1 ? 1 : 3;
+  return { width: img.width, height: img.height, channels: keep, data: fromRgba(new Uint8Array(img.data.buffer, img.data.byteOffset, img.data.length), h.width * h.height, keep), bitDepth: 8 };
+}

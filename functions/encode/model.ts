@@ -1,0 +1,137 @@
+// Running an exported model (docs/MODEL_CARD.md, "ONNX graph"): one Encoder interface over
+// onnxruntime-node (CUDA when asked and present, else CPU) and onnxruntime-web (WebGPU where
+// `navigator.gpu` exists, else single-threaded wasm), plus the two ways a continuous hash `u`
+// leaves the service: the packed sign code and the int8 re-ranking descriptor.
+import type { ModelCard } from './card.ts';
+
+export interface EncodeOutputs {
+  n: number;
+  bits: number;
+  /** (n, bits) continuous hash; the code is u > 0. */
+  u: Float32Array;
+  /** (n, classes) class logits in the card's `classes` order. */
+  logits: Float32Array;
+  /** (n, F) fused features. */
+  features: Float32Array;
+  oodScore: Float32Array;
+  oodRecon: Float32Array;
+  oodMaha: Float32Array;
+}
+
+export interface Encoder {
+  readonly card: ModelCard;
+  /** Which runtime and execution provider actually runs the model, e.g. 'onnxruntime-node/cpu'. */
+  readonly runtime: string;
+  /** `x` is an (n, C, S, S) batch as preprocess() makes it. */
+  run(x: Float32Array, n: number): Promise<EncodeOutputs>;
+  close(): Promise<void>;
+}
+
+/** The part of onnxruntime's API both packages share, so one runner serves both. */
+interface OrtTensor {
+  data: unknown;
+  dims: readonly number[];
+}
+interface OrtSession {
+  run(feeds: Record<string, OrtTensor>): Promise<Record<string, OrtTensor>>;
+  release(): Promise<void>;
+}
+type TensorCtor = new (type: 'float32', data: Float32Array, dims: number[]) => OrtTensor;
+
+function makeEncoder(card: ModelCard, runtime: string, session: OrtSession, Tensor: TensorCtor): Encoder {
+  const { channels, size, name } = card.input;
+  const per = channels * size * size;
+  const f32 = (t: OrtTensor | undefined, key: string): Float32Array => {
+    if (!t || !(t.data instanceof Float32Array)) throw new Error(`model ${card.name}: output ${key} is missing or not float32`);
+    return t.data;
+  };
+  return {
+    card,
+    runtime,
+    async run(x, n) {
+      if (!Number.isInteger(n) || n <= 0 || x.length !== n * per) {
+        throw new Error(`encoder input must hold ${n} x ${channels}x${size}x${size} floats, got ${x.length}`);
+      }
+      const out = await session.run({ [name]: new Tensor('float32', x, [n, channels, size, size]) });
+      const u = f32(out.u, 'u');
+      if (u.length !== n * card.bits) throw new Error(`model ${card.name}: u has ${u.length} values, expected ${n} x ${card.bits}`);
+      return {
+        n,
+        bits: card.bits,
+        u,
+        logits: f32(out.logits, 'logits'),
+        features: f32(out.features, 'features'),
+        oodScore: f32(out.ood_score, 'ood_score'),
+        oodRecon: f32(out.ood_recon, 'ood_recon'),
+        oodMaha: f32(out.ood_maha, 'ood_maha'),
+      };
+    },
+    close: () => session.release(),
+  };
+}
+
+export interface NodeEncoderOptions {
+  /** Try the CUDA execution provider first; falls back to the CPU when it is missing. */
+  cuda?: boolean;
+}
+
+/** onnxruntime-node. `runtime` says whether CUDA or the CPU ended up running the model. */
+export async function loadNodeEncoder(onnxBytes: Uint8Array, card: ModelCard, opts: NodeEncoderOptions = {}): Promise<Encoder> {
+  const ort = await import('onnxruntime-node');
+  if (opts.cuda && ort.listSupportedBackends().some((b) => b.name === 'cuda')) {
+    try {
+      const session = await ort.InferenceSession.create(onnxBytes, { executionProviders: ['cuda'] });
+      return makeEncoder(card, 'onnxruntime-node/cuda', session, ort.Tensor);
+    } catch {
+      // the package lists CUDA but its provider library, driver or GPU is missing (onnxruntime
+      // logs one error line then): the CPU below still answers
+    }
+  }
+  const session = await ort.InferenceSession.create(onnxBytes, { executionProviders: ['cpu'] });
+  return makeEncoder(card, 'onnxruntime-node/cpu', session, ort.Tensor);
+}
+
+/**
+ * onnxruntime-web, in-process on Node, Deno or a browser: WebGPU when `navigator.gpu` gives an
+ * adapter, else the wasm backend on one thread (no worker threads needed).
+ */
+export async function loadWebEncoder(onnxBytes: Uint8Array, card: ModelCard): Promise<Encoder> {
+  const ort = await import('onnxruntime-web');
+  ort.env.wasm.numThreads = 1;
+  const gpu = (globalThis.navigator as { gpu?: { requestAdapter(): Promise<unknown> } } | undefined)?.gpu;
+  if (gpu && (await gpu.requestAdapter().catch(() => null))) {
+    try {
+      const session = await ort.InferenceSession.create(onnxBytes, { executionProviders: ['webgpu'] });
+      return makeEncoder(card, 'onnxruntime-web/webgpu', session, ort.Tensor);
+    } catch {
+      // this build or adapter cannot run WebGPU kernels: wasm below
+    }
+  }
+  const session = await ort.InferenceSession.create(onnxBytes, { executionProviders: ['wasm'] });
+  return makeEncoder(card, 'onnxruntime-web/wasm', session, ort.Tensor);
+}
+
+/** Row i of an (n, dims) matrix. */
+export function row(m: Float32Array, dims: number, i: number): Float32Array {
+  return m.subarray(i * dims, (i + 1) * dims);
+}
+
+/** The binary code of one `u`: bit i = bit (7 - i % 8) of byte i / 8, set where u > 0. */
+export function packCode(u: ArrayLike<number>): Uint8Array {
+  const out = new Uint8Array(Math.ceil(u.length / 8));
+  for (let i = 0; i < u.length; i++) if (u[i] > 0) out[i >> 3] |= 1 << (7 - (i & 7));
+  return out;
+}
+
+/** The int8 re-ranking descriptor of one `u`: round(127 u / max|u|), halves away from zero. */
+export function descriptor(u: ArrayLike<number>): Int8Array {
+  let max = 0;
+  for (let i = 0; i < u.length; i++) max = Math.max(max, Math.abs(u[i]));
+  const out = new Int8Array(u.length);
+  if (max === 0) return out;
+  for (let i = 0; i < u.length; i++) {
+    const v = (127 * u[i]) / max;
+    out[i] = Math.sign(v) * Math.round(Math.abs(v));
+  }
+  return out;
+}
