@@ -1,6 +1,7 @@
 // OOD calibration of a model, read from its model card (docs/MODEL_CARD.md, `ood` section):
 // the image model's own score and threshold, and the k-NN Hamming score the service computes
 // against an index, both calibrated on the model's val split at 95 % in-distribution recall.
+import { CardError, parseCard } from '../encode/card.ts';
 import cards from './shipped-cards.ts';
 
 export interface OodCalibration {
@@ -15,30 +16,23 @@ export interface OodCalibration {
   combinedThreshold: number | null;
 }
 
-const CARD_FORMAT = 'medhash-model-card';
-const CARD_VERSION = 1;
-
 function num(v: unknown, what: string): number {
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`model card: ${what} must be a finite number`);
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new CardError(`model card: ${what} must be a finite number`);
   return v;
 }
 
-/** Reads the OOD part of a card; rejects a card of unknown format or version. */
-export function calibrationFromCard(card: unknown): OodCalibration {
-  const c = card as Record<string, any>;
-  if (c?.format !== CARD_FORMAT || c?.version !== CARD_VERSION) {
-    throw new Error(`model card: format ${JSON.stringify(c?.format)} version ${JSON.stringify(c?.version)} is not ${CARD_FORMAT} v${CARD_VERSION}`);
-  }
-  const ood = c.ood ?? {};
-  const knn = ood.knn
-    ? { k: num(ood.knn.k, 'ood.knn.k'), threshold: num(ood.knn.threshold, 'ood.knn.threshold'), mean: num(ood.knn.mean, 'ood.knn.mean'), std: num(ood.knn.std, 'ood.knn.std') }
-    : null;
+/** Reads the OOD part of a card (parseCard rejects an unknown format or version). */
+export function calibrationFromCard(json: unknown): OodCalibration {
+  const card = parseCard(json);
+  const { knn, with_knn: withKnn } = card.ood as { knn?: Record<string, unknown>; with_knn?: Record<string, unknown> };
   return {
-    modelId: String(c.model_id),
-    name: String(c.name),
-    modelThreshold: num(ood.threshold, 'ood.threshold'),
-    knn,
-    combinedThreshold: ood.with_knn ? num(ood.with_knn.threshold, 'ood.with_knn.threshold') : null,
+    modelId: card.model_id,
+    name: card.name,
+    modelThreshold: card.ood.threshold,
+    knn: knn
+      ? { k: num(knn.k, 'ood.knn.k'), threshold: num(knn.threshold, 'ood.knn.threshold'), mean: num(knn.mean, 'ood.knn.mean'), std: num(knn.std, 'ood.knn.std') }
+      : null,
+    combinedThreshold: withKnn ? num(withKnn.threshold, 'ood.with_knn.threshold') : null,
   };
 }
 

@@ -3,7 +3,7 @@
 import { createRoute, type z } from '@hono/zod-openapi';
 import { requireCollection } from '../../auth/guard.ts';
 import type { CollectionInfo } from '../../control/store.ts';
-import { assess, enforce } from '../../safety/gate.ts';
+import { assess, enforce, type ModelOod } from '../../safety/gate.ts';
 import { DEFAULT_CONTENT_WEIGHT } from '../../search/rerank.ts';
 import { kthNearestDistance, searchManifest, type SearchQuery } from '../../search/search.ts';
 import { parseMetadata, type ItemMetadata } from '../../shards/metadata.ts';
@@ -65,23 +65,29 @@ export function searchRoutes(app: App, backend: Backend): void {
     async (c) => {
       const col = await requireCollection(c, backend, 'search', c.req.valid('param').collection);
       const body = c.req.valid('json');
-      const query = searchQuery(col, body);
-      const cal = backend.oodCalibration(col.model_id);
-      const answer = await backend.reader.withManifest(col.id, async (m) => {
-        const knnDistance = cal?.knn ? await kthNearestDistance(backend.reader, backend.kernel, m, query.code, cal.knn.k) : null;
-        const ood = assess(cal, { knnDistance });
-        enforce(ood, body.allow_ood);
-        const { hits, truncated } = await searchManifest(backend.reader, backend.kernel, m, query);
-        return {
-          generation: m?.generation ?? 0,
-          truncated,
-          ood,
-          results: hits.map((h) => ({
-            id: h.id, distance: h.distance, similarity: h.similarity, score: h.score, metadata: parseMetadata(h.shard.metadataJson(h.row)),
-          })),
-        };
-      });
-      return c.json(answer, 200);
+      return c.json(await searchCollection(backend, col, searchQuery(col, body), { allowOod: body.allow_ood }), 200);
     },
   );
+}
+
+/**
+ * A search of one collection as the API answers it, OOD gate included; search by code and by
+ * image share it (an image search passes the model's own OOD score as `modelOod`).
+ */
+export async function searchCollection(backend: Backend, col: CollectionInfo, q: SearchQuery, opts: { allowOod: boolean; modelOod?: ModelOod }) {
+  const cal = backend.oodCalibration(col.model_id);
+  return backend.reader.withManifest(col.id, async (m) => {
+    const knnDistance = cal?.knn ? await kthNearestDistance(backend.reader, backend.kernel, m, q.code, cal.knn.k) : null;
+    const ood = assess(cal, { knnDistance, model: opts.modelOod });
+    enforce(ood, opts.allowOod);
+    const { hits, truncated } = await searchManifest(backend.reader, backend.kernel, m, q);
+    return {
+      generation: m?.generation ?? 0,
+      truncated,
+      ood,
+      results: hits.map((h) => ({
+        id: h.id, distance: h.distance, similarity: h.similarity, score: h.score, metadata: parseMetadata(h.shard.metadataJson(h.row)),
+      })),
+    };
+  });
 }
