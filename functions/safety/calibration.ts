@@ -10,8 +10,11 @@ export interface OodCalibration {
   name: string;
   /** Threshold on the ONNX graph's `ood_score` (search by image). */
   modelThreshold: number;
-  /** Distance to the k-th nearest code of the index (search by code). */
-  knn: { k: number; threshold: number; mean: number; std: number } | null;
+  /**
+   * Distance to the k-th nearest code of the index (search by code); valid for indexes of at
+   * least indexSize items (a smaller index leaves every code further from its neighbours).
+   */
+  knn: { k: number; threshold: number; mean: number; std: number; indexSize: number } | null;
   /** Threshold on max(ood_score, (knn - mean) / std) (search by image, index known). */
   combinedThreshold: number | null;
 }
@@ -30,7 +33,7 @@ export function calibrationFromCard(json: unknown): OodCalibration {
     name: card.name,
     modelThreshold: card.ood.threshold,
     knn: knn
-      ? { k: num(knn.k, 'ood.knn.k'), threshold: num(knn.threshold, 'ood.knn.threshold'), mean: num(knn.mean, 'ood.knn.mean'), std: num(knn.std, 'ood.knn.std') }
+      ? { k: num(knn.k, 'ood.knn.k'), threshold: num(knn.threshold, 'ood.knn.threshold'), mean: num(knn.mean, 'ood.knn.mean'), std: num(knn.std, 'ood.knn.std'), indexSize: num(knn.index_size, 'ood.knn.index_size') }
       : null,
     combinedThreshold: withKnn ? num(withKnn.threshold, 'ood.with_knn.threshold') : null,
   };

@@ -22,13 +22,16 @@ export interface ModelOod {
 export interface OodInputs {
   /** Hamming distance from the query code to its k-th nearest indexed code; null if unknown. */
   knnDistance: number | null;
+  /** Items in the index the distance was measured in. */
+  indexCount: number;
   model?: ModelOod;
 }
 
 const fmt = (x: number): string => (Number.isInteger(x) ? String(x) : x.toFixed(3));
 
 export function assess(cal: OodCalibration | null, inputs: OodInputs): OodAssessment {
-  const knn = cal?.knn && inputs.knnDistance !== null ? { ...cal.knn, d: inputs.knnDistance } : null;
+  const smallIndex = cal?.knn != null && inputs.indexCount < cal.knn.indexSize;
+  const knn = cal?.knn && inputs.knnDistance !== null && !smallIndex ? { ...cal.knn, d: inputs.knnDistance } : null;
   const knnFar = knn !== null && knn.d > knn.threshold;
   const modelFar = inputs.model !== undefined && inputs.model.score > inputs.model.threshold;
   const knnReason: Reason | null = knn && {
@@ -62,7 +65,7 @@ export function assess(cal: OodCalibration | null, inputs: OodInputs): OodAssess
         ? "the collection's model_id names no model with an OOD calibration, so queries cannot be checked"
         : cal.knn === null
           ? `the card of ${cal.name} has no k-NN calibration (re-export it), so a search by code cannot be checked`
-          : `the index holds fewer than ${cal.knn.k} items, too few to judge a query by its neighbours`,
+          : `the index holds ${inputs.indexCount} items, fewer than the ${cal.knn.indexSize} its k-NN threshold was calibrated on, so a search by code cannot be checked`,
     ],
   };
 }

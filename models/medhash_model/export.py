@@ -83,7 +83,7 @@ def knn_card_section(model: nn.Module, head: ood.OODHead, ck: dict) -> dict:
     ds = ood.run_data(ck, model.cfg.size, model.cfg.channels)
     db_codes = pack_bits(encode(model, ds.splits["db"].x)["u"])
     val = ood.scores_np(model, (head.decoder, head.maha, head), ds.splits["val"].x)
-    return ood_eval.knn_calibration(ood_eval.kth_hamming(pack_bits(val["u"]), db_codes), val["combined"])
+    return ood_eval.knn_calibration(ood_eval.kth_hamming(pack_bits(val["u"]), db_codes), val["combined"], len(db_codes))
 
 
 def build_card(name: str, onnx_path: Path, model: nn.Module, ck: dict, metrics: dict, ood_info: dict, knn: dict) -> dict:

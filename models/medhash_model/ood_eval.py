@@ -59,12 +59,14 @@ def kth_hamming(codes: np.ndarray, index: np.ndarray, k: int = KNN_K, batch: int
     return np.concatenate(out).astype(np.float64)
 
 
-def knn_calibration(val_knn: np.ndarray, val_model: np.ndarray, k: int = KNN_K, id_recall: float = ID_RECALL) -> dict:
+def knn_calibration(val_knn: np.ndarray, val_model: np.ndarray, index_size: int, k: int = KNN_K,
+                    id_recall: float = ID_RECALL) -> dict:
     """The card's `ood.knn` and `ood.with_knn`: thresholds at `id_recall` of val, and the z-scaling
-    that puts the k-NN distance on the model score's scale for their max."""
+    that puts the k-NN distance on the model score's scale for their max. Distances shrink as an
+    index grows, so the threshold holds for indexes of at least `index_size` items."""
     mean, std = float(val_knn.mean()), float(val_knn.std() + 1e-12)
     combined = np.maximum(val_model, (val_knn - mean) / std)
-    return {"knn": {"k": k, "index": "db", "threshold": ood.calibrate(val_knn, id_recall), "mean": mean, "std": std,
+    return {"knn": {"k": k, "index": "db", "index_size": int(index_size), "threshold": ood.calibrate(val_knn, id_recall), "mean": mean, "std": std,
                     "score": "Hamming distance of the code to its k-th nearest code in the index"},
             "with_knn": {"threshold": ood.calibrate(combined, id_recall),
                          "score": "max(ood_score, (knn - knn.mean) / knn.std)"}}
@@ -189,7 +191,7 @@ def evaluate_model(name: str, run: Path, data_root: Path, far: list[str], near: 
         return out
 
     val = all_scores(ds.splits["val"].x)
-    cal = knn_calibration(val["knn_hamming"], val["combined"])
+    cal = knn_calibration(val["knn_hamming"], val["combined"], len(db_codes))
     z = lambda s: np.maximum(s["combined"], (s["knn_hamming"] - cal["knn"]["mean"]) / cal["knn"]["std"])
     val["combined_knn"] = z(val)
     thresholds = {k: ood.calibrate(val[k], ID_RECALL) for k in SCORES}

@@ -95,13 +95,14 @@ async function main() {
     const n = s.rows.length;
     const row = { eval: 'rerank', model: card.name, split: name, n_query: n, n_db: nd, pool,
       map100_hamming_tie_aware: sums.tie_aware / n, map100_hamming_id_ties: sums.id_ties / n,
-      map100_by_weight: Object.fromEntries(WEIGHTS.map((w) => [String(w), sums[`w${w}`] / n])) };
+      map100_by_weight: WEIGHTS.map((w) => ({ w, map100: sums[`w${w}`] / n })) };
     results.push(row);
     if (v.json) console.log(JSON.stringify(row));
     else console.log(name, JSON.stringify(row));
   }
-  const val = results.find((r) => r.split === 'val')!.map100_by_weight as Record<string, number>;
-  const best = WEIGHTS.reduce((b, w) => (val[String(w)] > val[String(b)] ? w : b), WEIGHTS[0]);
+  const val = results.find((r) => r.split === 'val')!.map100_by_weight as { w: number; map100: number }[];
+  // The smallest weight among the best on val: ties go to the plainer ranking.
+  const best = val.reduce((b, x) => (x.map100 > b.map100 ? x : b)).w;
   console.log(JSON.stringify({ eval: 'rerank', model: card.name, best_weight_on_val: best }));
 }
 

@@ -42,7 +42,8 @@ def test_kth_hamming_matches_brute_force():
 def test_knn_calibration_keeps_95_percent_of_val_in():
     rng = np.random.RandomState(1)
     knn, model = rng.randint(0, 20, 1000).astype(float), rng.randn(1000)
-    cal = ood_eval.knn_calibration(knn, model, k=10)
+    cal = ood_eval.knn_calibration(knn, model, index_size=500, k=10)
+    assert cal["knn"]["index_size"] == 500
     assert (knn <= cal["knn"]["threshold"]).mean() >= 0.95
     combined = np.maximum(model, (knn - cal["knn"]["mean"]) / cal["knn"]["std"])
     assert abs((combined <= cal["with_knn"]["threshold"]).mean() - 0.95) < 0.01

@@ -78,7 +78,7 @@ export async function searchCollection(backend: Backend, col: CollectionInfo, q:
   const cal = backend.oodCalibration(col.model_id);
   return backend.reader.withManifest(col.id, async (m) => {
     const knnDistance = cal?.knn ? await kthNearestDistance(backend.reader, backend.kernel, m, q.code, cal.knn.k) : null;
-    const ood = assess(cal, { knnDistance, model: opts.modelOod });
+    const ood = assess(cal, { knnDistance, indexCount: m?.count ?? 0, model: opts.modelOod });
     enforce(ood, opts.allowOod);
     const { hits, truncated } = await searchManifest(backend.reader, backend.kernel, m, q);
     return {
