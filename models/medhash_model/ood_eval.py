@@ -31,6 +31,7 @@ PGD_STEPS, PGD_ALPHA = 10, 2 / 255
 KNN_K = 10
 ID_RECALL = 0.95
 OODSET_FORMAT, OODSET_VERSION = "medhash-oodset", 1
+RESULT_FORMAT, RESULT_VERSION = "medhash-ood-eval", 1
 # Scores compared; all are "higher = more OOD".
 SCORES = ("combined", "combined_knn", "recon", "maha", "knn_hamming", "msp", "energy", "knn_features")
 OURS = "combined"
@@ -137,6 +138,12 @@ def png_bytes(img: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def source_image(rgb: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) uint8 source image as (C, H, W) for png_bytes: grey when its channels agree."""
+    chw = np.transpose(rgb, (2, 0, 1))
+    return chw[:1] if (chw[0] == chw[1]).all() and (chw[0] == chw[2]).all() else chw
+
+
 def write_oodset(folder: Path, name: str, images: list[bytes], meta: dict) -> dict:
     """`name`.tar of PNGs 000000.png... (plain tar, fixed mtimes: same bytes every run)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -211,12 +218,13 @@ def evaluate_model(name: str, run: Path, data_root: Path, far: list[str], near: 
         sets[f"{kind}:{path}"] = x
         if folder:
             # The service replays the same images: data sets with images.tar by member path,
-            # others (IDX, npz) as PNGs of the preprocessed image (exact at the model's size).
+            # others (IDX, npz) as PNGs of their source pixels, which it preprocesses itself.
             if (src / "images.tar").exists():
                 written.append({"set": f"{kind}:{path}", "source": path, "ids": ids})
             else:
-                written.append(write_oodset(folder, f"{kind}:{path}", [png_bytes(quantize(i)) for i in x], {"source": path}))
-                sets[f"{kind}:{path}"] = quantize(x).astype(np.float32) / 255
+                recs = {r.id: r for r in data_mod.records(src)}
+                written.append(write_oodset(folder, f"{kind}:{path}", [png_bytes(source_image(recs[i].load())) for i in ids],
+                                            {"source": path, "ids": ids}))
     pick = np.sort(np.random.RandomState(seed + 1).permutation(len(q.ids))[:n_perturb])
     for set_name, imgs in perturbed_sets(model, q.x[pick].astype(np.float32), seed).items():
         sets[set_name] = imgs.astype(np.float32) / 255
@@ -250,7 +258,7 @@ NEAR_DEFAULT = {
 
 def add_parser(sub):
     p = sub.add_parser("ood-eval", help="OOD evaluation of exported models: AUROC, FPR95, flagged at the val threshold")
-    p.add_argument("--model", action="append", required=True, metavar="NAME=RUN",
+    p.add_argument("--model", action="append", default=[], metavar="NAME=RUN",
                    help="a model name (as in models/NAME.onnx) and its run folder; repeatable")
     p.add_argument("--data-root", default=None, help="default: $MEDHASH_DATA or ../shared/data")
     p.add_argument("--far", nargs="*", default=["fashion_mnist_test"])
@@ -259,11 +267,44 @@ def add_parser(sub):
     p.add_argument("--n-perturb", type=int, default=150, help="query images attacked and corrupted")
     p.add_argument("--oodsets", default=None, help="write the OOD sets here (e.g. models/oodsets)")
     p.add_argument("--json", default=None, help="write the results here (e.g. ../docs/results/ood.json)")
+    p.add_argument("--table", action="store_true", help="print the --json file as Markdown tables (docs/OOD.md)")
     p.set_defaults(fn=cmd_ood_eval)
+
+
+LABELS = {"combined": "ours (recon+maha)", "combined_knn": "ours + kNN-Hamming", "recon": "recon", "maha": "maha",
+          "knn_hamming": "kNN-Hamming", "msp": "MSP", "energy": "energy", "knn_features": "KNN (features)"}
+
+
+def markdown(doc: dict) -> str:
+    """Per model: AUROC / FPR95 of every score per OOD set, then flagged and false alarms at the
+    val thresholds for our scores."""
+    out = []
+    for m in doc["models"]:
+        out.append(f"### {m['model']} (ID: `{m['data']}` query, {m['sets'][0]['n_id']} images)\n")
+        out.append("AUROC / FPR95 (OOD positive):\n")
+        out.append("| OOD set | n | " + " | ".join(LABELS[k] for k in SCORES) + " |")
+        out.append("|---|---|" + "---|" * len(SCORES))
+        for r in m["sets"]:
+            cells = [f"{r['scores'][k]['auroc']:.3f} / {r['scores'][k]['fpr95']:.3f}" for k in SCORES]
+            out.append(f"| {r['ood_set']} | {r['n_ood']} | " + " | ".join(cells) + " |")
+        out.append("\nFlagged OOD / ID false alarms at the val threshold (95 % val recall):\n")
+        keys = ("combined", "combined_knn", "knn_hamming")
+        out.append("| OOD set | " + " | ".join(LABELS[k] for k in keys) + " |")
+        out.append("|---|" + "---|" * len(keys))
+        for r in m["sets"]:
+            cells = [f"{100 * r['scores'][k]['flagged_at_threshold']:.1f} % / {100 * r['scores'][k]['id_false_alarm']:.1f} %" for k in keys]
+            out.append(f"| {r['ood_set']} | " + " | ".join(cells) + " |")
+        out.append(f"\nCommand: `{m['command']}`\n")
+    return "\n".join(out)
 
 
 def cmd_ood_eval(args):
     from .cli import ROOT
+    if args.table:
+        print(markdown(json.loads(Path(args.json).read_text())))
+        return
+    if not args.model:
+        raise SystemExit("ood-eval: name at least one --model NAME=RUN (or --table --json FILE)")
     torch.set_num_threads(int(os.environ.get("MEDHASH_THREADS", "2")))
     data_root = Path(args.data_root or os.environ.get("MEDHASH_DATA", ROOT.parent / "shared" / "data"))
     log = lambda s: print(s, file=sys.stderr, flush=True)
@@ -274,12 +315,19 @@ def cmd_ood_eval(args):
         near = args.near if args.near is not None else NEAR_DEFAULT.get(ck["data"], [])
         results.append(evaluate_model(name, Path(run), data_root, args.far, near, args.n_ood, args.n_perturb,
                                       Path(args.oodsets) if args.oodsets else None, log=log))
-    doc = {"format": "medhash-ood-eval", "version": 1, "positive": "ood", "id_set": "query", "calibrated_on": "val",
-           "id_recall": ID_RECALL, "command": "cd models && python3 -m medhash_model " + " ".join(sys.argv[1:]),
-           "models": results}
+    command = "cd models && python3 -m medhash_model " + " ".join(sys.argv[1:])
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
+        # One file for every model: a run for some models replaces their entries, keeps the rest.
+        path = Path(args.json)
+        doc = json.loads(path.read_text()) if path.exists() else {}
+        if doc and (doc.get("format"), doc.get("version")) != (RESULT_FORMAT, RESULT_VERSION):
+            raise SystemExit(f"{path}: not a {RESULT_FORMAT} v{RESULT_VERSION} file")
+        names = {r["model"] for r in results}
+        models = [m for m in doc.get("models", []) if m["model"] not in names] + [{**r, "command": command} for r in results]
+        doc = {"format": RESULT_FORMAT, "version": RESULT_VERSION, "positive": "ood", "id_set": "query",
+               "calibrated_on": "val", "id_recall": ID_RECALL, "models": sorted(models, key=lambda m: m["model"])}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=1) + "\n")
     for r in results:
         for row in r["sets"]:
             print(json.dumps({"eval": "ood", "model": r["model"], "ood_set": row["ood_set"], **row["scores"][OURS]}))
