@@ -410,6 +410,31 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect(within.body.truncated).toBe(false);
       });
 
+      it('gives the identical re-ranked list whatever the ingest order and shard layout', async () => {
+        const t = await tenant();
+        const all = (await t.key(['search', 'ingest', 'admin'])).secret;
+        const items = Array.from({ length: 150 }, (_, i) => ({
+          id: `s${(i * 37) % 150}`,
+          code: codeFor(i, 2, 5),
+          descriptor: [i % 7, (i * 3) % 5, -(i % 4), 2],
+          metadata: meta(i),
+        }));
+        const lists = [];
+        for (const [order, batch] of [[items, 150], [[...items].reverse(), 7], [[...items].sort((a, b) => a.descriptor[0] - b.descriptor[0]), 40]] as const) {
+          const col = `c-${uniq()}`;
+          expect((await call('POST', '/v1/collections', { key: all, body: { name: col, bits: 16, descriptor_dims: 4 } })).status).toBe(201);
+          for (let s = 0; s < order.length; s += batch) expect((await ingest(all, col, order.slice(s, s + batch))).status).toBe(200);
+          const r = await call('POST', `/v1/collections/${col}/search`, {
+            key: all, body: { code: codeFor(1, 2, 5), k: 30, descriptor: [1, 2, 0, 2], content_weight: 0.3, filter: { modality: 'MR' } },
+          });
+          expect(r.status).toBe(200);
+          lists.push(r.body.results);
+        }
+        expect(lists[0]).toHaveLength(30);
+        expect(lists[1]).toEqual(lists[0]);
+        expect(lists[2]).toEqual(lists[0]);
+      });
+
       it('re-ranks by descriptor correlation with the requested weight, explaining each result', async () => {
         const { all, col } = await world(16, 4);
         // Same code for all: Hamming alone cannot order them; content decides, then id.
