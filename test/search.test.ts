@@ -7,7 +7,9 @@ import type { DatabaseSync } from 'node:sqlite';
 import type { Bits, HammingKernel } from '../wasm/hamming.ts';
 import { compareIdBytes } from '../wasm/hamming.ts';
 import { loadHammingKernel } from '../wasm/load-node.ts';
-import { searchManifest } from '../functions/search/search.ts';
+import { pearson } from '../functions/search/rerank.ts';
+import { searchManifest, type SearchQuery } from '../functions/search/search.ts';
+import { parseMetadata } from '../functions/shards/metadata.ts';
 import { migrateHeads, sqlHeadStore } from '../functions/store/head.ts';
 import { CollectionReader } from '../functions/store/reader.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../functions/store/sqlite.ts';
@@ -33,24 +35,27 @@ const distance = (a: Uint8Array, b: Uint8Array): number => a.reduce((d, x, i) =>
 interface Item {
   id: string;
   code: Uint8Array;
+  descriptor?: Int8Array;
+  metadata?: string;
 }
 
 /** An index of `items` with at most `perShard` items per shard, inserted in `order`. */
-async function index(items: Item[], bits: Bits, perShard: number, cacheBytes = 1 << 24) {
+async function index(items: Item[], bits: Bits, perShard: number, cacheBytes = 1 << 24, dims = 0) {
   const kvDb = openSqlite(':memory:');
   const ctlDb = openSqlite(':memory:');
   dbs.push(kvDb, ctlDb);
   const sql = sqliteDb(ctlDb);
   migrateHeads(sql);
   const kv = new SqliteKV(kvDb);
-  const spec = { id: 'col_s', bits, descriptor_dims: 0 };
+  const spec = { id: 'col_s', bits, descriptor_dims: dims };
   const w = new CollectionWriter(kv, sqlHeadStore(sql, spec.id), spec, { ...DEFAULT_WRITER_LIMITS, maxShardItems: perShard });
   for (let i = 0; i < items.length; i += 50) {
-    await w.apply(items.slice(i, i + 50).map((it) => ({ op: 'put', record: { id: it.id, code: it.code, descriptor: new Int8Array(0), metadata: '{}' } })));
+    await w.apply(items.slice(i, i + 50).map((it) => ({ op: 'put', record: { id: it.id, code: it.code, descriptor: it.descriptor ?? new Int8Array(0), metadata: it.metadata ?? '{}' } })));
   }
   const reader = new CollectionReader(kv, cacheBytes);
   const manifest = await reader.manifest(spec.id);
-  return (code: Uint8Array, k: number, radius?: number) => searchManifest(reader, kernel, manifest, { code, k, radius });
+  const search = (code: Uint8Array, k: number, radius?: number) => searchManifest(reader, kernel, manifest, { code, k, radius });
+  return Object.assign(search, { query: (q: SearchQuery) => searchManifest(reader, kernel, manifest, q) });
 }
 
 const arbCase = (bits: Bits) =>
@@ -97,5 +102,73 @@ describe('search over shards', () => {
       expect(a[0].hits.map((h) => h.id)).toEqual(b.hits.map((h) => h.id));
       expect(a[1].hits.map((h) => h.id)).toEqual(b.hits.map((h) => h.id));
     }
+  });
+});
+
+describe('content-guided re-ranking', () => {
+  const DIMS = 8;
+  const arbRanked = fc.record({
+    items: fc.uniqueArray(
+      fc.record({
+        id: fc.string({ unit: 'grapheme', minLength: 1, maxLength: 6 }),
+        code: fc.uint8Array({ minLength: 2, maxLength: 2, max: 3 }),
+        // Few distinct descriptors too: equal similarities exercise the id tie-break.
+        descriptor: fc.array(fc.integer({ min: -2, max: 2 }), { minLength: DIMS, maxLength: DIMS }).map((a) => Int8Array.from(a)),
+        label: fc.constantFrom('a', 'b', 'c'),
+      }),
+      { selector: (r) => r.id, minLength: 1, maxLength: 150 },
+    ),
+    query: fc.uint8Array({ minLength: 2, maxLength: 2, max: 3 }),
+    descriptor: fc.array(fc.integer({ min: -128, max: 127 }), { minLength: DIMS, maxLength: DIMS }).map((a) => Int8Array.from(a)),
+    k: fc.integer({ min: 1, max: 60 }),
+    weight: fc.constantFrom(0, 0.3, 1),
+    label: fc.option(fc.constantFrom('a', 'b'), { nil: undefined }),
+  });
+
+  it('returns the identical list whatever the shard layout and ingest order', async () => {
+    await fc.assert(
+      fc.asyncProperty(arbRanked, async ({ items, query, descriptor, k, weight, label }) => {
+        const stored = items.map((it) => ({ id: it.id, code: it.code, descriptor: it.descriptor, metadata: JSON.stringify({ label: it.label }) }));
+        const layouts = [
+          await index(stored, 16, 1, 1 << 24, DIMS),
+          await index([...stored].reverse(), 16, 7, 1 << 24, DIMS),
+          await index(stored, 16, 10_000, 1 << 24, DIMS),
+          await index([...stored].sort((a, b) => (a.descriptor[0] - b.descriptor[0]) || compareIdBytes(b.id, a.id)), 16, 3, 1 << 10, DIMS),
+        ];
+        const q: SearchQuery = { code: query, k, descriptor, contentWeight: weight, filter: label && ((m) => m.label === label) };
+        const lists = [];
+        for (const l of layouts) lists.push((await l.query(q)).hits.map((h) => ({ id: h.id, distance: h.distance, similarity: h.similarity, score: h.score })));
+        for (const list of lists.slice(1)) expect(list).toEqual(lists[0]);
+        // And it is the list an oracle computes: the pool is the nearest max(4k, 100) by
+        // (distance, id), ranked by (score desc, similarity desc, distance, id).
+        const pool = stored
+          .filter((it) => label === undefined || parseMetadata(it.metadata).label === label)
+          .map((it) => ({ id: it.id, distance: distance(it.code, query), similarity: pearson(descriptor, it.descriptor) }))
+          .sort((a, b) => a.distance - b.distance || compareIdBytes(a.id, b.id))
+          .slice(0, Math.max(4 * k, 100))
+          .map((c) => ({ ...c, score: (1 - weight) * (1 - c.distance / 16) + weight * (c.similarity + 1) / 2 }))
+          .sort((a, b) => b.score - a.score || b.similarity - a.similarity || a.distance - b.distance || compareIdBytes(a.id, b.id));
+        expect(lists[0]).toEqual(pool.slice(0, k));
+      }),
+      { numRuns: 15 },
+    );
+  });
+
+  it('with weight 0 keeps the Hamming order and orders only equal distances by content', async () => {
+    const items = Array.from({ length: 200 }, (_, i) => ({
+      id: `i${String(i).padStart(3, '0')}`,
+      code: new Uint8Array([i % 4, 0]),
+      descriptor: Int8Array.from({ length: DIMS }, (_, j) => ((i * 31 + j * 17) % 23) - 11),
+    }));
+    const search = await index(items, 16, 16, 1 << 24, DIMS);
+    const query = new Uint8Array([0, 0]);
+    const descriptor = Int8Array.from({ length: DIMS }, (_, j) => j - 4);
+    const { hits } = await search.query({ code: query, k: 120, descriptor, contentWeight: 0 });
+    const plain = await search(query, 120);
+    expect(hits.map((h) => h.distance)).toEqual(plain.hits.map((h) => h.distance));
+    for (let i = 1; i < hits.length; i++) {
+      if (hits[i].distance === hits[i - 1].distance) expect(hits[i].similarity!).toBeLessThanOrEqual(hits[i - 1].similarity!);
+    }
+    expect(hits.map((h) => h.id)).not.toEqual(plain.hits.map((h) => h.id));
   });
 });

@@ -12,6 +12,7 @@ const ERROR_TEXT: Record<number, string> = {
   409: 'Conflicts with existing state.',
   413: 'Body or batch too large.',
   415: 'Content-Type is not application/json.',
+  422: 'The query is out of distribution for the collection\'s model; the body carries `ood` with the reasons. Send `allow_ood: true` to get results anyway.',
   503: 'Temporarily unable; retrying is safe.',
 };
 

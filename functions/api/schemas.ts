@@ -5,6 +5,7 @@ import { z } from '@hono/zod-openapi';
 import { SCOPES } from '../auth/keys.ts';
 import { CODE_BITS } from '../shards/codec.ts';
 import type { MetadataField } from '../shards/metadata.ts';
+import { DEFAULT_CONTENT_WEIGHT } from '../search/rerank.ts';
 
 export const MAX_BATCH_ITEMS = 1000;
 export const MAX_K = 1000;
@@ -171,6 +172,23 @@ export const ItemSchema = z
 
 // --- search ----------------------------------------------------------------------------------
 
+const FilterValue = (field: string, max: number) =>
+  z
+    .union([MetaText(max), z.array(MetaText(max)).min(1, `${field} must name at least one value`).max(100, `${field} names at most 100 values`)], { error: `${field} must be a non-empty string or an array of them` })
+    .optional();
+
+export const SearchFilter = z
+  .strictObject({
+    label: FilterValue('label', 256),
+    modality: FilterValue('modality', 64).openapi({ example: ['CT', 'MR'] }),
+    body_part: FilterValue('body_part', 64),
+  })
+  .openapi('SearchFilter', { description: 'Keep only items whose metadata field equals the value (or one of the values); fields combine with AND.' });
+
+const Int8Vector = z
+  .array(z.int().min(-128).max(127), { error: 'descriptor must be an array of integers in -128..127' })
+  .max(MAX_DESCRIPTOR_DIMS);
+
 export const SearchBody = z
   .strictObject({
     code: CodeString,
@@ -178,15 +196,46 @@ export const SearchBody = z
     radius: z.int({ error: 'radius must be an integer' }).min(0, 'radius must be >= 0').optional().openapi({
       description: 'Only items within this Hamming distance (at most the code length).',
     }),
+    descriptor: Int8Vector.optional().openapi({
+      description: "The query's descriptor_dims int8 values (as ingest takes them): turns on content re-ranking of a widened candidate pool.",
+    }),
+    content_weight: z
+      .number({ error: 'content_weight must be a number' })
+      .min(0, 'content_weight must be between 0 and 1')
+      .max(1, 'content_weight must be between 0 and 1')
+      .optional()
+      .openapi({ description: `Weight of descriptor similarity in the final score (needs descriptor); 0 = Hamming order with content only breaking ties. Default ${DEFAULT_CONTENT_WEIGHT}.` }),
+    filter: SearchFilter.optional(),
+    exclude_study_uid: DicomUid.optional().openapi({ description: "Leave out items of this study (the query's own)." }),
+    exclude_patient_ref: MetaText(128).optional().openapi({ description: "Leave out items of this patient reference (the query's own patient)." }),
+    allow_ood: z.boolean({ error: 'allow_ood must be true or false' }).default(false).openapi({
+      description: 'Return results for an out-of-distribution query (marked so) instead of refusing it with 422.',
+    }),
   })
   .openapi('SearchRequest');
+
+export const OodAssessment = z
+  .object({
+    score: z.number().nullable().openapi({ description: 'The OOD score the verdict is based on (higher = further from the training data); null when not assessed.' }),
+    threshold: z.number().nullable().openapi({ description: 'Calibrated on the model\'s validation split at 95 % in-distribution recall.' }),
+    verdict: z.enum(['in_distribution', 'out_of_distribution', 'not_assessed']),
+    reasons: z.array(z.string()).openapi({ description: 'Plain-language reasons for the verdict.' }),
+  })
+  .openapi('OodAssessment');
 
 export const SearchResult = z
   .object({
     generation: z.number().int(),
     truncated: z.boolean().openapi({ description: 'With radius: more than k items lie within it.' }),
+    ood: OodAssessment,
     results: z.array(
-      z.object({ id: z.string(), distance: z.number().int(), metadata: MetadataSchema }),
-    ).openapi({ description: 'Ordered by (distance, id bytewise): deterministic and independent of shard layout.' }),
+      z.object({
+        id: z.string(),
+        distance: z.number().int(),
+        similarity: z.number().nullable().openapi({ description: 'Pearson correlation of descriptors in [-1, 1]; null without a query descriptor.' }),
+        score: z.number().openapi({ description: '(1 - w) * (1 - distance / bits) + w * (similarity + 1) / 2, w = content_weight; without a descriptor 1 - distance / bits.' }),
+        metadata: MetadataSchema,
+      }),
+    ).openapi({ description: 'Ordered by (score desc, similarity desc, distance, id bytewise): deterministic and independent of shard layout.' }),
   })
   .openapi('SearchResult');

@@ -10,6 +10,7 @@ import { loadHammingKernel } from '../../wasm/load-node.ts';
 import { createApp } from '../api/app.ts';
 import type { Backend } from '../api/backend.ts';
 import { ControlStore } from '../control/store.ts';
+import { shippedCalibrations, type CalibrationLookup } from '../safety/calibration.ts';
 import { migrateHeads, sqlHeadStore, type Head } from '../store/head.ts';
 import { CollectionReader } from '../store/reader.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../store/sqlite.ts';
@@ -20,6 +21,8 @@ export interface NodeOptions {
   operatorKey?: string;
   limits?: WriterLimits;
   cacheBytes?: number;
+  /** Defaults to the shipped models' cards. */
+  oodCalibration?: CalibrationLookup;
 }
 
 export interface NodeBackend {
@@ -73,6 +76,7 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
     writer: writerFor,
     reader: new CollectionReader(kv, opts.cacheBytes ?? 256 << 20),
     kernel: await loadHammingKernel(),
+    oodCalibration: opts.oodCalibration ?? shippedCalibrations,
     operatorKey: opts.operatorKey,
   };
   return {

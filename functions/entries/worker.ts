@@ -3,6 +3,7 @@
 // at build time: workerd refuses to compile wasm from bytes at run time.
 import type { ControlPlane } from '../control/store.ts';
 import { createApp } from '../api/app.ts';
+import { shippedCalibrations } from '../safety/calibration.ts';
 import type { Backend } from '../api/backend.ts';
 import { workersKV } from '../store/kv.ts';
 import { CollectionReader } from '../store/reader.ts';
@@ -31,6 +32,7 @@ async function buildApp(env: WorkerEnv) {
     },
     reader: new CollectionReader(workersKV(env.MEDHASH_KV), CACHE_BYTES),
     kernel: await HammingKernel.fromModule(hammingModule),
+    oodCalibration: shippedCalibrations,
     operatorKey: env.MEDHASH_OPERATOR_KEY,
   };
   return createApp(backend);

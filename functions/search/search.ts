@@ -1,22 +1,36 @@
-// Query execution: exact Hamming top-k (or radius) over every live shard with the wasm kernel,
-// then the kernel's deterministic merge. Rows in a shard are sorted by id, so per-shard order
-// (distance, row) is (distance, id) and the merged answer does not depend on how items happen
-// to be split into shards.
+// Query execution: exact Hamming retrieval over every live shard with the wasm kernel, the
+// kernel's deterministic merge, then content re-ranking (rerank.ts) of the merged pool. Rows in
+// a shard are sorted by id, so per-shard order (distance, row) is (distance, id): the pool is
+// the global top by (distance, id) whatever the shard layout, and so is the final list.
 import { mergeTopK, type HammingKernel, type MergeInput, type TableHandle } from '../../wasm/hamming.ts';
 import type { Shard } from '../shards/codec.ts';
 import type { Manifest } from '../shards/manifest.ts';
+import { parseMetadata, type ItemMetadata } from '../shards/metadata.ts';
 import type { CachedShard, CollectionReader } from '../store/reader.ts';
+import { rerank } from './rerank.ts';
+
+/** Candidates re-ranked per query: enough for content to pull in near, not just equal, codes. */
+export const POOL_FACTOR = 4;
+export const MIN_POOL = 100;
 
 export interface SearchQuery {
   code: Uint8Array;
   k: number;
   /** Only items within this Hamming distance; `truncated` tells whether more than k were. */
   radius?: number;
+  /** The query's int8 descriptor: turns on re-ranking of a widened pool by content. */
+  descriptor?: Int8Array;
+  /** Weight of content similarity in the final score, in [0, 1]; 0 = content only breaks ties. */
+  contentWeight?: number;
+  /** Items whose metadata fails it are skipped before ranking (they take no place in k). */
+  filter?: (meta: ItemMetadata) => boolean;
 }
 
 export interface SearchHit {
   id: string;
   distance: number;
+  similarity: number | null;
+  score: number;
   shard: Shard;
   row: number;
 }
@@ -33,11 +47,8 @@ interface Candidates {
   truncated: boolean;
 }
 
-/**
- * Re-ranking by descriptor (a later issue) plugs in between candidates and merge: it widens the
- * per-shard pool, computes a score per candidate row from `shard.descriptor(row)` and passes
- * `scores` in the MergeInput; mergeTopK already orders equal distances by score.
- */
+export const poolSize = (k: number): number => Math.max(POOL_FACTOR * k, MIN_POOL);
+
 export async function searchManifest(
   reader: CollectionReader,
   kernel: HammingKernel,
@@ -45,28 +56,81 @@ export async function searchManifest(
   q: SearchQuery,
 ): Promise<SearchOutcome> {
   if (!m || m.shards.length === 0) return { hits: [], truncated: false };
+  const pool = q.descriptor ? poolSize(q.k) : q.k;
   const perShard = await Promise.all(
     // The kernel call runs in the same tick as the shard arrives, so no eviction can free its table mid-query.
-    m.shards.map(async (entry) => scan(kernel, await reader.shard(entry), q)),
+    m.shards.map(async (entry) => candidates(kernel, await reader.shard(entry), q, pool)),
   );
   const lists: MergeInput[] = perShard.map((c) => ({ ids: Array.from(c.rows, (r) => c.shard.ids[r]), dists: c.dists }));
-  const merged = mergeTopK(lists, q.k);
+  const merged = mergeTopK(lists, pool);
   const found = perShard.reduce((n, c) => n + c.rows.length, 0);
+  const at = merged.map((h) => ({ shard: perShard[h.list].shard, row: perShard[h.list].rows[h.index] }));
+  const ranked = rerank(
+    merged.map((h, i) => ({ id: h.id, distance: h.dist, descriptor: q.descriptor ? at[i].shard.descriptor(at[i].row) : null })),
+    m.bits,
+    q.descriptor ?? null,
+    q.contentWeight ?? 0,
+  ).slice(0, q.k);
   return {
-    hits: merged.map((h) => ({ id: h.id, distance: h.dist, shard: perShard[h.list].shard, row: perShard[h.list].rows[h.index] })),
+    hits: ranked.map((r) => ({ id: r.id, distance: r.distance, similarity: r.similarity, score: r.score, ...at[r.index] })),
     truncated: q.radius !== undefined && (found > q.k || perShard.some((c) => c.truncated)),
   };
+}
+
+/**
+ * Hamming distance from `code` to its k-th nearest item in the whole index (no filters), or
+ * null when the index holds fewer than k items: the OOD gate's feature-space score.
+ */
+export async function kthNearestDistance(
+  reader: CollectionReader,
+  kernel: HammingKernel,
+  m: Manifest | null,
+  code: Uint8Array,
+  k: number,
+): Promise<number | null> {
+  if (!m || m.count < k) return null;
+  const perShard = await Promise.all(m.shards.map(async (entry) => scan(kernel, await reader.shard(entry), code, k)));
+  const merged = mergeTopK(perShard.map((c) => ({ ids: Array.from(c.rows, (r) => c.shard.ids[r]), dists: c.dists })), k);
+  return merged.length < k ? null : merged[k - 1].dist;
+}
+
+/**
+ * The first `pool` rows of one shard in (distance, row) order that pass the filter. A filter
+ * may reject many of the nearest rows, so the scan widens until enough pass or none are left.
+ */
+function candidates(kernel: HammingKernel, entry: CachedShard, q: SearchQuery, pool: number): Candidates {
+  const { shard } = entry;
+  const filter = q.filter;
+  if (!filter) return scan(kernel, entry, q.code, pool, q.radius);
+  // One passing row beyond the pool tells whether the radius holds more than the pool.
+  const target = pool + 1;
+  for (let want = target; ; want = Math.min(2 * want, shard.count)) {
+    const c = scan(kernel, entry, q.code, want, q.radius);
+    const keep: number[] = [];
+    for (let i = 0; i < c.rows.length && keep.length < target; i++) {
+      if (filter(parseMetadata(shard.metadataJson(c.rows[i])))) keep.push(i);
+    }
+    if (keep.length >= target || c.rows.length < want || want >= shard.count) {
+      const rows = keep.slice(0, pool);
+      return {
+        shard,
+        rows: Uint32Array.from(rows, (i) => c.rows[i]),
+        dists: Uint16Array.from(rows, (i) => c.dists[i]),
+        truncated: keep.length > pool,
+      };
+    }
+  }
 }
 
 // Wasm tables of cached shards; the reader's eviction calls `release`, which frees the table.
 const tables = new WeakMap<CachedShard, TableHandle>();
 
-function scan(kernel: HammingKernel, entry: CachedShard, q: SearchQuery): Candidates {
+function scan(kernel: HammingKernel, entry: CachedShard, code: Uint8Array, k: number, radius?: number): Candidates {
   const { shard } = entry;
   const run = (table: TableHandle): Candidates =>
-    q.radius === undefined
-      ? { shard, ...kernel.topK(table, q.code, q.k), truncated: false }
-      : { shard, ...kernel.radius(table, q.code, q.radius, q.k) };
+    radius === undefined
+      ? { shard, ...kernel.topK(table, code, k), truncated: false }
+      : { shard, ...kernel.radius(table, code, radius, k) };
   if (!entry.cached) {
     // Evicted while this query waited for it: a table for this call only.
     const table = kernel.loadTable(shard.codes, shard.bits);

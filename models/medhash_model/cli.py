@@ -2,6 +2,7 @@
   train   one run (method, data, bits, seed, preset) -> runs/<data>/<run>/ and runs/results.jsonl
   sweep   many runs, resumable (a run whose metrics.json exists is skipped)
   ood     second stage: reconstruction decoder on frozen features, OOD scores, thresholds on val
+  ood-eval  OOD evaluation (far, near, attacked, corrupted sets) -> docs/results/ood.json, models/oodsets/
   export  ONNX (opset 17) + model card JSON of a trained run
   pipeline  train, OOD stage, export and evaluation of one model in one go (e.g. a new class folder)
   codes   encode a split to JSONL codes (id, packed hex code, label) for `medhash index`
@@ -156,7 +157,7 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_codes)
 
-    for name in ("ood", "export", "report"):
+    for name in ("ood", "ood_eval", "export", "report"):
         try:
             __import__(f"medhash_model.{name}", fromlist=["add_parser"]).add_parser(sub)
         except ModuleNotFoundError:

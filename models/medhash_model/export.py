@@ -17,8 +17,10 @@ from torch import nn
 
 from . import data as data_mod
 from . import ood
+from . import ood_eval
 from .metrics import pack_bits
 from .preprocess import LUMA, PREPROCESS_VERSION, preprocess_bytes
+from .train import encode
 
 OPSET = 17
 OUTPUTS = ("u", "logits", "features", "ood_recon", "ood_maha", "ood_score")
@@ -75,7 +77,16 @@ def preprocess_spec(size: int, channels: int) -> dict:
     }
 
 
-def build_card(name: str, onnx_path: Path, model: nn.Module, ck: dict, metrics: dict, ood_info: dict) -> dict:
+def knn_card_section(model: nn.Module, head: ood.OODHead, ck: dict) -> dict:
+    """`ood.knn` and `ood.with_knn` of the card: the service's search-by-code score (k-th nearest
+    Hamming distance to the `db` split, the index it is shipped with) calibrated on `val`."""
+    ds = ood.run_data(ck, model.cfg.size, model.cfg.channels)
+    db_codes = pack_bits(encode(model, ds.splits["db"].x)["u"])
+    val = ood.scores_np(model, (head.decoder, head.maha, head), ds.splits["val"].x)
+    return ood_eval.knn_calibration(ood_eval.kth_hamming(pack_bits(val["u"]), db_codes), val["combined"], len(db_codes))
+
+
+def build_card(name: str, onnx_path: Path, model: nn.Module, ck: dict, metrics: dict, ood_info: dict, knn: dict) -> dict:
     cfg = model.cfg
     digest = sha256_file(onnx_path)
     return {
@@ -106,7 +117,7 @@ def build_card(name: str, onnx_path: Path, model: nn.Module, ck: dict, metrics: 
                     "protocol": "query vs db, tie-aware"},
         "ood": {"score": "ood_score = max of val-z-scored recon error and Mahalanobis",
                 "threshold": ood_info["thresholds"]["combined"], "id_recall": ood_info["id_recall"],
-                "calibrated_on": "val", "decoder_steps": ood_info.get("decoder_steps")},
+                "calibrated_on": "val", "decoder_steps": ood_info.get("decoder_steps"), **knn},
     }
 
 
@@ -153,7 +164,7 @@ def export_run(run: Path, name: str, out: Path) -> dict:
     export_onnx(model, head, onnx_path)
     if onnx_path.stat().st_size > MAX_BYTES:
         raise SystemExit(f"{onnx_path}: {onnx_path.stat().st_size} bytes, over the 20 MB budget")
-    card = build_card(name, onnx_path, model, ck, metrics, ood_info)
+    card = build_card(name, onnx_path, model, ck, metrics, ood_info, knn_card_section(model, head, ck))
     (out / f"{name}.card.json").write_text(json.dumps(card, indent=1) + "\n")
     source = Path(ood.run_data_path(ck))
     golden = build_golden(name, card, model, head, source)

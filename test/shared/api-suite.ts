@@ -360,10 +360,11 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
           { id: 'd', code: '0000' },
         ]);
         const near = await call('POST', `/v1/collections/${col}/search`, { key: all, body: { code: 'ffff', k: 10, radius: 4 } });
+        // Each result explains itself: without a query descriptor the score is 1 - distance / bits.
         expect(near.body.results).toEqual([
-          { id: 'a', distance: 0, metadata: { label: 'pneumonia', modality: 'CR' } },
-          { id: 'b', distance: 1, metadata: {} },
-          { id: 'c', distance: 4, metadata: {} },
+          { id: 'a', distance: 0, similarity: null, score: 1, metadata: { label: 'pneumonia', modality: 'CR' } },
+          { id: 'b', distance: 1, similarity: null, score: 1 - 1 / 16, metadata: {} },
+          { id: 'c', distance: 4, similarity: null, score: 1 - 4 / 16, metadata: {} },
         ]);
         expect(near.body.truncated).toBe(false);
         const cut = await call('POST', `/v1/collections/${col}/search`, { key: all, body: { code: 'ffff', k: 2, radius: 4 } });
@@ -375,7 +376,83 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
       it('searches an empty collection', async () => {
         const { all, col } = await world(256);
         const r = await call('POST', `/v1/collections/${col}/search`, { key: all, body: { code: 'ab'.repeat(32) } });
-        expect(r.body).toEqual({ generation: 0, truncated: false, results: [] });
+        expect(r.body).toMatchObject({ generation: 0, truncated: false, results: [] });
+        // A collection without a calibrated model: every answer still says so.
+        expect(r.body.ood).toMatchObject({ score: null, threshold: null, verdict: 'not_assessed' });
+        expect(r.body.ood.reasons[0]).toMatch(/no model with an OOD calibration/);
+      });
+    });
+
+    describe('clinician controls', () => {
+      const meta = (i: number) => ({
+        label: i % 2 ? 'glioma' : 'meningioma',
+        modality: i % 3 ? 'MR' : 'CT',
+        study_uid: `1.2.${i % 4}`,
+        patient_ref: `p${i % 5}`,
+      });
+
+      it('filters on metadata and leaves out the query\'s own study and patient, still returning k', async () => {
+        const { all, col } = await world(16);
+        const items = Array.from({ length: 300 }, (_, i) => ({ id: `i${String(i).padStart(3, '0')}`, code: codeFor(i, 2, 11), metadata: meta(i) }));
+        for (let s = 0; s < items.length; s += 100) expect((await ingest(all, col, items.slice(s, s + 100))).status).toBe(200);
+        const query = codeFor(2, 2, 11);
+        const body = { code: query, k: 20, filter: { label: 'glioma', modality: ['MR'] }, exclude_study_uid: '1.2.1', exclude_patient_ref: 'p3' };
+        const oracle = items
+          .filter((it) => it.metadata.label === 'glioma' && it.metadata.modality === 'MR' && it.metadata.study_uid !== '1.2.1' && it.metadata.patient_ref !== 'p3')
+          .map((it) => ({ id: it.id, distance: hexDistance(it.code, query) }))
+          .sort((a, b) => a.distance - b.distance || utf8Compare(a.id, b.id));
+        expect(oracle.length).toBeGreaterThan(20);
+        const r = await call('POST', `/v1/collections/${col}/search`, { key: all, body });
+        expect(r.status).toBe(200);
+        expect(r.body.results.map((x: { id: string; distance: number }) => ({ id: x.id, distance: x.distance }))).toEqual(oracle.slice(0, 20));
+        const within = await call('POST', `/v1/collections/${col}/search`, { key: all, body: { ...body, k: 1000, radius: 16 } });
+        expect(within.body.results.map((x: { id: string }) => x.id)).toEqual(oracle.map((x) => x.id));
+        expect(within.body.truncated).toBe(false);
+      });
+
+      it('gives the identical re-ranked list whatever the ingest order and shard layout', async () => {
+        const t = await tenant();
+        const all = (await t.key(['search', 'ingest', 'admin'])).secret;
+        const items = Array.from({ length: 150 }, (_, i) => ({
+          id: `s${(i * 37) % 150}`,
+          code: codeFor(i, 2, 5),
+          descriptor: [i % 7, (i * 3) % 5, -(i % 4), 2],
+          metadata: meta(i),
+        }));
+        const lists = [];
+        for (const [order, batch] of [[items, 150], [[...items].reverse(), 7], [[...items].sort((a, b) => a.descriptor[0] - b.descriptor[0]), 40]] as const) {
+          const col = `c-${uniq()}`;
+          expect((await call('POST', '/v1/collections', { key: all, body: { name: col, bits: 16, descriptor_dims: 4 } })).status).toBe(201);
+          for (let s = 0; s < order.length; s += batch) expect((await ingest(all, col, order.slice(s, s + batch))).status).toBe(200);
+          const r = await call('POST', `/v1/collections/${col}/search`, {
+            key: all, body: { code: codeFor(1, 2, 5), k: 30, descriptor: [1, 2, 0, 2], content_weight: 0.3, filter: { modality: 'MR' } },
+          });
+          expect(r.status).toBe(200);
+          lists.push(r.body.results);
+        }
+        expect(lists[0]).toHaveLength(30);
+        expect(lists[1]).toEqual(lists[0]);
+        expect(lists[2]).toEqual(lists[0]);
+      });
+
+      it('re-ranks by descriptor correlation with the requested weight, explaining each result', async () => {
+        const { all, col } = await world(16, 4);
+        // Same code for all: Hamming alone cannot order them; content decides, then id.
+        await ingest(all, col, [
+          { id: 'a', code: 'ffff', descriptor: [1, 2, 3, 4] },
+          { id: 'b', code: 'ffff', descriptor: [4, 3, 2, 1] },
+          { id: 'c', code: 'fffe', descriptor: [10, 20, 30, 40] },
+          { id: 'd', code: 'ffff', descriptor: [1, 2, 4, 3] },
+        ]);
+        const search = (extra: Record<string, unknown>) => call('POST', `/v1/collections/${col}/search`, { key: all, body: { code: 'ffff', k: 4, ...extra } });
+        const ties = await search({ descriptor: [1, 2, 3, 4], content_weight: 0 });
+        expect(ties.body.results.map((x: { id: string }) => x.id)).toEqual(['a', 'd', 'b', 'c']);
+        expect(ties.body.results[2]).toMatchObject({ id: 'b', distance: 0, similarity: -1, score: 1 });
+        const content = await search({ descriptor: [1, 2, 3, 4], content_weight: 1 });
+        expect(content.body.results.map((x: { id: string }) => x.id)).toEqual(['a', 'c', 'd', 'b']);
+        expect(content.body.results[1]).toMatchObject({ id: 'c', distance: 1, similarity: 1, score: 1 });
+        const plain = await search({});
+        expect(plain.body.results.map((x: { id: string }) => x.id)).toEqual(['a', 'b', 'd', 'c']);
       });
     });
 
@@ -394,7 +471,16 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
           ['k = 1001', () => post(searchPath, { code: 'ab'.repeat(8), k: 1001 }), 400, 'invalid_field', 'k', /k must be between 1 and 1000/],
           ['k not an integer', () => post(searchPath, { code: 'ab'.repeat(8), k: 2.5 }), 400, 'invalid_field', 'k', /integer/],
           ['radius over the code length', () => post(searchPath, { code: 'ab'.repeat(8), radius: 65 }), 400, 'invalid_field', 'radius', /between 0 and 64/],
-          ['descriptor for re-ranking (not yet supported)', () => post(searchPath, { code: 'ab'.repeat(8), descriptor: [1, 2] }), 400, 'unknown_field', 'descriptor', /unknown field "descriptor"/],
+          ['query descriptor of the wrong length', () => post(searchPath, { code: 'ab'.repeat(8), descriptor: [1, 2, 3] }), 400, 'invalid_descriptor', 'descriptor', /2 values/],
+          ['query descriptor out of int8', () => post(searchPath, { code: 'ab'.repeat(8), descriptor: [1, -129] }), 400, 'invalid_field', 'descriptor.1', /-128/],
+          ['content_weight above 1', () => post(searchPath, { code: 'ab'.repeat(8), descriptor: [1, 2], content_weight: 1.5 }), 400, 'invalid_field', 'content_weight', /between 0 and 1/],
+          ['content_weight not a number', () => post(searchPath, { code: 'ab'.repeat(8), descriptor: [1, 2], content_weight: 'high' }), 400, 'invalid_field', 'content_weight', /must be a number/],
+          ['content_weight without a descriptor', () => post(searchPath, { code: 'ab'.repeat(8), content_weight: 0.5 }), 400, 'invalid_field', 'content_weight', /needs the query descriptor/],
+          ['negative radius', () => post(searchPath, { code: 'ab'.repeat(8), radius: -1 }), 400, 'invalid_field', 'radius', />= 0/],
+          ['unknown filter field', () => post(searchPath, { code: 'ab'.repeat(8), filter: { colour: 'red' } }), 400, 'unknown_field', 'filter.colour', /unknown field "colour" in filter/],
+          ['empty filter value', () => post(searchPath, { code: 'ab'.repeat(8), filter: { modality: [] } }), 400, 'invalid_field', 'filter.modality', /filter\.modality must name at least one value/],
+          ['bad study UID to exclude', () => post(searchPath, { code: 'ab'.repeat(8), exclude_study_uid: 'study-1' }), 400, 'invalid_field', 'exclude_study_uid', /DICOM UID/],
+          ['allow_ood not a boolean', () => post(searchPath, { code: 'ab'.repeat(8), allow_ood: 'yes' }), 400, 'invalid_field', 'allow_ood', /true or false/],
           ['oversized batch', () => post(itemsPath, { items: Array.from({ length: 1001 }, (_, i) => ({ id: `i${i}`, code: 'ab'.repeat(8), descriptor: [0, 0] })) }), 413, 'batch_too_large', 'items', /at most 1000 items/],
           ['empty batch', () => post(itemsPath, { items: [] }), 400, 'invalid_field', 'items', /at least one item/],
           ['unknown field in an item', () => post(itemsPath, { items: items({ colour: 'red' }) }), 400, 'unknown_field', 'items.0.colour', /unknown field "colour" in items.0/],

@@ -1,39 +1,93 @@
-// Search by code. Descriptor re-ranking is a later issue: its hook is in search/search.ts,
-// and until then a `descriptor` field is rejected as unknown rather than silently ignored.
-import { createRoute } from '@hono/zod-openapi';
+// Search by code: validation of the clinician's controls, the OOD gate (functions/safety), then
+// Hamming retrieval with content re-ranking and metadata filters (functions/search).
+import { createRoute, type z } from '@hono/zod-openapi';
 import { requireCollection } from '../../auth/guard.ts';
-import { searchManifest } from '../../search/search.ts';
-import { parseMetadata } from '../../shards/metadata.ts';
+import type { CollectionInfo } from '../../control/store.ts';
+import { assess, enforce, type ModelOod } from '../../safety/gate.ts';
+import { DEFAULT_CONTENT_WEIGHT } from '../../search/rerank.ts';
+import { kthNearestDistance, searchManifest, type SearchQuery } from '../../search/search.ts';
+import { parseMetadata, type ItemMetadata } from '../../shards/metadata.ts';
 import { badRequest } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
 import { parseCode } from '../codes.ts';
 import { errors, json, jsonBody, security, type App } from '../openapi.ts';
 import { CollectionParams, SearchBody, SearchResult } from '../schemas.ts';
 
+type Body = z.infer<typeof SearchBody>;
+
+/** The search query of a validated body, with the checks that need the collection's shape. */
+export function searchQuery(col: CollectionInfo, body: Body): SearchQuery {
+  const code = parseCode(body.code, col.bits, 'code');
+  if (body.radius !== undefined && body.radius > col.bits) {
+    throw badRequest('invalid_field', `radius must be between 0 and ${col.bits} for a ${col.bits}-bit collection`, 'radius');
+  }
+  if (body.descriptor !== undefined && body.descriptor.length !== col.descriptor_dims) {
+    throw badRequest('invalid_descriptor', `descriptor must hold ${col.descriptor_dims} values for this collection; got ${body.descriptor.length}`, 'descriptor');
+  }
+  if (body.content_weight !== undefined && body.descriptor === undefined) {
+    throw badRequest('invalid_field', 'content_weight needs the query descriptor (descriptor)', 'content_weight');
+  }
+  return {
+    code,
+    k: body.k,
+    radius: body.radius,
+    descriptor: body.descriptor && Int8Array.from(body.descriptor),
+    contentWeight: body.content_weight ?? DEFAULT_CONTENT_WEIGHT,
+    filter: metadataFilter(body),
+  };
+}
+
+function metadataFilter(body: Body): ((m: ItemMetadata) => boolean) | undefined {
+  const tests: ((m: ItemMetadata) => boolean)[] = [];
+  for (const field of ['label', 'modality', 'body_part'] as const) {
+    const want = body.filter?.[field];
+    if (want === undefined) continue;
+    const allowed = new Set(typeof want === 'string' ? [want] : want);
+    tests.push((m) => m[field] !== undefined && allowed.has(m[field]));
+  }
+  const study = body.exclude_study_uid, patient = body.exclude_patient_ref;
+  if (study !== undefined) tests.push((m) => m.study_uid !== study);
+  if (patient !== undefined) tests.push((m) => m.patient_ref !== patient);
+  return tests.length === 0 ? undefined : (m) => tests.every((t) => t(m));
+}
+
 export function searchRoutes(app: App, backend: Backend): void {
   app.openapi(
     createRoute({
       method: 'post', path: '/v1/collections/{collection}/search', tags: ['search'], security,
-      summary: 'The k nearest items by Hamming distance (scope: search)',
+      summary: 'The k nearest items by Hamming distance, re-ranked by content (scope: search)',
+      description:
+        'Every answer carries `ood`, the out-of-distribution check of the query against the collection\'s model. ' +
+        'An out-of-distribution query is refused with 422 unless `allow_ood` is true.',
       request: { params: CollectionParams, body: jsonBody(SearchBody) },
-      responses: { 200: json(SearchResult, 'Ranked results.'), ...errors(400, 401, 403, 404, 415, 503) },
+      responses: { 200: json(SearchResult, 'Ranked results.'), ...errors(400, 401, 403, 404, 415, 422, 503) },
     }),
     async (c) => {
       const col = await requireCollection(c, backend, 'search', c.req.valid('param').collection);
       const body = c.req.valid('json');
-      const code = parseCode(body.code, col.bits, 'code');
-      if (body.radius !== undefined && body.radius > col.bits) {
-        throw badRequest('invalid_field', `radius must be between 0 and ${col.bits} for a ${col.bits}-bit collection`, 'radius');
-      }
-      const answer = await backend.reader.withManifest(col.id, async (m) => {
-        const { hits, truncated } = await searchManifest(backend.reader, backend.kernel, m, { code, k: body.k, radius: body.radius });
-        return {
-          generation: m?.generation ?? 0,
-          truncated,
-          results: hits.map((h) => ({ id: h.id, distance: h.distance, metadata: parseMetadata(h.shard.metadataJson(h.row)) })),
-        };
-      });
-      return c.json(answer, 200);
+      return c.json(await searchCollection(backend, col, searchQuery(col, body), { allowOod: body.allow_ood }), 200);
     },
   );
+}
+
+/**
+ * A search of one collection as the API answers it, OOD gate included; search by code and by
+ * image share it (an image search passes the model's own OOD score as `modelOod`).
+ */
+export async function searchCollection(backend: Backend, col: CollectionInfo, q: SearchQuery, opts: { allowOod: boolean; modelOod?: ModelOod }) {
+  const cal = backend.oodCalibration(col.model_id);
+  return backend.reader.withManifest(col.id, async (m) => {
+    const knnDistance = cal?.knn ? await kthNearestDistance(backend.reader, backend.kernel, m, q.code, cal.knn.k) : null;
+    const ood = assess(cal, { knnDistance, indexCount: m?.count ?? 0, model: opts.modelOod });
+    enforce(ood, opts.allowOod);
+    const { hits, truncated } = await searchManifest(backend.reader, backend.kernel, m, q);
+    return {
+      generation: m?.generation ?? 0,
+      truncated,
+      ood,
+      results: hits.map((h) => ({
+        id: h.id, distance: h.distance, similarity: h.similarity, score: h.score, metadata: parseMetadata(h.shard.metadataJson(h.row)),
+      })),
+    };
+  });
 }

@@ -1,0 +1,105 @@
+// The OOD gate of every search: turns the scores a query has (the k-NN Hamming distance of its
+// code in the index; for a search by image also the model's own OOD score) into a verdict with
+// plain reasons, and refuses an out-of-distribution query with 422 unless the caller allows it.
+import { MedhashError } from '../util/errors.ts';
+import type { OodCalibration } from './calibration.ts';
+
+export type OodVerdict = 'in_distribution' | 'out_of_distribution' | 'not_assessed';
+
+export interface OodAssessment {
+  score: number | null;
+  threshold: number | null;
+  verdict: OodVerdict;
+  reasons: string[];
+}
+
+/** The ONNX model's OOD score of a query image and the card's threshold for it. */
+export interface ModelOod {
+  score: number;
+  threshold: number;
+}
+
+export interface OodInputs {
+  /** Hamming distance from the query code to its k-th nearest indexed code; null if unknown. */
+  knnDistance: number | null;
+  /** Items in the index the distance was measured in. */
+  indexCount: number;
+  model?: ModelOod;
+}
+
+const fmt = (x: number): string => (Number.isInteger(x) ? String(x) : x.toFixed(3));
+
+export function assess(cal: OodCalibration | null, inputs: OodInputs): OodAssessment {
+  const smallIndex = cal?.knn != null && inputs.indexCount < cal.knn.indexSize;
+  const knn = cal?.knn && inputs.knnDistance !== null && !smallIndex ? { ...cal.knn, d: inputs.knnDistance } : null;
+  const knnFar = knn !== null && knn.d > knn.threshold;
+  const modelFar = inputs.model !== undefined && inputs.model.score > inputs.model.threshold;
+  const knnReason: Reason | null = knn && {
+    far: knnFar,
+    text: knnFar
+      ? `the code's ${knn.k}th nearest indexed code is ${knn.d} bits away, further than the ${fmt(knn.threshold)} that 95 % of in-distribution validation images stay within`
+      : `the code's ${knn.k}th nearest indexed code is ${knn.d} bits away, within the calibrated ${fmt(knn.threshold)}`,
+  };
+  const modelReason: Reason | null = inputs.model
+    ? {
+        far: modelFar,
+        text: modelFar
+          ? `the model's OOD score (reconstruction error and Mahalanobis distance) is ${fmt(inputs.model.score)}, above its threshold ${fmt(inputs.model.threshold)}: the image does not look like the model's training data`
+          : `the model's OOD score ${fmt(inputs.model.score)} is within its threshold ${fmt(inputs.model.threshold)}`,
+      }
+    : null;
+
+  if (modelReason && inputs.model && knnReason && knn && cal?.combinedThreshold != null) {
+    // Both scores on one scale (z-scores on val), combined by max; its own val threshold keeps 95 %.
+    const score = Math.max(inputs.model.score, (knn.d - knn.mean) / knn.std);
+    return verdict(score, cal.combinedThreshold, [modelReason, knnReason]);
+  }
+  if (modelReason && inputs.model) return verdict(inputs.model.score, inputs.model.threshold, [modelReason]);
+  if (knnReason && knn) return verdict(knn.d, knn.threshold, [knnReason]);
+  return {
+    score: null,
+    threshold: null,
+    verdict: 'not_assessed',
+    reasons: [
+      cal === null
+        ? "the collection's model_id names no model with an OOD calibration, so queries cannot be checked"
+        : cal.knn === null
+          ? `the card of ${cal.name} has no k-NN calibration (re-export it), so a search by code cannot be checked`
+          : `the index holds ${inputs.indexCount} items, fewer than the ${cal.knn.indexSize} its k-NN threshold was calibrated on, so a search by code cannot be checked`,
+    ],
+  };
+}
+
+interface Reason {
+  text: string;
+  far: boolean;
+}
+
+function verdict(score: number, threshold: number, reasons: Reason[]): OodAssessment {
+  const far = score > threshold;
+  // The parts that point away from the training data come first.
+  const ordered = [...reasons.filter((r) => r.far), ...reasons.filter((r) => !r.far)];
+  if (far && !ordered[0].far) ordered.unshift({ text: `the combined score ${fmt(score)} is above its threshold ${fmt(threshold)}`, far: true });
+  return { score, threshold, verdict: far ? 'out_of_distribution' : 'in_distribution', reasons: ordered.map((r) => r.text) };
+}
+
+/** 422 with the assessment beside the error, so the caller sees why. */
+export class OodRefusal extends MedhashError {
+  constructor(readonly assessment: OodAssessment) {
+    super(
+      422,
+      'out_of_distribution',
+      `the query looks out of distribution for this collection's model (${assessment.reasons[0]}); results would not be reliable. Send allow_ood: true to get them anyway, marked as such`,
+      'code',
+    );
+  }
+
+  override toBody() {
+    return { ...super.toBody(), ood: this.assessment };
+  }
+}
+
+/** Throws the refusal for an out-of-distribution query unless the caller allows it. */
+export function enforce(a: OodAssessment, allowOod: boolean): void {
+  if (a.verdict === 'out_of_distribution' && !allowOod) throw new OodRefusal(a);
+}

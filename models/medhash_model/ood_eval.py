@@ -1,0 +1,333 @@
+"""OOD evaluation of shipped models (`ood-eval`): how well each score separates a model's own
+`query` images (in-distribution) from far OOD (Fashion-MNIST), near OOD (other modalities of
+../shared/data), attacked (FGSM, PGD on the code) and corrupted (noise, blur, contrast
+inversion) query images. OOD is the positive class. Every threshold comes from `val`.
+
+It also writes the OOD query sets it made (attacked, corrupted, and samples of the sets the
+service cannot read itself) as PNG tars with a manifest under models/oodsets/, so that
+scripts/eval/ood.ts replays the same images through the ONNX model without PyTorch."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import data as data_mod
+from . import ood
+from .metrics import hamming, pack_bits
+from .train import encode
+
+EPS = 8 / 255
+PGD_STEPS, PGD_ALPHA = 10, 2 / 255
+KNN_K = 10
+ID_RECALL = 0.95
+OODSET_FORMAT, OODSET_VERSION = "medhash-oodset", 1
+RESULT_FORMAT, RESULT_VERSION = "medhash-ood-eval", 1
+# Scores compared; all are "higher = more OOD".
+SCORES = ("combined", "combined_knn", "recon", "maha", "knn_hamming", "msp", "energy", "knn_features")
+OURS = "combined"
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+def flagged(scores: np.ndarray, threshold: float) -> float:
+    """Share of images whose score is above the threshold (flagged as out of distribution)."""
+    return float((np.asarray(scores) > threshold).mean())
+
+
+def set_metrics(id_scores: np.ndarray, ood_scores: np.ndarray, threshold: float) -> dict:
+    return {"auroc": ood.auroc(id_scores, ood_scores), "fpr95": ood.fpr_at_95_tpr(id_scores, ood_scores),
+            "flagged_at_threshold": flagged(ood_scores, threshold), "id_false_alarm": flagged(id_scores, threshold)}
+
+
+def kth_hamming(codes: np.ndarray, index: np.ndarray, k: int = KNN_K, batch: int = 1024) -> np.ndarray:
+    """Hamming distance of each packed code to its k-th nearest code of the index (the service's
+    search-by-code score: it needs nothing but the index)."""
+    out = []
+    q_all, d = np.unpackbits(codes, axis=1), np.unpackbits(index, axis=1)
+    for i in range(0, len(q_all), batch):
+        dist = hamming(q_all[i:i + batch], d)
+        out.append(np.partition(dist, k - 1, axis=1)[:, k - 1])
+    return np.concatenate(out).astype(np.float64)
+
+
+def knn_calibration(val_knn: np.ndarray, val_model: np.ndarray, index_size: int, k: int = KNN_K,
+                    id_recall: float = ID_RECALL) -> dict:
+    """The card's `ood.knn` and `ood.with_knn`: thresholds at `id_recall` of val, and the z-scaling
+    that puts the k-NN distance on the model score's scale for their max. Distances shrink as an
+    index grows, so the threshold holds for indexes of at least `index_size` items."""
+    mean, std = float(val_knn.mean()), float(val_knn.std() + 1e-12)
+    combined = np.maximum(val_model, (val_knn - mean) / std)
+    return {"knn": {"k": k, "index": "db", "index_size": int(index_size), "threshold": ood.calibrate(val_knn, id_recall), "mean": mean, "std": std,
+                    "score": "Hamming distance of the code to its k-th nearest code in the index"},
+            "with_knn": {"threshold": ood.calibrate(combined, id_recall),
+                         "score": "max(ood_score, (knn - knn.mean) / knn.std)"}}
+
+
+# --- perturbed query sets -------------------------------------------------------------------
+
+def quantize(x: np.ndarray) -> np.ndarray:
+    """What a PNG of the image holds: uint8 levels, back in [0, 1]. Scoring the quantized image
+    makes Python and the ONNX replay see the same pixels."""
+    return np.rint(np.clip(x, 0, 1) * 255).astype(np.uint8)
+
+
+def attack(model, x: np.ndarray, steps: int, alpha: float, eps: float = EPS, seed: int = 0, batch: int = 64) -> np.ndarray:
+    """L-inf attack on the hash code: pushes every continuous code unit against the sign it has
+    on the clean image (as many bits flipped as possible). steps=1, alpha=eps is FGSM; more
+    steps from a random start is PGD."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(0, len(x), batch):
+        x0 = torch.from_numpy(x[i:i + batch].astype(np.float32))
+        with torch.no_grad():
+            s = torch.sign(model(x0)["u"])
+        xa = x0.clone()
+        if steps > 1:
+            xa = (xa + (torch.rand(xa.shape, generator=gen) * 2 - 1) * eps).clamp(0, 1)
+        for _ in range(steps):
+            xa.requires_grad_(True)
+            loss = -(torch.tanh(model(xa)["u"]) * s).sum()
+            g, = torch.autograd.grad(loss, xa)
+            with torch.no_grad():
+                xa = torch.min(torch.max(xa + alpha * g.sign(), x0 - eps), x0 + eps).clamp(0, 1)
+        out.append(xa.detach().numpy())
+    return np.concatenate(out)
+
+
+def gaussian_blur(x: np.ndarray, sigma: float = 1.5) -> np.ndarray:
+    r = int(np.ceil(3 * sigma))
+    t = np.arange(-r, r + 1, dtype=np.float32)
+    k1 = np.exp(-t ** 2 / (2 * sigma ** 2))
+    k1 /= k1.sum()
+    xt = torch.from_numpy(x.astype(np.float32))
+    c = xt.shape[1]
+    kx = torch.from_numpy(k1).view(1, 1, 1, -1).repeat(c, 1, 1, 1)
+    ky = torch.from_numpy(k1).view(1, 1, -1, 1).repeat(c, 1, 1, 1)
+    y = F.conv2d(F.pad(xt, (r, r, 0, 0), mode="reflect"), kx, groups=c)
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), ky, groups=c)
+    return y.numpy()
+
+
+def perturbed_sets(model, x: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
+    """uint8 (N, C, S, S) images of each attacked or corrupted version of `x`."""
+    rng = np.random.RandomState(seed)
+    return {
+        "attack:fgsm": quantize(attack(model, x, 1, EPS)),
+        "attack:pgd": quantize(attack(model, x, PGD_STEPS, PGD_ALPHA, seed=seed)),
+        "corrupt:noise": quantize(x + rng.normal(0, 0.1, x.shape)),
+        "corrupt:blur": quantize(gaussian_blur(x)),
+        "corrupt:invert": quantize(1.0 - x),
+    }
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    """(C, H, W) uint8 -> PNG (grey for C = 1, RGB for C = 3)."""
+    arr = img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def source_image(rgb: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) uint8 source image as (C, H, W) for png_bytes: grey when its channels agree."""
+    chw = np.transpose(rgb, (2, 0, 1))
+    return chw[:1] if (chw[0] == chw[1]).all() and (chw[0] == chw[2]).all() else chw
+
+
+def write_oodset(folder: Path, name: str, images: list[bytes], meta: dict) -> dict:
+    """`name`.tar of PNGs 000000.png... (plain tar, fixed mtimes: same bytes every run)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tar_path = folder / f"{name.replace(':', '-')}.tar"
+    with tarfile.open(tar_path, "w", format=tarfile.USTAR_FORMAT) as tf:
+        for i, b in enumerate(images):
+            info = tarfile.TarInfo(f"{i:06d}.png")
+            info.size, info.mtime, info.mode = len(b), 0, 0o644
+            tf.addfile(info, io.BytesIO(b))
+    return {"set": name, "file": tar_path.name, "count": len(images), **meta}
+
+
+# --- one model -------------------------------------------------------------------------------
+
+def load_images(path: Path, size: int, channels: int, n: int, seed: int, split: str | None = None) -> tuple[np.ndarray, list[str]]:
+    """n images of a data set (all splits unless `split`), preprocessed, sampled reproducibly."""
+    ds = data_mod.load(path, size, channels)
+    parts = [ds.splits[split]] if split else [ds.splits[s] for s in data_mod.SPLITS if len(ds.splits[s].ids)]
+    x = np.concatenate([p.x for p in parts])
+    ids = [i for p in parts for i in p.ids]
+    pick = np.sort(np.random.RandomState(seed).permutation(len(ids))[:n])
+    return x[pick].astype(np.float32), [ids[i] for i in pick]
+
+
+def evaluate_model(name: str, run: Path, data_root: Path, far: list[str], near: list[str], n_ood: int, n_perturb: int,
+                   oodsets: Path | None, seed: int = 0, log=print) -> dict:
+    t0 = time.time()
+    model, ck, head = ood.load_run(run)
+    if head is None:
+        raise SystemExit(f"{run}: no ood.pt; fit the OOD stage first (`ood --run {run}`)")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    cfg = model.cfg
+    ds = ood.run_data(ck, cfg.size, cfg.channels)
+
+    def score(x: np.ndarray) -> dict:
+        s = ood.scores_np(model, (head.decoder, head.maha, head), x)
+        s["codes"] = pack_bits(s.pop("u"))
+        return s
+
+    db = encode(model, ds.splits["db"].x)
+    db_codes = pack_bits(db["u"])
+    bank_x = ds.splits["train"].x
+    bank_pick = np.sort(np.random.RandomState(seed).permutation(len(bank_x))[:10000])
+    bank = F.normalize(torch.from_numpy(encode(model, bank_x[bank_pick])["features"]), dim=1).numpy()
+
+    def all_scores(x: np.ndarray) -> dict:
+        s = score(x)
+        out = {k: s[k] for k in ("combined", "recon", "maha", "msp", "energy")}
+        out["knn_hamming"] = kth_hamming(s["codes"], db_codes)
+        out["knn_features"] = ood.knn_score(s["features"], bank)
+        return out
+
+    val = all_scores(ds.splits["val"].x)
+    cal = knn_calibration(val["knn_hamming"], val["combined"], len(db_codes))
+    z = lambda s: np.maximum(s["combined"], (s["knn_hamming"] - cal["knn"]["mean"]) / cal["knn"]["std"])
+    val["combined_knn"] = z(val)
+    thresholds = {k: ood.calibrate(val[k], ID_RECALL) for k in SCORES}
+    log(json.dumps({"model": name, "stage": "val", "seconds": round(time.time() - t0, 1)}))
+
+    q = ds.splits["query"]
+    idq = all_scores(q.x)
+    idq["combined_knn"] = z(idq)
+
+    sets: dict[str, np.ndarray] = {}
+    written: list[dict] = []
+    folder = oodsets / name if oodsets else None
+    for path in far + near:
+        src = data_root / path
+        x, ids = load_images(src, cfg.size, cfg.channels, n_ood, seed)
+        kind = "far" if path in far else "near"
+        sets[f"{kind}:{path}"] = x
+        if folder:
+            # The service replays the same images: data sets with images.tar by member path,
+            # others (IDX, npz) as PNGs of their source pixels, which it preprocesses itself.
+            if (src / "images.tar").exists():
+                written.append({"set": f"{kind}:{path}", "source": path, "ids": ids})
+            else:
+                recs = {r.id: r for r in data_mod.records(src)}
+                written.append(write_oodset(folder, f"{kind}:{path}", [png_bytes(source_image(recs[i].load())) for i in ids],
+                                            {"source": path, "ids": ids}))
+    pick = np.sort(np.random.RandomState(seed + 1).permutation(len(q.ids))[:n_perturb])
+    for set_name, imgs in perturbed_sets(model, q.x[pick].astype(np.float32), seed).items():
+        sets[set_name] = imgs.astype(np.float32) / 255
+        if folder:
+            written.append(write_oodset(folder, set_name, [png_bytes(i) for i in imgs], {"source": f"{ds.name}:query", "ids": [q.ids[i] for i in pick]}))
+    log(json.dumps({"model": name, "stage": "sets", "seconds": round(time.time() - t0, 1)}))
+
+    rows = []
+    for set_name, x in sets.items():
+        s = all_scores(x)
+        s["combined_knn"] = z(s)
+        row = {"model": name, "ood_set": set_name, "n_id": len(q.ids), "n_ood": len(x),
+               "scores": {k: set_metrics(idq[k], s[k], thresholds[k]) for k in SCORES}}
+        rows.append(row)
+        log(json.dumps({"model": name, "ood_set": set_name, **row["scores"][OURS]}))
+    if folder:
+        manifest = {"format": OODSET_FORMAT, "version": OODSET_VERSION, "model": name, "data": ds.name,
+                    "size": cfg.size, "channels": cfg.channels, "sets": written}
+        (folder / "manifest.json").write_text(json.dumps(manifest) + "\n")
+    return {"model": name, "run": str(run), "data": ds.name, "thresholds": thresholds, "calibration": cal,
+            "card_threshold": json.loads((run / "ood.json").read_text())["thresholds"]["combined"],
+            "seconds": round(time.time() - t0, 1), "sets": rows}
+
+
+NEAR_DEFAULT = {
+    "brain_tumor_mri": ["kather_crc_2016", "pneumoniamnist"],
+    "kather_crc_2016": ["brain_tumor_mri", "pneumoniamnist"],
+    "mednist": ["brain_tumor_mri", "kather_crc_2016"],
+}
+
+
+def add_parser(sub):
+    p = sub.add_parser("ood-eval", help="OOD evaluation of exported models: AUROC, FPR95, flagged at the val threshold")
+    p.add_argument("--model", action="append", default=[], metavar="NAME=RUN",
+                   help="a model name (as in models/NAME.onnx) and its run folder; repeatable")
+    p.add_argument("--data-root", default=None, help="default: $MEDHASH_DATA or ../shared/data")
+    p.add_argument("--far", nargs="*", default=["fashion_mnist_test"])
+    p.add_argument("--near", nargs="*", default=None, help="default: per data set, other modalities")
+    p.add_argument("--n-ood", type=int, default=1000, help="images per far/near set")
+    p.add_argument("--n-perturb", type=int, default=150, help="query images attacked and corrupted")
+    p.add_argument("--oodsets", default=None, help="write the OOD sets here (e.g. models/oodsets)")
+    p.add_argument("--json", default=None, help="write the results here (e.g. ../docs/results/ood.json)")
+    p.add_argument("--table", action="store_true", help="print the --json file as Markdown tables (docs/OOD.md)")
+    p.set_defaults(fn=cmd_ood_eval)
+
+
+LABELS = {"combined": "ours (recon+maha)", "combined_knn": "ours + kNN-Hamming", "recon": "recon", "maha": "maha",
+          "knn_hamming": "kNN-Hamming", "msp": "MSP", "energy": "energy", "knn_features": "KNN (features)"}
+
+
+def markdown(doc: dict) -> str:
+    """Per model: AUROC / FPR95 of every score per OOD set, then flagged and false alarms at the
+    val thresholds for our scores."""
+    out = []
+    for m in doc["models"]:
+        out.append(f"### {m['model']} (ID: `{m['data']}` query, {m['sets'][0]['n_id']} images)\n")
+        out.append("AUROC / FPR95 (OOD positive):\n")
+        out.append("| OOD set | n | " + " | ".join(LABELS[k] for k in SCORES) + " |")
+        out.append("|---|---|" + "---|" * len(SCORES))
+        for r in m["sets"]:
+            cells = [f"{r['scores'][k]['auroc']:.3f} / {r['scores'][k]['fpr95']:.3f}" for k in SCORES]
+            out.append(f"| {r['ood_set']} | {r['n_ood']} | " + " | ".join(cells) + " |")
+        out.append("\nFlagged OOD / ID false alarms at the val threshold (95 % val recall):\n")
+        keys = ("combined", "combined_knn", "knn_hamming")
+        out.append("| OOD set | " + " | ".join(LABELS[k] for k in keys) + " |")
+        out.append("|---|" + "---|" * len(keys))
+        for r in m["sets"]:
+            cells = [f"{100 * r['scores'][k]['flagged_at_threshold']:.1f} % / {100 * r['scores'][k]['id_false_alarm']:.1f} %" for k in keys]
+            out.append(f"| {r['ood_set']} | " + " | ".join(cells) + " |")
+        out.append(f"\nCommand: `{m['command']}`\n")
+    return "\n".join(out)
+
+
+def cmd_ood_eval(args):
+    from .cli import ROOT
+    if args.table:
+        print(markdown(json.loads(Path(args.json).read_text())))
+        return
+    if not args.model:
+        raise SystemExit("ood-eval: name at least one --model NAME=RUN (or --table --json FILE)")
+    torch.set_num_threads(int(os.environ.get("MEDHASH_THREADS", "2")))
+    data_root = Path(args.data_root or os.environ.get("MEDHASH_DATA", ROOT.parent / "shared" / "data"))
+    log = lambda s: print(s, file=sys.stderr, flush=True)
+    results = []
+    for spec in args.model:
+        name, run = spec.split("=", 1)
+        ck = torch.load(Path(run) / "model.pt")
+        near = args.near if args.near is not None else NEAR_DEFAULT.get(ck["data"], [])
+        results.append(evaluate_model(name, Path(run), data_root, args.far, near, args.n_ood, args.n_perturb,
+                                      Path(args.oodsets) if args.oodsets else None, log=log))
+    command = "cd models && python3 -m medhash_model " + " ".join(sys.argv[1:])
+    if args.json:
+        # One file for every model: a run for some models replaces their entries, keeps the rest.
+        path = Path(args.json)
+        doc = json.loads(path.read_text()) if path.exists() else {}
+        if doc and (doc.get("format"), doc.get("version")) != (RESULT_FORMAT, RESULT_VERSION):
+            raise SystemExit(f"{path}: not a {RESULT_FORMAT} v{RESULT_VERSION} file")
+        names = {r["model"] for r in results}
+        models = [m for m in doc.get("models", []) if m["model"] not in names] + [{**r, "command": command} for r in results]
+        doc = {"format": RESULT_FORMAT, "version": RESULT_VERSION, "positive": "ood", "id_set": "query",
+               "calibrated_on": "val", "id_recall": ID_RECALL, "models": sorted(models, key=lambda m: m["model"])}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+    for r in results:
+        for row in r["sets"]:
+            print(json.dumps({"eval": "ood", "model": r["model"], "ood_set": row["ood_set"], **row["scores"][OURS]}))

@@ -1,0 +1,62 @@
+"""OOD evaluation metrics on toy scores (fast; run from models/:
+`/usr/bin/python3 -m pytest ../test/python -q -k ood_eval`). OOD is the positive class."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from medhash_model import ood, ood_eval
+from medhash_model.metrics import pack_bits
+
+
+def test_auroc_separated_reversed_and_tied():
+    assert ood.auroc(np.array([0.0, 1.0]), np.array([2.0, 3.0])) == 1.0
+    assert ood.auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 0.0
+    # pairs (ood > id): 2>0, 2>1, 1>0 and one tie 1=1 counted half -> 3.5 / 4
+    assert ood.auroc(np.array([0.0, 1.0]), np.array([1.0, 2.0])) == 0.875
+
+
+def test_fpr95_is_the_id_share_above_the_ood_5th_percentile():
+    ood_s = np.arange(100, dtype=float)           # 5th percentile: 4.95
+    id_s = np.array([0.0, 1.0, 2.0, 5.0, 10.0])  # 5 and 10 are flagged
+    assert ood.fpr_at_95_tpr(id_s, ood_s) == 0.4
+
+
+def test_set_metrics_use_the_given_threshold_for_flagged_and_false_alarms():
+    m = ood_eval.set_metrics(np.array([0.0, 0.5, 1.0, 2.0]), np.array([1.5, 3.0, 4.0, 0.2]), threshold=1.0)
+    assert m["flagged_at_threshold"] == 0.75   # strictly above 1.0
+    assert m["id_false_alarm"] == 0.25
+    assert 0.0 <= m["auroc"] <= 1.0
+
+
+def test_kth_hamming_matches_brute_force():
+    rng = np.random.RandomState(0)
+    index = pack_bits(rng.randn(50, 64))
+    q = pack_bits(rng.randn(7, 64))
+    got = ood_eval.kth_hamming(q, index, k=3)
+    bits_q, bits_i = np.unpackbits(q, axis=1), np.unpackbits(index, axis=1)
+    want = [np.sort((bits_q[i] != bits_i).sum(1))[2] for i in range(len(q))]
+    assert got.tolist() == want
+
+
+def test_knn_calibration_keeps_95_percent_of_val_in():
+    rng = np.random.RandomState(1)
+    knn, model = rng.randint(0, 20, 1000).astype(float), rng.randn(1000)
+    cal = ood_eval.knn_calibration(knn, model, index_size=500, k=10)
+    assert cal["knn"]["index_size"] == 500
+    assert (knn <= cal["knn"]["threshold"]).mean() >= 0.95
+    combined = np.maximum(model, (knn - cal["knn"]["mean"]) / cal["knn"]["std"])
+    assert abs((combined <= cal["with_knn"]["threshold"]).mean() - 0.95) < 0.01
+
+
+def test_attacks_stay_in_the_eps_ball_and_change_codes():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 16))
+    model = lambda x: {"u": net(x)}
+    x = np.random.RandomState(2).rand(4, 3, 8, 8).astype(np.float32)
+    clean = np.sign(net(torch.from_numpy(x)).detach().numpy())
+    for steps, alpha in ((1, ood_eval.EPS), (ood_eval.PGD_STEPS, ood_eval.PGD_ALPHA)):
+        xa = ood_eval.attack(model, x, steps, alpha)
+        assert np.abs(xa - x).max() <= ood_eval.EPS + 1e-6 and xa.min() >= 0 and xa.max() <= 1
+        flipped = (np.sign(net(torch.from_numpy(xa)).detach().numpy()) != clean).mean()
+        assert flipped > 0

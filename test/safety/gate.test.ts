@@ -1,0 +1,63 @@
+// The OOD gate's decisions: which score decides, when it refuses, and that it says why.
+import { describe, expect, it } from 'vitest';
+import type { OodCalibration } from '../../functions/safety/calibration.ts';
+import { assess, enforce, OodRefusal } from '../../functions/safety/gate.ts';
+
+const cal: OodCalibration = {
+  modelId: 'm@0123456789ab',
+  name: 'm',
+  modelThreshold: 2.5,
+  knn: { k: 10, threshold: 12, mean: 8, std: 2, indexSize: 1000 },
+  combinedThreshold: 2.8,
+};
+
+describe('OOD gate', () => {
+  it('judges a search by code by its k-th neighbour distance against the calibrated threshold', () => {
+    const near = assess(cal, { knnDistance: 12, indexCount: 1000 });
+    expect(near).toMatchObject({ score: 12, threshold: 12, verdict: 'in_distribution' });
+    const far = assess(cal, { knnDistance: 20, indexCount: 5000 });
+    expect(far).toMatchObject({ score: 20, threshold: 12, verdict: 'out_of_distribution' });
+    expect(far.reasons[0]).toMatch(/10th nearest indexed code is 20 bits away, further than the 12/);
+  });
+
+  it('combines the model score and the k-NN z-score by max for a search by image', () => {
+    // model 1.0 is in; knn 16 -> z = 4 is out: the max decides.
+    const a = assess(cal, { knnDistance: 16, indexCount: 1000, model: { score: 1, threshold: 2.5 } });
+    expect(a).toMatchObject({ score: 4, threshold: 2.8, verdict: 'out_of_distribution' });
+    expect(a.reasons[0]).toMatch(/nearest indexed code/);
+    const b = assess(cal, { knnDistance: 8, indexCount: 1000, model: { score: 6, threshold: 2.5 } });
+    expect(b).toMatchObject({ score: 6, verdict: 'out_of_distribution' });
+    expect(b.reasons[0]).toMatch(/does not look like the model's training data/);
+    expect(assess(cal, { knnDistance: 8, indexCount: 1000, model: { score: 0.5, threshold: 2.5 } }).verdict).toBe('in_distribution');
+  });
+
+  it('does not judge by neighbours in an index smaller than the calibration index', () => {
+    const code = assess(cal, { knnDistance: 30, indexCount: 300 });
+    expect(code).toMatchObject({ score: null, threshold: null, verdict: 'not_assessed' });
+    expect(code.reasons[0]).toMatch(/holds 300 items, fewer than the 1000/);
+    // By image the model's own score still decides.
+    expect(assess(cal, { knnDistance: 30, indexCount: 300, model: { score: 1, threshold: 2.5 } })).toMatchObject({ score: 1, threshold: 2.5, verdict: 'in_distribution' });
+  });
+
+  it('says so when a collection has no calibrated model', () => {
+    const a = assess(null, { knnDistance: null, indexCount: 10 });
+    expect(a).toEqual({ score: null, threshold: null, verdict: 'not_assessed', reasons: [expect.stringMatching(/no model with an OOD calibration/)] });
+  });
+
+  it('refuses an out-of-distribution query with 422 unless allowed', () => {
+    const far = assess(cal, { knnDistance: 20, indexCount: 1000 });
+    let thrown: unknown;
+    try {
+      enforce(far, false);
+    } catch (e) {
+      thrown = e;
+    }
+    expect(thrown).toBeInstanceOf(OodRefusal);
+    const r = thrown as OodRefusal;
+    expect(r.status).toBe(422);
+    expect(r.toBody()).toMatchObject({ error: { code: 'out_of_distribution' }, ood: far });
+    expect(r.message).toMatch(/allow_ood: true/);
+    expect(() => enforce(far, true)).not.toThrow();
+    expect(() => enforce(assess(cal, { knnDistance: 3, indexCount: 1000 }), false)).not.toThrow();
+  });
+});
