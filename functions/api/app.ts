@@ -9,6 +9,7 @@ import { json } from './openapi.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { collectionRoutes } from './routes/collections.ts';
 import { itemRoutes } from './routes/items.ts';
+import { modelRoutes } from './routes/models.ts';
 import { searchRoutes } from './routes/search.ts';
 import { MAX_BODY_BYTES } from './schemas.ts';
 
@@ -51,6 +52,7 @@ export function createApp(backend: Backend): OpenAPIHono {
   collectionRoutes(app, backend);
   itemRoutes(app, backend);
   searchRoutes(app, backend);
+  if (backend.models) modelRoutes(app, backend, backend.models);
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', {
     type: 'http',

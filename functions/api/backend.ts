@@ -2,6 +2,7 @@
 // one of these; everything behind the routes is the same code on both runtimes.
 import type { HammingKernel } from '../../wasm/hamming.ts';
 import type { ControlPlane } from '../control/store.ts';
+import type { ModelCatalog } from '../models/catalog.ts';
 import type { CalibrationLookup } from '../safety/calibration.ts';
 import type { CollectionReader } from '../store/reader.ts';
 import type { ApplyResult, CollectionSpec, WriteOp } from '../store/writer.ts';
@@ -20,6 +21,8 @@ export interface Backend {
   kernel: HammingKernel;
   /** OOD calibration of the model a collection names (its model_id), or null. */
   oodCalibration: CalibrationLookup;
+  /** Models served for client-side encoding (/v1/models); absent where the runtime ships none (Workers). */
+  models?: ModelCatalog;
   /** MEDHASH_OPERATOR_KEY; unset disables the admin API. */
   operatorKey: string | undefined;
 }

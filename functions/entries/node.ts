@@ -10,11 +10,15 @@ import { loadHammingKernel } from '../../wasm/load-node.ts';
 import { createApp } from '../api/app.ts';
 import type { Backend } from '../api/backend.ts';
 import { ControlStore } from '../control/store.ts';
+import { dirCatalog } from '../models/catalog.ts';
+import { sdkRoutes } from '../sdk/serve-node.ts';
 import { shippedCalibrations, type CalibrationLookup } from '../safety/calibration.ts';
 import { migrateHeads, sqlHeadStore, type Head } from '../store/head.ts';
 import { CollectionReader } from '../store/reader.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../store/sqlite.ts';
 import { CollectionWriter, writerLimitsFromEnv, type CollectionSpec, type WriterLimits } from '../store/writer.ts';
+
+const SHIPPED_MODELS = join(import.meta.dirname, '..', '..', 'models');
 
 export interface NodeOptions {
   dataDir: string;
@@ -23,6 +27,8 @@ export interface NodeOptions {
   cacheBytes?: number;
   /** Defaults to the shipped models' cards. */
   oodCalibration?: CalibrationLookup;
+  /** Folder of model cards and .onnx files served at /v1/models (default: the repository's models/). */
+  modelsDir?: string;
 }
 
 export interface NodeBackend {
@@ -77,6 +83,7 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
     reader: new CollectionReader(kv, opts.cacheBytes ?? 256 << 20),
     kernel: await loadHammingKernel(),
     oodCalibration: opts.oodCalibration ?? shippedCalibrations,
+    models: dirCatalog(opts.modelsDir ?? SHIPPED_MODELS),
     operatorKey: opts.operatorKey,
   };
   return {
@@ -92,6 +99,7 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
 export async function startNodeServer(opts: { port: number; hostname: string; dataDir: string; operatorKey?: string }): Promise<ServerType> {
   const { backend } = await createNodeBackend(opts);
   const app = createApp(backend);
+  app.route('/', sdkRoutes());
   return serve({ fetch: app.fetch, port: opts.port, hostname: opts.hostname }, (info) => {
     console.error(`medhash listening on http://${opts.hostname}:${info.port} (data in ${resolve(opts.dataDir)})`);
   });

@@ -1,0 +1,249 @@
+// Browser SDK (one ES module, bundled by functions/sdk/build.ts): encodes an image on the
+// partner's device with the service's own model (decodeImage + preprocess + onnxruntime-web,
+// WebGPU where `navigator.gpu` gives an adapter, wasm otherwise) and searches by the code and
+// descriptor only, so no image ever leaves the device. The model's card and .onnx come from
+// GET /v1/models/{model_id}/..., and the .onnx is checked against the card's sha256 before use.
+import * as ort from 'onnxruntime-web';
+import { checkOnnx, parseCard, type ModelCard } from '../encode/card.ts';
+import { decodeImage, initImageCodecs } from '../encode/image.ts';
+import { descriptor, loadWebEncoder, packCode, type Encoder } from '../encode/model.ts';
+import { preprocess } from '../encode/preprocess.ts';
+import { toHex } from '../util/bytes.ts';
+
+/**
+ * The WebAssembly files the SDK fetches at run time, served beside the bundle by the Node app
+ * (/sdk/...) or by whoever hosts the SDK (`npm run build:sdk` copies them into dist/sdk/).
+ */
+export const ASSETS = {
+  /** onnxruntime-web's default bundle (WebGPU through JSEP, and wasm) loads this one binary. */
+  ort: 'ort-wasm-simd-threaded.jsep.wasm',
+  png: 'squoosh_png_bg.wasm',
+  jpeg: 'mozjpeg_dec.wasm',
+} as const;
+
+export interface ClientOptions {
+  apiKey: string;
+  /** The service's origin; default the page's. */
+  baseUrl?: string;
+  /** Where the ASSETS lie; default the folder this module was loaded from. */
+  assetBase?: string;
+}
+
+export interface CollectionSummary {
+  name: string;
+  bits: number;
+  descriptor_dims: number;
+  model_id: string | null;
+}
+
+export interface OodAssessment {
+  score: number | null;
+  threshold: number | null;
+  verdict: 'in_distribution' | 'out_of_distribution' | 'not_assessed';
+  reasons: string[];
+}
+
+export interface SearchHit {
+  id: string;
+  distance: number;
+  similarity: number | null;
+  score: number;
+  metadata: Record<string, string>;
+}
+
+export interface SearchAnswer {
+  generation: number;
+  truncated: boolean;
+  ood: OodAssessment;
+  results: SearchHit[];
+}
+
+export interface SearchOptions {
+  k?: number;
+  radius?: number;
+  /** Weight of descriptor similarity in the score, 0-1; sent only with a descriptor. */
+  contentWeight?: number;
+  /** Answer an out-of-distribution query (marked so) instead of the 422 refusal. */
+  allowOod?: boolean;
+}
+
+export interface EncodedImage {
+  /** Packed sign code, hex. */
+  code: string;
+  /** int8 re-ranking descriptor. */
+  descriptor: number[];
+  /** Softmax of the logits, in the card's `classes` order. */
+  probabilities: number[];
+  /** The model's own OOD score (higher = further from its training data) and its threshold. */
+  oodScore: number;
+  oodThreshold: number;
+  runtime: string;
+  encodeMs: number;
+}
+
+/** A non-2xx answer: the service's `{"error":{code,message,field}}`, plus `ood` on a 422 refusal. */
+export class MedhashApiError extends Error {
+  override name = 'MedhashApiError';
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly field?: string,
+    readonly ood?: OodAssessment,
+  ) {
+    super(message);
+  }
+}
+
+/** Model download progress: bytes so far and the total when the server says it. */
+export type Progress = (loaded: number, total: number | null) => void;
+
+let codecs: Promise<void> | null = null;
+
+/** An encoder for one model card, running in this page. */
+export class BrowserEncoder {
+  constructor(
+    readonly card: ModelCard,
+    private readonly encoder: Encoder,
+  ) {}
+
+  get runtime(): string {
+    return this.encoder.runtime;
+  }
+
+  /** PNG or JPEG bytes -> code, descriptor, class probabilities and OOD score. */
+  async encode(bytes: Uint8Array, contentType?: string): Promise<EncodedImage> {
+    const t0 = performance.now();
+    const img = await decodeImage(bytes, contentType);
+    const out = await this.encoder.run(preprocess(img, this.card.input), 1);
+    const max = Math.max(...out.logits);
+    const exp = Array.from(out.logits, (l) => Math.exp(l - max));
+    const sum = exp.reduce((a, b) => a + b, 0);
+    return {
+      code: toHex(packCode(out.u)),
+      descriptor: Array.from(descriptor(out.u)),
+      probabilities: exp.map((e) => e / sum),
+      oodScore: out.oodScore[0],
+      oodThreshold: this.card.ood.threshold,
+      runtime: this.encoder.runtime,
+      encodeMs: performance.now() - t0,
+    };
+  }
+
+  close(): Promise<void> {
+    return this.encoder.close();
+  }
+}
+
+export class MedhashClient {
+  private readonly base: string;
+  private readonly assets: string;
+  private readonly encoders = new Map<string, Promise<BrowserEncoder>>();
+
+  constructor(private readonly opts: ClientOptions) {
+    this.base = (opts.baseUrl ?? globalThis.location?.origin ?? '').replace(/\/$/, '');
+    this.assets = opts.assetBase ?? new URL('./', import.meta.url).href;
+  }
+
+  private asset(name: string): string {
+    return new URL(name, this.assets.endsWith('/') ? this.assets : `${this.assets}/`).href;
+  }
+
+  private async request(path: string, init: RequestInit = {}): Promise<Response> {
+    const headers = new Headers(init.headers);
+    headers.set('authorization', `Bearer ${this.opts.apiKey}`);
+    const res = await fetch(`${this.base}${path}`, { ...init, headers });
+    if (res.ok) return res;
+    const body = (await res.json().catch(() => null)) as { error?: { code: string; message: string; field?: string }; ood?: OodAssessment } | null;
+    const e = body?.error;
+    throw new MedhashApiError(res.status, e?.code ?? 'http_error', e?.message ?? `${path}: HTTP ${res.status}`, e?.field, body?.ood);
+  }
+
+  async collections(): Promise<CollectionSummary[]> {
+    return ((await (await this.request('/v1/collections')).json()) as { collections: CollectionSummary[] }).collections;
+  }
+
+  /** The model of `modelId`, downloaded, sha256-checked and started once per client. */
+  encoder(modelId: string, onProgress?: Progress): Promise<BrowserEncoder> {
+    let e = this.encoders.get(modelId);
+    if (!e) {
+      e = this.loadEncoder(modelId, onProgress);
+      e.catch(() => this.encoders.delete(modelId));
+      this.encoders.set(modelId, e);
+    }
+    return e;
+  }
+
+  private async loadEncoder(modelId: string, onProgress?: Progress): Promise<BrowserEncoder> {
+    const id = encodeURIComponent(modelId);
+    const card = parseCard(await (await this.request(`/v1/models/${id}/card`)).json());
+    if (card.model_id !== modelId) throw new Error(`the service answered the card of ${card.model_id} for ${modelId}`);
+    const onnx = await readAll(await this.request(`/v1/models/${id}/onnx`), onProgress);
+    await checkOnnx(card, onnx);
+    codecs ??= Promise.all([compile(this.asset(ASSETS.png)), compile(this.asset(ASSETS.jpeg))]).then(([png, jpeg]) => initImageCodecs({ png, jpeg }));
+    await codecs;
+    // Only the .wasm: the default bundle already holds onnxruntime's JavaScript glue.
+    ort.env.wasm.wasmPaths = { wasm: this.asset(ASSETS.ort) };
+    return new BrowserEncoder(card, await loadWebEncoder(onnx, card));
+  }
+
+  /** Search by code (hex or base64), with the descriptor when there is one. */
+  async search(collection: string, code: string, descriptor: number[] | undefined, opts: SearchOptions = {}): Promise<SearchAnswer> {
+    const body: Record<string, unknown> = { code, k: opts.k ?? 10 };
+    if (opts.radius !== undefined) body.radius = opts.radius;
+    if (descriptor) {
+      body.descriptor = descriptor;
+      if (opts.contentWeight !== undefined) body.content_weight = opts.contentWeight;
+    }
+    if (opts.allowOod) body.allow_ood = true;
+    const res = await this.request(`/v1/collections/${encodeURIComponent(collection)}/search`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    return (await res.json()) as SearchAnswer;
+  }
+
+  /**
+   * Encodes `image` here with the collection's model and searches by its code; the descriptor
+   * goes along when the collection stores descriptors of the model's size. The image stays here.
+   */
+  async searchImage(collection: CollectionSummary, image: Blob, opts: SearchOptions = {}, onProgress?: Progress): Promise<{ encoded: EncodedImage; answer: SearchAnswer }> {
+    if (!collection.model_id) throw new Error(`collection ${collection.name} names no model, so its codes cannot be computed here`);
+    const enc = await this.encoder(collection.model_id, onProgress);
+    if (enc.card.bits !== collection.bits) throw new Error(`model ${enc.card.model_id} makes ${enc.card.bits}-bit codes; collection ${collection.name} holds ${collection.bits}-bit codes`);
+    const encoded = await enc.encode(new Uint8Array(await image.arrayBuffer()), image.type || undefined);
+    const withDescriptor = collection.descriptor_dims > 0 && collection.descriptor_dims === encoded.descriptor.length;
+    const answer = await this.search(collection.name, encoded.code, withDescriptor ? encoded.descriptor : undefined, opts);
+    return { encoded, answer };
+  }
+}
+
+async function compile(url: string): Promise<WebAssembly.Module> {
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+  return WebAssembly.compile(await res.arrayBuffer());
+}
+
+async function readAll(res: Response, onProgress?: Progress): Promise<Uint8Array> {
+  const header = res.headers.get('content-length');
+  const total = header === null ? null : Number(header);
+  if (!res.body) return new Uint8Array(await res.arrayBuffer());
+  const chunks: Uint8Array[] = [];
+  let loaded = 0;
+  const reader = res.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.length;
+    onProgress?.(loaded, total);
+  }
+  const out = new Uint8Array(loaded);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}

@@ -1,0 +1,37 @@
+// Node entry's static part of the SDK: the search page at /ui, and under /sdk/ the SDK bundle,
+// the page script and the WebAssembly files they fetch. Bundles are built in memory by esbuild
+// on first request (no committed build output); the .wasm files are read from node_modules.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Hono } from 'hono';
+import { MedhashError, notFound } from '../util/errors.ts';
+import { assetFiles, buildBundles } from './build.ts';
+
+const PAGE = join(import.meta.dirname, 'ui', 'index.html');
+
+export function sdkRoutes(): Hono {
+  const app = new Hono();
+  let bundles: Promise<Map<string, Uint8Array>> | null = null;
+  const assets = assetFiles();
+  const wasm = new Map<string, Promise<Uint8Array>>();
+
+  app.get('/ui', async (c) => c.html(await readFile(PAGE, 'utf8')));
+  app.get('/sdk/:file', async (c) => {
+    const file = c.req.param('file');
+    if (file.endsWith('.js')) {
+      bundles ??= buildBundles().catch((e: Error) => {
+        bundles = null;
+        throw new MedhashError(503, 'sdk_build_failed', `building the SDK failed: ${e.message}`);
+      });
+      const js = (await bundles).get(file);
+      if (!js) throw notFound('file', file);
+      return c.body(js as Uint8Array<ArrayBuffer>, 200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'no-cache' });
+    }
+    const path = assets[file];
+    if (!path) throw notFound('file', file);
+    let bytes = wasm.get(file);
+    if (!bytes) wasm.set(file, (bytes = readFile(path)));
+    return c.body((await bytes) as Uint8Array<ArrayBuffer>, 200, { 'content-type': 'application/wasm', 'cache-control': 'public, max-age=86400' });
+  });
+  return app;
+}

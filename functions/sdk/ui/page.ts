@@ -1,0 +1,157 @@
+// The search page's script (bundled to /sdk/ui.js): connects with an API key, lists the key's
+// collections, loads the chosen collection's model with a progress bar, encodes the chosen image
+// through the SDK and shows the ranked results, each with its explanation, and the OOD verdict.
+import { MedhashApiError, MedhashClient, type CollectionSummary, type OodAssessment, type SearchAnswer } from '../index.ts';
+
+const $ = <T = HTMLElement>(id: string) => document.getElementById(id) as unknown as T;
+
+const keyInput = $<HTMLInputElement>('key');
+const select = $<HTMLSelectElement>('collection');
+const progress = $<HTMLProgressElement>('model-progress');
+const modelStatus = $('model-status');
+const fileInput = $<HTMLInputElement>('image');
+const drop = $('drop');
+const preview = $<HTMLImageElement>('preview');
+const weight = $<HTMLInputElement>('content-weight');
+const weightOut = $<HTMLOutputElement>('content-weight-value');
+const go = $<HTMLButtonElement>('go');
+const errorBox = $('error');
+const encodedBox = $('encoded');
+const oodBox = $('ood');
+const list = $<HTMLOListElement>('results');
+
+let client: MedhashClient | null = null;
+let collections: CollectionSummary[] = [];
+let image: File | null = null;
+
+const showError = (e: unknown) => {
+  errorBox.textContent = e instanceof Error ? e.message : String(e);
+};
+
+const chosen = (): CollectionSummary | undefined => collections.find((c) => c.name === select.value);
+
+async function loadModel(): Promise<void> {
+  const col = chosen();
+  go.disabled = true;
+  if (!client || !col) return;
+  if (!col.model_id) {
+    modelStatus.textContent = `collection ${col.name} names no model`;
+    return;
+  }
+  progress.removeAttribute('value');
+  modelStatus.textContent = `loading ${col.model_id}...`;
+  try {
+    const enc = await client.encoder(col.model_id, (loaded, total) => {
+      if (total) {
+        progress.max = total;
+        progress.value = loaded;
+      }
+      modelStatus.textContent = `downloading ${col.model_id}: ${(loaded / 1e6).toFixed(1)} MB${total ? ` of ${(total / 1e6).toFixed(1)} MB` : ''}`;
+    });
+    progress.max = 1;
+    progress.value = 1;
+    modelStatus.textContent = `${enc.card.model_id} ready (${enc.runtime}, sha256 checked)`;
+    go.disabled = image === null;
+  } catch (e) {
+    modelStatus.textContent = 'model failed to load';
+    showError(e);
+  }
+}
+
+$('connect').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  errorBox.textContent = '';
+  client = new MedhashClient({ apiKey: keyInput.value.trim() });
+  try {
+    collections = await client.collections();
+  } catch (e) {
+    showError(e);
+    return;
+  }
+  select.replaceChildren(...collections.map((c) => new Option(`${c.name} (${c.bits} bits, ${c.model_id ?? 'no model'})`, c.name)));
+  select.disabled = collections.length === 0;
+  if (collections.length === 0) showError('this key sees no collections');
+  else await loadModel();
+});
+
+select.addEventListener('change', () => void loadModel());
+
+function setImage(f: File | undefined): void {
+  if (!f) return;
+  image = f;
+  preview.src = URL.createObjectURL(f);
+  preview.hidden = false;
+  go.disabled = !chosen() || modelStatus.textContent?.includes('ready') !== true;
+}
+
+fileInput.addEventListener('change', () => setImage(fileInput.files?.[0]));
+drop.addEventListener('dragover', (ev) => {
+  ev.preventDefault();
+  drop.classList.add('over');
+});
+drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+drop.addEventListener('drop', (ev) => {
+  ev.preventDefault();
+  drop.classList.remove('over');
+  setImage(ev.dataTransfer?.files[0]);
+});
+weight.addEventListener('input', () => {
+  weightOut.value = weight.value;
+});
+
+function showOod(ood: OodAssessment): void {
+  const words = { in_distribution: 'In distribution', out_of_distribution: 'OUT OF DISTRIBUTION: results may not be reliable', not_assessed: 'Not assessed' };
+  oodBox.hidden = false;
+  oodBox.className = ood.verdict;
+  oodBox.dataset.verdict = ood.verdict;
+  const score = ood.score === null ? '' : ` (score ${ood.score.toFixed(3)}, threshold ${ood.threshold?.toFixed(3) ?? '-'})`;
+  oodBox.textContent = `${words[ood.verdict]}${score}. ${ood.reasons.join(' ')}`;
+}
+
+function showResults(answer: SearchAnswer): void {
+  list.replaceChildren(
+    ...answer.results.map((r) => {
+      const li = document.createElement('li');
+      li.dataset.id = r.id;
+      li.dataset.label = r.metadata.label ?? '';
+      const title = document.createElement('strong');
+      title.textContent = `${r.metadata.label ?? '(no label)'}: ${r.id}`;
+      const why = document.createElement('div');
+      why.className = 'why';
+      const meta = Object.entries(r.metadata).map(([k, v]) => `${k}=${v}`).join(', ');
+      why.textContent = `Hamming distance ${r.distance}; content similarity ${r.similarity === null ? 'n/a' : r.similarity.toFixed(3)}; score ${r.score.toFixed(3)}${meta ? `; ${meta}` : ''}`;
+      li.appendChild(title);
+      li.appendChild(why);
+      return li;
+    }),
+  );
+  if (answer.results.length === 0) list.replaceChildren(Object.assign(document.createElement('li'), { textContent: 'No results.' }));
+}
+
+$('search').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const col = chosen();
+  if (!client || !col || !image) return;
+  errorBox.textContent = '';
+  list.replaceChildren();
+  oodBox.hidden = true;
+  go.disabled = true;
+  const radius = $<HTMLInputElement>('radius').value;
+  try {
+    const { encoded, answer } = await client.searchImage(col, image, {
+      k: Number($<HTMLInputElement>('k').value),
+      radius: radius === '' ? undefined : Number(radius),
+      contentWeight: Number(weight.value),
+      allowOod: $<HTMLInputElement>('allow-ood').checked,
+    });
+    encodedBox.dataset.code = encoded.code;
+    encodedBox.textContent = `Encoded here in ${encoded.encodeMs.toFixed(0)} ms (${encoded.runtime}): code ${encoded.code}.`;
+    showOod(answer.ood);
+    showResults(answer);
+  } catch (e) {
+    if (e instanceof MedhashApiError && e.ood) showOod(e.ood);
+    showError(e);
+  } finally {
+    go.disabled = false;
+  }
+});

@@ -1,0 +1,133 @@
+// The browser SDK and the /ui search page in real Chromium (playwright-core): the Node service on
+// a temporary data dir, ~200 MedNIST db images indexed through the API with onnxruntime-node
+// codes and descriptors, then a MedNIST query JPEG uploaded on the page. The page must compute
+// in the browser exactly the code onnxruntime-node computes, and its results must be of the
+// query's class. Also the model routes the SDK downloads from (/v1/models...).
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ServerType } from '@hono/node-server';
+import { chromium, type Browser } from 'playwright-core';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { loadCard, sha256Hex, type ModelCard } from '../../functions/encode/card.ts';
+import { decodeImage } from '../../functions/encode/image.ts';
+import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
+import { descriptor, loadNodeEncoder, packCode, row, type Encoder } from '../../functions/encode/model.ts';
+import { preprocess } from '../../functions/encode/preprocess.ts';
+import { startNodeServer } from '../../functions/entries/node.ts';
+import { toHex } from '../../functions/util/bytes.ts';
+import { encodeMembers } from '../../scripts/data/encode-set.ts';
+import { readManifest, TarReader, type ManifestRow } from '../../scripts/data/shared-data.ts';
+import { dataDir, MODELS } from '../encode/fixtures.ts';
+import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
+
+const PER_CLASS = 34;
+const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'];
+
+let dir: string;
+let server: ServerType;
+let base: string;
+let key: string;
+let card: ModelCard;
+let onnx: Uint8Array;
+let encoder: Encoder;
+let tar: TarReader;
+let browser: Browser;
+let query: ManifestRow;
+
+async function call(method: string, path: string, body?: unknown, auth = key) {
+  const res = await fetch(`${base}${path}`, {
+    method, headers: { authorization: `Bearer ${auth}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: res.status, body: (await res.json()) as any };
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'medhash-sdk-'));
+  server = await startNodeServer({ port: 0, hostname: '127.0.0.1', dataDir: dir, operatorKey: TEST_OPERATOR_KEY });
+  if (!server.listening) await once(server, 'listening');
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const tenant = await call('POST', '/v1/admin/tenants', { name: 'sdk' }, TEST_OPERATOR_KEY);
+  key = (await call('POST', `/v1/admin/tenants/${tenant.body.id}/keys`, { scopes: ['search', 'ingest', 'admin'] }, TEST_OPERATOR_KEY)).body.secret;
+
+  ({ card, onnx } = await loadCard(join(MODELS, 'mednist-darf-b64.card.json')));
+  expect((await call('POST', '/v1/collections', { name: 'mednist', bits: card.bits, descriptor_dims: card.descriptor.dims, model_id: card.model_id })).status).toBe(201);
+
+  await initNodeImageCodecs();
+  encoder = await loadNodeEncoder(onnx, card);
+  const set = dataDir('mednist');
+  const rows = await readManifest(set);
+  const db = card.classes.flatMap((label) => rows.filter((r) => r.split === 'db' && r.label === label).slice(0, PER_CLASS));
+  const labels = new Map(db.map((r) => [r.path, r.label]));
+  query = rows.find((r) => r.split === 'query' && r.label === 'Hand')!;
+  tar = await TarReader.open(join(set, 'images.tar'));
+  const items: unknown[] = [];
+  await encodeMembers(tar, db.map((r) => r.path), encoder, 64, (paths, out) => {
+    paths.forEach((p, i) => {
+      const u = row(out.u, card.bits, i);
+      items.push({ id: p, code: toHex(packCode(u)), descriptor: Array.from(descriptor(u)), metadata: { label: labels.get(p) } });
+    });
+  });
+  expect((await call('POST', '/v1/collections/mednist/items', { items })).status).toBe(200);
+
+  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+}, 120_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await tar?.close();
+  await encoder?.close();
+  server?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+it('serves the models for client-side encoding: list, card as shipped, sha256-true .onnx; 401 without a key, 404 for another id', async () => {
+  const list = await call('GET', '/v1/models');
+  expect(list.status).toBe(200);
+  expect(list.body.models.map((m: { model_id: string }) => m.model_id)).toContain(card.model_id);
+  const id = encodeURIComponent(card.model_id);
+  const c = await call('GET', `/v1/models/${id}/card`);
+  expect(c.body.sha256).toBe(card.sha256);
+  const res = await fetch(`${base}/v1/models/${id}/onnx`, { headers: { authorization: `Bearer ${key}` } });
+  expect(res.headers.get('content-type')).toBe('application/octet-stream');
+  expect(await sha256Hex(new Uint8Array(await res.arrayBuffer()))).toBe(card.sha256);
+  expect((await fetch(`${base}/v1/models/${id}/onnx`)).status).toBe(401);
+  const missing = await call('GET', '/v1/models/no-such-model/card');
+  expect(missing.status).toBe(404);
+  expect(missing.body.error.code).toBe('model_not_found');
+});
+
+it('the /ui page encodes a MedNIST query in Chromium to onnxruntime-node\'s code and lists results of its class', async () => {
+  const bytes = await tar.read(query.path);
+  const expected = toHex(packCode((await encoder.run(preprocess(await decodeImage(bytes), card.input), 1)).u));
+
+  const page = await browser.newPage();
+  const problems: string[] = [];
+  page.on('pageerror', (e) => problems.push(e.message));
+  const uploads: string[] = [];
+  page.on('request', (r) => {
+    if (r.method() === 'POST') uploads.push(r.postData() ?? '');
+  });
+  await page.goto(`${base}/ui`);
+  await page.getByLabel('API key').fill(key);
+  await page.getByRole('button', { name: 'Connect' }).click();
+  await page.locator('#model-status', { hasText: 'ready' }).waitFor({ timeout: 90_000 });
+  await page.getByLabel('Image (PNG or JPEG), or drop it here').setInputFiles({ name: 'query.jpeg', mimeType: 'image/jpeg', buffer: Buffer.from(bytes) });
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.locator('#results li[data-id]').first().waitFor({ timeout: 60_000 });
+
+  expect(await page.locator('#model-status').textContent()).toContain('onnxruntime-web/wasm');
+  expect(await page.locator('#encoded').getAttribute('data-code')).toBe(expected);
+  const labels = await page.locator('#results li[data-id]').evaluateAll((lis) => lis.map((li) => (li as HTMLElement).dataset.label));
+  expect(labels).toHaveLength(10);
+  expect(new Set(labels)).toEqual(new Set([query.label]));
+  expect(await page.locator('#ood').getAttribute('data-verdict')).toMatch(/^(in_distribution|not_assessed)$/);
+  await expect(page.locator('#results li').first().textContent()).resolves.toMatch(/Hamming distance \d+; content similarity -?\d\.\d{3}; score \d\.\d{3}/);
+  // Only the code and descriptor left the page: one search request, no image bytes.
+  expect(uploads).toHaveLength(1);
+  expect(Object.keys(JSON.parse(uploads[0])).sort()).toEqual(['code', 'content_weight', 'descriptor', 'k']);
+  expect(problems).toEqual([]);
+  await page.close();
+});
