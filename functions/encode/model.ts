@@ -3,6 +3,7 @@
 // `navigator.gpu` exists, else single-threaded wasm), plus the two ways a continuous hash `u`
 // leaves the service: the packed sign code and the int8 re-ranking descriptor.
 import type { ModelCard } from './card.ts';
+import { acceptSharedMemoryUploads } from './webgpu-deno.ts';
 
 export interface EncodeOutputs {
   n: number;
@@ -106,6 +107,7 @@ export async function loadWebEncoder(onnxBytes: Uint8Array, card: ModelCard): Pr
   ort.env.wasm.numThreads = 1;
   const gpu = (globalThis.navigator as { gpu?: { requestAdapter(): Promise<unknown> } } | undefined)?.gpu;
   if (gpu && (await gpu.requestAdapter().catch(() => null))) {
+    acceptSharedMemoryUploads();
     try {
       const session = await ort.InferenceSession.create(onnxBytes, { executionProviders: ['webgpu'] });
       return makeEncoder(card, 'onnxruntime-web/webgpu', session, ort.Tensor);
