@@ -23,27 +23,31 @@ export function assetFiles(): Record<string, string> {
   };
 }
 
-/** The two bundles by file name. esbuild is a build-time tool, so it is imported only here. */
-export async function buildBundles(): Promise<Map<string, Uint8Array>> {
+/** One entry bundled for browsers (also how Deno runs onnxruntime-web's WebGPU build). */
+export async function bundle(entry: string): Promise<Uint8Array> {
+  // esbuild is a build-time tool, so it is imported only here
   const esbuild = await import('esbuild');
+  const r = await esbuild.build({
+    entryPoints: [entry],
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    minify: true,
+    write: false,
+    logLevel: 'silent',
+    outfile: 'out.js',
+    // card.ts imports node:fs lazily for loadCard, which a browser never calls
+    external: ['node:*'],
+  });
+  const js = r.outputFiles.find((f) => f.path.endsWith('.js'));
+  if (!js) throw new Error(`esbuild produced no bundle of ${entry}`);
+  return js.contents;
+}
+
+/** The two bundles by file name. */
+export async function buildBundles(): Promise<Map<string, Uint8Array>> {
   const out = new Map<string, Uint8Array>();
-  for (const [name, entry] of Object.entries(ENTRIES)) {
-    const r = await esbuild.build({
-      entryPoints: [entry],
-      bundle: true,
-      format: 'esm',
-      platform: 'browser',
-      target: 'es2022',
-      minify: true,
-      write: false,
-      logLevel: 'silent',
-      outfile: name,
-      // card.ts imports node:fs lazily for loadCard, which a browser never calls
-      external: ['node:*'],
-    });
-    const js = r.outputFiles.find((f) => f.path.endsWith('.js'));
-    if (!js) throw new Error(`esbuild produced no ${name}`);
-    out.set(name, js.contents);
-  }
+  for (const [name, entry] of Object.entries(ENTRIES)) out.set(name, await bundle(entry));
   return out;
 }

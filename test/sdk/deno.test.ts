@@ -24,5 +24,5 @@ describe.each(names)('%s under Deno', (name) => {
       expect(item.bits_match, item.id).toBe(true);
       expect(item.max_abs_du, item.id).toBeLessThan(DU_TOL);
     }
-  });
+  }, 180_000);
 });
