@@ -1,7 +1,8 @@
 // Run by Deno (test/sdk/deno.test.ts and `npm run bench:deno` bundle it for browsers first, so that onnxruntime-web's
 // WebGPU build is the one loaded): the golden inputs of one model through loadWebEncoder, one
 // JSON line out with the runtime, each item's sign bits and max |delta u| against PyTorch, and
-// the encode time per image. Args: card.json, .onnx, golden .json, ort .wasm path, webgpu|wasm.
+// the encode time per image. Args: card.json, .onnx, golden .json, ort .wasm path, webgpu|wasm,
+// and how many timed passes over the golden images (default 1).
 import * as ort from 'onnxruntime-web';
 import { checkOnnx, parseCard } from '../../functions/encode/card.ts';
 import { loadWebEncoder, packCode, row } from '../../functions/encode/model.ts';
@@ -10,7 +11,7 @@ declare const Deno: { args: string[]; readFile(path: string): Promise<Uint8Array
 
 interface GoldenItem { id: string; input: string; u: number[]; bits_hex: string }
 
-const [cardPath, onnxPath, goldenPath, ortWasm, path] = Deno.args;
+const [cardPath, onnxPath, goldenPath, ortWasm, path, passes = '1'] = Deno.args;
 if (path === 'wasm') {
   // loadWebEncoder takes WebGPU whenever the runtime offers it: hide it to measure the wasm path
   Object.defineProperty(globalThis.navigator, 'gpu', { value: undefined });
@@ -40,7 +41,7 @@ const items = golden.items.map((it, i) => {
 
 // one image at a time, after the batch above warmed the session up
 const t0 = performance.now();
-for (const x of inputs) await encoder.run(x, 1);
-const encodeMs = (performance.now() - t0) / inputs.length;
+for (let p = 0; p < Number(passes); p++) for (const x of inputs) await encoder.run(x, 1);
+const encodeMs = (performance.now() - t0) / (inputs.length * Number(passes));
 await encoder.close();
-console.log(JSON.stringify({ model: card.name, runtime: encoder.runtime, n: items.length, encode_ms_per_image: encodeMs, items }));
+console.log(JSON.stringify({ model: card.name, runtime: encoder.runtime, n: items.length, timed: inputs.length * Number(passes), encode_ms_per_image: encodeMs, items }));

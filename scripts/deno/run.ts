@@ -16,12 +16,15 @@ export interface GoldenRun {
   model: string;
   runtime: string;
   n: number;
+  /** Images timed one at a time. */
+  timed: number;
   encode_ms_per_image: number;
   items: { id: string; bits_match: boolean; max_abs_du: number }[];
 }
 
 export interface DenoRunner {
-  run(model: string, path: 'webgpu' | 'wasm'): Promise<GoldenRun>;
+  /** `passes`: timed passes over the golden images (the timing is for benchmarks only). */
+  run(model: string, path: 'webgpu' | 'wasm', passes?: number): Promise<GoldenRun>;
   close(): void;
 }
 
@@ -31,10 +34,10 @@ export async function denoRunner(): Promise<DenoRunner> {
   writeFileSync(script, await bundle(join(import.meta.dirname, 'golden-encode.ts')));
   const models = join(ROOT, 'models');
   return {
-    async run(model, path) {
+    async run(model, path, passes = 1) {
       const { stdout } = await promisify(execFile)(
         DENO,
-        ['run', '--allow-read', script, join(models, `${model}.card.json`), join(models, `${model}.onnx`), join(models, 'golden', `${model}.json`), assetFiles()[ASSETS.ort], path],
+        ['run', '--allow-read', script, join(models, `${model}.card.json`), join(models, `${model}.onnx`), join(models, 'golden', `${model}.json`), assetFiles()[ASSETS.ort], path, String(passes)],
         // Deno's WebGPU needs a runtime dir; the cwd keeps it away from this repo's package.json
         { cwd: dir, env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? tmpdir(), NO_COLOR: '1' }, maxBuffer: 16 << 20 },
       );

@@ -1,0 +1,94 @@
+// Client-side encoding benchmark (docs/RUNTIMES.md, "Browser and Deno"), one JSON line per path:
+// - Chromium (headless, --disable-gpu, so onnxruntime-web/wasm): the SDK on the /ui origin of a
+//   real Node service loads the model (download, sha256, session) and encodes --n MedNIST query
+//   JPEGs one at a time, decode + preprocess + model, as a partner's page would;
+// - Deno, WebGPU (Mesa's software llvmpipe adapter here: correctness only, not speed) and wasm:
+//   the model alone on the golden inputs, one image at a time (scripts/deno/golden-encode.ts).
+//
+//   npm run bench:sdk -- [--n 50] [--model mednist-darf-b64]
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { chromium } from 'playwright-core';
+import { loadCard } from '../../functions/encode/card.ts';
+import { startNodeServer } from '../../functions/entries/node.ts';
+import { randomId } from '../../functions/util/bytes.ts';
+import { readManifest, sharedDataRoot, TarReader } from '../data/shared-data.ts';
+import { denoRunner } from '../deno/run.ts';
+
+const { values } = parseArgs({ options: { n: { type: 'string', default: '50' }, model: { type: 'string', default: 'mednist-darf-b64' } } });
+const n = Number(values.n);
+const name = values.model!;
+const { card } = await loadCard(join(import.meta.dirname, '..', '..', 'models', `${name}.card.json`));
+
+const DENO_PASSES = 5;
+const round = (x: number) => Math.round(x * 10) / 10;
+const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
+
+async function chromiumLine(): Promise<object> {
+  const set = join(sharedDataRoot(), card.name.replace(/-darf-b\d+$/, ''));
+  const rows = (await readManifest(set)).filter((r) => r.split === 'query').slice(0, n);
+  const tar = await TarReader.open(join(set, 'images.tar'));
+  const images = await Promise.all(rows.map(async (r) => Buffer.from(await tar.read(r.path)).toString('base64')));
+  await tar.close();
+
+  const dir = mkdtempSync(join(tmpdir(), 'medhash-bench-sdk-'));
+  const operatorKey = randomId('op');
+  const server = await startNodeServer({ port: 0, hostname: '127.0.0.1', dataDir: dir, operatorKey });
+  if (!server.listening) await once(server, 'listening');
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const post = async (path: string, body: unknown) =>
+    (await (await fetch(`${base}${path}`, { method: 'POST', headers: { authorization: `Bearer ${operatorKey}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })).json()) as { id: string; secret: string };
+  const tenant = await post('/v1/admin/tenants', { name: 'bench' });
+  const { secret } = await post(`/v1/admin/tenants/${tenant.id}/keys`, { scopes: ['search'] });
+
+  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${base}/ui`);
+    return await page.evaluate(
+      async ({ apiKey, modelId, images }) => {
+        const sdk = await import('/sdk/medhash-sdk.js' as string);
+        const client = new sdk.MedhashClient({ apiKey });
+        const t0 = performance.now();
+        const enc = await client.encoder(modelId);
+        const loadMs = performance.now() - t0;
+        const ms: number[] = [];
+        // the first run sets up onnxruntime's kernels: untimed
+        await enc.encode(Uint8Array.from(atob(images[0]), (c) => c.charCodeAt(0)), 'image/jpeg');
+        for (const b64 of images) {
+          const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+          ms.push((await enc.encode(bytes, 'image/jpeg')).encodeMs);
+        }
+        return { runtime: enc.runtime as string, loadMs, ms };
+      },
+      { apiKey: secret, modelId: card.model_id, images },
+    ).then((r) => ({
+      bench: 'sdk-encode', where: 'chromium', path: r.runtime, model: name, n: r.ms.length, what: 'decode+preprocess+model, one image at a time',
+      model_load_ms: round(r.loadMs), encode_ms_p50: round(pct(r.ms, 50)), encode_ms_p99: round(pct(r.ms, 99)), images_per_s: round(1000 / (r.ms.reduce((a, b) => a + b, 0) / r.ms.length)),
+    }));
+  } finally {
+    await browser.close();
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+console.log(JSON.stringify(await chromiumLine()));
+const deno = await denoRunner();
+try {
+  for (const path of ['webgpu', 'wasm'] as const) {
+    const r = await deno.run(name, path, DENO_PASSES);
+    if (!r.items.every((i) => i.bits_match)) throw new Error(`${r.runtime}: sign bits differ from PyTorch's`);
+    console.log(JSON.stringify({
+      bench: 'sdk-encode', where: 'deno', path: r.runtime, model: name, n: r.timed, what: `model only, ${r.n} golden inputs x ${DENO_PASSES} passes, one image at a time`,
+      encode_ms_per_image: round(r.encode_ms_per_image), max_abs_du: Math.max(...r.items.map((i) => i.max_abs_du)),
+      ...(path === 'webgpu' ? { adapter: 'Mesa llvmpipe (software Vulkan): correctness only, not speed' } : {}),
+    }));
+  }
+} finally {
+  deno.close();
+}
