@@ -96,7 +96,7 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
   };
 }
 
-export async function startNodeServer(opts: { port: number; hostname: string; dataDir: string; operatorKey?: string }): Promise<ServerType> {
+export async function startNodeServer(opts: NodeOptions & { port: number; hostname: string }): Promise<ServerType> {
   const { backend } = await createNodeBackend(opts);
   const app = createApp(backend);
   app.route('/', sdkRoutes());

@@ -2,28 +2,35 @@
 // a temporary data dir, ~200 MedNIST db images indexed through the API with onnxruntime-node
 // codes and descriptors, then a MedNIST query JPEG uploaded on the page. The page must compute
 // in the browser exactly the code onnxruntime-node computes, and its results must be of the
-// query's class. Also the model routes the SDK downloads from (/v1/models...).
+// query's class. A Fashion-MNIST photo searched in a brain MRI collection, under a k-NN
+// calibration that flags every query, shows the OOD refusal plainly, and its results once the
+// clinician allows them. Also the model routes the SDK
+// downloads from (/v1/models...).
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import type { ServerType } from '@hono/node-server';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { loadCard, sha256Hex, type ModelCard } from '../../functions/encode/card.ts';
+import { loadCard, sha256Hex, type LoadedCard, type ModelCard } from '../../functions/encode/card.ts';
 import { decodeImage } from '../../functions/encode/image.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { descriptor, loadNodeEncoder, packCode, row, type Encoder } from '../../functions/encode/model.ts';
 import { preprocess } from '../../functions/encode/preprocess.ts';
 import { startNodeServer } from '../../functions/entries/node.ts';
+import { calibrationFromCard, shippedCalibrations } from '../../functions/safety/calibration.ts';
 import { toHex } from '../../functions/util/bytes.ts';
 import { encodeMembers } from '../../scripts/data/encode-set.ts';
 import { readManifest, TarReader, type ManifestRow } from '../../scripts/data/shared-data.ts';
 import { dataDir, MODELS } from '../encode/fixtures.ts';
+import { png, scanlines } from '../encode/png-fixtures.ts';
 import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
 
 const PER_CLASS = 34;
+const BRAIN = 'brain_tumor_mri-darf-b64';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'];
 
 let dir: string;
@@ -36,6 +43,7 @@ let encoder: Encoder;
 let tar: TarReader;
 let browser: Browser;
 let query: ManifestRow;
+let brain: LoadedCard;
 
 async function call(method: string, path: string, body?: unknown, auth = key) {
   const res = await fetch(`${base}${path}`, {
@@ -46,7 +54,11 @@ async function call(method: string, path: string, body?: unknown, auth = key) {
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'medhash-sdk-'));
-  server = await startNodeServer({ port: 0, hostname: '127.0.0.1', dataDir: dir, operatorKey: TEST_OPERATOR_KEY });
+  brain = await loadCard(join(MODELS, `${BRAIN}.card.json`));
+  // The shipped cards carry no k-NN calibration yet: one that refuses every query, for the brain model only.
+  const strict = { ...calibrationFromCard(JSON.parse(readFileSync(join(MODELS, `${BRAIN}.card.json`), 'utf8'))), knn: { k: 5, threshold: 0, mean: 0, std: 1, indexSize: 1 } };
+  const oodCalibration = (id: string | null) => (id === brain.card.model_id ? strict : shippedCalibrations(id));
+  server = await startNodeServer({ port: 0, hostname: '127.0.0.1', dataDir: dir, operatorKey: TEST_OPERATOR_KEY, oodCalibration });
   if (!server.listening) await once(server, 'listening');
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const tenant = await call('POST', '/v1/admin/tenants', { name: 'sdk' }, TEST_OPERATOR_KEY);
@@ -129,5 +141,42 @@ it('the /ui page encodes a MedNIST query in Chromium to onnxruntime-node\'s code
   expect(uploads).toHaveLength(1);
   expect(Object.keys(JSON.parse(uploads[0])).sort()).toEqual(['code', 'content_weight', 'descriptor', 'k']);
   expect(problems).toEqual([]);
+  await page.close();
+});
+
+/** Fashion-MNIST test photo i as a 28x28 grey PNG. */
+function fashionPng(i: number): Uint8Array {
+  const idx = gunzipSync(readFileSync(join(dataDir('fashion_mnist_test'), 't10k-images-idx3-ubyte.gz')));
+  const side = 28;
+  const px = idx.subarray(16 + i * side * side, 16 + (i + 1) * side * side);
+  return png({ width: side, height: side, colorType: 0, bitDepth: 8, raw: scanlines(side, side, 1, 8, px) });
+}
+
+it('shows an out-of-distribution refusal plainly, and the marked results once allowed', async () => {
+  expect((await call('POST', '/v1/collections', { name: 'brain', bits: brain.card.bits, model_id: brain.card.model_id })).status).toBe(201);
+  const items = readFileSync(join(MODELS, 'codes', `${BRAIN}.db.jsonl`), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  for (let i = 0; i < items.length; i += 1000) expect((await call('POST', '/v1/collections/brain/items', { items: items.slice(i, i + 1000) })).status).toBe(200);
+  const photo = fashionPng(0);
+
+  const page = await browser.newPage();
+  await page.goto(`${base}/ui`);
+  await page.getByLabel('API key').fill(key);
+  await page.getByRole('button', { name: 'Connect' }).click();
+  await page.getByLabel('Collection').selectOption('brain');
+  await page.locator('#model-status', { hasText: `${brain.card.model_id} ready` }).waitFor({ timeout: 90_000 });
+  await page.getByLabel('Image (PNG or JPEG), or drop it here').setInputFiles({ name: 'photo.png', mimeType: 'image/png', buffer: Buffer.from(photo) });
+  await page.getByLabel('Results (k)').fill('5');
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.locator('#ood[data-verdict="out_of_distribution"]').waitFor({ timeout: 60_000 });
+  expect(await page.locator('#ood').textContent()).toMatch(/^OUT OF DISTRIBUTION.*further than/);
+  expect(await page.getByRole('alert').textContent()).toMatch(/allow_ood/);
+  expect(await page.locator('#results li').count()).toBe(0);
+
+  await page.getByLabel('Show results even when the image looks out of distribution').check();
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.locator('#results li[data-id]').first().waitFor({ timeout: 60_000 });
+  expect(await page.locator('#results li[data-id]').count()).toBe(5);
+  expect(await page.locator('#ood').getAttribute('data-verdict')).toBe('out_of_distribution');
+  expect(await page.getByRole('alert').textContent()).toBe('');
   await page.close();
 });
