@@ -2,7 +2,7 @@
 // path (decodeImage + preprocess) applied to the SOURCE bytes of each golden image equals the
 // Python-preprocessed golden input to <= 1/255 per pixel, and that TS input gives PyTorch's sign
 // bits through loadNodeEncoder and loadWebEncoder. Also pins PNG variants (16-bit grey, palette,
-// RGBA, odd sizes) against models/medhash_model/preprocess.py itself.
+// RGBA, grey+alpha, 1/2/4-bit grey, odd sizes) against models/medhash_model/preprocess.py itself.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -89,6 +89,11 @@ describe('PNG variants against models/medhash_model/preprocess.py', () => {
     'rgba8-50x70': png({ width: 50, height: 70, colorType: 6, bitDepth: 8, raw: scanlines(50, 70, 4, 8, Array.from({ length: 50 * 70 * 4 }, () => rnd(256))) }),
     'rgb16-20x20': png({ width: 20, height: 20, colorType: 2, bitDepth: 16, raw: scanlines(20, 20, 3, 16, Array.from({ length: 20 * 20 * 3 }, () => rnd(65536))) }),
     'palette-9x130': png({ width: 9, height: 130, colorType: 3, bitDepth: 8, raw: scanlines(9, 130, 1, 8, Array.from({ length: 9 * 130 }, () => rnd(3))), palette: new Uint8Array([0, 0, 0, 255, 10, 20, 30, 200, 90]) }),
+    'grey1-33x17': png({ width: 33, height: 17, colorType: 0, bitDepth: 1, raw: scanlines(33, 17, 1, 1, Array.from({ length: 33 * 17 }, () => rnd(2))) }),
+    'grey2-40x40': png({ width: 40, height: 40, colorType: 0, bitDepth: 2, raw: scanlines(40, 40, 1, 2, Array.from({ length: 1600 }, () => rnd(4))) }),
+    'grey4-15x90': png({ width: 15, height: 90, colorType: 0, bitDepth: 4, raw: scanlines(15, 90, 1, 4, Array.from({ length: 15 * 90 }, () => rnd(16))) }),
+    'greyalpha8-31x31': png({ width: 31, height: 31, colorType: 4, bitDepth: 8, raw: scanlines(31, 31, 2, 8, Array.from({ length: 31 * 31 * 2 }, () => rnd(256))) }),
+    'rgba16-12x66': png({ width: 12, height: 66, colorType: 6, bitDepth: 16, raw: scanlines(12, 66, 4, 16, Array.from({ length: 12 * 66 * 4 }, () => rnd(65536))) }),
     'grey8-200x3': png({ width: 200, height: 3, colorType: 0, bitDepth: 8, raw: scanlines(200, 3, 1, 8, Array.from({ length: 600 }, () => rnd(256))) }),
   };
   for (const [k, bytes] of Object.entries(cases)) writeFileSync(join(dir, `${k}.png`), bytes);

@@ -19,7 +19,7 @@ export interface PngSpec {
   width: number;
   height: number;
   colorType: 0 | 2 | 3 | 4 | 6;
-  bitDepth: 8 | 16;
+  bitDepth: 1 | 2 | 4 | 8 | 16;
   /** Filtered scanlines (filter byte 0 + samples), before deflate. */
   raw?: Uint8Array;
   /** Replaces the deflated IDAT payload. */
@@ -29,8 +29,19 @@ export interface PngSpec {
 
 const SAMPLES: Record<number, number> = { 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 };
 
-/** Scanlines with filter type 0 from row-major samples (big-endian for 16 bits). */
-export function scanlines(width: number, height: number, samplesPerPixel: number, bitDepth: 8 | 16, samples: ArrayLike<number>): Uint8Array {
+/** Scanlines with filter type 0 from row-major samples (big-endian for 16 bits, packed MSB first below 8). */
+export function scanlines(width: number, height: number, samplesPerPixel: number, bitDepth: 1 | 2 | 4 | 8 | 16, samples: ArrayLike<number>): Uint8Array {
+  if (bitDepth < 8) {
+    const stride = 1 + Math.ceil((width * samplesPerPixel * bitDepth) / 8);
+    const out = new Uint8Array(stride * height);
+    for (let y = 0; y < height; y++) {
+      for (let i = 0; i < width * samplesPerPixel; i++) {
+        const bit = i * bitDepth;
+        out[y * stride + 1 + (bit >> 3)] |= samples[y * width * samplesPerPixel + i] << (8 - bitDepth - (bit & 7));
+      }
+    }
+    return out;
+  }
   const bps = bitDepth / 8;
   const stride = 1 + width * samplesPerPixel * bps;
   const out = new Uint8Array(stride * height);
@@ -54,7 +65,7 @@ export function png(spec: PngSpec): Uint8Array {
   dv.setUint32(4, spec.height);
   ihdr[8] = spec.bitDepth;
   ihdr[9] = spec.colorType;
-  const idat = spec.idat ?? deflateSync(spec.raw ?? new Uint8Array((1 + spec.width * SAMPLES[spec.colorType] * (spec.bitDepth / 8)) * spec.height));
+  const idat = spec.idat ?? deflateSync(spec.raw ?? new Uint8Array((1 + Math.ceil((spec.width * SAMPLES[spec.colorType] * spec.bitDepth) / 8)) * spec.height));
   const parts = [
     new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
     chunk('IHDR', ihdr),
