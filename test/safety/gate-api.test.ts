@@ -1,4 +1,4 @@
-// The OOD gate end to end with real parts: the shipped brain MRI model (onnxruntime-node), its
+// The OOD gate end to end with real parts: the shipped MedNIST model (onnxruntime-node), its
 // card's calibration, its `db` codes indexed through the API, and Fashion-MNIST images from the
 // OOD sets `ood-eval` wrote (models/oodsets). Flagged queries are refused with 422 and reasons,
 // and answered marked out_of_distribution with allow_ood; the model's own query image passes.
@@ -19,7 +19,7 @@ import { toHex } from '../../functions/util/bytes.ts';
 import { TarReader } from '../../scripts/data/shared-data.ts';
 import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
 
-const NAME = 'brain_tumor_mri-darf-b64';
+const NAME = 'mednist-darf-b64';
 const N_FASHION = 20;
 const MODELS = join(import.meta.dirname, '..', '..', 'models');
 
@@ -29,7 +29,7 @@ let app: ReturnType<typeof createApp>;
 let key: string;
 let encoder: Encoder;
 let fashion: { code: string; score: number }[] = [];
-let brain: { code: string; score: number };
+let own: { code: string; score: number };
 
 async function call(method: string, path: string, body?: unknown, auth = key) {
   const res = await app.fetch(new Request(`http://medhash.test${path}`, {
@@ -49,9 +49,9 @@ beforeAll(async () => {
   app = createApp(node.backend);
   const tenant = await call('POST', '/v1/admin/tenants', { name: 'gate' }, TEST_OPERATOR_KEY);
   key = (await call('POST', `/v1/admin/tenants/${tenant.body.id}/keys`, { scopes: ['search', 'ingest', 'admin'] }, TEST_OPERATOR_KEY)).body.secret;
-  expect((await call('POST', '/v1/collections', { name: 'brain', bits: 64, model_id: NAME })).status).toBe(201);
+  expect((await call('POST', '/v1/collections', { name: 'mednist', bits: 64, model_id: NAME })).status).toBe(201);
   const items = readFileSync(join(MODELS, 'codes', `${NAME}.db.jsonl`), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-  for (let i = 0; i < items.length; i += 1000) expect((await call('POST', '/v1/collections/brain/items', { items: items.slice(i, i + 1000) })).status).toBe(200);
+  for (let i = 0; i < items.length; i += 1000) expect((await call('POST', '/v1/collections/mednist/items', { items: items.slice(i, i + 1000) })).status).toBe(200);
 
   await initNodeImageCodecs();
   const { card, onnx } = await loadCard(join(MODELS, `${NAME}.onnx`));
@@ -63,13 +63,13 @@ beforeAll(async () => {
   const golden = JSON.parse(readFileSync(join(MODELS, 'golden', `${NAME}.json`), 'utf8'));
   const x = new Float32Array(new Uint8Array(Buffer.from(golden.items[0].input, 'base64')).buffer);
   const out = await encoder.run(x, 1);
-  brain = { code: toHex(packCode(out.u)), score: out.oodScore[0] };
+  own = { code: toHex(packCode(out.u)), score: out.oodScore[0] };
 });
 
 /** The collection as the control plane holds it (the one tenant of this data dir). */
-async function brainCollection() {
+async function mednistCollection() {
   const [tenant] = await node.backend.control.listTenants();
-  return (await node.backend.control.listCollections(tenant.id, ['brain']))[0];
+  return (await node.backend.control.listCollections(tenant.id, ['mednist']))[0];
 }
 
 afterAll(async () => {
@@ -78,9 +78,9 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-describe('OOD gate on the shipped brain MRI model', () => {
+describe('OOD gate on the shipped MedNIST model', () => {
   it('refuses Fashion-MNIST images by image (the model score with the k-NN one) with 422 and reasons', async () => {
-    const col = await brainCollection();
+    const col = await mednistCollection();
     let refused = 0;
     for (const f of fashion) {
       const q = searchQuery(col, { code: f.code, k: 5, allow_ood: false });
@@ -101,14 +101,14 @@ describe('OOD gate on the shipped brain MRI model', () => {
   it('refuses a flagged Fashion-MNIST code with 422 over HTTP, and answers it marked with allow_ood', async () => {
     let flagged = 0;
     for (const f of fashion) {
-      const marked = await call('POST', '/v1/collections/brain/search', { code: f.code, k: 5, allow_ood: true });
+      const marked = await call('POST', '/v1/collections/mednist/search', { code: f.code, k: 5, allow_ood: true });
       expect(marked.status).toBe(200);
       const { ood } = marked.body;
       expect(ood.verdict).toBe(ood.score > ood.threshold ? 'out_of_distribution' : 'in_distribution');
       if (ood.verdict !== 'out_of_distribution') continue;
       flagged++;
       expect(marked.body.results).toHaveLength(5);
-      const r = await call('POST', '/v1/collections/brain/search', { code: f.code, k: 5 });
+      const r = await call('POST', '/v1/collections/mednist/search', { code: f.code, k: 5 });
       expect(r.status).toBe(422);
       expect(r.body.error.code).toBe('out_of_distribution');
       expect(r.body.error.message).toMatch(/out of distribution.*allow_ood: true/);
@@ -120,12 +120,12 @@ describe('OOD gate on the shipped brain MRI model', () => {
   });
 
   it("passes the model's own query image, by code and by image", async () => {
-    const r = await call('POST', '/v1/collections/brain/search', { code: brain.code, k: 5 });
+    const r = await call('POST', '/v1/collections/mednist/search', { code: own.code, k: 5 });
     expect(r.status).toBe(200);
     expect(r.body.ood.verdict).toBe('in_distribution');
-    const col = await brainCollection();
-    const byImage = await searchCollection(node.backend, col, searchQuery(col, { code: brain.code, k: 5, allow_ood: false }), {
-      allowOod: false, modelOod: { score: brain.score, threshold: encoder.card.ood.threshold },
+    const col = await mednistCollection();
+    const byImage = await searchCollection(node.backend, col, searchQuery(col, { code: own.code, k: 5, allow_ood: false }), {
+      allowOod: false, modelOod: { score: own.score, threshold: encoder.card.ood.threshold },
     });
     expect(byImage.ood.verdict).toBe('in_distribution');
   });
