@@ -177,6 +177,7 @@ def evaluate_model(name: str, run: Path, data_root: Path, far: list[str], near: 
                    oodsets: Path | None, seed: int = 0, log=print) -> dict:
     t0 = time.time()
     model, ck, head = ood.load_run(run)
+    head_info = json.loads((run / "ood.json").read_text()) if head is not None else {}
     if head is None:
         raise SystemExit(f"{run}: no ood.pt; fit the OOD stage first (`ood --run {run}`)")
     for p in model.parameters():
@@ -251,7 +252,7 @@ def evaluate_model(name: str, run: Path, data_root: Path, far: list[str], near: 
                     "size": cfg.size, "channels": cfg.channels, "sets": written}
         (folder / "manifest.json").write_text(json.dumps(manifest) + "\n")
     return {"model": name, "run": str(run), "data": ds.name, "thresholds": thresholds, "thresholds_val97": thresholds97, "calibration": cal,
-            "card_threshold": json.loads((run / "ood.json").read_text())["thresholds"]["combined"],
+            "card_threshold": head_info["thresholds"]["combined"], "decoder_steps": head_info.get("decoder_steps"),
             "seconds": round(time.time() - t0, 1), "sets": rows}
 
 
@@ -286,7 +287,8 @@ def markdown(doc: dict) -> str:
     val thresholds for our scores."""
     out = []
     for m in doc["models"]:
-        out.append(f"### {m['model']} (ID: `{m['data']}` query, {m['sets'][0]['n_id']} images)\n")
+        out.append(f"### {m['model']} (ID: `{m['data']}` query, {m['sets'][0]['n_id']} images; OOD head of "
+                   f"{m.get('decoder_steps')} decoder steps, threshold {m['card_threshold']:.4f})\n")
         out.append("AUROC / FPR95 (OOD positive):\n")
         out.append("| OOD set | n | " + " | ".join(LABELS[k] for k in SCORES) + " |")
         out.append("|---|---|" + "---|" * len(SCORES))
