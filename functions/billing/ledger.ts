@@ -242,6 +242,11 @@ export class LedgerStore {
     });
   }
 
+  /** Appends an event that carries no charge (the operator's changes to a tenant's keys). */
+  async append(tenantId: string, audit: AuditInput): Promise<void> {
+    this.appendAudit(tenantId, new Date(this.clock()).toISOString(), audit);
+  }
+
   /** Days in [from, to] (YYYY-MM-DD, UTC) with any usage, oldest first. */
   async usage(tenantId: string, from: string, to: string): Promise<UsageDay[]> {
     const rows = this.db.all<{ day: string; kind: MeterKind; units: number }>(

@@ -78,7 +78,8 @@ export function billingSuite(runtime: string, { call, op, tenant, world, ingest 
         }],
         'GET /v1/audit': [(k) => call('GET', '/v1/audit', { key: k }), (r) => {
           expect(r.status).toBe(200);
-          expect(r.body.events).toEqual([]);
+          expect(r.body.events.map((e: { action: string }) => e.action)).toEqual(['key.create']);
+          leaksNothing(r);
         }],
         'POST /v1/admin/tenants': [(k) => call('POST', '/v1/admin/tenants', { key: k, body: { name: `t-${a.col}` } }), operatorOnly],
         'GET /v1/admin/tenants': [(k) => call('GET', '/v1/admin/tenants', { key: k }), operatorOnly],
@@ -109,7 +110,7 @@ export function billingSuite(runtime: string, { call, op, tenant, world, ingest 
       expect((await call('GET', `/v1/collections/${a.col}/items/x`, { key: a.all })).body.code).toBe('ffff');
       expect(await totals(a.all)).toEqual(before);
       const log = await call('GET', '/v1/audit', { key: a.all });
-      expect(log.body.events.map((e: { action: string }) => e.action)).toEqual(['items.ingest', 'collection.create']);
+      expect(log.body.events.map((e: { action: string }) => e.action)).toEqual(['items.ingest', 'collection.create', 'key.create']);
     });
 
     it('a revoked key is refused on every route at once', async () => {
@@ -134,8 +135,12 @@ export function billingSuite(runtime: string, { call, op, tenant, world, ingest 
         if (route === 'GET /healthz') expect(r.status, route).toBe(200);
         else expect([route, r.status, r.body?.error?.code]).toEqual([route, 401, 'invalid_key']);
       }
-      // The tenant's other keys are unaffected.
+      // The tenant's other keys are unaffected, and its admin sees who revoked what.
       expect((await search(a.all, a.col)).status).toBe(200);
+      const log = await call('GET', '/v1/audit', { key: a.all });
+      expect(log.body.events.filter((e: { action: string }) => e.action === 'key.revoke')).toEqual([
+        expect.objectContaining({ key_id: 'operator', detail: { key: k.id } }),
+      ]);
     });
   });
 
@@ -317,6 +322,7 @@ export function billingSuite(runtime: string, { call, op, tenant, world, ingest 
       const log = await call('GET', '/v1/audit', { key: admin });
       expect(log.body.events).toEqual([
         expect.objectContaining({ key_id: 'operator', action: 'plan.update', collection: null, detail: { rate_per_second: 2.5, burst: 7, monthly_quota: 1000 } }),
+        expect.objectContaining({ key_id: 'operator', action: 'key.create', collection: null }),
       ]);
     });
   });
@@ -343,7 +349,9 @@ export function billingSuite(runtime: string, { call, op, tenant, world, ingest 
         { key_id: allKey, action: 'items.delete', collection: col, detail: { ids: ['scan-2'] } },
         { key_id: searcher.id, action: 'search', collection: col, detail: { k: 5, results: 2 } },
         { key_id: allKey, action: 'items.ingest', collection: col, detail: { count: 2, ids: ['scan-1', 'scan-2'] } },
+        { key_id: 'operator', action: 'key.create', collection: null, detail: { key: searcher.id } },
         { key_id: allKey, action: 'collection.create', collection: col, detail: { bits: 64, descriptor_dims: 0 } },
+        { key_id: 'operator', action: 'key.create', collection: null, detail: { key: allKey } },
       ]);
       const seqs = log.body.events.map((e: { seq: number }) => e.seq);
       expect([...seqs].sort((x, y) => y - x)).toEqual(seqs);
@@ -355,7 +363,9 @@ export function billingSuite(runtime: string, { call, op, tenant, world, ingest 
       expect(page1.body.events.map((e: { action: string }) => e.action)).toEqual(['collection.delete', 'items.delete']);
       const page2 = await call('GET', `/v1/audit?limit=2&before=${page1.body.next_before}`, { key: all });
       expect(page2.body.events.map((e: { action: string }) => e.action)).toEqual(['search', 'items.ingest']);
-      const last = await call('GET', `/v1/audit?limit=2&before=${page2.body.next_before}`, { key: all });
+      const page3 = await call('GET', `/v1/audit?limit=2&before=${page2.body.next_before}`, { key: all });
+      expect(page3.body.events.map((e: { action: string }) => e.action)).toEqual(['key.create', 'collection.create']);
+      const last = await call('GET', `/v1/audit?limit=2&before=${page3.body.next_before}`, { key: all });
       expect(last.body.events).toHaveLength(1);
       expect(last.body.next_before).toBeNull();
       expect((await call('GET', '/v1/audit?limit=0', { key: all })).body.error.field).toBe('limit');
