@@ -1,9 +1,8 @@
 // Workers' strongly consistent side: one control Durable Object (tenants, keys, collection
 // registry), one Durable Object per tenant (its billing ledger: plan, usage counters,
 // idempotency records, audit log) and one Durable Object per collection, the single writer of
-// its index. All keep
-// their state in DO SQLite through the same SqlDb code that Node runs on node:sqlite, and
-// answer one `call` RPC that carries MedhashErrors as data (util/rpc.ts).
+// its index. All keep their state in DO SQLite through the same SqlDb code that Node runs on
+// node:sqlite, and answer one `call` RPC that carries MedhashErrors as data (util/rpc.ts).
 import { DurableObject } from 'cloudflare:workers';
 import { LedgerStore } from '../billing/ledger.ts';
 import { ControlStore } from '../control/store.ts';

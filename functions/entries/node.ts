@@ -1,7 +1,7 @@
 // Node entry: the app on @hono/node-server with every store on node:sqlite under
 // MEDHASH_DATA_DIR (default .medhash/): kv.sqlite plays Workers KV, control.sqlite the Durable
-// Objects (control plane, writer heads, billing ledger). Writes to a collection are serialised by its
-// in-process writer's mutex; the heads' compare-and-swap guards against a second process.
+// Objects (control plane, writer heads, billing ledger). Writes to a collection are serialised
+// by its in-process writer's mutex; the heads' compare-and-swap guards against a second process.
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';

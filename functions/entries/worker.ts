@@ -1,6 +1,7 @@
 // Workers entry: the same app as Node, over Workers KV (shards, manifests) and Durable
-// Objects (control plane; one billing ledger per tenant; one single writer per collection). The wasm kernel must be imported
-// at build time: workerd refuses to compile wasm from bytes at run time.
+// Objects (control plane; one billing ledger per tenant; one single writer per collection).
+// The wasm kernel must be imported at build time: workerd refuses to compile wasm from bytes
+// at run time.
 import type { Ledger } from '../billing/ledger.ts';
 import type { ControlPlane } from '../control/store.ts';
 import { createApp } from '../api/app.ts';
