@@ -69,6 +69,21 @@ describe('billing ledger', () => {
     expect((await store.admit(T, { kind: 'search', units: 1, idempotency: { key: 'k', fingerprint: 'other' } })).outcome).toBe('admitted');
   });
 
+  it('an answer too large to keep is billed once: its retries run again for free', async () => {
+    const { store } = ledger();
+    const idempotency = { key: 'big', fingerprint: 'f' };
+    const first = await store.admit(T, { kind: 'search', units: 1, idempotency });
+    if (first.outcome !== 'admitted') throw new Error(first.outcome);
+    await store.finish(T, { charge: first.charge, ok: true });
+    for (const ok of [false, true]) {
+      const again = await store.admit(T, { kind: 'search', units: 1, idempotency });
+      if (again.outcome !== 'admitted') throw new Error(again.outcome);
+      expect(again.charge.units).toBe(0);
+      await store.finish(T, { charge: again.charge, ok });
+    }
+    expect((await store.usage(T, '2026-11-26', '2026-11-26'))[0].search).toBe(1);
+  });
+
   it('the audit log is append-only in the database itself', async () => {
     const { store, db } = ledger();
     await store.finish(T, { ok: true, audit: actor });

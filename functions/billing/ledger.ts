@@ -83,7 +83,7 @@ export interface AuditEvent {
 export interface Finish {
   charge?: Charge;
   ok: boolean;
-  /** Kept for replays when the charge carried an idempotency key and the call succeeded. */
+  /** Kept for replays when the charge carried an idempotency key and the call succeeded; absent: too large to keep. */
   response?: StoredResponse;
   audit?: AuditInput;
 }
@@ -185,7 +185,11 @@ export class LedgerStore {
         if (prior) {
           if (prior.fingerprint !== idem.fingerprint) return { outcome: 'key_reused' };
           if (prior.state === 'done') {
-            return { outcome: 'replay', response: { status: Number(prior.status), content_type: String(prior.content_type), body: String(prior.body) } };
+            if (prior.body !== null) {
+              return { outcome: 'replay', response: { status: Number(prior.status), content_type: String(prior.content_type), body: prior.body } };
+            }
+            // Answered and billed, but too large to keep: the retry runs again, free of charge.
+            return { outcome: 'admitted', charge: { day: prior.day, kind: prior.kind, units: 0, idempotency_key: idem.key }, rate: this.bucket(tenantId, this.loadPlan(tenantId), nowMs).state };
           }
           if (prior.created_ms > nowMs - PENDING_TTL_MS) return { outcome: 'in_progress' };
           // The first attempt died mid-way: this retry takes over its charge rather than adding one.
@@ -230,12 +234,13 @@ export class LedgerStore {
       const { charge } = f;
       if (charge && !f.ok) {
         this.addUnits(tenantId, charge.day, charge.kind, -charge.units);
-        if (charge.idempotency_key) this.db.run('DELETE FROM idempotency WHERE tenant_id = ? AND key = ?', tenantId, charge.idempotency_key);
+        // A failed first attempt frees its key; a failed re-run of an answered request does not.
+        if (charge.idempotency_key) this.db.run("DELETE FROM idempotency WHERE tenant_id = ? AND key = ? AND state = 'pending'", tenantId, charge.idempotency_key);
       }
-      if (charge?.idempotency_key && f.ok && f.response) {
+      if (charge?.idempotency_key && f.ok) {
         this.db.run(
           "UPDATE idempotency SET state = 'done', status = ?, content_type = ?, body = ? WHERE tenant_id = ? AND key = ?",
-          f.response.status, f.response.content_type, f.response.body, tenantId, charge.idempotency_key,
+          f.response?.status ?? null, f.response?.content_type ?? null, f.response?.body ?? null, tenantId, charge.idempotency_key,
         );
       }
       if (f.ok && f.audit) this.appendAudit(tenantId, at, f.audit);

@@ -11,7 +11,7 @@ import type { AuditInput, Charge, MeterKind, RateState, StoredResponse } from '.
 
 export const IDEMPOTENCY_HEADER = 'Idempotency-Key';
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
-/** Larger successful responses are still billed once, but a retry re-runs rather than replays. */
+/** Larger successful responses are billed once but not kept: a retry runs again, free of charge. */
 const MAX_STORED_RESPONSE = 1 << 20;
 
 interface RequestMeter {
