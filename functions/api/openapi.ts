@@ -29,3 +29,11 @@ export const security = [{ bearer: [] }];
 export const json = <T>(schema: T, description: string) => ({ description, content: { 'application/json': { schema } } });
 
 export const jsonBody = <T>(schema: T) => ({ required: true, content: { 'application/json': { schema } } });
+
+/** The rate-limit state on a metered route's answer (docs/BILLING.md). */
+export const rateLimitHeaders = {
+  'RateLimit-Limit': { description: "The tenant's burst: metered requests accepted at once.", schema: { type: 'integer' as const } },
+  'RateLimit-Remaining': { description: 'Whole tokens left in the bucket.', schema: { type: 'integer' as const } },
+  'RateLimit-Reset': { description: 'Seconds until the bucket is full again.', schema: { type: 'integer' as const } },
+  'RateLimit-Policy': { description: '`<burst>;w=<seconds to refill from empty>`.', schema: { type: 'string' as const } },
+};

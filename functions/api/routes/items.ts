@@ -9,7 +9,7 @@ import { toHex } from '../../util/bytes.ts';
 import { badRequest, MedhashError } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
 import { parseCode } from '../codes.ts';
-import { errors, json, jsonBody, security, type App } from '../openapi.ts';
+import { errors, json, jsonBody, rateLimitHeaders, security, type App } from '../openapi.ts';
 import { CollectionParams, IdempotencyHeaders, IngestBody, IngestResult, ItemParams, ItemSchema } from '../schemas.ts';
 
 const tags = ['items'];
@@ -43,7 +43,7 @@ export function itemRoutes(app: App, backend: Backend): void {
         'Idempotent by item id: re-sending a batch changes nothing and gets the same answer. Ids must be unique within a batch. ' +
         'Every item sent is billed; send an Idempotency-Key to make a retry free.',
       request: { params: CollectionParams, headers: IdempotencyHeaders, body: jsonBody(IngestBody) },
-      responses: { 200: json(IngestResult, 'All items are stored as sent.'), ...errors(400, 401, 402, 403, 404, 409, 413, 415, 422, 429, 503) },
+      responses: { 200: { ...json(IngestResult, 'All items are stored as sent.'), headers: rateLimitHeaders }, ...errors(400, 401, 402, 403, 404, 409, 413, 415, 422, 429, 503) },
     }),
     async (c) => {
       const col = await requireCollection(c, backend, 'ingest', c.req.valid('param').collection);

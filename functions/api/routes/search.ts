@@ -8,7 +8,7 @@ import { parseMetadata } from '../../shards/metadata.ts';
 import { badRequest } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
 import { parseCode } from '../codes.ts';
-import { errors, json, jsonBody, security, type App } from '../openapi.ts';
+import { errors, json, jsonBody, rateLimitHeaders, security, type App } from '../openapi.ts';
 import { CollectionParams, IdempotencyHeaders, SearchBody, SearchResult } from '../schemas.ts';
 
 export function searchRoutes(app: App, backend: Backend): void {
@@ -17,7 +17,7 @@ export function searchRoutes(app: App, backend: Backend): void {
       method: 'post', path: '/v1/collections/{collection}/search', tags: ['search'], security,
       summary: 'The k nearest items by Hamming distance (scope: search; metered: 1 unit)',
       request: { params: CollectionParams, headers: IdempotencyHeaders, body: jsonBody(SearchBody) },
-      responses: { 200: json(SearchResult, 'Ranked results.'), ...errors(400, 401, 402, 403, 404, 409, 415, 422, 429, 503) },
+      responses: { 200: { ...json(SearchResult, 'Ranked results.'), headers: rateLimitHeaders }, ...errors(400, 401, 402, 403, 404, 409, 415, 422, 429, 503) },
     }),
     async (c) => {
       const col = await requireCollection(c, backend, 'search', c.req.valid('param').collection);
