@@ -1,6 +1,7 @@
 // What the app needs from its runtime. The entries (entries/node.ts, entries/worker.ts) build
 // one of these; everything behind the routes is the same code on both runtimes.
 import type { HammingKernel } from '../../wasm/hamming.ts';
+import type { Ledger } from '../billing/ledger.ts';
 import type { ControlPlane } from '../control/store.ts';
 import type { CollectionReader } from '../store/reader.ts';
 import type { ApplyResult, CollectionSpec, WriteOp } from '../store/writer.ts';
@@ -14,6 +15,8 @@ export interface CollectionWriterApi {
 export interface Backend {
   runtime: 'node' | 'workers';
   control: ControlPlane;
+  /** The billing ledger holding `tenantId`: one store on Node, the tenant's Durable Object on Workers. */
+  ledger(tenantId: string): Ledger;
   writer(spec: CollectionSpec): CollectionWriterApi;
   reader: CollectionReader;
   kernel: HammingKernel;

@@ -1,7 +1,7 @@
 // Node entry: the app on @hono/node-server with every store on node:sqlite under
 // MEDHASH_DATA_DIR (default .medhash/): kv.sqlite plays Workers KV, control.sqlite the Durable
-// Objects (control plane and writer heads). Writes to a collection are serialised by its
-// in-process writer's mutex; the heads' compare-and-swap guards against a second process.
+// Objects (control plane, writer heads, billing ledger). Writes to a collection are serialised
+// by its in-process writer's mutex; the heads' compare-and-swap guards against a second process.
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -9,6 +9,7 @@ import { serve, type ServerType } from '@hono/node-server';
 import { loadHammingKernel } from '../../wasm/load-node.ts';
 import { createApp } from '../api/app.ts';
 import type { Backend } from '../api/backend.ts';
+import { LedgerStore } from '../billing/ledger.ts';
 import { ControlStore } from '../control/store.ts';
 import { migrateHeads, sqlHeadStore, type Head } from '../store/head.ts';
 import { CollectionReader } from '../store/reader.ts';
@@ -67,9 +68,11 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
     writerFor({ id, bits, descriptor_dims }).maintain().catch((e) => console.error(`maintenance of ${id}: ${String(e)}`));
   }
 
+  const ledger = new LedgerStore(sql);
   const backend: Backend = {
     runtime: 'node',
     control: new ControlStore(sql),
+    ledger: () => ledger,
     writer: writerFor,
     reader: new CollectionReader(kv, opts.cacheBytes ?? 256 << 20),
     kernel: await loadHammingKernel(),

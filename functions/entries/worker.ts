@@ -1,6 +1,8 @@
 // Workers entry: the same app as Node, over Workers KV (shards, manifests) and Durable
-// Objects (control plane; one single writer per collection). The wasm kernel must be imported
-// at build time: workerd refuses to compile wasm from bytes at run time.
+// Objects (control plane; one billing ledger per tenant; one single writer per collection).
+// The wasm kernel must be imported at build time: workerd refuses to compile wasm from bytes
+// at run time.
+import type { Ledger } from '../billing/ledger.ts';
 import type { ControlPlane } from '../control/store.ts';
 import { createApp } from '../api/app.ts';
 import type { Backend } from '../api/backend.ts';
@@ -13,7 +15,7 @@ import hammingModule from '../../wasm/hamming.wasm';
 import type { CollectionEndpoint } from './durable.ts';
 import type { WorkerEnv } from './worker-env.ts';
 
-export { CollectionDO, ControlDO } from './durable.ts';
+export { CollectionDO, ControlDO, LedgerDO } from './durable.ts';
 
 // An isolate has 128 MB; decoded shards and their wasm tables get a quarter of it.
 const CACHE_BYTES = 32 << 20;
@@ -23,6 +25,7 @@ async function buildApp(env: WorkerEnv) {
   const backend: Backend = {
     runtime: 'workers',
     control: rpcClient<ControlPlane>((m, a) => env.CONTROL.get(env.CONTROL.idFromName('control')).call(m, a) as Promise<RpcReply>),
+    ledger: (tenantId) => rpcClient<Ledger>((m, a) => env.LEDGERS.get(env.LEDGERS.idFromName(tenantId)).call(m, a) as Promise<RpcReply>),
     writer(spec: CollectionSpec) {
       const stub = env.COLLECTIONS.get(env.COLLECTIONS.idFromName(spec.id));
       const endpoint = rpcClient<CollectionEndpoint>((m, a) => stub.call(m, a) as Promise<RpcReply>);

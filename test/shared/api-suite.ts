@@ -1,6 +1,7 @@
 // The HTTP behaviour of medhash, written once and run against both apps: the Node app
 // (test/api.node.test.ts) and the Worker inside workerd (test/workers/api.test.ts).
 import { describe, expect, it } from 'vitest';
+import { billingSuite } from './billing-suite.ts';
 
 export interface ApiHarness {
   fetch(req: Request): Promise<Response>;
@@ -9,14 +10,14 @@ export interface ApiHarness {
   shardMaxItems: number;
 }
 
-interface Reply {
+export interface Reply {
   status: number;
   body: any;
   headers: Headers;
 }
 
 const BASE = 'http://medhash.test';
-const uniq = (): string => Math.random().toString(36).slice(2, 10);
+export const uniq = (): string => Math.random().toString(36).slice(2, 10);
 
 /** Hamming distance of two hex codes (test oracle, independent of the kernel). */
 function hexDistance(a: string, b: string): number {
@@ -95,6 +96,8 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
   }
 
   const ingest = (key: string, col: string, items: unknown[]) => call('POST', `/v1/collections/${col}/items`, { key, body: { items } });
+
+  billingSuite(runtime, { call, op, tenant, world, ingest });
 
   describe(`medhash API (${runtime})`, () => {
     describe('service', () => {
