@@ -8,6 +8,7 @@ import { notFoundRoute, onError, validationError } from './errors.ts';
 import { json } from './openapi.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { collectionRoutes } from './routes/collections.ts';
+import { imageSearchRoutes } from './routes/image-search.ts';
 import { itemRoutes } from './routes/items.ts';
 import { searchRoutes } from './routes/search.ts';
 import { MAX_BODY_BYTES } from './schemas.ts';
@@ -51,6 +52,7 @@ export function createApp(backend: Backend): OpenAPIHono {
   collectionRoutes(app, backend);
   itemRoutes(app, backend);
   searchRoutes(app, backend);
+  imageSearchRoutes(app, backend);
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', {
     type: 'http',
