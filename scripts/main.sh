@@ -8,7 +8,8 @@
 # set, default ../shared/data/mednist) or IMAGES (a folder of <label>/<image> files instead),
 # MAX_ITEMS (images indexed, default 3000 of MedNIST's 11,645 db images, to stay within ~10
 # minutes on a 2-core machine; MAX_ITEMS=all for every one), PORT (default 8787), BACKEND_PORT
-# (default 8788), MEDHASH_DATA_DIR (default .medhash/main), MAIN_EXIT=1 to stop after the demo.
+# (default 8788), ORT_THREADS (the backend's onnxruntime threads, default 1: fastest on a small
+# machine shared with other work; raise it on a dedicated many-core one), MEDHASH_DATA_DIR (default .medhash/main), MAIN_EXIT=1 to stop after the demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -37,7 +38,7 @@ wait_up() {
 
 pids=()  # the two servers, as node processes (a shell function in the background would leave its node behind)
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
-"$NODE" scripts/medhash.mjs backend --model "$MODEL" --port "$BACKEND_PORT" & pids+=($!)
+"$NODE" scripts/medhash.mjs backend --model "$MODEL" --port "$BACKEND_PORT" --threads "${ORT_THREADS:-1}" & pids+=($!)
 wait_up "$MEDHASH_BACKEND_URL" "the inference backend"
 "$NODE" scripts/medhash.mjs serve --port "$PORT" --model "$MODEL" --backend-url "$MEDHASH_BACKEND_URL" & pids+=($!)
 wait_up "$MEDHASH_URL" "the service"

@@ -21,7 +21,7 @@ import { createNodeBackend, type NodeBackend } from '../functions/entries/node.t
 import type { NodeEdgeEncoder } from '../functions/inference/edge.ts';
 import { createNodeImageEncoder } from '../functions/inference/node.ts';
 import { Client } from '../scripts/cli/client.ts';
-import { dataSetImages, type ImageFile } from '../scripts/cli/images.ts';
+import { dataSetImages, type DataSetImages, type ImageFile } from '../scripts/cli/images.ts';
 import { sharedDataRoot } from '../scripts/data/shared-data.ts';
 import { TEST_OPERATOR_KEY } from './shared/constants.ts';
 
@@ -40,6 +40,7 @@ let server: ServerType;
 let url: string;
 let key: string;
 let modelId: string;
+let querySet: DataSetImages;
 let queries: ImageFile[];
 /** The backend's code for each query image (filled by the first test). */
 const reference = new Map<string, string>();
@@ -84,11 +85,13 @@ beforeAll(async () => {
   await api.request('POST', '/v1/collections', { name: 'other-model', bits: 64, model_id: 'someone-else@000000000000' });
   const env = { MEDHASH_URL: url, MEDHASH_API_KEY: key, MEDHASH_BACKEND_URL: backendProc.url, MEDHASH_DATA_DIR: join(dir, 'cli') };
   await cli(['index', '--collection', 'imgs', '--data', DATA, '--split', 'db', '--max-items', String(N_DB)], env);
-  queries = (await dataSetImages(DATA, 'query')).filter((_, i) => i % 97 === 0).slice(0, 8);
+  querySet = await dataSetImages(DATA, 'query');
+  queries = querySet.images.filter((_, i) => i % 97 === 0).slice(0, 8);
 }, 180_000);
 
 afterAll(async () => {
   await backendProc?.stop();
+  await querySet?.close();
   await new Promise((ok) => server?.close(ok));
   node?.close();
   rmSync(dir, { recursive: true, force: true });
@@ -129,7 +132,7 @@ describe('search by image', () => {
   });
 
   it('refuses what is not a PNG or JPEG with a 4xx', async () => {
-    const post = (body: Uint8Array, type: string) =>
+    const post = (body: Uint8Array<ArrayBuffer>, type: string) =>
       fetch(`${url}/v1/collections/imgs/search/image`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': type }, body });
     expect((await post(new Uint8Array([1, 2, 3]), 'text/plain')).status).toBe(415);
     expect((await post(new Uint8Array(0), 'image/png')).status).toBe(400);
@@ -185,11 +188,11 @@ describe('inference backend queue', () => {
       app.request('/v1/encode', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ inputs: Array.from({ length: n }, () => ({ tensor })) }) });
     const ok = await post(2);
     expect(ok.status).toBe(200);
-    expect((await ok.json()).results).toHaveLength(2);
+    expect(((await ok.json()) as { results: unknown[] }).results).toHaveLength(2);
     const full = await post(3);
     expect(full.status).toBe(503);
     expect(Number(full.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
-    expect((await full.json()).error.code).toBe('overloaded');
+    expect(((await full.json()) as { error: { code: string } }).error.code).toBe('overloaded');
     await encoder.close();
   });
 });

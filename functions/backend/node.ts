@@ -15,6 +15,8 @@ export interface BackendOptions {
   port: number;
   hostname: string;
   cuda: boolean;
+  /** onnxruntime's intra-op threads; unset: its default. */
+  threads?: number;
   batcher?: BatcherOptions;
 }
 
@@ -35,7 +37,7 @@ export async function warmUp(encoder: Encoder, maxBatch: number): Promise<void> 
 export async function startBackend(opts: BackendOptions): Promise<RunningBackend> {
   const { card, onnx } = await loadCard(opts.model);
   await initNodeImageCodecs();
-  const encoder = await loadNodeEncoder(onnx, card, { cuda: opts.cuda });
+  const encoder = await loadNodeEncoder(onnx, card, { cuda: opts.cuda, threads: opts.threads });
   const batcher = opts.batcher ?? DEFAULT_BATCHER;
   await warmUp(encoder, batcher.maxBatch);
   const service = createBackendApp(encoder, batcher);

@@ -36,15 +36,22 @@ export function folderImages(dir: string): ImageFile[] {
   return out;
 }
 
+export interface DataSetImages {
+  images: ImageFile[];
+  /** Closes the tar; the images cannot be read after. */
+  close(): Promise<void>;
+}
+
 /** A data set's images of one split, in manifest order; ids are `<set>/<path>`. */
-export async function dataSetImages(dir: string, split: string): Promise<ImageFile[]> {
+export async function dataSetImages(dir: string, split: string): Promise<DataSetImages> {
   const set = basename(dir.replace(/\/+$/, ''));
   const rows = (await readManifest(dir)).filter((r) => r.split === split);
   if (rows.length === 0) throw new Error(`${dir}: no images in split ${JSON.stringify(split)}`);
+  const bad = rows.find((r) => !contentTypeOf(r.path));
+  if (bad) throw new Error(`${dir}/manifest.csv: ${bad.path} is not a PNG or JPEG file`);
   const tar = await TarReader.open(join(dir, 'images.tar'));
-  return rows.map((r) => {
-    const type = contentTypeOf(r.path);
-    if (!type) throw new Error(`${dir}/manifest.csv: ${r.path} is not a PNG or JPEG file`);
-    return { id: `${set}/${r.path}`, label: r.label, contentType: type, read: () => tar.read(r.path), origin: `${dir}/images.tar:${r.path}` };
-  });
+  const images = rows.map((r) => ({
+    id: `${set}/${r.path}`, label: r.label, contentType: contentTypeOf(r.path)!, read: () => tar.read(r.path), origin: `${dir}/images.tar:${r.path}`,
+  }));
+  return { images, close: () => tar.close() };
 }

@@ -21,8 +21,9 @@ const USAGE = `medhash <command> [options]
         Run the API on Node (data in MEDHASH_DATA_DIR, admin API keyed by MEDHASH_OPERATOR_KEY).
         With a model (MEDHASH_MODEL), search by image: through the inference backend
         (MEDHASH_BACKEND_URL), falling back to onnxruntime-web in-process.
-  backend --model M.onnx [--port 8788] [--host 127.0.0.1] [--cuda]
-        Run the inference backend (POST /v1/encode) on onnxruntime-node.
+  backend --model M.onnx [--port 8788] [--host 127.0.0.1] [--cuda] [--threads N]
+        Run the inference backend (POST /v1/encode) on onnxruntime-node (--threads: its
+        intra-op threads; default one per core, 1 is faster on a small shared machine).
 
   index --collection C --codes FILE [--format jsonl|csv] [--batch 1000]
         Upsert items from a JSONL/CSV file of codes, in batches; safe to re-run.
@@ -91,12 +92,15 @@ async function serve(args: string[]) {
 }
 
 async function backend(args: string[]) {
-  const v = parse(args, { model: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' }, cuda: { type: 'boolean' } });
+  const v = parse(args, { model: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' }, cuda: { type: 'boolean' }, threads: { type: 'string' } });
+  const threads = int(v.threads as string | undefined, 'threads');
+  if (threads !== undefined && threads < 1) throw new UsageError('--threads must be at least 1');
   const b = await startBackend({
     model: need(v.model ?? process.env.MEDHASH_MODEL, 'model'),
     port: int(v.port as string | undefined, 'port', 8788)!,
     hostname: (v.host as string | undefined) ?? '127.0.0.1',
     cuda: v.cuda === true,
+    threads,
   });
   console.error(`medhash backend on ${b.url}: ${b.encoder.card.model_id} (${b.encoder.runtime})`);
 }
@@ -122,8 +126,8 @@ async function index(args: string[]) {
     return runIndex(api, collection, source, batchSize, 0);
   }
   const maxItems = int(v['max-items'] as string | undefined, 'max-items');
-  let images: ImageFile[] = v.images ? folderImages(v.images as string) : await dataSetImages(v.data as string, (v.split as string | undefined) ?? 'db');
-  if (maxItems !== undefined) images = images.slice(0, maxItems);
+  const set = v.images ? { images: folderImages(v.images as string), close: async () => undefined } : await dataSetImages(v.data as string, (v.split as string | undefined) ?? 'db');
+  const images: ImageFile[] = maxItems === undefined ? set.images : set.images.slice(0, maxItems);
   const encoder = await openBatchEncoder({ backendUrl: process.env.MEDHASH_BACKEND_URL || undefined, model: (v.model as string | undefined) ?? process.env.MEDHASH_MODEL });
   try {
     if (info.model_id !== encoder.model_id) {
@@ -138,6 +142,7 @@ async function index(args: string[]) {
     await runIndex(api, collection, source, batchSize, images.length - todo.length, (ids) => checkpoint.add(ids), images.length);
   } finally {
     await encoder.close();
+    await set.close();
   }
 }
 
