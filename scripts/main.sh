@@ -6,8 +6,8 @@
 # of each class and report precision@10, then keep serving until Ctrl-C.
 # Options (environment): MODEL (default models/mednist-darf-b64.onnx), DATA (a ../shared/data
 # set, default ../shared/data/mednist) or IMAGES (a folder of <label>/<image> files instead),
-# MAX_ITEMS (images indexed, default 3000 of MedNIST's 11,645 db images, to stay within ~10
-# minutes on a 2-core machine; MAX_ITEMS=all for every one), PORT (default 8787), BACKEND_PORT
+# MAX_ITEMS (index only the first N images; default all: MedNIST's 11,645 db images take about
+# a minute on a 2-core machine), PORT (default 8787), BACKEND_PORT
 # (default 8788), ORT_THREADS (the backend's onnxruntime threads, default 1: fastest on a small
 # machine shared with other work; raise it on a dedicated many-core one), MEDHASH_DATA_DIR (default .medhash/main), MAIN_EXIT=1 to stop after the demo.
 set -euo pipefail
@@ -18,7 +18,7 @@ PORT=${PORT:-8787}
 BACKEND_PORT=${BACKEND_PORT:-8788}
 MODEL=${MODEL:-models/mednist-darf-b64.onnx}
 DATA=${DATA:-../shared/data/mednist}
-MAX_ITEMS=${MAX_ITEMS:-3000}
+MAX_ITEMS=${MAX_ITEMS:-all}
 export MEDHASH_DATA_DIR=${MEDHASH_DATA_DIR:-.medhash/main}
 export MEDHASH_URL="http://127.0.0.1:$PORT"
 export MEDHASH_BACKEND_URL="http://127.0.0.1:$BACKEND_PORT"

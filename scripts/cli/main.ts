@@ -3,6 +3,7 @@
 // MEDHASH_API_KEY (tenant commands) or MEDHASH_OPERATOR_KEY (admin commands).
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import cliProgress from 'cli-progress';
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startBackend } from '../../functions/backend/node.ts';
@@ -134,7 +135,7 @@ async function index(args: string[]) {
       throw new UsageError(`collection ${collection} is for model ${info.model_id ?? '(none)'}, the encoder is ${encoder.model_id}: create the collection with --model-id ${encoder.model_id}`);
     }
     const key = JSON.stringify([api.baseUrl, collection, info.created_at, encoder.model_id]);
-    const cpPath = (v.checkpoint as string | undefined) ?? join(process.env.MEDHASH_DATA_DIR ?? '.medhash', 'checkpoints', `${collection}.${Buffer.from(key).toString('base64url').slice(0, 48)}.ids`);
+    const cpPath = (v.checkpoint as string | undefined) ?? join(process.env.MEDHASH_DATA_DIR ?? '.medhash', 'checkpoints', `${collection}.${createHash('sha256').update(key).digest('hex').slice(0, 16)}.ids`);
     const checkpoint = Checkpoint.open(cpPath, key);
     const todo = images.filter((f) => !checkpoint.has(f.id));
     console.error(`encoding with ${encoder.path}; ${images.length - todo.length} of ${images.length} already published (checkpoint ${cpPath})`);
