@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import * as ortNode from 'onnxruntime-node';
 import * as ortWeb from 'onnxruntime-web';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { packCode } from '../functions/encode/model.ts';
 
 const MODELS = join(import.meta.dirname, '..', 'models');
 const U_TOL = 1e-4;
@@ -21,12 +22,8 @@ const cards: Card[] = existsSync(MODELS)
       .map((f) => JSON.parse(readFileSync(join(MODELS, f), 'utf8')) as Card)
   : [];
 
-/** Sign bits packed as the service packs them: bit i = bit (7 - i % 8) of byte i / 8. */
-function packHex(u: Float32Array): string {
-  const bytes = new Uint8Array(Math.ceil(u.length / 8));
-  u.forEach((v, i) => { if (v > 0) bytes[i >> 3] |= 1 << (7 - (i & 7)); });
-  return Buffer.from(bytes).toString('hex');
-}
+/** Sign bits packed as the service packs them. */
+const packHex = (u: Float32Array): string => Buffer.from(packCode(u)).toString('hex');
 
 function batchInput(golden: Golden): { data: Float32Array; dims: number[] } {
   const per = golden.input_shape.reduce((a, b) => a * b, 1);

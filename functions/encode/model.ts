@@ -70,6 +70,12 @@ function makeEncoder(card: ModelCard, runtime: string, session: OrtSession, Tens
   };
 }
 
+/**
+ * Imported by a name bundlers cannot follow: workerd cannot load onnxruntime-node's native addon,
+ * and bundling it would break the worker build of any module that imports packCode from here.
+ */
+const NODE_ORT = 'onnxruntime-node';
+
 export interface NodeEncoderOptions {
   /** Try the CUDA execution provider first; falls back to the CPU when it is missing. */
   cuda?: boolean;
@@ -79,14 +85,15 @@ export interface NodeEncoderOptions {
 
 /** onnxruntime-node. `runtime` says whether CUDA or the CPU ended up running the model. */
 export async function loadNodeEncoder(onnxBytes: Uint8Array, card: ModelCard, opts: NodeEncoderOptions = {}): Promise<Encoder> {
-  const ort = await import('onnxruntime-node');
+  const ort = (await import(/* @vite-ignore */ NODE_ORT)) as typeof import('onnxruntime-node');
   const threads = opts.threads === undefined ? {} : { intraOpNumThreads: opts.threads };
   if (opts.cuda && ort.listSupportedBackends().some((b) => b.name === 'cuda')) {
     try {
       const session = await ort.InferenceSession.create(onnxBytes, { executionProviders: ['cuda'], ...threads });
       return makeEncoder(card, 'onnxruntime-node/cuda', session, ort.Tensor);
     } catch {
-      // a CUDA build without a usable GPU or driver: the CPU below still answers
+      // the package lists CUDA but its provider library, driver or GPU is missing (onnxruntime
+      // logs one error line then): the CPU below still answers
     }
   }
   const session = await ort.InferenceSession.create(onnxBytes, { executionProviders: ['cpu'], ...threads });

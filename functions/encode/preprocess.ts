@@ -39,51 +39,60 @@ export function resizeWeights(nIn: number, nOut: number): WeightRow[] {
   return rows;
 }
 
+/** Fills `out` with row y of one plane, float64 0-255, as Python computes it before resizing. */
+type PlaneRow = (y: number, out: Float64Array) => void;
+
 /**
- * The decoded pixels as float64 planes of 0-255 values, RGB (decode_rgb of preprocess.py): alpha
- * dropped, grey replicated, 16-bit grey scaled by its own maximum and truncated to an integer as
- * numpy's astype(uint8) does; other 16-bit images keep the high byte, as PIL reads them.
+ * The planes the model sees, produced one row at a time so that a large image never exists as
+ * float64 copies. RGB as decode_rgb of preprocess.py makes it: alpha dropped, grey replicated,
+ * 16-bit grey scaled by its own maximum and truncated as numpy's astype(uint8) does, other 16-bit
+ * images keep the high byte as PIL reads them. 1-channel models get the luma of that RGB, with
+ * numpy's order of operations.
  */
-function rgbPlanes(img: DecodedImage): Float64Array[] {
-  const n = img.width * img.height;
-  const ch = img.channels;
-  const planes = [new Float64Array(n), new Float64Array(n), new Float64Array(n)];
-  const d = img.data;
+function planes(img: DecodedImage, input: ModelCard['input']): PlaneRow[] {
+  const { width: w, channels: ch, data: d } = img;
+  const n = w * img.height;
+  // sample (channel c of pixel p) of the RGB image
+  let sample: (p: number, c: number) => number;
   if (img.bitDepth === 16 && ch === 1) {
     let max = 1;
     for (let p = 0; p < n; p++) max = Math.max(max, (d[2 * p] << 8) | d[2 * p + 1]);
-    for (let p = 0; p < n; p++) {
-      const v = Math.trunc(Math.min(Math.max((((d[2 * p] << 8) | d[2 * p + 1]) / max) * 255, 0), 255));
-      planes[0][p] = planes[1][p] = planes[2][p] = v;
-    }
-    return planes;
+    sample = (p) => Math.trunc(Math.min(Math.max((((d[2 * p] << 8) | d[2 * p + 1]) / max) * 255, 0), 255));
+  } else {
+    const step = img.bitDepth === 16 ? 2 : 1; // high byte of big-endian pairs
+    sample = ch === 1 ? (p) => d[p * step] : (p, c) => d[(p * ch + c) * step];
   }
-  const step = img.bitDepth === 16 ? 2 : 1; // high byte of big-endian pairs
-  for (let p = 0; p < n; p++) {
-    const base = p * ch * step;
-    if (ch === 1) {
-      planes[0][p] = planes[1][p] = planes[2][p] = d[base];
-    } else {
-      planes[0][p] = d[base];
-      planes[1][p] = d[base + step];
-      planes[2][p] = d[base + 2 * step];
-    }
+  if (input.channels === 3) {
+    return [0, 1, 2].map((c): PlaneRow => (y, out) => {
+      for (let x = 0, p = y * w; x < w; x++, p++) out[x] = sample(p, c);
+    });
   }
-  return planes;
+  const [a, b, c] = input.preprocess.grey.weights;
+  return [
+    (y, out) => {
+      for (let x = 0, p = y * w; x < w; x++, p++) out[x] = sample(p, 0) * a + sample(p, 1) * b + sample(p, 2) * c;
+    },
+  ];
 }
 
-/** wy @ x @ wx.T for one (h, w) plane, vertical pass first as numpy evaluates it. */
-function resizePlane(x: Float64Array, h: number, w: number, wy: WeightRow[], wx: WeightRow[]): Float64Array {
+/**
+ * wy @ x @ wx.T for one (h, w) plane. The vertical pass walks the input rows once and adds each
+ * to the output rows whose filter covers it; float64 throughout, so the order of the sums only
+ * moves results far below float32 resolution.
+ */
+function resizePlane(plane: PlaneRow, h: number, w: number, wy: WeightRow[], wx: WeightRow[]): Float64Array {
   const oh = wy.length;
   const ow = wx.length;
+  const users: Array<Array<[number, number]>> = Array.from({ length: h }, () => []);
+  wy.forEach(({ lo, w: ws }, i) => ws.forEach((wk, k) => users[lo + k].push([i, wk])));
   const tmp = new Float64Array(oh * w);
-  for (let i = 0; i < oh; i++) {
-    const { lo, w: ws } = wy[i];
-    const row = tmp.subarray(i * w, (i + 1) * w);
-    for (let k = 0; k < ws.length; k++) {
-      const wk = ws[k];
-      const src = (lo + k) * w;
-      for (let c = 0; c < w; c++) row[c] += wk * x[src + c];
+  const buf = new Float64Array(w);
+  for (let y = 0; y < h; y++) {
+    if (users[y].length === 0) continue;
+    plane(y, buf);
+    for (const [i, wk] of users[y]) {
+      const base = i * w;
+      for (let x = 0; x < w; x++) tmp[base + x] += wk * buf[x];
     }
   }
   const out = new Float64Array(oh * ow);
@@ -101,21 +110,11 @@ function resizePlane(x: Float64Array, h: number, w: number, wy: WeightRow[], wx:
 /** One decoded image -> the model input (channels, size, size), float32 in [0, 1]. */
 export function preprocess(img: DecodedImage, input: ModelCard['input']): Float32Array {
   const size = input.size;
-  const rgb = rgbPlanes(img);
-  const n = img.width * img.height;
-  let planes: Float64Array[];
-  if (input.channels === 1) {
-    const [a, b, c] = input.preprocess.grey.weights;
-    const luma = new Float64Array(n);
-    for (let p = 0; p < n; p++) luma[p] = rgb[0][p] * a + rgb[1][p] * b + rgb[2][p] * c;
-    planes = [luma];
-  } else {
-    planes = rgb;
-  }
   const wy = resizeWeights(img.height, size);
   const wx = resizeWeights(img.width, size);
-  const out = new Float32Array(planes.length * size * size);
-  planes.forEach((plane, c) => {
+  const ps = planes(img, input);
+  const out = new Float32Array(ps.length * size * size);
+  ps.forEach((plane, c) => {
     const r = resizePlane(plane, img.height, img.width, wy, wx);
     for (let k = 0; k < r.length; k++) out[c * size * size + k] = r[k] / 255;
   });

@@ -3,6 +3,7 @@
   sweep   many runs, resumable (a run whose metrics.json exists is skipped)
   ood     second stage: reconstruction decoder on frozen features, OOD scores, thresholds on val
   export  ONNX (opset 17) + model card JSON of a trained run
+  pipeline  train, OOD stage, export and evaluation of one model in one go (e.g. a new class folder)
   codes   encode a split to JSONL codes (id, packed hex code, label) for `medhash index`
   report  tables (docs/RESULTS.md), docs/results/retrieval.json, plots"""
 from __future__ import annotations
@@ -43,7 +44,7 @@ def do_train(args, method: str, bits: int, seed: int, ds=None) -> Path:
         print(f"skip {rd} (done)", file=sys.stderr)
         return rd
     rd.mkdir(parents=True, exist_ok=True)
-    tc = TrainConfig(method=method, bits=bits, seed=seed, epochs=args.epochs or p["epochs"],
+    tc = TrainConfig(method=method, bits=bits, seed=seed, epochs=args.epochs or p["epochs"], threads=args.threads,
                      batch=p.get("batch", 64), lr=p.get("lr", 1e-3),
                      max_steps_per_epoch=p["max_steps_per_epoch"], model=dict(p["model"]))
     with open(rd / "log.txt", "w") as logf:
@@ -79,6 +80,18 @@ def cmd_sweep(args):
                 do_train(args, method, bits, seed, ds)
 
 
+def cmd_pipeline(args):
+    """One model end to end: train (checkpoint on val, tie-aware evaluation of query vs db), fit
+    the OOD stage, export ONNX + card + golden file. Prints the card's name, metrics and OOD threshold."""
+    from .export import export_run
+    from .ood import fit_run
+    rd = do_train(args, args.method, args.bits, args.seed)
+    fit_run(rd, epochs=args.ood_epochs, steps=args.ood_steps)
+    card = export_run(rd, args.name, Path(args.models))
+    print(json.dumps({"model": card["name"], "onnx": str(Path(args.models) / card["onnx"]), "bits": card["bits"],
+                      "classes": card["classes"], **card["metrics"], "ood_threshold": card["ood"]["threshold"]}))
+
+
 def cmd_codes(args):
     """Encode one split of a run's data set to a JSONL codes file that `medhash index` reads."""
     from .metrics import pack_bits
@@ -110,6 +123,7 @@ def main(argv=None):
         p.add_argument("--epochs", type=int, default=0, help="override the preset's epochs")
         p.add_argument("--out", default=str(ROOT / "runs"))
         p.add_argument("--force", action="store_true")
+        p.add_argument("--threads", type=int, default=2, help="torch threads (this machine has 2 cores)")
 
     p = sub.add_parser("train", help="one run")
     common(p)
@@ -124,6 +138,17 @@ def main(argv=None):
     p.add_argument("--bits", nargs="+", type=int, default=[16, 32, 64])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.set_defaults(fn=cmd_sweep)
+
+    p = sub.add_parser("pipeline", help="train + OOD stage + export + evaluation of one model")
+    common(p)
+    p.add_argument("--name", required=True, help="the exported model's name (NAME.onnx, NAME.card.json)")
+    p.add_argument("--models", default=str(ROOT / "models"), help="where the model goes (default: models/)")
+    p.add_argument("--method", default="darf_sch", choices=sorted(METHODS))
+    p.add_argument("--bits", type=int, default=64, choices=(16, 32, 64, 128, 256))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ood-epochs", type=int, default=3)
+    p.add_argument("--ood-steps", type=int, default=150)
+    p.set_defaults(fn=cmd_pipeline)
 
     p = sub.add_parser("codes", help="encode a split of a run's data set to JSONL codes for `medhash index`")
     p.add_argument("--run", required=True)

@@ -123,3 +123,28 @@ def test_tiny_model_exports_with_named_outputs(tmp_path):
     assert proto.opset_import[0].version == 17
     batch = proto.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch.dim_param == "batch"
+
+
+def test_pipeline_trains_exports_and_evaluates_a_new_class_folder(tmp_path, monkeypatch, capsys):
+    """The CLI path a site takes with its own images: class folders in, ONNX + card + metrics out."""
+    import json
+
+    from medhash_model import cli, data
+    folder = tmp_path / "images"
+    per_class: dict[str, int] = {}
+    for r in data.records(DATA / "brain_tumor_mri"):
+        if r.label in ("glioma", "notumor", "pituitary") and per_class.get(r.label, 0) < 90:
+            per_class[r.label] = per_class.get(r.label, 0) + 1
+            (folder / r.label).mkdir(parents=True, exist_ok=True)
+            (folder / r.label / Path(r.id).name).write_bytes(r.load())
+    monkeypatch.setenv("MEDHASH_CACHE", str(tmp_path / "cache"))
+    cli.main(["pipeline", "--data", str(folder), "--preset", "tiny", "--bits", "16", "--threads", str(THREADS),
+              "--out", str(tmp_path / "runs"), "--models", str(tmp_path / "models"), "--name", "site-b16",
+              "--ood-epochs", "1", "--ood-steps", "3"])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["classes"] == ["glioma", "notumor", "pituitary"]
+    assert 0.0 < summary["map100"] <= 1.0 and summary["ood_threshold"] > 0
+    card = json.loads((tmp_path / "models" / "site-b16.card.json").read_text())
+    assert card["bits"] == 16 and card["training"]["data"] == "images"
+    assert onnx.load(str(tmp_path / "models" / "site-b16.onnx")).graph.output[0].name == "u"
+    assert (tmp_path / "models" / "golden" / "site-b16.json").exists()

@@ -1,0 +1,29 @@
+// Encodes images of a ../shared/data set through the service's own path (decodeImage ->
+// preprocess -> Encoder), in batches. Shared by the retrieval evaluation and image indexing.
+import { decodeImage } from '../../functions/encode/image.ts';
+import type { EncodeOutputs, Encoder } from '../../functions/encode/model.ts';
+import { preprocessBatch } from '../../functions/encode/preprocess.ts';
+import type { TarReader } from './shared-data.ts';
+
+/** Calls `onBatch` with each batch's paths and outputs, in order; `done` counts images so far. */
+export async function encodeMembers(
+  tar: TarReader,
+  paths: string[],
+  encoder: Encoder,
+  batchSize: number,
+  onBatch: (paths: string[], out: EncodeOutputs, done: number) => void,
+): Promise<void> {
+  for (let at = 0; at < paths.length; at += batchSize) {
+    const chunk = paths.slice(at, at + batchSize);
+    const imgs = [];
+    for (const p of chunk) {
+      try {
+        imgs.push(await decodeImage(await tar.read(p)));
+      } catch (e) {
+        throw new Error(`${p}: ${(e as Error).message}`);
+      }
+    }
+    const out = await encoder.run(preprocessBatch(imgs, encoder.card.input), chunk.length);
+    onBatch(chunk, out, at + chunk.length);
+  }
+}
