@@ -10,6 +10,7 @@ import { json } from './openapi.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { billingRoutes } from './routes/billing.ts';
 import { collectionRoutes } from './routes/collections.ts';
+import { imageSearchRoutes } from './routes/image-search.ts';
 import { itemRoutes } from './routes/items.ts';
 import { searchRoutes } from './routes/search.ts';
 import { MAX_BODY_BYTES } from './schemas.ts';
@@ -54,6 +55,7 @@ export function createApp(backend: Backend): OpenAPIHono {
   collectionRoutes(app, backend);
   itemRoutes(app, backend);
   searchRoutes(app, backend);
+  imageSearchRoutes(app, backend);
   billingRoutes(app, backend);
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', {

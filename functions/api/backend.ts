@@ -3,6 +3,7 @@
 import type { HammingKernel } from '../../wasm/hamming.ts';
 import type { Ledger } from '../billing/ledger.ts';
 import type { ControlPlane } from '../control/store.ts';
+import type { ImageEncoderApi } from '../inference/remote.ts';
 import type { CollectionReader } from '../store/reader.ts';
 import type { ApplyResult, CollectionSpec, WriteOp } from '../store/writer.ts';
 
@@ -20,6 +21,8 @@ export interface Backend {
   writer(spec: CollectionSpec): CollectionWriterApi;
   reader: CollectionReader;
   kernel: HammingKernel;
+  /** Search by image; unset: that route answers 503. */
+  images?: ImageEncoderApi;
   /** MEDHASH_OPERATOR_KEY; unset disables the admin API. */
   operatorKey: string | undefined;
 }

@@ -58,8 +58,14 @@ export async function meter(c: Context, kind: MeterKind, units: number): Promise
   let idempotency: { key: string; fingerprint: string } | undefined;
   if (key !== undefined) {
     if (!IDEMPOTENCY_KEY.test(key)) throw badRequest('invalid_idempotency_key', `${IDEMPOTENCY_HEADER} must be 1-255 printable ASCII characters without spaces`, IDEMPOTENCY_HEADER);
-    // The body was read by the validator; Hono hands the cached text back.
-    const fingerprint = await sha256Hex(`${c.req.method} ${new URL(c.req.url).pathname}\n${await c.req.text()}`);
+    // Bytes, not text: an image body is not UTF-8, and lossy decoding could make two images look alike.
+    // The body was read by the validator or the handler; Hono hands the cached copy back.
+    const head = new TextEncoder().encode(`${c.req.method} ${new URL(c.req.url).pathname}\n`);
+    const body = new Uint8Array(await c.req.arrayBuffer());
+    const all = new Uint8Array(head.length + body.length);
+    all.set(head);
+    all.set(body, head.length);
+    const fingerprint = await sha256Hex(all);
     idempotency = { key, fingerprint };
   }
   const a = await backend.ledger(tenantId).admit(tenantId, { kind, units, idempotency });

@@ -11,6 +11,8 @@ import { createApp } from '../api/app.ts';
 import type { Backend } from '../api/backend.ts';
 import { LedgerStore } from '../billing/ledger.ts';
 import { ControlStore } from '../control/store.ts';
+import type { ImageEncoderApi } from '../inference/remote.ts';
+import { createNodeImageEncoder, imageSettingsFromEnv, type NodeImageSettings } from '../inference/node.ts';
 import { migrateHeads, sqlHeadStore, type Head } from '../store/head.ts';
 import { CollectionReader } from '../store/reader.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../store/sqlite.ts';
@@ -21,6 +23,8 @@ export interface NodeOptions {
   operatorKey?: string;
   limits?: WriterLimits;
   cacheBytes?: number;
+  /** Search by image; unset: that route answers 503. */
+  images?: ImageEncoderApi;
 }
 
 export interface NodeBackend {
@@ -76,6 +80,7 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
     writer: writerFor,
     reader: new CollectionReader(kv, opts.cacheBytes ?? 256 << 20),
     kernel: await loadHammingKernel(),
+    images: opts.images,
     operatorKey: opts.operatorKey,
   };
   return {
@@ -88,8 +93,16 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
   };
 }
 
-export async function startNodeServer(opts: { port: number; hostname: string; dataDir: string; operatorKey?: string }): Promise<ServerType> {
-  const { backend } = await createNodeBackend(opts);
+export async function startNodeServer(opts: { port: number; hostname: string; dataDir: string; operatorKey?: string; images?: NodeImageSettings | null }): Promise<ServerType> {
+  let images: ImageEncoderApi | undefined;
+  if (opts.images) {
+    const enc = await createNodeImageEncoder(opts.images);
+    // The fallback starts in the background: search by image through the backend need not wait.
+    enc.preload().catch((e) => console.error(`in-process encoder: ${String(e)}`));
+    images = enc;
+    console.error(`search by image: ${opts.images.model}, backend ${opts.images.backendUrl ?? '(none: in-process only)'}`);
+  }
+  const { backend } = await createNodeBackend({ ...opts, images });
   const app = createApp(backend);
   return serve({ fetch: app.fetch, port: opts.port, hostname: opts.hostname }, (info) => {
     console.error(`medhash listening on http://${opts.hostname}:${info.port} (data in ${resolve(opts.dataDir)})`);
@@ -102,5 +115,6 @@ if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1]
     hostname: process.env.HOST ?? '127.0.0.1',
     dataDir: process.env.MEDHASH_DATA_DIR ?? '.medhash',
     operatorKey: process.env.MEDHASH_OPERATOR_KEY,
+    images: imageSettingsFromEnv(process.env),
   });
 }

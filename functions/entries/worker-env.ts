@@ -11,6 +11,8 @@ export interface WorkerEnv {
   MEDHASH_SHARD_MAX_BYTES?: string;
   MEDHASH_SHARD_MAX_ITEMS?: string;
   MEDHASH_GC_GRACE_MS?: string;
+  /** The inference backend for search by image (functions/backend); unset: that route answers 503. */
+  MEDHASH_BACKEND_URL?: string;
 }
 
 // Types `env` and `exports` from "cloudflare:workers" (what `wrangler types` would generate).

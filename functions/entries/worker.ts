@@ -6,6 +6,8 @@ import type { Ledger } from '../billing/ledger.ts';
 import type { ControlPlane } from '../control/store.ts';
 import { createApp } from '../api/app.ts';
 import type { Backend } from '../api/backend.ts';
+import { DEFAULT_EDGE } from '../inference/remote.ts';
+import { workerEdgeEncoder } from '../inference/worker.ts';
 import { workersKV } from '../store/kv.ts';
 import { CollectionReader } from '../store/reader.ts';
 import type { CollectionSpec } from '../store/writer.ts';
@@ -34,6 +36,7 @@ async function buildApp(env: WorkerEnv) {
     },
     reader: new CollectionReader(workersKV(env.MEDHASH_KV), CACHE_BYTES),
     kernel: await HammingKernel.fromModule(hammingModule),
+    images: workerEdgeEncoder({ ...DEFAULT_EDGE, backendUrl: env.MEDHASH_BACKEND_URL || undefined }),
     operatorKey: env.MEDHASH_OPERATOR_KEY,
   };
   return createApp(backend);

@@ -13,6 +13,14 @@ export class ApiError extends Error {
   }
 }
 
+/** A request body sent as it is rather than as JSON (search by image). */
+export class RawBody {
+  constructor(
+    readonly bytes: Uint8Array<ArrayBuffer>,
+    readonly contentType: string,
+  ) {}
+}
+
 // 409 write_conflict, 409 idempotency_in_progress, 429 and 503 are transient by contract;
 // network errors may be.
 const retryable = (e: unknown): boolean =>
@@ -41,8 +49,15 @@ export class Client {
     const headers: Record<string, string> = {};
     if (this.key) headers.authorization = `Bearer ${this.key}`;
     if (idempotencyKey) headers['idempotency-key'] = idempotencyKey;
-    if (body !== undefined) headers['content-type'] = 'application/json';
-    const res = await fetch(new URL(path, this.baseUrl), { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    let payload: BodyInit | undefined;
+    if (body instanceof RawBody) {
+      headers['content-type'] = body.contentType;
+      payload = body.bytes;
+    } else if (body !== undefined) {
+      headers['content-type'] = 'application/json';
+      payload = JSON.stringify(body);
+    }
+    const res = await fetch(new URL(path, this.baseUrl), { method, headers, body: payload });
     const text = await res.text();
     const parsed = text ? (JSON.parse(text) as unknown) : null;
     if (!res.ok) {

@@ -382,6 +382,31 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
       });
     });
 
+    describe('search by image without an encoder', () => {
+      // Neither app here has an inference backend or a model (test/image-search.test.ts has
+      // both): what remains is the refusals, which must hold on both runtimes.
+      const png = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+      it('refuses a collection that records no model (409), before any encoding', async () => {
+        const { all, col } = await world(64);
+        const r = await call('POST', `/v1/collections/${col}/search/image`, { key: all, raw: png, headers: { 'content-type': 'image/png' } });
+        expect(r.status).toBe(409);
+        expect(r.body.error.code).toBe('model_mismatch');
+      });
+
+      it('answers 503 naming the way out when no encoder can run', async () => {
+        const { all } = await world(64);
+        const col = `m-${uniq()}`;
+        expect((await call('POST', '/v1/collections', { key: all, body: { name: col, bits: 64, model_id: 'mednist-darf-b64@d01150afc568' } })).status).toBe(201);
+        const r = await call('POST', `/v1/collections/${col}/search/image?k=5`, { key: all, raw: png, headers: { 'content-type': 'image/png' } });
+        expect(r.status).toBe(503);
+        expect(r.body.error.code).toBe('encoder_unavailable');
+        // Workers cannot run the model in-process: the message points at client-side encoding.
+        if (runtime === 'workers') expect(r.body.error.message).toMatch(/encode the image on the client/);
+        const wrongType = await call('POST', `/v1/collections/${col}/search/image`, { key: all, raw: png, headers: { 'content-type': 'text/plain' } });
+        expect(wrongType.status).toBe(415);
+      });
+    });
+
     describe('malformed requests answer 4xx naming the problem', () => {
       it('rejects each malformed body with the error shape', async () => {
         const { all, col } = await world(64, 2);

@@ -70,6 +70,7 @@ export function billingSuite(runtime: string, { call, op, tenant, world, ingest 
         'GET /v1/collections/{collection}/items/{id}': [(k) => call('GET', `/v1/collections/${a.col}/items/x`, { key: k }), notFound],
         'DELETE /v1/collections/{collection}/items/{id}': [(k) => call('DELETE', `/v1/collections/${a.col}/items/x`, { key: k }), notFound],
         'POST /v1/collections/{collection}/search': [(k) => search(k, a.col), notFound],
+        'POST /v1/collections/{collection}/search/image': [(k) => call('POST', `/v1/collections/${a.col}/search/image`, { key: k, body: {} }), notFound],
         'DELETE /v1/collections/{collection}': [(k) => call('DELETE', `/v1/collections/${a.col}`, { key: k }), notFound],
         'GET /v1/usage': [(k) => call('GET', `/v1/usage?${window()}`, { key: k }), (r) => {
           expect(r.status).toBe(200);

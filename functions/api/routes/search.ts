@@ -1,9 +1,11 @@
 // Search by code. Descriptor re-ranking is a later issue: its hook is in search/search.ts,
 // and until then a `descriptor` field is rejected as unknown rather than silently ignored.
 import { createRoute } from '@hono/zod-openapi';
+import type { Context } from 'hono';
 import { requireCollection } from '../../auth/guard.ts';
 import { audit, meter } from '../../billing/meter.ts';
-import { searchManifest } from '../../search/search.ts';
+import type { CollectionInfo } from '../../control/store.ts';
+import { searchManifest, type SearchQuery } from '../../search/search.ts';
 import { parseMetadata } from '../../shards/metadata.ts';
 import { badRequest } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
@@ -23,20 +25,26 @@ export function searchRoutes(app: App, backend: Backend): void {
       const col = await requireCollection(c, backend, 'search', c.req.valid('param').collection);
       const body = c.req.valid('json');
       const code = parseCode(body.code, col.bits, 'code');
-      if (body.radius !== undefined && body.radius > col.bits) {
-        throw badRequest('invalid_field', `radius must be between 0 and ${col.bits} for a ${col.bits}-bit collection`, 'radius');
-      }
-      await meter(c, 'search', 1);
-      const answer = await backend.reader.withManifest(col.id, async (m) => {
-        const { hits, truncated } = await searchManifest(backend.reader, backend.kernel, m, { code, k: body.k, radius: body.radius });
-        return {
-          generation: m?.generation ?? 0,
-          truncated,
-          results: hits.map((h) => ({ id: h.id, distance: h.distance, metadata: parseMetadata(h.shard.metadataJson(h.row)) })),
-        };
-      });
-      audit(c, 'search', col.name, { k: body.k, results: answer.results.length });
-      return c.json(answer, 200);
+      return c.json(await searchCollection(c, backend, col, { code, k: body.k, radius: body.radius }), 200);
     },
   );
+}
+
+/** A search of one collection as the API answers it, billed and audited as one search; search by
+ * code and by image share it. */
+export async function searchCollection(c: Context, backend: Backend, col: CollectionInfo, q: SearchQuery) {
+  if (q.radius !== undefined && q.radius > col.bits) {
+    throw badRequest('invalid_field', `radius must be between 0 and ${col.bits} for a ${col.bits}-bit collection`, 'radius');
+  }
+  await meter(c, 'search', 1);
+  const answer = await backend.reader.withManifest(col.id, async (m) => {
+    const { hits, truncated } = await searchManifest(backend.reader, backend.kernel, m, q);
+    return {
+      generation: m?.generation ?? 0,
+      truncated,
+      results: hits.map((h) => ({ id: h.id, distance: h.distance, metadata: parseMetadata(h.shard.metadataJson(h.row)) })),
+    };
+  });
+  audit(c, 'search', col.name, { k: q.k, results: answer.results.length });
+  return answer;
 }
