@@ -1,8 +1,10 @@
 // What the app needs from its runtime. The entries (entries/node.ts, entries/worker.ts) build
 // one of these; everything behind the routes is the same code on both runtimes.
 import type { HammingKernel } from '../../wasm/hamming.ts';
+import type { Ledger } from '../billing/ledger.ts';
 import type { ControlPlane } from '../control/store.ts';
 import type { CalibrationLookup } from '../safety/calibration.ts';
+import type { ImageEncoderApi } from '../inference/remote.ts';
 import type { CollectionReader } from '../store/reader.ts';
 import type { ApplyResult, CollectionSpec, WriteOp } from '../store/writer.ts';
 
@@ -15,11 +17,15 @@ export interface CollectionWriterApi {
 export interface Backend {
   runtime: 'node' | 'workers';
   control: ControlPlane;
+  /** The billing ledger holding `tenantId`: one store on Node, the tenant's Durable Object on Workers. */
+  ledger(tenantId: string): Ledger;
   writer(spec: CollectionSpec): CollectionWriterApi;
   reader: CollectionReader;
   kernel: HammingKernel;
   /** OOD calibration of the model a collection names (its model_id), or null. */
   oodCalibration: CalibrationLookup;
+  /** Search by image; unset: that route answers 503. */
+  images?: ImageEncoderApi;
   /** MEDHASH_OPERATOR_KEY; unset disables the admin API. */
   operatorKey: string | undefined;
 }

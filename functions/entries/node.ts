@@ -1,7 +1,7 @@
 // Node entry: the app on @hono/node-server with every store on node:sqlite under
 // MEDHASH_DATA_DIR (default .medhash/): kv.sqlite plays Workers KV, control.sqlite the Durable
-// Objects (control plane and writer heads). Writes to a collection are serialised by its
-// in-process writer's mutex; the heads' compare-and-swap guards against a second process.
+// Objects (control plane, writer heads, billing ledger). Writes to a collection are serialised
+// by its in-process writer's mutex; the heads' compare-and-swap guards against a second process.
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -9,8 +9,11 @@ import { serve, type ServerType } from '@hono/node-server';
 import { loadHammingKernel } from '../../wasm/load-node.ts';
 import { createApp } from '../api/app.ts';
 import type { Backend } from '../api/backend.ts';
+import { LedgerStore } from '../billing/ledger.ts';
 import { ControlStore } from '../control/store.ts';
 import { shippedCalibrations, type CalibrationLookup } from '../safety/calibration.ts';
+import type { ImageEncoderApi } from '../inference/remote.ts';
+import { createNodeImageEncoder, imageSettingsFromEnv, type NodeImageSettings } from '../inference/node.ts';
 import { migrateHeads, sqlHeadStore, type Head } from '../store/head.ts';
 import { CollectionReader } from '../store/reader.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../store/sqlite.ts';
@@ -23,6 +26,8 @@ export interface NodeOptions {
   cacheBytes?: number;
   /** Defaults to the shipped models' cards. */
   oodCalibration?: CalibrationLookup;
+  /** Search by image; unset: that route answers 503. */
+  images?: ImageEncoderApi;
 }
 
 export interface NodeBackend {
@@ -70,13 +75,16 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
     writerFor({ id, bits, descriptor_dims }).maintain().catch((e) => console.error(`maintenance of ${id}: ${String(e)}`));
   }
 
+  const ledger = new LedgerStore(sql);
   const backend: Backend = {
     runtime: 'node',
     control: new ControlStore(sql),
+    ledger: () => ledger,
     writer: writerFor,
     reader: new CollectionReader(kv, opts.cacheBytes ?? 256 << 20),
     kernel: await loadHammingKernel(),
     oodCalibration: opts.oodCalibration ?? shippedCalibrations,
+    images: opts.images,
     operatorKey: opts.operatorKey,
   };
   return {
@@ -89,8 +97,16 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
   };
 }
 
-export async function startNodeServer(opts: { port: number; hostname: string; dataDir: string; operatorKey?: string }): Promise<ServerType> {
-  const { backend } = await createNodeBackend(opts);
+export async function startNodeServer(opts: { port: number; hostname: string; dataDir: string; operatorKey?: string; images?: NodeImageSettings | null }): Promise<ServerType> {
+  let images: ImageEncoderApi | undefined;
+  if (opts.images) {
+    const enc = await createNodeImageEncoder(opts.images);
+    // The fallback starts in the background: search by image through the backend need not wait.
+    enc.preload().catch((e) => console.error(`in-process encoder: ${String(e)}`));
+    images = enc;
+    console.error(`search by image: ${opts.images.model}, backend ${opts.images.backendUrl ?? '(none: in-process only)'}`);
+  }
+  const { backend } = await createNodeBackend({ ...opts, images });
   const app = createApp(backend);
   return serve({ fetch: app.fetch, port: opts.port, hostname: opts.hostname }, (info) => {
     console.error(`medhash listening on http://${opts.hostname}:${info.port} (data in ${resolve(opts.dataDir)})`);
@@ -103,5 +119,6 @@ if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1]
     hostname: process.env.HOST ?? '127.0.0.1',
     dataDir: process.env.MEDHASH_DATA_DIR ?? '.medhash',
     operatorKey: process.env.MEDHASH_OPERATOR_KEY,
+    images: imageSettingsFromEnv(process.env),
   });
 }
