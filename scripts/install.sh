@@ -21,10 +21,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# npm ci only when the lock changed since the last install (it wipes node_modules).
+# npm ci only when the lock changed since the last install (it wipes node_modules). A checkout
+# whose node_modules is a link (a git worktree sharing another checkout's install) leaves it
+# alone: npm ci would empty the shared folder through the link, under every checkout using it.
 stamp=node_modules/.medhash-lock.sha256
 want=$(sha256sum package-lock.json | cut -d' ' -f1)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+if [ -L node_modules ]; then
+  echo "install: node_modules links to $(readlink node_modules); not reinstalling a shared install" >&2
+elif [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "install: npm ci" >&2
   ONNXRUNTIME_NODE_INSTALL=skip npm ci --onnxruntime-node-install=skip --no-audit --no-fund --loglevel=error
   echo "$want" > "$stamp"

@@ -1,13 +1,16 @@
 // The one Hono app both runtimes serve: routes, validation, errors and the OpenAPI document.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
+import { metering } from '../billing/meter.ts';
 import { MedhashError } from '../util/errors.ts';
 import type { Backend } from './backend.ts';
 import { renderDocs } from './docs.ts';
 import { notFoundRoute, onError, validationError } from './errors.ts';
 import { json } from './openapi.ts';
 import { adminRoutes } from './routes/admin.ts';
+import { billingRoutes } from './routes/billing.ts';
 import { collectionRoutes } from './routes/collections.ts';
+import { imageSearchRoutes } from './routes/image-search.ts';
 import { itemRoutes } from './routes/items.ts';
 import { modelRoutes } from './routes/models.ts';
 import { searchRoutes } from './routes/search.ts';
@@ -39,6 +42,7 @@ export function createApp(backend: Backend): OpenAPIHono {
       },
     }),
   );
+  app.use('/v1/*', metering(backend));
 
   app.openapi(
     createRoute({
@@ -52,6 +56,8 @@ export function createApp(backend: Backend): OpenAPIHono {
   collectionRoutes(app, backend);
   itemRoutes(app, backend);
   searchRoutes(app, backend);
+  imageSearchRoutes(app, backend);
+  billingRoutes(app, backend);
   if (backend.models) modelRoutes(app, backend, backend.models);
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', {

@@ -1,9 +1,11 @@
 // What the app needs from its runtime. The entries (entries/node.ts, entries/worker.ts) build
 // one of these; everything behind the routes is the same code on both runtimes.
 import type { HammingKernel } from '../../wasm/hamming.ts';
+import type { Ledger } from '../billing/ledger.ts';
 import type { ControlPlane } from '../control/store.ts';
 import type { ModelCatalog } from '../models/catalog.ts';
 import type { CalibrationLookup } from '../safety/calibration.ts';
+import type { ImageEncoderApi } from '../inference/remote.ts';
 import type { CollectionReader } from '../store/reader.ts';
 import type { ApplyResult, CollectionSpec, WriteOp } from '../store/writer.ts';
 
@@ -16,11 +18,15 @@ export interface CollectionWriterApi {
 export interface Backend {
   runtime: 'node' | 'workers';
   control: ControlPlane;
+  /** The billing ledger holding `tenantId`: one store on Node, the tenant's Durable Object on Workers. */
+  ledger(tenantId: string): Ledger;
   writer(spec: CollectionSpec): CollectionWriterApi;
   reader: CollectionReader;
   kernel: HammingKernel;
   /** OOD calibration of the model a collection names (its model_id), or null. */
   oodCalibration: CalibrationLookup;
+  /** Search by image; unset: that route answers 503. */
+  images?: ImageEncoderApi;
   /** Models served for client-side encoding (/v1/models); absent where the runtime ships none (Workers). */
   models?: ModelCatalog;
   /** MEDHASH_OPERATOR_KEY; unset disables the admin API. */

@@ -1,20 +1,24 @@
 // Every failure leaves as `{"error":{"code","message","field"}}`: MedhashErrors as thrown,
 // zod validation failures reduced to their first issue with the offending field named,
 // framework errors (bad JSON, wrong content type) translated, anything else a logged 500.
+// An idempotent replay also ends the handler early, and leaves as the stored response.
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ZodError } from 'zod';
+import { IdempotentReplay } from '../billing/meter.ts';
 import { ShardFormatError } from '../shards/codec.ts';
 import { ManifestFormatError } from '../shards/manifest.ts';
 import { MedhashError, badRequest } from '../util/errors.ts';
 
 export function errorResponse(c: Context, e: MedhashError): Response {
   if (e.status === 401) c.header('WWW-Authenticate', 'Bearer realm="medhash"');
+  for (const [name, value] of Object.entries(e.headers ?? {})) c.header(name, value);
   return c.json(e.toBody(), e.status);
 }
 
 export function onError(err: Error, c: Context): Response {
   if (err instanceof MedhashError) return errorResponse(c, err);
+  if (err instanceof IdempotentReplay) return err.response();
   if (err instanceof HTTPException) {
     if (err.status === 415) {
       return errorResponse(c, new MedhashError(415, 'unsupported_media_type', `Content-Type must be application/json, got ${JSON.stringify(c.req.header('content-type') ?? '')}`));

@@ -7,12 +7,14 @@ export type App = OpenAPIHono;
 const ERROR_TEXT: Record<number, string> = {
   400: 'Malformed request; the message names the problem and `field` the offending field.',
   401: 'No API key, or an unknown or revoked one.',
+  402: "The tenant's monthly quota is used up; `error.details` holds the quota, the use and when it renews.",
   403: 'The key lacks the scope or the collection, or is the wrong kind of key.',
   404: 'No such collection (in this tenant) or item.',
-  409: 'Conflicts with existing state.',
+  409: 'Conflicts with existing state (or a request with the same Idempotency-Key is still running).',
   413: 'Body or batch too large.',
   415: 'Content-Type is not application/json.',
-  422: 'The query is out of distribution for the collection\'s model; the body carries `ood` with the reasons. Send `allow_ood: true` to get results anyway.',
+  422: 'The Idempotency-Key was already used for a different request; or (search) the query is out of distribution for the collection\'s model: the body then carries `ood` with the reasons, and `allow_ood: true` gets results anyway.',
+  429: "Over the tenant's rate limit; Retry-After says when to retry, RateLimit-* describe the limit.",
   503: 'Temporarily unable; retrying is safe.',
 };
 
@@ -27,3 +29,11 @@ export const security = [{ bearer: [] }];
 export const json = <T>(schema: T, description: string) => ({ description, content: { 'application/json': { schema } } });
 
 export const jsonBody = <T>(schema: T) => ({ required: true, content: { 'application/json': { schema } } });
+
+/** The rate-limit state on a metered route's answer (docs/BILLING.md). */
+export const rateLimitHeaders = {
+  'RateLimit-Limit': { description: "The tenant's burst: metered requests accepted at once.", schema: { type: 'integer' as const } },
+  'RateLimit-Remaining': { description: 'Whole tokens left in the bucket.', schema: { type: 'integer' as const } },
+  'RateLimit-Reset': { description: 'Seconds until the bucket is full again.', schema: { type: 'integer' as const } },
+  'RateLimit-Policy': { description: '`<burst>;w=<seconds to refill from empty>`.', schema: { type: 'string' as const } },
+};

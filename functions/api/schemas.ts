@@ -239,3 +239,89 @@ export const SearchResult = z
     ).openapi({ description: 'Ordered by (score desc, similarity desc, distance, id bytewise): deterministic and independent of shard layout.' }),
   })
   .openapi('SearchResult');
+
+// --- billing ---------------------------------------------------------------------------------
+
+export const IdempotencyHeaders = z.object({
+  'idempotency-key': z.string().optional().openapi({
+    param: { name: 'idempotency-key', in: 'header' },
+    description: 'Makes a retry free: the same key with the same request within 24 h gets the first answer again, billed once; with a different request, 422. 1-255 printable ASCII characters.',
+    example: 'b7d1c7e0-2f4a-4c1e-9a57-3f1f0f6f3a21',
+  }),
+});
+
+export const PlanBody = z
+  .strictObject({
+    rate_per_second: z.number({ error: 'rate_per_second must be a number' }).positive('rate_per_second must be > 0').max(1e6, 'rate_per_second must be <= 1000000')
+      .openapi({ description: 'Token bucket refill: metered requests per second.' }),
+    burst: z.int({ error: 'burst must be an integer' }).min(1, 'burst must be >= 1').max(1e6, 'burst must be <= 1000000')
+      .openapi({ description: 'Bucket size: metered requests accepted at once after a quiet spell.' }),
+    monthly_quota: z.int({ error: 'monthly_quota must be an integer or null' }).min(0, 'monthly_quota must be >= 0').nullable()
+      .openapi({ description: 'Units per calendar month (UTC): searches + encodes + ingested items; null = unlimited.' }),
+  })
+  .openapi('PlanInput');
+
+export const PlanSchema = z
+  .object({
+    tenant_id: z.string(),
+    rate_per_second: z.number(),
+    burst: z.number().int(),
+    monthly_quota: z.number().int().nullable(),
+    updated_at: z.string().nullable().openapi({ description: 'null: no plan set, the tenant runs on the default plan.' }),
+    month: z.object({
+      used: z.number().int().openapi({ description: 'Units used this calendar month (UTC).' }),
+      resets_at: z.string(),
+    }),
+  })
+  .openapi('Plan');
+
+const Day = z.string().regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a date as YYYY-MM-DD (UTC)');
+
+export const UsageQuery = z.object({
+  from: Day.optional().openapi({ param: { name: 'from', in: 'query' }, description: 'First day (UTC), default: the first of this month.', example: '2026-11-01' }),
+  to: Day.optional().openapi({ param: { name: 'to', in: 'query' }, description: 'Last day (UTC), inclusive; default: today.', example: '2026-11-30' }),
+  format: z.enum(['json', 'csv'], { error: 'format must be json or csv' }).optional()
+    .openapi({ param: { name: 'format', in: 'query' }, description: 'Overrides the Accept header (text/csv or application/json).' }),
+});
+
+const UsageCounts = {
+  search: z.number().int(),
+  encode: z.number().int(),
+  ingest_item: z.number().int(),
+  total: z.number().int(),
+};
+
+export const UsageSchema = z
+  .object({
+    version: z.literal(1),
+    tenant_id: z.string(),
+    from: z.string(),
+    to: z.string(),
+    days: z.array(z.object({ day: z.string(), ...UsageCounts })).openapi({ description: 'Days with any use, oldest first.' }),
+    totals: z.object(UsageCounts),
+  })
+  .openapi('Usage');
+
+export const AuditQuery = z.object({
+  limit: z.coerce.number({ error: 'limit must be an integer' }).int('limit must be an integer').min(1, 'limit must be between 1 and 1000').max(1000, 'limit must be between 1 and 1000').default(100)
+    .openapi({ param: { name: 'limit', in: 'query' } }),
+  before: z.coerce.number({ error: 'before must be an integer' }).int('before must be an integer').min(1, 'before must be >= 1').optional()
+    .openapi({ param: { name: 'before', in: 'query' }, description: 'Continue below this seq (the previous page\'s next_before).' }),
+});
+
+export const AuditSchema = z
+  .object({
+    version: z.literal(1),
+    events: z.array(
+      z.object({
+        seq: z.number().int(),
+        at: z.string(),
+        key_id: z.string().openapi({ description: 'The key that acted; "operator" for the admin API.' }),
+        action: z.string().openapi({ example: 'search' }),
+        collection: z.string().nullable(),
+        detail: z.record(z.string(), z.unknown()).openapi({ description: 'Ids and counts only: never codes, image bytes or metadata.' }),
+      }),
+    ).openapi({ description: 'Newest first.' }),
+    next_before: z.number().int().nullable().openapi({ description: 'Pass as `before` for the next page; null: no more.' }),
+  })
+  .openapi('AuditLog');

@@ -9,6 +9,13 @@ import { MedhashError, notFound } from '../util/errors.ts';
 import { timingSafeEqualStr } from '../util/bytes.ts';
 import { bearerToken, hashSecret, type Scope } from './keys.ts';
 
+declare module 'hono' {
+  interface ContextVariableMap {
+    /** The authenticated tenant key of this request (billing/meter.ts bills its tenant). */
+    principal: Principal;
+  }
+}
+
 const operatorHashes = new Map<string, Promise<string>>();
 
 async function isOperator(backend: Backend, hash: string): Promise<boolean> {
@@ -51,6 +58,7 @@ export async function requireTenant(c: Context, backend: Backend, scope: Scope |
   if (collection !== undefined && key.collections && !key.collections.includes(collection)) {
     throw new MedhashError(403, 'collection_forbidden', `this key is not allowed to use collection ${JSON.stringify(collection)}`);
   }
+  c.set('principal', principal);
   return principal;
 }
 

@@ -112,6 +112,12 @@ export class ControlStore {
     return this.db.all<Tenant>('SELECT id, name, created_at FROM tenants ORDER BY name').map((t) => ({ ...t }));
   }
 
+  async getTenant(tenantId: string): Promise<Tenant> {
+    const rows = this.db.all<Tenant>('SELECT id, name, created_at FROM tenants WHERE id = ?', tenantId);
+    if (rows.length === 0) throw notFound('tenant', tenantId);
+    return { ...rows[0] };
+  }
+
   async createKey(tenantId: string, spec: KeySpec, hash: string): Promise<ApiKeyInfo> {
     const row: KeyRow = {
       id: randomId('key'),

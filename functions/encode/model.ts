@@ -80,21 +80,24 @@ const NODE_ORT = 'onnxruntime-node';
 export interface NodeEncoderOptions {
   /** Try the CUDA execution provider first; falls back to the CPU when it is missing. */
   cuda?: boolean;
+  /** onnxruntime's intra-op threads; unset: its default (one per core). */
+  threads?: number;
 }
 
 /** onnxruntime-node. `runtime` says whether CUDA or the CPU ended up running the model. */
 export async function loadNodeEncoder(onnxBytes: Uint8Array, card: ModelCard, opts: NodeEncoderOptions = {}): Promise<Encoder> {
   const ort = (await import(/* @vite-ignore */ NODE_ORT)) as typeof import('onnxruntime-node');
+  const threads = opts.threads === undefined ? {} : { intraOpNumThreads: opts.threads };
   if (opts.cuda && ort.listSupportedBackends().some((b) => b.name === 'cuda')) {
     try {
-      const session = await ort.InferenceSession.create(onnxBytes, { executionProviders: ['cuda'] });
+      const session = await ort.InferenceSession.create(onnxBytes, { executionProviders: ['cuda'], ...threads });
       return makeEncoder(card, 'onnxruntime-node/cuda', session, ort.Tensor);
     } catch {
       // the package lists CUDA but its provider library, driver or GPU is missing (onnxruntime
       // logs one error line then): the CPU below still answers
     }
   }
-  const session = await ort.InferenceSession.create(onnxBytes, { executionProviders: ['cpu'] });
+  const session = await ort.InferenceSession.create(onnxBytes, { executionProviders: ['cpu'], ...threads });
   return makeEncoder(card, 'onnxruntime-node/cpu', session, ort.Tensor);
 }
 

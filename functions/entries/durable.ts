@@ -1,8 +1,10 @@
 // Workers' strongly consistent side: one control Durable Object (tenants, keys, collection
-// registry) and one Durable Object per collection, the single writer of its index. Both keep
-// their state in DO SQLite through the same SqlDb code that Node runs on node:sqlite, and
-// answer one `call` RPC that carries MedhashErrors as data (util/rpc.ts).
+// registry), one Durable Object per tenant (its billing ledger: plan, usage counters,
+// idempotency records, audit log) and one Durable Object per collection, the single writer of
+// its index. All keep their state in DO SQLite through the same SqlDb code that Node runs on
+// node:sqlite, and answer one `call` RPC that carries MedhashErrors as data (util/rpc.ts).
 import { DurableObject } from 'cloudflare:workers';
+import { LedgerStore } from '../billing/ledger.ts';
 import { ControlStore } from '../control/store.ts';
 import { migrateHeads, sqlHeadStore } from '../store/head.ts';
 import { workersKV } from '../store/kv.ts';
@@ -17,6 +19,20 @@ export class ControlDO extends DurableObject<WorkerEnv> {
   constructor(ctx: DurableObjectState, env: WorkerEnv) {
     super(ctx, env);
     this.store = new ControlStore(durableSql(ctx.storage));
+  }
+
+  call(method: string, args: unknown[]): Promise<RpcReply> {
+    return serveRpc(this.store, method, args);
+  }
+}
+
+/** One per tenant (named by its id), so a busy tenant's counting never queues behind another's. */
+export class LedgerDO extends DurableObject<WorkerEnv> {
+  private readonly store: LedgerStore;
+
+  constructor(ctx: DurableObjectState, env: WorkerEnv) {
+    super(ctx, env);
+    this.store = new LedgerStore(durableSql(ctx.storage));
   }
 
   call(method: string, args: unknown[]): Promise<RpcReply> {

@@ -1,7 +1,8 @@
 // Node entry: the app on @hono/node-server with every store on node:sqlite under
 // MEDHASH_DATA_DIR (default .medhash/): kv.sqlite plays Workers KV, control.sqlite the Durable
-// Objects (control plane and writer heads). Writes to a collection are serialised by its
-// in-process writer's mutex; the heads' compare-and-swap guards against a second process.
+// Objects (control plane, writer heads, billing ledger). Writes to a collection are serialised
+// by its in-process writer's mutex; the heads' compare-and-swap guards against a second process.
+// Node only: the model catalog (/v1/models, from models/) and the browser SDK and /ui page.
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -9,10 +10,13 @@ import { serve, type ServerType } from '@hono/node-server';
 import { loadHammingKernel } from '../../wasm/load-node.ts';
 import { createApp } from '../api/app.ts';
 import type { Backend } from '../api/backend.ts';
+import { LedgerStore } from '../billing/ledger.ts';
 import { ControlStore } from '../control/store.ts';
 import { dirCatalog } from '../models/catalog.ts';
 import { sdkRoutes } from '../sdk/serve-node.ts';
 import { shippedCalibrations, type CalibrationLookup } from '../safety/calibration.ts';
+import type { ImageEncoderApi } from '../inference/remote.ts';
+import { createNodeImageEncoder, imageSettingsFromEnv, type NodeImageSettings } from '../inference/node.ts';
 import { migrateHeads, sqlHeadStore, type Head } from '../store/head.ts';
 import { CollectionReader } from '../store/reader.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../store/sqlite.ts';
@@ -27,6 +31,8 @@ export interface NodeOptions {
   cacheBytes?: number;
   /** Defaults to the shipped models' cards. */
   oodCalibration?: CalibrationLookup;
+  /** Search by image; unset: that route answers 503. */
+  images?: ImageEncoderApi;
   /** Folder of model cards and .onnx files served at /v1/models (default: the repository's models/). */
   modelsDir?: string;
 }
@@ -76,13 +82,16 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
     writerFor({ id, bits, descriptor_dims }).maintain().catch((e) => console.error(`maintenance of ${id}: ${String(e)}`));
   }
 
+  const ledger = new LedgerStore(sql);
   const backend: Backend = {
     runtime: 'node',
     control: new ControlStore(sql),
+    ledger: () => ledger,
     writer: writerFor,
     reader: new CollectionReader(kv, opts.cacheBytes ?? 256 << 20),
     kernel: await loadHammingKernel(),
     oodCalibration: opts.oodCalibration ?? shippedCalibrations,
+    images: opts.images,
     models: dirCatalog(opts.modelsDir ?? SHIPPED_MODELS),
     operatorKey: opts.operatorKey,
   };
@@ -96,8 +105,18 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
   };
 }
 
-export async function startNodeServer(opts: NodeOptions & { port: number; hostname: string }): Promise<ServerType> {
-  const { backend } = await createNodeBackend(opts);
+export async function startNodeServer(
+  opts: Omit<NodeOptions, 'images'> & { port: number; hostname: string; images?: NodeImageSettings | null },
+): Promise<ServerType> {
+  let images: ImageEncoderApi | undefined;
+  if (opts.images) {
+    const enc = await createNodeImageEncoder(opts.images);
+    // The fallback starts in the background: search by image through the backend need not wait.
+    enc.preload().catch((e) => console.error(`in-process encoder: ${String(e)}`));
+    images = enc;
+    console.error(`search by image: ${opts.images.model}, backend ${opts.images.backendUrl ?? '(none: in-process only)'}`);
+  }
+  const { backend } = await createNodeBackend({ ...opts, images });
   const app = createApp(backend);
   app.route('/', sdkRoutes());
   return serve({ fetch: app.fetch, port: opts.port, hostname: opts.hostname }, (info) => {
@@ -111,5 +130,6 @@ if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1]
     hostname: process.env.HOST ?? '127.0.0.1',
     dataDir: process.env.MEDHASH_DATA_DIR ?? '.medhash',
     operatorKey: process.env.MEDHASH_OPERATOR_KEY,
+    images: imageSettingsFromEnv(process.env),
   });
 }

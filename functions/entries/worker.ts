@@ -1,10 +1,14 @@
 // Workers entry: the same app as Node, over Workers KV (shards, manifests) and Durable
-// Objects (control plane; one single writer per collection). The wasm kernel must be imported
-// at build time: workerd refuses to compile wasm from bytes at run time.
+// Objects (control plane; one billing ledger per tenant; one single writer per collection).
+// The wasm kernel must be imported at build time: workerd refuses to compile wasm from bytes
+// at run time.
+import type { Ledger } from '../billing/ledger.ts';
 import type { ControlPlane } from '../control/store.ts';
 import { createApp } from '../api/app.ts';
 import { shippedCalibrations } from '../safety/calibration.ts';
 import type { Backend } from '../api/backend.ts';
+import { DEFAULT_EDGE } from '../inference/remote.ts';
+import { workerEdgeEncoder } from '../inference/worker.ts';
 import { workersKV } from '../store/kv.ts';
 import { CollectionReader } from '../store/reader.ts';
 import type { CollectionSpec } from '../store/writer.ts';
@@ -14,7 +18,7 @@ import hammingModule from '../../wasm/hamming.wasm';
 import type { CollectionEndpoint } from './durable.ts';
 import type { WorkerEnv } from './worker-env.ts';
 
-export { CollectionDO, ControlDO } from './durable.ts';
+export { CollectionDO, ControlDO, LedgerDO } from './durable.ts';
 
 // An isolate has 128 MB; decoded shards and their wasm tables get a quarter of it.
 const CACHE_BYTES = 32 << 20;
@@ -24,6 +28,7 @@ async function buildApp(env: WorkerEnv) {
   const backend: Backend = {
     runtime: 'workers',
     control: rpcClient<ControlPlane>((m, a) => env.CONTROL.get(env.CONTROL.idFromName('control')).call(m, a) as Promise<RpcReply>),
+    ledger: (tenantId) => rpcClient<Ledger>((m, a) => env.LEDGERS.get(env.LEDGERS.idFromName(tenantId)).call(m, a) as Promise<RpcReply>),
     writer(spec: CollectionSpec) {
       const stub = env.COLLECTIONS.get(env.COLLECTIONS.idFromName(spec.id));
       const endpoint = rpcClient<CollectionEndpoint>((m, a) => stub.call(m, a) as Promise<RpcReply>);
@@ -33,6 +38,7 @@ async function buildApp(env: WorkerEnv) {
     reader: new CollectionReader(workersKV(env.MEDHASH_KV), CACHE_BYTES),
     kernel: await HammingKernel.fromModule(hammingModule),
     oodCalibration: shippedCalibrations,
+    images: workerEdgeEncoder({ ...DEFAULT_EDGE, backendUrl: env.MEDHASH_BACKEND_URL || undefined }),
     operatorKey: env.MEDHASH_OPERATOR_KEY,
   };
   return createApp(backend);

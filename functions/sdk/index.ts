@@ -2,13 +2,16 @@
 // partner's device with the service's own model (decodeImage + preprocess + onnxruntime-web,
 // WebGPU where `navigator.gpu` gives an adapter, wasm otherwise) and searches by the code and
 // descriptor only, so no image ever leaves the device. The model's card and .onnx come from
-// GET /v1/models/{model_id}/..., and the .onnx is checked against the card's sha256 before use.
+// GET /v1/models/{model_id}/... (or a static folder, `modelsUrl`), and the .onnx is checked
+// against the card's sha256 before use. The encoding is the server's own (backend/encoding.ts),
+// so a code computed here equals the one search by image computes.
 import * as ort from 'onnxruntime-web';
+import { encodingOf } from '../backend/encoding.ts';
+import type { ImageEncoding } from '../backend/protocol.ts';
 import { checkOnnx, parseCard, type ModelCard } from '../encode/card.ts';
 import { decodeImage, initImageCodecs } from '../encode/image.ts';
-import { descriptor, loadWebEncoder, packCode, type Encoder } from '../encode/model.ts';
+import { loadWebEncoder, type Encoder } from '../encode/model.ts';
 import { preprocess } from '../encode/preprocess.ts';
-import { toHex } from '../util/bytes.ts';
 
 /**
  * The WebAssembly files the SDK fetches at run time, served beside the bundle by the Node app
@@ -27,6 +30,12 @@ export interface ClientOptions {
   baseUrl?: string;
   /** Where the ASSETS lie; default the folder this module was loaded from. */
   assetBase?: string;
+  /**
+   * A folder laid out as models/ (NAME.card.json and the .onnx each card names), to download
+   * models from instead of the service's /v1/models, which only the Node entry serves: with a
+   * Workers deployment, host the models statically and name the folder here.
+   */
+  modelsUrl?: string;
 }
 
 export interface CollectionSummary {
@@ -67,16 +76,11 @@ export interface SearchOptions {
   allowOod?: boolean;
 }
 
-export interface EncodedImage {
-  /** Packed sign code, hex. */
-  code: string;
-  /** int8 re-ranking descriptor. */
-  descriptor: number[];
-  /** Softmax of the logits, in the card's `classes` order. */
-  probabilities: number[];
-  /** The model's own OOD score (higher = further from its training data) and its threshold. */
-  oodScore: number;
-  oodThreshold: number;
+/**
+ * What the service's search by image reports per image (hex code, int8 descriptor, class
+ * probabilities, the model's OOD score and threshold), plus where and how fast it ran here.
+ */
+export interface EncodedImage extends ImageEncoding {
   runtime: string;
   encodeMs: number;
 }
@@ -116,18 +120,7 @@ export class BrowserEncoder {
     const t0 = performance.now();
     const img = await decodeImage(bytes, contentType);
     const out = await this.encoder.run(preprocess(img, this.card.input), 1);
-    const max = Math.max(...out.logits);
-    const exp = Array.from(out.logits, (l) => Math.exp(l - max));
-    const sum = exp.reduce((a, b) => a + b, 0);
-    return {
-      code: toHex(packCode(out.u)),
-      descriptor: Array.from(descriptor(out.u)),
-      probabilities: exp.map((e) => e / sum),
-      oodScore: out.oodScore[0],
-      oodThreshold: this.card.ood.threshold,
-      runtime: this.encoder.runtime,
-      encodeMs: performance.now() - t0,
-    };
+    return { ...encodingOf(this.card, out, 0), runtime: this.encoder.runtime, encodeMs: performance.now() - t0 };
   }
 
   close(): Promise<void> {
@@ -146,7 +139,7 @@ export class MedhashClient {
   }
 
   private asset(name: string): string {
-    return new URL(name, this.assets.endsWith('/') ? this.assets : `${this.assets}/`).href;
+    return new URL(name, withSlash(this.assets)).href;
   }
 
   private async request(path: string, init: RequestInit = {}): Promise<Response> {
@@ -175,10 +168,21 @@ export class MedhashClient {
   }
 
   private async loadEncoder(modelId: string, onProgress?: Progress): Promise<BrowserEncoder> {
-    const id = encodeURIComponent(modelId);
-    const card = parseCard(await (await this.request(`/v1/models/${id}/card`)).json());
-    if (card.model_id !== modelId) throw new Error(`the service answered the card of ${card.model_id} for ${modelId}`);
-    const onnx = await readAll(await this.request(`/v1/models/${id}/onnx`), onProgress);
+    let card: ModelCard;
+    let onnxRes: Response;
+    if (this.opts.modelsUrl) {
+      // A model_id is NAME@sha256-prefix; the files are named by NAME, the card checked below.
+      const name = encodeURIComponent(modelId.split('@')[0]);
+      const cardUrl = new URL(`${name}.card.json`, withSlash(new URL(this.opts.modelsUrl, globalThis.location?.href).href));
+      card = parseCard(await (await get(cardUrl.href)).json());
+      onnxRes = await get(new URL(card.onnx, cardUrl).href);
+    } else {
+      const id = encodeURIComponent(modelId);
+      card = parseCard(await (await this.request(`/v1/models/${id}/card`)).json());
+      onnxRes = await this.request(`/v1/models/${id}/onnx`);
+    }
+    if (card.model_id !== modelId) throw new Error(`${modelId}: got the card of ${card.model_id}`);
+    const onnx = await readAll(onnxRes, onProgress);
     await checkOnnx(card, onnx);
     codecs ??= Promise.all([compile(this.asset(ASSETS.png)), compile(this.asset(ASSETS.jpeg))]).then(([png, jpeg]) => initImageCodecs({ png, jpeg }));
     await codecs;
@@ -219,10 +223,20 @@ export class MedhashClient {
   }
 }
 
-async function compile(url: string): Promise<WebAssembly.Module> {
+/** A folder URL as a base for relative names. */
+function withSlash(url: string): string {
+  return url.endsWith('/') ? url : `${url}/`;
+}
+
+/** A static file (asset, model), without the API key: it goes to the service only. */
+async function get(url: string): Promise<Response> {
   const res = await fetch(url);
   if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
-  return WebAssembly.compile(await res.arrayBuffer());
+  return res;
+}
+
+async function compile(url: string): Promise<WebAssembly.Module> {
+  return WebAssembly.compile(await (await get(url)).arrayBuffer());
 }
 
 async function readAll(res: Response, onProgress?: Progress): Promise<Uint8Array> {

@@ -2,10 +2,10 @@
 // and the JSON body `{"error":{"code","message","field"}}`, and survives a Durable Object RPC
 // hop as plain data (see util/rpc.ts), so the store, control plane and API agree on errors.
 
-export type ErrorStatus = 400 | 401 | 403 | 404 | 409 | 413 | 415 | 422 | 500 | 503;
+export type ErrorStatus = 400 | 401 | 402 | 403 | 404 | 409 | 413 | 415 | 422 | 429 | 500 | 503;
 
 export interface ErrorBody {
-  error: { code: string; message: string; field?: string };
+  error: { code: string; message: string; field?: string; details?: Record<string, unknown> };
 }
 
 export class MedhashError extends Error {
@@ -15,12 +15,23 @@ export class MedhashError extends Error {
     readonly code: string,
     message: string,
     readonly field?: string,
+    /** Machine-readable facts behind the message (a quota and its use, a limit). */
+    readonly details?: Record<string, unknown>,
+    /** Response headers the answer needs (Retry-After, RateLimit-*). */
+    readonly headers?: Record<string, string>,
   ) {
     super(message);
   }
 
   toBody(): ErrorBody {
-    return { error: { code: this.code, message: this.message, ...(this.field !== undefined ? { field: this.field } : {}) } };
+    return {
+      error: {
+        code: this.code,
+        message: this.message,
+        ...(this.field !== undefined ? { field: this.field } : {}),
+        ...(this.details !== undefined ? { details: this.details } : {}),
+      },
+    };
   }
 }
 

@@ -5,7 +5,7 @@ import { MedhashError, type ErrorStatus } from './errors.ts';
 
 export type RpcReply =
   | { ok: true; value: unknown }
-  | { ok: false; error: { status: ErrorStatus; code: string; message: string; field?: string } };
+  | { ok: false; error: { status: ErrorStatus; code: string; message: string; field?: string; details?: Record<string, unknown>; headers?: Record<string, string> } };
 
 /** DO side: invokes `target[method](...args)`, a method of the target's own class only, and packs the outcome. */
 export async function serveRpc(target: object, method: string, args: unknown[]): Promise<RpcReply> {
@@ -16,7 +16,7 @@ export async function serveRpc(target: object, method: string, args: unknown[]):
     return { ok: true, value: await fn.apply(target, args) };
   } catch (e) {
     if (e instanceof MedhashError) {
-      return { ok: false, error: { status: e.status, code: e.code, message: e.message, field: e.field } };
+      return { ok: false, error: { status: e.status, code: e.code, message: e.message, field: e.field, details: e.details, headers: e.headers } };
     }
     throw e;
   }
@@ -30,8 +30,8 @@ export function rpcClient<T extends object>(call: (method: string, args: unknown
       return async (...args: unknown[]) => {
         const reply = await call(method, args);
         if (reply.ok) return reply.value;
-        const { status, code, message, field } = reply.error;
-        throw new MedhashError(status, code, message, field);
+        const { status, code, message, field, details, headers } = reply.error;
+        throw new MedhashError(status, code, message, field, details, headers);
       };
     },
   });

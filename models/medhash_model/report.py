@@ -132,7 +132,7 @@ def plots(runs: list[dict], written: list[str], log=print) -> None:
                 continue
             log(f"report: PR curve {data} {m}")
             P, R = pr_over_radius(*codes_of(seed0[0]["dir"])[:4])
-            ax.plot(R, P, label=NAMES[m], lw=2.2 if m == OURS else 1.2)
+            ax.plot(R, P, label=NAMES[m], lw=2.4 if m == OURS else 1.2, zorder=3 if m == OURS else 2)
         ax.set(xlabel="recall", ylabel="precision", title=f"{data}, {bits} bits: within Hamming radius r",
                xlim=(0, 1), ylim=(0, 1.02))
         ax.legend(fontsize=8, loc="lower left")

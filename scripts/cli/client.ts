@@ -13,8 +13,18 @@ export class ApiError extends Error {
   }
 }
 
-// 409 write_conflict and 503 are transient by contract; network errors may be.
-const retryable = (e: unknown): boolean => !(e instanceof ApiError) || e.status === 503 || e.status === 429 || e.code === 'write_conflict';
+/** A request body sent as it is rather than as JSON (search by image). */
+export class RawBody {
+  constructor(
+    readonly bytes: Uint8Array<ArrayBuffer>,
+    readonly contentType: string,
+  ) {}
+}
+
+// 409 write_conflict, 409 idempotency_in_progress, 429 and 503 are transient by contract;
+// network errors may be.
+const retryable = (e: unknown): boolean =>
+  !(e instanceof ApiError) || e.status === 503 || e.status === 429 || e.code === 'write_conflict' || e.code === 'idempotency_in_progress';
 
 export class Client {
   constructor(
@@ -23,9 +33,11 @@ export class Client {
   ) {}
 
   async request<T>(method: string, path: string, body?: unknown, attempts = 4): Promise<T> {
+    // One key for all attempts: a retry of a metered call that did succeed is not billed twice.
+    const idempotencyKey = method === 'POST' ? crypto.randomUUID() : undefined;
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.once<T>(method, path, body);
+        return await this.once<T>(method, path, body, idempotencyKey);
       } catch (e) {
         if (attempt >= attempts || !retryable(e)) throw e;
         await sleep(250 * 2 ** attempt);
@@ -33,11 +45,19 @@ export class Client {
     }
   }
 
-  private async once<T>(method: string, path: string, body?: unknown): Promise<T> {
+  private async once<T>(method: string, path: string, body?: unknown, idempotencyKey?: string): Promise<T> {
     const headers: Record<string, string> = {};
     if (this.key) headers.authorization = `Bearer ${this.key}`;
-    if (body !== undefined) headers['content-type'] = 'application/json';
-    const res = await fetch(new URL(path, this.baseUrl), { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    if (idempotencyKey) headers['idempotency-key'] = idempotencyKey;
+    let payload: BodyInit | undefined;
+    if (body instanceof RawBody) {
+      headers['content-type'] = body.contentType;
+      payload = body.bytes;
+    } else if (body !== undefined) {
+      headers['content-type'] = 'application/json';
+      payload = JSON.stringify(body);
+    }
+    const res = await fetch(new URL(path, this.baseUrl), { method, headers, body: payload });
     const text = await res.text();
     const parsed = text ? (JSON.parse(text) as unknown) : null;
     if (!res.ok) {

@@ -9,6 +9,8 @@ export interface IndexOptions {
   /** Stay well under the API's 8 MiB body limit even with large metadata. */
   maxBatchBytes?: number;
   onBatch?: (sent: number) => void;
+  /** The ids of each batch once the API has stored it (the image indexer's checkpoint). */
+  onPublished?: (ids: string[]) => void;
 }
 
 export interface IndexOutcome {
@@ -39,6 +41,7 @@ export async function indexRecords(client: Client, collection: string, source: R
     }
     out.sent += batch.length;
     out.batches++;
+    opts.onPublished?.(batch.map((r) => r.id));
     opts.onBatch?.(out.sent);
     batch = [];
     ids = new Set();

@@ -3,19 +3,36 @@
 // MEDHASH_API_KEY (tenant commands) or MEDHASH_OPERATOR_KEY (admin commands).
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import cliProgress from 'cli-progress';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { startBackend } from '../../functions/backend/node.ts';
 import { startNodeServer } from '../../functions/entries/node.ts';
-import { ApiError, Client } from './client.ts';
+import { imageSettingsFromEnv } from '../../functions/inference/node.ts';
+import { Checkpoint } from './checkpoint.ts';
+import { ApiError, Client, RawBody } from './client.ts';
+import { encodedSource, openBatchEncoder } from './encode.ts';
+import { contentTypeOf, dataSetImages, folderImages, type ImageFile } from './images.ts';
 import { indexRecords } from './indexer.ts';
-import { fileSource } from './sources.ts';
+import { fileSource, type RecordSource } from './sources.ts';
 
 const USAGE = `medhash <command> [options]
 
-  serve [--port 8787] [--host 127.0.0.1] [--data-dir .medhash]
+  serve [--port 8787] [--host 127.0.0.1] [--data-dir .medhash] [--model M.onnx] [--backend-url URL]
         Run the API on Node (data in MEDHASH_DATA_DIR, admin API keyed by MEDHASH_OPERATOR_KEY).
+        With a model (MEDHASH_MODEL), search by image: through the inference backend
+        (MEDHASH_BACKEND_URL), falling back to onnxruntime-web in-process.
+  backend --model M.onnx [--port 8788] [--host 127.0.0.1] [--cuda] [--threads N]
+        Run the inference backend (POST /v1/encode) on onnxruntime-node (--threads: its
+        intra-op threads; default one per core, 1 is faster on a small shared machine).
 
   index --collection C --codes FILE [--format jsonl|csv] [--batch 1000]
         Upsert items from a JSONL/CSV file of codes, in batches; safe to re-run.
-  search --collection C --code CODE [--k 10] [--radius R] [--json]
+  index --collection C (--images DIR | --data DIR [--split db]) [--max-items N] [--model M.onnx]
+        [--batch 256] [--checkpoint FILE]
+        Encode images (DIR/<label>/<file>, or a ../shared/data set) and upsert them, through the
+        inference backend when MEDHASH_BACKEND_URL is set, else in-process; resumable.
+  search --collection C (--code CODE | --image FILE) [--k 10] [--radius R] [--json]
   collection create --name C --bits 16|32|64|128|256 [--descriptor-dims N] [--model-id M]
   collection list | get --name C | delete --name C
 
@@ -62,33 +79,82 @@ const print = (v: unknown) => console.log(JSON.stringify(v, null, 2));
 const col = (name: string) => `/v1/collections/${encodeURIComponent(name)}`;
 
 async function serve(args: string[]) {
-  const v = parse(args, { port: { type: 'string' }, host: { type: 'string' }, 'data-dir': { type: 'string' } });
+  const v = parse(args, { port: { type: 'string' }, host: { type: 'string' }, 'data-dir': { type: 'string' }, model: { type: 'string' }, 'backend-url': { type: 'string' } });
+  const env = { ...process.env };
+  if (v.model) env.MEDHASH_MODEL = v.model as string;
+  if (v['backend-url']) env.MEDHASH_BACKEND_URL = v['backend-url'] as string;
   await startNodeServer({
     port: int(v.port as string | undefined, 'port', Number(process.env.PORT ?? 8787))!,
     hostname: (v.host as string | undefined) ?? process.env.HOST ?? '127.0.0.1',
     dataDir: (v['data-dir'] as string | undefined) ?? process.env.MEDHASH_DATA_DIR ?? '.medhash',
     operatorKey: process.env.MEDHASH_OPERATOR_KEY,
+    images: imageSettingsFromEnv(env),
   });
 }
 
+async function backend(args: string[]) {
+  const v = parse(args, { model: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' }, cuda: { type: 'boolean' }, threads: { type: 'string' } });
+  const threads = int(v.threads as string | undefined, 'threads');
+  if (threads !== undefined && threads < 1) throw new UsageError('--threads must be at least 1');
+  const b = await startBackend({
+    model: need(v.model ?? process.env.MEDHASH_MODEL, 'model'),
+    port: int(v.port as string | undefined, 'port', 8788)!,
+    hostname: (v.host as string | undefined) ?? '127.0.0.1',
+    cuda: v.cuda === true,
+    threads,
+  });
+  console.error(`medhash backend on ${b.url}: ${b.encoder.card.model_id} (${b.encoder.runtime})`);
+}
+
 async function index(args: string[]) {
-  const v = parse(args, { collection: { type: 'string' }, codes: { type: 'string' }, format: { type: 'string' }, batch: { type: 'string' } });
+  const v = parse(args, {
+    collection: { type: 'string' }, codes: { type: 'string' }, format: { type: 'string' }, batch: { type: 'string' },
+    images: { type: 'string' }, data: { type: 'string' }, split: { type: 'string' }, 'max-items': { type: 'string' },
+    model: { type: 'string' }, checkpoint: { type: 'string' },
+  });
   const collection = need(v.collection, 'collection');
-  const format = v.format as string | undefined;
-  if (format !== undefined && format !== 'jsonl' && format !== 'csv') throw new UsageError('--format must be jsonl or csv');
-  const batchSize = int(v.batch as string | undefined, 'batch', 1000)!;
+  const sources = [v.codes, v.images, v.data].filter((x) => x !== undefined).length;
+  if (sources !== 1) throw new UsageError('give exactly one of --codes, --images, --data');
+  const batchSize = int(v.batch as string | undefined, 'batch', v.codes ? 1000 : 256)!;
   if (batchSize < 1 || batchSize > 1000) throw new UsageError('--batch must be between 1 and 1000');
-  const source = fileSource(need(v.codes, 'codes'), format);
   const api = client(v, 'MEDHASH_API_KEY');
-  await api.request('GET', col(collection)); // fail fast on a wrong name or key, before reading the file
-  const total = await source.count();
+  // Fail fast on a wrong name or key, before reading or encoding anything.
+  const info = await api.request<{ bits: number; descriptor_dims: number; model_id: string | null; created_at: string }>('GET', col(collection));
+  if (v.codes) {
+    const format = v.format as string | undefined;
+    if (format !== undefined && format !== 'jsonl' && format !== 'csv') throw new UsageError('--format must be jsonl or csv');
+    const source = fileSource(v.codes as string, format);
+    return runIndex(api, collection, source, batchSize, 0);
+  }
+  const maxItems = int(v['max-items'] as string | undefined, 'max-items');
+  const set = v.images ? { images: folderImages(v.images as string), close: async () => undefined } : await dataSetImages(v.data as string, (v.split as string | undefined) ?? 'db');
+  const images: ImageFile[] = maxItems === undefined ? set.images : set.images.slice(0, maxItems);
+  const encoder = await openBatchEncoder({ backendUrl: process.env.MEDHASH_BACKEND_URL || undefined, model: (v.model as string | undefined) ?? process.env.MEDHASH_MODEL });
+  try {
+    if (info.model_id !== encoder.model_id) {
+      throw new UsageError(`collection ${collection} is for model ${info.model_id ?? '(none)'}, the encoder is ${encoder.model_id}: create the collection with --model-id ${encoder.model_id}`);
+    }
+    const key = JSON.stringify([api.baseUrl, collection, info.created_at, encoder.model_id]);
+    const cpPath = (v.checkpoint as string | undefined) ?? join(process.env.MEDHASH_DATA_DIR ?? '.medhash', 'checkpoints', `${collection}.${createHash('sha256').update(key).digest('hex').slice(0, 16)}.ids`);
+    const checkpoint = Checkpoint.open(cpPath, key);
+    const todo = images.filter((f) => !checkpoint.has(f.id));
+    console.error(`encoding with ${encoder.path}; ${images.length - todo.length} of ${images.length} already published (checkpoint ${cpPath})`);
+    const source = encodedSource(todo, encoder, { descriptors: info.descriptor_dims === encoder.bits, chunk: Math.min(batchSize, 64) });
+    await runIndex(api, collection, source, batchSize, images.length - todo.length, (ids) => checkpoint.add(ids), images.length);
+  } finally {
+    await encoder.close();
+    await set.close();
+  }
+}
+
+async function runIndex(api: Client, collection: string, source: RecordSource, batchSize: number, done: number, onPublished?: (ids: string[]) => void, total?: number) {
   const bar = new cliProgress.SingleBar(
     { stream: process.stderr, format: 'indexing |{bar}| {value}/{total} items | {eta_formatted} left', hideCursor: true },
     cliProgress.Presets.shades_classic,
   );
-  bar.start(total, 0);
+  bar.start(total ?? (await source.count()), done);
   try {
-    const out = await indexRecords(api, collection, source, { batchSize, onBatch: (sent) => bar.update(sent) });
+    const out = await indexRecords(api, collection, source, { batchSize, onBatch: (sent) => bar.update(done + sent), onPublished });
     bar.stop();
     console.error(`indexed ${out.sent} items in ${out.batches} batches; ${collection} is at generation ${out.generation}`);
   } catch (e) {
@@ -97,17 +163,36 @@ async function index(args: string[]) {
   }
 }
 
+interface SearchAnswer {
+  generation: number;
+  truncated: boolean;
+  results: Array<{ id: string; distance: number; metadata: Record<string, string> }>;
+  path?: string;
+  code?: string;
+  model_ood?: { score: number; threshold: number };
+}
+
 async function search(args: string[]) {
-  const v = parse(args, { collection: { type: 'string' }, code: { type: 'string' }, k: { type: 'string' }, radius: { type: 'string' }, json: { type: 'boolean' } });
+  const v = parse(args, { collection: { type: 'string' }, code: { type: 'string' }, image: { type: 'string' }, k: { type: 'string' }, radius: { type: 'string' }, json: { type: 'boolean' } });
+  if ((v.code === undefined) === (v.image === undefined)) throw new UsageError('give exactly one of --code, --image');
   const body = {
-    code: need(v.code, 'code'),
     k: int(v.k as string | undefined, 'k', 10),
     ...(v.radius !== undefined ? { radius: int(v.radius as string, 'radius') } : {}),
   };
-  const r = await client(v, 'MEDHASH_API_KEY').request<{ generation: number; truncated: boolean; results: Array<{ id: string; distance: number; metadata: Record<string, string> }> }>(
-    'POST', `${col(need(v.collection, 'collection'))}/search`, body,
-  );
+  const api = client(v, 'MEDHASH_API_KEY');
+  const base = col(need(v.collection, 'collection'));
+  let r: SearchAnswer;
+  if (v.image) {
+    const file = v.image as string;
+    const type = contentTypeOf(file);
+    if (!type) throw new UsageError('--image must be a .png, .jpg or .jpeg file');
+    const q = new URLSearchParams({ k: String(body.k), ...(body.radius !== undefined ? { radius: String(body.radius) } : {}) });
+    r = await api.request<SearchAnswer>('POST', `${base}/search/image?${q}`, new RawBody(new Uint8Array(readFileSync(file)), type));
+  } else {
+    r = await api.request<SearchAnswer>('POST', `${base}/search`, { code: v.code, ...body });
+  }
   if (v.json) return print(r);
+  if (r.path) console.log(`encoded by ${r.path}: code ${r.code}, model OOD score ${r.model_ood?.score.toFixed(3)} (threshold ${r.model_ood?.threshold.toFixed(3)})`);
   r.results.forEach((x, i) => console.log(`${String(i + 1).padStart(4)}  d=${String(x.distance).padStart(3)}  ${x.id}${x.metadata.label ? `  [${x.metadata.label}]` : ''}`));
   if (r.truncated) console.log(`(more than ${body.k} items within radius ${body.radius})`);
 }
@@ -167,7 +252,7 @@ async function admin([sub, ...args]: string[]) {
   }
 }
 
-const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { serve, index, search, collection, admin };
+const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { serve, backend, index, search, collection, admin };
 
 async function main(argv: string[]) {
   const [command, ...args] = argv;

@@ -5,7 +5,7 @@
 // query's class. A Fashion-MNIST photo searched in a brain MRI collection, under a k-NN
 // calibration that flags every query, shows the OOD refusal plainly, and its results once the
 // clinician allows them. Also the model routes the SDK
-// downloads from (/v1/models...).
+// downloads from (/v1/models...), and the SDK taking its model from a static folder instead.
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
@@ -15,6 +15,7 @@ import { gunzipSync } from 'node:zlib';
 import type { ServerType } from '@hono/node-server';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { encodingOf } from '../../functions/backend/encoding.ts';
 import { loadCard, sha256Hex, type LoadedCard, type ModelCard } from '../../functions/encode/card.ts';
 import { decodeImage } from '../../functions/encode/image.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
@@ -142,6 +143,42 @@ it('the /ui page encodes a MedNIST query in Chromium to onnxruntime-node\'s code
   expect(Object.keys(JSON.parse(uploads[0])).sort()).toEqual(['code', 'content_weight', 'descriptor', 'k']);
   expect(problems).toEqual([]);
   await page.close();
+});
+
+it('with modelsUrl the SDK takes the model from a static folder (a Worker has no /v1/models) and reports what search by image would', async () => {
+  const bytes = await tar.read(query.path);
+  const expected = encodingOf(card, await encoder.run(preprocess(await decodeImage(bytes), card.input), 1), 0);
+  const page = await browser.newPage();
+  const fromApi: string[] = [];
+  page.on('request', (r) => {
+    if (r.url().includes('/v1/models')) fromApi.push(r.url());
+  });
+  // A static copy of models/ on the page's origin; it must be asked without the API key.
+  const served: Array<{ file: string; auth: string | undefined }> = [];
+  await page.route(`${base}/static-models/*`, async (route) => {
+    const file = decodeURIComponent(new URL(route.request().url()).pathname.split('/').pop()!);
+    served.push({ file, auth: route.request().headers().authorization });
+    await route.fulfill({ body: readFileSync(join(MODELS, file)) });
+  });
+  await page.goto(`${base}/ui`);
+  // A script string, not a function: the test runner rewrites dynamic imports in this file.
+  const args = JSON.stringify({ key, image: Array.from(bytes), id: card.model_id });
+  const out = (await page.evaluate(`(async () => {
+    const { key, image, id } = ${args};
+    const { MedhashClient } = await import('/sdk/medhash-sdk.js');
+    const client = new MedhashClient({ apiKey: key, modelsUrl: '/static-models' });
+    const { code, descriptor, classes, ood } = await (await client.encoder(id)).encode(new Uint8Array(image), 'image/jpeg');
+    return { code, descriptor, classes, ood };
+  })()`)) as typeof expected;
+  await page.close();
+  expect(served).toEqual([{ file: 'mednist-darf-b64.card.json', auth: undefined }, { file: 'mednist-darf-b64.onnx', auth: undefined }]);
+  expect(fromApi).toEqual([]);
+  expect(out.code).toBe(expected.code);
+  expect(out.descriptor).toEqual(expected.descriptor);
+  expect(out.classes.map((c) => c.name)).toEqual(card.classes);
+  for (const [i, c] of out.classes.entries()) expect(c.p).toBeCloseTo(expected.classes[i].p, 4);
+  expect(out.ood.threshold).toBe(card.ood.threshold);
+  expect(out.ood.score).toBeCloseTo(expected.ood.score, 3);
 });
 
 /** Fashion-MNIST test photo i as a 28x28 grey PNG. */

@@ -1,6 +1,7 @@
 // The HTTP behaviour of medhash, written once and run against both apps: the Node app
 // (test/api.node.test.ts) and the Worker inside workerd (test/workers/api.test.ts).
 import { describe, expect, it } from 'vitest';
+import { billingSuite } from './billing-suite.ts';
 
 export interface ApiHarness {
   fetch(req: Request): Promise<Response>;
@@ -9,14 +10,14 @@ export interface ApiHarness {
   shardMaxItems: number;
 }
 
-interface Reply {
+export interface Reply {
   status: number;
   body: any;
   headers: Headers;
 }
 
 const BASE = 'http://medhash.test';
-const uniq = (): string => Math.random().toString(36).slice(2, 10);
+export const uniq = (): string => Math.random().toString(36).slice(2, 10);
 
 /** Hamming distance of two hex codes (test oracle, independent of the kernel). */
 function hexDistance(a: string, b: string): number {
@@ -95,6 +96,8 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
   }
 
   const ingest = (key: string, col: string, items: unknown[]) => call('POST', `/v1/collections/${col}/items`, { key, body: { items } });
+
+  billingSuite(runtime, { call, op, tenant, world, ingest });
 
   describe(`medhash API (${runtime})`, () => {
     describe('service', () => {
@@ -453,6 +456,31 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect(content.body.results[1]).toMatchObject({ id: 'c', distance: 1, similarity: 1, score: 1 });
         const plain = await search({});
         expect(plain.body.results.map((x: { id: string }) => x.id)).toEqual(['a', 'b', 'd', 'c']);
+      });
+    });
+
+    describe('search by image without an encoder', () => {
+      // Neither app here has an inference backend or a model (test/image-search.test.ts has
+      // both): what remains is the refusals, which must hold on both runtimes.
+      const png = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+      it('refuses a collection that records no model (409), before any encoding', async () => {
+        const { all, col } = await world(64);
+        const r = await call('POST', `/v1/collections/${col}/search/image`, { key: all, raw: png, headers: { 'content-type': 'image/png' } });
+        expect(r.status).toBe(409);
+        expect(r.body.error.code).toBe('model_mismatch');
+      });
+
+      it('answers 503 naming the way out when no encoder can run', async () => {
+        const { all } = await world(64);
+        const col = `m-${uniq()}`;
+        expect((await call('POST', '/v1/collections', { key: all, body: { name: col, bits: 64, model_id: 'mednist-darf-b64@d01150afc568' } })).status).toBe(201);
+        const r = await call('POST', `/v1/collections/${col}/search/image?k=5`, { key: all, raw: png, headers: { 'content-type': 'image/png' } });
+        expect(r.status).toBe(503);
+        expect(r.body.error.code).toBe('encoder_unavailable');
+        // Workers cannot run the model in-process: the message points at client-side encoding.
+        if (runtime === 'workers') expect(r.body.error.message).toMatch(/encode the image on the client/);
+        const wrongType = await call('POST', `/v1/collections/${col}/search/image`, { key: all, raw: png, headers: { 'content-type': 'text/plain' } });
+        expect(wrongType.status).toBe(415);
       });
     });
 

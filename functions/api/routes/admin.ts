@@ -1,8 +1,9 @@
 // Operator API: tenants and their keys. Secrets are generated here, returned once, and only
-// their hashes go to the control plane.
+// their hashes go to the control plane. Key changes are recorded in the tenant's audit log.
 import { createRoute, z } from '@hono/zod-openapi';
 import { generateSecret, hashSecret } from '../../auth/keys.ts';
 import { requireOperator } from '../../auth/guard.ts';
+import type { ApiKeyInfo } from '../../control/store.ts';
 import type { Backend } from '../backend.ts';
 import { errors, json, jsonBody, security, type App } from '../openapi.ts';
 import { ApiKeySchema, ApiKeyWithSecretSchema, CreateKeyBody, CreateTenantBody, TenantSchema } from '../schemas.ts';
@@ -12,6 +13,11 @@ const TenantParams = z.object({ tenant: z.string().min(1).openapi({ param: { nam
 const KeyParams = z.object({ key: z.string().min(1).openapi({ param: { name: 'key', in: 'path' }, example: 'key_0b1d2c3e4f5a6b7c8d9e0f1a' }) });
 
 export function adminRoutes(app: App, backend: Backend): void {
+  const audited = async (key: ApiKeyInfo, action: string): Promise<ApiKeyInfo> => {
+    await backend.ledger(key.tenant_id).append(key.tenant_id, { key_id: 'operator', action, detail: { key: key.id } });
+    return key;
+  };
+
   app.openapi(
     createRoute({
       method: 'post', path: '/v1/admin/tenants', tags, security, summary: 'Create a tenant',
@@ -44,7 +50,7 @@ export function adminRoutes(app: App, backend: Backend): void {
     async (c) => {
       await requireOperator(c, backend);
       const secret = generateSecret();
-      const key = await backend.control.createKey(c.req.valid('param').tenant, c.req.valid('json'), await hashSecret(secret));
+      const key = await audited(await backend.control.createKey(c.req.valid('param').tenant, c.req.valid('json'), await hashSecret(secret)), 'key.create');
       return c.json({ ...key, secret }, 201);
     },
   );
@@ -70,7 +76,7 @@ export function adminRoutes(app: App, backend: Backend): void {
     async (c) => {
       await requireOperator(c, backend);
       const secret = generateSecret();
-      const key = await backend.control.rotateKey(c.req.valid('param').key, await hashSecret(secret));
+      const key = await audited(await backend.control.rotateKey(c.req.valid('param').key, await hashSecret(secret)), 'key.rotate');
       return c.json({ ...key, secret }, 200);
     },
   );
@@ -83,7 +89,7 @@ export function adminRoutes(app: App, backend: Backend): void {
     }),
     async (c) => {
       await requireOperator(c, backend);
-      return c.json(await backend.control.revokeKey(c.req.valid('param').key), 200);
+      return c.json(await audited(await backend.control.revokeKey(c.req.valid('param').key), 'key.revoke'), 200);
     },
   );
 }

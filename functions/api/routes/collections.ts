@@ -2,6 +2,7 @@
 // published manifest, i.e. exactly what searches currently see.
 import { createRoute, z } from '@hono/zod-openapi';
 import { requireCollection, requireTenant } from '../../auth/guard.ts';
+import { audit } from '../../billing/meter.ts';
 import type { CollectionInfo } from '../../control/store.ts';
 import type { Manifest } from '../../shards/manifest.ts';
 import type { Backend } from '../backend.ts';
@@ -38,6 +39,7 @@ export function collectionRoutes(app: App, backend: Backend): void {
       const body = c.req.valid('json');
       const { key } = await requireTenant(c, backend, 'admin', body.name);
       const created = await backend.control.createCollection(key.tenant_id, body);
+      audit(c, 'collection.create', created.name, { bits: created.bits, descriptor_dims: created.descriptor_dims });
       return c.json(collectionView(created, null), 201);
     },
   );
@@ -78,6 +80,7 @@ export function collectionRoutes(app: App, backend: Backend): void {
       // Registry first: from here on no request resolves the name, then the data goes.
       const col = await backend.control.deleteCollection(key.tenant_id, name);
       await backend.writer(col).destroy();
+      audit(c, 'collection.delete', col.name);
       return c.body(null, 204);
     },
   );

@@ -1,6 +1,7 @@
 // Batch ingest (idempotent by item id), item read and item delete.
 import { createRoute, type z } from '@hono/zod-openapi';
 import { requireCollection } from '../../auth/guard.ts';
+import { audit, meter } from '../../billing/meter.ts';
 import type { CollectionInfo } from '../../control/store.ts';
 import { canonicalMetadata, parseMetadata } from '../../shards/metadata.ts';
 import type { WriteOp } from '../../store/writer.ts';
@@ -8,8 +9,8 @@ import { toHex } from '../../util/bytes.ts';
 import { badRequest, MedhashError } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
 import { parseCode } from '../codes.ts';
-import { errors, json, jsonBody, security, type App } from '../openapi.ts';
-import { CollectionParams, IngestBody, IngestResult, ItemParams, ItemSchema } from '../schemas.ts';
+import { errors, json, jsonBody, rateLimitHeaders, security, type App } from '../openapi.ts';
+import { CollectionParams, IdempotencyHeaders, IngestBody, IngestResult, ItemParams, ItemSchema } from '../schemas.ts';
 
 const tags = ['items'];
 
@@ -37,15 +38,20 @@ export function itemRoutes(app: App, backend: Backend): void {
   app.openapi(
     createRoute({
       method: 'post', path: '/v1/collections/{collection}/items', tags, security,
-      summary: 'Upsert a batch of items (scope: ingest)',
-      description: 'Idempotent by item id: re-sending a batch changes nothing and gets the same answer. Ids must be unique within a batch.',
-      request: { params: CollectionParams, body: jsonBody(IngestBody) },
-      responses: { 200: json(IngestResult, 'All items are stored as sent.'), ...errors(400, 401, 403, 404, 409, 413, 415, 503) },
+      summary: 'Upsert a batch of items (scope: ingest; metered: 1 unit per item)',
+      description:
+        'Idempotent by item id: re-sending a batch changes nothing and gets the same answer. Ids must be unique within a batch. ' +
+        'Every item sent is billed; send an Idempotency-Key to make a retry free.',
+      request: { params: CollectionParams, headers: IdempotencyHeaders, body: jsonBody(IngestBody) },
+      responses: { 200: { ...json(IngestResult, 'All items are stored as sent.'), headers: rateLimitHeaders }, ...errors(400, 401, 402, 403, 404, 409, 413, 415, 422, 429, 503) },
     }),
     async (c) => {
       const col = await requireCollection(c, backend, 'ingest', c.req.valid('param').collection);
       const { items } = c.req.valid('json');
-      const result = await backend.writer(col).apply(batchOps(col, items));
+      const ops = batchOps(col, items);
+      await meter(c, 'ingest_item', items.length);
+      const result = await backend.writer(col).apply(ops);
+      audit(c, 'items.ingest', col.name, { count: items.length, ids: items.map((i) => i.id) });
       return c.json({ ingested: items.length, generation: result.generation }, 200);
     },
   );
@@ -79,6 +85,7 @@ export function itemRoutes(app: App, backend: Backend): void {
       const col = await requireCollection(c, backend, 'ingest', collection);
       const result = await backend.writer(col).apply([{ op: 'delete', id }]);
       if (result.missing.length > 0) throw new MedhashError(404, 'item_not_found', `item ${JSON.stringify(id)} not found`);
+      audit(c, 'items.delete', col.name, { ids: [id] });
       return c.body(null, 204);
     },
   );

@@ -1,7 +1,10 @@
 // Search by code: validation of the clinician's controls, the OOD gate (functions/safety), then
-// Hamming retrieval with content re-ranking and metadata filters (functions/search).
+// Hamming retrieval with content re-ranking and metadata filters (functions/search); metered
+// and audited as one search.
 import { createRoute, type z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
 import { requireCollection } from '../../auth/guard.ts';
+import { audit, meter } from '../../billing/meter.ts';
 import type { CollectionInfo } from '../../control/store.ts';
 import { assess, enforce, type ModelOod } from '../../safety/gate.ts';
 import { DEFAULT_CONTENT_WEIGHT } from '../../search/rerank.ts';
@@ -10,17 +13,14 @@ import { parseMetadata, type ItemMetadata } from '../../shards/metadata.ts';
 import { badRequest } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
 import { parseCode } from '../codes.ts';
-import { errors, json, jsonBody, security, type App } from '../openapi.ts';
-import { CollectionParams, SearchBody, SearchResult } from '../schemas.ts';
+import { errors, json, jsonBody, rateLimitHeaders, security, type App } from '../openapi.ts';
+import { CollectionParams, IdempotencyHeaders, SearchBody, SearchResult } from '../schemas.ts';
 
 type Body = z.infer<typeof SearchBody>;
 
 /** The search query of a validated body, with the checks that need the collection's shape. */
 export function searchQuery(col: CollectionInfo, body: Body): SearchQuery {
   const code = parseCode(body.code, col.bits, 'code');
-  if (body.radius !== undefined && body.radius > col.bits) {
-    throw badRequest('invalid_field', `radius must be between 0 and ${col.bits} for a ${col.bits}-bit collection`, 'radius');
-  }
   if (body.descriptor !== undefined && body.descriptor.length !== col.descriptor_dims) {
     throw badRequest('invalid_descriptor', `descriptor must hold ${col.descriptor_dims} values for this collection; got ${body.descriptor.length}`, 'descriptor');
   }
@@ -55,28 +55,33 @@ export function searchRoutes(app: App, backend: Backend): void {
   app.openapi(
     createRoute({
       method: 'post', path: '/v1/collections/{collection}/search', tags: ['search'], security,
-      summary: 'The k nearest items by Hamming distance, re-ranked by content (scope: search)',
+      summary: 'The k nearest items by Hamming distance, re-ranked by content (scope: search; metered: 1 unit)',
       description:
         'Every answer carries `ood`, the out-of-distribution check of the query against the collection\'s model. ' +
         'An out-of-distribution query is refused with 422 unless `allow_ood` is true.',
-      request: { params: CollectionParams, body: jsonBody(SearchBody) },
-      responses: { 200: json(SearchResult, 'Ranked results.'), ...errors(400, 401, 403, 404, 415, 422, 503) },
+      request: { params: CollectionParams, headers: IdempotencyHeaders, body: jsonBody(SearchBody) },
+      responses: { 200: { ...json(SearchResult, 'Ranked results.'), headers: rateLimitHeaders }, ...errors(400, 401, 402, 403, 404, 409, 415, 422, 429, 503) },
     }),
     async (c) => {
       const col = await requireCollection(c, backend, 'search', c.req.valid('param').collection);
       const body = c.req.valid('json');
-      return c.json(await searchCollection(backend, col, searchQuery(col, body), { allowOod: body.allow_ood }), 200);
+      return c.json(await searchCollection(c, backend, col, searchQuery(col, body), { allowOod: body.allow_ood }), 200);
     },
   );
 }
 
 /**
- * A search of one collection as the API answers it, OOD gate included; search by code and by
- * image share it (an image search passes the model's own OOD score as `modelOod`).
+ * A search of one collection as the API answers it, OOD gate included, billed and audited as one
+ * search; search by code and by image share it (an image search passes the model's own OOD
+ * score as `modelOod`).
  */
-export async function searchCollection(backend: Backend, col: CollectionInfo, q: SearchQuery, opts: { allowOod: boolean; modelOod?: ModelOod }) {
+export async function searchCollection(c: Context, backend: Backend, col: CollectionInfo, q: SearchQuery, opts: { allowOod: boolean; modelOod?: ModelOod }) {
+  if (q.radius !== undefined && q.radius > col.bits) {
+    throw badRequest('invalid_field', `radius must be between 0 and ${col.bits} for a ${col.bits}-bit collection`, 'radius');
+  }
+  await meter(c, 'search', 1);
   const cal = backend.oodCalibration(col.model_id);
-  return backend.reader.withManifest(col.id, async (m) => {
+  const answer = await backend.reader.withManifest(col.id, async (m) => {
     const knnDistance = cal?.knn ? await kthNearestDistance(backend.reader, backend.kernel, m, q.code, cal.knn.k) : null;
     const ood = assess(cal, { knnDistance, indexCount: m?.count ?? 0, model: opts.modelOod });
     enforce(ood, opts.allowOod);
@@ -90,4 +95,6 @@ export async function searchCollection(backend: Backend, col: CollectionInfo, q:
       })),
     };
   });
+  audit(c, 'search', col.name, { k: q.k, results: answer.results.length });
+  return answer;
 }

@@ -1,0 +1,133 @@
+// Billing and audit routes: a tenant's usage per day (JSON or CSV) and its audit log, read
+// with a tenant admin key; plans and usage of any tenant for the operator. The formats are
+// contracts (version 1), described in docs/BILLING.md.
+import { createRoute, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { requireOperator, requireTenant } from '../../auth/guard.ts';
+import type { UsageDay } from '../../billing/ledger.ts';
+import { badRequest } from '../../util/errors.ts';
+import type { Backend } from '../backend.ts';
+import { errors, json, jsonBody, security, type App } from '../openapi.ts';
+import { AuditQuery, AuditSchema, PlanBody, PlanSchema, UsageQuery, UsageSchema } from '../schemas.ts';
+
+const TenantParams = z.object({ tenant: z.string().min(1).openapi({ param: { name: 'tenant', in: 'path' }, example: 'tn_6f1c0e2a9b7d4c3e8f10a2b4' }) });
+const MAX_USAGE_DAYS = 366;
+const CSV_COLUMNS = ['day', 'search', 'encode', 'ingest_item', 'total'] as const;
+
+const usageContent = {
+  description: 'Units per day (UTC). JSON, or CSV with the header `day,search,encode,ingest_item,total`.',
+  content: { 'application/json': { schema: UsageSchema }, 'text/csv': { schema: z.string() } },
+};
+
+const today = (): string => new Date().toISOString().slice(0, 10);
+
+function checkDay(day: string, field: string): string {
+  const d = new Date(`${day}T00:00:00Z`);
+  if (Number.isNaN(d.getTime()) || d.toISOString().slice(0, 10) !== day) throw badRequest('invalid_field', `${field} is not a calendar date: ${day}`, field);
+  return day;
+}
+
+async function usageAnswer(c: Context, backend: Backend, tenantId: string, q: z.infer<typeof UsageQuery>): Promise<Response> {
+  const to = checkDay(q.to ?? today(), 'to');
+  const from = checkDay(q.from ?? `${to.slice(0, 7)}-01`, 'from');
+  const span = (Date.parse(to) - Date.parse(from)) / 86_400_000 + 1;
+  if (span < 1) throw badRequest('invalid_field', `from (${from}) must not be after to (${to})`, 'from');
+  if (span > MAX_USAGE_DAYS) throw badRequest('invalid_field', `a usage query spans at most ${MAX_USAGE_DAYS} days; got ${span}`, 'from');
+  const days = await backend.ledger(tenantId).usage(tenantId, from, to);
+  const csv = q.format ? q.format === 'csv' : /\btext\/csv\b/.test(c.req.header('accept') ?? '');
+  if (csv) {
+    const lines = [CSV_COLUMNS.join(','), ...days.map((d) => CSV_COLUMNS.map((k) => d[k]).join(','))];
+    return c.body(`${lines.join('\r\n')}\r\n`, 200, {
+      'content-type': 'text/csv; charset=utf-8',
+      'content-disposition': `attachment; filename="medhash-usage-${tenantId}-${from}-${to}.csv"`,
+    });
+  }
+  return c.json({ version: 1 as const, tenant_id: tenantId, from, to, days, totals: totals(days) }, 200);
+}
+
+function totals(days: UsageDay[]): Omit<UsageDay, 'day'> {
+  const t = { search: 0, encode: 0, ingest_item: 0, total: 0 };
+  for (const d of days) for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] += d[k];
+  return t;
+}
+
+async function planAnswer(backend: Backend, tenantId: string) {
+  const ledger = backend.ledger(tenantId);
+  const plan = await ledger.plan(tenantId);
+  const day = today();
+  const used = totals(await ledger.usage(tenantId, `${day.slice(0, 7)}-01`, day)).total;
+  const resets = new Date(`${day.slice(0, 7)}-01T00:00:00Z`);
+  resets.setUTCMonth(resets.getUTCMonth() + 1);
+  return { tenant_id: tenantId, ...plan, month: { used, resets_at: resets.toISOString() } };
+}
+
+export function billingRoutes(app: App, backend: Backend): void {
+  app.openapi(
+    createRoute({
+      method: 'get', path: '/v1/usage', tags: ['billing'], security, summary: "The tenant's metered units per day (scope: admin)",
+      request: { query: UsageQuery },
+      responses: { 200: usageContent, ...errors(400, 401, 403) },
+    }),
+    async (c) => {
+      const { key } = await requireTenant(c, backend, 'admin');
+      return await usageAnswer(c, backend, key.tenant_id, c.req.valid('query'));
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get', path: '/v1/audit', tags: ['billing'], security, summary: "The tenant's audit log, newest first (scope: admin)",
+      request: { query: AuditQuery },
+      responses: { 200: json(AuditSchema, 'Who did what, and when.'), ...errors(400, 401, 403) },
+    }),
+    async (c) => {
+      const { key } = await requireTenant(c, backend, 'admin');
+      const { limit, before } = c.req.valid('query');
+      const events = await backend.ledger(key.tenant_id).audit(key.tenant_id, limit, before);
+      const next = events.length === limit ? events[events.length - 1].seq : null;
+      return c.json({ version: 1 as const, events, next_before: next }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get', path: '/v1/admin/tenants/{tenant}/plan', tags: ['admin'], security, summary: "A tenant's plan and this month's use",
+      request: { params: TenantParams },
+      responses: { 200: json(PlanSchema, 'The plan.'), ...errors(401, 403, 404, 503) },
+    }),
+    async (c) => {
+      await requireOperator(c, backend);
+      const tenant = await backend.control.getTenant(c.req.valid('param').tenant);
+      return c.json(await planAnswer(backend, tenant.id), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'put', path: '/v1/admin/tenants/{tenant}/plan', tags: ['admin'], security, summary: "Set a tenant's plan (rate limit and monthly quota)",
+      description: 'Creates or replaces the plan; it applies from the next request, with a full bucket. Recorded in the tenant\'s audit log.',
+      request: { params: TenantParams, body: jsonBody(PlanBody) },
+      responses: { 200: json(PlanSchema, 'The plan now in force.'), ...errors(400, 401, 403, 404, 415, 503) },
+    }),
+    async (c) => {
+      await requireOperator(c, backend);
+      const tenant = await backend.control.getTenant(c.req.valid('param').tenant);
+      const input = c.req.valid('json');
+      await backend.ledger(tenant.id).setPlan(tenant.id, input, { key_id: 'operator', action: 'plan.update', detail: { ...input } });
+      return c.json(await planAnswer(backend, tenant.id), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get', path: '/v1/admin/tenants/{tenant}/usage', tags: ['admin'], security, summary: "A tenant's metered units per day",
+      request: { params: TenantParams, query: UsageQuery },
+      responses: { 200: usageContent, ...errors(400, 401, 403, 404, 503) },
+    }),
+    async (c) => {
+      await requireOperator(c, backend);
+      const tenant = await backend.control.getTenant(c.req.valid('param').tenant);
+      return await usageAnswer(c, backend, tenant.id, c.req.valid('query'));
+    },
+  );
+}

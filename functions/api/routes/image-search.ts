@@ -1,0 +1,77 @@
+// Search by image: the body is the image itself (PNG or JPEG); the edge encoder (backend or
+// in-process fallback, inference/edge.ts) turns it into a code, and the search is the same as
+// search by code. The collection must have been coded by the very model that encodes the
+// image: codes of two models are not comparable, so a mismatch is refused, never ranked.
+import { createRoute, z } from '@hono/zod-openapi';
+import { requireCollection } from '../../auth/guard.ts';
+import { MedhashError, badRequest } from '../../util/errors.ts';
+import type { Backend } from '../backend.ts';
+import { parseCode } from '../codes.ts';
+import { errors, json, security, type App } from '../openapi.ts';
+import { CollectionParams, MAX_K, SearchResult } from '../schemas.ts';
+import { searchCollection } from './search.ts';
+
+const IMAGE_TYPES = ['image/png', 'image/jpeg'];
+
+const ImageSearchQuery = z.object({
+  k: z.coerce.number({ error: 'k must be an integer' }).int('k must be an integer').min(1, `k must be between 1 and ${MAX_K}`).max(MAX_K, `k must be between 1 and ${MAX_K}`).default(10)
+    .openapi({ param: { name: 'k', in: 'query' } }),
+  radius: z.coerce.number({ error: 'radius must be an integer' }).int('radius must be an integer').min(0, 'radius must be >= 0').optional()
+    .openapi({ param: { name: 'radius', in: 'query' }, description: 'Only items within this Hamming distance.' }),
+  allow_ood: z.enum(['true', 'false'], { error: 'allow_ood must be true or false' }).default('false').transform((v) => v === 'true')
+    .openapi({ param: { name: 'allow_ood', in: 'query' }, description: 'Return results for an out-of-distribution image (marked so) instead of refusing it with 422.' }),
+});
+
+const ImageSearchResult = SearchResult.extend({
+  path: z.string().openapi({ description: 'Which encoder answered: "backend" (the inference service) or "ort-web-wasm"/"ort-web-webgpu" (in-process fallback).' }),
+  model_id: z.string(),
+  code: z.string().openapi({ description: 'The image\'s code, hex.' }),
+  model_ood: z.object({ score: z.number(), threshold: z.number() }).openapi({ description: 'The model\'s out-of-distribution score of the image and the card\'s threshold.' }),
+  classes: z.array(z.object({ name: z.string(), p: z.number() })).openapi({ description: 'The model\'s class probabilities for the image.' }),
+}).openapi('ImageSearchResult');
+
+export function imageSearchRoutes(app: App, backend: Backend): void {
+  app.openapi(
+    createRoute({
+      method: 'post', path: '/v1/collections/{collection}/search/image', tags: ['search'], security,
+      summary: 'The k nearest items to an image (scope: search)',
+      description: 'The body is the image file itself, Content-Type image/png or image/jpeg. The collection\'s model_id must be the encoder\'s.',
+      request: {
+        params: CollectionParams,
+        query: ImageSearchQuery,
+        body: { required: true, content: Object.fromEntries(IMAGE_TYPES.map((t) => [t, { schema: z.string().openapi({ format: 'binary' }) }])) },
+      },
+      responses: { 200: json(ImageSearchResult, 'The image\'s code, its model OOD score and the ranked results.'), ...errors(400, 401, 403, 404, 409, 413, 415, 422, 503) },
+    }),
+    async (c) => {
+      const col = await requireCollection(c, backend, 'search', c.req.valid('param').collection);
+      const { k, radius, allow_ood: allowOod } = c.req.valid('query');
+      const type = (c.req.header('content-type') ?? '').split(';')[0].trim().toLowerCase();
+      if (!IMAGE_TYPES.includes(type)) {
+        throw new MedhashError(415, 'unsupported_media_type', `Content-Type must be image/png or image/jpeg, got ${JSON.stringify(type)}`);
+      }
+      if (!col.model_id) {
+        throw new MedhashError(409, 'model_mismatch', `collection ${JSON.stringify(col.name)} records no model_id, so its codes cannot be compared with an image's; search it by code`);
+      }
+      if (!backend.images) throw new MedhashError(503, 'encoder_unavailable', 'search by image is not configured on this server (no model: see docs/INFERENCE.md)');
+      const bytes = new Uint8Array(await c.req.arrayBuffer());
+      if (bytes.length === 0) throw badRequest('empty_body', 'the body must be the image file; it is empty');
+      const enc = await backend.images.encodeImage(bytes, type);
+      if (enc.model_id !== col.model_id) {
+        throw new MedhashError(409, 'model_mismatch', `collection ${JSON.stringify(col.name)} holds codes of model ${col.model_id}, but images are encoded by ${enc.model_id}`);
+      }
+      const code = parseCode(enc.encoding.code, col.bits, 'code');
+      const modelOod = { score: enc.encoding.ood.score, threshold: enc.encoding.ood.threshold };
+      // The gate judges the image by the model's own score combined with the code's neighbours.
+      const answer = await searchCollection(c, backend, col, { code, k, radius }, { allowOod, modelOod });
+      return c.json({
+        path: enc.path,
+        model_id: enc.model_id,
+        code: enc.encoding.code,
+        model_ood: modelOod,
+        classes: enc.encoding.classes,
+        ...answer,
+      }, 200);
+    },
+  );
+}

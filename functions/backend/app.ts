@@ -1,0 +1,108 @@
+// The inference backend's HTTP face: POST /v1/encode (a batch of images or preprocessed tensors
+// in, codes, descriptors, class probabilities and OOD scores out), /healthz and /openapi.json.
+// Every input goes through one MicroBatcher, so concurrent requests share model runs.
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { bodyLimit } from 'hono/body-limit';
+import { onError, notFoundRoute, validationError } from '../api/errors.ts';
+import { errors, json, jsonBody } from '../api/openapi.ts';
+import { decodeImage } from '../encode/image.ts';
+import { preprocess } from '../encode/preprocess.ts';
+import type { Encoder } from '../encode/model.ts';
+import { MedhashError, badRequest } from '../util/errors.ts';
+import { fromBase64 } from '../util/bytes.ts';
+import { MicroBatcher, QueueFullError, type BatcherOptions } from './batcher.ts';
+import { encodingOf } from './encoding.ts';
+import { EncodeRequest, EncodeResponse, MAX_INPUTS, PROTOCOL_VERSION, tensorFromBase64, type ImageEncoding } from './protocol.ts';
+
+export const DEFAULT_BATCHER: BatcherOptions = { maxBatch: 32, maxWaitMs: 2, maxQueue: 512 };
+// 64 inputs of a few MB of base64 each at most; images larger than that are refused by decodeImage.
+const MAX_BODY_BYTES = 32 << 20;
+
+/** onnxruntime-node's execution provider: "cuda" or "cpu". */
+export const provider = (encoder: Encoder): 'cpu' | 'cuda' => (encoder.runtime.endsWith('/cuda') ? 'cuda' : 'cpu');
+
+export interface BackendService {
+  app: OpenAPIHono;
+  batcher: MicroBatcher<Float32Array, ImageEncoding>;
+}
+
+export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAULT_BATCHER): BackendService {
+  const { card } = encoder;
+  const size = card.input.channels * card.input.size * card.input.size;
+  const batcher = new MicroBatcher<Float32Array, ImageEncoding>(async (inputs) => {
+    const x = new Float32Array(inputs.length * size);
+    inputs.forEach((t, i) => x.set(t, i * size));
+    const out = await encoder.run(x, inputs.length);
+    return inputs.map((_, i) => encodingOf(card, out, i));
+  }, opts);
+
+  const app = new OpenAPIHono({
+    defaultHook: (result) => {
+      if (!result.success) throw validationError(result.error, result.target);
+    },
+  });
+  app.onError((err, c) => {
+    if (err instanceof QueueFullError) {
+      c.header('Retry-After', String(err.retryAfterS));
+      return c.json(new MedhashError(503, 'overloaded', `${err.message}; retry after ${err.retryAfterS} s`).toBody(), 503);
+    }
+    return onError(err, c);
+  });
+  app.notFound(notFoundRoute);
+  app.use(
+    '/v1/*',
+    bodyLimit({
+      maxSize: MAX_BODY_BYTES,
+      onError: () => {
+        throw new MedhashError(413, 'body_too_large', `request body exceeds ${MAX_BODY_BYTES} bytes`);
+      },
+    }),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get', path: '/healthz', tags: ['service'], summary: 'Liveness, the model and the execution provider',
+      responses: {
+        200: json(z.object({ status: z.literal('ok'), runtime: z.enum(['cpu', 'cuda']), model_id: z.string(), bits: z.number().int(), queue: z.number().int() }), 'Up, model loaded and warm.'),
+      },
+    }),
+    (c) => c.json({ status: 'ok' as const, runtime: provider(encoder), model_id: card.model_id, bits: card.bits, queue: batcher.waiting }, 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post', path: '/v1/encode', tags: ['inference'],
+      summary: `Encode up to ${MAX_INPUTS} images (PNG/JPEG bytes or preprocessed tensors, base64 in JSON)`,
+      request: { body: jsonBody(EncodeRequest) },
+      responses: {
+        200: json(EncodeResponse, 'One result per input, in order.'),
+        ...errors(400, 413, 415),
+        503: { description: 'The queue is full; the Retry-After header says when to retry.', content: { 'application/json': { schema: z.object({ error: z.object({ code: z.string(), message: z.string() }) }) } } },
+      },
+    }),
+    async (c) => {
+      const body = c.req.valid('json');
+      // Decode everything before queueing, so a bad input fails the request without costing a model run.
+      const tensors = await Promise.all(
+        body.inputs.map(async (inp, i) => {
+          if ('tensor' in inp) {
+            const t = tensorFromBase64(inp.tensor, size);
+            if (!t) throw badRequest('invalid_tensor', `inputs.${i}.tensor must be ${size} float32 values (${size * 4} bytes), base64`, `inputs.${i}.tensor`);
+            return t;
+          }
+          const bytes = fromBase64(inp.image);
+          if (!bytes) throw badRequest('invalid_field', `inputs.${i}.image must be standard padded base64`, `inputs.${i}.image`);
+          return preprocess(await decodeImage(bytes, inp.content_type), card.input);
+        }),
+      );
+      const results = await batcher.submit(tensors);
+      return c.json({ version: PROTOCOL_VERSION, model_id: card.model_id, runtime: provider(encoder), results }, 200);
+    },
+  );
+
+  app.doc31('/openapi.json', {
+    openapi: '3.1.0',
+    info: { title: 'medhash inference backend', version: String(PROTOCOL_VERSION), description: 'Images in, hash codes out: the model named by /healthz, with dynamic micro-batching.' },
+  });
+  return { app, batcher };
+}

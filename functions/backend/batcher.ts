@@ -1,0 +1,88 @@
+// Dynamic micro-batching for the inference backend: requests queue up, and one batch at a time
+// runs as soon as `maxBatch` inputs are waiting or the oldest has waited `maxWaitMs`. The queue
+// is bounded: past `maxQueue` waiting inputs a request is refused at once (the HTTP layer turns
+// that into 503 + Retry-After) instead of letting latency and memory grow without limit.
+
+export interface BatcherOptions {
+  maxBatch: number;
+  maxWaitMs: number;
+  maxQueue: number;
+}
+
+export class QueueFullError extends Error {
+  override name = 'QueueFullError';
+  constructor(readonly retryAfterS: number) {
+    super('the inference queue is full');
+  }
+}
+
+interface Pending<I, O> {
+  input: I;
+  resolve: (o: O) => void;
+  reject: (e: unknown) => void;
+}
+
+export class MicroBatcher<I, O> {
+  private queue: Pending<I, O>[] = [];
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private running = false;
+  /** Mean time per input of the batches run so far: the Retry-After estimate. */
+  private msPerInput = 5;
+
+  constructor(
+    private readonly runBatch: (inputs: I[]) => Promise<O[]>,
+    private readonly opts: BatcherOptions,
+  ) {}
+
+  get waiting(): number {
+    return this.queue.length;
+  }
+
+  /** Queues a request of several inputs; all or none are admitted. */
+  submit(inputs: I[]): Promise<O[]> {
+    if (this.queue.length + inputs.length > this.opts.maxQueue) {
+      throw new QueueFullError(Math.max(1, Math.ceil((this.queue.length * this.msPerInput) / 1000)));
+    }
+    const all = inputs.map(
+      (input) => new Promise<O>((resolve, reject) => this.queue.push({ input, resolve, reject })),
+    );
+    this.schedule();
+    return Promise.all(all);
+  }
+
+  private schedule(): void {
+    if (this.running) return; // the running batch schedules the next when it ends
+    if (this.queue.length >= this.opts.maxBatch) {
+      this.clearTimer();
+      void this.drain();
+    } else if (this.queue.length > 0 && !this.timer) {
+      this.timer = setTimeout(() => {
+        this.timer = null;
+        void this.drain();
+      }, this.opts.maxWaitMs);
+    }
+  }
+
+  private clearTimer(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  private async drain(): Promise<void> {
+    if (this.running || this.queue.length === 0) return;
+    this.running = true;
+    const batch = this.queue.splice(0, this.opts.maxBatch);
+    const t0 = performance.now();
+    try {
+      const out = await this.runBatch(batch.map((p) => p.input));
+      batch.forEach((p, i) => p.resolve(out[i]));
+      this.msPerInput = 0.8 * this.msPerInput + (0.2 * (performance.now() - t0)) / batch.length;
+    } catch (e) {
+      batch.forEach((p) => p.reject(e));
+    } finally {
+      this.running = false;
+      // Whatever queued while the model ran is already older than maxWaitMs: run it now.
+      if (this.queue.length > 0) void this.drain();
+    }
+  }
+}

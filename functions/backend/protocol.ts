@@ -1,0 +1,68 @@
+// The inference backend's wire format (version 1, docs/INFERENCE.md): what POST /v1/encode
+// takes and returns. Schemas and codecs only, no model code, so the Worker can import it.
+import { z } from '@hono/zod-openapi';
+import { fromBase64, toBase64 } from '../util/bytes.ts';
+
+export const PROTOCOL_VERSION = 1 as const;
+/** Inputs per request; a bigger batch is the client's to split. */
+export const MAX_INPUTS = 64;
+
+const Base64 = z.string().min(1).regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be standard base64');
+
+export const EncodeInput = z.union([
+  z.strictObject({
+    image: Base64.openapi({ description: 'PNG or JPEG bytes, base64.' }),
+    content_type: z.enum(['image/png', 'image/jpeg'], { error: 'content_type must be image/png or image/jpeg' }),
+  }),
+  z.strictObject({
+    tensor: Base64.openapi({
+      description: 'An image already preprocessed as the model card says: float32 little-endian, channels first (C x S x S), base64.',
+    }),
+  }),
+]);
+
+export const EncodeRequest = z
+  .strictObject({
+    version: z.literal(PROTOCOL_VERSION, { error: `version must be ${PROTOCOL_VERSION}` }).default(PROTOCOL_VERSION),
+    inputs: z.array(EncodeInput).min(1, 'inputs must hold at least one input').max(MAX_INPUTS, `inputs holds at most ${MAX_INPUTS} inputs`),
+  })
+  .openapi('EncodeRequest');
+
+export const ImageEncodingSchema = z
+  .object({
+    code: z.string().openapi({ description: 'Packed sign bits of u, hex; bit i = bit (7 - i % 8) of byte i / 8.' }),
+    descriptor: z.array(z.number().int()).openapi({ description: 'int8 re-ranking descriptor: round(127 * u / max|u|).' }),
+    classes: z.array(z.object({ name: z.string(), p: z.number() })).openapi({ description: 'softmax(logits), in the card\'s class order.' }),
+    ood: z.object({
+      score: z.number(),
+      recon: z.number(),
+      maha: z.number(),
+      threshold: z.number().openapi({ description: 'The card\'s ood.threshold: above it the image is out of distribution.' }),
+    }),
+  })
+  .openapi('ImageEncoding');
+
+export const EncodeResponse = z
+  .object({
+    version: z.literal(PROTOCOL_VERSION),
+    model_id: z.string(),
+    runtime: z.enum(['cpu', 'cuda']),
+    results: z.array(ImageEncodingSchema),
+  })
+  .openapi('EncodeResponse');
+
+export type EncodeRequestBody = z.infer<typeof EncodeRequest>;
+export type ImageEncoding = z.infer<typeof ImageEncodingSchema>;
+export type EncodeResponseBody = z.infer<typeof EncodeResponse>;
+
+/** A preprocessed image as the `tensor` field carries it. */
+export function tensorToBase64(x: Float32Array): string {
+  return toBase64(new Uint8Array(x.buffer, x.byteOffset, x.byteLength));
+}
+
+/** The `tensor` field back to floats; null unless it holds exactly `length` of them. */
+export function tensorFromBase64(s: string, length: number): Float32Array | null {
+  const bytes = fromBase64(s);
+  if (!bytes || bytes.length !== length * 4) return null;
+  return new Float32Array(bytes.buffer, bytes.byteOffset, length);
+}

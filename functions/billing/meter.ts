@@ -1,0 +1,134 @@
+// Metering, idempotency and audit for one request, on top of the ledger. A route calls
+// `meter(c, kind, units)` once its input is validated and before it does the billable work,
+// and `audit(c, action, ...)` for what it changed; the `metering` middleware then settles after
+// the handler: a success keeps the charge (and its response, under an Idempotency-Key), a
+// failure takes the charge back, and the audit event is appended only for a success.
+import type { Context, MiddlewareHandler } from 'hono';
+import type { Backend } from '../api/backend.ts';
+import { sha256Hex } from '../util/bytes.ts';
+import { badRequest, MedhashError } from '../util/errors.ts';
+import type { AuditInput, Charge, MeterKind, RateState, StoredResponse } from './ledger.ts';
+
+export const IDEMPOTENCY_HEADER = 'Idempotency-Key';
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+/** Larger successful responses are billed once but not kept: a retry runs again, free of charge. */
+const MAX_STORED_RESPONSE = 1 << 20;
+
+interface RequestMeter {
+  charge?: Charge;
+  rate?: RateState;
+  audit?: AuditInput;
+  /** The response is a replay: nothing to settle. */
+  replayed?: boolean;
+}
+
+declare module 'hono' {
+  interface ContextVariableMap {
+    meter: RequestMeter;
+    backend: Backend;
+  }
+}
+
+/** Thrown by meter() to answer with a stored response; api/errors.ts turns it into that response. */
+export class IdempotentReplay extends Error {
+  constructor(readonly stored: StoredResponse) {
+    super('idempotent replay');
+  }
+
+  response(): Response {
+    return new Response(this.stored.body, {
+      status: this.stored.status,
+      headers: { 'content-type': this.stored.content_type, 'idempotent-replayed': 'true' },
+    });
+  }
+}
+
+/**
+ * Charges `units` of `kind` to the caller's tenant, after the plan's quota and rate limit
+ * (402, 429). With an Idempotency-Key, a retry of the same request answers from its first
+ * success without a charge; the same key on a different request is a 422.
+ */
+export async function meter(c: Context, kind: MeterKind, units: number): Promise<void> {
+  const m = c.get('meter');
+  const tenantId = c.get('principal')?.key.tenant_id;
+  if (!m || !tenantId) throw new Error('meter() needs the metering middleware and an authenticated tenant');
+  if (m.charge) throw new Error('meter() called twice for one request');
+  const backend = c.get('backend');
+  const key = c.req.header(IDEMPOTENCY_HEADER);
+  let idempotency: { key: string; fingerprint: string } | undefined;
+  if (key !== undefined) {
+    if (!IDEMPOTENCY_KEY.test(key)) throw badRequest('invalid_idempotency_key', `${IDEMPOTENCY_HEADER} must be 1-255 printable ASCII characters without spaces`, IDEMPOTENCY_HEADER);
+    // Bytes, not text: an image body is not UTF-8, and lossy decoding could make two images look alike.
+    // The body was read by the validator or the handler; Hono hands the cached copy back.
+    const head = new TextEncoder().encode(`${c.req.method} ${new URL(c.req.url).pathname}\n`);
+    const body = new Uint8Array(await c.req.arrayBuffer());
+    const all = new Uint8Array(head.length + body.length);
+    all.set(head);
+    all.set(body, head.length);
+    const fingerprint = await sha256Hex(all);
+    idempotency = { key, fingerprint };
+  }
+  const a = await backend.ledger(tenantId).admit(tenantId, { kind, units, idempotency });
+  switch (a.outcome) {
+    case 'admitted':
+      m.charge = a.charge;
+      m.rate = a.rate;
+      return;
+    case 'replay':
+      m.replayed = true;
+      throw new IdempotentReplay(a.response);
+    case 'in_progress':
+      throw new MedhashError(409, 'idempotency_in_progress', `a request with this ${IDEMPOTENCY_HEADER} is still running; retry shortly`, IDEMPOTENCY_HEADER, undefined, { 'Retry-After': '1' });
+    case 'key_reused':
+      throw new MedhashError(422, 'idempotency_key_reused', `this ${IDEMPOTENCY_HEADER} was used for a different request (method, path or body); use a new key`, IDEMPOTENCY_HEADER);
+    case 'rate_limited':
+      throw new MedhashError(
+        429, 'rate_limited', `rate limit exceeded: ${a.rate.limit} requests at once, refilled over ${a.rate.window_s} s; retry after ${a.retry_after_s} s`,
+        undefined, { retry_after_s: a.retry_after_s, limit: a.rate.limit, window_s: a.rate.window_s },
+        { 'Retry-After': String(a.retry_after_s), ...rateHeaders(a.rate) },
+      );
+    case 'quota_exhausted':
+      throw new MedhashError(
+        402, 'quota_exhausted', `the monthly quota of ${a.quota} units is used up (${a.used} used, this request needs ${a.requested}); it renews at ${a.resets_at}`,
+        undefined, { quota: a.quota, used: a.used, requested: a.requested, resets_at: a.resets_at },
+      );
+  }
+}
+
+/** Records what this request does in the tenant's audit log, once it has succeeded. */
+export function audit(c: Context, action: string, collection: string | null, detail: Record<string, unknown> = {}): void {
+  const m = c.get('meter');
+  const key = c.get('principal')?.key;
+  if (!m || !key) throw new Error('audit() needs the metering middleware and an authenticated tenant');
+  m.audit = { key_id: key.id, action, collection, detail };
+}
+
+/** Settles each /v1 request's charge and audit event after its handler. */
+export function metering(backend: Backend): MiddlewareHandler {
+  return async (c, next) => {
+    const m: RequestMeter = {};
+    c.set('meter', m);
+    c.set('backend', backend);
+    await next();
+    const tenantId = c.get('principal')?.key.tenant_id;
+    if (!tenantId || m.replayed || (!m.charge && !m.audit)) return;
+    const ok = c.res.status < 400;
+    let response: StoredResponse | undefined;
+    if (ok && m.charge?.idempotency_key) {
+      const body = await c.res.clone().text();
+      if (body.length <= MAX_STORED_RESPONSE) response = { status: c.res.status, content_type: c.res.headers.get('content-type') ?? 'application/json', body };
+    }
+    await backend.ledger(tenantId).finish(tenantId, { charge: m.charge, ok, response, audit: m.audit });
+    if (m.rate) for (const [name, value] of Object.entries(rateHeaders(m.rate))) c.header(name, value);
+  };
+}
+
+/** IETF draft RateLimit header fields: the bucket size, what is left, seconds until full. */
+function rateHeaders(r: RateState): Record<string, string> {
+  return {
+    'RateLimit-Limit': String(r.limit),
+    'RateLimit-Remaining': String(r.remaining),
+    'RateLimit-Reset': String(r.reset_s),
+    'RateLimit-Policy': `${r.limit};w=${r.window_s}`,
+  };
+}

@@ -1,0 +1,117 @@
+// Client of the inference backend (functions/backend) as the edge uses it: one input per call
+// (the backend batches concurrent calls itself), a hard timeout, a circuit breaker, and a clear
+// split between the backend's verdict on the input (a 4xx: passed on to the caller) and the
+// backend being unavailable (anything else: the caller's cue to fall back). Free of model code,
+// so the Worker imports it too.
+import { EncodeResponse, PROTOCOL_VERSION, tensorToBase64, type EncodeResponseBody, type ImageEncoding } from '../backend/protocol.ts';
+import { toBase64 } from '../util/bytes.ts';
+import { MedhashError, type ErrorStatus } from '../util/errors.ts';
+import { CircuitBreaker, type BreakerOptions } from './breaker.ts';
+
+export type RemoteInput = { tensor: Float32Array } | { image: Uint8Array; contentType: string };
+
+/** The backend could not answer (down, slow, overloaded, broken): not the caller's fault. */
+export class BackendUnavailable extends Error {
+  override name = 'BackendUnavailable';
+}
+
+export class RemoteEncoder {
+  constructor(
+    readonly url: string,
+    private readonly timeoutMs: number,
+    private readonly fetchFn: typeof fetch = fetch,
+  ) {}
+
+  async encode(input: RemoteInput): Promise<EncodeResponseBody> {
+    return this.encodeBatch([input]);
+  }
+
+  /** Up to MAX_INPUTS inputs in one request; one result per input, in order. */
+  async encodeBatch(inputs: RemoteInput[]): Promise<EncodeResponseBody> {
+    const wire = inputs.map((input) => ('tensor' in input ? { tensor: tensorToBase64(input.tensor) } : { image: toBase64(input.image), content_type: input.contentType }));
+    let res: Response;
+    let text: string;
+    try {
+      res = await this.fetchFn(new URL('/v1/encode', this.url), {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ version: PROTOCOL_VERSION, inputs: wire }),
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+      text = await res.text();
+    } catch (e) {
+      const why = e instanceof Error && (e.name === 'TimeoutError' || e.name === 'AbortError') ? `no answer within ${this.timeoutMs} ms` : String(e);
+      throw new BackendUnavailable(`inference backend ${this.url}: ${why}`);
+    }
+    if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) {
+      // The backend judged the input (e.g. an undecodable image): the same answer on every path.
+      const err = safeJson(text) as { error?: { code?: string; message?: string; field?: string } } | null;
+      throw new MedhashError(res.status as ErrorStatus, err?.error?.code ?? 'invalid_image', err?.error?.message ?? text, err?.error?.field);
+    }
+    if (!res.ok) throw new BackendUnavailable(`inference backend ${this.url}: HTTP ${res.status}`);
+    const parsed = EncodeResponse.safeParse(safeJson(text));
+    if (!parsed.success || parsed.data.results.length !== inputs.length) throw new BackendUnavailable(`inference backend ${this.url}: malformed answer`);
+    return parsed.data;
+  }
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
+export interface EdgeEncoding {
+  /** Which path answered: "backend" or "ort-web-<provider>". */
+  path: string;
+  model_id: string;
+  encoding: ImageEncoding;
+}
+
+export interface ImageEncoderApi {
+  encodeImage(bytes: Uint8Array, contentType: string): Promise<EdgeEncoding>;
+}
+
+export interface EdgeEncoderOptions {
+  /** The inference backend; unset: in-process only. */
+  backendUrl?: string;
+  timeoutMs: number;
+  breaker: BreakerOptions;
+  fetchFn?: typeof fetch;
+}
+
+export const DEFAULT_EDGE: Omit<EdgeEncoderOptions, 'backendUrl'> = { timeoutMs: 1000, breaker: { failures: 3, cooldownMs: 5000 } };
+
+/** The backend behind its circuit breaker; null answers tell the caller to fall back. */
+export class GuardedRemote {
+  readonly remote: RemoteEncoder | null;
+  readonly breaker: CircuitBreaker;
+
+  constructor(opts: EdgeEncoderOptions) {
+    this.remote = opts.backendUrl ? new RemoteEncoder(opts.backendUrl, opts.timeoutMs, opts.fetchFn) : null;
+    this.breaker = new CircuitBreaker(opts.breaker);
+  }
+
+  /** The backend's answer, or null when it is unavailable (or the circuit is open). */
+  async tryEncode(input: RemoteInput, expectModel?: string): Promise<EdgeEncoding | null> {
+    if (!this.remote || !this.breaker.allow()) return null;
+    try {
+      const r = await this.remote.encode(input);
+      if (expectModel !== undefined && r.model_id !== expectModel) {
+        throw new BackendUnavailable(`inference backend ${this.remote.url} serves ${r.model_id}, not ${expectModel}`);
+      }
+      this.breaker.success();
+      return { path: 'backend', model_id: r.model_id, encoding: r.results[0] };
+    } catch (e) {
+      if (!(e instanceof BackendUnavailable)) {
+        this.breaker.success(); // it answered, about the input
+        throw e;
+      }
+      this.breaker.failure();
+      console.error(`${e.message}; falling back`);
+      return null;
+    }
+  }
+}

@@ -1,0 +1,96 @@
+// Encoding for `medhash index` by image, through the same code path as the service: the
+// inference backend when MEDHASH_BACKEND_URL is set (it decodes; batches of up to 64), the
+// model in-process with onnxruntime-node otherwise.
+import { encodingOf } from '../../functions/backend/encoding.ts';
+import { MAX_INPUTS, type ImageEncoding } from '../../functions/backend/protocol.ts';
+import { loadCard } from '../../functions/encode/card.ts';
+import { decodeImage } from '../../functions/encode/image.ts';
+import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
+import { loadNodeEncoder } from '../../functions/encode/model.ts';
+import { preprocess } from '../../functions/encode/preprocess.ts';
+import { RemoteEncoder } from '../../functions/inference/remote.ts';
+import type { ImageFile } from './images.ts';
+import type { RecordSource } from './sources.ts';
+
+export interface BatchEncoder {
+  model_id: string;
+  bits: number;
+  /** "backend <url>" or "in-process onnxruntime-node (cpu)". */
+  path: string;
+  encode(images: ImageFile[]): Promise<ImageEncoding[]>;
+  close(): Promise<void>;
+}
+
+// Generous: a batch of 64 waits behind other clients' batches in the backend's queue.
+const BACKEND_TIMEOUT_MS = 60_000;
+
+export async function openBatchEncoder(opts: { backendUrl?: string; model?: string }): Promise<BatchEncoder> {
+  if (opts.backendUrl) {
+    const url = opts.backendUrl;
+    const health = await fetch(new URL('/healthz', url)).then((r) => r.json() as Promise<{ model_id: string; bits: number; runtime: string }>, (e) => {
+      throw new Error(`inference backend ${url} is unreachable: ${String(e)}`);
+    });
+    const remote = new RemoteEncoder(url, BACKEND_TIMEOUT_MS);
+    return {
+      model_id: health.model_id,
+      bits: health.bits,
+      path: `backend ${url} (${health.runtime})`,
+      async encode(images) {
+        const out: ImageEncoding[] = [];
+        for (let i = 0; i < images.length; i += MAX_INPUTS) {
+          const chunk = images.slice(i, i + MAX_INPUTS);
+          const r = await remote.encodeBatch(await Promise.all(chunk.map(async (f) => ({ image: await f.read(), contentType: f.contentType }))));
+          if (r.model_id !== health.model_id) throw new Error(`inference backend ${url} changed model to ${r.model_id} while indexing`);
+          out.push(...r.results);
+        }
+        return out;
+      },
+      close: async () => undefined,
+    };
+  }
+  if (!opts.model) throw new Error('give --model (or MEDHASH_MODEL), or set MEDHASH_BACKEND_URL to encode through the inference backend');
+  const { card, onnx } = await loadCard(opts.model);
+  await initNodeImageCodecs();
+  const encoder = await loadNodeEncoder(onnx, card, { cuda: false });
+  const per = card.input.channels * card.input.size * card.input.size;
+  return {
+    model_id: card.model_id,
+    bits: card.bits,
+    path: `in-process ${encoder.runtime}`,
+    async encode(images) {
+      const x = new Float32Array(images.length * per);
+      for (const [i, f] of images.entries()) {
+        try {
+          x.set(preprocess(await decodeImage(await f.read(), f.contentType), card.input), i * per);
+        } catch (e) {
+          throw new Error(`${f.origin}: ${e instanceof Error ? e.message : String(e)}`);
+        }
+      }
+      const out = await encoder.run(x, images.length);
+      return images.map((_, i) => encodingOf(card, out, i));
+    },
+    close: () => encoder.close(),
+  };
+}
+
+/** Records for the indexer: `images` encoded `chunk` at a time as the indexer pulls them. */
+export function encodedSource(images: ImageFile[], encoder: BatchEncoder, opts: { descriptors: boolean; chunk: number }): RecordSource {
+  return {
+    count: async () => images.length,
+    async *records() {
+      for (let i = 0; i < images.length; i += opts.chunk) {
+        const chunk = images.slice(i, i + opts.chunk);
+        const encs = await encoder.encode(chunk);
+        for (const [j, f] of chunk.entries()) {
+          yield {
+            id: f.id,
+            code: encs[j].code,
+            ...(opts.descriptors ? { descriptor: encs[j].descriptor } : {}),
+            metadata: { label: f.label },
+            origin: f.origin,
+          };
+        }
+      }
+    },
+  };
+}

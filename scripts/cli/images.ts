@@ -1,0 +1,57 @@
+// Image files for `medhash index --images` / `--data`: a folder with one sub-folder per class,
+// or a `../shared/data` set (manifest.csv + images.tar, members read in place by offset through
+// scripts/data/shared-data.ts). Nothing is read until it is encoded.
+import { readdirSync, statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { basename, extname, join } from 'node:path';
+import { readManifest, TarReader } from '../data/shared-data.ts';
+
+export interface ImageFile {
+  id: string;
+  label: string;
+  contentType: 'image/png' | 'image/jpeg';
+  read(): Promise<Uint8Array>;
+  /** Where it came from, for error messages. */
+  origin: string;
+}
+
+const TYPES: Record<string, ImageFile['contentType']> = { '.png': 'image/png', '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg' };
+
+export const contentTypeOf = (file: string): ImageFile['contentType'] | undefined => TYPES[extname(file).toLowerCase()];
+
+/** `dir/<label>/<file>.{png,jpg,jpeg}`; ids are `<label>/<file>`, sorted. */
+export function folderImages(dir: string): ImageFile[] {
+  const out: ImageFile[] = [];
+  for (const label of readdirSync(dir).sort()) {
+    const sub = join(dir, label);
+    if (!statSync(sub).isDirectory()) continue;
+    for (const f of readdirSync(sub).sort()) {
+      const type = contentTypeOf(f);
+      if (!type) continue;
+      const path = join(sub, f);
+      out.push({ id: `${label}/${f}`, label, contentType: type, read: async () => new Uint8Array(await readFile(path)), origin: path });
+    }
+  }
+  if (out.length === 0) throw new Error(`${dir}: no .png/.jpg/.jpeg files in class sub-folders`);
+  return out;
+}
+
+export interface DataSetImages {
+  images: ImageFile[];
+  /** Closes the tar; the images cannot be read after. */
+  close(): Promise<void>;
+}
+
+/** A data set's images of one split, in manifest order; ids are `<set>/<path>`. */
+export async function dataSetImages(dir: string, split: string): Promise<DataSetImages> {
+  const set = basename(dir.replace(/\/+$/, ''));
+  const rows = (await readManifest(dir)).filter((r) => r.split === split);
+  if (rows.length === 0) throw new Error(`${dir}: no images in split ${JSON.stringify(split)}`);
+  const bad = rows.find((r) => !contentTypeOf(r.path));
+  if (bad) throw new Error(`${dir}/manifest.csv: ${bad.path} is not a PNG or JPEG file`);
+  const tar = await TarReader.open(join(dir, 'images.tar'));
+  const images = rows.map((r) => ({
+    id: `${set}/${r.path}`, label: r.label, contentType: contentTypeOf(r.path)!, read: () => tar.read(r.path), origin: `${dir}/images.tar:${r.path}`,
+  }));
+  return { images, close: () => tar.close() };
+}

@@ -1,0 +1,68 @@
+// The inference backend's micro-batcher and the edge's circuit breaker, on their own: batches
+// form as specified, the queue bound is all-or-none, and the breaker opens, probes and closes.
+import { describe, expect, it } from 'vitest';
+import { MicroBatcher, QueueFullError } from '../functions/backend/batcher.ts';
+import { CircuitBreaker } from '../functions/inference/breaker.ts';
+
+describe('MicroBatcher', () => {
+  it('runs full batches at once, the rest after the wait, one batch at a time, answers in order', async () => {
+    const batches: number[][] = [];
+    let running = 0;
+    const b = new MicroBatcher<number, number>(async (xs) => {
+      expect(++running).toBe(1);
+      batches.push(xs);
+      await new Promise((r) => setTimeout(r, 5));
+      running--;
+      return xs.map((x) => x * 10);
+    }, { maxBatch: 4, maxWaitMs: 2, maxQueue: 100 });
+    const [a, c] = await Promise.all([b.submit([1, 2, 3, 4, 5]), b.submit([6])]);
+    expect(a).toEqual([10, 20, 30, 40, 50]);
+    expect(c).toEqual([60]);
+    expect(batches).toEqual([[1, 2, 3, 4], [5, 6]]);
+  });
+
+  it('refuses a request that would overflow the queue, whole, and fails a batch whose run fails', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const b = new MicroBatcher<number, number>(async (xs) => {
+      await gate;
+      if (xs.includes(-1)) throw new Error('model failed');
+      return xs;
+    }, { maxBatch: 1, maxWaitMs: 1, maxQueue: 3 });
+    const first = b.submit([1]);
+    await new Promise((r) => setTimeout(r, 5)); // [1] is running, the queue is empty
+    const queued = b.submit([2, 3]);
+    expect(() => b.submit([4, 5])).toThrow(QueueFullError);
+    expect(b.waiting).toBe(2);
+    const failing = b.submit([-1]);
+    release();
+    expect(await first).toEqual([1]);
+    expect(await queued).toEqual([2, 3]);
+    await expect(failing).rejects.toThrow('model failed');
+  });
+});
+
+describe('CircuitBreaker', () => {
+  it('opens after N consecutive failures, lets one probe through after the cooldown, and closes on its success', () => {
+    let now = 0;
+    const cb = new CircuitBreaker({ failures: 2, cooldownMs: 100, now: () => now });
+    cb.failure();
+    cb.success(); // not consecutive
+    cb.failure();
+    expect(cb.allow()).toBe(true);
+    cb.failure();
+    expect(cb.state).toBe('open');
+    expect(cb.allow()).toBe(false);
+    now = 100;
+    expect(cb.state).toBe('half-open');
+    expect(cb.allow()).toBe(true); // the probe
+    expect(cb.allow()).toBe(false); // only one at a time
+    cb.failure(); // the probe failed: open again, for a full cooldown
+    expect(cb.state).toBe('open');
+    now = 200;
+    expect(cb.allow()).toBe(true);
+    cb.success();
+    expect(cb.state).toBe('closed');
+    expect(cb.allow()).toBe(true);
+  });
+});
