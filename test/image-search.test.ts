@@ -125,6 +125,29 @@ describe('search by image', () => {
     expect(relevant / (10 * queries.length)).toBeGreaterThanOrEqual(0.7);
   });
 
+  it('encodes an image for a partner (POST /v1/encode): the search path\'s code, billed once per image', async () => {
+    const q = queries[0];
+    const bytes = new Uint8Array(await q.read());
+    const encode = () => fetch(`${url}/v1/encode`, {
+      method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': q.contentType, 'idempotency-key': `enc-${q.id}` }, body: bytes,
+    });
+    // the default window (this month up to today) holds today's calls
+    const usage = async () => (await new Client(url, key).request<{ totals: { encode: number } }>('GET', '/v1/usage')).totals.encode;
+    const before = await usage();
+    const first = await encode();
+    const body = (await first.json()) as { model_id: string; encoding: { code: string; descriptor: number[] } };
+    expect(first.status, JSON.stringify(body)).toBe(200);
+    expect(body.model_id).toBe(modelId);
+    expect(body.encoding.code).toBe(reference.get(q.id));
+    expect(body.encoding.descriptor).toHaveLength(64);
+    expect(await usage()).toBe(before + 1);
+    // a retry under the same Idempotency-Key gets the stored answer and no second charge
+    const retry = await encode();
+    expect(retry.headers.get('idempotent-replayed')).toBe('true');
+    expect(((await retry.json()) as typeof body).encoding.code).toBe(body.encoding.code);
+    expect(await usage()).toBe(before + 1);
+  });
+
   it('refuses a collection whose codes come from another model', async () => {
     const { status, body } = await searchImage(queries[0], 'other-model');
     expect(status).toBe(409);

@@ -10,6 +10,7 @@ import { json } from './openapi.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { billingRoutes } from './routes/billing.ts';
 import { collectionRoutes } from './routes/collections.ts';
+import { encodeRoutes } from './routes/encode.ts';
 import { imageSearchRoutes } from './routes/image-search.ts';
 import { itemRoutes } from './routes/items.ts';
 import { modelRoutes } from './routes/models.ts';
@@ -57,6 +58,7 @@ export function createApp(backend: Backend): OpenAPIHono {
   itemRoutes(app, backend);
   searchRoutes(app, backend);
   imageSearchRoutes(app, backend);
+  encodeRoutes(app, backend);
   billingRoutes(app, backend);
   if (backend.models) modelRoutes(app, backend, backend.models);
 

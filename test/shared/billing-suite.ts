@@ -93,6 +93,11 @@ export function billingSuite(runtime: string, { call, op, tenant, world, ingest 
         'DELETE /v1/collections/{collection}/items/{id}': [(k) => call('DELETE', `/v1/collections/${a.col}/items/x`, { key: k }), notFound],
         'POST /v1/collections/{collection}/search': [(k) => search(k, a.col), notFound],
         'POST /v1/collections/{collection}/search/image': [(k) => call('POST', `/v1/collections/${a.col}/search/image`, { key: k, body: {} }), notFound],
+        // Not tenant data: without an image (here, a JSON body) it is a 415 naming the type, unbilled.
+        'POST /v1/encode': [(k) => call('POST', '/v1/encode', { key: k, body: {} }), (r) => {
+          expect([r.status, r.body?.error?.code]).toEqual([415, 'unsupported_media_type']);
+          leaksNothing(r);
+        }],
         'DELETE /v1/collections/{collection}': [(k) => call('DELETE', `/v1/collections/${a.col}`, { key: k }), notFound],
         'GET /v1/usage': [(k) => call('GET', `/v1/usage?${window()}`, { key: k }), (r) => {
           expect(r.status).toBe(200);

@@ -11,7 +11,7 @@ import { errors, json, security, type App } from '../openapi.ts';
 import { CollectionParams, MAX_K, SearchResult } from '../schemas.ts';
 import { searchCollection } from './search.ts';
 
-const IMAGE_TYPES = ['image/png', 'image/jpeg'];
+export const IMAGE_TYPES = ['image/png', 'image/jpeg'];
 
 const ImageSearchQuery = z.object({
   k: z.coerce.number({ error: 'k must be an integer' }).int('k must be an integer').min(1, `k must be between 1 and ${MAX_K}`).max(MAX_K, `k must be between 1 and ${MAX_K}`).default(10)

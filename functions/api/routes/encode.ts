@@ -1,0 +1,54 @@
+// Encode for partners: one image in (PNG or JPEG body), its code, descriptor, class
+// probabilities and OOD scores out, through the same edge encoder as search by image (backend
+// or in-process fallback). Lets a partner code its own archive for ingest without running the
+// model; metered as one `encode` unit per image. The inference backend's own /v1/encode is an
+// internal service behind the edge and knows no tenants.
+import { createRoute, z } from '@hono/zod-openapi';
+import { requireTenant } from '../../auth/guard.ts';
+import { audit, meter } from '../../billing/meter.ts';
+import { ImageEncodingSchema } from '../../backend/protocol.ts';
+import { MedhashError, badRequest } from '../../util/errors.ts';
+import type { Backend } from '../backend.ts';
+import { errors, json, rateLimitHeaders, security, type App } from '../openapi.ts';
+import { IdempotencyHeaders } from '../schemas.ts';
+import { IMAGE_TYPES } from './image-search.ts';
+
+const EncodeResult = z
+  .object({
+    path: z.string().openapi({ description: 'Which encoder answered: "backend" or the in-process fallback ("ort-web-wasm"/"ort-web-webgpu").' }),
+    model_id: z.string(),
+    encoding: ImageEncodingSchema,
+  })
+  .openapi('EdgeEncodeResult');
+
+export function encodeRoutes(app: App, backend: Backend): void {
+  app.openapi(
+    createRoute({
+      method: 'post', path: '/v1/encode', tags: ['search'], security,
+      summary: 'Encode one image with the served model (scope: search or ingest; metered: 1 encode unit)',
+      description: 'The body is the image file itself, Content-Type image/png or image/jpeg.',
+      request: {
+        headers: IdempotencyHeaders,
+        body: { required: true, content: Object.fromEntries(IMAGE_TYPES.map((t) => [t, { schema: z.string().openapi({ format: 'binary' }) }])) },
+      },
+      responses: { 200: { ...json(EncodeResult, 'The image\'s encoding.'), headers: rateLimitHeaders }, ...errors(400, 401, 402, 403, 413, 415, 422, 429, 503) },
+    }),
+    async (c) => {
+      const principal = await requireTenant(c, backend, null);
+      if (!principal.key.scopes.includes('search') && !principal.key.scopes.includes('ingest')) {
+        throw new MedhashError(403, 'missing_scope', 'encoding needs the "search" or the "ingest" scope');
+      }
+      const type = (c.req.header('content-type') ?? '').split(';')[0].trim().toLowerCase();
+      if (!IMAGE_TYPES.includes(type)) {
+        throw new MedhashError(415, 'unsupported_media_type', `Content-Type must be image/png or image/jpeg, got ${JSON.stringify(type)}`);
+      }
+      if (!backend.images) throw new MedhashError(503, 'encoder_unavailable', 'encoding is not configured on this server (no model: see docs/INFERENCE.md)');
+      const bytes = new Uint8Array(await c.req.arrayBuffer());
+      if (bytes.length === 0) throw badRequest('empty_body', 'the body must be the image file; it is empty');
+      await meter(c, 'encode', 1);
+      const enc = await backend.images.encodeImage(bytes, type);
+      audit(c, 'encode', null, { count: 1, model_id: enc.model_id });
+      return c.json({ path: enc.path, model_id: enc.model_id, encoding: enc.encoding }, 200);
+    },
+  );
+}
