@@ -50,7 +50,7 @@ interface Answer {
   code: string;
   model_id: string;
   model_ood: { score: number; threshold: number };
-  results: Array<{ id: string; distance: number; metadata: { label?: string } }>;
+  results: Array<{ id: string; distance: number; similarity: number | null; metadata: { label?: string } }>;
 }
 
 async function searchImage(f: ImageFile, collection = 'imgs'): Promise<{ status: number; body: Answer & { error?: { code: string; message: string } } }> {
@@ -118,6 +118,8 @@ describe('search by image', () => {
       expect(body.model_ood.threshold).toBeGreaterThan(0);
       expect(Number.isFinite(body.model_ood.score)).toBe(true);
       expect(body.results).toHaveLength(10);
+      // the image's descriptor re-ranks by content: every result carries its similarity
+      expect(body.results.every((r) => typeof r.similarity === 'number')).toBe(true);
       relevant += body.results.filter((r) => r.metadata.label === q.label).length;
       reference.set(q.id, body.code);
     }

@@ -63,7 +63,11 @@ export function imageSearchRoutes(app: App, backend: Backend): void {
       const code = parseCode(enc.encoding.code, col.bits, 'code');
       const modelOod = { score: enc.encoding.ood.score, threshold: enc.encoding.ood.threshold };
       // The gate judges the image by the model's own score combined with the code's neighbours.
-      const answer = await searchCollection(c, backend, col, { code, k, radius }, { allowOod, modelOod });
+      // The image's own descriptor re-ranks by content (ties at equal distance broken by similarity,
+      // not by id) wherever the collection stores descriptors of the same length.
+      const desc = enc.encoding.descriptor;
+      const descriptor = col.descriptor_dims > 0 && desc.length === col.descriptor_dims ? Int8Array.from(desc) : undefined;
+      const answer = await searchCollection(c, backend, col, { code, k, radius, descriptor }, { allowOod, modelOod });
       return c.json({
         path: enc.path,
         model_id: enc.model_id,
