@@ -1,11 +1,9 @@
 // The one Hono app both runtimes serve: routes, validation, errors and the OpenAPI document.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
-import { bodyLimit } from 'hono/body-limit';
 import { metering } from '../billing/meter.ts';
-import { MedhashError } from '../util/errors.ts';
 import type { Backend } from './backend.ts';
 import { renderDocs } from './docs.ts';
-import { notFoundRoute, onError, validationError } from './errors.ts';
+import { limitBody, notFoundRoute, onError, validationError } from './errors.ts';
 import { json } from './openapi.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { billingRoutes } from './routes/billing.ts';
@@ -34,15 +32,7 @@ export function createApp(backend: Backend): OpenAPIHono {
   });
   app.onError(onError);
   app.notFound(notFoundRoute);
-  app.use(
-    '/v1/*',
-    bodyLimit({
-      maxSize: MAX_BODY_BYTES,
-      onError: () => {
-        throw new MedhashError(413, 'body_too_large', `request body exceeds ${MAX_BODY_BYTES} bytes`);
-      },
-    }),
-  );
+  app.use('/v1/*', limitBody(MAX_BODY_BYTES));
   app.use('/v1/*', metering(backend));
 
   app.openapi(

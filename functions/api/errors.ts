@@ -2,7 +2,8 @@
 // zod validation failures reduced to their first issue with the offending field named,
 // framework errors (bad JSON, wrong content type) translated, anything else a logged 500.
 // An idempotent replay also ends the handler early, and leaves as the stored response.
-import type { Context } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import type { ZodError } from 'zod';
 import { IdempotentReplay } from '../billing/meter.ts';
@@ -57,4 +58,14 @@ export function validationError(error: ZodError, target: string): MedhashError {
   if (issue.code === 'too_big' && path === 'items') return new MedhashError(413, 'batch_too_large', issue.message, path);
   if (target === 'param') return badRequest('invalid_path', message, path);
   return badRequest('invalid_field', message, path || undefined);
+}
+
+/** Refuses a body over `maxSize` bytes with 413 before any handler reads it. */
+export function limitBody(maxSize: number): MiddlewareHandler {
+  return bodyLimit({
+    maxSize,
+    onError: () => {
+      throw new MedhashError(413, 'body_too_large', `request body exceeds ${maxSize} bytes`);
+    },
+  });
 }

@@ -2,8 +2,7 @@
 // in, codes, descriptors, class probabilities and OOD scores out), /healthz and /openapi.json.
 // Every input goes through one MicroBatcher, so concurrent requests share model runs.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
-import { bodyLimit } from 'hono/body-limit';
-import { onError, notFoundRoute, validationError } from '../api/errors.ts';
+import { limitBody, onError, notFoundRoute, validationError } from '../api/errors.ts';
 import { errors, json, jsonBody } from '../api/openapi.ts';
 import { decodeImage } from '../encode/image.ts';
 import { preprocess } from '../encode/preprocess.ts';
@@ -49,15 +48,7 @@ export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAUL
     return onError(err, c);
   });
   app.notFound(notFoundRoute);
-  app.use(
-    '/v1/*',
-    bodyLimit({
-      maxSize: MAX_BODY_BYTES,
-      onError: () => {
-        throw new MedhashError(413, 'body_too_large', `request body exceeds ${MAX_BODY_BYTES} bytes`);
-      },
-    }),
-  );
+  app.use('/v1/*', limitBody(MAX_BODY_BYTES));
 
   app.openapi(
     createRoute({
