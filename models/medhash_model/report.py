@@ -167,7 +167,10 @@ def markdown(runs: list[dict], checks: dict) -> str:
              "tie-aware (expected value over the orders inside each group of equal Hamming distance);",
              "`mAP@100 content` breaks ties by content similarity of the continuous codes (plain mAP, no ties left).",
              "Values are mean ± standard deviation over the seeds listed. Presets: `cpu64` = 64x64 inputs,",
-             "24 epochs x 150 steps of batch 64, the same for every method (same augmentation and schedule).", ""]
+             "24 epochs x 150 steps of batch 64, the same for every method (same augmentation and schedule).",
+             "The tables hold the runs that have finished; `scripts/train-models.sh` holds the whole plan",
+             "(16/32/64 bits, seeds 0-2, ablations) and resumes it. The two-sided Wilcoxon test compares",
+             "per-query AP@100 distributions, so it can be small while the means barely differ.", ""]
     for (data, bits, preset), methods in sorted(group(runs).items(), key=lambda kv: (kv[0][0], -kv[0][1])):
         lines += [f"## {data}, {bits} bits ({preset})", "",
                   "| method | seeds | mAP@100 | mAP@1000 | P@10 | P (r<=2) | R (r<=2) | mAP@100 content |",
@@ -181,9 +184,9 @@ def markdown(runs: list[dict], checks: dict) -> str:
         if ck:
             p = "n/a" if ck["p_value"] is None else f"{ck['p_value']:.3g}"
             lines += ["", f"Goal check against the best baseline ({NAMES[ck['best_baseline']]}): error reduction "
-                      f"{100 * ck['error_reduction']:.1f} % (goal >= 25 %), paired Wilcoxon p = {p} over "
+                      f"{100 * ck['error_reduction']:.1f} % (goal >= 25 %), paired two-sided Wilcoxon p = {p} over "
                       f"{'seed-averaged ' if ck['seeds'] > 1 else ''}per-query AP@100, margin "
-                      f"{ck['ours'] - ck['best']:+.4f} vs seed spread {ck['seed_spread']:.4f} ({ck['seeds']} seed(s)). "
+                      f"{ck['ours'] - ck['best']:+.4f} in mean mAP@100 vs seed spread {ck['seed_spread']:.4f} ({ck['seeds']} seed(s)). "
                       f"**Goal {'met' if ck['goal_met'] else 'not met'}.**"]
         cmds = sorted({r["command"] for rows in methods.values() for r in rows})
         lines += ["", "Commands:", ""] + [f"    {c}" for c in cmds] + [""]
