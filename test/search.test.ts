@@ -8,7 +8,7 @@ import type { Bits, HammingKernel } from '../wasm/hamming.ts';
 import { compareIdBytes } from '../wasm/hamming.ts';
 import { loadHammingKernel } from '../wasm/load-node.ts';
 import { pearson } from '../functions/search/rerank.ts';
-import { searchManifest, type SearchQuery } from '../functions/search/search.ts';
+import { kthFromPool, searchManifest, type SearchQuery } from '../functions/search/search.ts';
 import { parseMetadata } from '../functions/shards/metadata.ts';
 import { migrateHeads, sqlHeadStore } from '../functions/store/head.ts';
 import { CollectionReader } from '../functions/store/reader.ts';
@@ -81,9 +81,13 @@ describe('search over shards', () => {
             .sort((a, b) => a.distance - b.distance || compareIdBytes(a.id, b.id));
           const layouts = [await index(items, bits, 1), await index([...items].reverse(), bits, 7), await index(items, bits, 10_000)];
           for (const search of layouts) {
-            const { hits, truncated } = await search(query, k, radius);
+            const outcome = await search(query, k, radius);
+            const { hits, truncated } = outcome;
             expect(hits.map((h) => ({ id: h.id, distance: h.distance }))).toEqual(oracle.slice(0, k));
             expect(truncated).toBe(radius !== undefined && oracle.length > k);
+            // The OOD gate's k-th nearest distance, read from the pool, is the index's own.
+            const nth = Math.min(k, 10);
+            expect(kthFromPool(outcome, nth)).toBe(radius === undefined && oracle.length >= nth ? oracle[nth - 1].distance : undefined);
           }
         }),
         { numRuns: 12 },

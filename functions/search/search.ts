@@ -38,6 +38,12 @@ export interface SearchHit {
 export interface SearchOutcome {
   hits: SearchHit[];
   truncated: boolean;
+  /**
+   * Distances of the merged pool in (distance, id) order, before re-ranking, when that pool is
+   * the plain top of the whole index (no filter, no radius); else null. Lets the OOD gate take its
+   * k-th nearest distance from this search instead of a second scan.
+   */
+  nearest: Uint16Array | null;
 }
 
 interface Candidates {
@@ -55,7 +61,7 @@ export async function searchManifest(
   m: Manifest | null,
   q: SearchQuery,
 ): Promise<SearchOutcome> {
-  if (!m || m.shards.length === 0) return { hits: [], truncated: false };
+  if (!m || m.shards.length === 0) return { hits: [], truncated: false, nearest: null };
   const pool = q.descriptor ? poolSize(q.k) : q.k;
   const perShard = await Promise.all(
     // The kernel call runs in the same tick as the shard arrives, so no eviction can free its table mid-query.
@@ -74,7 +80,16 @@ export async function searchManifest(
   return {
     hits: ranked.map((r) => ({ id: r.id, distance: r.distance, similarity: r.similarity, score: r.score, ...at[r.index] })),
     truncated: q.radius !== undefined && (found > q.k || perShard.some((c) => c.truncated)),
+    nearest: q.filter || q.radius !== undefined ? null : Uint16Array.from(merged, (h) => h.dist),
   };
+}
+
+/**
+ * The k-th nearest distance as kthNearestDistance gives it, read from a search's pool when the
+ * pool is the unfiltered top of the index and holds at least k items; else undefined.
+ */
+export function kthFromPool(outcome: SearchOutcome, k: number): number | undefined {
+  return outcome.nearest && outcome.nearest.length >= k ? outcome.nearest[k - 1] : undefined;
 }
 
 /**

@@ -8,7 +8,7 @@ import { audit, meter } from '../../billing/meter.ts';
 import type { CollectionInfo } from '../../control/store.ts';
 import { assess, enforce, type ModelOod } from '../../safety/gate.ts';
 import { DEFAULT_CONTENT_WEIGHT } from '../../search/rerank.ts';
-import { kthNearestDistance, searchManifest, type SearchQuery } from '../../search/search.ts';
+import { kthFromPool, kthNearestDistance, searchManifest, type SearchQuery } from '../../search/search.ts';
 import { parseMetadata, type ItemMetadata } from '../../shards/metadata.ts';
 import { badRequest } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
@@ -82,10 +82,12 @@ export async function searchCollection(c: Context, backend: Backend, col: Collec
   await meter(c, 'search', 1);
   const cal = backend.oodCalibration(col.model_id);
   const answer = await backend.reader.withManifest(col.id, async (m) => {
-    const knnDistance = cal?.knn ? await kthNearestDistance(backend.reader, backend.kernel, m, q.code, cal.knn.k) : null;
+    const outcome = await searchManifest(backend.reader, backend.kernel, m, q);
+    const k = cal?.knn?.k;
+    const knnDistance = k === undefined ? null : (kthFromPool(outcome, k) ?? (await kthNearestDistance(backend.reader, backend.kernel, m, q.code, k)));
     const ood = assess(cal, { knnDistance, indexCount: m?.count ?? 0, model: opts.modelOod });
     enforce(ood, opts.allowOod);
-    const { hits, truncated } = await searchManifest(backend.reader, backend.kernel, m, q);
+    const { hits, truncated } = outcome;
     return {
       generation: m?.generation ?? 0,
       truncated,
