@@ -217,7 +217,7 @@ class DaRF(nn.Module):
         g, loc = self.vit(d)
         feats = torch.cat([g, loc, fused], dim=1)
         hid = self.hidden(self.drop(feats))
-        return {"u": self.hash(hid), "logits": self.classifier(hid), "features": feats, "deep": d}
+        return {"u": self.hash(hid), "logits": self.classifier(hid), "features": feats, "deep": d, "shallow": s}
 
 
 class Bottleneck(nn.Module):
@@ -234,11 +234,11 @@ class Bottleneck(nn.Module):
         self.code_classifier = nn.Linear(cfg.bits, cfg.n_classes)
 
     def forward(self, x):
-        _, d = self.backbone(x)
+        s, d = self.backbone(x)
         feats = d.mean(dim=(2, 3))
         u = self.hash(self.drop(feats))
         return {"u": u, "logits": self.classifier(feats), "code_logits": self.code_classifier(torch.tanh(u)),
-                "features": feats, "deep": d}
+                "features": feats, "deep": d, "shallow": s}
 
 
 def build(cfg: ModelConfig) -> nn.Module:

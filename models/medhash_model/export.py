@@ -23,7 +23,7 @@ from .preprocess import LUMA, PREPROCESS_VERSION, preprocess_bytes
 from .train import encode
 
 OPSET = 17
-OUTPUTS = ("u", "logits", "features", "ood_recon", "ood_maha", "ood_score")
+OUTPUTS = ("u", "logits", "features", "ood_recon", "ood_maha", "ood_stats", "ood_score")
 MAX_BYTES = 20 * 1024 * 1024
 N_GOLDEN = 4
 CARD_FORMAT, CARD_VERSION = "medhash-model-card", 1
@@ -39,8 +39,8 @@ class Served(nn.Module):
 
     def forward(self, image):
         o = self.model(image)
-        recon, maha, score = self.head(image, o["deep"], o["features"])
-        return o["u"], o["logits"], o["features"], recon, maha, score
+        recon, maha, stats, score = self.head(image, o["shallow"], o["deep"], o["features"])
+        return o["u"], o["logits"], o["features"], recon, maha, stats, score
 
 
 def export_onnx(model: nn.Module, head: ood.OODHead, path: Path) -> onnx.ModelProto:
@@ -82,7 +82,7 @@ def knn_card_section(model: nn.Module, head: ood.OODHead, ck: dict) -> dict:
     Hamming distance to the `db` split, the index it is shipped with) calibrated on `val`."""
     ds = ood.run_data(ck, model.cfg.size, model.cfg.channels)
     db_codes = pack_bits(encode(model, ds.splits["db"].x)["u"])
-    val = ood.scores_np(model, (head.decoder, head.maha, head), ds.splits["val"].x)
+    val = ood.scores_np(model, head, ds.splits["val"].x)
     return ood_eval.knn_calibration(ood_eval.kth_hamming(pack_bits(val["u"]), db_codes), val["combined"], len(db_codes))
 
 
@@ -106,6 +106,7 @@ def build_card(name: str, onnx_path: Path, model: nn.Module, ck: dict, metrics: 
             "features": {"shape": ["N", model.feat_dim], "meaning": "fused features [global | local | fused]"},
             "ood_recon": {"shape": ["N"], "meaning": "mean squared reconstruction error"},
             "ood_maha": {"shape": ["N"], "meaning": "Mahalanobis distance to the nearest class mean, per dimension"},
+            "ood_stats": {"shape": ["N"], "meaning": "Mahalanobis distance of the feature-map statistics, per dimension"},
             "ood_score": {"shape": ["N"], "meaning": "combined OOD score; above ood.threshold: out of distribution"},
         },
         "descriptor": {"source": "u", "dims": cfg.bits, "quantization": "int8: round(127 * u / max|u|)"},
@@ -115,7 +116,8 @@ def build_card(name: str, onnx_path: Path, model: nn.Module, ck: dict, metrics: 
                      "command": metrics["command"]},
         "metrics": {**{k: metrics[k] for k in ("map100", "map1000", "p10", "map100_content", "precision_r2", "recall_r2")},
                     "protocol": "query vs db, tie-aware"},
-        "ood": {"score": "ood_score = max of val-z-scored recon error and Mahalanobis",
+        "ood": {"score": "ood_score = max of the val-z-scored parts " + ", ".join(ood_info["parts"]),
+                "parts": ood_info["parts"], "chosen_on": "val against synthetic outliers of val (docs/OOD.md)",
                 "threshold": ood_info["thresholds"]["combined"], "id_recall": ood_info["id_recall"],
                 "calibrated_on": "val", "decoder_steps": ood_info.get("decoder_steps"), **knn},
     }
@@ -138,7 +140,7 @@ def build_golden(name: str, card: dict, model: nn.Module, head: ood.OODHead, sou
     recs = golden_records(source, card["classes"])
     x = np.stack([preprocess_bytes(r.load(), cfg.size, cfg.channels) for r in recs]).astype(np.float32)
     with torch.no_grad():
-        u, logits, _, _, _, score = Served(model, head).eval()(torch.from_numpy(x))
+        u, logits, *_, score = Served(model, head).eval()(torch.from_numpy(x))
     bits = pack_bits(u.numpy())
     items = [{"id": r.id, "label": r.label,
               "input": base64.b64encode(x[i].astype("<f4").tobytes()).decode(),

@@ -1,9 +1,12 @@
 """Out-of-distribution stage. (a) A reconstruction decoder trained on the frozen encoder's raw
 deep map (the method's second stage): score = mean squared reconstruction error. (b) A feature
 score: Mahalanobis distance of the fused features to the nearest class mean (shared, shrunk
-covariance from `train`). Both are z-normalised on `val` (in-distribution) and combined as their
-maximum; the threshold is the `val` quantile that keeps the chosen in-distribution recall.
-MSP, energy and k-NN scores are computed here too, as baselines on the same features."""
+covariance from `train`). (c) A statistics score: Mahalanobis distance of the per-channel means
+and deviations of the shallow and deep maps to their `train` Gaussian. Each is z-normalised on
+`val` (in-distribution); the combined score is the max over the subset of them that separates
+`val` from synthetic outliers of `val` best (never an evaluation set); the threshold is the
+`val` quantile that keeps the chosen in-distribution recall. MSP, energy and k-NN scores are
+computed here too, as baselines on the same features."""
 from __future__ import annotations
 
 import json
@@ -98,40 +101,99 @@ class Mahalanobis(nn.Module):
         return (g[:, None, :] - self.wmu[None]).pow(2).sum(-1).min(dim=1).values / g.shape[1]
 
 
+PARTS = ("recon", "maha", "stats")
+HEAD_FORMAT = 2  # ood.pt layout; 1 had no feature-statistics part
+
+
+def feature_stats(shallow: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
+    """Per-channel spatial mean and standard deviation of the shallow and deep maps (as in the
+    multi-layer Mahalanobis detector of Lee et al. 2018): low-level image statistics such as
+    sharpness, texture and contrast, which class-level features are built to ignore."""
+    parts = []
+    for m in (shallow, deep):
+        mean = m.mean(dim=(2, 3))
+        parts += [mean, ((m - mean[:, :, None, None]).pow(2).mean(dim=(2, 3)) + 1e-6).sqrt()]
+    return torch.cat(parts, dim=1)
+
+
 class OODHead(nn.Module):
-    """Scores of one batch: reconstruction error, Mahalanobis, and their combined z-max."""
+    """Scores of one batch: reconstruction error, Mahalanobis of the fused features, Mahalanobis
+    of the feature statistics, and the combined score: the max of the `val`-z-scored parts that
+    the OOD validation chose (`select`)."""
 
-    def __init__(self, decoder: Decoder, maha: Mahalanobis, norm: dict):
+    def __init__(self, decoder: Decoder, maha: Mahalanobis, stats: Mahalanobis, norm: dict, parts=PARTS):
         super().__init__()
-        self.decoder, self.maha = decoder, maha
-        self.register_buffer("mean", torch.tensor([norm["recon"][0], norm["maha"][0]], dtype=torch.float32))
-        self.register_buffer("std", torch.tensor([norm["recon"][1], norm["maha"][1]], dtype=torch.float32))
+        self.decoder, self.maha, self.stats = decoder, maha, stats
+        self.parts = tuple(parts)
+        self.register_buffer("mean", torch.tensor([norm[p][0] for p in PARTS], dtype=torch.float32))
+        self.register_buffer("std", torch.tensor([norm[p][1] for p in PARTS], dtype=torch.float32))
+        self.register_buffer("select", torch.tensor([PARTS.index(p) for p in self.parts], dtype=torch.long))
 
-    def forward(self, x, deep, feats):
+    def forward(self, x, shallow, deep, feats):
         r = recon_error(self.decoder, deep, x)
         m = self.maha(feats)
-        z = (torch.stack([r, m], dim=1) - self.mean) / self.std
-        return r, m, z.max(dim=1).values
+        st = self.stats(feature_stats(shallow, deep))
+        z = (torch.stack([r, m, st], dim=1) - self.mean) / self.std
+        return r, m, st, z.index_select(1, self.select).max(dim=1).values
 
 
-def scores_np(model, head_parts, x: np.ndarray, batch: int = 256) -> dict:
-    dec, maha, head = head_parts
-    out = {"recon": [], "maha": [], "combined": [], "msp": [], "energy": [], "features": [], "u": []}
+def scores_np(model, head: OODHead, x: np.ndarray, batch: int = 256) -> dict:
+    out = {"recon": [], "maha": [], "stats": [], "combined": [], "msp": [], "energy": [], "features": [], "u": []}
     model.eval()
     with torch.no_grad():
         for i in range(0, len(x), batch):
             xb = torch.from_numpy(x[i:i + batch].astype(np.float32))
             o = model(xb)
-            out["recon"].append(recon_error(dec, o["deep"], xb).numpy())
-            out["maha"].append(maha(o["features"]).numpy())
-            if head is not None:
-                out["combined"].append(head(xb, o["deep"], o["features"])[2].numpy())
+            for k, v in zip(("recon", "maha", "stats", "combined"), head(xb, o["shallow"], o["deep"], o["features"])):
+                out[k].append(v.numpy())
             p = torch.softmax(o["logits"], 1)
             out["msp"].append(-p.max(1).values.numpy())          # higher = more OOD, for every score
             out["energy"].append(-torch.logsumexp(o["logits"], 1).numpy())
             out["features"].append(F.normalize(o["features"], dim=1).numpy())
             out["u"].append(o["u"].numpy())
-    return {k: np.concatenate(v) if v else None for k, v in out.items()}
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def validation_outliers(x: np.ndarray, n: int = 500, seed: int = 0) -> dict[str, np.ndarray]:
+    """OOD *validation* sets, made from `val` images only so that choosing the combination never
+    sees an evaluation set; each differs in kind from every evaluation set (no other data set,
+    none of the evaluated corruptions). jigsaw: 4x4 tiles of an image shuffled (local content
+    kept, anatomy broken); smooth: random 6x6 fields upsampled (blobs with no texture); shapes:
+    one to three filled ellipses of random intensity on black."""
+    rng = np.random.RandomState(seed)
+    xv = x[np.sort(rng.permutation(len(x))[:n])].astype(np.float32)
+    b, c, size, _ = xv.shape
+    g = 4
+    t = size // g
+    tiles = xv[:, :, :g * t, :g * t].reshape(b, c, g, t, g, t).transpose(0, 2, 4, 1, 3, 5).reshape(b, g * g, c, t, t)
+    tiles = tiles[np.arange(b)[:, None], np.argsort(rng.rand(b, g * g), axis=1)]
+    jigsaw = xv.copy()
+    jigsaw[:, :, :g * t, :g * t] = tiles.reshape(b, g, g, c, t, t).transpose(0, 3, 1, 4, 2, 5).reshape(b, c, g * t, g * t)
+    low = torch.from_numpy(rng.rand(b, c, 6, 6).astype(np.float32))
+    smooth = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False).numpy()
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    shapes = np.zeros_like(xv)
+    for i in range(b):
+        for _ in range(rng.randint(1, 4)):
+            cy, cx, ry, rx = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.35), rng.uniform(0.05, 0.35)
+            inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+            shapes[i][:, inside] = rng.uniform(0.2, 1.0, size=(c, 1))
+    return {"jigsaw": jigsaw, "smooth": smooth, "shapes": shapes}
+
+
+def choose_parts(val: dict, outliers: dict[str, dict], norm: dict) -> tuple[tuple[str, ...], list[dict]]:
+    """The non-empty subset of PARTS whose z-max separates `val` from the validation outliers
+    best (mean AUROC over the outlier sets); ties go to the smaller subset, then PARTS order."""
+    z = lambda s, p: (s[p] - norm[p][0]) / norm[p][1]
+    subsets = [tuple(p for j, p in enumerate(PARTS) if mask >> j & 1) for mask in range(1, 2 ** len(PARTS))]
+    subsets.sort(key=len)
+    table = []
+    for sub in subsets:
+        combined = lambda s: np.max(np.stack([z(s, p) for p in sub]), axis=0)
+        aurocs = {name: auroc(combined(val), combined(o)) for name, o in outliers.items()}
+        table.append({"parts": list(sub), "auroc": aurocs, "mean_auroc": float(np.mean(list(aurocs.values())))})
+    best = max(table, key=lambda r: r["mean_auroc"])  # max keeps the first of equals
+    return tuple(best["parts"]), table
 
 
 def knn_score(feats: np.ndarray, bank: np.ndarray, k: int = 10) -> np.ndarray:
@@ -167,19 +229,29 @@ def calibrate(val_scores: np.ndarray, id_recall: float) -> float:
     return float(np.quantile(val_scores, id_recall))
 
 
-def fit(model, ds, id_recall: float = 0.95, log=print, epochs: int = 6, steps: int = 150) -> tuple[OODHead, dict]:
+def fit(model, ds, id_recall: float = 0.95, log=print, epochs: int = 6, steps: int = 150,
+        decoder: Decoder | None = None) -> tuple[OODHead, dict]:
     tr, va = ds.splits["train"], ds.splits["val"]
     t0 = time.time()
-    dec = train_decoder(model, tr.x, epochs=epochs, steps=steps, log=log)
+    dec = decoder if decoder is not None else train_decoder(model, tr.x, epochs=epochs, steps=steps, log=log)
     feats = encode(model, tr.x)["features"]
     maha = Mahalanobis.fit(feats, tr.y, len(ds.classes))
-    val = scores_np(model, (dec, maha, None), va.x)
-    norm = {"recon": [float(val["recon"].mean()), float(val["recon"].std() + 1e-12)],
-            "maha": [float(val["maha"].mean()), float(val["maha"].std() + 1e-12)]}
-    head = OODHead(dec, maha, norm)
-    val = scores_np(model, (dec, maha, head), va.x)
-    info = {"norm": norm, "id_recall": id_recall, "decoder_steps": epochs * steps, "seconds": round(time.time() - t0, 1),
-            "thresholds": {k: calibrate(val[k], id_recall) for k in ("recon", "maha", "combined")}}
+    pick = np.sort(np.random.RandomState(0).permutation(len(tr.x))[:10000])
+    with torch.no_grad():
+        st = np.concatenate([feature_stats(o["shallow"], o["deep"]).numpy() for o in
+                             (model(torch.from_numpy(tr.x[pick][i:i + 256].astype(np.float32))) for i in range(0, len(pick), 256))])
+    stats = Mahalanobis.fit(st, np.zeros(len(st), dtype=np.int64), 1)
+    unit = {p: [0.0, 1.0] for p in PARTS}
+    val = scores_np(model, OODHead(dec, maha, stats, unit), va.x)
+    norm = {p: [float(val[p].mean()), float(val[p].std() + 1e-12)] for p in PARTS}
+    outliers = {k: scores_np(model, OODHead(dec, maha, stats, unit), v) for k, v in validation_outliers(va.x).items()}
+    parts, table = choose_parts(val, outliers, norm)
+    log(json.dumps({"ood_parts": parts, "selection": table}))
+    head = OODHead(dec, maha, stats, norm, parts)
+    val = scores_np(model, head, va.x)
+    info = {"format": HEAD_FORMAT, "norm": norm, "parts": list(parts), "selection": table, "id_recall": id_recall,
+            "decoder_steps": epochs * steps, "seconds": round(time.time() - t0, 1),
+            "thresholds": {k: calibrate(val[k], id_recall) for k in (*PARTS, "combined")}}
     return head, info
 
 
@@ -189,24 +261,37 @@ def add_parser(sub):
     p.add_argument("--id-recall", type=float, default=0.95)
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--steps", type=int, default=150, help="decoder steps per epoch (fewer on a busy CPU)")
+    p.add_argument("--reuse-decoder", action="store_true",
+                   help="keep the decoder of the run's existing ood.pt, refit only the feature scores and the choice")
     p.set_defaults(fn=cmd_ood)
 
 
-def load_run(run: Path):
-    """The trained encoder of a run folder, its checkpoint dict, and its OOD head when fitted."""
+def load_run_encoder(run: Path):
+    """The trained encoder of a run folder and its checkpoint dict."""
     from .darf import ModelConfig, build
     ck = torch.load(run / "model.pt")
     cfg = ModelConfig(**{**ck["config"], "widths": tuple(ck["config"]["widths"])})
     model = build(cfg)
     model.load_state_dict(ck["state"])
     model.eval()
+    return model, ck
+
+
+def load_run(run: Path):
+    """The trained encoder of a run folder, its checkpoint dict, and its OOD head when fitted."""
+    model, ck = load_run_encoder(run)
+    cfg = model.cfg
     head = None
     if (run / "ood.pt").exists():
         o = torch.load(run / "ood.pt")
+        if o["info"].get("format", 1) != HEAD_FORMAT:
+            raise SystemExit(f"{run}/ood.pt: OOD head format {o['info'].get('format', 1)}, this code reads {HEAD_FORMAT}; "
+                             f"refit it: `ood --run {run} --reuse-decoder`")
         st = o["state"]
         dec = Decoder(cfg.widths[3], cfg.channels, cfg.size)
         maha = Mahalanobis(st["maha.w"], st["maha.wmu"])
-        head = OODHead(dec, maha, o["info"]["norm"])
+        stats = Mahalanobis(st["stats.w"], st["stats.wmu"])
+        head = OODHead(dec, maha, stats, o["info"]["norm"], o["info"]["parts"])
         head.load_state_dict(st)
         head.eval()
     return model, ck, head
@@ -224,12 +309,19 @@ def run_data(ck, size: int, channels: int):
     return data_mod.load(run_data_path(ck), size, channels, classes=ck["classes"])
 
 
-def fit_run(run: Path, id_recall: float = 0.95, epochs: int = 6, steps: int = 150) -> dict:
+def fit_run(run: Path, id_recall: float = 0.95, epochs: int = 6, steps: int = 150, reuse_decoder: bool = False) -> dict:
     """Fits the OOD stage of a run folder and saves ood.pt and ood.json beside its model
     (shared by the `ood` command and `export`, which needs the head)."""
-    model, ck, _ = load_run(run)
+    model, ck = load_run_encoder(run)
     ds = run_data(ck, model.cfg.size, model.cfg.channels)
-    head, info = fit(model, ds, id_recall, log=lambda s: print(s, file=sys.stderr), epochs=epochs, steps=steps)
+    dec = None
+    if reuse_decoder:
+        old = torch.load(run / "ood.pt")
+        dec = Decoder(model.cfg.widths[3], model.cfg.channels, model.cfg.size)
+        dec.load_state_dict({k[len("decoder."):]: v for k, v in old["state"].items() if k.startswith("decoder.")})
+        dec.eval()
+        steps, epochs = old["info"]["decoder_steps"], 1
+    head, info = fit(model, ds, id_recall, log=lambda s: print(s, file=sys.stderr), epochs=epochs, steps=steps, decoder=dec)
     torch.save({"state": head.state_dict(), "info": info, "feat_dim": model.feat_dim}, run / "ood.pt")
     (run / "ood.json").write_text(json.dumps(info, indent=1))
     return info
@@ -237,4 +329,4 @@ def fit_run(run: Path, id_recall: float = 0.95, epochs: int = 6, steps: int = 15
 
 def cmd_ood(args):
     torch.set_num_threads(2)
-    print(json.dumps(fit_run(Path(args.run), args.id_recall, args.epochs, args.steps)))
+    print(json.dumps(fit_run(Path(args.run), args.id_recall, args.epochs, args.steps, args.reuse_decoder)))

@@ -33,7 +33,7 @@ ID_RECALL = 0.95
 OODSET_FORMAT, OODSET_VERSION = "medhash-oodset", 1
 RESULT_FORMAT, RESULT_VERSION = "medhash-ood-eval", 1
 # Scores compared; all are "higher = more OOD".
-SCORES = ("combined", "combined_knn", "recon", "maha", "knn_hamming", "msp", "energy", "knn_features")
+SCORES = ("combined", "combined_knn", "recon", "maha", "stats", "knn_hamming", "msp", "energy", "knn_features")
 OURS = "combined"
 
 
@@ -186,7 +186,7 @@ def evaluate_model(name: str, run: Path, data_root: Path, far: list[str], near: 
     ds = ood.run_data(ck, cfg.size, cfg.channels)
 
     def score(x: np.ndarray) -> dict:
-        s = ood.scores_np(model, (head.decoder, head.maha, head), x)
+        s = ood.scores_np(model, head, x)
         s["codes"] = pack_bits(s.pop("u"))
         return s
 
@@ -198,7 +198,7 @@ def evaluate_model(name: str, run: Path, data_root: Path, far: list[str], near: 
 
     def all_scores(x: np.ndarray) -> dict:
         s = score(x)
-        out = {k: s[k] for k in ("combined", "recon", "maha", "msp", "energy")}
+        out = {k: s[k] for k in ("combined", "recon", "maha", "stats", "msp", "energy")}
         out["knn_hamming"] = kth_hamming(s["codes"], db_codes)
         out["knn_features"] = ood.knn_score(s["features"], bank)
         return out
@@ -253,6 +253,7 @@ def evaluate_model(name: str, run: Path, data_root: Path, far: list[str], near: 
         (folder / "manifest.json").write_text(json.dumps(manifest) + "\n")
     return {"model": name, "run": str(run), "data": ds.name, "thresholds": thresholds, "thresholds_val97": thresholds97, "calibration": cal,
             "card_threshold": head_info["thresholds"]["combined"], "decoder_steps": head_info.get("decoder_steps"),
+            "parts": head_info["parts"],
             "seconds": round(time.time() - t0, 1), "sets": rows}
 
 
@@ -278,7 +279,7 @@ def add_parser(sub):
     p.set_defaults(fn=cmd_ood_eval)
 
 
-LABELS = {"combined": "ours (recon+maha)", "combined_knn": "ours + kNN-Hamming", "recon": "recon", "maha": "maha",
+LABELS = {"combined": "ours", "combined_knn": "ours + kNN-Hamming", "recon": "recon", "maha": "maha", "stats": "stats",
           "knn_hamming": "kNN-Hamming", "msp": "MSP", "energy": "energy", "knn_features": "KNN (features)"}
 
 
@@ -287,8 +288,8 @@ def markdown(doc: dict) -> str:
     val thresholds for our scores."""
     out = []
     for m in doc["models"]:
-        out.append(f"### {m['model']} (ID: `{m['data']}` query, {m['sets'][0]['n_id']} images; OOD head of "
-                   f"{m.get('decoder_steps')} decoder steps, threshold {m['card_threshold']:.4f})\n")
+        out.append(f"### {m['model']} (ID: `{m['data']}` query, {m['sets'][0]['n_id']} images; ours = max of "
+                   f"{' + '.join(m['parts'])}, chosen on val; {m.get('decoder_steps')} decoder steps; threshold {m['card_threshold']:.4f})\n")
         out.append("AUROC / FPR95 (OOD positive):\n")
         out.append("| OOD set | n | " + " | ".join(LABELS[k] for k in SCORES) + " |")
         out.append("|---|---|" + "---|" * len(SCORES))

@@ -16,7 +16,7 @@ import torch
 from medhash_model import losses, metrics
 from medhash_model.darf import ModelConfig, build
 from medhash_model.export import OUTPUTS, export_onnx
-from medhash_model.ood import Decoder, Mahalanobis, OODHead
+from medhash_model.ood import PARTS, Decoder, Mahalanobis, OODHead
 
 # one thread: the tests share a 2-core machine with training runs, and oversubscribed OpenMP
 # threads spin (the 20-step run took 137 s on 2 threads under load, 5 s on 1)
@@ -116,7 +116,10 @@ def test_tiny_model_exports_with_named_outputs(tmp_path):
     model = build(cfg).eval()
     feats = np.random.RandomState(0).randn(60, model.feat_dim)
     maha = Mahalanobis.fit(feats, np.arange(60) % 3, 3)
-    head = OODHead(Decoder(cfg.widths[3], cfg.channels, cfg.size), maha, {"recon": [0.0, 1.0], "maha": [0.0, 1.0]}).eval()
+    n_stats = 2 * (cfg.widths[1] + cfg.widths[3])
+    stats = Mahalanobis.fit(np.random.RandomState(1).randn(80, n_stats), np.zeros(80, dtype=np.int64), 1)
+    unit = {p: [0.0, 1.0] for p in PARTS}
+    head = OODHead(Decoder(cfg.widths[3], cfg.channels, cfg.size), maha, stats, unit, ("maha", "stats")).eval()
     proto = export_onnx(model, head, tmp_path / "tiny.onnx")
     assert [o.name for o in proto.graph.output] == list(OUTPUTS)
     assert [i.name for i in proto.graph.input] == ["image"]

@@ -60,3 +60,46 @@ def test_attacks_stay_in_the_eps_ball_and_change_codes():
         assert np.abs(xa - x).max() <= ood_eval.EPS + 1e-6 and xa.min() >= 0 and xa.max() <= 1
         flipped = (np.sign(net(torch.from_numpy(xa)).detach().numpy()) != clean).mean()
         assert flipped > 0
+
+
+def test_choose_parts_picks_the_subset_that_separates_the_outliers():
+    rng = np.random.RandomState(0)
+    val = {"recon": rng.randn(200), "maha": rng.randn(200), "stats": rng.randn(200)}
+    # the outliers stand out only on `stats`; recon and maha look in-distribution
+    out = {"a": {"recon": rng.randn(100), "maha": rng.randn(100), "stats": rng.randn(100) + 6}}
+    norm = {p: [0.0, 1.0] for p in ood.PARTS}
+    parts, table = ood.choose_parts(val, out, norm)
+    assert parts == ("stats",)
+    assert len(table) == 7 and max(r["mean_auroc"] for r in table) == next(r for r in table if r["parts"] == ["stats"])["mean_auroc"]
+
+
+def test_head_combines_only_the_chosen_parts():
+    dec = ood.Decoder(8, 1, 16)
+    maha = ood.Mahalanobis(torch.eye(4), torch.zeros(1, 4))
+    stats = ood.Mahalanobis(torch.eye(2 * (3 + 8)), torch.zeros(1, 2 * (3 + 8)))
+    norm = {"recon": [0.0, 1.0], "maha": [0.0, 1.0], "stats": [0.0, 1.0]}
+    x, shallow, deep = torch.rand(2, 1, 16, 16), torch.rand(2, 3, 8, 8), torch.rand(2, 8, 4, 4)
+    feats = torch.tensor([[0.0] * 4, [9.0] * 4])
+    for parts in (("maha",), ("stats",), ("recon", "stats")):
+        r, m, st, combined = ood.OODHead(dec, maha, stats, norm, parts)(x, shallow, deep, feats)
+        want = torch.stack([{"recon": r, "maha": m, "stats": st}[p] for p in parts]).max(0).values
+        assert torch.allclose(combined, want)
+
+
+def test_feature_stats_are_channel_means_and_deviations():
+    shallow, deep = torch.rand(3, 2, 8, 8), torch.rand(3, 5, 4, 4)
+    got = ood.feature_stats(shallow, deep)
+    want = torch.cat([shallow.mean((2, 3)), shallow.std((2, 3), unbiased=False),
+                      deep.mean((2, 3)), deep.std((2, 3), unbiased=False)], 1)
+    assert got.shape == (3, 14) and torch.allclose(got, want, atol=1e-4)
+
+
+def test_validation_outliers_come_from_val_and_keep_its_shape():
+    x = np.random.RandomState(0).rand(40, 3, 32, 32).astype(np.float32)
+    sets = ood.validation_outliers(x, n=30, seed=1)
+    assert sorted(sets) == ["jigsaw", "shapes", "smooth"]
+    assert all(v.shape == (30, 3, 32, 32) for v in sets.values())
+    # a jigsaw image is a permutation of its source image's tiles: same pixels, other places
+    src = x[np.sort(np.random.RandomState(1).permutation(40)[:30])]
+    assert np.allclose(np.sort(sets["jigsaw"].reshape(30, -1), 1), np.sort(src.reshape(30, -1), 1))
+    assert not np.allclose(sets["jigsaw"], src)
