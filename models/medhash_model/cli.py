@@ -30,16 +30,25 @@ def run_dir(out: Path, data_name: str, method: str, bits: int, seed: int, preset
     return out / data_name / f"{method}-{preset}-b{bits}-s{seed}"
 
 
-def load_data(path: str, preset: str, channels: int | None) -> data_mod.DataSet:
+def load_data(path: str, preset: str, channels: int | None, holdout: list[str] | None = None) -> data_mod.DataSet:
+    """The data set a run trains on; `holdout` classes are left out entirely (kept unseen as near
+    OOD for `ood-eval`), and the run is named `SET-without-A-B` so it never mixes with full runs."""
     size = PRESETS[preset]["size"]
     if channels is None:
         channels = 3 if Path(path).name.startswith("kather") else 1
-    return data_mod.load(path, size, channels)
+    ds = data_mod.load(path, size, channels)
+    if not holdout:
+        return ds
+    unknown = sorted(set(holdout) - set(ds.classes))
+    if unknown or len(set(holdout)) >= len(ds.classes) - 1:
+        raise SystemExit(f"--holdout: {unknown or holdout} — name classes of {ds.classes}, keeping at least two")
+    keep = [c for c in ds.classes if c not in holdout]
+    return data_mod.known_only(data_mod.load(path, size, channels, classes=keep), f"{ds.name}-without-{'-'.join(sorted(holdout))}")
 
 
 def do_train(args, method: str, bits: int, seed: int, ds=None) -> Path:
     p = PRESETS[args.preset]
-    ds = ds or load_data(args.data, args.preset, args.channels)
+    ds = ds or load_data(args.data, args.preset, args.channels, args.holdout)
     rd = run_dir(Path(args.out), ds.name, method, bits, seed, args.preset)
     if (rd / "metrics.json").exists() and not getattr(args, "force", False):
         print(f"skip {rd} (done)", file=sys.stderr)
@@ -57,7 +66,8 @@ def do_train(args, method: str, bits: int, seed: int, ds=None) -> Path:
     res = test_eval(model, ds, bits)
     per_query = res.pop("ap100_per_query")
     torch.save({"state": model.state_dict(), "config": info["config"], "classes": ds.classes,
-                "data": ds.name, "data_path": str(Path(args.data).resolve()), "preset": args.preset}, rd / "model.pt")
+                "data": ds.name, "data_path": str(Path(args.data).resolve()), "preset": args.preset,
+                "holdout": sorted(args.holdout or [])}, rd / "model.pt")
     np.save(rd / "ap100_per_query.npy", np.array(per_query))
     metrics = {"data": ds.name, "method": method, "bits": bits, "seed": seed, "preset": args.preset,
                **res, "best": info["best"], "train_seconds": info["train_seconds"], "history": info["history"],
@@ -74,7 +84,7 @@ def cmd_train(args):
 
 
 def cmd_sweep(args):
-    ds = load_data(args.data, args.preset, args.channels)
+    ds = load_data(args.data, args.preset, args.channels, args.holdout)
     for bits in args.bits:
         for seed in args.seeds:
             for method in args.methods:
@@ -125,6 +135,8 @@ def main(argv=None):
         p.add_argument("--out", default=str(ROOT / "runs"))
         p.add_argument("--force", action="store_true")
         p.add_argument("--threads", type=int, default=2, help="torch threads (this machine has 2 cores)")
+        p.add_argument("--holdout", nargs="+", default=None, metavar="CLASS",
+                       help="leave these classes out of training and evaluation (near OOD for ood-eval)")
 
     p = sub.add_parser("train", help="one run")
     common(p)

@@ -131,6 +131,14 @@ class DataSet:
     splits: dict[str, Arrays]
 
 
+def known_only(ds: DataSet, name: str | None = None) -> DataSet:
+    """`ds` without the rows whose label is not one of its classes (y = -1): what a model trained
+    with classes held out sees."""
+    keep = {s: np.nonzero(a.y >= 0)[0] for s, a in ds.splits.items()}
+    return DataSet(name or ds.name, ds.classes, {s: Arrays(a.x[keep[s]], a.y[keep[s]], [a.ids[i] for i in keep[s]])
+                                                 for s, a in ds.splits.items()})
+
+
 def _progress(i: int, n: int, label: str) -> None:
     if sys.stderr.isatty() or i == n:
         width = 30

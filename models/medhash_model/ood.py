@@ -306,7 +306,7 @@ def run_data_path(ck) -> str:
 
 def run_data(ck, size: int, channels: int):
     from . import data as data_mod
-    return data_mod.load(run_data_path(ck), size, channels, classes=ck["classes"])
+    return data_mod.known_only(data_mod.load(run_data_path(ck), size, channels, classes=ck["classes"]))
 
 
 def fit_run(run: Path, id_recall: float = 0.95, epochs: int = 6, steps: int = 150, reuse_decoder: bool = False) -> dict:

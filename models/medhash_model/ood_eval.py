@@ -163,9 +163,13 @@ def write_oodset(folder: Path, name: str, images: list[bytes], meta: dict) -> di
 
 # --- one model -------------------------------------------------------------------------------
 
-def load_images(path: Path, size: int, channels: int, n: int, seed: int, split: str | None = None) -> tuple[np.ndarray, list[str]]:
-    """n images of a data set (all splits unless `split`), preprocessed, sampled reproducibly."""
-    ds = data_mod.load(path, size, channels)
+def load_images(path: Path, size: int, channels: int, n: int, seed: int, split: str | None = None,
+                labels: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """n images of a data set (all splits unless `split`; all labels unless `labels`),
+    preprocessed, sampled reproducibly."""
+    ds = data_mod.load(path, size, channels, classes=labels)
+    if labels:
+        ds = data_mod.known_only(ds)
     parts = [ds.splits[split]] if split else [ds.splits[s] for s in data_mod.SPLITS if len(ds.splits[s].ids)]
     x = np.concatenate([p.x for p in parts])
     ids = [i for p in parts for i in p.ids]
@@ -232,6 +236,14 @@ def evaluate_model(name: str, run: Path, data_root: Path, far: list[str], near: 
                 recs = {r.id: r for r in data_mod.records(src)}
                 written.append(write_oodset(folder, f"{kind}:{path}", [png_bytes(source_image(recs[i].load())) for i in ids],
                                             {"source": path, "ids": ids}))
+    if ck.get("holdout"):
+        # near OOD of the closest kind: images of the model's own data set, of classes it never saw
+        src = Path(ood.run_data_path(ck))
+        x, ids = load_images(src, cfg.size, cfg.channels, n_ood, seed, labels=ck["holdout"])
+        set_name = f"near:{src.name} held out ({', '.join(ck['holdout'])})"
+        sets[set_name] = x
+        if folder:
+            written.append({"set": set_name, "source": src.name, "ids": ids})
     pick = np.sort(np.random.RandomState(seed + 1).permutation(len(q.ids))[:n_perturb])
     for set_name, imgs in perturbed_sets(model, q.x[pick].astype(np.float32), seed).items():
         sets[set_name] = imgs.astype(np.float32) / 255
@@ -253,7 +265,7 @@ def evaluate_model(name: str, run: Path, data_root: Path, far: list[str], near: 
         (folder / "manifest.json").write_text(json.dumps(manifest) + "\n")
     return {"model": name, "run": str(run), "data": ds.name, "thresholds": thresholds, "thresholds_val97": thresholds97, "calibration": cal,
             "card_threshold": head_info["thresholds"]["combined"], "decoder_steps": head_info.get("decoder_steps"),
-            "parts": head_info["parts"],
+            "parts": head_info["parts"], "selection": head_info["selection"],
             "seconds": round(time.time() - t0, 1), "sets": rows}
 
 
@@ -290,7 +302,16 @@ def markdown(doc: dict) -> str:
     for m in doc["models"]:
         out.append(f"### {m['model']} (ID: `{m['data']}` query, {m['sets'][0]['n_id']} images; ours = max of "
                    f"{' + '.join(m['parts'])}, chosen on val; {m.get('decoder_steps')} decoder steps; threshold {m['card_threshold']:.4f})\n")
-        out.append("AUROC / FPR95 (OOD positive):\n")
+        out.append("The choice of `ours` on `val` (AUROC of each combination, `val` against synthetic outliers of `val`; "
+                   "the best mean wins):\n")
+        names = list(m["selection"][0]["auroc"])
+        out.append("| parts | " + " | ".join(names) + " | mean |")
+        out.append("|---|" + "---|" * (len(names) + 1))
+        for r in m["selection"]:
+            mark = "**" if r["parts"] == m["parts"] else ""
+            out.append(f"| {mark}{' + '.join(r['parts'])}{mark} | " + " | ".join(f"{r['auroc'][n]:.4f}" for n in names)
+                       + f" | {mark}{r['mean_auroc']:.4f}{mark} |")
+        out.append("\nAUROC / FPR95 (OOD positive):\n")
         out.append("| OOD set | n | " + " | ".join(LABELS[k] for k in SCORES) + " |")
         out.append("|---|---|" + "---|" * len(SCORES))
         for r in m["sets"]:
@@ -327,7 +348,7 @@ def cmd_ood_eval(args):
     for spec in args.model:
         name, run = spec.split("=", 1)
         ck = torch.load(Path(run) / "model.pt")
-        near = args.near if args.near is not None else NEAR_DEFAULT.get(ck["data"], [])
+        near = args.near if args.near is not None else NEAR_DEFAULT.get(Path(ood.run_data_path(ck)).name, [])
         results.append(evaluate_model(name, Path(run), data_root, args.far, near, args.n_ood, args.n_perturb,
                                       Path(args.oodsets) if args.oodsets else None, log=log))
     command = "cd models && python3 -m medhash_model " + " ".join(sys.argv[1:])

@@ -103,3 +103,12 @@ def test_validation_outliers_come_from_val_and_keep_its_shape():
     src = x[np.sort(np.random.RandomState(1).permutation(40)[:30])]
     assert np.allclose(np.sort(sets["jigsaw"].reshape(30, -1), 1), np.sort(src.reshape(30, -1), 1))
     assert not np.allclose(sets["jigsaw"], src)
+
+
+def test_known_only_drops_the_rows_of_classes_a_model_never_saw():
+    from medhash_model import data
+    x = np.zeros((5, 1, 4, 4), dtype=np.float16)
+    ds = data.DataSet("d", ["a", "b"], {"train": data.Arrays(x, np.array([0, -1, 1, -1, 0]), list("vwxyz"))})
+    got = data.known_only(ds, "d-without-c")
+    assert got.name == "d-without-c" and got.splits["train"].ids == ["v", "x", "z"]
+    assert got.splits["train"].y.tolist() == [0, 1, 0]
