@@ -22,6 +22,6 @@ export function encodingOf(card: ModelCard, out: EncodeOutputs, i: number): Imag
     code: toHex(packCode(u)),
     descriptor: Array.from(descriptor(u)),
     classes: card.classes.map((name, j) => ({ name, p: p[j] })),
-    ood: { score: out.oodScore[i], recon: out.oodRecon[i], maha: out.oodMaha[i], threshold: card.ood.threshold },
+    ood: { score: out.oodScore[i], recon: out.oodRecon[i], maha: out.oodMaha[i], stats: out.oodStats ? out.oodStats[i] : null, threshold: card.ood.threshold },
   };
 }

@@ -37,6 +37,7 @@ export const ImageEncodingSchema = z
       score: z.number(),
       recon: z.number(),
       maha: z.number(),
+      stats: z.number().nullable().openapi({ description: 'Feature-statistics distance (`ood_stats`); null for models exported without it.' }),
       threshold: z.number().openapi({ description: 'The card\'s ood.threshold: above it the image is out of distribution.' }),
     }),
   })

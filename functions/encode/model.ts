@@ -17,6 +17,8 @@ export interface EncodeOutputs {
   oodScore: Float32Array;
   oodRecon: Float32Array;
   oodMaha: Float32Array;
+  /** Feature-statistics distance; null for models exported before it existed. */
+  oodStats: Float32Array | null;
 }
 
 export interface Encoder {
@@ -65,6 +67,8 @@ function makeEncoder(card: ModelCard, runtime: string, session: OrtSession, Tens
         oodScore: f32(out.ood_score, 'ood_score'),
         oodRecon: f32(out.ood_recon, 'ood_recon'),
         oodMaha: f32(out.ood_maha, 'ood_maha'),
+        // added with the feature-statistics score; older exports lack it
+        oodStats: out.ood_stats ? f32(out.ood_stats, 'ood_stats') : null,
       };
     },
     close: () => session.release(),

@@ -112,3 +112,10 @@ def test_known_only_drops_the_rows_of_classes_a_model_never_saw():
     got = data.known_only(ds, "d-without-c")
     assert got.name == "d-without-c" and got.splits["train"].ids == ["v", "x", "z"]
     assert got.splits["train"].y.tolist() == [0, 1, 0]
+
+
+def test_tpr_at_fpr_flags_above_the_strictest_threshold_that_keeps_the_false_alarms():
+    id_s = np.arange(100, dtype=float)            # 3 % of 100: the top 3 (97, 98, 99) may be flagged
+    ood_s = np.array([96.0, 97.0, 97.5, 99.5])     # threshold 96: flags 97, 97.5 and 99.5
+    assert ood_eval.tpr_at_fpr(id_s, ood_s, 0.03) == 0.75
+    assert ood_eval.tpr_at_fpr(id_s, ood_s, 0.0) == 0.25  # above 99 only
