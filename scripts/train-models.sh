@@ -25,9 +25,9 @@ b16() { for set in brain_tumor_mri kather_crc_2016; do MH sweep --data $D/$set -
 seeds() { for set in brain_tumor_mri kather_crc_2016; do MH sweep --data $D/$set --methods darf_sch cls_tanh hashnet --bits 64 --seeds 1 2; done; }
 ablations() { MH sweep --data $D/brain_tumor_mri --methods abl_labels_only abl_no_fusion abl_linear_head --bits 64 --seeds 0; }
 # MedNIST with two classes never seen in training: the near-OOD set of the closest kind for
-# ood-eval (docs/OOD.md); 8 epochs, as it only needs to know the other four classes.
+# ood-eval (docs/OOD.md); 4 epochs, as it only needs to know the other four classes.
 heldout() {
-  MH train --data $D/mednist --method darf_sch --bits 64 --seed 0 --holdout ChestCT Hand --epochs 8 --out ../runs/heldout
+  MH train --data $D/mednist --method darf_sch --bits 64 --seed 0 --holdout ChestCT Hand --epochs 4 --out ../runs/heldout
   [ -f ../runs/heldout/mednist-without-ChestCT-Hand/darf_sch-cpu64-b64-s0/ood.json ] \
     || MH ood --run ../runs/heldout/mednist-without-ChestCT-Hand/darf_sch-cpu64-b64-s0 --epochs 3 --steps 150
 }

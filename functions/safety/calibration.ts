@@ -15,7 +15,7 @@ export interface OodCalibration {
    * least indexSize items (a smaller index leaves every code further from its neighbours).
    */
   knn: { k: number; threshold: number; mean: number; std: number; indexSize: number } | null;
-  /** Threshold on max(ood_score, (knn - mean) / std) (search by image, index known). */
+  /** Threshold on max(ood_score, (knn - mean) / std) (search by image, index known); null when not combined. */
   combinedThreshold: number | null;
 }
 
@@ -35,7 +35,9 @@ export function calibrationFromCard(json: unknown): OodCalibration {
     knn: knn
       ? { k: num(knn.k, 'ood.knn.k'), threshold: num(knn.threshold, 'ood.knn.threshold'), mean: num(knn.mean, 'ood.knn.mean'), std: num(knn.std, 'ood.knn.std'), indexSize: num(knn.index_size, 'ood.knn.index_size') }
       : null,
-    combinedThreshold: withKnn ? num(withKnn.threshold, 'ood.with_knn.threshold') : null,
+    // `use: false`: the OOD validation found the k-NN part no help to the image score (cards
+    // exported before `use` existed combine them, as they were calibrated to)
+    combinedThreshold: withKnn && withKnn.use !== false ? num(withKnn.threshold, 'ood.with_knn.threshold') : null,
   };
 }
 

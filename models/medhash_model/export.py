@@ -79,11 +79,26 @@ def preprocess_spec(size: int, channels: int) -> dict:
 
 def knn_card_section(model: nn.Module, head: ood.OODHead, ck: dict) -> dict:
     """`ood.knn` and `ood.with_knn` of the card: the service's search-by-code score (k-th nearest
-    Hamming distance to the `db` split, the index it is shipped with) calibrated on `val`."""
+    Hamming distance to the `db` split, the index it is shipped with) calibrated on `val`, and
+    whether adding it to the image score helps, decided like the head's parts: on `val` against
+    the synthetic validation outliers (`with_knn.use`)."""
     ds = ood.run_data(ck, model.cfg.size, model.cfg.channels)
     db_codes = pack_bits(encode(model, ds.splits["db"].x)["u"])
-    val = ood.scores_np(model, head, ds.splits["val"].x)
-    return ood_eval.knn_calibration(ood_eval.kth_hamming(pack_bits(val["u"]), db_codes), val["combined"], len(db_codes))
+    va = ds.splits["val"].x
+    val = ood.scores_np(model, head, va)
+    val_knn = ood_eval.kth_hamming(pack_bits(val["u"]), db_codes)
+    section = ood_eval.knn_calibration(val_knn, val["combined"], len(db_codes))
+    knn = section["knn"]
+    with_knn = lambda s, d: np.maximum(s["combined"], (d - knn["mean"]) / knn["std"])  # noqa: E731
+    alone, added = [], []
+    for x in ood.validation_outliers(va).values():
+        o = ood.scores_np(model, head, x)
+        o_knn = ood_eval.kth_hamming(pack_bits(o["u"]), db_codes)
+        alone.append(ood.auroc(val["combined"], o["combined"]))
+        added.append(ood.auroc(with_knn(val, val_knn), with_knn(o, o_knn)))
+    section["with_knn"].update(use=bool(np.mean(added) > np.mean(alone)),
+                               validation_auroc={"ood_score": float(np.mean(alone)), "with_knn": float(np.mean(added))})
+    return section
 
 
 def build_card(name: str, onnx_path: Path, model: nn.Module, ck: dict, metrics: dict, ood_info: dict, knn: dict) -> dict:

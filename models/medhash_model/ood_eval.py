@@ -298,6 +298,7 @@ def add_parser(sub):
     p.add_argument("--oodsets", default=None, help="write the OOD sets here (e.g. models/oodsets)")
     p.add_argument("--json", default=None, help="write the results here (e.g. ../docs/results/ood.json)")
     p.add_argument("--table", action="store_true", help="print the --json file as Markdown tables (docs/OOD.md)")
+    p.add_argument("--ts", default=None, help="with --table: compare with these `npm run eval:ood` lines (docs/results/ood-ts.jsonl)")
     p.set_defaults(fn=cmd_ood_eval)
 
 
@@ -310,8 +311,9 @@ def markdown(doc: dict) -> str:
     val thresholds for our scores."""
     out = []
     for m in doc["models"]:
-        out.append(f"### {m['model']} (ID: `{m['data']}` query, {m['sets'][0]['n_id']} images; ours = max of "
-                   f"{' + '.join(m['parts'])}, chosen on val; {m.get('decoder_steps')} decoder steps; threshold {m['card_threshold']:.4f})\n")
+        ours = m["parts"][0] if len(m["parts"]) == 1 else f"max({', '.join(m['parts'])})"
+        out.append(f"### {m['model']} (ID: `{m['data']}` query, {m['sets'][0]['n_id']} images; ours = {ours}, chosen on val; "
+                   f"{m.get('decoder_steps')} decoder steps; threshold {m['card_threshold']:.4f})\n")
         out.append("The choice of `ours` on `val` (AUROC of each combination, `val` against synthetic outliers of `val`; "
                    "the best mean wins):\n")
         names = list(m["selection"][0]["auroc"])
@@ -351,10 +353,31 @@ def markdown(doc: dict) -> str:
     return "\n".join(out)
 
 
+def ts_markdown(doc: dict, ts_lines: list[dict]) -> str:
+    """Python's figures for `ours` beside the TypeScript replay's (`npm run eval:ood` lines)."""
+    ts = {(r["model"], r["ood_set"]): r for r in ts_lines}
+    out = ["| model | OOD set | AUROC Python / TS | FPR95 Python / TS | flagged Python / TS | ID false alarms Python / TS |",
+           "|---|---|---|---|---|---|"]
+    pct = lambda x: f"{100 * x:.1f} %"
+    for m in doc["models"]:
+        for r in m["sets"]:
+            t = ts.get((m["model"], r["ood_set"]))
+            if t is None:
+                continue
+            p = r["scores"][OURS]
+            out.append(f"| {m['model']} | {r['ood_set']} | {p['auroc']:.4f} / {t['auroc']:.4f} | {p['fpr95']:.4f} / {t['fpr95']:.4f} | "
+                       f"{pct(p['flagged_at_threshold'])} / {pct(t['flagged_at_threshold'])} | {pct(p['id_false_alarm'])} / {pct(t['id_false_alarm'])} |")
+    return "\n".join(out)
+
+
 def cmd_ood_eval(args):
     from .cli import ROOT
     if args.table:
-        print(markdown(json.loads(Path(args.json).read_text())))
+        doc = json.loads(Path(args.json).read_text())
+        if args.ts:
+            print(ts_markdown(doc, [json.loads(line) for line in Path(args.ts).read_text().splitlines() if line.strip()]))
+        else:
+            print(markdown(doc))
         return
     if not args.model:
         raise SystemExit("ood-eval: name at least one --model NAME=RUN (or --table --json FILE)")

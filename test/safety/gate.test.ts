@@ -1,7 +1,11 @@
 // The OOD gate's decisions: which score decides, when it refuses, and that it says why.
 import { describe, expect, it } from 'vitest';
-import type { OodCalibration } from '../../functions/safety/calibration.ts';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { calibrationFromCard, type OodCalibration } from '../../functions/safety/calibration.ts';
 import { assess, enforce, OodRefusal } from '../../functions/safety/gate.ts';
+
+const MODELS = join(import.meta.dirname, '../../models');
 
 const cal: OodCalibration = {
   modelId: 'm@0123456789ab',
@@ -29,6 +33,18 @@ describe('OOD gate', () => {
     expect(b).toMatchObject({ score: 6, verdict: 'out_of_distribution' });
     expect(b.reasons[0]).toMatch(/does not look like the model's training data/);
     expect(assess(cal, { knnDistance: 8, indexCount: 1000, model: { score: 0.5, threshold: 2.5 } }).verdict).toBe('in_distribution');
+  });
+
+  it('judges a search by image by the model score alone when the card says the k-NN part does not help', () => {
+    const card = JSON.parse(readFileSync(join(MODELS, 'mednist-darf-b64.card.json'), 'utf8'));
+    const combined = calibrationFromCard({ ...card, ood: { ...card.ood, with_knn: { ...card.ood.with_knn, use: true } } });
+    const alone = calibrationFromCard({ ...card, ood: { ...card.ood, with_knn: { ...card.ood.with_knn, use: false } } });
+    expect(combined.combinedThreshold).toBe(card.ood.with_knn.threshold);
+    expect(alone.combinedThreshold).toBeNull();
+    // a code far from its neighbours, an image the model finds in-distribution
+    const inputs = { knnDistance: 64, indexCount: 1_000_000, model: { score: 0, threshold: card.ood.threshold } };
+    expect(assess(combined, inputs).verdict).toBe('out_of_distribution');
+    expect(assess(alone, inputs)).toMatchObject({ score: 0, threshold: card.ood.threshold, verdict: 'in_distribution' });
   });
 
   it('does not judge by neighbours in an index smaller than the calibration index', () => {
