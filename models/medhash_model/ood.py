@@ -236,10 +236,10 @@ def fit(model, ds, id_recall: float = 0.95, log=print, epochs: int = 6, steps: i
     dec = decoder if decoder is not None else train_decoder(model, tr.x, epochs=epochs, steps=steps, log=log)
     feats = encode(model, tr.x)["features"]
     maha = Mahalanobis.fit(feats, tr.y, len(ds.classes))
-    pick = np.sort(np.random.RandomState(0).permutation(len(tr.x))[:10000])
+    xs = tr.x[np.sort(np.random.RandomState(0).permutation(len(tr.x))[:10000])]
     with torch.no_grad():
         st = np.concatenate([feature_stats(o["shallow"], o["deep"]).numpy() for o in
-                             (model(torch.from_numpy(tr.x[pick][i:i + 256].astype(np.float32))) for i in range(0, len(pick), 256))])
+                             (model(torch.from_numpy(xs[i:i + 256].astype(np.float32))) for i in range(0, len(xs), 256))])
     stats = Mahalanobis.fit(st, np.zeros(len(st), dtype=np.int64), 1)
     unit = {p: [0.0, 1.0] for p in PARTS}
     val = scores_np(model, OODHead(dec, maha, stats, unit), va.x)
