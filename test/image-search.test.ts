@@ -150,6 +150,27 @@ describe('search by image', () => {
     expect(await usage()).toBe(before + 1);
   });
 
+  it('refuses a search over the tenant\'s rate limit with 429 before the image is encoded', async () => {
+    const op = new Client(url, TEST_OPERATOR_KEY);
+    const tenant = await op.request<{ id: string }>('POST', '/v1/admin/tenants', { name: 'image-rate-test' });
+    const slowKey = (await op.request<{ secret: string }>('POST', `/v1/admin/tenants/${tenant.id}/keys`, { scopes: ['search', 'admin'] })).secret;
+    await op.request('PUT', `/v1/admin/tenants/${tenant.id}/plan`, { rate_per_second: 0.001, burst: 1, monthly_quota: null });
+    const api = new Client(url, slowKey);
+    await api.request('POST', '/v1/collections', { name: 'slow', bits: 64, model_id: modelId });
+    await api.request('POST', '/v1/collections/slow/search', { code: '00'.repeat(8), k: 1 }); // the one token of the burst
+    const encodeImage = vi.spyOn(images, 'encodeImage');
+    try {
+      const res = await fetch(`${url}/v1/collections/slow/search/image?k=5`, {
+        method: 'POST', headers: { authorization: `Bearer ${slowKey}`, 'content-type': queries[0].contentType }, body: new Uint8Array(await queries[0].read()),
+      });
+      expect(res.status).toBe(429);
+      expect(res.headers.get('retry-after')).toBeTruthy();
+      expect(encodeImage).not.toHaveBeenCalled();
+    } finally {
+      encodeImage.mockRestore();
+    }
+  });
+
   it('refuses a collection whose codes come from another model', async () => {
     const { status, body } = await searchImage(queries[0], 'other-model');
     expect(status).toBe(409);

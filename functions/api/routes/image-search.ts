@@ -7,9 +7,9 @@ import { requireCollection } from '../../auth/guard.ts';
 import { MedhashError, badRequest } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
 import { parseCode } from '../codes.ts';
-import { errors, json, security, type App } from '../openapi.ts';
-import { CollectionParams, MAX_K, SearchResult } from '../schemas.ts';
-import { searchCollection } from './search.ts';
+import { errors, json, rateLimitHeaders, security, type App } from '../openapi.ts';
+import { CollectionParams, IdempotencyHeaders, MAX_K, SearchResult } from '../schemas.ts';
+import { admitSearch, searchCollection } from './search.ts';
 
 export const IMAGE_TYPES = ['image/png', 'image/jpeg'];
 
@@ -39,9 +39,10 @@ export function imageSearchRoutes(app: App, backend: Backend): void {
       request: {
         params: CollectionParams,
         query: ImageSearchQuery,
+        headers: IdempotencyHeaders,
         body: { required: true, content: Object.fromEntries(IMAGE_TYPES.map((t) => [t, { schema: z.string().openapi({ format: 'binary' }) }])) },
       },
-      responses: { 200: json(ImageSearchResult, 'The image\'s code, its model OOD score and the ranked results.'), ...errors(400, 401, 403, 404, 409, 413, 415, 422, 503) },
+      responses: { 200: { ...json(ImageSearchResult, 'The image\'s code, its model OOD score and the ranked results.'), headers: rateLimitHeaders }, ...errors(400, 401, 402, 403, 404, 409, 413, 415, 422, 429, 503) },
     }),
     async (c) => {
       const col = await requireCollection(c, backend, 'search', c.req.valid('param').collection);
@@ -56,6 +57,7 @@ export function imageSearchRoutes(app: App, backend: Backend): void {
       if (!backend.images) throw new MedhashError(503, 'encoder_unavailable', 'search by image is not configured on this server (no model: see docs/INFERENCE.md)');
       const bytes = new Uint8Array(await c.req.arrayBuffer());
       if (bytes.length === 0) throw badRequest('empty_body', 'the body must be the image file; it is empty');
+      await admitSearch(c, col, radius);
       const enc = await backend.images.encodeImage(bytes, type);
       if (enc.model_id !== col.model_id) {
         throw new MedhashError(409, 'model_mismatch', `collection ${JSON.stringify(col.name)} holds codes of model ${col.model_id}, but images are encoded by ${enc.model_id}`);

@@ -65,21 +65,31 @@ export function searchRoutes(app: App, backend: Backend): void {
     async (c) => {
       const col = await requireCollection(c, backend, 'search', c.req.valid('param').collection);
       const body = c.req.valid('json');
-      return c.json(await searchCollection(c, backend, col, searchQuery(col, body), { allowOod: body.allow_ood }), 200);
+      const q = searchQuery(col, body);
+      await admitSearch(c, col, q.radius);
+      return c.json(await searchCollection(c, backend, col, q, { allowOod: body.allow_ood }), 200);
     },
   );
 }
 
 /**
- * A search of one collection as the API answers it, OOD gate included, billed and audited as one
- * search; search by code and by image share it (an image search passes the model's own OOD
- * score as `modelOod`).
+ * Checks what a search of `col` needs of its query that the request schema cannot know, then
+ * bills it as one search: before any work, so that a search by image over its rate limit or quota
+ * is refused before the image is encoded (a search that then fails is refunded).
  */
-export async function searchCollection(c: Context, backend: Backend, col: CollectionInfo, q: SearchQuery, opts: { allowOod: boolean; modelOod?: ModelOod }) {
-  if (q.radius !== undefined && q.radius > col.bits) {
+export async function admitSearch(c: Context, col: CollectionInfo, radius: number | undefined): Promise<void> {
+  if (radius !== undefined && radius > col.bits) {
     throw badRequest('invalid_field', `radius must be between 0 and ${col.bits} for a ${col.bits}-bit collection`, 'radius');
   }
   await meter(c, 'search', 1);
+}
+
+/**
+ * A search of one collection as the API answers it, OOD gate included, audited as one search;
+ * search by code and by image share it (an image search passes the model's own OOD score as
+ * `modelOod`). The caller has admitted it (admitSearch).
+ */
+export async function searchCollection(c: Context, backend: Backend, col: CollectionInfo, q: SearchQuery, opts: { allowOod: boolean; modelOod?: ModelOod }) {
   const cal = backend.oodCalibration(col.model_id);
   const answer = await backend.reader.withManifest(col.id, async (m) => {
     const outcome = await searchManifest(backend.reader, backend.kernel, m, q);
