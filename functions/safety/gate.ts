@@ -44,7 +44,7 @@ export function assess(cal: OodCalibration | null, inputs: OodInputs): OodAssess
     ? {
         far: modelFar,
         text: modelFar
-          ? `the model's OOD score (feature distances and reconstruction error, as its card's ood.parts name) is ${fmt(inputs.model.score)}, above its threshold ${fmt(inputs.model.threshold)}: the image does not look like the model's training data`
+          ? `the model's OOD score is ${fmt(inputs.model.score)}, above its threshold ${fmt(inputs.model.threshold)}: the image does not look like the model's training data`
           : `the model's OOD score ${fmt(inputs.model.score)} is within its threshold ${fmt(inputs.model.threshold)}`,
       }
     : null;
