@@ -76,6 +76,30 @@ def goal_check(methods: dict) -> dict | None:
             "seed_spread": spread, "seeds": seeds, "goal_met": met}
 
 
+def ablation_line(methods: dict) -> list[str]:
+    """Each ablation against DaRF+SCH on the seeds both have: difference in mean mAP@100 and the
+    paired Wilcoxon p over per-query AP@100."""
+    if OURS not in methods:
+        return []
+    parts = []
+    for m in ABLATIONS:
+        if m not in methods:
+            continue
+        common = {r["seed"] for r in methods[m]} & {r["seed"] for r in methods[OURS]}
+        abl = [r for r in methods[m] if r["seed"] in common]
+        ours = [r for r in methods[OURS] if r["seed"] in common]
+        if not common:
+            continue
+        diff = float(np.mean([r["map100"] for r in abl]) - np.mean([r["map100"] for r in ours]))
+        a, b = per_query_mean(abl), per_query_mean(ours)
+        p = "n/a" if a is None or b is None else f"{wilcoxon_p(a, b):.3g}"
+        parts.append(f"{NAMES[m]} {diff:+.4f} (p = {p}, seed(s) {','.join(map(str, sorted(common)))})")
+    if not parts:
+        return []
+    return ["", "Ablations against DaRF+SCH (difference in mean mAP@100, paired two-sided Wilcoxon over per-query "
+            "AP@100): " + "; ".join(parts) + ". A positive difference means the full model's component did not help here."]
+
+
 def fmt(rows: list[dict], key: str) -> str:
     vals = [r[key] for r in rows if key in r]
     if not vals:
@@ -188,6 +212,7 @@ def markdown(runs: list[dict], checks: dict) -> str:
                       f"{'seed-averaged ' if ck['seeds'] > 1 else ''}per-query AP@100, margin "
                       f"{ck['ours'] - ck['best']:+.4f} in mean mAP@100 vs seed spread {ck['seed_spread']:.4f} ({ck['seeds']} seed(s)). "
                       f"**Goal {'met' if ck['goal_met'] else 'not met'}.**"]
+        lines += ablation_line(methods)
         cmds = sorted({r["command"] for rows in methods.values() for r in rows})
         lines += ["", "Commands:", ""] + [f"    {c}" for c in cmds] + [""]
         if bits == 64 and (DOCS / "results" / f"pr-{data}-b64.png").exists():
