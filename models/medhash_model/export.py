@@ -88,14 +88,13 @@ def knn_card_section(model: nn.Module, head: ood.OODHead, ck: dict) -> dict:
     val = ood.scores_np(model, head, va)
     val_knn = ood_eval.kth_hamming(pack_bits(val["u"]), db_codes)
     section = ood_eval.knn_calibration(val_knn, val["combined"], len(db_codes))
-    knn = section["knn"]
-    with_knn = lambda s, d: np.maximum(s["combined"], (d - knn["mean"]) / knn["std"])  # noqa: E731
+    mean, std = section["knn"]["mean"], section["knn"]["std"]
     alone, added = [], []
     for x in ood.validation_outliers(va).values():
         o = ood.scores_np(model, head, x)
         o_knn = ood_eval.kth_hamming(pack_bits(o["u"]), db_codes)
         alone.append(ood.auroc(val["combined"], o["combined"]))
-        added.append(ood.auroc(with_knn(val, val_knn), with_knn(o, o_knn)))
+        added.append(ood.auroc(ood_eval.with_knn(val["combined"], val_knn, mean, std), ood_eval.with_knn(o["combined"], o_knn, mean, std)))
     section["with_knn"].update(use=bool(np.mean(added) > np.mean(alone)),
                                validation_auroc={"ood_score": float(np.mean(alone)), "with_knn": float(np.mean(added))})
     return section

@@ -241,10 +241,10 @@ def fit(model, ds, id_recall: float = 0.95, log=print, epochs: int = 6, steps: i
         st = np.concatenate([feature_stats(o["shallow"], o["deep"]).numpy() for o in
                              (model(torch.from_numpy(xs[i:i + 256].astype(np.float32))) for i in range(0, len(xs), 256))])
     stats = Mahalanobis.fit(st, np.zeros(len(st), dtype=np.int64), 1)
-    unit = {p: [0.0, 1.0] for p in PARTS}
-    val = scores_np(model, OODHead(dec, maha, stats, unit), va.x)
+    raw = OODHead(dec, maha, stats, {p: [0.0, 1.0] for p in PARTS})  # the parts unscaled, to fit their z-scaling
+    val = scores_np(model, raw, va.x)
     norm = {p: [float(val[p].mean()), float(val[p].std() + 1e-12)] for p in PARTS}
-    outliers = {k: scores_np(model, OODHead(dec, maha, stats, unit), v) for k, v in validation_outliers(va.x).items()}
+    outliers = {k: scores_np(model, raw, v) for k, v in validation_outliers(va.x).items()}
     parts, table = choose_parts(val, outliers, norm)
     log(json.dumps({"ood_parts": parts, "selection": table}))
     head = OODHead(dec, maha, stats, norm, parts)

@@ -75,13 +75,19 @@ def kth_hamming(codes: np.ndarray, index: np.ndarray, k: int = KNN_K, batch: int
     return np.concatenate(out).astype(np.float64)
 
 
+def with_knn(model_score: np.ndarray, knn: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """The search-by-image score when the k-NN part is used: max(model score, z-scored k-NN
+    distance), as functions/safety/gate.ts computes it."""
+    return np.maximum(model_score, (knn - mean) / std)
+
+
 def knn_calibration(val_knn: np.ndarray, val_model: np.ndarray, index_size: int, k: int = KNN_K,
                     id_recall: float = ID_RECALL) -> dict:
     """The card's `ood.knn` and `ood.with_knn`: thresholds at `id_recall` of val, and the z-scaling
     that puts the k-NN distance on the model score's scale for their max. Distances shrink as an
     index grows, so the threshold holds for indexes of at least `index_size` items."""
     mean, std = float(val_knn.mean()), float(val_knn.std() + 1e-12)
-    combined = np.maximum(val_model, (val_knn - mean) / std)
+    combined = with_knn(val_model, val_knn, mean, std)
     return {"knn": {"k": k, "index": "db", "index_size": int(index_size), "threshold": ood.calibrate(val_knn, id_recall), "mean": mean, "std": std,
                     "score": "Hamming distance of the code to its k-th nearest code in the index"},
             "with_knn": {"threshold": ood.calibrate(combined, id_recall),
@@ -219,7 +225,7 @@ def evaluate_model(name: str, run: Path, data_root: Path, far: list[str], near: 
 
     val = all_scores(ds.splits["val"].x)
     cal = knn_calibration(val["knn_hamming"], val["combined"], len(db_codes))
-    z = lambda s: np.maximum(s["combined"], (s["knn_hamming"] - cal["knn"]["mean"]) / cal["knn"]["std"])
+    z = lambda s: with_knn(s["combined"], s["knn_hamming"], cal["knn"]["mean"], cal["knn"]["std"])  # noqa: E731
     val["combined_knn"] = z(val)
     thresholds = {k: ood.calibrate(val[k], ID_RECALL) for k in SCORES}
     thresholds97 = {k: ood.calibrate(val[k], 0.97) for k in SCORES}

@@ -86,10 +86,10 @@ def ablation_line(methods: dict) -> list[str]:
         if m not in methods:
             continue
         common = {r["seed"] for r in methods[m]} & {r["seed"] for r in methods[OURS]}
-        abl = [r for r in methods[m] if r["seed"] in common]
-        ours = [r for r in methods[OURS] if r["seed"] in common]
         if not common:
             continue
+        abl = [r for r in methods[m] if r["seed"] in common]
+        ours = [r for r in methods[OURS] if r["seed"] in common]
         diff = float(np.mean([r["map100"] for r in abl]) - np.mean([r["map100"] for r in ours]))
         a, b = per_query_mean(abl), per_query_mean(ours)
         p = "n/a" if a is None or b is None else f"{wilcoxon_p(a, b):.3g}"
