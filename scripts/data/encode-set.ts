@@ -1,13 +1,13 @@
-// Encodes images of a ../shared/data set through the service's own path (decodeImage ->
+// Encodes images of a data set (scripts/data/shared-data.ts) through the service's own path (decodeImage ->
 // preprocess -> Encoder), in batches. Shared by the retrieval evaluation and image indexing.
 import { decodeImage } from '../../functions/encode/image.ts';
 import type { EncodeOutputs, Encoder } from '../../functions/encode/model.ts';
 import { preprocessBatch } from '../../functions/encode/preprocess.ts';
-import type { TarReader } from './shared-data.ts';
+import type { MemberReader } from './shared-data.ts';
 
 /** Calls `onBatch` with each batch's paths and outputs, in order; `done` counts images so far. */
 export async function encodeMembers(
-  tar: TarReader,
+  tar: MemberReader,
   paths: string[],
   encoder: Encoder,
   batchSize: number,

@@ -1,8 +1,13 @@
 // Reader for the ../shared/data layout (see its README): `images.tar` (plain, uncompressed) read
 // in place by member offset, and `manifest.csv` (path,label,split,md5). One reader for the
 // evaluation scripts, the tests and the CLI, so they all take the very bytes Python reads.
-import { open, readFile, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+// A plain class folder (`<class>/<file>`) opens as the same kind of data set, split by the same
+// md5 rule as the Python reader (models/medhash_model/data.py), so a model trained on a folder is
+// evaluated here on the very `db` and `query` images its card's figures come from.
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { open, readdir, readFile, type FileHandle } from 'node:fs/promises';
+import { extname, join, relative } from 'node:path';
 import { parseCsvLine } from '../cli/sources.ts';
 
 export interface ManifestRow {
@@ -106,6 +111,53 @@ export async function readManifest(dataDir: string): Promise<ManifestRow[]> {
     const c = parseCsvLine(line);
     return { path: c[p], label: c[l], split: c[s], md5: c[m] };
   });
+}
+
+/** The split rule of ../shared/data (README): int(md5[:8], 16) % 100 -> train 60 / val 10 / db 20 / query 10. */
+export function md5Split(md5hex: string): string {
+  const v = parseInt(md5hex.slice(0, 8), 16) % 100;
+  return v < 60 ? 'train' : v < 70 ? 'val' : v < 90 ? 'db' : 'query';
+}
+
+/** Reads members of a data set by path (a tar member, or a file of a class folder). */
+export interface MemberReader {
+  read(path: string): Promise<Uint8Array>;
+  close(): Promise<void>;
+}
+
+export interface DataSet {
+  rows: ManifestRow[];
+  reader: MemberReader;
+}
+
+const FOLDER_IMAGES = new Set(['.png', '.jpg', '.jpeg']);
+
+/** Rows of a class folder: every image below `<class>/` (recursively, as Python's reader), sorted like it. */
+async function classFolderRows(dir: string): Promise<ManifestRow[]> {
+  const rows: ManifestRow[] = [];
+  const classes = (await readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort();
+  for (const label of classes) {
+    const files = (await readdir(join(dir, label), { recursive: true, withFileTypes: true }))
+      .filter((e) => e.isFile() && FOLDER_IMAGES.has(extname(e.name).toLowerCase()))
+      .map((e) => relative(dir, join(e.parentPath, e.name)))
+      .sort();
+    for (const path of files) {
+      const md5 = createHash('md5').update(await readFile(join(dir, path))).digest('hex');
+      rows.push({ path, label, split: md5Split(md5), md5 });
+    }
+  }
+  if (rows.length === 0) throw new Error(`${dir}: neither manifest.csv + images.tar nor class folders with .png/.jpg images`);
+  return rows;
+}
+
+/** A ../shared/data set (manifest.csv + images.tar) or a class folder, with a reader for its members. */
+export async function openDataSet(dir: string): Promise<DataSet> {
+  if (existsSync(join(dir, 'manifest.csv'))) {
+    const rows = await readManifest(dir);
+    return { rows, reader: await TarReader.open(join(dir, 'images.tar')) };
+  }
+  const rows = await classFolderRows(dir);
+  return { rows, reader: { read: async (path) => new Uint8Array(await readFile(join(dir, path))), close: async () => undefined } };
 }
 
 /** Default data root: `../shared/data` from the repository root, or MEDHASH_DATA. */

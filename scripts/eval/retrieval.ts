@@ -1,8 +1,9 @@
 // Retrieval evaluation of a shipped model through the TypeScript path (issue 3, item 7):
-// encodes the `db` and `query` splits of a ../shared/data set with the service's decoding,
-// preprocessing and onnxruntime-node, then scores query-vs-db Hamming ranking with the same
-// tie-aware mAP@100, mAP@1000 and P@10 as models/medhash_model/metrics.py.
-//   npm run eval:retrieval -- --model models/NAME.onnx --data ../shared/data/SET [--json] [--batch 64] [--cuda]
+// encodes the `db` and `query` splits of a ../shared/data set, or of a class folder split by the
+// same md5 rule as the training CLI, with the service's decoding, preprocessing and
+// onnxruntime-node, then scores query-vs-db Hamming ranking with the same tie-aware mAP@100,
+// mAP@1000 and P@10 as models/medhash_model/metrics.py.
+//   npm run eval:retrieval -- --model models/NAME.onnx --data ../shared/data/SET|CLASS_FOLDER [--json] [--batch 64] [--cuda]
 // Prints one JSON line on stdout; a progress bar goes to stderr.
 import { basename, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -11,7 +12,7 @@ import { loadCard } from '../../functions/encode/card.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { loadNodeEncoder, packCode, row } from '../../functions/encode/model.ts';
 import { encodeMembers } from '../data/encode-set.ts';
-import { readManifest, TarReader } from '../data/shared-data.ts';
+import { openDataSet } from '../data/shared-data.ts';
 import { evaluateCodes } from './metrics.ts';
 
 async function main() {
@@ -25,7 +26,7 @@ async function main() {
     },
     strict: true,
   });
-  if (!v.model || !v.data) throw new Error('usage: npm run eval:retrieval -- --model models/NAME.onnx --data ../shared/data/SET [--json] [--batch N] [--cuda]');
+  if (!v.model || !v.data) throw new Error('usage: npm run eval:retrieval -- --model models/NAME.onnx --data ../shared/data/SET|CLASS_FOLDER [--json] [--batch N] [--cuda]');
   const batch = Number(v.batch);
   if (!Number.isInteger(batch) || batch < 1 || batch > 1024) throw new Error('--batch must be an integer from 1 to 1024');
   const dataDir = resolve(v.data);
@@ -33,11 +34,13 @@ async function main() {
   const { card, onnx } = await loadCard(resolve(v.model));
   await initNodeImageCodecs();
   const encoder = await loadNodeEncoder(onnx, card, { cuda: v.cuda });
-  const rows = await readManifest(dataDir);
+  const { rows, reader } = await openDataSet(dataDir);
   const db = rows.filter((r) => r.split === 'db');
   const query = rows.filter((r) => r.split === 'query');
-  if (!db.length || !query.length) throw new Error(`${dataDir}/manifest.csv has no db or query rows`);
-  const tar = await TarReader.open(`${dataDir}/images.tar`);
+  if (!db.length || !query.length) {
+    await reader.close();
+    throw new Error(`${dataDir} has no db or no query images`);
+  }
 
   const bytes = card.bits / 8;
   const bar = new cliProgress.SingleBar(
@@ -47,7 +50,7 @@ async function main() {
   bar.start(db.length + query.length, 0);
   const codesOf = async (split: typeof db, offset: number) => {
     const codes = new Uint8Array(split.length * bytes);
-    await encodeMembers(tar, split.map((r) => r.path), encoder, batch, (_paths, out, done) => {
+    await encodeMembers(reader, split.map((r) => r.path), encoder, batch, (_paths, out, done) => {
       for (let i = 0; i < out.n; i++) codes.set(packCode(row(out.u, card.bits, i)), (done - out.n + i) * bytes);
       bar.update(offset + done);
     });
@@ -60,7 +63,7 @@ async function main() {
     qCodes = await codesOf(query, db.length);
   } finally {
     bar.stop();
-    await tar.close();
+    await reader.close();
     await encoder.close();
   }
   const m = evaluateCodes(qCodes, query.map((r) => r.label), dbCodes, db.map((r) => r.label), card.bits);

@@ -1,0 +1,68 @@
+// Data sets as the evaluation scripts open them: the TypeScript md5 split rule reproduces every
+// split of ../shared/data's manifests, and a class folder made of a set's own files opens with
+// the splits, labels and bytes the manifest gives those files, as the Python reader splits it.
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { md5Split, openDataSet, readManifest, TarReader } from '../scripts/data/shared-data.ts';
+import { dataDir } from './encode/fixtures.ts';
+
+describe('md5Split', () => {
+  it.each(['brain_tumor_mri', 'kather_crc_2016', 'mednist'])('gives the manifest split of every %s image', async (set) => {
+    const rows = await readManifest(dataDir(set));
+    expect(rows.length).toBeGreaterThan(1000);
+    const wrong = rows.filter((r) => md5Split(r.md5) !== r.split);
+    expect(wrong).toEqual([]);
+  });
+});
+
+describe('openDataSet on a class folder', () => {
+  const root = mkdtempSync(join(tmpdir(), 'medhash-folder-'));
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+  it('splits, labels and reads files as the manifest does for the same images', async () => {
+    const src = dataDir('brain_tumor_mri');
+    const manifest = await readManifest(src);
+    // 15 images of each class as <class>/<file>, one more in a sub-folder with an upper-case extension, and a non-image file
+    const picked = ['glioma', 'meningioma', 'notumor', 'pituitary'].flatMap((label) => manifest.filter((r) => r.label === label).slice(0, 15));
+    const tar = await TarReader.open(join(src, 'images.tar'));
+    const expected = new Map<string, { label: string; split: string; bytes: Uint8Array }>();
+    for (const r of picked) {
+      const bytes = await tar.read(r.path);
+      const path = join(r.label, r.path.replace(/\//g, '_'));
+      mkdirSync(dirname(join(root, path)), { recursive: true });
+      writeFileSync(join(root, path), bytes);
+      expected.set(path, { label: r.label, split: r.split, bytes });
+    }
+    await tar.close();
+    mkdirSync(join(root, 'glioma', 'nested'), { recursive: true });
+    const first = expected.get(join('glioma', picked[0].path.replace(/\//g, '_')))!;
+    writeFileSync(join(root, 'glioma', 'nested', 'copy.JPG'), first.bytes);
+    expected.set(join('glioma', 'nested', 'copy.JPG'), first);
+    writeFileSync(join(root, 'glioma', 'notes.txt'), 'not an image');
+
+    const { rows, reader } = await openDataSet(root);
+    try {
+      expect(rows).toHaveLength(picked.length + 1);
+      expect(new Set(rows.map((r) => r.split)).size).toBeGreaterThan(1);
+      for (const row of rows) {
+        const want = expected.get(row.path)!;
+        expect(row.label, row.path).toBe(want.label);
+        expect(row.split, row.path).toBe(want.split);
+        expect(Buffer.from(await reader.read(row.path)).equals(Buffer.from(want.bytes))).toBe(true);
+      }
+    } finally {
+      await reader.close();
+    }
+  });
+
+  it('names the problem when a folder holds no class folders with images', async () => {
+    const empty = mkdtempSync(join(tmpdir(), 'medhash-empty-'));
+    try {
+      await expect(openDataSet(empty)).rejects.toThrow(/neither manifest.csv \+ images.tar nor class folders/);
+    } finally {
+      rmSync(empty, { recursive: true, force: true });
+    }
+  });
+});
