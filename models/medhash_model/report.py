@@ -141,6 +141,11 @@ def pr_over_radius(db_u, db_y, q_u, q_y) -> tuple[np.ndarray, np.ndarray]:
     return np.array(P), np.array(R)
 
 
+def plot_file(kind: str, data: str, bits: int, preset: str) -> str:
+    """Name of a plot under docs/results/ (kind: pr or tsne); the cpu64 names carry no preset."""
+    return f"{kind}-{data}-b{bits}{'' if preset == 'cpu64' else '-' + preset}.png"
+
+
 def plots(runs: list[dict], written: list[str], log=print) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -157,10 +162,10 @@ def plots(runs: list[dict], written: list[str], log=print) -> None:
             log(f"report: PR curve {data} {m}")
             P, R = pr_over_radius(*codes_of(seed0[0]["dir"])[:4])
             ax.plot(R, P, label=NAMES[m], lw=2.4 if m == OURS else 1.2, zorder=3 if m == OURS else 2)
-        ax.set(xlabel="recall", ylabel="precision", title=f"{data}, {bits} bits: within Hamming radius r",
+        ax.set(xlabel="recall", ylabel="precision", title=f"{data} ({preset}), {bits} bits: within Hamming radius r",
                xlim=(0, 1), ylim=(0, 1.02))
         ax.legend(fontsize=8, loc="lower left")
-        path = DOCS / "results" / f"pr-{data}-b{bits}.png"
+        path = DOCS / "results" / plot_file("pr", data, bits, preset)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
@@ -174,9 +179,9 @@ def plots(runs: list[dict], written: list[str], log=print) -> None:
             for c, name in enumerate(classes):
                 sel = db_y == c
                 ax.scatter(xy[sel, 0], xy[sel, 1], s=4, label=name)
-            ax.set(title=f"{data}: DaRF+SCH {bits}-bit db codes (t-SNE)", xticks=[], yticks=[])
+            ax.set(title=f"{data} ({preset}): DaRF+SCH {bits}-bit db codes (t-SNE)", xticks=[], yticks=[])
             ax.legend(fontsize=7, markerscale=3)
-            path = DOCS / "results" / f"tsne-{data}-b{bits}.png"
+            path = DOCS / "results" / plot_file("tsne", data, bits, preset)
             fig.tight_layout()
             fig.savefig(path, dpi=110)
             plt.close(fig)
@@ -191,7 +196,8 @@ def markdown(runs: list[dict], checks: dict) -> str:
              "tie-aware (expected value over the orders inside each group of equal Hamming distance);",
              "`mAP@100 content` breaks ties by content similarity of the continuous codes (plain mAP, no ties left).",
              "Values are mean ± standard deviation over the seeds listed. Presets: `cpu64` = 64x64 inputs,",
-             "24 epochs x 150 steps of batch 64, the same for every method (same augmentation and schedule).",
+             "24 epochs x 150 steps of batch 64, the same for every method (same augmentation and schedule);",
+             "`cpu128` = the same model and schedule at 128x128 inputs.",
              "The tables hold the runs that have finished; `scripts/train-models.sh` holds the whole plan",
              "(16/32/64 bits, seeds 0-2, ablations) and resumes it. The two-sided Wilcoxon test compares",
              "per-query AP@100 distributions, so it can be small while the means barely differ.", ""]
@@ -215,9 +221,9 @@ def markdown(runs: list[dict], checks: dict) -> str:
         lines += ablation_line(methods)
         cmds = sorted({r["command"] for rows in methods.values() for r in rows})
         lines += ["", "Commands:", ""] + [f"    {c}" for c in cmds] + [""]
-        if bits == 64 and (DOCS / "results" / f"pr-{data}-b64.png").exists():
-            lines += [f"![precision-recall, {data}](results/pr-{data}-b64.png)",
-                      f"![t-SNE of db codes, {data}](results/tsne-{data}-b64.png)", ""]
+        if bits == 64 and (DOCS / "results" / plot_file("pr", data, bits, preset)).exists():
+            lines += [f"![precision-recall, {data} ({preset})](results/{plot_file('pr', data, bits, preset)})",
+                      f"![t-SNE of db codes, {data} ({preset})](results/{plot_file('tsne', data, bits, preset)})", ""]
     return "\n".join(lines) + "\n"
 
 
