@@ -250,7 +250,7 @@ def cmd_report(args):
     (DOCS / "RESULTS.md").write_text(markdown(runs, checks))
     written.append(str(DOCS / "RESULTS.md"))
     for key, ck in sorted(checks.items()):
-        print(json.dumps({"data": key[0], "bits": key[1], **{k: v for k, v in ck.items()}}))
+        print(json.dumps({"data": key[0], "bits": key[1], "preset": key[2], **ck}))
     print("wrote " + ", ".join(written), file=sys.stderr)
 
 
