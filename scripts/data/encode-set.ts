@@ -1,5 +1,5 @@
-// Encodes images of a data set (scripts/data/shared-data.ts) through the service's own path (decodeImage ->
-// preprocess -> Encoder), in batches. Shared by the retrieval evaluation and image indexing.
+// Encodes images of a data set (scripts/data/shared-data.ts) through the service's own path
+// (decodeImage -> preprocess -> Encoder), in batches. Shared by the evaluations and the tests.
 import { decodeImage } from '../../functions/encode/image.ts';
 import type { EncodeOutputs, Encoder } from '../../functions/encode/model.ts';
 import { preprocessBatch } from '../../functions/encode/preprocess.ts';
@@ -7,7 +7,7 @@ import type { MemberReader } from './shared-data.ts';
 
 /** Calls `onBatch` with each batch's paths and outputs, in order; `done` counts images so far. */
 export async function encodeMembers(
-  tar: MemberReader,
+  reader: MemberReader,
   paths: string[],
   encoder: Encoder,
   batchSize: number,
@@ -18,7 +18,7 @@ export async function encodeMembers(
     const imgs = [];
     for (const p of chunk) {
       try {
-        imgs.push(await decodeImage(await tar.read(p)));
+        imgs.push(await decodeImage(await reader.read(p)));
       } catch (e) {
         throw new Error(`${p}: ${(e as Error).message}`);
       }
