@@ -22,9 +22,8 @@ b64() { for set in brain_tumor_mri kather_crc_2016; do MH sweep --data $D/$set -
 b32() { for set in brain_tumor_mri kather_crc_2016; do MH sweep --data $D/$set --methods darf_sch $BASELINES --bits 32 --seeds 0; done
         MH sweep --data $D/mednist --methods darf_sch --bits 32 --seeds 0; }
 b16() { for set in brain_tumor_mri kather_crc_2016; do MH sweep --data $D/$set --methods darf_sch $BASELINES --bits 16 --seeds 0; done; }
-# The same comparison at 128x128 (preset cpu128), DaRF+SCH against HashNet, the strongest 64-bit baseline on both sets.
-# (The brain MRI runs came from a sweep that also listed cls_tanh; it was stopped before that run, for time.)
-b64_128() { for set in brain_tumor_mri kather_crc_2016; do MH sweep --data $D/$set --preset cpu128 --methods darf_sch hashnet --bits 64 --seeds 0; done; }
+# The same comparison at 128x128 (preset cpu128), DaRF+SCH against the two strongest 64-bit baselines.
+b64_128() { for set in brain_tumor_mri kather_crc_2016; do MH sweep --data $D/$set --preset cpu128 --methods darf_sch hashnet cls_tanh --bits 64 --seeds 0; done; }
 seeds() { for set in brain_tumor_mri kather_crc_2016; do MH sweep --data $D/$set --methods darf_sch cls_tanh hashnet --bits 64 --seeds 1 2; done; }
 ablations() { MH sweep --data $D/brain_tumor_mri --methods abl_labels_only abl_no_fusion abl_linear_head --bits 64 --seeds 0; }
 # MedNIST with two classes never seen in training: the near-OOD set of the closest kind for
