@@ -3,8 +3,8 @@
 // scripts/data/shared-data.ts). Nothing is read until it is encoded.
 import { readdirSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { basename, extname, join } from 'node:path';
-import { readManifest, TarReader } from '../data/shared-data.ts';
+import { basename, join } from 'node:path';
+import { contentTypeOf, readManifest, TarReader } from '../data/shared-data.ts';
 
 export interface ImageFile {
   id: string;
@@ -14,10 +14,6 @@ export interface ImageFile {
   /** Where it came from, for error messages. */
   origin: string;
 }
-
-const TYPES: Record<string, ImageFile['contentType']> = { '.png': 'image/png', '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg' };
-
-export const contentTypeOf = (file: string): ImageFile['contentType'] | undefined => TYPES[extname(file).toLowerCase()];
 
 /** `dir/<label>/<file>.{png,jpg,jpeg}`; ids are `<label>/<file>`, sorted. */
 export function folderImages(dir: string): ImageFile[] {

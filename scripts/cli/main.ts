@@ -12,7 +12,8 @@ import { imageSettingsFromEnv } from '../../functions/inference/node.ts';
 import { Checkpoint } from './checkpoint.ts';
 import { ApiError, Client, RawBody } from './client.ts';
 import { encodedSource, openBatchEncoder } from './encode.ts';
-import { contentTypeOf, dataSetImages, folderImages, type ImageFile } from './images.ts';
+import { contentTypeOf } from '../data/shared-data.ts';
+import { dataSetImages, folderImages, type ImageFile } from './images.ts';
 import { indexRecords } from './indexer.ts';
 import { fileSource, type RecordSource } from './sources.ts';
 

@@ -130,7 +130,10 @@ export interface DataSet {
   reader: MemberReader;
 }
 
-const FOLDER_IMAGES = new Set(['.png', '.jpg', '.jpeg']);
+const TYPES: Record<string, 'image/png' | 'image/jpeg'> = { '.png': 'image/png', '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg' };
+
+/** The content type of an image file by its extension (any case); undefined for other files. */
+export const contentTypeOf = (file: string): 'image/png' | 'image/jpeg' | undefined => TYPES[extname(file).toLowerCase()];
 
 /** Rows of a class folder: every image below `<class>/` (recursively, as Python's reader), sorted like it. */
 async function classFolderRows(dir: string): Promise<ManifestRow[]> {
@@ -138,7 +141,7 @@ async function classFolderRows(dir: string): Promise<ManifestRow[]> {
   const classes = (await readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort();
   for (const label of classes) {
     const files = (await readdir(join(dir, label), { recursive: true, withFileTypes: true }))
-      .filter((e) => e.isFile() && FOLDER_IMAGES.has(extname(e.name).toLowerCase()))
+      .filter((e) => e.isFile() && contentTypeOf(e.name) !== undefined)
       .map((e) => relative(dir, join(e.parentPath, e.name)))
       .sort();
     for (const path of files) {
