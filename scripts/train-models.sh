@@ -23,12 +23,12 @@ b32() { for set in brain_tumor_mri kather_crc_2016; do MH sweep --data $D/$set -
         MH sweep --data $D/mednist --methods darf_sch --bits 32 --seeds 0; }
 b16() { for set in brain_tumor_mri kather_crc_2016; do MH sweep --data $D/$set --methods darf_sch $BASELINES --bits 16 --seeds 0; done; }
 # The same comparison at 128x128 (preset cpu128), DaRF+SCH against the two strongest 64-bit baselines.
-b64_128() { for set in brain_tumor_mri kather_crc_2016; do MH sweep --data $D/$set --preset cpu128 --methods darf_sch hashnet cls_tanh --bits 64 --seeds 0; done; }
-# Seeds 1 and 2 of the 128x128 comparison, seed by seed so that a stopped run still leaves whole seeds.
-seeds128() { for seed in 1 2; do for set in brain_tumor_mri kather_crc_2016; do
-  MH sweep --data $D/$set --preset cpu128 --methods darf_sch hashnet cls_tanh --bits 64 --seeds $seed; done; done; }
+cmp128() { MH sweep --data $D/$1 --preset cpu128 --methods darf_sch hashnet cls_tanh --bits $2 --seeds $3; }
+b64_128() { for set in brain_tumor_mri kather_crc_2016; do cmp128 $set 64 0; done; }
+# Seeds 1 and 2 of it, seed by seed so that a stopped run still leaves whole seeds.
+seeds128() { for seed in 1 2; do for set in brain_tumor_mri kather_crc_2016; do cmp128 $set 64 $seed; done; done; }
 # 32 bits at 128x128, brain MRI only (the set where 64 bits showed a gain), seed 0.
-b32_128() { MH sweep --data $D/brain_tumor_mri --preset cpu128 --methods darf_sch hashnet cls_tanh --bits 32 --seeds 0; }
+b32_128() { cmp128 brain_tumor_mri 32 0; }
 seeds() { for set in brain_tumor_mri kather_crc_2016; do MH sweep --data $D/$set --methods darf_sch cls_tanh hashnet --bits 64 --seeds 1 2; done; }
 ablations() { MH sweep --data $D/brain_tumor_mri --methods abl_labels_only abl_no_fusion abl_linear_head --bits 64 --seeds 0; }
 # MedNIST with two classes never seen in training: the near-OOD set of the closest kind for

@@ -4,12 +4,12 @@
 import { readdirSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { contentTypeOf, readManifest, TarReader } from '../data/shared-data.ts';
+import { contentTypeOf, readManifest, TarReader, type ImageContentType } from '../data/shared-data.ts';
 
 export interface ImageFile {
   id: string;
   label: string;
-  contentType: 'image/png' | 'image/jpeg';
+  contentType: ImageContentType;
   read(): Promise<Uint8Array>;
   /** Where it came from, for error messages. */
   origin: string;

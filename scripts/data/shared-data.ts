@@ -130,10 +130,13 @@ export interface DataSet {
   reader: MemberReader;
 }
 
-const TYPES: Record<string, 'image/png' | 'image/jpeg'> = { '.png': 'image/png', '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg' };
+/** The image types that folders and data sets may hold. */
+export type ImageContentType = 'image/png' | 'image/jpeg';
+
+const TYPES: Record<string, ImageContentType> = { '.png': 'image/png', '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg' };
 
 /** The content type of an image file by its extension (any case); undefined for other files. */
-export const contentTypeOf = (file: string): 'image/png' | 'image/jpeg' | undefined => TYPES[extname(file).toLowerCase()];
+export const contentTypeOf = (file: string): ImageContentType | undefined => TYPES[extname(file).toLowerCase()];
 
 /** Rows of a class folder: every image below `<class>/` (recursively, as Python's reader), sorted like it. */
 async function classFolderRows(dir: string): Promise<ManifestRow[]> {
