@@ -31,6 +31,9 @@ export interface HeadStore {
   save(head: Head): number;
 }
 
+export const writeConflict = (): MedhashError =>
+  new MedhashError(409, 'write_conflict', 'another writer updated this collection concurrently; retry the request');
+
 export function migrateHeads(db: SqlDb): void {
   db.exec('CREATE TABLE IF NOT EXISTS writer_heads (collection TEXT PRIMARY KEY, rev INTEGER NOT NULL, head TEXT NOT NULL)');
 }
@@ -48,9 +51,7 @@ export function sqlHeadStore(db: SqlDb, collection: string): HeadStore {
         head.rev === 0
           ? db.run('INSERT INTO writer_heads (collection, rev, head) VALUES (?, 1, ?) ON CONFLICT (collection) DO NOTHING', collection, text)
           : db.run('UPDATE writer_heads SET rev = ?, head = ? WHERE collection = ? AND rev = ?', next.rev, text, collection, head.rev);
-      if (changes === 0) {
-        throw new MedhashError(409, 'write_conflict', 'another writer updated this collection concurrently; retry the request');
-      }
+      if (changes === 0) throw writeConflict();
       return next.rev;
     },
   };

@@ -19,7 +19,7 @@ import {
 } from '../shards/manifest.ts';
 import { MedhashError } from '../util/errors.ts';
 import { sha256Hex } from '../util/bytes.ts';
-import type { Head, HeadStore } from './head.ts';
+import { writeConflict, type Head, type HeadStore } from './head.ts';
 import type { KV } from './kv.ts';
 import { Mutex } from './mutex.ts';
 
@@ -172,9 +172,10 @@ export class CollectionWriter {
       head.garbage = [...head.garbage.filter((g) => !live.has(g.key)), ...dropped.map((key) => ({ key, since: now }))];
       head.rev = this.heads.save(head);
       this.recent = new Map([...blobs].map(([key, b]) => [key, b.records]));
-      // 4. Swap the manifest readers see, then collect what has outlived its grace.
-      await this.publish(head);
-      await this.collect(head);
+      // 4. Swap the manifest readers see, then collect what has outlived its grace. The apply
+      // has succeeded at the commit: if another process took the head over meanwhile, its own
+      // recover() finishes both steps, and this request must not report a conflict.
+      if (await this.publish(head)) await this.collect(head);
       return { generation: next.generation, count: next.count, changed, missing };
     });
   }
@@ -229,19 +230,37 @@ export class CollectionWriter {
       head.pending = [];
       head.rev = this.heads.save(head);
     }
-    if (head.published !== head.manifest.generation) await this.publish(head);
+    if (head.published !== head.manifest.generation && !(await this.publish(head))) throw writeConflict();
     return head;
   }
 
-  private async publish(head: Head): Promise<void> {
-    try {
-      await this.kv.put(manifestKey(this.spec.id), encodeManifest(head.manifest));
-    } catch (e) {
-      this.hooks.schedule?.(this.now() + PUBLISH_RETRY_MS);
-      throw new MedhashError(503, 'publish_failed', `the update is committed but not yet visible (${String(e)}); retrying the request is safe`);
+  /**
+   * Puts the head's manifest into KV and records that it did. Two Node processes on one data
+   * dir can interleave here: a put of generation g may land after another process committed
+   * g+1, so after each put the head is re-read and any newer manifest put too; KV thus never
+   * ends behind the head. Returns false when another writer saved the head meanwhile: it owns
+   * the bookkeeping from then on (its recover() republishes what is unrecorded).
+   */
+  private async publish(head: Head): Promise<boolean> {
+    let manifest = head.manifest;
+    for (;;) {
+      try {
+        await this.kv.put(manifestKey(this.spec.id), encodeManifest(manifest));
+      } catch (e) {
+        this.hooks.schedule?.(this.now() + PUBLISH_RETRY_MS);
+        throw new MedhashError(503, 'publish_failed', `the update is committed but not yet visible (${String(e)}); retrying the request is safe`);
+      }
+      const stored = this.heads.load();
+      if (stored?.destroyed) {
+        await this.kv.delete(manifestKey(this.spec.id)); // a late put must not resurrect a deleted collection
+        return false;
+      }
+      if (!stored || stored.manifest.generation <= manifest.generation) break;
+      manifest = stored.manifest;
     }
-    head.published = head.manifest.generation;
-    head.rev = this.heads.save(head);
+    if (manifest !== head.manifest) return false;
+    head.published = manifest.generation;
+    return this.saveIfCurrent(head);
   }
 
   /** Deletes garbage past its grace period; never a live shard, never before the swap is published. */
@@ -251,13 +270,27 @@ export class CollectionWriter {
     const now = this.now();
     const due = head.garbage.filter((g) => !live.has(g.key) && now - g.since >= this.limits.graceMs);
     if (due.length > 0) {
+      // Shard keys are content hashes, so another process may have made a collected key live
+      // again; only delete while this head is still the stored one.
+      if (this.heads.load()?.rev !== head.rev) return;
       await Promise.all(due.map((g) => this.kv.delete(g.key)));
       const gone = new Set(due.map((g) => g.key));
       head.garbage = head.garbage.filter((g) => !gone.has(g.key) && !live.has(g.key));
-      head.rev = this.heads.save(head);
+      if (!this.saveIfCurrent(head)) return;
     }
     if (head.garbage.length > 0) {
       this.hooks.schedule?.(Math.min(...head.garbage.map((g) => g.since)) + this.limits.graceMs);
+    }
+  }
+
+  /** Saves bookkeeping that another writer may already have superseded; false if it had. */
+  private saveIfCurrent(head: Head): boolean {
+    try {
+      head.rev = this.heads.save(head);
+      return true;
+    } catch (e) {
+      if (e instanceof MedhashError && e.code === 'write_conflict') return false;
+      throw e;
     }
   }
 
