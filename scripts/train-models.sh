@@ -30,6 +30,13 @@ seeds128() { for seed in 1 2; do for set in brain_tumor_mri kather_crc_2016; do 
 # 32 bits at 128x128, brain MRI only (the set where 64 bits showed a gain), seed 0.
 b32_128() { cmp128 brain_tumor_mri 32 0; }
 seeds() { for set in brain_tumor_mri kather_crc_2016; do MH sweep --data $D/$set --methods darf_sch cls_tanh hashnet --bits 64 --seeds 1 2; done; }
+# Seeds 1 and 2 at 32 and 16 bits (64x64), DaRF+SCH against the two strongest baselines, seed by
+# seed so that a stopped run still leaves whole seeds.
+seeds_b32_b16() {
+  for bits in 32 16; do for seed in 1 2; do for set in brain_tumor_mri kather_crc_2016; do
+    MH sweep --data $D/$set --methods darf_sch cls_tanh hashnet --bits $bits --seeds $seed
+  done; done; done
+}
 ablations() { MH sweep --data $D/brain_tumor_mri --methods abl_labels_only abl_no_fusion abl_linear_head --bits 64 --seeds 0; }
 # MedNIST with two classes never seen in training: the near-OOD set of the closest kind for
 # ood-eval (docs/OOD.md); 4 epochs, as it only needs to know the other four classes.
@@ -39,7 +46,7 @@ heldout() {
     || MH ood --run ../runs/heldout/mednist-without-ChestCT-Hand/darf_sch-cpu64-b64-s0 --epochs 3 --steps 150
 }
 
-for stage in ${STAGES:-ship b64 b32 b16 seeds ablations heldout b64_128 seeds128 b32_128}; do
+for stage in ${STAGES:-ship b64 b32 b16 seeds ablations heldout b64_128 seeds128 b32_128 seeds_b32_b16}; do
   echo "== stage $stage $(date -u +%FT%TZ)"
   $stage
 done
