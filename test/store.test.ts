@@ -143,6 +143,39 @@ describe('collection writer', () => {
     expect(m.count).toBe(10);
   });
 
+  it('merges a shard that deletes left small into its neighbour (the left one at the end)', async () => {
+    const w = writer({ maxShardItems: 10 });
+    await w.apply(ids(40).map((id, i) => put(id, i)));
+    expect((await published())!.shards.map((s) => s.count)).toEqual([10, 10, 10, 10]);
+    await w.apply(ids(40).slice(10, 18).map((id) => ({ op: 'delete', id }))); // shard 1 keeps 2
+    expect((await published())!.shards.map((s) => s.count)).toEqual([10, 6, 6, 10]);
+    await w.apply(ids(40).slice(30, 38).map((id) => ({ op: 'delete', id }))); // the last keeps 2
+    const m = (await published())!;
+    expect(m.shards.map((s) => s.count)).toEqual([10, 6, 8]);
+    const left = new Set([...ids(10), ...ids(40).slice(18, 30), ...ids(40).slice(38)]);
+    expect(new Set((await snapshot()).keys())).toEqual(left);
+  });
+
+  it('keeps every shard at a quarter of the item cap or more (bar a lone shard), whatever deletes and puts come', async () => {
+    const w = writer({ maxShardItems: 8 });
+    const rng = (() => { let x = 7; return () => (x = (x * 48271) % 2147483647) / 2147483647; })();
+    const all = ids(200);
+    const stored = new Set<string>();
+    for (let round = 0; round < 40; round++) {
+      const ops: WriteOp[] = [];
+      for (const id of all) {
+        const r = rng();
+        if (stored.has(id) && r < 0.3) ops.push({ op: 'delete', id });
+        else if (!stored.has(id) && r < 0.2) ops.push(put(id, round));
+      }
+      await w.apply(ops);
+      for (const op of ops) op.op === 'delete' ? stored.delete(op.id) : stored.add(op.record.id);
+      const m = (await published())!;
+      if (m.shards.length > 1) for (const s of m.shards) expect(s.count * 4, `round ${round}`).toBeGreaterThanOrEqual(8);
+      expect(new Set((await snapshot()).keys())).toEqual(stored);
+    }
+  });
+
   it('treats an identical batch as a no-op: no new shard, same generation', async () => {
     const w = writer();
     const batch = ids(30).map((id, i) => put(id, i, `l${i}`));

@@ -131,6 +131,7 @@ export class CollectionWriter {
         changed += touched;
       });
       if (changed === 0) return { generation: m.generation, count: m.count, changed, missing };
+      await this.absorbSmall(m, replaced);
 
       // Encode the replacement shards and work out the next manifest before touching storage.
       const blobs = new Map<string, { bytes: Uint8Array; records: ShardRecord[] }>();
@@ -301,6 +302,37 @@ export class CollectionWriter {
     if (!blob) throw new Error(`live shard ${entry.key} is missing from KV`);
     const shard = Shard.decode(blob);
     return shard.ids.map((_, row) => shard.record(row));
+  }
+
+  /**
+   * Compaction: a rewritten shard left under a quarter of both caps (mostly by deletes) takes in
+   * its right neighbour (the left one at the end of the id range) until it is no longer small or
+   * is the only shard, so deletes cannot leave a trail of tiny shards that every search must
+   * fetch. The merged run is re-split under the caps like any other; an absorbed shard is left
+   * as an empty run in `replaced`, so it is dropped.
+   */
+  private async absorbSmall(m: Manifest, replaced: Map<number, ShardRecord[]>): Promise<void> {
+    const { bits, descriptor_dims: dims } = this.spec;
+    const small = (records: ShardRecord[]) =>
+      records.length > 0 &&
+      records.length * 4 < this.limits.maxShardItems &&
+      records.reduce((n, r) => n + recordBytes(r, bits, dims), 0) * 4 < this.limits.maxShardBytes - EMPTY_SHARD_BYTES;
+    const present = (k: number) => replaced.get(k)?.length !== 0;
+    for (const i of [...replaced.keys()].sort((a, b) => a - b)) {
+      let at = i;
+      while (small(replaced.get(at)!)) {
+        let j = at + 1;
+        while (j < m.shards.length && !present(j)) j++;
+        if (j >= m.shards.length) for (j = at - 1; j >= 0 && !present(j); j--);
+        if (j < 0) break;
+        const records = replaced.get(at)!;
+        const other = replaced.get(j) ?? (await this.records(m.shards[j]));
+        const [lo, hi] = j > at ? [at, j] : [j, at];
+        replaced.set(lo, lo === at ? [...records, ...other] : [...other, ...records]);
+        replaced.set(hi, []);
+        at = lo;
+      }
+    }
   }
 
   /** Cuts sorted records into shards under both caps, balanced by item count. */
