@@ -1,7 +1,7 @@
 // Collection store: copy-on-write upserts/deletes, shard caps, idempotency, serialised writes,
 // crash safety (interrupted ingest at every step), readers racing manifest swaps, and GC.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { Shard, type ShardRecord } from '../functions/shards/codec.ts';
 import { manifestKey, type Manifest } from '../functions/shards/manifest.ts';
 import { migrateHeads, sqlHeadStore, type HeadStore } from '../functions/store/head.ts';
@@ -57,16 +57,23 @@ let sql: SqlDb;
 let kv: TestKV;
 let clock: number;
 
-beforeEach(() => {
+/** Empty KV and control stores (in memory), closing the previous ones. */
+function freshStores(): void {
+  kvDb?.close();
+  ctlDb?.close();
   kvDb = openSqlite(':memory:');
   ctlDb = openSqlite(':memory:');
   sql = sqliteDb(ctlDb);
   migrateHeads(sql);
   kv = new TestKV(new SqliteKV(kvDb));
+}
+
+beforeEach(() => {
+  freshStores();
   clock = 1_000_000;
 });
 
-afterEach(() => {
+afterAll(() => {
   kvDb.close();
   ctlDb.close();
 });
@@ -203,15 +210,7 @@ describe('collection writer', () => {
     // The race needs a particular interleaving (about 1 round in 40 hit it before the fix), so
     // many rounds, each on fresh stores.
     for (let round = 0; round < 100; round++) {
-      if (round > 0) {
-        kvDb.close();
-        ctlDb.close();
-        kvDb = openSqlite(':memory:');
-        ctlDb = openSqlite(':memory:');
-        sql = sqliteDb(ctlDb);
-        migrateHeads(sql);
-        kv = new TestKV(new SqliteKV(kvDb));
-      }
+      if (round > 0) freshStores();
       kv.jitterMs = 3;
       const a = writer();
       const b = writer();
