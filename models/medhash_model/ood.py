@@ -2,7 +2,8 @@
 deep map (the method's second stage): score = mean squared reconstruction error. (b) A feature
 score: Mahalanobis distance of the fused features to the nearest class mean (shared, shrunk
 covariance from `train`). (c) A statistics score: Mahalanobis distance of the per-channel means
-and deviations of the shallow and deep maps to their `train` Gaussian. Each is z-normalised on
+and deviations of the shallow and deep maps to the nearest of their `train` class means (shared
+covariance, as Lee et al. 2018 fit every layer). Each is z-normalised on
 `val` (in-distribution); the combined score is the max over the subset of them that separates
 `val` from synthetic outliers of `val` best (never an evaluation set); the threshold is the
 `val` quantile that keeps the chosen in-distribution recall. MSP, energy and k-NN scores are
@@ -102,7 +103,7 @@ class Mahalanobis(nn.Module):
 
 
 PARTS = ("recon", "maha", "stats")
-HEAD_FORMAT = 2  # ood.pt layout; 1 had no feature-statistics part
+HEAD_FORMAT = 3  # ood.pt layout; 1 had no feature-statistics part, 2 fitted it to one Gaussian
 
 
 def feature_stats(shallow: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
@@ -236,11 +237,14 @@ def fit(model, ds, id_recall: float = 0.95, log=print, epochs: int = 6, steps: i
     dec = decoder if decoder is not None else train_decoder(model, tr.x, epochs=epochs, steps=steps, log=log)
     feats = encode(model, tr.x)["features"]
     maha = Mahalanobis.fit(feats, tr.y, len(ds.classes))
-    xs = tr.x[np.sort(np.random.RandomState(0).permutation(len(tr.x))[:10000])]
+    sample = np.sort(np.random.RandomState(0).permutation(len(tr.x))[:10000])
+    xs = tr.x[sample]
     with torch.no_grad():
         st = np.concatenate([feature_stats(o["shallow"], o["deep"]).numpy() for o in
                              (model(torch.from_numpy(xs[i:i + 256].astype(np.float32))) for i in range(0, len(xs), 256))])
-    stats = Mahalanobis.fit(st, np.zeros(len(st), dtype=np.int64), 1)
+    # class-conditional: the classes of one set can differ in contrast and texture (MedNIST holds
+    # CT, MRI and X-rays), and one Gaussian around all of them also covers the space between
+    stats = Mahalanobis.fit(st, tr.y[sample], len(ds.classes))
     raw = OODHead(dec, maha, stats, {p: [0.0, 1.0] for p in PARTS})  # the parts unscaled, to fit their z-scaling
     val = scores_np(model, raw, va.x)
     norm = {p: [float(val[p].mean()), float(val[p].std() + 1e-12)] for p in PARTS}

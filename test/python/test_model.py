@@ -151,3 +151,6 @@ def test_pipeline_trains_exports_and_evaluates_a_new_class_folder(tmp_path, monk
     assert card["bits"] == 16 and card["training"]["data"] == "images"
     assert onnx.load(str(tmp_path / "models" / "site-b16.onnx")).graph.output[0].name == "u"
     assert (tmp_path / "models" / "golden" / "site-b16.json").exists()
+    # both feature scores of the OOD head measure the distance to the nearest of the 3 classes
+    head = torch.load(next((tmp_path / "runs").rglob("ood.pt")))["state"]
+    assert head["maha.wmu"].shape[0] == 3 and head["stats.wmu"].shape[0] == 3
