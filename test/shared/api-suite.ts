@@ -473,7 +473,7 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
       it('answers 503 naming the way out when no encoder can run', async () => {
         const { all } = await world(64);
         const col = `m-${uniq()}`;
-        expect((await call('POST', '/v1/collections', { key: all, body: { name: col, bits: 64, model_id: 'mednist-darf-b64@246fbcfd4b39' } })).status).toBe(201);
+        expect((await call('POST', '/v1/collections', { key: all, body: { name: col, bits: 64, model_id: 'mednist-darf-b64@ff8250db5bd3' } })).status).toBe(201);
         const r = await call('POST', `/v1/collections/${col}/search/image?k=5`, { key: all, raw: png, headers: { 'content-type': 'image/png' } });
         expect(r.status).toBe(503);
         expect(r.body.error.code).toBe('encoder_unavailable');

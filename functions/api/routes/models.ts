@@ -11,7 +11,7 @@ import { errors, json, security, type App } from '../openapi.ts';
 const tags = ['models'];
 
 const ModelParams = z.object({
-  model_id: z.string().min(1).max(128).openapi({ param: { name: 'model_id', in: 'path' }, example: 'mednist-darf-b64@246fbcfd4b39' }),
+  model_id: z.string().min(1).max(128).openapi({ param: { name: 'model_id', in: 'path' }, example: 'mednist-darf-b64@ff8250db5bd3' }),
 });
 
 const ModelSummary = z
