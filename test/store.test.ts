@@ -383,3 +383,23 @@ describe('readers during manifest swaps', () => {
     expect(value).toBe(2);
   });
 });
+
+describe('SqliteKV (the Node KV)', () => {
+  it('converts a data dir made with the old WITHOUT ROWID table once, every value intact', async () => {
+    const db = openSqlite(':memory:');
+    db.exec('CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID');
+    const big = Uint8Array.from({ length: 200_000 }, (_, i) => (i * 31) & 0xff);
+    const insert = db.prepare('INSERT INTO kv (key, value) VALUES (?, ?)');
+    insert.run('c/x/manifest', new TextEncoder().encode('{"m":1}'));
+    insert.run('c/x/s/abc', big);
+    const schema = () => (db.prepare("SELECT sql FROM sqlite_master WHERE name = 'kv'").get() as { sql: string }).sql;
+    for (let open = 0; open < 2; open++) {
+      const store = new SqliteKV(db);
+      expect(schema()).not.toMatch(/WITHOUT\s+ROWID/i);
+      expect(new TextDecoder().decode((await store.get('c/x/manifest'))!)).toBe('{"m":1}');
+      expect(Buffer.from((await store.get('c/x/s/abc'))!).equals(Buffer.from(big))).toBe(true);
+      expect(await store.list('c/x/')).toEqual(['c/x/manifest', 'c/x/s/abc']);
+    }
+    db.close();
+  });
+});
