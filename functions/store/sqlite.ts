@@ -1,6 +1,6 @@
 // Node's stores on node:sqlite: a KV with the Workers KV interface (persisted on disk, never an
 // in-memory map) and the SqlDb adapter behind the control plane and the writer heads.
-import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
+import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import type { KV } from './kv.ts';
 import type { SqlDb, SqlValue } from './sql.ts';
 
@@ -12,15 +12,23 @@ export function openSqlite(path: string): DatabaseSync {
 }
 
 export function sqliteDb(db: DatabaseSync): SqlDb {
+  // Each text is compiled once (compiling cost more than running the control plane's lookups);
+  // the texts are the code's own constants, so the map stays small.
+  const statements = new Map<string, StatementSync>();
+  const prepare = (text: string): StatementSync => {
+    let st = statements.get(text);
+    if (!st) statements.set(text, (st = db.prepare(text)));
+    return st;
+  };
   return {
     exec(text) {
       db.exec(text);
     },
     all<T>(text: string, ...params: SqlValue[]) {
-      return db.prepare(text).all(...(params as SQLInputValue[])) as T[];
+      return prepare(text).all(...(params as SQLInputValue[])) as T[];
     },
     run(text, ...params) {
-      const r = db.prepare(text).run(...(params as SQLInputValue[]));
+      const r = prepare(text).run(...(params as SQLInputValue[]));
       return { changes: Number(r.changes) };
     },
     transaction(fn) {
@@ -40,7 +48,12 @@ export function sqliteDb(db: DatabaseSync): SqlDb {
 const kvTable = (name: string) => `CREATE TABLE IF NOT EXISTS ${name} (key TEXT PRIMARY KEY, value BLOB NOT NULL)`;
 
 export class SqliteKV implements KV {
-  constructor(private readonly db: DatabaseSync) {
+  private readonly getSt: StatementSync;
+  private readonly putSt: StatementSync;
+  private readonly deleteSt: StatementSync;
+  private readonly listSt: StatementSync;
+
+  constructor(db: DatabaseSync) {
     // A rowid table with a key index. Data dirs made before 2026-11-27 hold a WITHOUT ROWID table,
     // whose b-tree cells carry the shard blobs (~100 KB each) themselves: every lookup, even of a
     // missing key, then cost ~1 ms at 1M items (0.02 ms as a rowid table). They are converted once,
@@ -53,26 +66,30 @@ export class SqliteKV implements KV {
         db.exec(kvTable('kv'));
       }
     });
+    this.getSt = db.prepare('SELECT value FROM kv WHERE key = ?');
+    this.putSt = db.prepare('INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value');
+    this.deleteSt = db.prepare('DELETE FROM kv WHERE key = ?');
+    // Range scan instead of LIKE (prefixes may hold LIKE wildcards); U+10FFFF is the largest
+    // code point, so under SQLite's bytewise order it bounds every key with this prefix.
+    this.listSt = db.prepare('SELECT key FROM kv WHERE key >= ? AND key < ? ORDER BY key');
   }
 
   async get(key: string): Promise<Uint8Array | null> {
-    const row = this.db.prepare('SELECT value FROM kv WHERE key = ?').get(key) as { value: Uint8Array } | undefined;
+    const row = this.getSt.get(key) as { value: Uint8Array } | undefined;
     return row ? row.value : null;
   }
 
   async put(key: string, value: Uint8Array | string): Promise<void> {
     const bytes = typeof value === 'string' ? new TextEncoder().encode(value) : value;
-    this.db.prepare('INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(key, bytes);
+    this.putSt.run(key, bytes);
   }
 
   async delete(key: string): Promise<void> {
-    this.db.prepare('DELETE FROM kv WHERE key = ?').run(key);
+    this.deleteSt.run(key);
   }
 
   async list(prefix: string): Promise<string[]> {
-    // Range scan instead of LIKE (prefixes may hold LIKE wildcards); U+10FFFF is the largest
-    // code point, so under SQLite's bytewise order it bounds every key with this prefix.
-    const rows = this.db.prepare('SELECT key FROM kv WHERE key >= ? AND key < ? ORDER BY key').all(prefix, prefix + '\u{10ffff}') as { key: string }[];
+    const rows = this.listSt.all(prefix, prefix + '\u{10ffff}') as { key: string }[];
     return rows.map((r) => r.key);
   }
 }
