@@ -1,10 +1,13 @@
-// Node entry specifics: state persists on disk across restarts, and maintenance that a timer
-// would have done before a restart is picked up at start.
-import { mkdtempSync, rmSync } from 'node:fs';
+// Node entry specifics: state persists on disk across restarts, maintenance that a timer
+// would have done before a restart is picked up at start, and the processes stop cleanly.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, expect, it, vi } from 'vitest';
+import { spawnBackend } from '../functions/backend/process.ts';
 import { createNodeBackend } from '../functions/entries/node.ts';
 import { openSqlite, SqliteKV } from '../functions/store/sqlite.ts';
 import { DEFAULT_WRITER_LIMITS } from '../functions/store/writer.ts';
@@ -32,4 +35,39 @@ it('persists across restarts and collects garbage left by a stopped process', as
   expect(await second.backend.control.getCollection(col.tenant_id, 'c')).toEqual(col);
   kvDb.close();
   second.close();
+});
+
+const CLI = join(import.meta.dirname, '..', 'scripts', 'medhash.mjs');
+
+it('`medhash serve` stops on SIGTERM: exit 0, its stores closed (no WAL left behind)', async () => {
+  const data = join(dir, 'serve');
+  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--data-dir', data], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  child.stderr.setEncoding('utf8');
+  const url = await new Promise<string>((ok, fail) => {
+    child.stderr.on('data', (d: string) => {
+      log += d;
+      const m = log.match(/medhash listening on (http:\/\/\S+)/);
+      if (m) ok(m[1]);
+    });
+    child.once('exit', () => fail(new Error(`serve exited before listening:\n${log}`)));
+  });
+  expect((await fetch(`${url}/healthz`)).status).toBe(200);
+  expect(existsSync(join(data, 'kv.sqlite-wal'))).toBe(true);
+  const exited = once(child, 'exit');
+  child.kill('SIGTERM');
+  const [code, signal] = await exited;
+  expect({ code, signal }).toEqual({ code: 0, signal: null });
+  expect(log).toMatch(/SIGTERM, stopping[\s\S]*stopped/);
+  // SQLite removes the WAL when the last connection closes: the process closed its stores.
+  expect(existsSync(join(data, 'kv.sqlite-wal'))).toBe(false);
+  expect(existsSync(join(data, 'control.sqlite-wal'))).toBe(false);
+});
+
+it('`medhash backend` stops on SIGTERM with exit code 0', async () => {
+  const backend = await spawnBackend(join(import.meta.dirname, '..', 'models', 'mednist-darf-b64.onnx'));
+  expect((await fetch(`${backend.url}/healthz`)).status).toBe(200);
+  const exited = once(backend.child, 'exit');
+  await backend.stop();
+  expect(await exited).toEqual([0, null]);
 });

@@ -4,6 +4,7 @@
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import { loadCard } from '../encode/card.ts';
+import { closeServer } from '../entries/signals.ts';
 import { initNodeImageCodecs } from '../encode/image-node.ts';
 import { loadNodeEncoder, type Encoder } from '../encode/model.ts';
 import { createBackendApp, DEFAULT_BATCHER, type BackendService } from './app.ts';
@@ -51,7 +52,7 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
     service,
     encoder,
     async close() {
-      await new Promise((ok) => server.close(ok));
+      await closeServer(server);
       await encoder.close();
     },
   };

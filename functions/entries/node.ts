@@ -4,6 +4,7 @@
 // by its in-process writer's mutex; the heads' compare-and-swap guards against a second process.
 // Node only: the model catalog (/v1/models, from models/) and the browser SDK and /ui page.
 import { mkdirSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { serve, type ServerType } from '@hono/node-server';
@@ -21,6 +22,7 @@ import { migrateHeads, sqlHeadStore, type Head } from '../store/head.ts';
 import { CollectionReader } from '../store/reader.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../store/sqlite.ts';
 import { CollectionWriter, writerLimitsFromEnv, type CollectionSpec, type WriterLimits } from '../store/writer.ts';
+import { closeServer, stopOnSignals } from './signals.ts';
 
 const SHIPPED_MODELS = join(import.meta.dirname, '..', '..', 'models');
 
@@ -105,9 +107,16 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
   };
 }
 
+export interface RunningServer {
+  server: ServerType;
+  url: string;
+  /** Stops taking connections, waits for the requests in flight, then closes the stores. */
+  close(): Promise<void>;
+}
+
 export async function startNodeServer(
   opts: Omit<NodeOptions, 'images'> & { port: number; hostname: string; images?: NodeImageSettings | null },
-): Promise<ServerType> {
+): Promise<RunningServer> {
   let images: ImageEncoderApi | undefined;
   if (opts.images) {
     const enc = await createNodeImageEncoder(opts.images);
@@ -116,20 +125,31 @@ export async function startNodeServer(
     images = enc;
     console.error(`search by image: ${opts.images.model}, backend ${opts.images.backendUrl ?? '(none: in-process only)'}`);
   }
-  const { backend } = await createNodeBackend({ ...opts, images });
-  const app = createApp(backend);
+  const node = await createNodeBackend({ ...opts, images });
+  const app = createApp(node.backend);
   app.route('/', sdkRoutes());
-  return serve({ fetch: app.fetch, port: opts.port, hostname: opts.hostname }, (info) => {
-    console.error(`medhash listening on http://${opts.hostname}:${info.port} (data in ${resolve(opts.dataDir)})`);
+  const server = await new Promise<ServerType>((ok) => {
+    const s = serve({ fetch: app.fetch, port: opts.port, hostname: opts.hostname }, () => ok(s));
   });
+  const url = `http://${opts.hostname}:${(server.address() as AddressInfo).port}`;
+  console.error(`medhash listening on ${url} (data in ${resolve(opts.dataDir)})`);
+  return {
+    server,
+    url,
+    async close() {
+      await closeServer(server);
+      node.close();
+    },
+  };
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
-  await startNodeServer({
+  const running = await startNodeServer({
     port: Number(process.env.PORT ?? 8787),
     hostname: process.env.HOST ?? '127.0.0.1',
     dataDir: process.env.MEDHASH_DATA_DIR ?? '.medhash',
     operatorKey: process.env.MEDHASH_OPERATOR_KEY,
     images: imageSettingsFromEnv(process.env),
   });
+  stopOnSignals('medhash', running.close);
 }

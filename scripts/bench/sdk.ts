@@ -6,9 +6,7 @@
 //   the model alone on the golden inputs, one image at a time (scripts/deno/golden-encode.ts).
 //
 //   npm run bench:sdk -- [--n 50] [--model mednist-darf-b64]
-import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -38,8 +36,7 @@ async function chromiumLine(): Promise<object> {
   const dir = mkdtempSync(join(tmpdir(), 'medhash-bench-sdk-'));
   const operatorKey = randomId('op');
   const server = await startNodeServer({ port: 0, hostname: '127.0.0.1', dataDir: dir, operatorKey });
-  if (!server.listening) await once(server, 'listening');
-  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const base = server.url;
   const post = async (path: string, body: unknown) =>
     (await (await fetch(`${base}${path}`, { method: 'POST', headers: { authorization: `Bearer ${operatorKey}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })).json()) as { id: string; secret: string };
   const tenant = await post('/v1/admin/tenants', { name: 'bench' });
@@ -72,7 +69,7 @@ async function chromiumLine(): Promise<object> {
     }));
   } finally {
     await browser.close();
-    server.close();
+    await server.close();
     rmSync(dir, { recursive: true, force: true });
   }
 }

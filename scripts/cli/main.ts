@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startBackend } from '../../functions/backend/node.ts';
 import { startNodeServer } from '../../functions/entries/node.ts';
+import { stopOnSignals } from '../../functions/entries/signals.ts';
 import { imageSettingsFromEnv } from '../../functions/inference/node.ts';
 import { Checkpoint } from './checkpoint.ts';
 import { ApiError, Client, RawBody } from './client.ts';
@@ -84,13 +85,14 @@ async function serve(args: string[]) {
   const env = { ...process.env };
   if (v.model) env.MEDHASH_MODEL = v.model as string;
   if (v['backend-url']) env.MEDHASH_BACKEND_URL = v['backend-url'] as string;
-  await startNodeServer({
+  const running = await startNodeServer({
     port: int(v.port as string | undefined, 'port', Number(process.env.PORT ?? 8787))!,
     hostname: (v.host as string | undefined) ?? process.env.HOST ?? '127.0.0.1',
     dataDir: (v['data-dir'] as string | undefined) ?? process.env.MEDHASH_DATA_DIR ?? '.medhash',
     operatorKey: process.env.MEDHASH_OPERATOR_KEY,
     images: imageSettingsFromEnv(env),
   });
+  stopOnSignals('medhash', running.close);
 }
 
 async function backend(args: string[]) {
@@ -105,6 +107,7 @@ async function backend(args: string[]) {
     threads,
   });
   console.error(`medhash backend on ${b.url}: ${b.encoder.card.model_id} (${b.encoder.runtime})`);
+  stopOnSignals('medhash backend', b.close);
 }
 
 async function index(args: string[]) {

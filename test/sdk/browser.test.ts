@@ -6,13 +6,10 @@
 // calibration that flags every query, shows the OOD refusal plainly, and its results once the
 // clinician allows them. Also the model routes the SDK
 // downloads from (/v1/models...), and the SDK taking its model from a static folder instead.
-import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import type { ServerType } from '@hono/node-server';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { encodingOf } from '../../functions/backend/encoding.ts';
@@ -21,7 +18,7 @@ import { decodeImage } from '../../functions/encode/image.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { descriptor, loadNodeEncoder, packCode, row, type Encoder } from '../../functions/encode/model.ts';
 import { preprocess } from '../../functions/encode/preprocess.ts';
-import { startNodeServer } from '../../functions/entries/node.ts';
+import { startNodeServer, type RunningServer } from '../../functions/entries/node.ts';
 import { calibrationFromCard, shippedCalibrations } from '../../functions/safety/calibration.ts';
 import { toHex } from '../../functions/util/bytes.ts';
 import { encodeMembers } from '../../scripts/data/encode-set.ts';
@@ -35,7 +32,7 @@ const BRAIN = 'brain_tumor_mri-darf-b64';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'];
 
 let dir: string;
-let server: ServerType;
+let server: RunningServer;
 let base: string;
 let key: string;
 let card: ModelCard;
@@ -60,8 +57,7 @@ beforeAll(async () => {
   const strict = { ...calibrationFromCard(JSON.parse(readFileSync(join(MODELS, `${BRAIN}.card.json`), 'utf8'))), knn: { k: 5, threshold: 0, mean: 0, std: 1, indexSize: 1 } };
   const oodCalibration = (id: string | null) => (id === brain.card.model_id ? strict : shippedCalibrations(id));
   server = await startNodeServer({ port: 0, hostname: '127.0.0.1', dataDir: dir, operatorKey: TEST_OPERATOR_KEY, oodCalibration });
-  if (!server.listening) await once(server, 'listening');
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  base = server.url;
   const tenant = await call('POST', '/v1/admin/tenants', { name: 'sdk' }, TEST_OPERATOR_KEY);
   key = (await call('POST', `/v1/admin/tenants/${tenant.body.id}/keys`, { scopes: ['search', 'ingest', 'admin'] }, TEST_OPERATOR_KEY)).body.secret;
 
@@ -92,7 +88,7 @@ afterAll(async () => {
   await browser?.close();
   await tar?.close();
   await encoder?.close();
-  server?.close();
+  await server?.close();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
