@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { Bits } from '../wasm/hamming.ts';
 import { parseCode } from '../functions/api/codes.ts';
-import { fromBase64, toBase64, toHex } from '../functions/util/bytes.ts';
+import { fromBase64, sha256Hex, toBase64, toHex } from '../functions/util/bytes.ts';
 
 const BITS: Bits[] = [16, 32, 64, 128, 256];
 
@@ -42,5 +42,18 @@ describe('parseCode', () => {
     expect(fromBase64('q81=')).toBeNull(); // non-zero pad bits
     expect(fromBase64('q8==')).toBeNull(); // pad bits of a one-byte value
     expect(fromBase64('q=0=')).toBeNull();
+  });
+});
+
+describe('sha256Hex', () => {
+  it("is SHA-256 (FIPS 180-2 vector) and equals WebCrypto's digest for strings and bytes", async () => {
+    expect(await sha256Hex('abc')).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+    const web = async (b: Uint8Array) => toHex(new Uint8Array(await crypto.subtle.digest('SHA-256', b as Uint8Array<ArrayBuffer>)));
+    await fc.assert(
+      fc.asyncProperty(fc.uint8Array({ maxLength: 300 }), fc.string({ maxLength: 100 }), async (bytes, text) => {
+        expect(await sha256Hex(bytes)).toBe(await web(bytes));
+        expect(await sha256Hex(text)).toBe(await web(new TextEncoder().encode(text)));
+      }),
+    );
   });
 });

@@ -3,6 +3,7 @@
 // a card missing a field fails loudly instead of silently misreading the model. `loadCard` is
 // the Node path (file system); other runtimes fetch the bytes themselves and call `parseCard`
 // and `checkOnnx`.
+import { sha256Hex } from '../util/bytes.ts';
 
 export const CARD_FORMAT = 'medhash-model-card';
 export const CARD_VERSION = 1;
@@ -142,11 +143,6 @@ export function parseCard(json: unknown): ModelCard {
     metrics: { ...metrics, map100: num(metrics, 'map100', 'metrics.'), map1000: num(metrics, 'map1000', 'metrics.'), p10: num(metrics, 'p10', 'metrics.') },
     ood: { ...ood, threshold: num(ood, 'threshold', 'ood.') },
   };
-}
-
-export async function sha256Hex(bytes: Uint8Array): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes as Uint8Array<ArrayBuffer>));
-  return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
 /** Refuses model bytes whose sha256 is not the card's: a card must never describe another model. */
