@@ -12,7 +12,7 @@ export function openSqlite(path: string): DatabaseSync {
 }
 
 export function sqliteDb(db: DatabaseSync): SqlDb {
-  // Each text is compiled once (compiling cost more than running the control plane's lookups);
+  // Each text is compiled once (compiling costs as much as running a control-plane lookup);
   // the texts are the code's own constants, so the map stays small.
   const statements = new Map<string, StatementSync>();
   const prepare = (text: string): StatementSync => {
@@ -54,10 +54,11 @@ export class SqliteKV implements KV {
   private readonly listSt: StatementSync;
 
   constructor(db: DatabaseSync) {
-    // A rowid table with a key index. Data dirs made before 2026-11-27 hold a WITHOUT ROWID table,
-    // whose b-tree cells carry the shard blobs (~100 KB each) themselves: every lookup, even of a
-    // missing key, then cost ~1 ms at 1M items (0.02 ms as a rowid table). They are converted once,
-    // in one transaction that a second process opening the same dir waits for.
+    // A rowid table with a key index. Data dirs made before 2026-11-27 hold a WITHOUT ROWID
+    // table, whose b-tree cells carry the shard blobs (hundreds of KB each) themselves: every
+    // lookup, even of a missing key, then cost ~1 ms at 1M items (0.02 ms as a rowid table;
+    // scripts/bench/node-store.ts). They are converted once, in one transaction that a second
+    // process opening the same dir waits for.
     sqliteDb(db).transaction(() => {
       const row = db.prepare("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'kv'").get() as { sql: string } | undefined;
       if (row && /WITHOUT\s+ROWID/i.test(row.sql)) {
