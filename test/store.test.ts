@@ -402,4 +402,17 @@ describe('SqliteKV (the Node KV)', () => {
     }
     db.close();
   });
+
+  it('leaves the old table as it was when the conversion fails', async () => {
+    const db = openSqlite(':memory:');
+    db.exec('CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID');
+    db.prepare('INSERT INTO kv (key, value) VALUES (?, ?)').run('c/x/manifest', new Uint8Array([1, 2, 3]));
+    // A table in the conversion's way makes its copy step fail (duplicate key) mid-transaction.
+    db.exec("CREATE TABLE kv_rowid (key TEXT PRIMARY KEY, value BLOB NOT NULL); INSERT INTO kv_rowid VALUES ('c/x/manifest', x'00')");
+    expect(() => new SqliteKV(db)).toThrow(/UNIQUE/);
+    const sql = (db.prepare("SELECT sql FROM sqlite_master WHERE name = 'kv'").get() as { sql: string }).sql;
+    expect(sql).toMatch(/WITHOUT\s+ROWID/i);
+    expect([...(db.prepare('SELECT value FROM kv').get() as { value: Uint8Array }).value]).toEqual([1, 2, 3]);
+    db.close();
+  });
 });
