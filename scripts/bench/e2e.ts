@@ -3,12 +3,13 @@
 // encoder path, the Hamming search over every shard) over n synthetic codes written straight
 // into the store, with real query images (the data set's `query` split, rendered as 64x64 grey
 // PNGs). One JSON line per encoder path: "backend-cpu" (the inference backend as its own
-// process) and "ort-web-wasm" (no backend: the in-process fallback), with encode-only latency
-// and throughput for the same path.
+// process) and "ort-web-wasm" (no backend: the in-process fallback), with the CPU time each
+// process spent per search, and encode-only latency and throughput for the same path.
 //
 //   npm run bench:e2e -- [--json] [--n 1000000] [--requests 2000] [--concurrency 8]
 //                        [--paths backend-cpu,ort-web-wasm] [--model models/NAME.onnx] [--threads 1]
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
@@ -120,6 +121,15 @@ function* randomWords(seed: number): Generator<number> {
   }
 }
 
+const CLOCK_TICKS_PER_S = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
+
+/** CPU time (user + system) a process has used so far, from /proc (Linux). */
+function processCpuMs(pid: number): number {
+  // Fields after the parenthesised command name; utime and stime are fields 14 and 15 of stat.
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_S;
+}
+
 const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
 
@@ -195,7 +205,12 @@ async function main() {
       }));
       await closedLoop(WARMUP, o.concurrency, search);
       progress(`${path}: ${o.requests} searches at concurrency ${o.concurrency}`);
+      // CPU per search of each process: which one runs out of core first.
+      const edgeCpu0 = process.cpuUsage();
+      const backendCpu0 = backend ? processCpuMs(backend.child.pid!) : 0;
       const s = await closedLoop(o.requests, o.concurrency, search);
+      const edgeCpu = process.cpuUsage(edgeCpu0);
+      const backendCpuMs = backend ? processCpuMs(backend.child.pid!) - backendCpu0 : null;
 
       // Encode only: one image at a time (latency) and batches of 32 (throughput).
       const tensors = await Promise.all(pngs.map(async (p) => preprocess(await decodeImage(p, 'image/png'), card.input)));
@@ -218,6 +233,8 @@ async function main() {
       rows.push({
         bench: 'e2e', n_items: o.n, path, model_id: card.model_id, requests: o.requests, ort_threads: path === 'backend-cpu' ? o.threads : 1,
         p50_ms: round(quantile(s.lat, 0.5)), p99_ms: round(quantile(s.lat, 0.99)), qps: round((1000 * o.requests) / s.wallMs, 1), concurrency: o.concurrency,
+        edge_cpu_ms_per_search: round((edgeCpu.user + edgeCpu.system) / 1000 / o.requests, 2),
+        backend_cpu_ms_per_search: backendCpuMs === null ? null : round(backendCpuMs / o.requests, 2),
         encode_p50_ms: round(quantile(one.lat, 0.5)), encode_p99_ms: round(quantile(one.lat, 0.99)),
         encode_batch32_images_per_s: round((32 * 1000) / quantile(many.lat, 0.5), 1),
       });
