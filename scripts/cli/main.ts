@@ -10,6 +10,7 @@ import { startBackend } from '../../functions/backend/node.ts';
 import { startNodeServer } from '../../functions/entries/node.ts';
 import { stopOnSignals } from '../../functions/entries/signals.ts';
 import { imageSettingsFromEnv } from '../../functions/inference/node.ts';
+import { backupDataDir } from '../../functions/store/backup.ts';
 import { Checkpoint } from './checkpoint.ts';
 import { ApiError, Client, RawBody } from './client.ts';
 import { encodedSource, openBatchEncoder } from './encode.ts';
@@ -27,6 +28,9 @@ const USAGE = `medhash <command> [options]
   backend --model M.onnx [--port 8788] [--host 127.0.0.1] [--cuda] [--threads N]
         Run the inference backend (POST /v1/encode) on onnxruntime-node (--threads: its
         intra-op threads; default one per core, 1 is faster on a small shared machine).
+  backup --out DIR [--data-dir .medhash]
+        Copy a Node data dir while the service runs: a consistent, checked copy that is itself
+        a data dir (restore: serve with --data-dir DIR). DIR must be new or empty.
 
   index --collection C --codes FILE [--format jsonl|csv] [--batch 1000]
         Upsert items from a JSONL/CSV file of codes, in batches; safe to re-run.
@@ -108,6 +112,12 @@ async function backend(args: string[]) {
   });
   console.error(`medhash backend on ${b.url}: ${b.encoder.card.model_id} (${b.encoder.runtime})`);
   stopOnSignals('medhash backend', b.close);
+}
+
+async function backup(args: string[]) {
+  const v = parse(args, { out: { type: 'string' }, 'data-dir': { type: 'string' } });
+  const dataDir = (v['data-dir'] as string | undefined) ?? process.env.MEDHASH_DATA_DIR ?? '.medhash';
+  print(await backupDataDir(dataDir, need(v.out, 'out')));
 }
 
 async function index(args: string[]) {
@@ -256,7 +266,7 @@ async function admin([sub, ...args]: string[]) {
   }
 }
 
-const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { serve, backend, index, search, collection, admin };
+const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { serve, backend, backup, index, search, collection, admin };
 
 async function main(argv: string[]) {
   const [command, ...args] = argv;

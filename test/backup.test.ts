@@ -1,0 +1,109 @@
+// Online backup of a Node data dir (functions/store/backup.ts): the copy is the state of one
+// moment, complete and checked, even when writes commit between the copies of its two files,
+// and it works as a data dir of its own.
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, expect, it, vi } from 'vitest';
+import { createNodeBackend, type NodeBackend } from '../functions/entries/node.ts';
+import { backupDataDir } from '../functions/store/backup.ts';
+import { openSqlite, SqliteKV } from '../functions/store/sqlite.ts';
+import type { CollectionSpec, WriteOp } from '../functions/store/writer.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'medhash-backup-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+const put = (i: number, v: number): WriteOp => ({
+  op: 'put',
+  record: { id: `id-${String(i).padStart(4, '0')}`, code: new Uint8Array([v, i & 0xff]), descriptor: new Int8Array(0), metadata: '{}' },
+});
+const range = (from: number, to: number, v: number) => Array.from({ length: to - from }, (_, k) => put(from + k, v));
+
+/** Every stored item of a collection as id -> first code byte, read through the published manifest. */
+async function items(node: NodeBackend, col: CollectionSpec): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  const m = await node.backend.reader.manifest(col.id);
+  for (const entry of m?.shards ?? []) {
+    const { shard } = await node.backend.reader.shard(entry);
+    for (let row = 0; row < shard.count; row++) out[shard.ids[row]] = shard.code(row)[0];
+  }
+  return out;
+}
+
+it('copies a live data dir as it was when its control store was copied, shards checked', async () => {
+  const src = join(root, 'src');
+  // Small shards, so that writes make and retire several of them.
+  const limits = { maxShardBytes: 1 << 20, maxShardItems: 16, graceMs: 60_000 };
+  const node = await createNodeBackend({ dataDir: src, limits });
+  const tenant = await node.backend.control.createTenant('t');
+  const a = await node.backend.control.createCollection(tenant.id, { name: 'a', bits: 16, descriptor_dims: 0 });
+  const b = await node.backend.control.createCollection(tenant.id, { name: 'b', bits: 16, descriptor_dims: 0 });
+  await node.backend.writer(a).apply(range(0, 50, 1));
+  await node.backend.writer(b).apply(range(0, 10, 5));
+  await node.backend.writer(a).apply([{ op: 'delete', id: 'id-0000' }, put(1, 7)]);
+  const before = { a: await items(node, a), b: await items(node, b) };
+
+  const summary = await backupDataDir(src, join(root, 'bak'), {
+    // Commits after the control copy, before the KV copy: must not be in the backup.
+    betweenCopies: async () => void (await node.backend.writer(a).apply([...range(100, 140, 2), put(2, 9)])),
+  });
+  expect(summary).toMatchObject({ collections: 2 });
+  expect(summary.dropped).toBeGreaterThan(0);
+  expect((await items(node, a))['id-0100']).toBe(2); // the source has the later write
+  node.close();
+
+  const restored = await createNodeBackend({ dataDir: join(root, 'bak'), limits });
+  expect(await items(restored, a)).toEqual(before.a);
+  expect(await items(restored, b)).toEqual(before.b);
+  expect(await restored.backend.control.getCollection(tenant.id, 'a')).toEqual(a);
+  // A working data dir: it takes writes.
+  await restored.backend.writer(a).apply([put(500, 3)]);
+  expect(await items(restored, a)).toEqual({ ...before.a, 'id-0500': 3 });
+  restored.close();
+  expect(JSON.parse(readFileSync(join(root, 'bak', 'BACKUP.json'), 'utf8'))).toMatchObject({ format: 'medhash-backup', version: 1, collections: 2 });
+});
+
+it('refuses a target that is not empty and a source that is not a data dir', async () => {
+  const src = join(root, 'src2');
+  (await createNodeBackend({ dataDir: src })).close();
+  const full = join(root, 'full');
+  mkdirSync(full);
+  writeFileSync(join(full, 'x'), '');
+  await expect(backupDataDir(src, full)).rejects.toThrow(/is not empty/);
+  await expect(backupDataDir(join(root, 'nothing'), join(root, 'out'))).rejects.toThrow(/not a medhash data dir/);
+});
+
+it('fails, rather than keep a broken copy, when a shard the heads name was collected before KV was copied', async () => {
+  const src = join(root, 'src3');
+  const limits = { maxShardBytes: 1 << 20, maxShardItems: 16, graceMs: 0 };
+  const node = await createNodeBackend({ dataDir: src, limits });
+  const tenant = await node.backend.control.createTenant('t');
+  const a = await node.backend.control.createCollection(tenant.id, { name: 'a', bits: 16, descriptor_dims: 0 });
+  await node.backend.writer(a).apply(range(0, 20, 1));
+  const kvDb = openSqlite(join(src, 'kv.sqlite'));
+  const kv = new SqliteKV(kvDb);
+  const betweenCopies = async () => {
+    // Every shard replaced and, with no grace period, collected by the next maintenance.
+    const old = (await node.backend.reader.manifest(a.id))!.shards.map((s) => s.key);
+    await node.backend.writer(a).apply(range(0, 20, 2));
+    await vi.waitFor(async () => expect(await Promise.all(old.map((k) => kv.get(k)))).toEqual(old.map(() => null)));
+  };
+  await expect(backupDataDir(src, join(root, 'bak3'), { betweenCopies })).rejects.toThrow(/collected before KV was copied/);
+  expect(readdirSync(join(root, 'bak3'))).toEqual([]); // no half-made copy left to be mistaken for a backup
+  kvDb.close();
+  node.close();
+});
+
+it('`medhash backup` prints what it copied; a second run to the same folder is refused', async () => {
+  const src = join(root, 'src4');
+  const node = await createNodeBackend({ dataDir: src });
+  const a = await node.backend.control.createCollection((await node.backend.control.createTenant('t')).id, { name: 'a', bits: 16, descriptor_dims: 0 });
+  await node.backend.writer(a).apply(range(0, 5, 1));
+  const cli = (out: string) => promisify(execFile)(process.execPath, [join(import.meta.dirname, '..', 'scripts', 'medhash.mjs'), 'backup', '--data-dir', src, '--out', out]);
+  const { stdout } = await cli(join(root, 'bak4'));
+  expect(JSON.parse(stdout)).toMatchObject({ collections: 1, shards: 1, dropped: 0 });
+  await expect(cli(join(root, 'bak4'))).rejects.toMatchObject({ code: 1, stderr: expect.stringMatching(/is not empty/) });
+  node.close();
+});
