@@ -40,6 +40,7 @@ it('copies a live data dir as it was when its control store was copied, shards c
   const tenant = await node.backend.control.createTenant('t');
   const a = await node.backend.control.createCollection(tenant.id, { name: 'a', bits: 16, descriptor_dims: 0 });
   const b = await node.backend.control.createCollection(tenant.id, { name: 'b', bits: 16, descriptor_dims: 0 });
+  const empty = await node.backend.control.createCollection(tenant.id, { name: 'empty', bits: 16, descriptor_dims: 0 });
   await node.backend.writer(a).apply(range(0, 50, 1));
   await node.backend.writer(b).apply(range(0, 10, 5));
   await node.backend.writer(a).apply([{ op: 'delete', id: 'id-0000' }, put(1, 7)]);
@@ -57,6 +58,9 @@ it('copies a live data dir as it was when its control store was copied, shards c
   const restored = await createNodeBackend({ dataDir: join(root, 'bak'), limits });
   expect(await items(restored, a)).toEqual(before.a);
   expect(await items(restored, b)).toEqual(before.b);
+  expect(await items(restored, empty)).toEqual({});
+  await restored.backend.writer(empty).apply([put(1, 4)]);
+  expect(await items(restored, empty)).toEqual({ 'id-0001': 4 });
   expect(await restored.backend.control.getCollection(tenant.id, 'a')).toEqual(a);
   // A working data dir: it takes writes.
   await restored.backend.writer(a).apply([put(500, 3)]);
