@@ -21,7 +21,7 @@ export default defineConfig({
         plugins: [
           cloudflareTest({
             wrangler: { configPath: './wrangler.toml' },
-            miniflare: { bindings: { MEDHASH_OPERATOR_KEY: TEST_OPERATOR_KEY, MEDHASH_SHARD_MAX_ITEMS: String(TEST_SHARD_MAX_ITEMS) } },
+            miniflare: { bindings: { MEDHASH_OPERATOR_KEY: TEST_OPERATOR_KEY, MEDHASH_SHARD_MAX_ITEMS: String(TEST_SHARD_MAX_ITEMS), MEDHASH_ACCESS_LOG: 'off' } },
           }),
         ],
         test: {

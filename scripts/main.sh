@@ -40,10 +40,12 @@ pids=()  # the two servers, as node processes (a shell function in the backgroun
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 "$NODE" scripts/medhash.mjs backend --model "$MODEL" --port "$BACKEND_PORT" --threads "${ORT_THREADS:-1}" & pids+=($!)
 wait_up "$MEDHASH_BACKEND_URL" "the inference backend"
-"$NODE" scripts/medhash.mjs serve --port "$PORT" --model "$MODEL" --backend-url "$MEDHASH_BACKEND_URL" & pids+=($!)
+# Its access log (one JSON line per request, docs/API.md) goes to a file, not over the demo.
+"$NODE" scripts/medhash.mjs serve --port "$PORT" --model "$MODEL" --backend-url "$MEDHASH_BACKEND_URL" >>"$MEDHASH_DATA_DIR/access.log" & pids+=($!)
 wait_up "$MEDHASH_URL" "the service"
 model_id=$(curl -fs "$MEDHASH_BACKEND_URL/healthz" | json .model_id)
 echo "== inference backend: $(curl -fs "$MEDHASH_BACKEND_URL/healthz")"
+echo "== service: $MEDHASH_URL, access log in $MEDHASH_DATA_DIR/access.log"
 
 tenant=$(medhash admin create-tenant --name "demo-$(date +%s)" | json .id)
 export MEDHASH_API_KEY=$(medhash admin create-key --tenant "$tenant" --scopes search,ingest,admin 2>/dev/null | json .secret)

@@ -1,6 +1,7 @@
 // The one Hono app both runtimes serve: routes, validation, errors and the OpenAPI document.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { metering } from '../billing/meter.ts';
+import { requestLog } from './access-log.ts';
 import type { Backend } from './backend.ts';
 import { renderDocs } from './docs.ts';
 import { limitBody, notFoundRoute, onError, validationError } from './errors.ts';
@@ -20,7 +21,7 @@ const DOC_INFO = {
   info: {
     title: 'medhash',
     version: '1',
-    description: 'Medical image retrieval by hash code: tenants own collections of coded images; search returns the nearest items by Hamming distance.',
+    description: 'Medical image retrieval by hash code: tenants own collections of coded images; search returns the nearest items by Hamming distance. Every answer carries an X-Request-Id header (the caller\'s own when it sent a plain one of up to 128 characters).',
   },
 };
 
@@ -32,6 +33,8 @@ export function createApp(backend: Backend): OpenAPIHono {
   });
   app.onError(onError);
   app.notFound(notFoundRoute);
+  // First, so that every answer (413s, 404s for unknown routes, errors) gets an id and a line.
+  app.use('*', requestLog(backend.accessLog));
   app.use('/v1/*', limitBody(MAX_BODY_BYTES));
   app.use('/v1/*', metering(backend));
 

@@ -1,6 +1,7 @@
 // What the app needs from its runtime. The entries (entries/node.ts, entries/worker.ts) build
 // one of these; everything behind the routes is the same code on both runtimes.
 import type { HammingKernel } from '../../wasm/hamming.ts';
+import type { AccessLogSink } from './access-log.ts';
 import type { Ledger } from '../billing/ledger.ts';
 import type { ControlPlane } from '../control/store.ts';
 import type { ModelCatalog } from '../models/catalog.ts';
@@ -31,4 +32,6 @@ export interface Backend {
   models?: ModelCatalog;
   /** MEDHASH_OPERATOR_KEY; unset disables the admin API. */
   operatorKey: string | undefined;
+  /** One JSON line per request (api/access-log.ts); unset: no access log. */
+  accessLog?: AccessLogSink;
 }

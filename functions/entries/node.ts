@@ -6,9 +6,9 @@
 import { mkdirSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { serve, type ServerType } from '@hono/node-server';
 import { loadHammingKernel } from '../../wasm/load-node.ts';
+import { ACCESS_LOG_ENV, accessLogFromEnv, type AccessLogSink } from '../api/access-log.ts';
 import { createApp } from '../api/app.ts';
 import type { Backend } from '../api/backend.ts';
 import { LedgerStore } from '../billing/ledger.ts';
@@ -17,12 +17,12 @@ import { dirCatalog } from '../models/catalog.ts';
 import { sdkRoutes } from '../sdk/serve-node.ts';
 import { shippedCalibrations, type CalibrationLookup } from '../safety/calibration.ts';
 import type { ImageEncoderApi } from '../inference/remote.ts';
-import { createNodeImageEncoder, imageSettingsFromEnv, type NodeImageSettings } from '../inference/node.ts';
+import { createNodeImageEncoder, type NodeImageSettings } from '../inference/node.ts';
 import { migrateHeads, sqlHeadStore, type Head } from '../store/head.ts';
 import { CollectionReader } from '../store/reader.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../store/sqlite.ts';
 import { CollectionWriter, writerLimitsFromEnv, type CollectionSpec, type WriterLimits } from '../store/writer.ts';
-import { closeServer, stopOnSignals } from './signals.ts';
+import { closeServer } from './signals.ts';
 
 const SHIPPED_MODELS = join(import.meta.dirname, '..', '..', 'models');
 
@@ -37,6 +37,8 @@ export interface NodeOptions {
   images?: ImageEncoderApi;
   /** Folder of model cards and .onnx files served at /v1/models (default: the repository's models/). */
   modelsDir?: string;
+  /** The access log (api/access-log.ts); unset: none. */
+  accessLog?: AccessLogSink;
 }
 
 export interface NodeBackend {
@@ -96,6 +98,7 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
     images: opts.images,
     models: dirCatalog(opts.modelsDir ?? SHIPPED_MODELS),
     operatorKey: opts.operatorKey,
+    accessLog: opts.accessLog,
   };
   return {
     backend,
@@ -105,6 +108,11 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
       controlDb.close();
     },
   };
+}
+
+/** The Node entries' access log: JSON lines on stdout (status messages go to stderr), unless MEDHASH_ACCESS_LOG=off. */
+export function accessLogToStdout(env: NodeJS.ProcessEnv): AccessLogSink | undefined {
+  return accessLogFromEnv(env[ACCESS_LOG_ENV], (line) => process.stdout.write(`${line}\n`));
 }
 
 export interface RunningServer {
@@ -141,15 +149,4 @@ export async function startNodeServer(
       node.close();
     },
   };
-}
-
-if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
-  const running = await startNodeServer({
-    port: Number(process.env.PORT ?? 8787),
-    hostname: process.env.HOST ?? '127.0.0.1',
-    dataDir: process.env.MEDHASH_DATA_DIR ?? '.medhash',
-    operatorKey: process.env.MEDHASH_OPERATOR_KEY,
-    images: imageSettingsFromEnv(process.env),
-  });
-  stopOnSignals('medhash', running.close);
 }

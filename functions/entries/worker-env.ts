@@ -13,6 +13,8 @@ export interface WorkerEnv {
   MEDHASH_GC_GRACE_MS?: string;
   /** The inference backend for search by image (functions/backend); unset: that route answers 503. */
   MEDHASH_BACKEND_URL?: string;
+  /** `on` (default) or `off`: one JSON line per request in the Worker's logs (api/access-log.ts). */
+  MEDHASH_ACCESS_LOG?: string;
 }
 
 // Types `env` and `exports` from "cloudflare:workers" (what `wrangler types` would generate).

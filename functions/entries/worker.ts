@@ -4,6 +4,7 @@
 // at run time.
 import type { Ledger } from '../billing/ledger.ts';
 import type { ControlPlane } from '../control/store.ts';
+import { accessLogFromEnv } from '../api/access-log.ts';
 import { createApp } from '../api/app.ts';
 import { shippedCalibrations } from '../safety/calibration.ts';
 import type { Backend } from '../api/backend.ts';
@@ -40,6 +41,8 @@ async function buildApp(env: WorkerEnv) {
     oodCalibration: shippedCalibrations,
     images: workerEdgeEncoder({ ...DEFAULT_EDGE, backendUrl: env.MEDHASH_BACKEND_URL || undefined }),
     operatorKey: env.MEDHASH_OPERATOR_KEY,
+    // Workers Logs (`wrangler tail`, or the dashboard where observability is on) keep these.
+    accessLog: accessLogFromEnv(env.MEDHASH_ACCESS_LOG, (line) => console.log(line)),
   };
   return createApp(backend);
 }

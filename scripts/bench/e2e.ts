@@ -9,7 +9,7 @@
 //   npm run bench:e2e -- [--json] [--n 1000000] [--requests 2000] [--concurrency 8]
 //                        [--paths backend-cpu,ort-web-wasm] [--model models/NAME.onnx] [--threads 1]
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
@@ -164,7 +164,9 @@ async function main() {
       // A generous timeout: this measures the backend path, and must not fall back on a slow moment.
       const images = await createNodeImageEncoder({ model: o.model, backendUrl: backend?.url, timeoutMs: 30_000 });
       if (!backend) await images.preload();
-      const node = await createNodeBackend({ dataDir: join(dir, path), images });
+      // The access log on, as `medhash serve` runs it: one line per request to a file.
+      const log = openSync(join(dir, `${path}.access.log`), 'a');
+      const node = await createNodeBackend({ dataDir: join(dir, path), images, accessLog: (line) => void writeSync(log, `${line}\n`) });
       const b = node.backend;
       const tenant = await b.control.createTenant('bench');
       // A plan above the bench's rate: it measures latency, not the default plan's 429s.
@@ -239,6 +241,7 @@ async function main() {
         encode_batch32_images_per_s: round((32 * 1000) / quantile(many.lat, 0.5), 1),
       });
       node.close();
+      closeSync(log);
       await backend?.stop();
       backend = null;
     }

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startBackend } from '../../functions/backend/node.ts';
-import { startNodeServer } from '../../functions/entries/node.ts';
+import { accessLogToStdout, startNodeServer } from '../../functions/entries/node.ts';
 import { stopOnSignals } from '../../functions/entries/signals.ts';
 import { imageSettingsFromEnv } from '../../functions/inference/node.ts';
 import { backupDataDir } from '../../functions/store/backup.ts';
@@ -95,6 +95,7 @@ async function serve(args: string[]) {
     dataDir: (v['data-dir'] as string | undefined) ?? process.env.MEDHASH_DATA_DIR ?? '.medhash',
     operatorKey: process.env.MEDHASH_OPERATOR_KEY,
     images: imageSettingsFromEnv(env),
+    accessLog: accessLogToStdout(env),
   });
   stopOnSignals('medhash', running.close);
 }

@@ -107,6 +107,15 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect(r.body.status).toBe('ok');
       });
 
+      it('gives every answer an X-Request-Id, the caller\'s own when it is usable', async () => {
+        const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+        expect((await call('GET', '/healthz')).headers.get('x-request-id')).toMatch(uuid);
+        expect((await call('GET', '/healthz', { headers: { 'X-Request-Id': 'ris-4711' } })).headers.get('x-request-id')).toBe('ris-4711');
+        const refused = await call('POST', '/v1/collections/x/search', { body: { code: 'ab' }, headers: { 'X-Request-Id': 'not ok' } });
+        expect(refused.status).toBe(401);
+        expect(refused.headers.get('x-request-id')).toMatch(uuid);
+      });
+
       it('serves the OpenAPI document and the docs page', async () => {
         const doc = await call('GET', '/openapi.json');
         expect(doc.status).toBe(200);

@@ -1,0 +1,137 @@
+// Request ids and the access log (functions/api/access-log.ts) on the Node app: every answer
+// carries an id, each request leaves one line saying who did what and how it ended, and nothing
+// from the path's ids, the query string, the headers or the body reaches the log.
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { accessLogFromEnv, type AccessLogLine } from '../functions/api/access-log.ts';
+import { createApp } from '../functions/api/app.ts';
+import { createNodeBackend, type NodeBackend } from '../functions/entries/node.ts';
+import { TEST_OPERATOR_KEY } from './shared/constants.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'medhash-access-'));
+const lines: string[] = [];
+let node: NodeBackend;
+let app: ReturnType<typeof createApp>;
+let secret: string;
+let tenantId: string;
+let keyId: string;
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+async function call(method: string, path: string, opts: { key?: string; body?: unknown; headers?: Record<string, string> } = {}) {
+  const headers: Record<string, string> = { ...opts.headers };
+  if (opts.key) headers.authorization = `Bearer ${opts.key}`;
+  if (opts.body !== undefined) headers['content-type'] = 'application/json';
+  lines.length = 0;
+  const res = await app.request(path, { method, headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body) });
+  expect(lines).toHaveLength(1);
+  return { res, line: JSON.parse(lines[0]) as AccessLogLine, raw: lines[0] };
+}
+
+beforeAll(async () => {
+  node = await createNodeBackend({ dataDir: dir, operatorKey: TEST_OPERATOR_KEY, accessLog: (l) => lines.push(l) });
+  app = createApp(node.backend);
+  const tenant = (await (await call('POST', '/v1/admin/tenants', { key: TEST_OPERATOR_KEY, body: { name: 'st-elsewhere' } })).res.json()) as { id: string };
+  tenantId = tenant.id;
+  const key = (await (await call('POST', `/v1/admin/tenants/${tenantId}/keys`, { key: TEST_OPERATOR_KEY, body: { scopes: ['search', 'ingest', 'admin'] } })).res.json()) as { id: string; secret: string };
+  ({ id: keyId, secret } = key);
+  await call('POST', '/v1/collections', { key: secret, body: { name: 'chest', bits: 16 } });
+  await call('POST', '/v1/collections/chest/items', {
+    key: secret,
+    body: { items: [{ id: 'ACC-0042-PATIENT-X', code: 'ab12', metadata: { label: 'pneumonia', patient_ref: 'MRN-991' } }] },
+  });
+});
+
+afterAll(() => {
+  node.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+it('gives every answer a request id, and logs who searched which collection with what outcome', async () => {
+  const { res, line } = await call('POST', '/v1/collections/chest/search', { key: secret, body: { code: 'ab12', k: 5 } });
+  expect(res.status).toBe(200);
+  const id = res.headers.get('x-request-id')!;
+  expect(id).toMatch(UUID);
+  expect(line).toEqual({
+    time: expect.any(String), request_id: id, method: 'POST', route: '/v1/collections/:collection/search',
+    collection: 'chest', status: 200, ms: expect.any(Number), tenant_id: tenantId, key_id: keyId,
+  });
+  expect(Date.parse(line.time)).not.toBeNaN();
+});
+
+it("keeps a caller's usable X-Request-Id and replaces one that is not", async () => {
+  const kept = await call('GET', '/healthz', { headers: { 'X-Request-Id': 'pacs-7.study:12_a' } });
+  expect(kept.res.headers.get('x-request-id')).toBe('pacs-7.study:12_a');
+  expect(kept.line).toMatchObject({ request_id: 'pacs-7.study:12_a', route: '/healthz', status: 200, tenant_id: null });
+  for (const bad of ['has space', 'x'.repeat(129), 'semi;colon', '']) {
+    const { res, line } = await call('GET', '/healthz', { headers: { 'X-Request-Id': bad } });
+    expect(res.headers.get('x-request-id')).toMatch(UUID);
+    expect(line.request_id).toBe(res.headers.get('x-request-id'));
+  }
+});
+
+it('logs refusals and errors too, with their status and the same id as the answer', async () => {
+  const unauth = await call('POST', '/v1/collections/chest/search', { body: { code: 'ab12' } });
+  expect(unauth.res.status).toBe(401);
+  expect(unauth.line).toMatchObject({ status: 401, route: '/v1/collections/:collection/search', tenant_id: null, request_id: unauth.res.headers.get('x-request-id') });
+  const bad = await call('POST', '/v1/collections/chest/search', { key: secret, body: { code: 'zz' } });
+  expect(bad.res.status).toBe(400);
+  expect(bad.line).toMatchObject({ status: 400, tenant_id: tenantId, collection: 'chest' });
+  const nowhere = await call('GET', '/v2/nothing');
+  expect(nowhere.res.status).toBe(404);
+  expect(nowhere.line).toMatchObject({ status: 404, method: 'GET', route: '/*', collection: null });
+  expect(nowhere.res.headers.get('x-request-id')).toMatch(UUID);
+  // Answered by the body limit, before the route's handler: still logged under that route.
+  lines.length = 0;
+  const tooBig = await app.request('/v1/collections/chest%20x/items', {
+    method: 'POST', headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/json' }, body: 'x'.repeat(9 << 20),
+  });
+  expect(tooBig.status).toBe(413);
+  expect(lines).toHaveLength(1);
+  expect(JSON.parse(lines[0])).toMatchObject({ status: 413, route: '/v1/collections/:collection/items', collection: 'chest x' });
+});
+
+it('never logs item ids, query strings, headers or bodies', async () => {
+  const got = await call('GET', '/v1/collections/chest/items/ACC-0042-PATIENT-X?trace=MRN-991', { key: secret, headers: { 'x-note': 'MRN-991' } });
+  expect(got.res.status).toBe(200);
+  expect(got.line.route).toBe('/v1/collections/:collection/items/:id');
+  const search = await call('POST', '/v1/collections/chest/search?k=5', { key: secret, body: { code: 'ab12', filter: { label: 'pneumonia' }, exclude_patient_ref: 'MRN-991' } });
+  expect(search.res.status).toBe(200);
+  for (const raw of [got.raw, search.raw]) {
+    for (const secretish of ['ACC-0042', 'MRN-991', 'trace', 'pneumonia', 'ab12', secret]) expect(raw).not.toContain(secretish);
+  }
+});
+
+it('MEDHASH_ACCESS_LOG is on by default, can be turned off, and rejects anything else', () => {
+  const write = () => {};
+  expect(accessLogFromEnv(undefined, write)).toBe(write);
+  expect(accessLogFromEnv('on', write)).toBe(write);
+  expect(accessLogFromEnv('off', write)).toBeUndefined();
+  expect(() => accessLogFromEnv('yes', write)).toThrow(/MEDHASH_ACCESS_LOG must be "on" or "off", got "yes"/);
+});
+
+it('`medhash serve` writes the log as JSON lines on stdout, status messages on stderr', async () => {
+  const data = join(dir, 'serve');
+  const child = execFile(process.execPath, [join(import.meta.dirname, '..', 'scripts', 'medhash.mjs'), 'serve', '--port', '0', '--data-dir', data], {
+    env: { ...process.env, MEDHASH_ACCESS_LOG: 'on' },
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d) => (stdout += d));
+  const url = await new Promise<string>((ok, fail) => {
+    child.stderr!.on('data', (d) => {
+      stderr += d;
+      const m = /listening on (http:\/\/\S+)/.exec(stderr);
+      if (m) ok(m[1]);
+    });
+    child.on('exit', (code) => fail(new Error(`serve exited ${code}: ${stderr}`)));
+  });
+  const res = await fetch(`${url}/healthz`, { headers: { 'X-Request-Id': 'probe-1' } });
+  expect(res.headers.get('x-request-id')).toBe('probe-1');
+  await new Promise((ok) => child.kill('SIGTERM') && child.on('exit', ok));
+  expect(JSON.parse(stdout.trim())).toMatchObject({ request_id: 'probe-1', route: '/healthz', status: 200 });
+  expect(stderr).toMatch(/medhash listening on/);
+});
