@@ -1,8 +1,10 @@
 // The CLI's indexing path end to end: files of codes -> batches over real HTTP -> the Node app.
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { serve, type ServerType } from '@hono/node-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../functions/api/app.ts';
@@ -17,6 +19,7 @@ let node: NodeBackend;
 let server: ServerType;
 let url: string;
 let api: Client;
+let secret: string;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'medhash-cli-'));
@@ -28,7 +31,8 @@ beforeAll(async () => {
   const op = new Client(url, TEST_OPERATOR_KEY);
   const tenant = await op.request<{ id: string }>('POST', '/v1/admin/tenants', { name: 'cli-test' });
   const key = await op.request<{ secret: string }>('POST', `/v1/admin/tenants/${tenant.id}/keys`, { scopes: ['search', 'ingest', 'admin'] });
-  api = new Client(url, key.secret);
+  secret = key.secret;
+  api = new Client(url, secret);
   await api.request('POST', '/v1/collections', { name: 'docs', bits: 32, descriptor_dims: 2 });
 });
 
@@ -89,5 +93,27 @@ describe('medhash index', () => {
     expect(() => fileSource(join(dir, 'codes.txt'))).toThrow(/format/);
     const p = file('extra.csv', 'id,code,colour\na,00000000,red\n');
     await expect(indexRecords(api, 'docs', fileSource(p), { batchSize: 10 })).rejects.toThrow(/unknown CSV columns colour/);
+  });
+});
+
+describe('medhash collection erase', () => {
+  const cli = (...args: string[]) =>
+    promisify(execFile)(process.execPath, [join(import.meta.dirname, '..', 'scripts', 'medhash.mjs'), 'collection', 'erase', ...args], {
+      env: { ...process.env, MEDHASH_URL: url, MEDHASH_API_KEY: secret },
+    });
+
+  it("erases one patient's items from every collection the key may use", async () => {
+    await api.request('POST', '/v1/collections', { name: 'erase-a', bits: 16 });
+    await api.request('POST', '/v1/collections', { name: 'erase-b', bits: 16 });
+    const items = (p: string) => ['1', '2', '3'].map((i) => ({ id: `${p}-${i}`, code: 'abcd', metadata: { patient_ref: i === '2' ? 'keep' : 'gone' } }));
+    await api.request('POST', '/v1/collections/erase-a/items', { items: items('a') });
+    await api.request('POST', '/v1/collections/erase-b/items', { items: items('b') });
+    const { stdout } = await cli('--all', '--patient-ref', 'gone');
+    const out = JSON.parse(stdout) as { erased: number; collections: { name: string; erased: number }[] };
+    expect(out.erased).toBe(4);
+    expect(out.collections.filter((c) => c.name.startsWith('erase-')).map((c) => [c.name, c.erased])).toEqual([['erase-a', 2], ['erase-b', 2]]);
+    expect((await api.request<{ count: number }>('GET', '/v1/collections/erase-a')).count).toBe(1);
+    await expect(cli('--patient-ref', 'gone')).rejects.toMatchObject({ code: 2, stderr: expect.stringMatching(/needs --name C or --all/) });
+    await expect(cli('--name', 'erase-a')).rejects.toMatchObject({ code: 2, stderr: expect.stringMatching(/needs --patient-ref R or --study-uid U/) });
   });
 });

@@ -8,11 +8,13 @@ import type { ModelCatalog } from '../models/catalog.ts';
 import type { CalibrationLookup } from '../safety/calibration.ts';
 import type { ImageEncoderApi } from '../inference/remote.ts';
 import type { CollectionReader } from '../store/reader.ts';
-import type { ApplyResult, CollectionSpec, WriteOp } from '../store/writer.ts';
+import type { ApplyResult, CollectionSpec, ErasableField, EraseResult, WriteOp } from '../store/writer.ts';
 
 /** The single writer of one collection: in-process on Node, its Durable Object on Workers. */
 export interface CollectionWriterApi {
   apply(ops: WriteOp[]): Promise<ApplyResult>;
+  /** Deletes every item whose metadata `field` is `value` (store/writer.ts). */
+  erase(field: ErasableField, value: string): Promise<EraseResult>;
   destroy(): Promise<void>;
 }
 

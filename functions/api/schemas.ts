@@ -161,6 +161,21 @@ export const IngestResult = z
   })
   .openapi('IngestResult');
 
+export const EraseBody = z
+  .strictObject({
+    patient_ref: metadataShape.patient_ref,
+    study_uid: metadataShape.study_uid,
+  })
+  .refine((b) => (b.patient_ref === undefined) !== (b.study_uid === undefined), 'give exactly one of patient_ref and study_uid')
+  .openapi('EraseRequest');
+
+export const EraseResultSchema = z
+  .object({
+    erased: z.number().int().openapi({ description: 'Items deleted (0 when none matched).' }),
+    generation: z.number().int().openapi({ description: 'Index generation without them.' }),
+  })
+  .openapi('EraseResult');
+
 export const ItemSchema = z
   .object({
     id: z.string(),

@@ -9,7 +9,7 @@ import { ControlStore } from '../control/store.ts';
 import { migrateHeads, sqlHeadStore } from '../store/head.ts';
 import { workersKV } from '../store/kv.ts';
 import { durableSql, type SqlDb } from '../store/sql.ts';
-import { CollectionWriter, writerLimitsFromEnv, type CollectionSpec, type WriteOp } from '../store/writer.ts';
+import { CollectionWriter, writerLimitsFromEnv, type CollectionSpec, type ErasableField, type WriteOp } from '../store/writer.ts';
 import { serveRpc, type RpcReply } from '../util/rpc.ts';
 import type { WorkerEnv } from './worker-env.ts';
 
@@ -46,6 +46,10 @@ export class CollectionEndpoint {
 
   apply(spec: CollectionSpec, ops: WriteOp[]) {
     return this.writerFor(spec).apply(ops);
+  }
+
+  erase(spec: CollectionSpec, field: ErasableField, value: string) {
+    return this.writerFor(spec).erase(field, value);
   }
 
   destroy(spec: CollectionSpec) {

@@ -34,7 +34,7 @@ async function buildApp(env: WorkerEnv) {
       const stub = env.COLLECTIONS.get(env.COLLECTIONS.idFromName(spec.id));
       const endpoint = rpcClient<CollectionEndpoint>((m, a) => stub.call(m, a) as Promise<RpcReply>);
       const s: CollectionSpec = { id: spec.id, bits: spec.bits, descriptor_dims: spec.descriptor_dims };
-      return { apply: (ops) => endpoint.apply(s, ops), destroy: () => endpoint.destroy(s) };
+      return { apply: (ops) => endpoint.apply(s, ops), erase: (field, value) => endpoint.erase(s, field, value), destroy: () => endpoint.destroy(s) };
     },
     reader: new CollectionReader(workersKV(env.MEDHASH_KV), CACHE_BYTES),
     kernel: await HammingKernel.fromModule(hammingModule),

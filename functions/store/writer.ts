@@ -43,6 +43,15 @@ export const DEFAULT_WRITER_LIMITS: WriterLimits = { maxShardBytes: 4 << 20, max
 
 export type WriteOp = { op: 'put'; record: ShardRecord } | { op: 'delete'; id: string };
 
+/** Metadata fields an erasure can select by: one patient's or one study's images. */
+export const ERASABLE_FIELDS = ['patient_ref', 'study_uid'] as const;
+export type ErasableField = (typeof ERASABLE_FIELDS)[number];
+
+export interface EraseResult extends ApplyResult {
+  /** The ids deleted, in id order. */
+  ids: string[];
+}
+
 export interface ApplyResult {
   generation: number;
   count: number;
@@ -90,95 +99,124 @@ export class CollectionWriter {
   }
 
   apply(ops: WriteOp[]): Promise<ApplyResult> {
+    return this.mutex.run(async () => this.change(await this.current(), ops));
+  }
+
+  /**
+   * Deletes every item whose metadata `field` is `value`, in one change. The selection reads the
+   * writer's own manifest under its lock, never a reader's (on Workers, KV may still show an
+   * older one), so no item written before the erasure is missed and none can slip in between.
+   */
+  erase(field: ErasableField, value: string): Promise<EraseResult> {
     return this.mutex.run(async () => {
-      const loaded = this.loadHead();
-      if (loaded.destroyed) throw new MedhashError(404, 'collection_not_found', 'the collection was deleted');
-      const head = await this.recover(loaded);
-      const m = head.manifest;
-      const sorted = [...ops].sort((a, b) => compareIdBytes(opId(a), opId(b)));
-      for (let i = 1; i < sorted.length; i++) {
-        if (opId(sorted[i - 1]) === opId(sorted[i])) throw new Error(`duplicate id ${opId(sorted[i])} in one apply`);
-      }
-      const groups = new Map<number, WriteOp[]>();
-      for (const op of sorted) {
-        const i = m.shards.length ? routeId(m.shards, opId(op)) : 0;
-        (groups.get(i) ?? groups.set(i, []).get(i)!).push(op);
-      }
-      let changed = 0;
-      const missing: string[] = [];
-      const replaced = new Map<number, ShardRecord[]>();
-      const bases = await Promise.all([...groups.keys()].map((i) => (m.shards[i] ? this.records(m.shards[i]) : [])));
-      [...groups.entries()].forEach(([i, group], g) => {
-        const base = bases[g];
-        const out: ShardRecord[] = [];
-        let b = 0;
-        let touched = 0;
-        for (const op of group) {
-          const id = opId(op);
-          while (b < base.length && compareIdBytes(base[b].id, id) < 0) out.push(base[b++]);
-          const existing = b < base.length && base[b].id === id ? base[b++] : null;
-          if (op.op === 'put') {
-            if (existing && sameRecord(existing, op.record)) out.push(existing);
-            else {
-              out.push(op.record);
-              touched++;
-            }
-          } else if (existing) touched++;
-          else missing.push(id);
-        }
-        while (b < base.length) out.push(base[b++]);
-        if (touched > 0) replaced.set(i, out);
-        changed += touched;
-      });
-      if (changed === 0) return { generation: m.generation, count: m.count, changed, missing };
-      await this.absorbSmall(m, replaced);
-
-      // Encode the replacement shards and work out the next manifest before touching storage.
-      const blobs = new Map<string, { bytes: Uint8Array; records: ShardRecord[] }>();
-      const nextShards: ManifestShard[] = [];
-      for (let i = 0; i < Math.max(m.shards.length, 1); i++) {
-        const records = replaced.get(i);
-        if (!records) {
-          if (m.shards[i]) nextShards.push(m.shards[i]);
-          continue;
-        }
-        for (const chunk of this.split(records)) {
-          const bytes = encodeShard(chunk, this.spec.bits, this.spec.descriptor_dims);
-          const sha256 = await sha256Hex(bytes);
-          const key = shardKey(this.spec.id, sha256);
-          blobs.set(key, { bytes, records: chunk });
-          nextShards.push({ key, sha256, first_id: chunk[0].id, last_id: chunk[chunk.length - 1].id, count: chunk.length, bytes: bytes.length });
+      const head = await this.current();
+      // Stored metadata is JSON.stringify's output, so a match holds the value verbatim: a cheap
+      // test first, the parse only for the few records that pass it.
+      const needle = JSON.stringify(value);
+      const ids: string[] = [];
+      for (const entry of head.manifest.shards) {
+        for (const r of await this.records(entry)) {
+          if (r.metadata.includes(needle) && (JSON.parse(r.metadata) as Record<string, unknown>)[field] === value) ids.push(r.id);
         }
       }
-      const next: Manifest = {
-        ...m,
-        generation: m.generation + 1,
-        count: nextShards.reduce((n, s) => n + s.count, 0),
-        shards: nextShards,
-        updated_at: new Date(this.now()).toISOString(),
-      };
-      decodeManifest(encodeManifest(next)); // the same checks a reader will run, before anyone can see it
-
-      // 1. Intent: the keys about to be uploaded, so a crash leaves them collectable.
-      head.pending = [...blobs.keys()];
-      head.rev = this.heads.save(head);
-      // 2. Publish the immutable blobs. A failure here leaves the live manifest untouched.
-      await Promise.all([...blobs].map(([key, b]) => this.kv.put(key, b.bytes)));
-      // 3. Commit: the new manifest becomes the writer's truth; replaced shards start their grace.
-      const live = new Set(nextShards.map((s) => s.key));
-      const now = this.now();
-      const dropped = [...replaced.keys()].filter((i) => m.shards[i] && !live.has(m.shards[i].key)).map((i) => m.shards[i].key);
-      head.manifest = next;
-      head.pending = [];
-      head.garbage = [...head.garbage.filter((g) => !live.has(g.key)), ...dropped.map((key) => ({ key, since: now }))];
-      head.rev = this.heads.save(head);
-      this.recent = new Map([...blobs].map(([key, b]) => [key, b.records]));
-      // 4. Swap the manifest readers see, then collect what has outlived its grace. The apply
-      // has succeeded at the commit: if another process took the head over meanwhile, its own
-      // recover() finishes both steps, and this request must not report a conflict.
-      if (await this.publish(head)) await this.collect(head);
-      return { generation: next.generation, count: next.count, changed, missing };
+      const result = await this.change(head, ids.map((id) => ({ op: 'delete', id })));
+      return { ...result, ids };
     });
+  }
+
+  /** The head, recovered from any unfinished change; 404 once the collection is deleted. */
+  private async current(): Promise<Head> {
+    const loaded = this.loadHead();
+    if (loaded.destroyed) throw new MedhashError(404, 'collection_not_found', 'the collection was deleted');
+    return this.recover(loaded);
+  }
+
+  /** One change under the lock (see the steps in docs/SHARD_FORMAT.md, "Writing"). */
+  private async change(head: Head, ops: WriteOp[]): Promise<ApplyResult> {
+    const m = head.manifest;
+    const sorted = [...ops].sort((a, b) => compareIdBytes(opId(a), opId(b)));
+    for (let i = 1; i < sorted.length; i++) {
+      if (opId(sorted[i - 1]) === opId(sorted[i])) throw new Error(`duplicate id ${opId(sorted[i])} in one apply`);
+    }
+    const groups = new Map<number, WriteOp[]>();
+    for (const op of sorted) {
+      const i = m.shards.length ? routeId(m.shards, opId(op)) : 0;
+      (groups.get(i) ?? groups.set(i, []).get(i)!).push(op);
+    }
+    let changed = 0;
+    const missing: string[] = [];
+    const replaced = new Map<number, ShardRecord[]>();
+    const bases = await Promise.all([...groups.keys()].map((i) => (m.shards[i] ? this.records(m.shards[i]) : [])));
+    [...groups.entries()].forEach(([i, group], g) => {
+      const base = bases[g];
+      const out: ShardRecord[] = [];
+      let b = 0;
+      let touched = 0;
+      for (const op of group) {
+        const id = opId(op);
+        while (b < base.length && compareIdBytes(base[b].id, id) < 0) out.push(base[b++]);
+        const existing = b < base.length && base[b].id === id ? base[b++] : null;
+        if (op.op === 'put') {
+          if (existing && sameRecord(existing, op.record)) out.push(existing);
+          else {
+            out.push(op.record);
+            touched++;
+          }
+        } else if (existing) touched++;
+        else missing.push(id);
+      }
+      while (b < base.length) out.push(base[b++]);
+      if (touched > 0) replaced.set(i, out);
+      changed += touched;
+    });
+    if (changed === 0) return { generation: m.generation, count: m.count, changed, missing };
+    await this.absorbSmall(m, replaced);
+
+    // Encode the replacement shards and work out the next manifest before touching storage.
+    const blobs = new Map<string, { bytes: Uint8Array; records: ShardRecord[] }>();
+    const nextShards: ManifestShard[] = [];
+    for (let i = 0; i < Math.max(m.shards.length, 1); i++) {
+      const records = replaced.get(i);
+      if (!records) {
+        if (m.shards[i]) nextShards.push(m.shards[i]);
+        continue;
+      }
+      for (const chunk of this.split(records)) {
+        const bytes = encodeShard(chunk, this.spec.bits, this.spec.descriptor_dims);
+        const sha256 = await sha256Hex(bytes);
+        const key = shardKey(this.spec.id, sha256);
+        blobs.set(key, { bytes, records: chunk });
+        nextShards.push({ key, sha256, first_id: chunk[0].id, last_id: chunk[chunk.length - 1].id, count: chunk.length, bytes: bytes.length });
+      }
+    }
+    const next: Manifest = {
+      ...m,
+      generation: m.generation + 1,
+      count: nextShards.reduce((n, s) => n + s.count, 0),
+      shards: nextShards,
+      updated_at: new Date(this.now()).toISOString(),
+    };
+    decodeManifest(encodeManifest(next)); // the same checks a reader will run, before anyone can see it
+
+    // 1. Intent: the keys about to be uploaded, so a crash leaves them collectable.
+    head.pending = [...blobs.keys()];
+    head.rev = this.heads.save(head);
+    // 2. Publish the immutable blobs. A failure here leaves the live manifest untouched.
+    await Promise.all([...blobs].map(([key, b]) => this.kv.put(key, b.bytes)));
+    // 3. Commit: the new manifest becomes the writer's truth; replaced shards start their grace.
+    const live = new Set(nextShards.map((s) => s.key));
+    const now = this.now();
+    const dropped = [...replaced.keys()].filter((i) => m.shards[i] && !live.has(m.shards[i].key)).map((i) => m.shards[i].key);
+    head.manifest = next;
+    head.pending = [];
+    head.garbage = [...head.garbage.filter((g) => !live.has(g.key)), ...dropped.map((key) => ({ key, since: now }))];
+    head.rev = this.heads.save(head);
+    this.recent = new Map([...blobs].map(([key, b]) => [key, b.records]));
+    // 4. Swap the manifest readers see, then collect what has outlived its grace. The apply
+    // has succeeded at the commit: if another process took the head over meanwhile, its own
+    // recover() finishes both steps, and this request must not report a conflict.
+    if (await this.publish(head)) await this.collect(head);
+    return { generation: next.generation, count: next.count, changed, missing };
   }
 
   /** Marks the collection destroyed (late writes then fail) and deletes all of its KV data; idempotent. */

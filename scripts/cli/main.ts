@@ -41,6 +41,8 @@ const USAGE = `medhash <command> [options]
   search --collection C (--code CODE | --image FILE) [--k 10] [--radius R] [--json]
   collection create --name C --bits 16|32|64|128|256 [--descriptor-dims N] [--model-id M]
   collection list | get --name C | delete --name C
+  collection erase (--name C | --all) (--patient-ref R | --study-uid U)
+        Delete every item of one patient or study, in one collection or in all this key may use.
 
   admin create-tenant --name N
   admin create-key --tenant ID --scopes search,ingest,admin [--collections a,b] [--name N]
@@ -228,6 +230,17 @@ async function collection([sub, ...args]: string[]) {
     const v = parse(args, { name: { type: 'string' } });
     const r = await client(v, 'MEDHASH_API_KEY').request(sub === 'get' ? 'GET' : 'DELETE', col(need(v.name, 'name')));
     return sub === 'get' ? print(r) : console.error(`deleted ${v.name}`);
+  }
+  if (sub === 'erase') {
+    const v = parse(args, { name: { type: 'string' }, all: { type: 'boolean' }, 'patient-ref': { type: 'string' }, 'study-uid': { type: 'string' } });
+    if ((v.name === undefined) === (v.all !== true)) throw new UsageError('collection erase needs --name C or --all');
+    if ((v['patient-ref'] === undefined) === (v['study-uid'] === undefined)) throw new UsageError('collection erase needs --patient-ref R or --study-uid U');
+    const body = v['patient-ref'] !== undefined ? { patient_ref: v['patient-ref'] } : { study_uid: v['study-uid'] };
+    const c = client(v, 'MEDHASH_API_KEY');
+    const names = v.all ? (await c.request<{ collections: { name: string }[] }>('GET', '/v1/collections')).collections.map((x) => x.name) : [v.name as string];
+    const results = [];
+    for (const name of names) results.push({ name, ...(await c.request<{ erased: number; generation: number }>('POST', `${col(name)}/erase`, body)) });
+    return print({ erased: results.reduce((n, r) => n + r.erased, 0), collections: results });
   }
   throw new UsageError(`unknown collection command ${sub ?? ''}`);
 }

@@ -323,6 +323,51 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         }
       });
 
+      it('erases every item of one patient or one study, across shards, and audits the ids', async () => {
+        const { t, all, col } = await world(16);
+        const n = 3 * harness().shardMaxItems + 5;
+        const meta = (i: number) => ({ patient_ref: `p-${i % 4}`, study_uid: `1.2.${i % 5}` });
+        const items = Array.from({ length: n }, (_, i) => ({ id: `img-${String(i).padStart(4, '0')}`, code: codeFor(i, 2), metadata: meta(i) }));
+        expect((await ingest(all, col, items)).status).toBe(200);
+        const before = (await call('GET', `/v1/collections/${col}`, { key: all })).body;
+        expect(before.shards).toBeGreaterThan(2);
+        const ofP1 = items.filter((_, i) => i % 4 === 1).map((it) => it.id);
+
+        const erased = await call('POST', `/v1/collections/${col}/erase`, { key: all, body: { patient_ref: 'p-1' } });
+        expect(erased.status).toBe(200);
+        expect(erased.body).toEqual({ erased: ofP1.length, generation: before.generation + 1 });
+        expect((await call('GET', `/v1/collections/${col}`, { key: all })).body.count).toBe(n - ofP1.length);
+        expect((await call('GET', `/v1/collections/${col}/items/${ofP1[0]}`, { key: all })).status).toBe(404);
+        expect((await call('GET', `/v1/collections/${col}/items/img-0002`, { key: all })).status).toBe(200);
+        const found = await call('POST', `/v1/collections/${col}/search`, { key: all, body: { code: codeFor(1, 2), k: 1000 } });
+        expect(found.body.results).toHaveLength(n - ofP1.length);
+        expect(found.body.results.filter((r: { metadata: { patient_ref: string } }) => r.metadata.patient_ref === 'p-1')).toEqual([]);
+        const log = await call('GET', '/v1/audit', { key: all });
+        expect(log.body.events.find((e: { action: string }) => e.action === 'items.erase')).toMatchObject({ action: 'items.erase', collection: col, detail: { by: 'patient_ref', count: ofP1.length, ids: ofP1 } });
+
+        const study = items.filter((_, i) => i % 5 === 3 && i % 4 !== 1).length;
+        expect((await call('POST', `/v1/collections/${col}/erase`, { key: all, body: { study_uid: '1.2.3' } })).body.erased).toBe(study);
+        // Nothing left to erase: no change, same generation.
+        const again = await call('POST', `/v1/collections/${col}/erase`, { key: all, body: { patient_ref: 'p-1' } });
+        expect(again.body).toEqual({ erased: 0, generation: before.generation + 2 });
+
+        const bad: [unknown, string][] = [
+          [{}, 'invalid_field'],
+          [{ patient_ref: 'p-2', study_uid: '1.2.4' }, 'invalid_field'],
+          [{ patient_ref: '' }, 'invalid_field'],
+          [{ study_uid: 'not-a-uid' }, 'invalid_field'],
+          [{ patient_ref: 'p-2', label: 'x' }, 'unknown_field'],
+        ];
+        for (const [body, code] of bad) {
+          const r = await call('POST', `/v1/collections/${col}/erase`, { key: all, body });
+          expect({ body, status: r.status, code: r.body.error.code }).toEqual({ body, status: 400, code });
+        }
+        const ingestOnly = (await t.key(['search', 'ingest'])).secret;
+        const refused = await call('POST', `/v1/collections/${col}/erase`, { key: ingestOnly, body: { patient_ref: 'p-2' } });
+        expect([refused.status, refused.body.error.code]).toEqual([403, 'missing_scope']);
+        expect((await call('GET', `/v1/collections/${col}`, { key: all })).body.count).toBe(n - ofP1.length - study);
+      });
+
       it('concurrent ingests into one collection lose nothing', async () => {
         const { all, col } = await world(64);
         const batches = Array.from({ length: 8 }, (_, b) =>

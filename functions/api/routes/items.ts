@@ -1,4 +1,5 @@
-// Batch ingest (idempotent by item id), item read and item delete.
+// Batch ingest (idempotent by item id), item read, item delete, and erasure of every item of
+// one patient or study.
 import { createRoute, type z } from '@hono/zod-openapi';
 import { requireCollection } from '../../auth/guard.ts';
 import { audit, meter } from '../../billing/meter.ts';
@@ -10,7 +11,7 @@ import { badRequest, MedhashError } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
 import { parseCode } from '../codes.ts';
 import { errors, json, jsonBody, rateLimitHeaders, security, type App } from '../openapi.ts';
-import { CollectionParams, IdempotencyHeaders, IngestBody, IngestResult, ItemParams, ItemSchema } from '../schemas.ts';
+import { CollectionParams, EraseBody, EraseResultSchema, IdempotencyHeaders, IngestBody, IngestResult, ItemParams, ItemSchema } from '../schemas.ts';
 
 const tags = ['items'];
 
@@ -87,6 +88,26 @@ export function itemRoutes(app: App, backend: Backend): void {
       if (result.missing.length > 0) throw new MedhashError(404, 'item_not_found', `item ${JSON.stringify(id)} not found`);
       audit(c, 'items.delete', col.name, { ids: [id] });
       return c.body(null, 204);
+    },
+  );
+  app.openapi(
+    createRoute({
+      method: 'post', path: '/v1/collections/{collection}/erase', tags, security,
+      summary: "Delete every item of one patient or study (scope: admin)",
+      description:
+        'For a patient who withdraws consent, or a study taken back: deletes, in one change, every item whose metadata ' +
+        'patient_ref (or study_uid) is the one given, as stored when the request reaches the collection\'s writer. ' +
+        'The audit log keeps the ids deleted. Not metered.',
+      request: { params: CollectionParams, body: jsonBody(EraseBody) },
+      responses: { 200: json(EraseResultSchema, 'Those items are gone from the index.'), ...errors(400, 401, 403, 404, 409, 413, 415, 503) },
+    }),
+    async (c) => {
+      const col = await requireCollection(c, backend, 'admin', c.req.valid('param').collection);
+      const body = c.req.valid('json');
+      const [field, value] = body.patient_ref !== undefined ? (['patient_ref', body.patient_ref] as const) : (['study_uid', body.study_uid!] as const);
+      const result = await backend.writer(col).erase(field, value);
+      audit(c, 'items.erase', col.name, { by: field, count: result.ids.length, ids: result.ids });
+      return c.json({ erased: result.ids.length, generation: result.generation }, 200);
     },
   );
 }
