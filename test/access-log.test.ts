@@ -5,7 +5,7 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import { accessLogFromEnv, type AccessLogLine } from '../functions/api/access-log.ts';
 import { createApp } from '../functions/api/app.ts';
 import { createNodeBackend, type NodeBackend } from '../functions/entries/node.ts';
@@ -92,6 +92,23 @@ it('logs refusals and errors too, with their status and the same id as the answe
   expect(tooBig.status).toBe(413);
   expect(lines).toHaveLength(1);
   expect(JSON.parse(lines[0])).toMatchObject({ status: 413, route: '/v1/collections/:collection/items', collection: 'chest x' });
+});
+
+it('an internal error is logged with the request id, under the route pattern', async () => {
+  const manifest = node.backend.reader.manifest;
+  node.backend.reader.manifest = async () => {
+    throw new Error('disk on fire');
+  };
+  const errors = vi.spyOn(console, 'error').mockImplementation(() => {});
+  try {
+    const { res, line } = await call('GET', '/v1/collections/chest/items/ACC-0042-PATIENT-X', { key: secret });
+    expect(res.status).toBe(500);
+    expect(line).toMatchObject({ status: 500, request_id: res.headers.get('x-request-id') });
+    expect(errors.mock.calls.map((args) => String(args[0]))).toEqual([`[${line.request_id}] GET /v1/collections/:collection/items/:id: Error: disk on fire`]);
+  } finally {
+    errors.mockRestore();
+    node.backend.reader.manifest = manifest;
+  }
 });
 
 it('never logs item ids, query strings, headers or bodies', async () => {

@@ -20,7 +20,7 @@ export interface AccessLogLine {
   time: string;
   request_id: string;
   method: string;
-  /** The route as registered, e.g. `/v1/collections/:collection/search`; `/v1/*` for no route. */
+  /** The route as registered, e.g. `/v1/collections/:collection/search`; `/*` or `/v1/*` when none matched. */
   route: string;
   collection: string | null;
   status: number;

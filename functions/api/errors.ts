@@ -5,6 +5,7 @@
 import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
+import { routePath } from 'hono/route';
 import type { ZodError } from 'zod';
 import { IdempotentReplay } from '../billing/meter.ts';
 import { ShardFormatError } from '../shards/codec.ts';
@@ -27,8 +28,9 @@ export function onError(err: Error, c: Context): Response {
     if (err.status === 400) return errorResponse(c, badRequest('invalid_json', 'request body is not valid JSON'));
     return errorResponse(c, new MedhashError(err.status as 500, 'http_error', err.message));
   }
-  // Logged without headers or body: neither may carry secrets into logs.
-  console.error(`${c.req.method} ${new URL(c.req.url).pathname}: ${err.name}: ${err.message}`);
+  // Logged as the access log logs (the route's pattern: no ids from the path, no headers, no
+  // body), with the request id that ties the line to it and to what the caller saw.
+  console.error(`[${c.get('requestId')}] ${c.req.method} ${routePath(c, -1)}: ${err.name}: ${err.message}`);
   if (err instanceof ShardFormatError || err instanceof ManifestFormatError) {
     return errorResponse(c, new MedhashError(500, 'corrupt_index', 'the stored index failed verification; the operator has been told'));
   }

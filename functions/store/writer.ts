@@ -44,8 +44,7 @@ export const DEFAULT_WRITER_LIMITS: WriterLimits = { maxShardBytes: 4 << 20, max
 export type WriteOp = { op: 'put'; record: ShardRecord } | { op: 'delete'; id: string };
 
 /** Metadata fields an erasure can select by: one patient's or one study's images. */
-export const ERASABLE_FIELDS = ['patient_ref', 'study_uid'] as const;
-export type ErasableField = (typeof ERASABLE_FIELDS)[number];
+export type ErasableField = 'patient_ref' | 'study_uid';
 
 export interface EraseResult extends ApplyResult {
   /** The ids deleted, in id order. */

@@ -92,6 +92,7 @@ export function billingSuite(runtime: string, { call, op, tenant, world, ingest 
         'GET /v1/collections/{collection}/items/{id}': [(k) => call('GET', `/v1/collections/${a.col}/items/x`, { key: k }), notFound],
         'DELETE /v1/collections/{collection}/items/{id}': [(k) => call('DELETE', `/v1/collections/${a.col}/items/x`, { key: k }), notFound],
         'POST /v1/collections/{collection}/search': [(k) => search(k, a.col), notFound],
+        'POST /v1/collections/{collection}/erase': [(k) => call('POST', `/v1/collections/${a.col}/erase`, { key: k, body: { patient_ref: 'p-1' } }), notFound],
         'POST /v1/collections/{collection}/search/image': [(k) => call('POST', `/v1/collections/${a.col}/search/image`, { key: k, body: {} }), notFound],
         // Not tenant data: without an image (here, a JSON body) it is a 415 naming the type, unbilled.
         'POST /v1/encode': [(k) => call('POST', '/v1/encode', { key: k, body: {} }), (r) => {
@@ -156,6 +157,7 @@ export function billingSuite(runtime: string, { call, op, tenant, world, ingest 
         'POST /v1/collections': { name: 'zz', bits: 16 },
         'POST /v1/collections/{collection}/items': { items: [{ id: 'x', code: 'ffff' }] },
         'POST /v1/collections/{collection}/search': { code: 'ffff' },
+        'POST /v1/collections/{collection}/erase': { patient_ref: 'p-1' },
         'POST /v1/admin/tenants': { name: 'zz' },
         'POST /v1/admin/tenants/{tenant}/keys': { scopes: ['search'] },
         'PUT /v1/admin/tenants/{tenant}/plan': { rate_per_second: 1, burst: 1, monthly_quota: null },

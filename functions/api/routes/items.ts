@@ -90,6 +90,7 @@ export function itemRoutes(app: App, backend: Backend): void {
       return c.body(null, 204);
     },
   );
+
   app.openapi(
     createRoute({
       method: 'post', path: '/v1/collections/{collection}/erase', tags, security,
