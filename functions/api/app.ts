@@ -1,7 +1,7 @@
 // The one Hono app both runtimes serve: routes, validation, errors and the OpenAPI document.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { metering } from '../billing/meter.ts';
-import { requestLog } from './access-log.ts';
+import { REQUEST_ID_HEADER, requestLog } from './access-log.ts';
 import type { Backend } from './backend.ts';
 import { renderDocs } from './docs.ts';
 import { limitBody, notFoundRoute, onError, validationError } from './errors.ts';
@@ -60,7 +60,31 @@ export function createApp(backend: Backend): OpenAPIHono {
     scheme: 'bearer',
     description: 'A tenant API key (mh_...) or, for /v1/admin, the operator key.',
   });
-  app.doc31('/openapi.json', DOC_INFO);
-  app.get('/docs', (c) => c.html(renderDocs(app.getOpenAPI31Document(DOC_INFO) as unknown as Record<string, unknown>)));
+  // Built once, on first use: the routes are fixed by then.
+  let doc: Record<string, unknown> | undefined;
+  const document = () => (doc ??= withRequestIdHeader(app.getOpenAPI31Document(DOC_INFO) as unknown as OpenApiDoc));
+  app.get('/openapi.json', (c) => c.json(document()));
+  app.get('/docs', (c) => c.html(renderDocs(document())));
   return app;
 }
+
+type OpenApiDoc = Record<string, unknown> & {
+  paths?: Record<string, Record<string, { responses?: Record<string, { headers?: Record<string, unknown> }> }>>;
+  components?: Record<string, Record<string, unknown>>;
+};
+
+/** Every answer carries X-Request-Id (api/access-log.ts): declared once, referenced by every response. */
+function withRequestIdHeader(doc: OpenApiDoc): OpenApiDoc {
+  const components = (doc.components ??= {});
+  (components.headers ??= {}).RequestId = {
+    description: "The request's id: the caller's own X-Request-Id when it is 1-128 characters of A-Z a-z 0-9 . _ : -, else a fresh UUID. Quote it when reporting a problem.",
+    schema: { type: 'string' },
+  };
+  for (const ops of Object.values(doc.paths ?? {})) {
+    for (const op of Object.values(ops)) {
+      for (const response of Object.values(op.responses ?? {})) (response.headers ??= {})[REQUEST_ID_HEADER] = { $ref: '#/components/headers/RequestId' };
+    }
+  }
+  return doc;
+}
+

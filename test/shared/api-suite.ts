@@ -121,6 +121,12 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect(doc.status).toBe(200);
         expect(doc.body.openapi).toBe('3.1.0');
         expect(Object.keys(doc.body.paths)).toContain('/v1/collections/{collection}/search');
+        // Every response of every operation declares the X-Request-Id every answer carries.
+        const responses = Object.values(doc.body.paths as Record<string, Record<string, { responses: Record<string, { headers?: Record<string, unknown> }> }>>)
+          .flatMap((ops) => Object.values(ops).flatMap((op) => Object.values(op.responses)));
+        expect(responses.length).toBeGreaterThan(50);
+        for (const r of responses) expect(r.headers?.['X-Request-Id']).toEqual({ $ref: '#/components/headers/RequestId' });
+        expect(doc.body.components.headers.RequestId.schema).toEqual({ type: 'string' });
         const page = await call('GET', '/docs');
         expect(page.status).toBe(200);
         expect(page.headers.get('content-type')).toMatch(/text\/html/);
