@@ -47,8 +47,12 @@ it('copies a live data dir as it was when its control store was copied, shards c
   const before = { a: await items(node, a), b: await items(node, b) };
 
   const summary = await backupDataDir(src, join(root, 'bak'), {
-    // Commits after the control copy, before the KV copy: must not be in the backup.
-    betweenCopies: async () => void (await node.backend.writer(a).apply([...range(100, 140, 2), put(2, 9)])),
+    // Commits after the control copy, before the KV copy: must not be in the backup, neither in
+    // a collection written before nor in one written for the first time.
+    betweenCopies: async () => {
+      await node.backend.writer(a).apply([...range(100, 140, 2), put(2, 9)]);
+      await node.backend.writer(empty).apply(range(0, 3, 6));
+    },
   });
   expect(summary).toMatchObject({ collections: 2 });
   expect(summary.dropped).toBeGreaterThan(0);
@@ -59,6 +63,9 @@ it('copies a live data dir as it was when its control store was copied, shards c
   expect(await items(restored, a)).toEqual(before.a);
   expect(await items(restored, b)).toEqual(before.b);
   expect(await items(restored, empty)).toEqual({});
+  expect(await restored.backend.reader.manifest(empty.id)).toBeNull();
+  // Nothing of the dropped writes is left in the file, not even in its free pages.
+  expect(readFileSync(join(root, 'bak', 'kv.sqlite')).includes(Buffer.from(`c/${empty.id}/`))).toBe(false);
   await restored.backend.writer(empty).apply([put(1, 4)]);
   expect(await items(restored, empty)).toEqual({ 'id-0001': 4 });
   expect(await restored.backend.control.getCollection(tenant.id, 'a')).toEqual(a);

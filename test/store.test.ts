@@ -9,7 +9,7 @@ import type { KV } from '../functions/store/kv.ts';
 import { CollectionReader } from '../functions/store/reader.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../functions/store/sqlite.ts';
 import type { SqlDb } from '../functions/store/sql.ts';
-import { CollectionWriter, DEFAULT_WRITER_LIMITS, type CollectionSpec, type WriteOp, type WriterLimits } from '../functions/store/writer.ts';
+import { CollectionWriter, DEFAULT_WRITER_LIMITS, MAX_ERASE_ITEMS, type CollectionSpec, type WriteOp, type WriterLimits } from '../functions/store/writer.ts';
 import { MedhashError } from '../functions/util/errors.ts';
 import type { DatabaseSync } from 'node:sqlite';
 
@@ -294,6 +294,34 @@ describe('collection writer', () => {
     expect(retry).toMatchObject({ generation: 2, changed: 0 });
     expect((await published())!.generation).toBe(2);
     expect((await snapshot()).has('b')).toBe(true);
+  });
+
+  it('erases at most MAX_ERASE_ITEMS matching items per call, in id order, and says how many remain', async () => {
+    const w = writer({ maxShardItems: 256 });
+    const patient = (id: string, p: string): WriteOp => ({ op: 'put', record: { ...rec(id, 1), metadata: JSON.stringify({ patient_ref: p }) } });
+    await w.apply([...ids(MAX_ERASE_ITEMS + 5).map((id) => patient(id, 'p-1')), patient('other', 'p-10'), put('plain', 3, 'p-1')]);
+    const first = await w.erase('patient_ref', 'p-1');
+    expect(first).toMatchObject({ changed: MAX_ERASE_ITEMS, remaining: 5, visible: true });
+    expect(first.ids).toEqual(ids(MAX_ERASE_ITEMS));
+    const second = await w.erase('patient_ref', 'p-1');
+    expect(second).toMatchObject({ ids: ids(MAX_ERASE_ITEMS + 5).slice(MAX_ERASE_ITEMS), remaining: 0 });
+    // A label that happens to equal the value, and a longer value, are not matches.
+    expect([...(await snapshot()).keys()].sort()).toEqual(['other', 'plain']);
+    expect(await w.erase('patient_ref', 'p-1')).toMatchObject({ ids: [], remaining: 0, changed: 0 });
+  });
+
+  it('an erasure whose manifest publish fails is still an answer with its ids, not a retryable error', async () => {
+    const w = writer();
+    const patient = (id: string): WriteOp => ({ op: 'put', record: { ...rec(id, 1), metadata: JSON.stringify({ patient_ref: 'p-9' }) } });
+    await w.apply([patient('a'), patient('b'), put('c', 2)]);
+    kv.failPut = (key) => key === manifestKey(SPEC.id);
+    const erased = await w.erase('patient_ref', 'p-9');
+    expect(erased).toMatchObject({ ids: ['a', 'b'], remaining: 0, visible: false, generation: 2 });
+    expect((await published())!.generation).toBe(1);
+    kv.failPut = null;
+    await w.maintain();
+    expect((await published())!.generation).toBe(2);
+    expect([...(await snapshot()).keys()]).toEqual(['c']);
   });
 
   it('keeps replaced shards for the grace period, then deletes them, never a live one', async () => {

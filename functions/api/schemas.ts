@@ -6,6 +6,7 @@ import { SCOPES } from '../auth/keys.ts';
 import { CODE_BITS } from '../shards/codec.ts';
 import type { MetadataField } from '../shards/metadata.ts';
 import { DEFAULT_CONTENT_WEIGHT } from '../search/rerank.ts';
+import { MAX_ERASE_ITEMS } from '../store/writer.ts';
 
 export const MAX_BATCH_ITEMS = 1000;
 export const MAX_K = 1000;
@@ -171,8 +172,10 @@ export const EraseBody = z
 
 export const EraseResultSchema = z
   .object({
-    erased: z.number().int().openapi({ description: 'Items deleted (0 when none matched).' }),
+    erased: z.number().int().openapi({ description: `Items deleted by this call (at most ${MAX_ERASE_ITEMS}; 0 when none matched).` }),
+    remaining: z.number().int().openapi({ description: 'Matching items still stored: call again until 0.' }),
     generation: z.number().int().openapi({ description: 'Index generation without them.' }),
+    visible: z.boolean().openapi({ description: 'False: the deletion is committed but the new index not yet published; the service publishes it within seconds, nothing to retry.' }),
   })
   .openapi('EraseResult');
 

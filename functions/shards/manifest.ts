@@ -33,7 +33,9 @@ export interface Manifest {
   updated_at: string;
 }
 
-export const collectionPrefix = (collection: string): string => `c/${collection}/`;
+/** Every collection's keys start with this, then its id and a slash. */
+export const COLLECTIONS_PREFIX = 'c/';
+export const collectionPrefix = (collection: string): string => `${COLLECTIONS_PREFIX}${collection}/`;
 export const manifestKey = (collection: string): string => `c/${collection}/manifest`;
 export const shardKey = (collection: string, sha256: string): string => `c/${collection}/s/${sha256}`;
 

@@ -8,16 +8,18 @@
 // copy holds every shard the earlier heads name (each is checked: present, sha256 as the
 // manifest says; the backup fails otherwise). KV's copy may also hold what writes committed
 // between the two copies: its manifests are set back to the heads', and shards no head knows
-// are dropped, so the backup is the state of one moment, the control copy's.
+// (and every key of a collection first written meanwhile, which has no head in the copy) are
+// dropped, so the backup is the state of one moment, the control copy's. The KV copy is then
+// vacuumed, so that what was dropped is not left in its free pages.
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { collectionPrefix, encodeManifest, manifestKey } from '../shards/manifest.ts';
+import { collectionPrefix, COLLECTIONS_PREFIX, encodeManifest, manifestKey } from '../shards/manifest.ts';
 import { sha256Hex } from '../util/bytes.ts';
 import type { Head } from './head.ts';
 import { openSqlite, sqliteDb, SqliteKV } from './sqlite.ts';
 
-export const BACKUP_FORMAT = 'medhash-backup';
-export const BACKUP_VERSION = 1;
+const BACKUP_FORMAT = 'medhash-backup';
+const BACKUP_VERSION = 1;
 /** Copied in this order (see above). */
 const FILES = ['control.sqlite', 'kv.sqlite'] as const;
 
@@ -89,6 +91,16 @@ async function copyAndCheck(dataDir: string, out: string, opts: BackupOptions): 
       summary.collections++;
       summary.shards += head.manifest.shards.length;
     }
+    // A collection first written between the copies has keys in KV but no head in the control
+    // copy: it did not exist yet at the backup's moment.
+    const headed = new Set(heads.map((h) => h.collection));
+    for (const key of await kv.list(COLLECTIONS_PREFIX)) {
+      if (headed.has(key.slice(COLLECTIONS_PREFIX.length).split('/')[0])) continue;
+      await kv.delete(key);
+      summary.dropped++;
+    }
+    // Deleted rows would otherwise stay readable in the file's free pages.
+    kvDb.exec('VACUUM');
     writeFileSync(
       join(out, 'BACKUP.json'),
       `${JSON.stringify({ format: BACKUP_FORMAT, version: BACKUP_VERSION, created_at: new Date().toISOString(), source: resolve(dataDir), ...summary }, null, 1)}\n`,

@@ -46,9 +46,16 @@ export type WriteOp = { op: 'put'; record: ShardRecord } | { op: 'delete'; id: s
 /** Metadata fields an erasure can select by: one patient's or one study's images. */
 export type ErasableField = 'patient_ref' | 'study_uid';
 
+/** Items one erasure deletes at most: bounds its work and the audit event that lists them. */
+export const MAX_ERASE_ITEMS = 1000;
+
 export interface EraseResult extends ApplyResult {
   /** The ids deleted, in id order. */
   ids: string[];
+  /** Matching items left for the next call (beyond MAX_ERASE_ITEMS). */
+  remaining: number;
+  /** False when the deletion is committed but its manifest not yet published (maintenance retries it). */
+  visible: boolean;
 }
 
 export interface ApplyResult {
@@ -102,9 +109,10 @@ export class CollectionWriter {
   }
 
   /**
-   * Deletes every item whose metadata `field` is `value`, in one change. The selection reads the
-   * writer's own manifest under its lock, never a reader's (on Workers, KV may still show an
-   * older one), so no item written before the erasure is missed and none can slip in between.
+   * Deletes the items whose metadata `field` is `value`, the first MAX_ERASE_ITEMS in id order,
+   * in one change. The selection reads the writer's own manifest under its lock, never a
+   * reader's (on Workers, KV may still show an older one), so no item written before the call
+   * is missed and none can slip in between.
    */
   erase(field: ErasableField, value: string): Promise<EraseResult> {
     return this.mutex.run(async () => {
@@ -112,14 +120,23 @@ export class CollectionWriter {
       // Stored metadata is JSON.stringify's output, so a match holds the value verbatim: a cheap
       // test first, the parse only for the few records that pass it.
       const needle = JSON.stringify(value);
-      const ids: string[] = [];
+      const matches: string[] = [];
       for (const entry of head.manifest.shards) {
         for (const r of await this.records(entry)) {
-          if (r.metadata.includes(needle) && (JSON.parse(r.metadata) as Record<string, unknown>)[field] === value) ids.push(r.id);
+          if (r.metadata.includes(needle) && (JSON.parse(r.metadata) as Record<string, unknown>)[field] === value) matches.push(r.id);
         }
       }
-      const result = await this.change(head, ids.map((id) => ({ op: 'delete', id })));
-      return { ...result, ids };
+      const ids = matches.slice(0, MAX_ERASE_ITEMS);
+      const remaining = matches.length - ids.length;
+      try {
+        return { ...(await this.change(head, ids.map((id) => ({ op: 'delete', id })))), ids, remaining, visible: true };
+      } catch (e) {
+        if (!(e instanceof MedhashError && e.code === 'publish_failed')) throw e;
+        // Committed, only not yet visible: an answer, not an error, or a retry would find nothing
+        // and the ids deleted would never reach the audit log.
+        const m = head.manifest;
+        return { generation: m.generation, count: m.count, changed: ids.length, missing: [], ids, remaining, visible: false };
+      }
     });
   }
 

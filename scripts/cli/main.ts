@@ -239,7 +239,16 @@ async function collection([sub, ...args]: string[]) {
     const c = client(v, 'MEDHASH_API_KEY');
     const names = v.all ? (await c.request<{ collections: { name: string }[] }>('GET', '/v1/collections')).collections.map((x) => x.name) : [v.name as string];
     const results = [];
-    for (const name of names) results.push({ name, ...(await c.request<{ erased: number; generation: number }>('POST', `${col(name)}/erase`, body)) });
+    for (const name of names) {
+      // One call erases at most MAX_ERASE_ITEMS; repeat until none remain.
+      let erased = 0;
+      let r: { erased: number; remaining: number; generation: number; visible: boolean };
+      do {
+        r = await c.request('POST', `${col(name)}/erase`, body);
+        erased += r.erased;
+      } while (r.remaining > 0 && r.erased > 0);
+      results.push({ name, erased, remaining: r.remaining, generation: r.generation, visible: r.visible });
+    }
     return print({ erased: results.reduce((n, r) => n + r.erased, 0), collections: results });
   }
   throw new UsageError(`unknown collection command ${sub ?? ''}`);

@@ -341,7 +341,7 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
 
         const erased = await call('POST', `/v1/collections/${col}/erase`, { key: all, body: { patient_ref: 'p-1' } });
         expect(erased.status).toBe(200);
-        expect(erased.body).toEqual({ erased: ofP1.length, generation: before.generation + 1 });
+        expect(erased.body).toEqual({ erased: ofP1.length, remaining: 0, generation: before.generation + 1, visible: true });
         expect((await call('GET', `/v1/collections/${col}`, { key: all })).body.count).toBe(n - ofP1.length);
         expect((await call('GET', `/v1/collections/${col}/items/${ofP1[0]}`, { key: all })).status).toBe(404);
         expect((await call('GET', `/v1/collections/${col}/items/img-0002`, { key: all })).status).toBe(200);
@@ -349,13 +349,13 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect(found.body.results).toHaveLength(n - ofP1.length);
         expect(found.body.results.filter((r: { metadata: { patient_ref: string } }) => r.metadata.patient_ref === 'p-1')).toEqual([]);
         const log = await call('GET', '/v1/audit', { key: all });
-        expect(log.body.events.find((e: { action: string }) => e.action === 'items.erase')).toMatchObject({ action: 'items.erase', collection: col, detail: { by: 'patient_ref', count: ofP1.length, ids: ofP1 } });
+        expect(log.body.events.find((e: { action: string }) => e.action === 'items.erase')).toMatchObject({ action: 'items.erase', collection: col, detail: { by: 'patient_ref', count: ofP1.length, ids: ofP1, remaining: 0 } });
 
         const study = items.filter((_, i) => i % 5 === 3 && i % 4 !== 1).length;
         expect((await call('POST', `/v1/collections/${col}/erase`, { key: all, body: { study_uid: '1.2.3' } })).body.erased).toBe(study);
         // Nothing left to erase: no change, same generation.
         const again = await call('POST', `/v1/collections/${col}/erase`, { key: all, body: { patient_ref: 'p-1' } });
-        expect(again.body).toEqual({ erased: 0, generation: before.generation + 2 });
+        expect(again.body).toEqual({ erased: 0, remaining: 0, generation: before.generation + 2, visible: true });
 
         const bad: [unknown, string][] = [
           [{}, 'invalid_field'],

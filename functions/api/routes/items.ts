@@ -5,7 +5,7 @@ import { requireCollection } from '../../auth/guard.ts';
 import { audit, meter } from '../../billing/meter.ts';
 import type { CollectionInfo } from '../../control/store.ts';
 import { canonicalMetadata, parseMetadata } from '../../shards/metadata.ts';
-import type { WriteOp } from '../../store/writer.ts';
+import { MAX_ERASE_ITEMS, type WriteOp } from '../../store/writer.ts';
 import { toHex } from '../../util/bytes.ts';
 import { badRequest, MedhashError } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
@@ -94,21 +94,23 @@ export function itemRoutes(app: App, backend: Backend): void {
   app.openapi(
     createRoute({
       method: 'post', path: '/v1/collections/{collection}/erase', tags, security,
-      summary: "Delete every item of one patient or study (scope: admin)",
+      summary: 'Delete every item of one patient or study (scope: admin)',
       description:
-        'For a patient who withdraws consent, or a study taken back: deletes, in one change, every item whose metadata ' +
-        'patient_ref (or study_uid) is the one given, as stored when the request reaches the collection\'s writer. ' +
-        'The audit log keeps the ids deleted. Not metered.',
+        'For a patient who withdraws consent, or a study taken back: deletes, in one change, the items whose metadata ' +
+        `patient_ref (or study_uid) is the one given, as stored when the request reaches the collection's writer: the first ${MAX_ERASE_ITEMS} ` +
+        'in id order; `remaining` says how many are left for the next call. Searches stop returning them once the new index ' +
+        'is published (on Workers, within KV propagation, about a minute); the replaced shard blobs are deleted after the GC ' +
+        'grace period. The audit log keeps the ids deleted. Not metered.',
       request: { params: CollectionParams, body: jsonBody(EraseBody) },
-      responses: { 200: json(EraseResultSchema, 'Those items are gone from the index.'), ...errors(400, 401, 403, 404, 409, 413, 415, 503) },
+      responses: { 200: json(EraseResultSchema, 'Those items are deleted from the index.'), ...errors(400, 401, 403, 404, 409, 413, 415, 503) },
     }),
     async (c) => {
       const col = await requireCollection(c, backend, 'admin', c.req.valid('param').collection);
       const body = c.req.valid('json');
       const [field, value] = body.patient_ref !== undefined ? (['patient_ref', body.patient_ref] as const) : (['study_uid', body.study_uid!] as const);
       const result = await backend.writer(col).erase(field, value);
-      audit(c, 'items.erase', col.name, { by: field, count: result.ids.length, ids: result.ids });
-      return c.json({ erased: result.ids.length, generation: result.generation }, 200);
+      audit(c, 'items.erase', col.name, { by: field, count: result.ids.length, ids: result.ids, remaining: result.remaining });
+      return c.json({ erased: result.ids.length, remaining: result.remaining, generation: result.generation, visible: result.visible }, 200);
     },
   );
 }
