@@ -83,14 +83,21 @@ function verdict(score: number, threshold: number, reasons: Reason[]): OodAssess
   return { score, threshold, verdict: far ? 'out_of_distribution' : 'in_distribution', reasons: ordered.map((r) => r.text) };
 }
 
+/** Where the caller says allow_ood: in the JSON body of a search by code, in the query string of a search by image. */
+export type AllowOodVia = 'body' | 'query';
+
 /** 422 with the assessment beside the error, so the caller sees why. */
 export class OodRefusal extends MedhashError {
-  constructor(readonly assessment: OodAssessment) {
+  constructor(
+    readonly assessment: OodAssessment,
+    via: AllowOodVia = 'body',
+  ) {
     super(
       422,
       'out_of_distribution',
-      `the query looks out of distribution for this collection's model (${assessment.reasons[0]}); results would not be reliable. Send allow_ood: true to get them anyway, marked as such`,
-      'code',
+      `the query looks out of distribution for this collection's model (${assessment.reasons[0]}); results would not be reliable. ` +
+        `${via === 'body' ? 'Send allow_ood: true' : 'Add ?allow_ood=true'} to get them anyway, marked as such`,
+      via === 'body' ? 'code' : undefined,
     );
   }
 
@@ -100,6 +107,6 @@ export class OodRefusal extends MedhashError {
 }
 
 /** Throws the refusal for an out-of-distribution query unless the caller allows it. */
-export function enforce(a: OodAssessment, allowOod: boolean): void {
-  if (a.verdict === 'out_of_distribution' && !allowOod) throw new OodRefusal(a);
+export function enforce(a: OodAssessment, allowOod: boolean, via: AllowOodVia = 'body'): void {
+  if (a.verdict === 'out_of_distribution' && !allowOod) throw new OodRefusal(a, via);
 }

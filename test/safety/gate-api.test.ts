@@ -102,6 +102,8 @@ describe('OOD gate on the shipped MedNIST model', () => {
       expect(r.body.error.code).toBe('out_of_distribution');
       expect(r.body.ood).toEqual(allowed.body.ood);
       expect(r.body.ood.reasons[0]).toMatch(/above its threshold|further than/);
+      expect(r.body.error.message).toMatch(/Add \?allow_ood=true to get them anyway/);
+      expect(r.body.error.field).toBeUndefined();
     }
     // docs/OOD.md measures about nine in ten flagged on this set; most must be here too.
     expect(refused).toBeGreaterThan(fashionPngs.length / 2);

@@ -72,7 +72,12 @@ describe('OOD gate', () => {
     const r = thrown as OodRefusal;
     expect(r.status).toBe(422);
     expect(r.toBody()).toMatchObject({ error: { code: 'out_of_distribution' }, ood: far });
-    expect(r.message).toMatch(/allow_ood: true/);
+    expect(r.message).toMatch(/Send allow_ood: true/);
+    expect(r.field).toBe('code');
+    // A search by image takes the switch in its query string, and has no `code` field.
+    const viaQuery = new OodRefusal(far, 'query');
+    expect(viaQuery.message).toMatch(/Add \?allow_ood=true/);
+    expect(viaQuery.field).toBeUndefined();
     expect(() => enforce(far, true)).not.toThrow();
     expect(() => enforce(assess(cal, { knnDistance: 3, indexCount: 1000 }), false)).not.toThrow();
   });

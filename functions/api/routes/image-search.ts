@@ -69,7 +69,7 @@ export function imageSearchRoutes(app: App, backend: Backend): void {
       // not by id) wherever the collection stores descriptors of the same length.
       const desc = enc.encoding.descriptor;
       const descriptor = col.descriptor_dims > 0 && desc.length === col.descriptor_dims ? Int8Array.from(desc) : undefined;
-      const answer = await searchCollection(c, backend, col, { code, k, radius, descriptor }, { allowOod, modelOod });
+      const answer = await searchCollection(c, backend, col, { code, k, radius, descriptor }, { allowOod, allowOodVia: 'query', modelOod });
       return c.json({
         path: enc.path,
         model_id: enc.model_id,

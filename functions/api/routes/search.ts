@@ -6,7 +6,7 @@ import type { Context } from 'hono';
 import { requireCollection } from '../../auth/guard.ts';
 import { audit, meter } from '../../billing/meter.ts';
 import type { CollectionInfo } from '../../control/store.ts';
-import { assess, enforce, type ModelOod } from '../../safety/gate.ts';
+import { assess, enforce, type AllowOodVia, type ModelOod } from '../../safety/gate.ts';
 import { DEFAULT_CONTENT_WEIGHT } from '../../search/rerank.ts';
 import { kthFromPool, kthNearestDistance, searchManifest, type SearchQuery } from '../../search/search.ts';
 import { parseMetadata, type ItemMetadata } from '../../shards/metadata.ts';
@@ -89,14 +89,20 @@ export async function admitSearch(c: Context, col: CollectionInfo, radius: numbe
  * search by code and by image share it (an image search passes the model's own OOD score as
  * `modelOod`). The caller has admitted it (admitSearch).
  */
-export async function searchCollection(c: Context, backend: Backend, col: CollectionInfo, q: SearchQuery, opts: { allowOod: boolean; modelOod?: ModelOod }) {
+export async function searchCollection(
+  c: Context,
+  backend: Backend,
+  col: CollectionInfo,
+  q: SearchQuery,
+  opts: { allowOod: boolean; allowOodVia?: AllowOodVia; modelOod?: ModelOod },
+) {
   const cal = backend.oodCalibration(col.model_id);
   const answer = await backend.reader.withManifest(col.id, async (m) => {
     const outcome = await searchManifest(backend.reader, backend.kernel, m, q);
     const k = cal?.knn?.k;
     const knnDistance = k === undefined ? null : (kthFromPool(outcome, k) ?? (await kthNearestDistance(backend.reader, backend.kernel, m, q.code, k)));
     const ood = assess(cal, { knnDistance, indexCount: m?.count ?? 0, model: opts.modelOod });
-    enforce(ood, opts.allowOod);
+    enforce(ood, opts.allowOod, opts.allowOodVia);
     const { hits, truncated } = outcome;
     return {
       generation: m?.generation ?? 0,
