@@ -1,16 +1,16 @@
-// Request ids and the access log. Every response carries X-Request-Id: the caller's own, when it
-// sent a usable one (a partner's RIS or PACS can then follow one study across systems), else a
-// fresh UUID; a partner quotes it when reporting a failure. Where the runtime asks for it, each
-// request also leaves one JSON line: who (tenant, key) did what (method, route, collection), how
-// it ended (status) and how long it took. That is the trail an IT team audits and alerts on.
-// Only the route's pattern is logged, never the path itself (item ids may be accession numbers),
-// nor the query string, a header or the body: those carry codes, metadata and secrets.
+// Request ids and the access log. Every response carries X-Request-Id, a fresh UUID that a
+// partner quotes when reporting a failure. It is always the service's own: a caller's id could
+// be a study UID or an accession number, which must not reach the log. Where the runtime asks
+// for it, each request also leaves one JSON line: who (tenant, key) did what (method, route,
+// collection), how it ended (status) and how long it took. That is the trail an IT team audits
+// and alerts on. Only the route's pattern is logged, never the path itself (item ids may be
+// accession numbers), nor the query string, a header or the body: those carry codes, metadata
+// and secrets.
 import type { Context, MiddlewareHandler } from 'hono';
 import { routePath } from 'hono/route';
+import { CollectionName } from './schemas.ts';
 
 export const REQUEST_ID_HEADER = 'X-Request-Id';
-/** A caller's id is kept only when it is short and plain enough to be safe in any log. */
-const CALLER_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 export const ACCESS_LOG_ENV = 'MEDHASH_ACCESS_LOG';
 
 /** Receives each access-log line (one JSON object, no newline). */
@@ -45,8 +45,7 @@ export function accessLogFromEnv(value: string | undefined, write: AccessLogSink
 export function requestLog(sink: AccessLogSink | undefined): MiddlewareHandler {
   return async (c, next) => {
     const started = performance.now();
-    const given = c.req.header(REQUEST_ID_HEADER);
-    const id = given !== undefined && CALLER_ID.test(given) ? given : crypto.randomUUID();
+    const id = crypto.randomUUID();
     c.set('requestId', id);
     await next();
     c.header(REQUEST_ID_HEADER, id);
@@ -64,7 +63,7 @@ function accessLine(c: Context, id: string, started: number): AccessLogLine {
     request_id: id,
     method: c.req.method,
     route,
-    collection: segmentOf(route, c.req.path, ':collection'),
+    collection: collectionOf(route, c.req.path),
     status: c.res.status,
     ms: Math.round((performance.now() - started) * 100) / 100,
     tenant_id: key?.tenant_id ?? null,
@@ -72,14 +71,12 @@ function accessLine(c: Context, id: string, started: number): AccessLogLine {
   };
 }
 
-/** The path segment where `pattern` has `name` (both split on '/'), decoded; null if none. */
-function segmentOf(pattern: string, path: string, name: string): string | null {
-  const at = pattern.split('/').indexOf(name);
+/**
+ * The path segment where the route has `:collection`, if it is a valid collection name (names
+ * are plain by rule; anything else in that place, such as a caller's mistake, is not logged).
+ */
+function collectionOf(route: string, path: string): string | null {
+  const at = route.split('/').indexOf(':collection');
   const seg = at < 0 ? undefined : path.split('/')[at];
-  if (!seg) return null;
-  try {
-    return decodeURIComponent(seg);
-  } catch {
-    return seg;
-  }
+  return seg !== undefined && CollectionName.safeParse(seg).success ? seg : null;
 }

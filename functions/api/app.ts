@@ -21,7 +21,7 @@ const DOC_INFO = {
   info: {
     title: 'medhash',
     version: '1',
-    description: 'Medical image retrieval by hash code: tenants own collections of coded images; search returns the nearest items by Hamming distance. Every answer carries an X-Request-Id header (the caller\'s own when it sent a plain one of up to 128 characters).',
+    description: 'Medical image retrieval by hash code: tenants own collections of coded images; search returns the nearest items by Hamming distance. Every answer carries an X-Request-Id header: quote it when reporting a problem.',
   },
 };
 
@@ -77,7 +77,7 @@ type OpenApiDoc = Record<string, unknown> & {
 function withRequestIdHeader(doc: OpenApiDoc): OpenApiDoc {
   const components = (doc.components ??= {});
   (components.headers ??= {}).RequestId = {
-    description: "The request's id: the caller's own X-Request-Id when it is 1-128 characters of A-Z a-z 0-9 . _ : -, else a fresh UUID. Quote it when reporting a problem.",
+    description: "The request's id, a UUID the service assigns (a caller's own X-Request-Id is not taken). Quote it when reporting a problem.",
     schema: { type: 'string' },
   };
   for (const ops of Object.values(doc.paths ?? {})) {

@@ -112,7 +112,19 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
 
 /** The Node entries' access log: JSON lines on stdout (status messages go to stderr), unless MEDHASH_ACCESS_LOG=off. */
 export function accessLogToStdout(env: NodeJS.ProcessEnv): AccessLogSink | undefined {
-  return accessLogFromEnv(env[ACCESS_LOG_ENV], (line) => process.stdout.write(`${line}\n`));
+  let open = true;
+  const sink = accessLogFromEnv(env[ACCESS_LOG_ENV], (line) => {
+    if (open) process.stdout.write(`${line}\n`);
+  });
+  // A log reader that goes away (EPIPE) must not take the service down with it.
+  if (sink) {
+    process.stdout.on('error', (e) => {
+      if (!open) return;
+      open = false;
+      console.error(`access log: stdout failed (${e.message}); no more access log lines until restart`);
+    });
+  }
+  return sink;
 }
 
 export interface RunningServer {

@@ -27,7 +27,8 @@ export function sdkRoutes(): Hono {
       if (!js) throw notFound('file', file);
       return c.body(js as Uint8Array<ArrayBuffer>, 200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'no-cache' });
     }
-    const path = assets[file];
+    // Own keys only: `toString` or `constructor` must be a 404, not an inherited function.
+    const path = Object.hasOwn(assets, file) ? assets[file] : undefined;
     if (!path) throw notFound('file', file);
     let bytes = wasm.get(file);
     if (!bytes) wasm.set(file, (bytes = readFile(path)));

@@ -109,6 +109,13 @@ it('serves the models for client-side encoding: list, card as shipped, sha256-tr
   expect(missing.body.error.code).toBe('model_not_found');
 });
 
+it('serves only the SDK files it names under /sdk/: any other name is a 404', async () => {
+  for (const name of ['toString', 'constructor', '__proto__', 'nothing.wasm', 'nothing.js']) {
+    const res = await fetch(`${base}/sdk/${name}`);
+    expect([name, res.status, ((await res.json()) as { error: { code: string } }).error.code]).toEqual([name, 404, 'file_not_found']);
+  }
+});
+
 it('the /ui page encodes a MedNIST query in Chromium to onnxruntime-node\'s code and lists results of its class', async () => {
   const bytes = await tar.read(query.path);
   const expected = toHex(packCode((await encoder.run(preprocess(await decodeImage(bytes), card.input), 1)).u));
