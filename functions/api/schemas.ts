@@ -66,6 +66,8 @@ export const ApiKeyWithSecretSchema = ApiKeySchema.extend({
 
 // --- collections -----------------------------------------------------------------------------
 
+export const TenantParams = z.object({ tenant: z.string().min(1).openapi({ param: { name: 'tenant', in: 'path' }, example: 'tn_6f1c0e2a9b7d4c3e8f10a2b4' }) });
+
 export const CollectionParams = z.object({
   collection: CollectionName.openapi({ param: { name: 'collection', in: 'path' } }),
 });

@@ -86,6 +86,9 @@ const client = (v: { url?: string | boolean; key?: string | boolean }, envKey: s
 const print = (v: unknown) => console.log(JSON.stringify(v, null, 2));
 const col = (name: string) => `/v1/collections/${encodeURIComponent(name)}`;
 
+/** A Node data dir: the option, else MEDHASH_DATA_DIR, else .medhash in the current folder. */
+const dataDir = (option: string | undefined): string => option ?? process.env.MEDHASH_DATA_DIR ?? '.medhash';
+
 async function serve(args: string[]) {
   const v = parse(args, { port: { type: 'string' }, host: { type: 'string' }, 'data-dir': { type: 'string' }, model: { type: 'string' }, 'backend-url': { type: 'string' } });
   const env = { ...process.env };
@@ -94,7 +97,7 @@ async function serve(args: string[]) {
   const running = await startNodeServer({
     port: int(v.port as string | undefined, 'port', Number(process.env.PORT ?? 8787))!,
     hostname: (v.host as string | undefined) ?? process.env.HOST ?? '127.0.0.1',
-    dataDir: (v['data-dir'] as string | undefined) ?? process.env.MEDHASH_DATA_DIR ?? '.medhash',
+    dataDir: dataDir(v['data-dir'] as string | undefined),
     operatorKey: process.env.MEDHASH_OPERATOR_KEY,
     images: imageSettingsFromEnv(env),
     accessLog: accessLogToStdout(env),
@@ -119,8 +122,7 @@ async function backend(args: string[]) {
 
 async function backup(args: string[]) {
   const v = parse(args, { out: { type: 'string' }, 'data-dir': { type: 'string' } });
-  const dataDir = (v['data-dir'] as string | undefined) ?? process.env.MEDHASH_DATA_DIR ?? '.medhash';
-  print(await backupDataDir(dataDir, need(v.out, 'out')));
+  print(await backupDataDir(dataDir(v['data-dir'] as string | undefined), need(v.out, 'out')));
 }
 
 async function index(args: string[]) {
@@ -152,7 +154,7 @@ async function index(args: string[]) {
       throw new UsageError(`collection ${collection} is for model ${info.model_id ?? '(none)'}, the encoder is ${encoder.model_id}: create the collection with --model-id ${encoder.model_id}`);
     }
     const key = JSON.stringify([api.baseUrl, collection, info.created_at, encoder.model_id]);
-    const cpPath = (v.checkpoint as string | undefined) ?? join(process.env.MEDHASH_DATA_DIR ?? '.medhash', 'checkpoints', `${collection}.${createHash('sha256').update(key).digest('hex').slice(0, 16)}.ids`);
+    const cpPath = (v.checkpoint as string | undefined) ?? join(dataDir(undefined), 'checkpoints', `${collection}.${createHash('sha256').update(key).digest('hex').slice(0, 16)}.ids`);
     const checkpoint = Checkpoint.open(cpPath, key);
     const todo = images.filter((f) => !checkpoint.has(f.id));
     console.error(`encoding with ${encoder.path}; ${images.length - todo.length} of ${images.length} already published (checkpoint ${cpPath})`);

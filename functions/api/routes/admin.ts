@@ -6,10 +6,9 @@ import { requireOperator } from '../../auth/guard.ts';
 import type { ApiKeyInfo } from '../../control/store.ts';
 import type { Backend } from '../backend.ts';
 import { errors, json, jsonBody, security, type App } from '../openapi.ts';
-import { ApiKeySchema, ApiKeyWithSecretSchema, CreateKeyBody, CreateTenantBody, TenantSchema } from '../schemas.ts';
+import { ApiKeySchema, ApiKeyWithSecretSchema, CreateKeyBody, CreateTenantBody, TenantParams, TenantSchema } from '../schemas.ts';
 
 const tags = ['admin'];
-const TenantParams = z.object({ tenant: z.string().min(1).openapi({ param: { name: 'tenant', in: 'path' }, example: 'tn_6f1c0e2a9b7d4c3e8f10a2b4' }) });
 const KeyParams = z.object({ key: z.string().min(1).openapi({ param: { name: 'key', in: 'path' }, example: 'key_0b1d2c3e4f5a6b7c8d9e0f1a' }) });
 
 export function adminRoutes(app: App, backend: Backend): void {

@@ -8,9 +8,8 @@ import type { UsageDay } from '../../billing/ledger.ts';
 import { badRequest } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
 import { errors, json, jsonBody, security, type App } from '../openapi.ts';
-import { AuditQuery, AuditSchema, PlanBody, PlanSchema, UsageQuery, UsageSchema } from '../schemas.ts';
+import { AuditQuery, AuditSchema, PlanBody, PlanSchema, TenantParams, UsageQuery, UsageSchema } from '../schemas.ts';
 
-const TenantParams = z.object({ tenant: z.string().min(1).openapi({ param: { name: 'tenant', in: 'path' }, example: 'tn_6f1c0e2a9b7d4c3e8f10a2b4' }) });
 const MAX_USAGE_DAYS = 366;
 const CSV_COLUMNS = ['day', 'search', 'encode', 'ingest_item', 'total'] as const;
 

@@ -11,7 +11,7 @@ import { MedhashError, badRequest } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
 import { errors, json, rateLimitHeaders, security, type App } from '../openapi.ts';
 import { IdempotencyHeaders } from '../schemas.ts';
-import { IMAGE_TYPES } from './image-search.ts';
+import { imageBody, imageType } from './image-search.ts';
 
 const EncodeResult = z
   .object({
@@ -29,7 +29,7 @@ export function encodeRoutes(app: App, backend: Backend): void {
       description: 'The body is the image file itself, Content-Type image/png or image/jpeg.',
       request: {
         headers: IdempotencyHeaders,
-        body: { required: true, content: Object.fromEntries(IMAGE_TYPES.map((t) => [t, { schema: z.string().openapi({ format: 'binary' }) }])) },
+        body: imageBody,
       },
       responses: { 200: { ...json(EncodeResult, 'The image\'s encoding.'), headers: rateLimitHeaders }, ...errors(400, 401, 402, 403, 413, 415, 422, 429, 503) },
     }),
@@ -38,10 +38,7 @@ export function encodeRoutes(app: App, backend: Backend): void {
       if (!principal.key.scopes.includes('search') && !principal.key.scopes.includes('ingest')) {
         throw new MedhashError(403, 'missing_scope', 'encoding needs the "search" or the "ingest" scope');
       }
-      const type = (c.req.header('content-type') ?? '').split(';')[0].trim().toLowerCase();
-      if (!IMAGE_TYPES.includes(type)) {
-        throw new MedhashError(415, 'unsupported_media_type', `Content-Type must be image/png or image/jpeg, got ${JSON.stringify(type)}`);
-      }
+      const type = imageType(c);
       if (!backend.images) throw new MedhashError(503, 'encoder_unavailable', 'encoding is not configured on this server (no model: see docs/INFERENCE.md)');
       const bytes = new Uint8Array(await c.req.arrayBuffer());
       if (bytes.length === 0) throw badRequest('empty_body', 'the body must be the image file; it is empty');

@@ -3,6 +3,7 @@
 // search by code. The collection must have been coded by the very model that encodes the
 // image: codes of two models are not comparable, so a mismatch is refused, never ranked.
 import { createRoute, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
 import { requireCollection } from '../../auth/guard.ts';
 import { MedhashError, badRequest } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
@@ -11,7 +12,19 @@ import { errors, json, rateLimitHeaders, security, type App } from '../openapi.t
 import { CollectionParams, IdempotencyHeaders, MAX_K, SearchResult } from '../schemas.ts';
 import { admitSearch, searchCollection } from './search.ts';
 
-export const IMAGE_TYPES = ['image/png', 'image/jpeg'];
+const IMAGE_TYPES = ['image/png', 'image/jpeg'];
+
+/** The OpenAPI request body of a route whose body is the image file itself. */
+export const imageBody = { required: true, content: Object.fromEntries(IMAGE_TYPES.map((t) => [t, { schema: z.string().openapi({ format: 'binary' }) }])) };
+
+/** The image's media type from Content-Type; 415 naming it when it is neither PNG nor JPEG. */
+export function imageType(c: Context): string {
+  const type = (c.req.header('content-type') ?? '').split(';')[0].trim().toLowerCase();
+  if (!IMAGE_TYPES.includes(type)) {
+    throw new MedhashError(415, 'unsupported_media_type', `Content-Type must be image/png or image/jpeg, got ${JSON.stringify(type)}`);
+  }
+  return type;
+}
 
 const ImageSearchQuery = z.object({
   k: z.coerce.number({ error: 'k must be an integer' }).int('k must be an integer').min(1, `k must be between 1 and ${MAX_K}`).max(MAX_K, `k must be between 1 and ${MAX_K}`).default(10)
@@ -40,17 +53,14 @@ export function imageSearchRoutes(app: App, backend: Backend): void {
         params: CollectionParams,
         query: ImageSearchQuery,
         headers: IdempotencyHeaders,
-        body: { required: true, content: Object.fromEntries(IMAGE_TYPES.map((t) => [t, { schema: z.string().openapi({ format: 'binary' }) }])) },
+        body: imageBody,
       },
       responses: { 200: { ...json(ImageSearchResult, 'The image\'s code, its model OOD score and the ranked results.'), headers: rateLimitHeaders }, ...errors(400, 401, 402, 403, 404, 409, 413, 415, 422, 429, 503) },
     }),
     async (c) => {
       const col = await requireCollection(c, backend, 'search', c.req.valid('param').collection);
       const { k, radius, allow_ood: allowOod } = c.req.valid('query');
-      const type = (c.req.header('content-type') ?? '').split(';')[0].trim().toLowerCase();
-      if (!IMAGE_TYPES.includes(type)) {
-        throw new MedhashError(415, 'unsupported_media_type', `Content-Type must be image/png or image/jpeg, got ${JSON.stringify(type)}`);
-      }
+      const type = imageType(c);
       if (!col.model_id) {
         throw new MedhashError(409, 'model_mismatch', `collection ${JSON.stringify(col.name)} records no model_id, so its codes cannot be compared with an image's; search it by code`);
       }
