@@ -1,7 +1,10 @@
 // Collection store: copy-on-write upserts/deletes, shard caps, idempotency, serialised writes,
 // crash safety (interrupted ingest at every step), readers racing manifest swaps, and GC.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Shard, type ShardRecord } from '../functions/shards/codec.ts';
 import { manifestKey, type Manifest } from '../functions/shards/manifest.ts';
 import { migrateHeads, sqlHeadStore, type HeadStore } from '../functions/store/head.ts';
@@ -27,6 +30,7 @@ const ids = (n: number, prefix = 'id') => Array.from({ length: n }, (_, i) => `$
 /** KV decorator: optional failures and random delays (to interleave readers and writers). */
 class TestKV implements KV {
   failPut: ((key: string, n: number) => boolean) | null = null;
+  failDelete = false;
   jitterMs = 0;
   puts = 0;
   constructor(readonly inner: KV) {}
@@ -43,7 +47,8 @@ class TestKV implements KV {
     this.puts++;
     return this.inner.put(key, value);
   }
-  delete(key: string) {
+  async delete(key: string) {
+    if (this.failDelete) throw new Error(`simulated failure deleting ${key}`);
     return this.inner.delete(key);
   }
   list(prefix: string) {
@@ -324,6 +329,23 @@ describe('collection writer', () => {
     expect([...(await snapshot()).keys()]).toEqual(['c']);
   });
 
+  it('a change that committed succeeds even when collecting older garbage fails; maintenance collects it later', async () => {
+    const w = writer({ graceMs: 0 });
+    await w.apply([put('a', 1)]);
+    const first = await shardKeys();
+    kv.failDelete = true;
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => {});
+    const r = await w.apply([put('a', 2)]);
+    expect(r).toMatchObject({ generation: 2, changed: 1 });
+    expect(String(logged.mock.calls[0]?.[0])).toMatch(/GC after generation 2 failed .*retrying in maintenance/);
+    logged.mockRestore();
+    expect((await published())!.generation).toBe(2);
+    expect(await shardKeys()).toEqual(expect.arrayContaining(first)); // not collected yet
+    kv.failDelete = false;
+    await w.maintain();
+    expect(await shardKeys()).not.toEqual(expect.arrayContaining(first));
+  });
+
   it('keeps replaced shards for the grace period, then deletes them, never a live one', async () => {
     const w = writer({ graceMs: 10_000 });
     await w.apply([put('a', 1)]);
@@ -413,6 +435,26 @@ describe('readers during manifest swaps', () => {
 });
 
 describe('SqliteKV (the Node KV)', () => {
+  it('leaves nothing of a deleted value readable in the file (an erased patient\'s shard)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'medhash-secure-delete-'));
+    try {
+      const db = openSqlite(join(dir, 'kv.sqlite'));
+      const store = new SqliteKV(db);
+      const secret = new TextEncoder().encode(`{"patient_ref":"MRN-SECRET-77"}`.repeat(3000)); // spans overflow pages
+      await store.put('c/x/s/old', secret);
+      await store.put('c/x/s/other', new TextEncoder().encode('kept'));
+      db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
+      await store.delete('c/x/s/old');
+      db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
+      const bytes = readFileSync(join(dir, 'kv.sqlite'));
+      expect(bytes.includes(Buffer.from('kept'))).toBe(true);
+      expect(bytes.includes(Buffer.from('MRN-SECRET-77'))).toBe(false);
+      db.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('converts a data dir made with the old WITHOUT ROWID table once, every value intact', async () => {
     const db = openSqlite(':memory:');
     db.exec('CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID');

@@ -7,15 +7,16 @@
 // was committed, and an unreferenced shard stays in KV for the GC grace period, so the later KV
 // copy holds every shard the earlier heads name (each is checked: present, sha256 as the
 // manifest says; the backup fails otherwise). KV's copy may also hold what writes committed
-// between the two copies: its manifests are set back to the heads', and shards no head knows
-// (and every key of a collection first written meanwhile, which has no head in the copy) are
-// dropped, so the backup is the state of one moment, the control copy's. The KV copy is then
-// vacuumed, so that what was dropped is not left in its free pages.
+// between the two copies: its manifests are set back to the heads', and only the shards those
+// manifests name are kept (not the replaced ones still in their grace period, which may hold
+// erased items, nor keys of collections deleted or first written around the copy), so the
+// backup is the state of one moment, the control copy's. The KV copy is then vacuumed, so that
+// what was dropped is not left in its free pages.
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { collectionPrefix, COLLECTIONS_PREFIX, encodeManifest, manifestKey } from '../shards/manifest.ts';
 import { sha256Hex } from '../util/bytes.ts';
-import type { Head } from './head.ts';
+import { sqlHeadStore } from './head.ts';
 import { openSqlite, sqliteDb, SqliteKV } from './sqlite.ts';
 
 const BACKUP_FORMAT = 'medhash-backup';
@@ -27,7 +28,10 @@ export interface BackupSummary {
   out: string;
   collections: number;
   shards: number;
-  /** Shards in the KV copy that no head knew (written after the control copy): dropped. */
+  /**
+   * KV keys left out: shards replaced before the control copy or written after it, and every
+   * key of a collection deleted, or first written, around the copy.
+   */
   dropped: number;
 }
 
@@ -67,27 +71,43 @@ async function copyAndCheck(dataDir: string, out: string, opts: BackupOptions): 
   const kvDb = openSqlite(join(out, 'kv.sqlite'));
   try {
     const kv = new SqliteKV(kvDb);
-    const heads = sqliteDb(controlDb).all<{ collection: string; head: string }>('SELECT collection, head FROM writer_heads ORDER BY collection');
+    const sql = sqliteDb(controlDb);
+    const heads = sql.all<{ collection: string }>('SELECT collection FROM writer_heads ORDER BY collection');
+    const registered = new Set(sql.all<{ id: string }>('SELECT id FROM collections').map((r) => r.id));
     const summary: BackupSummary = { out: resolve(out), collections: 0, shards: 0, dropped: 0 };
-    for (const row of heads) {
-      const head = JSON.parse(row.head) as Head;
-      const keys = await kv.list(collectionPrefix(row.collection));
-      if (head.destroyed) {
-        await Promise.all(keys.map((k) => kv.delete(k)));
+    for (const { collection } of heads) {
+      const store = sqlHeadStore(sql, collection);
+      const head = store.load()!;
+      const keys = await kv.list(collectionPrefix(collection));
+      // A delete removes the registry row first and marks the head last: either way, the
+      // collection was gone at the backup's moment, and nothing of it is kept.
+      if (head.destroyed || !registered.has(collection)) {
+        for (const key of keys) await kv.delete(key);
+        summary.dropped += keys.length;
+        if (!head.destroyed) store.save({ ...head, destroyed: true });
         continue;
       }
-      const known = new Set([...head.manifest.shards.map((s) => s.key), ...head.garbage.map((g) => g.key), ...head.pending]);
+      // Only the live manifest's shards are kept: replaced ones (which may hold erased items)
+      // and uploads not yet committed are not part of the index at that moment.
+      const live = new Set(head.manifest.shards.map((s) => s.key));
       for (const key of keys) {
-        if (key === manifestKey(row.collection) || known.has(key)) continue;
+        if (key === manifestKey(collection) || live.has(key)) continue;
         await kv.delete(key);
         summary.dropped++;
       }
       for (const shard of head.manifest.shards) {
         const blob = await kv.get(shard.key);
-        if (!blob) throw new Error(`backup: shard ${shard.key} was collected before KV was copied (the copy took longer than the GC grace period); run the backup again`);
+        if (!blob) {
+          throw new Error(
+            `backup: shard ${shard.key} was gone from KV by the time it was copied (the collection changed or was deleted during the copy, ` +
+              'and the shard outlived its GC grace period); run the backup again',
+          );
+        }
         if ((await sha256Hex(blob)) !== shard.sha256) throw new Error(`backup: shard ${shard.key} does not match its sha256`);
       }
-      await kv.put(manifestKey(row.collection), encodeManifest(head.manifest));
+      await kv.put(manifestKey(collection), encodeManifest(head.manifest));
+      // Nothing in the restored copy can hold an older manifest, so nothing is left to collect.
+      store.save({ ...head, published: head.manifest.generation, pending: [], garbage: [] });
       summary.collections++;
       summary.shards += head.manifest.shards.length;
     }

@@ -54,6 +54,9 @@ export class SqliteKV implements KV {
   private readonly listSt: StatementSync;
 
   constructor(db: DatabaseSync) {
+    // Deleted rows are overwritten with zeros, not left in free pages: a shard collected after
+    // an erasure must not stay readable in the file.
+    db.exec('PRAGMA secure_delete = ON');
     // A rowid table with a key index. Data dirs made before 2026-11-27 hold a WITHOUT ROWID
     // table, whose b-tree cells carry the shard blobs (hundreds of KB each) themselves: every
     // lookup, even of a missing key, then cost ~1 ms at 1M items (0.02 ms as a rowid table;

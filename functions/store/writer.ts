@@ -73,7 +73,7 @@ export interface WriterHooks {
   schedule?: (atMs: number) => void;
 }
 
-const PUBLISH_RETRY_MS = 1000;
+const MAINTENANCE_RETRY_MS = 1000;
 
 const opId = (op: WriteOp): string => (op.op === 'put' ? op.record.id : op.id);
 
@@ -231,7 +231,15 @@ export class CollectionWriter {
     // 4. Swap the manifest readers see, then collect what has outlived its grace. The apply
     // has succeeded at the commit: if another process took the head over meanwhile, its own
     // recover() finishes both steps, and this request must not report a conflict.
-    if (await this.publish(head)) await this.collect(head);
+    if (await this.publish(head)) {
+      // Collecting is bookkeeping of earlier changes: its failure must not turn this committed
+      // one into an error (a retry would find nothing to do, and an erasure's ids would never
+      // be audited). The maintenance tries again.
+      await this.collect(head).catch((e: unknown) => {
+        console.error(`collection ${this.spec.id}: GC after generation ${next.generation} failed (${String(e)}); retrying in maintenance`);
+        this.hooks.schedule?.(this.now() + MAINTENANCE_RETRY_MS);
+      });
+    }
     return { generation: next.generation, count: next.count, changed, missing };
   }
 
@@ -302,7 +310,7 @@ export class CollectionWriter {
       try {
         await this.kv.put(manifestKey(this.spec.id), encodeManifest(manifest));
       } catch (e) {
-        this.hooks.schedule?.(this.now() + PUBLISH_RETRY_MS);
+        this.hooks.schedule?.(this.now() + MAINTENANCE_RETRY_MS);
         throw new MedhashError(503, 'publish_failed', `the update is committed but not yet visible (${String(e)}); retrying the request is safe`);
       }
       const stored = this.heads.load();

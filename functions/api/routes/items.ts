@@ -99,8 +99,9 @@ export function itemRoutes(app: App, backend: Backend): void {
         'For a patient who withdraws consent, or a study taken back: deletes, in one change, the items whose metadata ' +
         `patient_ref (or study_uid) is the one given, as stored when the request reaches the collection's writer: the first ${MAX_ERASE_ITEMS} ` +
         'in id order; `remaining` says how many are left for the next call. Searches stop returning them once the new index ' +
-        'is published (on Workers, within KV propagation, about a minute); the replaced shard blobs are deleted after the GC ' +
-        'grace period. The audit log keeps the ids deleted. Not metered.',
+        'is published (on Workers, within KV propagation, about a minute; a search answer stored for an Idempotency-Key retry ' +
+        'is replayed as it was for 24 hours); the replaced shard blobs are deleted after the GC grace period. The audit log ' +
+        'keeps the ids deleted. Not metered. See docs/API.md for what an erasure does not reach.',
       request: { params: CollectionParams, body: jsonBody(EraseBody) },
       responses: { 200: json(EraseResultSchema, 'Those items are deleted from the index.'), ...errors(400, 401, 403, 404, 409, 413, 415, 503) },
     }),
