@@ -2,10 +2,11 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createApp } from '../functions/api/app.ts';
 import { createNodeBackend, type NodeBackend } from '../functions/entries/node.ts';
 import { DEFAULT_WRITER_LIMITS } from '../functions/store/writer.ts';
+import { MedhashError } from '../functions/util/errors.ts';
 import { apiSuite, type ApiHarness } from './shared/api-suite.ts';
 import { TEST_OPERATOR_KEY, TEST_SHARD_MAX_ITEMS } from './shared/constants.ts';
 
@@ -30,3 +31,39 @@ afterAll(() => {
 });
 
 apiSuite('node', () => harness);
+
+it('a delete committed but not yet published (KV put failed) answers 204 and is audited, not a 503 whose retry is a 404', async () => {
+  const other = await createNodeBackend({ dataDir: join(dir, 'publish-fails'), operatorKey: TEST_OPERATOR_KEY });
+  try {
+    const app = createApp(other.backend);
+    const call = async (method: string, path: string, key: string, body?: unknown) => {
+      const res = await app.request(path, { method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+      return { status: res.status, body: res.status === 204 ? null : await res.json() };
+    };
+    const tenant = (await call('POST', '/v1/admin/tenants', TEST_OPERATOR_KEY, { name: 't' })).body as { id: string };
+    const { secret } = (await call('POST', `/v1/admin/tenants/${tenant.id}/keys`, TEST_OPERATOR_KEY, { scopes: ['search', 'ingest', 'admin'] })).body as { secret: string };
+    await call('POST', '/v1/collections', secret, { name: 'c', bits: 16 });
+    await call('POST', '/v1/collections/c/items', secret, { items: [{ id: 'a', code: 'abcd' }, { id: 'b', code: 'abce' }] });
+    // The writer commits, then its manifest put fails: what the store reports then (store.test.ts).
+    const writer = other.backend.writer;
+    other.backend.writer = (spec) => {
+      const w = writer(spec);
+      return {
+        apply: async (ops) => {
+          const r = await w.apply(ops);
+          throw new MedhashError(503, 'publish_failed', 'the update is committed but not yet visible', undefined, { committed: true, generation: r.generation });
+        },
+        erase: (f, v) => w.erase(f, v),
+        destroy: () => w.destroy(),
+      };
+    };
+    expect((await call('DELETE', '/v1/collections/c/items/a', secret)).status).toBe(204);
+    other.backend.writer = writer;
+    const audit = (await call('GET', '/v1/audit', secret)).body as { events: { action: string; detail: unknown }[] };
+    expect(audit.events[0]).toMatchObject({ action: 'items.delete', detail: { ids: ['a'] } });
+    expect((await call('GET', '/v1/collections/c/items/a', secret)).status).toBe(404);
+  } finally {
+    other.close();
+  }
+});
+

@@ -292,7 +292,7 @@ describe('collection writer', () => {
     const w = writer();
     await w.apply([put('a', 1)]);
     kv.failPut = (key) => key === manifestKey(SPEC.id);
-    await expect(w.apply([put('b', 2)])).rejects.toMatchObject({ status: 503, code: 'publish_failed' });
+    await expect(w.apply([put('b', 2)])).rejects.toMatchObject({ status: 503, code: 'publish_failed', details: { committed: true, generation: 2 } });
     expect((await published())!.generation).toBe(1);
     kv.failPut = null;
     const retry = await w.apply([put('b', 2)]);

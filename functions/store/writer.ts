@@ -75,6 +75,12 @@ export interface WriterHooks {
 
 const MAINTENANCE_RETRY_MS = 1000;
 
+const isPublishFailure = (e: unknown): e is MedhashError => e instanceof MedhashError && e.code === 'publish_failed';
+
+/** A change's own publish failed after its commit: the change holds, readers see it shortly. */
+export const isCommittedNotVisible = (e: unknown): boolean =>
+  typeof e === 'object' && e !== null && (e as MedhashError).code === 'publish_failed' && (e as MedhashError).details?.committed === true;
+
 const opId = (op: WriteOp): string => (op.op === 'put' ? op.record.id : op.id);
 
 function sameRecord(a: ShardRecord, b: ShardRecord): boolean {
@@ -131,7 +137,7 @@ export class CollectionWriter {
       try {
         return { ...(await this.change(head, ids.map((id) => ({ op: 'delete', id })))), ids, remaining, visible: true };
       } catch (e) {
-        if (!(e instanceof MedhashError && e.code === 'publish_failed')) throw e;
+        if (!isCommittedNotVisible(e)) throw e;
         // Committed, only not yet visible: an answer, not an error, or a retry would find nothing
         // and the ids deleted would never reach the audit log.
         const m = head.manifest;
@@ -231,7 +237,16 @@ export class CollectionWriter {
     // 4. Swap the manifest readers see, then collect what has outlived its grace. The apply
     // has succeeded at the commit: if another process took the head over meanwhile, its own
     // recover() finishes both steps, and this request must not report a conflict.
-    if (await this.publish(head)) {
+    let published: boolean;
+    try {
+      published = await this.publish(head);
+    } catch (e) {
+      if (!isPublishFailure(e)) throw e;
+      // Said in `details` (which crosses a Durable Object hop, unlike a subclass): a caller
+      // that must record what it did (an audit) can tell this change is committed.
+      throw new MedhashError(e.status, e.code, e.message, undefined, { committed: true, generation: next.generation });
+    }
+    if (published) {
       // Collecting is bookkeeping of earlier changes: its failure must not turn this committed
       // one into an error (a retry would find nothing to do, and an erasure's ids would never
       // be audited). The maintenance tries again.

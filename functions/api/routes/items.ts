@@ -5,7 +5,7 @@ import { requireCollection } from '../../auth/guard.ts';
 import { audit, meter } from '../../billing/meter.ts';
 import type { CollectionInfo } from '../../control/store.ts';
 import { canonicalMetadata, parseMetadata } from '../../shards/metadata.ts';
-import { MAX_ERASE_ITEMS, type WriteOp } from '../../store/writer.ts';
+import { isCommittedNotVisible, MAX_ERASE_ITEMS, type WriteOp } from '../../store/writer.ts';
 import { toHex } from '../../util/bytes.ts';
 import { badRequest, MedhashError } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
@@ -84,8 +84,14 @@ export function itemRoutes(app: App, backend: Backend): void {
     async (c) => {
       const { collection, id } = c.req.valid('param');
       const col = await requireCollection(c, backend, 'ingest', collection);
-      const result = await backend.writer(col).apply([{ op: 'delete', id }]);
-      if (result.missing.length > 0) throw new MedhashError(404, 'item_not_found', `item ${JSON.stringify(id)} not found`);
+      try {
+        const result = await backend.writer(col).apply([{ op: 'delete', id }]);
+        if (result.missing.length > 0) throw new MedhashError(404, 'item_not_found', `item ${JSON.stringify(id)} not found`);
+      } catch (e) {
+        // Deleted, only not yet visible: a 503 here would make the retry a 404 and the delete
+        // would never be audited.
+        if (!isCommittedNotVisible(e)) throw e;
+      }
       audit(c, 'items.delete', col.name, { ids: [id] });
       return c.body(null, 204);
     },
