@@ -131,45 +131,41 @@ it('MEDHASH_ACCESS_LOG is on by default, can be turned off, and rejects anything
   expect(() => accessLogFromEnv('yes', write)).toThrow(/MEDHASH_ACCESS_LOG must be "on" or "off", got "yes"/);
 });
 
-it('`medhash serve` writes the log as JSON lines on stdout, status messages on stderr', async () => {
-  const data = join(dir, 'serve');
-  const child = execFile(process.execPath, [join(import.meta.dirname, '..', 'scripts', 'medhash.mjs'), 'serve', '--port', '0', '--data-dir', data], {
+/** `medhash serve` as its own process, on a free port; resolves once it listens. */
+async function serve(dataDir: string) {
+  const child = execFile(process.execPath, [join(import.meta.dirname, '..', 'scripts', 'medhash.mjs'), 'serve', '--port', '0', '--data-dir', dataDir], {
     env: { ...process.env, MEDHASH_ACCESS_LOG: 'on' },
   });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (d) => (stdout += d));
-  const url = await new Promise<string>((ok, fail) => {
+  const out = { child, url: '', stdout: '', stderr: '' };
+  child.stdout!.on('data', (d) => (out.stdout += d));
+  out.url = await new Promise<string>((ok, fail) => {
     child.stderr!.on('data', (d) => {
-      stderr += d;
-      const m = /listening on (http:\/\/\S+)/.exec(stderr);
+      out.stderr += d;
+      const m = /listening on (http:\/\/\S+)/.exec(out.stderr);
       if (m) ok(m[1]);
     });
-    child.on('exit', (code) => fail(new Error(`serve exited ${code}: ${stderr}`)));
+    child.on('exit', (code) => fail(new Error(`serve exited ${code}: ${out.stderr}`)));
   });
-  const res = await fetch(`${url}/healthz`);
+  return out;
+}
+
+const stop = (child: ReturnType<typeof execFile>) => new Promise((ok) => child.kill('SIGTERM') && child.on('exit', ok));
+
+it('`medhash serve` writes the log as JSON lines on stdout, status messages on stderr', async () => {
+  const s = await serve(join(dir, 'serve'));
+  const res = await fetch(`${s.url}/healthz`);
   const id = res.headers.get('x-request-id');
   expect(id).toMatch(UUID);
-  await new Promise((ok) => child.kill('SIGTERM') && child.on('exit', ok));
-  expect(JSON.parse(stdout.trim())).toMatchObject({ request_id: id, route: '/healthz', status: 200 });
-  expect(stderr).toMatch(/medhash listening on/);
+  await stop(s.child);
+  expect(JSON.parse(s.stdout.trim())).toMatchObject({ request_id: id, route: '/healthz', status: 200 });
+  expect(s.stderr).toMatch(/medhash listening on/);
 });
 
 it('`medhash serve` keeps answering when the reader of its access log goes away', async () => {
-  const child = execFile(process.execPath, [join(import.meta.dirname, '..', 'scripts', 'medhash.mjs'), 'serve', '--port', '0', '--data-dir', join(dir, 'serve-epipe')]);
-  let stderr = '';
-  const url = await new Promise<string>((ok, fail) => {
-    child.stderr!.on('data', (d) => {
-      stderr += d;
-      const m = /listening on (http:\/\/\S+)/.exec(stderr);
-      if (m) ok(m[1]);
-    });
-    child.on('exit', (code) => fail(new Error(`serve exited ${code}: ${stderr}`)));
-  });
-  child.stdout!.destroy(); // the log reader dies: the next writes meet EPIPE
-  for (let i = 0; i < 5; i++) expect((await fetch(`${url}/healthz`)).status).toBe(200);
-  await vi.waitFor(() => expect(stderr).toMatch(/access log: stdout failed \(.*EPIPE.*\); no more access log lines/));
-  expect(child.exitCode).toBeNull();
-  await new Promise((ok) => child.kill('SIGTERM') && child.on('exit', ok));
+  const s = await serve(join(dir, 'serve-epipe'));
+  s.child.stdout!.destroy(); // the log reader dies: the next writes meet EPIPE
+  for (let i = 0; i < 5; i++) expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
+  await vi.waitFor(() => expect(s.stderr).toMatch(/access log: stdout failed \(.*EPIPE.*\); no more access log lines/));
+  expect(s.child.exitCode).toBeNull();
+  await stop(s.child);
 });
-
