@@ -78,8 +78,7 @@ const MAINTENANCE_RETRY_MS = 1000;
 const isPublishFailure = (e: unknown): e is MedhashError => e instanceof MedhashError && e.code === 'publish_failed';
 
 /** A change's own publish failed after its commit: the change holds, readers see it shortly. */
-export const isCommittedNotVisible = (e: unknown): boolean =>
-  typeof e === 'object' && e !== null && (e as MedhashError).code === 'publish_failed' && (e as MedhashError).details?.committed === true;
+export const isCommittedNotVisible = (e: unknown): boolean => isPublishFailure(e) && e.details?.committed === true;
 
 const opId = (op: WriteOp): string => (op.op === 'put' ? op.record.id : op.id);
 
