@@ -32,15 +32,23 @@ async function items(node: NodeBackend, col: CollectionSpec): Promise<Record<str
   return out;
 }
 
-it('copies a live data dir as it was when its control store was copied, shards checked', async () => {
-  const src = join(root, 'src');
-  // Small shards, so that writes make and retire several of them.
-  const limits = { maxShardBytes: 1 << 20, maxShardItems: 16, graceMs: 60_000 };
-  const node = await createNodeBackend({ dataDir: src, limits });
+// Small shards, so that writes make and retire several of them.
+const LIMITS = { maxShardBytes: 1 << 20, maxShardItems: 16, graceMs: 60_000 };
+
+/** A live data dir under the test folder, with one tenant and a maker of 16-bit collections in it. */
+async function source(name: string, graceMs = LIMITS.graceMs) {
+  const src = join(root, name);
+  const node = await createNodeBackend({ dataDir: src, limits: { ...LIMITS, graceMs } });
   const tenant = await node.backend.control.createTenant('t');
-  const a = await node.backend.control.createCollection(tenant.id, { name: 'a', bits: 16, descriptor_dims: 0 });
-  const b = await node.backend.control.createCollection(tenant.id, { name: 'b', bits: 16, descriptor_dims: 0 });
-  const empty = await node.backend.control.createCollection(tenant.id, { name: 'empty', bits: 16, descriptor_dims: 0 });
+  const collection = (n: string) => node.backend.control.createCollection(tenant.id, { name: n, bits: 16, descriptor_dims: 0 });
+  return { src, node, tenant, collection };
+}
+
+it('copies a live data dir as it was when its control store was copied, shards checked', async () => {
+  const { src, node, tenant, collection } = await source('src');
+  const a = await collection('a');
+  const b = await collection('b');
+  const empty = await collection('empty');
   await node.backend.writer(a).apply(range(0, 50, 1));
   await node.backend.writer(b).apply(range(0, 10, 5));
   await node.backend.writer(a).apply([{ op: 'delete', id: 'id-0000' }, put(1, 7)]);
@@ -59,7 +67,7 @@ it('copies a live data dir as it was when its control store was copied, shards c
   expect((await items(node, a))['id-0100']).toBe(2); // the source has the later write
   node.close();
 
-  const restored = await createNodeBackend({ dataDir: join(root, 'bak'), limits });
+  const restored = await createNodeBackend({ dataDir: join(root, 'bak'), limits: LIMITS });
   expect(await items(restored, a)).toEqual(before.a);
   expect(await items(restored, b)).toEqual(before.b);
   expect(await items(restored, empty)).toEqual({});
@@ -77,11 +85,9 @@ it('copies a live data dir as it was when its control store was copied, shards c
 });
 
 it('keeps nothing of an erasure made before it, nor of a collection being deleted', async () => {
-  const src = join(root, 'src5');
-  const node = await createNodeBackend({ dataDir: src, limits: { maxShardBytes: 1 << 20, maxShardItems: 16, graceMs: 60_000 } });
-  const tenant = await node.backend.control.createTenant('t');
-  const a = await node.backend.control.createCollection(tenant.id, { name: 'a', bits: 16, descriptor_dims: 0 });
-  const gone = await node.backend.control.createCollection(tenant.id, { name: 'gone', bits: 16, descriptor_dims: 0 });
+  const { src, node, tenant, collection } = await source('src5');
+  const a = await collection('a');
+  const gone = await collection('gone');
   const patient = (i: number, ref: string): WriteOp => ({
     op: 'put', record: { id: `id-${i}`, code: new Uint8Array([i, 0]), descriptor: new Int8Array(0), metadata: JSON.stringify({ patient_ref: ref }) },
   });
@@ -117,11 +123,8 @@ it('refuses a target that is not empty and a source that is not a data dir', asy
 });
 
 it('fails, rather than keep a broken copy, when a shard the heads name was collected before KV was copied', async () => {
-  const src = join(root, 'src3');
-  const limits = { maxShardBytes: 1 << 20, maxShardItems: 16, graceMs: 0 };
-  const node = await createNodeBackend({ dataDir: src, limits });
-  const tenant = await node.backend.control.createTenant('t');
-  const a = await node.backend.control.createCollection(tenant.id, { name: 'a', bits: 16, descriptor_dims: 0 });
+  const { src, node, collection } = await source('src3', 0);
+  const a = await collection('a');
   await node.backend.writer(a).apply(range(0, 20, 1));
   const kvDb = openSqlite(join(src, 'kv.sqlite'));
   const kv = new SqliteKV(kvDb);
@@ -138,9 +141,8 @@ it('fails, rather than keep a broken copy, when a shard the heads name was colle
 });
 
 it('`medhash backup` prints what it copied; a second run to the same folder is refused', async () => {
-  const src = join(root, 'src4');
-  const node = await createNodeBackend({ dataDir: src });
-  const a = await node.backend.control.createCollection((await node.backend.control.createTenant('t')).id, { name: 'a', bits: 16, descriptor_dims: 0 });
+  const { src, node, collection } = await source('src4');
+  const a = await collection('a');
   await node.backend.writer(a).apply(range(0, 5, 1));
   const cli = (out: string) => promisify(execFile)(process.execPath, [join(import.meta.dirname, '..', 'scripts', 'medhash.mjs'), 'backup', '--data-dir', src, '--out', out]);
   const { stdout } = await cli(join(root, 'bak4'));
