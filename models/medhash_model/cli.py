@@ -21,7 +21,7 @@ import torch
 
 from . import data as data_mod
 from .presets import PRESETS
-from .train import METHODS, TrainConfig, test_eval, train
+from .train import METHODS, TrainConfig, device_name, resolve_device, test_eval, train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,8 +54,9 @@ def do_train(args, method: str, bits: int, seed: int, ds=None) -> Path:
         print(f"skip {rd} (done)", file=sys.stderr)
         return rd
     rd.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)
     tc = TrainConfig(method=method, bits=bits, seed=seed, epochs=args.epochs or p["epochs"], threads=args.threads,
-                     batch=p.get("batch", 64), lr=p.get("lr", 1e-3),
+                     batch=p.get("batch", 64), lr=p.get("lr", 1e-3), device=device,
                      max_steps_per_epoch=p["max_steps_per_epoch"], model=dict(p["model"]))
     with open(rd / "log.txt", "w") as logf:
         def log(line):
@@ -63,14 +64,17 @@ def do_train(args, method: str, bits: int, seed: int, ds=None) -> Path:
             logf.write(line + "\n")
             logf.flush()
         model, info = train(ds, tc, log)
-    res = test_eval(model, ds, bits)
+    res, codes = test_eval(model, ds, bits)
     per_query = res.pop("ap100_per_query")
-    torch.save({"state": model.state_dict(), "config": info["config"], "classes": ds.classes,
+    # codes.npz is what report's plots read, so they never need the model or the data again
+    np.savez(rd / "codes.npz", **codes, classes=np.array(ds.classes))
+    torch.save({"state": {k: v.cpu() for k, v in model.state_dict().items()}, "config": info["config"], "classes": ds.classes,
                 "data": ds.name, "data_path": str(Path(args.data).resolve()), "preset": args.preset,
                 "holdout": sorted(args.holdout or [])}, rd / "model.pt")
     np.save(rd / "ap100_per_query.npy", np.array(per_query))
     metrics = {"data": ds.name, "method": method, "bits": bits, "seed": seed, "preset": args.preset,
-               **res, "best": info["best"], "train_seconds": info["train_seconds"], "history": info["history"],
+               **res, "best": info["best"], "train_seconds": info["train_seconds"], "device": device_name(device),
+               "history": info["history"],
                "command": "cd models && python3 -m medhash_model " + " ".join(sys.argv[1:])}
     (rd / "metrics.json").write_text(json.dumps(metrics, indent=1))
     with open(Path(args.out) / "results.jsonl", "a") as f:
@@ -135,6 +139,8 @@ def main(argv=None):
         p.add_argument("--out", default=str(ROOT / "runs"))
         p.add_argument("--force", action="store_true")
         p.add_argument("--threads", type=int, default=2, help="torch threads (this machine has 2 cores)")
+        p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                       help="where training and encoding run (auto: CUDA when present); metrics are computed on the CPU")
         p.add_argument("--holdout", nargs="+", default=None, metavar="CLASS",
                        help="leave these classes out of training and evaluation (near OOD for ood-eval)")
 

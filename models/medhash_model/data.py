@@ -149,6 +149,42 @@ def _progress(i: int, n: int, label: str) -> None:
         sys.stderr.flush()
 
 
+_PENDING: list[Record] = []
+
+
+def _preprocess_one(i: int, size: int, channels: int) -> np.ndarray:
+    raw = _PENDING[i].load()
+    x = preprocess_bytes(raw, size, channels) if isinstance(raw, bytes) else preprocess_rgb(raw, size, channels)
+    return x.astype(np.float16)
+
+
+def _preprocess_all(recs: list[Record], size: int, channels: int, label: str) -> np.ndarray:
+    """Preprocess every record, on all cores for a large set: forked workers inherit the
+    records (their loaders are closures, which cannot be pickled) and return arrays."""
+    global _PENDING
+    xs = np.empty((len(recs), channels, size, size), dtype=np.float16)
+    workers = min(os.cpu_count() or 1, 16)
+    _PENDING = recs
+    try:
+        if workers > 1 and len(recs) >= 1000:
+            import multiprocessing as mp
+            from functools import partial
+            with mp.get_context("fork").Pool(workers) as pool:
+                it = pool.imap(partial(_preprocess_one, size=size, channels=channels), range(len(recs)), chunksize=32)
+                for i, x in enumerate(it):
+                    xs[i] = x
+                    if i % 500 == 0 or i + 1 == len(recs):
+                        _progress(i + 1, len(recs), label)
+        else:
+            for i in range(len(recs)):
+                xs[i] = _preprocess_one(i, size, channels)
+                if i % 500 == 0 or i + 1 == len(recs):
+                    _progress(i + 1, len(recs), label)
+    finally:
+        _PENDING = []
+    return xs
+
+
 def load(source: str | os.PathLike, size: int, channels: int, cache_dir: str | os.PathLike | None = None,
          classes: list[str] | None = None) -> DataSet:
     """Preprocessed splits of a data set, cached as .npz. `classes` fixes the class order (for a
@@ -162,12 +198,7 @@ def load(source: str | os.PathLike, size: int, channels: int, cache_dir: str | o
         xs, labels, ids, splits = z["x"], list(z["labels"]), list(z["ids"]), list(z["splits"])
     else:
         recs = records(root)
-        xs = np.empty((len(recs), channels, size, size), dtype=np.float16)
-        for i, r in enumerate(recs):
-            raw = r.load()
-            xs[i] = preprocess_bytes(raw, size, channels) if isinstance(raw, bytes) else preprocess_rgb(raw, size, channels)
-            if i % 500 == 0 or i + 1 == len(recs):
-                _progress(i + 1, len(recs), f"preprocess {root.name}")
+        xs = _preprocess_all(recs, size, channels, f"preprocess {root.name}")
         labels = [r.label for r in recs]
         ids = [r.id for r in recs]
         splits = [r.split for r in recs]

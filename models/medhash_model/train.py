@@ -4,7 +4,6 @@ batch for all). The checkpoint is chosen on `val` (val queries against the train
 and `query` are touched only by the final evaluation."""
 from __future__ import annotations
 
-import copy
 import json
 import math
 import sys
@@ -49,11 +48,26 @@ class TrainConfig:
     fp_size: int = 16
     threads: int = 2
     max_steps_per_epoch: int = 0  # 0: full pass over train
+    device: str = "cpu"
     model: dict = field(default_factory=dict)
 
 
+def resolve_device(name: str) -> str:
+    """`auto` is CUDA when this machine has it, else the CPU."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: this machine's PyTorch sees no CUDA device")
+    return name
+
+
+def device_name(device: str) -> str:
+    return torch.cuda.get_device_name() if device == "cuda" else "cpu"
+
+
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Batched RandomResizedCrop(scale 0.8-1, ratio 3/4-4/3) and horizontal flip."""
+    """Batched RandomResizedCrop(scale 0.8-1, ratio 3/4-4/3) and horizontal flip. The random
+    draws come from the CPU generator whatever the device, so a seed picks the same crops."""
     b = x.shape[0]
     area = torch.empty(b).uniform_(0.8, 1.0, generator=gen)
     logr = torch.empty(b).uniform_(math.log(3 / 4), math.log(4 / 3), generator=gen)
@@ -66,18 +80,19 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2] = sw * flip, tx
     theta[:, 1, 1], theta[:, 1, 2] = sh, ty
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def encode(model, x: np.ndarray, batch: int = 256) -> dict:
     model.eval()
+    device = next(model.parameters()).device
     outs = {"u": [], "logits": [], "features": []}
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            o = model(torch.from_numpy(x[i:i + batch].astype(np.float32)))
+            o = model(torch.from_numpy(x[i:i + batch].astype(np.float32)).to(device))
             for k in outs:
-                outs[k].append(o[k].numpy())
+                outs[k].append(o[k].cpu().numpy())
     return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in outs.items()}
 
 
@@ -98,10 +113,10 @@ def train(ds: DataSet, tc: TrainConfig, log=print, on_step=None) -> tuple[torch.
     channels, size = tr.x.shape[1], tr.x.shape[2]
     cfg = ModelConfig(n_classes=len(ds.classes), bits=tc.bits, size=size, channels=channels, arch=arch,
                       **{**tc.model, **overrides})
-    model = build(cfg)
+    model = build(cfg).to(tc.device)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    g = losses.class_weights(tr.y, cfg.n_classes)
-    centers = losses.hadamard_centers(cfg.n_classes, tc.bits, tc.seed)
+    g = losses.class_weights(tr.y, cfg.n_classes).to(tc.device)
+    centers = losses.hadamard_centers(cfg.n_classes, tc.bits, tc.seed).to(tc.device)
     gen = torch.Generator().manual_seed(tc.seed)
     n = len(tr.y)
     steps_per_epoch = n // tc.batch
@@ -119,8 +134,8 @@ def train(ds: DataSet, tc: TrainConfig, log=print, on_step=None) -> tuple[torch.
         running = []
         for bi in range(steps_per_epoch):
             idx = perm[bi * tc.batch:(bi + 1) * tc.batch]
-            x = augment(torch.from_numpy(tr.x[idx].astype(np.float32)), gen)
-            y = torch.from_numpy(tr.y[idx])
+            x = augment(torch.from_numpy(tr.x[idx].astype(np.float32)).to(tc.device), gen)
+            y = torch.from_numpy(tr.y[idx]).to(tc.device)
             for pg in opt.param_groups:
                 pg["lr"] = lr_at(step, total, warm, tc.lr)
             out = model(x)
@@ -147,7 +162,7 @@ def train(ds: DataSet, tc: TrainConfig, log=print, on_step=None) -> tuple[torch.
             entry["val_map100"] = val
             if val > best["val_map100"]:
                 best = {"val_map100": val, "epoch": epoch + 1}
-                best_state = copy.deepcopy(model.state_dict())
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         history.append(entry)
         log(json.dumps(entry))
     if best_state is not None:
@@ -164,8 +179,10 @@ def validate(model, ds: DataSet, bits: int) -> float:
     return evaluate(qv["u"], v.y, dbv["u"], tr.y, bits)["map100"]
 
 
-def test_eval(model, ds: DataSet, bits: int, rerank_weight: float = 0.0) -> dict:
+def test_eval(model, ds: DataSet, bits: int, rerank_weight: float = 0.0) -> tuple[dict, dict]:
+    """Metrics of `query` against `db`, and the continuous codes they came from (for plots)."""
     q, db = ds.splits["query"], ds.splits["db"]
     eq, edb = encode(model, q.x), encode(model, db.x)
-    return evaluate(eq["u"], q.y, edb["u"], db.y, bits, q_desc=eq["u"], db_desc=edb["u"],
-                    rerank_weight=rerank_weight, per_query=True)
+    res = evaluate(eq["u"], q.y, edb["u"], db.y, bits, q_desc=eq["u"], db_desc=edb["u"],
+                   rerank_weight=rerank_weight, per_query=True)
+    return res, {"db_u": edb["u"], "db_y": db.y, "q_u": eq["u"], "q_y": q.y}

@@ -154,3 +154,14 @@ def test_pipeline_trains_exports_and_evaluates_a_new_class_folder(tmp_path, monk
     # both feature scores of the OOD head measure the distance to the nearest of the 3 classes
     head = torch.load(next((tmp_path / "runs").rglob("ood.pt")))["state"]
     assert head["maha.wmu"].shape[0] == 3 and head["stats.wmu"].shape[0] == 3
+    # the run keeps the codes its metrics came from, and `report --tag` writes beside the main report
+    run = next((tmp_path / "runs").rglob("metrics.json")).parent
+    codes, metrics = np.load(run / "codes.npz"), json.loads((run / "metrics.json").read_text())
+    assert codes["q_u"].shape == (metrics["n_query"], 16) and codes["db_u"].shape == (metrics["n_db"], 16)
+    assert metrics["device"] == "cpu"
+    from medhash_model import report
+    monkeypatch.setattr(report, "DOCS", tmp_path / "docs")
+    cli.main(["report", "--runs", str(tmp_path / "runs"), "--tag", "site", "--no-plots"])
+    assert sorted(p.name for p in (tmp_path / "docs").rglob("*")) == ["RESULTS-site.md", "results", "retrieval-site.json"]
+    rows = json.loads((tmp_path / "docs" / "results" / "retrieval-site.json").read_text())
+    assert [(r["method"], r["bits"]) for r in rows] == [("darf_sch", 16)]
