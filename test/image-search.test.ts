@@ -4,7 +4,7 @@
 // then paused (a timeout) and killed mid-run: the in-process onnxruntime-web fallback must
 // answer, with the very codes the backend gave.
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +15,7 @@ import { createApp } from '../functions/api/app.ts';
 import { createBackendApp } from '../functions/backend/app.ts';
 import { spawnBackend, type BackendProcess } from '../functions/backend/process.ts';
 import { loadCard } from '../functions/encode/card.ts';
+import type { ImageType } from '../functions/encode/image.ts';
 import { initNodeImageCodecs } from '../functions/encode/image-node.ts';
 import { loadNodeEncoder } from '../functions/encode/model.ts';
 import { createNodeBackend, type NodeBackend } from '../functions/entries/node.ts';
@@ -22,7 +23,8 @@ import type { NodeEdgeEncoder } from '../functions/inference/edge.ts';
 import { createNodeImageEncoder } from '../functions/inference/node.ts';
 import { Client } from '../scripts/cli/client.ts';
 import { dataSetImages, type DataSetImages, type ImageFile } from '../scripts/cli/images.ts';
-import { sharedDataRoot } from '../scripts/data/shared-data.ts';
+import { sharedDataRoot, TarReader } from '../scripts/data/shared-data.ts';
+import { DICOM_FIXTURES, DICOM_SOURCES } from './encode/fixtures.ts';
 import { TEST_OPERATOR_KEY } from './shared/constants.ts';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -129,6 +131,24 @@ describe('search by image', () => {
     expect(relevant / (10 * queries.length)).toBeGreaterThanOrEqual(0.7);
   });
 
+  it('answers a DICOM with the code and results of the JPEG it was made from', async () => {
+    const src = DICOM_SOURCES.grey;
+    const tar = await TarReader.open(join(sharedDataRoot(), src.set, 'images.tar'));
+    const jpegBytes = await tar.read(src.member);
+    await tar.close();
+    const asFile = (contentType: ImageType, bytes: Uint8Array): ImageFile =>
+      ({ id: src.member, label: 'Hand', contentType, read: async () => bytes, origin: src.member });
+    const fromJpeg = await searchImage(asFile('image/jpeg', jpegBytes));
+    const fromDicom = await searchImage(asFile('application/dicom', new Uint8Array(readFileSync(join(DICOM_FIXTURES, 'grey8-explicit.dcm')))));
+    expect(fromDicom.status, JSON.stringify(fromDicom.body)).toBe(200);
+    expect(fromDicom.body.path).toBe('backend');
+    expect(fromDicom.body.code).toBe(fromJpeg.body.code);
+    expect(fromDicom.body.results.map((r) => r.id)).toEqual(fromJpeg.body.results.map((r) => r.id));
+    // the CLI sends a .dcm file as application/dicom
+    const { stdout } = await cli(['search', '--collection', 'imgs', '--image', join(DICOM_FIXTURES, 'grey8-explicit.dcm'), '--json'], { MEDHASH_URL: url, MEDHASH_API_KEY: key });
+    expect(JSON.parse(stdout).code).toBe(fromJpeg.body.code);
+  });
+
   it('encodes an image for a partner (POST /v1/encode): the search path\'s code, billed once per image', async () => {
     const q = queries[0];
     const bytes = new Uint8Array(await q.read());
@@ -179,7 +199,7 @@ describe('search by image', () => {
     expect(body.error?.code).toBe('model_mismatch');
   });
 
-  it('refuses what is not a PNG or JPEG with a 4xx', async () => {
+  it('refuses what is not a PNG, JPEG or DICOM with a 4xx', async () => {
     const post = (body: Uint8Array<ArrayBuffer>, type: string) =>
       fetch(`${url}/v1/collections/imgs/search/image`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': type }, body });
     expect((await post(new Uint8Array([1, 2, 3]), 'text/plain')).status).toBe(415);

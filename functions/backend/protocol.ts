@@ -1,6 +1,7 @@
 // The inference backend's wire format (version 1, docs/INFERENCE.md): what POST /v1/encode
 // takes and returns. Schemas and codecs only, no model code, so the Worker can import it.
 import { z } from '@hono/zod-openapi';
+import { IMAGE_TYPES } from '../encode/image.ts';
 import { fromBase64, toBase64 } from '../util/bytes.ts';
 
 export const PROTOCOL_VERSION = 1 as const;
@@ -11,8 +12,8 @@ const Base64 = z.string().min(1).regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be standa
 
 export const EncodeInput = z.union([
   z.strictObject({
-    image: Base64.openapi({ description: 'PNG or JPEG bytes, base64.' }),
-    content_type: z.enum(['image/png', 'image/jpeg'], { error: 'content_type must be image/png or image/jpeg' }),
+    image: Base64.openapi({ description: 'PNG, JPEG or uncompressed DICOM bytes, base64.' }),
+    content_type: z.enum(IMAGE_TYPES, { error: `content_type must be ${IMAGE_TYPES.join(', ')}` }),
   }),
   z.strictObject({
     tensor: Base64.openapi({

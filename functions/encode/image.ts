@@ -1,11 +1,12 @@
 // Image bytes -> pixels for the encoder: PNG (@jsquash/png) and JPEG (@jsquash/jpeg), both
-// WebAssembly. The limits are checked on the header and the chunk/segment structure BEFORE any
+// WebAssembly, and uncompressed DICOM (dicom.ts). The limits are checked on the header and the chunk/segment structure BEFORE any
 // decoding, so a huge declared size, a decompression bomb or a truncated file is refused without
 // allocating the pixels. The codecs' WASM modules are injected (`initImageCodecs`): Node compiles
 // them from node_modules (image-node.ts), workerd imports them at build time.
 import { init as initPng, decode as decodePng } from '@jsquash/png/decode.js';
 import decodeJpeg, { init as initJpeg } from '@jsquash/jpeg/decode.js';
 import { MedhashError } from '../util/errors.ts';
+import { dicomGeometry, isDicom } from './dicom.ts';
 
 export interface DecodedImage {
   width: number;
@@ -39,7 +40,13 @@ export function initImageCodecs(codecs: ImageCodecs): Promise<void> {
   return ready;
 }
 
-type Format = 'png' | 'jpeg';
+type Format = 'png' | 'jpeg' | 'dicom';
+
+const NAMES: Record<Format, string> = { png: 'PNG', jpeg: 'JPEG', dicom: 'DICOM' };
+
+/** The media types an image may be sent as (what a route's Content-Type must be). */
+export const IMAGE_TYPES = ['image/png', 'image/jpeg', 'application/dicom'] as const;
+export type ImageType = (typeof IMAGE_TYPES)[number];
 
 const err = (status: 400 | 413 | 415 | 422, code: string, message: string) => new MedhashError(status, code, message, 'image');
 
@@ -48,6 +55,7 @@ const CONTENT_TYPES: Record<string, Format | null> = {
   'image/jpeg': 'jpeg',
   'image/jpg': 'jpeg',
   'image/pjpeg': 'jpeg',
+  'application/dicom': 'dicom',
   // no claim: sniff the bytes
   'application/octet-stream': null,
 };
@@ -55,6 +63,7 @@ const CONTENT_TYPES: Record<string, Format | null> = {
 function sniff(b: Uint8Array): Format | null {
   if (b.length >= 8 && b[0] === 0x89 && b[1] === 0x50 && b[2] === 0x4e && b[3] === 0x47 && b[4] === 0x0d && b[5] === 0x0a && b[6] === 0x1a && b[7] === 0x0a) return 'png';
   if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return 'jpeg';
+  if (isDicom(b)) return 'dicom';
   return null;
 }
 
@@ -169,13 +178,14 @@ function formatOf(bytes: Uint8Array, contentType: string | undefined): Format {
   const sniffed = sniff(bytes);
   const type = contentType?.split(';')[0].trim().toLowerCase();
   if (type !== undefined && type !== '') {
-    if (!(type in CONTENT_TYPES)) throw err(415, 'unsupported_image_type', `content type ${JSON.stringify(type)} is not supported: send image/png or image/jpeg`);
+    if (!(type in CONTENT_TYPES)) throw err(415, 'unsupported_image_type', `content type ${JSON.stringify(type)} is not supported: send ${IMAGE_TYPES.join(', ')}`);
     const claimed = CONTENT_TYPES[type];
     if (claimed && sniffed && claimed !== sniffed) {
-      throw err(415, 'unsupported_image_type', `content type ${type} does not match the bytes, which are ${sniffed === 'png' ? 'PNG' : 'JPEG'}`);
+      throw err(415, 'unsupported_image_type', `content type ${type} does not match the bytes, which are ${NAMES[sniffed]}`);
     }
+    if (claimed === 'dicom' && !sniffed) throw err(415, 'unsupported_image_type', 'not a DICOM Part 10 file: no "DICM" after its 128-byte preamble');
   }
-  if (!sniffed) throw err(415, 'unsupported_image_type', `not a PNG or JPEG image (starts with ${startHex(bytes)})`);
+  if (!sniffed) throw err(415, 'unsupported_image_type', `not a PNG, JPEG or DICOM image (starts with ${startHex(bytes)})`);
   return sniffed;
 }
 
@@ -210,14 +220,20 @@ function fromRgba16(rgba: Uint16Array, pixels: number, keep: 1 | 4): Uint8Array 
 }
 
 /**
- * Decodes a PNG or JPEG. `contentType`, when given, must be image/png, image/jpeg or
- * application/octet-stream and agree with the bytes. Throws MedhashError: 400 empty, 413 too
- * large (bytes or declared size), 415 not PNG/JPEG or unsupported variant, 422 truncated/corrupt.
+ * Decodes a PNG, JPEG or uncompressed DICOM. `contentType`, when given, must be one of
+ * IMAGE_TYPES or application/octet-stream and agree with the bytes. Throws MedhashError: 400
+ * empty, 413 too large (bytes or declared size), 415 not an image of these or an unsupported
+ * variant, 422 truncated/corrupt.
  */
 export async function decodeImage(bytes: Uint8Array, contentType?: string, limits: ImageLimits = DEFAULT_LIMITS): Promise<DecodedImage> {
   if (bytes.length === 0) throw err(400, 'empty_image', 'image is empty (0 bytes)');
   if (bytes.length > limits.maxBytes) throw err(413, 'image_too_large', `image is ${bytes.length} bytes; at most ${limits.maxBytes}`);
   const format = formatOf(bytes, contentType);
+  if (format === 'dicom') {
+    const { geometry, decode } = dicomGeometry(bytes);
+    checkSize(geometry.width, geometry.height, limits);
+    return decode();
+  }
   if (!ready) throw new MedhashError(500, 'codecs_not_initialised', 'image codecs are not initialised: call initImageCodecs first');
   await ready;
   // the decoders want their own ArrayBuffer

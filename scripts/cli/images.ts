@@ -3,32 +3,38 @@
 // scripts/data/shared-data.ts). Nothing is read until it is encoded.
 import { readdirSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { basename, join } from 'node:path';
-import { contentTypeOf, readManifest, TarReader, type ImageContentType } from '../data/shared-data.ts';
+import { basename, extname, join } from 'node:path';
+import type { ImageType } from '../../functions/encode/image.ts';
+import { contentTypeOf, readManifest, TarReader } from '../data/shared-data.ts';
 
 export interface ImageFile {
   id: string;
   label: string;
-  contentType: ImageContentType;
+  contentType: ImageType;
   read(): Promise<Uint8Array>;
   /** Where it came from, for error messages. */
   origin: string;
 }
 
-/** `dir/<label>/<file>.{png,jpg,jpeg}`; ids are `<label>/<file>`, sorted. */
+/** The media type of an image file the CLI sends, by its extension; undefined for other files.
+ * DICOM (.dcm) is for search and ingest: the Python training reader (and its mirror in
+ * shared-data.ts) reads PNG and JPEG only. */
+export const imageTypeOf = (file: string): ImageType | undefined => (extname(file).toLowerCase() === '.dcm' ? 'application/dicom' : contentTypeOf(file));
+
+/** `dir/<label>/<file>.{png,jpg,jpeg,dcm}`; ids are `<label>/<file>`, sorted. */
 export function folderImages(dir: string): ImageFile[] {
   const out: ImageFile[] = [];
   for (const label of readdirSync(dir).sort()) {
     const sub = join(dir, label);
     if (!statSync(sub).isDirectory()) continue;
     for (const f of readdirSync(sub).sort()) {
-      const type = contentTypeOf(f);
+      const type = imageTypeOf(f);
       if (!type) continue;
       const path = join(sub, f);
       out.push({ id: `${label}/${f}`, label, contentType: type, read: async () => new Uint8Array(await readFile(path)), origin: path });
     }
   }
-  if (out.length === 0) throw new Error(`${dir}: no .png/.jpg/.jpeg files in class sub-folders`);
+  if (out.length === 0) throw new Error(`${dir}: no .png/.jpg/.jpeg/.dcm files in class sub-folders`);
   return out;
 }
 

@@ -14,8 +14,7 @@ import { backupDataDir } from '../../functions/store/backup.ts';
 import { Checkpoint } from './checkpoint.ts';
 import { ApiError, Client, RawBody } from './client.ts';
 import { encodedSource, openBatchEncoder } from './encode.ts';
-import { contentTypeOf } from '../data/shared-data.ts';
-import { dataSetImages, folderImages, type ImageFile } from './images.ts';
+import { dataSetImages, folderImages, imageTypeOf, type ImageFile } from './images.ts';
 import { indexRecords } from './indexer.ts';
 import { fileSource, type RecordSource } from './sources.ts';
 
@@ -36,9 +35,10 @@ const USAGE = `medhash <command> [options]
         Upsert items from a JSONL/CSV file of codes, in batches; safe to re-run.
   index --collection C (--images DIR | --data DIR [--split db]) [--max-items N] [--model M.onnx]
         [--batch 256] [--checkpoint FILE]
-        Encode images (DIR/<label>/<file>, or a ../shared/data set) and upsert them, through the
+        Encode images (DIR/<label>/<file>.png|.jpg|.jpeg|.dcm, or a ../shared/data set) and upsert them, through the
         inference backend when MEDHASH_BACKEND_URL is set, else in-process; resumable.
   search --collection C (--code CODE | --image FILE) [--k 10] [--radius R] [--json]
+        FILE: .png, .jpg/.jpeg or uncompressed DICOM (.dcm).
   collection create --name C --bits 16|32|64|128|256 [--descriptor-dims N] [--model-id M]
   collection list | get --name C | delete --name C
   collection erase (--name C | --all) (--patient-ref R | --study-uid U)
@@ -203,8 +203,8 @@ async function search(args: string[]) {
   let r: SearchAnswer;
   if (v.image) {
     const file = v.image as string;
-    const type = contentTypeOf(file);
-    if (!type) throw new UsageError('--image must be a .png, .jpg or .jpeg file');
+    const type = imageTypeOf(file);
+    if (!type) throw new UsageError('--image must be a .png, .jpg, .jpeg or .dcm file');
     const q = new URLSearchParams({ k: String(body.k), ...(body.radius !== undefined ? { radius: String(body.radius) } : {}) });
     r = await api.request<SearchAnswer>('POST', `${base}/search/image?${q}`, new RawBody(new Uint8Array(readFileSync(file)), type));
   } else {

@@ -12,3 +12,13 @@ export function dataDir(set: string): string {
 
 export const MODELS = join(import.meta.dirname, '..', '..', 'models');
 export const BRAIN_JPEG = 'Testing/notumor/Te-no_0137.jpg';
+
+/** DICOM files written by DCMTK (scripts/fixtures/make-dicom.ts). */
+export const DICOM_FIXTURES = join(import.meta.dirname, '..', 'fixtures', 'dicom');
+/** The real JPEGs behind the 8-bit DICOM fixtures: a MedNIST grey X-ray and a Kather RGB tile. */
+export const DICOM_SOURCES = {
+  grey: { set: 'mednist', member: 'Hand/000000.jpeg' },
+  rgb: { set: 'kather_crc_2016', member: '01_TUMOR/13E9B_CRC-Prim-HE-06_008.tif_Row_1_Col_451.jpg' },
+} as const;
+/** The 16-bit CT-like ramp: stored value = column * 64 + row (signed 16-bit), rescale intercept -1024, window 40/400. */
+export const CT = { size: 64, intercept: -1024, centre: 40, width: 400 } as const;

@@ -123,7 +123,7 @@ describe('refused inputs', () => {
     random[0] = 0x42;
     const e = await refusal(decodeImage(random));
     expect(e.status).toBe(415);
-    expect(e.message).toMatch(/not a PNG or JPEG image \(starts with 42/);
+    expect(e.message).toMatch(/not a PNG, JPEG or DICOM image \(starts with 42/);
     expect((await refusal(decodeImage(new TextEncoder().encode('hello world')))).status).toBe(415);
   });
 

@@ -24,7 +24,7 @@ import { calibrationFromCard, shippedCalibrations } from '../../functions/safety
 import { toHex } from '../../functions/util/bytes.ts';
 import { encodeMembers } from '../../scripts/data/encode-set.ts';
 import { readManifest, TarReader, type ManifestRow } from '../../scripts/data/shared-data.ts';
-import { dataDir, MODELS } from '../encode/fixtures.ts';
+import { dataDir, DICOM_FIXTURES, DICOM_SOURCES, MODELS } from '../encode/fixtures.ts';
 import { png, scanlines } from '../encode/png-fixtures.ts';
 import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
 
@@ -131,7 +131,7 @@ it('the /ui page encodes a MedNIST query in Chromium to onnxruntime-node\'s code
   await page.getByLabel('API key').fill(key);
   await page.getByRole('button', { name: 'Connect' }).click();
   await page.locator('#model-status', { hasText: 'ready' }).waitFor({ timeout: 90_000 });
-  await page.getByLabel('Image (PNG or JPEG), or drop it here').setInputFiles({ name: 'query.jpeg', mimeType: 'image/jpeg', buffer: Buffer.from(bytes) });
+  await page.getByLabel('Image (PNG, JPEG or uncompressed DICOM), or drop it here').setInputFiles({ name: 'query.jpeg', mimeType: 'image/jpeg', buffer: Buffer.from(bytes) });
   await page.getByRole('button', { name: 'Search' }).click();
   await page.locator('#results li[data-id]').first().waitFor({ timeout: 60_000 });
 
@@ -145,6 +145,36 @@ it('the /ui page encodes a MedNIST query in Chromium to onnxruntime-node\'s code
   // Only the code and descriptor left the page: one search request, no image bytes.
   expect(uploads).toHaveLength(1);
   expect(Object.keys(JSON.parse(uploads[0])).sort()).toEqual(['code', 'content_weight', 'descriptor', 'k']);
+  expect(problems).toEqual([]);
+  await page.close();
+});
+
+it('a DICOM dropped on the page is previewed and encoded in the browser to the code of the JPEG it was made from; a compressed one is refused at once', async () => {
+  const mednist = await TarReader.open(join(dataDir(DICOM_SOURCES.grey.set), 'images.tar'));
+  const jpeg = await mednist.read(DICOM_SOURCES.grey.member);
+  await mednist.close();
+  const expected = toHex(packCode((await encoder.run(preprocess(await decodeImage(jpeg), card.input), 1)).u));
+  const page = await browser.newPage();
+  const problems: string[] = [];
+  page.on('pageerror', (e) => problems.push(e.message));
+  await page.goto(`${base}/ui`);
+  await page.getByLabel('API key').fill(key);
+  await page.getByRole('button', { name: 'Connect' }).click();
+  await page.locator('#model-status', { hasText: 'ready' }).waitFor({ timeout: 90_000 });
+  const input = page.getByLabel('Image (PNG, JPEG or uncompressed DICOM), or drop it here');
+  const dicom = (name: string) => ({ name: `${name}.dcm`, mimeType: 'application/dicom', buffer: readFileSync(join(DICOM_FIXTURES, `${name}.dcm`)) });
+
+  await input.setInputFiles(dicom('grey8-jpeg-baseline'));
+  await page.locator('#error', { hasText: 'JPEG Baseline' }).waitFor();
+  expect(await page.getByRole('button', { name: 'Search' }).isDisabled()).toBe(true);
+
+  await input.setInputFiles(dicom('grey8-explicit'));
+  await page.locator('#preview:not([hidden])').waitFor();
+  expect(await page.locator('#preview').evaluate((img) => [(img as HTMLImageElement).naturalWidth, (img as HTMLImageElement).naturalHeight])).toEqual([64, 64]);
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.locator('#results li[data-id]').first().waitFor({ timeout: 60_000 });
+  expect(await page.locator('#encoded').getAttribute('data-code')).toBe(expected);
+  expect(await page.locator('#error').textContent()).toBe('');
   expect(problems).toEqual([]);
   await page.close();
 });
@@ -205,7 +235,7 @@ it('shows an out-of-distribution refusal plainly, and the marked results once al
   await page.getByRole('button', { name: 'Connect' }).click();
   await page.getByLabel('Collection').selectOption('brain');
   await page.locator('#model-status', { hasText: `${brain.card.model_id} ready` }).waitFor({ timeout: 90_000 });
-  await page.getByLabel('Image (PNG or JPEG), or drop it here').setInputFiles({ name: 'photo.png', mimeType: 'image/png', buffer: Buffer.from(photo) });
+  await page.getByLabel('Image (PNG, JPEG or uncompressed DICOM), or drop it here').setInputFiles({ name: 'photo.png', mimeType: 'image/png', buffer: Buffer.from(photo) });
   await page.getByLabel('Results (k)').fill('5');
   await page.getByRole('button', { name: 'Search' }).click();
   await page.locator('#ood[data-verdict="out_of_distribution"]').waitFor({ timeout: 60_000 });

@@ -1,4 +1,4 @@
-// decodeImage (PNG and JPEG) inside real workerd: the codecs' WASM is imported at build time and injected, as
+// decodeImage (PNG, JPEG and DICOM) inside real workerd: the codecs' WASM is imported at build time and injected, as
 // the worker entry will do (workerd refuses to compile WebAssembly from bytes at run time).
 import * as pngWasm from '@jsquash/png/codec/pkg/squoosh_png_bg.wasm';
 import jpegModule from '@jsquash/jpeg/codec/dec/mozjpeg_dec.wasm';
@@ -42,4 +42,17 @@ it('refuses a truncated PNG with 422', async () => {
   const e = await decodeImage(PNG.subarray(0, 40), 'image/png').catch((x: unknown) => x);
   expect(e).toBeInstanceOf(MedhashError);
   expect((e as MedhashError).status).toBe(422);
+});
+
+// a 2x2 signed 16-bit DICOM (stored 0, 1064, 2000, -5; rescale -1024; window 40/400), made with
+// DCMTK's dump2dcm as scripts/fixtures/make-dicom.ts makes the larger ones
+const DICOM = Uint8Array.from(
+  atob('AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAABESUNNAgAAAFVMBACwAAAAAgABAE9CAAACAAAAAAECAAIAVUkaADEuMi44NDAuMTAwMDguNS4xLjQuMS4xLjcAAgADAFVJIAAxLjIuODI2LjAuMS4zNjgwMDQzLjEwLjE0MTAuMS4yAAIAEABVSRQAMS4yLjg0MC4xMDAwOC4xLjIuMQACABIAVUkcADEuMi4yNzYuMC43MjMwMDEwLjMuMC4zLjYuNwACABMAU0gQAE9GRklTX0RDTVRLXzM2NyAIABYAVUkaADEuMi44NDAuMTAwMDguNS4xLjQuMS4xLjcACAAYAFVJIAAxLjIuODI2LjAuMS4zNjgwMDQzLjEwLjE0MTAuMS4yACgAAgBVUwIAAQAoAAQAQ1MMAE1PTk9DSFJPTUUyICgAEABVUwIAAgAoABEAVVMCAAIAKAAAAVVTAgAQACgAAQFVUwIAEAAoAAIBVVMCAA8AKAADAVVTAgABACgAUBBEUwIANDAoAFEQRFMEADQwMCAoAFIQRFMGAC0xMDI0ICgAUxBEUwIAMSDgfxAAT1cAAAgAAAAAACgE0Af7/w=='),
+  (c) => c.charCodeAt(0),
+);
+
+it('decodes an uncompressed DICOM through its rescale and window (no codec involved)', async () => {
+  const img = await decodeImage(DICOM, 'application/dicom');
+  expect(img).toMatchObject({ width: 2, height: 2, channels: 1, bitDepth: 8 });
+  expect([...img.data]).toEqual([0, 128, 255, 0]);
 });

@@ -1,4 +1,4 @@
-// Encode for partners: one image in (PNG or JPEG body), its code, descriptor, class
+// Encode for partners: one image in (PNG, JPEG or DICOM body), its code, descriptor, class
 // probabilities and OOD scores out, through the same edge encoder as search by image (backend
 // or in-process fallback). Lets a partner code its own archive for ingest without running the
 // model; metered as one `encode` unit per image. The inference backend's own /v1/encode is an
@@ -26,7 +26,7 @@ export function encodeRoutes(app: App, backend: Backend): void {
     createRoute({
       method: 'post', path: '/v1/encode', tags: ['search'], security,
       summary: 'Encode one image with the served model (scope: search or ingest; metered: 1 encode unit)',
-      description: 'The body is the image file itself, Content-Type image/png or image/jpeg.',
+      description: 'The body is the image file itself, Content-Type image/png, image/jpeg or application/dicom (uncompressed, docs/ENCODING.md).',
       request: {
         headers: IdempotencyHeaders,
         body: imageBody,

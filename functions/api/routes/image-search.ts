@@ -5,6 +5,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { requireCollection } from '../../auth/guard.ts';
+import { IMAGE_TYPES } from '../../encode/image.ts';
 import { MedhashError, badRequest } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
 import { parseCode } from '../codes.ts';
@@ -12,16 +13,14 @@ import { errors, json, rateLimitHeaders, security, type App } from '../openapi.t
 import { CollectionParams, IdempotencyHeaders, MAX_K, SearchResult } from '../schemas.ts';
 import { admitSearch, searchCollection } from './search.ts';
 
-const IMAGE_TYPES = ['image/png', 'image/jpeg'];
-
 /** The OpenAPI request body of a route whose body is the image file itself. */
 export const imageBody = { required: true, content: Object.fromEntries(IMAGE_TYPES.map((t) => [t, { schema: z.string().openapi({ format: 'binary' }) }])) };
 
-/** The image's media type from Content-Type; 415 naming it when it is neither PNG nor JPEG. */
+/** The image's media type from Content-Type; 415 naming it when it is not one of IMAGE_TYPES. */
 export function imageType(c: Context): string {
   const type = (c.req.header('content-type') ?? '').split(';')[0].trim().toLowerCase();
-  if (!IMAGE_TYPES.includes(type)) {
-    throw new MedhashError(415, 'unsupported_media_type', `Content-Type must be image/png or image/jpeg, got ${JSON.stringify(type)}`);
+  if (!(IMAGE_TYPES as readonly string[]).includes(type)) {
+    throw new MedhashError(415, 'unsupported_media_type', `Content-Type must be ${IMAGE_TYPES.join(', ')}, got ${JSON.stringify(type)}`);
   }
   return type;
 }
@@ -48,7 +47,7 @@ export function imageSearchRoutes(app: App, backend: Backend): void {
     createRoute({
       method: 'post', path: '/v1/collections/{collection}/search/image', tags: ['search'], security,
       summary: 'The k nearest items to an image (scope: search)',
-      description: 'The body is the image file itself, Content-Type image/png or image/jpeg. The collection\'s model_id must be the encoder\'s.',
+      description: 'The body is the image file itself, Content-Type image/png, image/jpeg or application/dicom (uncompressed, docs/ENCODING.md). The collection\'s model_id must be the encoder\'s.',
       request: {
         params: CollectionParams,
         query: ImageSearchQuery,

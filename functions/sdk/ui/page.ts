@@ -1,6 +1,8 @@
 // The search page's script (bundled to /sdk/ui.js): connects with an API key, lists the key's
 // collections, loads the chosen collection's model with a progress bar, encodes the chosen image
 // through the SDK and shows the ranked results, each with its explanation, and the OOD verdict.
+import { isDicom } from '../../encode/dicom.ts';
+import { decodeImage } from '../../encode/image.ts';
 import { MedhashApiError, MedhashClient, type CollectionSummary, type OodAssessment, type SearchAnswer } from '../index.ts';
 
 const $ = <T = HTMLElement>(id: string) => document.getElementById(id) as unknown as T;
@@ -76,15 +78,41 @@ $('connect').addEventListener('submit', async (ev) => {
 
 select.addEventListener('change', () => void loadModel());
 
-function setImage(f: File | undefined): void {
+/** A browser cannot show DICOM: its pixels, decoded as the search will decode them, are drawn on a canvas. */
+async function previewUrl(f: File): Promise<string> {
+  const bytes = new Uint8Array(await f.arrayBuffer());
+  if (!isDicom(bytes)) return URL.createObjectURL(f);
+  const img = await decodeImage(bytes, 'application/dicom');
+  const canvas = Object.assign(document.createElement('canvas'), { width: img.width, height: img.height });
+  const ctx = canvas.getContext('2d')!;
+  const out = ctx.createImageData(img.width, img.height);
+  for (let p = 0; p < img.width * img.height; p++) {
+    for (let c = 0; c < 3; c++) out.data[p * 4 + c] = img.data[p * img.channels + (img.channels === 1 ? 0 : c)];
+    out.data[p * 4 + 3] = 255;
+  }
+  ctx.putImageData(out, 0, 0);
+  return canvas.toDataURL('image/png');
+}
+
+async function setImage(f: File | undefined): Promise<void> {
   if (!f) return;
+  errorBox.textContent = '';
+  try {
+    preview.src = await previewUrl(f);
+  } catch (e) {
+    // a DICOM this service cannot read (compressed, multi-frame...): say so now, not at search time
+    image = null;
+    preview.hidden = true;
+    go.disabled = true;
+    showError(e);
+    return;
+  }
   image = f;
-  preview.src = URL.createObjectURL(f);
   preview.hidden = false;
   go.disabled = !chosen() || modelStatus.textContent?.includes('ready') !== true;
 }
 
-fileInput.addEventListener('change', () => setImage(fileInput.files?.[0]));
+fileInput.addEventListener('change', () => void setImage(fileInput.files?.[0]));
 drop.addEventListener('dragover', (ev) => {
   ev.preventDefault();
   drop.classList.add('over');
@@ -93,7 +121,7 @@ drop.addEventListener('dragleave', () => drop.classList.remove('over'));
 drop.addEventListener('drop', (ev) => {
   ev.preventDefault();
   drop.classList.remove('over');
-  setImage(ev.dataTransfer?.files[0]);
+  void setImage(ev.dataTransfer?.files[0]);
 });
 weight.addEventListener('input', () => {
   weightOut.value = weight.value;
