@@ -149,6 +149,37 @@ describe('search by image', () => {
     expect(JSON.parse(stdout).code).toBe(fromJpeg.body.code);
   });
 
+  it('takes the clinician\'s controls as query parameters: label filters, content weight, exclusions', async () => {
+    const q = queries[0];
+    const bytes = new Uint8Array(await q.read());
+    const search = async (params: string, k = 5) => {
+      const res = await fetch(`${url}/v1/collections/imgs/search/image?k=${k}&allow_ood=true&${params}`, {
+        method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': q.contentType }, body: bytes,
+      });
+      return { status: res.status, body: (await res.json()) as Answer & { results: Array<{ score: number }>; error?: { message: string } } };
+    };
+    const others = [...new Set(queries.map((x) => x.label))].filter((l) => l !== q.label);
+    expect(others.length).toBeGreaterThanOrEqual(2);
+    const one = await search(`label=${encodeURIComponent(others[0])}`);
+    expect(one.status, JSON.stringify(one.body)).toBe(200);
+    expect(one.body.results.length).toBeGreaterThan(0);
+    expect(new Set(one.body.results.map((r) => r.metadata.label))).toEqual(new Set([others[0]]));
+    const two = await search(`label=${encodeURIComponent(others[0])}&label=${encodeURIComponent(others[1])}`, 200);
+    // k above the two labels' share of the index: every item of both, and nothing else
+    expect(new Set(two.body.results.map((r) => r.metadata.label))).toEqual(new Set(others.slice(0, 2)));
+    // all weight on content: the score is the similarity, rescaled to 0..1
+    const content = await search('content_weight=1');
+    expect(content.status).toBe(200);
+    for (const r of content.body.results) expect(r.score).toBeCloseTo((r.similarity! + 1) / 2, 6);
+    const bad = await search('content_weight=2');
+    expect([bad.status, bad.body.error?.message]).toEqual([400, expect.stringContaining('content_weight must be between 0 and 1')]);
+    expect((await search('exclude_study_uid=not-a-uid')).status).toBe(400);
+    // these items carry no study or patient, so excluding one leaves the answer as it was
+    const plain = await search('');
+    const excluded = await search('exclude_study_uid=1.2.3&exclude_patient_ref=P-1');
+    expect(excluded.body.results.map((r) => r.id)).toEqual(plain.body.results.map((r) => r.id));
+  });
+
   it('encodes an image for a partner (POST /v1/encode): the search path\'s code, billed once per image', async () => {
     const q = queries[0];
     const bytes = new Uint8Array(await q.read());

@@ -113,7 +113,7 @@ export const ItemParams = CollectionParams.extend({
   id: ItemId.openapi({ param: { name: 'id', in: 'path' } }),
 });
 
-const DicomUid = z.string().regex(/^[0-9]+(\.[0-9]+)*$/, 'must be a DICOM UID (digits and dots)').max(64);
+export const DicomUid = z.string().regex(/^[0-9]+(\.[0-9]+)*$/, 'must be a DICOM UID (digits and dots)').max(64);
 const MetaText = (max: number) => z.string().min(1).max(max);
 
 // `satisfies` ties the schema to the stored field list: a field missing or extra fails to compile.
@@ -205,6 +205,16 @@ export const SearchFilter = z
   })
   .openapi('SearchFilter', { description: 'Keep only items whose metadata field equals the value (or one of the values); fields combine with AND.' });
 
+/** content_weight, from a JSON number or (coerced) from a query string. */
+export const ContentWeight = (n: z.ZodNumber | z.ZodCoercedNumber) =>
+  n.min(0, 'content_weight must be between 0 and 1').max(1, 'content_weight must be between 0 and 1').optional();
+
+/** The clinician's exclusion of the query's own study or patient (search body and query string alike). */
+export const Exclusions = {
+  exclude_study_uid: DicomUid.optional().openapi({ description: "Leave out items of this study (the query's own)." }),
+  exclude_patient_ref: MetaText(128).optional().openapi({ description: "Leave out items of this patient reference (the query's own patient)." }),
+};
+
 const Int8Vector = z
   .array(z.int().min(-128).max(127), { error: 'descriptor must be an array of integers in -128..127' })
   .max(MAX_DESCRIPTOR_DIMS);
@@ -219,15 +229,10 @@ export const SearchBody = z
     descriptor: Int8Vector.optional().openapi({
       description: "The query's descriptor_dims int8 values (as ingest takes them): turns on content re-ranking of a widened candidate pool.",
     }),
-    content_weight: z
-      .number({ error: 'content_weight must be a number' })
-      .min(0, 'content_weight must be between 0 and 1')
-      .max(1, 'content_weight must be between 0 and 1')
-      .optional()
+    content_weight: ContentWeight(z.number({ error: 'content_weight must be a number' }))
       .openapi({ description: `Weight of descriptor similarity in the final score (needs descriptor); 0 = Hamming order with content only breaking ties. Default ${DEFAULT_CONTENT_WEIGHT}.` }),
     filter: SearchFilter.optional(),
-    exclude_study_uid: DicomUid.optional().openapi({ description: "Leave out items of this study (the query's own)." }),
-    exclude_patient_ref: MetaText(128).optional().openapi({ description: "Leave out items of this patient reference (the query's own patient)." }),
+    ...Exclusions,
     allow_ood: z.boolean({ error: 'allow_ood must be true or false' }).default(false).openapi({
       description: 'Return results for an out-of-distribution query (marked so) instead of refusing it with 422.',
     }),

@@ -130,6 +130,11 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect(responses.length).toBeGreaterThan(50);
         for (const r of responses) expect(r.headers?.['X-Request-Id']).toEqual({ $ref: '#/components/headers/RequestId' });
         expect(doc.body.components.headers.RequestId.schema).toEqual({ type: 'string' });
+        // search by image: the image types it reads, and the clinician's controls as query parameters
+        const image = doc.body.paths['/v1/collections/{collection}/search/image'].post;
+        expect(Object.keys(image.requestBody.content)).toEqual(['image/png', 'image/jpeg', 'application/dicom']);
+        expect(image.parameters.map((p: { name: string }) => p.name)).toEqual(
+          expect.arrayContaining(['k', 'radius', 'allow_ood', 'content_weight', 'label', 'modality', 'body_part', 'exclude_study_uid', 'exclude_patient_ref']));
         const page = await call('GET', '/docs');
         expect(page.status).toBe(200);
         expect(page.headers.get('content-type')).toMatch(/text\/html/);

@@ -10,8 +10,9 @@ import { MedhashError, badRequest } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
 import { parseCode } from '../codes.ts';
 import { errors, json, rateLimitHeaders, security, type App } from '../openapi.ts';
-import { CollectionParams, IdempotencyHeaders, MAX_K, SearchResult } from '../schemas.ts';
-import { admitSearch, searchCollection } from './search.ts';
+import { DEFAULT_CONTENT_WEIGHT } from '../../search/rerank.ts';
+import { CollectionParams, ContentWeight, Exclusions, IdempotencyHeaders, MAX_K, SearchFilter, SearchResult } from '../schemas.ts';
+import { admitSearch, metadataFilter, searchCollection } from './search.ts';
 
 /** The OpenAPI request body of a route whose body is the image file itself. */
 export const imageBody = { required: true, content: Object.fromEntries(IMAGE_TYPES.map((t) => [t, { schema: z.string().openapi({ format: 'binary' }) }])) };
@@ -32,6 +33,14 @@ const ImageSearchQuery = z.object({
     .openapi({ param: { name: 'radius', in: 'query' }, description: 'Only items within this Hamming distance.' }),
   allow_ood: z.enum(['true', 'false'], { error: 'allow_ood must be true or false' }).default('false').transform((v) => v === 'true')
     .openapi({ param: { name: 'allow_ood', in: 'query' }, description: 'Return results for an out-of-distribution image (marked so) instead of refusing it with 422.' }),
+  // the clinician's controls of search by code, as query parameters (a filter repeats its name for several values)
+  content_weight: ContentWeight(z.coerce.number({ error: 'content_weight must be a number' }))
+    .openapi({ param: { name: 'content_weight', in: 'query' }, description: `Weight of content similarity in the final score (the collection must store descriptors). Default ${DEFAULT_CONTENT_WEIGHT}.` }),
+  label: SearchFilter.shape.label.openapi({ param: { name: 'label', in: 'query' }, description: 'Keep only items of this label (repeat for several).' }),
+  modality: SearchFilter.shape.modality.openapi({ param: { name: 'modality', in: 'query' }, description: 'Keep only items of this modality (repeat for several).' }),
+  body_part: SearchFilter.shape.body_part.openapi({ param: { name: 'body_part', in: 'query' }, description: 'Keep only items of this body part (repeat for several).' }),
+  exclude_study_uid: Exclusions.exclude_study_uid.openapi({ param: { name: 'exclude_study_uid', in: 'query' } }),
+  exclude_patient_ref: Exclusions.exclude_patient_ref.openapi({ param: { name: 'exclude_patient_ref', in: 'query' } }),
 });
 
 const ImageSearchResult = SearchResult.extend({
@@ -58,8 +67,12 @@ export function imageSearchRoutes(app: App, backend: Backend): void {
     }),
     async (c) => {
       const col = await requireCollection(c, backend, 'search', c.req.valid('param').collection);
-      const { k, radius, allow_ood: allowOod } = c.req.valid('query');
+      const { k, radius, allow_ood: allowOod, content_weight: contentWeight, label, modality, body_part, ...exclusions } = c.req.valid('query');
       const type = imageType(c);
+      if (contentWeight !== undefined && col.descriptor_dims === 0) {
+        throw badRequest('invalid_field', `content_weight needs descriptors, and collection ${JSON.stringify(col.name)} stores none`, 'content_weight');
+      }
+      const filter = metadataFilter({ filter: { label, modality, body_part }, ...exclusions });
       if (!col.model_id) {
         throw new MedhashError(409, 'model_mismatch', `collection ${JSON.stringify(col.name)} records no model_id, so its codes cannot be compared with an image's; search it by code`);
       }
@@ -78,7 +91,8 @@ export function imageSearchRoutes(app: App, backend: Backend): void {
       // not by id) wherever the collection stores descriptors of the same length.
       const desc = enc.encoding.descriptor;
       const descriptor = col.descriptor_dims > 0 && desc.length === col.descriptor_dims ? Int8Array.from(desc) : undefined;
-      const answer = await searchCollection(c, backend, col, { code, k, radius, descriptor }, { allowOod, allowOodVia: 'query', modelOod });
+      const q = { code, k, radius, descriptor, contentWeight: contentWeight ?? DEFAULT_CONTENT_WEIGHT, filter };
+      const answer = await searchCollection(c, backend, col, q, { allowOod, allowOodVia: 'query', modelOod });
       return c.json({
         path: enc.path,
         model_id: enc.model_id,

@@ -37,7 +37,14 @@ export function searchQuery(col: CollectionInfo, body: Body): SearchQuery {
   };
 }
 
-function metadataFilter(body: Body): ((m: ItemMetadata) => boolean) | undefined {
+/** The clinician's metadata controls, as search by code and search by image both take them. */
+export interface MetadataControls {
+  filter?: Body['filter'];
+  exclude_study_uid?: string;
+  exclude_patient_ref?: string;
+}
+
+export function metadataFilter(body: MetadataControls): ((m: ItemMetadata) => boolean) | undefined {
   const tests: ((m: ItemMetadata) => boolean)[] = [];
   for (const field of ['label', 'modality', 'body_part'] as const) {
     const want = body.filter?.[field];
