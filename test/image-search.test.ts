@@ -4,7 +4,7 @@
 // then paused (a timeout) and killed mid-run: the in-process onnxruntime-web fallback must
 // answer, with the very codes the backend gave.
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -144,9 +144,16 @@ describe('search by image', () => {
     expect(fromDicom.body.path).toBe('backend');
     expect(fromDicom.body.code).toBe(fromJpeg.body.code);
     expect(fromDicom.body.results.map((r) => r.id)).toEqual(fromJpeg.body.results.map((r) => r.id));
-    // the CLI sends a .dcm file as application/dicom
-    const { stdout } = await cli(['search', '--collection', 'imgs', '--image', join(DICOM_FIXTURES, 'grey8-explicit.dcm'), '--json'], { MEDHASH_URL: url, MEDHASH_API_KEY: key });
+    // the CLI sends a .dcm file as application/dicom, to search with and to index (through the backend)
+    const env = { MEDHASH_URL: url, MEDHASH_API_KEY: key, MEDHASH_BACKEND_URL: backendProc.url, MEDHASH_DATA_DIR: join(dir, 'cli-dicom') };
+    const { stdout } = await cli(['search', '--collection', 'imgs', '--image', join(DICOM_FIXTURES, 'grey8-explicit.dcm'), '--json'], env);
     expect(JSON.parse(stdout).code).toBe(fromJpeg.body.code);
+    mkdirSync(join(dir, 'dicom-folder', 'Hand'), { recursive: true });
+    copyFileSync(join(DICOM_FIXTURES, 'grey8-explicit.dcm'), join(dir, 'dicom-folder', 'Hand', 'own.dcm'));
+    await new Client(url, key).request('POST', '/v1/collections', { name: 'dicoms', bits: 64, descriptor_dims: 64, model_id: modelId });
+    await cli(['index', '--collection', 'dicoms', '--images', join(dir, 'dicom-folder')], env);
+    const found = await searchImage(asFile('image/jpeg', jpegBytes), 'dicoms');
+    expect(found.body.results.map((r) => [r.id, r.distance, r.metadata.label])).toEqual([['Hand/own.dcm', 0, 'Hand']]);
   });
 
   it('takes the clinician\'s controls as query parameters: label filters, content weight, exclusions', async () => {
