@@ -63,7 +63,7 @@ export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAUL
   app.openapi(
     createRoute({
       method: 'post', path: '/v1/encode', tags: ['inference'],
-      summary: `Encode up to ${MAX_INPUTS} images (PNG/JPEG bytes or preprocessed tensors, base64 in JSON)`,
+      summary: `Encode up to ${MAX_INPUTS} images (PNG, JPEG or DICOM bytes, or preprocessed tensors, base64 in JSON)`,
       request: { body: jsonBody(EncodeRequest) },
       responses: {
         200: json(EncodeResponse, 'One result per input, in order.'),

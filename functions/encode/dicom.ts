@@ -3,11 +3,18 @@
 // refused with 415 naming its syntax, never guessed at. Grey values go through the file's own
 // modality rescale and first VOI window, as a viewer shows them by default. The header is read
 // for pixel attributes alone: nothing of it (patient, study, dates) is returned, kept or logged.
-import dicomParser from 'dicom-parser';
+//
+// The file is walked, not parsed into objects: top-level elements are skipped by their length
+// and only group 0028 and the Pixel Data are kept, with a cap on elements and on sequence
+// nesting. So an 8 MiB file of a million tiny elements costs a bounded loop, not a million
+// objects (a Worker has 128 MB), and nothing the size of the image is allocated before the
+// caller's size limits have passed.
 import { MedhashError } from '../util/errors.ts';
 import type { DecodedImage } from './image.ts';
 
 const err = (status: 413 | 415 | 422, code: string, message: string) => new MedhashError(status, code, message, 'image');
+const corrupt = (message: string) => err(422, 'corrupt_image', message);
+const unsupported = (message: string) => err(415, 'unsupported_image_type', message);
 
 const SUPPORTED: Record<string, string> = {
   '1.2.840.10008.1.2': 'Implicit VR Little Endian',
@@ -29,42 +36,124 @@ const REFUSED: Record<string, string> = {
   '1.2.840.10008.1.2.5': 'RLE Lossless',
 };
 
+/** Explicit-VR value representations with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2). */
+const LONG_VRS = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'SV', 'UC', 'UN', 'UR', 'UT', 'UV']);
+const UNDEFINED_LENGTH = 0xffffffff;
+/** Far above any real header (a few hundred elements), far below what costs time. */
+export const MAX_ELEMENTS = 50_000;
+export const MAX_DEPTH = 8;
+
 /** True when the bytes are a DICOM Part 10 file (128-byte preamble, then "DICM"). */
 export function isDicom(b: Uint8Array): boolean {
   return b.length >= 132 && b[128] === 0x44 && b[129] === 0x49 && b[130] === 0x43 && b[131] === 0x4d;
 }
 
-export interface DicomGeometry {
-  width: number;
-  height: number;
+const hex4 = (n: number) => n.toString(16).toUpperCase().padStart(4, '0');
+/** The first 64 bytes of a value as text: every attribute read here is shorter, and a hostile one stays cheap. */
+const ascii = (v: Uint8Array) => String.fromCharCode(...v.subarray(0, 64));
+
+interface Header {
+  group: number;
+  element: number;
+  length: number;
+  /** Where the value starts. */
+  value: number;
 }
 
-type DataSet = ReturnType<typeof dicomParser.parseDicom>;
-
-/** The parser throws Errors, strings, and objects holding the message in `exception`. */
-function parserMessage(e: unknown): string {
-  if (e instanceof Error) return e.message;
-  if (typeof e === 'object' && e !== null && 'exception' in e) return String((e as { exception: unknown }).exception);
-  return String(e);
+/** What the walk keeps: group 0028 values by element number, and where the Pixel Data lies. */
+interface Walked {
+  syntax: string;
+  attrs: Map<number, Uint8Array>;
+  pixelOffset: number;
+  pixelLength: number;
 }
 
-function parse(bytes: Uint8Array): DataSet {
-  let meta: DataSet;
-  try {
-    meta = dicomParser.readPart10Header(bytes);
-  } catch (e) {
-    throw err(422, 'corrupt_image', `DICOM file meta header could not be read (${parserMessage(e)})`);
+class Walker {
+  private readonly view: DataView;
+  private elements = 0;
+
+  constructor(private readonly b: Uint8Array) {
+    this.view = new DataView(b.buffer, b.byteOffset, b.length);
   }
-  const syntax = meta.string('x00020010')?.replace(/\0/g, '').trim() ?? '';
-  if (!(syntax in SUPPORTED)) {
-    const name = REFUSED[syntax] ?? (syntax ? 'an unsupported transfer syntax' : 'no transfer syntax');
-    throw err(415, 'unsupported_image_type',
-      `DICOM transfer syntax ${syntax || '(missing)'} (${name}) is not supported: send the file uncompressed, in Explicit or Implicit VR Little Endian (e.g. dcmdjpeg or gdcmconv --raw)`);
+
+  /** One element header at `pos`. Items and delimiters (group FFFE) have no VR in any syntax. */
+  header(pos: number, explicit: boolean): Header {
+    if (++this.elements > MAX_ELEMENTS) throw corrupt(`DICOM has more than ${MAX_ELEMENTS} elements before its pixel data`);
+    if (pos + 8 > this.b.length) throw corrupt(`DICOM is truncated: an element header at byte ${pos} runs past the end`);
+    const group = this.view.getUint16(pos, true);
+    const element = this.view.getUint16(pos + 2, true);
+    if (group === 0xfffe || !explicit) return { group, element, length: this.view.getUint32(pos + 4, true), value: pos + 8 };
+    const vr = String.fromCharCode(this.b[pos + 4], this.b[pos + 5]);
+    if (!/^[A-Z]{2}$/.test(vr)) {
+      throw corrupt(`DICOM element (${hex4(group)},${hex4(element)}) at byte ${pos} has no value representation, though the transfer syntax says explicit VR`);
+    }
+    if (LONG_VRS.has(vr)) {
+      if (pos + 12 > this.b.length) throw corrupt(`DICOM is truncated: an element header at byte ${pos} runs past the end`);
+      return { group, element, length: this.view.getUint32(pos + 8, true), value: pos + 12 };
+    }
+    return { group, element, length: this.view.getUint16(pos + 6, true), value: pos + 8 };
   }
-  try {
-    return dicomParser.parseDicom(bytes);
-  } catch (e) {
-    throw err(422, 'corrupt_image', `DICOM is truncated or corrupt: its data set could not be parsed (${parserMessage(e)})`);
+
+  /** The position after a defined-length value, checked to lie inside the file. */
+  end(h: Header): number {
+    const end = h.value + h.length;
+    if (end > this.b.length) throw corrupt(`DICOM is truncated: element (${hex4(h.group)},${hex4(h.element)}) declares ${h.length} bytes, ${this.b.length - h.value} are left`);
+    return end;
+  }
+
+  /** Skips an undefined-length sequence (items up to the Sequence Delimitation Item). */
+  sequence(pos: number, explicit: boolean, depth: number): number {
+    if (depth > MAX_DEPTH) throw corrupt(`DICOM nests sequences more than ${MAX_DEPTH} deep`);
+    for (;;) {
+      const h = this.header(pos, explicit);
+      if (h.group === 0xfffe && h.element === 0xe0dd) return h.value;
+      if (h.group !== 0xfffe || h.element !== 0xe000) throw corrupt(`DICOM sequence holds (${hex4(h.group)},${hex4(h.element)}) where an item belongs`);
+      pos = h.length === UNDEFINED_LENGTH ? this.item(h.value, explicit, depth) : this.end(h);
+    }
+  }
+
+  /** Skips an undefined-length item's data set, up to its Item Delimitation Item. */
+  private item(pos: number, explicit: boolean, depth: number): number {
+    for (;;) {
+      const h = this.header(pos, explicit);
+      if (h.group === 0xfffe && h.element === 0xe00d) return h.value;
+      pos = h.length === UNDEFINED_LENGTH ? this.sequence(h.value, explicit, depth + 1) : this.end(h);
+    }
+  }
+
+  walk(): Walked {
+    let pos = 132;
+    let syntax = '';
+    // the file meta group (0002) is explicit VR little endian whatever the data set's syntax
+    while (pos + 2 <= this.b.length && this.view.getUint16(pos, true) === 0x0002) {
+      const h = this.header(pos, true);
+      if (h.length === UNDEFINED_LENGTH) throw corrupt('DICOM file meta header has an element of undefined length');
+      const end = this.end(h);
+      if (h.element === 0x0010) syntax = ascii(this.b.subarray(h.value, end)).replace(/[\0 ]+$/, '');
+      pos = end;
+    }
+    if (!(syntax in SUPPORTED)) {
+      const name = REFUSED[syntax] ?? (syntax ? 'an unsupported transfer syntax' : 'no transfer syntax');
+      throw unsupported(`DICOM transfer syntax ${syntax || '(missing)'} (${name}) is not supported: send the file uncompressed, in Explicit or Implicit VR Little Endian (e.g. dcmdjpeg or gdcmconv --raw)`);
+    }
+    const explicit = syntax === '1.2.840.10008.1.2.1';
+    const attrs = new Map<number, Uint8Array>();
+    while (pos < this.b.length) {
+      const h = this.header(pos, explicit);
+      if (h.group === 0x7fe0 && h.element === 0x0010) {
+        if (h.length === UNDEFINED_LENGTH) throw corrupt('DICOM pixel data is encapsulated in an uncompressed transfer syntax');
+        // its length is checked against the file after the caller's size limits (a 413 first)
+        return { syntax, attrs, pixelOffset: h.value, pixelLength: h.length };
+      }
+      if (h.length === UNDEFINED_LENGTH) {
+        pos = this.sequence(h.value, explicit, 1);
+        continue;
+      }
+      const end = this.end(h);
+      if (h.group === 0x0028) attrs.set(h.element, this.b.subarray(h.value, end));
+      pos = end;
+    }
+    throw corrupt('DICOM has no Pixel Data (7FE0,0010) at its top level: it is not an image');
   }
 }
 
@@ -77,52 +166,152 @@ interface Attributes {
   bitsStored: number;
   signed: boolean;
   planar: number;
-  frames: number;
+  slope: number;
+  intercept: number;
+  window: { centre: number; width: number; fn: string } | null;
   pixelOffset: number;
   pixelLength: number;
 }
 
-function attributes(ds: DataSet, fileLength: number): Attributes {
-  const us = (tag: string, name: string): number => {
-    const v = ds.uint16(tag);
-    if (v === undefined) throw err(422, 'corrupt_image', `DICOM has no ${name} (${tag.slice(1, 5)},${tag.slice(5)}), which an image needs`);
-    return v;
+const NAMES: Record<number, string> = {
+  0x0002: 'Samples per Pixel', 0x0004: 'Photometric Interpretation', 0x0006: 'Planar Configuration', 0x0008: 'Number of Frames',
+  0x0010: 'Rows', 0x0011: 'Columns', 0x0100: 'Bits Allocated', 0x0101: 'Bits Stored', 0x0102: 'High Bit',
+  0x0103: 'Pixel Representation', 0x1050: 'Window Center', 0x1051: 'Window Width', 0x1052: 'Rescale Intercept',
+  0x1053: 'Rescale Slope', 0x1056: 'VOI LUT Function',
+};
+const label = (e: number) => `${NAMES[e]} (0028,${hex4(e)})`;
+
+function attributes(w: Walked): Attributes {
+  const us = (e: number, fallback?: number): number => {
+    const v = w.attrs.get(e);
+    if (v === undefined || v.length === 0) {
+      if (fallback === undefined) throw corrupt(`DICOM has no ${label(e)}, which an image needs`);
+      return fallback;
+    }
+    if (v.length < 2) throw corrupt(`DICOM's ${label(e)} is not a 16-bit value`);
+    return v[0] | (v[1] << 8);
   };
-  const rows = us('x00280010', 'Rows');
-  const columns = us('x00280011', 'Columns');
-  const bitsAllocated = us('x00280100', 'Bits Allocated');
+  /** The first value of a text attribute (DS, IS, CS), trimmed; undefined when absent or empty. */
+  const text = (e: number): string | undefined => {
+    const v = w.attrs.get(e);
+    const s = v && ascii(v).split('\\')[0].replace(/^[\0 ]+|[\0 ]+$/g, '');
+    return s === '' ? undefined : s;
+  };
+  const num = (e: number): number | undefined => {
+    const s = text(e);
+    if (s === undefined) return undefined;
+    const n = Number(s);
+    if (!Number.isFinite(n)) throw corrupt(`DICOM's ${label(e)} is not a number: ${JSON.stringify(s)}`);
+    return n;
+  };
+  const bitsAllocated = us(0x0100);
+  const bitsStored = us(0x0101, bitsAllocated);
+  const highBit = us(0x0102, bitsStored - 1);
+  const representation = us(0x0103, 0);
+  const frames = num(0x0008) ?? 1;
+  const slope = num(0x1053) ?? 1;
+  const centre = num(0x1050);
+  const width = num(0x1051);
   const a: Attributes = {
-    rows, columns, bitsAllocated,
-    samples: ds.uint16('x00280002') ?? 1,
-    photometric: (ds.string('x00280004') ?? '').trim().toUpperCase(),
-    bitsStored: ds.uint16('x00280101') ?? bitsAllocated,
-    signed: (ds.uint16('x00280103') ?? 0) === 1,
-    planar: ds.uint16('x00280006') ?? 0,
-    frames: ds.intString('x00280008') ?? 1,
-    pixelOffset: 0,
-    pixelLength: 0,
+    rows: us(0x0010),
+    columns: us(0x0011),
+    samples: us(0x0002, 1),
+    photometric: (text(0x0004) ?? '').toUpperCase(),
+    bitsAllocated,
+    bitsStored,
+    signed: representation === 1,
+    planar: us(0x0006, 0),
+    slope,
+    intercept: num(0x1052) ?? 0,
+    window: centre !== undefined && width !== undefined ? { centre, width, fn: (text(0x1056) ?? 'LINEAR').toUpperCase() } : null,
+    pixelOffset: w.pixelOffset,
+    pixelLength: w.pixelLength,
   };
-  const pixels = ds.elements.x7fe00010;
-  if (!pixels) throw err(422, 'corrupt_image', 'DICOM has no Pixel Data (7FE0,0010): it is not an image');
-  if (pixels.encapsulatedPixelData || pixels.hadUndefinedLength) throw err(422, 'corrupt_image', 'DICOM pixel data is encapsulated in an uncompressed transfer syntax');
-  a.pixelOffset = pixels.dataOffset;
-  a.pixelLength = pixels.length;
-  if (a.pixelOffset + a.pixelLength > fileLength) {
-    throw err(422, 'corrupt_image', `DICOM is truncated: its pixel data declares ${a.pixelLength} bytes, ${fileLength - a.pixelOffset} are present`);
+  const grey = a.photometric === 'MONOCHROME1' || a.photometric === 'MONOCHROME2';
+  if (!(grey && a.samples === 1) && !(a.photometric === 'RGB' && a.samples === 3)) {
+    throw unsupported(`DICOM photometric interpretation ${a.photometric || '(missing)'} with ${a.samples} sample(s) per pixel is not supported (MONOCHROME1, MONOCHROME2 or RGB)`);
+  }
+  if (bitsAllocated !== 8 && bitsAllocated !== 16) throw unsupported(`DICOM with ${bitsAllocated} bits allocated per sample is not supported (8 or 16)`);
+  if (a.photometric === 'RGB' && bitsAllocated !== 8) throw unsupported('DICOM RGB with 16-bit samples is not supported');
+  if (bitsStored < 1 || bitsStored > bitsAllocated) throw corrupt(`DICOM declares ${bitsStored} bits stored in ${bitsAllocated} allocated`);
+  if (highBit !== bitsStored - 1) throw unsupported(`DICOM with High Bit ${highBit} for ${bitsStored} bits stored is not supported (only High Bit = Bits Stored - 1)`);
+  if (representation > 1) throw corrupt(`DICOM's ${label(0x0103)} is ${representation}; it must be 0 (unsigned) or 1 (signed)`);
+  if (a.planar > 1) throw corrupt(`DICOM's ${label(0x0006)} is ${a.planar}; it must be 0 or 1`);
+  if (!Number.isInteger(frames) || frames < 1) throw corrupt(`DICOM's ${label(0x0008)} is ${frames}`);
+  if (frames !== 1) throw unsupported(`DICOM with ${frames} frames is not supported: send one frame per request`);
+  if (slope === 0) throw corrupt(`DICOM's ${label(0x1053)} is 0, which would make every pixel the same`);
+  if (a.window && !['LINEAR', 'LINEAR_EXACT', 'SIGMOID'].includes(a.window.fn)) {
+    throw unsupported(`DICOM ${label(0x1056)} ${a.window.fn} is not supported (LINEAR, LINEAR_EXACT or SIGMOID)`);
   }
   return a;
 }
 
-function check(a: Attributes): void {
-  const grey = a.photometric === 'MONOCHROME1' || a.photometric === 'MONOCHROME2';
-  if (!(grey && a.samples === 1) && !(a.photometric === 'RGB' && a.samples === 3)) {
-    throw err(415, 'unsupported_image_type',
-      `DICOM photometric interpretation ${a.photometric || '(missing)'} with ${a.samples} sample(s) per pixel is not supported (MONOCHROME1, MONOCHROME2 or RGB)`);
+/** The VOI function of PS3.3 C.11.2.1.2 and C.11.2.1.3 to 0..255, or null for a window it cannot use. */
+function windowFunction(win: NonNullable<Attributes['window']>): ((x: number) => number) | null {
+  const { centre: c, width: w, fn } = win;
+  if (fn === 'LINEAR') {
+    if (w < 1) return null;
+    const lo = c - 0.5 - (w - 1) / 2;
+    const hi = c - 0.5 + (w - 1) / 2;
+    return (x) => (x <= lo ? 0 : x > hi ? 255 : ((x - (c - 0.5)) / (w - 1) + 0.5) * 255);
   }
-  if (a.bitsAllocated !== 8 && a.bitsAllocated !== 16) throw err(415, 'unsupported_image_type', `DICOM with ${a.bitsAllocated} bits allocated per sample is not supported (8 or 16)`);
-  if (a.photometric === 'RGB' && a.bitsAllocated !== 8) throw err(415, 'unsupported_image_type', 'DICOM RGB with 16-bit samples is not supported');
-  if (a.bitsStored < 1 || a.bitsStored > a.bitsAllocated) throw err(422, 'corrupt_image', `DICOM declares ${a.bitsStored} bits stored in ${a.bitsAllocated} allocated`);
-  if (a.frames !== 1) throw err(415, 'unsupported_image_type', `DICOM with ${a.frames} frames is not supported: send one frame per request`);
+  if (w <= 0) return null;
+  if (fn === 'LINEAR_EXACT') return (x) => (x <= c - w / 2 ? 0 : x > c + w / 2 ? 255 : ((x - c) / w + 0.5) * 255);
+  return (x) => 255 / (1 + Math.exp((-4 * (x - c)) / w));
+}
+
+/**
+ * Grey pixels: stored values masked to Bits Stored and sign-extended, then through a lookup
+ * table from stored value to byte (at most 65536 entries: no per-pixel float array).
+ */
+function greyPixels(a: Attributes, bytes: Uint8Array): Uint8Array {
+  const n = a.rows * a.columns;
+  const view = new DataView(bytes.buffer, bytes.byteOffset + a.pixelOffset, n * (a.bitsAllocated / 8));
+  const mask = (1 << a.bitsStored) - 1;
+  const sign = 1 << (a.bitsStored - 1);
+  const stored = (i: number) => {
+    const v = (a.bitsAllocated === 16 ? view.getUint16(i * 2, true) : view.getUint8(i)) & mask;
+    return a.signed && v & sign ? v - mask - 1 : v;
+  };
+  let min = Infinity;
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) {
+    const v = stored(i);
+    if (v < min) min = v;
+    if (v > max) max = v;
+  }
+  const modality = (s: number) => s * a.slope + a.intercept;
+  const voi = a.window && windowFunction(a.window);
+  let toByte: (s: number) => number;
+  if (voi) {
+    toByte = (s) => Math.round(voi(modality(s)));
+  } else if (a.bitsAllocated === 8 && a.bitsStored === 8 && !a.signed && a.slope === 1 && a.intercept === 0) {
+    toByte = (s) => s;
+  } else {
+    // the stretch over the data's own range; rescale is linear, so its ends are the stored ends
+    const [lo, hi] = [modality(min), modality(max)].sort((x, y) => x - y);
+    toByte = (s) => (hi > lo ? Math.round(((modality(s) - lo) / (hi - lo)) * 255) : 0);
+  }
+  const lut = new Uint8Array(max - min + 1);
+  for (let s = min; s <= max; s++) lut[s - min] = a.photometric === 'MONOCHROME1' ? 255 - toByte(s) : toByte(s);
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i++) out[i] = lut[stored(i) - min];
+  return out;
+}
+
+function rgbPixels(a: Attributes, bytes: Uint8Array): Uint8Array {
+  const n = a.rows * a.columns;
+  const src = bytes.subarray(a.pixelOffset, a.pixelOffset + 3 * n);
+  if (a.planar === 0) return src.slice();
+  // planar configuration 1 stores the three colour planes one after the other
+  const out = new Uint8Array(3 * n);
+  for (let p = 0; p < n; p++) for (let c = 0; c < 3; c++) out[p * 3 + c] = src[c * n + p];
+  return out;
+}
+
+export interface DicomGeometry {
+  width: number;
+  height: number;
 }
 
 /**
@@ -130,75 +319,13 @@ function check(a: Attributes): void {
  * data is all there (after the limits, so a huge declared size is a 413) and reads it.
  */
 export function dicomGeometry(bytes: Uint8Array): { geometry: DicomGeometry; decode: () => DecodedImage } {
-  const ds = parse(bytes);
-  const a = attributes(ds, bytes.length);
-  check(a);
-  const decode = () => {
+  const a = attributes(new Walker(bytes).walk());
+  const decode = (): DecodedImage => {
     const need = a.rows * a.columns * a.samples * (a.bitsAllocated / 8);
-    if (a.pixelLength < need) throw err(422, 'corrupt_image', `DICOM is truncated: ${a.columns}x${a.rows} pixels need ${need} bytes of pixel data, it has ${a.pixelLength}`);
-    return pixels(ds, a, bytes);
+    const present = Math.min(a.pixelLength, bytes.length - a.pixelOffset);
+    if (present < need) throw corrupt(`DICOM is truncated: ${a.columns}x${a.rows} pixels need ${need} bytes of pixel data, ${present} are present`);
+    if (a.photometric === 'RGB') return { width: a.columns, height: a.rows, channels: 3, data: rgbPixels(a, bytes), bitDepth: 8 };
+    return { width: a.columns, height: a.rows, channels: 1, data: greyPixels(a, bytes), bitDepth: 8 };
   };
   return { geometry: { width: a.columns, height: a.rows }, decode };
-}
-
-/** Stored grey values -> modality values (rescale slope and intercept). */
-function modalityValues(a: Attributes, bytes: Uint8Array, slope: number, intercept: number): Float64Array {
-  const n = a.rows * a.columns;
-  const out = new Float64Array(n);
-  const view = new DataView(bytes.buffer, bytes.byteOffset + a.pixelOffset, n * (a.bitsAllocated / 8));
-  const mask = a.bitsStored >= 32 ? 0xffffffff : (1 << a.bitsStored) - 1;
-  const sign = 1 << (a.bitsStored - 1);
-  for (let i = 0; i < n; i++) {
-    let v = (a.bitsAllocated === 16 ? view.getUint16(i * 2, true) : view.getUint8(i)) & mask;
-    if (a.signed && v & sign) v -= mask + 1;
-    out[i] = v * slope + intercept;
-  }
-  return out;
-}
-
-/**
- * Modality values -> 0..255: the linear VOI window of PS3.3 C.11.2.1.2.1 when the file has one
- * (its first centre/width), else the values' own minimum to maximum, except plain 8-bit data,
- * which is kept as stored.
- */
-function toGrey8(ds: DataSet, a: Attributes, values: Float64Array, plain8: boolean): Uint8Array {
-  const out = new Uint8Array(values.length);
-  const centre = ds.floatString('x00281050', 0);
-  const width = ds.floatString('x00281051', 0);
-  if (centre !== undefined && width !== undefined && Number.isFinite(centre) && width >= 1) {
-    const lo = centre - 0.5 - (width - 1) / 2;
-    const hi = centre - 0.5 + (width - 1) / 2;
-    for (let i = 0; i < values.length; i++) {
-      const x = values[i];
-      out[i] = x <= lo ? 0 : x > hi ? 255 : Math.round(((x - (centre - 0.5)) / (width - 1) + 0.5) * 255);
-    }
-  } else if (plain8) {
-    for (let i = 0; i < values.length; i++) out[i] = values[i];
-  } else {
-    let min = Infinity;
-    let max = -Infinity;
-    for (const x of values) {
-      if (x < min) min = x;
-      if (x > max) max = x;
-    }
-    const span = max - min;
-    for (let i = 0; i < values.length; i++) out[i] = span > 0 ? Math.round(((values[i] - min) / span) * 255) : 0;
-  }
-  if (a.photometric === 'MONOCHROME1') for (let i = 0; i < out.length; i++) out[i] = 255 - out[i];
-  return out;
-}
-
-function pixels(ds: DataSet, a: Attributes, bytes: Uint8Array): DecodedImage {
-  if (a.photometric === 'RGB') {
-    const n = a.rows * a.columns;
-    const src = bytes.subarray(a.pixelOffset, a.pixelOffset + 3 * n);
-    // planar configuration 1 stores the three colour planes one after the other
-    const data = a.planar === 1 ? Uint8Array.from({ length: 3 * n }, (_, i) => src[(i % 3) * n + Math.floor(i / 3)]) : src.slice();
-    return { width: a.columns, height: a.rows, channels: 3, data, bitDepth: 8 };
-  }
-  const slope = ds.floatString('x00281053') ?? 1;
-  const intercept = ds.floatString('x00281052') ?? 0;
-  const plain8 = a.bitsAllocated === 8 && !a.signed && slope === 1 && intercept === 0;
-  const grey = toGrey8(ds, a, modalityValues(a, bytes, slope, intercept), plain8);
-  return { width: a.columns, height: a.rows, channels: 1, data: grey, bitDepth: 8 };
 }

@@ -115,7 +115,7 @@ export class BrowserEncoder {
     return this.encoder.runtime;
   }
 
-  /** PNG or JPEG bytes -> code, descriptor, class probabilities and OOD score. */
+  /** PNG, JPEG or uncompressed DICOM bytes -> code, descriptor, class probabilities and OOD score. */
   async encode(bytes: Uint8Array, contentType?: string): Promise<EncodedImage> {
     const t0 = performance.now();
     const img = await decodeImage(bytes, contentType);

@@ -5,11 +5,12 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { decodeImage } from '../../functions/encode/image.ts';
+import { MAX_DEPTH, MAX_ELEMENTS } from '../../functions/encode/dicom.ts';
+import { decodeImage, DEFAULT_LIMITS } from '../../functions/encode/image.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { MedhashError } from '../../functions/util/errors.ts';
 import { TarReader } from '../../scripts/data/shared-data.ts';
-import { CT, DICOM_FIXTURES, DICOM_SOURCES, dataDir } from './fixtures.ts';
+import { CT, DICOM_FIXTURES, DICOM_SOURCES, GARBAGE12, dataDir } from './fixtures.ts';
 
 beforeAll(() => initNodeImageCodecs());
 
@@ -23,6 +24,44 @@ async function jpeg(src: { set: string; member: string }): Promise<Uint8Array> {
     await tar.close();
   }
 }
+
+/** A minimal explicit-VR little-endian Part 10 file of the given data set bytes (for hostile shapes DCMTK will not write). */
+function part10(dataSet: Uint8Array): Uint8Array {
+  const syntax = new TextEncoder().encode('1.2.840.10008.1.2.1\0');
+  const meta = new Uint8Array(8 + syntax.length);
+  meta.set([0x02, 0x00, 0x10, 0x00, 0x55, 0x49, syntax.length, 0]);
+  meta.set(syntax, 8);
+  const out = new Uint8Array(132 + meta.length + dataSet.length);
+  out.set(new TextEncoder().encode('DICM'), 128);
+  out.set(meta, 132);
+  out.set(dataSet, 132 + meta.length);
+  return out;
+}
+
+/** One explicit-VR element (OB/OW/SQ: reserved bytes and a 4-byte length, PS3.5 7.1.2). */
+function element(group: number, el: number, vr: string, value: Uint8Array): Uint8Array {
+  const long = ['OB', 'OW', 'SQ'].includes(vr);
+  const head = long ? 12 : 8;
+  const out = new Uint8Array(head + value.length);
+  const v = new DataView(out.buffer);
+  v.setUint16(0, group, true);
+  v.setUint16(2, el, true);
+  out.set(new TextEncoder().encode(vr), 4);
+  if (long) v.setUint32(8, value.length, true);
+  else v.setUint16(6, value.length, true);
+  out.set(value, head);
+  return out;
+}
+
+const concat = (parts: Uint8Array[]) => {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+};
 
 async function refusal(p: Promise<unknown>): Promise<MedhashError> {
   const e = await p.then(() => null, (x: unknown) => x);
@@ -40,11 +79,34 @@ describe('DICOM decodes to the pixels it holds', () => {
     }
   });
 
-  it('an RGB DICOM equals the Kather JPEG it was made from', async () => {
+  it.each(['rgb8-explicit', 'rgb8-planar1'])('an RGB DICOM (%s) equals the Kather JPEG it was made from', async (name) => {
     const fromJpeg = await decodeImage(await jpeg(DICOM_SOURCES.rgb), 'image/jpeg');
-    const img = await decodeImage(fixture('rgb8-explicit'), 'application/dicom');
+    const img = await decodeImage(fixture(name), 'application/dicom');
     expect(img).toMatchObject({ width: 150, height: 150, channels: 3, bitDepth: 8 });
     expect(Buffer.from(img.data).equals(Buffer.from(fromJpeg.data))).toBe(true);
+  });
+
+  it('12 bits stored in 16: the unused high bits are ignored, negatives sign-extended, and with no window the range is stretched', async () => {
+    const img = await decodeImage(fixture('ct12-garbage-nowindow'));
+    expect(GARBAGE12.values).toEqual([-2048, -1000, -1, 0, 1, 1000, 2047]);
+    // (v + 2048) / 4095 * 255, rounded
+    expect([...img.data]).toEqual([0, 65, 127, 128, 128, 190, 255]);
+  });
+
+  it.each([
+    // centre 0, width 4, stored -3..3; values worked out by hand from PS3.3 C.11.2.1.2.1 and C.11.2.1.3
+    ['voi-linear', [0, 0, 85, 170, 255, 255, 255]],
+    ['voi-linear-exact', [0, 0, 64, 128, 191, 255, 255]],
+    ['voi-sigmoid', [12, 30, 69, 128, 186, 225, 243]],
+  ])('VOI LUT function: %s', async (name, expected) => {
+    expect([...(await decodeImage(fixture(name))).data]).toEqual(expected);
+  });
+
+  it('the rescale slope scales before the window', async () => {
+    const img = await decodeImage(fixture('ct16-slope2'));
+    const at = (s: number) => img.data[(s % 64) * CT.size + Math.floor(s / 64)];
+    // HU = 2 s - 1024; window 40/400 spans HU -160..239.5
+    expect([at(432), at(433), at(532), at(631), at(632)]).toEqual([0, 1, 128, 254, 255]);
   });
 
   it('a signed 16-bit CT goes through its rescale and its window', async () => {
@@ -104,6 +166,37 @@ describe('refused DICOM', () => {
     const e = await refusal(decodeImage(b, 'application/dicom'));
     expect([e.status, e.code]).toEqual([413, 'image_too_large']);
     expect(e.message).toContain('20000');
+  });
+
+  it('a header of a million tiny elements is a quick 422, never a million objects', async () => {
+    const tiny = element(0x0009, 0x0010, 'LO', new Uint8Array(0));
+    const file = part10(concat(Array.from({ length: 1_000_000 }, () => tiny)));
+    expect(file.length).toBeLessThan(DEFAULT_LIMITS.maxBytes);
+    const e = await refusal(decodeImage(file, 'application/dicom'));
+    expect([e.status, e.message]).toEqual([422, `DICOM has more than ${MAX_ELEMENTS} elements before its pixel data`]);
+  });
+
+  it('sequences nested without end are a 422', async () => {
+    // (0009,1001) SQ of undefined length, holding an item of undefined length, holding the next...
+    const open = new Uint8Array([0x09, 0x00, 0x01, 0x10, 0x53, 0x51, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xfe, 0xff, 0x00, 0xe0, 0xff, 0xff, 0xff, 0xff]);
+    const e = await refusal(decodeImage(part10(concat(Array.from({ length: 20_000 }, () => open)))));
+    expect([e.status, e.message]).toEqual([422, `DICOM nests sequences more than ${MAX_DEPTH} deep`]);
+  });
+
+  it('a High Bit other than Bits Stored - 1 is refused (415), and a Rescale Slope that is not a number is a 422', async () => {
+    const us = (n: number) => new Uint8Array([n & 0xff, n >> 8]);
+    const header = (highBit: number, slope: string) => part10(concat([
+      element(0x0028, 0x0002, 'US', us(1)), element(0x0028, 0x0004, 'CS', new TextEncoder().encode('MONOCHROME2 ')),
+      element(0x0028, 0x0010, 'US', us(1)), element(0x0028, 0x0011, 'US', us(2)), element(0x0028, 0x0100, 'US', us(16)),
+      element(0x0028, 0x0101, 'US', us(12)), element(0x0028, 0x0102, 'US', us(highBit)), element(0x0028, 0x0103, 'US', us(0)),
+      element(0x0028, 0x1053, 'DS', new TextEncoder().encode(slope)),
+      element(0x7fe0, 0x0010, 'OW', new Uint8Array([1, 0, 2, 0])),
+    ]));
+    expect((await decodeImage(header(11, '1 '))).data.length).toBe(2);
+    const high = await refusal(decodeImage(header(15, '1 ')));
+    expect([high.status, high.message]).toEqual([415, expect.stringContaining('High Bit 15 for 12 bits stored')]);
+    const slope = await refusal(decodeImage(header(11, 'x ')));
+    expect([slope.status, slope.message]).toEqual([422, expect.stringContaining('Rescale Slope (0028,1053) is not a number')]);
   });
 
   it('application/dicom that is not DICOM -> 415, and DICOM sent as image/png -> 415', async () => {

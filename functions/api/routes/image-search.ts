@@ -1,4 +1,4 @@
-// Search by image: the body is the image itself (PNG or JPEG); the edge encoder (backend or
+// Search by image: the body is the image itself (PNG, JPEG or DICOM); the edge encoder (backend or
 // in-process fallback, inference/edge.ts) turns it into a code, and the search is the same as
 // search by code. The collection must have been coded by the very model that encodes the
 // image: codes of two models are not comparable, so a mismatch is refused, never ranked.
