@@ -6,22 +6,27 @@
 # Runs go to $RUNS/<set>/<run>/; at the end their metrics, per-query AP and 64-bit codes (what
 # `report` needs; no checkpoints) are packed into $OUT/runs-gpu.tar.gz with the log.
 #
-#   DATA=../shared/data OUT=/tmp/out bash scripts/train-gpu.sh
+#   DATA=../shared/data OUT=/tmp/out bash scripts/train-gpu.sh     (from the repository root)
 #   (then: tar -xzf /tmp/out/runs-gpu.tar.gz -C runs && cd models &&
 #    /usr/bin/python3 -m medhash_model report --runs ../runs/gpu --tag gpu)
 #
 # docs/RESULTS-gpu.md came from two calls on an H200 (2026-11-27), each with only its data set
 # beside the checkout: `SET=brain_tumor_mri` with the defaults (54 runs in 353 s), then
 # `SET=kather_crc_2016 LAUNCH_UNTIL=230 HARD_STOP=330` (53 runs in 280 s; bottleneck_sch b16 s2
-# missed the launch deadline).
+# missed the launch deadline; neither call reached its hard stop).
 #
-# Settings (environment): SET, PRESET, METHODS, MORE_METHODS, BITS, SEEDS, DEVICE (cuda|cpu), PARALLEL
+# Settings (environment): DATA (the shared data folder), OUT, RUNS (default runs/gpu), PY
+# (default python3), SET, PRESET, METHODS, MORE_METHODS, BITS, SEEDS, DEVICE (cuda|cpu), PARALLEL
 # (processes at once), LAUNCH_UNTIL (no run starts after this many seconds), HARD_STOP (running
 # ones are stopped then; a stopped run leaves no metrics.json and is not reported).
 set -euo pipefail
-cd "$(dirname "$0")/../models"
-DATA=$(cd "${DATA:-../../shared/data}" && pwd)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# paths are taken relative to where the script is called from, before it moves to models/
+DATA=$(cd "${DATA:-$ROOT/../shared/data}" && pwd)
 OUT=${OUT:?set OUT to the folder that receives runs-gpu.tar.gz}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+cd "$ROOT/models"
 SET=${SET:-brain_tumor_mri}
 PRESET=${PRESET:-cpu128}
 METHODS=${METHODS:-darf_sch hashnet cls_tanh}
@@ -32,10 +37,10 @@ DEVICE=${DEVICE:-cuda}
 PARALLEL=${PARALLEL:-16}
 LAUNCH_UNTIL=${LAUNCH_UNTIL:-300}
 HARD_STOP=${HARD_STOP:-470}
-RUNS=${RUNS:-$(pwd)/../runs/gpu}
+RUNS=${RUNS:-$ROOT/runs/gpu}
 PY=${PY:-python3}
 export MEDHASH_CACHE=${MEDHASH_CACHE:-/tmp/medhash-cache} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
-mkdir -p "$OUT" "$RUNS"
+mkdir -p "$RUNS"
 LOG="$OUT/train-gpu.log"
 T0=$(date +%s)
 {
@@ -71,6 +76,7 @@ for m in $METHODS $MORE_METHODS; do grep -h '"epoch"' "$SMOKE/$SET"/$m-*/log.txt
 echo "== smoke passed at +$(( $(date +%s) - T0 )) s" >>"$LOG"
 if [[ $DEVICE == cuda ]]; then
   nvidia-smi --query-gpu=name,utilization.gpu,memory.used --format=csv,noheader -l 30 >>"$LOG" 2>&1 &
+  smi=$!
 fi
 
 one() {  # one run, unless the launch deadline has passed
@@ -82,11 +88,19 @@ one() {  # one run, unless the launch deadline has passed
 }
 export -f one
 export T0 LAUNCH_UNTIL DATA SET PRESET DEVICE RUNS PY
+JOBS=$(mktemp)
 for group in "$METHODS" "$MORE_METHODS"; do
   for seed in $SEEDS; do for bits in $BITS; do for m in $group; do echo "$m $bits $seed"; done; done; done
-done | timeout "$(( HARD_STOP - ($(date +%s) - T0) ))" xargs -P "$PARALLEL" -L 1 bash -c 'one "$@"' _ >>"$LOG" 2>&1 \
-  || { echo "== hard stop at +$(( $(date +%s) - T0 )) s" >>"$LOG"; pkill -f "medhash_model train" || true; }
-kill %% 2>/dev/null || true
+done >"$JOBS"
+# the runs get a process group of their own, so the hard stop ends them and nothing else
+setsid xargs -P "$PARALLEL" -L 1 -a "$JOBS" bash -c 'one "$@"' _ >>"$LOG" 2>&1 &
+sweep=$!
+left=$(( HARD_STOP - ($(date +%s) - T0) ))
+(sleep "$(( left > 0 ? left : 0 ))"; kill -TERM -- "-$sweep" 2>/dev/null) &
+watchdog=$!
+wait "$sweep" || echo "== hard stop at +$(( $(date +%s) - T0 )) s" >>"$LOG"
+kill "$watchdog" 2>/dev/null || true
+[[ -n ${smi:-} ]] && kill "$smi" 2>/dev/null || true
 echo "== finished $(find "$RUNS/$SET" -name metrics.json | wc -l) runs at +$(( $(date +%s) - T0 )) s" >>"$LOG"
 (cd "$RUNS/.." && find "$(basename "$RUNS")" \( -name metrics.json -o -name ap100_per_query.npy -o -name log.txt \
   -o -path '*-b64-*/codes.npz' \) -print0 | tar -czf "$OUT/runs-gpu.tar.gz" --null -T -)
