@@ -24,7 +24,7 @@ import { createNodeImageEncoder } from '../functions/inference/node.ts';
 import { Client } from '../scripts/cli/client.ts';
 import { dataSetImages, type DataSetImages, type ImageFile } from '../scripts/cli/images.ts';
 import { sharedDataRoot, TarReader } from '../scripts/data/shared-data.ts';
-import { DICOM_FIXTURES, DICOM_SOURCES } from './encode/fixtures.ts';
+import { DICOM_FIXTURES, DICOM_SOURCES, DICOM_STUDY_UID } from './encode/fixtures.ts';
 import { TEST_OPERATOR_KEY } from './shared/constants.ts';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -52,7 +52,7 @@ interface Answer {
   code: string;
   model_id: string;
   model_ood: { score: number; threshold: number };
-  results: Array<{ id: string; distance: number; similarity: number | null; metadata: { label?: string } }>;
+  results: Array<{ id: string; distance: number; similarity: number | null; metadata: { label?: string; modality?: string; body_part?: string; study_uid?: string } }>;
 }
 
 async function searchImage(f: ImageFile, collection = 'imgs'): Promise<{ status: number; body: Answer & { error?: { code: string; message: string } } }> {
@@ -154,6 +154,17 @@ describe('search by image', () => {
     await cli(['index', '--collection', 'dicoms', '--images', join(dir, 'dicom-folder')], env);
     const found = await searchImage(asFile('image/jpeg', jpegBytes), 'dicoms');
     expect(found.body.results.map((r) => [r.id, r.distance, r.metadata.label])).toEqual([['Hand/own.dcm', 0, 'Hand']]);
+    // the item took its modality, body part and UIDs from the file, so the clinician's controls apply
+    expect(found.body.results[0].metadata).toMatchObject({ modality: 'CR', body_part: 'HAND', study_uid: DICOM_STUDY_UID });
+    const ids = async (params: string) => {
+      const res = await fetch(`${url}/v1/collections/dicoms/search/image?allow_ood=true&${params}`, {
+        method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'image/jpeg' }, body: new Uint8Array(jpegBytes),
+      });
+      return ((await res.json()) as Answer).results.map((r) => r.id);
+    };
+    expect(await ids('modality=CR&body_part=HAND')).toEqual(['Hand/own.dcm']);
+    expect(await ids('modality=CT')).toEqual([]);
+    expect(await ids(`exclude_study_uid=${DICOM_STUDY_UID}`)).toEqual([]);
   });
 
   it('takes the clinician\'s controls as query parameters: label filters, content weight, exclusions', async () => {

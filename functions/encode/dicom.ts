@@ -1,8 +1,10 @@
 // DICOM Part 10 files -> 8-bit pixels for the encoder (the rest of the path is the PNG/JPEG
 // one). Uncompressed little-endian transfer syntaxes only: a compressed or big-endian file is
 // refused with 415 naming its syntax, never guessed at. Grey values go through the file's own
-// modality rescale and first VOI window, as a viewer shows them by default. The header is read
-// for pixel attributes alone: nothing of it (patient, study, dates) is returned, kept or logged.
+// modality rescale and first VOI window, as a viewer shows them by default. Decoding reads the
+// header for pixel attributes alone: nothing of it (patient, study, dates) is returned, kept or
+// logged. `dicomMetadata` is the one other reader, for ingest: the five attributes an item's
+// metadata has room for (modality, body part, study/series/instance UIDs), never a patient field.
 //
 // The file is walked, not parsed into objects: top-level elements are skipped by their length
 // and only group 0028 and the Pixel Data are kept, with a cap on elements and on sequence
@@ -60,7 +62,7 @@ interface Header {
   value: number;
 }
 
-/** What the walk keeps: group 0028 values by element number, and where the Pixel Data lies. */
+/** What the walk keeps: the values of the wanted tags (group << 16 | element), and where the Pixel Data lies. */
 interface Walked {
   syntax: string;
   attrs: Map<number, Uint8Array>;
@@ -72,7 +74,8 @@ class Walker {
   private readonly view: DataView;
   private elements = 0;
 
-  constructor(private readonly b: Uint8Array) {
+  /** `keep`: besides group 0028 (the pixel attributes), which top-level tags to keep. */
+  constructor(private readonly b: Uint8Array, private readonly keep: ReadonlySet<number> = new Set()) {
     this.view = new DataView(b.buffer, b.byteOffset, b.length);
   }
 
@@ -150,7 +153,8 @@ class Walker {
         continue;
       }
       const end = this.end(h);
-      if (h.group === 0x0028) attrs.set(h.element, this.b.subarray(h.value, end));
+      const tag = ((h.group << 16) | h.element) >>> 0;
+      if (h.group === 0x0028 || this.keep.has(tag)) attrs.set(tag, this.b.subarray(h.value, end));
       pos = end;
     }
     throw corrupt('DICOM has no Pixel Data (7FE0,0010) at its top level: it is not an image');
@@ -181,9 +185,16 @@ const NAMES: Record<number, string> = {
 };
 const label = (e: number) => `${NAMES[e]} (0028,${hex4(e)})`;
 
+/** The first value of a text attribute (DS, IS, CS, UI), trimmed; undefined when absent or empty. */
+function text(w: Walked, tag: number): string | undefined {
+  const v = w.attrs.get(tag);
+  const s = v && ascii(v).split('\\')[0].replace(/^[\0 ]+|[\0 ]+$/g, '');
+  return s === '' ? undefined : s;
+}
+
 function attributes(w: Walked): Attributes {
   const us = (e: number, fallback?: number): number => {
-    const v = w.attrs.get(e);
+    const v = w.attrs.get(0x00280000 | e);
     if (v === undefined || v.length === 0) {
       if (fallback === undefined) throw corrupt(`DICOM has no ${label(e)}, which an image needs`);
       return fallback;
@@ -191,14 +202,8 @@ function attributes(w: Walked): Attributes {
     if (v.length < 2) throw corrupt(`DICOM's ${label(e)} is not a 16-bit value`);
     return v[0] | (v[1] << 8);
   };
-  /** The first value of a text attribute (DS, IS, CS), trimmed; undefined when absent or empty. */
-  const text = (e: number): string | undefined => {
-    const v = w.attrs.get(e);
-    const s = v && ascii(v).split('\\')[0].replace(/^[\0 ]+|[\0 ]+$/g, '');
-    return s === '' ? undefined : s;
-  };
   const num = (e: number): number | undefined => {
-    const s = text(e);
+    const s = text(w, 0x00280000 | e);
     if (s === undefined) return undefined;
     const n = Number(s);
     if (!Number.isFinite(n)) throw corrupt(`DICOM's ${label(e)} is not a number: ${JSON.stringify(s)}`);
@@ -216,14 +221,14 @@ function attributes(w: Walked): Attributes {
     rows: us(0x0010),
     columns: us(0x0011),
     samples: us(0x0002, 1),
-    photometric: (text(0x0004) ?? '').toUpperCase(),
+    photometric: (text(w, 0x00280004) ?? '').toUpperCase(),
     bitsAllocated,
     bitsStored,
     signed: representation === 1,
     planar: us(0x0006, 0),
     slope,
     intercept: num(0x1052) ?? 0,
-    window: centre !== undefined && width !== undefined ? { centre, width, fn: (text(0x1056) ?? 'LINEAR').toUpperCase() } : null,
+    window: centre !== undefined && width !== undefined ? { centre, width, fn: (text(w, 0x00281056) ?? 'LINEAR').toUpperCase() } : null,
     pixelOffset: w.pixelOffset,
     pixelLength: w.pixelLength,
   };
@@ -328,4 +333,30 @@ export function dicomGeometry(bytes: Uint8Array): { geometry: DicomGeometry; dec
     return { width: a.columns, height: a.rows, channels: 1, data: greyPixels(a, bytes), bitDepth: 8 };
   };
   return { geometry: { width: a.columns, height: a.rows }, decode };
+}
+
+/** The item metadata a DICOM file gives ingest; a value that is missing or malformed is left out. */
+export interface DicomMetadata {
+  modality?: string;
+  body_part?: string;
+  study_uid?: string;
+  series_uid?: string;
+  sop_uid?: string;
+}
+
+const METADATA_TAGS: Record<keyof DicomMetadata, number> = {
+  modality: 0x00080060, body_part: 0x00180015, study_uid: 0x0020000d, series_uid: 0x0020000e, sop_uid: 0x00080018,
+};
+const UID = /^[0-9]+(\.[0-9]+)*$/;
+
+/** Modality, Body Part Examined and the study, series and instance UIDs of a readable DICOM file. */
+export function dicomMetadata(bytes: Uint8Array): DicomMetadata {
+  const w = new Walker(bytes, new Set(Object.values(METADATA_TAGS))).walk();
+  const out: DicomMetadata = {};
+  for (const [field, tag] of Object.entries(METADATA_TAGS) as [keyof DicomMetadata, number][]) {
+    const v = text(w, tag);
+    const ok = v !== undefined && (field.endsWith('_uid') ? UID.test(v) && v.length <= 64 : v.length <= 64);
+    if (ok) out[field] = v;
+  }
+  return out;
 }

@@ -4,6 +4,7 @@
 import { encodingOf } from '../../functions/backend/encoding.ts';
 import { MAX_INPUTS, type ImageEncoding } from '../../functions/backend/protocol.ts';
 import { loadCard } from '../../functions/encode/card.ts';
+import { dicomMetadata } from '../../functions/encode/dicom.ts';
 import { decodeImage } from '../../functions/encode/image.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { loadNodeEncoder } from '../../functions/encode/model.ts';
@@ -86,7 +87,8 @@ export function encodedSource(images: ImageFile[], encoder: BatchEncoder, opts: 
             id: f.id,
             code: encs[j].code,
             ...(opts.descriptors ? { descriptor: encs[j].descriptor } : {}),
-            metadata: { label: f.label },
+            // a DICOM file also gives its modality, body part and UIDs (read again: ingest, not a hot path)
+            metadata: { label: f.label, ...(f.contentType === 'application/dicom' ? dicomMetadata(await f.read()) : {}) },
             origin: f.origin,
           };
         }

@@ -5,12 +5,12 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { MAX_DEPTH, MAX_ELEMENTS } from '../../functions/encode/dicom.ts';
+import { dicomMetadata, MAX_DEPTH, MAX_ELEMENTS } from '../../functions/encode/dicom.ts';
 import { decodeImage, DEFAULT_LIMITS } from '../../functions/encode/image.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { MedhashError } from '../../functions/util/errors.ts';
 import { TarReader } from '../../scripts/data/shared-data.ts';
-import { CT, DICOM_FIXTURES, DICOM_SOURCES, GARBAGE12, dataDir } from './fixtures.ts';
+import { CT, DICOM_FIXTURES, DICOM_SOURCES, DICOM_STUDY_UID, GARBAGE12, dataDir } from './fixtures.ts';
 
 beforeAll(() => initNodeImageCodecs());
 
@@ -130,6 +130,23 @@ describe('DICOM decodes to the pixels it holds', () => {
     const two = await decodeImage(fixture('ct16-window'));
     const one = await decodeImage(fixture('ct16-window-monochrome1'));
     expect([...one.data]).toEqual([...two.data].map((v) => 255 - v));
+  });
+});
+
+describe('DICOM metadata for ingest', () => {
+  it.each(['grey8-explicit', 'grey8-implicit'])('%s gives modality, body part and the three UIDs, nothing else', (name) => {
+    expect(dicomMetadata(fixture(name))).toEqual({
+      modality: 'CR', body_part: 'HAND', study_uid: DICOM_STUDY_UID, series_uid: '1.2.826.0.1.3680043.10.1410.3.1', sop_uid: '1.2.826.0.1.3680043.10.1410.1.1',
+    });
+  });
+
+  it('leaves out a malformed UID instead of failing the item', () => {
+    const file = part10(concat([
+      element(0x0008, 0x0060, 'CS', new TextEncoder().encode('MR')),
+      element(0x0020, 0x000d, 'UI', new TextEncoder().encode('not.a.uid')),
+      element(0x7fe0, 0x0010, 'OB', new Uint8Array(0)),
+    ]));
+    expect(dicomMetadata(file)).toEqual({ modality: 'MR' });
   });
 });
 

@@ -24,3 +24,5 @@ export const DICOM_SOURCES = {
 export const CT = { size: 64, intercept: -1024, centre: 40, width: 400 } as const;
 /** 12 bits stored in 16 (signed), one row: the logical values, and the junk written above bit 11. */
 export const GARBAGE12 = { values: [-2048, -1000, -1, 0, 1, 1000, 2047], highBits: [0xf000, 0x5000, 0xa000, 0x0000] } as const;
+/** The study every DCMTK fixture belongs to (modality CR, body part HAND). */
+export const DICOM_STUDY_UID = '1.2.826.0.1.3680043.10.1410.2.1';
