@@ -165,6 +165,19 @@ describe('search by image', () => {
     expect(await ids('modality=CR&body_part=HAND')).toEqual(['Hand/own.dcm']);
     expect(await ids('modality=CT')).toEqual([]);
     expect(await ids(`exclude_study_uid=${DICOM_STUDY_UID}`)).toEqual([]);
+    // the query DICOM names its own study: exclude_own_study leaves it out without the caller reading the header
+    const dicomBytes = new Uint8Array(readFileSync(join(DICOM_FIXTURES, 'grey8-explicit.dcm')));
+    const own = async (params: string, type = 'application/dicom', body = dicomBytes) => {
+      const res = await fetch(`${url}/v1/collections/dicoms/search/image?allow_ood=true&${params}`, {
+        method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': type }, body,
+      });
+      return { status: res.status, body: (await res.json()) as Answer & { error?: { message: string } } };
+    };
+    expect((await own('')).body.results.map((r) => r.id)).toEqual(['Hand/own.dcm']);
+    expect((await own('exclude_own_study=true')).body.results).toEqual([]);
+    const jpeg = await own('exclude_own_study=true', 'image/jpeg', new Uint8Array(jpegBytes));
+    expect([jpeg.status, jpeg.body.error?.message]).toEqual([400, expect.stringContaining('needs a DICOM image')]);
+    expect((await own(`exclude_own_study=true&exclude_study_uid=${DICOM_STUDY_UID}`)).status).toBe(400);
   });
 
   it('takes the clinician\'s controls as query parameters: label filters, content weight, exclusions', async () => {

@@ -134,7 +134,7 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         const image = doc.body.paths['/v1/collections/{collection}/search/image'].post;
         expect(Object.keys(image.requestBody.content)).toEqual(['image/png', 'image/jpeg', 'application/dicom']);
         expect(image.parameters.map((p: { name: string }) => p.name)).toEqual(
-          expect.arrayContaining(['k', 'radius', 'allow_ood', 'content_weight', 'label', 'modality', 'body_part', 'exclude_study_uid', 'exclude_patient_ref']));
+          expect.arrayContaining(['k', 'radius', 'allow_ood', 'content_weight', 'label', 'modality', 'body_part', 'exclude_study_uid', 'exclude_patient_ref', 'exclude_own_study']));
         const page = await call('GET', '/docs');
         expect(page.status).toBe(200);
         expect(page.headers.get('content-type')).toMatch(/text\/html/);

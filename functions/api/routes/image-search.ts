@@ -5,6 +5,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { requireCollection } from '../../auth/guard.ts';
+import { dicomMetadata, isDicom } from '../../encode/dicom.ts';
 import { IMAGE_TYPES } from '../../encode/image.ts';
 import { MedhashError, badRequest } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
@@ -41,6 +42,8 @@ const ImageSearchQuery = z.object({
   body_part: SearchFilter.shape.body_part.openapi({ param: { name: 'body_part', in: 'query' }, description: 'Keep only items of this body part (repeat for several).' }),
   exclude_study_uid: Exclusions.exclude_study_uid.openapi({ param: { name: 'exclude_study_uid', in: 'query' } }),
   exclude_patient_ref: Exclusions.exclude_patient_ref.openapi({ param: { name: 'exclude_patient_ref', in: 'query' } }),
+  exclude_own_study: z.enum(['true', 'false'], { error: 'exclude_own_study must be true or false' }).default('false').transform((v) => v === 'true')
+    .openapi({ param: { name: 'exclude_own_study', in: 'query' }, description: 'For a DICOM image: leave out the items of the study the image belongs to (its Study Instance UID).' }),
 });
 
 const ImageSearchResult = SearchResult.extend({
@@ -67,18 +70,31 @@ export function imageSearchRoutes(app: App, backend: Backend): void {
     }),
     async (c) => {
       const col = await requireCollection(c, backend, 'search', c.req.valid('param').collection);
-      const { k, radius, allow_ood: allowOod, content_weight: contentWeight, label, modality, body_part, ...exclusions } = c.req.valid('query');
+      const { k, radius, allow_ood: allowOod, content_weight: contentWeight, label, modality, body_part, exclude_own_study: ownStudy, ...exclusions } = c.req.valid('query');
       const type = imageType(c);
+      if (ownStudy && type !== 'application/dicom') {
+        throw badRequest('invalid_field', 'exclude_own_study needs a DICOM image: a PNG or JPEG names no study (send exclude_study_uid instead)', 'exclude_own_study');
+      }
+      if (ownStudy && exclusions.exclude_study_uid !== undefined) {
+        throw badRequest('invalid_field', 'give exclude_study_uid or exclude_own_study, not both', 'exclude_own_study');
+      }
       if (contentWeight !== undefined && col.descriptor_dims === 0) {
         throw badRequest('invalid_field', `content_weight needs descriptors, and collection ${JSON.stringify(col.name)} stores none`, 'content_weight');
       }
-      const filter = metadataFilter({ filter: { label, modality, body_part }, ...exclusions });
       if (!col.model_id) {
         throw new MedhashError(409, 'model_mismatch', `collection ${JSON.stringify(col.name)} records no model_id, so its codes cannot be compared with an image's; search it by code`);
       }
       if (!backend.images) throw new MedhashError(503, 'encoder_unavailable', 'search by image is not configured on this server (no model: see docs/INFERENCE.md)');
       const bytes = new Uint8Array(await c.req.arrayBuffer());
       if (bytes.length === 0) throw badRequest('empty_body', 'the body must be the image file; it is empty');
+      // the one header field a search reads, for this exclusion alone (bytes that are not DICOM
+      // at all get decodeImage's 415 below)
+      if (ownStudy && isDicom(bytes)) {
+        const study = dicomMetadata(bytes).study_uid;
+        if (study === undefined) throw badRequest('invalid_field', 'exclude_own_study: the DICOM image has no valid Study Instance UID (0020,000D)', 'exclude_own_study');
+        exclusions.exclude_study_uid = study;
+      }
+      const filter = metadataFilter({ filter: { label, modality, body_part }, ...exclusions });
       await admitSearch(c, col, radius);
       const enc = await backend.images.encodeImage(bytes, type);
       if (enc.model_id !== col.model_id) {
