@@ -3,8 +3,9 @@
 // refused with 415 naming its syntax, never guessed at. Grey values go through the file's own
 // modality rescale and first VOI window, as a viewer shows them by default. Decoding reads the
 // header for pixel attributes alone: nothing of it (patient, study, dates) is returned, kept or
-// logged. `dicomMetadata` is the one other reader, for ingest: the five attributes an item's
-// metadata has room for (modality, body part, study/series/instance UIDs), never a patient field.
+// logged. `dicomMetadata` is the one other reader, for ingest (the five attributes an item's
+// metadata has room for: modality, body part, study/series/instance UIDs) and for a search's
+// exclusion of its own study; it never reads a patient field.
 //
 // The file is walked, not parsed into objects: top-level elements are skipped by their length
 // and only group 0028 and the Pixel Data are kept, with a cap on elements and on sequence
