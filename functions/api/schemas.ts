@@ -5,6 +5,7 @@ import { z } from '@hono/zod-openapi';
 import { SCOPES } from '../auth/keys.ts';
 import { CODE_BITS } from '../shards/codec.ts';
 import type { MetadataField } from '../shards/metadata.ts';
+import { DICOM_UID, MAX_UID_LENGTH } from '../encode/dicom.ts';
 import { DEFAULT_CONTENT_WEIGHT } from '../search/rerank.ts';
 import { MAX_ERASE_ITEMS } from '../store/writer.ts';
 
@@ -113,7 +114,7 @@ export const ItemParams = CollectionParams.extend({
   id: ItemId.openapi({ param: { name: 'id', in: 'path' } }),
 });
 
-export const DicomUid = z.string().regex(/^[0-9]+(\.[0-9]+)*$/, 'must be a DICOM UID (digits and dots)').max(64);
+const DicomUid = z.string().regex(DICOM_UID, 'must be a DICOM UID (digits and dots)').max(MAX_UID_LENGTH);
 const MetaText = (max: number) => z.string().min(1).max(max);
 
 // `satisfies` ties the schema to the stored field list: a field missing or extra fails to compile.

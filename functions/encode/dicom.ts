@@ -348,7 +348,9 @@ export interface DicomMetadata {
 const METADATA_TAGS: Record<keyof DicomMetadata, number> = {
   modality: 0x00080060, body_part: 0x00180015, study_uid: 0x0020000d, series_uid: 0x0020000e, sop_uid: 0x00080018,
 };
-const UID = /^[0-9]+(\.[0-9]+)*$/;
+/** A DICOM UID (PS3.5 9.1): digits and dots, at most 64 characters; the API's metadata schema takes the same rule. */
+export const DICOM_UID = /^[0-9]+(\.[0-9]+)*$/;
+export const MAX_UID_LENGTH = 64;
 
 /** Modality, Body Part Examined and the study, series and instance UIDs of a readable DICOM file. */
 export function dicomMetadata(bytes: Uint8Array): DicomMetadata {
@@ -356,7 +358,7 @@ export function dicomMetadata(bytes: Uint8Array): DicomMetadata {
   const out: DicomMetadata = {};
   for (const [field, tag] of Object.entries(METADATA_TAGS) as [keyof DicomMetadata, number][]) {
     const v = text(w, tag);
-    const ok = v !== undefined && (field.endsWith('_uid') ? UID.test(v) && v.length <= 64 : v.length <= 64);
+    const ok = v !== undefined && (field.endsWith('_uid') ? DICOM_UID.test(v) && v.length <= MAX_UID_LENGTH : v.length <= 64);
     if (ok) out[field] = v;
   }
   return out;
