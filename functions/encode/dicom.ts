@@ -65,7 +65,6 @@ interface Header {
 
 /** What the walk keeps: the values of the wanted tags (group << 16 | element), and where the Pixel Data lies. */
 interface Walked {
-  syntax: string;
   attrs: Map<number, Uint8Array>;
   pixelOffset: number;
   pixelLength: number;
@@ -81,7 +80,7 @@ class Walker {
   }
 
   /** One element header at `pos`. Items and delimiters (group FFFE) have no VR in any syntax. */
-  header(pos: number, explicit: boolean): Header {
+  private header(pos: number, explicit: boolean): Header {
     if (++this.elements > MAX_ELEMENTS) throw corrupt(`DICOM has more than ${MAX_ELEMENTS} elements before its pixel data`);
     if (pos + 8 > this.b.length) throw corrupt(`DICOM is truncated: an element header at byte ${pos} runs past the end`);
     const group = this.view.getUint16(pos, true);
@@ -99,14 +98,14 @@ class Walker {
   }
 
   /** The position after a defined-length value, checked to lie inside the file. */
-  end(h: Header): number {
+  private end(h: Header): number {
     const end = h.value + h.length;
     if (end > this.b.length) throw corrupt(`DICOM is truncated: element (${hex4(h.group)},${hex4(h.element)}) declares ${h.length} bytes, ${this.b.length - h.value} are left`);
     return end;
   }
 
   /** Skips an undefined-length sequence (items up to the Sequence Delimitation Item). */
-  sequence(pos: number, explicit: boolean, depth: number): number {
+  private sequence(pos: number, explicit: boolean, depth: number): number {
     if (depth > MAX_DEPTH) throw corrupt(`DICOM nests sequences more than ${MAX_DEPTH} deep`);
     for (;;) {
       const h = this.header(pos, explicit);
@@ -136,8 +135,8 @@ class Walker {
       if (h.element === 0x0010) syntax = ascii(this.b.subarray(h.value, end)).replace(/[\0 ]+$/, '');
       pos = end;
     }
-    if (!(syntax in SUPPORTED)) {
-      const name = REFUSED[syntax] ?? (syntax ? 'an unsupported transfer syntax' : 'no transfer syntax');
+    if (!Object.hasOwn(SUPPORTED, syntax)) {
+      const name = Object.hasOwn(REFUSED, syntax) ? REFUSED[syntax] : syntax ? 'an unsupported transfer syntax' : 'no transfer syntax';
       throw unsupported(`DICOM transfer syntax ${syntax || '(missing)'} (${name}) is not supported: send the file uncompressed, in Explicit or Implicit VR Little Endian (e.g. dcmdjpeg or gdcmconv --raw)`);
     }
     const explicit = syntax === '1.2.840.10008.1.2.1';
@@ -147,7 +146,7 @@ class Walker {
       if (h.group === 0x7fe0 && h.element === 0x0010) {
         if (h.length === UNDEFINED_LENGTH) throw corrupt('DICOM pixel data is encapsulated in an uncompressed transfer syntax');
         // its length is checked against the file after the caller's size limits (a 413 first)
-        return { syntax, attrs, pixelOffset: h.value, pixelLength: h.length };
+        return { attrs, pixelOffset: h.value, pixelLength: h.length };
       }
       if (h.length === UNDEFINED_LENGTH) {
         pos = this.sequence(h.value, explicit, 1);
