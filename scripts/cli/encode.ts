@@ -10,6 +10,7 @@ import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { loadNodeEncoder } from '../../functions/encode/model.ts';
 import { preprocess } from '../../functions/encode/preprocess.ts';
 import { RemoteEncoder } from '../../functions/inference/remote.ts';
+import { MedhashError } from '../../functions/util/errors.ts';
 import type { ImageFile } from './images.ts';
 import type { RecordSource } from './sources.ts';
 
@@ -40,7 +41,11 @@ export async function openBatchEncoder(opts: { backendUrl?: string; model?: stri
         const out: ImageEncoding[] = [];
         for (let i = 0; i < images.length; i += MAX_INPUTS) {
           const chunk = images.slice(i, i + MAX_INPUTS);
-          const r = await remote.encodeBatch(await Promise.all(chunk.map(async (f) => ({ image: await f.read(), contentType: f.contentType }))));
+          const r = await remote.encodeBatch(await Promise.all(chunk.map(async (f) => ({ image: await f.read(), contentType: f.contentType }))))
+            .catch((e: unknown) => {
+              const at = e instanceof MedhashError ? /^inputs\.(\d+)\./.exec(e.field ?? '') : null;
+              throw at ? new Error(`${chunk[Number(at[1])].origin}: ${(e as MedhashError).message}`) : e;
+            });
           if (r.model_id !== health.model_id) throw new Error(`inference backend ${url} changed model to ${r.model_id} while indexing`);
           out.push(...r.results);
         }
