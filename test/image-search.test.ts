@@ -152,6 +152,11 @@ describe('search by image', () => {
     copyFileSync(join(DICOM_FIXTURES, 'grey8-explicit.dcm'), join(dir, 'dicom-folder', 'Hand', 'own.dcm'));
     await new Client(url, key).request('POST', '/v1/collections', { name: 'dicoms', bits: 64, descriptor_dims: 64, model_id: modelId });
     await cli(['index', '--collection', 'dicoms', '--images', join(dir, 'dicom-folder')], env);
+    // a file the backend cannot read stops the run, named by its path
+    mkdirSync(join(dir, 'bad-dicom-folder', 'Hand'), { recursive: true });
+    copyFileSync(join(DICOM_FIXTURES, 'grey8-jpeg-baseline.dcm'), join(dir, 'bad-dicom-folder', 'Hand', 'compressed.dcm'));
+    const failed = await cli(['index', '--collection', 'dicoms', '--images', join(dir, 'bad-dicom-folder')], env).then(() => null, (e: { stderr: string }) => e);
+    expect(failed?.stderr).toMatch(/bad-dicom-folder\/Hand\/compressed\.dcm: inputs\.0\.image: DICOM transfer syntax 1\.2\.840\.10008\.1\.2\.4\.50 \(JPEG Baseline\)/);
     const found = await searchImage(asFile('image/jpeg', jpegBytes), 'dicoms');
     expect(found.body.results.map((r) => [r.id, r.distance, r.metadata.label])).toEqual([['Hand/own.dcm', 0, 'Hand']]);
     // the item took its modality, body part and UIDs from the file, so the clinician's controls apply
@@ -205,6 +210,9 @@ describe('search by image', () => {
     const bad = await search('content_weight=2');
     expect([bad.status, bad.body.error?.message]).toEqual([400, expect.stringContaining('content_weight must be between 0 and 1')]);
     expect((await search('exclude_study_uid=not-a-uid')).status).toBe(400);
+    // a misspelt control is refused, never ignored (it could have been an exclusion)
+    const typo = await search('exclude_own_studies=true');
+    expect([typo.status, typo.body.error?.message]).toEqual([400, expect.stringContaining('exclude_own_studies')]);
     // these items carry no study or patient, so excluding one leaves the answer as it was
     const plain = await search('');
     const excluded = await search('exclude_study_uid=1.2.3&exclude_patient_ref=P-1');

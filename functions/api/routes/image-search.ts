@@ -27,7 +27,7 @@ export function imageType(c: Context): string {
   return type;
 }
 
-const ImageSearchQuery = z.object({
+const ImageSearchQuery = z.strictObject({
   k: z.coerce.number({ error: 'k must be an integer' }).int('k must be an integer').min(1, `k must be between 1 and ${MAX_K}`).max(MAX_K, `k must be between 1 and ${MAX_K}`).default(10)
     .openapi({ param: { name: 'k', in: 'query' } }),
   radius: z.coerce.number({ error: 'radius must be an integer' }).int('radius must be an integer').min(0, 'radius must be >= 0').optional()
