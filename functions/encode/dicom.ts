@@ -350,6 +350,8 @@ const METADATA_TAGS: Record<keyof DicomMetadata, number> = {
 /** A DICOM UID (PS3.5 9.1): digits and dots, at most 64 characters; the API's metadata schema takes the same rule. */
 export const DICOM_UID = /^[0-9]+(\.[0-9]+)*$/;
 export const MAX_UID_LENGTH = 64;
+/** A code string (CS, PS3.5 6.2): upper-case letters, digits, space and underscore, at most 16. */
+const CODE_STRING = /^[A-Z0-9 _]{1,16}$/;
 
 /** Modality, Body Part Examined and the study, series and instance UIDs of a readable DICOM file. */
 export function dicomMetadata(bytes: Uint8Array): DicomMetadata {
@@ -357,7 +359,7 @@ export function dicomMetadata(bytes: Uint8Array): DicomMetadata {
   const out: DicomMetadata = {};
   for (const [field, tag] of Object.entries(METADATA_TAGS) as [keyof DicomMetadata, number][]) {
     const v = text(w, tag);
-    const ok = v !== undefined && (field.endsWith('_uid') ? DICOM_UID.test(v) && v.length <= MAX_UID_LENGTH : v.length <= 64);
+    const ok = v !== undefined && (field.endsWith('_uid') ? DICOM_UID.test(v) && v.length <= MAX_UID_LENGTH : CODE_STRING.test(v));
     if (ok) out[field] = v;
   }
   return out;

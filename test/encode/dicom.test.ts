@@ -140,9 +140,10 @@ describe('DICOM metadata for ingest', () => {
     });
   });
 
-  it('leaves out a malformed UID instead of failing the item', () => {
+  it('leaves out a malformed UID or code string instead of failing the item', () => {
     const file = part10(concat([
       element(0x0008, 0x0060, 'CS', new TextEncoder().encode('MR')),
+      element(0x0018, 0x0015, 'CS', new TextEncoder().encode('C^R ')),
       element(0x0020, 0x000d, 'UI', new TextEncoder().encode('not.a.uid')),
       element(0x7fe0, 0x0010, 'OB', new Uint8Array(0)),
     ]));
