@@ -7,7 +7,7 @@
 # `report` needs; no checkpoints) are packed into $OUT/runs-gpu.tar.gz with the log.
 #
 #   DATA=../shared/data OUT=/tmp/out bash scripts/train-gpu.sh     (from the repository root)
-#   (then: tar -xzf /tmp/out/runs-gpu.tar.gz -C runs && cd models &&
+#   (then: mkdir -p runs && tar -xzf /tmp/out/runs-gpu.tar.gz -C runs && cd models &&
 #    /usr/bin/python3 -m medhash_model report --runs ../runs/gpu --tag gpu)
 #
 # docs/RESULTS-gpu.md came from two calls on an H200 (2026-11-27), each with only its data set
@@ -96,10 +96,11 @@ done >"$JOBS"
 setsid xargs -P "$PARALLEL" -L 1 -a "$JOBS" bash -c 'one "$@"' _ >>"$LOG" 2>&1 &
 sweep=$!
 left=$(( HARD_STOP - ($(date +%s) - T0) ))
-(sleep "$(( left > 0 ? left : 0 ))"; kill -TERM -- "-$sweep" 2>/dev/null) &
+# the watchdog is a group of its own too, so that ending it also ends its sleep
+setsid bash -c 'sleep "$1"; kill -TERM -- "-$2" 2>/dev/null' _ "$(( left > 0 ? left : 0 ))" "$sweep" >/dev/null 2>&1 &
 watchdog=$!
 wait "$sweep" || echo "== hard stop at +$(( $(date +%s) - T0 )) s" >>"$LOG"
-kill "$watchdog" 2>/dev/null || true
+kill -- "-$watchdog" 2>/dev/null || true
 [[ -n ${smi:-} ]] && kill "$smi" 2>/dev/null || true
 echo "== finished $(find "$RUNS/$SET" -name metrics.json | wc -l) runs at +$(( $(date +%s) - T0 )) s" >>"$LOG"
 (cd "$RUNS/.." && find "$(basename "$RUNS")" \( -name metrics.json -o -name ap100_per_query.npy -o -name log.txt \
