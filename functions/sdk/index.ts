@@ -9,6 +9,7 @@ import * as ort from 'onnxruntime-web';
 import { encodingOf } from '../backend/encoding.ts';
 import type { ImageEncoding } from '../backend/protocol.ts';
 import { checkOnnx, parseCard, type ModelCard } from '../encode/card.ts';
+import { dicomMetadata, isDicom } from '../encode/dicom.ts';
 import { decodeImage, initImageCodecs } from '../encode/image.ts';
 import { loadWebEncoder, type Encoder } from '../encode/model.ts';
 import { preprocess } from '../encode/preprocess.ts';
@@ -74,6 +75,13 @@ export interface SearchOptions {
   contentWeight?: number;
   /** Answer an out-of-distribution query (marked so) instead of the 422 refusal. */
   allowOod?: boolean;
+  /** Keep only items whose metadata field is this value (or one of these); fields combine with AND. */
+  filter?: { label?: string | string[]; modality?: string | string[]; body_part?: string | string[] };
+  /** Leave out the items of this study, or of this patient reference (the query's own). */
+  excludeStudyUid?: string;
+  excludePatientRef?: string;
+  /** searchImage with a DICOM: leave out the items of the image's own study (its Study Instance UID, read here). */
+  excludeOwnStudy?: boolean;
 }
 
 /**
@@ -200,6 +208,9 @@ export class MedhashClient {
       if (opts.contentWeight !== undefined) body.content_weight = opts.contentWeight;
     }
     if (opts.allowOod) body.allow_ood = true;
+    if (opts.filter) body.filter = opts.filter;
+    if (opts.excludeStudyUid !== undefined) body.exclude_study_uid = opts.excludeStudyUid;
+    if (opts.excludePatientRef !== undefined) body.exclude_patient_ref = opts.excludePatientRef;
     const res = await this.request(`/v1/collections/${encodeURIComponent(collection)}/search`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
@@ -216,9 +227,18 @@ export class MedhashClient {
     if (!collection.model_id) throw new Error(`collection ${collection.name} names no model, so its codes cannot be computed here`);
     const enc = await this.encoder(collection.model_id, onProgress);
     if (enc.card.bits !== collection.bits) throw new Error(`model ${enc.card.model_id} makes ${enc.card.bits}-bit codes; collection ${collection.name} holds ${collection.bits}-bit codes`);
-    const encoded = await enc.encode(new Uint8Array(await image.arrayBuffer()), image.type || undefined);
+    const bytes = new Uint8Array(await image.arrayBuffer());
+    const query = { ...opts };
+    if (opts.excludeOwnStudy) {
+      // as the service's search by image does: the one header field read, for this exclusion alone
+      const study = isDicom(bytes) ? dicomMetadata(bytes).study_uid : undefined;
+      if (study === undefined) throw new Error('excludeOwnStudy needs a DICOM image with a valid Study Instance UID (0020,000D)');
+      if (opts.excludeStudyUid !== undefined && opts.excludeStudyUid !== study) throw new Error('give excludeStudyUid or excludeOwnStudy, not both');
+      query.excludeStudyUid = study;
+    }
+    const encoded = await enc.encode(bytes, image.type || undefined);
     const withDescriptor = collection.descriptor_dims > 0 && collection.descriptor_dims === encoded.descriptor.length;
-    const answer = await this.search(collection.name, encoded.code, withDescriptor ? encoded.descriptor : undefined, opts);
+    const answer = await this.search(collection.name, encoded.code, withDescriptor ? encoded.descriptor : undefined, query);
     return { encoded, answer };
   }
 }

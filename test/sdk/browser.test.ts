@@ -24,7 +24,7 @@ import { calibrationFromCard, shippedCalibrations } from '../../functions/safety
 import { toHex } from '../../functions/util/bytes.ts';
 import { encodeMembers } from '../../scripts/data/encode-set.ts';
 import { readManifest, TarReader, type ManifestRow } from '../../scripts/data/shared-data.ts';
-import { dataDir, DICOM_FIXTURES, DICOM_SOURCES, MODELS } from '../encode/fixtures.ts';
+import { dataDir, DICOM_FIXTURES, DICOM_SOURCES, DICOM_STUDY_UID, MODELS } from '../encode/fixtures.ts';
 import { png, scanlines } from '../encode/png-fixtures.ts';
 import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
 
@@ -153,7 +153,11 @@ it('a DICOM dropped on the page is previewed and encoded in the browser to the c
   const mednist = await TarReader.open(join(dataDir(DICOM_SOURCES.grey.set), 'images.tar'));
   const jpeg = await mednist.read(DICOM_SOURCES.grey.member);
   await mednist.close();
-  const expected = toHex(packCode((await encoder.run(preprocess(await decodeImage(jpeg), card.input), 1)).u));
+  const enc = encodingOf(card, await encoder.run(preprocess(await decodeImage(jpeg), card.input), 1), 0);
+  const expected = enc.code;
+  // an item of the DICOM's own study, with its very code: found, unless the page excludes the study
+  const own = { id: 'own-study/hand', code: enc.code, descriptor: enc.descriptor, metadata: { label: 'Hand', study_uid: DICOM_STUDY_UID } };
+  expect((await call('POST', '/v1/collections/mednist/items', { items: [own] })).status).toBe(200);
   const page = await browser.newPage();
   const problems: string[] = [];
   page.on('pageerror', (e) => problems.push(e.message));
@@ -175,8 +179,18 @@ it('a DICOM dropped on the page is previewed and encoded in the browser to the c
   await page.locator('#results li[data-id]').first().waitFor({ timeout: 60_000 });
   expect(await page.locator('#encoded').getAttribute('data-code')).toBe(expected);
   expect(await page.locator('#error').textContent()).toBe('');
+  const ids = () => page.locator('#results li[data-id]').evaluateAll((lis) => lis.map((li) => (li as HTMLElement).dataset.id));
+  expect(await ids()).toContain(own.id);
+  await page.getByLabel("Leave out this image's own study (DICOM)").check();
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.waitForFunction((id) => document.querySelectorAll('#results li[data-id]').length > 0
+    && !Array.from(document.querySelectorAll<HTMLElement>('#results li[data-id]')).some((li) => li.dataset.id === id), own.id);
+  expect(await ids()).not.toContain(own.id);
+  expect(await page.locator('#error').textContent()).toBe('');
   expect(problems).toEqual([]);
   await page.close();
+  const removed = await fetch(`${base}/v1/collections/mednist/items/${encodeURIComponent(own.id)}`, { method: 'DELETE', headers: { authorization: `Bearer ${key}` } });
+  expect(removed.status).toBe(204);
 });
 
 it('with modelsUrl the SDK takes the model from a static folder (a Worker has no /v1/models) and reports what search by image would', async () => {

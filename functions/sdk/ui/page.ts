@@ -171,6 +171,7 @@ $('search').addEventListener('submit', async (ev) => {
       radius: radius === '' ? undefined : Number(radius),
       contentWeight: Number(weight.value),
       allowOod: $<HTMLInputElement>('allow-ood').checked,
+      excludeOwnStudy: $<HTMLInputElement>('exclude-own-study').checked,
     });
     encodedBox.dataset.code = encoded.code;
     encodedBox.textContent = `Encoded here in ${encoded.encodeMs.toFixed(0)} ms (${encoded.runtime}): code ${encoded.code}.`;
