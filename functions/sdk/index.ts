@@ -230,10 +230,10 @@ export class MedhashClient {
     const bytes = new Uint8Array(await image.arrayBuffer());
     const query = { ...opts };
     if (opts.excludeOwnStudy) {
+      if (opts.excludeStudyUid !== undefined) throw new Error('give excludeStudyUid or excludeOwnStudy, not both');
       // as the service's search by image does: the one header field read, for this exclusion alone
       const study = isDicom(bytes) ? dicomMetadata(bytes).study_uid : undefined;
       if (study === undefined) throw new Error('excludeOwnStudy needs a DICOM image with a valid Study Instance UID (0020,000D)');
-      if (opts.excludeStudyUid !== undefined && opts.excludeStudyUid !== study) throw new Error('give excludeStudyUid or excludeOwnStudy, not both');
       query.excludeStudyUid = study;
     }
     const encoded = await enc.encode(bytes, image.type || undefined);
