@@ -3,7 +3,8 @@
 # present) and the Node service with search by image (local sqlite-backed KV under .medhash/),
 # create a tenant, a key and a collection bound to the model, index the `db` split of MedNIST by
 # encoding its images through the backend, answer a search by image for one `query`-split image
-# of each class and report precision@10, then keep serving until Ctrl-C.
+# of each class and report precision@10, search with a DICOM file (MedNIST only), then keep
+# serving until Ctrl-C.
 # Options (environment): MODEL (default models/mednist-darf-b64.onnx), DATA (a ../shared/data
 # set, default ../shared/data/mednist) or IMAGES (a folder of <label>/<image> files instead),
 # MAX_ITEMS (index only the first N images; default all: MedNIST's 11,645 db images take about
@@ -78,6 +79,11 @@ while IFS=, read -r path label; do
   hits=$((hits + $(echo "$out" | grep -c "\[$label\]" || true))); total=$((total + 10))
 done < "$qdir/list"
 echo "== precision@10 over these queries: $hits/$total"
+if [ -z "${IMAGES:-}" ] && [ "$(basename "$DATA")" = mednist ]; then
+  # DICOM is read too: this test file holds the pixels of a MedNIST hand X-ray (docs/ENCODING.md)
+  echo "== search by DICOM: test/fixtures/dicom/grey8-explicit.dcm [Hand], top 5"
+  medhash search --collection "$collection" --image test/fixtures/dicom/grey8-explicit.dcm --k 5
+fi
 
 if [ "${MAIN_EXIT:-0}" = "1" ]; then exit 0; fi
 echo "== serving on $MEDHASH_URL (API docs: $MEDHASH_URL/docs), inference backend on $MEDHASH_BACKEND_URL. Ctrl-C stops."
