@@ -117,3 +117,27 @@ describe('medhash collection erase', () => {
     await expect(cli('--name', 'erase-a')).rejects.toMatchObject({ code: 2, stderr: expect.stringMatching(/needs --patient-ref R or --study-uid U/) });
   });
 });
+
+describe('medhash search by code', () => {
+  const search = (...args: string[]) =>
+    promisify(execFile)(process.execPath, [join(import.meta.dirname, '..', 'scripts', 'medhash.mjs'), 'search', '--collection', 'ctl', '--code', 'abcd', '--json', ...args], {
+      env: { ...process.env, MEDHASH_URL: url, MEDHASH_API_KEY: secret },
+    });
+  const ids = async (...args: string[]) => (JSON.parse((await search(...args)).stdout) as { results: { id: string }[] }).results.map((r) => r.id).sort();
+
+  it("takes the clinician's filters and exclusions, as the API names them", async () => {
+    await api.request('POST', '/v1/collections', { name: 'ctl', bits: 16 });
+    await api.request('POST', '/v1/collections/ctl/items', {
+      items: [
+        { id: 'ct-1', code: 'abcd', metadata: { modality: 'CT', study_uid: '1.2.3', patient_ref: 'p1' } },
+        { id: 'mr-1', code: 'abcd', metadata: { modality: 'MR', study_uid: '1.2.4', patient_ref: 'p2' } },
+        { id: 'cr-1', code: 'abcd', metadata: { modality: 'CR', study_uid: '1.2.5', patient_ref: 'p1' } },
+      ],
+    });
+    expect(await ids()).toEqual(['cr-1', 'ct-1', 'mr-1']);
+    expect(await ids('--modality', 'CT', '--modality', 'MR')).toEqual(['ct-1', 'mr-1']);
+    expect(await ids('--exclude-study-uid', '1.2.4')).toEqual(['cr-1', 'ct-1']);
+    expect(await ids('--exclude-patient-ref', 'p1')).toEqual(['mr-1']);
+    await expect(search('--exclude-own-study')).rejects.toMatchObject({ code: 2, stderr: expect.stringMatching(/need --image/) });
+  });
+});

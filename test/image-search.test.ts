@@ -183,6 +183,12 @@ describe('search by image', () => {
     const jpeg = await own('exclude_own_study=true', 'image/jpeg', new Uint8Array(jpegBytes));
     expect([jpeg.status, jpeg.body.error?.message]).toEqual([400, expect.stringContaining('needs a DICOM image')]);
     expect((await own(`exclude_own_study=true&exclude_study_uid=${DICOM_STUDY_UID}`)).status).toBe(400);
+    // the same controls from the CLI
+    const viaCli = async (...flags: string[]) =>
+      JSON.parse((await cli(['search', '--collection', 'dicoms', '--image', join(DICOM_FIXTURES, 'grey8-explicit.dcm'), '--allow-ood', '--json', ...flags], env)).stdout).results.map((r: { id: string }) => r.id);
+    expect(await viaCli('--modality', 'CT', '--modality', 'CR')).toEqual(['Hand/own.dcm']);
+    expect(await viaCli('--exclude-own-study')).toEqual([]);
+    expect(await viaCli('--body-part', 'CHEST')).toEqual([]);
   });
 
   it('takes the clinician\'s controls as query parameters: label filters, content weight, exclusions', async () => {

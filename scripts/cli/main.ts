@@ -38,6 +38,9 @@ const USAGE = `medhash <command> [options]
         Encode images (DIR/<label>/<file>.png|.jpg|.jpeg|.dcm, or a ../shared/data set) and upsert them, through the
         inference backend when MEDHASH_BACKEND_URL is set, else in-process; resumable.
   search --collection C (--code CODE | --image FILE) [--k 10] [--radius R] [--json]
+         [--label L] [--modality M] [--body-part B]   (each repeatable: any of the values)
+         [--exclude-study-uid U] [--exclude-patient-ref P] [--allow-ood]
+         [--exclude-own-study] [--content-weight W]    (--image only)
         FILE: .png, .jpg/.jpeg or uncompressed DICOM (.dcm).
   collection create --name C --bits 16|32|64|128|256 [--descriptor-dims N] [--model-id M]
   collection list | get --name C | delete --name C
@@ -192,11 +195,26 @@ interface SearchAnswer {
 }
 
 async function search(args: string[]) {
-  const v = parse(args, { collection: { type: 'string' }, code: { type: 'string' }, image: { type: 'string' }, k: { type: 'string' }, radius: { type: 'string' }, json: { type: 'boolean' } });
+  const v = parse(args, {
+    collection: { type: 'string' }, code: { type: 'string' }, image: { type: 'string' }, k: { type: 'string' }, radius: { type: 'string' }, json: { type: 'boolean' },
+    label: { type: 'string', multiple: true }, modality: { type: 'string', multiple: true }, 'body-part': { type: 'string', multiple: true },
+    'exclude-study-uid': { type: 'string' }, 'exclude-patient-ref': { type: 'string' }, 'exclude-own-study': { type: 'boolean' },
+    'content-weight': { type: 'string' }, 'allow-ood': { type: 'boolean' },
+  });
   if ((v.code === undefined) === (v.image === undefined)) throw new UsageError('give exactly one of --code, --image');
+  if (v.code !== undefined && (v['exclude-own-study'] || v['content-weight'] !== undefined)) {
+    throw new UsageError('--exclude-own-study and --content-weight need --image (a code carries no study and no descriptor)');
+  }
   const body = {
     k: int(v.k as string | undefined, 'k', 10),
     ...(v.radius !== undefined ? { radius: int(v.radius as string, 'radius') } : {}),
+  };
+  // the clinician's controls, named as the API names them; the service validates the values
+  const filter = Object.fromEntries(([['label', v.label], ['modality', v.modality], ['body_part', v['body-part']]] as [string, string[] | undefined][])
+    .filter(([, values]) => values !== undefined));
+  const exclusions = {
+    ...(v['exclude-study-uid'] !== undefined ? { exclude_study_uid: v['exclude-study-uid'] as string } : {}),
+    ...(v['exclude-patient-ref'] !== undefined ? { exclude_patient_ref: v['exclude-patient-ref'] as string } : {}),
   };
   const api = client(v, 'MEDHASH_API_KEY');
   const base = col(need(v.collection, 'collection'));
@@ -205,10 +223,15 @@ async function search(args: string[]) {
     const file = v.image as string;
     const type = imageTypeOf(file);
     if (!type) throw new UsageError('--image must be a .png, .jpg, .jpeg or .dcm file');
-    const q = new URLSearchParams({ k: String(body.k), ...(body.radius !== undefined ? { radius: String(body.radius) } : {}) });
+    const q = new URLSearchParams({ k: String(body.k), ...(body.radius !== undefined ? { radius: String(body.radius) } : {}), ...exclusions });
+    for (const [field, values] of Object.entries(filter)) for (const value of values as string[]) q.append(field, value);
+    if (v['content-weight'] !== undefined) q.set('content_weight', v['content-weight'] as string);
+    if (v['exclude-own-study']) q.set('exclude_own_study', 'true');
+    if (v['allow-ood']) q.set('allow_ood', 'true');
     r = await api.request<SearchAnswer>('POST', `${base}/search/image?${q}`, new RawBody(new Uint8Array(readFileSync(file)), type));
   } else {
-    r = await api.request<SearchAnswer>('POST', `${base}/search`, { code: v.code, ...body });
+    const controls = { ...(Object.keys(filter).length > 0 ? { filter } : {}), ...exclusions, ...(v['allow-ood'] ? { allow_ood: true } : {}) };
+    r = await api.request<SearchAnswer>('POST', `${base}/search`, { code: v.code, ...body, ...controls });
   }
   if (v.json) return print(r);
   if (r.path) console.log(`encoded by ${r.path}: code ${r.code}, model OOD score ${r.model_ood?.score.toFixed(3)} (threshold ${r.model_ood?.threshold.toFixed(3)})`);
