@@ -36,8 +36,8 @@ export interface Manifest {
 /** Every collection's keys start with this, then its id and a slash. */
 export const COLLECTIONS_PREFIX = 'c/';
 export const collectionPrefix = (collection: string): string => `${COLLECTIONS_PREFIX}${collection}/`;
-export const manifestKey = (collection: string): string => `c/${collection}/manifest`;
-export const shardKey = (collection: string, sha256: string): string => `c/${collection}/s/${sha256}`;
+export const manifestKey = (collection: string): string => `${collectionPrefix(collection)}manifest`;
+export const shardKey = (collection: string, sha256: string): string => `${collectionPrefix(collection)}s/${sha256}`;
 
 export class ManifestFormatError extends Error {
   override name = 'ManifestFormatError';

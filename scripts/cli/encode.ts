@@ -4,7 +4,7 @@
 import { encodingOf } from '../../functions/backend/encoding.ts';
 import { MAX_INPUTS, type ImageEncoding } from '../../functions/backend/protocol.ts';
 import { loadCard } from '../../functions/encode/card.ts';
-import { dicomMetadata } from '../../functions/encode/dicom.ts';
+import { dicomMetadata, type DicomMetadata } from '../../functions/encode/dicom.ts';
 import { decodeImage } from '../../functions/encode/image.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { loadNodeEncoder } from '../../functions/encode/model.ts';
@@ -86,14 +86,28 @@ export function encodedSource(images: ImageFile[], encoder: BatchEncoder, opts: 
     async *records() {
       for (let i = 0; i < images.length; i += opts.chunk) {
         const chunk = images.slice(i, i + opts.chunk);
-        const encs = await encoder.encode(chunk);
+        // A DICOM file also gives its modality, body part and UIDs, taken from the bytes the
+        // encoder reads (one read per file).
+        const dicom = new Map<string, DicomMetadata>();
+        const reading = chunk.map((f): ImageFile => (f.contentType !== 'application/dicom' ? f : {
+          ...f,
+          read: async () => {
+            const bytes = await f.read();
+            try {
+              dicom.set(f.id, dicomMetadata(bytes));
+            } catch {
+              // a header that does not walk: the encoder refuses the file itself, naming it
+            }
+            return bytes;
+          },
+        }));
+        const encs = await encoder.encode(reading);
         for (const [j, f] of chunk.entries()) {
           yield {
             id: f.id,
             code: encs[j].code,
             ...(opts.descriptors ? { descriptor: encs[j].descriptor } : {}),
-            // a DICOM file also gives its modality, body part and UIDs (read again: ingest, not a hot path)
-            metadata: { label: f.label, ...(f.contentType === 'application/dicom' ? dicomMetadata(await f.read()) : {}) },
+            metadata: { label: f.label, ...dicom.get(f.id) },
             origin: f.origin,
           };
         }
