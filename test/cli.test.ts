@@ -139,5 +139,10 @@ describe('medhash search by code', () => {
     expect(await ids('--exclude-study-uid', '1.2.4')).toEqual(['cr-1', 'ct-1']);
     expect(await ids('--exclude-patient-ref', 'p1')).toEqual(['mr-1']);
     await expect(search('--exclude-own-study')).rejects.toMatchObject({ code: 2, stderr: expect.stringMatching(/need --image/) });
+    // without --json, an empty answer says so rather than printing nothing
+    const plain = await promisify(execFile)(process.execPath, [join(import.meta.dirname, '..', 'scripts', 'medhash.mjs'), 'search', '--collection', 'ctl', '--code', 'abcd', '--modality', 'US'], {
+      env: { ...process.env, MEDHASH_URL: url, MEDHASH_API_KEY: secret },
+    });
+    expect(plain.stdout).toMatch(/^no results/m);
   });
 });

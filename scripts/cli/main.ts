@@ -236,6 +236,7 @@ async function search(args: string[]) {
   if (v.json) return print(r);
   if (r.path) console.log(`encoded by ${r.path}: code ${r.code}, model OOD score ${r.model_ood?.score.toFixed(3)} (threshold ${r.model_ood?.threshold.toFixed(3)})`);
   r.results.forEach((x, i) => console.log(`${String(i + 1).padStart(4)}  d=${String(x.distance).padStart(3)}  ${x.id}${x.metadata.label ? `  [${x.metadata.label}]` : ''}`));
+  if (r.results.length === 0) console.log('no results (none stored, or none passed the filters and exclusions)');
   if (r.truncated) console.log(`(more than ${body.k} items within radius ${body.radius})`);
 }
 
