@@ -37,6 +37,14 @@ wait_up() {
   echo "main: $2 did not start" >&2; exit 1
 }
 
+# Something already answering on a port (a server left from an earlier run) would take the
+# demo's requests while its own servers failed to bind: say so instead.
+for url in "$MEDHASH_BACKEND_URL" "$MEDHASH_URL"; do
+  if curl -fs "$url/healthz" >/dev/null 2>&1; then
+    echo "main: $url already answers (a server left running?): stop it, or set PORT and BACKEND_PORT" >&2; exit 1
+  fi
+done
+
 pids=()  # the two servers, as node processes (a shell function in the background would leave its node behind)
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 "$NODE" scripts/medhash.mjs backend --model "$MODEL" --port "$BACKEND_PORT" --threads "${ORT_THREADS:-1}" & pids+=($!)
