@@ -212,7 +212,7 @@ def markdown(runs: list[dict], checks: dict, tag: str = "") -> str:
              "`mAP@100 content` breaks ties by content similarity of the continuous codes (plain mAP, no ties left).",
              "Values are mean ± population standard deviation over the seeds listed. Presets: `cpu64` = 64x64 inputs,",
              "24 epochs x 150 steps of batch 64, the same for every method (same augmentation and schedule);",
-             "`cpu128` = the same model and schedule at 128x128 inputs.",
+             "`cpu128` = the same model and schedule at 128x128 inputs; `gpu128` = cpu128 with 48 epochs.",
              ("The tables hold the runs that finished before the call's deadline. The two-sided Wilcoxon test compares" if tag else
               "The tables hold the runs that have finished; `scripts/train-models.sh` holds the whole plan\n"
               "(16/32/64 bits, seeds 0-2, ablations) and resumes it. The two-sided Wilcoxon test compares"),
