@@ -13,7 +13,10 @@
 # docs/RESULTS-gpu.md came from two calls on an H200 (2026-11-27), each with only its data set
 # beside the checkout: `SET=brain_tumor_mri` with the defaults (54 runs in 353 s), then
 # `SET=kather_crc_2016 LAUNCH_UNTIL=230 HARD_STOP=330` (53 runs in 280 s; bottleneck_sch b16 s2
-# missed the launch deadline; neither call reached its hard stop).
+# missed the launch deadline; neither call reached its hard stop). Its `gpu128` tables came from
+# two calls of a later session, again one per data set: `SET=<set> PRESET=gpu128 BITS=32
+# PARALLEL=18 LAUNCH_UNTIL=120 HARD_STOP=400` (brain MRI: 18 runs in 270 s; Kather, with
+# LAUNCH_UNTIL=100 HARD_STOP=340: 18 runs in 217 s).
 #
 # Settings (environment): DATA (the shared data folder), OUT, RUNS (default runs/gpu), PY
 # (default python3), SET, PRESET, METHODS, MORE_METHODS, BITS, SEEDS, DEVICE (cuda|cpu), PARALLEL
