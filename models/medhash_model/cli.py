@@ -6,7 +6,8 @@
   export  ONNX (opset 17) + model card JSON of a trained run
   pipeline  train, OOD stage, export and evaluation of one model in one go (e.g. a new class folder)
   codes   encode a split to JSONL codes (id, packed hex code, label) for `medhash index`
-  report  tables (docs/RESULTS.md), docs/results/retrieval.json, plots"""
+  report  tables (docs/RESULTS.md), docs/results/retrieval.json, plots
+int8 variants have their own entry, `python -m medhash_model.quantize`: it must run without torch."""
 from __future__ import annotations
 
 import argparse

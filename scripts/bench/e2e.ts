@@ -152,7 +152,8 @@ async function closedLoop(total: number, concurrency: number, one: (i: number) =
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   const { card, onnx } = await loadCard(o.model);
-  const set = card.name.replace(/-darf-b\d+$/, '');
+  // NAME-darf-bBITS, or its int8 variant NAME-darf-bBITS-int8 (scripts/int8.sh)
+  const set = card.name.replace(/-darf-b\d+(-int8)?$/, '');
   await initNodeImageCodecs();
   const pngs = await queryPngs(set, card.input);
   const dir = mkdtempSync(join(tmpdir(), 'medhash-bench-e2e-'));
