@@ -17,6 +17,8 @@
 # two calls of a later session, again one per data set: `SET=<set> PRESET=gpu128 BITS=32
 # PARALLEL=18 LAUNCH_UNTIL=120 HARD_STOP=400` (brain MRI: 18 runs in 270 s; Kather, with
 # LAUNCH_UNTIL=100 HARD_STOP=340: 18 runs in 217 s).
+# The Kather ablations (cpu128, 32 bits): `METHODS="abl_no_fusion abl_linear_head abl_labels_only"
+# MORE_METHODS="" PARALLEL=9 LAUNCH_UNTIL=40 HARD_STOP=190` (9 runs in 104 s).
 #
 # Settings (environment): DATA (the shared data folder), OUT, RUNS (default runs/gpu), PY
 # (default python3), SET, PRESET, METHODS, MORE_METHODS, BITS, SEEDS, DEVICE (cuda|cpu), PARALLEL
