@@ -21,8 +21,8 @@ import numpy as np
 
 from . import data as data_mod
 
-# Conv carries most of the encoder's time (an ORT profile: about a third of each image); the
-# attention's MatMuls were tried with dynamic quantization and gained nothing measurable.
+# Conv takes the largest share of the encoder's time (an ORT profile: about a third of each
+# image); quantizing the attention's MatMuls as well (dynamic) gained nothing measurable.
 OPS = ["Conv"]
 
 
