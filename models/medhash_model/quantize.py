@@ -21,8 +21,9 @@ import numpy as np
 
 from . import data as data_mod
 
-# Conv takes the largest share of the encoder's time (an ORT profile: about a third of each
-# image); quantizing the attention's MatMuls as well (dynamic) gained nothing measurable.
+# Conv takes the largest share of the encoder's time (a one-off ORT profile, not recorded: about a
+# third of each image); quantizing the attention's MatMuls as well (dynamic) gained nothing in a
+# one-off timing on random inputs.
 OPS = ["Conv"]
 
 
@@ -54,7 +55,8 @@ def quantize(model: Path, source: str, out: Path, n: int = 256, seed: int = 0) -
     onnx_path = out / f"{name}.onnx"
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
-        # symbolic shape inference needs a sympy that Debian's numpy-1 stack cannot give here
+        # symbolic shape inference runs through the system's sympy/mpmath, which fail on numpy 2's
+        # scalars; ONNX's own shape inference is enough for a graph whose only free axis is the batch
         quant_pre_process(str(model), str(pre), skip_symbolic_shape=True)
         quantize_static(str(pre), str(onnx_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         op_types_to_quantize=OPS, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
