@@ -19,6 +19,11 @@
 # LAUNCH_UNTIL=100 HARD_STOP=340: 18 runs in 217 s).
 # The Kather ablations (cpu128, 32 bits): `METHODS="abl_no_fusion abl_linear_head abl_labels_only"
 # MORE_METHODS="" PARALLEL=9 LAUNCH_UNTIL=40 HARD_STOP=190` (9 runs in 104 s).
+# Each call ran with `DATA=.gpu/data`: the data set was copied into `.gpu/data/<set>`, a folder
+# that .git/info/exclude ignores and the call carried. A call takes at most 64 MiB with the
+# checkout, so for its duration the tracked ONNX models, OOD sets and codes (about 47 MB that
+# training does not read) were untracked (`git rm --cached`, plus exclude lines) and then
+# restored with `git reset`.
 #
 # Settings (environment): DATA (the shared data folder), OUT, RUNS (default runs/gpu), PY
 # (default python3), SET, PRESET, METHODS, MORE_METHODS, BITS, SEEDS, DEVICE (cuda|cpu), PARALLEL
