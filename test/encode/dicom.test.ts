@@ -2,7 +2,7 @@
 // to exactly the pixels of the JPEGs they were made from, so they give the same tensor and code;
 // rescale, window and MONOCHROME1 act as the standard says; every variant this decoder does not
 // read (compressed, deflated, big-endian, multi-frame) and every broken file is a 4xx naming why.
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { dicomMetadata, MAX_DEPTH, MAX_ELEMENTS } from '../../functions/encode/dicom.ts';
@@ -215,6 +215,35 @@ describe('refused DICOM', () => {
     expect([high.status, high.message]).toEqual([415, expect.stringContaining('High Bit 15 for 12 bits stored')]);
     const slope = await refusal(decodeImage(header(11, 'x ')));
     expect([slope.status, slope.message]).toEqual([422, expect.stringContaining('Rescale Slope (0028,1053) is not a number')]);
+  });
+
+  it('3000 seeded mutations of the fixtures (bytes set, lengths maxed, files cut short) each give a 4xx or a well-formed image, never another error', async () => {
+    const files = readdirSync(DICOM_FIXTURES).filter((f) => f.endsWith('.dcm')).map((f) => fixture(f.slice(0, -4)));
+    let seed = 20261127;
+    const rnd = (n: number) => Math.floor(((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32) * n);
+    const escaped: string[] = [];
+    for (let i = 0; i < 3000; i++) {
+      const original = files[rnd(files.length)];
+      let bytes = original.slice();
+      // the header (file meta and data set elements up to the pixels) is where a walker can go wrong
+      const span = Math.min(bytes.length, 1200) - 128;
+      for (let j = 1 + rnd(4); j > 0; j--) {
+        const at = 128 + rnd(span);
+        const kind = rnd(5);
+        if (kind < 3) bytes[at] = rnd(256);
+        else if (kind === 3) bytes[at] = [0x00, 0xff, 0x7f, 0x80][rnd(4)];
+        else bytes = bytes.subarray(0, 128 + rnd(bytes.length - 128));
+      }
+      for (const run of [() => decodeImage(bytes, 'application/dicom'), async () => dicomMetadata(bytes)]) {
+        try {
+          const out = await run();
+          if ('width' in out && out.data.length !== out.width * out.height * out.channels * (out.bitDepth / 8)) escaped.push(`case ${i}: ${out.width}x${out.height} image of ${out.data.length} bytes`);
+        } catch (e) {
+          if (!(e instanceof MedhashError && e.status >= 400 && e.status < 500)) escaped.push(`case ${i}: ${String(e)}`);
+        }
+      }
+    }
+    expect(escaped).toEqual([]);
   });
 
   it('application/dicom that is not DICOM -> 415, and DICOM sent as image/png -> 415', async () => {
