@@ -108,6 +108,11 @@ export const ItemId = z
   .min(1, 'id must not be empty')
   .refine((s) => utf8Length(s) <= MAX_ID_BYTES, `id must be at most ${MAX_ID_BYTES} bytes of UTF-8`)
   .refine((s) => !/[\u0000-\u001f\u007f]/.test(s), 'id must not contain control characters')
+  // A lone surrogate has no UTF-8 form: stored, it becomes U+FFFD and aliases another id (the
+  // shard then holds two equal ids and fails verification on every read).
+  .refine((s) => !/[\ud800-\udfff]/u.test(s), 'id must be valid Unicode (no lone surrogate \\ud800-\\udfff)')
+  // URLs resolve these as path segments, so no item route could ever reach such an item.
+  .refine((s) => s !== '.' && s !== '..', 'id must not be "." or ".." (a URL cannot address it)')
   .openapi({ example: 'mednist/CT/000123' });
 
 export const ItemParams = CollectionParams.extend({

@@ -589,6 +589,10 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
           ['descriptor value out of int8', () => post(itemsPath, { items: items({ descriptor: [1, 200] }) }), 400, 'invalid_field', 'items.0.descriptor.1', /127/],
           ['empty id', () => post(itemsPath, { items: items({ id: '' }) }), 400, 'invalid_field', 'items.0.id', /must not be empty/],
           ['id with a control character', () => post(itemsPath, { items: items({ id: 'a\nb' }) }), 400, 'invalid_field', 'items.0.id', /control characters/],
+          // stored as UTF-8 a lone surrogate becomes U+FFFD, so it would alias the id '\ufffd'
+          ['id with a lone surrogate', () => post(itemsPath, { items: items({ id: 'x\ud800' }) }), 400, 'invalid_field', 'items.0.id', /lone surrogate/],
+          ['id ".." (a URL cannot address it)', () => post(itemsPath, { items: items({ id: '..' }) }), 400, 'invalid_field', 'items.0.id', /"\." or "\.\."/],
+          ['id "."', () => post(itemsPath, { items: items({ id: '.' }) }), 400, 'invalid_field', 'items.0.id', /"\." or "\.\."/],
           ['missing items', () => post(itemsPath, {}), 400, 'missing_field', 'items', /items is required/],
           ['wrong content type', () => call('POST', itemsPath, { key: all, raw: JSON.stringify({ items: items() }), headers: { 'content-type': 'text/plain' } }), 415, 'unsupported_media_type', undefined, /application\/json/],
           ['invalid JSON', () => call('POST', itemsPath, { key: all, raw: '{"items": [', headers: { 'content-type': 'application/json' } }), 400, 'invalid_json', undefined, /not valid JSON/],
