@@ -248,6 +248,27 @@ describe('search by image', () => {
     expect(await usage()).toBe(before + 1);
   });
 
+  it('an Idempotency-Key reused for a search by image with other query parameters is a 422, never the first answer', async () => {
+    const q = queries[1];
+    const bytes = new Uint8Array(await q.read());
+    const search = (query: string) => fetch(`${url}/v1/collections/imgs/search/image?allow_ood=true&${query}`, {
+      method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': q.contentType, 'idempotency-key': `img-${q.id}` }, body: bytes,
+    });
+    const usage = async () => (await new Client(url, key).request<{ totals: { search: number } }>('GET', '/v1/usage')).totals.search;
+    const before = await usage();
+    const first = await search('k=3');
+    const body = (await first.json()) as Answer;
+    expect(first.status, JSON.stringify(body)).toBe(200);
+    const replay = await search('k=3');
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    // the same image under the same key with another filter: not the first answer, which it would contradict
+    const changed = await search('k=3&label=Hand');
+    const refused = (await changed.json()) as { error: { code: string; message: string } };
+    expect([changed.status, refused.error.code]).toEqual([422, 'idempotency_key_reused']);
+    expect(refused.error.message).toContain('query string');
+    expect(await usage()).toBe(before + 1);
+  });
+
   it('refuses a search over the tenant\'s rate limit with 429 before the image is encoded', async () => {
     const op = new Client(url, TEST_OPERATOR_KEY);
     const tenant = await op.request<{ id: string }>('POST', '/v1/admin/tenants', { name: 'image-rate-test' });

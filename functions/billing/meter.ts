@@ -60,7 +60,9 @@ export async function meter(c: Context, kind: MeterKind, units: number): Promise
     if (!IDEMPOTENCY_KEY.test(key)) throw badRequest('invalid_idempotency_key', `${IDEMPOTENCY_HEADER} must be 1-255 printable ASCII characters without spaces`, IDEMPOTENCY_HEADER);
     // Bytes, not text: an image body is not UTF-8, and lossy decoding could make two images look alike.
     // The body was read by the validator or the handler; Hono hands the cached copy back.
-    const head = new TextEncoder().encode(`${c.req.method} ${new URL(c.req.url).pathname}\n`);
+    // The query string too: search by image takes its k, filters and exclusions there.
+    const url = new URL(c.req.url);
+    const head = new TextEncoder().encode(`${c.req.method} ${url.pathname}${url.search}\n`);
     const body = new Uint8Array(await c.req.arrayBuffer());
     const all = new Uint8Array(head.length + body.length);
     all.set(head);
@@ -80,7 +82,7 @@ export async function meter(c: Context, kind: MeterKind, units: number): Promise
     case 'in_progress':
       throw new MedhashError(409, 'idempotency_in_progress', `a request with this ${IDEMPOTENCY_HEADER} is still running; retry shortly`, IDEMPOTENCY_HEADER, undefined, { 'Retry-After': '1' });
     case 'key_reused':
-      throw new MedhashError(422, 'idempotency_key_reused', `this ${IDEMPOTENCY_HEADER} was used for a different request (method, path or body); use a new key`, IDEMPOTENCY_HEADER);
+      throw new MedhashError(422, 'idempotency_key_reused', `this ${IDEMPOTENCY_HEADER} was used for a different request (method, path, query string or body); use a new key`, IDEMPOTENCY_HEADER);
     case 'rate_limited':
       throw new MedhashError(
         429, 'rate_limited', `rate limit exceeded: ${a.rate.limit} requests at once, refilled over ${a.rate.window_s} s; retry after ${a.retry_after_s} s`,
