@@ -211,9 +211,17 @@ export const SearchFilter = z
   })
   .openapi('SearchFilter', { description: 'Keep only items whose metadata field equals the value (or one of the values); fields combine with AND.' });
 
-/** content_weight, from a JSON number or (coerced) from a query string. */
-export const ContentWeight = (n: z.ZodNumber | z.ZodCoercedNumber) =>
-  n.min(0, 'content_weight must be between 0 and 1').max(1, 'content_weight must be between 0 and 1').optional();
+/**
+ * A number in a query string. Only decimal text (an exponent allowed) is a number:
+ * z.coerce.number would take an empty value as 0 and '0x10' as 16, and a caller's typo would
+ * silently change the search.
+ */
+export const QueryNumber = (n: z.ZodNumber) =>
+  z.preprocess((v) => (typeof v === 'string' && /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(v) ? Number(v) : v), n);
+
+/** content_weight, from a JSON number or a query string (QueryNumber). */
+export const ContentWeight = (n: z.ZodNumber) =>
+  n.min(0, 'content_weight must be between 0 and 1').max(1, 'content_weight must be between 0 and 1');
 
 /** The clinician's exclusion of the query's own study or patient (search body and query string alike). */
 export const Exclusions = {
@@ -235,7 +243,7 @@ export const SearchBody = z
     descriptor: Int8Vector.optional().openapi({
       description: "The query's descriptor_dims int8 values (as ingest takes them): turns on content re-ranking of a widened candidate pool.",
     }),
-    content_weight: ContentWeight(z.number({ error: 'content_weight must be a number' }))
+    content_weight: ContentWeight(z.number({ error: 'content_weight must be a number' })).optional()
       .openapi({ description: `Weight of descriptor similarity in the final score (needs descriptor); 0 = Hamming order with content only breaking ties. Default ${DEFAULT_CONTENT_WEIGHT}.` }),
     filter: SearchFilter.optional(),
     ...Exclusions,
@@ -334,9 +342,9 @@ export const UsageSchema = z
   .openapi('Usage');
 
 export const AuditQuery = z.object({
-  limit: z.coerce.number({ error: 'limit must be an integer' }).int('limit must be an integer').min(1, 'limit must be between 1 and 1000').max(1000, 'limit must be between 1 and 1000').default(100)
+  limit: QueryNumber(z.number({ error: 'limit must be an integer' }).int('limit must be an integer').min(1, 'limit must be between 1 and 1000').max(1000, 'limit must be between 1 and 1000')).default(100)
     .openapi({ param: { name: 'limit', in: 'query' } }),
-  before: z.coerce.number({ error: 'before must be an integer' }).int('before must be an integer').min(1, 'before must be >= 1').optional()
+  before: QueryNumber(z.number({ error: 'before must be an integer' }).int('before must be an integer').min(1, 'before must be >= 1')).optional()
     .openapi({ param: { name: 'before', in: 'query' }, description: 'Continue below this seq (the previous page\'s next_before).' }),
 });
 

@@ -550,6 +550,21 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         const wrongType = await call('POST', `/v1/collections/${col}/search/image`, { key: all, raw: png, headers: { 'content-type': 'text/plain' } });
         expect(wrongType.status).toBe(415);
       });
+
+      it('reads only decimal numbers from the query string: an empty or hex value is a 400 naming it, before any encoding', async () => {
+        const { all } = await world(64);
+        const col = `m-${uniq()}`;
+        expect((await call('POST', '/v1/collections', { key: all, body: { name: col, bits: 64, model_id: 'mednist-darf-b64@ff8250db5bd3' } })).status).toBe(201);
+        const image = (query: string) => call('POST', `/v1/collections/${col}/search/image?${query}`, { key: all, raw: png, headers: { 'content-type': 'image/png' } });
+        for (const [query, field] of [['k=0x10', 'k'], ['k=', 'k'], ['radius=', 'radius'], ['radius=three', 'radius'], ['content_weight=', 'content_weight'], ['content_weight=0x1', 'content_weight']]) {
+          const r = await image(query);
+          expect({ query, status: r.status, field: r.body.error.field }).toEqual({ query, status: 400, field });
+        }
+        // decimal values pass validation and reach the encoder (none here: 503)
+        expect((await image('k=5&radius=3e0')).body.error.code).toBe('encoder_unavailable');
+        const audit = await call('GET', '/v1/audit?limit=', { key: all });
+        expect([audit.status, audit.body.error.field]).toEqual([400, 'limit']);
+      });
     });
 
     describe('malformed requests answer 4xx naming the problem', () => {

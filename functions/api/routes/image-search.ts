@@ -12,7 +12,7 @@ import type { Backend } from '../backend.ts';
 import { parseCode } from '../codes.ts';
 import { errors, json, rateLimitHeaders, security, type App } from '../openapi.ts';
 import { DEFAULT_CONTENT_WEIGHT } from '../../search/rerank.ts';
-import { CollectionParams, ContentWeight, Exclusions, IdempotencyHeaders, MAX_K, SearchFilter, SearchResult } from '../schemas.ts';
+import { CollectionParams, ContentWeight, Exclusions, IdempotencyHeaders, MAX_K, QueryNumber, SearchFilter, SearchResult } from '../schemas.ts';
 import { admitSearch, metadataFilter, searchCollection } from './search.ts';
 
 /** The OpenAPI request body of a route whose body is the image file itself. */
@@ -28,14 +28,14 @@ export function imageType(c: Context): string {
 }
 
 const ImageSearchQuery = z.strictObject({
-  k: z.coerce.number({ error: 'k must be an integer' }).int('k must be an integer').min(1, `k must be between 1 and ${MAX_K}`).max(MAX_K, `k must be between 1 and ${MAX_K}`).default(10)
+  k: QueryNumber(z.number({ error: 'k must be an integer' }).int('k must be an integer').min(1, `k must be between 1 and ${MAX_K}`).max(MAX_K, `k must be between 1 and ${MAX_K}`)).default(10)
     .openapi({ param: { name: 'k', in: 'query' } }),
-  radius: z.coerce.number({ error: 'radius must be an integer' }).int('radius must be an integer').min(0, 'radius must be >= 0').optional()
+  radius: QueryNumber(z.number({ error: 'radius must be an integer' }).int('radius must be an integer').min(0, 'radius must be >= 0')).optional()
     .openapi({ param: { name: 'radius', in: 'query' }, description: 'Only items within this Hamming distance.' }),
   allow_ood: z.enum(['true', 'false'], { error: 'allow_ood must be true or false' }).default('false').transform((v) => v === 'true')
     .openapi({ param: { name: 'allow_ood', in: 'query' }, description: 'Return results for an out-of-distribution image (marked so) instead of refusing it with 422.' }),
   // the clinician's controls of search by code, as query parameters (a filter repeats its name for several values)
-  content_weight: ContentWeight(z.coerce.number({ error: 'content_weight must be a number' }))
+  content_weight: QueryNumber(ContentWeight(z.number({ error: 'content_weight must be a number' }))).optional()
     .openapi({ param: { name: 'content_weight', in: 'query' }, description: `Weight of content similarity in the final score (the collection must store descriptors). Default ${DEFAULT_CONTENT_WEIGHT}.` }),
   label: SearchFilter.shape.label.openapi({ param: { name: 'label', in: 'query' }, description: 'Keep only items of this label (repeat for several).' }),
   modality: SearchFilter.shape.modality.openapi({ param: { name: 'modality', in: 'query' }, description: 'Keep only items of this modality (repeat for several).' }),
