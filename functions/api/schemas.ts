@@ -291,7 +291,8 @@ export const IdempotencyHeaders = z.object({
 
 export const PlanBody = z
   .strictObject({
-    rate_per_second: z.number({ error: 'rate_per_second must be a number' }).positive('rate_per_second must be > 0').max(1e6, 'rate_per_second must be <= 1000000')
+    // a slower refill would put years, or Infinity, into Retry-After
+    rate_per_second: z.number({ error: 'rate_per_second must be a number' }).min(0.001, 'rate_per_second must be between 0.001 and 1000000').max(1e6, 'rate_per_second must be between 0.001 and 1000000')
       .openapi({ description: 'Token bucket refill: metered requests per second.' }),
     burst: z.int({ error: 'burst must be an integer' }).min(1, 'burst must be >= 1').max(1e6, 'burst must be <= 1000000')
       .openapi({ description: 'Bucket size: metered requests accepted at once after a quiet spell.' }),

@@ -340,6 +340,7 @@ export function billingSuite(runtime: string, { call, op, tenant, world, ingest 
       expect(dflt.body).toMatchObject({ tenant_id: t.id, updated_at: null, month: { used: 0 } });
       const bad: Array<[unknown, string]> = [
         [{ rate_per_second: 0, burst: 1, monthly_quota: null }, 'rate_per_second'],
+        [{ rate_per_second: 1e-300, burst: 1, monthly_quota: null }, 'rate_per_second'],
         [{ rate_per_second: 1, burst: 0.5, monthly_quota: null }, 'burst'],
         [{ rate_per_second: 1, burst: 1, monthly_quota: -1 }, 'monthly_quota'],
         [{ rate_per_second: 1, burst: 1 }, 'monthly_quota'],
