@@ -486,3 +486,73 @@ describe('SqliteKV (the Node KV)', () => {
     db.close();
   });
 });
+
+describe('writer operations still in flight after a failed change', () => {
+  /** KV whose chosen puts/deletes fail at once, and whose held ones wait until released. */
+  class HeldKV extends TestKV {
+    failOp: ((op: 'put' | 'delete', key: string) => boolean) | null = null;
+    holdOp: ((op: 'put' | 'delete', key: string) => boolean) | null = null;
+    private held: (() => void)[] = [];
+    private async gate(op: 'put' | 'delete', key: string) {
+      if (this.failOp?.(op, key)) throw new Error(`simulated failure of ${op} ${key}`);
+      if (this.holdOp?.(op, key)) await new Promise<void>((go) => this.held.push(go));
+    }
+    override async put(key: string, value: Uint8Array | string) {
+      await this.gate('put', key);
+      return this.inner.put(key, value);
+    }
+    override async delete(key: string) {
+      await this.gate('delete', key);
+      return this.inner.delete(key);
+    }
+    release(): number {
+      const n = this.held.length;
+      for (const go of this.held.splice(0)) go();
+      return n;
+    }
+  }
+
+  it('a GC delete still in flight when collecting failed cannot remove a shard a later change made live again', async () => {
+    const hkv = new HeldKV(kv.inner);
+    const w = new CollectionWriter(hkv, sqlHeadStore(sql, SPEC.id), SPEC, { ...DEFAULT_WRITER_LIMITS, graceMs: 1000 }, { now: () => clock });
+    await w.apply([put('a', 1)]);
+    const onlyA = (await published())!.shards[0].key; // the shard {a}
+    await w.apply([put('b', 2)]);
+    const ab = (await published())!.shards[0].key;
+    await w.apply([put('c', 3)]);
+    clock += 1000; // {a} and {a,b} are past their grace
+    hkv.failOp = (op, key) => op === 'delete' && key === ab && !(hkv.failOp = null);
+    hkv.holdOp = (op, key) => op === 'delete' && key === onlyA && !(hkv.holdOp = null);
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => {});
+    const pending = w.apply([put('d', 4)]); // commits; its GC of {a,b} fails, of {a} is slow
+    const late = w.apply([{ op: 'delete', id: 'b' }, { op: 'delete', id: 'c' }, { op: 'delete', id: 'd' }]); // back to {a}
+    await Promise.race([pending, late, sleep(200)]);
+    await sleep(20);
+    hkv.release();
+    await Promise.all([pending, late]);
+    logged.mockRestore();
+    expect((await published())!.shards.map((s) => s.key)).toEqual([onlyA]);
+    expect(await kv.inner.get(onlyA), 'the live shard {a} is in KV').not.toBeNull();
+    expect([...(await snapshot()).keys()]).toEqual(['a']);
+  });
+
+  it('an upload still in flight when the change failed cannot outlive the orphan collection', async () => {
+    const hkv = new HeldKV(kv.inner);
+    const w = new CollectionWriter(hkv, sqlHeadStore(sql, SPEC.id), SPEC, { ...DEFAULT_WRITER_LIMITS, maxShardItems: 2, graceMs: 0 }, { now: () => clock });
+    await w.apply([put('a', 1), put('b', 2)]);
+    const before = await shardKeys();
+    // Two new shards: the upload of one fails at once, the other is slow.
+    hkv.failOp = (op, key) => op === 'put' && key.includes('/s/') && !(hkv.failOp = null);
+    hkv.holdOp = (op, key) => op === 'put' && key.includes('/s/') && !(hkv.holdOp = null);
+    const failed = w.apply([put('c', 3), put('d', 4), put('e', 5)]).catch((e: unknown) => e);
+    const next = w.apply([put('a', 9)]); // recovers: the failed change's uploads become garbage
+    const collected = w.maintain(); // grace 0: collected
+    await Promise.race([collected, sleep(200)]);
+    hkv.release();
+    await Promise.all([failed, next, collected]);
+    await w.maintain();
+    const live = (await published())!.shards.map((s) => s.key);
+    expect(await shardKeys(), 'no blob outside the live index is left').toEqual([...live].sort());
+    expect(before.every((k) => !live.includes(k))).toBe(true);
+  });
+});

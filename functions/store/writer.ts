@@ -92,6 +92,17 @@ function bytesEqual(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
   return true;
 }
 
+/**
+ * Waits for every KV call to settle, then throws the first failure. Promise.all would reject at
+ * the first failure with the others still in flight, and release the lock: a late GC delete could
+ * then remove a shard the next change made live again (content addresses recur), a late upload
+ * land after the next change collected it as an orphan.
+ */
+async function settleAll(calls: Promise<void>[]): Promise<void> {
+  const failed = (await Promise.allSettled(calls)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
 export class CollectionWriter {
   private readonly mutex = new Mutex();
   private readonly now: () => number;
@@ -223,7 +234,7 @@ export class CollectionWriter {
     head.pending = [...blobs.keys()];
     head.rev = this.heads.save(head);
     // 2. Publish the immutable blobs. A failure here leaves the live manifest untouched.
-    await Promise.all([...blobs].map(([key, b]) => this.kv.put(key, b.bytes)));
+    await settleAll([...blobs].map(([key, b]) => this.kv.put(key, b.bytes)));
     // 3. Commit: the new manifest becomes the writer's truth; replaced shards start their grace.
     const live = new Set(nextShards.map((s) => s.key));
     const now = this.now();
@@ -266,7 +277,7 @@ export class CollectionWriter {
         head.rev = this.heads.save(head);
       }
       const keys = await this.kv.list(collectionPrefix(this.spec.id));
-      await Promise.all(keys.map((k) => this.kv.delete(k)));
+      await settleAll(keys.map((k) => this.kv.delete(k)));
       this.recent.clear();
     });
   }
@@ -350,7 +361,7 @@ export class CollectionWriter {
       // Shard keys are content hashes, so another process may have made a collected key live
       // again; only delete while this head is still the stored one.
       if (this.heads.load()?.rev !== head.rev) return;
-      await Promise.all(due.map((g) => this.kv.delete(g.key)));
+      await settleAll(due.map((g) => this.kv.delete(g.key)));
       const gone = new Set(due.map((g) => g.key));
       head.garbage = head.garbage.filter((g) => !gone.has(g.key) && !live.has(g.key));
       if (!this.saveIfCurrent(head)) return;
