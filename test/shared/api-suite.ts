@@ -462,6 +462,17 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         patient_ref: `p${i % 5}`,
       });
 
+      it('a collection without descriptors refuses content_weight, as search by image does, and an empty descriptor re-ranks nothing', async () => {
+        const { all, col } = await world(16);
+        expect((await ingest(all, col, [{ id: 'a', code: 'ffff' }, { id: 'b', code: 'fffe' }])).status).toBe(200);
+        const weighted = await call('POST', `/v1/collections/${col}/search`, { key: all, body: { code: 'ffff', descriptor: [], content_weight: 1 } });
+        expect([weighted.status, weighted.body.error.field]).toEqual([400, 'content_weight']);
+        expect(weighted.body.error.message).toMatch(/stores none/);
+        const plain = await call('POST', `/v1/collections/${col}/search`, { key: all, body: { code: 'ffff', descriptor: [] } });
+        expect(plain.status).toBe(200);
+        expect(plain.body.results.map((r: { id: string; similarity: number | null }) => [r.id, r.similarity])).toEqual([['a', null], ['b', null]]);
+      });
+
       it('filters on metadata and leaves out the query\'s own study and patient, still returning k', async () => {
         const { all, col } = await world(16);
         const items = Array.from({ length: 300 }, (_, i) => ({ id: `i${String(i).padStart(3, '0')}`, code: codeFor(i, 2, 11), metadata: meta(i) }));

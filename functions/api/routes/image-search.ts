@@ -13,7 +13,7 @@ import { parseCode } from '../codes.ts';
 import { errors, json, rateLimitHeaders, security, type App } from '../openapi.ts';
 import { DEFAULT_CONTENT_WEIGHT } from '../../search/rerank.ts';
 import { CollectionParams, ContentWeight, Exclusions, IdempotencyHeaders, MAX_K, QueryNumber, SearchFilter, SearchResult } from '../schemas.ts';
-import { admitSearch, metadataFilter, searchCollection } from './search.ts';
+import { admitSearch, metadataFilter, requireDescriptors, searchCollection } from './search.ts';
 
 /** The OpenAPI request body of a route whose body is the image file itself. */
 export const imageBody = { required: true, content: Object.fromEntries(IMAGE_TYPES.map((t) => [t, { schema: z.string().openapi({ format: 'binary' }) }])) };
@@ -78,9 +78,7 @@ export function imageSearchRoutes(app: App, backend: Backend): void {
       if (ownStudy && exclusions.exclude_study_uid !== undefined) {
         throw badRequest('invalid_field', 'give exclude_study_uid or exclude_own_study, not both', 'exclude_own_study');
       }
-      if (contentWeight !== undefined && col.descriptor_dims === 0) {
-        throw badRequest('invalid_field', `content_weight needs descriptors, and collection ${JSON.stringify(col.name)} stores none`, 'content_weight');
-      }
+      if (contentWeight !== undefined) requireDescriptors(col);
       if (!col.model_id) {
         throw new MedhashError(409, 'model_mismatch', `collection ${JSON.stringify(col.name)} records no model_id, so its codes cannot be compared with an image's; search it by code`);
       }

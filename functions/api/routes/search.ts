@@ -24,6 +24,7 @@ export function searchQuery(col: CollectionInfo, body: Body): SearchQuery {
   if (body.descriptor !== undefined && body.descriptor.length !== col.descriptor_dims) {
     throw badRequest('invalid_descriptor', `descriptor must hold ${col.descriptor_dims} values for this collection; got ${body.descriptor.length}`, 'descriptor');
   }
+  if (body.content_weight !== undefined) requireDescriptors(col);
   if (body.content_weight !== undefined && body.descriptor === undefined) {
     throw badRequest('invalid_field', 'content_weight needs the query descriptor (descriptor)', 'content_weight');
   }
@@ -31,10 +32,18 @@ export function searchQuery(col: CollectionInfo, body: Body): SearchQuery {
     code,
     k: body.k,
     radius: body.radius,
-    descriptor: body.descriptor && Int8Array.from(body.descriptor),
+    // an empty descriptor (a collection without descriptors) re-ranks nothing: similarity stays null
+    descriptor: body.descriptor?.length ? Int8Array.from(body.descriptor) : undefined,
     contentWeight: body.content_weight ?? DEFAULT_CONTENT_WEIGHT,
     filter: metadataFilter(body),
   };
+}
+
+/** content_weight weighs content similarity, which a collection without descriptors has none of. */
+export function requireDescriptors(col: CollectionInfo): void {
+  if (col.descriptor_dims === 0) {
+    throw badRequest('invalid_field', `content_weight needs descriptors, and collection ${JSON.stringify(col.name)} stores none`, 'content_weight');
+  }
 }
 
 /** The clinician's metadata controls, as search by code and search by image both take them. */
