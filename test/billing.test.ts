@@ -69,6 +69,26 @@ describe('billing ledger', () => {
     expect((await store.admit(T, { kind: 'search', units: 1, idempotency: { key: 'k', fingerprint: 'other' } })).outcome).toBe('admitted');
   });
 
+  it('a slow first attempt and the retry that took it over settle one charge, whichever finishes first and however', async () => {
+    const answer = { status: 200, content_type: 'application/json', body: '{}' };
+    for (const order of [['first', 'retry'], ['retry', 'first']] as const) {
+      for (const [firstOk, retryOk] of [[true, false], [false, true]]) {
+        const { store, clock } = ledger();
+        const idempotency = { key: 'k', fingerprint: 'f' };
+        const first = await store.admit(T, { kind: 'ingest_item', units: 5, idempotency });
+        clock.now += PENDING_TTL_MS + 1; // the first attempt is only slow, not dead
+        const retry = await store.admit(T, { kind: 'ingest_item', units: 5, idempotency });
+        if (first.outcome !== 'admitted' || retry.outcome !== 'admitted') throw new Error('not admitted');
+        for (const who of order) {
+          const ok = who === 'first' ? firstOk : retryOk;
+          await store.finish(T, { charge: (who === 'first' ? first : retry).charge, ok, response: ok ? answer : undefined });
+        }
+        // One of the two succeeded: billed exactly once.
+        expect([order, firstOk, (await store.usage(T, '2026-11-26', '2026-11-26'))[0]?.ingest_item]).toEqual([order, firstOk, 5]);
+      }
+    }
+  });
+
   it('an answer too large to keep is billed once: its retries run again for free', async () => {
     const { store } = ledger();
     const idempotency = { key: 'big', fingerprint: 'f' };

@@ -53,6 +53,8 @@ export interface Charge {
   kind: MeterKind;
   units: number;
   idempotency_key: string | null;
+  /** When this call claimed the key's pending record (its created_ms); null: it holds none. */
+  claim_ms: number | null;
 }
 
 export type Admission =
@@ -189,13 +191,13 @@ export class LedgerStore {
               return { outcome: 'replay', response: { status: Number(prior.status), content_type: String(prior.content_type), body: prior.body } };
             }
             // Answered and billed, but too large to keep: the retry runs again, free of charge.
-            return { outcome: 'admitted', charge: { day: prior.day, kind: prior.kind, units: 0, idempotency_key: idem.key }, rate: this.bucket(tenantId, this.loadPlan(tenantId), nowMs).state };
+            return { outcome: 'admitted', charge: { day: prior.day, kind: prior.kind, units: 0, idempotency_key: idem.key, claim_ms: null }, rate: this.bucket(tenantId, this.loadPlan(tenantId), nowMs).state };
           }
           if (prior.created_ms > nowMs - PENDING_TTL_MS) return { outcome: 'in_progress' };
           // The first attempt died mid-way: this retry takes over its charge rather than adding one.
           this.db.run('UPDATE idempotency SET created_ms = ? WHERE tenant_id = ? AND key = ?', nowMs, tenantId, idem.key);
           const plan = this.loadPlan(tenantId);
-          return { outcome: 'admitted', charge: { day: prior.day, kind: prior.kind, units: prior.units, idempotency_key: idem.key }, rate: this.bucket(tenantId, plan, nowMs).state };
+          return { outcome: 'admitted', charge: { day: prior.day, kind: prior.kind, units: prior.units, idempotency_key: idem.key, claim_ms: nowMs }, rate: this.bucket(tenantId, plan, nowMs).state };
         }
       }
 
@@ -223,7 +225,7 @@ export class LedgerStore {
           tenantId, idem.key, idem.fingerprint, 'pending', nowMs, day, req.kind, req.units,
         );
       }
-      return { outcome: 'admitted', charge: { day, kind: req.kind, units: req.units, idempotency_key: idem?.key ?? null }, rate: rateState(plan, tokens) };
+      return { outcome: 'admitted', charge: { day, kind: req.kind, units: req.units, idempotency_key: idem?.key ?? null, claim_ms: idem ? nowMs : null }, rate: rateState(plan, tokens) };
     });
   }
 
@@ -232,16 +234,27 @@ export class LedgerStore {
     const at = new Date(this.clock()).toISOString();
     this.db.transaction(() => {
       const { charge } = f;
+      const key = charge?.idempotency_key;
       if (charge && !f.ok) {
-        this.addUnits(tenantId, charge.day, charge.kind, -charge.units);
-        // A failed first attempt frees its key; a failed re-run of an answered request does not.
-        if (charge.idempotency_key) this.db.run("DELETE FROM idempotency WHERE tenant_id = ? AND key = ? AND state = 'pending'", tenantId, charge.idempotency_key);
+        // A failed first attempt frees its key and takes its charge back; a failed re-run of an
+        // answered request does not, nor does a slow attempt whose pending record a retry took
+        // over (created_ms moved on): the charge is that retry's to settle now.
+        const released = !key || this.db.run(
+          "DELETE FROM idempotency WHERE tenant_id = ? AND key = ? AND state = 'pending' AND created_ms = ?",
+          tenantId, key, charge.claim_ms,
+        ).changes > 0;
+        if (released) this.addUnits(tenantId, charge.day, charge.kind, -charge.units);
       }
-      if (charge?.idempotency_key && f.ok) {
-        this.db.run(
-          "UPDATE idempotency SET state = 'done', status = ?, content_type = ?, body = ? WHERE tenant_id = ? AND key = ?",
-          f.response?.status ?? null, f.response?.content_type ?? null, f.response?.body ?? null, tenantId, charge.idempotency_key,
-        );
+      if (charge && key && f.ok) {
+        // The first success settles the key (a later one, by a taken-over attempt, keeps it).
+        const settled = this.db.run(
+          "UPDATE idempotency SET state = 'done', status = ?, content_type = ?, body = ? WHERE tenant_id = ? AND key = ? AND (state = 'pending' OR body IS NULL)",
+          f.response?.status ?? null, f.response?.content_type ?? null, f.response?.body ?? null, tenantId, key,
+        ).changes > 0;
+        // A taken-over attempt that succeeds after its taker failed (and took the charge back) is billed again.
+        if (!settled && charge.units > 0 && this.db.all('SELECT 1 FROM idempotency WHERE tenant_id = ? AND key = ?', tenantId, key).length === 0) {
+          this.addUnits(tenantId, charge.day, charge.kind, charge.units);
+        }
       }
       if (f.ok && f.audit) this.appendAudit(tenantId, at, f.audit);
     });
