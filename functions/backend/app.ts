@@ -11,11 +11,9 @@ import { MedhashError, badRequest } from '../util/errors.ts';
 import { fromBase64 } from '../util/bytes.ts';
 import { MicroBatcher, QueueFullError, type BatcherOptions } from './batcher.ts';
 import { encodingOf } from './encoding.ts';
-import { EncodeRequest, EncodeResponse, MAX_INPUTS, PROTOCOL_VERSION, tensorFromBase64, type ImageEncoding } from './protocol.ts';
+import { EncodeRequest, EncodeResponse, MAX_BODY_BYTES, MAX_INPUTS, PROTOCOL_VERSION, tensorFromBase64, type ImageEncoding } from './protocol.ts';
 
 export const DEFAULT_BATCHER: BatcherOptions = { maxBatch: 32, maxWaitMs: 2, maxQueue: 512 };
-// 64 inputs of a few MB of base64 each at most; images larger than that are refused by decodeImage.
-const MAX_BODY_BYTES = 32 << 20;
 
 /** onnxruntime-node's execution provider: "cuda" or "cpu". */
 export const provider = (encoder: Encoder): 'cpu' | 'cuda' => (encoder.runtime.endsWith('/cuda') ? 'cuda' : 'cpu');

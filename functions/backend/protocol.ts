@@ -7,6 +7,8 @@ import { fromBase64, toBase64 } from '../util/bytes.ts';
 export const PROTOCOL_VERSION = 1 as const;
 /** Inputs per request; a bigger batch is the client's to split. */
 export const MAX_INPUTS = 64;
+/** Largest request body the backend reads; a bigger batch is the client's to split. */
+export const MAX_BODY_BYTES = 32 << 20;
 
 const Base64 = z.string().min(1).regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be standard base64');
 

@@ -2,7 +2,7 @@
 // inference backend when MEDHASH_BACKEND_URL is set (it decodes; batches of up to 64), the
 // model in-process with onnxruntime-node otherwise.
 import { encodingOf } from '../../functions/backend/encoding.ts';
-import { MAX_INPUTS, type ImageEncoding } from '../../functions/backend/protocol.ts';
+import { MAX_BODY_BYTES, MAX_INPUTS, type ImageEncoding } from '../../functions/backend/protocol.ts';
 import { loadCard } from '../../functions/encode/card.ts';
 import { dicomMetadata, type DicomMetadata } from '../../functions/encode/dicom.ts';
 import { decodeImage } from '../../functions/encode/image.ts';
@@ -39,15 +39,28 @@ export async function openBatchEncoder(opts: { backendUrl?: string; model?: stri
       path: `backend ${url} (${health.runtime})`,
       async encode(images) {
         const out: ImageEncoding[] = [];
-        for (let i = 0; i < images.length; i += MAX_INPUTS) {
-          const chunk = images.slice(i, i + MAX_INPUTS);
-          const r = await remote.encodeBatch(await Promise.all(chunk.map(async (f) => ({ image: await f.read(), contentType: f.contentType }))))
+        const bytes = await Promise.all(images.map((f) => f.read()));
+        // Requests of at most MAX_INPUTS images and of a body the backend reads (base64 is 4/3
+        // of the bytes; the rest of the JSON is a few dozen bytes per input).
+        const budget = MAX_BODY_BYTES / 2;
+        for (let i = 0; i < images.length; ) {
+          let j = i;
+          let size = 0;
+          while (j < images.length && j - i < MAX_INPUTS) {
+            const b = Math.ceil(bytes[j].length / 3) * 4 + 64;
+            if (j > i && size + b > budget) break;
+            size += b;
+            j++;
+          }
+          const chunk = images.slice(i, j);
+          const r = await remote.encodeBatch(chunk.map((f, k) => ({ image: bytes[i + k], contentType: f.contentType })))
             .catch((e: unknown) => {
               const at = e instanceof MedhashError ? /^inputs\.(\d+)\./.exec(e.field ?? '') : null;
               throw at ? new Error(`${chunk[Number(at[1])].origin}: ${(e as MedhashError).message}`) : e;
             });
           if (r.model_id !== health.model_id) throw new Error(`inference backend ${url} changed model to ${r.model_id} while indexing`);
           out.push(...r.results);
+          i = j;
         }
         return out;
       },
