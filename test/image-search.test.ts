@@ -248,6 +248,21 @@ describe('search by image', () => {
     expect(await usage()).toBe(before + 1);
   });
 
+  it('the backend refuses a tensor holding NaN or Inf with a 400 naming the input', async () => {
+    const tensor = new Float32Array(64 * 64).fill(0.5);
+    const send = (t: Float32Array) => fetch(`${backendProc.url}/v1/encode`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ inputs: [{ tensor: Buffer.from(t.buffer).toString('base64') }] }),
+    });
+    expect((await send(tensor)).status).toBe(200);
+    for (const bad of [Number.NaN, Number.POSITIVE_INFINITY]) {
+      tensor[100] = bad;
+      const r = await send(tensor);
+      const body = (await r.json()) as { error: { code: string; field: string } };
+      expect([r.status, body.error.code, body.error.field]).toEqual([400, 'invalid_tensor', 'inputs.0.tensor']);
+    }
+  });
+
   it('an Idempotency-Key reused for a search by image with other query parameters is a 422, never the first answer', async () => {
     const q = queries[1];
     const bytes = new Uint8Array(await q.read());

@@ -71,23 +71,25 @@ export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAUL
     }),
     async (c) => {
       const body = c.req.valid('json');
-      // Decode everything before queueing, so a bad input fails the request without costing a model run.
-      const tensors = await Promise.all(
-        body.inputs.map(async (inp, i) => {
-          if ('tensor' in inp) {
-            const t = tensorFromBase64(inp.tensor, size);
-            if (!t) throw badRequest('invalid_tensor', `inputs.${i}.tensor must be ${size} float32 values (${size * 4} bytes), base64`, `inputs.${i}.tensor`);
-            return t;
-          }
-          const bytes = fromBase64(inp.image);
-          if (!bytes) throw badRequest('invalid_field', `inputs.${i}.image must be standard padded base64`, `inputs.${i}.image`);
-          const img = await decodeImage(bytes, inp.content_type).catch((e: unknown) => {
-            // name the input, so that a batch's sender (the CLI's index) can name the file
-            throw e instanceof MedhashError ? new MedhashError(e.status, e.code, `inputs.${i}.image: ${e.message}`, `inputs.${i}.image`, e.details) : e;
-          });
-          return preprocess(img, card.input);
-        }),
-      );
+      // Decode everything before queueing, so a bad input fails the request without costing a model
+      // run; one at a time, so that a request holds one full-size image at once, not 64 (a 16 KB
+      // PNG of 4096x4096 zeros decodes to about 75 MB).
+      const tensors: Float32Array[] = [];
+      for (const [i, inp] of body.inputs.entries()) {
+        if ('tensor' in inp) {
+          const t = tensorFromBase64(inp.tensor, size);
+          if (!t) throw badRequest('invalid_tensor', `inputs.${i}.tensor must be ${size} finite float32 values (${size * 4} bytes), base64`, `inputs.${i}.tensor`);
+          tensors.push(t);
+          continue;
+        }
+        const bytes = fromBase64(inp.image);
+        if (!bytes) throw badRequest('invalid_field', `inputs.${i}.image must be standard padded base64`, `inputs.${i}.image`);
+        const img = await decodeImage(bytes, inp.content_type).catch((e: unknown) => {
+          // name the input, so that a batch's sender (the CLI's index) can name the file
+          throw e instanceof MedhashError ? new MedhashError(e.status, e.code, `inputs.${i}.image: ${e.message}`, `inputs.${i}.image`, e.details) : e;
+        });
+        tensors.push(preprocess(img, card.input));
+      }
       const results = await batcher.submit(tensors);
       return c.json({ version: PROTOCOL_VERSION, model_id: card.model_id, runtime: provider(encoder), results }, 200);
     },

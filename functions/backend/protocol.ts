@@ -68,5 +68,7 @@ export function tensorToBase64(x: Float32Array): string {
 export function tensorFromBase64(s: string, length: number): Float32Array | null {
   const bytes = fromBase64(s);
   if (!bytes || bytes.length !== length * 4) return null;
-  return new Float32Array(bytes.buffer, bytes.byteOffset, length);
+  const t = new Float32Array(bytes.buffer, bytes.byteOffset, length);
+  // NaN or Inf would come back as null fields in a 200, against the response schema
+  return t.every(Number.isFinite) ? t : null;
 }
