@@ -13,6 +13,10 @@ export type RemoteInput = { tensor: Float32Array } | { image: Uint8Array; conten
 /** The backend could not answer (down, slow, overloaded, broken): not the caller's fault. */
 export class BackendUnavailable extends Error {
   override name = 'BackendUnavailable';
+  /** retryAfterS: the wait a 503 asked for (the backend's queue was full), if it named one. */
+  constructor(message: string, readonly retryAfterS?: number) {
+    super(message);
+  }
 }
 
 export class RemoteEncoder {
@@ -48,7 +52,10 @@ export class RemoteEncoder {
       const err = safeJson(text) as { error?: { code?: string; message?: string; field?: string } } | null;
       throw new MedhashError(res.status as ErrorStatus, err?.error?.code ?? 'invalid_image', err?.error?.message ?? text, err?.error?.field);
     }
-    if (!res.ok) throw new BackendUnavailable(`inference backend ${this.url}: HTTP ${res.status}`);
+    if (!res.ok) {
+      const wait = res.status === 503 ? Number(res.headers.get('retry-after') ?? Number.NaN) : Number.NaN;
+      throw new BackendUnavailable(`inference backend ${this.url}: HTTP ${res.status}`, Number.isFinite(wait) && wait >= 0 ? wait : undefined);
+    }
     const parsed = EncodeResponse.safeParse(safeJson(text));
     if (!parsed.success || parsed.data.results.length !== inputs.length) throw new BackendUnavailable(`inference backend ${this.url}: malformed answer`);
     return parsed.data;

@@ -9,7 +9,7 @@ import { decodeImage } from '../../functions/encode/image.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { loadNodeEncoder } from '../../functions/encode/model.ts';
 import { preprocess } from '../../functions/encode/preprocess.ts';
-import { RemoteEncoder } from '../../functions/inference/remote.ts';
+import { BackendUnavailable, RemoteEncoder } from '../../functions/inference/remote.ts';
 import { MedhashError } from '../../functions/util/errors.ts';
 import type { ImageFile } from './images.ts';
 import type { RecordSource } from './sources.ts';
@@ -25,6 +25,21 @@ export interface BatchEncoder {
 
 // Generous: a batch of 64 waits behind other clients' batches in the backend's queue.
 const BACKEND_TIMEOUT_MS = 60_000;
+// A full queue (503 with Retry-After) is the backend asking a bulk client to wait: the index
+// waits as asked and sends the batch again, up to this many times, rather than stopping.
+const QUEUE_FULL_RETRIES = 30;
+
+async function whenQueueHasRoom<T>(send: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await send();
+    } catch (e) {
+      const wait = e instanceof BackendUnavailable ? e.retryAfterS : undefined;
+      if (wait === undefined || attempt > QUEUE_FULL_RETRIES) throw e;
+      await new Promise((ok) => setTimeout(ok, Math.max(1, wait) * 1000));
+    }
+  }
+}
 
 export async function openBatchEncoder(opts: { backendUrl?: string; model?: string }): Promise<BatchEncoder> {
   if (opts.backendUrl) {
@@ -53,7 +68,7 @@ export async function openBatchEncoder(opts: { backendUrl?: string; model?: stri
             j++;
           }
           const chunk = images.slice(i, j);
-          const r = await remote.encodeBatch(chunk.map((f, k) => ({ image: bytes[i + k], contentType: f.contentType })))
+          const r = await whenQueueHasRoom(() => remote.encodeBatch(chunk.map((f, k) => ({ image: bytes[i + k], contentType: f.contentType }))))
             .catch((e: unknown) => {
               const at = e instanceof MedhashError ? /^inputs\.(\d+)\./.exec(e.field ?? '') : null;
               throw at ? new Error(`${chunk[Number(at[1])].origin}: ${(e as MedhashError).message}`) : e;

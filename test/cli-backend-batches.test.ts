@@ -1,0 +1,63 @@
+// `medhash index` through a real backend: its batches must fit the backend's body limit (a batch
+// of 64 one-megabyte files does not, so the CLI splits by bytes as well as by count), and a full
+// queue (503 with Retry-After) must make it wait and send again, not stop.
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect, it, vi } from 'vitest';
+import { startBackend } from '../functions/backend/node.ts';
+import { openBatchEncoder } from '../scripts/cli/encode.ts';
+import { folderImages } from '../scripts/cli/images.ts';
+import { png, scanlines } from './encode/png-fixtures.ts';
+
+it('encodes a folder whose images together exceed the backend body limit', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'medhash-body-'));
+  mkdirSync(join(dir, 'Hand'));
+  const side = 1000; // ~1 MB of incompressible grey: 40 of them are ~53 MB of base64
+  let seed = 1;
+  for (let k = 0; k < 40; k++) {
+    const px = Uint8Array.from({ length: side * side }, () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 24);
+    writeFileSync(join(dir, 'Hand', `${String(k).padStart(3, '0')}.png`), png({ width: side, height: side, colorType: 0, bitDepth: 8, raw: scanlines(side, side, 1, 8, px) }));
+  }
+  const be = await startBackend({ model: join(import.meta.dirname, '..', 'models', 'mednist-darf-b64.onnx'), port: 0, hostname: '127.0.0.1', cuda: false, threads: 1 });
+  try {
+    const enc = await openBatchEncoder({ backendUrl: be.url });
+    const out = await enc.encode(folderImages(dir));
+    expect(out).toHaveLength(40);
+  } finally {
+    await be.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, 120_000);
+
+it('waits when the backend queue is full (503 with Retry-After) and sends the batch again', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'medhash-queue-'));
+  mkdirSync(join(dir, 'Hand'));
+  for (let k = 0; k < 8; k++) {
+    const px = Uint8Array.from({ length: 64 * 64 }, (_, i) => (i * (k + 3)) & 0xff);
+    writeFileSync(join(dir, 'Hand', `${k}.png`), png({ width: 64, height: 64, colorType: 0, bitDepth: 8, raw: scanlines(64, 64, 1, 8, px) }));
+  }
+  // one model run at a time, and room for 64 waiting inputs
+  const be = await startBackend({ model: join(import.meta.dirname, '..', 'models', 'mednist-darf-b64.onnx'), port: 0, hostname: '127.0.0.1', cuda: false, threads: 1, batcher: { maxBatch: 1, maxWaitMs: 0, maxQueue: 64 } });
+  const real = globalThis.fetch;
+  const statuses: number[] = [];
+  const seen = vi.spyOn(globalThis, 'fetch').mockImplementation(async (...args) => {
+    const res = await real(...args);
+    statuses.push(res.status);
+    return res;
+  });
+  try {
+    const enc = await openBatchEncoder({ backendUrl: be.url });
+    // another client's 64 inputs fill the queue; they drain one model run at a time
+    const other = be.service.batcher.submit(Array.from({ length: 64 }, () => new Float32Array(64 * 64).fill(0.5)));
+    const out = await enc.encode(folderImages(dir));
+    await other;
+    expect(out).toHaveLength(8);
+    expect(statuses).toContain(503);
+    expect(statuses.at(-1)).toBe(200);
+  } finally {
+    seen.mockRestore();
+    await be.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, 120_000);
