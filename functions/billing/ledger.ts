@@ -282,10 +282,13 @@ export class LedgerStore {
   }
 
   /** Newest first; `before` is the seq to continue below (exclusive). */
-  async audit(tenantId: string, limit: number, before?: number): Promise<AuditEvent[]> {
+  /** Newest first; with `collections` (a key limited to them), only the events of those collections. */
+  async audit(tenantId: string, limit: number, before?: number, collections: string[] | null = null): Promise<AuditEvent[]> {
+    const names = collections === null ? null : JSON.stringify(collections);
     const rows = this.db.all<{ seq: number; at: string; key_id: string; action: string; collection: string | null; detail: string }>(
-      'SELECT seq, at, key_id, action, collection, detail FROM audit WHERE tenant_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?',
-      tenantId, before ?? Number.MAX_SAFE_INTEGER, limit,
+      `SELECT seq, at, key_id, action, collection, detail FROM audit WHERE tenant_id = ? AND seq < ?
+       AND (? IS NULL OR collection IN (SELECT value FROM json_each(?))) ORDER BY seq DESC LIMIT ?`,
+      tenantId, before ?? Number.MAX_SAFE_INTEGER, names, names, limit,
     );
     return rows.map((r) => ({ seq: Number(r.seq), at: r.at, key_id: r.key_id, action: r.action, collection: r.collection, detail: JSON.parse(r.detail) }));
   }

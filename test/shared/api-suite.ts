@@ -249,6 +249,15 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect((await call('POST', `/v1/collections/${other}/search`, { key: limitedElsewhere, body: { code: 'ffff' } })).status).toBe(200);
         const listed = await call('GET', '/v1/collections', { key: limitedElsewhere });
         expect(listed.body.collections.map((c: { name: string }) => c.name)).toEqual([other]);
+        // The audit log too: a key limited to some collections reads the events of those alone
+        // (another collection's item ids and names are not its to see).
+        const limitedLog = await call('GET', '/v1/audit?limit=1000', { key: limitedElsewhere });
+        expect(limitedLog.status).toBe(200);
+        expect(limitedLog.body.events.length).toBeGreaterThan(0);
+        expect(limitedLog.body.events.every((e: { collection: string | null }) => e.collection === other)).toBe(true);
+        expect(JSON.stringify(limitedLog.body)).not.toContain(col);
+        const page = await call('GET', '/v1/audit?limit=1', { key: limitedElsewhere });
+        expect(page.body.events.map((e: { collection: string }) => e.collection)).toEqual([other]);
         // A tenant cannot tell another tenant's collection from a missing one.
         const missing = await call('POST', `/v1/collections/c-${uniq()}/search`, { key: stranger, body: { code: 'ffff' } });
         const foreign = await search(stranger);

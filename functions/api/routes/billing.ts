@@ -82,7 +82,8 @@ export function billingRoutes(app: App, backend: Backend): void {
     async (c) => {
       const { key } = await requireTenant(c, backend, 'admin');
       const { limit, before } = c.req.valid('query');
-      const events = await backend.ledger(key.tenant_id).audit(key.tenant_id, limit, before);
+      // A key limited to some collections sees their events alone, never another collection's ids.
+      const events = await backend.ledger(key.tenant_id).audit(key.tenant_id, limit, before, key.collections);
       const next = events.length === limit ? events[events.length - 1].seq : null;
       return c.json({ version: 1 as const, events, next_before: next }, 200);
     },
