@@ -150,3 +150,26 @@ it('`medhash backup` prints what it copied; a second run to the same folder is r
   await expect(cli(join(root, 'bak4'))).rejects.toMatchObject({ code: 1, stderr: expect.stringMatching(/is not empty/) });
   node.close();
 });
+
+it('keeps no search answer stored for an Idempotency-Key retry past its day (it may name an erased patient)', async () => {
+  const { src, node, tenant, collection } = await source('src6');
+  const a = await collection('a');
+  await node.backend.writer(a).apply([
+    { op: 'put', record: { id: 'id-1', code: new Uint8Array([1, 0]), descriptor: new Int8Array(0), metadata: JSON.stringify({ patient_ref: 'MRN-ERASED-42' }) } },
+  ]);
+  // A search answer kept for retries (what the ledger stores after a search sent with Idempotency-Key), more than a day old.
+  const ledger = node.backend.ledger(tenant.id);
+  const day = 24 * 3600_000;
+  const old = await ledger.admit(tenant.id, { kind: 'search', units: 1, idempotency: { key: 'k-old', fingerprint: 'f' } });
+  if (old.outcome !== 'admitted') throw new Error(old.outcome);
+  await ledger.finish(tenant.id, { charge: old.charge, ok: true, response: { status: 200, content_type: 'application/json', body: '{"results":[{"id":"id-1","metadata":{"patient_ref":"MRN-ERASED-42"}}]}' } });
+  const db = openSqlite(join(src, 'control.sqlite'));
+  db.prepare('UPDATE idempotency SET created_ms = created_ms - ?').run(day + 60_000);
+  db.close();
+  expect((await node.backend.writer(a).erase('patient_ref', 'MRN-ERASED-42')).ids).toEqual(['id-1']);
+
+  await backupDataDir(src, join(root, 'bak6'));
+  node.close();
+  expect(readFileSync(join(root, 'bak6', 'control.sqlite')).includes(Buffer.from('MRN-ERASED-42'))).toBe(false);
+  expect(readFileSync(join(root, 'bak6', 'kv.sqlite')).includes(Buffer.from('MRN-ERASED-42'))).toBe(false);
+});

@@ -15,6 +15,7 @@
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { collectionPrefix, COLLECTIONS_PREFIX, encodeManifest, manifestKey } from '../shards/manifest.ts';
+import { IDEMPOTENCY_TTL_MS } from '../billing/ledger.ts';
 import { sha256Hex } from '../util/bytes.ts';
 import { sqlHeadStore } from './head.ts';
 import { openSqlite, sqliteDb, SqliteKV } from './sqlite.ts';
@@ -119,8 +120,15 @@ async function copyAndCheck(dataDir: string, out: string, opts: BackupOptions): 
       await kv.delete(key);
       summary.dropped++;
     }
+    // Answers stored for Idempotency-Key retries past their day are never replayed again (the
+    // ledger only purges them at its next idempotent call), and they hold search results'
+    // metadata, patient references of since-erased items included: a backup keeps none of them.
+    if (sql.all("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'idempotency'").length > 0) {
+      sql.run('DELETE FROM idempotency WHERE created_ms < ?', Date.now() - IDEMPOTENCY_TTL_MS);
+    }
     // Deleted rows would otherwise stay readable in the file's free pages.
     kvDb.exec('VACUUM');
+    controlDb.exec('VACUUM');
     writeFileSync(
       join(out, 'BACKUP.json'),
       `${JSON.stringify({ format: BACKUP_FORMAT, version: BACKUP_VERSION, created_at: new Date().toISOString(), source: resolve(dataDir), ...summary }, null, 1)}\n`,
