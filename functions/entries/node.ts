@@ -50,6 +50,9 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
   mkdirSync(opts.dataDir, { recursive: true });
   const kvDb = openSqlite(join(opts.dataDir, 'kv.sqlite'));
   const controlDb = openSqlite(join(opts.dataDir, 'control.sqlite'));
+  // It holds search answers stored for Idempotency-Key retries (results' metadata, patient
+  // references included) until they expire: deleted, they are zeroed, not left in free pages.
+  controlDb.exec('PRAGMA secure_delete = ON');
   const kv = new SqliteKV(kvDb);
   const sql = sqliteDb(controlDb);
   migrateHeads(sql);
