@@ -5,7 +5,7 @@
 // an unpublished id; a lost file only costs re-encoding (ingest is idempotent). The header
 // binds it to one server, collection (by creation time, so a re-created collection starts
 // over) and model: any change and the file is started afresh.
-import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 const FORMAT = 'medhash-index-checkpoint';
@@ -17,25 +17,40 @@ export class Checkpoint {
     private readonly ids: Set<string>,
   ) {}
 
-  /** Opens `path` for `key`; a file of another key or of an unknown version is replaced. */
+  /** Opens `path` for `key`; a file of another key, of an unknown version or unreadable is replaced. */
   static open(path: string, key: string): Checkpoint {
-    const ids = new Set<string>();
     if (existsSync(path)) {
-      const [head, ...lines] = readFileSync(path, 'utf8').split('\n');
-      let h: { format?: string; version?: number; key?: string } = {};
-      try {
-        h = JSON.parse(head);
-      } catch {
-        // an unreadable header: start over below
-      }
-      if (h.format === FORMAT && h.version === VERSION && h.key === key) {
-        for (const l of lines) if (l) ids.add(JSON.parse(l) as string);
-        return new Checkpoint(path, ids);
-      }
+      const bytes = readFileSync(path);
+      // A crash in the middle of an append leaves the last line cut short. Its batch was stored,
+      // so dropping the partial id only costs re-encoding it; cutting the file back to its last
+      // whole line lets the next append start a line of its own.
+      const end = bytes.lastIndexOf(0x0a) + 1;
+      if (end < bytes.length) truncateSync(path, end);
+      const ids = Checkpoint.parse(bytes.subarray(0, end).toString('utf8'), key);
+      if (ids) return new Checkpoint(path, ids);
     }
     mkdirSync(dirname(path), { recursive: true });
     writeFileSync(path, JSON.stringify({ format: FORMAT, version: VERSION, key }) + '\n');
-    return new Checkpoint(path, ids);
+    return new Checkpoint(path, new Set());
+  }
+
+  /** The ids of whole lines under a header of this format, version and key; otherwise undefined. */
+  private static parse(text: string, key: string): Set<string> | undefined {
+    try {
+      const [head, ...lines] = text.split('\n');
+      const h = JSON.parse(head) as { format?: string; version?: number; key?: string };
+      if (h.format !== FORMAT || h.version !== VERSION || h.key !== key) return undefined;
+      const ids = new Set<string>();
+      for (const l of lines) {
+        if (!l) continue;
+        const id: unknown = JSON.parse(l);
+        if (typeof id !== 'string') return undefined;
+        ids.add(id);
+      }
+      return ids;
+    } catch {
+      return undefined;
+    }
   }
 
   has(id: string): boolean {
