@@ -116,6 +116,43 @@ describe('medhash collection erase', () => {
     await expect(cli('--patient-ref', 'gone')).rejects.toMatchObject({ code: 2, stderr: expect.stringMatching(/needs --name C or --all/) });
     await expect(cli('--name', 'erase-a')).rejects.toMatchObject({ code: 2, stderr: expect.stringMatching(/needs --patient-ref R or --study-uid U/) });
   });
+  it('goes on past a collection that fails, reports it, and exits 1 so the erasure is re-run', async () => {
+    await api.request('POST', '/v1/collections', { name: 'erase-c', bits: 16 });
+    await api.request('POST', '/v1/collections', { name: 'erase-d', bits: 16 });
+    const items = (p: string) => ['1', '2'].map((i) => ({ id: `${p}-${i}`, code: 'abcd', metadata: { patient_ref: 'late' } }));
+    await api.request('POST', '/v1/collections/erase-c/items', { items: items('c') });
+    await api.request('POST', '/v1/collections/erase-d/items', { items: items('d') });
+    // A front that fails every erasure of erase-c (as a collection deleted meanwhile would), so
+    // the collections after it in the list are only erased if the CLI goes on.
+    const app = createApp(node.backend);
+    const front = await new Promise<ServerType>((ok) => {
+      const s = serve(
+        {
+          fetch: (req) =>
+            new URL(req.url).pathname === '/v1/collections/erase-c/erase'
+              ? Response.json({ error: { code: 'not_found', message: 'collection erase-c not found' } }, { status: 404 })
+              : app.fetch(req),
+          port: 0,
+          hostname: '127.0.0.1',
+        },
+        () => ok(s),
+      );
+    });
+    try {
+      const run = promisify(execFile)(process.execPath, [join(import.meta.dirname, '..', 'scripts', 'medhash.mjs'), 'collection', 'erase', '--all', '--patient-ref', 'late'], {
+        env: { ...process.env, MEDHASH_URL: `http://127.0.0.1:${(front.address() as AddressInfo).port}`, MEDHASH_API_KEY: secret },
+      });
+      const e = (await run.then(() => expect.fail('the CLI exited 0'), (x: unknown) => x)) as { code: number; stdout: string; stderr: string };
+      expect(e.code).toBe(1);
+      expect(e.stderr).toMatch(/erasure incomplete in erase-c/);
+      const out = JSON.parse(e.stdout) as { collections: { name: string; erased: number; error?: string }[] };
+      expect(out.collections.find((c) => c.name === 'erase-c')).toMatchObject({ erased: 0, error: expect.stringContaining('collection erase-c not found') });
+      expect(out.collections.find((c) => c.name === 'erase-d')).toMatchObject({ erased: 2 });
+      expect((await api.request<{ count: number }>('GET', '/v1/collections/erase-d')).count).toBe(0);
+    } finally {
+      await new Promise((ok) => front.close(ok));
+    }
+  });
 });
 
 describe('medhash search by code', () => {

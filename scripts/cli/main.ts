@@ -264,18 +264,28 @@ async function collection([sub, ...args]: string[]) {
     const body = v['patient-ref'] !== undefined ? { patient_ref: v['patient-ref'] } : { study_uid: v['study-uid'] };
     const c = client(v, 'MEDHASH_API_KEY');
     const names = v.all ? (await c.request<{ collections: { name: string }[] }>('GET', '/v1/collections')).collections.map((x) => x.name) : [v.name as string];
-    const results = [];
+    // An erasure request must reach every collection: one that fails (a transient error, a
+    // collection deleted meanwhile) is reported and the rest are still erased; the exit status
+    // then says the erasure is incomplete, so it can be re-run (erase is idempotent).
+    const results: ({ name: string; erased: number; remaining: number; generation: number; visible: boolean } | { name: string; erased: number; error: string })[] = [];
     for (const name of names) {
       // One call erases at most MAX_ERASE_ITEMS; repeat until none remain.
       let erased = 0;
-      let r: { erased: number; remaining: number; generation: number; visible: boolean };
-      do {
-        r = await c.request('POST', `${col(name)}/erase`, body);
-        erased += r.erased;
-      } while (r.remaining > 0 && r.erased > 0);
-      results.push({ name, erased, remaining: r.remaining, generation: r.generation, visible: r.visible });
+      try {
+        let r: { erased: number; remaining: number; generation: number; visible: boolean };
+        do {
+          r = await c.request('POST', `${col(name)}/erase`, body);
+          erased += r.erased;
+        } while (r.remaining > 0 && r.erased > 0);
+        results.push({ name, erased, remaining: r.remaining, generation: r.generation, visible: r.visible });
+      } catch (e) {
+        results.push({ name, erased, error: e instanceof Error ? e.message : String(e) });
+      }
     }
-    return print({ erased: results.reduce((n, r) => n + r.erased, 0), collections: results });
+    print({ erased: results.reduce((n, r) => n + r.erased, 0), collections: results });
+    const failed = results.filter((r) => 'error' in r).map((r) => r.name);
+    if (failed.length) throw new Error(`erasure incomplete in ${failed.join(', ')}: run the same command again`);
+    return;
   }
   throw new UsageError(`unknown collection command ${sub ?? ''}`);
 }
