@@ -122,6 +122,30 @@ it('refuses a target that is not empty and a source that is not a data dir', asy
   await expect(backupDataDir(join(root, 'nothing'), join(root, 'out'))).rejects.toThrow(/not a medhash data dir/);
 });
 
+it('will not serve half a data dir, nor a backup of a format it does not know', async () => {
+  const src = join(root, 'src8');
+  const node = await createNodeBackend({ dataDir: src });
+  const tenant = await node.backend.control.createTenant('t');
+  const a = await node.backend.control.createCollection(tenant.id, { name: 'a', bits: 16, descriptor_dims: 0 });
+  await node.backend.writer(a).apply(range(0, 5, 1));
+  await backupDataDir(src, join(root, 'bak8'));
+  node.close();
+  // Without its KV file, the collection's shards are nowhere: it must not be served as empty.
+  rmSync(join(root, 'bak8', 'kv.sqlite'));
+  await expect(createNodeBackend({ dataDir: join(root, 'bak8') })).rejects.toThrow(/holds control\.sqlite but no kv\.sqlite/);
+  expect(readdirSync(join(root, 'bak8')).sort()).toEqual(['BACKUP.json', 'control.sqlite']);
+
+  await backupDataDir(src, join(root, 'bak9'));
+  const manifest = join(root, 'bak9', 'BACKUP.json');
+  const good = readFileSync(manifest, 'utf8');
+  writeFileSync(manifest, good.replace('"version": 1', '"version": 2'));
+  await expect(createNodeBackend({ dataDir: join(root, 'bak9') })).rejects.toThrow(/version 2; this version serves medhash-backup version 1 only/);
+  writeFileSync(manifest, good);
+  const restored = await createNodeBackend({ dataDir: join(root, 'bak9') });
+  expect(Object.keys(await items(restored, a))).toHaveLength(5);
+  restored.close();
+});
+
 it('fails, rather than keep a broken copy, when a shard the heads name was collected before KV was copied', async () => {
   const { src, node, collection } = await source('src3', 0);
   const a = await collection('a');

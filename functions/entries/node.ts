@@ -18,6 +18,7 @@ import { sdkRoutes } from '../sdk/serve-node.ts';
 import { shippedCalibrations, type CalibrationLookup } from '../safety/calibration.ts';
 import type { ImageEncoderApi } from '../inference/remote.ts';
 import { createNodeImageEncoder, type NodeImageSettings } from '../inference/node.ts';
+import { checkDataDir } from '../store/backup.ts';
 import { migrateHeads, sqlHeadStore, type Head } from '../store/head.ts';
 import { CollectionReader } from '../store/reader.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../store/sqlite.ts';
@@ -47,6 +48,7 @@ export interface NodeBackend {
 }
 
 export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend> {
+  checkDataDir(opts.dataDir);
   mkdirSync(opts.dataDir, { recursive: true });
   const kvDb = openSqlite(join(opts.dataDir, 'kv.sqlite'));
   const controlDb = openSqlite(join(opts.dataDir, 'control.sqlite'));

@@ -12,7 +12,7 @@
 // erased items, nor keys of collections deleted or first written around the copy), so the
 // backup is the state of one moment, the control copy's. The KV copy is then vacuumed, so that
 // what was dropped is not left in its free pages.
-import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { collectionPrefix, COLLECTIONS_PREFIX, encodeManifest, manifestKey } from '../shards/manifest.ts';
 import { IDEMPOTENCY_TTL_MS } from '../billing/ledger.ts';
@@ -39,6 +39,32 @@ export interface BackupSummary {
 export interface BackupOptions {
   /** Runs between the two copies; tests use it to commit writes there. */
   betweenCopies?: () => Promise<void>;
+}
+
+/**
+ * Refuses to serve a data dir that is half of one, or a backup this version does not know: run
+ * on control.sqlite alone, the service would find collections whose shards are nowhere and
+ * answer empty searches until a write failed; on kv.sqlite alone, it would serve no collection.
+ * A new (empty or missing) folder is fine: the service creates both files.
+ */
+export function checkDataDir(dataDir: string): void {
+  const present = FILES.filter((f) => existsSync(join(dataDir, f)));
+  if (present.length === 1) {
+    const missing = FILES.find((f) => f !== present[0]);
+    throw new Error(`${resolve(dataDir)} holds ${present[0]} but no ${missing}: not a whole medhash data dir (a backup holds both; restore the whole folder)`);
+  }
+  const manifest = join(dataDir, 'BACKUP.json');
+  if (!existsSync(manifest)) return;
+  let m: { format?: unknown; version?: unknown };
+  try {
+    m = JSON.parse(readFileSync(manifest, 'utf8')) as typeof m;
+  } catch {
+    throw new Error(`${manifest} is not JSON: not a backup this version can serve`);
+  }
+  if (m?.format !== BACKUP_FORMAT || m.version !== BACKUP_VERSION) {
+    throw new Error(`${manifest} says format ${JSON.stringify(m?.format)} version ${JSON.stringify(m?.version)}; this version serves ${BACKUP_FORMAT} version ${BACKUP_VERSION} only`);
+  }
+  if (present.length === 0) throw new Error(`${resolve(dataDir)} holds a BACKUP.json but neither ${FILES.join(' nor ')}: the backup is incomplete`);
 }
 
 export async function backupDataDir(dataDir: string, out: string, opts: BackupOptions = {}): Promise<BackupSummary> {
