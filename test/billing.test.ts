@@ -44,6 +44,20 @@ describe('billing ledger', () => {
     expect((await store.admit(T, { kind: 'search', units: 1 })).outcome).toBe('rate_limited');
   });
 
+  it('a clock that steps back and then forward again refills the bucket once, not twice', async () => {
+    const { store, clock } = ledger();
+    await store.setPlan(T, { rate_per_second: 1, burst: 10, monthly_quota: null }, { key_id: 'operator', action: 'plan.update' });
+    for (let i = 0; i < 10; i++) expect((await store.admit(T, { kind: 'search', units: 1 })).outcome).toBe('admitted');
+    clock.now = START + 3000; // three tokens; one spent, two left
+    expect((await store.admit(T, { kind: 'search', units: 1 })).outcome).toBe('admitted');
+    clock.now = START + 1000; // an NTP step back: no refill; one more spent, one left
+    expect((await store.admit(T, { kind: 'search', units: 1 })).outcome).toBe('admitted');
+    clock.now = START + 4000; // one second after the last real refill: two tokens, not four
+    expect((await store.admit(T, { kind: 'search', units: 1 })).outcome).toBe('admitted');
+    expect((await store.admit(T, { kind: 'search', units: 1 })).outcome).toBe('admitted');
+    expect((await store.admit(T, { kind: 'search', units: 1 })).outcome).toBe('rate_limited');
+  });
+
   it('the quota counts the calendar month (UTC) and renews with the next one', async () => {
     const { store, clock } = ledger();
     await store.setPlan(T, { rate_per_second: 100, burst: 100, monthly_quota: 3 }, { key_id: 'operator', action: 'plan.update' });

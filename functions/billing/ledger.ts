@@ -216,7 +216,7 @@ export class LedgerStore {
       const tokens = bucket.tokens - 1;
       this.db.run(
         'INSERT INTO buckets (tenant_id, tokens, updated_ms) VALUES (?, ?, ?) ON CONFLICT (tenant_id) DO UPDATE SET tokens = excluded.tokens, updated_ms = excluded.updated_ms',
-        tenantId, tokens, nowMs,
+        tenantId, tokens, bucket.at,
       );
       this.addUnits(tenantId, day, req.kind, req.units);
       if (idem) {
@@ -298,13 +298,17 @@ export class LedgerStore {
     return rows.length ? { ...rows[0] } : { ...DEFAULT_PLAN };
   }
 
-  /** The bucket refilled up to now (not yet written back). */
-  private bucket(tenantId: string, plan: Plan, nowMs: number): { tokens: number; state: RateState } {
+  /**
+   * The bucket refilled up to now (not yet written back), and the time to write back with it:
+   * never earlier than the stored one, so a clock that steps back and then forward again does not
+   * refill the same interval twice.
+   */
+  private bucket(tenantId: string, plan: Plan, nowMs: number): { tokens: number; at: number; state: RateState } {
     const rows = this.db.all<{ tokens: number; updated_ms: number }>('SELECT tokens, updated_ms FROM buckets WHERE tenant_id = ?', tenantId);
-    const tokens = rows.length
-      ? Math.min(plan.burst, rows[0].tokens + (Math.max(0, nowMs - Number(rows[0].updated_ms)) / 1000) * plan.rate_per_second)
-      : plan.burst;
-    return { tokens, state: rateState(plan, tokens) };
+    if (!rows.length) return { tokens: plan.burst, at: nowMs, state: rateState(plan, plan.burst) };
+    const last = Number(rows[0].updated_ms);
+    const tokens = Math.min(plan.burst, rows[0].tokens + (Math.max(0, nowMs - last) / 1000) * plan.rate_per_second);
+    return { tokens, at: Math.max(nowMs, last), state: rateState(plan, tokens) };
   }
 
   private monthUnits(tenantId: string, day: string): number {
