@@ -258,6 +258,10 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect(JSON.stringify(limitedLog.body)).not.toContain(col);
         const page = await call('GET', '/v1/audit?limit=1', { key: limitedElsewhere });
         expect(page.body.events.map((e: { collection: string }) => e.collection)).toEqual([other]);
+        // Usage has no collection to filter by: a limited key is refused it, with the reason.
+        const usage = await call('GET', '/v1/usage', { key: limitedElsewhere });
+        expect([usage.status, usage.body.error.code]).toEqual([403, 'collection_limited']);
+        expect(usage.body.error.message).toMatch(/whole tenant/);
         // A tenant cannot tell another tenant's collection from a missing one.
         const missing = await call('POST', `/v1/collections/c-${uniq()}/search`, { key: stranger, body: { code: 'ffff' } });
         const foreign = await search(stranger);

@@ -5,7 +5,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { requireOperator, requireTenant } from '../../auth/guard.ts';
 import type { UsageDay } from '../../billing/ledger.ts';
-import { badRequest } from '../../util/errors.ts';
+import { badRequest, MedhashError } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
 import { errors, json, jsonBody, security, type App } from '../openapi.ts';
 import { AuditQuery, AuditSchema, PlanBody, PlanSchema, TenantParams, UsageQuery, UsageSchema } from '../schemas.ts';
@@ -63,12 +63,17 @@ async function planAnswer(backend: Backend, tenantId: string) {
 export function billingRoutes(app: App, backend: Backend): void {
   app.openapi(
     createRoute({
-      method: 'get', path: '/v1/usage', tags: ['billing'], security, summary: "The tenant's metered units per day (scope: admin)",
+      method: 'get', path: '/v1/usage', tags: ['billing'], security, summary: "The tenant's metered units per day (scope: admin; not for a key limited to collections)",
       request: { query: UsageQuery },
       responses: { 200: usageContent, ...errors(400, 401, 403) },
     }),
     async (c) => {
       const { key } = await requireTenant(c, backend, 'admin');
+      // Usage is metered per tenant, not per collection: its totals would tell a key limited to
+      // some collections how much the others are used.
+      if (key.collections) {
+        throw new MedhashError(403, 'collection_limited', 'usage is counted for the whole tenant, not per collection: read it with a key that is not limited to collections');
+      }
       return await usageAnswer(c, backend, key.tenant_id, c.req.valid('query'));
     },
   );
