@@ -26,7 +26,7 @@ async function items(node: NodeBackend, col: CollectionSpec): Promise<Record<str
   const out: Record<string, number> = {};
   const m = await node.backend.reader.manifest(col.id);
   for (const entry of m?.shards ?? []) {
-    const { shard } = await node.backend.reader.shard(entry);
+    const { shard } = await node.backend.reader.shard(entry, m!);
     for (let row = 0; row < shard.count; row++) out[shard.ids[row]] = shard.code(row)[0];
   }
   return out;

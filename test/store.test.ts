@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Shard, type ShardRecord } from '../functions/shards/codec.ts';
-import { manifestKey, type Manifest } from '../functions/shards/manifest.ts';
+import { encodeManifest, manifestKey, type Manifest } from '../functions/shards/manifest.ts';
 import { migrateHeads, sqlHeadStore, type HeadStore } from '../functions/store/head.ts';
 import type { KV } from '../functions/store/kv.ts';
 import { CollectionReader } from '../functions/store/reader.ts';
@@ -398,7 +398,7 @@ describe('readers during manifest swaps', () => {
           const values = new Set<number>();
           let count = 0;
           for (const s of m!.shards) {
-            const { shard } = await reader.shard(s);
+            const { shard } = await reader.shard(s, m!);
             for (let row = 0; row < shard.count; row++) values.add(shard.code(row)[0]);
             count += shard.count;
           }
@@ -431,6 +431,21 @@ describe('readers during manifest swaps', () => {
     });
     expect(attempts).toBe(2);
     expect(value).toBe(2);
+  });
+});
+
+describe('reader checks', () => {
+  it("refuses a manifest stored under another collection's key, and shards of another shape than their manifest's", async () => {
+    await writer().apply([put('a', 1)]);
+    const m = (await published())!;
+    const reader = new CollectionReader(kv, 1 << 20);
+    await kv.put(manifestKey('col_other'), encodeManifest(m));
+    await expect(reader.manifest('col_other')).rejects.toThrow(/is collection col_test's/);
+    // A manifest that says 32-bit codes over 16-bit shards: the kernel would read rows of the wrong width.
+    await expect(reader.item({ ...m, bits: 32 }, 'a')).rejects.toThrow(/16-bit codes and 2-value descriptors, manifest says 32 and 2/);
+    // Another descriptor size: every similarity would silently be 0.
+    await expect(reader.item({ ...m, descriptor_dims: 3 }, 'a')).rejects.toThrow(/manifest says 16 and 3/);
+    expect((await reader.item(m, 'a'))!.shard.code(0)[0]).toBe(1);
   });
 });
 

@@ -65,7 +65,7 @@ export async function searchManifest(
   const pool = q.descriptor ? poolSize(q.k) : q.k;
   const perShard = await Promise.all(
     // The kernel call runs in the same tick as the shard arrives, so no eviction can free its table mid-query.
-    m.shards.map(async (entry) => candidates(kernel, await reader.shard(entry), q, pool)),
+    m.shards.map(async (entry) => candidates(kernel, await reader.shard(entry, m), q, pool)),
   );
   const lists: MergeInput[] = perShard.map((c) => ({ ids: Array.from(c.rows, (r) => c.shard.ids[r]), dists: c.dists }));
   const merged = mergeTopK(lists, pool);
@@ -104,7 +104,7 @@ export async function kthNearestDistance(
   k: number,
 ): Promise<number | null> {
   if (!m || m.count < k) return null;
-  const perShard = await Promise.all(m.shards.map(async (entry) => scan(kernel, await reader.shard(entry), code, k)));
+  const perShard = await Promise.all(m.shards.map(async (entry) => scan(kernel, await reader.shard(entry, m), code, k)));
   const merged = mergeTopK(perShard.map((c) => ({ ids: Array.from(c.rows, (r) => c.shard.ids[r]), dists: c.dists })), k);
   return merged.length < k ? null : merged[k - 1].dist;
 }

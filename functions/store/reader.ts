@@ -32,10 +32,14 @@ export class CollectionReader {
 
   async manifest(collection: string): Promise<Manifest | null> {
     const raw = await this.kv.get(manifestKey(collection));
-    return raw ? decodeManifest(new TextDecoder().decode(raw)) : null;
+    if (!raw) return null;
+    const m = decodeManifest(new TextDecoder().decode(raw));
+    if (m.collection !== collection) throw new Error(`the manifest under ${manifestKey(collection)} is collection ${m.collection}'s`);
+    return m;
   }
 
-  async shard(entry: ManifestShard): Promise<CachedShard> {
+  /** A shard that `m` names; its code length and descriptor size must be the manifest's. */
+  async shard(entry: ManifestShard, m: Pick<Manifest, 'bits' | 'descriptor_dims'>): Promise<CachedShard> {
     const hit = this.lru.get(entry.key);
     if (hit) {
       this.lru.delete(entry.key); // re-insert: Map order is the LRU order
@@ -44,7 +48,7 @@ export class CollectionReader {
     }
     let p = this.loading.get(entry.key);
     if (!p) {
-      p = this.load(entry).finally(() => this.loading.delete(entry.key));
+      p = this.load(entry, m).finally(() => this.loading.delete(entry.key));
       this.loading.set(entry.key, p);
     }
     return p;
@@ -68,16 +72,20 @@ export class CollectionReader {
   /** The stored record of `id`, or null. */
   async item(m: Manifest | null, id: string): Promise<{ shard: Shard; row: number } | null> {
     if (!m || m.shards.length === 0) return null;
-    const { shard } = await this.shard(m.shards[routeId(m.shards, id)]);
+    const { shard } = await this.shard(m.shards[routeId(m.shards, id)], m);
     const row = shard.indexOf(id);
     return row < 0 ? null : { shard, row };
   }
 
-  private async load(entry: ManifestShard): Promise<CachedShard> {
+  private async load(entry: ManifestShard, m: Pick<Manifest, 'bits' | 'descriptor_dims'>): Promise<CachedShard> {
     const blob = await this.kv.get(entry.key);
     if (!blob) throw new ShardGoneError(`shard ${entry.key} is gone`);
     const shard = Shard.decode(blob);
     if (shard.count !== entry.count) throw new Error(`shard ${entry.key} holds ${shard.count} items, manifest says ${entry.count}`);
+    // Otherwise the kernel would read rows of the wrong width, or every similarity would be 0.
+    if (shard.bits !== m.bits || shard.dims !== m.descriptor_dims) {
+      throw new Error(`shard ${entry.key} holds ${shard.bits}-bit codes and ${shard.dims}-value descriptors, manifest says ${m.bits} and ${m.descriptor_dims}`);
+    }
     const cached: CachedShard = { key: entry.key, shard, cached: true, release: null };
     this.lru.set(entry.key, cached);
     // A table attached by the search holds a copy of the codes in wasm memory: count it too.
