@@ -13,18 +13,7 @@ import { openSqlite, sqliteDb, SqliteKV } from '../functions/store/sqlite.ts';
 import type { SqlDb } from '../functions/store/sql.ts';
 import { CollectionWriter, isCommittedNotVisible, MAX_ERASE_ITEMS, type CollectionSpec, type WriteOp, type WriterLimits } from '../functions/store/writer.ts';
 import { compareIdBytes } from '../wasm/hamming.ts';
-
-function rng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return { next, int: (n: number) => Math.floor(next() * n), chance: (p: number) => next() < p };
-}
+import { seededRandom, type Random } from './shared/random.ts';
 
 /** KV whose n-th mutation (put or delete) fails, before or after it takes effect; random yields interleave callers. */
 class FaultKV implements KV {
@@ -33,7 +22,7 @@ class FaultKV implements KV {
   failAfter = false;
   constructor(
     readonly inner: KV,
-    private readonly r: ReturnType<typeof rng>,
+    private readonly r: Random,
   ) {}
   private async jitter() {
     const n = this.r.int(3);
@@ -88,7 +77,7 @@ const sameRecord = (a: ShardRecord, b: ShardRecord) =>
   a.id === b.id && a.metadata === b.metadata && Array.from(a.code).join() === Array.from(b.code).join() && Array.from(a.descriptor).join() === Array.from(b.descriptor).join();
 
 async function runSeed(seed: number, steps: number): Promise<void> {
-  const r = rng(seed);
+  const r = seededRandom(seed);
   const kvDb = openSqlite(':memory:');
   const ctlDb = openSqlite(':memory:');
   const sql: SqlDb = sqliteDb(ctlDb);

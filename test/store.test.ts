@@ -14,6 +14,7 @@ import { openSqlite, sqliteDb, SqliteKV } from '../functions/store/sqlite.ts';
 import type { SqlDb } from '../functions/store/sql.ts';
 import { CollectionWriter, DEFAULT_WRITER_LIMITS, MAX_ERASE_ITEMS, type CollectionSpec, type WriteOp, type WriterLimits } from '../functions/store/writer.ts';
 import { MedhashError } from '../functions/util/errors.ts';
+import { seededRandom } from './shared/random.ts';
 import type { DatabaseSync } from 'node:sqlite';
 
 const SPEC: CollectionSpec = { id: 'col_test', bits: 16, descriptor_dims: 2 };
@@ -170,7 +171,7 @@ describe('collection writer', () => {
 
   it('keeps every shard at a quarter of the item cap or more (bar a lone shard), whatever deletes and puts come', async () => {
     const w = writer({ maxShardItems: 8 });
-    const rng = (() => { let x = 7; return () => (x = (x * 48271) % 2147483647) / 2147483647; })();
+    const rng = seededRandom(7).next;
     const all = ids(200);
     const stored = new Set<string>();
     for (let round = 0; round < 40; round++) {

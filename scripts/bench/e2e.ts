@@ -28,6 +28,7 @@ import { crc32 } from '../../functions/shards/crc32.ts';
 import type { CollectionSpec, WriteOp } from '../../functions/store/writer.ts';
 import { dataSetImages } from '../cli/images.ts';
 import { sharedDataRoot } from '../data/shared-data.ts';
+import { randomWords } from './random.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const PATHS = ['backend-cpu', 'ort-web-wasm'] as const;
@@ -107,18 +108,6 @@ async function queryPngs(set: string, input: ModelCard['input']): Promise<Uint8A
   }
   await data.close();
   return out;
-}
-
-/** splitmix32: the same synthetic codes on every run. */
-function* randomWords(seed: number): Generator<number> {
-  let s = seed >>> 0;
-  for (;;) {
-    s = (s + 0x9e3779b9) >>> 0;
-    let z = s;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-    yield (z ^ (z >>> 16)) >>> 0;
-  }
 }
 
 const CLOCK_TICKS_PER_S = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));

@@ -13,6 +13,7 @@ import usearch from 'usearch';
 import type { Bits, TopK } from '../../wasm/hamming.ts';
 import { loadHammingKernel } from '../../wasm/load-node.ts';
 import { jsTopK } from './js_topk.ts';
+import { fillRandom } from './random.ts';
 
 const SLOW_BUDGET_MS = 8000; // per slow method (JS loop, usearch) and config
 const MIN_SLOW_QUERIES = 10;
@@ -46,19 +47,6 @@ function parseArgs(argv: string[]): Options {
 
 function progress(msg: string): void {
   process.stderr.write(`[bench:search] ${msg}\n`);
-}
-
-/** splitmix32-style PRNG: the same seed gives the same table on every machine. */
-function fillRandom(out: Uint8Array, seed: number): void {
-  let s = seed >>> 0;
-  const words = new Uint32Array(out.buffer, out.byteOffset, out.length >> 2);
-  for (let i = 0; i < words.length; i++) {
-    s = (s + 0x9e3779b9) >>> 0;
-    let z = s;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-    words[i] = z ^ (z >>> 16);
-  }
 }
 
 function percentile(ms: number[], p: number): number {

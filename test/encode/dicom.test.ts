@@ -11,6 +11,7 @@ import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { MedhashError } from '../../functions/util/errors.ts';
 import { TarReader } from '../../scripts/data/shared-data.ts';
 import { CT, DICOM_FIXTURES, DICOM_SOURCES, DICOM_STUDY_UID, GARBAGE12, dataDir } from './fixtures.ts';
+import { seededRandom } from '../shared/random.ts';
 
 beforeAll(() => initNodeImageCodecs());
 
@@ -219,8 +220,7 @@ describe('refused DICOM', () => {
 
   it('3000 seeded mutations of the fixtures (bytes set, lengths maxed, files cut short) each give a 4xx or a well-formed image, never another error', async () => {
     const files = readdirSync(DICOM_FIXTURES).filter((f) => f.endsWith('.dcm')).map((f) => fixture(f.slice(0, -4)));
-    let seed = 20261127;
-    const rnd = (n: number) => Math.floor(((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32) * n);
+    const rnd = seededRandom(20261127).int;
     const escaped: string[] = [];
     for (let i = 0; i < 3000; i++) {
       const original = files[rnd(files.length)];
