@@ -9,14 +9,15 @@ import { startBackend } from '../functions/backend/node.ts';
 import { openBatchEncoder } from '../scripts/cli/encode.ts';
 import { folderImages } from '../scripts/cli/images.ts';
 import { png, scanlines } from './encode/png-fixtures.ts';
+import { seededRandom } from './shared/random.ts';
 
 it('encodes a folder whose images together exceed the backend body limit', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'medhash-body-'));
   mkdirSync(join(dir, 'Hand'));
   const side = 1000; // ~1 MB of incompressible grey: 40 of them are ~53 MB of base64
-  let seed = 1;
+  const rnd = seededRandom(1);
   for (let k = 0; k < 40; k++) {
-    const px = Uint8Array.from({ length: side * side }, () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 24);
+    const px = Uint8Array.from({ length: side * side }, () => rnd.int(256));
     writeFileSync(join(dir, 'Hand', `${String(k).padStart(3, '0')}.png`), png({ width: side, height: side, colorType: 0, bitDepth: 8, raw: scanlines(side, side, 1, 8, px) }));
   }
   const be = await startBackend({ model: join(import.meta.dirname, '..', 'models', 'mednist-darf-b64.onnx'), port: 0, hostname: '127.0.0.1', cuda: false, threads: 1 });
@@ -55,6 +56,40 @@ it('waits when the backend queue is full (503 with Retry-After) and sends the ba
     expect(out).toHaveLength(8);
     expect(statuses).toContain(503);
     expect(statuses.at(-1)).toBe(200);
+  } finally {
+    seen.mockRestore();
+    await be.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, 120_000);
+
+it('sends a batch again when the connection drops, and gives up after a few tries', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'medhash-reset-'));
+  mkdirSync(join(dir, 'Hand'));
+  for (let k = 0; k < 3; k++) {
+    const px = Uint8Array.from({ length: 64 * 64 }, (_, i) => (i * (k + 5)) & 0xff);
+    writeFileSync(join(dir, 'Hand', `${k}.png`), png({ width: 64, height: 64, colorType: 0, bitDepth: 8, raw: scanlines(64, 64, 1, 8, px) }));
+  }
+  const be = await startBackend({ model: join(import.meta.dirname, '..', 'models', 'mednist-darf-b64.onnx'), port: 0, hostname: '127.0.0.1', cuda: false, threads: 1 });
+  const real = globalThis.fetch;
+  let resets = 0;
+  let toReset = 1;
+  // What undici reports when the backend closes the socket under a request: "fetch failed", caused by ECONNRESET.
+  const seen = vi.spyOn(globalThis, 'fetch').mockImplementation(async (...args) => {
+    if (String(args[0]).endsWith('/v1/encode') && resets < toReset) {
+      resets++;
+      throw new TypeError('fetch failed', { cause: Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }) });
+    }
+    return real(...args);
+  });
+  try {
+    const enc = await openBatchEncoder({ backendUrl: be.url });
+    expect(await enc.encode(folderImages(dir))).toHaveLength(3);
+    expect(resets).toBe(1);
+    resets = 0;
+    toReset = 100;
+    await expect(enc.encode(folderImages(dir))).rejects.toThrow(/fetch failed: read ECONNRESET/);
+    expect(resets).toBe(4); // the first try and three more
   } finally {
     seen.mockRestore();
     await be.close();

@@ -44,7 +44,9 @@ export class RemoteEncoder {
       });
       text = await res.text();
     } catch (e) {
-      const why = e instanceof Error && (e.name === 'TimeoutError' || e.name === 'AbortError') ? `no answer within ${this.timeoutMs} ms` : String(e);
+      // fetch's own message is only "fetch failed"; the cause says what happened (refused, reset, ...)
+      const cause = e instanceof Error && e.cause instanceof Error ? `: ${e.cause.message}` : '';
+      const why = e instanceof Error && (e.name === 'TimeoutError' || e.name === 'AbortError') ? `no answer within ${this.timeoutMs} ms` : `${String(e)}${cause}`;
       throw new BackendUnavailable(`inference backend ${this.url}: ${why}`);
     }
     if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) {

@@ -28,15 +28,24 @@ const BACKEND_TIMEOUT_MS = 60_000;
 // A full queue (503 with Retry-After) is the backend asking a bulk client to wait: the index
 // waits as asked and sends the batch again, up to this many times, rather than stopping.
 const QUEUE_FULL_RETRIES = 30;
+// A dropped connection or a 5xx without Retry-After (a keep-alive socket the backend closed as
+// the batch went out, a backend restarting) costs a retry of that batch, not the whole run:
+// encoding is a pure function, so sending a batch again is safe.
+const TRANSIENT_RETRIES = 3;
 
 async function whenQueueHasRoom<T>(send: () => Promise<T>): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
+  for (let queued = 0, failed = 0; ; ) {
     try {
       return await send();
     } catch (e) {
-      const wait = e instanceof BackendUnavailable ? e.retryAfterS : undefined;
-      if (wait === undefined || attempt > QUEUE_FULL_RETRIES) throw e;
-      await new Promise((ok) => setTimeout(ok, Math.max(1, wait) * 1000));
+      if (!(e instanceof BackendUnavailable)) throw e;
+      if (e.retryAfterS !== undefined && ++queued <= QUEUE_FULL_RETRIES) {
+        await new Promise((ok) => setTimeout(ok, Math.max(1, e.retryAfterS!) * 1000));
+      } else if (e.retryAfterS === undefined && ++failed <= TRANSIENT_RETRIES) {
+        await new Promise((ok) => setTimeout(ok, 500 * failed));
+      } else {
+        throw e;
+      }
     }
   }
 }
