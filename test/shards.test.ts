@@ -80,6 +80,12 @@ describe('shard codec', () => {
     expect(shard.ids).toEqual(['z', '\uFF21', '\u{1F600}']);
   });
 
+  it('decodes an id that starts with U+FEFF as written, not stripped to another id', () => {
+    const ids = ['x', '\ufeffx'];
+    const shard = Shard.decode(encodeShard(ids.map((id) => ({ id, code: new Uint8Array(2), descriptor: new Int8Array(0), metadata: '{}' })), 16, 0));
+    expect(shard.ids).toEqual(ids);
+  });
+
   it('refuses to encode duplicate ids or wrong code lengths', () => {
     const r = { id: 'a', code: new Uint8Array(2), descriptor: new Int8Array(0), metadata: '{}' };
     expect(() => encodeShard([r, r], 16, 0)).toThrow(/duplicate/);

@@ -27,7 +27,8 @@ export class ShardFormatError extends Error {
 }
 
 const utf8 = new TextEncoder();
-const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: by default a leading U+FEFF is dropped, so the id '\ufeffx' would read back as 'x'.
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 const align8 = (n: number): number => (n + 7) & ~7;
 

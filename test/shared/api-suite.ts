@@ -350,6 +350,19 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         }
       });
 
+      it('keeps an id that starts with U+FEFF apart from the same id without it', async () => {
+        const { all, col } = await world(16);
+        const ids = ['\ufeffx', 'x'];
+        await ingest(all, col, [{ id: ids[0], code: 'ffff' }, { id: ids[1], code: '0000' }]);
+        const s = await call('POST', `/v1/collections/${col}/search`, { key: all, body: { code: 'ffff' } });
+        expect(s.body.results.map((h: { id: string }) => h.id)).toEqual(ids);
+        for (const id of ids) {
+          const r = await call('GET', `/v1/collections/${col}/items/${encodeURIComponent(id)}`, { key: all });
+          expect(r.status).toBe(200);
+          expect(r.body.id).toBe(id);
+        }
+      });
+
       it('erases every item of one patient or one study, across shards, and audits the ids', async () => {
         const { t, all, col } = await world(16);
         const n = 3 * harness().shardMaxItems + 5;
