@@ -1,6 +1,7 @@
 // The HTTP behaviour of medhash, written once and run against both apps: the Node app
 // (test/api.node.test.ts) and the Worker inside workerd (test/workers/api.test.ts).
 import { describe, expect, it } from 'vitest';
+import { MAX_BODY_BYTES } from '../../functions/api/schemas.ts';
 import { billingSuite } from './billing-suite.ts';
 
 export interface ApiHarness {
@@ -140,6 +141,27 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect(page.headers.get('content-type')).toMatch(/text\/html/);
         expect(page.body).toContain('/v1/collections/{collection}/items');
         expect(page.body).not.toMatch(/<script|https?:\/\/(?!medhash)/);
+      });
+
+      it('declares every status a route answers without a key, with the wrong kind of key, or with an oversized body', async () => {
+        const doc = (await call('GET', '/openapi.json')).body as { paths: Record<string, Record<string, { responses: Record<string, unknown>; requestBody?: { content: Record<string, unknown> } }>> };
+        const { t, all, col } = await world(16);
+        const params: Record<string, string> = { collection: col, id: 'x', tenant: t.id, key: 'key_nope', model_id: 'any-model' };
+        const undeclared: string[] = [];
+        for (const [template, ops] of Object.entries(doc.paths)) {
+          const path = template.replace(/\{(\w+)\}/g, (_, p: string) => params[p]);
+          for (const [method, operation] of Object.entries(ops)) {
+            const tries: { key?: string; raw?: string; headers?: Record<string, string> }[] = [{}, { key: op() }];
+            // the body limit answers before any route does, whatever the body's type
+            const type = Object.keys(operation.requestBody?.content ?? {})[0];
+            if (type) tries.push({ key: all, raw: 'x'.repeat(MAX_BODY_BYTES + 1), headers: { 'content-type': type } });
+            for (const opts of tries) {
+              const r = await call(method.toUpperCase(), path, opts);
+              if (!(String(r.status) in operation.responses)) undeclared.push(`${method.toUpperCase()} ${template}: ${r.status} ${r.body?.error?.code}`);
+            }
+          }
+        }
+        expect(undeclared).toEqual([]);
       });
 
       it('answers unknown routes with the error shape', async () => {

@@ -21,7 +21,7 @@ export function adminRoutes(app: App, backend: Backend): void {
     createRoute({
       method: 'post', path: '/v1/admin/tenants', tags, security, summary: 'Create a tenant',
       request: { body: jsonBody(CreateTenantBody) },
-      responses: { 201: json(TenantSchema, 'The tenant.'), ...errors(400, 401, 403, 409, 415, 503) },
+      responses: { 201: json(TenantSchema, 'The tenant.'), ...errors(400, 401, 403, 409, 413, 415, 503) },
     }),
     async (c) => {
       await requireOperator(c, backend);
@@ -44,7 +44,7 @@ export function adminRoutes(app: App, backend: Backend): void {
     createRoute({
       method: 'post', path: '/v1/admin/tenants/{tenant}/keys', tags, security, summary: 'Create an API key (the secret is shown once)',
       request: { params: TenantParams, body: jsonBody(CreateKeyBody) },
-      responses: { 201: json(ApiKeyWithSecretSchema, 'The key, with its secret.'), ...errors(400, 401, 403, 404, 415, 503) },
+      responses: { 201: json(ApiKeyWithSecretSchema, 'The key, with its secret.'), ...errors(400, 401, 403, 404, 413, 415, 503) },
     }),
     async (c) => {
       await requireOperator(c, backend);

@@ -112,7 +112,7 @@ export function billingRoutes(app: App, backend: Backend): void {
       method: 'put', path: '/v1/admin/tenants/{tenant}/plan', tags: ['admin'], security, summary: "Set a tenant's plan (rate limit and monthly quota)",
       description: 'Creates or replaces the plan; it applies from the next request, with a full bucket. Recorded in the tenant\'s audit log.',
       request: { params: TenantParams, body: jsonBody(PlanBody) },
-      responses: { 200: json(PlanSchema, 'The plan now in force.'), ...errors(400, 401, 403, 404, 415, 503) },
+      responses: { 200: json(PlanSchema, 'The plan now in force.'), ...errors(400, 401, 403, 404, 413, 415, 503) },
     }),
     async (c) => {
       await requireOperator(c, backend);

@@ -33,7 +33,7 @@ export function collectionRoutes(app: App, backend: Backend): void {
     createRoute({
       method: 'post', path: '/v1/collections', tags, security, summary: 'Create a collection (scope: admin)',
       request: { body: jsonBody(CreateCollectionBody) },
-      responses: { 201: json(CollectionSchema, 'The empty collection.'), ...errors(400, 401, 403, 409, 415) },
+      responses: { 201: json(CollectionSchema, 'The empty collection.'), ...errors(400, 401, 403, 409, 413, 415) },
     }),
     async (c) => {
       const body = c.req.valid('json');
@@ -47,7 +47,7 @@ export function collectionRoutes(app: App, backend: Backend): void {
   app.openapi(
     createRoute({
       method: 'get', path: '/v1/collections', tags, security, summary: 'List the collections this key may use',
-      responses: { 200: json(z.object({ collections: z.array(CollectionSummary) }), 'The collections.'), ...errors(401) },
+      responses: { 200: json(z.object({ collections: z.array(CollectionSummary) }), 'The collections.'), ...errors(401, 403) },
     }),
     async (c) => {
       const { key } = await requireTenant(c, backend, null);

@@ -31,7 +31,7 @@ export function encodeRoutes(app: App, backend: Backend): void {
         headers: IdempotencyHeaders,
         body: imageBody,
       },
-      responses: { 200: { ...json(EncodeResult, 'The image\'s encoding.'), headers: rateLimitHeaders }, ...errors(400, 401, 402, 403, 413, 415, 422, 429, 503) },
+      responses: { 200: { ...json(EncodeResult, 'The image\'s encoding.'), headers: rateLimitHeaders }, ...errors(400, 401, 402, 403, 409, 413, 415, 422, 429, 503) },
     }),
     async (c) => {
       const principal = await requireTenant(c, backend, null);

@@ -39,7 +39,7 @@ export function modelRoutes(app: App, backend: Backend, catalog: ModelCatalog): 
   app.openapi(
     createRoute({
       method: 'get', path: '/v1/models', tags, security, summary: 'Models served for client-side encoding',
-      responses: { 200: json(z.object({ models: z.array(ModelSummary) }), 'The models.'), ...errors(401) },
+      responses: { 200: json(z.object({ models: z.array(ModelSummary) }), 'The models.'), ...errors(401, 403) },
     }),
     async (c) => {
       await requireTenant(c, backend, null);
@@ -55,7 +55,7 @@ export function modelRoutes(app: App, backend: Backend, catalog: ModelCatalog): 
     createRoute({
       method: 'get', path: '/v1/models/{model_id}/card', tags, security, summary: "A model's card (docs/MODEL_CARD.md)",
       request: { params: ModelParams },
-      responses: { 200: json(z.record(z.string(), z.unknown()), 'The card as shipped.'), ...errors(401, 404) },
+      responses: { 200: json(z.record(z.string(), z.unknown()), 'The card as shipped.'), ...errors(400, 401, 403, 404) },
     }),
     async (c) => {
       await requireTenant(c, backend, null);
@@ -70,7 +70,7 @@ export function modelRoutes(app: App, backend: Backend, catalog: ModelCatalog): 
       request: { params: ModelParams },
       responses: {
         200: { description: 'The .onnx bytes.', content: { 'application/octet-stream': { schema: z.string().openapi({ format: 'binary' }) } } },
-        ...errors(401, 404),
+        ...errors(400, 401, 403, 404),
       },
     }),
     async (c) => {

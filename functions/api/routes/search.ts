@@ -76,7 +76,7 @@ export function searchRoutes(app: App, backend: Backend): void {
         'Every answer carries `ood`, the out-of-distribution check of the query against the collection\'s model. ' +
         'An out-of-distribution query is refused with 422 unless `allow_ood` is true.',
       request: { params: CollectionParams, headers: IdempotencyHeaders, body: jsonBody(SearchBody) },
-      responses: { 200: { ...json(SearchResult, 'Ranked results.'), headers: rateLimitHeaders }, ...errors(400, 401, 402, 403, 404, 409, 415, 422, 429, 503) },
+      responses: { 200: { ...json(SearchResult, 'Ranked results.'), headers: rateLimitHeaders }, ...errors(400, 401, 402, 403, 404, 409, 413, 415, 422, 429, 503) },
     }),
     async (c) => {
       const col = await requireCollection(c, backend, 'search', c.req.valid('param').collection);
