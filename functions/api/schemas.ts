@@ -317,7 +317,8 @@ export const PlanSchema = z
 
 const Day = z.string().regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a date as YYYY-MM-DD (UTC)');
 
-export const UsageQuery = z.object({
+// Strict, as every request object: a misspelt parameter is a 400, never a silently other answer.
+export const UsageQuery = z.strictObject({
   from: Day.optional().openapi({ param: { name: 'from', in: 'query' }, description: 'First day (UTC), default: the first of this month.', example: '2026-11-01' }),
   to: Day.optional().openapi({ param: { name: 'to', in: 'query' }, description: 'Last day (UTC), inclusive; default: today.', example: '2026-11-30' }),
   format: z.enum(['json', 'csv'], { error: 'format must be json or csv' }).optional()
@@ -342,7 +343,7 @@ export const UsageSchema = z
   })
   .openapi('Usage');
 
-export const AuditQuery = z.object({
+export const AuditQuery = z.strictObject({
   limit: QueryNumber(z.number({ error: 'limit must be an integer' }).int('limit must be an integer').min(1, 'limit must be between 1 and 1000').max(1000, 'limit must be between 1 and 1000')).default(100)
     .openapi({ param: { name: 'limit', in: 'query' } }),
   before: QueryNumber(z.number({ error: 'before must be an integer' }).int('before must be an integer').min(1, 'before must be >= 1')).optional()

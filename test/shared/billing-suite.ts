@@ -222,6 +222,8 @@ export function billingSuite(runtime: string, { call, op, tenant, world, ingest 
         ['from=2020-01-01&to=2026-01-01', 'from'],
         ['to=yesterday', 'to'],
         ['format=xml', 'format'],
+        // a misspelt parameter would otherwise silently report another window
+        ['form=2026-11-01', 'form'],
       ];
       for (const [q, field] of bad) {
         const r = await call('GET', `/v1/usage?${q}`, { key: all });
@@ -404,6 +406,8 @@ export function billingSuite(runtime: string, { call, op, tenant, world, ingest 
       expect(last.body.events).toHaveLength(1);
       expect(last.body.next_before).toBeNull();
       expect((await call('GET', '/v1/audit?limit=0', { key: all })).body.error.field).toBe('limit');
+      // a misspelt `before` would otherwise answer the first page again, and a pager would never end
+      expect((await call('GET', `/v1/audit?limit=2&befor=${page1.body.next_before}`, { key: all })).body.error).toMatchObject({ code: 'unknown_field', field: 'befor' });
       expect((await call('GET', '/v1/audit', { key: searcher.secret })).body.error.code).toBe('missing_scope');
     });
   });
