@@ -28,7 +28,8 @@ const DOC_INFO = {
 export function createApp(backend: Backend): OpenAPIHono {
   const app = new OpenAPIHono({
     defaultHook: (result) => {
-      if (!result.success) throw validationError(result.error, result.target);
+      // zod-validator hands the hook the input too (zod-openapi's type leaves it out): it tells a missing field.
+      if (!result.success) throw validationError(result.error, result.target, (result as { data?: unknown }).data);
     },
   });
   app.onError(onError);

@@ -42,7 +42,7 @@ export function notFoundRoute(c: Context): Response {
 }
 
 /** zod-openapi's validation hook: the first issue becomes the error, with its field path. */
-export function validationError(error: ZodError, target: string): MedhashError {
+export function validationError(error: ZodError, target: string, input: unknown): MedhashError {
   const issue = error.issues[0];
   const path = issue.path.map(String).join('.');
   // Messages written as "<field> must ..." get the full path ("items.3.id must ..."); zod's own
@@ -54,12 +54,17 @@ export function validationError(error: ZodError, target: string): MedhashError {
     const field = [path, keys[0]].filter(Boolean).join('.');
     return badRequest('unknown_field', `unknown field${keys.length > 1 ? 's' : ''} ${keys.map((k) => JSON.stringify(k)).join(', ')}${path ? ` in ${path}` : ''}`, field);
   }
-  if (issue.code === 'invalid_type' && /received undefined/.test(issue.message)) {
+  // A schema's own message ("bits must be one of ...") replaces zod's "received undefined": the input tells.
+  if ((issue.code === 'invalid_type' || issue.code === 'invalid_value') && valueAt(input, issue.path) === undefined) {
     return badRequest('missing_field', `${path || 'body'} is required`, path || undefined);
   }
   if (issue.code === 'too_big' && path === 'items') return new MedhashError(413, 'batch_too_large', issue.message, path);
   if (target === 'param') return badRequest('invalid_path', message, path);
   return badRequest('invalid_field', message, path || undefined);
+}
+
+function valueAt(input: unknown, path: PropertyKey[]): unknown {
+  return path.reduce<unknown>((v, k) => (v !== null && typeof v === 'object' && Object.hasOwn(v, k) ? (v as Record<PropertyKey, unknown>)[k] : undefined), input);
 }
 
 /** Refuses a body over `maxSize` bytes with 413 before any handler reads it. */

@@ -35,7 +35,8 @@ export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAUL
 
   const app = new OpenAPIHono({
     defaultHook: (result) => {
-      if (!result.success) throw validationError(result.error, result.target);
+      // zod-validator hands the hook the input too (zod-openapi's type leaves it out): it tells a missing field.
+      if (!result.success) throw validationError(result.error, result.target, (result as { data?: unknown }).data);
     },
   });
   app.onError((err, c) => {

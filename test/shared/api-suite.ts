@@ -668,6 +668,9 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
           ['id ".." (a URL cannot address it)', () => post(itemsPath, { items: items({ id: '..' }) }), 400, 'invalid_field', 'items.0.id', /"\." or "\.\."/],
           ['id "."', () => post(itemsPath, { items: items({ id: '.' }) }), 400, 'invalid_field', 'items.0.id', /"\." or "\.\."/],
           ['missing items', () => post(itemsPath, {}), 400, 'missing_field', 'items', /items is required/],
+          // fields whose schema words its own message are missing all the same, not malformed
+          ['missing bits', () => post('/v1/collections', { name: `c-${uniq()}` }), 400, 'missing_field', 'bits', /bits is required/],
+          ['missing monthly_quota', () => call('PUT', '/v1/admin/tenants/tn_x/plan', { key: op(), body: { rate_per_second: 1, burst: 1 } }), 400, 'missing_field', 'monthly_quota', /monthly_quota is required/],
           ['wrong content type', () => call('POST', itemsPath, { key: all, raw: JSON.stringify({ items: items() }), headers: { 'content-type': 'text/plain' } }), 415, 'unsupported_media_type', undefined, /application\/json/],
           ['invalid JSON', () => call('POST', itemsPath, { key: all, raw: '{"items": [', headers: { 'content-type': 'application/json' } }), 400, 'invalid_json', undefined, /not valid JSON/],
           ['body too large', () => call('POST', itemsPath, { key: all, raw: `{"items":[],"pad":"${'x'.repeat(8 << 20)}"}`, headers: { 'content-type': 'application/json' } }), 413, 'body_too_large', undefined, /exceeds/],
