@@ -71,3 +71,29 @@ it('`medhash backend` stops on SIGTERM with exit code 0', async () => {
   await backend.stop();
   expect(await exited).toEqual([0, null]);
 });
+
+it('`medhash backend` under steady keep-alive load stops on SIGTERM: what it answers is whole, exit 0 within the grace period', async () => {
+  const backend = await spawnBackend(join(import.meta.dirname, '..', 'models', 'mednist-darf-b64.onnx'), ['--threads', '1']);
+  const tensor = Buffer.from(new Float32Array(64 * 64).fill(0.5).buffer).toString('base64');
+  const body = JSON.stringify({ inputs: Array.from({ length: 8 }, () => ({ tensor })) });
+  const exited = once(backend.child, 'exit');
+  let stopped = false;
+  void exited.then(() => (stopped = true));
+  const statuses: number[] = [];
+  // back to back on fetch's keep-alive connections, as the edge's pool calls the backend
+  const client = async () => {
+    while (!stopped) {
+      const r = await fetch(`${backend.url}/v1/encode`, { method: 'POST', headers: { 'content-type': 'application/json' }, body }).catch(() => null);
+      if (r) statuses.push((await r.json(), r.status));
+    }
+  };
+  const clients = [client(), client(), client()];
+  await vi.waitFor(() => expect(statuses.length).toBeGreaterThanOrEqual(6), { timeout: 30_000, interval: 20 });
+  const t0 = Date.now();
+  backend.child.kill('SIGTERM');
+  // the grace period is 10 s: a stop that waits it out exits 1 and cuts a request off
+  expect(await exited).toEqual([0, null]);
+  expect(Date.now() - t0).toBeLessThan(8000);
+  await Promise.all(clients);
+  expect(new Set(statuses)).toEqual(new Set([200]));
+});

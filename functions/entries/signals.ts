@@ -8,6 +8,9 @@ import type { ServerType } from '@hono/node-server';
 /** Stops taking connections; resolves once the requests in flight have been answered. */
 export function closeServer(server: ServerType): Promise<void> {
   return new Promise((ok, fail) => {
+    // A busy keep-alive connection (the edge's pool to the backend) would otherwise take request
+    // after request and hold close() open until the grace period cuts one off mid-answer.
+    server.prependListener('request', (_req, res) => res.setHeader('connection', 'close'));
     server.close((e) => (e ? fail(e) : ok()));
     // Idle keep-alive connections would hold close() open until the client drops them.
     if ('closeIdleConnections' in server) server.closeIdleConnections();
