@@ -11,13 +11,20 @@ interface WeightRow {
   w: Float64Array;
 }
 
+// The senders choose the sizes: unbounded, tiny images of every side up to the limit would pin
+// about 190 MB of weights for the life of the process. The least recently used size goes first.
+const WEIGHT_CACHE_SIZES = 64;
 const weightCache = new Map<string, WeightRow[]>();
 
 /** resize_weights of preprocess.py: triangle filter, support widened by the downscale factor. */
 export function resizeWeights(nIn: number, nOut: number): WeightRow[] {
   const key = `${nIn}:${nOut}`;
   const cached = weightCache.get(key);
-  if (cached) return cached;
+  if (cached) {
+    weightCache.delete(key);
+    weightCache.set(key, cached);
+    return cached;
+  }
   const scale = nIn / nOut;
   const support = Math.max(scale, 1);
   const rows: WeightRow[] = [];
@@ -35,6 +42,7 @@ export function resizeWeights(nIn: number, nOut: number): WeightRow[] {
     for (let k = 0; k < w.length; k++) w[k] /= sum;
     rows.push({ lo, w });
   }
+  if (weightCache.size >= WEIGHT_CACHE_SIZES) weightCache.delete(weightCache.keys().next().value!);
   weightCache.set(key, rows);
   return rows;
 }

@@ -1,0 +1,33 @@
+// What decoding and preprocessing keep after a request: images of every side the limits allow
+// (each a PNG of a few dozen bytes) must not grow the process for good.
+import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { beforeAll, expect, it } from 'vitest';
+import { loadCard } from '../../functions/encode/card.ts';
+import { decodeImage } from '../../functions/encode/image.ts';
+import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
+import { preprocess } from '../../functions/encode/preprocess.ts';
+import { png } from './png-fixtures.ts';
+import { MODELS } from './fixtures.ts';
+
+beforeAll(() => initNodeImageCodecs());
+
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
+const retained = () => {
+  gc();
+  const m = process.memoryUsage();
+  return m.heapUsed + m.arrayBuffers;
+};
+
+it('images of a thousand different sizes leave no more than a few MB behind', async () => {
+  const { card } = await loadCard(join(MODELS, 'mednist-darf-b64.onnx'));
+  const before = retained();
+  for (let w = 3073; w <= 4096; w++) {
+    const t = preprocess(await decodeImage(png({ width: w, height: 1, colorType: 0, bitDepth: 1 }), 'image/png'), card.input);
+    expect(t).toHaveLength(card.input.channels * card.input.size ** 2);
+  }
+  // unbounded, the resize weights of these sides alone would hold about 60 MB
+  expect((retained() - before) / 2 ** 20).toBeLessThan(16);
+});
