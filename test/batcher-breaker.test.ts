@@ -66,3 +66,20 @@ describe('CircuitBreaker', () => {
     expect(cb.allow()).toBe(true);
   });
 });
+
+describe('CircuitBreaker probe', () => {
+  it('lets another probe through when one never reports back (workerd drops a cancelled request\'s code)', () => {
+    let now = 0;
+    const cb = new CircuitBreaker({ failures: 1, cooldownMs: 100, now: () => now });
+    cb.failure();
+    now = 100;
+    expect(cb.allow()).toBe(true); // the probe, whose request is then cancelled: no success(), no failure()
+    now = 150;
+    expect(cb.allow()).toBe(false); // still out
+    now = 200;
+    expect(cb.allow()).toBe(true); // out for a whole cooldown: the next one probes
+    expect(cb.allow()).toBe(false);
+    cb.success();
+    expect(cb.state).toBe('closed');
+  });
+});

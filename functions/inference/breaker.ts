@@ -14,7 +14,8 @@ export type BreakerState = 'closed' | 'open' | 'half-open';
 export class CircuitBreaker {
   private consecutive = 0;
   private openedAt: number | null = null;
-  private probing = false;
+  /** When the half-open probe went out; null when none is out. */
+  private probeAt: number | null = null;
   private readonly now: () => number;
 
   constructor(private readonly opts: BreakerOptions) {
@@ -30,20 +31,22 @@ export class CircuitBreaker {
   allow(): boolean {
     const s = this.state;
     if (s === 'closed') return true;
-    if (s === 'open' || this.probing) return false;
-    this.probing = true;
+    // A probe may never report back: workerd drops a request's pending code when its client goes
+    // away. Once it has been out for a cooldown, another goes, or the circuit would stay shut.
+    if (s === 'open' || (this.probeAt !== null && this.now() - this.probeAt < this.opts.cooldownMs)) return false;
+    this.probeAt = this.now();
     return true;
   }
 
   success(): void {
     this.consecutive = 0;
     this.openedAt = null;
-    this.probing = false;
+    this.probeAt = null;
   }
 
   failure(): void {
     this.consecutive++;
-    if (this.probing || this.consecutive >= this.opts.failures) this.openedAt = this.now();
-    this.probing = false;
+    if (this.probeAt !== null || this.consecutive >= this.opts.failures) this.openedAt = this.now();
+    this.probeAt = null;
   }
 }
