@@ -1,5 +1,6 @@
-// The medhash command line: serve the Node entry, index codes through the HTTP API, search,
-// manage collections, and the operator's tenant/key helpers. Talks to MEDHASH_URL with
+// The medhash command line: serve the Node entry, run the inference backend, back up a data dir,
+// index codes or images through the HTTP API, search, manage collections, and the operator's
+// tenant/key helpers. Talks to MEDHASH_URL with
 // MEDHASH_API_KEY (tenant commands) or MEDHASH_OPERATOR_KEY (admin commands).
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import cliProgress from 'cli-progress';
@@ -25,18 +26,20 @@ const USAGE = `medhash <command> [options]
         With a model (MEDHASH_MODEL), search by image: through the inference backend
         (MEDHASH_BACKEND_URL), falling back to onnxruntime-web in-process.
   backend --model M.onnx [--port 8788] [--host 127.0.0.1] [--cuda] [--threads N]
-        Run the inference backend (POST /v1/encode) on onnxruntime-node (--threads: its
-        intra-op threads; default one per core, 1 is faster on a small shared machine).
+        Run the inference backend (POST /v1/encode) on onnxruntime-node (--model or MEDHASH_MODEL;
+        --threads: its intra-op threads; default one per core, 1 is faster on a small shared machine).
   backup --out DIR [--data-dir .medhash]
-        Copy a Node data dir while the service runs: a consistent, checked copy that is itself
-        a data dir (restore: serve with --data-dir DIR). DIR must be new or empty.
+        Copy a Node data dir (default MEDHASH_DATA_DIR, else .medhash) while the service runs: a
+        consistent, checked copy that is itself a data dir (restore: serve with --data-dir DIR).
+        DIR must be new or empty.
 
   index --collection C --codes FILE [--format jsonl|csv] [--batch 1000]
         Upsert items from a JSONL/CSV file of codes, in batches; safe to re-run.
   index --collection C (--images DIR | --data DIR [--split db]) [--max-items N] [--model M.onnx]
         [--batch 256] [--checkpoint FILE]
         Encode images (DIR/<label>/<file>.png|.jpg|.jpeg|.dcm, or a ../shared/data set) and upsert them, through the
-        inference backend when MEDHASH_BACKEND_URL is set, else in-process; resumable.
+        inference backend when MEDHASH_BACKEND_URL is set, else in-process (--model or MEDHASH_MODEL);
+        resumable (checkpoint under MEDHASH_DATA_DIR/checkpoints/, default .medhash/checkpoints/).
   search --collection C (--code CODE | --image FILE) [--k 10] [--radius R] [--json]
          [--label L] [--modality M] [--body-part B]   (each repeatable: any of the values)
          [--exclude-study-uid U] [--exclude-patient-ref P] [--allow-ood]

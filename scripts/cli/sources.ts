@@ -1,6 +1,6 @@
-// Where `medhash index` gets its items. Today: a JSONL or CSV file of precomputed codes. The
-// image-encoding path (ONNX model over image files) is another RecordSource producing the same
-// records, so `index` itself does not change when it arrives.
+// Where `medhash index` gets its items: the RecordSource interface and its file source, a JSONL
+// or CSV file of precomputed codes. The image path (encode.ts, `encodedSource`) is another
+// RecordSource producing the same records, so `index` itself does not depend on the source.
 import { createReadStream } from 'node:fs';
 import { extname } from 'node:path';
 import { createInterface } from 'node:readline';

@@ -1,4 +1,4 @@
-// Run by Deno (test/sdk/deno.test.ts and `npm run bench:deno` bundle it for browsers first, so that onnxruntime-web's
+// Run by Deno (test/sdk/deno.test.ts and `npm run bench:sdk` bundle it for browsers first, so that onnxruntime-web's
 // WebGPU build is the one loaded): the golden inputs of one model through loadWebEncoder, one
 // JSON line out with the runtime, each item's sign bits and max |delta u| against PyTorch, and
 // the encode time per image. Args: card.json, .onnx, golden .json, ort .wasm path, webgpu|wasm,

@@ -1,6 +1,6 @@
 // Runs scripts/deno/golden-encode.ts under Deno (node_modules/.bin/deno, a devDependency): bundles
 // it for browsers (so onnxruntime-web's WebGPU build is loaded, not its Node build) and returns
-// the script's JSON line for one model and path. Shared by test/sdk/deno.test.ts and bench:deno.
+// the script's JSON line for one model and path. Shared by test/sdk/deno.test.ts and bench:sdk.
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -54,7 +54,7 @@ async function call(method: string, path: string, body?: unknown, auth = key) {
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'medhash-sdk-'));
   brain = await loadCard(join(MODELS, `${BRAIN}.card.json`));
-  // The shipped cards carry no k-NN calibration yet: one that refuses every query, for the brain model only.
+  // In place of the card's own k-NN calibration: one that refuses every query, for the brain model only.
   const strict = { ...calibrationFromCard(JSON.parse(readFileSync(join(MODELS, `${BRAIN}.card.json`), 'utf8'))), knn: { k: 5, threshold: 0, mean: 0, std: 1, indexSize: 1 } };
   const oodCalibration = (id: string | null) => (id === brain.card.model_id ? strict : shippedCalibrations(id));
   server = await startNodeServer({ port: 0, hostname: '127.0.0.1', dataDir: dir, operatorKey: TEST_OPERATOR_KEY, oodCalibration });

@@ -1,5 +1,6 @@
 // decodeImage (PNG, JPEG and DICOM) inside real workerd: the codecs' WASM is imported at build time and injected, as
-// the worker entry will do (workerd refuses to compile WebAssembly from bytes at run time).
+// a Worker that decodes must (workerd refuses to compile WebAssembly from bytes at run time; the Worker entry itself
+// forwards image bytes to the inference backend and decodes nothing).
 import * as pngWasm from '@jsquash/png/codec/pkg/squoosh_png_bg.wasm';
 import jpegModule from '@jsquash/jpeg/codec/dec/mozjpeg_dec.wasm';
 import { beforeAll, expect, it } from 'vitest';
