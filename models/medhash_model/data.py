@@ -1,7 +1,8 @@
 """Data readers: the ../shared/data layout (images.tar + manifest.csv with md5 splits), plain
 class folders (ImageFolder convention, split by the same md5 rule), the PneumoniaMNIST .npz and
 Fashion-MNIST IDX files. Everything goes through preprocess.py, and the preprocessed arrays are
-cached per (source, size, channels) so that training epochs do not decode JPEGs again."""
+cached per (source, its files' sizes and mtimes, size, channels) so that training epochs do not
+decode JPEGs again."""
 from __future__ import annotations
 
 import csv
@@ -185,13 +186,27 @@ def _preprocess_all(recs: list[Record], size: int, channels: int, label: str) ->
     return xs
 
 
+def _fingerprint(root: Path) -> str:
+    """Path, size and mtime of every file the source holds (class folders walked as
+    _folder_records walks them): a folder whose images were added, removed or relabelled is
+    preprocessed again instead of being read from the cache of its old contents."""
+    tops = [root] if root.is_file() else sorted(root.iterdir())
+    h = hashlib.sha1()
+    for top in tops:
+        for f in sorted(top.rglob("*")) if top.is_dir() else [top]:
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:12]
+
+
 def load(source: str | os.PathLike, size: int, channels: int, cache_dir: str | os.PathLike | None = None,
          classes: list[str] | None = None) -> DataSet:
     """Preprocessed splits of a data set, cached as .npz. `classes` fixes the class order (for a
     model's own classes); by default it is the sorted labels of the source."""
     root = Path(source).resolve()
     cache_dir = Path(cache_dir or os.environ.get("MEDHASH_CACHE", Path.cwd() / ".medhash" / "cache"))
-    key = hashlib.sha1(f"{root}|{size}|{channels}|v{PREPROCESS_VERSION}".encode()).hexdigest()[:12]
+    key = hashlib.sha1(f"{root}|{size}|{channels}|v{PREPROCESS_VERSION}|{_fingerprint(root)}".encode()).hexdigest()[:12]
     cache = cache_dir / f"{root.name}-{size}-{channels}-{key}.npz"
     if cache.exists():
         z = np.load(cache, allow_pickle=False)

@@ -46,3 +46,27 @@ def test_int8_calibration_takes_train_images_only_and_is_reproducible():
     again = np.concatenate(calibration_batches(str(source), 32, 1, n=100, seed=0))
     other = np.concatenate(calibration_batches(str(source), 32, 1, n=100, seed=1))
     assert np.array_equal(calib, again) and not np.array_equal(calib, other)
+
+
+def test_preprocessing_cache_follows_a_changed_class_folder(tmp_path):
+    """The cache is keyed by the folder's files too: images added to a class folder after a first
+    load are read, not the arrays of its old contents."""
+    from PIL import Image
+    rng = np.random.RandomState(0)
+
+    def add(label: str, n: int):
+        (tmp_path / "images" / label).mkdir(parents=True, exist_ok=True)
+        for _ in range(n):
+            Image.fromarray(rng.randint(0, 256, (8, 8), dtype=np.uint8)).save(
+                tmp_path / "images" / label / f"{len(list((tmp_path / 'images' / label).iterdir()))}.png")
+
+    count = lambda ds: sum(len(a.ids) for a in ds.splits.values())  # noqa: E731
+    add("a", 4)
+    add("b", 4)
+    assert count(data.load(tmp_path / "images", 8, 1, cache_dir=tmp_path / "cache")) == 8
+    add("a", 6)
+    again = data.load(tmp_path / "images", 8, 1, cache_dir=tmp_path / "cache")
+    assert count(again) == 14 and again.classes == ["a", "b"]
+    (tmp_path / "images" / "b" / "0.png").rename(tmp_path / "images" / "a" / "moved.png")
+    moved = data.load(tmp_path / "images", 8, 1, cache_dir=tmp_path / "cache")
+    assert {i: int(y) for a in moved.splits.values() for i, y in zip(a.ids, a.y)}["a/moved.png"] == 0
