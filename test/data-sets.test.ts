@@ -1,7 +1,8 @@
 // Data sets as the evaluation scripts open them: the TypeScript md5 split rule reproduces every
 // split of ../shared/data's manifests, and a class folder made of a set's own files opens with
 // the splits, labels and bytes the manifest gives those files, as the Python reader splits it.
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -54,6 +55,39 @@ describe('openDataSet on a class folder', () => {
       }
     } finally {
       await reader.close();
+    }
+  });
+
+  it('reads linked class folders and linked images as the Python reader does', async () => {
+    const top = mkdtempSync(join(tmpdir(), 'medhash-links-'));
+    try {
+      const src = dataDir('brain_tumor_mri');
+      const rows = (await readManifest(src)).slice(0, 4);
+      const tar = await TarReader.open(join(src, 'images.tar'));
+      mkdirSync(join(top, 'originals'));
+      for (const [i, r] of rows.entries()) writeFileSync(join(top, 'originals', `${i}.jpg`), await tar.read(r.path));
+      await tar.close();
+      const folder = join(top, 'images');
+      mkdirSync(join(folder, 'a'), { recursive: true });
+      copyFileSync(join(top, 'originals', '0.jpg'), join(folder, 'a', 'plain.jpg'));
+      symlinkSync(join(top, 'originals', '1.jpg'), join(folder, 'a', 'linked.jpg'));
+      symlinkSync(join(top, 'missing.jpg'), join(folder, 'a', 'broken.jpg'));
+      symlinkSync(join(top, 'originals'), join(folder, 'b'));
+      const python = [
+        'import json, sys',
+        `sys.path.insert(0, ${JSON.stringify(join(import.meta.dirname, '..', 'models'))})`,
+        'from pathlib import Path',
+        'from medhash_model.data import _folder_records',
+        `print(json.dumps([[r.id, r.label, r.split] for r in _folder_records(Path(${JSON.stringify(folder)}))]))`,
+      ].join('\n');
+      const want = JSON.parse(execFileSync('/usr/bin/python3', ['-c', python], { encoding: 'utf8' })) as string[][];
+      expect(want).toHaveLength(6);
+      const { rows: got, reader } = await openDataSet(folder);
+      await reader.close();
+      const key = (r: string[]) => r.join('|');
+      expect(got.map((r) => [r.path, r.label, r.split]).map(key).sort()).toEqual(want.map(key).sort());
+    } finally {
+      rmSync(top, { recursive: true, force: true });
     }
   });
 

@@ -5,8 +5,8 @@
 // md5 rule as the Python reader (models/medhash_model/data.py), so a model trained on a folder is
 // evaluated here on the very `db` and `query` images its card's figures come from.
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { open, readdir, readFile, type FileHandle } from 'node:fs/promises';
+import { existsSync, type Dirent } from 'node:fs';
+import { open, readdir, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { extname, join, relative } from 'node:path';
 import { parseCsvLine } from '../cli/sources.ts';
 
@@ -138,15 +138,27 @@ const TYPES: Record<string, ImageContentType> = { '.png': 'image/png', '.jpg': '
 /** The content type of an image file by its extension (any case); undefined for other files. */
 export const contentTypeOf = (file: string): ImageContentType | undefined => TYPES[extname(file).toLowerCase()];
 
+/** Whether an entry is a directory or a file through a symbolic link, as Python's Path.is_dir and
+ * is_file see it (a broken link is neither): folders of links to the originals are common, and
+ * the Python reader trains on the images they point to. */
+async function isKind(e: Dirent, kind: 'dir' | 'file'): Promise<boolean> {
+  if (!e.isSymbolicLink()) return kind === 'dir' ? e.isDirectory() : e.isFile();
+  const s = await stat(join(e.parentPath, e.name)).catch(() => null);
+  return kind === 'dir' ? !!s?.isDirectory() : !!s?.isFile();
+}
+
+async function filterKind(entries: Dirent[], kind: 'dir' | 'file'): Promise<Dirent[]> {
+  const keep = await Promise.all(entries.map((e) => isKind(e, kind)));
+  return entries.filter((_, i) => keep[i]);
+}
+
 /** Rows of a class folder: every image below `<class>/` (recursively, as Python's reader), sorted like it. */
 async function classFolderRows(dir: string): Promise<ManifestRow[]> {
   const rows: ManifestRow[] = [];
-  const classes = (await readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort();
+  const classes = (await filterKind(await readdir(dir, { withFileTypes: true }), 'dir')).map((e) => e.name).sort();
   for (const label of classes) {
-    const files = (await readdir(join(dir, label), { recursive: true, withFileTypes: true }))
-      .filter((e) => e.isFile() && contentTypeOf(e.name) !== undefined)
-      .map((e) => relative(dir, join(e.parentPath, e.name)))
-      .sort();
+    const entries = (await readdir(join(dir, label), { recursive: true, withFileTypes: true })).filter((e) => contentTypeOf(e.name) !== undefined);
+    const files = (await filterKind(entries, 'file')).map((e) => relative(dir, join(e.parentPath, e.name))).sort();
     for (const path of files) {
       const md5 = createHash('md5').update(await readFile(join(dir, path))).digest('hex');
       rows.push({ path, label, split: md5Split(md5), md5 });
