@@ -18,6 +18,17 @@ describe('md5Split', () => {
   });
 });
 
+describe('openDataSet with a model\'s classes', () => {
+  it('leaves out the rows of classes the model never saw, as the Python evaluation does', async () => {
+    const dir = dataDir('brain_tumor_mri');
+    const all = await readManifest(dir);
+    const { rows, reader } = await openDataSet(dir, ['glioma', 'notumor']);
+    await reader.close();
+    expect(new Set(rows.map((r) => r.label))).toEqual(new Set(['glioma', 'notumor']));
+    expect(rows).toEqual(all.filter((r) => r.label === 'glioma' || r.label === 'notumor'));
+  });
+});
+
 describe('openDataSet on a class folder', () => {
   const root = mkdtempSync(join(tmpdir(), 'medhash-folder-'));
   afterAll(() => rmSync(root, { recursive: true, force: true }));

@@ -168,13 +168,22 @@ async function classFolderRows(dir: string): Promise<ManifestRow[]> {
   return rows;
 }
 
-/** A ../shared/data set (manifest.csv + images.tar) or a class folder, with a reader for its members. */
-export async function openDataSet(dir: string): Promise<DataSet> {
+/** The rows of a model's own classes. A model trained with classes held out (`--holdout`) is
+ * evaluated without them, as the Python evaluation (known_only) is: they are its near OOD set. */
+export function ofClasses(rows: ManifestRow[], classes: readonly string[]): ManifestRow[] {
+  const known = new Set(classes);
+  return rows.filter((r) => known.has(r.label));
+}
+
+/** A ../shared/data set (manifest.csv + images.tar) or a class folder, with a reader for its
+ * members; with `classes`, only the rows of those classes. */
+export async function openDataSet(dir: string, classes?: readonly string[]): Promise<DataSet> {
+  const known = (rows: ManifestRow[]) => (classes ? ofClasses(rows, classes) : rows);
   if (existsSync(join(dir, 'manifest.csv'))) {
-    const rows = await readManifest(dir);
+    const rows = known(await readManifest(dir));
     return { rows, reader: await TarReader.open(join(dir, 'images.tar')) };
   }
-  const rows = await classFolderRows(dir);
+  const rows = known(await classFolderRows(dir));
   return { rows, reader: { read: async (path) => new Uint8Array(await readFile(join(dir, path))), close: async () => undefined } };
 }
 

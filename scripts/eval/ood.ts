@@ -11,7 +11,7 @@ import { loadCard } from '../../functions/encode/card.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { loadNodeEncoder, type Encoder } from '../../functions/encode/model.ts';
 import { encodeMembers } from '../data/encode-set.ts';
-import { readManifest, sharedDataRoot, TarReader } from '../data/shared-data.ts';
+import { ofClasses, readManifest, sharedDataRoot, TarReader } from '../data/shared-data.ts';
 import { auroc, flagged, fpr95 } from './ood-metrics.ts';
 
 const OODSET_FORMAT = 'medhash-oodset';
@@ -67,7 +67,8 @@ async function main() {
     return t;
   };
   try {
-    const query = (await readManifest(join(dataRoot, manifest.data))).filter((r) => r.split === 'query').map((r) => r.path);
+    // in distribution: query images of the model's classes (held-out classes are a near OOD set)
+    const query = ofClasses(await readManifest(join(dataRoot, manifest.data)), card.classes).filter((r) => r.split === 'query').map((r) => r.path);
     const id = await scores(await tarOf(join(dataRoot, manifest.data, 'images.tar')), query, encoder, batch, `${manifest.data} query (in-distribution)`);
     for (const s of manifest.sets as OodSet[]) {
       const ood = s.file

@@ -13,7 +13,7 @@ import { descriptor, loadNodeEncoder, packCode, row } from '../../functions/enco
 import { rerank } from '../../functions/search/rerank.ts';
 import { poolSize } from '../../functions/search/search.ts';
 import { encodeMembers } from '../data/encode-set.ts';
-import { readManifest, TarReader, type ManifestRow } from '../data/shared-data.ts';
+import { ofClasses, readManifest, TarReader, type ManifestRow } from '../data/shared-data.ts';
 import { hammingMatrix, tieAwareApAtK } from './metrics.ts';
 
 const K = 100;
@@ -42,7 +42,7 @@ async function main() {
   await initNodeImageCodecs();
   const encoder = await loadNodeEncoder(onnx, card);
   const dataDir = resolve(v.data);
-  const manifest = await readManifest(dataDir);
+  const manifest = ofClasses(await readManifest(dataDir), card.classes);
   const tar = await TarReader.open(`${dataDir}/images.tar`);
   const bytes = card.bits / 8;
   const encodeSplit = async (name: string): Promise<Split> => {

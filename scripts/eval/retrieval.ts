@@ -34,7 +34,7 @@ async function main() {
   const { card, onnx } = await loadCard(resolve(v.model));
   await initNodeImageCodecs();
   const encoder = await loadNodeEncoder(onnx, card, { cuda: v.cuda });
-  const { rows, reader } = await openDataSet(dataDir);
+  const { rows, reader } = await openDataSet(dataDir, card.classes);
   const db = rows.filter((r) => r.split === 'db');
   const query = rows.filter((r) => r.split === 'query');
   if (!db.length || !query.length) {
