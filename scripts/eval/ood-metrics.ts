@@ -1,13 +1,17 @@
 // OOD detection metrics, the TypeScript twin of models/medhash_model/ood.py (auroc,
 // fpr_at_95_tpr) and ood_eval.py (flagged). OOD is the positive class; higher score = more OOD.
 
+/** NaN above every number and equal to itself, as numpy's sort and unique treat it in ood.py
+ * (with `===` a NaN never ends its own tie group and the loop below never ends). */
+const nanLast = (a: number, b: number) => (Number.isNaN(a) ? (Number.isNaN(b) ? 0 : 1) : Number.isNaN(b) ? -1 : a - b);
+
 /** P(score_ood > score_id), ties counted half (Mann-Whitney U over midranks). */
 export function auroc(id: ArrayLike<number>, ood: ArrayLike<number>): number {
-  const all = [...Array.from(id, (s) => ({ s, ood: false })), ...Array.from(ood, (s) => ({ s, ood: true }))].sort((a, b) => a.s - b.s);
+  const all = [...Array.from(id, (s) => ({ s, ood: false })), ...Array.from(ood, (s) => ({ s, ood: true }))].sort((a, b) => nanLast(a.s, b.s));
   let rankSumOod = 0;
   for (let i = 0; i < all.length; ) {
     let j = i;
-    while (j < all.length && all[j].s === all[i].s) j++;
+    while (j < all.length && nanLast(all[j].s, all[i].s) === 0) j++;
     const mid = (i + 1 + j) / 2; // ranks i+1..j share their mean
     for (let t = i; t < j; t++) if (all[t].ood) rankSumOod += mid;
     i = j;

@@ -10,6 +10,11 @@ describe('OOD metrics', () => {
     expect(auroc([0, 1], [1, 2])).toBe(0.875);
   });
 
+  it('AUROC with NaN scores ends, and ranks NaN above every score as ood.py does', () => {
+    // ood.auroc(np.array([0, 1, nan]), np.array([2, nan, 3])) = 13/18
+    expect(auroc([0, 1, NaN], [2, NaN, 3])).toBeCloseTo(13 / 18, 15);
+  });
+
   it('FPR at 95 % TPR is the ID share at or above the OOD 5th percentile (numpy linear quantile)', () => {
     const ood = Array.from({ length: 100 }, (_, i) => i);
     expect(quantile(ood, 0.05)).toBeCloseTo(4.95, 12);
