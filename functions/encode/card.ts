@@ -116,6 +116,15 @@ export function parseCard(json: unknown): ModelCard {
   if (!Array.isArray(classes) || classes.length === 0 || !classes.every((x) => typeof x === 'string')) {
     throw new CardError('model card: classes must be a non-empty list of strings');
   }
+  // The service splits and packs the outputs by these sizes: a card that disagrees with itself
+  // would give codes of another length or class names off by one.
+  const width = (name: string): unknown => (obj(outputs[name], `outputs.${name}`).shape as unknown[] | undefined)?.[1];
+  if (width('u') !== bits) throw new CardError(`model card: outputs.u.shape must be ["N", ${bits}] (bits), got ${JSON.stringify(obj(outputs.u, 'outputs.u').shape)}`);
+  if (width('logits') !== classes.length) {
+    throw new CardError(`model card: outputs.logits.shape must be ["N", ${classes.length}] (one per class), got ${JSON.stringify(obj(outputs.logits, 'outputs.logits').shape)}`);
+  }
+  const dims = posInt(desc, 'dims', 'descriptor.');
+  if (dims !== bits) throw new CardError(`model card: descriptor.dims must be ${bits}: the descriptor is u quantized, one value per bit`);
   const metrics = obj(c.metrics, 'metrics');
   const ood = obj(c.ood, 'ood');
   const sha256 = str(c, 'sha256', '');
@@ -138,7 +147,7 @@ export function parseCard(json: unknown): ModelCard {
       preprocess: { version: PREPROCESS_VERSION, grey: { applies: grey.applies, weights: weights as [number, number, number] }, resize: { to: [size, size] } },
     },
     outputs: Object.keys(outputs),
-    descriptor: { source: 'u', dims: posInt(desc, 'dims', 'descriptor.') },
+    descriptor: { source: 'u', dims },
     classes: classes as string[],
     metrics: { ...metrics, map100: num(metrics, 'map100', 'metrics.'), map1000: num(metrics, 'map1000', 'metrics.'), p10: num(metrics, 'p10', 'metrics.') },
     ood: { ...ood, threshold: num(ood, 'threshold', 'ood.') },

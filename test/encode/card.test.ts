@@ -31,6 +31,9 @@ describe('parseCard', () => {
     ['channels 2', (c: any) => (c.input.channels = 2), /channels must be 1 or 3/],
     ['a resize that is not the input size', (c: any) => (c.input.preprocess.resize.to = [32, 32]), /resize\.to must be \[64, 64\]/],
     ['a normalisation step', (c: any) => (c.input.preprocess.normalize = { mean: [0.5] }), /normalize is not supported/],
+    ['a code output of another length than bits', (c: any) => (c.outputs.u.shape = ['N', 32]), /outputs\.u\.shape must be \["N", 64\]/],
+    ['logits of another width than the classes', (c: any) => c.classes.pop(), /outputs\.logits\.shape must be \["N", \d+\] \(one per class\)/],
+    ['a descriptor of another size than bits', (c: any) => (c.descriptor.dims = 32), /descriptor\.dims must be 64/],
   ])('refuses %s', (_what, mutate, message) => {
     const c = raw();
     mutate(c);
