@@ -311,6 +311,22 @@ describe('search by image', () => {
     expect(body.error?.code).toBe('model_mismatch');
   });
 
+  it('refuses content_weight where the collection keeps descriptors of another size than the model gives', async () => {
+    const api = new Client(url, key);
+    await api.request('POST', '/v1/collections', { name: 'short-descriptors', bits: 64, descriptor_dims: 16, model_id: modelId });
+    const f = queries[0];
+    const image = new Uint8Array(await f.read());
+    const post = (query: string) =>
+      fetch(`${url}/v1/collections/short-descriptors/search/image?allow_ood=true${query}`, {
+        method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': f.contentType }, body: image,
+      });
+    const res = await post('&content_weight=0.5');
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    expect([res.status, body.error.code]).toEqual([409, 'model_mismatch']);
+    expect(body.error.message).toMatch(/stores 16-value descriptors, the model gives 64/);
+    expect((await post('')).status).toBe(200); // by code distance alone, as the docs say
+  });
+
   it('refuses what is not a PNG, JPEG or DICOM with a 4xx', async () => {
     const post = (body: Uint8Array<ArrayBuffer>, type: string) =>
       fetch(`${url}/v1/collections/imgs/search/image`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': type }, body });

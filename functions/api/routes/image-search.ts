@@ -105,6 +105,10 @@ export function imageSearchRoutes(app: App, backend: Backend): void {
       // not by id) wherever the collection stores descriptors of the same length.
       const desc = enc.encoding.descriptor;
       const descriptor = col.descriptor_dims > 0 && desc.length === col.descriptor_dims ? Int8Array.from(desc) : undefined;
+      // Asked for by name, content similarity must not be dropped without a word.
+      if (contentWeight !== undefined && !descriptor) {
+        throw new MedhashError(409, 'model_mismatch', `collection ${JSON.stringify(col.name)} stores ${col.descriptor_dims}-value descriptors, the model gives ${desc.length}: content_weight cannot apply (leave it out, or index the collection with this model's descriptors)`);
+      }
       const q = { code, k, radius, descriptor, contentWeight: contentWeight ?? DEFAULT_CONTENT_WEIGHT, filter };
       const answer = await searchCollection(c, backend, col, q, { allowOod, allowOodVia: 'query', modelOod });
       return c.json({
