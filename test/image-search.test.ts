@@ -21,6 +21,7 @@ import { loadNodeEncoder } from '../functions/encode/model.ts';
 import { createNodeBackend, type NodeBackend } from '../functions/entries/node.ts';
 import type { NodeEdgeEncoder } from '../functions/inference/edge.ts';
 import { createNodeImageEncoder } from '../functions/inference/node.ts';
+import { RemoteEncoder } from '../functions/inference/remote.ts';
 import { Client } from '../scripts/cli/client.ts';
 import { dataSetImages, type DataSetImages, type ImageFile } from '../scripts/cli/images.ts';
 import { sharedDataRoot, TarReader } from '../scripts/data/shared-data.ts';
@@ -336,6 +337,12 @@ describe('search by image', () => {
     const truncated = await post(png, 'image/png');
     expect(truncated.status).toBeGreaterThanOrEqual(400);
     expect(truncated.status).toBeLessThan(500);
+  });
+
+  it("words the backend's verdict on an image as the in-process path does (the Worker's path)", async () => {
+    const png = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13]);
+    const err = await new RemoteEncoder(backendProc.url, 5000).encode({ image: png, contentType: 'image/png' }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ status: 422, code: 'corrupt_image', field: 'image', message: 'PNG has no complete IHDR header' });
   });
 
   it('falls back in-process when the backend does not answer in time, then returns to it', async () => {

@@ -26,8 +26,18 @@ export class RemoteEncoder {
     private readonly fetchFn: typeof fetch = fetch,
   ) {}
 
+  /** One input; the backend's verdict on it is worded as the in-process path words it. */
   async encode(input: RemoteInput): Promise<EncodeResponseBody> {
-    return this.encodeBatch([input]);
+    try {
+      return await this.encodeBatch([input]);
+    } catch (e) {
+      // "inputs.0.image: PNG is truncated ..." names the backend's protocol, not the caller's request.
+      if (e instanceof MedhashError && e.field?.startsWith('inputs.0.')) {
+        const field = e.field.slice('inputs.0.'.length);
+        throw new MedhashError(e.status, e.code, e.message.replace(`${e.field}: `, ''), field, e.details);
+      }
+      throw e;
+    }
   }
 
   /** Up to MAX_INPUTS inputs in one request; one result per input, in order. */
