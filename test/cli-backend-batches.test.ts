@@ -23,7 +23,7 @@ it('encodes a folder whose images together exceed the backend body limit', async
   const be = await startBackend({ model: join(import.meta.dirname, '..', 'models', 'mednist-darf-b64.onnx'), port: 0, hostname: '127.0.0.1', cuda: false, threads: 1 });
   try {
     const enc = await openBatchEncoder({ backendUrl: be.url });
-    const out = await enc.encode(folderImages(dir));
+    const out = await enc.encode(await folderImages(dir));
     expect(out).toHaveLength(40);
   } finally {
     await be.close();
@@ -49,9 +49,10 @@ it('waits when the backend queue is full (503 with Retry-After) and sends the ba
   });
   try {
     const enc = await openBatchEncoder({ backendUrl: be.url });
+    const images = await folderImages(dir);
     // another client's 64 inputs fill the queue; they drain one model run at a time
     const other = be.service.batcher.submit(Array.from({ length: 64 }, () => new Float32Array(64 * 64).fill(0.5)));
-    const out = await enc.encode(folderImages(dir));
+    const out = await enc.encode(images);
     await other;
     expect(out).toHaveLength(8);
     expect(statuses).toContain(503);
@@ -84,11 +85,11 @@ it('sends a batch again when the connection drops, and gives up after a few trie
   });
   try {
     const enc = await openBatchEncoder({ backendUrl: be.url });
-    expect(await enc.encode(folderImages(dir))).toHaveLength(3);
+    expect(await enc.encode(await folderImages(dir))).toHaveLength(3);
     expect(resets).toBe(1);
     resets = 0;
     toReset = 100;
-    await expect(enc.encode(folderImages(dir))).rejects.toThrow(/fetch failed: read ECONNRESET/);
+    await expect(enc.encode(await folderImages(dir))).rejects.toThrow(/fetch failed: read ECONNRESET/);
     expect(resets).toBe(4); // the first try and three more
   } finally {
     seen.mockRestore();

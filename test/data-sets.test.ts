@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { md5Split, openDataSet, readManifest, TarReader } from '../scripts/data/shared-data.ts';
+import { folderImages } from '../scripts/cli/images.ts';
 import { dataDir } from './encode/fixtures.ts';
 
 describe('md5Split', () => {
@@ -99,6 +100,41 @@ describe('openDataSet on a class folder', () => {
       expect(got.map((r) => [r.path, r.label, r.split]).map(key).sort()).toEqual(want.map(key).sort());
     } finally {
       rmSync(top, { recursive: true, force: true });
+    }
+  });
+
+  it("leaves out archive debris (macOS's ._ forks, __MACOSX, hidden folders) on every reader, and walks sub-folders", async () => {
+    const folder = mkdtempSync(join(tmpdir(), 'medhash-debris-'));
+    try {
+      const src = dataDir('brain_tumor_mri');
+      const [r0, r1] = (await readManifest(src)).slice(0, 2);
+      const tar = await TarReader.open(join(src, 'images.tar'));
+      mkdirSync(join(folder, 'a', 'sub'), { recursive: true });
+      writeFileSync(join(folder, 'a', 'plain.jpg'), await tar.read(r0.path));
+      writeFileSync(join(folder, 'a', 'sub', 'deep.jpg'), await tar.read(r1.path));
+      await tar.close();
+      const fork = new Uint8Array([0, 5, 22, 7, 0, 2, 0, 0]); // AppleDouble header: not a JPEG
+      writeFileSync(join(folder, 'a', '._plain.jpg'), fork);
+      writeFileSync(join(folder, 'a', '.DS_Store'), fork);
+      mkdirSync(join(folder, '__MACOSX', 'a'), { recursive: true });
+      writeFileSync(join(folder, '__MACOSX', 'a', '._plain.jpg'), fork);
+      mkdirSync(join(folder, 'a', '.thumbs'));
+      copyFileSync(join(folder, 'a', 'plain.jpg'), join(folder, 'a', '.thumbs', 'plain.jpg'));
+      const python = [
+        'import json, sys',
+        `sys.path.insert(0, ${JSON.stringify(join(import.meta.dirname, '..', 'models'))})`,
+        'from pathlib import Path',
+        'from medhash_model.data import _folder_records',
+        `print(json.dumps([[r.id, r.label] for r in _folder_records(Path(${JSON.stringify(folder)}))]))`,
+      ].join('\n');
+      const want = [['a/plain.jpg', 'a'], ['a/sub/deep.jpg', 'a']];
+      expect(JSON.parse(execFileSync('/usr/bin/python3', ['-c', python], { encoding: 'utf8' }))).toEqual(want);
+      const { rows, reader } = await openDataSet(folder);
+      await reader.close();
+      expect(rows.map((r) => [r.path, r.label])).toEqual(want);
+      expect((await folderImages(folder)).map((f) => [f.id, f.label])).toEqual(want);
+    } finally {
+      rmSync(folder, { recursive: true, force: true });
     }
   });
 

@@ -59,11 +59,17 @@ def _shared_records(root: Path) -> list[Record]:
     return out
 
 
+def _debris(name: str) -> bool:
+    """Archive debris, not classes or images: names starting with "." (macOS's ._x.jpg forks,
+    .DS_Store) and __MACOSX folders. scripts/data/shared-data.ts skips the same."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
 def _folder_records(root: Path) -> list[Record]:
     out = []
-    for cls in sorted(p for p in root.iterdir() if p.is_dir()):
+    for cls in sorted(p for p in root.iterdir() if p.is_dir() and not _debris(p.name)):
         for p in sorted(cls.rglob("*")):
-            if p.suffix.lower() in IMAGE_EXT and p.is_file():
+            if p.suffix.lower() in IMAGE_EXT and p.is_file() and not any(_debris(x) for x in p.relative_to(root).parts):
                 data = p.read_bytes()
                 split = md5_split(hashlib.md5(data).hexdigest())
                 out.append(Record(str(p.relative_to(root)), cls.name, split, (lambda d=data: d)))

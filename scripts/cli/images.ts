@@ -1,11 +1,10 @@
 // Image files for `medhash index --images` / `--data`: a folder with one sub-folder per class,
 // or a `../shared/data` set (manifest.csv + images.tar, members read in place by offset through
 // scripts/data/shared-data.ts). Nothing is read until it is encoded.
-import { readdirSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { basename, extname, join } from 'node:path';
+import { basename, extname, join, sep } from 'node:path';
 import type { ImageType } from '../../functions/encode/image.ts';
-import { contentTypeOf, readManifest, TarReader } from '../data/shared-data.ts';
+import { classFolderFiles, contentTypeOf, readManifest, TarReader } from '../data/shared-data.ts';
 
 export interface ImageFile {
   id: string;
@@ -21,18 +20,12 @@ export interface ImageFile {
  * shared-data.ts) reads PNG and JPEG only. */
 export const imageTypeOf = (file: string): ImageType | undefined => (extname(file).toLowerCase() === '.dcm' ? 'application/dicom' : contentTypeOf(file));
 
-/** `dir/<label>/<file>.{png,jpg,jpeg,dcm}`; ids are `<label>/<file>`, sorted. */
-export function folderImages(dir: string): ImageFile[] {
+/** `dir/<label>/.../<file>.{png,jpg,jpeg,dcm}`; ids are the paths below `dir` (`<label>/<file>`), sorted. */
+export async function folderImages(dir: string): Promise<ImageFile[]> {
   const out: ImageFile[] = [];
-  for (const label of readdirSync(dir).sort()) {
-    const sub = join(dir, label);
-    if (!statSync(sub).isDirectory()) continue;
-    for (const f of readdirSync(sub).sort()) {
-      const type = imageTypeOf(f);
-      if (!type) continue;
-      const path = join(sub, f);
-      out.push({ id: `${label}/${f}`, label, contentType: type, read: async () => new Uint8Array(await readFile(path)), origin: path });
-    }
+  for (const { label, path } of await classFolderFiles(dir, (name) => imageTypeOf(name) !== undefined)) {
+    const file = join(dir, path);
+    out.push({ id: path.split(sep).join('/'), label, contentType: imageTypeOf(path)!, read: async () => new Uint8Array(await readFile(file)), origin: file });
   }
   if (out.length === 0) throw new Error(`${dir}: no .png/.jpg/.jpeg/.dcm files in class sub-folders`);
   return out;

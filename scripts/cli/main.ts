@@ -152,7 +152,7 @@ async function index(args: string[]) {
     return runIndex(api, collection, source, batchSize, 0);
   }
   const maxItems = int(v['max-items'] as string | undefined, 'max-items');
-  const set = v.images ? { images: folderImages(v.images as string), close: async () => undefined } : await dataSetImages(v.data as string, (v.split as string | undefined) ?? 'db');
+  const set = v.images ? { images: await folderImages(v.images as string), close: async () => undefined } : await dataSetImages(v.data as string, (v.split as string | undefined) ?? 'db');
   const images: ImageFile[] = maxItems === undefined ? set.images : set.images.slice(0, maxItems);
   const encoder = await openBatchEncoder({ backendUrl: process.env.MEDHASH_BACKEND_URL || undefined, model: (v.model as string | undefined) ?? process.env.MEDHASH_MODEL });
   try {

@@ -152,17 +152,32 @@ async function filterKind(entries: Dirent[], kind: 'dir' | 'file'): Promise<Dire
   return entries.filter((_, i) => keep[i]);
 }
 
-/** Rows of a class folder: every image below `<class>/` (recursively, as Python's reader), sorted like it. */
+/** Archive debris, not classes or images: names starting with "." (macOS's `._x.jpg` forks,
+ * `.DS_Store`) and `__MACOSX` folders, at any depth. The Python reader skips the same. */
+const isDebris = (name: string): boolean => name.startsWith('.') || name === '__MACOSX';
+
+/**
+ * The files of a class folder (`<class>/...`, recursively, as Python's reader walks it) that
+ * `accept` takes by name, as paths relative to `dir`: classes sorted, files sorted within each.
+ * The one walk of the convention, for training data, evaluation and `medhash index --images`.
+ */
+export async function classFolderFiles(dir: string, accept: (name: string) => boolean): Promise<{ label: string; path: string }[]> {
+  const out: { label: string; path: string }[] = [];
+  const classes = (await filterKind(await readdir(dir, { withFileTypes: true }), 'dir')).map((e) => e.name).filter((n) => !isDebris(n)).sort();
+  for (const label of classes) {
+    const entries = (await readdir(join(dir, label), { recursive: true, withFileTypes: true })).filter((e) => accept(e.name));
+    const paths = (await filterKind(entries, 'file')).map((e) => relative(dir, join(e.parentPath, e.name)));
+    out.push(...paths.filter((p) => !p.split(/[\\/]/).some(isDebris)).sort().map((path) => ({ label, path })));
+  }
+  return out;
+}
+
+/** Rows of a class folder: every image below `<class>/`, sorted like Python's reader. */
 async function classFolderRows(dir: string): Promise<ManifestRow[]> {
   const rows: ManifestRow[] = [];
-  const classes = (await filterKind(await readdir(dir, { withFileTypes: true }), 'dir')).map((e) => e.name).sort();
-  for (const label of classes) {
-    const entries = (await readdir(join(dir, label), { recursive: true, withFileTypes: true })).filter((e) => contentTypeOf(e.name) !== undefined);
-    const files = (await filterKind(entries, 'file')).map((e) => relative(dir, join(e.parentPath, e.name))).sort();
-    for (const path of files) {
-      const md5 = createHash('md5').update(await readFile(join(dir, path))).digest('hex');
-      rows.push({ path, label, split: md5Split(md5), md5 });
-    }
+  for (const { label, path } of await classFolderFiles(dir, (name) => contentTypeOf(name) !== undefined)) {
+    const md5 = createHash('md5').update(await readFile(join(dir, path))).digest('hex');
+    rows.push({ path, label, split: md5Split(md5), md5 });
   }
   if (rows.length === 0) throw new Error(`${dir}: neither manifest.csv + images.tar nor class folders with .png/.jpg images`);
   return rows;
