@@ -1,6 +1,6 @@
 // Shared OpenAPI pieces for the route modules: the app type and the documented error answers.
 import { OpenAPIHono } from '@hono/zod-openapi';
-import { ErrorSchema } from './schemas.ts';
+import { ErrorSchema, OodRefusalSchema } from './schemas.ts';
 
 export type App = OpenAPIHono;
 
@@ -18,15 +18,16 @@ const ERROR_TEXT: Record<number, string> = {
   503: 'Temporarily unable; retrying is safe.',
 };
 
+export const json = <T>(schema: T, description: string) => ({ description, content: { 'application/json': { schema } } });
+
 export function errors(...statuses: number[]) {
-  return Object.fromEntries(
-    statuses.map((s) => [s, { description: ERROR_TEXT[s], content: { 'application/json': { schema: ErrorSchema } } }]),
-  );
+  return Object.fromEntries(statuses.map((s) => [s, json(ErrorSchema, ERROR_TEXT[s])]));
 }
 
-export const security = [{ bearer: [] }];
+/** A search route's 422, whose out-of-distribution refusal has `ood` beside `error`: spread beside errors(...). */
+export const oodRefusal = { 422: json(OodRefusalSchema, ERROR_TEXT[422]) };
 
-export const json = <T>(schema: T, description: string) => ({ description, content: { 'application/json': { schema } } });
+export const security = [{ bearer: [] }];
 
 export const jsonBody = <T>(schema: T) => ({ required: true, content: { 'application/json': { schema } } });
 

@@ -262,6 +262,11 @@ export const OodAssessment = z
   })
   .openapi('OodAssessment');
 
+/** Search's 422: an out-of-distribution refusal carries the assessment beside the error. */
+export const OodRefusalSchema = ErrorSchema.extend({
+  ood: OodAssessment.optional().openapi({ description: 'With error.code out_of_distribution: why the query was refused (absent for idempotency_key_reused).' }),
+}).openapi('OodRefusal');
+
 export const SearchResult = z
   .object({
     generation: z.number().int(),

@@ -136,6 +136,19 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect(Object.keys(image.requestBody.content)).toEqual(['image/png', 'image/jpeg', 'application/dicom']);
         expect(image.parameters.map((p: { name: string }) => p.name)).toEqual(
           expect.arrayContaining(['k', 'radius', 'allow_ood', 'content_weight', 'label', 'modality', 'body_part', 'exclude_study_uid', 'exclude_patient_ref', 'exclude_own_study']));
+        // both searches' 422 declares the `ood` an out-of-distribution refusal carries beside `error`
+        type Schema = { $ref?: string; allOf?: Schema[]; properties?: Record<string, Schema>; required?: string[]; enum?: string[] };
+        // a schema's properties and required names, through $ref and allOf (as a generated client reads them)
+        const flat = (s: Schema): { properties: Record<string, Schema>; required: string[] } => {
+          if (s.$ref) return flat(doc.body.components.schemas[s.$ref.replace('#/components/schemas/', '')]);
+          const parts = [{ properties: s.properties ?? {}, required: s.required ?? [] }, ...(s.allOf ?? []).map(flat)];
+          return { properties: Object.assign({}, ...parts.map((p) => p.properties)), required: parts.flatMap((p) => p.required) };
+        };
+        for (const path of ['/v1/collections/{collection}/search', '/v1/collections/{collection}/search/image']) {
+          const refusal = flat(doc.body.paths[path].post.responses['422'].content['application/json'].schema);
+          expect([path, Object.keys(refusal.properties).sort(), refusal.required]).toEqual([path, ['error', 'ood'], ['error']]);
+          expect(flat(refusal.properties.ood).properties.verdict.enum).toContain('out_of_distribution');
+        }
         const page = await call('GET', '/docs');
         expect(page.status).toBe(200);
         expect(page.headers.get('content-type')).toMatch(/text\/html/);

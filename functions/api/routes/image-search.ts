@@ -10,7 +10,7 @@ import { IMAGE_TYPES } from '../../encode/image.ts';
 import { MedhashError, badRequest } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
 import { parseCode } from '../codes.ts';
-import { errors, json, rateLimitHeaders, security, type App } from '../openapi.ts';
+import { errors, json, oodRefusal, rateLimitHeaders, security, type App } from '../openapi.ts';
 import { DEFAULT_CONTENT_WEIGHT } from '../../search/rerank.ts';
 import { CollectionParams, ContentWeight, Exclusions, IdempotencyHeaders, MAX_K, QueryNumber, SearchFilter, SearchResult } from '../schemas.ts';
 import { admitSearch, metadataFilter, requireDescriptors, searchCollection } from './search.ts';
@@ -66,7 +66,7 @@ export function imageSearchRoutes(app: App, backend: Backend): void {
         headers: IdempotencyHeaders,
         body: imageBody,
       },
-      responses: { 200: { ...json(ImageSearchResult, 'The image\'s code, its model OOD score and the ranked results.'), headers: rateLimitHeaders }, ...errors(400, 401, 402, 403, 404, 409, 413, 415, 422, 429, 503) },
+      responses: { 200: { ...json(ImageSearchResult, 'The image\'s code, its model OOD score and the ranked results.'), headers: rateLimitHeaders }, ...errors(400, 401, 402, 403, 404, 409, 413, 415, 429, 503), ...oodRefusal },
     }),
     async (c) => {
       const col = await requireCollection(c, backend, 'search', c.req.valid('param').collection);

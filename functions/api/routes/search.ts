@@ -13,7 +13,7 @@ import { parseMetadata, type ItemMetadata } from '../../shards/metadata.ts';
 import { badRequest } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
 import { parseCode } from '../codes.ts';
-import { errors, json, jsonBody, rateLimitHeaders, security, type App } from '../openapi.ts';
+import { errors, json, jsonBody, oodRefusal, rateLimitHeaders, security, type App } from '../openapi.ts';
 import { CollectionParams, IdempotencyHeaders, SearchBody, SearchResult } from '../schemas.ts';
 
 type Body = z.infer<typeof SearchBody>;
@@ -76,7 +76,7 @@ export function searchRoutes(app: App, backend: Backend): void {
         'Every answer carries `ood`, the out-of-distribution check of the query against the collection\'s model. ' +
         'An out-of-distribution query is refused with 422 unless `allow_ood` is true.',
       request: { params: CollectionParams, headers: IdempotencyHeaders, body: jsonBody(SearchBody) },
-      responses: { 200: { ...json(SearchResult, 'Ranked results.'), headers: rateLimitHeaders }, ...errors(400, 401, 402, 403, 404, 409, 413, 415, 422, 429, 503) },
+      responses: { 200: { ...json(SearchResult, 'Ranked results.'), headers: rateLimitHeaders }, ...errors(400, 401, 402, 403, 404, 409, 413, 415, 429, 503), ...oodRefusal },
     }),
     async (c) => {
       const col = await requireCollection(c, backend, 'search', c.req.valid('param').collection);
