@@ -175,7 +175,9 @@ export const EraseBody = z
     patient_ref: metadataShape.patient_ref,
     study_uid: metadataShape.study_uid,
   })
-  .refine((b) => (b.patient_ref === undefined) !== (b.study_uid === undefined), 'give exactly one of patient_ref and study_uid')
+  // each names a field, as every 400 does: the missing one, or the second of two
+  .refine((b) => b.patient_ref !== undefined || b.study_uid !== undefined, { message: 'patient_ref or study_uid is required (give exactly one)', path: ['patient_ref'] })
+  .refine((b) => b.patient_ref === undefined || b.study_uid === undefined, { message: 'study_uid cannot be given with patient_ref (give exactly one)', path: ['study_uid'] })
   .openapi('EraseRequest');
 
 export const EraseResultSchema = z

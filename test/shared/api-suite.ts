@@ -426,17 +426,18 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         const again = await call('POST', `/v1/collections/${col}/erase`, { key: all, body: { patient_ref: 'p-1' } });
         expect(again.body).toEqual({ erased: 0, remaining: 0, generation: before.generation + 2, visible: true });
 
-        const bad: [unknown, string][] = [
-          [{}, 'invalid_field'],
-          [{ patient_ref: 'p-2', study_uid: '1.2.4' }, 'invalid_field'],
-          [{ patient_ref: '' }, 'invalid_field'],
-          [{ study_uid: 'not-a-uid' }, 'invalid_field'],
-          [{ patient_ref: 'p-2', label: 'x' }, 'unknown_field'],
+        const bad: [unknown, string, string][] = [
+          [{}, 'invalid_field', 'patient_ref'],
+          [{ patient_ref: 'p-2', study_uid: '1.2.4' }, 'invalid_field', 'study_uid'],
+          [{ patient_ref: '' }, 'invalid_field', 'patient_ref'],
+          [{ study_uid: 'not-a-uid' }, 'invalid_field', 'study_uid'],
+          [{ patient_ref: 'p-2', label: 'x' }, 'unknown_field', 'label'],
         ];
-        for (const [body, code] of bad) {
+        for (const [body, code, field] of bad) {
           const r = await call('POST', `/v1/collections/${col}/erase`, { key: all, body });
-          expect({ body, status: r.status, code: r.body.error.code }).toEqual({ body, status: 400, code });
+          expect({ body, status: r.status, code: r.body.error.code, field: r.body.error.field }).toEqual({ body, status: 400, code, field });
         }
+        expect((await call('POST', `/v1/collections/${col}/erase`, { key: all, body: {} })).body.error.message).toBe('patient_ref or study_uid is required (give exactly one)');
         const ingestOnly = (await t.key(['search', 'ingest'])).secret;
         const refused = await call('POST', `/v1/collections/${col}/erase`, { key: ingestOnly, body: { patient_ref: 'p-2' } });
         expect([refused.status, refused.body.error.code]).toEqual([403, 'missing_scope']);
