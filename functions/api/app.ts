@@ -4,7 +4,7 @@ import { metering } from '../billing/meter.ts';
 import { REQUEST_ID_HEADER, requestLog } from './access-log.ts';
 import type { Backend } from './backend.ts';
 import { renderDocs } from './docs.ts';
-import { limitBody, notFoundRoute, onError, validationError } from './errors.ts';
+import { jsonMediaType, limitBody, notFoundRoute, onError, validationError } from './errors.ts';
 import { json } from './openapi.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { billingRoutes } from './routes/billing.ts';
@@ -37,6 +37,7 @@ export function createApp(backend: Backend): OpenAPIHono {
   // First, so that every answer (413s, 404s for unknown routes, errors) gets an id and a line.
   app.use('*', requestLog(backend.accessLog));
   app.use('/v1/*', limitBody(MAX_BODY_BYTES));
+  app.use('/v1/*', jsonMediaType());
   app.use('/v1/*', metering(backend));
 
   app.openapi(

@@ -11,6 +11,7 @@ import { IdempotentReplay } from '../billing/meter.ts';
 import { ShardFormatError } from '../shards/codec.ts';
 import { ManifestFormatError } from '../shards/manifest.ts';
 import { MedhashError, badRequest } from '../util/errors.ts';
+import { mediaType } from '../util/media-type.ts';
 
 export function errorResponse(c: Context, e: MedhashError): Response {
   if (e.status === 401) c.header('WWW-Authenticate', 'Bearer realm="medhash"');
@@ -75,4 +76,21 @@ export function limitBody(maxSize: number): MiddlewareHandler {
       throw new MedhashError(413, 'body_too_large', `request body exceeds ${maxSize} bytes`);
     },
   });
+}
+
+/**
+ * zod-openapi's JSON check refuses Content-Types RFC 9110 allows ("application/json;",
+ * "application/json ; charset=utf-8"): a JSON body's header is reduced to its media type first.
+ */
+export function jsonMediaType(): MiddlewareHandler {
+  return async (c, next) => {
+    const header = c.req.header('content-type');
+    if (header !== undefined && header !== 'application/json' && mediaType(header) === 'application/json') {
+      const headers = new Headers(c.req.raw.headers);
+      headers.set('content-type', 'application/json');
+      // as hono's bodyLimit replaces the request: the body goes along unread
+      c.req.raw = new Request(c.req.raw, { headers });
+    }
+    await next();
+  };
 }

@@ -6,6 +6,7 @@
 import { init as initPng, decode as decodePng } from '@jsquash/png/decode.js';
 import decodeJpeg, { init as initJpeg } from '@jsquash/jpeg/decode.js';
 import { MedhashError } from '../util/errors.ts';
+import { mediaType } from '../util/media-type.ts';
 import { dicomGeometry, isDicom } from './dicom.ts';
 
 export interface DecodedImage {
@@ -176,8 +177,8 @@ function jpegHeader(b: Uint8Array): JpegHeader {
 
 function formatOf(bytes: Uint8Array, contentType: string | undefined): Format {
   const sniffed = sniff(bytes);
-  const type = contentType?.split(';')[0].trim().toLowerCase();
-  if (type !== undefined && type !== '') {
+  const type = mediaType(contentType);
+  if (type !== '') {
     if (!(type in CONTENT_TYPES)) throw err(415, 'unsupported_image_type', `content type ${JSON.stringify(type)} is not supported: send ${IMAGE_TYPES.join(', ')}`);
     const claimed = CONTENT_TYPES[type];
     if (claimed && sniffed && claimed !== sniffed) {

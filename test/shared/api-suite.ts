@@ -703,6 +703,18 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect((await call('GET', `/v1/collections/${col}`, { key: all })).body).toMatchObject({ count: 0, generation: 0 });
       });
 
+      it('reads Content-Type as a media type (RFC 9110): any case, parameters and spaces around ";" ignored; another type is a 415', async () => {
+        const { all } = await world(16);
+        const create = (type: string) => call('POST', '/v1/collections', { key: all, body: { name: `c-${uniq()}`, bits: 64 }, headers: { 'content-type': type } });
+        const taken = ['application/json;', 'application/json ; charset=utf-8', 'Application/JSON;charset="UTF-8"', 'application/json\t;', 'application/json;;'];
+        const refused = ['application/jsonx', 'application/json x', 'application/json/x', 'text/json', 'application/x-json;'];
+        const got = async (types: string[]) => Promise.all(types.map(async (type) => [type, (await create(type)).status]));
+        expect(await got(taken)).toEqual(taken.map((type) => [type, 201]));
+        expect(await got(refused)).toEqual(refused.map((type) => [type, 415]));
+        const r = await create('text/json; charset=utf-8');
+        expect(r.body.error.message).toBe('Content-Type must be application/json, got "text/json; charset=utf-8"');
+      });
+
       it('404s an unknown collection and item', async () => {
         const { all, col } = await world(16);
         const r = await call('POST', `/v1/collections/c-${uniq()}/search`, { key: all, body: { code: 'ffff' } });

@@ -8,6 +8,7 @@ import { requireCollection } from '../../auth/guard.ts';
 import { dicomMetadata, isDicom } from '../../encode/dicom.ts';
 import { IMAGE_TYPES } from '../../encode/image.ts';
 import { MedhashError, badRequest } from '../../util/errors.ts';
+import { mediaType } from '../../util/media-type.ts';
 import type { Backend } from '../backend.ts';
 import { parseCode } from '../codes.ts';
 import { errors, json, oodRefusal, rateLimitHeaders, security, type App } from '../openapi.ts';
@@ -20,7 +21,7 @@ export const imageBody = { required: true, content: Object.fromEntries(IMAGE_TYP
 
 /** The image's media type from Content-Type; 415 naming it when it is not one of IMAGE_TYPES. */
 export function imageType(c: Context): string {
-  const type = (c.req.header('content-type') ?? '').split(';')[0].trim().toLowerCase();
+  const type = mediaType(c.req.header('content-type'));
   if (!(IMAGE_TYPES as readonly string[]).includes(type)) {
     throw new MedhashError(415, 'unsupported_media_type', `Content-Type must be ${IMAGE_TYPES.join(', ')}, got ${JSON.stringify(type)}`);
   }
