@@ -55,9 +55,15 @@ export function validationError(error: ZodError, target: string, input: unknown)
     const field = [path, keys[0]].filter(Boolean).join('.');
     return badRequest('unknown_field', `unknown field${keys.length > 1 ? 's' : ''} ${keys.map((k) => JSON.stringify(k)).join(', ')}${path ? ` in ${path}` : ''}`, field);
   }
+  const value = valueAt(input, issue.path);
   // A schema's own message ("bits must be one of ...") replaces zod's "received undefined": the input tells.
-  if ((issue.code === 'invalid_type' || issue.code === 'invalid_value') && valueAt(input, issue.path) === undefined) {
+  if ((issue.code === 'invalid_type' || issue.code === 'invalid_value') && value === undefined) {
     return badRequest('missing_field', `${path || 'body'} is required`, path || undefined);
+  }
+  // A repeated query parameter arrives as the list of its values, which a one-value schema
+  // refuses as of the wrong type; a filter takes the list, and its issues are its values'.
+  if (target === 'query' && Array.isArray(value) && (issue.code === 'invalid_type' || issue.code === 'invalid_value')) {
+    return badRequest('repeated_parameter', `${path} is given ${value.length === 2 ? 'twice' : `${value.length} times`}; give it once`, path);
   }
   if (issue.code === 'too_big' && path === 'items') return new MedhashError(413, 'batch_too_large', issue.message, path);
   if (target === 'param') return badRequest('invalid_path', message, path);

@@ -638,6 +638,32 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         const audit = await call('GET', '/v1/audit?limit=', { key: all });
         expect([audit.status, audit.body.error.field]).toEqual([400, 'limit']);
       });
+
+      it('says a one-value query parameter is given twice (400 naming it); a filter may repeat', async () => {
+        const { all } = await world(64);
+        const col = `m-${uniq()}`;
+        expect((await call('POST', '/v1/collections', { key: all, body: { name: col, bits: 64, model_id: 'mednist-darf-b64@ff8250db5bd3' } })).status).toBe(201);
+        const image = `/v1/collections/${col}/search/image`;
+        const cases: [string, string, string][] = [
+          [`${image}?k=1&k=2`, 'k', 'k is given twice; give it once'],
+          [`${image}?k=1&k=1&k=1`, 'k', 'k is given 3 times; give it once'],
+          [`${image}?allow_ood=true&allow_ood=false`, 'allow_ood', 'allow_ood is given twice; give it once'],
+          [`${image}?exclude_study_uid=1.2&exclude_study_uid=1.3`, 'exclude_study_uid', 'exclude_study_uid is given twice; give it once'],
+          ['/v1/audit?limit=5&limit=5', 'limit', 'limit is given twice; give it once'],
+          ['/v1/usage?format=csv&format=json', 'format', 'format is given twice; give it once'],
+          ['/v1/usage?from=2026-11-01&from=2026-11-02', 'from', 'from is given twice; give it once'],
+        ];
+        const send = (path: string) => (path.startsWith(image) ? call('POST', path, { key: all, raw: png, headers: { 'content-type': 'image/png' } }) : call('GET', path, { key: all }));
+        for (const [path, field, message] of cases) {
+          const r = await send(path);
+          expect({ path, status: r.status, code: r.body.error.code, field: r.body.error.field, message: r.body.error.message })
+            .toEqual({ path, status: 400, code: 'repeated_parameter', field, message });
+        }
+        // several values of a filter are its list, and a bad one is named as before
+        expect((await send(`${image}?modality=CT&modality=MR`)).body.error.code).toBe('encoder_unavailable');
+        const empty = await send(`${image}?modality=CT&modality=`);
+        expect([empty.status, empty.body.error.code, empty.body.error.field]).toEqual([400, 'invalid_field', 'modality.1']);
+      });
     });
 
     describe('malformed requests answer 4xx naming the problem', () => {
