@@ -93,7 +93,10 @@ export interface EncodedImage extends ImageEncoding {
   encodeMs: number;
 }
 
-/** A non-2xx answer: the service's `{"error":{code,message,field}}`, plus `ood` on a 422 refusal. */
+/**
+ * A non-2xx answer: the service's `{"error":{code,message,field,details}}`, plus `ood` on a 422
+ * refusal and the Retry-After header, what a caller needs to back off on 429 and 402.
+ */
 export class MedhashApiError extends Error {
   override name = 'MedhashApiError';
   constructor(
@@ -102,6 +105,10 @@ export class MedhashApiError extends Error {
     message: string,
     readonly field?: string,
     readonly ood?: OodAssessment,
+    /** The facts behind the error: on 429 `{retry_after_s, limit, window_s}`, on 402 `{quota, used, requested, resets_at}`. */
+    readonly details?: Record<string, unknown>,
+    /** Seconds to wait before retrying, from Retry-After (429; a 402 has none: `details.resets_at` says when the quota renews). */
+    readonly retryAfterS?: number,
   ) {
     super(message);
   }
@@ -155,9 +162,12 @@ export class MedhashClient {
     headers.set('authorization', `Bearer ${this.opts.apiKey}`);
     const res = await fetch(`${this.base}${path}`, { ...init, headers });
     if (res.ok) return res;
-    const body = (await res.json().catch(() => null)) as { error?: { code: string; message: string; field?: string }; ood?: OodAssessment } | null;
+    const body = (await res.json().catch(() => null)) as { error?: { code: string; message: string; field?: string; details?: Record<string, unknown> }; ood?: OodAssessment } | null;
     const e = body?.error;
-    throw new MedhashApiError(res.status, e?.code ?? 'http_error', e?.message ?? `${path}: HTTP ${res.status}`, e?.field, body?.ood);
+    // the service sends whole seconds, never the HTTP-date form
+    const retryAfter = res.headers.get('retry-after')?.trim();
+    const retryAfterS = retryAfter !== undefined && /^\d+$/.test(retryAfter) ? Number(retryAfter) : undefined;
+    throw new MedhashApiError(res.status, e?.code ?? 'http_error', e?.message ?? `${path}: HTTP ${res.status}`, e?.field, body?.ood, e?.details, retryAfterS);
   }
 
   async collections(): Promise<CollectionSummary[]> {

@@ -1,0 +1,58 @@
+// The SDK's MedhashApiError against the Node service (no browser: the request path is plain
+// fetch): a pay-per-query partner backs off on 429 and 402 from what the error carries, the
+// service's `details` and the Retry-After header.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { startNodeServer, type RunningServer } from '../../functions/entries/node.ts';
+import { MedhashApiError, MedhashClient } from '../../functions/sdk/index.ts';
+import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
+
+let dir: string;
+let server: RunningServer;
+let tenant: string;
+let client: MedhashClient;
+
+async function operator(method: string, path: string, body: unknown) {
+  const res = await fetch(`${server.url}${path}`, { method, headers: { authorization: `Bearer ${TEST_OPERATOR_KEY}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  expect(res.ok).toBe(true);
+  return (await res.json()) as any;
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'medhash-sdk-client-'));
+  server = await startNodeServer({ port: 0, hostname: '127.0.0.1', dataDir: dir, operatorKey: TEST_OPERATOR_KEY });
+  tenant = (await operator('POST', '/v1/admin/tenants', { name: 'sdk-client' })).id;
+  const key = (await operator('POST', `/v1/admin/tenants/${tenant}/keys`, { scopes: ['search', 'admin'] })).secret;
+  const res = await fetch(`${server.url}/v1/collections`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'c', bits: 64 }) });
+  expect(res.status).toBe(201);
+  client = new MedhashClient({ apiKey: key, baseUrl: server.url, assetBase: `${server.url}/sdk/` });
+});
+
+afterAll(async () => {
+  await server?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+const refusal = (p: Promise<unknown>) => p.then(() => expect.unreachable('no error'), (e: unknown) => e as MedhashApiError);
+
+it('a 429 carries the seconds of Retry-After and the limit in details; a 402 the quota, the use and when it renews', async () => {
+  // one request per 1000 s: the first search passes, the next is over the limit
+  await operator('PUT', `/v1/admin/tenants/${tenant}/plan`, { rate_per_second: 0.001, burst: 1, monthly_quota: null });
+  expect((await client.search('c', 'ab'.repeat(8), undefined)).results).toEqual([]);
+  const limited = await refusal(client.search('c', 'ab'.repeat(8), undefined));
+  expect(limited).toBeInstanceOf(MedhashApiError);
+  expect([limited.status, limited.code]).toEqual([429, 'rate_limited']);
+  expect(limited.retryAfterS).toBeGreaterThan(900);
+  expect(limited.details).toEqual({ retry_after_s: limited.retryAfterS, limit: 1, window_s: 1000 });
+
+  await operator('PUT', `/v1/admin/tenants/${tenant}/plan`, { rate_per_second: 100, burst: 100, monthly_quota: 1 });
+  const quota = await refusal(client.search('c', 'ab'.repeat(8), undefined));
+  expect([quota.status, quota.code, quota.retryAfterS]).toEqual([402, 'quota_exhausted', undefined]);
+  expect(quota.details).toEqual({ quota: 1, used: 1, requested: 1, resets_at: expect.stringMatching(/^\d{4}-\d{2}-01T00:00:00\.000Z$/) });
+
+  // an error without them has neither
+  const missing = await refusal(client.search('nope', 'ab'.repeat(8), undefined));
+  expect([missing.status, missing.details, missing.retryAfterS]).toEqual([404, undefined, undefined]);
+});
