@@ -149,6 +149,8 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
           expect([path, Object.keys(refusal.properties).sort(), refusal.required]).toEqual([path, ['error', 'ood'], ['error']]);
           expect(flat(refusal.properties.ood).properties.verdict.enum).toContain('out_of_distribution');
         }
+        // every error may carry details (a 402's quota and use, a 429's limit)
+        expect(Object.keys(flat(flat(doc.body.components.schemas.Error).properties.error).properties).sort()).toEqual(['code', 'details', 'field', 'message']);
         const page = await call('GET', '/docs');
         expect(page.status).toBe(200);
         expect(page.headers.get('content-type')).toMatch(/text\/html/);
