@@ -1,7 +1,8 @@
 // The inference backend's micro-batcher and the edge's circuit breaker, on their own: batches
-// form as specified, the queue bound is all-or-none, and the breaker opens, probes and closes.
+// form as specified, the queue bound is all-or-none, close drops what waits and waits for the running
+// batch, and the breaker opens, probes and closes.
 import { describe, expect, it } from 'vitest';
-import { MicroBatcher, QueueFullError } from '../functions/backend/batcher.ts';
+import { BatcherClosedError, MicroBatcher, QueueFullError } from '../functions/backend/batcher.ts';
 import { CircuitBreaker } from '../functions/inference/breaker.ts';
 
 describe('MicroBatcher', () => {
@@ -39,6 +40,32 @@ describe('MicroBatcher', () => {
     expect(await first).toEqual([1]);
     expect(await queued).toEqual([2, 3]);
     await expect(failing).rejects.toThrow('model failed');
+  });
+
+  it('close refuses what waits and what comes after, and resolves once the running batch has ended', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const runs: number[][] = [];
+    const b = new MicroBatcher<number, number>(async (xs) => {
+      runs.push(xs);
+      await gate;
+      return xs;
+    }, { maxBatch: 2, maxWaitMs: 1, maxQueue: 10 });
+    const running = b.submit([1, 2]);
+    const queued = b.submit([3]);
+    queued.catch(() => {});
+    expect(runs).toEqual([[1, 2]]);
+    let closed = false;
+    const closing = b.close().then(() => (closed = true));
+    await expect(queued).rejects.toBeInstanceOf(BatcherClosedError);
+    expect(b.waiting).toBe(0);
+    expect(() => b.submit([4])).toThrow(BatcherClosedError);
+    await new Promise((r) => setTimeout(r, 5));
+    expect(closed).toBe(false); // [1, 2] still runs
+    release();
+    await closing;
+    expect(await running).toEqual([1, 2]);
+    expect(runs).toEqual([[1, 2]]);
   });
 });
 

@@ -3,10 +3,12 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, expect, it, vi } from 'vitest';
+import { startBackend } from '../functions/backend/node.ts';
 import { spawnBackend } from '../functions/backend/process.ts';
 import { createNodeBackend } from '../functions/entries/node.ts';
 import { openSqlite, SqliteKV } from '../functions/store/sqlite.ts';
@@ -96,4 +98,46 @@ it('`medhash backend` under steady keep-alive load stops on SIGTERM: what it ans
   expect(Date.now() - t0).toBeLessThan(8000);
   await Promise.all(clients);
   expect(new Set(statuses)).toEqual(new Set([200]));
+});
+
+it('closing the backend while its batcher holds work of clients that hung up: the running batch ends before the model is released, the rest is dropped', async () => {
+  const be = await startBackend({ model: join(import.meta.dirname, '..', 'models', 'mednist-darf-b64.onnx'), port: 0, hostname: '127.0.0.1', cuda: false, threads: 1, batcher: { maxBatch: 4, maxWaitMs: 1, maxQueue: 64 } });
+  const { batcher } = be.service;
+  // the first batch waits on a gate, so that the others queue behind it
+  let open!: () => void;
+  const gate = new Promise<void>((r) => (open = r));
+  const run = be.encoder.run.bind(be.encoder);
+  const runs: Promise<unknown>[] = [];
+  be.encoder.run = (x, n) => {
+    const p = gate.then(() => run(x, n));
+    runs.push(p);
+    return p;
+  };
+  let released = false;
+  const release = be.encoder.close.bind(be.encoder);
+  be.encoder.close = () => ((released = true), release());
+
+  const tensor = Buffer.from(new Float32Array(64 * 64).fill(0.5).buffer).toString('base64');
+  const body = JSON.stringify({ inputs: Array.from({ length: 4 }, () => ({ tensor })) });
+  const clients = Array.from({ length: 4 }, () => {
+    const r = request(`${be.url}/v1/encode`, { method: 'POST', headers: { 'content-type': 'application/json' } });
+    r.on('error', () => {}); // hung up below
+    r.end(body);
+    return r;
+  });
+  await vi.waitFor(() => expect([runs.length, batcher.waiting]).toEqual([1, 12]), { timeout: 30_000, interval: 5 });
+  for (const r of clients) r.destroy();
+  await vi.waitFor(async () => expect(await new Promise((ok) => be.server.getConnections((_, n) => ok(n)))).toBe(0), { interval: 5 });
+
+  const closing = be.close();
+  // once the server has closed, the model would be released under the gated batch
+  await vi.waitFor(() => expect(released || batcher.waiting === 0).toBe(true), { interval: 5 });
+  open();
+  await closing;
+  const settled = await Promise.allSettled(runs);
+  expect(settled.map((s) => s.status)).toEqual(['fulfilled']);
+  expect(released).toBe(true);
+  // a request that reaches the app after close (its client gone too) is refused, not run
+  const late = await be.service.app.request('/v1/encode', { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+  expect([late.status, late.headers.get('retry-after'), ((await late.json()) as { error: { message: string } }).error.message]).toEqual([503, '1', 'the backend is stopping; retry after 1 s']);
 });

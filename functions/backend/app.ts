@@ -67,7 +67,7 @@ export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAUL
       responses: {
         200: json(EncodeResponse, 'One result per input, in order.'),
         ...errors(400, 413, 415),
-        503: { description: 'The queue is full; the Retry-After header says when to retry.', content: { 'application/json': { schema: z.object({ error: z.object({ code: z.string(), message: z.string() }) }) } } },
+        503: { description: 'The queue is full, or the backend is stopping; the Retry-After header says when to retry.', content: { 'application/json': { schema: z.object({ error: z.object({ code: z.string(), message: z.string() }) }) } } },
       },
     }),
     async (c) => {

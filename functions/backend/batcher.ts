@@ -2,6 +2,7 @@
 // runs as soon as `maxBatch` inputs are waiting or the oldest has waited `maxWaitMs`. The queue
 // is bounded: past `maxQueue` waiting inputs a request is refused at once (the HTTP layer turns
 // that into 503 + Retry-After) instead of letting latency and memory grow without limit.
+// close() refuses what waits and lets the running batch end, so that the model can be released.
 
 export interface BatcherOptions {
   maxBatch: number;
@@ -16,6 +17,15 @@ export class QueueFullError extends Error {
   }
 }
 
+/** Refused because the backend is stopping; a QueueFullError, so that HTTP answers it 503 + Retry-After. */
+export class BatcherClosedError extends QueueFullError {
+  override name = 'BatcherClosedError';
+  override message = 'the backend is stopping';
+  constructor() {
+    super(1);
+  }
+}
+
 interface Pending<I, O> {
   input: I;
   resolve: (o: O) => void;
@@ -25,7 +35,9 @@ interface Pending<I, O> {
 export class MicroBatcher<I, O> {
   private queue: Pending<I, O>[] = [];
   private timer: ReturnType<typeof setTimeout> | null = null;
-  private running = false;
+  /** The batch being run, if any: close() waits for it. */
+  private running: Promise<void> | null = null;
+  private closed = false;
   /** Mean time per input of the batches run so far: the Retry-After estimate. */
   private msPerInput = 5;
 
@@ -40,6 +52,7 @@ export class MicroBatcher<I, O> {
 
   /** Queues a request of several inputs; all or none are admitted. */
   submit(inputs: I[]): Promise<O[]> {
+    if (this.closed) throw new BatcherClosedError();
     if (this.queue.length + inputs.length > this.opts.maxQueue) {
       throw new QueueFullError(Math.max(1, Math.ceil((this.queue.length * this.msPerInput) / 1000)));
     }
@@ -54,13 +67,25 @@ export class MicroBatcher<I, O> {
     if (this.running) return; // the running batch schedules the next when it ends
     if (this.queue.length >= this.opts.maxBatch) {
       this.clearTimer();
-      void this.drain();
+      this.drain();
     } else if (this.queue.length > 0 && !this.timer) {
       this.timer = setTimeout(() => {
         this.timer = null;
-        void this.drain();
+        this.drain();
       }, this.opts.maxWaitMs);
     }
+  }
+
+  /**
+   * Refuses what waits and new requests, and resolves once the running batch has ended. Called
+   * after the HTTP server has closed, when whoever still waits has hung up: its work is dropped,
+   * and the model is not released under (or before) a batch about to run.
+   */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.clearTimer();
+    for (const p of this.queue.splice(0)) p.reject(new BatcherClosedError());
+    await this.running;
   }
 
   private clearTimer(): void {
@@ -68,10 +93,17 @@ export class MicroBatcher<I, O> {
     this.timer = null;
   }
 
-  private async drain(): Promise<void> {
+  private drain(): void {
     if (this.running || this.queue.length === 0) return;
-    this.running = true;
     const batch = this.queue.splice(0, this.opts.maxBatch);
+    this.running = this.run(batch).finally(() => {
+      this.running = null;
+      // Whatever queued while the model ran is already older than maxWaitMs: run it now.
+      this.drain();
+    });
+  }
+
+  private async run(batch: Pending<I, O>[]): Promise<void> {
     const t0 = performance.now();
     try {
       const out = await this.runBatch(batch.map((p) => p.input));
@@ -79,10 +111,6 @@ export class MicroBatcher<I, O> {
       this.msPerInput = 0.8 * this.msPerInput + (0.2 * (performance.now() - t0)) / batch.length;
     } catch (e) {
       batch.forEach((p) => p.reject(e));
-    } finally {
-      this.running = false;
-      // Whatever queued while the model ran is already older than maxWaitMs: run it now.
-      if (this.queue.length > 0) void this.drain();
     }
   }
 }
