@@ -72,12 +72,12 @@ export class CollectionDO extends DurableObject<WorkerEnv> {
     return serveRpc(this.endpoint, method, args);
   }
 
-  /** Scheduled maintenance: a retried manifest publish, GC of shards past their grace period. */
+  /** Scheduled maintenance: a retried manifest publish or deletion, GC of shards past their grace period. */
   override async alarm(): Promise<void> {
     const rows = this.db.all<{ collection: string }>('SELECT collection FROM writer_heads');
     if (rows.length === 0) return;
     const head = sqlHeadStore(this.db, rows[0].collection).load();
-    if (!head || head.destroyed) return;
+    if (!head) return;
     const m = head.manifest;
     await this.writerFor({ id: m.collection, bits: m.bits, descriptor_dims: m.descriptor_dims }).maintain();
   }

@@ -86,7 +86,7 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
   // Timers do not survive a restart (Durable Object alarms do): pick up unfinished maintenance.
   for (const { head } of sql.all<{ head: string }>('SELECT head FROM writer_heads')) {
     const h = JSON.parse(head) as Head;
-    if (h.destroyed || (h.garbage.length === 0 && h.pending.length === 0 && h.published === h.manifest.generation)) continue;
+    if (h.destroyed ? h.garbage.length === 0 : h.garbage.length === 0 && h.pending.length === 0 && h.published === h.manifest.generation) continue;
     const { collection: id, bits, descriptor_dims } = h.manifest;
     writerFor({ id, bits, descriptor_dims }).maintain().catch((e) => console.error(`maintenance of ${id}: ${String(e)}`));
   }

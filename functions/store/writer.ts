@@ -268,25 +268,50 @@ export class CollectionWriter {
     return { generation: next.generation, count: next.count, changed, missing };
   }
 
-  /** Marks the collection destroyed (late writes then fail) and deletes all of its KV data; idempotent. */
+  /**
+   * Marks the collection destroyed (late writes then fail) and deletes all of its KV data;
+   * idempotent. Every key the head knows goes on the garbage list first: KV's list may not show
+   * recent puts yet (eventually consistent on Workers), and nothing but the maintenance comes back
+   * to a deleted collection, so a failed delete must leave the keys on record for it.
+   */
   destroy(): Promise<void> {
     return this.mutex.run(async () => {
       const head = this.loadHead();
       if (!head.destroyed) {
+        const known = [...head.manifest.shards.map((s) => s.key), ...head.pending, ...head.garbage.map((g) => g.key)];
         head.destroyed = true;
+        head.pending = [];
+        head.garbage = known.map((key) => ({ key, since: 0 }));
         head.rev = this.heads.save(head);
       }
-      const keys = await this.kv.list(collectionPrefix(this.spec.id));
-      await settleAll(keys.map((k) => this.kv.delete(k)));
       this.recent.clear();
+      await this.purge(head);
     });
   }
 
-  /** Finishes an interrupted publish and collects expired garbage; runtimes call it when scheduled. */
+  /** Deletes a destroyed collection's KV data; a failure is retried by the maintenance, not reported: the deletion is committed. */
+  private async purge(head: Head): Promise<void> {
+    try {
+      const listed = await this.kv.list(collectionPrefix(this.spec.id));
+      const keys = new Set([manifestKey(this.spec.id), ...head.garbage.map((g) => g.key), ...listed]);
+      await settleAll([...keys].map((k) => this.kv.delete(k)));
+    } catch (e) {
+      console.error(`collection ${this.spec.id}: deleting its data failed (${String(e)}); retrying in maintenance`);
+      this.hooks.schedule?.(this.now() + MAINTENANCE_RETRY_MS);
+      return;
+    }
+    if (head.garbage.length > 0) {
+      head.garbage = [];
+      this.saveIfCurrent(head);
+    }
+  }
+
+  /** Finishes an interrupted publish or deletion and collects expired garbage; runtimes call it when scheduled. */
   maintain(): Promise<void> {
     return this.mutex.run(async () => {
       const head = this.loadHead();
-      if (head.destroyed || head.rev === 0) return;
+      if (head.rev === 0) return;
+      if (head.destroyed) return this.purge(head);
       await this.collect(await this.recover(head));
     });
   }

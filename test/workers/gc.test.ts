@@ -1,20 +1,20 @@
 // Workers-only behaviour: the collection Durable Object schedules an alarm for garbage it
-// cannot collect yet, and the alarm deletes replaced shards once their grace period is over.
+// cannot collect yet, and the alarm deletes replaced shards once their grace period is over,
+// or what a failed deletion of the collection left behind.
 import { env, exports } from 'cloudflare:workers';
 import { listDurableObjectIds, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { expect, it } from 'vitest';
 import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
 
-const call = async (method: string, path: string, key: string, body?: unknown) => {
-  const res = await exports.default.fetch(
+const send = (method: string, path: string, key: string, body?: unknown) =>
+  exports.default.fetch(
     new Request(`http://medhash.test${path}`, {
       method,
       headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
       body: body ? JSON.stringify(body) : undefined,
     }),
   );
-  return res.json() as Promise<any>;
-};
+const call = async (method: string, path: string, key: string, body?: unknown) => (await send(method, path, key, body)).json() as Promise<any>;
 
 const shardKeys = async () => (await env.MEDHASH_KV.list({ prefix: 'c/' })).keys.map((k) => k.name).filter((k) => k.includes('/s/'));
 
@@ -42,4 +42,46 @@ it('collects replaced shards from an alarm after the grace period, never live on
   expect(await env.MEDHASH_KV.get(first)).toBeNull();
   expect(await env.MEDHASH_KV.get(live[0])).not.toBeNull();
   expect((await call('GET', '/v1/collections/gc/items/a', key)).code).toBe('0002');
+});
+
+it('finishes deleting a collection from an alarm when a KV delete failed, and deletes shards KV does not list yet', async () => {
+  const tenant = await call('POST', '/v1/admin/tenants', TEST_OPERATOR_KEY, { name: 'gc-destroy-tenant' });
+  const key = (await call('POST', `/v1/admin/tenants/${tenant.id}/keys`, TEST_OPERATOR_KEY, { scopes: ['ingest', 'admin', 'search'] })).secret;
+  await call('POST', '/v1/collections', key, { name: 'gone', bits: 16 });
+  const before = new Set((await env.MEDHASH_KV.list({ prefix: 'c/' })).keys.map((k) => k.name));
+  const doIds = new Set((await listDurableObjectIds(env.COLLECTIONS)).map((id) => id.toString()));
+  await call('POST', '/v1/collections/gone/items', key, { items: [{ id: 'a', code: '0001', metadata: { patient_ref: 'P1' } }] });
+  await call('POST', '/v1/collections/gone/items', key, { items: [{ id: 'a', code: '0002', metadata: { patient_ref: 'P1' } }] });
+  const ours = async () => (await env.MEDHASH_KV.list({ prefix: 'c/' })).keys.map((k) => k.name).filter((k) => !before.has(k));
+  expect(await ours()).toHaveLength(3); // manifest, live shard, replaced shard in its grace period
+
+  const [doId] = (await listDurableObjectIds(env.COLLECTIONS)).filter((id) => !doIds.has(id.toString()));
+  const stub = env.COLLECTIONS.get(doId);
+  // A thin double of the DO's KV binding (workerd cannot fail a KV call): its list has not caught
+  // up with the puts yet, as Workers KV's may not, and its first delete of a shard fails.
+  await runInDurableObject(stub, (instance) => {
+    const o = instance as unknown as { env: { MEDHASH_KV: KVNamespace }; writer: unknown };
+    const kv = o.env.MEDHASH_KV;
+    let failed = false;
+    const double = {
+      get: kv.get.bind(kv),
+      put: kv.put.bind(kv),
+      list: async () => ({ keys: [], list_complete: true, cacheStatus: null }),
+      delete: async (k: string) => {
+        if (!failed && k.includes('/s/')) {
+          failed = true;
+          throw new Error('KV DELETE failed: 503');
+        }
+        return kv.delete(k);
+      },
+    };
+    Object.defineProperty(instance, 'env', { value: { ...o.env, MEDHASH_KV: double } });
+    o.writer = null; // the next call builds its writer over the double
+  });
+  expect((await send('DELETE', '/v1/collections/gone', key)).status).toBe(204);
+  expect((await ours()).length).toBeGreaterThan(0);
+  // The registry no longer names it, so only the alarm can finish the job.
+  expect((await send('DELETE', '/v1/collections/gone', key)).status).toBe(404);
+  expect(await runDurableObjectAlarm(stub)).toBe(true);
+  expect(await ours()).toEqual([]);
 });
