@@ -230,7 +230,10 @@ export class CollectionWriter {
     };
     decodeManifest(encodeManifest(next)); // the same checks a reader will run, before anyone can see it
 
-    // 1. Intent: the keys about to be uploaded, so a crash leaves them collectable.
+    // 1. Intent: the keys about to be uploaded, so a crash leaves them collectable. What a crash
+    // from here on leaves (orphan uploads, an unpublished commit) is the maintenance's to finish,
+    // and on Workers nothing else may come back to this collection: ask for it first.
+    this.hooks.schedule?.(this.now() + MAINTENANCE_RETRY_MS);
     head.pending = [...blobs.keys()];
     head.rev = this.heads.save(head);
     // 2. Publish the immutable blobs. A failure here leaves the live manifest untouched.

@@ -1,6 +1,6 @@
 // Workers-only behaviour: the collection Durable Object schedules an alarm for garbage it
 // cannot collect yet, and the alarm deletes replaced shards once their grace period is over,
-// or what a failed deletion of the collection left behind.
+// or what a failed deletion of the collection or a reset in the middle of a change left behind.
 import { env, exports } from 'cloudflare:workers';
 import { listDurableObjectIds, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { expect, it } from 'vitest';
@@ -84,4 +84,38 @@ it('finishes deleting a collection from an alarm when a KV delete failed, and de
   expect((await send('DELETE', '/v1/collections/gone', key)).status).toBe(404);
   expect(await runDurableObjectAlarm(stub)).toBe(true);
   expect(await ours()).toEqual([]);
+});
+
+it('publishes from an alarm a change committed by a Durable Object that was reset before publishing it', async () => {
+  const tenant = await call('POST', '/v1/admin/tenants', TEST_OPERATOR_KEY, { name: 'gc-reset-tenant' });
+  const key = (await call('POST', `/v1/admin/tenants/${tenant.id}/keys`, TEST_OPERATOR_KEY, { scopes: ['ingest', 'admin', 'search'] })).secret;
+  await call('POST', '/v1/collections', key, { name: 'reset', bits: 16 });
+  const doIds = new Set((await listDurableObjectIds(env.COLLECTIONS)).map((id) => id.toString()));
+  await call('POST', '/v1/collections/reset/items', key, { items: [{ id: 'a', code: '0001' }] });
+  const [doId] = (await listDurableObjectIds(env.COLLECTIONS)).filter((id) => !doIds.has(id.toString()));
+  const stub = env.COLLECTIONS.get(doId);
+  // A real reset (what a deploy or an exceeded limit does) at the manifest put, once the commit
+  // is on disk; the KV double only picks that moment.
+  await runInDurableObject(stub, (instance, state) => {
+    const o = instance as unknown as { env: { MEDHASH_KV: KVNamespace }; writer: unknown };
+    const kv = o.env.MEDHASH_KV;
+    const double = {
+      get: kv.get.bind(kv),
+      delete: kv.delete.bind(kv),
+      list: kv.list.bind(kv),
+      put: async (k: string, v: string | ArrayBuffer | ArrayBufferView) => {
+        if (k.endsWith('/manifest')) {
+          await state.storage.sync();
+          state.abort('reset before the publish');
+        }
+        return kv.put(k, v);
+      },
+    };
+    Object.defineProperty(instance, 'env', { value: { ...o.env, MEDHASH_KV: double } });
+    o.writer = null;
+  });
+  expect((await send('POST', '/v1/collections/reset/items', key, { items: [{ id: 'b', code: '0002' }] })).status).toBe(500);
+  expect((await send('GET', '/v1/collections/reset/items/b', key)).status).toBe(404); // committed, not published
+  expect(await runDurableObjectAlarm(env.COLLECTIONS.get(doId))).toBe(true);
+  expect((await call('GET', '/v1/collections/reset/items/b', key)).code).toBe('0002');
 });
