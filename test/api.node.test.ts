@@ -67,3 +67,34 @@ it('a delete committed but not yet published (KV put failed) answers 204 and is 
   }
 });
 
+
+it('a collection delete that fails on the way is sent again and completes; no data is left that nothing can reach', async () => {
+  const other = await createNodeBackend({ dataDir: join(dir, 'delete-fails'), operatorKey: TEST_OPERATOR_KEY });
+  try {
+    const app = createApp(other.backend);
+    const call = async (method: string, path: string, key: string, body?: unknown) => {
+      const res = await app.request(path, { method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+      return { status: res.status, body: res.status === 204 ? null : await res.json() };
+    };
+    const tenant = (await call('POST', '/v1/admin/tenants', TEST_OPERATOR_KEY, { name: 't' })).body as { id: string };
+    const { secret } = (await call('POST', `/v1/admin/tenants/${tenant.id}/keys`, TEST_OPERATOR_KEY, { scopes: ['search', 'ingest', 'admin'] })).body as { secret: string };
+    const col = (await call('POST', '/v1/collections', secret, { name: 'c', bits: 16 })).body as { id: string };
+    await call('POST', '/v1/collections/c/items', secret, { items: [{ id: 'a', code: 'abcd', metadata: { patient_ref: 'MRN-1' } }] });
+    // The call to the collection's writer fails once (on Workers: its Durable Object unreachable).
+    const writer = other.backend.writer;
+    let failures = 1;
+    other.backend.writer = (spec) => {
+      const w = writer(spec);
+      return { apply: (ops) => w.apply(ops), erase: (f, v) => w.erase(f, v), destroy: () => (failures-- > 0 ? Promise.reject(new Error('writer unreachable')) : w.destroy()) };
+    };
+    expect((await call('DELETE', '/v1/collections/c', secret)).status).toBe(500);
+    expect((await call('DELETE', '/v1/collections/c', secret)).status).toBe(204);
+    other.backend.writer = writer;
+    expect((await call('GET', '/v1/collections/c', secret)).status).toBe(404);
+    expect(await other.backend.reader.manifest(col.id)).toBeNull();
+    const audit = (await call('GET', '/v1/audit', secret)).body as { events: { action: string }[] };
+    expect(audit.events[0].action).toBe('collection.delete');
+  } finally {
+    other.close();
+  }
+});

@@ -200,12 +200,11 @@ export class ControlStore {
   }
 
   /** Removes the registry entry; the caller then destroys the data through the collection's writer. */
-  async deleteCollection(tenantId: string, name: string): Promise<CollectionInfo> {
-    return this.db.transaction(() => {
-      const rows = this.db.all<CollectionInfo>(`SELECT ${COLLECTION_COLUMNS} FROM collections WHERE tenant_id = ? AND name = ?`, tenantId, name);
-      if (rows.length === 0) throw notFound('collection', name);
-      this.db.run('DELETE FROM collections WHERE id = ?', rows[0].id);
-      return collectionInfo(rows[0]);
+  /** Removes the registry row of that very collection (by id: the name may have been deleted and taken again meanwhile). */
+  async deleteCollection(col: Pick<CollectionInfo, 'tenant_id' | 'id' | 'name'>): Promise<void> {
+    this.db.transaction(() => {
+      if (this.db.all('SELECT 1 FROM collections WHERE tenant_id = ? AND id = ?', col.tenant_id, col.id).length === 0) throw notFound('collection', col.name);
+      this.db.run('DELETE FROM collections WHERE id = ?', col.id);
     });
   }
 

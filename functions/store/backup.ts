@@ -106,8 +106,8 @@ async function copyAndCheck(dataDir: string, out: string, opts: BackupOptions): 
       const store = sqlHeadStore(sql, collection);
       const head = store.load()!;
       const keys = await kv.list(collectionPrefix(collection));
-      // A delete removes the registry row first and marks the head last: either way, the
-      // collection was gone at the backup's moment, and nothing of it is kept.
+      // A delete marks the head first and removes the registry row last: either way, the
+      // collection was gone (or going) at the backup's moment, and nothing of it is kept.
       if (head.destroyed || !registered.has(collection)) {
         for (const key of keys) await kv.delete(key);
         summary.dropped += keys.length;

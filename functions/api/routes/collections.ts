@@ -75,11 +75,12 @@ export function collectionRoutes(app: App, backend: Backend): void {
       responses: { 204: { description: 'Deleted.' }, ...errors(400, 401, 403, 404) },
     }),
     async (c) => {
-      const name = c.req.valid('param').collection;
-      const { key } = await requireTenant(c, backend, 'admin', name);
-      // Registry first: from here on no request resolves the name, then the data goes.
-      const col = await backend.control.deleteCollection(key.tenant_id, name);
+      const col = await requireCollection(c, backend, 'admin', c.req.valid('param').collection);
+      // Data first, registry last. A failure in between leaves a name whose writer refuses writes
+      // (404) and whose delete can be sent again; the other order left data that no request could
+      // reach any more (a failed or cut-off call to the writer, a Durable Object on Workers).
       await backend.writer(col).destroy();
+      await backend.control.deleteCollection(col);
       audit(c, 'collection.delete', col.name);
       return c.body(null, 204);
     },
