@@ -1,7 +1,7 @@
 // OOD calibration of a model, read from its model card (docs/MODEL_CARD.md, `ood` section):
 // the image model's own score and threshold, and the k-NN Hamming score the service computes
 // against an index, both calibrated on the model's val split at 95 % in-distribution recall.
-import { CardError, parseCard } from '../encode/card.ts';
+import { CardError, parseCard, type ModelCard } from '../encode/card.ts';
 import cards from './shipped-cards.ts';
 
 export interface OodCalibration {
@@ -26,7 +26,11 @@ function num(v: unknown, what: string): number {
 
 /** Reads the OOD part of a card (parseCard rejects an unknown format or version). */
 export function calibrationFromCard(json: unknown): OodCalibration {
-  const card = parseCard(json);
+  return calibrationOf(parseCard(json));
+}
+
+/** The OOD part of a card already parsed (the browser SDK's). */
+export function calibrationOf(card: ModelCard): OodCalibration {
   const { knn, with_knn: withKnn } = card.ood as { knn?: Record<string, unknown>; with_knn?: Record<string, unknown> };
   return {
     modelId: card.model_id,

@@ -13,6 +13,8 @@ import { dicomMetadata, isDicom } from '../encode/dicom.ts';
 import { decodeImage, initImageCodecs } from '../encode/image.ts';
 import { loadWebEncoder, type Encoder } from '../encode/model.ts';
 import { preprocess } from '../encode/preprocess.ts';
+import { calibrationOf } from '../safety/calibration.ts';
+import { assess, OodRefusal } from '../safety/gate.ts';
 
 /**
  * The WebAssembly files the SDK fetches at run time, served beside the bundle by the Node app
@@ -248,9 +250,32 @@ export class MedhashClient {
     }
     const encoded = await enc.encode(bytes, image.type || undefined);
     const withDescriptor = collection.descriptor_dims > 0 && collection.descriptor_dims === encoded.descriptor.length;
-    const answer = await this.search(collection.name, encoded.code, withDescriptor ? encoded.descriptor : undefined, query);
-    return { encoded, answer };
+    // A code alone hardly tells an X-ray from a photo (docs/OOD.md), and the image is here: the
+    // gate is search by image's, on the model's own score, so the service's code-only gate is
+    // passed over (allow_ood) and its results withheld here when the image is refused.
+    const answer = await this.search(collection.name, encoded.code, withDescriptor ? encoded.descriptor : undefined, { ...query, allowOod: true });
+    const ood = imageOod(enc.card, encoded, answer.ood);
+    if (ood.verdict === 'out_of_distribution' && !opts.allowOod) {
+      const r = new OodRefusal(ood);
+      throw new MedhashApiError(r.status, r.code, r.message, r.field, ood);
+    }
+    return { encoded, answer: { ...answer, ood } };
   }
+}
+
+/**
+ * What the service's search by image assesses for this image: the model's own OOD score, combined
+ * with the code's k-NN distance where the card says that helps. A search by code reports that
+ * distance as its score, or null where it could not use it (an index too small for the calibration).
+ */
+function imageOod(card: ModelCard, encoded: EncodedImage, byCode: OodAssessment): OodAssessment {
+  const knnDistance = byCode.verdict === 'not_assessed' ? null : byCode.score;
+  return assess(calibrationOf(card), {
+    knnDistance,
+    // the service has already left the k-NN part out for an index too small for it
+    indexCount: knnDistance === null ? 0 : Number.POSITIVE_INFINITY,
+    model: { score: encoded.ood.score, threshold: encoded.ood.threshold },
+  });
 }
 
 /** A folder URL as a base for relative names. */

@@ -2,8 +2,9 @@
 // a temporary data dir, ~200 MedNIST db images indexed through the API with onnxruntime-node
 // codes and descriptors, then a MedNIST query JPEG uploaded on the page. The page must compute
 // in the browser exactly the code onnxruntime-node computes, and its results must be of the
-// query's class. A Fashion-MNIST photo searched in a brain MRI collection, under a k-NN
-// calibration that flags every query, shows the OOD refusal plainly, and its results once the
+// query's class. A Fashion-MNIST photo searched in a brain MRI collection (its code near indexed
+// codes, so a search by code alone lets it through) is refused by the model's own OOD score, as
+// search by image refuses it: the page shows the refusal plainly, and the results once the
 // clinician allows them. Also the model routes the SDK
 // downloads from (/v1/models...), and the SDK taking its model from a static folder instead.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -20,7 +21,6 @@ import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { descriptor, loadNodeEncoder, packCode, row, type Encoder } from '../../functions/encode/model.ts';
 import { preprocess } from '../../functions/encode/preprocess.ts';
 import { startNodeServer, type RunningServer } from '../../functions/entries/node.ts';
-import { calibrationFromCard, shippedCalibrations } from '../../functions/safety/calibration.ts';
 import { toHex } from '../../functions/util/bytes.ts';
 import { encodeMembers } from '../../scripts/data/encode-set.ts';
 import { readManifest, TarReader, type ManifestRow } from '../../scripts/data/shared-data.ts';
@@ -54,10 +54,7 @@ async function call(method: string, path: string, body?: unknown, auth = key) {
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'medhash-sdk-'));
   brain = await loadCard(join(MODELS, `${BRAIN}.card.json`));
-  // In place of the card's own k-NN calibration: one that refuses every query, for the brain model only.
-  const strict = { ...calibrationFromCard(JSON.parse(readFileSync(join(MODELS, `${BRAIN}.card.json`), 'utf8'))), knn: { k: 5, threshold: 0, mean: 0, std: 1, indexSize: 1 } };
-  const oodCalibration = (id: string | null) => (id === brain.card.model_id ? strict : shippedCalibrations(id));
-  server = await startNodeServer({ port: 0, hostname: '127.0.0.1', dataDir: dir, operatorKey: TEST_OPERATOR_KEY, oodCalibration });
+  server = await startNodeServer({ port: 0, hostname: '127.0.0.1', dataDir: dir, operatorKey: TEST_OPERATOR_KEY });
   base = server.url;
   const tenant = await call('POST', '/v1/admin/tenants', { name: 'sdk' }, TEST_OPERATOR_KEY);
   key = (await call('POST', `/v1/admin/tenants/${tenant.body.id}/keys`, { scopes: ['search', 'ingest', 'admin'] }, TEST_OPERATOR_KEY)).body.secret;
@@ -142,9 +139,10 @@ it('the /ui page encodes a MedNIST query in Chromium to onnxruntime-node\'s code
   expect(new Set(labels)).toEqual(new Set([query.label]));
   expect(await page.locator('#ood').getAttribute('data-verdict')).toMatch(/^(in_distribution|not_assessed)$/);
   await expect(page.locator('#results li').first().textContent()).resolves.toMatch(/Hamming distance \d+; content similarity -?\d\.\d{3}; score \d\.\d{3}/);
-  // Only the code and descriptor left the page: one search request, no image bytes.
+  // Only the code and descriptor left the page: one search request, no image bytes (allow_ood:
+  // the page gates on the image itself).
   expect(uploads).toHaveLength(1);
-  expect(Object.keys(JSON.parse(uploads[0])).sort()).toEqual(['code', 'content_weight', 'descriptor', 'k']);
+  expect(Object.keys(JSON.parse(uploads[0])).sort()).toEqual(['allow_ood', 'code', 'content_weight', 'descriptor', 'k']);
   expect(problems).toEqual([]);
   await page.close();
 });
@@ -237,7 +235,7 @@ function fashionPng(i: number): Uint8Array {
   return png({ width: side, height: side, colorType: 0, bitDepth: 8, raw: scanlines(side, side, 1, 8, px) });
 }
 
-it('shows an out-of-distribution refusal plainly, and the marked results once allowed', async () => {
+it('refuses a photo in a brain MRI collection by the model\'s own OOD score, as search by image does, plainly; the marked results once allowed', async () => {
   expect((await call('POST', '/v1/collections', { name: 'brain', bits: brain.card.bits, model_id: brain.card.model_id })).status).toBe(201);
   const items = readFileSync(join(MODELS, 'codes', `${BRAIN}.db.jsonl`), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
   for (let i = 0; i < items.length; i += 1000) expect((await call('POST', '/v1/collections/brain/items', { items: items.slice(i, i + 1000) })).status).toBe(200);
@@ -252,8 +250,9 @@ it('shows an out-of-distribution refusal plainly, and the marked results once al
   await page.getByLabel('Image (PNG, JPEG or uncompressed DICOM), or drop it here').setInputFiles({ name: 'photo.png', mimeType: 'image/png', buffer: Buffer.from(photo) });
   await page.getByLabel('Results (k)').fill('5');
   await page.getByRole('button', { name: 'Search' }).click();
-  await page.locator('#ood[data-verdict="out_of_distribution"]').waitFor({ timeout: 60_000 });
-  expect(await page.locator('#ood').textContent()).toMatch(/^OUT OF DISTRIBUTION.*further than/);
+  await page.locator('#ood[data-verdict]').waitFor({ timeout: 60_000 });
+  expect(await page.locator('#ood').getAttribute('data-verdict')).toBe('out_of_distribution');
+  expect(await page.locator('#ood').textContent()).toMatch(/^OUT OF DISTRIBUTION.*the model's OOD score is [\d.]+, above its threshold/);
   expect(await page.getByRole('alert').textContent()).toMatch(/allow_ood/);
   expect(await page.locator('#results li').count()).toBe(0);
 
