@@ -147,6 +147,43 @@ it('the /ui page encodes a MedNIST query in Chromium to onnxruntime-node\'s code
   await page.close();
 });
 
+it('an answer that arrives after another image was chosen is dropped, not shown under the new image', async () => {
+  const head = (await readManifest(dataDir('mednist'))).find((r) => r.split === 'query' && r.label === 'HeadCT')!;
+  const [hand, headBytes] = [await tar.read(query.path), await tar.read(head.path)];
+  const headCode = toHex(packCode((await encoder.run(preprocess(await decodeImage(headBytes), card.input), 1)).u));
+  const page = await browser.newPage();
+  // The first search's answer is held until the second image has been searched.
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  let searches = 0;
+  await page.route(`${base}/v1/collections/mednist/search`, async (route) => {
+    if (searches++ === 0) await held;
+    await route.continue();
+  });
+  await page.goto(`${base}/ui`);
+  await page.getByLabel('API key').fill(key);
+  await page.getByRole('button', { name: 'Connect' }).click();
+  await page.getByLabel('Collection').selectOption('mednist');
+  await page.locator('#model-status', { hasText: `${card.model_id} ready` }).waitFor({ timeout: 90_000 });
+  const input = page.getByLabel('Image (PNG, JPEG or uncompressed DICOM), or drop it here');
+  await input.setInputFiles({ name: 'hand.jpeg', mimeType: 'image/jpeg', buffer: Buffer.from(hand) });
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.waitForFunction(() => document.querySelector('#go:disabled') !== null);
+  await expect.poll(() => searches, { timeout: 60_000 }).toBe(1);
+  await input.setInputFiles({ name: 'head.jpeg', mimeType: 'image/jpeg', buffer: Buffer.from(headBytes) });
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.locator('#results li[data-id]').first().waitFor({ timeout: 60_000 });
+  const late = page.waitForResponse((r) => r.url().endsWith('/v1/collections/mednist/search'));
+  release();
+  await late;
+  // time for the page to handle the late answer
+  await page.waitForTimeout(1000);
+  expect(await page.locator('#encoded').getAttribute('data-code')).toBe(headCode);
+  const labels = await page.locator('#results li[data-id]').evaluateAll((lis) => lis.map((li) => (li as HTMLElement).dataset.label));
+  expect(new Set(labels)).toEqual(new Set(['HeadCT']));
+  await page.close();
+});
+
 it('a DICOM dropped on the page is previewed and encoded in the browser to the code of the JPEG it was made from; a compressed one is refused at once', async () => {
   const mednist = await TarReader.open(join(dataDir(DICOM_SOURCES.grey.set), 'images.tar'));
   const jpeg = await mednist.read(DICOM_SOURCES.grey.member);

@@ -25,6 +25,8 @@ const list = $<HTMLOListElement>('results');
 let client: MedhashClient | null = null;
 let collections: CollectionSummary[] = [];
 let image: File | null = null;
+/** Bumped by each search and each change of image or collection: an answer to an older one is dropped. */
+let asked = 0;
 
 const showError = (e: unknown) => {
   errorBox.textContent = e instanceof Error ? e.message : String(e);
@@ -32,8 +34,18 @@ const showError = (e: unknown) => {
 
 const chosen = (): CollectionSummary | undefined => collections.find((c) => c.name === select.value);
 
+/** Forgets the shown answer and any search still running: it was for another image or collection. */
+function clearAnswer(): number {
+  list.replaceChildren();
+  oodBox.hidden = true;
+  encodedBox.textContent = '';
+  delete encodedBox.dataset.code;
+  return ++asked;
+}
+
 async function loadModel(): Promise<void> {
   const col = chosen();
+  clearAnswer();
   go.disabled = true;
   if (!client || !col) return;
   if (!col.model_id) {
@@ -97,6 +109,7 @@ async function previewUrl(f: File): Promise<string> {
 async function setImage(f: File | undefined): Promise<void> {
   if (!f) return;
   errorBox.textContent = '';
+  clearAnswer();
   try {
     preview.src = await previewUrl(f);
   } catch (e) {
@@ -161,8 +174,7 @@ $('search').addEventListener('submit', async (ev) => {
   const col = chosen();
   if (!client || !col || !image) return;
   errorBox.textContent = '';
-  list.replaceChildren();
-  oodBox.hidden = true;
+  const mine = clearAnswer();
   go.disabled = true;
   const radius = $<HTMLInputElement>('radius').value;
   try {
@@ -173,14 +185,17 @@ $('search').addEventListener('submit', async (ev) => {
       allowOod: $<HTMLInputElement>('allow-ood').checked,
       excludeOwnStudy: $<HTMLInputElement>('exclude-own-study').checked,
     });
+    if (mine !== asked) return;
     encodedBox.dataset.code = encoded.code;
     encodedBox.textContent = `Encoded here in ${encoded.encodeMs.toFixed(0)} ms (${encoded.runtime}): code ${encoded.code}.`;
     showOod(answer.ood);
     showResults(answer);
   } catch (e) {
+    if (mine !== asked) return;
     if (e instanceof MedhashApiError && e.ood) showOod(e.ood);
     showError(e);
   } finally {
-    go.disabled = false;
+    // a newer search, image or collection has set the button
+    if (mine === asked) go.disabled = false;
   }
 });
