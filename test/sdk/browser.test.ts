@@ -184,6 +184,38 @@ it('an answer that arrives after another image was chosen is dropped, not shown 
   await page.close();
 });
 
+it('a model load that ends after another collection was chosen leaves the chosen one\'s status alone', async () => {
+  expect((await call('POST', '/v1/collections', { name: 'brain-slow', bits: brain.card.bits, model_id: brain.card.model_id })).status).toBe(201);
+  const page = await browser.newPage();
+  // The brain model's download is held, then fails, after MedNIST's model is ready.
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  await page.route(`${base}/v1/models/${encodeURIComponent(brain.card.model_id)}/onnx`, async (route) => {
+    await held;
+    await route.fulfill({ status: 503, contentType: 'application/json', body: JSON.stringify({ error: { code: 'unavailable', message: 'model store unavailable' } }) });
+  });
+  await page.goto(`${base}/ui`);
+  await page.getByLabel('API key').fill(key);
+  await page.getByRole('button', { name: 'Connect' }).click();
+  await page.getByLabel('Collection').selectOption('brain-slow');
+  await page.locator('#model-status', { hasText: `loading ${brain.card.model_id}` }).waitFor();
+  await page.getByLabel('Collection').selectOption('mednist');
+  await page.locator('#model-status', { hasText: `${card.model_id} ready` }).waitFor({ timeout: 90_000 });
+  const failed = page.waitForEvent('requestfinished', (r) => r.url().includes('/onnx'));
+  release();
+  await failed;
+  // time for the page to handle the failure
+  await page.waitForTimeout(1000);
+  expect(await page.locator('#model-status').textContent()).toContain(`${card.model_id} ready`);
+  expect(await page.locator('#error').textContent()).toBe('');
+  await page.getByLabel('Image (PNG, JPEG or uncompressed DICOM), or drop it here').setInputFiles({ name: 'query.jpeg', mimeType: 'image/jpeg', buffer: Buffer.from(await tar.read(query.path)) });
+  await page.locator('#preview:not([hidden])').waitFor();
+  expect(await page.getByRole('button', { name: 'Search' }).isEnabled()).toBe(true);
+  await page.close();
+  const removed = await fetch(`${base}/v1/collections/brain-slow`, { method: 'DELETE', headers: { authorization: `Bearer ${key}` } });
+  expect(removed.status).toBe(204);
+});
+
 it('a DICOM dropped on the page is previewed and encoded in the browser to the code of the JPEG it was made from; a compressed one is refused at once', async () => {
   const mednist = await TarReader.open(join(dataDir(DICOM_SOURCES.grey.set), 'images.tar'));
   const jpeg = await mednist.read(DICOM_SOURCES.grey.member);

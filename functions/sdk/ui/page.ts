@@ -54,19 +54,25 @@ async function loadModel(): Promise<void> {
   }
   progress.removeAttribute('value');
   modelStatus.textContent = `loading ${col.model_id}...`;
+  // Another collection (or key) may be chosen while this model loads: then this load keeps quiet.
+  const c = client;
+  const current = () => client === c && chosen()?.model_id === col.model_id;
   try {
     const enc = await client.encoder(col.model_id, (loaded, total) => {
+      if (!current()) return;
       if (total) {
         progress.max = total;
         progress.value = loaded;
       }
       modelStatus.textContent = `downloading ${col.model_id}: ${(loaded / 1e6).toFixed(1)} MB${total ? ` of ${(total / 1e6).toFixed(1)} MB` : ''}`;
     });
+    if (!current()) return;
     progress.max = 1;
     progress.value = 1;
     modelStatus.textContent = `${enc.card.model_id} ready (${enc.runtime}, sha256 checked)`;
     go.disabled = image === null;
   } catch (e) {
+    if (!current()) return;
     modelStatus.textContent = 'model failed to load';
     showError(e);
   }
