@@ -252,13 +252,13 @@ export class MedhashClient {
     const withDescriptor = collection.descriptor_dims > 0 && collection.descriptor_dims === encoded.descriptor.length;
     // A code alone hardly tells an X-ray from a photo (docs/OOD.md), and the image is here: the
     // gate is search by image's, on the model's own score, so the service's code-only gate is
-    // passed over (allow_ood) and its results withheld here when the image is refused.
+    // passed over (allow_ood) and its results withheld here when the image is refused. The score
+    // is combined with the code's k-NN distance by a max, so an image its model score alone
+    // refuses is refused before any search is sent (and billed).
+    if (!opts.allowOod) refuseIfOod(imageOod(enc.card, encoded, null));
     const answer = await this.search(collection.name, encoded.code, withDescriptor ? encoded.descriptor : undefined, { ...query, allowOod: true });
     const ood = imageOod(enc.card, encoded, answer.ood);
-    if (ood.verdict === 'out_of_distribution' && !opts.allowOod) {
-      const r = new OodRefusal(ood);
-      throw new MedhashApiError(r.status, r.code, r.message, r.field, ood);
-    }
+    if (!opts.allowOod) refuseIfOod(ood);
     return { encoded, answer: { ...answer, ood } };
   }
 }
@@ -266,16 +266,23 @@ export class MedhashClient {
 /**
  * What the service's search by image assesses for this image: the model's own OOD score, combined
  * with the code's k-NN distance where the card says that helps. A search by code reports that
- * distance as its score, or null where it could not use it (an index too small for the calibration).
+ * distance as its score, or null where it could not use it (an index too small for the
+ * calibration); `byCode` null: before any search, the model's score alone.
  */
-function imageOod(card: ModelCard, encoded: EncodedImage, byCode: OodAssessment): OodAssessment {
-  const knnDistance = byCode.verdict === 'not_assessed' ? null : byCode.score;
+function imageOod(card: ModelCard, encoded: EncodedImage, byCode: OodAssessment | null): OodAssessment {
+  const knnDistance = byCode === null || byCode.verdict === 'not_assessed' ? null : byCode.score;
   return assess(calibrationOf(card), {
     knnDistance,
     // the service has already left the k-NN part out for an index too small for it
     indexCount: knnDistance === null ? 0 : Number.POSITIVE_INFINITY,
     model: { score: encoded.ood.score, threshold: encoded.ood.threshold },
   });
+}
+
+function refuseIfOod(ood: OodAssessment): void {
+  if (ood.verdict !== 'out_of_distribution') return;
+  const r = new OodRefusal(ood);
+  throw new MedhashApiError(r.status, r.code, r.message, r.field, ood);
 }
 
 /** A folder URL as a base for relative names. */

@@ -318,12 +318,16 @@ it('refuses a photo in a brain MRI collection by the model\'s own OOD score, as 
   await page.locator('#model-status', { hasText: `${brain.card.model_id} ready` }).waitFor({ timeout: 90_000 });
   await page.getByLabel('Image (PNG, JPEG or uncompressed DICOM), or drop it here').setInputFiles({ name: 'photo.png', mimeType: 'image/png', buffer: Buffer.from(photo) });
   await page.getByLabel('Results (k)').fill('5');
+  let searches = 0;
+  page.on('request', (r) => void (r.url().endsWith('/v1/collections/brain/search') && searches++));
   await page.getByRole('button', { name: 'Search' }).click();
   await page.locator('#ood[data-verdict]').waitFor({ timeout: 60_000 });
   expect(await page.locator('#ood').getAttribute('data-verdict')).toBe('out_of_distribution');
   expect(await page.locator('#ood').textContent()).toMatch(/^OUT OF DISTRIBUTION.*the model's OOD score is [\d.]+, above its threshold/);
   expect(await page.getByRole('alert').textContent()).toMatch(/allow_ood/);
   expect(await page.locator('#results li').count()).toBe(0);
+  // refused on the model's score alone: no search was sent, so none was billed
+  expect(searches).toBe(0);
 
   await page.getByLabel('Show results even when the image looks out of distribution').check();
   await page.getByRole('button', { name: 'Search' }).click();
@@ -331,5 +335,6 @@ it('refuses a photo in a brain MRI collection by the model\'s own OOD score, as 
   expect(await page.locator('#results li[data-id]').count()).toBe(5);
   expect(await page.locator('#ood').getAttribute('data-verdict')).toBe('out_of_distribution');
   expect(await page.getByRole('alert').textContent()).toBe('');
+  expect(searches).toBe(1);
   await page.close();
 });
