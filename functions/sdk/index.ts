@@ -204,7 +204,14 @@ export class MedhashClient {
     if (card.model_id !== modelId) throw new Error(`${modelId}: got the card of ${card.model_id}`);
     const onnx = await readAll(onnxRes, onProgress);
     await checkOnnx(card, onnx);
-    codecs ??= Promise.all([compile(this.asset(ASSETS.png)), compile(this.asset(ASSETS.jpeg))]).then(([png, jpeg]) => initImageCodecs({ png, jpeg }));
+    // A failed download (a network blip) is forgotten, so the next model load tries again rather
+    // than failing until the page is reloaded.
+    codecs ??= Promise.all([compile(this.asset(ASSETS.png)), compile(this.asset(ASSETS.jpeg))])
+      .then(([png, jpeg]) => initImageCodecs({ png, jpeg }))
+      .catch((e: unknown) => {
+        codecs = null;
+        throw e;
+      });
     await codecs;
     // Only the .wasm: the default bundle already holds onnxruntime's JavaScript glue.
     ort.env.wasm.wasmPaths = { wasm: this.asset(ASSETS.ort) };

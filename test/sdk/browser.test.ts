@@ -296,6 +296,25 @@ it('with modelsUrl the SDK takes the model from a static folder (a Worker has no
   expect(out.ood.score).toBeCloseTo(expected.ood.score, 3);
 });
 
+it('a failed image-codec download is tried again by the next model load, not kept until the page is reloaded', async () => {
+  const page = await browser.newPage();
+  let failures = 1;
+  await page.route(`${base}/sdk/squoosh_png_bg.wasm`, async (route) => (failures-- > 0 ? route.fulfill({ status: 503, body: 'busy' }) : route.continue()));
+  await page.goto(`${base}/ui`);
+  const args = JSON.stringify({ key, id: card.model_id });
+  const out = (await page.evaluate(`(async () => {
+    const { key, id } = ${args};
+    const { MedhashClient } = await import('/sdk/medhash-sdk.js');
+    const client = new MedhashClient({ apiKey: key });
+    const first = await client.encoder(id).then(() => 'loaded', (e) => 'failed: ' + e.message);
+    const second = await client.encoder(id).then((e) => e.card.model_id, (e) => 'failed again: ' + e.message);
+    return { first, second };
+  })()`)) as { first: string; second: string };
+  await page.close();
+  expect(out.first).toMatch(/^failed/);
+  expect(out.second).toBe(card.model_id);
+});
+
 /** Fashion-MNIST test photo i as a 28x28 grey PNG. */
 function fashionPng(i: number): Uint8Array {
   const idx = gunzipSync(readFileSync(join(dataDir('fashion_mnist_test'), 't10k-images-idx3-ubyte.gz')));
