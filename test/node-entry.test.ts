@@ -3,16 +3,19 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { request } from 'node:http';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, expect, it, vi } from 'vitest';
 import { startBackend } from '../functions/backend/node.ts';
 import { spawnBackend } from '../functions/backend/process.ts';
-import { createNodeBackend } from '../functions/entries/node.ts';
+import { createNodeBackend, startNodeServer } from '../functions/entries/node.ts';
 import { openSqlite, SqliteKV } from '../functions/store/sqlite.ts';
 import { DEFAULT_WRITER_LIMITS } from '../functions/store/writer.ts';
+import { png } from './encode/png-fixtures.ts';
+import { TEST_OPERATOR_KEY } from './shared/constants.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'medhash-entry-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -140,4 +143,60 @@ it('closing the backend while its batcher holds work of clients that hung up: th
   // a request that reaches the app after close (its client gone too) is refused, not run
   const late = await be.service.app.request('/v1/encode', { method: 'POST', headers: { 'content-type': 'application/json' }, body });
   expect([late.status, late.headers.get('retry-after'), ((await late.json()) as { error: { message: string } }).error.message]).toEqual([503, '1', 'the backend is stopping; retry after 1 s']);
+});
+
+it('closing `medhash serve` while a search by image of a client that hung up waits on the inference backend: the search ends before the stores close', async () => {
+  const model = 'mednist-darf-b64@ff8250db5bd3';
+  // an inference backend that answers when told to
+  let answer!: () => void;
+  const gate = new Promise<void>((r) => (answer = r));
+  let asked = 0;
+  const inference = createServer((req, res) => {
+    asked++;
+    req.resume();
+    void gate.then(() => {
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ version: 1, model_id: model, runtime: 'cpu', results: [{ code: '0123456789abcdef', descriptor: [], classes: [], ood: { score: 0, recon: 0, maha: 0, stats: null, threshold: 1 } }] }));
+    });
+  });
+  await new Promise<void>((ok) => inference.listen(0, '127.0.0.1', ok));
+  const data = join(dir, 'hung-up');
+  const s = await startNodeServer({
+    dataDir: data, operatorKey: TEST_OPERATOR_KEY, port: 0, hostname: '127.0.0.1',
+    images: { model: join(import.meta.dirname, '..', 'models', 'mednist-darf-b64.onnx'), backendUrl: `http://127.0.0.1:${(inference.address() as AddressInfo).port}`, timeoutMs: 30_000 },
+  });
+  const call = async (path: string, key: string, body: unknown) =>
+    (await fetch(s.url + path, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })).json() as Promise<Record<string, string>>;
+  const tenant = await call('/v1/admin/tenants', TEST_OPERATOR_KEY, { name: 't' });
+  const { secret } = await call(`/v1/admin/tenants/${tenant.id}/keys`, TEST_OPERATOR_KEY, { scopes: ['search', 'admin'] });
+  await call('/v1/collections', secret, { name: 'c', bits: 64, model_id: model });
+
+  const logged = vi.spyOn(console, 'error');
+  const client = request(`${s.url}/v1/collections/c/search/image?allow_ood=true`, { method: 'POST', headers: { authorization: `Bearer ${secret}`, 'content-type': 'image/png' } });
+  client.on('error', () => {}); // hung up below
+  client.end(png({ width: 64, height: 64, colorType: 0, bitDepth: 8 }));
+  await vi.waitFor(() => expect(asked).toBe(1), { timeout: 30_000, interval: 5 });
+  client.destroy();
+
+  // the server lets go of its last connection (the one hung up) while the search still runs
+  const serverClosed = once(s.server, 'close');
+  let closed = false;
+  const closing = s.close().then(() => (closed = true));
+  await serverClosed;
+  await sleep(20);
+  expect(closed).toBe(false);
+  answer();
+  await closing;
+  inference.closeAllConnections();
+  inference.close();
+  const lines = [...logged.mock.calls];
+  logged.mockRestore();
+  // not "database is not open": the search ran on open stores, and was billed and audited as any other
+  expect(lines).toEqual([]);
+  const after = await createNodeBackend({ dataDir: data });
+  try {
+    expect((await after.backend.ledger(tenant.id).audit(tenant.id, 10)).map((e) => e.action)).toContain('search');
+  } finally {
+    after.close();
+  }
 });

@@ -153,8 +153,17 @@ export async function startNodeServer(
   const node = await createNodeBackend({ ...opts, images });
   const app = createApp(node.backend);
   app.route('/', sdkRoutes());
+  // A client that hangs up ends its connection, not its handler: server.close() stops waiting for
+  // it, and a search by image still encoding would then reach the stores closed under it.
+  const handling = new Set<Promise<Response>>();
+  const fetch: typeof app.fetch = (req, env, ctx) => {
+    const res = Promise.resolve(app.fetch(req, env, ctx));
+    handling.add(res);
+    res.then(() => handling.delete(res), () => handling.delete(res));
+    return res;
+  };
   const server = await new Promise<ServerType>((ok) => {
-    const s = serve({ fetch: app.fetch, port: opts.port, hostname: opts.hostname }, () => ok(s));
+    const s = serve({ fetch, port: opts.port, hostname: opts.hostname }, () => ok(s));
   });
   const url = `http://${opts.hostname}:${(server.address() as AddressInfo).port}`;
   console.error(`medhash listening on ${url} (data in ${resolve(opts.dataDir)})`);
@@ -163,6 +172,7 @@ export async function startNodeServer(
     url,
     async close() {
       await closeServer(server);
+      await Promise.allSettled(handling);
       node.close();
     },
   };
