@@ -98,3 +98,21 @@ it('a collection delete that fails on the way is sent again and completes; no da
     other.close();
   }
 });
+
+it('an operator key shorter than 32 characters leaves the admin API disabled, not open to guessing', async () => {
+  const weak = 'admin-password';
+  const other = await createNodeBackend({ dataDir: join(dir, 'weak-operator'), operatorKey: weak });
+  try {
+    const app = createApp(other.backend);
+    const admin = await app.request('/v1/admin/tenants', { headers: { authorization: `Bearer ${weak}` } });
+    expect(admin.status).toBe(503);
+    const body = (await admin.json()) as { error: { code: string; message: string } };
+    expect(body.error.code).toBe('admin_disabled');
+    expect(body.error.message).toMatch(/shorter than 32 characters/);
+    // nor is it the operator key on tenant routes: just an unknown key
+    const tenantRoute = await app.request('/v1/collections', { headers: { authorization: `Bearer ${weak}` } });
+    expect(tenantRoute.status).toBe(401);
+  } finally {
+    other.close();
+  }
+});

@@ -16,11 +16,17 @@ declare module 'hono' {
   }
 }
 
+/**
+ * The operator key rules every tenant's keys and any request may guess at it, unthrottled: a
+ * shorter one (a typed password) leaves the admin API disabled rather than guessable.
+ */
+export const MIN_OPERATOR_KEY_LENGTH = 32;
+
 const operatorHashes = new Map<string, Promise<string>>();
 
 async function isOperator(backend: Backend, hash: string): Promise<boolean> {
   const key = backend.operatorKey;
-  if (!key) return false;
+  if (!key || key.length < MIN_OPERATOR_KEY_LENGTH) return false;
   let h = operatorHashes.get(key);
   if (!h) operatorHashes.set(key, (h = hashSecret(key)));
   return timingSafeEqualStr(hash, await h);
@@ -34,6 +40,9 @@ async function presentedHash(c: Context): Promise<string> {
 
 export async function requireOperator(c: Context, backend: Backend): Promise<void> {
   if (!backend.operatorKey) throw new MedhashError(503, 'admin_disabled', 'the admin API is disabled: MEDHASH_OPERATOR_KEY is not set');
+  if (backend.operatorKey.length < MIN_OPERATOR_KEY_LENGTH) {
+    throw new MedhashError(503, 'admin_disabled', `the admin API is disabled: MEDHASH_OPERATOR_KEY is shorter than ${MIN_OPERATOR_KEY_LENGTH} characters (e.g. openssl rand -hex 32)`);
+  }
   const hash = await presentedHash(c);
   if (await isOperator(backend, hash)) return;
   if (await backend.control.authenticate(hash)) throw new MedhashError(403, 'operator_only', 'the admin API takes the operator key, not a tenant key');

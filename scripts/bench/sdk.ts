@@ -13,7 +13,7 @@ import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
 import { loadCard } from '../../functions/encode/card.ts';
 import { startNodeServer } from '../../functions/entries/node.ts';
-import { randomId } from '../../functions/util/bytes.ts';
+import { randomBytes, toHex } from '../../functions/util/bytes.ts';
 import { readManifest, sharedDataRoot, TarReader } from '../data/shared-data.ts';
 import { denoRunner } from '../deno/run.ts';
 
@@ -34,7 +34,7 @@ async function chromiumLine(): Promise<object> {
   await tar.close();
 
   const dir = mkdtempSync(join(tmpdir(), 'medhash-bench-sdk-'));
-  const operatorKey = randomId('op');
+  const operatorKey = toHex(randomBytes(32));
   const server = await startNodeServer({ port: 0, hostname: '127.0.0.1', dataDir: dir, operatorKey });
   const base = server.url;
   const post = async (path: string, body: unknown) =>
