@@ -9,13 +9,27 @@ import { assetFiles, buildBundles } from './build.ts';
 
 const PAGE = join(import.meta.dirname, 'ui', 'index.html');
 
+// The page takes an API key: no framing (clickjacking), no script but our own bundle (whose
+// onnxruntime and codecs compile WebAssembly), no requests but to this origin, and no URL of it
+// in a Referer. Its one <style> is inline; the preview is a blob: or data: URL.
+const PAGE_HEADERS = {
+  'content-security-policy': [
+    "default-src 'none'", "script-src 'self' 'wasm-unsafe-eval'", "style-src 'unsafe-inline'", "img-src 'self' blob: data:",
+    "connect-src 'self'", "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'",
+  ].join('; '),
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  'referrer-policy': 'no-referrer',
+};
+const NOSNIFF = { 'x-content-type-options': 'nosniff' };
+
 export function sdkRoutes(): Hono {
   const app = new Hono();
   let bundles: Promise<Map<string, Uint8Array>> | null = null;
   const assets = assetFiles();
   const wasm = new Map<string, Promise<Uint8Array>>();
 
-  app.get('/ui', async (c) => c.html(await readFile(PAGE, 'utf8')));
+  app.get('/ui', async (c) => c.html(await readFile(PAGE, 'utf8'), 200, PAGE_HEADERS));
   app.get('/sdk/:file', async (c) => {
     const file = c.req.param('file');
     if (file.endsWith('.js')) {
@@ -25,14 +39,14 @@ export function sdkRoutes(): Hono {
       });
       const js = (await bundles).get(file);
       if (!js) throw notFound('file', file);
-      return c.body(js as Uint8Array<ArrayBuffer>, 200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'no-cache' });
+      return c.body(js as Uint8Array<ArrayBuffer>, 200, { ...NOSNIFF, 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'no-cache' });
     }
     // Own keys only: `toString` or `constructor` must be a 404, not an inherited function.
     const path = Object.hasOwn(assets, file) ? assets[file] : undefined;
     if (!path) throw notFound('file', file);
     let bytes = wasm.get(file);
     if (!bytes) wasm.set(file, (bytes = readFile(path)));
-    return c.body((await bytes) as Uint8Array<ArrayBuffer>, 200, { 'content-type': 'application/wasm', 'cache-control': 'public, max-age=86400' });
+    return c.body((await bytes) as Uint8Array<ArrayBuffer>, 200, { ...NOSNIFF, 'content-type': 'application/wasm', 'cache-control': 'public, max-age=86400' });
   });
   return app;
 }

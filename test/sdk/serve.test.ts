@@ -12,3 +12,22 @@ it("/ui's forms never submit themselves: sent before ui.js runs (or when it fail
   // method="dialog" outside a <dialog>: a submit only fires the event the page script handles.
   for (const form of forms) expect(form).toMatch(/\bmethod="dialog"/);
 });
+
+it('/ui, which takes an API key, cannot be framed, runs only its own scripts, and sends no Referer; /sdk files are not sniffed', async () => {
+  const page = await app.request('/ui');
+  const csp = Object.fromEntries((page.headers.get('content-security-policy') ?? '').split(';').map((d) => d.trim().split(/\s+/)).map(([name, ...v]) => [name, v]));
+  expect(csp['frame-ancestors']).toEqual(["'none'"]);
+  expect(csp['default-src']).toEqual(["'none'"]);
+  // its bundle, and the WebAssembly it compiles; no inline script, no other origin, no eval
+  expect(csp['script-src']).toEqual(["'self'", "'wasm-unsafe-eval'"]);
+  expect(csp['connect-src']).toEqual(["'self'"]);
+  expect(page.headers.get('x-frame-options')).toBe('DENY');
+  expect(page.headers.get('x-content-type-options')).toBe('nosniff');
+  expect(page.headers.get('referrer-policy')).toBe('no-referrer');
+  // the page itself keeps to it: its one script is the bundle, loaded from this origin
+  const html = await page.text();
+  expect(html.match(/<script\b[^>]*>/g)).toEqual(['<script type="module" src="/sdk/ui.js">']);
+  const wasm = await app.request('/sdk/squoosh_png_bg.wasm');
+  expect(wasm.status).toBe(200);
+  expect(wasm.headers.get('x-content-type-options')).toBe('nosniff');
+});
