@@ -95,6 +95,17 @@ it('logs refusals and errors too, with their status and the same id as the answe
   expect(named.raw).not.toMatch(/Smith|12345/);
 });
 
+it('names the key of a 403 (a scope or collection it lacks, the admin API), as the trail of who tried what', async () => {
+  const limited = (await (await call('POST', `/v1/admin/tenants/${tenantId}/keys`, { key: TEST_OPERATOR_KEY, body: { scopes: ['search'], collections: ['chest'] } })).res.json()) as { id: string; secret: string };
+  const who = { tenant_id: tenantId, key_id: limited.id };
+  const scope = await call('POST', '/v1/collections/chest/items', { key: limited.secret, body: { items: [{ id: 'a', code: 'ab12' }] } });
+  expect([scope.res.status, scope.line]).toEqual([403, expect.objectContaining({ ...who, status: 403, collection: 'chest' })]);
+  const elsewhere = await call('POST', '/v1/collections/head/search', { key: limited.secret, body: { code: 'ab12' } });
+  expect([elsewhere.res.status, elsewhere.line]).toEqual([403, expect.objectContaining({ ...who, status: 403, collection: 'head' })]);
+  const admin = await call('GET', '/v1/admin/tenants', { key: limited.secret });
+  expect([admin.res.status, admin.line]).toEqual([403, expect.objectContaining({ ...who, status: 403, route: '/v1/admin/tenants' })]);
+});
+
 it('an internal error is logged with the request id, under the route pattern', async () => {
   const manifest = node.backend.reader.manifest;
   node.backend.reader.manifest = async () => {

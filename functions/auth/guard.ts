@@ -45,7 +45,12 @@ export async function requireOperator(c: Context, backend: Backend): Promise<voi
   }
   const hash = await presentedHash(c);
   if (await isOperator(backend, hash)) return;
-  if (await backend.control.authenticate(hash)) throw new MedhashError(403, 'operator_only', 'the admin API takes the operator key, not a tenant key');
+  const tenantKey = await backend.control.authenticate(hash);
+  if (tenantKey) {
+    // Only for the access log: a tenant key trying the admin API is what an audit looks for.
+    c.set('principal', tenantKey);
+    throw new MedhashError(403, 'operator_only', 'the admin API takes the operator key, not a tenant key');
+  }
   throw new MedhashError(401, 'invalid_key', 'unknown or revoked API key');
 }
 
@@ -62,12 +67,14 @@ export async function requireTenant(c: Context, backend: Backend, scope: Scope |
     }
     throw new MedhashError(401, 'invalid_key', 'unknown or revoked API key');
   }
+  // Set before the scope and collection checks, so that the access log names the key of a 403
+  // too (routes meter and audit only after these checks pass).
+  c.set('principal', principal);
   const { key } = principal;
   if (scope && !key.scopes.includes(scope)) throw new MedhashError(403, 'missing_scope', `this key lacks the "${scope}" scope`);
   if (collection !== undefined && key.collections && !key.collections.includes(collection)) {
     throw new MedhashError(403, 'collection_forbidden', `this key is not allowed to use collection ${JSON.stringify(collection)}`);
   }
-  c.set('principal', principal);
   return principal;
 }
 
