@@ -32,16 +32,22 @@ afterAll(() => {
 
 apiSuite('node', () => harness);
 
+/** A caller of `node`'s app, and the secret of a new tenant's key with every scope. */
+async function tenantOn(node: NodeBackend) {
+  const app = createApp(node.backend);
+  const call = async (method: string, path: string, key: string, body?: unknown) => {
+    const res = await app.request(path, { method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+    return { status: res.status, body: res.status === 204 ? null : await res.json() };
+  };
+  const tenant = (await call('POST', '/v1/admin/tenants', TEST_OPERATOR_KEY, { name: 't' })).body as { id: string };
+  const { secret } = (await call('POST', `/v1/admin/tenants/${tenant.id}/keys`, TEST_OPERATOR_KEY, { scopes: ['search', 'ingest', 'admin'] })).body as { secret: string };
+  return { call, secret };
+}
+
 it('a delete committed but not yet published (KV put failed) answers 204 and is audited, not a 503 whose retry is a 404', async () => {
   const other = await createNodeBackend({ dataDir: join(dir, 'publish-fails'), operatorKey: TEST_OPERATOR_KEY });
   try {
-    const app = createApp(other.backend);
-    const call = async (method: string, path: string, key: string, body?: unknown) => {
-      const res = await app.request(path, { method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
-      return { status: res.status, body: res.status === 204 ? null : await res.json() };
-    };
-    const tenant = (await call('POST', '/v1/admin/tenants', TEST_OPERATOR_KEY, { name: 't' })).body as { id: string };
-    const { secret } = (await call('POST', `/v1/admin/tenants/${tenant.id}/keys`, TEST_OPERATOR_KEY, { scopes: ['search', 'ingest', 'admin'] })).body as { secret: string };
+    const { call, secret } = await tenantOn(other);
     await call('POST', '/v1/collections', secret, { name: 'c', bits: 16 });
     await call('POST', '/v1/collections/c/items', secret, { items: [{ id: 'a', code: 'abcd' }, { id: 'b', code: 'abce' }] });
     // The writer commits, then its manifest put fails: what the store reports then (store.test.ts).
@@ -67,17 +73,10 @@ it('a delete committed but not yet published (KV put failed) answers 204 and is 
   }
 });
 
-
 it('a collection delete that fails on the way is sent again and completes; no data is left that nothing can reach', async () => {
   const other = await createNodeBackend({ dataDir: join(dir, 'delete-fails'), operatorKey: TEST_OPERATOR_KEY });
   try {
-    const app = createApp(other.backend);
-    const call = async (method: string, path: string, key: string, body?: unknown) => {
-      const res = await app.request(path, { method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
-      return { status: res.status, body: res.status === 204 ? null : await res.json() };
-    };
-    const tenant = (await call('POST', '/v1/admin/tenants', TEST_OPERATOR_KEY, { name: 't' })).body as { id: string };
-    const { secret } = (await call('POST', `/v1/admin/tenants/${tenant.id}/keys`, TEST_OPERATOR_KEY, { scopes: ['search', 'ingest', 'admin'] })).body as { secret: string };
+    const { call, secret } = await tenantOn(other);
     const col = (await call('POST', '/v1/collections', secret, { name: 'c', bits: 16 })).body as { id: string };
     await call('POST', '/v1/collections/c/items', secret, { items: [{ id: 'a', code: 'abcd', metadata: { patient_ref: 'MRN-1' } }] });
     // The call to the collection's writer fails once (on Workers: its Durable Object unreachable).
