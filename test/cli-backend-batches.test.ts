@@ -11,16 +11,24 @@ import { folderImages } from '../scripts/cli/images.ts';
 import { png, scanlines } from './encode/png-fixtures.ts';
 import { seededRandom } from './shared/random.ts';
 
-it('encodes a folder whose images together exceed the backend body limit', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'medhash-body-'));
+const MODEL = join(import.meta.dirname, '..', 'models', 'mednist-darf-b64.onnx');
+
+/** A class folder of `n` grey side x side PNGs in `Hand/`, `pixel(i, k)` the i-th pixel of image k. */
+function handFolder(prefix: string, n: number, side: number, pixel: (i: number, k: number) => number): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
   mkdirSync(join(dir, 'Hand'));
-  const side = 1000; // ~1 MB of incompressible grey: 40 of them are ~53 MB of base64
-  const rnd = seededRandom(1);
-  for (let k = 0; k < 40; k++) {
-    const px = Uint8Array.from({ length: side * side }, () => rnd.int(256));
+  for (let k = 0; k < n; k++) {
+    const px = Uint8Array.from({ length: side * side }, (_, i) => pixel(i, k));
     writeFileSync(join(dir, 'Hand', `${String(k).padStart(3, '0')}.png`), png({ width: side, height: side, colorType: 0, bitDepth: 8, raw: scanlines(side, side, 1, 8, px) }));
   }
-  const be = await startBackend({ model: join(import.meta.dirname, '..', 'models', 'mednist-darf-b64.onnx'), port: 0, hostname: '127.0.0.1', cuda: false, threads: 1 });
+  return dir;
+}
+
+it('encodes a folder whose images together exceed the backend body limit', async () => {
+  const rnd = seededRandom(1);
+  // ~1 MB of incompressible grey each: 40 of them are ~53 MB of base64
+  const dir = handFolder('medhash-body-', 40, 1000, () => rnd.int(256));
+  const be = await startBackend({ model: MODEL, port: 0, hostname: '127.0.0.1', cuda: false, threads: 1 });
   try {
     const enc = await openBatchEncoder({ backendUrl: be.url });
     const out = await enc.encode(await folderImages(dir));
@@ -32,14 +40,9 @@ it('encodes a folder whose images together exceed the backend body limit', async
 }, 120_000);
 
 it('waits when the backend queue is full (503 with Retry-After) and sends the batch again', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'medhash-queue-'));
-  mkdirSync(join(dir, 'Hand'));
-  for (let k = 0; k < 8; k++) {
-    const px = Uint8Array.from({ length: 64 * 64 }, (_, i) => (i * (k + 3)) & 0xff);
-    writeFileSync(join(dir, 'Hand', `${k}.png`), png({ width: 64, height: 64, colorType: 0, bitDepth: 8, raw: scanlines(64, 64, 1, 8, px) }));
-  }
+  const dir = handFolder('medhash-queue-', 8, 64, (i, k) => (i * (k + 3)) & 0xff);
   // one model run at a time, and room for 64 waiting inputs
-  const be = await startBackend({ model: join(import.meta.dirname, '..', 'models', 'mednist-darf-b64.onnx'), port: 0, hostname: '127.0.0.1', cuda: false, threads: 1, batcher: { maxBatch: 1, maxWaitMs: 0, maxQueue: 64 } });
+  const be = await startBackend({ model: MODEL, port: 0, hostname: '127.0.0.1', cuda: false, threads: 1, batcher: { maxBatch: 1, maxWaitMs: 0, maxQueue: 64 } });
   const real = globalThis.fetch;
   const statuses: number[] = [];
   const seen = vi.spyOn(globalThis, 'fetch').mockImplementation(async (...args) => {
@@ -65,13 +68,8 @@ it('waits when the backend queue is full (503 with Retry-After) and sends the ba
 }, 120_000);
 
 it('sends a batch again when the connection drops, and gives up after a few tries', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'medhash-reset-'));
-  mkdirSync(join(dir, 'Hand'));
-  for (let k = 0; k < 3; k++) {
-    const px = Uint8Array.from({ length: 64 * 64 }, (_, i) => (i * (k + 5)) & 0xff);
-    writeFileSync(join(dir, 'Hand', `${k}.png`), png({ width: 64, height: 64, colorType: 0, bitDepth: 8, raw: scanlines(64, 64, 1, 8, px) }));
-  }
-  const be = await startBackend({ model: join(import.meta.dirname, '..', 'models', 'mednist-darf-b64.onnx'), port: 0, hostname: '127.0.0.1', cuda: false, threads: 1 });
+  const dir = handFolder('medhash-reset-', 3, 64, (i, k) => (i * (k + 5)) & 0xff);
+  const be = await startBackend({ model: MODEL, port: 0, hostname: '127.0.0.1', cuda: false, threads: 1 });
   const real = globalThis.fetch;
   let resets = 0;
   let toReset = 1;
