@@ -157,7 +157,7 @@ describe('search by image', () => {
     mkdirSync(join(dir, 'bad-dicom-folder', 'Hand'), { recursive: true });
     copyFileSync(join(DICOM_FIXTURES, 'grey8-jpeg-baseline.dcm'), join(dir, 'bad-dicom-folder', 'Hand', 'compressed.dcm'));
     const failed = await cli(['index', '--collection', 'dicoms', '--images', join(dir, 'bad-dicom-folder')], env).then(() => null, (e: { stderr: string }) => e);
-    expect(failed?.stderr).toMatch(/bad-dicom-folder\/Hand\/compressed\.dcm: inputs\.0\.image: DICOM transfer syntax 1\.2\.840\.10008\.1\.2\.4\.50 \(JPEG Baseline\)/);
+    expect(failed?.stderr).toMatch(/bad-dicom-folder\/Hand\/compressed\.dcm: DICOM transfer syntax 1\.2\.840\.10008\.1\.2\.4\.50 \(JPEG Baseline\)/);
     const found = await searchImage(asFile('image/jpeg', jpegBytes), 'dicoms');
     expect(found.body.results.map((r) => [r.id, r.distance, r.metadata.label])).toEqual([['Hand/own.dcm', 0, 'Hand']]);
     // the item took its modality, body part and UIDs from the file, so the clinician's controls apply

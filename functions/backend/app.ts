@@ -86,8 +86,8 @@ export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAUL
         const bytes = fromBase64(inp.image);
         if (!bytes) throw badRequest('invalid_field', `inputs.${i}.image must be standard padded base64`, `inputs.${i}.image`);
         const img = await decodeImage(bytes, inp.content_type).catch((e: unknown) => {
-          // name the input, so that a batch's sender (the CLI's index) can name the file
-          throw e instanceof MedhashError ? new MedhashError(e.status, e.code, `inputs.${i}.image: ${e.message}`, `inputs.${i}.image`, e.details) : e;
+          // the field names the input, so that a batch's sender (the CLI's index) can name the file
+          throw e instanceof MedhashError ? new MedhashError(e.status, e.code, e.message, `inputs.${i}.image`, e.details) : e;
         });
         tensors.push(preprocess(img, card.input));
       }

@@ -281,8 +281,10 @@ export class LedgerStore {
     return [...days.values()];
   }
 
-  /** Newest first; `before` is the seq to continue below (exclusive). */
-  /** Newest first; with `collections` (a key limited to them), only the events of those collections. */
+  /**
+   * Newest first; `before` is the seq to continue below (exclusive); with `collections` (a key
+   * limited to them), only the events of those collections.
+   */
   async audit(tenantId: string, limit: number, before?: number, collections: string[] | null = null): Promise<AuditEvent[]> {
     const names = collections === null ? null : JSON.stringify(collections);
     const rows = this.db.all<{ seq: number; at: string; key_id: string; action: string; collection: string | null; detail: string }>(

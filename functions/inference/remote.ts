@@ -26,16 +26,13 @@ export class RemoteEncoder {
     private readonly fetchFn: typeof fetch = fetch,
   ) {}
 
-  /** One input; the backend's verdict on it is worded as the in-process path words it. */
+  /** One input; the backend's verdict on it names the caller's field, as the in-process path does. */
   async encode(input: RemoteInput): Promise<EncodeResponseBody> {
     try {
       return await this.encodeBatch([input]);
     } catch (e) {
-      // "inputs.0.image: PNG is truncated ..." names the backend's protocol, not the caller's request.
-      if (e instanceof MedhashError && e.field?.startsWith('inputs.0.')) {
-        const field = e.field.slice('inputs.0.'.length);
-        throw new MedhashError(e.status, e.code, e.message.replace(`${e.field}: `, ''), field, e.details);
-      }
+      // "inputs.0.image" is the backend protocol's name for it, not the caller's.
+      if (e instanceof MedhashError && e.field?.startsWith('inputs.0.')) throw new MedhashError(e.status, e.code, e.message, e.field.slice('inputs.0.'.length), e.details);
       throw e;
     }
   }
