@@ -193,9 +193,10 @@ def _preprocess_all(recs: list[Record], size: int, channels: int, label: str) ->
 
 
 def _fingerprint(root: Path) -> str:
-    """Path, size and mtime of every file the source holds (class folders walked as
-    _folder_records walks them): a folder whose images were added, removed or relabelled is
-    preprocessed again instead of being read from the cache of its old contents."""
+    """Path, size and mtime of every file the source holds: a folder whose images were added,
+    removed or relabelled is preprocessed again instead of being read from the cache of its old
+    contents. Walked from each top-level entry, so that linked class folders are followed as
+    _folder_records follows them (rglob does not follow links below its start)."""
     tops = [root] if root.is_file() else sorted(root.iterdir())
     h = hashlib.sha1()
     for top in tops:
