@@ -159,7 +159,8 @@ const isDebris = (name: string): boolean => name.startsWith('.') || name === '__
 /**
  * The files of a class folder (`<class>/...`, recursively, as Python's reader walks it) that
  * `accept` takes by name, as paths relative to `dir`: classes sorted, files sorted within each.
- * The one walk of the convention, for training data, evaluation and `medhash index --images`.
+ * The one walk of the convention here, for evaluation and `medhash index --images` (Python
+ * training mirrors it in data.py).
  */
 export async function classFolderFiles(dir: string, accept: (name: string) => boolean): Promise<{ label: string; path: string }[]> {
   const out: { label: string; path: string }[] = [];
