@@ -8,6 +8,7 @@ import { LedgerStore } from '../billing/ledger.ts';
 import { ControlStore } from '../control/store.ts';
 import { migrateHeads, sqlHeadStore } from '../store/head.ts';
 import { workersKV } from '../store/kv.ts';
+import { Mutex } from '../store/mutex.ts';
 import { durableSql, type SqlDb } from '../store/sql.ts';
 import { CollectionWriter, writerLimitsFromEnv, type CollectionSpec, type ErasableField, type WriteOp } from '../store/writer.ts';
 import { serveRpc, type RpcReply } from '../util/rpc.ts';
@@ -61,6 +62,9 @@ export class CollectionDO extends DurableObject<WorkerEnv> {
   private readonly db: SqlDb;
   private writer: CollectionWriter | null = null;
   private readonly endpoint = new CollectionEndpoint((spec) => this.writerFor(spec));
+  // Reading the alarm and setting it are two storage calls: one request at a time, or two could
+  // read the same alarm and the later of their times be the one left set.
+  private readonly alarmLock = new Mutex();
 
   constructor(ctx: DurableObjectState, env: WorkerEnv) {
     super(ctx, env);
@@ -91,10 +95,12 @@ export class CollectionDO extends DurableObject<WorkerEnv> {
         { id: spec.id, bits: spec.bits, descriptor_dims: spec.descriptor_dims },
         writerLimitsFromEnv(this.env as unknown as Record<string, unknown>),
         {
-          schedule: (at) => {
-            // Keep the earliest pending alarm: each alarm run reschedules what is still due.
-            void storage.getAlarm().then((cur) => (cur === null || cur > at ? storage.setAlarm(at) : undefined));
-          },
+          // Keep the earliest pending alarm: each alarm run reschedules what is still due.
+          schedule: (at) =>
+            this.alarmLock.run(async () => {
+              const cur = await storage.getAlarm();
+              if (cur === null || cur > at) await storage.setAlarm(at);
+            }),
         },
       );
     }

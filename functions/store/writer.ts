@@ -69,8 +69,11 @@ export interface ApplyResult {
 
 export interface WriterHooks {
   now?: () => number;
-  /** Asks the runtime to call maintain() at `atMs` (a DO alarm, a Node timer). */
-  schedule?: (atMs: number) => void;
+  /**
+   * Asks the runtime to call maintain() at `atMs` (a DO alarm, a Node timer), or earlier if
+   * already asked; settles once that is on record, so a failure to ask fails the caller.
+   */
+  schedule?: (atMs: number) => Promise<void> | void;
 }
 
 const MAINTENANCE_RETRY_MS = 1000;
@@ -233,7 +236,7 @@ export class CollectionWriter {
     // 1. Intent: the keys about to be uploaded, so a crash leaves them collectable. What a crash
     // from here on leaves (orphan uploads, an unpublished commit) is the maintenance's to finish,
     // and on Workers nothing else may come back to this collection: ask for it first.
-    this.hooks.schedule?.(this.now() + MAINTENANCE_RETRY_MS);
+    await this.hooks.schedule?.(this.now() + MAINTENANCE_RETRY_MS);
     head.pending = [...blobs.keys()];
     head.rev = this.heads.save(head);
     // 2. Publish the immutable blobs. A failure here leaves the live manifest untouched.
@@ -263,9 +266,9 @@ export class CollectionWriter {
       // Collecting is bookkeeping of earlier changes: its failure must not turn this committed
       // one into an error (a retry would find nothing to do, and an erasure's ids would never
       // be audited). The maintenance tries again.
-      await this.collect(head).catch((e: unknown) => {
+      await this.collect(head).catch(async (e: unknown) => {
         console.error(`collection ${this.spec.id}: GC after generation ${next.generation} failed (${String(e)}); retrying in maintenance`);
-        this.hooks.schedule?.(this.now() + MAINTENANCE_RETRY_MS);
+        await this.hooks.schedule?.(this.now() + MAINTENANCE_RETRY_MS);
       });
     }
     return { generation: next.generation, count: next.count, changed, missing };
@@ -300,7 +303,7 @@ export class CollectionWriter {
       await settleAll([...keys].map((k) => this.kv.delete(k)));
     } catch (e) {
       console.error(`collection ${this.spec.id}: deleting its data failed (${String(e)}); retrying in maintenance`);
-      this.hooks.schedule?.(this.now() + MAINTENANCE_RETRY_MS);
+      await this.hooks.schedule?.(this.now() + MAINTENANCE_RETRY_MS);
       return;
     }
     if (head.garbage.length > 0) {
@@ -363,7 +366,7 @@ export class CollectionWriter {
       try {
         await this.kv.put(manifestKey(this.spec.id), encodeManifest(manifest));
       } catch (e) {
-        this.hooks.schedule?.(this.now() + MAINTENANCE_RETRY_MS);
+        await this.hooks.schedule?.(this.now() + MAINTENANCE_RETRY_MS);
         throw new MedhashError(503, 'publish_failed', `the update is committed but not yet visible (${String(e)}); retrying the request is safe`);
       }
       const stored = this.heads.load();
@@ -395,7 +398,7 @@ export class CollectionWriter {
       if (!this.saveIfCurrent(head)) return;
     }
     if (head.garbage.length > 0) {
-      this.hooks.schedule?.(Math.min(...head.garbage.map((g) => g.since)) + this.limits.graceMs);
+      await this.hooks.schedule?.(Math.min(...head.garbage.map((g) => g.since)) + this.limits.graceMs);
     }
   }
 

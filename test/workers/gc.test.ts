@@ -119,3 +119,43 @@ it('publishes from an alarm a change committed by a Durable Object that was rese
   expect(await runDurableObjectAlarm(env.COLLECTIONS.get(doId))).toBe(true);
   expect((await call('GET', '/v1/collections/reset/items/b', key)).code).toBe('0002');
 });
+
+it('keeps the earliest maintenance alarm asked for, whatever the order concurrent requests set theirs in', async () => {
+  const tenant = await call('POST', '/v1/admin/tenants', TEST_OPERATOR_KEY, { name: 'gc-alarm-tenant' });
+  const key = (await call('POST', `/v1/admin/tenants/${tenant.id}/keys`, TEST_OPERATOR_KEY, { scopes: ['ingest', 'admin', 'search'] })).secret;
+  await call('POST', '/v1/collections', key, { name: 'alarm', bits: 16 });
+  const doIds = new Set((await listDurableObjectIds(env.COLLECTIONS)).map((id) => id.toString()));
+  await call('POST', '/v1/collections/alarm/items', key, { items: [{ id: 'a', code: '0001' }] });
+  const [doId] = (await listDurableObjectIds(env.COLLECTIONS)).filter((id) => !doIds.has(id.toString()));
+  await runInDurableObject(env.COLLECTIONS.get(doId), async (instance, state) => {
+    const { schedule } = (instance as unknown as { writer: { hooks: { schedule: (at: number) => Promise<void> } } }).writer.hooks;
+    await state.storage.deleteAlarm(); // the write's own, a second out
+    const soon = Date.now() + 3600_000;
+    // Two requests asking at once (a retry a second out, GC after the grace period): the later must not win.
+    await Promise.all([schedule(soon), schedule(soon + 3600_000)]);
+    expect(await state.storage.getAlarm()).toBe(soon);
+    await schedule(soon + 1);
+    expect(await state.storage.getAlarm()).toBe(soon);
+    await schedule(soon - 1);
+    expect(await state.storage.getAlarm()).toBe(soon - 1);
+  });
+});
+
+it('fails a change whose maintenance alarm cannot be set, before anything is uploaded', async () => {
+  const tenant = await call('POST', '/v1/admin/tenants', TEST_OPERATOR_KEY, { name: 'gc-alarm-fail-tenant' });
+  const key = (await call('POST', `/v1/admin/tenants/${tenant.id}/keys`, TEST_OPERATOR_KEY, { scopes: ['ingest', 'admin', 'search'] })).secret;
+  await call('POST', '/v1/collections', key, { name: 'noalarm', bits: 16 });
+  const doIds = new Set((await listDurableObjectIds(env.COLLECTIONS)).map((id) => id.toString()));
+  await call('POST', '/v1/collections/noalarm/items', key, { items: [{ id: 'a', code: '0001' }] });
+  const [doId] = (await listDurableObjectIds(env.COLLECTIONS)).filter((id) => !doIds.has(id.toString()));
+  const before = await shardKeys();
+  await runInDurableObject(env.COLLECTIONS.get(doId), async (_, state) => {
+    await state.storage.deleteAlarm();
+    state.storage.setAlarm = async () => {
+      throw new Error('setAlarm failed');
+    };
+  });
+  expect((await send('POST', '/v1/collections/noalarm/items', key, { items: [{ id: 'b', code: '0002' }] })).status).toBe(500);
+  expect(await shardKeys()).toEqual(before);
+  expect((await send('GET', '/v1/collections/noalarm/items/b', key)).status).toBe(404);
+});
