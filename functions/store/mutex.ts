@@ -1,5 +1,6 @@
 // Async mutex: serialises the writes to one collection inside one process (Node) or one
-// Durable Object instance (Workers, where KV awaits would otherwise let requests interleave).
+// Durable Object instance (Workers, where KV awaits would otherwise let requests interleave),
+// and a Durable Object's read-then-set of its alarm.
 
 export class Mutex {
   private tail: Promise<unknown> = Promise.resolve();

@@ -268,7 +268,7 @@ export class CollectionWriter {
       // be audited). The maintenance tries again.
       await this.collect(head).catch(async (e: unknown) => {
         console.error(`collection ${this.spec.id}: GC after generation ${next.generation} failed (${String(e)}); retrying in maintenance`);
-        await this.hooks.schedule?.(this.now() + MAINTENANCE_RETRY_MS);
+        await this.scheduleAfterCommit();
       });
     }
     return { generation: next.generation, count: next.count, changed, missing };
@@ -354,6 +354,18 @@ export class CollectionWriter {
   }
 
   /**
+   * Asks for maintenance again after a commit, to retry sooner. The change asked first (step 1),
+   * so a failure to ask again is logged, not made this committed change's error.
+   */
+  private async scheduleAfterCommit(): Promise<void> {
+    try {
+      await this.hooks.schedule?.(this.now() + MAINTENANCE_RETRY_MS);
+    } catch (e) {
+      console.error(`collection ${this.spec.id}: asking for maintenance failed (${String(e)})`);
+    }
+  }
+
+  /**
    * Puts the head's manifest into KV and records that it did. Two Node processes on one data
    * dir can interleave here: a put of generation g may land after another process committed
    * g+1, so after each put the head is re-read and any newer manifest put too; KV thus never
@@ -366,7 +378,7 @@ export class CollectionWriter {
       try {
         await this.kv.put(manifestKey(this.spec.id), encodeManifest(manifest));
       } catch (e) {
-        await this.hooks.schedule?.(this.now() + MAINTENANCE_RETRY_MS);
+        await this.scheduleAfterCommit();
         throw new MedhashError(503, 'publish_failed', `the update is committed but not yet visible (${String(e)}); retrying the request is safe`);
       }
       const stored = this.heads.load();
