@@ -58,8 +58,13 @@ it('finishes deleting a collection from an alarm when a KV delete failed, and de
   const [doId] = (await listDurableObjectIds(env.COLLECTIONS)).filter((id) => !doIds.has(id.toString()));
   const stub = env.COLLECTIONS.get(doId);
   // A thin double of the DO's KV binding (workerd cannot fail a KV call): its list has not caught
-  // up with the puts yet, as Workers KV's may not, and its first delete of a shard fails.
-  await runInDurableObject(stub, (instance) => {
+  // up with the puts yet, as Workers KV's may not, and its first delete of a shard fails. The
+  // alarm is set an hour later than asked, so that it runs when the test says, not a second out
+  // while the test still looks at what is left.
+  await runInDurableObject(stub, async (instance, state) => {
+    await state.storage.deleteAlarm();
+    const setAlarm = state.storage.setAlarm.bind(state.storage);
+    state.storage.setAlarm = (at, options) => setAlarm(new Date(at).getTime() + 3600_000, options);
     const o = instance as unknown as { env: { MEDHASH_KV: KVNamespace }; writer: unknown };
     const kv = o.env.MEDHASH_KV;
     let failed = false;
