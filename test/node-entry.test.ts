@@ -11,9 +11,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, expect, it, vi } from 'vitest';
 import { startBackend } from '../functions/backend/node.ts';
 import { spawnBackend } from '../functions/backend/process.ts';
-import { createNodeBackend, startNodeServer } from '../functions/entries/node.ts';
+import { createNodeBackend, MAINTENANCE_FAILED_RETRY_MS, startNodeServer } from '../functions/entries/node.ts';
 import { openSqlite, SqliteKV } from '../functions/store/sqlite.ts';
-import { DEFAULT_WRITER_LIMITS } from '../functions/store/writer.ts';
+import { CollectionWriter, DEFAULT_WRITER_LIMITS } from '../functions/store/writer.ts';
 import { png } from './encode/png-fixtures.ts';
 import { TEST_OPERATOR_KEY } from './shared/constants.ts';
 
@@ -40,6 +40,30 @@ it('persists across restarts and collects garbage left by a stopped process', as
   expect(await second.backend.control.getCollection(col.tenant_id, 'c')).toEqual(col);
   kvDb.close();
   second.close();
+});
+
+it('tries a failed maintenance run again later', async () => {
+  const failOnce = vi.spyOn(CollectionWriter.prototype, 'maintain').mockRejectedValueOnce(new Error('disk I/O error'));
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+  const node = await createNodeBackend({ dataDir: join(dir, 'retry'), limits: { ...DEFAULT_WRITER_LIMITS, graceMs: 50 } });
+  try {
+    const col = await node.backend.control.createCollection((await node.backend.control.createTenant('t')).id, { name: 'c', bits: 16, descriptor_dims: 0 });
+    const record = (v: number) => ({ id: 'a', code: new Uint8Array([v, v]), descriptor: new Int8Array(0), metadata: '{}' });
+    await node.backend.writer(col).apply([{ op: 'put', record: record(1) }]);
+    const old = (await node.backend.reader.manifest(col.id))!.shards[0].key;
+    await node.backend.writer(col).apply([{ op: 'put', record: record(2) }]);
+    const kv = new SqliteKV(openSqlite(join(dir, 'retry', 'kv.sqlite')));
+    await vi.advanceTimersByTimeAsync(1000); // past the grace period: the run that fails
+    expect(failOnce).toHaveBeenCalledTimes(1);
+    expect(await kv.get(old)).not.toBeNull();
+    await vi.advanceTimersByTimeAsync(MAINTENANCE_FAILED_RETRY_MS);
+    expect(failOnce).toHaveBeenCalledTimes(2);
+    expect(await kv.get(old)).toBeNull();
+  } finally {
+    vi.useRealTimers();
+    failOnce.mockRestore();
+    node.close();
+  }
 });
 
 const CLI = join(import.meta.dirname, '..', 'scripts', 'medhash.mjs');

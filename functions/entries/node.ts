@@ -26,6 +26,8 @@ import { CollectionWriter, writerLimitsFromEnv, type CollectionSpec, type Writer
 import { closeServer } from './signals.ts';
 
 const SHIPPED_MODELS = join(import.meta.dirname, '..', '..', 'models');
+/** How long after a failed maintenance run (a busy disk, say) it is tried again. */
+export const MAINTENANCE_FAILED_RETRY_MS = 30_000;
 
 export interface NodeOptions {
   dataDir: string;
@@ -66,14 +68,18 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
     const existing = writers.get(spec.id);
     if (existing) return existing;
     const writer = new CollectionWriter(kv, sqlHeadStore(sql, spec.id), { id: spec.id, bits: spec.bits, descriptor_dims: spec.descriptor_dims }, limits, {
-      // Maintenance (GC after the grace period, a retried manifest publish) on an unref'd timer.
-      schedule: (at) => {
+      // Maintenance (GC after the grace period, a retried manifest publish) on an unref'd timer;
+      // a failed run is tried again later, as a Workers alarm that throws is retried.
+      schedule: function schedule(at) {
         const cur = timers.get(spec.id);
         if (cur && cur.at <= at) return;
         if (cur) clearTimeout(cur.timer);
         const timer = setTimeout(() => {
           timers.delete(spec.id);
-          writer.maintain().catch((e) => console.error(`maintenance of ${spec.id}: ${String(e)}`));
+          writer.maintain().catch((e) => {
+            console.error(`maintenance of ${spec.id}: ${String(e)}; retrying in ${MAINTENANCE_FAILED_RETRY_MS / 1000} s`);
+            schedule(Date.now() + MAINTENANCE_FAILED_RETRY_MS);
+          });
         }, Math.max(0, at - Date.now()));
         timer.unref();
         timers.set(spec.id, { at, timer });
