@@ -1,8 +1,8 @@
 // The inference backend's micro-batcher and the edge's circuit breaker, on their own: batches
-// form as specified, the queue bound is all-or-none, close drops what waits and waits for the running
-// batch, and the breaker opens, probes and closes.
+// form as specified, the queue bound is all-or-none, an aborted request leaves the queue, close
+// drops what waits and waits for the running batch, and the breaker opens, probes and closes.
 import { describe, expect, it } from 'vitest';
-import { BatcherClosedError, MicroBatcher, QueueFullError } from '../functions/backend/batcher.ts';
+import { BatcherClosedError, MicroBatcher, QueueFullError, RequestAbortedError } from '../functions/backend/batcher.ts';
 import { CircuitBreaker } from '../functions/inference/breaker.ts';
 
 describe('MicroBatcher', () => {
@@ -40,6 +40,54 @@ describe('MicroBatcher', () => {
     expect(await first).toEqual([1]);
     expect(await queued).toEqual([2, 3]);
     await expect(failing).rejects.toThrow('model failed');
+  });
+
+  it('drops a waiting request once its signal fires: its inputs never run and its places in the queue are free again', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const runs: number[][] = [];
+    const b = new MicroBatcher<number, number>(async (xs) => {
+      runs.push(xs);
+      await gate;
+      return xs;
+    }, { maxBatch: 2, maxWaitMs: 1, maxQueue: 3 });
+    const running = b.submit([1, 2]);
+    const hungUp = new AbortController();
+    const gone = b.submit([3, 4], hungUp.signal);
+    gone.catch(() => {});
+    const live = b.submit([5]);
+    expect(() => b.submit([6, 7])).toThrow(QueueFullError); // 3 wait: full
+    hungUp.abort();
+    expect(b.waiting).toBe(1);
+    await expect(gone).rejects.toBeInstanceOf(RequestAbortedError);
+    const next = b.submit([6, 7]); // fits now
+    release();
+    expect(await running).toEqual([1, 2]);
+    expect([await live, await next]).toEqual([[5], [6, 7]]);
+    expect(runs).toEqual([[1, 2], [5, 6], [7]]);
+  });
+
+  it('an aborted request: what of it runs ends, what waits is dropped; one aborted before it queues is refused at once', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const runs: number[][] = [];
+    const b = new MicroBatcher<number, number>(async (xs) => {
+      runs.push(xs);
+      await gate;
+      return xs;
+    }, { maxBatch: 2, maxWaitMs: 1, maxQueue: 10 });
+    const hungUp = new AbortController();
+    const split = b.submit([1, 2, 3], hungUp.signal); // [1, 2] run, [3] waits
+    split.catch(() => {});
+    expect([runs, b.waiting]).toEqual([[[1, 2]], 1]);
+    hungUp.abort();
+    expect(b.waiting).toBe(0);
+    await expect(split).rejects.toBeInstanceOf(RequestAbortedError);
+    expect(() => b.submit([4], hungUp.signal)).toThrow(RequestAbortedError);
+    expect(b.waiting).toBe(0);
+    release();
+    expect(await b.submit([5])).toEqual([5]);
+    expect(runs).toEqual([[1, 2], [5]]);
   });
 
   it('close refuses what waits and what comes after, and resolves once the running batch has ended', async () => {

@@ -2,6 +2,8 @@
 // runs as soon as `maxBatch` inputs are waiting or the oldest has waited `maxWaitMs`. The queue
 // is bounded: past `maxQueue` waiting inputs a request is refused at once (the HTTP layer turns
 // that into 503 + Retry-After) instead of letting latency and memory grow without limit.
+// A request whose client hangs up (its AbortSignal fires) leaves the queue at once, so that the
+// model's time goes to live clients; what of it already runs just ends.
 // close() refuses what waits and lets the running batch end, so that the model can be released.
 
 export interface BatcherOptions {
@@ -23,6 +25,14 @@ export class BatcherClosedError extends QueueFullError {
   override message = 'the backend is stopping';
   constructor() {
     super(1);
+  }
+}
+
+/** The request's signal fired (its client hung up) while its inputs waited; none of them was run. */
+export class RequestAbortedError extends Error {
+  override name = 'RequestAbortedError';
+  constructor() {
+    super('the request was aborted');
   }
 }
 
@@ -50,15 +60,30 @@ export class MicroBatcher<I, O> {
     return this.queue.length;
   }
 
-  /** Queues a request of several inputs; all or none are admitted. */
-  submit(inputs: I[]): Promise<O[]> {
+  /**
+   * Queues a request of several inputs; all or none are admitted. Once `signal` fires, its inputs
+   * still waiting are dropped (their places freed) and the request fails with RequestAbortedError.
+   */
+  submit(inputs: I[], signal?: AbortSignal): Promise<O[]> {
     if (this.closed) throw new BatcherClosedError();
+    if (signal?.aborted) throw new RequestAbortedError();
     if (this.queue.length + inputs.length > this.opts.maxQueue) {
       throw new QueueFullError(Math.max(1, Math.ceil((this.queue.length * this.msPerInput) / 1000)));
     }
-    const all = inputs.map(
-      (input) => new Promise<O>((resolve, reject) => this.queue.push({ input, resolve, reject })),
-    );
+    const mine: Pending<I, O>[] = [];
+    const all = inputs.map((input) => new Promise<O>((resolve, reject) => mine.push({ input, resolve, reject })));
+    this.queue.push(...mine);
+    if (signal) {
+      const drop = () => {
+        const waiting = new Set(mine.filter((p) => this.queue.includes(p)));
+        this.queue = this.queue.filter((p) => !waiting.has(p));
+        for (const p of waiting) p.reject(new RequestAbortedError());
+      };
+      signal.addEventListener('abort', drop, { once: true });
+      // A signal may outlive the request (one shared by several): once every input has run or
+      // been dropped, it must not hold them.
+      void Promise.allSettled(all).then(() => signal.removeEventListener('abort', drop));
+    }
     this.schedule();
     return Promise.all(all);
   }
