@@ -169,6 +169,49 @@ it('closing the backend while its batcher holds work of clients that hung up: th
   expect([late.status, late.headers.get('retry-after'), ((await late.json()) as { error: { message: string } }).error.message]).toEqual([503, '1', 'the backend is stopping; retry after 1 s']);
 });
 
+it('a backend client that hangs up while its request waits behind a slow batch: its image is never encoded, and its place in the queue is free again', async () => {
+  // one input per model run, and room for one waiting
+  const be = await startBackend({ model: join(import.meta.dirname, '..', 'models', 'mednist-darf-b64.onnx'), port: 0, hostname: '127.0.0.1', cuda: false, threads: 1, batcher: { maxBatch: 1, maxWaitMs: 1, maxQueue: 1 } });
+  const { batcher } = be.service;
+  // each client's tensor holds one value of its own: the first value of each input the model runs on says whose it is
+  const { channels, size } = be.encoder.card.input;
+  const length = channels * size * size;
+  const encoded: number[] = [];
+  let open!: () => void;
+  const gate = new Promise<void>((r) => (open = r));
+  const run = be.encoder.run.bind(be.encoder);
+  be.encoder.run = (x, n) => {
+    for (let i = 0; i < n; i++) encoded.push(x[i * length]);
+    return gate.then(() => run(x, n));
+  };
+  const post = (v: number, signal?: AbortSignal) =>
+    fetch(`${be.url}/v1/encode`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ inputs: [{ tensor: Buffer.from(new Float32Array(length).fill(v).buffer).toString('base64') }] }),
+      signal,
+    });
+  try {
+    const slow = post(0.25);
+    await vi.waitFor(() => expect(encoded).toEqual([0.25]), { timeout: 30_000, interval: 5 });
+    const hangUp = new AbortController();
+    post(0.5, hangUp.signal).catch(() => {});
+    await vi.waitFor(() => expect(batcher.waiting).toBe(1), { timeout: 10_000, interval: 5 });
+    const full = await post(0.75);
+    expect([full.status, (await full.json()) as unknown]).toMatchObject([503, { error: { code: 'overloaded' } }]);
+    hangUp.abort();
+    await vi.waitFor(() => expect(batcher.waiting).toBe(0), { timeout: 10_000, interval: 5 });
+    const live = post(0.75); // admitted to the place the client that hung up left
+    await vi.waitFor(() => expect(batcher.waiting).toBe(1), { timeout: 10_000, interval: 5 });
+    open();
+    expect([(await slow).status, (await live).status]).toEqual([200, 200]);
+    expect(encoded).toEqual([0.25, 0.75]);
+  } finally {
+    open();
+    await be.close();
+  }
+});
+
 it('closing `medhash serve` while a search by image of a client that hung up waits on the inference backend: the search ends before the stores close', async () => {
   const model = 'mednist-darf-b64@ff8250db5bd3';
   // an inference backend that answers when told to

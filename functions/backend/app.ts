@@ -2,6 +2,7 @@
 // in, codes, descriptors, class probabilities and OOD scores out), /healthz and /openapi.json.
 // Every input goes through one MicroBatcher, so concurrent requests share model runs.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import type { UnofficialStatusCode } from 'hono/utils/http-status';
 import { limitBody, onError, notFoundRoute, validationError } from '../api/errors.ts';
 import { errors, json, jsonBody } from '../api/openapi.ts';
 import { decodeImage } from '../encode/image.ts';
@@ -9,7 +10,7 @@ import { preprocess } from '../encode/preprocess.ts';
 import type { Encoder } from '../encode/model.ts';
 import { MedhashError, badRequest } from '../util/errors.ts';
 import { fromBase64 } from '../util/bytes.ts';
-import { MicroBatcher, QueueFullError, type BatcherOptions } from './batcher.ts';
+import { MicroBatcher, QueueFullError, RequestAbortedError, type BatcherOptions } from './batcher.ts';
 import { encodingOf } from './encoding.ts';
 import { EncodeRequest, EncodeResponse, MAX_BODY_BYTES, MAX_INPUTS, PROTOCOL_VERSION, tensorFromBase64, type ImageEncoding } from './protocol.ts';
 
@@ -44,6 +45,9 @@ export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAUL
       c.header('Retry-After', String(err.retryAfterS));
       return c.json(new MedhashError(503, 'overloaded', `${err.message}; retry after ${err.retryAfterS} s`).toBody(), 503);
     }
+    // The client has hung up: no one reads the answer, and it is no error to log. 499 is nginx's
+    // "client closed request".
+    if (err instanceof RequestAbortedError) return c.body(null, 499 as UnofficialStatusCode);
     return onError(err, c);
   });
   app.notFound(notFoundRoute);
@@ -91,7 +95,9 @@ export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAUL
         });
         tensors.push(preprocess(img, card.input));
       }
-      const results = await batcher.submit(tensors);
+      // @hono/node-server aborts the request's signal when its client hangs up before the answer:
+      // what of it still waits in the queue is dropped, not run for no one.
+      const results = await batcher.submit(tensors, c.req.raw.signal);
       return c.json({ version: PROTOCOL_VERSION, model_id: card.model_id, runtime: provider(encoder), results }, 200);
     },
   );

@@ -53,9 +53,9 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
     encoder,
     async close() {
       await closeServer(server);
-      // The server has answered everyone still connected, but the batcher may hold work of
-      // clients that hung up, one batch of it about to run: releasing the session under it
-      // would fail it (and the rest) with "Session already disposed".
+      // The server has answered everyone still connected, but a batch of clients that hung up
+      // may still run (what of theirs waited left the queue when they did): releasing the
+      // session under it would fail it with "Session already disposed".
       await service.batcher.close();
       await encoder.close();
     },
