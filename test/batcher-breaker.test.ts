@@ -67,6 +67,20 @@ describe('MicroBatcher', () => {
     expect(runs).toEqual([[1, 2], [5, 6], [7]]);
   });
 
+  it('a request whose batch fails: what of it still waits is dropped, not run', async () => {
+    const runs: number[][] = [];
+    const b = new MicroBatcher<number, number>(async (xs) => {
+      runs.push(xs);
+      if (xs.includes(1)) throw new Error('model failed');
+      return xs;
+    }, { maxBatch: 2, maxWaitMs: 1, maxQueue: 8 });
+    const failing = b.submit([1, 2, 3, 4]);
+    const other = b.submit([5]);
+    await expect(failing).rejects.toThrow('model failed');
+    expect(await other).toEqual([5]);
+    expect(runs).toEqual([[1, 2], [5]]);
+  });
+
   it('an aborted request: what of it runs ends, what waits is dropped; one aborted before it queues is refused at once', async () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));

@@ -40,6 +40,8 @@ interface Pending<I, O> {
   input: I;
   resolve: (o: O) => void;
   reject: (e: unknown) => void;
+  /** Every input of the request this one came in. */
+  request: Pending<I, O>[];
 }
 
 export class MicroBatcher<I, O> {
@@ -71,7 +73,7 @@ export class MicroBatcher<I, O> {
       throw new QueueFullError(Math.max(1, Math.ceil((this.queue.length * this.msPerInput) / 1000)));
     }
     const mine: Pending<I, O>[] = [];
-    const all = inputs.map((input) => new Promise<O>((resolve, reject) => mine.push({ input, resolve, reject })));
+    const all = inputs.map((input) => new Promise<O>((resolve, reject) => mine.push({ input, resolve, reject, request: mine })));
     this.queue.push(...mine);
     if (signal) {
       const drop = () => {
@@ -136,6 +138,11 @@ export class MicroBatcher<I, O> {
       this.msPerInput = 0.8 * this.msPerInput + (0.2 * (performance.now() - t0)) / batch.length;
     } catch (e) {
       batch.forEach((p) => p.reject(e));
+      // One failed input fails its whole request: what of it still waits would be answers nobody reads.
+      const failed = new Set(batch.map((p) => p.request));
+      const unread = this.queue.filter((p) => failed.has(p.request));
+      this.queue = this.queue.filter((p) => !failed.has(p.request));
+      unread.forEach((p) => p.reject(e));
     }
   }
 }
