@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createApp } from '../functions/api/app.ts';
 import { createNodeBackend, type NodeBackend } from '../functions/entries/node.ts';
+import type { ImageEncoderApi } from '../functions/inference/remote.ts';
 import { DEFAULT_WRITER_LIMITS } from '../functions/store/writer.ts';
+import { sha256Hex } from '../functions/util/bytes.ts';
 import { MedhashError } from '../functions/util/errors.ts';
 import { apiSuite, type ApiHarness } from './shared/api-suite.ts';
 import { TEST_OPERATOR_KEY, TEST_SHARD_MAX_ITEMS } from './shared/constants.ts';
@@ -32,7 +34,7 @@ afterAll(() => {
 
 apiSuite('node', () => harness);
 
-/** A caller of `node`'s app, and the secret of a new tenant's key with every scope. */
+/** A caller of `node`'s app, and the secret of a new tenant's key with every scope, and the tenant's id. */
 async function tenantOn(node: NodeBackend) {
   const app = createApp(node.backend);
   const call = async (method: string, path: string, key: string, body?: unknown) => {
@@ -41,8 +43,74 @@ async function tenantOn(node: NodeBackend) {
   };
   const tenant = (await call('POST', '/v1/admin/tenants', TEST_OPERATOR_KEY, { name: 't' })).body as { id: string };
   const { secret } = (await call('POST', `/v1/admin/tenants/${tenant.id}/keys`, TEST_OPERATOR_KEY, { scopes: ['search', 'ingest', 'admin'] })).body as { secret: string };
-  return { call, secret };
+  return { call, secret, tenantId: tenant.id };
 }
+
+/** An edge encoder that answers every image alike and counts its calls, for metering tests. */
+function countingEncoder(): ImageEncoderApi & { calls: string[] } {
+  const calls: string[] = [];
+  return {
+    calls,
+    async encodeImage(_bytes, contentType) {
+      calls.push(contentType);
+      return { path: 'test', model_id: 'test@0', encoding: { code: '00', descriptor: [], classes: [], ood: { score: 0, recon: 0, maha: 0, stats: null, threshold: 1 } } };
+    },
+  };
+}
+
+/** The body of the encode calls below: the encoder above never reads it. */
+const bytes = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+
+/** POST /v1/encode of `body` as `contentType` under Idempotency-Key `key`. */
+const encodeCall = (app: ReturnType<typeof createApp>, secret: string, body: Uint8Array<ArrayBuffer>, contentType: string, key: string) =>
+  app.request('/v1/encode', { method: 'POST', headers: { authorization: `Bearer ${secret}`, 'content-type': contentType, 'idempotency-key': key }, body });
+
+it('an Idempotency-Key covers the media type: the same bytes as another type are another request (422), the same type written otherwise a replay', async () => {
+  const images = countingEncoder();
+  const other = await createNodeBackend({ dataDir: join(dir, 'idempotent-media-type'), operatorKey: TEST_OPERATOR_KEY, images });
+  try {
+    const { call, secret } = await tenantOn(other);
+    const app = createApp(other.backend);
+    const send = (contentType: string) => encodeCall(app, secret, bytes, contentType, 'enc-1');
+    const first = await send('image/png');
+    expect([first.status, first.headers.get('idempotent-replayed')]).toEqual([200, null]);
+    for (const contentType of ['IMAGE/png', 'image/PNG ;  x-note=1']) {
+      const again = await send(contentType);
+      expect([contentType, again.status, again.headers.get('idempotent-replayed')]).toEqual([contentType, 200, 'true']);
+    }
+    for (const contentType of ['application/dicom', 'image/jpeg']) {
+      const reused = await send(contentType);
+      const body = (await reused.json()) as { error?: { code: string } };
+      expect([contentType, reused.status, reused.headers.get('idempotent-replayed'), body.error?.code]).toEqual([contentType, 422, null, 'idempotency_key_reused']);
+    }
+    expect(images.calls).toEqual(['image/png']);
+    const usage = (await call('GET', '/v1/usage', secret)).body as { totals: { encode: number } };
+    expect(usage.totals.encode).toBe(1);
+  } finally {
+    other.close();
+  }
+});
+
+it('a retry of a request recorded before the media type counted still replays while its record lives', async () => {
+  const images = countingEncoder();
+  const other = await createNodeBackend({ dataDir: join(dir, 'idempotent-upgrade'), operatorKey: TEST_OPERATOR_KEY, images });
+  try {
+    const { secret, tenantId } = await tenantOn(other);
+    const app = createApp(other.backend);
+    // What the ledger kept for it: the hash of the request line and the body, nothing else.
+    const before = new Uint8Array([...new TextEncoder().encode('POST /v1/encode\n'), ...bytes]);
+    const ledger = other.backend.ledger(tenantId);
+    const first = await ledger.admit(tenantId, { kind: 'encode', units: 1, idempotency: { key: 'enc-old', fingerprint: await sha256Hex(before) } });
+    if (first.outcome !== 'admitted') throw new Error(first.outcome);
+    await ledger.finish(tenantId, { charge: first.charge, ok: true, response: { status: 200, content_type: 'application/json', body: '{"first":true}' } });
+    const retry = await encodeCall(app, secret, bytes, 'image/png', 'enc-old');
+    expect([retry.status, retry.headers.get('idempotent-replayed'), await retry.json()]).toEqual([200, 'true', { first: true }]);
+    expect((await encodeCall(app, secret, bytes.slice(1), 'image/png', 'enc-old')).status).toBe(422);
+    expect(images.calls).toEqual([]);
+  } finally {
+    other.close();
+  }
+});
 
 it('a delete committed but not yet published (KV put failed) answers 204 and is audited, not a 503 whose retry is a 404', async () => {
   const other = await createNodeBackend({ dataDir: join(dir, 'publish-fails'), operatorKey: TEST_OPERATOR_KEY });

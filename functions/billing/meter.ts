@@ -7,7 +7,8 @@ import type { Context, MiddlewareHandler } from 'hono';
 import type { Backend } from '../api/backend.ts';
 import { sha256Hex } from '../util/bytes.ts';
 import { badRequest, MedhashError } from '../util/errors.ts';
-import type { AuditInput, Charge, MeterKind, RateState, StoredResponse } from './ledger.ts';
+import { mediaType } from '../util/media-type.ts';
+import type { AuditInput, Charge, Idempotency, MeterKind, RateState, StoredResponse } from './ledger.ts';
 
 export const IDEMPOTENCY_HEADER = 'Idempotency-Key';
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
@@ -55,7 +56,7 @@ export async function meter(c: Context, kind: MeterKind, units: number): Promise
   if (m.charge) throw new Error('meter() called twice for one request');
   const backend = c.get('backend');
   const key = c.req.header(IDEMPOTENCY_HEADER);
-  let idempotency: { key: string; fingerprint: string } | undefined;
+  let idempotency: Idempotency | undefined;
   if (key !== undefined) {
     if (!IDEMPOTENCY_KEY.test(key)) throw badRequest('invalid_idempotency_key', `${IDEMPOTENCY_HEADER} must be 1-255 printable ASCII characters without spaces`, IDEMPOTENCY_HEADER);
     // Bytes, not text: an image body is not UTF-8, and lossy decoding could make two images look alike.
@@ -67,8 +68,14 @@ export async function meter(c: Context, kind: MeterKind, units: number): Promise
     const all = new Uint8Array(head.length + body.length);
     all.set(head);
     all.set(body, head.length);
-    const fingerprint = await sha256Hex(all);
-    idempotency = { key, fingerprint };
+    const unversioned = await sha256Hex(all);
+    // The media type too: the same bytes as image/png and as application/dicom are two requests.
+    // Its essence only, as the routes read it: none reads a parameter (no multipart, JSON is
+    // UTF-8 whatever the charset), so "Image/PNG; x=1" is the same request as "image/png".
+    // Folded into the hash of the rest, which stays what records written before kept (see
+    // Idempotency.unversioned); the prefix keeps the two forms from ever matching each other.
+    const fingerprint = `v2:${await sha256Hex(`${mediaType(c.req.header('content-type'))}\n${unversioned}`)}`;
+    idempotency = { key, fingerprint, unversioned };
   }
   const a = await backend.ledger(tenantId).admit(tenantId, { kind, units, idempotency });
   switch (a.outcome) {
@@ -82,7 +89,7 @@ export async function meter(c: Context, kind: MeterKind, units: number): Promise
     case 'in_progress':
       throw new MedhashError(409, 'idempotency_in_progress', `a request with this ${IDEMPOTENCY_HEADER} is still running; retry shortly`, IDEMPOTENCY_HEADER, undefined, { 'Retry-After': '1' });
     case 'key_reused':
-      throw new MedhashError(422, 'idempotency_key_reused', `this ${IDEMPOTENCY_HEADER} was used for a different request (method, path, query string or body); use a new key`, IDEMPOTENCY_HEADER);
+      throw new MedhashError(422, 'idempotency_key_reused', `this ${IDEMPOTENCY_HEADER} was used for a different request (method, path, query string, media type or body); use a new key`, IDEMPOTENCY_HEADER);
     case 'rate_limited':
       throw new MedhashError(
         429, 'rate_limited', `rate limit exceeded: ${a.rate.limit} requests at once, refilled over ${a.rate.window_s} s; retry after ${a.retry_after_s} s`,

@@ -262,6 +262,18 @@ export function billingSuite(runtime: string, { call, op, tenant, world, ingest 
       expect(await totals(all)).toMatchObject({ search: 3 });
     });
 
+    it('the media type counts as RFC 9110 reads it: written in another case or with parameters, the retry replays', async () => {
+      const { all, col } = await world(16);
+      const key = { 'idempotency-key': 'json-1' };
+      const first = await search(all, col, { code: 'ffff' }, { ...key, 'content-type': 'application/json' });
+      expect([first.status, first.headers.get('idempotent-replayed')]).toEqual([200, null]);
+      for (const type of ['Application/JSON', 'application/json;charset=UTF-8', 'application/json ; charset="utf-8"']) {
+        const again = await search(all, col, { code: 'ffff' }, { ...key, 'content-type': type });
+        expect([type, again.status, again.headers.get('idempotent-replayed')]).toEqual([type, 200, 'true']);
+      }
+      expect(await totals(all)).toMatchObject({ search: 1 });
+    });
+
     it('the same key on a different request is a 422; a malformed key a 400; failures can be retried', async () => {
       const { all, col } = await world(16);
       expect((await search(all, col, { code: 'ffff' }, { 'idempotency-key': 'k1' })).status).toBe(200);
