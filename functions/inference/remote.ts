@@ -6,6 +6,7 @@
 import { EncodeResponse, PROTOCOL_VERSION, tensorToBase64, type EncodeResponseBody, type ImageEncoding } from '../backend/protocol.ts';
 import { toBase64 } from '../util/bytes.ts';
 import { MedhashError, type ErrorStatus } from '../util/errors.ts';
+import { retryAfterSeconds } from '../util/retry-after.ts';
 import { CircuitBreaker, type BreakerOptions } from './breaker.ts';
 
 export type RemoteInput = { tensor: Float32Array } | { image: Uint8Array; contentType: string };
@@ -62,8 +63,8 @@ export class RemoteEncoder {
       throw new MedhashError(res.status as ErrorStatus, err?.error?.code ?? 'invalid_image', err?.error?.message ?? text, err?.error?.field);
     }
     if (!res.ok) {
-      const wait = res.status === 503 ? Number(res.headers.get('retry-after') ?? Number.NaN) : Number.NaN;
-      throw new BackendUnavailable(`inference backend ${this.url}: HTTP ${res.status}`, Number.isFinite(wait) && wait >= 0 ? wait : undefined);
+      const wait = res.status === 503 ? retryAfterSeconds(res.headers.get('retry-after')) : undefined;
+      throw new BackendUnavailable(`inference backend ${this.url}: HTTP ${res.status}`, wait);
     }
     const parsed = EncodeResponse.safeParse(safeJson(text));
     if (!parsed.success || parsed.data.results.length !== inputs.length) throw new BackendUnavailable(`inference backend ${this.url}: malformed answer`);

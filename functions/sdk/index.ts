@@ -15,6 +15,7 @@ import { loadWebEncoder, type Encoder } from '../encode/model.ts';
 import { preprocess } from '../encode/preprocess.ts';
 import { calibrationOf } from '../safety/calibration.ts';
 import { assess, OodRefusal } from '../safety/gate.ts';
+import { retryAfterSeconds } from '../util/retry-after.ts';
 
 /**
  * The WebAssembly files the SDK fetches at run time, served beside the bundle by the Node app
@@ -109,7 +110,7 @@ export class MedhashApiError extends Error {
     readonly ood?: OodAssessment,
     /** The facts behind the error: on 429 `{retry_after_s, limit, window_s}`, on 402 `{quota, used, requested, resets_at}`. */
     readonly details?: Record<string, unknown>,
-    /** Seconds to wait before retrying, from Retry-After (429; a 402 has none: `details.resets_at` says when the quota renews). */
+    /** Seconds to wait before retrying, from Retry-After, seconds or HTTP-date (429; a 402 has none: `details.resets_at` says when the quota renews). */
     readonly retryAfterS?: number,
   ) {
     super(message);
@@ -166,9 +167,8 @@ export class MedhashClient {
     if (res.ok) return res;
     const body = (await res.json().catch(() => null)) as { error?: { code: string; message: string; field?: string; details?: Record<string, unknown> }; ood?: OodAssessment } | null;
     const e = body?.error;
-    // the service sends whole seconds, never the HTTP-date form
-    const retryAfter = res.headers.get('retry-after')?.trim();
-    const retryAfterS = retryAfter !== undefined && /^\d+$/.test(retryAfter) ? Number(retryAfter) : undefined;
+    // the service sends whole seconds; a proxy or gateway in front of it may send a date
+    const retryAfterS = retryAfterSeconds(res.headers.get('retry-after'));
     throw new MedhashApiError(res.status, e?.code ?? 'http_error', e?.message ?? `${path}: HTTP ${res.status}`, e?.field, body?.ood, e?.details, retryAfterS);
   }
 

@@ -4,7 +4,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import { startNodeServer, type RunningServer } from '../../functions/entries/node.ts';
 import { MedhashApiError, MedhashClient } from '../../functions/sdk/index.ts';
 import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
@@ -55,4 +55,20 @@ it('a 429 carries the seconds of Retry-After and the limit in details; a 402 the
   // an error without them has neither
   const missing = await refusal(client.search('nope', 'ab'.repeat(8), undefined));
   expect([missing.status, missing.details, missing.retryAfterS]).toEqual([404, undefined, undefined]);
+});
+
+it('reads Retry-After as an HTTP-date too (a proxy in front of the service may send one), and a malformed one as none', async () => {
+  const answer = (retryAfter: string) => new Response(JSON.stringify({ error: { code: 'unavailable', message: 'busy' } }), { status: 503, headers: { 'content-type': 'application/json', 'retry-after': retryAfter } });
+  const stub = vi.spyOn(globalThis, 'fetch');
+  try {
+    stub.mockResolvedValueOnce(answer(new Date(Date.now() + 120_000).toUTCString()));
+    const dated = await refusal(client.collections());
+    expect([dated.status, dated.code]).toEqual([503, 'unavailable']);
+    expect(dated.retryAfterS).toBeGreaterThanOrEqual(118);
+    expect(dated.retryAfterS).toBeLessThanOrEqual(120);
+    stub.mockResolvedValueOnce(answer('in a while'));
+    expect((await refusal(client.collections())).retryAfterS).toBeUndefined();
+  } finally {
+    stub.mockRestore();
+  }
 });
