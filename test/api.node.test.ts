@@ -7,7 +7,6 @@ import { createApp } from '../functions/api/app.ts';
 import { createNodeBackend, type NodeBackend } from '../functions/entries/node.ts';
 import type { ImageEncoderApi } from '../functions/inference/remote.ts';
 import { DEFAULT_WRITER_LIMITS } from '../functions/store/writer.ts';
-import { sha256Hex } from '../functions/util/bytes.ts';
 import { MedhashError } from '../functions/util/errors.ts';
 import { apiSuite, type ApiHarness } from './shared/api-suite.ts';
 import { TEST_OPERATOR_KEY, TEST_SHARD_MAX_ITEMS } from './shared/constants.ts';
@@ -34,7 +33,7 @@ afterAll(() => {
 
 apiSuite('node', () => harness);
 
-/** A caller of `node`'s app, and the secret of a new tenant's key with every scope, and the tenant's id. */
+/** A caller of `node`'s app, and the secret of a new tenant's key with every scope. */
 async function tenantOn(node: NodeBackend) {
   const app = createApp(node.backend);
   const call = async (method: string, path: string, key: string, body?: unknown) => {
@@ -43,7 +42,7 @@ async function tenantOn(node: NodeBackend) {
   };
   const tenant = (await call('POST', '/v1/admin/tenants', TEST_OPERATOR_KEY, { name: 't' })).body as { id: string };
   const { secret } = (await call('POST', `/v1/admin/tenants/${tenant.id}/keys`, TEST_OPERATOR_KEY, { scopes: ['search', 'ingest', 'admin'] })).body as { secret: string };
-  return { call, secret, tenantId: tenant.id };
+  return { call, secret };
 }
 
 /** An edge encoder that answers every image alike and counts its calls, for metering tests. */
@@ -86,27 +85,6 @@ it('an Idempotency-Key covers the media type: the same bytes as another type are
     expect(images.calls).toEqual(['image/png']);
     const usage = (await call('GET', '/v1/usage', secret)).body as { totals: { encode: number } };
     expect(usage.totals.encode).toBe(1);
-  } finally {
-    other.close();
-  }
-});
-
-it('a retry of a request recorded before the media type counted still replays while its record lives', async () => {
-  const images = countingEncoder();
-  const other = await createNodeBackend({ dataDir: join(dir, 'idempotent-upgrade'), operatorKey: TEST_OPERATOR_KEY, images });
-  try {
-    const { secret, tenantId } = await tenantOn(other);
-    const app = createApp(other.backend);
-    // What the ledger kept for it: the hash of the request line and the body, nothing else.
-    const before = new Uint8Array([...new TextEncoder().encode('POST /v1/encode\n'), ...bytes]);
-    const ledger = other.backend.ledger(tenantId);
-    const first = await ledger.admit(tenantId, { kind: 'encode', units: 1, idempotency: { key: 'enc-old', fingerprint: await sha256Hex(before) } });
-    if (first.outcome !== 'admitted') throw new Error(first.outcome);
-    await ledger.finish(tenantId, { charge: first.charge, ok: true, response: { status: 200, content_type: 'application/json', body: '{"first":true}' } });
-    const retry = await encodeCall(app, secret, bytes, 'image/png', 'enc-old');
-    expect([retry.status, retry.headers.get('idempotent-replayed'), await retry.json()]).toEqual([200, 'true', { first: true }]);
-    expect((await encodeCall(app, secret, bytes.slice(1), 'image/png', 'enc-old')).status).toBe(422);
-    expect(images.calls).toEqual([]);
   } finally {
     other.close();
   }

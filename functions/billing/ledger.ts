@@ -51,12 +51,6 @@ export interface Idempotency {
   key: string;
   /** Of the request as meter() sees it; a record under the key with another is a different request. */
   fingerprint: string;
-  /**
-   * The same request's fingerprint as records written before the media type counted hold it
-   * (method, path, query and body only): such a record, at most IDEMPOTENCY_TTL_MS old, still
-   * matches, so a retry across the upgrade replays rather than being refused as a different request.
-   */
-  unversioned?: string;
 }
 
 /** A recorded charge; finish() keeps it (success) or takes it back (failure). */
@@ -197,7 +191,7 @@ export class LedgerStore {
         );
         const prior = rows[0];
         if (prior) {
-          if (prior.fingerprint !== idem.fingerprint && prior.fingerprint !== idem.unversioned) return { outcome: 'key_reused' };
+          if (prior.fingerprint !== idem.fingerprint) return { outcome: 'key_reused' };
           if (prior.state === 'done') {
             if (prior.body !== null) {
               return { outcome: 'replay', response: { status: Number(prior.status), content_type: String(prior.content_type), body: prior.body } };

@@ -61,21 +61,17 @@ export async function meter(c: Context, kind: MeterKind, units: number): Promise
     if (!IDEMPOTENCY_KEY.test(key)) throw badRequest('invalid_idempotency_key', `${IDEMPOTENCY_HEADER} must be 1-255 printable ASCII characters without spaces`, IDEMPOTENCY_HEADER);
     // Bytes, not text: an image body is not UTF-8, and lossy decoding could make two images look alike.
     // The body was read by the validator or the handler; Hono hands the cached copy back.
-    // The query string too: search by image takes its k, filters and exclusions there.
+    // The query string too: search by image takes its k, filters and exclusions there. And the
+    // media type: the same bytes as image/png and as application/dicom are two requests. Its
+    // essence only, as the routes read it: none reads a parameter, so "Image/PNG; x=1" is the
+    // same request as "image/png".
     const url = new URL(c.req.url);
-    const head = new TextEncoder().encode(`${c.req.method} ${url.pathname}${url.search}\n`);
+    const head = new TextEncoder().encode(`${c.req.method} ${url.pathname}${url.search}\n${mediaType(c.req.header('content-type'))}\n`);
     const body = new Uint8Array(await c.req.arrayBuffer());
     const all = new Uint8Array(head.length + body.length);
     all.set(head);
     all.set(body, head.length);
-    const unversioned = await sha256Hex(all);
-    // The media type too: the same bytes as image/png and as application/dicom are two requests.
-    // Its essence only, as the routes read it: none reads a parameter (no multipart, JSON is
-    // UTF-8 whatever the charset), so "Image/PNG; x=1" is the same request as "image/png".
-    // Folded into the hash of the rest, which stays what records written before kept (see
-    // Idempotency.unversioned); the prefix keeps the two forms from ever matching each other.
-    const fingerprint = `v2:${await sha256Hex(`${mediaType(c.req.header('content-type'))}\n${unversioned}`)}`;
-    idempotency = { key, fingerprint, unversioned };
+    idempotency = { key, fingerprint: await sha256Hex(all) };
   }
   const a = await backend.ledger(tenantId).admit(tenantId, { kind, units, idempotency });
   switch (a.outcome) {
