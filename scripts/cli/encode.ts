@@ -28,6 +28,9 @@ const BACKEND_TIMEOUT_MS = 60_000;
 // A full queue (503 with Retry-After) is the backend asking a bulk client to wait: the index
 // waits as asked and sends the batch again, up to this many times, rather than stopping.
 const QUEUE_FULL_RETRIES = 30;
+// The longest single wait: a Retry-After far out (a proxy's date hours ahead) would stall the run,
+// and one past setTimeout's 24.8 days fires at once.
+const QUEUE_FULL_MAX_WAIT_S = 60;
 // A dropped connection or a 5xx without Retry-After (a keep-alive socket the backend closed as
 // the batch went out, a backend restarting) costs a retry of that batch, not the whole run:
 // encoding is a pure function, so sending a batch again is safe.
@@ -40,7 +43,7 @@ async function whenQueueHasRoom<T>(send: () => Promise<T>): Promise<T> {
     } catch (e) {
       if (!(e instanceof BackendUnavailable)) throw e;
       if (e.retryAfterS !== undefined && ++queued <= QUEUE_FULL_RETRIES) {
-        await new Promise((ok) => setTimeout(ok, Math.max(1, e.retryAfterS!) * 1000));
+        await new Promise((ok) => setTimeout(ok, Math.min(QUEUE_FULL_MAX_WAIT_S, Math.max(1, e.retryAfterS!)) * 1000));
       } else if (e.retryAfterS === undefined && ++failed <= TRANSIENT_RETRIES) {
         await new Promise((ok) => setTimeout(ok, 500 * failed));
       } else {
