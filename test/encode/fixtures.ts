@@ -15,6 +15,8 @@ export const BRAIN_JPEG = 'Testing/notumor/Te-no_0137.jpg';
 
 /** DICOM files written by DCMTK (scripts/fixtures/make-dicom.ts). */
 export const DICOM_FIXTURES = join(import.meta.dirname, '..', 'fixtures', 'dicom');
+/** What the service decodes those (and files made for each branch of its decoder) to; the Python mirror must agree (scripts/fixtures/make-dicom-golden.ts). */
+export const DICOM_GOLDEN = join(DICOM_FIXTURES, 'decoded.json');
 /** The real JPEGs behind the 8-bit DICOM fixtures: a MedNIST grey X-ray and a Kather RGB tile. */
 export const DICOM_SOURCES = {
   grey: { set: 'mednist', member: 'Hand/000000.jpeg' },

@@ -1,0 +1,501 @@
+"""DICOM Part 10 files -> 8-bit pixels for training and evaluation: the Python mirror of the
+service's decoder, functions/encode/dicom.ts, with the size limits of its caller `decodeImage`
+(functions/encode/image.ts) for a file sent as application/dicom. dicom.ts is the reference;
+this file repeats it step by step (same walk, same supported subset, same limits, same refusals
+with the same messages and the same HTTP status and code on `DicomError`), so a DICOM in a class
+folder trains on the very pixels the service encodes it from. Spec: docs/ENCODING.md, "DICOM".
+test/fixtures/dicom/decoded.json (scripts/fixtures/make-dicom-golden.ts) pins both sides.
+
+What this owns: the Part 10 walk (file meta, then the data set's top level, sequences skipped by
+their items, at most MAX_ELEMENTS elements and MAX_DEPTH levels), the pixel attributes of group
+0028, and their mapping to bytes: stored values masked to Bits Stored and sign-extended, the
+modality rescale, the first VOI window (LINEAR, LINEAR_EXACT, SIGMOID) or else the stretch over
+the data's own range, MONOCHROME1 inverted; RGB kept (planar configuration 0 or 1). Only
+Explicit and Implicit VR Little Endian are read; no patient, study or date field is read at all.
+
+Where JavaScript semantics show in the result they are repeated: numbers are parsed as
+`Number(s)` parses them and written as JavaScript writes them, `Math.round` rounds halves up, and
+a value stored into a Uint8Array wraps modulo 256 (NaN to 0). The arithmetic is float64 in
+dicom.ts's order of operations (numpy's + - * / round as JavaScript's do); only SIGMOID's exp may
+differ from V8's Math.exp in the last bit, which moves a byte only within that bit of a half.
+The grey mapping is a lookup table over the stored range, as in dicom.ts, computed with numpy.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+SUPPORTED = {
+    "1.2.840.10008.1.2": "Implicit VR Little Endian",
+    "1.2.840.10008.1.2.1": "Explicit VR Little Endian",
+}
+
+#: Names of the common transfer syntaxes this decoder refuses, for the error message.
+REFUSED = {
+    "1.2.840.10008.1.2.1.99": "Deflated Explicit VR Little Endian",
+    "1.2.840.10008.1.2.2": "Explicit VR Big Endian",
+    "1.2.840.10008.1.2.4.50": "JPEG Baseline",
+    "1.2.840.10008.1.2.4.51": "JPEG Extended",
+    "1.2.840.10008.1.2.4.57": "JPEG Lossless",
+    "1.2.840.10008.1.2.4.70": "JPEG Lossless SV1",
+    "1.2.840.10008.1.2.4.80": "JPEG-LS Lossless",
+    "1.2.840.10008.1.2.4.81": "JPEG-LS Near-Lossless",
+    "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless",
+    "1.2.840.10008.1.2.4.91": "JPEG 2000",
+    "1.2.840.10008.1.2.5": "RLE Lossless",
+}
+
+#: Explicit-VR value representations with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
+LONG_VRS = frozenset(["OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"])
+UNDEFINED_LENGTH = 0xFFFFFFFF
+#: Far above any real header (a few hundred elements), far below what costs time.
+MAX_ELEMENTS = 50_000
+MAX_DEPTH = 8
+
+#: decodeImage's DEFAULT_LIMITS (functions/encode/image.ts).
+MAX_BYTES = 8 * 1024 * 1024
+MAX_SIDE = 4096
+MAX_PIXELS = 16 * 1024 * 1024
+
+_PNG = b"\x89PNG\r\n\x1a\n"
+_JPEG = b"\xff\xd8\xff"
+
+
+class DicomError(ValueError):
+    """A refused file: `status` and `code` are the service's answer for it (400 `empty_image`,
+    413 `image_too_large`, 415 `unsupported_image_type`, 422 `corrupt_image`), the message its."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+    def __reduce__(self):
+        # through a worker process of data.py's pool intact (the default would pass the message alone)
+        return DicomError, (self.status, self.code, str(self))
+
+
+def _corrupt(message: str) -> DicomError:
+    return DicomError(422, "corrupt_image", message)
+
+
+def _unsupported(message: str) -> DicomError:
+    return DicomError(415, "unsupported_image_type", message)
+
+
+def is_dicom(b: bytes) -> bool:
+    """True when the bytes are a DICOM Part 10 file (128-byte preamble, then "DICM")."""
+    return len(b) >= 132 and b[128:132] == b"DICM"
+
+
+def sniffs_as_dicom(b: bytes) -> bool:
+    """Whether the service, given these bytes without a content type, reads them as DICOM: its
+    sniff tries the PNG signature and the JPEG start first (a preamble may begin with either)."""
+    return is_dicom(b) and not b.startswith((_PNG, _JPEG))
+
+
+# --- JavaScript's number semantics, where they reach a pixel or a message ---------------------
+
+# StrWhiteSpaceChar of ECMA-262: WhiteSpace and LineTerminator
+_JS_SPACE = "\t\n\v\f\r \xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_JS_DECIMAL = re.compile(r"[+-]?(?:Infinity|(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)")
+_JS_RADIX = re.compile(r"0(?:[xX]([0-9a-fA-F]+)|[oO]([0-7]+)|[bB]([01]+))")
+
+
+def js_number(s: str) -> float:
+    """`Number(s)`: surrounding white space ignored, empty is 0, decimal (with Infinity) or
+    0x/0o/0b integers; anything else NaN."""
+    t = s.strip(_JS_SPACE)
+    if t == "":
+        return 0.0
+    if _JS_DECIMAL.fullmatch(t):
+        return float(t)
+    m = _JS_RADIX.fullmatch(t)
+    if m:
+        digits, radix = next((d, r) for d, r in zip(m.groups(), (16, 8, 2)) if d is not None)
+        try:
+            return float(int(digits, radix))
+        except OverflowError:
+            return math.inf
+    return math.nan
+
+
+def js_string(x: float | int) -> str:
+    """`String(x)` of a JavaScript number (Number::toString: shortest digits, exponent from 1e21
+    and below 1e-6)."""
+    if isinstance(x, int):
+        x = float(x)
+    if x != x:
+        return "NaN"
+    if x == 0:
+        return "0"
+    if math.isinf(x):
+        return "Infinity" if x > 0 else "-Infinity"
+    if x < 0:
+        return "-" + js_string(-x)
+    mantissa, _, exp = repr(x).partition("e")
+    whole, _, frac = mantissa.partition(".")
+    digits, n = whole + frac, len(whole) + int(exp or 0)
+    while digits.startswith("0"):
+        digits, n = digits[1:], n - 1
+    digits = digits.rstrip("0")
+    k = len(digits)
+    if k <= n <= 21:
+        return digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return "0." + "0" * -n + digits
+    e = n - 1
+    sign = "+" if e >= 0 else "-"
+    return (digits if k == 1 else digits[0] + "." + digits[1:]) + f"e{sign}{abs(e)}"
+
+
+def _json(s: str) -> str:
+    """`JSON.stringify(s)` of a string."""
+    return json.dumps(s, ensure_ascii=False)
+
+
+def _js_round(v: np.ndarray) -> np.ndarray:
+    """`Math.round`: the nearest integer, halves toward +infinity (NaN stays NaN)."""
+    f = np.floor(v)
+    with np.errstate(invalid="ignore"):
+        return np.where(v - f >= 0.5, f + 1, f)
+
+
+def _to_uint8(v: np.ndarray) -> np.ndarray:
+    """A number stored into a Uint8Array: NaN and infinities 0, else truncated modulo 256."""
+    v = np.asarray(v, dtype=np.float64)
+    finite = np.isfinite(v)
+    return np.where(finite, np.mod(np.trunc(np.where(finite, v, 0.0)), 256.0), 0.0).astype(np.uint8)
+
+
+# --- the walk --------------------------------------------------------------------------------
+
+def _hex4(n: int) -> str:
+    return f"{n:04X}"
+
+
+def _ascii(v: bytes) -> str:
+    """The first 64 bytes of a value as text: every attribute read here is shorter."""
+    return v[:64].decode("latin-1")
+
+
+class _Walker:
+    def __init__(self, b: bytes):
+        self.b = b
+        self.elements = 0
+
+    def _u16(self, pos: int) -> int:
+        return self.b[pos] | (self.b[pos + 1] << 8)
+
+    def _u32(self, pos: int) -> int:
+        return struct.unpack_from("<I", self.b, pos)[0]
+
+    def header(self, pos: int, explicit: bool) -> tuple[int, int, int, int]:
+        """(group, element, length, value start) of the element header at `pos`. Items and
+        delimiters (group FFFE) have no VR in any syntax."""
+        self.elements += 1
+        if self.elements > MAX_ELEMENTS:
+            raise _corrupt(f"DICOM has more than {MAX_ELEMENTS} elements before its pixel data")
+        n = len(self.b)
+        if pos + 8 > n:
+            raise _corrupt(f"DICOM is truncated: an element header at byte {pos} runs past the end")
+        group, element = self._u16(pos), self._u16(pos + 2)
+        if group == 0xFFFE or not explicit:
+            return group, element, self._u32(pos + 4), pos + 8
+        c0, c1 = self.b[pos + 4], self.b[pos + 5]
+        if not (0x41 <= c0 <= 0x5A and 0x41 <= c1 <= 0x5A):
+            raise _corrupt(f"DICOM element ({_hex4(group)},{_hex4(element)}) at byte {pos} has no value representation, "
+                           "though the transfer syntax says explicit VR")
+        if chr(c0) + chr(c1) in LONG_VRS:
+            if pos + 12 > n:
+                raise _corrupt(f"DICOM is truncated: an element header at byte {pos} runs past the end")
+            return group, element, self._u32(pos + 8), pos + 12
+        return group, element, self._u16(pos + 6), pos + 8
+
+    def end(self, group: int, element: int, length: int, value: int) -> int:
+        """The position after a defined-length value, checked to lie inside the file."""
+        end = value + length
+        if end > len(self.b):
+            raise _corrupt(f"DICOM is truncated: element ({_hex4(group)},{_hex4(element)}) declares {length} bytes, "
+                           f"{len(self.b) - value} are left")
+        return end
+
+    def sequence(self, pos: int, explicit: bool, depth: int) -> int:
+        """Skips an undefined-length sequence (items up to the Sequence Delimitation Item)."""
+        if depth > MAX_DEPTH:
+            raise _corrupt(f"DICOM nests sequences more than {MAX_DEPTH} deep")
+        while True:
+            h = self.header(pos, explicit)
+            group, element, length, value = h
+            if group == 0xFFFE and element == 0xE0DD:
+                return value
+            if group != 0xFFFE or element != 0xE000:
+                raise _corrupt(f"DICOM sequence holds ({_hex4(group)},{_hex4(element)}) where an item belongs")
+            pos = self.item(value, explicit, depth) if length == UNDEFINED_LENGTH else self.end(*h)
+
+    def item(self, pos: int, explicit: bool, depth: int) -> int:
+        """Skips an undefined-length item's data set, up to its Item Delimitation Item."""
+        while True:
+            h = self.header(pos, explicit)
+            group, element, length, value = h
+            if group == 0xFFFE and element == 0xE00D:
+                return value
+            pos = self.sequence(value, explicit, depth + 1) if length == UNDEFINED_LENGTH else self.end(*h)
+
+    def walk(self) -> tuple[dict[int, bytes], int, int]:
+        """(group 0028 values by tag, Pixel Data offset, Pixel Data length)."""
+        b = self.b
+        pos = 132
+        syntax = ""
+        # the file meta group (0002) is explicit VR little endian whatever the data set's syntax
+        while pos + 2 <= len(b) and self._u16(pos) == 0x0002:
+            h = self.header(pos, True)
+            if h[2] == UNDEFINED_LENGTH:
+                raise _corrupt("DICOM file meta header has an element of undefined length")
+            end = self.end(*h)
+            if h[1] == 0x0010:
+                syntax = _ascii(b[h[3]:end]).rstrip("\0 ")
+            pos = end
+        if syntax not in SUPPORTED:
+            name = REFUSED[syntax] if syntax in REFUSED else "an unsupported transfer syntax" if syntax else "no transfer syntax"
+            raise _unsupported(f"DICOM transfer syntax {syntax or '(missing)'} ({name}) is not supported: send the file "
+                               "uncompressed, in Explicit or Implicit VR Little Endian (e.g. dcmdjpeg or gdcmconv --raw)")
+        explicit = syntax == "1.2.840.10008.1.2.1"
+        attrs: dict[int, bytes] = {}
+        while pos < len(b):
+            h = self.header(pos, explicit)
+            group, element, length, value = h
+            if group == 0x7FE0 and element == 0x0010:
+                if length == UNDEFINED_LENGTH:
+                    raise _corrupt("DICOM pixel data is encapsulated in an uncompressed transfer syntax")
+                # its length is checked against the file after the size limits (a 413 first)
+                return attrs, value, length
+            if length == UNDEFINED_LENGTH:
+                pos = self.sequence(value, explicit, 1)
+                continue
+            end = self.end(*h)
+            if group == 0x0028:
+                attrs[element] = b[value:end]
+            pos = end
+        raise _corrupt("DICOM has no Pixel Data (7FE0,0010) at its top level: it is not an image")
+
+
+# --- the pixel attributes --------------------------------------------------------------------
+
+_NAMES = {
+    0x0002: "Samples per Pixel", 0x0004: "Photometric Interpretation", 0x0006: "Planar Configuration",
+    0x0008: "Number of Frames", 0x0010: "Rows", 0x0011: "Columns", 0x0100: "Bits Allocated", 0x0101: "Bits Stored",
+    0x0102: "High Bit", 0x0103: "Pixel Representation", 0x1050: "Window Center", 0x1051: "Window Width",
+    0x1052: "Rescale Intercept", 0x1053: "Rescale Slope", 0x1056: "VOI LUT Function",
+}
+
+
+def _label(e: int) -> str:
+    return f"{_NAMES[e]} (0028,{_hex4(e)})"
+
+
+def _text(attrs: dict[int, bytes], e: int) -> str | None:
+    """The first value of a text attribute (DS, IS, CS, UI), trimmed; None when absent or empty."""
+    v = attrs.get(e)
+    if v is None:
+        return None
+    s = _ascii(v).split("\\")[0].strip("\0 ")
+    return None if s == "" else s
+
+
+@dataclass
+class _Attributes:
+    rows: int
+    columns: int
+    samples: int
+    photometric: str
+    bits_allocated: int
+    bits_stored: int
+    signed: bool
+    planar: int
+    slope: float
+    intercept: float
+    #: (centre, width, VOI LUT Function) of the first window, or None
+    window: tuple[float, float, str] | None
+    pixel_offset: int
+    pixel_length: int
+
+
+def _attributes(attrs: dict[int, bytes], pixel_offset: int, pixel_length: int) -> _Attributes:
+    """Group 0028 read and checked in dicom.ts's order, so a file with several faults gets the
+    same (first) refusal."""
+    def us(e: int, fallback: int | None = None) -> int:
+        v = attrs.get(e)
+        if v is None or len(v) == 0:
+            if fallback is None:
+                raise _corrupt(f"DICOM has no {_label(e)}, which an image needs")
+            return fallback
+        if len(v) < 2:
+            raise _corrupt(f"DICOM's {_label(e)} is not a 16-bit value")
+        return v[0] | (v[1] << 8)
+
+    def num(e: int) -> float | None:
+        s = _text(attrs, e)
+        if s is None:
+            return None
+        n = js_number(s)
+        if not math.isfinite(n):
+            raise _corrupt(f"DICOM's {_label(e)} is not a number: {_json(s)}")
+        return n
+
+    bits_allocated = us(0x0100)
+    bits_stored = us(0x0101, bits_allocated)
+    high_bit = us(0x0102, bits_stored - 1)
+    representation = us(0x0103, 0)
+    frames = num(0x0008)
+    frames = 1.0 if frames is None else frames
+    slope = num(0x1053)
+    slope = 1.0 if slope is None else slope
+    centre = num(0x1050)
+    width = num(0x1051)
+    rows = us(0x0010)
+    columns = us(0x0011)
+    samples = us(0x0002, 1)
+    photometric = (_text(attrs, 0x0004) or "").upper()
+    planar = us(0x0006, 0)
+    intercept = num(0x1052)
+    window = (centre, width, (_text(attrs, 0x1056) or "LINEAR").upper()) if centre is not None and width is not None else None
+    a = _Attributes(rows, columns, samples, photometric, bits_allocated, bits_stored, representation == 1, planar, slope,
+                    0.0 if intercept is None else intercept, window, pixel_offset, pixel_length)
+
+    grey = a.photometric in ("MONOCHROME1", "MONOCHROME2")
+    if not (grey and a.samples == 1) and not (a.photometric == "RGB" and a.samples == 3):
+        raise _unsupported(f"DICOM photometric interpretation {a.photometric or '(missing)'} with {a.samples} sample(s) "
+                           "per pixel is not supported (MONOCHROME1, MONOCHROME2 or RGB)")
+    if bits_allocated not in (8, 16):
+        raise _unsupported(f"DICOM with {bits_allocated} bits allocated per sample is not supported (8 or 16)")
+    if a.photometric == "RGB" and bits_allocated != 8:
+        raise _unsupported("DICOM RGB with 16-bit samples is not supported")
+    if bits_stored < 1 or bits_stored > bits_allocated:
+        raise _corrupt(f"DICOM declares {bits_stored} bits stored in {bits_allocated} allocated")
+    if high_bit != bits_stored - 1:
+        raise _unsupported(f"DICOM with High Bit {high_bit} for {bits_stored} bits stored is not supported "
+                           "(only High Bit = Bits Stored - 1)")
+    if representation > 1:
+        raise _corrupt(f"DICOM's {_label(0x0103)} is {representation}; it must be 0 (unsigned) or 1 (signed)")
+    if a.planar > 1:
+        raise _corrupt(f"DICOM's {_label(0x0006)} is {a.planar}; it must be 0 or 1")
+    if not (float(frames).is_integer()) or frames < 1:
+        raise _corrupt(f"DICOM's {_label(0x0008)} is {js_string(frames)}")
+    if frames != 1:
+        raise _unsupported(f"DICOM with {js_string(frames)} frames is not supported: send one frame per request")
+    if slope == 0:
+        raise _corrupt(f"DICOM's {_label(0x1053)} is 0, which would make every pixel the same")
+    if a.window and a.window[2] not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
+        raise _unsupported(f"DICOM {_label(0x1056)} {a.window[2]} is not supported (LINEAR, LINEAR_EXACT or SIGMOID)")
+    return a
+
+
+# --- the pixels ------------------------------------------------------------------------------
+
+def _voi(window: tuple[float, float, str], x: np.ndarray) -> np.ndarray | None:
+    """The VOI function of PS3.3 C.11.2.1.2 and C.11.2.1.3 to 0..255 (float64, before rounding),
+    or None for a window it cannot use. The operations are dicom.ts's, in its order."""
+    c, w, fn = window
+    with np.errstate(all="ignore"):
+        if fn == "LINEAR":
+            if w < 1:
+                return None
+            lo = c - 0.5 - (w - 1) / 2
+            hi = c - 0.5 + (w - 1) / 2
+            mid = ((x - (c - 0.5)) / (w - 1) + 0.5) * 255 if w != 1 else np.zeros_like(x)
+            return np.where(x <= lo, 0.0, np.where(x > hi, 255.0, mid))
+        if w <= 0:
+            return None
+        if fn == "LINEAR_EXACT":
+            return np.where(x <= c - w / 2, 0.0, np.where(x > c + w / 2, 255.0, ((x - c) / w + 0.5) * 255))
+        return 255 / (1 + np.exp((-4 * (x - c)) / w))
+
+
+def _grey_pixels(a: _Attributes, b: bytes) -> np.ndarray:
+    """Stored values masked to Bits Stored and sign-extended, then through a lookup table from
+    stored value to byte (at most 65536 entries)."""
+    n = a.rows * a.columns
+    dtype = "<u2" if a.bits_allocated == 16 else "u1"
+    raw = np.frombuffer(b, dtype=dtype, count=n, offset=a.pixel_offset).astype(np.int64)
+    mask = (1 << a.bits_stored) - 1
+    sign = 1 << (a.bits_stored - 1)
+    stored = raw & mask
+    if a.signed:
+        stored = np.where(stored & sign, stored - mask - 1, stored)
+    lo_s, hi_s = int(stored.min()), int(stored.max())
+    s = np.arange(lo_s, hi_s + 1, dtype=np.float64)
+
+    def modality(v):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return v * a.slope + a.intercept
+
+    voi = _voi(a.window, modality(s)) if a.window else None
+    if voi is not None:
+        to_byte = _js_round(voi)
+    elif a.bits_allocated == 8 and a.bits_stored == 8 and not a.signed and a.slope == 1 and a.intercept == 0:
+        to_byte = s
+    else:
+        # the stretch over the data's own range; rescale is linear, so its ends are the stored ends
+        lo, hi = sorted([modality(float(lo_s)), modality(float(hi_s))])
+        if hi > lo:
+            with np.errstate(all="ignore"):
+                to_byte = _js_round(((modality(s) - lo) / (hi - lo)) * 255)
+        else:
+            to_byte = np.zeros_like(s)
+    lut = _to_uint8(255 - to_byte if a.photometric == "MONOCHROME1" else to_byte)
+    return lut[stored - lo_s].reshape(a.rows, a.columns, 1)
+
+
+def _rgb_pixels(a: _Attributes, b: bytes) -> np.ndarray:
+    n = a.rows * a.columns
+    src = np.frombuffer(b, dtype=np.uint8, count=3 * n, offset=a.pixel_offset)
+    if a.planar == 0:
+        return src.copy().reshape(a.rows, a.columns, 3)
+    # planar configuration 1 stores the three colour planes one after the other
+    return src.reshape(3, n).T.copy().reshape(a.rows, a.columns, 3)
+
+
+def _check_size(width: int, height: int) -> None:
+    """decodeImage's checkSize with the default limits."""
+    if width == 0 or height == 0:
+        raise _corrupt(f"image declares an empty size {width}x{height}")
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise DicomError(413, "image_too_large", f"image is {width}x{height}; width and height may be at most {MAX_SIDE}")
+    if width * height > MAX_PIXELS:
+        raise DicomError(413, "image_too_large", f"image is {width}x{height} = {width * height} pixels; at most {MAX_PIXELS}")
+
+
+def decode(data: bytes) -> np.ndarray:
+    """A DICOM file's bytes -> (rows, columns, 1 or 3) uint8, as the service's
+    `decodeImage(bytes, 'application/dicom')` decodes them; raises DicomError as it refuses them."""
+    data = bytes(data)
+    if len(data) == 0:
+        raise DicomError(400, "empty_image", "image is empty (0 bytes)")
+    if len(data) > MAX_BYTES:
+        raise DicomError(413, "image_too_large", f"image is {len(data)} bytes; at most {MAX_BYTES}")
+    sniffed = "PNG" if data.startswith(_PNG) else "JPEG" if data.startswith(_JPEG) else None
+    if sniffed:
+        raise _unsupported(f"content type application/dicom does not match the bytes, which are {sniffed}")
+    if not is_dicom(data):
+        raise _unsupported('not a DICOM Part 10 file: no "DICM" after its 128-byte preamble')
+    a = _attributes(*_Walker(data).walk())
+    _check_size(a.columns, a.rows)
+    need = a.rows * a.columns * a.samples * (a.bits_allocated // 8)
+    present = min(a.pixel_length, len(data) - a.pixel_offset)
+    if present < need:
+        raise _corrupt(f"DICOM is truncated: {a.columns}x{a.rows} pixels need {need} bytes of pixel data, {present} are present")
+    return _rgb_pixels(a, data) if a.photometric == "RGB" else _grey_pixels(a, data)
+
+
+def decode_rgb(data: bytes) -> np.ndarray:
+    """A DICOM file -> (H, W, 3) uint8 for preprocess.py: grey replicated, as for a grey PNG or JPEG."""
+    px = decode(data)
+    return np.repeat(px, 3, axis=2) if px.shape[2] == 1 else px

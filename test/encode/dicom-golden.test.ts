@@ -1,0 +1,49 @@
+// The service's DICOM decoder still gives what test/fixtures/dicom/decoded.json records, which the
+// Python mirror (models/medhash_model/dicom.py, test/python/test_dicom.py) is held to: the pixels
+// (shape, channels, sha256) of every file it reads and the status, code and message of every file
+// it refuses, for the DCMTK fixtures, the files made for each branch and the seeded mutations. A
+// change to dicom.ts fails here until the golden file is written again
+// (npx tsx scripts/fixtures/make-dicom-golden.ts), and then the Python test until dicom.py follows.
+import { readdirSync, readFileSync } from 'node:fs';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { buildDicomGolden, fromParts, goldenText, mutated, outcome, type DicomGolden } from '../../scripts/fixtures/dicom-golden.ts';
+import { DICOM_FIXTURES, DICOM_GOLDEN } from './fixtures.ts';
+
+const committed = JSON.parse(readFileSync(DICOM_GOLDEN, 'utf8')) as DicomGolden;
+let now: DicomGolden;
+beforeAll(async () => {
+  now = await buildDicomGolden();
+});
+
+describe('test/fixtures/dicom/decoded.json is what dicom.ts decodes', () => {
+  it('names every fixture, and the limits are the decoder\'s', () => {
+    expect(committed.fixtures.map((f) => f.file)).toEqual(readdirSync(DICOM_FIXTURES).filter((f) => f.endsWith('.dcm')).sort());
+    expect(committed.limits).toEqual(now.limits);
+  });
+
+  it('the DCMTK fixtures: the same pixels, the same refusals', () => {
+    expect(now.fixtures).toEqual(committed.fixtures);
+    // both kinds are there: what the parity covers
+    expect(committed.fixtures.filter((f) => 'sha256' in f).length).toBeGreaterThanOrEqual(10);
+    expect(committed.fixtures.filter((f) => 'refused' in f).map((f) => f.file)).toEqual(['grey8-bigendian.dcm', 'grey8-deflated.dcm', 'grey8-jpeg-baseline.dcm', 'grey8-two-frames.dcm']);
+  });
+
+  it('the files made for each branch', () => {
+    expect(now.made.map((m) => m.name)).toEqual(committed.made.map((m) => m.name));
+    for (const [i, m] of committed.made.entries()) expect(now.made[i], m.name).toEqual(m);
+  });
+
+  it('the seeded mutations of the fixtures, replayed from the stored bytes', async () => {
+    expect(now.mutations).toEqual(committed.mutations);
+    // the stored form (length and changed bytes) is enough to rebuild each case, as Python does
+    const case0 = committed.mutations.cases[0];
+    const original = new Uint8Array(readFileSync(`${DICOM_FIXTURES}/${case0.file}`));
+    const { file: _f, length: _l, set: _s, ...expected } = case0;
+    expect(await outcome(mutated(original, case0.length, case0.set))).toEqual(expected);
+  });
+
+  it('is written as make-dicom-golden.ts writes it (no hand edits)', () => {
+    expect(readFileSync(DICOM_GOLDEN, 'utf8')).toBe(goldenText(committed));
+    expect(fromParts([['0a0b', 2], ['ff', 1]])).toEqual(new Uint8Array([10, 11, 10, 11, 255]));
+  });
+});
