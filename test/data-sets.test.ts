@@ -1,14 +1,20 @@
 // Data sets as the evaluation scripts open them: the TypeScript md5 split rule reproduces every
 // split of ../shared/data's manifests, and a class folder made of a set's own files opens with
-// the splits, labels and bytes the manifest gives those files, as the Python reader splits it.
+// the splits, labels and bytes the manifest gives those files, as the Python reader splits it;
+// .dcm files in it are read too (as by the Python reader), and encode as the JPEG they were made from.
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { md5Split, openDataSet, readManifest, TarReader } from '../scripts/data/shared-data.ts';
+import { loadCard } from '../functions/encode/card.ts';
+import { decodeImage } from '../functions/encode/image.ts';
+import { initNodeImageCodecs } from '../functions/encode/image-node.ts';
+import { loadNodeEncoder, packCode, row } from '../functions/encode/model.ts';
+import { encodeMembers } from '../scripts/data/encode-set.ts';
+import { IMAGE_EXTENSIONS, md5Split, openDataSet, readManifest, TarReader } from '../scripts/data/shared-data.ts';
 import { folderImages } from '../scripts/cli/images.ts';
-import { dataDir } from './encode/fixtures.ts';
+import { dataDir, DICOM_FIXTURES, DICOM_SOURCES, MODELS } from './encode/fixtures.ts';
 
 describe('md5Split', () => {
   it.each(['brain_tumor_mri', 'kather_crc_2016', 'mednist'])('gives the manifest split of every %s image', async (set) => {
@@ -133,6 +139,56 @@ describe('openDataSet on a class folder', () => {
       await reader.close();
       expect(rows.map((r) => [r.path, r.label])).toEqual(want);
       expect((await folderImages(folder)).map((f) => [f.id, f.label])).toEqual(want);
+    } finally {
+      rmSync(folder, { recursive: true, force: true });
+    }
+  });
+
+  it('reads .dcm files as the Python reader does, and a DICOM encodes as the JPEG it was made from', async () => {
+    const folder = mkdtempSync(join(tmpdir(), 'medhash-dicom-'));
+    try {
+      const tar = await TarReader.open(join(dataDir(DICOM_SOURCES.grey.set), 'images.tar'));
+      mkdirSync(join(folder, 'Hand', 'sub'), { recursive: true });
+      writeFileSync(join(folder, 'Hand', 'scan.jpeg'), await tar.read(DICOM_SOURCES.grey.member));
+      await tar.close();
+      copyFileSync(join(DICOM_FIXTURES, 'grey8-explicit.dcm'), join(folder, 'Hand', 'scan.dcm'));
+      copyFileSync(join(DICOM_FIXTURES, 'ct16-window.dcm'), join(folder, 'Hand', 'sub', 'SCAN2.DCM'));
+      writeFileSync(join(folder, 'Hand', '._scan.dcm'), new Uint8Array([0, 5, 22, 7]));
+      const python = [
+        'import json, sys',
+        `sys.path.insert(0, ${JSON.stringify(join(import.meta.dirname, '..', 'models'))})`,
+        'from pathlib import Path',
+        'from medhash_model.data import IMAGE_EXT, _folder_records',
+        `print(json.dumps([list(IMAGE_EXT), [[r.id, r.label, r.split] for r in _folder_records(Path(${JSON.stringify(folder)}))]]))`,
+      ].join('\n');
+      const [extensions, want] = JSON.parse(execFileSync('/usr/bin/python3', ['-c', python], { encoding: 'utf8' })) as [string[], string[][]];
+      // one list a side, the same on both
+      expect(IMAGE_EXTENSIONS).toEqual(extensions);
+      expect(want.map((r) => r[0])).toEqual(['Hand/scan.dcm', 'Hand/scan.jpeg', 'Hand/sub/SCAN2.DCM']);
+      const { rows, reader } = await openDataSet(folder);
+      try {
+        expect(rows.map((r) => [r.path, r.label, r.split])).toEqual(want);
+        expect((await folderImages(folder)).map((f) => [f.id, f.contentType])).toEqual([
+          ['Hand/scan.dcm', 'application/dicom'], ['Hand/scan.jpeg', 'image/jpeg'], ['Hand/sub/SCAN2.DCM', 'application/dicom']]);
+        // the evaluation's own path: the reader's bytes, sniffed by decodeImage, preprocessed and encoded
+        await initNodeImageCodecs();
+        const [dcm, jpeg] = [await decodeImage(await reader.read('Hand/scan.dcm')), await decodeImage(await reader.read('Hand/scan.jpeg'))];
+        expect(Buffer.from(dcm.data).equals(Buffer.from(jpeg.data))).toBe(true);
+        const { card, onnx } = await loadCard(join(MODELS, 'mednist-darf-b64.card.json'));
+        const encoder = await loadNodeEncoder(onnx, card);
+        const codes: string[] = [];
+        try {
+          await encodeMembers(reader, rows.map((r) => r.path), encoder, 8, (_paths, out) => {
+            for (let i = 0; i < out.n; i++) codes.push(Buffer.from(packCode(row(out.u, card.bits, i))).toString('hex'));
+          });
+        } finally {
+          await encoder.close();
+        }
+        expect(codes).toHaveLength(3);
+        expect(codes[0]).toBe(codes[1]);
+      } finally {
+        await reader.close();
+      }
     } finally {
       rmSync(folder, { recursive: true, force: true });
     }

@@ -1,8 +1,9 @@
 """Data readers: the ../shared/data layout (images.tar + manifest.csv with md5 splits), plain
-class folders (ImageFolder convention, split by the same md5 rule), the PneumoniaMNIST .npz and
-Fashion-MNIST IDX files. Everything goes through preprocess.py, and the preprocessed arrays are
-cached per (source, its files' sizes and mtimes, size, channels) so that training epochs do not
-decode JPEGs again."""
+class folders (ImageFolder convention, split by the same md5 rule; PNG, JPEG and uncompressed
+DICOM, IMAGE_EXT), the PneumoniaMNIST .npz and Fashion-MNIST IDX files. Everything goes through
+preprocess.py (a DICOM through dicom.py, the mirror of the service's decoder, first), and the
+preprocessed arrays are cached per (source, its files' sizes and mtimes, size, channels, the
+extensions read) so that training epochs do not decode JPEGs again."""
 from __future__ import annotations
 
 import csv
@@ -19,10 +20,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .dicom import DicomError
 from .preprocess import PREPROCESS_VERSION, preprocess_bytes, preprocess_rgb
 
 SPLITS = ("train", "val", "db", "query")
-IMAGE_EXT = {".png", ".jpg", ".jpeg"}
+#: The one list of what a class folder's reader takes (any case); scripts/data/shared-data.ts's
+#: contentTypeOf is the TypeScript side's. A .dcm file is decoded by dicom.py as the service
+#: decodes it (uncompressed only: a compressed one stops the load, naming the file).
+IMAGE_EXT = (".png", ".jpg", ".jpeg", ".dcm")
 
 
 def md5_split(md5_hex: str) -> str:
@@ -74,7 +79,7 @@ def _folder_records(root: Path) -> list[Record]:
                 split = md5_split(hashlib.md5(data).hexdigest())
                 out.append(Record(str(p.relative_to(root)), cls.name, split, (lambda d=data: d)))
     if not out:
-        raise ValueError(f"{root}: no class folders with .png/.jpg images")
+        raise ValueError(f"{root}: no class folders with {'/'.join(IMAGE_EXT)} images")
     return out
 
 
@@ -161,7 +166,11 @@ _PENDING: list[Record] = []
 
 def _preprocess_one(i: int, size: int, channels: int) -> np.ndarray:
     raw = _PENDING[i].load()
-    x = preprocess_bytes(raw, size, channels) if isinstance(raw, bytes) else preprocess_rgb(raw, size, channels)
+    try:
+        x = preprocess_bytes(raw, size, channels) if isinstance(raw, bytes) else preprocess_rgb(raw, size, channels)
+    except DicomError as e:
+        # as the TypeScript evaluation names it (scripts/data/encode-set.ts): which file, and why
+        raise DicomError(e.status, e.code, f"{_PENDING[i].id}: {e}") from None
     return x.astype(np.float16)
 
 
@@ -213,7 +222,8 @@ def load(source: str | os.PathLike, size: int, channels: int, cache_dir: str | o
     model's own classes); by default it is the sorted labels of the source."""
     root = Path(source).resolve()
     cache_dir = Path(cache_dir or os.environ.get("MEDHASH_CACHE", Path.cwd() / ".medhash" / "cache"))
-    key = hashlib.sha1(f"{root}|{size}|{channels}|v{PREPROCESS_VERSION}|{_fingerprint(root)}".encode()).hexdigest()[:12]
+    # the extensions too: a folder's .dcm files were fingerprinted but not read before IMAGE_EXT took them
+    key = hashlib.sha1(f"{root}|{size}|{channels}|v{PREPROCESS_VERSION}|{','.join(IMAGE_EXT)}|{_fingerprint(root)}".encode()).hexdigest()[:12]
     cache = cache_dir / f"{root.name}-{size}-{channels}-{key}.npz"
     if cache.exists():
         z = np.load(cache, allow_pickle=False)

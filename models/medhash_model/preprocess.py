@@ -1,7 +1,8 @@
 """The one image preprocessing of medhash (contract v1, docs/MODEL_CARD.md mirrors it and
 functions/encode/preprocess.ts implements it again for the service; a golden-file test pins both).
 
-decode -> RGB uint8 -> (channels == 1: luma 0.299 R + 0.587 G + 0.114 B, in float) ->
+decode (PNG or JPEG through PIL; uncompressed DICOM through dicom.py, the mirror of the service's
+decoder, to its 8-bit pixels) -> RGB uint8 -> (channels == 1: luma 0.299 R + 0.587 G + 0.114 B, in float) ->
 separable antialiased bilinear resize to size x size (triangle filter whose support widens by
 the downscale factor, pixel centres at i + 0.5, weights renormalised at the borders: PIL's
 BILINEAR rule) -> divide by 255 -> float32, channels first. No mean/std normalisation.
@@ -12,6 +13,8 @@ import io
 
 import numpy as np
 from PIL import Image
+
+from . import dicom
 
 PREPROCESS_VERSION = 1
 LUMA = (0.299, 0.587, 0.114)
@@ -34,7 +37,11 @@ def resize_weights(n_in: int, n_out: int) -> np.ndarray:
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
-    """Bytes of a PNG or JPEG -> (H, W, 3) uint8. Alpha is dropped, grey is replicated."""
+    """Bytes of a PNG, JPEG or uncompressed DICOM -> (H, W, 3) uint8. Alpha is dropped, grey is
+    replicated. Told apart by their bytes, in the service's order (PNG, JPEG, then DICOM); a DICOM
+    the service refuses raises dicom.DicomError (a ValueError) with the service's message."""
+    if dicom.sniffs_as_dicom(data):
+        return dicom.decode_rgb(data)
     with Image.open(io.BytesIO(data)) as im:
         im.load()
         if im.mode in ("I;16", "I;16B", "I"):

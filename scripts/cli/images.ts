@@ -2,9 +2,9 @@
 // or a `../shared/data` set (manifest.csv + images.tar, members read in place by offset through
 // scripts/data/shared-data.ts). Nothing is read until it is encoded.
 import { readFile } from 'node:fs/promises';
-import { basename, extname, join, sep } from 'node:path';
+import { basename, join, sep } from 'node:path';
 import type { ImageType } from '../../functions/encode/image.ts';
-import { classFolderFiles, contentTypeOf, readManifest, TarReader } from '../data/shared-data.ts';
+import { classFolderFiles, contentTypeOf, IMAGE_EXTENSIONS, readManifest, TarReader } from '../data/shared-data.ts';
 
 export interface ImageFile {
   id: string;
@@ -15,19 +15,14 @@ export interface ImageFile {
   origin: string;
 }
 
-/** The media type of an image file the CLI sends, by its extension; undefined for other files.
- * DICOM (.dcm) is for search and ingest: the Python training reader (and its mirror in
- * shared-data.ts) reads PNG and JPEG only. */
-export const imageTypeOf = (file: string): ImageType | undefined => (extname(file).toLowerCase() === '.dcm' ? 'application/dicom' : contentTypeOf(file));
-
-/** `dir/<label>/.../<file>.{png,jpg,jpeg,dcm}`; ids are the paths below `dir` (`<label>/<file>`), sorted. */
+/** `dir/<label>/.../<file>.{png,jpg,jpeg,dcm}` (contentTypeOf); ids are the paths below `dir` (`<label>/<file>`), sorted. */
 export async function folderImages(dir: string): Promise<ImageFile[]> {
   const out: ImageFile[] = [];
-  for (const { label, path } of await classFolderFiles(dir, (name) => imageTypeOf(name) !== undefined)) {
+  for (const { label, path } of await classFolderFiles(dir, (name) => contentTypeOf(name) !== undefined)) {
     const file = join(dir, path);
-    out.push({ id: path.split(sep).join('/'), label, contentType: imageTypeOf(path)!, read: async () => new Uint8Array(await readFile(file)), origin: file });
+    out.push({ id: path.split(sep).join('/'), label, contentType: contentTypeOf(path)!, read: async () => new Uint8Array(await readFile(file)), origin: file });
   }
-  if (out.length === 0) throw new Error(`${dir}: no .png/.jpg/.jpeg/.dcm files in class sub-folders`);
+  if (out.length === 0) throw new Error(`${dir}: no ${IMAGE_EXTENSIONS.join('/')} files in class sub-folders`);
   return out;
 }
 
@@ -43,7 +38,7 @@ export async function dataSetImages(dir: string, split: string): Promise<DataSet
   const rows = (await readManifest(dir)).filter((r) => r.split === split);
   if (rows.length === 0) throw new Error(`${dir}: no images in split ${JSON.stringify(split)}`);
   const bad = rows.find((r) => !contentTypeOf(r.path));
-  if (bad) throw new Error(`${dir}/manifest.csv: ${bad.path} is not a PNG or JPEG file`);
+  if (bad) throw new Error(`${dir}/manifest.csv: ${bad.path} is not a PNG, JPEG or DICOM file (${IMAGE_EXTENSIONS.join(', ')})`);
   const tar = await TarReader.open(join(dir, 'images.tar'));
   const images = rows.map((r) => ({
     id: `${set}/${r.path}`, label: r.label, contentType: contentTypeOf(r.path)!, read: () => tar.read(r.path), origin: `${dir}/images.tar:${r.path}`,

@@ -12,10 +12,11 @@ import { accessLogToStdout, startNodeServer } from '../../functions/entries/node
 import { stopOnSignals } from '../../functions/entries/signals.ts';
 import { imageSettingsFromEnv } from '../../functions/inference/node.ts';
 import { backupDataDir } from '../../functions/store/backup.ts';
+import { contentTypeOf } from '../data/shared-data.ts';
 import { Checkpoint } from './checkpoint.ts';
 import { ApiError, Client, RawBody } from './client.ts';
 import { encodedSource, openBatchEncoder } from './encode.ts';
-import { dataSetImages, folderImages, imageTypeOf, type ImageFile } from './images.ts';
+import { dataSetImages, folderImages, type ImageFile } from './images.ts';
 import { indexRecords } from './indexer.ts';
 import { fileSource, type RecordSource } from './sources.ts';
 
@@ -224,7 +225,7 @@ async function search(args: string[]) {
   let r: SearchAnswer;
   if (v.image) {
     const file = v.image as string;
-    const type = imageTypeOf(file);
+    const type = contentTypeOf(file);
     if (!type) throw new UsageError('--image must be a .png, .jpg, .jpeg or .dcm file');
     const q = new URLSearchParams({ k: String(body.k), ...(body.radius !== undefined ? { radius: String(body.radius) } : {}), ...exclusions });
     for (const [field, values] of Object.entries(filter)) for (const value of values as string[]) q.append(field, value);

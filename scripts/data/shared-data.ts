@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, type Dirent } from 'node:fs';
 import { open, readdir, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { extname, join, relative } from 'node:path';
+import type { ImageType } from '../../functions/encode/image.ts';
 import { parseCsvLine } from '../cli/sources.ts';
 
 export interface ManifestRow {
@@ -130,13 +131,19 @@ export interface DataSet {
   reader: MemberReader;
 }
 
-/** The image types that folders and data sets may hold. */
-export type ImageContentType = 'image/png' | 'image/jpeg';
+/**
+ * The one list of the image files that folders and data sets may hold, by extension (any case),
+ * for evaluation, `medhash index --images` and `medhash search --image`: PNG, JPEG and DICOM
+ * (read by functions/encode/dicom.ts, uncompressed only). The Python reader's list is data.py's
+ * IMAGE_EXT, the same four.
+ */
+const TYPES: Record<string, ImageType> = { '.png': 'image/png', '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg', '.dcm': 'application/dicom' };
 
-const TYPES: Record<string, ImageContentType> = { '.png': 'image/png', '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg' };
+/** The extensions of TYPES, for messages. */
+export const IMAGE_EXTENSIONS = Object.keys(TYPES);
 
-/** The content type of an image file by its extension (any case); undefined for other files. */
-export const contentTypeOf = (file: string): ImageContentType | undefined => TYPES[extname(file).toLowerCase()];
+/** The media type of an image file by its extension (any case); undefined for other files. */
+export const contentTypeOf = (file: string): ImageType | undefined => TYPES[extname(file).toLowerCase()];
 
 /** Whether an entry is a directory or a file through a symbolic link, as Python's Path.is_dir and
  * is_file see it (a broken link is neither): folders of links to the originals are common, and
@@ -173,14 +180,14 @@ export async function classFolderFiles(dir: string, accept: (name: string) => bo
   return out;
 }
 
-/** Rows of a class folder: every image below `<class>/`, sorted like Python's reader. */
+/** Rows of a class folder: every image below `<class>/` (PNG, JPEG, DICOM), sorted like Python's reader. */
 async function classFolderRows(dir: string): Promise<ManifestRow[]> {
   const rows: ManifestRow[] = [];
   for (const { label, path } of await classFolderFiles(dir, (name) => contentTypeOf(name) !== undefined)) {
     const md5 = createHash('md5').update(await readFile(join(dir, path))).digest('hex');
     rows.push({ path, label, split: md5Split(md5), md5 });
   }
-  if (rows.length === 0) throw new Error(`${dir}: neither manifest.csv + images.tar nor class folders with .png/.jpg images`);
+  if (rows.length === 0) throw new Error(`${dir}: neither manifest.csv + images.tar nor class folders with ${IMAGE_EXTENSIONS.join('/')} images`);
   return rows;
 }
 
