@@ -186,6 +186,8 @@ const NAMES: Record<number, string> = {
 const label = (e: number) => `${NAMES[e]} (0028,${hex4(e)})`;
 
 /** The first value of a text attribute (DS, IS, CS, UI), trimmed; undefined when absent or empty. */
+const DECIMAL_STRING = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/;
+
 function text(w: Walked, tag: number): string | undefined {
   const v = w.attrs.get(tag);
   const s = v && ascii(v).split('\\')[0].replace(/^[\0 ]+|[\0 ]+$/g, '');
@@ -205,7 +207,9 @@ function attributes(w: Walked): Attributes {
   const num = (e: number): number | undefined => {
     const s = text(w, 0x00280000 | e);
     if (s === undefined) return undefined;
-    const n = Number(s);
+    // DICOM's decimal and integer strings (PS3.5 6.2, DS and IS), not all that Number() reads
+    // ("0x10", "Infinity"): the Python mirror then needs no JavaScript semantics.
+    const n = DECIMAL_STRING.test(s) ? Number(s) : Number.NaN;
     if (!Number.isFinite(n)) throw corrupt(`DICOM's ${label(e)} is not a number: ${JSON.stringify(s)}`);
     return n;
   };
@@ -242,8 +246,8 @@ function attributes(w: Walked): Attributes {
   if (highBit !== bitsStored - 1) throw unsupported(`DICOM with High Bit ${highBit} for ${bitsStored} bits stored is not supported (only High Bit = Bits Stored - 1)`);
   if (representation > 1) throw corrupt(`DICOM's ${label(0x0103)} is ${representation}; it must be 0 (unsigned) or 1 (signed)`);
   if (a.planar > 1) throw corrupt(`DICOM's ${label(0x0006)} is ${a.planar}; it must be 0 or 1`);
-  if (!Number.isInteger(frames) || frames < 1) throw corrupt(`DICOM's ${label(0x0008)} is ${frames}`);
-  if (frames !== 1) throw unsupported(`DICOM with ${frames} frames is not supported: send one frame per request`);
+  if (!Number.isInteger(frames) || frames < 1) throw corrupt(`DICOM's ${label(0x0008)} is ${text(w, 0x00280008)}`);
+  if (frames !== 1) throw unsupported(`DICOM with ${text(w, 0x00280008)} frames is not supported: send one frame per request`);
   if (slope === 0) throw corrupt(`DICOM's ${label(0x1053)} is 0, which would make every pixel the same`);
   if (a.window && !['LINEAR', 'LINEAR_EXACT', 'SIGMOID'].includes(a.window.fn)) {
     throw unsupported(`DICOM ${label(0x1056)} ${a.window.fn} is not supported (LINEAR, LINEAR_EXACT or SIGMOID)`);

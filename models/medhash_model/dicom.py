@@ -13,8 +13,7 @@ modality rescale, the first VOI window (LINEAR, LINEAR_EXACT, SIGMOID) or else t
 the data's own range, MONOCHROME1 inverted; RGB kept (planar configuration 0 or 1). Only
 Explicit and Implicit VR Little Endian are read; no patient, study or date field is read at all.
 
-Where JavaScript semantics show in the result they are repeated: numbers are parsed as
-`Number(s)` parses them and written as JavaScript writes them, `Math.round` rounds halves up, and
+Where JavaScript semantics show in the result they are repeated: `Math.round` rounds halves up, and
 a value stored into a Uint8Array wraps modulo 256 (NaN to 0). The arithmetic is float64 in
 dicom.ts's order of operations (numpy's + - * / round as JavaScript's do); only SIGMOID's exp may
 differ from V8's Math.exp in the last bit, which moves a byte only within that bit of a half.
@@ -99,61 +98,8 @@ def sniffs_as_dicom(b: bytes) -> bool:
     return is_dicom(b) and not b.startswith((_PNG, _JPEG))
 
 
-# --- JavaScript's number semantics, where they reach a pixel or a message ---------------------
-
-# StrWhiteSpaceChar of ECMA-262: WhiteSpace and LineTerminator
-_JS_SPACE = "\t\n\v\f\r \xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-_JS_DECIMAL = re.compile(r"[+-]?(?:Infinity|(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)")
-_JS_RADIX = re.compile(r"0(?:[xX]([0-9a-fA-F]+)|[oO]([0-7]+)|[bB]([01]+))")
-
-
-def js_number(s: str) -> float:
-    """`Number(s)`: surrounding white space ignored, empty is 0, decimal (with Infinity) or
-    0x/0o/0b integers; anything else NaN."""
-    t = s.strip(_JS_SPACE)
-    if t == "":
-        return 0.0
-    if _JS_DECIMAL.fullmatch(t):
-        return float(t)
-    m = _JS_RADIX.fullmatch(t)
-    if m:
-        digits, radix = next((d, r) for d, r in zip(m.groups(), (16, 8, 2)) if d is not None)
-        try:
-            return float(int(digits, radix))
-        except OverflowError:
-            return math.inf
-    return math.nan
-
-
-def js_string(x: float | int) -> str:
-    """`String(x)` of a JavaScript number (Number::toString: shortest digits, exponent from 1e21
-    and below 1e-6)."""
-    if isinstance(x, int):
-        x = float(x)
-    if x != x:
-        return "NaN"
-    if x == 0:
-        return "0"
-    if math.isinf(x):
-        return "Infinity" if x > 0 else "-Infinity"
-    if x < 0:
-        return "-" + js_string(-x)
-    mantissa, _, exp = repr(x).partition("e")
-    whole, _, frac = mantissa.partition(".")
-    digits, n = whole + frac, len(whole) + int(exp or 0)
-    while digits.startswith("0"):
-        digits, n = digits[1:], n - 1
-    digits = digits.rstrip("0")
-    k = len(digits)
-    if k <= n <= 21:
-        return digits + "0" * (n - k)
-    if 0 < n <= 21:
-        return digits[:n] + "." + digits[n:]
-    if -6 < n <= 0:
-        return "0." + "0" * -n + digits
-    e = n - 1
-    sign = "+" if e >= 0 else "-"
-    return (digits if k == 1 else digits[0] + "." + digits[1:]) + f"e{sign}{abs(e)}"
+# DICOM's decimal and integer strings (PS3.5 6.2, DS and IS), as dicom.ts reads them
+_DECIMAL_STRING = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def _json(s: str) -> str:
@@ -345,7 +291,7 @@ def _attributes(attrs: dict[int, bytes], pixel_offset: int, pixel_length: int) -
         s = _text(attrs, e)
         if s is None:
             return None
-        n = js_number(s)
+        n = float(s) if _DECIMAL_STRING.fullmatch(s) else math.nan
         if not math.isfinite(n):
             raise _corrupt(f"DICOM's {_label(e)} is not a number: {_json(s)}")
         return n
@@ -388,9 +334,9 @@ def _attributes(attrs: dict[int, bytes], pixel_offset: int, pixel_length: int) -
     if a.planar > 1:
         raise _corrupt(f"DICOM's {_label(0x0006)} is {a.planar}; it must be 0 or 1")
     if not (float(frames).is_integer()) or frames < 1:
-        raise _corrupt(f"DICOM's {_label(0x0008)} is {js_string(frames)}")
+        raise _corrupt(f"DICOM's {_label(0x0008)} is {_text(attrs, 0x0008)}")
     if frames != 1:
-        raise _unsupported(f"DICOM with {js_string(frames)} frames is not supported: send one frame per request")
+        raise _unsupported(f"DICOM with {_text(attrs, 0x0008)} frames is not supported: send one frame per request")
     if slope == 0:
         raise _corrupt(f"DICOM's {_label(0x1053)} is 0, which would make every pixel the same")
     if a.window and a.window[2] not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):

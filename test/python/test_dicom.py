@@ -87,15 +87,6 @@ def test_a_refusal_is_a_value_error_and_survives_a_worker_process():
     assert (back.status, back.code, str(back)) == (415, "unsupported_image_type", "DICOM transfer syntax x")
 
 
-def test_javascript_numbers_are_read_and_written_as_javascript_does():
-    assert [dicom.js_number(s) for s in ["1", " 2.5 ", "\t", "0x10", "0b11", "0o7", ".5", "5.", "-1e3", "+4"]] == \
-        [1, 2.5, 0, 16, 3, 7, 0.5, 5, -1000, 4]
-    assert all(np.isnan(dicom.js_number(s)) for s in ["x", "1_0", "nan", "inf", "-0x1", "1e", "."])
-    assert dicom.js_number("Infinity") == float("inf")
-    assert [dicom.js_string(x) for x in [2.0, -0.0, 1.5, 1e21, 1e20, 1e-7, 1.25e-6, 123456789.125, -3e300]] == \
-        ["2", "0", "1.5", "1e+21", "100000000000000000000", "1e-7", "0.00000125", "123456789.125", "-3e+300"]
-
-
 # --- a class folder holding DICOM, through data.py ------------------------------------------------
 
 def encapsulated_frame(b: bytes) -> bytes:
