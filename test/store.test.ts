@@ -379,6 +379,35 @@ describe('collection writer', () => {
     await expect(w.apply([put('x', 1)])).rejects.toMatchObject({ status: 404 });
     await expect(writer().apply([put('x', 1)])).rejects.toMatchObject({ status: 404 });
   });
+
+  it('destroy leaves a tombstone that names no shard (their id ranges are item ids), and says whether every delete succeeded', async () => {
+    const heads = sqlHeadStore(sql, SPEC.id);
+    const w = writer({ maxShardItems: 2 });
+    await w.apply(ids(5).map((id, i) => put(id, i)));
+    kv.failDelete = true;
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => {});
+    expect(await w.destroy()).toBe(false);
+    logged.mockRestore();
+    const tomb = heads.load()!;
+    expect(tomb).toMatchObject({ destroyed: true, manifest: { count: 0, shards: [] } });
+    expect(JSON.stringify(tomb)).not.toContain('id-0000');
+    expect(tomb.garbage.length).toBe(3); // the shards' keys, kept for the retry
+    kv.failDelete = false;
+    expect(await w.destroy()).toBe(true);
+    expect(await kv.inner.list(`c/${SPEC.id}/`)).toEqual([]);
+    expect(heads.load()).toMatchObject({ destroyed: true, garbage: [] });
+
+    // A tombstone written before destroy emptied it still names its shards: destroying again empties it.
+    const oldSpec = { ...SPEC, id: 'col_old' };
+    const o = new CollectionWriter(kv, sqlHeadStore(sql, oldSpec.id), oldSpec, { ...DEFAULT_WRITER_LIMITS, maxShardItems: 2 });
+    await o.apply(ids(5).map((id, i) => put(id, i)));
+    const oldHeads = sqlHeadStore(sql, oldSpec.id);
+    const h = oldHeads.load()!;
+    oldHeads.save({ ...h, destroyed: true });
+    expect(await o.destroy()).toBe(true);
+    expect(oldHeads.load()).toMatchObject({ destroyed: true, garbage: [], manifest: { count: 0, shards: [] } });
+    expect(await kv.inner.list(`c/${oldSpec.id}/`)).toEqual([]);
+  });
 });
 
 describe('readers during manifest swaps', () => {

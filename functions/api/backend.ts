@@ -15,7 +15,8 @@ export interface CollectionWriterApi {
   apply(ops: WriteOp[]): Promise<ApplyResult>;
   /** Deletes every item whose metadata `field` is `value` (store/writer.ts). */
   erase(field: ErasableField, value: string): Promise<EraseResult>;
-  destroy(): Promise<void>;
+  /** Marks it destroyed and deletes its data; false: a KV delete failed, the maintenance retries it. */
+  destroy(): Promise<boolean>;
 }
 
 export interface Backend {

@@ -278,25 +278,32 @@ export class CollectionWriter {
    * Marks the collection destroyed (late writes then fail) and deletes all of its KV data;
    * idempotent. Every key the head knows goes on the garbage list first: KV's list may not show
    * recent puts yet (eventually consistent on Workers), and nothing but the maintenance comes back
-   * to a deleted collection, so a failed delete must leave the keys on record for it.
+   * to a deleted collection, so a failed delete must leave the keys on record for it. The state
+   * left behind (a tombstone) names no shard: their id ranges are item ids, which may be
+   * patient-derived. Resolves false when a delete failed (the maintenance retries it).
    */
-  destroy(): Promise<void> {
+  destroy(): Promise<boolean> {
     return this.mutex.run(async () => {
       const head = this.loadHead();
-      if (!head.destroyed) {
+      // A head destroyed by an older version may still name its shards: emptied the same way.
+      if (!head.destroyed || head.manifest.shards.length > 0) {
         const known = [...head.manifest.shards.map((s) => s.key), ...head.pending, ...head.garbage.map((g) => g.key)];
         head.destroyed = true;
+        head.manifest = { ...head.manifest, count: 0, shards: [] };
         head.pending = [];
         head.garbage = known.map((key) => ({ key, since: 0 }));
         head.rev = this.heads.save(head);
       }
       this.recent.clear();
-      await this.purge(head);
+      return this.purge(head);
     });
   }
 
-  /** Deletes a destroyed collection's KV data; a failure is retried by the maintenance, not reported: the deletion is committed. */
-  private async purge(head: Head): Promise<void> {
+  /**
+   * Deletes a destroyed collection's KV data; false when a delete failed. The maintenance retries
+   * it; the deletion itself is committed, so the API reports no error.
+   */
+  private async purge(head: Head): Promise<boolean> {
     try {
       const listed = await this.kv.list(collectionPrefix(this.spec.id));
       const keys = new Set([manifestKey(this.spec.id), ...head.garbage.map((g) => g.key), ...listed]);
@@ -304,12 +311,13 @@ export class CollectionWriter {
     } catch (e) {
       console.error(`collection ${this.spec.id}: deleting its data failed (${String(e)}); retrying in maintenance`);
       await this.hooks.schedule?.(this.now() + MAINTENANCE_RETRY_MS);
-      return;
+      return false;
     }
     if (head.garbage.length > 0) {
       head.garbage = [];
       this.saveIfCurrent(head);
     }
+    return true;
   }
 
   /** Finishes an interrupted publish or deletion and collects expired garbage; runtimes call it when scheduled. */
@@ -317,7 +325,10 @@ export class CollectionWriter {
     return this.mutex.run(async () => {
       const head = this.loadHead();
       if (head.rev === 0) return;
-      if (head.destroyed) return this.purge(head);
+      if (head.destroyed) {
+        await this.purge(head);
+        return;
+      }
       await this.collect(await this.recover(head));
     });
   }
