@@ -8,6 +8,7 @@ import type { ModelCatalog } from '../models/catalog.ts';
 import type { CalibrationLookup } from '../safety/calibration.ts';
 import type { ImageEncoderApi } from '../inference/remote.ts';
 import type { CollectionReader } from '../store/reader.ts';
+import type { OrphanStores } from '../store/orphans.ts';
 import type { ApplyResult, CollectionSpec, ErasableField, EraseResult, WriteOp } from '../store/writer.ts';
 
 /** The single writer of one collection: in-process on Node, its Durable Object on Workers. */
@@ -26,6 +27,8 @@ export interface Backend {
   ledger(tenantId: string): Ledger;
   writer(spec: CollectionSpec): CollectionWriterApi;
   reader: CollectionReader;
+  /** What the orphan sweep (store/orphans.ts, GET/DELETE /v1/admin/orphans) reads and deletes through. */
+  orphans: OrphanStores;
   kernel: HammingKernel;
   /** OOD calibration of the model a collection names (its model_id), or null. */
   oodCalibration: CalibrationLookup;

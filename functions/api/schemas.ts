@@ -68,6 +68,28 @@ export const ApiKeyWithSecretSchema = ApiKeySchema.extend({
   secret: z.string().openapi({ description: 'Shown once; only its SHA-256 is stored.', example: 'mh_...' }),
 }).openapi('ApiKeyWithSecret');
 
+export const OrphanReportSchema = z
+  .object({
+    dry_run: z.boolean().openapi({ description: 'True: found and listed only (GET); false: deleted (DELETE).' }),
+    orphans: z.array(
+      z
+        .object({
+          collection: z.string().openapi({ description: 'The internal id of a collection no longer in the registry.', example: 'col_5c0f1e2d3c4b5a6978877665' }),
+          prefix: z.string().openapi({ example: 'c/col_5c0f1e2d3c4b5a6978877665/' }),
+          keys: z.number().int().openapi({ description: 'KV keys listed under the prefix.' }),
+          bytes: z.number().int().optional().openapi({ description: 'Their total size (Node only).' }),
+          writer_state: z.boolean().optional().openapi({ description: 'Writer state other than a finished tombstone found (Node only: a Worker cannot list Durable Objects).' }),
+          deleted: z.boolean().optional(),
+          error: z.string().optional().openapi({ description: 'Why its deletion failed: send the DELETE again.' }),
+        })
+        .openapi('Orphan'),
+    ),
+    keys: z.number().int(),
+    bytes: z.number().int().optional(),
+    failed: z.number().int().openapi({ description: 'Orphans whose deletion failed.' }),
+  })
+  .openapi('OrphanReport');
+
 // --- collections -----------------------------------------------------------------------------
 
 export const TenantParams = z.object({ tenant: z.string().min(1).openapi({ param: { name: 'tenant', in: 'path' }, example: 'tn_6f1c0e2a9b7d4c3e8f10a2b4' }) });

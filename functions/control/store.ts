@@ -194,12 +194,16 @@ export class ControlStore {
     return all.filter((c) => names === null || names.includes(c.name)).map(collectionInfo);
   }
 
+  /** The id of every collection in the registry, of all tenants (the orphan sweep, store/orphans.ts). */
+  async collectionIds(): Promise<string[]> {
+    return this.db.all<{ id: string }>('SELECT id FROM collections ORDER BY id').map((r) => r.id);
+  }
+
   async getCollection(tenantId: string, name: string): Promise<CollectionInfo | null> {
     const rows = this.db.all<CollectionInfo>(`SELECT ${COLLECTION_COLUMNS} FROM collections WHERE tenant_id = ? AND name = ?`, tenantId, name);
     return rows.length ? collectionInfo(rows[0]) : null;
   }
 
-  /** Removes the registry entry; the caller then destroys the data through the collection's writer. */
   /** Removes the registry row of that very collection (by id: the name may have been deleted and taken again meanwhile). */
   async deleteCollection(col: Pick<CollectionInfo, 'tenant_id' | 'id' | 'name'>): Promise<void> {
     this.db.transaction(() => {

@@ -9,6 +9,7 @@ import { ControlStore } from '../control/store.ts';
 import { migrateHeads, sqlHeadStore } from '../store/head.ts';
 import { workersKV } from '../store/kv.ts';
 import { Mutex } from '../store/mutex.ts';
+import { orphanSpec } from '../store/orphans.ts';
 import { durableSql, type SqlDb } from '../store/sql.ts';
 import { CollectionWriter, writerLimitsFromEnv, type CollectionSpec, type ErasableField, type WriteOp } from '../store/writer.ts';
 import { serveRpc, type RpcReply } from '../util/rpc.ts';
@@ -43,7 +44,10 @@ export class LedgerDO extends DurableObject<WorkerEnv> {
 
 /** The RPC surface of a collection DO; the spec rides along since a DO knows only its id. */
 export class CollectionEndpoint {
-  constructor(private readonly writerFor: (spec: CollectionSpec) => CollectionWriter) {}
+  constructor(
+    private readonly writerFor: (spec: CollectionSpec) => CollectionWriter,
+    private readonly orphanSpec: (id: string) => Promise<CollectionSpec>,
+  ) {}
 
   apply(spec: CollectionSpec, ops: WriteOp[]) {
     return this.writerFor(spec).apply(ops);
@@ -56,12 +60,20 @@ export class CollectionEndpoint {
   destroy(spec: CollectionSpec) {
     return this.writerFor(spec).destroy();
   }
+
+  /** The orphan sweep's destroy (store/orphans.ts): the registry row is gone, the spec comes from the DO's own state. */
+  async destroyOrphan(id: string) {
+    return this.writerFor(await this.orphanSpec(id)).destroy();
+  }
 }
 
 export class CollectionDO extends DurableObject<WorkerEnv> {
   private readonly db: SqlDb;
   private writer: CollectionWriter | null = null;
-  private readonly endpoint = new CollectionEndpoint((spec) => this.writerFor(spec));
+  private readonly endpoint = new CollectionEndpoint(
+    (spec) => this.writerFor(spec),
+    (id) => orphanSpec(id, sqlHeadStore(this.db, id), workersKV(this.env.MEDHASH_KV)),
+  );
   // Reading the alarm and setting it are two storage calls: one request at a time, or two could
   // read the same alarm and the later of their times be the one left set.
   private readonly alarmLock = new Mutex();

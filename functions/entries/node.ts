@@ -18,9 +18,11 @@ import { sdkRoutes } from '../sdk/serve-node.ts';
 import { shippedCalibrations, type CalibrationLookup } from '../safety/calibration.ts';
 import type { ImageEncoderApi } from '../inference/remote.ts';
 import { createNodeImageEncoder, type NodeImageSettings } from '../inference/node.ts';
-import { checkDataDir } from '../store/backup.ts';
+import { checkDataDir, requireDataDir } from '../store/backup.ts';
 import { migrateHeads, sqlHeadStore, type Head } from '../store/head.ts';
 import { CollectionReader } from '../store/reader.ts';
+import { orphanSpec, sqlWriterStates, sweepOrphans, type OrphanReport, type OrphanStores, type SweepOptions } from '../store/orphans.ts';
+import type { SqlDb } from '../store/sql.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../store/sqlite.ts';
 import { CollectionWriter, writerLimitsFromEnv, type CollectionSpec, type WriterLimits } from '../store/writer.ts';
 import { closeServer } from './signals.ts';
@@ -49,17 +51,60 @@ export interface NodeBackend {
   close(): void;
 }
 
-export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend> {
-  checkDataDir(opts.dataDir);
-  mkdirSync(opts.dataDir, { recursive: true });
-  const kvDb = openSqlite(join(opts.dataDir, 'kv.sqlite'));
-  const controlDb = openSqlite(join(opts.dataDir, 'control.sqlite'));
+interface DataDirStores {
+  kv: SqliteKV;
+  sql: SqlDb;
+  control: ControlStore;
+  close(): void;
+}
+
+/** The stores of a data dir, created where missing. */
+function openDataDir(dataDir: string): DataDirStores {
+  checkDataDir(dataDir);
+  mkdirSync(dataDir, { recursive: true });
+  const kvDb = openSqlite(join(dataDir, 'kv.sqlite'));
+  const controlDb = openSqlite(join(dataDir, 'control.sqlite'));
   // It holds search answers stored for Idempotency-Key retries (results' metadata, patient
   // references included) until they expire: deleted, they are zeroed, not left in free pages.
   controlDb.exec('PRAGMA secure_delete = ON');
-  const kv = new SqliteKV(kvDb);
   const sql = sqliteDb(controlDb);
   migrateHeads(sql);
+  return {
+    kv: new SqliteKV(kvDb),
+    sql,
+    control: new ControlStore(sql),
+    close() {
+      kvDb.close();
+      controlDb.close();
+    },
+  };
+}
+
+/** The orphan sweep over a data dir's stores, destroying through `writerFor`. */
+const dataDirOrphans = ({ kv, sql, control }: DataDirStores, writerFor: (spec: CollectionSpec) => CollectionWriter): OrphanStores => ({
+  kv,
+  writerStates: async () => sqlWriterStates(sql),
+  registered: () => control.collectionIds(),
+  destroy: async (id) => writerFor(await orphanSpec(id, sqlHeadStore(sql, id), kv)).destroy(),
+});
+
+/**
+ * `medhash orphans`: the sweep on a data dir, the service running or not (the order of its reads
+ * and the writer state's compare-and-swap make it safe beside a running service; see store/orphans.ts).
+ */
+export async function sweepDataDir(dataDir: string, opts: SweepOptions = {}): Promise<OrphanReport> {
+  requireDataDir(dataDir);
+  const stores = openDataDir(dataDir);
+  try {
+    return await sweepOrphans(dataDirOrphans(stores, (spec) => new CollectionWriter(stores.kv, sqlHeadStore(stores.sql, spec.id), spec)), opts);
+  } finally {
+    stores.close();
+  }
+}
+
+export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend> {
+  const stores = openDataDir(opts.dataDir);
+  const { kv, sql } = stores;
   const limits = opts.limits ?? writerLimitsFromEnv(process.env);
   const writers = new Map<string, CollectionWriter>();
   const timers = new Map<string, { at: number; timer: NodeJS.Timeout }>();
@@ -100,10 +145,11 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
   const ledger = new LedgerStore(sql);
   const backend: Backend = {
     runtime: 'node',
-    control: new ControlStore(sql),
+    control: stores.control,
     ledger: () => ledger,
     writer: writerFor,
     reader: new CollectionReader(kv, opts.cacheBytes ?? 256 << 20),
+    orphans: dataDirOrphans(stores, writerFor),
     kernel: await loadHammingKernel(),
     oodCalibration: opts.oodCalibration ?? shippedCalibrations,
     images: opts.images,
@@ -115,8 +161,7 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
     backend,
     close() {
       for (const { timer } of timers.values()) clearTimeout(timer);
-      kvDb.close();
-      controlDb.close();
+      stores.close();
     },
   };
 }

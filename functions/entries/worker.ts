@@ -26,17 +26,30 @@ const CACHE_BYTES = 32 << 20;
 
 async function buildApp(env: WorkerEnv) {
   // Stubs are made per call: a DO stub is an I/O object tied to the request that created it.
+  const control = rpcClient<ControlPlane>((m, a) => env.CONTROL.get(env.CONTROL.idFromName('control')).call(m, a) as Promise<RpcReply>);
+  const endpoint = (id: string) => {
+    const stub = env.COLLECTIONS.get(env.COLLECTIONS.idFromName(id));
+    return rpcClient<CollectionEndpoint>((m, a) => stub.call(m, a) as Promise<RpcReply>);
+  };
+  const kv = workersKV(env.MEDHASH_KV);
   const backend: Backend = {
     runtime: 'workers',
-    control: rpcClient<ControlPlane>((m, a) => env.CONTROL.get(env.CONTROL.idFromName('control')).call(m, a) as Promise<RpcReply>),
+    control,
     ledger: (tenantId) => rpcClient<Ledger>((m, a) => env.LEDGERS.get(env.LEDGERS.idFromName(tenantId)).call(m, a) as Promise<RpcReply>),
     writer(spec: CollectionSpec) {
-      const stub = env.COLLECTIONS.get(env.COLLECTIONS.idFromName(spec.id));
-      const endpoint = rpcClient<CollectionEndpoint>((m, a) => stub.call(m, a) as Promise<RpcReply>);
+      const e = endpoint(spec.id);
       const s: CollectionSpec = { id: spec.id, bits: spec.bits, descriptor_dims: spec.descriptor_dims };
-      return { apply: (ops) => endpoint.apply(s, ops), erase: (field, value) => endpoint.erase(s, field, value), destroy: () => endpoint.destroy(s) };
+      return { apply: (ops) => e.apply(s, ops), erase: (field, value) => e.erase(s, field, value), destroy: () => e.destroy(s) };
     },
-    reader: new CollectionReader(workersKV(env.MEDHASH_KV), CACHE_BYTES),
+    reader: new CollectionReader(kv, CACHE_BYTES),
+    // Finds orphans by their KV keys only: a Worker cannot list Durable Objects, so writer state
+    // left without keys stays where it is (store/orphans.ts, docs/SHARD_FORMAT.md).
+    orphans: {
+      kv,
+      writerStates: async () => null,
+      registered: () => control.collectionIds(),
+      destroy: (id) => endpoint(id).destroyOrphan(id),
+    },
     kernel: await HammingKernel.fromModule(hammingModule),
     oodCalibration: shippedCalibrations,
     images: workerEdgeEncoder({ ...DEFAULT_EDGE, backendUrl: env.MEDHASH_BACKEND_URL || undefined }),

@@ -38,6 +38,12 @@ export const COLLECTIONS_PREFIX = 'c/';
 export const collectionPrefix = (collection: string): string => `${COLLECTIONS_PREFIX}${collection}/`;
 export const manifestKey = (collection: string): string => `${collectionPrefix(collection)}manifest`;
 export const shardKey = (collection: string, sha256: string): string => `${collectionPrefix(collection)}s/${sha256}`;
+/** The collection id a KV key belongs to (`c/{id}/...`), or null for a key of no collection. */
+export function collectionOfKey(key: string): string | null {
+  if (!key.startsWith(COLLECTIONS_PREFIX)) return null;
+  const end = key.indexOf('/', COLLECTIONS_PREFIX.length);
+  return end > COLLECTIONS_PREFIX.length ? key.slice(COLLECTIONS_PREFIX.length, end) : null;
+}
 
 export class ManifestFormatError extends Error {
   override name = 'ManifestFormatError';

@@ -14,7 +14,7 @@
 // what was dropped is not left in its free pages.
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { collectionPrefix, COLLECTIONS_PREFIX, encodeManifest, manifestKey } from '../shards/manifest.ts';
+import { collectionOfKey, collectionPrefix, COLLECTIONS_PREFIX, encodeManifest, manifestKey } from '../shards/manifest.ts';
 import { IDEMPOTENCY_TTL_MS } from '../billing/ledger.ts';
 import { sha256Hex } from '../util/bytes.ts';
 import { sqlHeadStore } from './head.ts';
@@ -67,10 +67,15 @@ export function checkDataDir(dataDir: string): void {
   if (present.length === 0) throw new Error(`${resolve(dataDir)} holds a BACKUP.json but neither ${FILES.join(' nor ')}: the backup is incomplete`);
 }
 
-export async function backupDataDir(dataDir: string, out: string, opts: BackupOptions = {}): Promise<BackupSummary> {
+/** For the commands that work on an existing data dir (backup, orphan sweep): never one they would create. */
+export function requireDataDir(dataDir: string): void {
   for (const f of FILES) {
     if (!existsSync(join(dataDir, f))) throw new Error(`${dataDir} holds no ${f}: not a medhash data dir`);
   }
+}
+
+export async function backupDataDir(dataDir: string, out: string, opts: BackupOptions = {}): Promise<BackupSummary> {
+  requireDataDir(dataDir);
   if (existsSync(out) && readdirSync(out).length > 0) throw new Error(`${out} is not empty: a backup goes to a new or empty folder`);
   mkdirSync(out, { recursive: true });
   try {
@@ -142,7 +147,8 @@ async function copyAndCheck(dataDir: string, out: string, opts: BackupOptions): 
     // copy: it did not exist yet at the backup's moment.
     const headed = new Set(heads.map((h) => h.collection));
     for (const key of await kv.list(COLLECTIONS_PREFIX)) {
-      if (headed.has(key.slice(COLLECTIONS_PREFIX.length).split('/')[0])) continue;
+      const id = collectionOfKey(key);
+      if (id !== null && headed.has(id)) continue;
       await kv.delete(key);
       summary.dropped++;
     }

@@ -7,6 +7,8 @@ export interface KV {
   delete(key: string): Promise<void>;
   /** All keys starting with `prefix`, in key order. */
   list(prefix: string): Promise<string[]>;
+  /** Total size of the values under `prefix`, where the store can tell without reading them (Node). */
+  bytes?(prefix: string): Promise<number>;
 }
 
 export function workersKV(ns: KVNamespace): KV {

@@ -52,6 +52,7 @@ export class SqliteKV implements KV {
   private readonly putSt: StatementSync;
   private readonly deleteSt: StatementSync;
   private readonly listSt: StatementSync;
+  private readonly bytesSt: StatementSync;
 
   constructor(db: DatabaseSync) {
     // Deleted rows are overwritten with zeros, not left in free pages: a shard collected after
@@ -76,6 +77,7 @@ export class SqliteKV implements KV {
     // Range scan instead of LIKE (prefixes may hold LIKE wildcards); U+10FFFF is the largest
     // code point, so under SQLite's bytewise order it bounds every key with this prefix.
     this.listSt = db.prepare('SELECT key FROM kv WHERE key >= ? AND key < ? ORDER BY key');
+    this.bytesSt = db.prepare('SELECT COALESCE(SUM(length(value)), 0) AS n FROM kv WHERE key >= ? AND key < ?');
   }
 
   async get(key: string): Promise<Uint8Array | null> {
@@ -95,5 +97,9 @@ export class SqliteKV implements KV {
   async list(prefix: string): Promise<string[]> {
     const rows = this.listSt.all(prefix, prefix + '\u{10ffff}') as { key: string }[];
     return rows.map((r) => r.key);
+  }
+
+  async bytes(prefix: string): Promise<number> {
+    return Number((this.bytesSt.get(prefix, prefix + '\u{10ffff}') as { n: number | bigint }).n);
   }
 }

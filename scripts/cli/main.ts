@@ -1,4 +1,5 @@
-// The medhash command line: serve the Node entry, run the inference backend, back up a data dir,
+// The medhash command line: serve the Node entry, run the inference backend, back up a data dir
+// and sweep it for orphaned collection data,
 // index codes or images through the HTTP API, search, manage collections, and the operator's
 // tenant/key helpers. Talks to MEDHASH_URL with
 // MEDHASH_API_KEY (tenant commands) or MEDHASH_OPERATOR_KEY (admin commands).
@@ -8,10 +9,11 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startBackend } from '../../functions/backend/node.ts';
-import { accessLogToStdout, startNodeServer } from '../../functions/entries/node.ts';
+import { accessLogToStdout, startNodeServer, sweepDataDir } from '../../functions/entries/node.ts';
 import { stopOnSignals } from '../../functions/entries/signals.ts';
 import { imageSettingsFromEnv } from '../../functions/inference/node.ts';
 import { backupDataDir } from '../../functions/store/backup.ts';
+import type { OrphanReport } from '../../functions/store/orphans.ts';
 import { contentTypeOf } from '../data/shared-data.ts';
 import { Checkpoint } from './checkpoint.ts';
 import { ApiError, Client, RawBody } from './client.ts';
@@ -33,6 +35,10 @@ const USAGE = `medhash <command> [options]
         Copy a Node data dir (default MEDHASH_DATA_DIR, else .medhash) while the service runs: a
         consistent, checked copy that is itself a data dir (restore: serve with --data-dir DIR).
         DIR must be new or empty.
+  orphans [--data-dir .medhash] [--delete]
+        List the data of collections no longer in the registry (KV keys, writer state; left by
+        versions that deleted the registry row first), in a Node data dir, the service running or
+        not; --delete deletes it. Safe to re-run; exits 1 when a deletion failed.
 
   index --collection C --codes FILE [--format jsonl|csv] [--batch 1000]
         Upsert items from a JSONL/CSV file of codes, in batches; safe to re-run.
@@ -56,6 +62,8 @@ const USAGE = `medhash <command> [options]
   admin list-keys --tenant ID
   admin rotate-key --id KEY_ID
   admin revoke-key --id KEY_ID
+  admin orphans [--delete]
+        The same through the operator API (GET/DELETE /v1/admin/orphans), e.g. on Workers.
 
 Client options: --url (MEDHASH_URL, default http://127.0.0.1:8787),
                 --key (MEDHASH_API_KEY; admin commands: MEDHASH_OPERATOR_KEY)`;
@@ -130,6 +138,19 @@ async function backend(args: string[]) {
 async function backup(args: string[]) {
   const v = parse(args, { out: { type: 'string' }, 'data-dir': { type: 'string' } });
   print(await backupDataDir(dataDir(v['data-dir'] as string | undefined), need(v.out, 'out')));
+}
+
+/** Prints an orphan sweep's report; throws (exit 1) when a deletion failed, so that it is re-run. */
+function orphanReport(r: OrphanReport) {
+  print(r);
+  if (r.dry_run && r.orphans.length > 0) console.error(`${r.orphans.length} orphaned collection(s), nothing deleted: run again with --delete to delete them`);
+  const failed = r.orphans.filter((o) => o.error !== undefined).map((o) => o.collection);
+  if (failed.length) throw new Error(`deleting orphans failed for ${failed.join(', ')}: run the same command again`);
+}
+
+async function orphans(args: string[]) {
+  const v = parse(args, { 'data-dir': { type: 'string' }, delete: { type: 'boolean' } });
+  orphanReport(await sweepDataDir(dataDir(v['data-dir'] as string | undefined), { delete: v.delete === true }));
 }
 
 async function index(args: string[]) {
@@ -324,12 +345,16 @@ async function admin([sub, ...args]: string[]) {
       const id = encodeURIComponent(need(v.id, 'id'));
       return print(await (sub === 'rotate-key' ? op(v).request('POST', `/v1/admin/keys/${id}/rotate`) : op(v).request('DELETE', `/v1/admin/keys/${id}`)));
     }
+    case 'orphans': {
+      const v = parse(args, { delete: { type: 'boolean' } });
+      return orphanReport(await op(v).request<OrphanReport>(v.delete ? 'DELETE' : 'GET', '/v1/admin/orphans'));
+    }
     default:
       throw new UsageError(`unknown admin command ${sub ?? ''}`);
   }
 }
 
-const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { serve, backend, backup, index, search, collection, admin };
+const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { serve, backend, backup, orphans, index, search, collection, admin };
 
 async function main(argv: string[]) {
   const [command, ...args] = argv;

@@ -1,12 +1,14 @@
 // Operator API: tenants and their keys. Secrets are generated here, returned once, and only
 // their hashes go to the control plane. Key changes are recorded in the tenant's audit log.
+// The orphan sweep (store/orphans.ts) belongs to no tenant: its answer is its record.
 import { createRoute, z } from '@hono/zod-openapi';
 import { generateSecret, hashSecret } from '../../auth/keys.ts';
 import { requireOperator } from '../../auth/guard.ts';
 import type { ApiKeyInfo } from '../../control/store.ts';
+import { sweepOrphans } from '../../store/orphans.ts';
 import type { Backend } from '../backend.ts';
 import { errors, json, jsonBody, security, type App } from '../openapi.ts';
-import { ApiKeySchema, ApiKeyWithSecretSchema, CreateKeyBody, CreateTenantBody, TenantParams, TenantSchema } from '../schemas.ts';
+import { ApiKeySchema, ApiKeyWithSecretSchema, CreateKeyBody, CreateTenantBody, OrphanReportSchema, TenantParams, TenantSchema } from '../schemas.ts';
 
 const tags = ['admin'];
 const KeyParams = z.object({ key: z.string().min(1).openapi({ param: { name: 'key', in: 'path' }, example: 'key_0b1d2c3e4f5a6b7c8d9e0f1a' }) });
@@ -89,6 +91,28 @@ export function adminRoutes(app: App, backend: Backend): void {
     async (c) => {
       await requireOperator(c, backend);
       return c.json(await audited(await backend.control.revokeKey(c.req.valid('param').key), 'key.revoke'), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get', path: '/v1/admin/orphans', tags, security, summary: 'List the KV keys and writer state of collections no longer in the registry (deletes nothing)',
+      responses: { 200: json(OrphanReportSchema, 'What was found.'), ...errors(401, 403, 503) },
+    }),
+    async (c) => {
+      await requireOperator(c, backend);
+      return c.json(await sweepOrphans(backend.orphans), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'delete', path: '/v1/admin/orphans', tags, security, summary: 'Delete the KV keys and writer state of collections no longer in the registry',
+      responses: { 200: json(OrphanReportSchema, 'What was found and deleted; `failed` > 0: send it again.'), ...errors(401, 403, 503) },
+    }),
+    async (c) => {
+      await requireOperator(c, backend);
+      return c.json(await sweepOrphans(backend.orphans, { delete: true }), 200);
     },
   );
 }

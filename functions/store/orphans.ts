@@ -1,0 +1,126 @@
+// The orphan sweep: KV keys and writer state of collection ids that the registry no longer
+// holds. Deleting a collection now destroys its data first and removes its registry row last;
+// older versions removed the row first and then deleted what KV listed, so a failed or cut-off
+// call to the writer, or a KV list that had not caught up with recent puts (Workers KV's is
+// eventually consistent), left data that no request can reach.
+//
+// Why data without a registry row is garbage, never a collection being created. A collection's
+// registry row is committed when it is created (POST /v1/collections), and its id, random and
+// never reused, is known from that row only; its writer state is first saved, and its first KV
+// key put, by its first write, which resolves the collection through that row. So every key and
+// every writer state belongs to an id whose row was committed before they were written. The sweep
+// lists the data first and reads the registry after: an id that had data at the listing and has
+// no row at the later read had its row committed and then removed, i.e. was deleted. A
+// collection created during the sweep either has no data yet at the listing, or its row is in
+// the later read. (The other order, registry first, would lose that race; this one needs no
+// grace period.)
+import { collectionOfKey, collectionPrefix, COLLECTIONS_PREFIX } from '../shards/manifest.ts';
+import type { Head, HeadStore } from './head.ts';
+import type { KV } from './kv.ts';
+import { CollectionReader } from './reader.ts';
+import type { SqlDb } from './sql.ts';
+import type { CollectionSpec } from './writer.ts';
+
+/** What the sweep needs from a runtime (entries/node.ts, entries/worker.ts). */
+export interface OrphanStores {
+  kv: KV;
+  /**
+   * Ids holding writer state other than a finished tombstone; null where the runtime cannot list
+   * writer state (Workers: one Durable Object per collection, and a Worker cannot list them).
+   */
+  writerStates(): Promise<string[] | null>;
+  /** Every collection id in the registry, of all tenants. */
+  registered(): Promise<string[]>;
+  /** Destroys collection `id` through its writer (destroyOrphan); false: a KV delete failed. */
+  destroy(id: string): Promise<boolean>;
+}
+
+export interface Orphan {
+  collection: string;
+  prefix: string;
+  /** KV keys listed under the prefix. */
+  keys: number;
+  /** Their total size, where the KV tells it cheaply (Node). */
+  bytes?: number;
+  /** Whether writer state other than a finished tombstone was found (absent where it cannot be listed). */
+  writer_state?: boolean;
+  /** With deletion: all of it deleted, the writer state left a tombstone. */
+  deleted?: boolean;
+  error?: string;
+}
+
+export interface OrphanReport {
+  /** True: found and listed only. */
+  dry_run: boolean;
+  orphans: Orphan[];
+  /** Totals over the orphans. */
+  keys: number;
+  bytes?: number;
+  /** Orphans whose deletion failed: run the sweep again. */
+  failed: number;
+}
+
+export interface SweepOptions {
+  /** Delete what is found (default: list only). */
+  delete?: boolean;
+  /** Runs between the listing of the data and the read of the registry; tests create collections there. */
+  betweenReads?: () => Promise<void>;
+}
+
+/**
+ * A destroyed writer state with nothing left to delete and no shard named: what deleting a
+ * collection leaves on purpose, so that a late write cannot bring its data back. Not an orphan.
+ */
+export const isFinishedTombstone = (h: Head): boolean =>
+  h.destroyed && h.pending.length === 0 && h.garbage.length === 0 && h.manifest.shards.length === 0;
+
+/** Ids in `db`'s writer_heads that are more than a finished tombstone. */
+export function sqlWriterStates(db: SqlDb): string[] {
+  return db
+    .all<{ collection: string; head: string }>('SELECT collection, head FROM writer_heads ORDER BY collection')
+    .filter((r) => !isFinishedTombstone(JSON.parse(r.head) as Head))
+    .map((r) => r.collection);
+}
+
+/**
+ * The writer spec to destroy unregistered collection `id` with: its writer state's (a writer
+ * refuses a spec that differs from it), else its published manifest's, so that the tombstone
+ * left answers a late write with 404. With neither (stray shards), any spec does.
+ */
+export async function orphanSpec(id: string, heads: HeadStore, kv: KV): Promise<CollectionSpec> {
+  const m = heads.load()?.manifest ?? (await new CollectionReader(kv, 0).manifest(id).catch(() => null));
+  return m ? { id, bits: m.bits, descriptor_dims: m.descriptor_dims } : { id, bits: 64, descriptor_dims: 0 };
+}
+
+export async function sweepOrphans(stores: OrphanStores, opts: SweepOptions = {}): Promise<OrphanReport> {
+  // The data first, the registry after (see above).
+  const keys = new Map<string, number>();
+  for (const key of await stores.kv.list(COLLECTIONS_PREFIX)) {
+    const id = collectionOfKey(key);
+    if (id !== null) keys.set(id, (keys.get(id) ?? 0) + 1);
+  }
+  const states = await stores.writerStates();
+  await opts.betweenReads?.();
+  const registered = new Set(await stores.registered());
+
+  const ids = [...new Set([...keys.keys(), ...(states ?? [])])].filter((id) => !registered.has(id)).sort();
+  const report: OrphanReport = { dry_run: !opts.delete, orphans: [], keys: 0, ...(stores.kv.bytes ? { bytes: 0 } : {}), failed: 0 };
+  for (const id of ids) {
+    const o: Orphan = { collection: id, prefix: collectionPrefix(id), keys: keys.get(id) ?? 0 };
+    if (stores.kv.bytes) o.bytes = await stores.kv.bytes(o.prefix);
+    if (states) o.writer_state = states.includes(id);
+    if (opts.delete) {
+      try {
+        if (await stores.destroy(id)) o.deleted = true;
+        else o.error = 'a KV delete failed';
+      } catch (e) {
+        o.error = e instanceof Error ? e.message : String(e);
+      }
+      if (o.error) report.failed++;
+    }
+    report.orphans.push(o);
+    report.keys += o.keys;
+    if (o.bytes !== undefined) report.bytes! += o.bytes;
+  }
+  return report;
+}

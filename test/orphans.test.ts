@@ -1,0 +1,242 @@
+// The orphan sweep (functions/store/orphans.ts) on Node: data that older versions left when
+// they removed a collection's registry row first and its data after (a failed writer call, a KV
+// list that missed keys), found and deleted; registered collections, and one created during the
+// sweep, never touched. Real node:sqlite stores in a temporary data dir, the service open on it.
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { serve, type ServerType } from '@hono/node-server';
+import { afterAll, expect, it } from 'vitest';
+import { createApp } from '../functions/api/app.ts';
+import type { CollectionInfo } from '../functions/control/store.ts';
+import { createNodeBackend, sweepDataDir } from '../functions/entries/node.ts';
+import { sqlHeadStore } from '../functions/store/head.ts';
+import { isFinishedTombstone, sweepOrphans, type Orphan } from '../functions/store/orphans.ts';
+import { openSqlite, sqliteDb } from '../functions/store/sqlite.ts';
+import type { WriteOp } from '../functions/store/writer.ts';
+import { TEST_OPERATOR_KEY } from './shared/constants.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'medhash-orphans-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+const put = (i: number, patient: string): WriteOp => ({
+  op: 'put',
+  record: { id: `id-${String(i).padStart(4, '0')}`, code: new Uint8Array([i & 0xff, 1]), descriptor: new Int8Array(0), metadata: JSON.stringify({ patient_ref: patient }) },
+});
+const items = (n: number, patient: string) => Array.from({ length: n }, (_, i) => put(i, patient));
+
+/** A data dir with the service's stores open on it, and a second connection to its control store (another process's view). */
+async function dataDir(name: string) {
+  const dir = join(root, name);
+  const node = await createNodeBackend({ dataDir: dir, operatorKey: TEST_OPERATOR_KEY, limits: { maxShardBytes: 1 << 20, maxShardItems: 4, graceMs: 60_000 } });
+  const sql = sqliteDb(openSqlite(join(dir, 'control.sqlite')));
+  const tenant = await node.backend.control.createTenant('t');
+  const kv = node.backend.orphans.kv;
+  const keysOf = (col: { id: string }) => kv.list(`c/${col.id}/`);
+  const bytesOf = async (col: { id: string }) => {
+    let n = 0;
+    for (const k of await keysOf(col)) n += (await kv.get(k))!.length;
+    return n;
+  };
+  /** A collection with `n` items written through its writer. */
+  const written = async (name: string, n: number): Promise<CollectionInfo> => {
+    const col = await node.backend.control.createCollection(tenant.id, { name, bits: 16, descriptor_dims: 0 });
+    if (n > 0) await node.backend.writer(col).apply(items(n, `MRN-${name}`));
+    return col;
+  };
+  return { dir, node, sql, kv, keysOf, bytesOf, written, head: (col: { id: string }) => sqlHeadStore(sql, col.id).load() };
+}
+
+/**
+ * The orphans the older delete order left: the registry row removed first, then what happened
+ * to the data. `writer call failed`: nothing (writer state live, every key left); `list missed
+ * keys`: the writer state marked destroyed, no key deleted; `old tombstone`: every key deleted,
+ * the destroyed writer state still naming its shards (item id ranges); `keys only`: KV keys
+ * without writer state (all that a Worker can see of any orphan).
+ */
+async function oldOrderOrphans(d: Awaited<ReturnType<typeof dataDir>>) {
+  const failed = await d.written('writer-call-failed', 10);
+  const missed = await d.written('list-missed-keys', 6);
+  const tomb = await d.written('old-tombstone', 5);
+  const keysOnly = await d.written('keys-only', 3);
+  for (const col of [failed, missed, tomb, keysOnly]) await d.node.backend.control.deleteCollection(col);
+  for (const col of [missed, tomb]) {
+    const heads = sqlHeadStore(d.sql, col.id);
+    heads.save({ ...heads.load()!, destroyed: true });
+  }
+  for (const k of await d.keysOf(tomb)) await d.kv.delete(k);
+  d.sql.run('DELETE FROM writer_heads WHERE collection = ?', keysOnly.id);
+  return { failed, missed, tomb, keysOnly };
+}
+
+const byId = (a: { collection: string }, b: { collection: string }) => (a.collection < b.collection ? -1 : 1);
+
+it('finds the data of collections deleted registry-first and deletes exactly that, beside the running service; a re-run finds nothing', async () => {
+  const d = await dataDir('sweep');
+  try {
+    // Registered, hence never touched: a live collection, one just created (row, no data yet), one
+    // whose delete was cut off after its data went (its row left, deleted again by the API).
+    const live = await d.written('live', 9);
+    const created = await d.written('just-created', 0);
+    const cutOff = await d.written('delete-cut-off', 4);
+    await d.node.backend.writer(cutOff).destroy();
+    // Deleted in today's order: a finished tombstone, no orphan.
+    const deleted = await d.written('deleted', 4);
+    await d.node.backend.writer(deleted).destroy();
+    await d.node.backend.control.deleteCollection(deleted);
+    const o = await oldOrderOrphans(d);
+
+    // The manifest and the shards (at most 4 items each) of 10, 6, 0 (all deleted) and 3 items.
+    const expected: Orphan[] = [];
+    for (const [col, keys, writerState] of [[o.failed, 4, true], [o.missed, 3, true], [o.tomb, 0, true], [o.keysOnly, 2, false]] as const) {
+      expect(await d.keysOf(col)).toHaveLength(keys);
+      expected.push({ collection: col.id, prefix: `c/${col.id}/`, keys, bytes: await d.bytesOf(col), writer_state: writerState });
+    }
+    expected.sort(byId);
+    const kvBefore = await d.kv.list('c/');
+    const liveHead = d.head(live);
+
+    const dry = await sweepDataDir(d.dir);
+    expect(dry).toEqual({
+      dry_run: true,
+      orphans: expected,
+      keys: expected.reduce((n, x) => n + x.keys, 0),
+      bytes: expected.reduce((n, x) => n + x.bytes!, 0),
+      failed: 0,
+    });
+    expect(await d.kv.list('c/')).toEqual(kvBefore); // a dry run changes nothing
+    expect(d.head(o.failed)!.destroyed).toBe(false);
+
+    const swept = await sweepDataDir(d.dir, { delete: true });
+    expect(swept).toMatchObject({ dry_run: false, failed: 0, orphans: expected.map((x) => ({ ...x, deleted: true })) });
+    for (const col of Object.values(o)) {
+      expect(await d.keysOf(col)).toEqual([]);
+      const h = d.head(col)!;
+      expect(isFinishedTombstone(h)).toBe(true);
+      expect(JSON.stringify(h)).not.toContain('id-0000'); // no item id left in writer state
+      // A late write (a request that resolved the name before the row went) cannot bring it back.
+      await expect(d.node.backend.writer(col).apply(items(1, 'late'))).rejects.toMatchObject({ status: 404 });
+    }
+    expect(await d.kv.list('c/')).toEqual(kvBefore.filter((k) => ![o.failed, o.missed, o.keysOnly].some((c) => k.startsWith(`c/${c.id}/`))));
+    expect(d.head(live)).toEqual(liveHead);
+    expect((await d.node.backend.reader.manifest(live.id))!.count).toBe(9);
+    expect(await d.node.backend.control.collectionIds()).toEqual([live.id, created.id, cutOff.id].sort());
+
+    expect(await sweepDataDir(d.dir, { delete: true })).toEqual({ dry_run: false, orphans: [], keys: 0, bytes: 0, failed: 0 });
+  } finally {
+    d.node.close();
+  }
+});
+
+it('never touches a collection created and written while the sweep runs', async () => {
+  const d = await dataDir('race');
+  try {
+    const { failed } = await oldOrderOrphans(d);
+    let late: CollectionInfo | null = null;
+    // Between the listing of the data and the read of the registry: a sweep that read the
+    // registry first would find this collection's keys without its row, and delete them.
+    const report = await sweepOrphans(d.node.backend.orphans, {
+      delete: true,
+      betweenReads: async () => {
+        late = await d.written('created-meanwhile', 7);
+      },
+    });
+    expect(report.orphans.map((x) => x.collection)).not.toContain(late!.id);
+    expect(report.orphans.find((x) => x.collection === failed.id)).toMatchObject({ deleted: true });
+    expect(d.head(late!)!.destroyed).toBe(false);
+    expect((await d.node.backend.reader.manifest(late!.id))!.count).toBe(7);
+    await d.node.backend.writer(late!).apply(items(8, 'more'));
+    expect((await d.node.backend.reader.manifest(late!.id))!.count).toBe(8);
+  } finally {
+    d.node.close();
+  }
+});
+
+it('reports a deletion that failed and still deletes the others; the same sweep again finishes it', async () => {
+  const d = await dataDir('fails');
+  try {
+    const o = await oldOrderOrphans(d);
+    const stores = d.node.backend.orphans;
+    // Once each: the writer unreachable (on Workers: its Durable Object), a KV delete failing in it.
+    const failing = new Set([o.failed.id, o.missed.id]);
+    const flaky: typeof stores = {
+      ...stores,
+      destroy: async (id) => {
+        if (!failing.delete(id)) return stores.destroy(id);
+        if (id === o.failed.id) throw new Error('writer unreachable');
+        return false;
+      },
+    };
+    const first = await sweepOrphans(flaky, { delete: true });
+    expect(first.failed).toBe(2);
+    expect(first.orphans.find((x) => x.collection === o.failed.id)).toMatchObject({ error: 'writer unreachable' });
+    expect(first.orphans.find((x) => x.collection === o.missed.id)).toMatchObject({ error: 'a KV delete failed' });
+    expect(first.orphans.find((x) => x.collection === o.keysOnly.id)).toMatchObject({ deleted: true });
+    expect((await d.keysOf(o.failed)).length).toBeGreaterThan(0);
+
+    const again = await sweepOrphans(flaky, { delete: true });
+    expect(again.orphans.sort(byId)).toMatchObject([o.failed, o.missed].sort((a, b) => (a.id < b.id ? -1 : 1)).map((c) => ({ collection: c.id, deleted: true })));
+    expect(again.failed).toBe(0);
+    expect(await d.keysOf(o.failed)).toEqual([]);
+    expect((await sweepOrphans(stores)).orphans).toEqual([]);
+  } finally {
+    d.node.close();
+  }
+});
+
+it('refuses a folder that is not a data dir, and creates nothing there', async () => {
+  const nowhere = join(root, 'no-such-dir');
+  await expect(sweepDataDir(nowhere)).rejects.toThrow(/holds no control\.sqlite: not a medhash data dir/);
+  expect(existsSync(nowhere)).toBe(false);
+});
+
+it('medhash orphans (data dir) and medhash admin orphans (operator API): dry run by default, --delete, exit 1 when a deletion failed', async () => {
+  const d = await dataDir('cli');
+  const server = await new Promise<ServerType>((ok) => {
+    const s = serve({ fetch: createApp(d.node.backend).fetch, port: 0, hostname: '127.0.0.1' }, () => ok(s));
+  });
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const medhash = (...args: string[]) =>
+    promisify(execFile)(process.execPath, [join(import.meta.dirname, '..', 'scripts', 'medhash.mjs'), ...args], {
+      env: { ...process.env, MEDHASH_URL: url, MEDHASH_OPERATOR_KEY: TEST_OPERATOR_KEY, MEDHASH_DATA_DIR: join(root, 'elsewhere') },
+    }).then(
+      (r) => ({ code: 0, ...r }),
+      (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+    );
+  try {
+    const live = await d.written('live', 5);
+    const o = await oldOrderOrphans(d);
+    const ids = Object.values(o).map((c) => c.id).sort();
+
+    const dry = await medhash('orphans', '--data-dir', d.dir);
+    expect(dry.code).toBe(0);
+    expect(JSON.parse(dry.stdout)).toMatchObject({ dry_run: true, failed: 0, orphans: ids.map((collection) => ({ collection })) });
+    expect(dry.stderr).toMatch(/4 orphaned collection\(s\), nothing deleted: run again with --delete/);
+    expect((await d.keysOf(o.failed)).length).toBeGreaterThan(0);
+
+    // Through the service: one orphan's writer fails.
+    const stores = d.node.backend.orphans;
+    d.node.backend.orphans = { ...stores, destroy: (id) => (id === o.failed.id ? Promise.reject(new Error('writer unreachable')) : stores.destroy(id)) };
+    const partial = await medhash('admin', 'orphans', '--delete');
+    d.node.backend.orphans = stores;
+    expect(partial.code).toBe(1);
+    const report = JSON.parse(partial.stdout) as { orphans: Orphan[]; failed: number };
+    expect(report.failed).toBe(1);
+    expect(report.orphans.find((x) => x.collection === o.failed.id)).toMatchObject({ error: 'writer unreachable' });
+    expect(report.orphans.filter((x) => x.deleted).map((x) => x.collection)).toEqual(ids.filter((id) => id !== o.failed.id));
+    expect(partial.stderr).toContain(`deleting orphans failed for ${o.failed.id}: run the same command again`);
+
+    const rest = await medhash('orphans', '--data-dir', d.dir, '--delete');
+    expect(rest.code).toBe(0);
+    expect(JSON.parse(rest.stdout)).toMatchObject({ dry_run: false, failed: 0, orphans: [{ collection: o.failed.id, deleted: true }] });
+    expect((await sweepOrphans(stores)).orphans).toEqual([]);
+    expect(await d.keysOf(o.failed)).toEqual([]);
+    expect((await d.node.backend.reader.manifest(live.id))!.count).toBe(5);
+  } finally {
+    await new Promise((ok) => server.close(ok));
+    d.node.close();
+  }
+});

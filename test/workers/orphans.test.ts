@@ -1,0 +1,68 @@
+// The orphan sweep on Workers (GET/DELETE /v1/admin/orphans): the KV keys of collections whose
+// registry row an older version removed before their data, found by listing KV and deleted
+// through each collection's Durable Object, which is left a tombstone; registered collections
+// untouched.
+import { env, exports } from 'cloudflare:workers';
+import { runInDurableObject } from 'cloudflare:test';
+import { expect, it } from 'vitest';
+import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
+
+const send = (method: string, path: string, key: string, body?: unknown) =>
+  exports.default.fetch(
+    new Request(`http://medhash.test${path}`, {
+      method,
+      headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+    }),
+  );
+const call = async (method: string, path: string, key: string, body?: unknown) => (await send(method, path, key, body)).json() as Promise<any>;
+
+const control = () => env.CONTROL.get(env.CONTROL.idFromName('control'));
+const keysOf = async (id: string) => (await env.MEDHASH_KV.list({ prefix: `c/${id}/` })).keys.map((k) => k.name);
+
+it('finds the KV keys of collections deleted registry-first and deletes them through their Durable Objects, never a registered collection', async () => {
+  const tenant = await call('POST', '/v1/admin/tenants', TEST_OPERATOR_KEY, { name: 'orphans-tenant' });
+  const key = (await call('POST', `/v1/admin/tenants/${tenant.id}/keys`, TEST_OPERATOR_KEY, { scopes: ['ingest', 'admin', 'search'] })).secret;
+  for (const name of ['live', 'orphan', 'just-created']) await call('POST', '/v1/collections', key, { name, bits: 16 });
+  for (const name of ['live', 'orphan']) {
+    await call('POST', `/v1/collections/${name}/items`, key, { items: [{ id: 'a', code: '0001', metadata: { patient_ref: 'MRN-1' } }, { id: 'b', code: '0002' }] });
+  }
+  const ids = Object.fromEntries(
+    await runInDurableObject(control(), (_, state) =>
+      state.storage.sql.exec<{ id: string; name: string }>('SELECT id, name FROM collections WHERE tenant_id = ?', tenant.id).toArray().map((r) => [r.name, r.id]),
+    ),
+  ) as Record<string, string>;
+  // The older order: the registry row removed first, then the call to the writer failed.
+  await runInDurableObject(control(), (_, state) => {
+    state.storage.sql.exec('DELETE FROM collections WHERE id = ?', ids.orphan);
+  });
+  // And a shard put after an older destroy had listed the keys: no writer state knows it.
+  const stray = `c/col_0123456789abcdef01234567/s/${'0'.repeat(64)}`;
+  await env.MEDHASH_KV.put(stray, 'late upload');
+  const orphanKeys = await keysOf(ids.orphan);
+  expect(orphanKeys).toHaveLength(2); // manifest and one shard
+
+  const mine = (r: { orphans: { collection: string; deleted?: boolean }[] }) => r.orphans.filter((o) => [ids.orphan, 'col_0123456789abcdef01234567', ids.live, ids['just-created']].includes(o.collection));
+  const dry = await call('GET', '/v1/admin/orphans', TEST_OPERATOR_KEY);
+  expect(dry.dry_run).toBe(true);
+  expect(mine(dry)).toEqual([
+    { collection: 'col_0123456789abcdef01234567', prefix: 'c/col_0123456789abcdef01234567/', keys: 1 },
+    { collection: ids.orphan, prefix: `c/${ids.orphan}/`, keys: 2 },
+  ].sort((a, b) => (a.collection < b.collection ? -1 : 1)));
+  expect(await keysOf(ids.orphan)).toEqual(orphanKeys);
+
+  const swept = await call('DELETE', '/v1/admin/orphans', TEST_OPERATOR_KEY);
+  expect(swept).toMatchObject({ dry_run: false, failed: 0 });
+  expect(mine(swept).map((o) => o.deleted)).toEqual([true, true]);
+  expect(await keysOf(ids.orphan)).toEqual([]);
+  expect(await env.MEDHASH_KV.get(stray)).toBeNull();
+  // Its writer state is a tombstone naming no shard (no item id): a late write finds it deleted.
+  const head = await runInDurableObject(env.COLLECTIONS.get(env.COLLECTIONS.idFromName(ids.orphan)), (_, state) =>
+    JSON.parse(state.storage.sql.exec<{ head: string }>('SELECT head FROM writer_heads').one().head),
+  );
+  expect(head).toMatchObject({ destroyed: true, garbage: [], pending: [], manifest: { shards: [], count: 0 } });
+
+  expect((await call('GET', '/v1/collections/live/items/a', key)).code).toBe('0001');
+  expect((await call('GET', '/v1/collections/just-created', key)).count).toBe(0);
+  expect(mine(await call('GET', '/v1/admin/orphans', TEST_OPERATOR_KEY))).toEqual([]);
+});
