@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from .dicom import DicomError
-from .preprocess import PREPROCESS_VERSION, preprocess_bytes, preprocess_rgb
+from .preprocess import PREPROCESS_VERSION, decode_rgb, preprocess_rgb
 
 SPLITS = ("train", "val", "db", "query")
 #: The one list of what a class folder's reader takes (any case); scripts/data/shared-data.ts's
@@ -164,10 +164,15 @@ def _progress(i: int, n: int, label: str) -> None:
 _PENDING: list[Record] = []
 
 
+def source_rgb(rec: Record) -> np.ndarray:
+    """A record's source pixels, (H, W, 3) uint8, whether it is stored as encoded bytes or pixels."""
+    raw = rec.load()
+    return decode_rgb(raw) if isinstance(raw, bytes) else raw
+
+
 def _preprocess_one(i: int, size: int, channels: int) -> np.ndarray:
-    raw = _PENDING[i].load()
     try:
-        x = preprocess_bytes(raw, size, channels) if isinstance(raw, bytes) else preprocess_rgb(raw, size, channels)
+        x = preprocess_rgb(source_rgb(_PENDING[i]), size, channels)
     except DicomError as e:
         # as the TypeScript evaluation names it (scripts/data/encode-set.ts): which file, and why
         raise DicomError(e.status, e.code, f"{_PENDING[i].id}: {e}") from None

@@ -193,6 +193,17 @@ def load_images(path: Path, size: int, channels: int, n: int, seed: int, split: 
     return x[pick].astype(np.float32), [ids[i] for i in pick]
 
 
+def replay_entry(folder: Path, set_name: str, path: str, src: Path, ids: list[str]) -> dict:
+    """The manifest entry by which the service replays an OOD set's images: a data set with
+    images.tar by member path; any other (class folders, IDX, npz) as PNGs of its source pixels,
+    written to `folder`, which the service preprocesses itself."""
+    if (src / "images.tar").exists():
+        return {"set": set_name, "source": path, "ids": ids}
+    recs = {r.id: r for r in data_mod.records(src)}
+    return write_oodset(folder, set_name, [png_bytes(source_image(data_mod.source_rgb(recs[i]))) for i in ids],
+                        {"source": path, "ids": ids})
+
+
 def evaluate_model(name: str, run: Path, data_root: Path, far: list[str], near: list[str], n_ood: int, n_perturb: int,
                    oodsets: Path | None, seed: int = 0, log=print) -> dict:
     t0 = time.time()
@@ -244,14 +255,7 @@ def evaluate_model(name: str, run: Path, data_root: Path, far: list[str], near: 
         kind = "far" if path in far else "near"
         sets[f"{kind}:{path}"] = x
         if folder:
-            # The service replays the same images: data sets with images.tar by member path,
-            # others (IDX, npz) as PNGs of their source pixels, which it preprocesses itself.
-            if (src / "images.tar").exists():
-                written.append({"set": f"{kind}:{path}", "source": path, "ids": ids})
-            else:
-                recs = {r.id: r for r in data_mod.records(src)}
-                written.append(write_oodset(folder, f"{kind}:{path}", [png_bytes(source_image(recs[i].load())) for i in ids],
-                                            {"source": path, "ids": ids}))
+            written.append(replay_entry(folder, f"{kind}:{path}", path, src, ids))
     if ck.get("holdout"):
         # near OOD of the closest kind: images of the model's own data set, of classes it never saw
         src = Path(ood.run_data_path(ck))

@@ -2,8 +2,12 @@
 `/usr/bin/python3 -m pytest ../test/python -q -k ood_eval`). OOD is the positive class."""
 from __future__ import annotations
 
+import io
+import tarfile
+
 import numpy as np
 import torch
+from PIL import Image
 
 from medhash_model import ood, ood_eval
 from medhash_model.metrics import pack_bits
@@ -119,3 +123,21 @@ def test_tpr_at_fpr_flags_above_the_strictest_threshold_that_keeps_the_false_ala
     ood_s = np.array([96.0, 97.0, 97.5, 99.5])     # threshold 96: flags 97, 97.5 and 99.5
     assert ood_eval.tpr_at_fpr(id_s, ood_s, 0.03) == 0.75
     assert ood_eval.tpr_at_fpr(id_s, ood_s, 0.0) == 0.25  # above 99 only
+
+
+def test_an_ood_set_from_class_folders_is_replayed_as_pngs_of_its_source_pixels(tmp_path):
+    rng = np.random.RandomState(3)
+    src = tmp_path / "photos"
+    pixels = {}
+    for label, mode in (("cats", "L"), ("cars", "RGB")):
+        (src / label).mkdir(parents=True)
+        arr = rng.randint(0, 256, (9, 7) if mode == "L" else (9, 7, 3), dtype=np.uint8)
+        Image.fromarray(arr, mode).save(src / label / "a.png")
+        pixels[f"{label}/a.png"] = arr
+    ids = sorted(pixels)
+    entry = ood_eval.replay_entry(tmp_path / "sets", "far:photos", "photos", src, ids)
+    assert entry["source"] == "photos" and entry["ids"] == ids
+    with tarfile.open(tmp_path / "sets" / entry["file"]) as tf:
+        got = [np.asarray(Image.open(io.BytesIO(tf.extractfile(f"{i:06d}.png").read()))) for i in range(len(ids))]
+    for want, img in zip((pixels[i] for i in ids), got):
+        assert np.array_equal(img, want)
