@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createApp } from '../functions/api/app.ts';
+import { accessTable, operatorKey, tenantKey, type Security } from '../functions/auth/guard.ts';
 import { createNodeBackend, type NodeBackend } from '../functions/entries/node.ts';
 import type { ImageEncoderApi } from '../functions/inference/remote.ts';
 import { DEFAULT_WRITER_LIMITS } from '../functions/store/writer.ts';
@@ -160,4 +161,24 @@ it('an operator key shorter than 32 characters leaves the admin API disabled, no
   } finally {
     other.close();
   }
+});
+
+it('the /v1 guard fails closed: a route that states no security it can enforce fails the start, and one outside the document answers 500, never unchecked', async () => {
+  const route = (path: string, security?: Security) => ({ type: 'route', route: { method: 'post', path, ...(security ? { security } : {}) } });
+  expect(accessTable([route('/v1/encode', tenantKey('search', 'ingest')), route('/v1/admin/tenants', operatorKey), route('/v1/collections', tenantKey())])).toEqual(new Map([
+    ['POST /v1/encode', { operator: false, anyOf: [['search'], ['ingest']] }],
+    ['POST /v1/admin/tenants', { operator: true }],
+    ['POST /v1/collections', { operator: false, anyOf: [[]] }],
+  ]));
+  expect(() => accessTable([route('/v1/collections/{collection}')])).toThrow(/POST \/v1\/collections\/:collection: security must be/);
+  expect(() => accessTable([route('/v1/x', [{ bearer: ['root'] }])])).toThrow(/security must be/);
+  expect(() => accessTable([route('/v1/x', [{ bearer: ['search'], operator: [] }])])).toThrow(/security must be/);
+  // the guard runs on /v1 alone: a requirement elsewhere would be stated and not enforced
+  expect(() => accessTable([route('/healthz', tenantKey())])).toThrow(/enforced on \/v1 routes only/);
+  // A route added outside createRoute (no security in the document) is refused, key or none.
+  const app = createApp(node.backend);
+  app.get('/v1/unlisted', (c) => c.text('open'));
+  const res = await app.request('/v1/unlisted');
+  expect(res.status).toBe(500);
+  expect(await res.text()).not.toContain('open');
 });

@@ -1,5 +1,6 @@
 // The one Hono app both runtimes serve: routes, validation, errors and the OpenAPI document.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { accessTable, guard, OPERATOR_SCHEME, TENANT_SCHEME } from '../auth/guard.ts';
 import { metering } from '../billing/meter.ts';
 import { REQUEST_ID_HEADER, requestLog } from './access-log.ts';
 import type { Backend } from './backend.ts';
@@ -21,7 +22,8 @@ const DOC_INFO = {
   info: {
     title: 'medhash',
     version: '1',
-    description: 'Medical image retrieval by hash code: tenants own collections of coded images; search returns the nearest items by Hamming distance. Every answer carries an X-Request-Id header: quote it when reporting a problem.',
+    description: 'Medical image retrieval by hash code: tenants own collections of coded images; search returns the nearest items by Hamming distance. Every answer carries an X-Request-Id header: quote it when reporting a problem. ' +
+      "Every /v1 request is checked in one order: the body's declared size (413), the key (401), what the key may do (403: each operation's security states its scope), then the request's shape (415, 400 naming the field), then what it names (404), then metering (402, 429).",
   },
 };
 
@@ -36,9 +38,19 @@ export function createApp(backend: Backend): OpenAPIHono {
   app.notFound(notFoundRoute);
   // First, so that every answer (413s, 404s for unknown routes, errors) gets an id and a line.
   app.use('*', requestLog(backend.accessLog));
+  // The order of checks on /v1 (docs/API.md): the body limit, then the key, then the request.
+  // A body declared over the limit is refused unread, before the key is looked up: it protects
+  // the server and tells nothing of what a route takes. (A body sent without Content-Length is
+  // cut off when read, which is after the key.)
   app.use('/v1/*', limitBody(MAX_BODY_BYTES));
   app.use('/v1/*', jsonMediaType());
   app.use('/v1/*', metering(backend));
+  // The key, its kind, scope and collection limit, before any route's validators: a caller
+  // without a valid key never learns what a route takes (not even from a 415: a wrong Content-Type
+  // is a mistake in the request like any other), and one with a key that may not use the route
+  // gets its 403 whatever the request says. `access` is read from the routes' declared security
+  // once they are all registered (below).
+  app.use('/v1/*', guard(backend, (route) => access.get(route)));
 
   app.openapi(
     createRoute({
@@ -55,13 +67,21 @@ export function createApp(backend: Backend): OpenAPIHono {
   imageSearchRoutes(app, backend);
   encodeRoutes(app, backend);
   billingRoutes(app, backend);
-  if (backend.models) modelRoutes(app, backend, backend.models);
+  if (backend.models) modelRoutes(app, backend.models);
 
-  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', {
+  app.openAPIRegistry.registerComponent('securitySchemes', TENANT_SCHEME, {
     type: 'http',
     scheme: 'bearer',
-    description: 'A tenant API key (mh_...) or, for /v1/admin, the operator key.',
+    description: "A tenant API key (mh_...). An operation's requirement lists the scope it needs (search, ingest or admin); of several requirements, any one is enough.",
   });
+  app.openAPIRegistry.registerComponent('securitySchemes', OPERATOR_SCHEME, {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'The operator key (MEDHASH_OPERATOR_KEY), for /v1/admin alone.',
+  });
+  // What each /v1 route needs of the key, enforced by the guard above; a /v1 route that states
+  // nothing the guard can enforce fails here, at start.
+  const access = accessTable(app.openAPIRegistry.definitions);
   // Built once, on first use: the routes are fixed by then.
   let doc: Record<string, unknown> | undefined;
   const document = () => (doc ??= withRequestIdHeader(app.getOpenAPI31Document(DOC_INFO) as unknown as OpenApiDoc));

@@ -1,7 +1,17 @@
 // The /docs page: the OpenAPI document rendered server-side into one self-contained HTML page
 // (no scripts, no CDN: the service may run where there is no network).
 
+import { OPERATOR_SCHEME, TENANT_SCHEME } from '../auth/guard.ts';
+
 type Json = Record<string, unknown>;
+
+/** An operation's security requirements in words: the key it needs, checked before anything else (docs/API.md). */
+function keyNeeded(security: Record<string, string[]>[] | undefined): string {
+  if (!security?.length) return 'none';
+  if (security.some((r) => OPERATOR_SCHEME in r)) return 'the operator key';
+  const scopes = security.flatMap((r) => r[TENANT_SCHEME] ?? []);
+  return scopes.length ? `a tenant key with the ${scopes.map((s) => `"${s}"`).join(' or the ')} scope` : 'any tenant key';
+}
 
 const esc = (s: unknown): string =>
   String(s).replace(/[&<>"']/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[ch]!);
@@ -39,6 +49,7 @@ export function renderDocs(doc: Json): string {
       ops.push(`<section id="${esc(`${method}-${path}`)}">
 <h3><span class="m ${esc(method)}">${esc(method.toUpperCase())}</span> <code>${esc(path)}</code></h3>
 <p>${esc(op.summary ?? '')}</p>${op.description ? `<p>${esc(op.description)}</p>` : ''}
+<p>Key: ${esc(keyNeeded(op.security as Record<string, string[]>[] | undefined))}</p>
 ${params ? `<p>Parameters: ${params}</p>` : ''}
 ${body ? block('request body', resolve(doc, body.schema)) : ''}
 <ul>${responses}</ul></section>`);
@@ -55,7 +66,8 @@ pre{background:#f5f5f5;padding:.5rem;overflow:auto;font-size:13px}summary{cursor
 </style></head><body>
 <h1>${esc(info.title)} <small>${esc(info.version)}</small></h1>
 <p>${esc(info.description ?? '')}</p>
-<p>Authenticate with <code>Authorization: Bearer &lt;key&gt;</code>. Errors are always
+<p>Authenticate with <code>Authorization: Bearer &lt;key&gt;</code>: on /v1 the key is checked
+before the request (401, 403), and only then its shape (415, 400). Errors are always
 <code>{"error":{"code","message","field"}}</code>. Machine-readable document: <a href="/openapi.json">/openapi.json</a>.</p>
 ${ops.join('\n')}
 </body></html>`;

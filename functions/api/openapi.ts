@@ -5,14 +5,14 @@ import { ErrorSchema, OodRefusalSchema } from './schemas.ts';
 export type App = OpenAPIHono;
 
 const ERROR_TEXT: Record<number, string> = {
-  400: 'Malformed request; the message names the problem and `field` the offending field.',
-  401: 'No API key, or an unknown or revoked one.',
+  400: 'Malformed request; the message names the problem and `field` the offending field. Checked after the key: without a valid key the answer is 401, with one that may not use the route 403.',
+  401: 'No API key, or an unknown or revoked one. Checked before anything else but the body size.',
   402: "The tenant's monthly quota is used up; `error.details` holds the quota, the use and when it renews.",
-  403: 'The key lacks the scope or the collection, or is the wrong kind of key.',
+  403: 'The key lacks the scope or the collection, or is the wrong kind of key. Checked before the request\'s shape (except a collection named in the body).',
   404: 'No such collection (in this tenant) or item.',
   409: 'Conflicts with existing state (or a request with the same Idempotency-Key is still running).',
-  413: 'Body or batch too large.',
-  415: 'Content-Type is not application/json.',
+  413: 'Body or batch too large (a body whose Content-Length is over the limit: before the key is checked).',
+  415: 'Content-Type is not application/json (or, for an image, not an image type the route reads).',
   422: 'The Idempotency-Key was already used for a different request; or (search) the query is out of distribution for the collection\'s model: the body then carries `ood` with the reasons, and `allow_ood: true` gets results anyway.',
   429: "Over the tenant's rate limit; Retry-After says when to retry, RateLimit-* describe the limit.",
   503: 'Temporarily unable; retrying is safe.',
@@ -26,8 +26,6 @@ export function errors(...statuses: number[]) {
 
 /** A search route's 422, whose out-of-distribution refusal has `ood` beside `error`: spread beside errors(...). */
 export const oodRefusal = { 422: json(OodRefusalSchema, ERROR_TEXT[422]) };
-
-export const security = [{ bearer: [] }];
 
 export const jsonBody = <T>(schema: T) => ({ required: true, content: { 'application/json': { schema } } });
 

@@ -2,12 +2,19 @@
 // the needed scope or collection, or the operator key used where a tenant key belongs (and
 // vice versa). 404: the collection is not in the key's tenant, whether or not another tenant
 // has one of that name, so tenants never learn about each other.
-import type { Context } from 'hono';
+//
+// One middleware on /v1/* (`guard`) does it for every route, before the route's validators
+// read the path, query, headers or body: a caller without a valid key learns nothing of what a
+// route takes, and a request's status never depends on which of the checks happened to run
+// first (docs/API.md, "Order of checks"). What a route needs of the key is its OpenAPI
+// `security` (`operatorKey`, `tenantKey(...)`): the document states what is enforced.
+import type { Context, MiddlewareHandler } from 'hono';
+import { matchedRoutes } from 'hono/route';
 import type { Backend } from '../api/backend.ts';
-import type { CollectionInfo, Principal } from '../control/store.ts';
+import type { ApiKeyInfo, CollectionInfo, Principal } from '../control/store.ts';
 import { MedhashError, notFound } from '../util/errors.ts';
 import { timingSafeEqualStr } from '../util/bytes.ts';
-import { bearerToken, hashSecret, type Scope } from './keys.ts';
+import { bearerToken, hashSecret, SCOPES, type Scope } from './keys.ts';
 
 declare module 'hono' {
   interface ContextVariableMap {
@@ -21,6 +28,96 @@ declare module 'hono' {
  * shorter one (a typed password) leaves the admin API disabled rather than guessable.
  */
 export const MIN_OPERATOR_KEY_LENGTH = 32;
+
+/** The OpenAPI security schemes: a tenant key (its scopes as the requirement's list) and the operator key. */
+export const TENANT_SCHEME = 'bearer';
+export const OPERATOR_SCHEME = 'operator';
+
+/** An OpenAPI security requirement list: any one of its requirements is enough. */
+export type Security = Record<string, string[]>[];
+
+/** A route of the admin API: the operator key. */
+export const operatorKey: Security = [{ [OPERATOR_SCHEME]: [] }];
+
+/** A tenant route: a tenant key holding any one of `anyOf` (no scope named: any tenant key). */
+export function tenantKey(...anyOf: Scope[]): Security {
+  return anyOf.length === 0 ? [{ [TENANT_SCHEME]: [] }] : anyOf.map((scope) => ({ [TENANT_SCHEME]: [scope] }));
+}
+
+/** What a route needs of the key: the operator key, or a tenant key holding all the scopes of any one list. */
+type Access = { operator: true } | { operator: false; anyOf: Scope[][] };
+
+/** `METHOD /path/:param` → what the route needs of the key, from the routes' declared security. */
+export type AccessTable = Map<string, Access>;
+
+/**
+ * Reads every route's security from the app's OpenAPI registry, once all routes are registered.
+ * Throws for a /v1 route that declares none or one this guard cannot enforce, so that such a
+ * route fails the app's start instead of answering without a check.
+ */
+export function accessTable(definitions: readonly { type: string; route?: { method: string; path: string; security?: Security } }[]): AccessTable {
+  const table: AccessTable = new Map();
+  for (const d of definitions) {
+    if (d.type !== 'route' || !d.route) continue;
+    const { method, path, security } = d.route;
+    const route = `${method.toUpperCase()} ${path.replace(/\{(\w+)\}/g, ':$1')}`;
+    if (path.startsWith('/v1/')) table.set(route, access(route, security));
+    // the guard runs on /v1/* alone: a requirement elsewhere would be stated and not enforced
+    else if (security?.length) throw new Error(`${route}: security is enforced on /v1 routes only`);
+  }
+  return table;
+}
+
+function access(route: string, security: Security | undefined): Access {
+  const schemes = new Set((security ?? []).flatMap((r) => Object.keys(r)));
+  if (security?.length && schemes.size === 1) {
+    if (schemes.has(OPERATOR_SCHEME) && security.every((r) => r[OPERATOR_SCHEME].length === 0)) return { operator: true };
+    const anyOf = security.map((r) => r[TENANT_SCHEME]);
+    if (schemes.has(TENANT_SCHEME) && anyOf.flat().every((s) => (SCOPES as readonly string[]).includes(s))) return { operator: false, anyOf: anyOf as Scope[][] };
+  }
+  throw new Error(`${route}: security must be operatorKey or tenantKey(...scopes), got ${JSON.stringify(security)}`);
+}
+
+/**
+ * Authenticates and authorises every /v1 request before the matched route reads anything of
+ * it: the key (401), its kind (403 operator_only / tenant_only), its scope (403 missing_scope)
+ * and, for a route with a {collection} in its path, the key's collection limit (403
+ * collection_forbidden). The collection itself is looked up here too (one round trip with the
+ * key) but only a route's handler answers 404 for it, after its validators: a malformed name is
+ * a 400, not a missing collection. What needs the body (POST /v1/collections' limit on the
+ * name it creates) is the route's to check, after its validators.
+ */
+export function guard(backend: Backend, accessOf: (route: string) => Access | undefined): MiddlewareHandler {
+  return async (c, next) => {
+    // The route the request matched: the one pattern without a wildcard (middleware is on `*` patterns).
+    const route = matchedRoutes(c).filter((r) => !r.path.includes('*')).at(-1);
+    // No route has this method and path: the 404 says so with or without a key (the routes are public in /openapi.json).
+    if (!route) return next();
+    const rule = accessOf(`${route.method} ${route.path}`);
+    // A /v1 route outside the OpenAPI registry (app.get, app.all, hide: true) has none: a 500, never an open route.
+    if (!rule) throw new Error(`${route.method} ${route.path} has no access rule: declare its security in createRoute`);
+    if (rule.operator) await requireOperator(c, backend);
+    else await requireTenant(c, backend, rule.anyOf, pathParam(c, route.path, 'collection'));
+    await next();
+  };
+}
+
+/**
+ * The path segment in the place of `:name` in the route's pattern, decoded as Hono decodes a
+ * parameter; undefined when the pattern has none. Read here because a /v1/* middleware does not
+ * get the route's parameters, and before any validator: it is the name the key must be allowed,
+ * well-formed or not.
+ */
+function pathParam(c: Context, pattern: string, name: string): string | undefined {
+  const at = pattern.split('/').indexOf(`:${name}`);
+  const segment = at < 0 ? undefined : c.req.path.split('/')[at];
+  if (segment === undefined) return undefined;
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}
 
 const operatorHashes = new Map<string, Promise<string>>();
 
@@ -38,7 +135,7 @@ async function presentedHash(c: Context): Promise<string> {
   return hashSecret(token);
 }
 
-export async function requireOperator(c: Context, backend: Backend): Promise<void> {
+async function requireOperator(c: Context, backend: Backend): Promise<void> {
   if (!backend.operatorKey) throw new MedhashError(503, 'admin_disabled', 'the admin API is disabled: MEDHASH_OPERATOR_KEY is not set');
   if (backend.operatorKey.length < MIN_OPERATOR_KEY_LENGTH) {
     throw new MedhashError(503, 'admin_disabled', `the admin API is disabled: MEDHASH_OPERATOR_KEY is shorter than ${MIN_OPERATOR_KEY_LENGTH} characters (e.g. openssl rand -hex 32)`);
@@ -55,10 +152,11 @@ export async function requireOperator(c: Context, backend: Backend): Promise<voi
 }
 
 /**
- * Authenticates a tenant key holding `scope`; with `collection`, also checks the key may use
- * that collection name and resolves it within the key's tenant (null when it does not exist).
+ * Authenticates a tenant key holding all the scopes of any one list of `anyOf`; with
+ * `collection`, also checks the key may use that collection name and resolves it within the
+ * key's tenant (null when it does not exist).
  */
-export async function requireTenant(c: Context, backend: Backend, scope: Scope | null, collection?: string): Promise<Principal> {
+async function requireTenant(c: Context, backend: Backend, anyOf: readonly Scope[][], collection?: string): Promise<Principal> {
   const hash = await presentedHash(c);
   const principal = await backend.control.authenticate(hash, collection);
   if (!principal) {
@@ -71,16 +169,43 @@ export async function requireTenant(c: Context, backend: Backend, scope: Scope |
   // too (routes meter and audit only after these checks pass).
   c.set('principal', principal);
   const { key } = principal;
-  if (scope && !key.scopes.includes(scope)) throw new MedhashError(403, 'missing_scope', `this key lacks the "${scope}" scope`);
-  if (collection !== undefined && key.collections && !key.collections.includes(collection)) {
-    throw new MedhashError(403, 'collection_forbidden', `this key is not allowed to use collection ${JSON.stringify(collection)}`);
+  if (!anyOf.some((scopes) => scopes.every((scope) => key.scopes.includes(scope)))) {
+    const needed = anyOf.map((scopes) => scopes.map((s) => JSON.stringify(s)).join(' and the ')).join(' or the ');
+    throw new MedhashError(403, 'missing_scope', `this key lacks the ${needed} scope`);
   }
+  if (collection !== undefined) allowCollection(key, collection);
   return principal;
 }
 
-/** requireTenant for a collection that must exist. */
-export async function requireCollection(c: Context, backend: Backend, scope: Scope | null, name: string): Promise<CollectionInfo> {
-  const { collection } = await requireTenant(c, backend, scope, name);
-  if (!collection) throw notFound('collection', name);
+/** 403 unless the key may use the collection of that name (a key limited to some collections). */
+export function allowCollection(key: ApiKeyInfo, name: string): void {
+  if (key.collections && !key.collections.includes(name)) {
+    throw new MedhashError(403, 'collection_forbidden', `this key is not allowed to use collection ${JSON.stringify(name)}`);
+  }
+}
+
+/** The tenant key the guard authenticated for this request (any /v1 route outside /v1/admin). */
+export function tenantOf(c: Context): Principal {
+  const principal = c.get('principal');
+  if (!principal) throw new Error('tenantOf() needs the /v1 guard to have authenticated a tenant key');
+  return principal;
+}
+
+/** The collection the path names, as the guard resolved it in the key's tenant: 404 when there is none. */
+export function pathCollection(c: Context): CollectionInfo {
+  const { collection } = tenantOf(c);
+  if (!collection) throw notFound('collection', c.req.param('collection') ?? '');
   return collection;
 }
+
+/**
+ * Route middleware for an answer about the whole tenant (usage): refuses a key limited to some
+ * collections, whose limit it would cross. A route's middleware runs after the guard and before
+ * the route's validators, so this 403 too comes before any 400.
+ */
+export const wholeTenant: MiddlewareHandler = async (c, next) => {
+  if (tenantOf(c).key.collections) {
+    throw new MedhashError(403, 'collection_limited', 'usage is counted for the whole tenant, not per collection: read it with a key that is not limited to collections');
+  }
+  await next();
+};

@@ -668,6 +668,186 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
       });
     });
 
+    describe('order of checks: the key first, then the request', () => {
+      const png = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+      const isoDay = (ms: number): string => new Date(ms).toISOString().slice(0, 10);
+      /** Units billed to the key's tenant, in a window around now (a run across midnight still sees them). */
+      const billed = async (key: string): Promise<number> => {
+        const r = await call('GET', `/v1/usage?from=${isoDay(Date.now() - 86_400_000)}&to=${isoDay(Date.now() + 86_400_000)}`, { key });
+        expect(r.status).toBe(200);
+        return r.body.totals.total;
+      };
+      type Send = { path: string; body?: unknown; raw?: BodyInit; headers?: Record<string, string> };
+      interface Outcome { what: string; status: number; code: string | undefined; field?: string | undefined }
+
+      it('every /v1 route answers a bad key (401) and a key that may not use it (403) before it reads the request; only then is a bad body, path or query a 400 naming the field, and nothing is billed', async () => {
+        const { t, all, col } = await world(16);
+        const limited = (await t.key(['search', 'ingest', 'admin'], [`c-${uniq()}`])).secret;
+        // A key lacking what the route needs: a scope, or (encode) both of the scopes it takes.
+        const lacking: Record<string, string> = {
+          search: (await t.key(['ingest', 'admin'])).secret,
+          ingest: (await t.key(['search', 'admin'])).secret,
+          admin: (await t.key(['search', 'ingest'])).secret,
+          'search|ingest': (await t.key(['admin'])).secret,
+        };
+        const image = (query: string): Send => ({ path: `/v1/collections/${col}/search/image?${query}`, raw: png, headers: { 'content-type': 'image/png' } });
+        // Per route: a request refused for its shape, what the route needs of the key ('operator',
+        // a scope, 'search|ingest' for either, '' for any tenant key), and the 400 it gets from a
+        // key that may use the route. null: the route takes nothing a request can get wrong.
+        type Row = { send: Send; needs: string; code: string; field?: string };
+        const rows: Record<string, Row | null> = {
+          'POST /v1/admin/tenants': { send: { path: '/v1/admin/tenants', body: { name: 'Bad Name' } }, needs: 'operator', code: 'invalid_field', field: 'name' },
+          'GET /v1/admin/tenants': null,
+          'POST /v1/admin/tenants/{tenant}/keys': { send: { path: `/v1/admin/tenants/${t.id}/keys`, body: { scopes: ['root'] } }, needs: 'operator', code: 'invalid_field', field: 'scopes.0' },
+          'GET /v1/admin/tenants/{tenant}/keys': null,
+          'POST /v1/admin/keys/{key}/rotate': null,
+          'DELETE /v1/admin/keys/{key}': null,
+          'GET /v1/admin/tenants/{tenant}/plan': null,
+          'PUT /v1/admin/tenants/{tenant}/plan': { send: { path: `/v1/admin/tenants/${t.id}/plan`, body: { rate_per_second: 0, burst: 1, monthly_quota: null } }, needs: 'operator', code: 'invalid_field', field: 'rate_per_second' },
+          'GET /v1/admin/tenants/{tenant}/usage': { send: { path: `/v1/admin/tenants/${t.id}/usage?format=xml` }, needs: 'operator', code: 'invalid_field', field: 'format' },
+          'GET /v1/admin/orphans': null,
+          'DELETE /v1/admin/orphans': null,
+          'GET /v1/collections': null,
+          'POST /v1/collections': { send: { path: '/v1/collections', body: { name: `c-${uniq()}`, bits: 48 } }, needs: 'admin', code: 'invalid_field', field: 'bits' },
+          'GET /v1/collections/{collection}': { send: { path: '/v1/collections/BAD!' }, needs: '', code: 'invalid_path', field: 'collection' },
+          'DELETE /v1/collections/{collection}': { send: { path: '/v1/collections/BAD!' }, needs: 'admin', code: 'invalid_path', field: 'collection' },
+          'POST /v1/collections/{collection}/items': { send: { path: `/v1/collections/${col}/items`, body: { items: [] } }, needs: 'ingest', code: 'invalid_field', field: 'items' },
+          'GET /v1/collections/{collection}/items/{id}': { send: { path: `/v1/collections/${col}/items/a%0Ab` }, needs: 'search', code: 'invalid_path', field: 'id' },
+          'DELETE /v1/collections/{collection}/items/{id}': { send: { path: `/v1/collections/${col}/items/a%0Ab` }, needs: 'ingest', code: 'invalid_path', field: 'id' },
+          'POST /v1/collections/{collection}/search': { send: { path: `/v1/collections/${col}/search`, body: { code: 'ffff', k: 0 } }, needs: 'search', code: 'invalid_field', field: 'k' },
+          'POST /v1/collections/{collection}/search/image': { send: image('k=0'), needs: 'search', code: 'invalid_field', field: 'k' },
+          'POST /v1/collections/{collection}/erase': { send: { path: `/v1/collections/${col}/erase`, body: {} }, needs: 'admin', code: 'invalid_field', field: 'patient_ref' },
+          'POST /v1/encode': { send: { path: '/v1/encode', raw: new Uint8Array(0), headers: { 'content-type': 'image/png' } }, needs: 'search|ingest', code: 'empty_body' },
+          'GET /v1/usage': { send: { path: '/v1/usage?format=xml' }, needs: 'admin', code: 'invalid_field', field: 'format' },
+          'GET /v1/audit': { send: { path: '/v1/audit?limit=0' }, needs: 'admin', code: 'invalid_field', field: 'limit' },
+        };
+        // The model routes are the Node entry's only (the Worker serves none).
+        if (runtime === 'node') {
+          const long = 'm'.repeat(129);
+          rows['GET /v1/models'] = null;
+          rows['GET /v1/models/{model_id}/card'] = { send: { path: `/v1/models/${long}/card` }, needs: '', code: 'invalid_path', field: 'model_id' };
+          rows['GET /v1/models/{model_id}/onnx'] = { send: { path: `/v1/models/${long}/onnx` }, needs: '', code: 'invalid_path', field: 'model_id' };
+        }
+        // Every /v1 route of the document has its row: a new route fails here until it says what it validates.
+        const doc = (await call('GET', '/openapi.json')).body as { paths: Record<string, Record<string, unknown>> };
+        const v1 = Object.entries(doc.paths).filter(([p]) => p.startsWith('/v1/')).flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${p}`));
+        expect(Object.keys(rows).sort()).toEqual(v1.sort());
+
+        const got: Outcome[] = [];
+        const want: Outcome[] = [];
+        for (const [route, row] of Object.entries(rows)) {
+          if (!row) continue;
+          const [method, template] = route.split(' ');
+          const { path, ...opts } = row.send;
+          const expectAs = async (who: string, key: string | undefined, status: number, code: string, field?: string) => {
+            const r = await call(method, path, { ...opts, key });
+            got.push({ what: `${route} ${who}`, status: r.status, code: r.body?.error?.code, field: r.body?.error?.field });
+            want.push({ what: `${route} ${who}`, status, code, field });
+          };
+          await expectAs('without a key', undefined, 401, 'missing_key');
+          await expectAs('with an unknown key', 'mh_wrong', 401, 'invalid_key');
+          if (row.needs === 'operator') {
+            await expectAs('with a tenant key', all, 403, 'operator_only');
+            await expectAs('with the operator key', op(), 400, row.code, row.field);
+            continue;
+          }
+          await expectAs('with the operator key', op(), 403, 'tenant_only');
+          if (row.needs) await expectAs(`with a key lacking ${row.needs}`, lacking[row.needs], 403, 'missing_scope');
+          // the collection named in the path is the key's to use or not, whatever else the request says
+          if (template.includes('{collection}')) await expectAs('with a key limited to another collection', limited, 403, 'collection_forbidden');
+          // usage is the whole tenant's, which a key limited to collections may not read
+          if (route === 'GET /v1/usage') await expectAs('with a key limited to collections', limited, 403, 'collection_limited');
+          await expectAs('with a key that may use it', all, 400, row.code, row.field);
+        }
+        expect(got).toEqual(want);
+        // POST /v1/collections names its collection in the body: a key's collection limit is checked
+        // once the body is read, so the body's own mistakes come first there.
+        const named = await call('POST', '/v1/collections', { key: limited, body: { name: `c-${uniq()}`, bits: 48 } });
+        expect([named.status, named.body.error.code, named.body.error.field]).toEqual([400, 'invalid_field', 'bits']);
+        const forbidden = await call('POST', '/v1/collections', { key: limited, body: { name: `c-${uniq()}`, bits: 16 } });
+        expect([forbidden.status, forbidden.body.error.code]).toEqual([403, 'collection_forbidden']);
+        // None of it was billed, nor audited: the log holds the keys and the collection made above.
+        expect(await billed(all)).toBe(0);
+        const log = await call('GET', '/v1/audit?limit=1000', { key: all });
+        expect(new Set(log.body.events.map((e: { action: string }) => e.action))).toEqual(new Set(['key.create', 'collection.create']));
+      });
+
+      it('shape checks made in the handlers keep that order, before any lookup: a usage window with from after to, a search by image with exclude_own_study and exclude_study_uid', async () => {
+        const { t, all, col } = await world(16);
+        const searchOnly = (await t.key(['search'])).secret;
+        const ingestOnly = (await t.key(['ingest'])).secret;
+        const limited = (await t.key(['search', 'ingest', 'admin'], [`c-${uniq()}`])).secret;
+        const stranger = (await (await tenant()).key(['search', 'ingest', 'admin'])).secret;
+        const backwards = 'from=2026-11-02&to=2026-11-01';
+        const both = 'exclude_own_study=true&exclude_study_uid=1.2.3';
+        const missing = `c-${uniq()}`;
+        const dicom = { raw: png, headers: { 'content-type': 'application/dicom' } };
+        const cases: Array<[string, () => Promise<Reply>, number, string, string?]> = [
+          ['usage, from after to: no key', () => call('GET', `/v1/usage?${backwards}`), 401, 'missing_key'],
+          ['usage, from after to: a key without admin', () => call('GET', `/v1/usage?${backwards}`, { key: searchOnly }), 403, 'missing_scope'],
+          ['usage, from after to: a key limited to collections', () => call('GET', `/v1/usage?${backwards}`, { key: limited }), 403, 'collection_limited'],
+          ['usage, from after to: an admin key', () => call('GET', `/v1/usage?${backwards}`, { key: all }), 400, 'invalid_field', 'from'],
+          ["a tenant's usage, from after to: a tenant key", () => call('GET', `/v1/admin/tenants/${t.id}/usage?${backwards}`, { key: all }), 403, 'operator_only'],
+          ["a tenant's usage, from after to: the operator", () => call('GET', `/v1/admin/tenants/${t.id}/usage?${backwards}`, { key: op() }), 400, 'invalid_field', 'from'],
+          // the window is the request's own mistake, whether or not the tenant exists
+          ["an unknown tenant's usage, from after to", () => call('GET', `/v1/admin/tenants/tn_nope/usage?${backwards}`, { key: op() }), 400, 'invalid_field', 'from'],
+          ["an unknown tenant's usage, not a calendar date", () => call('GET', '/v1/admin/tenants/tn_nope/usage?from=2026-02-30', { key: op() }), 400, 'invalid_field', 'from'],
+          ["an unknown tenant's usage, over a year", () => call('GET', '/v1/admin/tenants/tn_nope/usage?from=2020-01-01&to=2026-01-01', { key: op() }), 400, 'invalid_field', 'from'],
+          ['image, both exclusions: no key', () => call('POST', `/v1/collections/${col}/search/image?${both}`, dicom), 401, 'missing_key'],
+          ['image, both exclusions: a key without search', () => call('POST', `/v1/collections/${col}/search/image?${both}`, { ...dicom, key: ingestOnly }), 403, 'missing_scope'],
+          ['image, both exclusions: a key limited to another collection', () => call('POST', `/v1/collections/${col}/search/image?${both}`, { ...dicom, key: limited }), 403, 'collection_forbidden'],
+          ['image, both exclusions: a collection without a model', () => call('POST', `/v1/collections/${col}/search/image?${both}`, { ...dicom, key: all }), 400, 'invalid_field', 'exclude_own_study'],
+          ['image, both exclusions: no such collection', () => call('POST', `/v1/collections/${missing}/search/image?${both}`, { ...dicom, key: all }), 400, 'invalid_field', 'exclude_own_study'],
+          ["image, both exclusions: another tenant's collection", () => call('POST', `/v1/collections/${col}/search/image?${both}`, { ...dicom, key: stranger }), 400, 'invalid_field', 'exclude_own_study'],
+          ['image, own study of a PNG: no such collection', () => call('POST', `/v1/collections/${missing}/search/image?exclude_own_study=true`, { key: all, raw: png, headers: { 'content-type': 'image/png' } }), 400, 'invalid_field', 'exclude_own_study'],
+          ['image, not an image type: no such collection', () => call('POST', `/v1/collections/${missing}/search/image`, { key: all, raw: png, headers: { 'content-type': 'text/plain' } }), 415, 'unsupported_media_type'],
+        ];
+        const got: Outcome[] = [];
+        const want: Outcome[] = [];
+        for (const [what, send, status, code, field] of cases) {
+          const r = await send();
+          got.push({ what, status: r.status, code: r.body?.error?.code, field: r.body?.error?.field });
+          want.push({ what, status, code, field });
+        }
+        expect(got).toEqual(want);
+        expect(await billed(all)).toBe(0);
+      });
+
+      it('the OpenAPI document states what each /v1 route needs of the key, as the service enforces it', async () => {
+        const doc = (await call('GET', '/openapi.json')).body as {
+          paths: Record<string, Record<string, { security?: Record<string, string[]>[] }>>;
+          components: { securitySchemes: Record<string, { type: string; scheme: string }> };
+        };
+        expect(doc.components.securitySchemes).toEqual({
+          bearer: expect.objectContaining({ type: 'http', scheme: 'bearer' }),
+          operator: expect.objectContaining({ type: 'http', scheme: 'bearer' }),
+        });
+        const security = (path: string, method: string) => doc.paths[path][method].security;
+        expect(security('/v1/admin/tenants', 'post')).toEqual([{ operator: [] }]);
+        expect(security('/v1/admin/tenants/{tenant}/usage', 'get')).toEqual([{ operator: [] }]);
+        expect(security('/v1/collections', 'get')).toEqual([{ bearer: [] }]);
+        expect(security('/v1/collections', 'post')).toEqual([{ bearer: ['admin'] }]);
+        expect(security('/v1/collections/{collection}/items', 'post')).toEqual([{ bearer: ['ingest'] }]);
+        expect(security('/v1/collections/{collection}/search', 'post')).toEqual([{ bearer: ['search'] }]);
+        expect(security('/v1/collections/{collection}/search/image', 'post')).toEqual([{ bearer: ['search'] }]);
+        // either scope: two requirements, one of which is enough
+        expect(security('/v1/encode', 'post')).toEqual([{ bearer: ['search'] }, { bearer: ['ingest'] }]);
+        expect(security('/v1/usage', 'get')).toEqual([{ bearer: ['admin'] }]);
+        // every /v1 operation states one; the service routes need no key
+        for (const [path, ops] of Object.entries(doc.paths)) {
+          for (const [method, operation] of Object.entries(ops)) {
+            if (path.startsWith('/v1/')) expect(operation.security?.length, `${method} ${path}`).toBeGreaterThan(0);
+            else expect(operation.security, `${method} ${path}`).toBeUndefined();
+          }
+        }
+        // and the /docs page says it in words
+        const page = (await call('GET', '/docs')).body as string;
+        expect(page).toContain('Key: a tenant key with the &quot;search&quot; or the &quot;ingest&quot; scope');
+        expect(page).toContain('Key: the operator key');
+        expect(page).toContain('Key: any tenant key');
+      });
+    });
+
     describe('malformed requests answer 4xx naming the problem', () => {
       it('rejects each malformed body with the error shape', async () => {
         const { all, col } = await world(64, 2);

@@ -20,6 +20,8 @@ export interface SuiteTools {
 }
 
 const DAY_MS = 86_400_000;
+/** A PNG signature: enough image for a route that checks the type before it looks anything up. */
+const PNG = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 const isoDay = (ms: number): string => new Date(ms).toISOString().slice(0, 10);
 
 /** A window around now, so that a test running across midnight UTC still sees all its calls. */
@@ -93,7 +95,8 @@ export function billingSuite(runtime: string, { call, op, tenant, world, ingest 
         'DELETE /v1/collections/{collection}/items/{id}': [(k) => call('DELETE', `/v1/collections/${a.col}/items/x`, { key: k }), notFound],
         'POST /v1/collections/{collection}/search': [(k) => search(k, a.col), notFound],
         'POST /v1/collections/{collection}/erase': [(k) => call('POST', `/v1/collections/${a.col}/erase`, { key: k, body: { patient_ref: 'p-1' } }), notFound],
-        'POST /v1/collections/{collection}/search/image': [(k) => call('POST', `/v1/collections/${a.col}/search/image`, { key: k, body: {} }), notFound],
+        // An image, so that the request's shape passes (a JSON body would be a 415 before any lookup).
+        'POST /v1/collections/{collection}/search/image': [(k) => call('POST', `/v1/collections/${a.col}/search/image`, { key: k, raw: PNG, headers: { 'content-type': 'image/png' } }), notFound],
         // Not tenant data: without an image (here, a JSON body) it is a 415 naming the type, unbilled.
         'POST /v1/encode': [(k) => call('POST', '/v1/encode', { key: k, body: {} }), (r) => {
           expect([r.status, r.body?.error?.code]).toEqual([415, 'unsupported_media_type']);

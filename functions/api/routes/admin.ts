@@ -1,13 +1,14 @@
 // Operator API: tenants and their keys. Secrets are generated here, returned once, and only
 // their hashes go to the control plane. Key changes are recorded in the tenant's audit log.
 // The orphan sweep (store/orphans.ts) belongs to no tenant: its answer is its record.
+// `security: operatorKey` is what the /v1 guard (auth/guard.ts) checks before a route's validators.
 import { createRoute, z } from '@hono/zod-openapi';
 import { generateSecret, hashSecret } from '../../auth/keys.ts';
-import { requireOperator } from '../../auth/guard.ts';
+import { operatorKey } from '../../auth/guard.ts';
 import type { ApiKeyInfo } from '../../control/store.ts';
 import { sweepOrphans } from '../../store/orphans.ts';
 import type { Backend } from '../backend.ts';
-import { errors, json, jsonBody, security, type App } from '../openapi.ts';
+import { errors, json, jsonBody, type App } from '../openapi.ts';
 import { ApiKeySchema, ApiKeyWithSecretSchema, CreateKeyBody, CreateTenantBody, OrphanReportSchema, TenantParams, TenantSchema } from '../schemas.ts';
 
 const tags = ['admin'];
@@ -21,35 +22,32 @@ export function adminRoutes(app: App, backend: Backend): void {
 
   app.openapi(
     createRoute({
-      method: 'post', path: '/v1/admin/tenants', tags, security, summary: 'Create a tenant',
+      method: 'post', path: '/v1/admin/tenants', tags, security: operatorKey, summary: 'Create a tenant',
       request: { body: jsonBody(CreateTenantBody) },
       responses: { 201: json(TenantSchema, 'The tenant.'), ...errors(400, 401, 403, 409, 413, 415, 503) },
     }),
     async (c) => {
-      await requireOperator(c, backend);
       return c.json(await backend.control.createTenant(c.req.valid('json').name), 201);
     },
   );
 
   app.openapi(
     createRoute({
-      method: 'get', path: '/v1/admin/tenants', tags, security, summary: 'List tenants',
+      method: 'get', path: '/v1/admin/tenants', tags, security: operatorKey, summary: 'List tenants',
       responses: { 200: json(z.object({ tenants: z.array(TenantSchema) }), 'All tenants.'), ...errors(401, 403, 503) },
     }),
     async (c) => {
-      await requireOperator(c, backend);
       return c.json({ tenants: await backend.control.listTenants() }, 200);
     },
   );
 
   app.openapi(
     createRoute({
-      method: 'post', path: '/v1/admin/tenants/{tenant}/keys', tags, security, summary: 'Create an API key (the secret is shown once)',
+      method: 'post', path: '/v1/admin/tenants/{tenant}/keys', tags, security: operatorKey, summary: 'Create an API key (the secret is shown once)',
       request: { params: TenantParams, body: jsonBody(CreateKeyBody) },
       responses: { 201: json(ApiKeyWithSecretSchema, 'The key, with its secret.'), ...errors(400, 401, 403, 404, 413, 415, 503) },
     }),
     async (c) => {
-      await requireOperator(c, backend);
       const secret = generateSecret();
       const key = await audited(await backend.control.createKey(c.req.valid('param').tenant, c.req.valid('json'), await hashSecret(secret)), 'key.create');
       return c.json({ ...key, secret }, 201);
@@ -58,24 +56,22 @@ export function adminRoutes(app: App, backend: Backend): void {
 
   app.openapi(
     createRoute({
-      method: 'get', path: '/v1/admin/tenants/{tenant}/keys', tags, security, summary: "List a tenant's keys (no secrets)",
+      method: 'get', path: '/v1/admin/tenants/{tenant}/keys', tags, security: operatorKey, summary: "List a tenant's keys (no secrets)",
       request: { params: TenantParams },
       responses: { 200: json(z.object({ keys: z.array(ApiKeySchema) }), 'The keys.'), ...errors(401, 403, 404, 503) },
     }),
     async (c) => {
-      await requireOperator(c, backend);
       return c.json({ keys: await backend.control.listKeys(c.req.valid('param').tenant) }, 200);
     },
   );
 
   app.openapi(
     createRoute({
-      method: 'post', path: '/v1/admin/keys/{key}/rotate', tags, security, summary: 'Replace a key secret (same id, scopes and limits)',
+      method: 'post', path: '/v1/admin/keys/{key}/rotate', tags, security: operatorKey, summary: 'Replace a key secret (same id, scopes and limits)',
       request: { params: KeyParams },
       responses: { 200: json(ApiKeyWithSecretSchema, 'The key, with its new secret.'), ...errors(401, 403, 404, 409, 503) },
     }),
     async (c) => {
-      await requireOperator(c, backend);
       const secret = generateSecret();
       const key = await audited(await backend.control.rotateKey(c.req.valid('param').key, await hashSecret(secret)), 'key.rotate');
       return c.json({ ...key, secret }, 200);
@@ -84,34 +80,31 @@ export function adminRoutes(app: App, backend: Backend): void {
 
   app.openapi(
     createRoute({
-      method: 'delete', path: '/v1/admin/keys/{key}', tags, security, summary: 'Revoke a key',
+      method: 'delete', path: '/v1/admin/keys/{key}', tags, security: operatorKey, summary: 'Revoke a key',
       request: { params: KeyParams },
       responses: { 200: json(ApiKeySchema, 'The revoked key.'), ...errors(401, 403, 404, 503) },
     }),
     async (c) => {
-      await requireOperator(c, backend);
       return c.json(await audited(await backend.control.revokeKey(c.req.valid('param').key), 'key.revoke'), 200);
     },
   );
 
   app.openapi(
     createRoute({
-      method: 'get', path: '/v1/admin/orphans', tags, security, summary: 'List the KV keys and writer state of collections no longer in the registry (deletes nothing)',
+      method: 'get', path: '/v1/admin/orphans', tags, security: operatorKey, summary: 'List the KV keys and writer state of collections no longer in the registry (deletes nothing)',
       responses: { 200: json(OrphanReportSchema, 'What was found.'), ...errors(401, 403, 503) },
     }),
     async (c) => {
-      await requireOperator(c, backend);
       return c.json(await sweepOrphans(backend.orphans), 200);
     },
   );
 
   app.openapi(
     createRoute({
-      method: 'delete', path: '/v1/admin/orphans', tags, security, summary: 'Delete the KV keys and writer state of collections no longer in the registry',
+      method: 'delete', path: '/v1/admin/orphans', tags, security: operatorKey, summary: 'Delete the KV keys and writer state of collections no longer in the registry',
       responses: { 200: json(OrphanReportSchema, 'What was found and deleted; `failed` > 0: send it again.'), ...errors(401, 403, 503) },
     }),
     async (c) => {
-      await requireOperator(c, backend);
       return c.json(await sweepOrphans(backend.orphans, { delete: true }), 200);
     },
   );

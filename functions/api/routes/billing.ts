@@ -3,14 +3,12 @@
 // contracts (version 1), described in docs/BILLING.md.
 import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
-import { requireOperator, requireTenant } from '../../auth/guard.ts';
+import { operatorKey, tenantKey, tenantOf, wholeTenant } from '../../auth/guard.ts';
 import type { UsageDay } from '../../billing/ledger.ts';
-import { badRequest, MedhashError } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
-import { errors, json, jsonBody, security, type App } from '../openapi.ts';
-import { AuditQuery, AuditSchema, PlanBody, PlanSchema, TenantParams, UsageQuery, UsageSchema } from '../schemas.ts';
+import { errors, json, jsonBody, type App } from '../openapi.ts';
+import { AuditQuery, AuditSchema, PlanBody, PlanSchema, TenantParams, today, UsageQuery, UsageSchema, usageWindow } from '../schemas.ts';
 
-const MAX_USAGE_DAYS = 366;
 const CSV_COLUMNS = ['day', 'search', 'encode', 'ingest_item', 'total'] as const;
 
 const usageContent = {
@@ -18,20 +16,9 @@ const usageContent = {
   content: { 'application/json': { schema: UsageSchema }, 'text/csv': { schema: z.string() } },
 };
 
-const today = (): string => new Date().toISOString().slice(0, 10);
-
-function checkDay(day: string, field: string): string {
-  const d = new Date(`${day}T00:00:00Z`);
-  if (Number.isNaN(d.getTime()) || d.toISOString().slice(0, 10) !== day) throw badRequest('invalid_field', `${field} is not a calendar date: ${day}`, field);
-  return day;
-}
-
 async function usageAnswer(c: Context, backend: Backend, tenantId: string, q: z.infer<typeof UsageQuery>): Promise<Response> {
-  const to = checkDay(q.to ?? today(), 'to');
-  const from = checkDay(q.from ?? `${to.slice(0, 7)}-01`, 'from');
-  const span = (Date.parse(to) - Date.parse(from)) / 86_400_000 + 1;
-  if (span < 1) throw badRequest('invalid_field', `from (${from}) must not be after to (${to})`, 'from');
-  if (span > MAX_USAGE_DAYS) throw badRequest('invalid_field', `a usage query spans at most ${MAX_USAGE_DAYS} days; got ${span}`, 'from');
+  // UsageQuery has checked the window (a calendar date each, from not after to, at most a year).
+  const { from, to } = usageWindow(q);
   const days = await backend.ledger(tenantId).usage(tenantId, from, to);
   const csv = q.format ? q.format === 'csv' : /\btext\/csv\b/.test(c.req.header('accept') ?? '');
   if (csv) {
@@ -63,29 +50,27 @@ async function planAnswer(backend: Backend, tenantId: string) {
 export function billingRoutes(app: App, backend: Backend): void {
   app.openapi(
     createRoute({
-      method: 'get', path: '/v1/usage', tags: ['billing'], security, summary: "The tenant's metered units per day (scope: admin; not for a key limited to collections)",
+      method: 'get', path: '/v1/usage', tags: ['billing'], security: tenantKey('admin'), summary: "The tenant's metered units per day (scope: admin; not for a key limited to collections)",
+      // Usage is metered per tenant, not per collection: its totals would tell a key limited to
+      // some collections how much the others are used (403 collection_limited, before the query is read).
+      middleware: wholeTenant,
       request: { query: UsageQuery },
       responses: { 200: usageContent, ...errors(400, 401, 403) },
     }),
     async (c) => {
-      const { key } = await requireTenant(c, backend, 'admin');
-      // Usage is metered per tenant, not per collection: its totals would tell a key limited to
-      // some collections how much the others are used.
-      if (key.collections) {
-        throw new MedhashError(403, 'collection_limited', 'usage is counted for the whole tenant, not per collection: read it with a key that is not limited to collections');
-      }
+      const { key } = tenantOf(c);
       return await usageAnswer(c, backend, key.tenant_id, c.req.valid('query'));
     },
   );
 
   app.openapi(
     createRoute({
-      method: 'get', path: '/v1/audit', tags: ['billing'], security, summary: "The tenant's audit log, newest first (scope: admin)",
+      method: 'get', path: '/v1/audit', tags: ['billing'], security: tenantKey('admin'), summary: "The tenant's audit log, newest first (scope: admin)",
       request: { query: AuditQuery },
       responses: { 200: json(AuditSchema, 'Who did what, and when.'), ...errors(400, 401, 403) },
     }),
     async (c) => {
-      const { key } = await requireTenant(c, backend, 'admin');
+      const { key } = tenantOf(c);
       const { limit, before } = c.req.valid('query');
       // A key limited to some collections sees their events alone, never another collection's ids.
       const events = await backend.ledger(key.tenant_id).audit(key.tenant_id, limit, before, key.collections);
@@ -96,12 +81,11 @@ export function billingRoutes(app: App, backend: Backend): void {
 
   app.openapi(
     createRoute({
-      method: 'get', path: '/v1/admin/tenants/{tenant}/plan', tags: ['admin'], security, summary: "A tenant's plan and this month's use",
+      method: 'get', path: '/v1/admin/tenants/{tenant}/plan', tags: ['admin'], security: operatorKey, summary: "A tenant's plan and this month's use",
       request: { params: TenantParams },
       responses: { 200: json(PlanSchema, 'The plan.'), ...errors(401, 403, 404, 503) },
     }),
     async (c) => {
-      await requireOperator(c, backend);
       const tenant = await backend.control.getTenant(c.req.valid('param').tenant);
       return c.json(await planAnswer(backend, tenant.id), 200);
     },
@@ -109,13 +93,12 @@ export function billingRoutes(app: App, backend: Backend): void {
 
   app.openapi(
     createRoute({
-      method: 'put', path: '/v1/admin/tenants/{tenant}/plan', tags: ['admin'], security, summary: "Set a tenant's plan (rate limit and monthly quota)",
+      method: 'put', path: '/v1/admin/tenants/{tenant}/plan', tags: ['admin'], security: operatorKey, summary: "Set a tenant's plan (rate limit and monthly quota)",
       description: 'Creates or replaces the plan; it applies from the next request, with a full bucket. Recorded in the tenant\'s audit log.',
       request: { params: TenantParams, body: jsonBody(PlanBody) },
       responses: { 200: json(PlanSchema, 'The plan now in force.'), ...errors(400, 401, 403, 404, 413, 415, 503) },
     }),
     async (c) => {
-      await requireOperator(c, backend);
       const tenant = await backend.control.getTenant(c.req.valid('param').tenant);
       const input = c.req.valid('json');
       await backend.ledger(tenant.id).setPlan(tenant.id, input, { key_id: 'operator', action: 'plan.update', detail: { ...input } });
@@ -125,12 +108,11 @@ export function billingRoutes(app: App, backend: Backend): void {
 
   app.openapi(
     createRoute({
-      method: 'get', path: '/v1/admin/tenants/{tenant}/usage', tags: ['admin'], security, summary: "A tenant's metered units per day",
+      method: 'get', path: '/v1/admin/tenants/{tenant}/usage', tags: ['admin'], security: operatorKey, summary: "A tenant's metered units per day",
       request: { params: TenantParams, query: UsageQuery },
       responses: { 200: usageContent, ...errors(400, 401, 403, 404, 503) },
     }),
     async (c) => {
-      await requireOperator(c, backend);
       const tenant = await backend.control.getTenant(c.req.valid('param').tenant);
       return await usageAnswer(c, backend, tenant.id, c.req.valid('query'));
     },

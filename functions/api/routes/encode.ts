@@ -4,12 +4,12 @@
 // model; metered as one `encode` unit per image. The inference backend's own /v1/encode is an
 // internal service behind the edge and knows no tenants.
 import { createRoute, z } from '@hono/zod-openapi';
-import { requireTenant } from '../../auth/guard.ts';
+import { tenantKey } from '../../auth/guard.ts';
 import { audit, meter } from '../../billing/meter.ts';
 import { ImageEncodingSchema } from '../../backend/protocol.ts';
 import { MedhashError, badRequest } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
-import { errors, json, rateLimitHeaders, security, type App } from '../openapi.ts';
+import { errors, json, rateLimitHeaders, type App } from '../openapi.ts';
 import { IdempotencyHeaders } from '../schemas.ts';
 import { imageBody, imageType } from './image-search.ts';
 
@@ -24,7 +24,7 @@ const EncodeResult = z
 export function encodeRoutes(app: App, backend: Backend): void {
   app.openapi(
     createRoute({
-      method: 'post', path: '/v1/encode', tags: ['search'], security,
+      method: 'post', path: '/v1/encode', tags: ['search'], security: tenantKey('search', 'ingest'),
       summary: 'Encode one image with the served model (scope: search or ingest; metered: 1 encode unit)',
       description: 'The body is the image file itself, Content-Type image/png, image/jpeg or application/dicom (uncompressed, docs/ENCODING.md).',
       request: {
@@ -34,14 +34,11 @@ export function encodeRoutes(app: App, backend: Backend): void {
       responses: { 200: { ...json(EncodeResult, 'The image\'s encoding.'), headers: rateLimitHeaders }, ...errors(400, 401, 402, 403, 409, 413, 415, 422, 429, 503) },
     }),
     async (c) => {
-      const principal = await requireTenant(c, backend, null);
-      if (!principal.key.scopes.includes('search') && !principal.key.scopes.includes('ingest')) {
-        throw new MedhashError(403, 'missing_scope', 'encoding needs the "search" or the "ingest" scope');
-      }
+      // The guard has checked the key and its scope; the image's own checks come before the encoder's.
       const type = imageType(c);
-      if (!backend.images) throw new MedhashError(503, 'encoder_unavailable', 'encoding is not configured on this server (no model: see docs/INFERENCE.md)');
       const bytes = new Uint8Array(await c.req.arrayBuffer());
       if (bytes.length === 0) throw badRequest('empty_body', 'the body must be the image file; it is empty');
+      if (!backend.images) throw new MedhashError(503, 'encoder_unavailable', 'encoding is not configured on this server (no model: see docs/INFERENCE.md)');
       await meter(c, 'encode', 1);
       const enc = await backend.images.encodeImage(bytes, type);
       audit(c, 'encode', null, { count: 1, model_id: enc.model_id });

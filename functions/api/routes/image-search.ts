@@ -4,14 +4,14 @@
 // image: codes of two models are not comparable, so a mismatch is refused, never ranked.
 import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
-import { requireCollection } from '../../auth/guard.ts';
+import { pathCollection, tenantKey } from '../../auth/guard.ts';
 import { dicomMetadata, isDicom } from '../../encode/dicom.ts';
 import { IMAGE_TYPES } from '../../encode/image.ts';
 import { MedhashError, badRequest } from '../../util/errors.ts';
 import { mediaType } from '../../util/media-type.ts';
 import type { Backend } from '../backend.ts';
 import { parseCode } from '../codes.ts';
-import { errors, json, oodRefusal, rateLimitHeaders, security, type App } from '../openapi.ts';
+import { errors, json, oodRefusal, rateLimitHeaders, type App } from '../openapi.ts';
 import { DEFAULT_CONTENT_WEIGHT } from '../../search/rerank.ts';
 import { CollectionParams, ContentWeight, Exclusions, IdempotencyHeaders, MAX_K, QueryNumber, SearchFilter, SearchResult } from '../schemas.ts';
 import { admitSearch, metadataFilter, requireDescriptors, searchCollection } from './search.ts';
@@ -45,7 +45,11 @@ const ImageSearchQuery = z.strictObject({
   exclude_patient_ref: Exclusions.exclude_patient_ref.openapi({ param: { name: 'exclude_patient_ref', in: 'query' } }),
   exclude_own_study: z.enum(['true', 'false'], { error: 'exclude_own_study must be true or false' }).default('false').transform((v) => v === 'true')
     .openapi({ param: { name: 'exclude_own_study', in: 'query' }, description: 'For a DICOM image: leave out the items of the study the image belongs to (its Study Instance UID).' }),
-});
+})
+  // the schema's, so that it is a 400 where any malformed parameter is one: after the key, before the collection is looked up
+  .refine((q) => !(q.exclude_own_study && q.exclude_study_uid !== undefined), {
+    message: 'exclude_own_study cannot be given with exclude_study_uid (give one)', path: ['exclude_own_study'],
+  });
 
 const ImageSearchResult = SearchResult.extend({
   path: z.string().openapi({ description: 'Which encoder answered: "backend" (the inference service) or "ort-web-wasm"/"ort-web-webgpu" (in-process fallback).' }),
@@ -58,7 +62,7 @@ const ImageSearchResult = SearchResult.extend({
 export function imageSearchRoutes(app: App, backend: Backend): void {
   app.openapi(
     createRoute({
-      method: 'post', path: '/v1/collections/{collection}/search/image', tags: ['search'], security,
+      method: 'post', path: '/v1/collections/{collection}/search/image', tags: ['search'], security: tenantKey('search'),
       summary: 'The k nearest items to an image (scope: search)',
       description: 'The body is the image file itself, Content-Type image/png, image/jpeg or application/dicom (uncompressed, docs/ENCODING.md). The collection\'s model_id must be the encoder\'s.',
       request: {
@@ -70,20 +74,14 @@ export function imageSearchRoutes(app: App, backend: Backend): void {
       responses: { 200: { ...json(ImageSearchResult, 'The image\'s code, its model OOD score and the ranked results.'), headers: rateLimitHeaders }, ...errors(400, 401, 402, 403, 404, 409, 413, 415, 429, 503), ...oodRefusal },
     }),
     async (c) => {
-      const col = await requireCollection(c, backend, 'search', c.req.valid('param').collection);
+      // The guard has checked the key; the validators the path and the query. The image's own
+      // checks come next, and only then the collection (404) and what needs it: a request's
+      // mistakes are 4xx whether or not the collection exists.
       const { k, radius, allow_ood: allowOod, content_weight: contentWeight, label, modality, body_part, exclude_own_study: ownStudy, ...exclusions } = c.req.valid('query');
       const type = imageType(c);
       if (ownStudy && type !== 'application/dicom') {
         throw badRequest('invalid_field', 'exclude_own_study needs a DICOM image: a PNG or JPEG names no study (send exclude_study_uid instead)', 'exclude_own_study');
       }
-      if (ownStudy && exclusions.exclude_study_uid !== undefined) {
-        throw badRequest('invalid_field', 'give exclude_study_uid or exclude_own_study, not both', 'exclude_own_study');
-      }
-      if (contentWeight !== undefined) requireDescriptors(col);
-      if (!col.model_id) {
-        throw new MedhashError(409, 'model_mismatch', `collection ${JSON.stringify(col.name)} records no model_id, so its codes cannot be compared with an image's; search it by code`);
-      }
-      if (!backend.images) throw new MedhashError(503, 'encoder_unavailable', 'search by image is not configured on this server (no model: see docs/INFERENCE.md)');
       const bytes = new Uint8Array(await c.req.arrayBuffer());
       if (bytes.length === 0) throw badRequest('empty_body', 'the body must be the image file; it is empty');
       // the one header field a search reads, for this exclusion alone (bytes that are not DICOM
@@ -93,6 +91,12 @@ export function imageSearchRoutes(app: App, backend: Backend): void {
         if (study === undefined) throw badRequest('invalid_field', 'exclude_own_study: the DICOM image has no valid Study Instance UID (0020,000D)', 'exclude_own_study');
         exclusions.exclude_study_uid = study;
       }
+      const col = pathCollection(c);
+      if (contentWeight !== undefined) requireDescriptors(col);
+      if (!col.model_id) {
+        throw new MedhashError(409, 'model_mismatch', `collection ${JSON.stringify(col.name)} records no model_id, so its codes cannot be compared with an image's; search it by code`);
+      }
+      if (!backend.images) throw new MedhashError(503, 'encoder_unavailable', 'search by image is not configured on this server (no model: see docs/INFERENCE.md)');
       const filter = metadataFilter({ filter: { label, modality, body_part }, ...exclusions });
       await admitSearch(c, col, radius);
       const enc = await backend.images.encodeImage(bytes, type);

@@ -1,7 +1,7 @@
 // Batch ingest (idempotent by item id), item read, item delete, and erasure of every item of
 // one patient or study.
 import { createRoute, type z } from '@hono/zod-openapi';
-import { requireCollection } from '../../auth/guard.ts';
+import { pathCollection, tenantKey } from '../../auth/guard.ts';
 import { audit, meter } from '../../billing/meter.ts';
 import type { CollectionInfo } from '../../control/store.ts';
 import { canonicalMetadata, parseMetadata } from '../../shards/metadata.ts';
@@ -10,7 +10,7 @@ import { toHex } from '../../util/bytes.ts';
 import { badRequest, MedhashError } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
 import { parseCode } from '../codes.ts';
-import { errors, json, jsonBody, rateLimitHeaders, security, type App } from '../openapi.ts';
+import { errors, json, jsonBody, rateLimitHeaders, type App } from '../openapi.ts';
 import { CollectionParams, EraseBody, EraseResultSchema, IdempotencyHeaders, IngestBody, IngestResult, ItemParams, ItemSchema } from '../schemas.ts';
 
 const tags = ['items'];
@@ -38,7 +38,7 @@ function batchOps(col: CollectionInfo, items: z.infer<typeof IngestBody>['items'
 export function itemRoutes(app: App, backend: Backend): void {
   app.openapi(
     createRoute({
-      method: 'post', path: '/v1/collections/{collection}/items', tags, security,
+      method: 'post', path: '/v1/collections/{collection}/items', tags, security: tenantKey('ingest'),
       summary: 'Upsert a batch of items (scope: ingest; metered: 1 unit per item)',
       description:
         'Idempotent by item id: re-sending a batch changes nothing and gets the same answer. Ids must be unique within a batch. ' +
@@ -47,7 +47,7 @@ export function itemRoutes(app: App, backend: Backend): void {
       responses: { 200: { ...json(IngestResult, 'All items are stored as sent.'), headers: rateLimitHeaders }, ...errors(400, 401, 402, 403, 404, 409, 413, 415, 422, 429, 503) },
     }),
     async (c) => {
-      const col = await requireCollection(c, backend, 'ingest', c.req.valid('param').collection);
+      const col = pathCollection(c);
       const { items } = c.req.valid('json');
       const ops = batchOps(col, items);
       await meter(c, 'ingest_item', items.length);
@@ -59,13 +59,13 @@ export function itemRoutes(app: App, backend: Backend): void {
 
   app.openapi(
     createRoute({
-      method: 'get', path: '/v1/collections/{collection}/items/{id}', tags, security, summary: 'Get an item (scope: search)',
+      method: 'get', path: '/v1/collections/{collection}/items/{id}', tags, security: tenantKey('search'), summary: 'Get an item (scope: search)',
       request: { params: ItemParams },
       responses: { 200: json(ItemSchema, 'The item.'), ...errors(400, 401, 403, 404) },
     }),
     async (c) => {
-      const { collection, id } = c.req.valid('param');
-      const col = await requireCollection(c, backend, 'search', collection);
+      const { id } = c.req.valid('param');
+      const col = pathCollection(c);
       const item = await backend.reader.withManifest(col.id, async (m) => {
         const found = await backend.reader.item(m, id);
         return found && { id, code: toHex(found.shard.code(found.row)), descriptor: Array.from(found.shard.descriptor(found.row)), metadata: parseMetadata(found.shard.metadataJson(found.row)) };
@@ -77,13 +77,13 @@ export function itemRoutes(app: App, backend: Backend): void {
 
   app.openapi(
     createRoute({
-      method: 'delete', path: '/v1/collections/{collection}/items/{id}', tags, security, summary: 'Delete an item (scope: ingest)',
+      method: 'delete', path: '/v1/collections/{collection}/items/{id}', tags, security: tenantKey('ingest'), summary: 'Delete an item (scope: ingest)',
       request: { params: ItemParams },
       responses: { 204: { description: 'Deleted.' }, ...errors(400, 401, 403, 404, 409, 503) },
     }),
     async (c) => {
-      const { collection, id } = c.req.valid('param');
-      const col = await requireCollection(c, backend, 'ingest', collection);
+      const { id } = c.req.valid('param');
+      const col = pathCollection(c);
       try {
         const result = await backend.writer(col).apply([{ op: 'delete', id }]);
         if (result.missing.length > 0) throw new MedhashError(404, 'item_not_found', `item ${JSON.stringify(id)} not found`);
@@ -99,7 +99,7 @@ export function itemRoutes(app: App, backend: Backend): void {
 
   app.openapi(
     createRoute({
-      method: 'post', path: '/v1/collections/{collection}/erase', tags, security,
+      method: 'post', path: '/v1/collections/{collection}/erase', tags, security: tenantKey('admin'),
       summary: 'Delete every item of one patient or study (scope: admin)',
       description:
         'For a patient who withdraws consent, or a study taken back: deletes, in one change, the items whose metadata ' +
@@ -112,7 +112,7 @@ export function itemRoutes(app: App, backend: Backend): void {
       responses: { 200: json(EraseResultSchema, 'Those items are deleted from the index.'), ...errors(400, 401, 403, 404, 409, 413, 415, 503) },
     }),
     async (c) => {
-      const col = await requireCollection(c, backend, 'admin', c.req.valid('param').collection);
+      const col = pathCollection(c);
       const body = c.req.valid('json');
       const [field, value] = body.patient_ref !== undefined ? (['patient_ref', body.patient_ref] as const) : (['study_uid', body.study_uid!] as const);
       const result = await backend.writer(col).erase(field, value);

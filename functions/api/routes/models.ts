@@ -2,11 +2,10 @@
 // models, a model's card and its .onnx bytes. Any valid tenant key may read them; a client
 // checks the .onnx against the card's sha256 before running it.
 import { createRoute, z } from '@hono/zod-openapi';
-import { requireTenant } from '../../auth/guard.ts';
+import { tenantKey } from '../../auth/guard.ts';
 import type { ModelCatalog } from '../../models/catalog.ts';
 import { notFound } from '../../util/errors.ts';
-import type { Backend } from '../backend.ts';
-import { errors, json, security, type App } from '../openapi.ts';
+import { errors, json, type App } from '../openapi.ts';
 
 const tags = ['models'];
 
@@ -29,7 +28,7 @@ const ModelSummary = z
 // The card names the model by content; its bytes never change under the same id.
 const CACHE = 'private, max-age=86400';
 
-export function modelRoutes(app: App, backend: Backend, catalog: ModelCatalog): void {
+export function modelRoutes(app: App, catalog: ModelCatalog): void {
   const model = async (id: string) => {
     const m = await catalog.get(id);
     if (!m) throw notFound('model', id);
@@ -38,11 +37,10 @@ export function modelRoutes(app: App, backend: Backend, catalog: ModelCatalog): 
 
   app.openapi(
     createRoute({
-      method: 'get', path: '/v1/models', tags, security, summary: 'Models served for client-side encoding',
+      method: 'get', path: '/v1/models', tags, security: tenantKey(), summary: 'Models served for client-side encoding',
       responses: { 200: json(z.object({ models: z.array(ModelSummary) }), 'The models.'), ...errors(401, 403) },
     }),
     async (c) => {
-      await requireTenant(c, backend, null);
       const models = (await catalog.list()).map((m) => ({
         model_id: m.model_id, name: m.name, bits: m.bits, descriptor_dims: m.descriptor.dims,
         input: { size: m.input.size, channels: m.input.channels }, classes: m.classes, sha256: m.sha256,
@@ -53,12 +51,11 @@ export function modelRoutes(app: App, backend: Backend, catalog: ModelCatalog): 
 
   app.openapi(
     createRoute({
-      method: 'get', path: '/v1/models/{model_id}/card', tags, security, summary: "A model's card (docs/MODEL_CARD.md)",
+      method: 'get', path: '/v1/models/{model_id}/card', tags, security: tenantKey(), summary: "A model's card (docs/MODEL_CARD.md)",
       request: { params: ModelParams },
       responses: { 200: json(z.record(z.string(), z.unknown()), 'The card as shipped.'), ...errors(400, 401, 403, 404) },
     }),
     async (c) => {
-      await requireTenant(c, backend, null);
       const m = await model(c.req.valid('param').model_id);
       return c.body(m.cardJson, 200, { 'content-type': 'application/json', 'cache-control': CACHE }) as never;
     },
@@ -66,7 +63,7 @@ export function modelRoutes(app: App, backend: Backend, catalog: ModelCatalog): 
 
   app.openapi(
     createRoute({
-      method: 'get', path: '/v1/models/{model_id}/onnx', tags, security, summary: "A model's ONNX graph (sha256 as in its card)",
+      method: 'get', path: '/v1/models/{model_id}/onnx', tags, security: tenantKey(), summary: "A model's ONNX graph (sha256 as in its card)",
       request: { params: ModelParams },
       responses: {
         200: { description: 'The .onnx bytes.', content: { 'application/octet-stream': { schema: z.string().openapi({ format: 'binary' }) } } },
@@ -74,7 +71,6 @@ export function modelRoutes(app: App, backend: Backend, catalog: ModelCatalog): 
       },
     }),
     async (c) => {
-      await requireTenant(c, backend, null);
       const m = await model(c.req.valid('param').model_id);
       return c.body(m.onnx as Uint8Array<ArrayBuffer>, 200, {
         'content-type': 'application/octet-stream', 'cache-control': CACHE, etag: `"${m.card.sha256}"`,

@@ -3,7 +3,7 @@
 // and audited as one search.
 import { createRoute, type z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
-import { requireCollection } from '../../auth/guard.ts';
+import { pathCollection, tenantKey } from '../../auth/guard.ts';
 import { audit, meter } from '../../billing/meter.ts';
 import type { CollectionInfo } from '../../control/store.ts';
 import { assess, enforce, type AllowOodVia, type ModelOod } from '../../safety/gate.ts';
@@ -13,7 +13,7 @@ import { parseMetadata, type ItemMetadata } from '../../shards/metadata.ts';
 import { badRequest } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
 import { parseCode } from '../codes.ts';
-import { errors, json, jsonBody, oodRefusal, rateLimitHeaders, security, type App } from '../openapi.ts';
+import { errors, json, jsonBody, oodRefusal, rateLimitHeaders, type App } from '../openapi.ts';
 import { CollectionParams, IdempotencyHeaders, SearchBody, SearchResult } from '../schemas.ts';
 
 type Body = z.infer<typeof SearchBody>;
@@ -70,7 +70,7 @@ export function metadataFilter(body: MetadataControls): ((m: ItemMetadata) => bo
 export function searchRoutes(app: App, backend: Backend): void {
   app.openapi(
     createRoute({
-      method: 'post', path: '/v1/collections/{collection}/search', tags: ['search'], security,
+      method: 'post', path: '/v1/collections/{collection}/search', tags: ['search'], security: tenantKey('search'),
       summary: 'The k nearest items by Hamming distance, re-ranked by content (scope: search; metered: 1 unit)',
       description:
         'Every answer carries `ood`, the out-of-distribution check of the query against the collection\'s model. ' +
@@ -79,7 +79,7 @@ export function searchRoutes(app: App, backend: Backend): void {
       responses: { 200: { ...json(SearchResult, 'Ranked results.'), headers: rateLimitHeaders }, ...errors(400, 401, 402, 403, 404, 409, 413, 415, 429, 503), ...oodRefusal },
     }),
     async (c) => {
-      const col = await requireCollection(c, backend, 'search', c.req.valid('param').collection);
+      const col = pathCollection(c);
       const body = c.req.valid('json');
       const q = searchQuery(col, body);
       await admitSearch(c, col, q.radius);
