@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { encodingOf } from '../../functions/backend/encoding.ts';
 import { loadCard, type LoadedCard, type ModelCard } from '../../functions/encode/card.ts';
@@ -27,10 +27,10 @@ import { readManifest, TarReader, type ManifestRow } from '../../scripts/data/sh
 import { dataDir, DICOM_FIXTURES, DICOM_SOURCES, DICOM_STUDY_UID, MODELS } from '../encode/fixtures.ts';
 import { png, scanlines } from '../encode/png-fixtures.ts';
 import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
+import { launchChromium } from './chromium.ts';
 
 const PER_CLASS = 34;
 const BRAIN = 'brain_tumor_mri-darf-b64';
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'];
 
 let dir: string;
 let server: RunningServer;
@@ -79,7 +79,7 @@ beforeAll(async () => {
   });
   expect((await call('POST', '/v1/collections/mednist/items', { items })).status).toBe(200);
 
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+  browser = await launchChromium();
 }, 120_000);
 
 afterAll(async () => {
