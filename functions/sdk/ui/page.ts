@@ -43,6 +43,13 @@ function clearAnswer(): number {
   return ++asked;
 }
 
+/** The model line with an empty bar. */
+function resetModel(status: string): void {
+  progress.max = 1;
+  progress.value = 0;
+  modelStatus.textContent = status;
+}
+
 async function loadModel(): Promise<void> {
   const col = chosen();
   clearAnswer();
@@ -81,13 +88,27 @@ async function loadModel(): Promise<void> {
 $('connect').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   errorBox.textContent = '';
-  client = new MedhashClient({ apiKey: keyInput.value.trim() });
+  // Nothing of the previous key's stays on show or can be chosen while this one is asked, nor
+  // after it fails: its collections, their model, the answer.
+  const c = (client = new MedhashClient({ apiKey: keyInput.value.trim() }));
+  collections = [];
+  select.replaceChildren();
+  select.disabled = true;
+  clearAnswer();
+  go.disabled = true;
+  resetModel('not loaded');
+  let list: CollectionSummary[];
   try {
-    collections = await client.collections();
+    list = await c.collections();
   } catch (e) {
+    if (client !== c) return;
+    client = null;
     showError(e);
     return;
   }
+  // a later connect shows its own answer
+  if (client !== c) return;
+  collections = list;
   select.replaceChildren(...collections.map((c) => new Option(`${c.name} (${c.bits} bits, ${c.model_id ?? 'no model'})`, c.name)));
   select.disabled = collections.length === 0;
   if (collections.length === 0) showError('this key sees no collections');

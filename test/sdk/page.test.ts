@@ -1,0 +1,77 @@
+// The /ui page's handling of a key in real Chromium against the Node service (no index needed):
+// a wrong key after a good one leaves nothing of the good one's to choose.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
+import { loadCard, type ModelCard } from '../../functions/encode/card.ts';
+import { startNodeServer, type RunningServer } from '../../functions/entries/node.ts';
+import { MODELS } from '../encode/fixtures.ts';
+import { png, scanlines } from '../encode/png-fixtures.ts';
+import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
+import { launchChromium } from './chromium.ts';
+
+const IMAGE_LABEL = 'Image (PNG, JPEG or uncompressed DICOM), or drop it here';
+/** Hang guard for a test that loads the model (download, wasm compile) on a loaded 2-core machine. */
+const MODEL_LOAD_MS = 150_000;
+
+let dir: string;
+let server: RunningServer;
+let key: string;
+let card: ModelCard;
+let browser: Browser;
+
+async function operator(method: string, path: string, body: unknown, auth = TEST_OPERATOR_KEY) {
+  const res = await fetch(`${server.url}${path}`, { method, headers: { authorization: `Bearer ${auth}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  expect(res.ok).toBe(true);
+  return (await res.json()) as any;
+}
+
+/** A 64x64 grey PNG of noise (some kB, so reading its first bytes is not reading it all); `seed` makes two differ. */
+function greyPng(seed: number): Buffer {
+  let x = seed;
+  const px = Array.from({ length: 64 * 64 }, () => (x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 24);
+  return Buffer.from(png({ width: 64, height: 64, colorType: 0, bitDepth: 8, raw: scanlines(64, 64, 1, 8, px) }));
+}
+
+async function connect(page: Page, apiKey: string): Promise<void> {
+  await page.getByLabel('API key').fill(apiKey);
+  await page.getByRole('button', { name: 'Connect' }).click();
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'medhash-ui-'));
+  server = await startNodeServer({ port: 0, hostname: '127.0.0.1', dataDir: dir, operatorKey: TEST_OPERATOR_KEY });
+  const tenant = await operator('POST', '/v1/admin/tenants', { name: 'ui' });
+  key = (await operator('POST', `/v1/admin/tenants/${tenant.id}/keys`, { scopes: ['search', 'admin'] })).secret;
+  ({ card } = await loadCard(join(MODELS, 'mednist-darf-b64.card.json')));
+  await operator('POST', '/v1/collections', { name: 'mednist', bits: card.bits, descriptor_dims: card.descriptor.dims, model_id: card.model_id }, key);
+  browser = await launchChromium();
+}, 120_000);
+
+// a failed test's page, still loading, would slow the next test down
+afterEach(() => Promise.all(browser.contexts().map((c) => c.close())));
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+it('a wrong key after a good one clears the collection list, the choice and the model, and says the key was refused', async () => {
+  const page = await browser.newPage();
+  await page.goto(`${server.url}/ui`);
+  await connect(page, key);
+  await page.locator('#model-status', { hasText: `${card.model_id} ready` }).waitFor({ timeout: 90_000 });
+  await page.getByLabel(IMAGE_LABEL).setInputFiles({ name: 'a.png', mimeType: 'image/png', buffer: greyPng(100) });
+  await page.locator('#preview:not([hidden])').waitFor();
+  expect(await page.getByRole('button', { name: 'Search' }).isEnabled()).toBe(true);
+
+  await connect(page, 'mh_not-a-key');
+  await page.locator('#error', { hasText: 'unknown or revoked API key' }).waitFor();
+  expect(await page.locator('#collection option').count()).toBe(0);
+  expect(await page.getByLabel('Collection').isDisabled()).toBe(true);
+  expect(await page.locator('#model-status').textContent()).not.toContain('ready');
+  expect(await page.getByRole('button', { name: 'Search' }).isDisabled()).toBe(true);
+}, MODEL_LOAD_MS);
