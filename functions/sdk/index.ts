@@ -117,10 +117,16 @@ export class MedhashApiError extends Error {
   }
 }
 
-/** Model download progress: bytes so far and the total when the server says it. */
-export type Progress = (loaded: number, total: number | null) => void;
+/** What a model load downloads: the model's .onnx, and onnxruntime-web's .wasm (once per page). */
+export type Download = 'model' | 'runtime';
+
+/** Download progress: bytes so far and the total when the server says it, of `what`. */
+export type Progress = (loaded: number, total: number | null, what: Download) => void;
 
 let codecs: Promise<void> | null = null;
+
+/** onnxruntime-web's .wasm download, and the loads waiting on it, each told its progress. */
+let runtime: { ready: Promise<void>; listeners: Set<Progress> } | null = null;
 
 /** An encoder for one model card, running in this page. */
 export class BrowserEncoder {
@@ -202,7 +208,7 @@ export class MedhashClient {
       onnxRes = await this.request(`/v1/models/${id}/onnx`);
     }
     if (card.model_id !== modelId) throw new Error(`${modelId}: got the card of ${card.model_id}`);
-    const onnx = await readAll(onnxRes, onProgress);
+    const onnx = await readAll(onnxRes, (loaded, total) => onProgress?.(loaded, total, 'model'));
     await checkOnnx(card, onnx);
     // A failed download (a network blip) is forgotten, so the next model load tries again rather
     // than failing until the page is reloaded.
@@ -213,8 +219,7 @@ export class MedhashClient {
         throw e;
       });
     await codecs;
-    // Only the .wasm: the default bundle already holds onnxruntime's JavaScript glue.
-    ort.env.wasm.wasmPaths = { wasm: this.asset(ASSETS.ort) };
+    await loadRuntime(this.asset(ASSETS.ort), onProgress);
     return new BrowserEncoder(card, await loadWebEncoder(onnx, card));
   }
 
@@ -308,7 +313,33 @@ async function compile(url: string): Promise<WebAssembly.Module> {
   return WebAssembly.compile(await (await get(url)).arrayBuffer());
 }
 
-async function readAll(res: Response, onProgress?: Progress): Promise<Uint8Array> {
+/**
+ * Downloads onnxruntime-web's .wasm (28 MB) once per page and hands it over as
+ * `ort.env.wasm.wasmBinary`: fetched by ort itself it would report no progress. Only the .wasm: the
+ * default bundle already holds onnxruntime's JavaScript glue. A model load that starts while the
+ * download runs hears the rest of its progress; a failed download is forgotten, as the codecs' is.
+ */
+function loadRuntime(url: string, onProgress?: Progress): Promise<void> {
+  if (!runtime) {
+    const listeners = new Set<Progress>();
+    const ready = get(url)
+      .then((res) => readAll(res, (loaded, total) => listeners.forEach((l) => l(loaded, total, 'runtime'))))
+      .then((wasm) => {
+        ort.env.wasm.wasmBinary = wasm;
+      })
+      .catch((e: unknown) => {
+        runtime = null;
+        throw e;
+      });
+    runtime = { ready, listeners };
+  }
+  const { ready, listeners } = runtime;
+  if (!onProgress) return ready;
+  listeners.add(onProgress);
+  return ready.finally(() => listeners.delete(onProgress));
+}
+
+async function readAll(res: Response, onProgress: (loaded: number, total: number | null) => void): Promise<Uint8Array> {
   const header = res.headers.get('content-length');
   const total = header === null ? null : Number(header);
   if (!res.body) return new Uint8Array(await res.arrayBuffer());
@@ -320,7 +351,7 @@ async function readAll(res: Response, onProgress?: Progress): Promise<Uint8Array
     if (done) break;
     chunks.push(value);
     loaded += value.length;
-    onProgress?.(loaded, total);
+    onProgress(loaded, total);
   }
   const out = new Uint8Array(loaded);
   let at = 0;

@@ -1,12 +1,14 @@
-// The /ui page's handling of a key in real Chromium against the Node service (no index needed):
-// a wrong key after a good one leaves nothing of the good one's to choose.
-import { mkdtempSync, rmSync } from 'node:fs';
+// The /ui page's handling of a key and of its downloads in real Chromium against the Node service
+// (no index needed): a wrong key after a good one leaves nothing of the good one's to choose; the
+// model's and onnxruntime-web's downloads are shown byte by byte.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { loadCard, type ModelCard } from '../../functions/encode/card.ts';
 import { startNodeServer, type RunningServer } from '../../functions/entries/node.ts';
+import { ASSETS } from '../../functions/sdk/index.ts';
 import { MODELS } from '../encode/fixtures.ts';
 import { png, scanlines } from '../encode/png-fixtures.ts';
 import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
@@ -74,4 +76,37 @@ it('a wrong key after a good one clears the collection list, the choice and the 
   expect(await page.getByLabel('Collection').isDisabled()).toBe(true);
   expect(await page.locator('#model-status').textContent()).not.toContain('ready');
   expect(await page.getByRole('button', { name: 'Search' }).isDisabled()).toBe(true);
+}, MODEL_LOAD_MS);
+
+it("the model's and onnxruntime-web's downloads are shown byte by byte: increasing received bytes up to each file's size", async () => {
+  // the sizes the service announces (Content-Length), which the bar must end at
+  const sizes = {
+    runtime: Number((await fetch(`${server.url}/sdk/${ASSETS.ort}`)).headers.get('content-length')),
+    model: readFileSync(join(MODELS, card.onnx)).length,
+  };
+  expect(sizes.runtime).toBeGreaterThan(1e6);
+  const page = await browser.newPage();
+  await page.goto(`${server.url}/ui`);
+  // every change of the bar, with its status and byte count
+  await page.evaluate(() => {
+    const bar = document.getElementById('model-progress') as HTMLProgressElement;
+    const seen: Array<{ value: number; max: number; status: string; bytes: string }> = [];
+    (window as unknown as { seen: typeof seen }).seen = seen;
+    new MutationObserver(() => seen.push({
+      value: bar.value, max: bar.max, status: document.getElementById('model-status')!.textContent!, bytes: document.getElementById('model-bytes')?.textContent ?? '',
+    })).observe(bar, { attributes: true });
+  });
+  await connect(page, key);
+  await page.locator('#model-status', { hasText: `${card.model_id} ready` }).waitFor({ timeout: 90_000 });
+  const seen = (await page.evaluate('window.seen')) as Array<{ value: number; max: number; status: string; bytes: string }>;
+
+  for (const [what, size] of Object.entries(sizes)) {
+    const of = seen.filter((s) => s.max === size);
+    const values = of.map((s) => s.value);
+    expect(values.length, `${what}: progress seen`).toBeGreaterThan(1);
+    expect(values.every((v, i) => i === 0 || v > values[i - 1]), `${what}: increasing`).toBe(true);
+    expect(values.at(-1), `${what}: ends at its size`).toBe(size);
+    expect(of.at(-1)!.bytes).toBe(`${(size / 1e6).toFixed(1)} of ${(size / 1e6).toFixed(1)} MB`);
+    expect(of.at(-1)!.status).toBe(what === 'model' ? `downloading ${card.model_id}...` : 'downloading the onnxruntime-web runtime...');
+  }
 }, MODEL_LOAD_MS);

@@ -1,15 +1,17 @@
 // The search page's script (bundled to /sdk/ui.js): connects with an API key, lists the key's
-// collections, loads the chosen collection's model with a progress bar, encodes the chosen image
-// through the SDK and shows the ranked results, each with its explanation, and the OOD verdict.
+// collections, loads the chosen collection's model (and onnxruntime-web's runtime) with a progress
+// bar, encodes the chosen image through the SDK and shows the ranked results, each with its
+// explanation, and the OOD verdict.
 import { isDicom } from '../../encode/dicom.ts';
 import { decodeImage } from '../../encode/image.ts';
-import { MedhashApiError, MedhashClient, type CollectionSummary, type OodAssessment, type SearchAnswer } from '../index.ts';
+import { MedhashApiError, MedhashClient, type CollectionSummary, type Download, type OodAssessment, type SearchAnswer } from '../index.ts';
 
 const $ = <T = HTMLElement>(id: string) => document.getElementById(id) as unknown as T;
 
 const keyInput = $<HTMLInputElement>('key');
 const select = $<HTMLSelectElement>('collection');
 const progress = $<HTMLProgressElement>('model-progress');
+const progressBytes = $('model-bytes');
 const modelStatus = $('model-status');
 const fileInput = $<HTMLInputElement>('image');
 const drop = $('drop');
@@ -32,6 +34,8 @@ const showError = (e: unknown) => {
   errorBox.textContent = e instanceof Error ? e.message : String(e);
 };
 
+const mb = (bytes: number) => (bytes / 1e6).toFixed(1);
+
 const chosen = (): CollectionSummary | undefined => collections.find((c) => c.name === select.value);
 
 /** Forgets the shown answer and any search still running: it was for another image or collection. */
@@ -43,10 +47,11 @@ function clearAnswer(): number {
   return ++asked;
 }
 
-/** The model line with an empty bar. */
+/** The model line with an empty bar and no byte count. */
 function resetModel(status: string): void {
   progress.max = 1;
   progress.value = 0;
+  progressBytes.textContent = '';
   modelStatus.textContent = status;
 }
 
@@ -56,30 +61,38 @@ async function loadModel(): Promise<void> {
   go.disabled = true;
   if (!client || !col) return;
   if (!col.model_id) {
-    modelStatus.textContent = `collection ${col.name} names no model`;
+    resetModel(`collection ${col.name} names no model`);
     return;
   }
+  resetModel(`loading ${col.model_id}...`);
   progress.removeAttribute('value');
-  modelStatus.textContent = `loading ${col.model_id}...`;
   // Another collection (or key) may be chosen while this model loads: then this load keeps quiet.
   const c = client;
   const current = () => client === c && chosen()?.model_id === col.model_id;
+  let downloading: Download | null = null;
   try {
-    const enc = await client.encoder(col.model_id, (loaded, total) => {
+    const enc = await client.encoder(col.model_id, (loaded, total, what) => {
       if (!current()) return;
+      // the status (announced) changes once per download, the bytes with every chunk
+      if (what !== downloading) {
+        downloading = what;
+        modelStatus.textContent = what === 'model' ? `downloading ${col.model_id}...` : 'downloading the onnxruntime-web runtime...';
+      }
       if (total) {
         progress.max = total;
         progress.value = loaded;
-      }
-      modelStatus.textContent = `downloading ${col.model_id}: ${(loaded / 1e6).toFixed(1)} MB${total ? ` of ${(total / 1e6).toFixed(1)} MB` : ''}`;
+      } else progress.removeAttribute('value');
+      progressBytes.textContent = total ? `${mb(loaded)} of ${mb(total)} MB` : `${mb(loaded)} MB`;
     });
     if (!current()) return;
     progress.max = 1;
     progress.value = 1;
+    progressBytes.textContent = '';
     modelStatus.textContent = `${enc.card.model_id} ready (${enc.runtime}, sha256 checked)`;
     go.disabled = image === null;
   } catch (e) {
     if (!current()) return;
+    progressBytes.textContent = '';
     modelStatus.textContent = 'model failed to load';
     showError(e);
   }
