@@ -221,6 +221,14 @@ function fromRgba16(rgba: Uint16Array, pixels: number, keep: 1 | 4): Uint8Array 
 }
 
 /**
+ * 413 for an image of more than `limits.maxBytes`: also what a browser checks on a file's size
+ * before reading it (the SDK, the search page), so that a huge file is refused unread.
+ */
+export function checkImageBytes(size: number, limits: ImageLimits = DEFAULT_LIMITS): void {
+  if (size > limits.maxBytes) throw err(413, 'image_too_large', `image is ${size} bytes; at most ${limits.maxBytes} (${limits.maxBytes / 2 ** 20} MiB)`);
+}
+
+/**
  * Decodes a PNG, JPEG or uncompressed DICOM. `contentType`, when given, must be one of
  * IMAGE_TYPES or application/octet-stream and agree with the bytes. Throws MedhashError: 400
  * empty, 413 too large (bytes or declared size), 415 not an image of these or an unsupported
@@ -228,7 +236,7 @@ function fromRgba16(rgba: Uint16Array, pixels: number, keep: 1 | 4): Uint8Array 
  */
 export async function decodeImage(bytes: Uint8Array, contentType?: string, limits: ImageLimits = DEFAULT_LIMITS): Promise<DecodedImage> {
   if (bytes.length === 0) throw err(400, 'empty_image', 'image is empty (0 bytes)');
-  if (bytes.length > limits.maxBytes) throw err(413, 'image_too_large', `image is ${bytes.length} bytes; at most ${limits.maxBytes}`);
+  checkImageBytes(bytes.length, limits);
   const format = formatOf(bytes, contentType);
   if (format === 'dicom') {
     const { geometry, decode } = dicomGeometry(bytes);

@@ -10,7 +10,7 @@ import { encodingOf } from '../backend/encoding.ts';
 import type { ImageEncoding } from '../backend/protocol.ts';
 import { checkOnnx, parseCard, type ModelCard } from '../encode/card.ts';
 import { dicomMetadata, isDicom } from '../encode/dicom.ts';
-import { decodeImage, initImageCodecs } from '../encode/image.ts';
+import { checkImageBytes, decodeImage, initImageCodecs } from '../encode/image.ts';
 import { loadWebEncoder, type Encoder } from '../encode/model.ts';
 import { preprocess } from '../encode/preprocess.ts';
 import { calibrationOf } from '../safety/calibration.ts';
@@ -251,6 +251,8 @@ export class MedhashClient {
     if (!collection.model_id) throw new Error(`collection ${collection.name} names no model, so its codes cannot be computed here`);
     const enc = await this.encoder(collection.model_id, onProgress);
     if (enc.card.bits !== collection.bits) throw new Error(`model ${enc.card.model_id} makes ${enc.card.bits}-bit codes; collection ${collection.name} holds ${collection.bits}-bit codes`);
+    // refused unread: decodeImage would refuse it only after the whole file is in memory
+    checkImageBytes(image.size);
     const bytes = new Uint8Array(await image.arrayBuffer());
     const query = { ...opts };
     if (opts.excludeOwnStudy) {

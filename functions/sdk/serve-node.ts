@@ -11,10 +11,10 @@ const PAGE = join(import.meta.dirname, 'ui', 'index.html');
 
 // The page takes an API key: no framing (clickjacking), no script but our own bundle (whose
 // onnxruntime and codecs compile WebAssembly), no requests but to this origin, and no URL of it
-// in a Referer. Its one <style> is inline; the preview is a blob: or data: URL.
+// in a Referer. Its one <style> is inline; the preview is a blob: URL.
 const PAGE_HEADERS = {
   'content-security-policy': [
-    "default-src 'none'", "script-src 'self' 'wasm-unsafe-eval'", "style-src 'unsafe-inline'", "img-src 'self' blob: data:",
+    "default-src 'none'", "script-src 'self' 'wasm-unsafe-eval'", "style-src 'unsafe-inline'", "img-src 'self' blob:",
     "connect-src 'self'", "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'",
   ].join('; '),
   'x-content-type-options': 'nosniff',

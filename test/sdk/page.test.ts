@@ -1,12 +1,15 @@
-// The /ui page's handling of a key and of its downloads in real Chromium against the Node service
-// (no index needed): a wrong key after a good one leaves nothing of the good one's to choose; the
-// model's and onnxruntime-web's downloads are shown byte by byte.
+// The /ui page's handling of a key, of its downloads and of the chosen file, in real Chromium
+// against the Node service (no index needed): a wrong key after a good one leaves nothing of the
+// good one's to choose; the model's and onnxruntime-web's downloads are shown byte by byte; a file
+// over the service's image limit is refused by its size, unread, and a preview's object URL is
+// revoked when another image replaces it.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { loadCard, type ModelCard } from '../../functions/encode/card.ts';
+import { DEFAULT_LIMITS } from '../../functions/encode/image.ts';
 import { startNodeServer, type RunningServer } from '../../functions/entries/node.ts';
 import { ASSETS } from '../../functions/sdk/index.ts';
 import { MODELS } from '../encode/fixtures.ts';
@@ -110,3 +113,55 @@ it("the model's and onnxruntime-web's downloads are shown byte by byte: increasi
     expect(of.at(-1)!.status).toBe(what === 'model' ? `downloading ${card.model_id}...` : 'downloading the onnxruntime-web runtime...');
   }
 }, MODEL_LOAD_MS);
+
+it("a file over the service's image limit is refused by its size, unread; a preview's object URL is revoked when another image replaces it", async () => {
+  const page = await browser.newPage();
+  await page.goto(`${server.url}/ui`);
+  // every read of a file's bytes (its size), and every object URL revoked
+  await page.evaluate(() => {
+    const w = window as unknown as { reads: number[]; revoked: string[] };
+    w.reads = [];
+    w.revoked = [];
+    for (const name of ['arrayBuffer', 'text', 'stream', 'bytes'] as const) {
+      const read = (Blob.prototype as any)[name];
+      if (read) (Blob.prototype as any)[name] = function (this: Blob) { w.reads.push(this.size); return read.call(this); };
+    }
+    for (const name of ['readAsArrayBuffer', 'readAsBinaryString', 'readAsDataURL', 'readAsText'] as const) {
+      const read = FileReader.prototype[name] as (b: Blob) => void;
+      (FileReader.prototype as any)[name] = function (this: FileReader, b: Blob, ...rest: unknown[]) { w.reads.push(b.size); return (read as any).call(this, b, ...rest); };
+    }
+    const revoke = URL.revokeObjectURL;
+    URL.revokeObjectURL = (url: string) => { w.revoked.push(url); revoke(url); };
+  });
+  const input = page.getByLabel(IMAGE_LABEL);
+  const shownOrRefused = () => page.waitForFunction(() => document.getElementById('error')!.textContent !== '' || !(document.getElementById('preview') as HTMLImageElement).hidden);
+
+  // Dropped on the page, one byte over the limit: made in the page from one 1 MiB part repeated,
+  // which costs no memory until it is read.
+  const huge = DEFAULT_LIMITS.maxBytes + 1;
+  await page.evaluate((size) => {
+    const mib = new Blob([new Uint8Array(1 << 20)]);
+    const parts = [...Array<Blob>(Math.floor(size / (1 << 20))).fill(mib), new Uint8Array(size % (1 << 20))];
+    const files = new DataTransfer();
+    files.items.add(new File(parts, 'huge.png', { type: 'image/png' }));
+    document.getElementById('drop')!.dispatchEvent(new DragEvent('drop', { dataTransfer: files, bubbles: true, cancelable: true }));
+  }, huge);
+  await shownOrRefused();
+  expect(await page.getByRole('alert').textContent()).toBe(`image is ${huge} bytes; at most ${DEFAULT_LIMITS.maxBytes} (8 MiB)`);
+  expect(await page.locator('#preview').isHidden()).toBe(true);
+  expect(await page.getByRole('button', { name: 'Search' }).isDisabled()).toBe(true);
+  expect(await page.evaluate('window.reads')).toEqual([]);
+
+  const [a, b] = [greyPng(100), greyPng(200)];
+  await input.setInputFiles({ name: 'a.png', mimeType: 'image/png', buffer: a });
+  await page.locator('#preview:not([hidden])').waitFor();
+  expect(await page.getByRole('alert').textContent()).toBe('');
+  const first = (await page.locator('#preview').getAttribute('src'))!;
+  expect(first).toMatch(/^blob:/);
+  await input.setInputFiles({ name: 'b.png', mimeType: 'image/png', buffer: b });
+  await page.waitForFunction((src) => (document.getElementById('preview') as HTMLImageElement).getAttribute('src') !== src, first);
+  expect(await page.evaluate('window.revoked')).toEqual([first]);
+  // the previews showed the files themselves: no more of either was read than its first bytes
+  const reads = (await page.evaluate('window.reads')) as number[];
+  expect(reads.filter((n) => n === a.length || n === b.length || n === huge)).toEqual([]);
+});

@@ -21,6 +21,8 @@ it('/ui, which takes an API key, cannot be framed, runs only its own scripts, an
   // its bundle, and the WebAssembly it compiles; no inline script, no other origin, no eval
   expect(csp['script-src']).toEqual(["'self'", "'wasm-unsafe-eval'"]);
   expect(csp['connect-src']).toEqual(["'self'"]);
+  // the preview is an object URL of the chosen file (or of a DICOM's pixels drawn as a PNG)
+  expect(csp['img-src']).toEqual(["'self'", 'blob:']);
   expect(page.headers.get('x-frame-options')).toBe('DENY');
   expect(page.headers.get('x-content-type-options')).toBe('nosniff');
   expect(page.headers.get('referrer-policy')).toBe('no-referrer');

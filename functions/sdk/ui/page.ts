@@ -1,9 +1,9 @@
 // The search page's script (bundled to /sdk/ui.js): connects with an API key, lists the key's
 // collections, loads the chosen collection's model (and onnxruntime-web's runtime) with a progress
-// bar, encodes the chosen image through the SDK and shows the ranked results, each with its
-// explanation, and the OOD verdict.
+// bar, checks the chosen image's size before reading it, encodes it through the SDK and shows the
+// ranked results, each with its explanation, and the OOD verdict.
 import { isDicom } from '../../encode/dicom.ts';
-import { decodeImage } from '../../encode/image.ts';
+import { checkImageBytes, decodeImage } from '../../encode/image.ts';
 import { MedhashApiError, MedhashClient, type CollectionSummary, type Download, type OodAssessment, type SearchAnswer } from '../index.ts';
 
 const $ = <T = HTMLElement>(id: string) => document.getElementById(id) as unknown as T;
@@ -27,6 +27,10 @@ const list = $<HTMLOListElement>('results');
 let client: MedhashClient | null = null;
 let collections: CollectionSummary[] = [];
 let image: File | null = null;
+/** The preview's object URL, revoked when replaced: it keeps its blob alive. */
+let previewHref: string | null = null;
+/** Bumped by each choice of image: a preview still being made for an older one is dropped. */
+let picked = 0;
 /** Bumped by each search and each change of image or collection: an answer to an older one is dropped. */
 let asked = 0;
 
@@ -130,11 +134,14 @@ $('connect').addEventListener('submit', async (ev) => {
 
 select.addEventListener('change', () => void loadModel());
 
-/** A browser cannot show DICOM: its pixels, decoded as the search will decode them, are drawn on a canvas. */
-async function previewUrl(f: File): Promise<string> {
-  const bytes = new Uint8Array(await f.arrayBuffer());
-  if (!isDicom(bytes)) return URL.createObjectURL(f);
-  const img = await decodeImage(bytes, 'application/dicom');
+/**
+ * What the preview shows: the file itself, unread; a DICOM, which a browser cannot show, is read
+ * and its pixels, decoded as the search will decode them, are drawn as a PNG.
+ */
+async function previewBlob(f: File): Promise<Blob> {
+  // isDicom looks at the 128-byte preamble and the "DICM" after it
+  if (!isDicom(new Uint8Array(await f.slice(0, 132).arrayBuffer()))) return f;
+  const img = await decodeImage(new Uint8Array(await f.arrayBuffer()), 'application/dicom');
   const canvas = Object.assign(document.createElement('canvas'), { width: img.width, height: img.height });
   const ctx = canvas.getContext('2d')!;
   const out = ctx.createImageData(img.width, img.height);
@@ -143,25 +150,43 @@ async function previewUrl(f: File): Promise<string> {
     out.data[p * 4 + 3] = 255;
   }
   ctx.putImageData(out, 0, 0);
-  return canvas.toDataURL('image/png');
+  return new Promise((resolve, reject) => canvas.toBlob((b) => (b ? resolve(b) : reject(new Error('the DICOM preview could not be drawn'))), 'image/png'));
+}
+
+function showPreview(href: string | null): void {
+  if (previewHref) URL.revokeObjectURL(previewHref);
+  previewHref = href;
+  if (href) preview.src = href;
+  else preview.removeAttribute('src');
+  preview.hidden = href === null;
 }
 
 async function setImage(f: File | undefined): Promise<void> {
   if (!f) return;
   errorBox.textContent = '';
   clearAnswer();
+  // no search until this file is checked: neither of it nor of the one it replaces
+  const mine = ++picked;
+  image = null;
+  go.disabled = true;
+  let href: string;
   try {
-    preview.src = await previewUrl(f);
+    // by its size, before any of it is read: a file of gigabytes would otherwise be read into memory
+    checkImageBytes(f.size);
+    href = URL.createObjectURL(await previewBlob(f));
   } catch (e) {
-    // a DICOM this service cannot read (compressed, multi-frame...): say so now, not at search time
-    image = null;
-    preview.hidden = true;
-    go.disabled = true;
+    if (mine !== picked) return;
+    // too large, or a DICOM this service cannot read (compressed, multi-frame...): say so now, not at search time
+    showPreview(null);
     showError(e);
     return;
   }
+  if (mine !== picked) {
+    URL.revokeObjectURL(href);
+    return;
+  }
+  showPreview(href);
   image = f;
-  preview.hidden = false;
   go.disabled = !chosen() || modelStatus.textContent?.includes('ready') !== true;
 }
 
