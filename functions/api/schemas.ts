@@ -7,13 +7,15 @@ import { CODE_BITS } from '../shards/codec.ts';
 import type { MetadataField } from '../shards/metadata.ts';
 import { DICOM_UID, MAX_UID_LENGTH } from '../encode/dicom.ts';
 import { DEFAULT_CONTENT_WEIGHT } from '../search/rerank.ts';
+import { DEFAULT_LIMITS } from '../encode/image.ts';
 import { MAX_ERASE_ITEMS } from '../store/writer.ts';
 
 export const MAX_BATCH_ITEMS = 1000;
 export const MAX_K = 1000;
 export const MAX_DESCRIPTOR_DIMS = 1024;
 export const MAX_ID_BYTES = 256;
-export const MAX_BODY_BYTES = 8 << 20;
+/** The largest body a /v1 route takes: an image at its limit (a batch of items fits under it). */
+export const MAX_BODY_BYTES = DEFAULT_LIMITS.maxBytes;
 
 export const ErrorSchema = z
   .object({
