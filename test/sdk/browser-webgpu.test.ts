@@ -1,0 +1,163 @@
+// The browser SDK's WebGPU path in real Chromium, on the /ui page under the page's own
+// Content-Security-Policy (functions/sdk/serve-node.ts: no 'unsafe-eval'). onnxruntime-web's
+// bundle holds a `new Function` (Emscripten's embind method caller): were the WebGPU path to reach
+// it, the CSP would refuse it. Chromium here has no GPU; `--enable-unsafe-webgpu` makes it offer
+// Dawn's CPU adapter (SwiftShader: vendor google, architecture swiftshader, isFallbackAdapter),
+// so the path really runs: correctness, not speed (docs/RUNTIMES.md). Asserts, per shipped model:
+// the SDK took onnxruntime-web/webgpu and its runs went to the GPU queue; PyTorch's sign bits and
+// u within 1e-3 for every golden input; a MedNIST JPEG through the SDK's whole encode gives
+// onnxruntime-node's code; and no CSP violation or page error, while the page does refuse eval.
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadCard } from '../../functions/encode/card.ts';
+import { decodeImage } from '../../functions/encode/image.ts';
+import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
+import { loadNodeEncoder, packCode } from '../../functions/encode/model.ts';
+import { preprocess } from '../../functions/encode/preprocess.ts';
+import { startNodeServer, type RunningServer } from '../../functions/entries/node.ts';
+import { sdkRoutes } from '../../functions/sdk/serve-node.ts';
+import { toHex } from '../../functions/util/bytes.ts';
+import { TarReader } from '../../scripts/data/shared-data.ts';
+import { dataDir, MODELS } from '../encode/fixtures.ts';
+import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
+
+/** browser.test.ts's flags plus the one that exposes Dawn's CPU (SwiftShader) adapter. */
+const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--enable-unsafe-webgpu'];
+const DU_TOL = 1e-3;
+// A CPU emulating a GPU: the first model's first run compiles most shaders (43 s on the quiet
+// 2-core dev machine, 334 s at load average 20; the next models 9-12 s, 65-80 s). Hang guards,
+// not timing checks.
+const MODEL_TIMEOUT = 600_000;
+
+interface GoldenItem { id: string; input: string; u: number[]; bits_hex: string }
+
+const names = readdirSync(MODELS).filter((f) => f.endsWith('.card.json')).map((f) => f.replace(/\.card\.json$/, '')).sort();
+// MedNIST first: its JPEG is also encoded through the SDK's whole path
+names.sort((a, b) => Number(b.startsWith('mednist')) - Number(a.startsWith('mednist')));
+
+let dir: string;
+let server: RunningServer;
+let key: string;
+let browser: Browser;
+let page: Page;
+let csp: string | undefined;
+const violations: unknown[] = [];
+const problems: string[] = [];
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'medhash-sdk-webgpu-'));
+  server = await startNodeServer({ port: 0, hostname: '127.0.0.1', dataDir: dir, operatorKey: TEST_OPERATOR_KEY });
+  const post = async (path: string, body: unknown) =>
+    (await (await fetch(`${server.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${TEST_OPERATOR_KEY}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })).json()) as { id: string; secret: string };
+  const tenant = await post('/v1/admin/tenants', { name: 'sdk-webgpu' });
+  key = (await post(`/v1/admin/tenants/${tenant.id}/keys`, { scopes: ['search'] })).secret;
+
+  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+  page = await browser.newPage();
+  page.on('pageerror', (e) => problems.push(e.message));
+  page.on('console', (m) => {
+    if (/Content Security Policy|unsafe-eval|Refused to/i.test(m.text())) problems.push(m.text());
+  });
+  await page.exposeFunction('__medhashViolation', (v: unknown) => void violations.push(v));
+  await page.addInitScript(() => {
+    const g = globalThis as unknown as { __medhashViolation(v: unknown): void; __medhashSubmits: number };
+    document.addEventListener('securitypolicyviolation', (e) => g.__medhashViolation({ directive: e.violatedDirective, blocked: e.blockedURI, source: e.sourceFile, line: e.lineNumber }));
+    // every command buffer sent to the GPU: proof that a run used the WebGPU device
+    g.__medhashSubmits = 0;
+    const queue = (globalThis as unknown as { GPUQueue?: { prototype: { submit(...a: unknown[]): void } } }).GPUQueue;
+    if (queue) {
+      const submit = queue.prototype.submit;
+      queue.prototype.submit = function (this: unknown, ...a: unknown[]) {
+        g.__medhashSubmits++;
+        return submit.apply(this, a);
+      };
+    }
+  });
+  const res = await page.goto(`${server.url}/ui`);
+  csp = res?.headers()['content-security-policy'];
+}, 120_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+it('the page is served with its production CSP, without unsafe-eval, and Chromium offers a WebGPU adapter', async () => {
+  expect(csp).toBe((await sdkRoutes().request('/ui')).headers.get('content-security-policy'));
+  const scriptSrc = csp!.split(';').map((d) => d.trim().split(/\s+/)).find(([name]) => name === 'script-src')!;
+  expect(scriptSrc).not.toContain("'unsafe-eval'");
+  const adapter = await page.evaluate(async () => {
+    const a = await (navigator as unknown as { gpu?: { requestAdapter(): Promise<{ info: Record<string, unknown> } | null> } }).gpu?.requestAdapter();
+    return a ? { vendor: a.info.vendor, architecture: a.info.architecture } : null;
+  });
+  expect(adapter, 'no WebGPU adapter: Chromium needs --enable-unsafe-webgpu for its CPU adapter').not.toBeNull();
+});
+
+describe.each(names)('%s', (name) => {
+  it('the SDK takes onnxruntime-web/webgpu under the CSP and gives PyTorch\'s sign bits for every golden input', async () => {
+    const { card, onnx } = await loadCard(join(MODELS, `${name}.card.json`));
+    const golden = JSON.parse(readFileSync(join(MODELS, 'golden', `${name}.json`), 'utf8')) as { model_id: string; items: GoldenItem[] };
+    let jpeg: { bytes: number[]; code: string } | null = null;
+    if (name.startsWith('mednist')) {
+      // the SDK's whole encode (decode, preprocess, model) on a golden image's JPEG
+      const tar = await TarReader.open(join(dataDir('mednist'), 'images.tar'));
+      const bytes = await tar.read(golden.items[0].id);
+      await tar.close();
+      await initNodeImageCodecs();
+      const node = await loadNodeEncoder(onnx, card);
+      jpeg = { bytes: Array.from(bytes), code: toHex(packCode((await node.run(preprocess(await decodeImage(bytes), card.input), 1)).u)) };
+      await node.close();
+    }
+    // A script string, not a function: the test runner rewrites dynamic imports in this file.
+    const args = JSON.stringify({ key, id: card.model_id, inputs: golden.items.map((i) => i.input), jpeg: jpeg?.bytes ?? null });
+    const out = (await page.evaluate(`(async () => {
+      const { key, id, inputs, jpeg } = ${args};
+      // From a task of the page's own: code run synchronously inside a DevTools evaluation is
+      // exempt from the page's CSP for eval, so a \`new Function\` there would not be refused.
+      await new Promise((r) => setTimeout(r));
+      const { MedhashClient } = await import('/sdk/medhash-sdk.js');
+      const enc = await new MedhashClient({ apiKey: key }).encoder(id);
+      const before = globalThis.__medhashSubmits;
+      const u = [];
+      // The golden files hold preprocessed inputs: run them through the model the SDK loaded
+      // (BrowserEncoder's own encoder; esbuild keeps property names), one at a time as encode does.
+      for (const b64 of inputs) {
+        const x = new Float32Array(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)).buffer);
+        u.push(Array.from((await enc.encoder.run(x, 1)).u));
+      }
+      const submits = globalThis.__medhashSubmits - before;
+      const image = jpeg === null ? null : await enc.encode(new Uint8Array(jpeg), 'image/jpeg');
+      await enc.close();
+      return { runtime: enc.runtime, u, submits, image: image && { code: image.code, runtime: image.runtime } };
+    })()`)) as { runtime: string; u: number[][]; submits: number; image: { code: string; runtime: string } | null };
+
+    expect(out.runtime).toBe('onnxruntime-web/webgpu');
+    expect(out.submits).toBeGreaterThan(0);
+    golden.items.forEach((item, i) => {
+      const u = Float32Array.from(out.u[i]);
+      expect(toHex(packCode(u)), `${item.id} bits`).toBe(item.bits_hex);
+      const du = Math.max(...item.u.map((v, j) => Math.abs(v - u[j])));
+      expect(du, `${item.id} max |u - u_PyTorch|`).toBeLessThan(DU_TOL);
+    });
+    if (jpeg) expect(out.image).toEqual({ code: jpeg.code, runtime: 'onnxruntime-web/webgpu' });
+    expect(violations).toEqual([]);
+    expect(problems).toEqual([]);
+  }, MODEL_TIMEOUT);
+});
+
+it('the CSP is enforced on this page: eval from a task of its own is refused and reported, so the checks above could see a refusal', async () => {
+  const r = await page.evaluate(`new Promise((res) => setTimeout(() => {
+    try {
+      res(String(new Function('return 1')()));
+    } catch (e) {
+      res(e.name);
+    }
+  }))`);
+  expect(r).toBe('EvalError');
+  await expect.poll(() => violations.length).toBe(1);
+  expect(violations[0]).toMatchObject({ directive: 'script-src', blocked: 'eval' });
+});
