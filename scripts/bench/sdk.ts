@@ -13,7 +13,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { chromium } from 'playwright-core';
+import { launchChromium } from '../browser/chromium.ts';
 import { loadCard } from '../../functions/encode/card.ts';
 import { startNodeServer } from '../../functions/entries/node.ts';
 import { randomBytes, toHex } from '../../functions/util/bytes.ts';
@@ -28,8 +28,6 @@ const { card } = await loadCard(join(import.meta.dirname, '..', '..', 'models', 
 const DENO_PASSES = 5;
 const round = (x: number) => Math.round(x * 10) / 10;
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
-
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'];
 
 /** `webgpu`: also --enable-unsafe-webgpu, which exposes Chromium's CPU adapter where there is no GPU. */
 async function chromiumLine(webgpu: boolean): Promise<object> {
@@ -48,7 +46,7 @@ async function chromiumLine(webgpu: boolean): Promise<object> {
   const tenant = await post('/v1/admin/tenants', { name: 'bench' });
   const { secret } = await post(`/v1/admin/tenants/${tenant.id}/keys`, { scopes: ['search'] });
 
-  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: webgpu ? [...CHROMIUM_ARGS, '--enable-unsafe-webgpu'] : CHROMIUM_ARGS });
+  const browser = await launchChromium({ webgpu });
   try {
     const page = await browser.newPage();
     await page.goto(`${base}/ui`);

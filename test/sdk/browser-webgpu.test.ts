@@ -10,7 +10,7 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadCard } from '../../functions/encode/card.ts';
 import { decodeImage } from '../../functions/encode/image.ts';
@@ -20,12 +20,11 @@ import { preprocess } from '../../functions/encode/preprocess.ts';
 import { startNodeServer, type RunningServer } from '../../functions/entries/node.ts';
 import { sdkRoutes } from '../../functions/sdk/serve-node.ts';
 import { toHex } from '../../functions/util/bytes.ts';
+import { launchChromium } from '../../scripts/browser/chromium.ts';
 import { TarReader } from '../../scripts/data/shared-data.ts';
 import { dataDir, MODELS } from '../encode/fixtures.ts';
 import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
 
-/** browser.test.ts's flags plus the one that exposes Dawn's CPU (SwiftShader) adapter. */
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--enable-unsafe-webgpu'];
 const DU_TOL = 1e-3;
 // A CPU emulating a GPU: the first model's first run compiles most shaders (43 s on the quiet
 // 2-core dev machine, 334 s at load average 20; the next models 9-12 s, 65-80 s). Hang guards,
@@ -55,7 +54,7 @@ beforeAll(async () => {
   const tenant = await post('/v1/admin/tenants', { name: 'sdk-webgpu' });
   key = (await post(`/v1/admin/tenants/${tenant.id}/keys`, { scopes: ['search'] })).secret;
 
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+  browser = await launchChromium({ webgpu: true });
   page = await browser.newPage();
   page.on('pageerror', (e) => problems.push(e.message));
   page.on('console', (m) => {

@@ -27,7 +27,7 @@ import { readManifest, TarReader, type ManifestRow } from '../../scripts/data/sh
 import { dataDir, DICOM_FIXTURES, DICOM_SOURCES, DICOM_STUDY_UID, MODELS } from '../encode/fixtures.ts';
 import { png, scanlines } from '../encode/png-fixtures.ts';
 import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
-import { launchChromium } from './chromium.ts';
+import { launchChromium } from '../../scripts/browser/chromium.ts';
 
 const PER_CLASS = 34;
 const BRAIN = 'brain_tumor_mri-darf-b64';
