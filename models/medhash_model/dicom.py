@@ -426,7 +426,7 @@ def decode(data: bytes) -> np.ndarray:
     if len(data) == 0:
         raise DicomError(400, "empty_image", "image is empty (0 bytes)")
     if len(data) > MAX_BYTES:
-        raise DicomError(413, "image_too_large", f"image is {len(data)} bytes; at most {MAX_BYTES}")
+        raise DicomError(413, "image_too_large", f"image is {len(data)} bytes; at most {MAX_BYTES} ({MAX_BYTES // 2 ** 20} MiB)")
     sniffed = "PNG" if data.startswith(_PNG) else "JPEG" if data.startswith(_JPEG) else None
     if sniffed:
         raise _unsupported(f"content type application/dicom does not match the bytes, which are {sniffed}")
