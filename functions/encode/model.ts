@@ -105,15 +105,32 @@ export async function loadNodeEncoder(onnxBytes: Uint8Array, card: ModelCard, op
   return makeEncoder(card, 'onnxruntime-node/cpu', session, ort.Tensor);
 }
 
+export interface WebEncoderOptions {
+  /**
+   * Run WebGPU on a software adapter too (`isFallbackAdapter`: a CPU emulating a GPU, such as
+   * SwiftShader), which is correct but tens of times slower than wasm here: for tests and
+   * measurements of the WebGPU path on machines without a GPU.
+   */
+  softwareGpu?: boolean;
+}
+
+interface GpuAdapterLike {
+  isFallbackAdapter?: boolean;
+  info?: { isFallbackAdapter?: boolean };
+}
+
 /**
- * onnxruntime-web, in-process on Node, Deno or a browser: WebGPU when `navigator.gpu` gives an
- * adapter, else the wasm backend on one thread (no worker threads needed).
+ * onnxruntime-web, in-process on Node, Deno or a browser: WebGPU when `navigator.gpu` gives a
+ * hardware adapter, else the wasm backend on one thread (no worker threads needed).
  */
-export async function loadWebEncoder(onnxBytes: Uint8Array, card: ModelCard): Promise<Encoder> {
+export async function loadWebEncoder(onnxBytes: Uint8Array, card: ModelCard, opts: WebEncoderOptions = {}): Promise<Encoder> {
   const ort = await import('onnxruntime-web');
   ort.env.wasm.numThreads = 1;
-  const gpu = (globalThis.navigator as { gpu?: { requestAdapter(): Promise<unknown> } } | undefined)?.gpu;
-  if (gpu && (await gpu.requestAdapter().catch(() => null))) {
+  const gpu = (globalThis.navigator as { gpu?: { requestAdapter(): Promise<GpuAdapterLike | null> } } | undefined)?.gpu;
+  const adapter = gpu ? await gpu.requestAdapter().catch(() => null) : null;
+  // GPUAdapterInfo.isFallbackAdapter, or the adapter's own in older implementations
+  const software = adapter ? (adapter.info?.isFallbackAdapter ?? adapter.isFallbackAdapter ?? false) : false;
+  if (adapter && (!software || opts.softwareGpu)) {
     acceptSharedMemoryUploads();
     try {
       const session = await ort.InferenceSession.create(onnxBytes, { executionProviders: ['webgpu'] });

@@ -40,6 +40,11 @@ export interface ClientOptions {
    * Workers deployment, host the models statically and name the folder here.
    */
   modelsUrl?: string;
+  /**
+   * Encode with WebGPU on a software adapter too (a CPU emulating a GPU), which is correct but far
+   * slower than wasm; by default such an adapter is passed over for wasm. For tests and measurements.
+   */
+  softwareGpu?: boolean;
 }
 
 export interface CollectionSummary {
@@ -220,7 +225,7 @@ export class MedhashClient {
       });
     await codecs;
     await loadRuntime(this.asset(ASSETS.ort), onProgress);
-    return new BrowserEncoder(card, await loadWebEncoder(onnx, card));
+    return new BrowserEncoder(card, await loadWebEncoder(onnx, card, { softwareGpu: this.opts.softwareGpu }));
   }
 
   /** Search by code (hex or base64), with the descriptor when there is one. */

@@ -56,7 +56,7 @@ async function chromiumLine(webgpu: boolean): Promise<object> {
         const info = (await gpu?.requestAdapter())?.info;
         const adapter = info ? `${info.vendor} ${info.architecture}${info.isFallbackAdapter ? ' (fallback adapter)' : ''}` : null;
         const sdk = await import('/sdk/medhash-sdk.js' as string);
-        const client = new sdk.MedhashClient({ apiKey });
+        const client = new sdk.MedhashClient({ apiKey, softwareGpu: true });
         const t0 = performance.now();
         const enc = await client.encoder(modelId);
         const loadMs = performance.now() - t0;

@@ -21,7 +21,8 @@ const onnx = await Deno.readFile(onnxPath);
 await checkOnnx(card, onnx);
 // handed over as bytes: Emscripten's loader cannot fetch a file: URL under Deno
 ort.env.wasm.wasmBinary = await Deno.readFile(ortWasm);
-const encoder = await loadWebEncoder(onnx, card);
+// Deno's adapter here may be a CPU's: WebGPU is measured on it, as asked
+const encoder = await loadWebEncoder(onnx, card, { softwareGpu: path === 'webgpu' });
 const golden = JSON.parse(await Deno.readTextFile(goldenPath)) as { items: GoldenItem[] };
 
 const b64 = (s: string) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
