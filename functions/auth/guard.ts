@@ -89,13 +89,18 @@ function access(route: string, security: Security | undefined): Access {
  */
 export function guard(backend: Backend, accessOf: (route: string) => Access | undefined): MiddlewareHandler {
   return async (c, next) => {
-    // The route the request matched: the one pattern without a wildcard (middleware is on `*` patterns).
-    const route = matchedRoutes(c).filter((r) => !r.path.includes('*')).at(-1);
+    // What runs after the guard is registered after it: the routes (with their validators and
+    // middleware), never the app's own /v1/* middleware. Each needs a rule, a `*` pattern too
+    // (app.get('/v1/x/*'), app.all('/v1/*')): a filter on the pattern's shape served those unchecked.
+    const after = matchedRoutes(c).slice(c.req.routeIndex + 1);
     // No route has this method and path: the 404 says so with or without a key (the routes are public in /openapi.json).
-    if (!route) return next();
-    const rule = accessOf(`${route.method} ${route.path}`);
+    if (after.length === 0) return next();
     // A /v1 route outside the OpenAPI registry (app.get, app.all, hide: true) has none: a 500, never an open route.
-    if (!rule) throw new Error(`${route.method} ${route.path} has no access rule: declare its security in createRoute`);
+    const unlisted = after.find((r) => !accessOf(`${r.method} ${r.path}`));
+    if (unlisted) throw new Error(`${unlisted.method} ${unlisted.path} has no access rule: declare its security in createRoute`);
+    // The first in registration order answers (Hono runs them in that order): its rule is the one that applies.
+    const route = after[0];
+    const rule = accessOf(`${route.method} ${route.path}`)!;
     if (rule.operator) await requireOperator(c, backend);
     else await requireTenant(c, backend, rule.anyOf, pathParam(c, route.path, 'collection'));
     await next();

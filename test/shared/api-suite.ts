@@ -1,6 +1,8 @@
 // The HTTP behaviour of medhash, written once and run against both apps: the Node app
 // (test/api.node.test.ts) and the Worker inside workerd (test/workers/api.test.ts).
 import { describe, expect, it } from 'vitest';
+import { createApp } from '../../functions/api/app.ts';
+import type { Backend } from '../../functions/api/backend.ts';
 import { MAX_BODY_BYTES } from '../../functions/api/schemas.ts';
 import { billingSuite } from './billing-suite.ts';
 
@@ -239,6 +241,23 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect((await call('GET', '/v1/collections', { key: k.secret })).status).toBe(401);
         expect((await call('POST', `/v1/admin/keys/${k.id}/rotate`, { key: op() })).status).toBe(409);
         expect((await call('DELETE', '/v1/admin/keys/key_nope', { key: op() })).status).toBe(404);
+      });
+    });
+
+    describe('the /v1 guard fails closed', () => {
+      it('a /v1 route added outside the OpenAPI registry answers 500, a `*` pattern too, never unchecked', async () => {
+        // The guard reads no more of the backend than its keys: none is known here, so a 2xx could only come unchecked.
+        const backend = { runtime, control: { authenticate: async () => null }, operatorKey: op() } as unknown as Backend;
+        const app = createApp(backend);
+        app.get('/v1/exact', (c) => c.text('open'));
+        app.get('/v1/files/*', (c) => c.text('open'));
+        app.all('/v1/*', (c) => c.text('open'));
+        const got = [];
+        for (const path of ['/v1/exact', '/v1/files/x', '/v1/anything', '/v1/collections/c/anything']) {
+          const res = await app.fetch(new Request(`http://medhash.test${path}`));
+          got.push([path, res.status, (await res.text()).includes('open')]);
+        }
+        expect(got).toEqual([['/v1/exact', 500, false], ['/v1/files/x', 500, false], ['/v1/anything', 500, false], ['/v1/collections/c/anything', 500, false]]);
       });
     });
 
