@@ -240,3 +240,40 @@ it('medhash orphans (data dir) and medhash admin orphans (operator API): dry run
     d.node.close();
   }
 });
+
+it('three sweeps at once beside writes to a live collection, its delete in today\'s order and a collection created and written: only the orphan goes', async () => {
+  const d = await dataDir('concurrent');
+  try {
+    const live = await d.written('live', 10);
+    const deleting = await d.written('deleting', 10);
+    const { failed } = await oldOrderOrphans(d);
+    let fresh: CollectionInfo | null = null;
+    for (let round = 0; round < 4; round++) {
+      const [a, b, c] = await Promise.all([
+        sweepOrphans(d.node.backend.orphans, { delete: true }),
+        sweepDataDir(d.dir, { delete: true }), // another process's view of the same data dir
+        sweepOrphans(d.node.backend.orphans, { delete: true }),
+        (async () => {
+          for (let i = 0; i < 5; i++) await d.node.backend.writer(live).apply(Array.from({ length: 4 }, (_, j) => put(10 + round * 20 + i * 4 + j, 'MRN-live')));
+        })(),
+        (async () => {
+          if (round === 1) {
+            await d.node.backend.writer(deleting).destroy();
+            await d.node.backend.control.deleteCollection(deleting);
+          }
+          if (round === 2) fresh = await d.written('fresh', 9);
+        })(),
+      ]);
+      for (const r of [a, b, c]) {
+        expect(r.failed).toBe(0);
+        expect(r.orphans.map((o) => o.collection).filter((id) => [live.id, deleting.id, fresh?.id].includes(id))).toEqual([]);
+      }
+    }
+    expect((await d.node.backend.reader.manifest(live.id))!.count).toBe(90);
+    expect((await d.node.backend.reader.manifest(fresh!.id))!.count).toBe(9);
+    expect(await d.keysOf(failed)).toEqual([]);
+    expect(await d.keysOf(deleting)).toEqual([]);
+  } finally {
+    d.node.close();
+  }
+});
