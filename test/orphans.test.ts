@@ -58,6 +58,8 @@ async function dataDir(name: string) {
  * without writer state (all that a Worker can see of any orphan).
  */
 async function oldOrderOrphans(d: Awaited<ReturnType<typeof dataDir>>) {
+  // beside a collection still in use, as any real data dir has (see the last test)
+  await d.written('in-use', 2);
   const failed = await d.written('writer-call-failed', 10);
   const missed = await d.written('list-missed-keys', 6);
   const tomb = await d.written('old-tombstone', 5);
@@ -123,7 +125,9 @@ it('finds the data of collections deleted registry-first and deletes exactly tha
     expect(await d.kv.list('c/')).toEqual(kvBefore.filter((k) => ![o.failed, o.missed, o.keysOnly].some((c) => k.startsWith(`c/${c.id}/`))));
     expect(d.head(live)).toEqual(liveHead);
     expect((await d.node.backend.reader.manifest(live.id))!.count).toBe(9);
-    expect(await d.node.backend.control.collectionIds()).toEqual([live.id, created.id, cutOff.id].sort());
+    const registered = await d.node.backend.control.collectionIds();
+    expect(registered).toHaveLength(4); // and oldOrderOrphans' collection in use
+    expect(registered).toEqual(expect.arrayContaining([live.id, created.id, cutOff.id]));
 
     expect(await sweepDataDir(d.dir, { delete: true })).toEqual({ dry_run: false, orphans: [], keys: 0, bytes: 0, failed: 0 });
   } finally {
@@ -182,6 +186,24 @@ it('reports a deletion that failed and still deletes the others; the same sweep 
     expect(again.failed).toBe(0);
     expect(await d.keysOf(o.failed)).toEqual([]);
     expect((await sweepOrphans(stores)).orphans).toEqual([]);
+  } finally {
+    d.node.close();
+  }
+});
+
+it('refuses to delete when every collection holding data is missing from the registry (a wrong or empty registry looks so), unless forced', async () => {
+  const d = await dataDir('all-orphans');
+  try {
+    const col = await d.written('only', 3);
+    // another environment's or an emptied control store: this data dir's one collection unregistered
+    d.sql.run('DELETE FROM collections WHERE id = ?', col.id);
+    const refused = sweepDataDir(d.dir, { delete: true });
+    await expect(refused).rejects.toMatchObject({ status: 409, code: 'orphans_are_everything', field: 'force' });
+    expect(await d.keysOf(col)).toHaveLength(2);
+    expect((await sweepDataDir(d.dir)).orphans.map((o) => o.collection)).toEqual([col.id]);
+    const forced = await sweepDataDir(d.dir, { delete: true, force: true });
+    expect(forced.orphans).toMatchObject([{ collection: col.id, deleted: true }]);
+    expect(await d.keysOf(col)).toEqual([]);
   } finally {
     d.node.close();
   }

@@ -19,6 +19,7 @@ import type { Head, HeadStore } from './head.ts';
 import type { KV } from './kv.ts';
 import { CollectionReader } from './reader.ts';
 import type { SqlDb } from './sql.ts';
+import { MedhashError } from '../util/errors.ts';
 import type { CollectionSpec } from './writer.ts';
 
 /** What the sweep needs from a runtime (entries/node.ts, entries/worker.ts). */
@@ -63,6 +64,8 @@ export interface OrphanReport {
 export interface SweepOptions {
   /** Delete what is found (default: list only). */
   delete?: boolean;
+  /** Delete even when every collection holding data is an orphan (see sweepOrphans). */
+  force?: boolean;
   /** Runs between the listing of the data and the read of the registry; tests create collections there. */
   betweenReads?: () => Promise<void>;
 }
@@ -103,7 +106,18 @@ export async function sweepOrphans(stores: OrphanStores, opts: SweepOptions = {}
   await opts.betweenReads?.();
   const registered = new Set(await stores.registered());
 
-  const ids = [...new Set([...keys.keys(), ...(states ?? [])])].filter((id) => !registered.has(id)).sort();
+  const holding = new Set([...keys.keys(), ...(states ?? [])]);
+  const ids = [...holding].filter((id) => !registered.has(id)).sort();
+  // The sweep trusts the registry it reads. An empty or replaced control store, or another
+  // environment's registry over this KV namespace, makes every collection an orphan: deleting
+  // them all is then almost surely that mistake, not old garbage, and it cannot be undone.
+  if (opts.delete && !opts.force && ids.length > 0 && ids.length === holding.size) {
+    throw new MedhashError(
+      409, 'orphans_are_everything',
+      `every collection holding data (${ids.length}) is missing from the registry, so nothing was deleted: check that the registry belongs to this data (an empty or replaced control store, another environment's registry), then, if they are all garbage, delete with force`,
+      'force',
+    );
+  }
   const report: OrphanReport = { dry_run: !opts.delete, orphans: [], keys: 0, ...(stores.kv.bytes ? { bytes: 0 } : {}), failed: 0 };
   for (const id of ids) {
     const o: Orphan = { collection: id, prefix: collectionPrefix(id), keys: keys.get(id) ?? 0 };

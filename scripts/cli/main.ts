@@ -35,10 +35,12 @@ const USAGE = `medhash <command> [options]
         Copy a Node data dir (default MEDHASH_DATA_DIR, else .medhash) while the service runs: a
         consistent, checked copy that is itself a data dir (restore: serve with --data-dir DIR).
         DIR must be new or empty.
-  orphans [--data-dir .medhash] [--delete]
+  orphans [--data-dir .medhash] [--delete [--force]]
         List the data of collections no longer in the registry (KV keys, writer state; left by
         versions that deleted the registry row first), in a Node data dir, the service running or
-        not; --delete deletes it. Safe to re-run; exits 1 when a deletion failed.
+        not; --delete deletes it. Safe to re-run; exits 1 when a deletion failed. When every
+        collection holding data is missing from the registry, --delete refuses (a wrong or empty
+        registry looks like that); --force deletes anyway.
 
   index --collection C --codes FILE [--format jsonl|csv] [--batch 1000]
         Upsert items from a JSONL/CSV file of codes, in batches; safe to re-run.
@@ -62,7 +64,7 @@ const USAGE = `medhash <command> [options]
   admin list-keys --tenant ID
   admin rotate-key --id KEY_ID
   admin revoke-key --id KEY_ID
-  admin orphans [--delete]
+  admin orphans [--delete [--force]]
         The same through the operator API (GET/DELETE /v1/admin/orphans), e.g. on Workers.
 
 Client options: --url (MEDHASH_URL, default http://127.0.0.1:8787),
@@ -149,8 +151,8 @@ function orphanReport(r: OrphanReport) {
 }
 
 async function orphans(args: string[]) {
-  const v = parse(args, { 'data-dir': { type: 'string' }, delete: { type: 'boolean' } });
-  orphanReport(await sweepDataDir(dataDir(v['data-dir'] as string | undefined), { delete: v.delete === true }));
+  const v = parse(args, { 'data-dir': { type: 'string' }, delete: { type: 'boolean' }, force: { type: 'boolean' } });
+  orphanReport(await sweepDataDir(dataDir(v['data-dir'] as string | undefined), { delete: v.delete === true, force: v.force === true }));
 }
 
 async function index(args: string[]) {
@@ -346,8 +348,8 @@ async function admin([sub, ...args]: string[]) {
       return print(await (sub === 'rotate-key' ? op(v).request('POST', `/v1/admin/keys/${id}/rotate`) : op(v).request('DELETE', `/v1/admin/keys/${id}`)));
     }
     case 'orphans': {
-      const v = parse(args, { delete: { type: 'boolean' } });
-      return orphanReport(await op(v).request<OrphanReport>(v.delete ? 'DELETE' : 'GET', '/v1/admin/orphans'));
+      const v = parse(args, { delete: { type: 'boolean' }, force: { type: 'boolean' } });
+      return orphanReport(await op(v).request<OrphanReport>(v.delete ? 'DELETE' : 'GET', `/v1/admin/orphans${v.force ? '?force=true' : ''}`));
     }
     default:
       throw new UsageError(`unknown admin command ${sub ?? ''}`);

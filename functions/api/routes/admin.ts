@@ -9,9 +9,13 @@ import type { ApiKeyInfo } from '../../control/store.ts';
 import { sweepOrphans } from '../../store/orphans.ts';
 import type { Backend } from '../backend.ts';
 import { errors, json, jsonBody, type App } from '../openapi.ts';
-import { ApiKeySchema, ApiKeyWithSecretSchema, CreateKeyBody, CreateTenantBody, OrphanReportSchema, TenantParams, TenantSchema } from '../schemas.ts';
+import { ApiKeySchema, ApiKeyWithSecretSchema, CreateKeyBody, CreateTenantBody, ErrorSchema, OrphanReportSchema, TenantParams, TenantSchema } from '../schemas.ts';
 
 const tags = ['admin'];
+const OrphanDeleteQuery = z.strictObject({
+  force: z.enum(['true', 'false'], { error: 'force must be true or false' }).default('false').transform((v) => v === 'true')
+    .openapi({ param: { name: 'force', in: 'query' }, description: 'Delete even when every collection holding data is missing from the registry (an empty or replaced registry looks exactly like that).' }),
+});
 const KeyParams = z.object({ key: z.string().min(1).openapi({ param: { name: 'key', in: 'path' }, example: 'key_0b1d2c3e4f5a6b7c8d9e0f1a' }) });
 
 export function adminRoutes(app: App, backend: Backend): void {
@@ -102,10 +106,15 @@ export function adminRoutes(app: App, backend: Backend): void {
   app.openapi(
     createRoute({
       method: 'delete', path: '/v1/admin/orphans', tags, security: operatorKey, summary: 'Delete the KV keys and writer state of collections no longer in the registry',
-      responses: { 200: json(OrphanReportSchema, 'What was found and deleted; `failed` > 0: send it again.'), ...errors(401, 403, 503) },
+      request: { query: OrphanDeleteQuery },
+      responses: {
+        200: json(OrphanReportSchema, 'What was found and deleted; `failed` > 0: send it again.'),
+        ...errors(400, 401, 403, 503),
+        409: json(ErrorSchema, '`orphans_are_everything`: every collection holding data is missing from the registry; nothing deleted (see `force`).'),
+      },
     }),
     async (c) => {
-      return c.json(await sweepOrphans(backend.orphans, { delete: true }), 200);
+      return c.json(await sweepOrphans(backend.orphans, { delete: true, force: c.req.valid('query').force }), 200);
     },
   );
 }
