@@ -185,9 +185,9 @@ const NAMES: Record<number, string> = {
 };
 const label = (e: number) => `${NAMES[e]} (0028,${hex4(e)})`;
 
-/** The first value of a text attribute (DS, IS, CS, UI), trimmed; undefined when absent or empty. */
 const DECIMAL_STRING = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/;
 
+/** The first value of a text attribute (DS, IS, CS, UI), trimmed; undefined when absent or empty. */
 function text(w: Walked, tag: number): string | undefined {
   const v = w.attrs.get(tag);
   const s = v && ascii(v).split('\\')[0].replace(/^[\0 ]+|[\0 ]+$/g, '');
