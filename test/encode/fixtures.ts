@@ -28,3 +28,20 @@ export const CT = { size: 64, intercept: -1024, centre: 40, width: 400 } as cons
 export const GARBAGE12 = { values: [-2048, -1000, -1, 0, 1, 1000, 2047], highBits: [0xf000, 0x5000, 0xa000, 0x0000] } as const;
 /** The study every DCMTK fixture belongs to (modality CR, body part HAND). */
 export const DICOM_STUDY_UID = '1.2.826.0.1.3680043.10.1410.2.1';
+
+/**
+ * A seeded mutation of a DICOM file: 1-4 edits in its first 1200 bytes past the preamble, the
+ * header, where a walker can go wrong: a byte set at random or to an extreme, or the file cut short.
+ */
+export function mutateDicom(original: Uint8Array, rnd: (n: number) => number): Uint8Array {
+  let bytes = original.slice();
+  const span = Math.min(bytes.length, 1200) - 128;
+  for (let j = 1 + rnd(4); j > 0; j--) {
+    const at = 128 + rnd(span);
+    const kind = rnd(5);
+    if (kind < 3) bytes[at] = rnd(256);
+    else if (kind === 3) bytes[at] = [0x00, 0xff, 0x7f, 0x80][rnd(4)];
+    else bytes = bytes.subarray(0, 128 + rnd(bytes.length - 128));
+  }
+  return bytes;
+}

@@ -1,20 +1,11 @@
 // Workers-only behaviour: the collection Durable Object schedules an alarm for garbage it
 // cannot collect yet, and the alarm deletes replaced shards once their grace period is over,
 // or what a failed deletion of the collection or a reset in the middle of a change left behind.
-import { env, exports } from 'cloudflare:workers';
+import { env } from 'cloudflare:workers';
 import { listDurableObjectIds, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { expect, it } from 'vitest';
 import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
-
-const send = (method: string, path: string, key: string, body?: unknown) =>
-  exports.default.fetch(
-    new Request(`http://medhash.test${path}`, {
-      method,
-      headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-      body: body ? JSON.stringify(body) : undefined,
-    }),
-  );
-const call = async (method: string, path: string, key: string, body?: unknown) => (await send(method, path, key, body)).json() as Promise<any>;
+import { call, send } from './client.ts';
 
 const shardKeys = async () => (await env.MEDHASH_KV.list({ prefix: 'c/' })).keys.map((k) => k.name).filter((k) => k.includes('/s/'));
 

@@ -2,20 +2,11 @@
 // registry row an older version removed before their data, found by listing KV and deleted
 // through each collection's Durable Object, which is left a tombstone; registered collections
 // untouched.
-import { env, exports } from 'cloudflare:workers';
+import { env } from 'cloudflare:workers';
 import { runInDurableObject } from 'cloudflare:test';
 import { expect, it } from 'vitest';
 import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
-
-const send = (method: string, path: string, key: string, body?: unknown) =>
-  exports.default.fetch(
-    new Request(`http://medhash.test${path}`, {
-      method,
-      headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-      body: body ? JSON.stringify(body) : undefined,
-    }),
-  );
-const call = async (method: string, path: string, key: string, body?: unknown) => (await send(method, path, key, body)).json() as Promise<any>;
+import { call } from './client.ts';
 
 const control = () => env.CONTROL.get(env.CONTROL.idFromName('control'));
 const keysOf = async (id: string) => (await env.MEDHASH_KV.list({ prefix: `c/${id}/` })).keys.map((k) => k.name);
