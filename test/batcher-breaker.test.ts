@@ -5,6 +5,19 @@ import { describe, expect, it } from 'vitest';
 import { BatcherClosedError, MicroBatcher, QueueFullError, RequestAbortedError } from '../functions/backend/batcher.ts';
 import { CircuitBreaker } from '../functions/inference/breaker.ts';
 
+/** A batcher whose batches echo their inputs once `release` is called; `runs` lists them as run. */
+function heldBatcher(opts: { maxBatch: number; maxWaitMs: number; maxQueue: number }) {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const runs: number[][] = [];
+  const b = new MicroBatcher<number, number>(async (xs) => {
+    runs.push(xs);
+    await gate;
+    return xs;
+  }, opts);
+  return { b, runs, release };
+}
+
 describe('MicroBatcher', () => {
   it('runs full batches at once, the rest after the wait, one batch at a time, answers in order', async () => {
     const batches: number[][] = [];
@@ -43,14 +56,7 @@ describe('MicroBatcher', () => {
   });
 
   it('drops a waiting request once its signal fires: its inputs never run and its places in the queue are free again', async () => {
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    const runs: number[][] = [];
-    const b = new MicroBatcher<number, number>(async (xs) => {
-      runs.push(xs);
-      await gate;
-      return xs;
-    }, { maxBatch: 2, maxWaitMs: 1, maxQueue: 3 });
+    const { b, runs, release } = heldBatcher({ maxBatch: 2, maxWaitMs: 1, maxQueue: 3 });
     const running = b.submit([1, 2]);
     const hungUp = new AbortController();
     const gone = b.submit([3, 4], hungUp.signal);
@@ -82,14 +88,7 @@ describe('MicroBatcher', () => {
   });
 
   it('an aborted request: what of it runs ends, what waits is dropped; one aborted before it queues is refused at once', async () => {
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    const runs: number[][] = [];
-    const b = new MicroBatcher<number, number>(async (xs) => {
-      runs.push(xs);
-      await gate;
-      return xs;
-    }, { maxBatch: 2, maxWaitMs: 1, maxQueue: 10 });
+    const { b, runs, release } = heldBatcher({ maxBatch: 2, maxWaitMs: 1, maxQueue: 10 });
     const hungUp = new AbortController();
     const split = b.submit([1, 2, 3], hungUp.signal); // [1, 2] run, [3] waits
     split.catch(() => {});
@@ -105,14 +104,7 @@ describe('MicroBatcher', () => {
   });
 
   it('close refuses what waits and what comes after, and resolves once the running batch has ended', async () => {
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    const runs: number[][] = [];
-    const b = new MicroBatcher<number, number>(async (xs) => {
-      runs.push(xs);
-      await gate;
-      return xs;
-    }, { maxBatch: 2, maxWaitMs: 1, maxQueue: 10 });
+    const { b, runs, release } = heldBatcher({ maxBatch: 2, maxWaitMs: 1, maxQueue: 10 });
     const running = b.submit([1, 2]);
     const queued = b.submit([3]);
     queued.catch(() => {});
