@@ -5,7 +5,7 @@
 // failure takes the charge back, and the audit event is appended only for a success.
 import type { Context, MiddlewareHandler } from 'hono';
 import type { Backend } from '../api/backend.ts';
-import { sha256Hex } from '../util/bytes.ts';
+import { concatBytes, sha256Hex } from '../util/bytes.ts';
 import { badRequest, MedhashError } from '../util/errors.ts';
 import { mediaType } from '../util/media-type.ts';
 import type { AuditInput, Charge, Idempotency, MeterKind, RateState, StoredResponse } from './ledger.ts';
@@ -68,10 +68,7 @@ export async function meter(c: Context, kind: MeterKind, units: number): Promise
     const url = new URL(c.req.url);
     const head = new TextEncoder().encode(`${c.req.method} ${url.pathname}${url.search}\n${mediaType(c.req.header('content-type'))}\n`);
     const body = new Uint8Array(await c.req.arrayBuffer());
-    const all = new Uint8Array(head.length + body.length);
-    all.set(head);
-    all.set(body, head.length);
-    idempotency = { key, fingerprint: await sha256Hex(all) };
+    idempotency = { key, fingerprint: await sha256Hex(concatBytes([head, body])) };
   }
   const a = await backend.ledger(tenantId).admit(tenantId, { kind, units, idempotency });
   switch (a.outcome) {

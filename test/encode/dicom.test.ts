@@ -8,6 +8,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { dicomMetadata, MAX_DEPTH, MAX_ELEMENTS } from '../../functions/encode/dicom.ts';
 import { decodeImage, DEFAULT_LIMITS } from '../../functions/encode/image.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
+import { concatBytes } from '../../functions/util/bytes.ts';
 import { MedhashError } from '../../functions/util/errors.ts';
 import { TarReader } from '../../scripts/data/shared-data.ts';
 import { CT, DICOM_FIXTURES, DICOM_SOURCES, DICOM_STUDY_UID, GARBAGE12, dataDir, mutateDicom } from './fixtures.ts';
@@ -54,15 +55,6 @@ function element(group: number, el: number, vr: string, value: Uint8Array): Uint
   return out;
 }
 
-const concat = (parts: Uint8Array[]) => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-};
 
 async function refusal(p: Promise<unknown>): Promise<MedhashError> {
   const e = await p.then(() => null, (x: unknown) => x);
@@ -142,7 +134,7 @@ describe('DICOM metadata for ingest', () => {
   });
 
   it('leaves out a malformed UID or code string instead of failing the item', () => {
-    const file = part10(concat([
+    const file = part10(concatBytes([
       element(0x0008, 0x0060, 'CS', new TextEncoder().encode('MR')),
       element(0x0018, 0x0015, 'CS', new TextEncoder().encode('C^R ')),
       element(0x0020, 0x000d, 'UI', new TextEncoder().encode('not.a.uid')),
@@ -189,7 +181,7 @@ describe('refused DICOM', () => {
 
   it('a header of a million tiny elements is a quick 422, never a million objects', async () => {
     const tiny = element(0x0009, 0x0010, 'LO', new Uint8Array(0));
-    const file = part10(concat(Array.from({ length: 1_000_000 }, () => tiny)));
+    const file = part10(concatBytes(Array.from({ length: 1_000_000 }, () => tiny)));
     expect(file.length).toBeLessThan(DEFAULT_LIMITS.maxBytes);
     const e = await refusal(decodeImage(file, 'application/dicom'));
     expect([e.status, e.message]).toEqual([422, `DICOM has more than ${MAX_ELEMENTS} elements before its pixel data`]);
@@ -198,13 +190,13 @@ describe('refused DICOM', () => {
   it('sequences nested without end are a 422', async () => {
     // (0009,1001) SQ of undefined length, holding an item of undefined length, holding the next...
     const open = new Uint8Array([0x09, 0x00, 0x01, 0x10, 0x53, 0x51, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xfe, 0xff, 0x00, 0xe0, 0xff, 0xff, 0xff, 0xff]);
-    const e = await refusal(decodeImage(part10(concat(Array.from({ length: 20_000 }, () => open)))));
+    const e = await refusal(decodeImage(part10(concatBytes(Array.from({ length: 20_000 }, () => open)))));
     expect([e.status, e.message]).toEqual([422, `DICOM nests sequences more than ${MAX_DEPTH} deep`]);
   });
 
   it('a High Bit other than Bits Stored - 1 is refused (415), and a Rescale Slope that is not a number is a 422', async () => {
     const us = (n: number) => new Uint8Array([n & 0xff, n >> 8]);
-    const header = (highBit: number, slope: string) => part10(concat([
+    const header = (highBit: number, slope: string) => part10(concatBytes([
       element(0x0028, 0x0002, 'US', us(1)), element(0x0028, 0x0004, 'CS', new TextEncoder().encode('MONOCHROME2 ')),
       element(0x0028, 0x0010, 'US', us(1)), element(0x0028, 0x0011, 'US', us(2)), element(0x0028, 0x0100, 'US', us(16)),
       element(0x0028, 0x0101, 'US', us(12)), element(0x0028, 0x0102, 'US', us(highBit)), element(0x0028, 0x0103, 'US', us(0)),

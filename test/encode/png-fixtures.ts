@@ -2,6 +2,7 @@
 // hostile ones (huge declared size, decompression bomb, corrupt or truncated data).
 import { deflateSync } from 'node:zlib';
 import { crc32 } from '../../functions/shards/crc32.ts';
+import { concatBytes } from '../../functions/util/bytes.ts';
 
 function chunk(type: string, data: Uint8Array): Uint8Array {
   const out = new Uint8Array(12 + data.length);
@@ -73,11 +74,5 @@ export function png(spec: PngSpec): Uint8Array {
     chunk('IDAT', idat),
     chunk('IEND', new Uint8Array(0)),
   ];
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
