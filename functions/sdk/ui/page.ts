@@ -33,6 +33,8 @@ let previewHref: string | null = null;
 let picked = 0;
 /** Bumped by each search and each change of image or collection: an answer to an older one is dropped. */
 let asked = 0;
+/** The chosen collection's model is loaded: with an image, Search may be pressed. */
+let modelReady = false;
 
 const showError = (e: unknown) => {
   errorBox.textContent = e instanceof Error ? e.message : String(e);
@@ -53,6 +55,7 @@ function clearAnswer(): number {
 
 /** The model line with an empty bar and no byte count. */
 function resetModel(status: string): void {
+  modelReady = false;
   progress.max = 1;
   progress.value = 0;
   progressBytes.textContent = '';
@@ -93,6 +96,7 @@ async function loadModel(): Promise<void> {
     progress.value = 1;
     progressBytes.textContent = '';
     modelStatus.textContent = `${enc.card.model_id} ready (${enc.runtime}, sha256 checked)`;
+    modelReady = true;
     go.disabled = image === null;
   } catch (e) {
     if (!current()) return;
@@ -187,7 +191,7 @@ async function setImage(f: File | undefined): Promise<void> {
   }
   showPreview(href);
   image = f;
-  go.disabled = !chosen() || modelStatus.textContent?.includes('ready') !== true;
+  go.disabled = !chosen() || !modelReady;
 }
 
 fileInput.addEventListener('change', () => void setImage(fileInput.files?.[0]));
