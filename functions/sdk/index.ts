@@ -15,6 +15,7 @@ import { loadWebEncoder, type Encoder } from '../encode/model.ts';
 import { preprocess } from '../encode/preprocess.ts';
 import { calibrationOf } from '../safety/calibration.ts';
 import { assess, OodRefusal } from '../safety/gate.ts';
+import { concatBytes } from '../util/bytes.ts';
 import { retryAfterSeconds } from '../util/retry-after.ts';
 
 /**
@@ -360,11 +361,5 @@ async function readAll(res: Response, onProgress: (loaded: number, total: number
     loaded += value.length;
     onProgress(loaded, total);
   }
-  const out = new Uint8Array(loaded);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
+  return concatBytes(chunks);
 }
