@@ -4,14 +4,12 @@
 import { env } from 'cloudflare:workers';
 import { listDurableObjectIds, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { expect, it } from 'vitest';
-import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
-import { call, send } from './client.ts';
+import { call, newTenantKey, send } from './client.ts';
 
 const shardKeys = async () => (await env.MEDHASH_KV.list({ prefix: 'c/' })).keys.map((k) => k.name).filter((k) => k.includes('/s/'));
 
 it('collects replaced shards from an alarm after the grace period, never live ones', async () => {
-  const tenant = await call('POST', '/v1/admin/tenants', TEST_OPERATOR_KEY, { name: 'gc-tenant' });
-  const key = (await call('POST', `/v1/admin/tenants/${tenant.id}/keys`, TEST_OPERATOR_KEY, { scopes: ['ingest', 'admin', 'search'] })).secret;
+  const key = await newTenantKey('gc-tenant');
   await call('POST', '/v1/collections', key, { name: 'gc', bits: 16 });
   const before = new Set(await shardKeys());
   const doIds = new Set((await listDurableObjectIds(env.COLLECTIONS)).map((id) => id.toString()));
@@ -36,8 +34,7 @@ it('collects replaced shards from an alarm after the grace period, never live on
 });
 
 it('finishes deleting a collection from an alarm when a KV delete failed, and deletes shards KV does not list yet', async () => {
-  const tenant = await call('POST', '/v1/admin/tenants', TEST_OPERATOR_KEY, { name: 'gc-destroy-tenant' });
-  const key = (await call('POST', `/v1/admin/tenants/${tenant.id}/keys`, TEST_OPERATOR_KEY, { scopes: ['ingest', 'admin', 'search'] })).secret;
+  const key = await newTenantKey('gc-destroy-tenant');
   await call('POST', '/v1/collections', key, { name: 'gone', bits: 16 });
   const before = new Set((await env.MEDHASH_KV.list({ prefix: 'c/' })).keys.map((k) => k.name));
   const doIds = new Set((await listDurableObjectIds(env.COLLECTIONS)).map((id) => id.toString()));
@@ -83,8 +80,7 @@ it('finishes deleting a collection from an alarm when a KV delete failed, and de
 });
 
 it('publishes from an alarm a change committed by a Durable Object that was reset before publishing it', async () => {
-  const tenant = await call('POST', '/v1/admin/tenants', TEST_OPERATOR_KEY, { name: 'gc-reset-tenant' });
-  const key = (await call('POST', `/v1/admin/tenants/${tenant.id}/keys`, TEST_OPERATOR_KEY, { scopes: ['ingest', 'admin', 'search'] })).secret;
+  const key = await newTenantKey('gc-reset-tenant');
   await call('POST', '/v1/collections', key, { name: 'reset', bits: 16 });
   const doIds = new Set((await listDurableObjectIds(env.COLLECTIONS)).map((id) => id.toString()));
   await call('POST', '/v1/collections/reset/items', key, { items: [{ id: 'a', code: '0001' }] });
@@ -117,8 +113,7 @@ it('publishes from an alarm a change committed by a Durable Object that was rese
 });
 
 it('keeps the earliest maintenance alarm asked for, whatever the order concurrent requests set theirs in', async () => {
-  const tenant = await call('POST', '/v1/admin/tenants', TEST_OPERATOR_KEY, { name: 'gc-alarm-tenant' });
-  const key = (await call('POST', `/v1/admin/tenants/${tenant.id}/keys`, TEST_OPERATOR_KEY, { scopes: ['ingest', 'admin', 'search'] })).secret;
+  const key = await newTenantKey('gc-alarm-tenant');
   await call('POST', '/v1/collections', key, { name: 'alarm', bits: 16 });
   const doIds = new Set((await listDurableObjectIds(env.COLLECTIONS)).map((id) => id.toString()));
   await call('POST', '/v1/collections/alarm/items', key, { items: [{ id: 'a', code: '0001' }] });
@@ -138,8 +133,7 @@ it('keeps the earliest maintenance alarm asked for, whatever the order concurren
 });
 
 it('fails a change whose maintenance alarm cannot be set, before anything is uploaded', async () => {
-  const tenant = await call('POST', '/v1/admin/tenants', TEST_OPERATOR_KEY, { name: 'gc-alarm-fail-tenant' });
-  const key = (await call('POST', `/v1/admin/tenants/${tenant.id}/keys`, TEST_OPERATOR_KEY, { scopes: ['ingest', 'admin', 'search'] })).secret;
+  const key = await newTenantKey('gc-alarm-fail-tenant');
   await call('POST', '/v1/collections', key, { name: 'noalarm', bits: 16 });
   const doIds = new Set((await listDurableObjectIds(env.COLLECTIONS)).map((id) => id.toString()));
   await call('POST', '/v1/collections/noalarm/items', key, { items: [{ id: 'a', code: '0001' }] });
