@@ -9,7 +9,7 @@ const ERROR_TEXT: Record<number, string> = {
   401: 'No API key, or an unknown or revoked one. Checked before anything else but the body size.',
   402: "The tenant's monthly quota is used up; `error.details` holds the quota, the use and when it renews.",
   403: 'The key lacks the scope or the collection, or is the wrong kind of key. Checked before the request\'s shape (except a collection named in the body).',
-  404: 'No such collection (in this tenant) or item.',
+  404: 'What the path names does not exist (for a tenant key: in its tenant): a collection, item, tenant, key or model; `error.code` says which.',
   409: 'Conflicts with existing state (or a request with the same Idempotency-Key is still running).',
   413: 'Body or batch too large (a body whose Content-Length is over the limit: before the key is checked).',
   415: 'Content-Type is not application/json (or, for an image, not an image type the route reads).',
