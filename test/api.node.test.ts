@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createApp } from '../functions/api/app.ts';
-import { accessTable, operatorKey, tenantKey, type Security } from '../functions/auth/guard.ts';
+import { accessTable, operatorKey, tenantKey, wholeTenant, type Security } from '../functions/auth/guard.ts';
 import { createNodeBackend, type NodeBackend } from '../functions/entries/node.ts';
 import type { ImageEncoderApi } from '../functions/inference/remote.ts';
 import { DEFAULT_WRITER_LIMITS } from '../functions/store/writer.ts';
@@ -164,17 +164,22 @@ it('an operator key shorter than 32 characters leaves the admin API disabled, no
 });
 
 it('the /v1 guard fails closed: a route that states no security it can enforce fails the start, and one outside the document answers 500, never unchecked', async () => {
-  const route = (path: string, security?: Security) => ({ type: 'route', route: { method: 'post', path, ...(security ? { security } : {}) } });
-  expect(accessTable([route('/v1/encode', tenantKey('search', 'ingest')), route('/v1/admin/tenants', operatorKey), route('/v1/collections', tenantKey())])).toEqual(new Map([
-    ['POST /v1/encode', { operator: false, anyOf: [['search'], ['ingest']] }],
+  const route = (path: string, security?: Security, extra: Record<string, unknown> = {}) => ({ type: 'route', route: { method: 'post', path, ...(security ? { security } : {}), ...extra } });
+  expect(accessTable([route('/v1/encode', tenantKey('search', 'ingest')), route('/v1/admin/tenants', operatorKey), route('/v1/collections', tenantKey()), route('/v1/usage', tenantKey('admin'), wholeTenant)])).toEqual(new Map([
+    ['POST /v1/encode', { operator: false, anyOf: [['search'], ['ingest']], wholeTenant: false }],
     ['POST /v1/admin/tenants', { operator: true }],
-    ['POST /v1/collections', { operator: false, anyOf: [[]] }],
+    ['POST /v1/collections', { operator: false, anyOf: [[]], wholeTenant: false }],
+    ['POST /v1/usage', { operator: false, anyOf: [['admin']], wholeTenant: true }],
   ]));
+  // x-whole-tenant is a tenant key's limit, and true when stated
+  expect(() => accessTable([route('/v1/admin/x', operatorKey, wholeTenant)])).toThrow(/x-whole-tenant is for tenant routes/);
+  expect(() => accessTable([route('/v1/x', tenantKey(), { 'x-whole-tenant': 'yes' })])).toThrow(/x-whole-tenant is for tenant routes, and true when set/);
   expect(() => accessTable([route('/v1/collections/{collection}')])).toThrow(/POST \/v1\/collections\/:collection: security must be/);
   expect(() => accessTable([route('/v1/x', [{ bearer: ['root'] }])])).toThrow(/security must be/);
   expect(() => accessTable([route('/v1/x', [{ bearer: ['search'], operator: [] }])])).toThrow(/security must be/);
   // the guard runs on /v1 alone: a requirement elsewhere would be stated and not enforced
   expect(() => accessTable([route('/healthz', tenantKey())])).toThrow(/enforced on \/v1 routes only/);
+  expect(() => accessTable([route('/healthz', undefined, wholeTenant)])).toThrow(/enforced on \/v1 routes only/);
   // A route added outside createRoute (no security in the document) is refused, key or none.
   const app = createApp(node.backend);
   app.get('/v1/unlisted', (c) => c.text('open'));

@@ -45,7 +45,8 @@ export function createApp(backend: Backend): OpenAPIHono {
   app.use('/v1/*', limitBody(MAX_BODY_BYTES));
   app.use('/v1/*', jsonMediaType());
   app.use('/v1/*', metering(backend));
-  // The key, its kind, scope and collection limit, before any route's validators: a caller
+  // The key, its kind, scope and collection limit (then the form of an Idempotency-Key, which any
+  // /v1 request may carry), before any route's validators: a caller
   // without a valid key never learns what a route takes (not even from a 415: a wrong Content-Type
   // is a mistake in the request like any other), and one with a key that may not use the route
   // gets its 403 whatever the request says. `access` is read from the routes' declared security

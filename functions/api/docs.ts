@@ -1,16 +1,18 @@
 // The /docs page: the OpenAPI document rendered server-side into one self-contained HTML page
 // (no scripts, no CDN: the service may run where there is no network).
 
-import { OPERATOR_SCHEME, TENANT_SCHEME } from '../auth/guard.ts';
+import { OPERATOR_SCHEME, TENANT_SCHEME, WHOLE_TENANT } from '../auth/guard.ts';
 
 type Json = Record<string, unknown>;
 
 /** An operation's security requirements in words: the key it needs, checked before anything else (docs/API.md). */
-function keyNeeded(security: Record<string, string[]>[] | undefined): string {
+function keyNeeded(op: Json): string {
+  const security = op.security as Record<string, string[]>[] | undefined;
   if (!security?.length) return 'none';
   if (security.some((r) => OPERATOR_SCHEME in r)) return 'the operator key';
   const scopes = security.flatMap((r) => r[TENANT_SCHEME] ?? []);
-  return scopes.length ? `a tenant key with the ${scopes.map((s) => `"${s}"`).join(' or the ')} scope` : 'any tenant key';
+  const key = scopes.length ? `a tenant key with the ${scopes.map((s) => `"${s}"`).join(' or the ')} scope` : 'any tenant key';
+  return op[WHOLE_TENANT] === true ? `${key}, not limited to collections` : key;
 }
 
 const esc = (s: unknown): string =>
@@ -49,7 +51,7 @@ export function renderDocs(doc: Json): string {
       ops.push(`<section id="${esc(`${method}-${path}`)}">
 <h3><span class="m ${esc(method)}">${esc(method.toUpperCase())}</span> <code>${esc(path)}</code></h3>
 <p>${esc(op.summary ?? '')}</p>${op.description ? `<p>${esc(op.description)}</p>` : ''}
-<p>Key: ${esc(keyNeeded(op.security as Record<string, string[]>[] | undefined))}</p>
+<p>Key: ${esc(keyNeeded(op))}</p>
 ${params ? `<p>Parameters: ${params}</p>` : ''}
 ${body ? block('request body', resolve(doc, body.schema)) : ''}
 <ul>${responses}</ul></section>`);

@@ -5,7 +5,7 @@ import { ErrorSchema, OodRefusalSchema } from './schemas.ts';
 export type App = OpenAPIHono;
 
 const ERROR_TEXT: Record<number, string> = {
-  400: 'Malformed request; the message names the problem and `field` the offending field. Checked after the key: without a valid key the answer is 401, with one that may not use the route 403.',
+  400: 'Malformed request (on every /v1 route: a malformed Idempotency-Key header); the message names the problem and `field` the offending field. Checked after the key: without a valid key the answer is 401, with one that may not use the route 403.',
   401: 'No API key, or an unknown or revoked one. Checked before anything else but the body size.',
   402: "The tenant's monthly quota is used up; `error.details` holds the quota, the use and when it renews.",
   403: 'The key lacks the scope or the collection, or is the wrong kind of key. Checked before the request\'s shape (except a collection named in the body).',

@@ -318,7 +318,7 @@ export const SearchResult = z
 export const IdempotencyHeaders = z.object({
   'idempotency-key': z.string().optional().openapi({
     param: { name: 'idempotency-key', in: 'header' },
-    description: 'Makes a retry free: the same key with the same request within 24 h gets the first answer again, billed once; with a different request, 422. 1-255 printable ASCII characters.',
+    description: 'Makes a retry free: the same key with the same request within 24 h gets the first answer again, billed once; with a different request, 422. 1-255 printable ASCII characters without spaces: a malformed key is a 400 invalid_idempotency_key on every /v1 route (after the 401/403, before the request is read), and a route that does not list this header ignores a well-formed one.',
     example: 'b7d1c7e0-2f4a-4c1e-9a57-3f1f0f6f3a21',
   }),
 });

@@ -7,10 +7,14 @@
 // read the path, query, headers or body: a caller without a valid key learns nothing of what a
 // route takes, and a request's status never depends on which of the checks happened to run
 // first (docs/API.md, "Order of checks"). What a route needs of the key is its OpenAPI
-// `security` (`operatorKey`, `tenantKey(...)`): the document states what is enforced.
+// `security` (`operatorKey`, `tenantKey(...)`, and `wholeTenant` beside it): the document
+// states what is enforced. Once a request is authorised, the guard also refuses a malformed
+// Idempotency-Key (billing/meter.ts): any /v1 request may carry one, so its 400 is the same on
+// every route, after the 401/403 and before the route reads anything.
 import type { Context, MiddlewareHandler } from 'hono';
 import { matchedRoutes } from 'hono/route';
 import type { Backend } from '../api/backend.ts';
+import { idempotencyKey } from '../billing/meter.ts';
 import type { ApiKeyInfo, CollectionInfo, Principal } from '../control/store.ts';
 import { MedhashError, notFound } from '../util/errors.ts';
 import { timingSafeEqualStr } from '../util/bytes.ts';
@@ -44,8 +48,22 @@ export function tenantKey(...anyOf: Scope[]): Security {
   return anyOf.length === 0 ? [{ [TENANT_SCHEME]: [] }] : anyOf.map((scope) => ({ [TENANT_SCHEME]: [scope] }));
 }
 
-/** What a route needs of the key: the operator key, or a tenant key holding all the scopes of any one list. */
-type Access = { operator: true } | { operator: false; anyOf: Scope[][] };
+/**
+ * The OpenAPI extension of a tenant route whose answer is about the whole tenant (usage): a key
+ * limited to some collections, whose limit it would cross, is refused (403 collection_limited).
+ * Stated in the document and checked here, not by route middleware (which runs after the guard),
+ * so that this 403 too comes before the Idempotency-Key's 400.
+ */
+export const WHOLE_TENANT = 'x-whole-tenant';
+
+/** Spread into such a route's createRoute, beside its `security`. */
+export const wholeTenant = { [WHOLE_TENANT]: true } as const;
+
+/**
+ * What a route needs of the key: the operator key, or a tenant key holding all the scopes of any
+ * one list (with `wholeTenant`, one not limited to collections).
+ */
+type Access = { operator: true } | { operator: false; anyOf: Scope[][]; wholeTenant: boolean };
 
 /** `METHOD /path/:param` → what the route needs of the key, from the routes' declared security. */
 export type AccessTable = Map<string, Access>;
@@ -55,35 +73,37 @@ export type AccessTable = Map<string, Access>;
  * Throws for a /v1 route that declares none or one this guard cannot enforce, so that such a
  * route fails the app's start instead of answering without a check.
  */
-export function accessTable(definitions: readonly { type: string; route?: { method: string; path: string; security?: Security } }[]): AccessTable {
+export function accessTable(definitions: readonly { type: string; route?: { method: string; path: string; security?: Security; [WHOLE_TENANT]?: unknown } }[]): AccessTable {
   const table: AccessTable = new Map();
   for (const d of definitions) {
     if (d.type !== 'route' || !d.route) continue;
     const { method, path, security } = d.route;
     const route = `${method.toUpperCase()} ${path.replace(/\{(\w+)\}/g, ':$1')}`;
-    if (path.startsWith('/v1/')) table.set(route, access(route, security));
+    if (path.startsWith('/v1/')) table.set(route, access(route, security, d.route[WHOLE_TENANT]));
     // the guard runs on /v1/* alone: a requirement elsewhere would be stated and not enforced
-    else if (security?.length) throw new Error(`${route}: security is enforced on /v1 routes only`);
+    else if (security?.length || d.route[WHOLE_TENANT] !== undefined) throw new Error(`${route}: security is enforced on /v1 routes only`);
   }
   return table;
 }
 
-function access(route: string, security: Security | undefined): Access {
+function access(route: string, security: Security | undefined, whole: unknown): Access {
   const schemes = new Set((security ?? []).flatMap((r) => Object.keys(r)));
+  if (whole !== undefined && (whole !== true || !schemes.has(TENANT_SCHEME))) throw new Error(`${route}: ${WHOLE_TENANT} is for tenant routes, and true when set; got ${JSON.stringify(whole)}`);
   if (security?.length && schemes.size === 1) {
     if (schemes.has(OPERATOR_SCHEME) && security.every((r) => r[OPERATOR_SCHEME].length === 0)) return { operator: true };
     const anyOf = security.map((r) => r[TENANT_SCHEME]);
-    if (schemes.has(TENANT_SCHEME) && anyOf.flat().every((s) => (SCOPES as readonly string[]).includes(s))) return { operator: false, anyOf: anyOf as Scope[][] };
+    if (schemes.has(TENANT_SCHEME) && anyOf.flat().every((s) => (SCOPES as readonly string[]).includes(s))) return { operator: false, anyOf: anyOf as Scope[][], wholeTenant: whole === true };
   }
   throw new Error(`${route}: security must be operatorKey or tenantKey(...scopes), got ${JSON.stringify(security)}`);
 }
 
 /**
  * Authenticates and authorises every /v1 request before the matched route reads anything of
- * it: the key (401), its kind (403 operator_only / tenant_only), its scope (403 missing_scope)
- * and, for a route with a {collection} in its path, the key's collection limit (403
- * collection_forbidden). The collection itself is looked up here too (one round trip with the
- * key) but only a route's handler answers 404 for it, after its validators: a malformed name is
+ * it: the key (401), its kind (403 operator_only / tenant_only), its scope (403 missing_scope),
+ * for a route with a {collection} in its path the key's collection limit (403
+ * collection_forbidden), for a `wholeTenant` route that it has none (403 collection_limited);
+ * then the form of an Idempotency-Key (400 invalid_idempotency_key). The collection itself is
+ * looked up here too (one round trip with the key) but only a route's handler answers 404 for it, after its validators: a malformed name is
  * a 400, not a missing collection. What needs the body (POST /v1/collections' limit on the
  * name it creates) is the route's to check, after its validators.
  */
@@ -102,7 +122,8 @@ export function guard(backend: Backend, accessOf: (route: string) => Access | un
     const route = after[0];
     const rule = accessOf(`${route.method} ${route.path}`)!;
     if (rule.operator) await requireOperator(c, backend);
-    else await requireTenant(c, backend, rule.anyOf, pathParam(c, route.path, 'collection'));
+    else await requireTenant(c, backend, rule, pathParam(c, route.path, 'collection'));
+    idempotencyKey(c);
     await next();
   };
 }
@@ -157,11 +178,11 @@ async function requireOperator(c: Context, backend: Backend): Promise<void> {
 }
 
 /**
- * Authenticates a tenant key holding all the scopes of any one list of `anyOf`; with
- * `collection`, also checks the key may use that collection name and resolves it within the
- * key's tenant (null when it does not exist).
+ * Authenticates a tenant key holding all the scopes of any one list of `anyOf` (and, for a
+ * `wholeTenant` route, not limited to collections); with `collection`, also checks the key may
+ * use that collection name and resolves it within the key's tenant (null when it does not exist).
  */
-async function requireTenant(c: Context, backend: Backend, anyOf: readonly Scope[][], collection?: string): Promise<Principal> {
+async function requireTenant(c: Context, backend: Backend, { anyOf, wholeTenant }: Extract<Access, { operator: false }>, collection?: string): Promise<Principal> {
   const hash = await presentedHash(c);
   const principal = await backend.control.authenticate(hash, collection);
   if (!principal) {
@@ -177,6 +198,11 @@ async function requireTenant(c: Context, backend: Backend, anyOf: readonly Scope
   if (!anyOf.some((scopes) => scopes.every((scope) => key.scopes.includes(scope)))) {
     const needed = anyOf.map((scopes) => scopes.map((s) => JSON.stringify(s)).join(' and the ')).join(' or the ');
     throw new MedhashError(403, 'missing_scope', `this key lacks the ${needed} scope`);
+  }
+  // Usage is metered per tenant, not per collection: its totals would tell a key limited to
+  // some collections how much the others are used.
+  if (wholeTenant && key.collections) {
+    throw new MedhashError(403, 'collection_limited', 'usage is counted for the whole tenant, not per collection: read it with a key that is not limited to collections');
   }
   if (collection !== undefined) allowCollection(key, collection);
   return principal;
@@ -202,15 +228,3 @@ export function pathCollection(c: Context): CollectionInfo {
   if (!collection) throw notFound('collection', c.req.param('collection') ?? '');
   return collection;
 }
-
-/**
- * Route middleware for an answer about the whole tenant (usage): refuses a key limited to some
- * collections, whose limit it would cross. A route's middleware runs after the guard and before
- * the route's validators, so this 403 too comes before any 400.
- */
-export const wholeTenant: MiddlewareHandler = async (c, next) => {
-  if (tenantOf(c).key.collections) {
-    throw new MedhashError(403, 'collection_limited', 'usage is counted for the whole tenant, not per collection: read it with a key that is not limited to collections');
-  }
-  await next();
-};

@@ -55,10 +55,9 @@ export async function meter(c: Context, kind: MeterKind, units: number): Promise
   if (!m || !tenantId) throw new Error('meter() needs the metering middleware and an authenticated tenant');
   if (m.charge) throw new Error('meter() called twice for one request');
   const backend = c.get('backend');
-  const key = c.req.header(IDEMPOTENCY_HEADER);
+  const key = idempotencyKey(c);
   let idempotency: Idempotency | undefined;
   if (key !== undefined) {
-    if (!IDEMPOTENCY_KEY.test(key)) throw badRequest('invalid_idempotency_key', `${IDEMPOTENCY_HEADER} must be 1-255 printable ASCII characters without spaces`, IDEMPOTENCY_HEADER);
     // Bytes, not text: an image body is not UTF-8, and lossy decoding could make two images look alike.
     // The body was read by the validator or the handler; Hono hands the cached copy back.
     // The query string too: search by image takes its k, filters and exclusions there. And the
@@ -95,6 +94,20 @@ export async function meter(c: Context, kind: MeterKind, units: number): Promise
         undefined, { quota: a.quota, used: a.used, requested: a.requested, resets_at: a.resets_at },
       );
   }
+}
+
+/**
+ * The request's Idempotency-Key (undefined without one); a 400 when it is malformed. The /v1
+ * guard calls it on every route once the key is authorised, before the route reads the request:
+ * a malformed key is refused wherever it is sent, and a well-formed one is ignored by a route
+ * that is not metered.
+ */
+export function idempotencyKey(c: Context): string | undefined {
+  const key = c.req.header(IDEMPOTENCY_HEADER);
+  if (key !== undefined && !IDEMPOTENCY_KEY.test(key)) {
+    throw badRequest('invalid_idempotency_key', `${IDEMPOTENCY_HEADER} must be 1-255 printable ASCII characters without spaces`, IDEMPOTENCY_HEADER);
+  }
+  return key;
 }
 
 /** Records what this request does in the tenant's audit log, once it has succeeded. */

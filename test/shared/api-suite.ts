@@ -168,7 +168,9 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         for (const [template, ops] of Object.entries(doc.paths)) {
           const path = template.replace(/\{(\w+)\}/g, (_, p: string) => params[p]);
           for (const [method, operation] of Object.entries(ops)) {
-            const tries: { key?: string; raw?: string; headers?: Record<string, string> }[] = [{}, { key: op() }];
+            // a malformed Idempotency-Key is a 400 on every route, from either kind of key that may use it
+            const malformed = { 'idempotency-key': 'has space' };
+            const tries: { key?: string; raw?: string; headers?: Record<string, string> }[] = [{}, { key: op() }, { key: op(), headers: malformed }, { key: all, headers: malformed }];
             // the body limit answers before any route does, whatever the body's type
             const type = Object.keys(operation.requestBody?.content ?? {})[0];
             if (type) tries.push({ key: all, raw: 'x'.repeat(MAX_BODY_BYTES + 1), headers: { 'content-type': type } });
@@ -791,6 +793,53 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect(new Set(log.body.events.map((e: { action: string }) => e.action))).toEqual(new Set(['key.create', 'collection.create']));
       });
 
+      it('a malformed Idempotency-Key is a 400 on every /v1 route, after the key and its 403s and before the route reads anything; a well-formed one is ignored where it is not taken', async () => {
+        const { t, all, col } = await world(16);
+        const limited = (await t.key(['search', 'ingest', 'admin'], [`c-${uniq()}`])).secret;
+        // the admin routes would rotate or revoke this key, were the request not refused
+        const victim = await t.key(['search']);
+        const doc = (await call('GET', '/openapi.json')).body as { paths: Record<string, Record<string, { security: Record<string, string[]>[]; 'x-whole-tenant'?: boolean }>> };
+        const params: Record<string, string> = { collection: col, id: 'a', tenant: t.id, key: victim.id, model_id: 'any-model' };
+        const got: Outcome[] = [];
+        const want: Outcome[] = [];
+        for (const [template, ops] of Object.entries(doc.paths)) {
+          if (!template.startsWith('/v1/')) continue;
+          const path = template.replace(/\{(\w+)\}/g, (_, p: string) => params[p]);
+          for (const [method, operation] of Object.entries(ops)) {
+            const route = `${method.toUpperCase()} ${template}`;
+            // no body: a route that read it would answer 415 or 400 for that instead
+            const expectAs = async (who: string, key: string | undefined, idempotencyKey: string, status: number, code: string, field?: string) => {
+              const r = await call(method.toUpperCase(), path, { key, headers: { 'idempotency-key': idempotencyKey } });
+              got.push({ what: `${route} ${who}`, status: r.status, code: r.body?.error?.code, field: r.body?.error?.field });
+              want.push({ what: `${route} ${who}`, status, code, field });
+            };
+            await expectAs('without a key', undefined, 'has space', 401, 'missing_key');
+            const operator = operation.security.some((r) => 'operator' in r);
+            await expectAs(operator ? 'with a tenant key' : 'with the operator key', operator ? all : op(), '', 403, operator ? 'operator_only' : 'tenant_only');
+            if (template.includes('{collection}')) await expectAs('with a key limited to another collection', limited, 'x'.repeat(256), 403, 'collection_forbidden');
+            if (operation['x-whole-tenant']) await expectAs('with a key limited to collections', limited, 'has space', 403, 'collection_limited');
+            for (const bad of ['has space', '', 'x'.repeat(256), 'caf\u00e9']) {
+              await expectAs(`with a key that may use it and Idempotency-Key ${JSON.stringify(bad.slice(0, 8))}`, operator ? op() : all, bad, 400, 'invalid_idempotency_key', 'Idempotency-Key');
+            }
+          }
+        }
+        expect(got).toEqual(want);
+        // Nothing was done: the key neither rotated nor revoked, the collection not deleted, nothing billed.
+        expect((await call('GET', `/v1/collections/${col}`, { key: victim.secret })).status).toBe(200);
+        expect(await billed(all)).toBe(0);
+        // An unknown route is a 404 whatever its headers.
+        for (const key of [undefined, all]) {
+          const r = await call('GET', '/v1/nope', { key, headers: { 'idempotency-key': 'has space' } });
+          expect([r.status, r.body.error.code]).toEqual([404, 'route_not_found']);
+        }
+        // A well-formed key (255 characters at most) where none is taken: ignored, the request
+        // runs each time and is never a replay.
+        for (const key of ['k-1', 'k-1', 'x'.repeat(255)]) {
+          const r = await call('GET', `/v1/collections/${col}`, { key: all, headers: { 'idempotency-key': key } });
+          expect([r.status, r.headers.get('idempotent-replayed')]).toEqual([200, null]);
+        }
+      });
+
       it('shape checks made in the handlers keep that order, before any lookup: a usage window with from after to, a search by image with exclude_own_study and exclude_study_uid', async () => {
         const { t, all, col } = await world(16);
         const searchOnly = (await t.key(['search'])).secret;
@@ -834,7 +883,7 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
 
       it('the OpenAPI document states what each /v1 route needs of the key, as the service enforces it', async () => {
         const doc = (await call('GET', '/openapi.json')).body as {
-          paths: Record<string, Record<string, { security?: Record<string, string[]>[] }>>;
+          paths: Record<string, Record<string, { security?: Record<string, string[]>[]; 'x-whole-tenant'?: boolean }>>;
           components: { securitySchemes: Record<string, { type: string; scheme: string }> };
         };
         expect(doc.components.securitySchemes).toEqual({
@@ -852,6 +901,10 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         // either scope: two requirements, one of which is enough
         expect(security('/v1/encode', 'post')).toEqual([{ bearer: ['search'] }, { bearer: ['ingest'] }]);
         expect(security('/v1/usage', 'get')).toEqual([{ bearer: ['admin'] }]);
+        // usage alone refuses a key limited to collections (403 collection_limited)
+        const whole = Object.entries(doc.paths).flatMap(([path, ops]) => Object.entries(ops).filter(([, o]) => o['x-whole-tenant'] !== undefined).map(([m]) => `${m} ${path}`));
+        expect(whole).toEqual(['get /v1/usage']);
+        expect(doc.paths['/v1/usage'].get['x-whole-tenant']).toBe(true);
         // every /v1 operation states one; the service routes need no key
         for (const [path, ops] of Object.entries(doc.paths)) {
           for (const [method, operation] of Object.entries(ops)) {
@@ -864,6 +917,7 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect(page).toContain('Key: a tenant key with the &quot;search&quot; or the &quot;ingest&quot; scope');
         expect(page).toContain('Key: the operator key');
         expect(page).toContain('Key: any tenant key');
+        expect(page).toContain('Key: a tenant key with the &quot;admin&quot; scope, not limited to collections');
       });
     });
 

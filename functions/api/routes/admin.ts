@@ -38,7 +38,7 @@ export function adminRoutes(app: App, backend: Backend): void {
   app.openapi(
     createRoute({
       method: 'get', path: '/v1/admin/tenants', tags, security: operatorKey, summary: 'List tenants',
-      responses: { 200: json(z.object({ tenants: z.array(TenantSchema) }), 'All tenants.'), ...errors(401, 403, 503) },
+      responses: { 200: json(z.object({ tenants: z.array(TenantSchema) }), 'All tenants.'), ...errors(400, 401, 403, 503) },
     }),
     async (c) => {
       return c.json({ tenants: await backend.control.listTenants() }, 200);
@@ -62,7 +62,7 @@ export function adminRoutes(app: App, backend: Backend): void {
     createRoute({
       method: 'get', path: '/v1/admin/tenants/{tenant}/keys', tags, security: operatorKey, summary: "List a tenant's keys (no secrets)",
       request: { params: TenantParams },
-      responses: { 200: json(z.object({ keys: z.array(ApiKeySchema) }), 'The keys.'), ...errors(401, 403, 404, 503) },
+      responses: { 200: json(z.object({ keys: z.array(ApiKeySchema) }), 'The keys.'), ...errors(400, 401, 403, 404, 503) },
     }),
     async (c) => {
       return c.json({ keys: await backend.control.listKeys(c.req.valid('param').tenant) }, 200);
@@ -73,7 +73,7 @@ export function adminRoutes(app: App, backend: Backend): void {
     createRoute({
       method: 'post', path: '/v1/admin/keys/{key}/rotate', tags, security: operatorKey, summary: 'Replace a key secret (same id, scopes and limits)',
       request: { params: KeyParams },
-      responses: { 200: json(ApiKeyWithSecretSchema, 'The key, with its new secret.'), ...errors(401, 403, 404, 409, 503) },
+      responses: { 200: json(ApiKeyWithSecretSchema, 'The key, with its new secret.'), ...errors(400, 401, 403, 404, 409, 503) },
     }),
     async (c) => {
       const secret = generateSecret();
@@ -86,7 +86,7 @@ export function adminRoutes(app: App, backend: Backend): void {
     createRoute({
       method: 'delete', path: '/v1/admin/keys/{key}', tags, security: operatorKey, summary: 'Revoke a key',
       request: { params: KeyParams },
-      responses: { 200: json(ApiKeySchema, 'The revoked key.'), ...errors(401, 403, 404, 503) },
+      responses: { 200: json(ApiKeySchema, 'The revoked key.'), ...errors(400, 401, 403, 404, 503) },
     }),
     async (c) => {
       return c.json(await audited(await backend.control.revokeKey(c.req.valid('param').key), 'key.revoke'), 200);
@@ -96,7 +96,7 @@ export function adminRoutes(app: App, backend: Backend): void {
   app.openapi(
     createRoute({
       method: 'get', path: '/v1/admin/orphans', tags, security: operatorKey, summary: 'List the KV keys and writer state of collections no longer in the registry (deletes nothing)',
-      responses: { 200: json(OrphanReportSchema, 'What was found.'), ...errors(401, 403, 503) },
+      responses: { 200: json(OrphanReportSchema, 'What was found.'), ...errors(400, 401, 403, 503) },
     }),
     async (c) => {
       return c.json(await sweepOrphans(backend.orphans), 200);

@@ -51,9 +51,8 @@ export function billingRoutes(app: App, backend: Backend): void {
   app.openapi(
     createRoute({
       method: 'get', path: '/v1/usage', tags: ['billing'], security: tenantKey('admin'), summary: "The tenant's metered units per day (scope: admin; not for a key limited to collections)",
-      // Usage is metered per tenant, not per collection: its totals would tell a key limited to
-      // some collections how much the others are used (403 collection_limited, before the query is read).
-      middleware: wholeTenant,
+      // 403 collection_limited from the guard, before the query is read
+      ...wholeTenant,
       request: { query: UsageQuery },
       responses: { 200: usageContent, ...errors(400, 401, 403) },
     }),
@@ -83,7 +82,7 @@ export function billingRoutes(app: App, backend: Backend): void {
     createRoute({
       method: 'get', path: '/v1/admin/tenants/{tenant}/plan', tags: ['admin'], security: operatorKey, summary: "A tenant's plan and this month's use",
       request: { params: TenantParams },
-      responses: { 200: json(PlanSchema, 'The plan.'), ...errors(401, 403, 404, 503) },
+      responses: { 200: json(PlanSchema, 'The plan.'), ...errors(400, 401, 403, 404, 503) },
     }),
     async (c) => {
       const tenant = await backend.control.getTenant(c.req.valid('param').tenant);

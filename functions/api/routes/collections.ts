@@ -49,7 +49,7 @@ export function collectionRoutes(app: App, backend: Backend): void {
   app.openapi(
     createRoute({
       method: 'get', path: '/v1/collections', tags, security: tenantKey(), summary: 'List the collections this key may use',
-      responses: { 200: json(z.object({ collections: z.array(CollectionSummary) }), 'The collections.'), ...errors(401, 403) },
+      responses: { 200: json(z.object({ collections: z.array(CollectionSummary) }), 'The collections.'), ...errors(400, 401, 403) },
     }),
     async (c) => {
       const { key } = tenantOf(c);

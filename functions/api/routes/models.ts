@@ -38,7 +38,7 @@ export function modelRoutes(app: App, catalog: ModelCatalog): void {
   app.openapi(
     createRoute({
       method: 'get', path: '/v1/models', tags, security: tenantKey(), summary: 'Models served for client-side encoding',
-      responses: { 200: json(z.object({ models: z.array(ModelSummary) }), 'The models.'), ...errors(401, 403) },
+      responses: { 200: json(z.object({ models: z.array(ModelSummary) }), 'The models.'), ...errors(400, 401, 403) },
     }),
     async (c) => {
       const models = (await catalog.list()).map((m) => ({
