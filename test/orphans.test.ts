@@ -243,6 +243,13 @@ it('medhash orphans (data dir) and medhash admin orphans (operator API): dry run
     const stores = d.node.backend.orphans;
     d.node.backend.orphans = { ...stores, destroy: (id) => (id === o.failed.id ? Promise.reject(new Error('writer unreachable')) : stores.destroy(id)) };
     const partial = await medhash('admin', 'orphans', '--delete');
+    // The service answered it with a 500 beside the record, never a 200: the one left fails again.
+    const again = await fetch(`${url}/v1/admin/orphans`, { method: 'DELETE', headers: { authorization: `Bearer ${TEST_OPERATOR_KEY}` } });
+    expect(again.status).toBe(500);
+    expect(await again.json()).toEqual({
+      error: { code: 'orphans_delete_incomplete', message: expect.stringMatching(/^deleting 1 of 1 orphaned collections failed .*send the same DELETE again \(it is idempotent\)$/) },
+      dry_run: false, orphans: [expect.objectContaining({ collection: o.failed.id, error: 'writer unreachable' })], keys: expect.any(Number), bytes: expect.any(Number), failed: 1,
+    });
     d.node.backend.orphans = stores;
     expect(partial.code).toBe(1);
     const report = JSON.parse(partial.stdout) as { orphans: Orphan[]; failed: number };

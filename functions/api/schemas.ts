@@ -92,6 +92,9 @@ export const OrphanReportSchema = z
   })
   .openapi('OrphanReport');
 
+/** DELETE /v1/admin/orphans when a deletion failed: the sweep's record beside the error, so that a partial failure never reads as success. */
+export const OrphansIncompleteSchema = ErrorSchema.extend(OrphanReportSchema.shape).openapi('OrphansIncomplete');
+
 // --- collections -----------------------------------------------------------------------------
 
 export const TenantParams = z.object({ tenant: z.string().min(1).openapi({ param: { name: 'tenant', in: 'path' }, example: 'tn_6f1c0e2a9b7d4c3e8f10a2b4' }) });

@@ -8,6 +8,8 @@ export class ApiError extends Error {
     readonly code: string,
     message: string,
     readonly field?: string,
+    /** The whole answer, parsed: what an error carries beside `error` (an orphan sweep's record). */
+    readonly body?: unknown,
   ) {
     super(`${status} ${code}: ${message}${field ? ` (field ${field})` : ''}`);
   }
@@ -62,7 +64,7 @@ export class Client {
     const parsed = text ? (JSON.parse(text) as unknown) : null;
     if (!res.ok) {
       const err = (parsed as { error?: { code: string; message: string; field?: string } } | null)?.error;
-      throw new ApiError(res.status, err?.code ?? 'http_error', err?.message ?? text, err?.field);
+      throw new ApiError(res.status, err?.code ?? 'http_error', err?.message ?? text, err?.field, parsed);
     }
     return parsed as T;
   }

@@ -349,7 +349,13 @@ async function admin([sub, ...args]: string[]) {
     }
     case 'orphans': {
       const v = parse(args, { delete: { type: 'boolean' }, force: { type: 'boolean' } });
-      return orphanReport(await op(v).request<OrphanReport>(v.delete ? 'DELETE' : 'GET', `/v1/admin/orphans${v.force ? '?force=true' : ''}`));
+      const report = await op(v).request<OrphanReport>(v.delete ? 'DELETE' : 'GET', `/v1/admin/orphans${v.force ? '?force=true' : ''}`).catch((e: unknown) => {
+        // a deletion failed (500): the record comes with the error, printed as the data-dir sweep prints it
+        if (!(e instanceof ApiError) || e.code !== 'orphans_delete_incomplete') throw e;
+        const { error: _, ...record } = e.body as OrphanReport & { error: unknown };
+        return record;
+      });
+      return orphanReport(report);
     }
     default:
       throw new UsageError(`unknown admin command ${sub ?? ''}`);

@@ -6,7 +6,7 @@ import { env } from 'cloudflare:workers';
 import { runInDurableObject } from 'cloudflare:test';
 import { expect, it } from 'vitest';
 import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
-import { call } from './client.ts';
+import { call, newTenantKey, send } from './client.ts';
 
 const control = () => env.CONTROL.get(env.CONTROL.idFromName('control'));
 const keysOf = async (id: string) => (await env.MEDHASH_KV.list({ prefix: `c/${id}/` })).keys.map((k) => k.name);
@@ -56,4 +56,40 @@ it('finds the KV keys of collections deleted registry-first and deletes them thr
   expect((await call('GET', '/v1/collections/live/items/a', key)).code).toBe('0001');
   expect((await call('GET', '/v1/collections/just-created', key)).count).toBe(0);
   expect(mine(await call('GET', '/v1/admin/orphans', TEST_OPERATOR_KEY))).toEqual([]);
+});
+
+it('answers a sweep whose deletion failed with a 500 beside its record, never a 200; the same DELETE again finishes it', async () => {
+  const key = await newTenantKey('orphans-failing');
+  for (const name of ['kept', 'broken']) {
+    await call('POST', '/v1/collections', key, { name, bits: 16 });
+    await call('POST', `/v1/collections/${name}/items`, key, { items: [{ id: 'a', code: '0001' }] });
+  }
+  const id = await runInDurableObject(control(), (_, state) => {
+    const row = state.storage.sql.exec<{ id: string }>("SELECT id FROM collections WHERE name = 'broken'").one();
+    state.storage.sql.exec('DELETE FROM collections WHERE id = ?', row.id);
+    return row.id;
+  });
+  // Its Durable Object's writer state unreadable: destroying it fails, as an unreachable one would.
+  const writer = env.COLLECTIONS.get(env.COLLECTIONS.idFromName(id));
+  const setHead = (head: string) => runInDurableObject(writer, (_, state) => {
+    const before = state.storage.sql.exec<{ head: string }>('SELECT head FROM writer_heads').one().head;
+    state.storage.sql.exec('UPDATE writer_heads SET head = ?', head);
+    return before;
+  });
+  const head = await setHead('{not json');
+  const failed = await send('DELETE', '/v1/admin/orphans', TEST_OPERATOR_KEY);
+  const record = await failed.json<any>();
+  await setHead(head);
+  expect(failed.status).toBe(500);
+  expect(record.error).toEqual({ code: 'orphans_delete_incomplete', message: expect.stringMatching(/send the same DELETE again \(it is idempotent\)$/) });
+  expect(record).toMatchObject({ dry_run: false, failed: expect.any(Number) });
+  expect(record.failed).toBeGreaterThanOrEqual(1);
+  expect(record.orphans.find((o: { collection: string }) => o.collection === id)).toMatchObject({ keys: 2, error: expect.any(String) });
+  expect(await keysOf(id)).toHaveLength(2);
+
+  const again = await send('DELETE', '/v1/admin/orphans', TEST_OPERATOR_KEY);
+  expect(again.status).toBe(200);
+  expect((await again.json<any>()).orphans.find((o: { collection: string }) => o.collection === id)).toMatchObject({ deleted: true });
+  expect(await keysOf(id)).toEqual([]);
+  expect((await call('GET', '/v1/collections/kept/items/a', key)).code).toBe('0001');
 });

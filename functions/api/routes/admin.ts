@@ -7,9 +7,10 @@ import { generateSecret, hashSecret } from '../../auth/keys.ts';
 import { operatorKey } from '../../auth/guard.ts';
 import type { ApiKeyInfo } from '../../control/store.ts';
 import { sweepOrphans } from '../../store/orphans.ts';
+import { MedhashError } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
 import { errors, json, jsonBody, type App } from '../openapi.ts';
-import { ApiKeySchema, ApiKeyWithSecretSchema, CreateKeyBody, CreateTenantBody, ErrorSchema, OrphanReportSchema, TenantParams, TenantSchema } from '../schemas.ts';
+import { ApiKeySchema, ApiKeyWithSecretSchema, CreateKeyBody, CreateTenantBody, ErrorSchema, OrphanReportSchema, OrphansIncompleteSchema, TenantParams, TenantSchema } from '../schemas.ts';
 
 const tags = ['admin'];
 const OrphanDeleteQuery = z.strictObject({
@@ -108,13 +109,22 @@ export function adminRoutes(app: App, backend: Backend): void {
       method: 'delete', path: '/v1/admin/orphans', tags, security: operatorKey, summary: 'Delete the KV keys and writer state of collections no longer in the registry',
       request: { query: OrphanDeleteQuery },
       responses: {
-        200: json(OrphanReportSchema, 'What was found and deleted; `failed` > 0: send it again.'),
+        200: json(OrphanReportSchema, 'What was found, all of it deleted (`failed` is 0).'),
         ...errors(400, 401, 403, 503),
         409: json(ErrorSchema, '`orphans_are_everything`: every collection holding data is missing from the registry; nothing deleted (see `force`).'),
+        500: json(OrphansIncompleteSchema, "`orphans_delete_incomplete`: deleting some orphans failed (`failed` > 0, each one's `error` says why) and the others were deleted; the body is the sweep's record with `error` beside it. Send the same DELETE again: it is idempotent."),
       },
     }),
     async (c) => {
-      return c.json(await sweepOrphans(backend.orphans, { delete: true, force: c.req.valid('query').force }), 200);
+      const report = await sweepOrphans(backend.orphans, { delete: true, force: c.req.valid('query').force });
+      if (report.failed === 0) return c.json(report, 200);
+      // A partial failure must not read as success. A 500, not the 503 a client such as the CLI
+      // retries unseen: the caller gets this record of what was deleted and why the rest was not.
+      const { error } = new MedhashError(
+        500, 'orphans_delete_incomplete',
+        `deleting ${report.failed} of ${report.orphans.length} orphaned collections failed (see each one's error); the others were deleted: send the same DELETE again (it is idempotent)`,
+      ).toBody();
+      return c.json({ error, ...report }, 500);
     },
   );
 }
