@@ -360,7 +360,7 @@ export const MAX_USAGE_DAYS = 366;
 export const today = (): string => new Date().toISOString().slice(0, 10);
 
 /** The days a usage query asks for: `to` defaults to today (UTC), `from` to the first of `to`'s month. */
-export function usageWindow(q: { from?: string; to?: string }): { from: string; to: string } {
+function usageWindow(q: { from?: string; to?: string }): { from: string; to: string } {
   const to = q.to ?? today();
   return { from: q.from ?? `${to.slice(0, 7)}-01`, to };
 }
@@ -373,6 +373,8 @@ const isCalendarDay = (day: string): boolean => {
 // Strict, as every request object: a misspelt parameter is a 400, never a silently other answer.
 // The window's own rules are the schema's too, so that a bad window is a 400 wherever a malformed
 // parameter is one: after the key, before the tenant is looked up (docs/API.md, order of checks).
+// Its defaults are resolved here, once, and the route answers for the window checked: "today"
+// read twice could be two days around midnight (UTC).
 export const UsageQuery = z
   .strictObject({
     from: Day.optional().openapi({ param: { name: 'from', in: 'query' }, description: 'First day (UTC), default: the first of this month.', example: '2026-11-01' }),
@@ -380,18 +382,20 @@ export const UsageQuery = z
     format: z.enum(['json', 'csv'], { error: 'format must be json or csv' }).optional()
       .openapi({ param: { name: 'format', in: 'query' }, description: 'Overrides the Accept header (text/csv or application/json).' }),
   })
-  .superRefine((q, ctx) => {
+  .transform((q, ctx) => {
     for (const field of ['to', 'from'] as const) {
       const day = q[field];
       if (day !== undefined && !isCalendarDay(day)) {
         ctx.addIssue({ code: 'custom', path: [field], message: `${field} is not a calendar date: ${day}` });
-        return;
+        return z.NEVER;
       }
     }
     const { from, to } = usageWindow(q);
     const span = (Date.parse(to) - Date.parse(from)) / 86_400_000 + 1;
     if (span < 1) ctx.addIssue({ code: 'custom', path: ['from'], message: `from (${from}) must not be after to (${to})` });
     else if (span > MAX_USAGE_DAYS) ctx.addIssue({ code: 'custom', path: ['from'], message: `from must be at most ${MAX_USAGE_DAYS} days before to (inclusive); the window spans ${span}` });
+    else return { ...q, from, to };
+    return z.NEVER;
   });
 
 const UsageCounts = {

@@ -7,7 +7,7 @@ import { operatorKey, tenantKey, tenantOf, wholeTenant } from '../../auth/guard.
 import type { UsageDay } from '../../billing/ledger.ts';
 import type { Backend } from '../backend.ts';
 import { errors, json, jsonBody, type App } from '../openapi.ts';
-import { AuditQuery, AuditSchema, PlanBody, PlanSchema, TenantParams, today, UsageQuery, UsageSchema, usageWindow } from '../schemas.ts';
+import { AuditQuery, AuditSchema, PlanBody, PlanSchema, TenantParams, today, UsageQuery, UsageSchema } from '../schemas.ts';
 
 const CSV_COLUMNS = ['day', 'search', 'encode', 'ingest_item', 'total'] as const;
 
@@ -17,8 +17,9 @@ const usageContent = {
 };
 
 async function usageAnswer(c: Context, backend: Backend, tenantId: string, q: z.infer<typeof UsageQuery>): Promise<Response> {
-  // UsageQuery has checked the window (a calendar date each, from not after to, at most a year).
-  const { from, to } = usageWindow(q);
+  // UsageQuery has checked the window (a calendar date each, from not after to, at most a year)
+  // and filled in its defaults: this is the window it checked.
+  const { from, to } = q;
   const days = await backend.ledger(tenantId).usage(tenantId, from, to);
   const csv = q.format ? q.format === 'csv' : /\btext\/csv\b/.test(c.req.header('accept') ?? '');
   if (csv) {
