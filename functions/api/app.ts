@@ -4,7 +4,7 @@ import { accessTable, guard, OPERATOR_SCHEME, TENANT_SCHEME } from '../auth/guar
 import { metering } from '../billing/meter.ts';
 import { REQUEST_ID_HEADER, requestLog } from './access-log.ts';
 import type { Backend } from './backend.ts';
-import { renderDocs } from './docs.ts';
+import { DOCS_HEADERS, renderDocs } from './docs.ts';
 import { jsonMediaType, limitBody, notFoundRoute, onError, validationError } from './errors.ts';
 import { json } from './openapi.ts';
 import { adminRoutes } from './routes/admin.ts';
@@ -38,6 +38,12 @@ export function createApp(backend: Backend): OpenAPIHono {
   app.notFound(notFoundRoute);
   // First, so that every answer (413s, 404s for unknown routes, errors) gets an id and a line.
   app.use('*', requestLog(backend.accessLog));
+  // Every answer declares its type (JSON, CSV, HTML, JavaScript, WebAssembly, bytes): a browser
+  // must not guess another, such as HTML from a JSON error that quotes a caller's input.
+  app.use('*', async (c, next) => {
+    await next();
+    c.header('X-Content-Type-Options', 'nosniff');
+  });
   // The order of checks on /v1 (docs/API.md): the body limit, then the key, then the request.
   // A body declared over the limit is refused unread, before the key is looked up: it protects
   // the server and tells nothing of what a route takes. (A body sent without Content-Length is
@@ -87,7 +93,7 @@ export function createApp(backend: Backend): OpenAPIHono {
   let doc: Record<string, unknown> | undefined;
   const document = () => (doc ??= withRequestIdHeader(app.getOpenAPI31Document(DOC_INFO) as unknown as OpenApiDoc));
   app.get('/openapi.json', (c) => c.json(document()));
-  app.get('/docs', (c) => c.html(renderDocs(document())));
+  app.get('/docs', (c) => c.html(renderDocs(document()), 200, DOCS_HEADERS));
   return app;
 }
 

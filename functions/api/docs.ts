@@ -15,6 +15,15 @@ function keyNeeded(op: Json): string {
   return op[WHOLE_TENANT] === true ? `${key}, not limited to collections` : key;
 }
 
+/**
+ * The page is markup and one inline <style>, nothing else: no script of any origin runs in it,
+ * nothing is fetched, no form is sent, and no other site frames it. Should a description ever
+ * carry markup past esc(), it stays inert.
+ */
+export const DOCS_HEADERS = {
+  'content-security-policy': ["default-src 'none'", "style-src 'unsafe-inline'", "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'"].join('; '),
+};
+
 const esc = (s: unknown): string =>
   String(s).replace(/[&<>"']/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[ch]!);
 

@@ -183,6 +183,31 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect(undeclared).toEqual([]);
       });
 
+      it('says nosniff on every answer, of every type; /docs runs no script, fetches nothing and cannot be framed', async () => {
+        const { all, col } = await world(16);
+        const day = new Date().toISOString().slice(0, 10);
+        const answers: Array<[string, Reply]> = [
+          ['health', await call('GET', '/healthz')],
+          ['document', await call('GET', '/openapi.json')],
+          ['docs page', await call('GET', '/docs')],
+          ['unknown route', await call('GET', '/nope')],
+          ['401', await call('GET', '/v1/collections')],
+          ['400', await call('POST', `/v1/collections/${col}/search`, { key: all, body: { code: 'zz' } })],
+          ['413 before the key', await call('POST', `/v1/collections/${col}/items`, { raw: 'x'.repeat(MAX_BODY_BYTES + 1), headers: { 'content-type': 'application/json' } })],
+          ['a search', await call('POST', `/v1/collections/${col}/search`, { key: all, body: { code: 'abcd' }, headers: { 'idempotency-key': `k-${col}` } })],
+          ['its idempotent replay', await call('POST', `/v1/collections/${col}/search`, { key: all, body: { code: 'abcd' }, headers: { 'idempotency-key': `k-${col}` } })],
+          ['usage CSV', await call('GET', `/v1/usage?from=${day}&to=${day}&format=csv`, { key: all })],
+          ['204', await call('DELETE', `/v1/collections/${col}`, { key: all })],
+        ];
+        expect(answers.find(([, r]) => r.headers.get('idempotent-replayed') === 'true')).toBeDefined();
+        expect(answers.map(([what, r]) => [what, r.headers.get('x-content-type-options')])).toEqual(answers.map(([what]) => [what, 'nosniff']));
+        const docs = answers[2][1];
+        const csp = Object.fromEntries((docs.headers.get('content-security-policy') ?? '').split(';').map((d) => d.trim().split(/\s+/)).map(([name, ...v]) => [name, v]));
+        expect(csp).toEqual({
+          'default-src': ["'none'"], 'style-src': ["'unsafe-inline'"], 'base-uri': ["'none'"], 'form-action': ["'none'"], 'frame-ancestors': ["'none'"],
+        });
+      });
+
       it('answers unknown routes with the error shape', async () => {
         const r = await call('GET', '/nope');
         expect(r.status).toBe(404);
