@@ -10,7 +10,7 @@ import type { ZodError } from 'zod';
 import { IdempotentReplay } from '../billing/meter.ts';
 import { ShardFormatError } from '../shards/codec.ts';
 import { ManifestFormatError } from '../shards/manifest.ts';
-import { MedhashError, badRequest } from '../util/errors.ts';
+import { MedhashError, badRequest, clip, quote } from '../util/errors.ts';
 import { mediaType } from '../util/media-type.ts';
 
 export function errorResponse(c: Context, e: MedhashError): Response {
@@ -24,7 +24,7 @@ export function onError(err: Error, c: Context): Response {
   if (err instanceof IdempotentReplay) return err.response();
   if (err instanceof HTTPException) {
     if (err.status === 415) {
-      return errorResponse(c, new MedhashError(415, 'unsupported_media_type', `Content-Type must be application/json, got ${JSON.stringify(c.req.header('content-type') ?? '')}`));
+      return errorResponse(c, new MedhashError(415, 'unsupported_media_type', `Content-Type must be application/json, got ${quote(c.req.header('content-type') ?? '')}`));
     }
     if (err.status === 400) return errorResponse(c, badRequest('invalid_json', 'request body is not valid JSON'));
     return errorResponse(c, new MedhashError(err.status as 500, 'http_error', err.message));
@@ -39,8 +39,11 @@ export function onError(err: Error, c: Context): Response {
 }
 
 export function notFoundRoute(c: Context): Response {
-  return errorResponse(c, new MedhashError(404, 'route_not_found', `no route ${c.req.method} ${new URL(c.req.url).pathname}`));
+  return errorResponse(c, new MedhashError(404, 'route_not_found', `no route ${c.req.method} ${quote(new URL(c.req.url).pathname)}`));
 }
+
+/** The most unknown fields a 400 names (it says how many more there are). */
+const MAX_NAMED_FIELDS = 10;
 
 /** zod-openapi's validation hook: the first issue becomes the error, with its field path. */
 export function validationError(error: ZodError, target: string, input: unknown): MedhashError {
@@ -52,8 +55,10 @@ export function validationError(error: ZodError, target: string, input: unknown)
   const message = last && issue.message.startsWith(`${last} `) ? path + issue.message.slice(last.length) : `${path || 'body'}: ${issue.message}`;
   if (issue.code === 'unrecognized_keys') {
     const keys = issue.keys;
-    const field = [path, keys[0]].filter(Boolean).join('.');
-    return badRequest('unknown_field', `unknown field${keys.length > 1 ? 's' : ''} ${keys.map((k) => JSON.stringify(k)).join(', ')}${path ? ` in ${path}` : ''}`, field);
+    const field = [path, clip(keys[0])].filter(Boolean).join('.');
+    // the names are the caller's: a few, each cut short, however many and long they are
+    const named = keys.slice(0, MAX_NAMED_FIELDS).map(quote).join(', ') + (keys.length > MAX_NAMED_FIELDS ? ` and ${keys.length - MAX_NAMED_FIELDS} more` : '');
+    return badRequest('unknown_field', `unknown field${keys.length > 1 ? 's' : ''} ${named}${path ? ` in ${path}` : ''}`, field);
   }
   const value = valueAt(input, issue.path);
   // A schema's own message ("bits must be one of ...") replaces zod's "received undefined": the input tells.

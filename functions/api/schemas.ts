@@ -21,7 +21,10 @@ export const ErrorSchema = z
   .object({
     error: z.object({
       code: z.string().openapi({ example: 'invalid_code' }),
-      message: z.string().openapi({ example: 'code must be 16 hex characters or 12 base64 characters for a 64-bit collection; got 15 characters' }),
+      message: z.string().openapi({
+        description: "For people. A value of the request it quotes (a field name, a path, a Content-Type) is cut after 256 characters, its length said.",
+        example: 'code must be 16 hex characters or 12 base64 characters for a 64-bit collection; got 15 characters',
+      }),
       field: z.string().optional().openapi({ example: 'items.3.code' }),
       details: z.record(z.string(), z.unknown()).optional().openapi({
         description: 'The facts behind the error, e.g. on 402 {quota, used, requested, resets_at}, on 429 {retry_after_s, limit, window_s}, on 503 publish_failed {committed, generation}.',

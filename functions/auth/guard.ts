@@ -16,7 +16,7 @@ import { matchedRoutes } from 'hono/route';
 import type { Backend } from '../api/backend.ts';
 import { idempotencyKey } from '../billing/meter.ts';
 import type { ApiKeyInfo, CollectionInfo, Principal } from '../control/store.ts';
-import { MedhashError, notFound } from '../util/errors.ts';
+import { MedhashError, notFound, quote } from '../util/errors.ts';
 import { timingSafeEqualStr } from '../util/bytes.ts';
 import { bearerToken, hashSecret, SCOPES, type Scope } from './keys.ts';
 
@@ -211,7 +211,7 @@ async function requireTenant(c: Context, backend: Backend, { anyOf, wholeTenant 
 /** 403 unless the key may use the collection of that name (a key limited to some collections). */
 export function allowCollection(key: ApiKeyInfo, name: string): void {
   if (key.collections && !key.collections.includes(name)) {
-    throw new MedhashError(403, 'collection_forbidden', `this key is not allowed to use collection ${JSON.stringify(name)}`);
+    throw new MedhashError(403, 'collection_forbidden', `this key is not allowed to use collection ${quote(name)}`);
   }
 }
 

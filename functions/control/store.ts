@@ -4,7 +4,7 @@
 import type { Bits } from '../../wasm/hamming.ts';
 import type { Scope } from '../auth/keys.ts';
 import type { SqlDb } from '../store/sql.ts';
-import { conflict, MedhashError, notFound } from '../util/errors.ts';
+import { conflict, MedhashError, notFound, quote } from '../util/errors.ts';
 import { randomId } from '../util/bytes.ts';
 
 export interface Tenant {
@@ -218,7 +218,7 @@ export class ControlStore {
 
   private requireKey(keyId: string): ApiKeyInfo {
     const rows = this.db.all<KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys WHERE id = ?`, keyId);
-    if (rows.length === 0) throw new MedhashError(404, 'key_not_found', `key ${JSON.stringify(keyId)} not found`);
+    if (rows.length === 0) throw new MedhashError(404, 'key_not_found', `key ${quote(keyId)} not found`);
     return keyInfo(rows[0]);
   }
 }

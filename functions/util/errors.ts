@@ -35,10 +35,29 @@ export class MedhashError extends Error {
   }
 }
 
+/** The most characters of a caller's value that an error message quotes back: every valid name and id (at most 256 bytes) fits whole. */
+export const MAX_QUOTED_CHARS = 256;
+
+/** `value` cut after MAX_QUOTED_CHARS characters (never inside a surrogate pair). */
+export function clip(value: string): string {
+  if (value.length <= MAX_QUOTED_CHARS) return value;
+  return value.slice(0, /[\ud800-\udbff]/.test(value[MAX_QUOTED_CHARS - 1]) ? MAX_QUOTED_CHARS - 1 : MAX_QUOTED_CHARS);
+}
+
+/**
+ * A caller's value as an error message quotes it: in JSON quotes (control characters escaped),
+ * and cut, with its length said, past MAX_QUOTED_CHARS characters: an answer never echoes
+ * megabytes of a request (a field name, a header, a path) back.
+ */
+export function quote(value: string): string {
+  const cut = clip(value);
+  return cut === value ? JSON.stringify(value) : `${JSON.stringify(cut)}... (${value.length} characters)`;
+}
+
 export const badRequest = (code: string, message: string, field?: string): MedhashError =>
   new MedhashError(400, code, message, field);
 
 export const notFound = (what: string, name: string): MedhashError =>
-  new MedhashError(404, `${what}_not_found`, `${what} ${JSON.stringify(name)} not found`);
+  new MedhashError(404, `${what}_not_found`, `${what} ${quote(name)} not found`);
 
 export const conflict = (code: string, message: string): MedhashError => new MedhashError(409, code, message);

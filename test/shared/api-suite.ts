@@ -1009,6 +1009,32 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect((await call('GET', `/v1/collections/${col}`, { key: all })).body).toMatchObject({ count: 0, generation: 0 });
       });
 
+      it("quotes a caller's input back in an error cut short, however long it is", async () => {
+        const { t, all, col } = await world(16);
+        const limited = (await t.key(['search'], [col])).secret;
+        const long = (c: string) => c.repeat(5000);
+        const cases: Array<[string, () => Promise<Reply>, number, string]> = [
+          ['unknown field with a long name', () => call('POST', `/v1/collections/${col}/search`, { key: all, body: { code: 'abcd', [long('x')]: 1 } }), 400, 'unknown_field'],
+          ['Content-Type', () => call('POST', `/v1/collections/${col}/search`, { key: all, raw: '{}', headers: { 'content-type': `text/${long('x')}` } }), 415, 'unsupported_media_type'],
+          ["an image's Content-Type", () => call('POST', `/v1/collections/${col}/search/image`, { key: all, raw: 'x', headers: { 'content-type': `image/${long('x')}` } }), 415, 'unsupported_media_type'],
+          ['unknown route', () => call('GET', `/${long('x')}`), 404, 'route_not_found'],
+          ['a collection the key may not use', () => call('GET', `/v1/collections/${long('x')}`, { key: limited }), 403, 'collection_forbidden'],
+          ['tenant', () => call('GET', `/v1/admin/tenants/${long('x')}/keys`, { key: op() }), 404, 'tenant_not_found'],
+          ['key', () => call('DELETE', `/v1/admin/keys/${long('x')}`, { key: op() }), 404, 'key_not_found'],
+        ];
+        for (const [what, send, status, code] of cases) {
+          const r = await send();
+          expect({ what, status: r.status, code: r.body?.error?.code }).toEqual({ what, status, code });
+          // the value's first 256 characters, and how long it was
+          expect(r.body.error.message, what).toMatch(/"[^"]{256}"\.\.\. \(500\d characters\)/);
+          expect(JSON.stringify(r.body).length, what).toBeLessThan(1000);
+        }
+        // of many unknown fields, ten are named and the rest counted
+        const many = await call('POST', `/v1/collections/${col}/search`, { key: all, body: { code: 'abcd', ...Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`f${i}`, 1])) } });
+        expect([many.status, many.body.error.code, many.body.error.field]).toEqual([400, 'unknown_field', 'f0']);
+        expect(many.body.error.message).toBe(`unknown fields ${Array.from({ length: 10 }, (_, i) => `"f${i}"`).join(', ')} and 4990 more`);
+      });
+
       it('reads Content-Type as a media type (RFC 9110): any case, parameters and spaces around ";" ignored; another type is a 415', async () => {
         const { all } = await world(16);
         const create = (type: string) => call('POST', '/v1/collections', { key: all, body: { name: `c-${uniq()}`, bits: 64 }, headers: { 'content-type': type } });

@@ -7,7 +7,7 @@ import type { Context } from 'hono';
 import { pathCollection, tenantKey } from '../../auth/guard.ts';
 import { dicomMetadata, isDicom } from '../../encode/dicom.ts';
 import { IMAGE_TYPES } from '../../encode/image.ts';
-import { MedhashError, badRequest } from '../../util/errors.ts';
+import { MedhashError, badRequest, quote } from '../../util/errors.ts';
 import { mediaType } from '../../util/media-type.ts';
 import type { Backend } from '../backend.ts';
 import { parseCode } from '../codes.ts';
@@ -23,7 +23,7 @@ export const imageBody = { required: true, content: Object.fromEntries(IMAGE_TYP
 export function imageType(c: Context): string {
   const type = mediaType(c.req.header('content-type'));
   if (!(IMAGE_TYPES as readonly string[]).includes(type)) {
-    throw new MedhashError(415, 'unsupported_media_type', `Content-Type must be ${IMAGE_TYPES.join(', ')}, got ${JSON.stringify(type)}`);
+    throw new MedhashError(415, 'unsupported_media_type', `Content-Type must be ${IMAGE_TYPES.join(', ')}, got ${quote(type)}`);
   }
   return type;
 }
