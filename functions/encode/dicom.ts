@@ -1,6 +1,9 @@
 // DICOM Part 10 files -> 8-bit pixels for the encoder (the rest of the path is the PNG/JPEG
-// one). Uncompressed little-endian transfer syntaxes only: a compressed or big-endian file is
-// refused with 415 naming its syntax, never guessed at. Grey values go through the file's own
+// one). Little-endian transfer syntaxes with the pixels uncompressed, RLE Lossless (decoded here)
+// or JPEG Baseline (decoded by image.ts's JPEG codec, passed in), one frame; any other syntax
+// (JPEG Lossless, JPEG-LS, JPEG 2000, deflate, big endian) is refused with 415 naming it, never
+// guessed at. Each compressed form only yields the stored samples an uncompressed file holds,
+// which then take the one path below. Grey values go through the file's own
 // modality rescale and first VOI window, as a viewer shows them by default. Decoding reads the
 // header for pixel attributes alone: nothing of it (patient, study, dates) is returned, kept or
 // logged. `dicomMetadata` is the one other reader, for ingest (the five attributes an item's
@@ -10,8 +13,10 @@
 // The file is walked, not parsed into objects: top-level elements are skipped by their length
 // and only group 0028 and the Pixel Data are kept, with a cap on elements and on sequence
 // nesting. So an 8 MiB file of a million tiny elements costs a bounded loop, not a million
-// objects (a Worker has 128 MB), and nothing the size of the image is allocated before the
-// caller's size limits have passed.
+// objects (a Worker has 128 MB), and nothing the size of the image is allocated (or decoded)
+// before the caller's size limits have passed. Decompression writes into a buffer of exactly
+// Rows x Columns x samples x bytes, and every run, fragment and offset is checked against its
+// bounds: a file that disagrees with itself is a 422 naming where.
 import { MedhashError } from '../util/errors.ts';
 import type { DecodedImage } from './image.ts';
 
@@ -19,16 +24,24 @@ const err = (status: 413 | 415 | 422, code: string, message: string) => new Medh
 const corrupt = (message: string) => err(422, 'corrupt_image', message);
 const unsupported = (message: string) => err(415, 'unsupported_image_type', message);
 
-const SUPPORTED: Record<string, string> = {
-  '1.2.840.10008.1.2': 'Implicit VR Little Endian',
-  '1.2.840.10008.1.2.1': 'Explicit VR Little Endian',
+/** A transfer syntax read here: its name, whether the data set is explicit VR, how the Pixel Data is stored. */
+interface Syntax {
+  name: string;
+  explicit: boolean;
+  pixels: 'native' | 'rle' | 'jpeg';
+}
+
+const SUPPORTED: Record<string, Syntax> = {
+  '1.2.840.10008.1.2': { name: 'Implicit VR Little Endian', explicit: false, pixels: 'native' },
+  '1.2.840.10008.1.2.1': { name: 'Explicit VR Little Endian', explicit: true, pixels: 'native' },
+  '1.2.840.10008.1.2.4.50': { name: 'JPEG Baseline', explicit: true, pixels: 'jpeg' },
+  '1.2.840.10008.1.2.5': { name: 'RLE Lossless', explicit: true, pixels: 'rle' },
 };
 
 /** Names of the common transfer syntaxes this decoder refuses, for the error message. */
 const REFUSED: Record<string, string> = {
   '1.2.840.10008.1.2.1.99': 'Deflated Explicit VR Little Endian',
   '1.2.840.10008.1.2.2': 'Explicit VR Big Endian',
-  '1.2.840.10008.1.2.4.50': 'JPEG Baseline',
   '1.2.840.10008.1.2.4.51': 'JPEG Extended',
   '1.2.840.10008.1.2.4.57': 'JPEG Lossless',
   '1.2.840.10008.1.2.4.70': 'JPEG Lossless SV1',
@@ -36,7 +49,6 @@ const REFUSED: Record<string, string> = {
   '1.2.840.10008.1.2.4.81': 'JPEG-LS Near-Lossless',
   '1.2.840.10008.1.2.4.90': 'JPEG 2000 Lossless',
   '1.2.840.10008.1.2.4.91': 'JPEG 2000',
-  '1.2.840.10008.1.2.5': 'RLE Lossless',
 };
 
 /** Explicit-VR value representations with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2). */
@@ -63,8 +75,12 @@ interface Header {
   value: number;
 }
 
-/** What the walk keeps: the values of the wanted tags (group << 16 | element), and where the Pixel Data lies. */
+/**
+ * What the walk keeps: the transfer syntax, the values of the wanted tags (group << 16 | element),
+ * and where the Pixel Data lies (for encapsulated pixel data, where its first item starts).
+ */
 interface Walked {
+  syntax: Syntax;
   attrs: Map<number, Uint8Array>;
   pixelOffset: number;
   pixelLength: number;
@@ -137,19 +153,21 @@ class Walker {
     }
     if (!Object.hasOwn(SUPPORTED, syntax)) {
       const name = Object.hasOwn(REFUSED, syntax) ? REFUSED[syntax] : syntax ? 'an unsupported transfer syntax' : 'no transfer syntax';
-      throw unsupported(`DICOM transfer syntax ${syntax || '(missing)'} (${name}) is not supported: send the file uncompressed, in Explicit or Implicit VR Little Endian (e.g. dcmdjpeg or gdcmconv --raw)`);
+      throw unsupported(`DICOM transfer syntax ${syntax || '(missing)'} (${name}) is not supported: send the file uncompressed, in Explicit or Implicit VR Little Endian (e.g. dcmdjpeg or gdcmconv --raw), or in RLE Lossless or JPEG Baseline`);
     }
-    const explicit = syntax === '1.2.840.10008.1.2.1';
+    const ts = SUPPORTED[syntax];
     const attrs = new Map<number, Uint8Array>();
     while (pos < this.b.length) {
-      const h = this.header(pos, explicit);
+      const h = this.header(pos, ts.explicit);
       if (h.group === 0x7fe0 && h.element === 0x0010) {
-        if (h.length === UNDEFINED_LENGTH) throw corrupt('DICOM pixel data is encapsulated in an uncompressed transfer syntax');
-        // its length is checked against the file after the caller's size limits (a 413 first)
-        return { attrs, pixelOffset: h.value, pixelLength: h.length };
+        const encapsulated = h.length === UNDEFINED_LENGTH;
+        if (encapsulated && ts.pixels === 'native') throw corrupt('DICOM pixel data is encapsulated in an uncompressed transfer syntax');
+        if (!encapsulated && ts.pixels !== 'native') throw corrupt(`DICOM pixel data is not encapsulated, though the transfer syntax is ${ts.name}`);
+        // its length (or its items) is checked against the file after the caller's size limits (a 413 first)
+        return { syntax: ts, attrs, pixelOffset: h.value, pixelLength: encapsulated ? UNDEFINED_LENGTH : h.length };
       }
       if (h.length === UNDEFINED_LENGTH) {
-        pos = this.sequence(h.value, explicit, 1);
+        pos = this.sequence(h.value, ts.explicit, 1);
         continue;
       }
       const end = this.end(h);
@@ -162,6 +180,7 @@ class Walker {
 }
 
 interface Attributes {
+  syntax: Syntax;
   rows: number;
   columns: number;
   samples: number;
@@ -222,6 +241,7 @@ function attributes(w: Walked): Attributes {
   const centre = num(0x1050);
   const width = num(0x1051);
   const a: Attributes = {
+    syntax: w.syntax,
     rows: us(0x0010),
     columns: us(0x0011),
     samples: us(0x0002, 1),
@@ -237,11 +257,16 @@ function attributes(w: Walked): Attributes {
     pixelLength: w.pixelLength,
   };
   const grey = a.photometric === 'MONOCHROME1' || a.photometric === 'MONOCHROME2';
-  if (!(grey && a.samples === 1) && !(a.photometric === 'RGB' && a.samples === 3)) {
-    throw unsupported(`DICOM photometric interpretation ${a.photometric || '(missing)'} with ${a.samples} sample(s) per pixel is not supported (MONOCHROME1, MONOCHROME2 or RGB)`);
+  // in JPEG the YCbCr -> RGB conversion is the JPEG decoder's, as for any JPEG
+  const jpeg = a.syntax.pixels === 'jpeg';
+  const colour = a.photometric === 'RGB' || (jpeg && (a.photometric === 'YBR_FULL_422' || a.photometric === 'YBR_FULL'));
+  if (!(grey && a.samples === 1) && !(colour && a.samples === 3)) {
+    const accepted = jpeg ? 'MONOCHROME1, MONOCHROME2, RGB, YBR_FULL or YBR_FULL_422' : 'MONOCHROME1, MONOCHROME2 or RGB';
+    throw unsupported(`DICOM photometric interpretation ${a.photometric || '(missing)'} with ${a.samples} sample(s) per pixel is not supported (${accepted})`);
   }
   if (bitsAllocated !== 8 && bitsAllocated !== 16) throw unsupported(`DICOM with ${bitsAllocated} bits allocated per sample is not supported (8 or 16)`);
-  if (a.photometric === 'RGB' && bitsAllocated !== 8) throw unsupported('DICOM RGB with 16-bit samples is not supported');
+  if (colour && bitsAllocated !== 8) throw unsupported(`DICOM ${a.photometric} with 16-bit samples is not supported`);
+  if (jpeg && bitsAllocated !== 8) throw corrupt(`DICOM in JPEG Baseline declares ${bitsAllocated} bits allocated; JPEG Baseline holds 8-bit samples`);
   if (bitsStored < 1 || bitsStored > bitsAllocated) throw corrupt(`DICOM declares ${bitsStored} bits stored in ${bitsAllocated} allocated`);
   if (highBit !== bitsStored - 1) throw unsupported(`DICOM with High Bit ${highBit} for ${bitsStored} bits stored is not supported (only High Bit = Bits Stored - 1)`);
   if (representation > 1) throw corrupt(`DICOM's ${label(0x0103)} is ${representation}; it must be 0 (unsigned) or 1 (signed)`);
@@ -270,12 +295,13 @@ function windowFunction(win: NonNullable<Attributes['window']>): ((x: number) =>
 }
 
 /**
- * Grey pixels: stored values masked to Bits Stored and sign-extended, then through a lookup
- * table from stored value to byte (at most 65536 entries: no per-pixel float array).
+ * Grey pixels from `raw`, the samples as an uncompressed file stores them (little endian): stored
+ * values masked to Bits Stored and sign-extended, then through a lookup table from stored value
+ * to byte (at most 65536 entries: no per-pixel float array).
  */
-function greyPixels(a: Attributes, bytes: Uint8Array): Uint8Array {
+function greyPixels(a: Attributes, raw: Uint8Array): Uint8Array {
   const n = a.rows * a.columns;
-  const view = new DataView(bytes.buffer, bytes.byteOffset + a.pixelOffset, n * (a.bitsAllocated / 8));
+  const view = new DataView(raw.buffer, raw.byteOffset, n * (a.bitsAllocated / 8));
   const mask = (1 << a.bitsStored) - 1;
   const sign = 1 << (a.bitsStored - 1);
   const stored = (i: number) => {
@@ -308,14 +334,122 @@ function greyPixels(a: Attributes, bytes: Uint8Array): Uint8Array {
   return out;
 }
 
-function rgbPixels(a: Attributes, bytes: Uint8Array): Uint8Array {
+/** RGB pixels, interleaved, from `raw` in the given planar configuration. */
+function rgbPixels(a: Attributes, raw: Uint8Array, planar: number): Uint8Array {
   const n = a.rows * a.columns;
-  const src = bytes.subarray(a.pixelOffset, a.pixelOffset + 3 * n);
-  if (a.planar === 0) return src.slice();
+  const src = raw.subarray(0, 3 * n);
+  if (planar === 0) return src.slice();
   // planar configuration 1 stores the three colour planes one after the other
   const out = new Uint8Array(3 * n);
   for (let p = 0; p < n; p++) for (let c = 0; c < 3; c++) out[p * 3 + c] = src[c * n + p];
   return out;
+}
+
+/** The one path every transfer syntax ends in: stored samples -> 8-bit pixels. */
+function pixels(a: Attributes, raw: Uint8Array, planar: number): DecodedImage {
+  if (a.samples === 3) return { width: a.columns, height: a.rows, channels: 3, data: rgbPixels(a, raw, planar), bitDepth: 8 };
+  return { width: a.columns, height: a.rows, channels: 1, data: greyPixels(a, raw), bitDepth: 8 };
+}
+
+const ITEM = 0xe000;
+const SEQUENCE_DELIMITATION = 0xe0dd;
+
+/**
+ * The frame of an encapsulated Pixel Data (PS3.5 A.4) whose first item starts at `pos`: the Basic
+ * Offset Table item (empty, or the one offset 0 of a single frame), then fragment items up to the
+ * Sequence Delimitation Item; one frame, so all its fragments, joined. Two passes over the item
+ * headers (check, then copy): no object per fragment, whatever their number.
+ */
+function frame(b: Uint8Array, pos: number): Uint8Array {
+  const view = new DataView(b.buffer, b.byteOffset, b.length);
+  /** The length of the item at `at`; null for the Sequence Delimitation Item, where `last` allows it. */
+  const item = (at: number, what: string, last: boolean) => {
+    if (at + 8 > b.length) throw corrupt(`DICOM encapsulated pixel data is truncated: no Sequence Delimitation Item before the end of the file (byte ${at})`);
+    const group = view.getUint16(at, true);
+    const element = view.getUint16(at + 2, true);
+    const length = view.getUint32(at + 4, true);
+    if (group === 0xfffe && element === SEQUENCE_DELIMITATION && last) return null;
+    if (group !== 0xfffe || element !== ITEM) throw corrupt(`DICOM encapsulated pixel data holds (${hex4(group)},${hex4(element)}) at byte ${at} where ${what} belongs`);
+    if (length === UNDEFINED_LENGTH || at + 8 + length > b.length) {
+      throw corrupt(`DICOM encapsulated pixel data is truncated: the item at byte ${at} declares ${length === UNDEFINED_LENGTH ? 'an undefined length' : `${length} bytes`}, ${b.length - at - 8} are left`);
+    }
+    return length;
+  };
+  const table = item(pos, 'the Basic Offset Table item', false) as number;
+  if (table !== 0 && table !== 4) throw corrupt(`DICOM Basic Offset Table is ${table} bytes, though the file has one frame (0 or 4 bytes)`);
+  if (table === 4 && view.getUint32(pos + 8, true) !== 0) throw corrupt(`DICOM Basic Offset Table puts frame 1 at byte ${view.getUint32(pos + 8, true)} of the fragments; it starts at 0`);
+  const first = pos + 8 + table;
+  let fragments = 0;
+  let total = 0;
+  for (let at = first, length = item(at, 'a fragment item', true); length !== null; length = item(at, 'a fragment item', true)) {
+    fragments++;
+    total += length;
+    at += 8 + length;
+  }
+  if (fragments === 0) throw corrupt('DICOM encapsulated pixel data has no fragment: the frame is missing');
+  if (fragments === 1) return b.subarray(first + 8, first + 8 + total);
+  const out = new Uint8Array(total);
+  for (let at = first, to = 0; to < total; ) {
+    const length = view.getUint32(at + 4, true);
+    out.set(b.subarray(at + 8, at + 8 + length), to);
+    to += length;
+    at += 8 + length;
+  }
+  return out;
+}
+
+/**
+ * One RLE segment (PS3.5 G.3.2, PackBits): header byte h < 128 copies the next h + 1 bytes,
+ * h > 128 repeats the next byte 257 - h times, 128 does nothing. Writes exactly `n` bytes to
+ * out[start], out[start + stride], ...; each turn reads at least one byte, so the loop is bounded
+ * by the segment's length. Bytes left after the n-th (an encoder's padding) are not read.
+ */
+function rleSegment(src: Uint8Array, out: Uint8Array, start: number, stride: number, n: number, which: string): void {
+  let i = 0;
+  let o = 0;
+  while (o < n) {
+    if (i >= src.length) throw corrupt(`DICOM ${which} stops short: it decodes to ${o} bytes of the ${n} the image needs`);
+    const h = src[i++];
+    if (h === 128) continue;
+    const run = h < 128 ? h + 1 : 257 - h;
+    const reads = h < 128 ? run : 1;
+    if (i + reads > src.length) throw corrupt(`DICOM ${which} runs past its end: the run at byte ${i - 1} needs ${reads} byte(s), ${src.length - i} are left`);
+    if (o + run > n) throw corrupt(`DICOM ${which} writes past the image: the run at byte ${i - 1} writes ${run} bytes at ${o} of ${n}`);
+    for (let k = 0; k < run; k++) out[start + (o + k) * stride] = src[h < 128 ? i + k : i];
+    i += reads;
+    o += run;
+  }
+}
+
+/**
+ * An RLE Lossless frame (PS3.5 G.2) -> the samples as an uncompressed file stores them, planar
+ * configuration 1: the 64-byte header (the number of segments, then 15 offsets), then one segment
+ * per byte of each sample, the samples' planes in order, each sample's most significant byte
+ * first, whatever Planar Configuration says (segments are planes by definition, G.2).
+ */
+function rleFrame(a: Attributes, f: Uint8Array): Uint8Array {
+  if (f.length < 64) throw corrupt(`DICOM RLE frame is ${f.length} bytes, shorter than its 64-byte header`);
+  const view = new DataView(f.buffer, f.byteOffset, f.length);
+  const count = view.getUint32(0, true);
+  const bytes = a.bitsAllocated / 8;
+  const need = a.samples * bytes;
+  if (count < 1 || count > 15) throw corrupt(`DICOM RLE header declares ${count} segment(s); it holds 1 to 15`);
+  if (count !== need) throw corrupt(`DICOM RLE header declares ${count} segment(s); ${a.samples} sample(s) of ${a.bitsAllocated} bits need ${need}`);
+  const offsets = Array.from({ length: count }, (_, k) => view.getUint32(4 + 4 * k, true));
+  if (offsets[0] !== 64) throw corrupt(`DICOM RLE segment 1 starts at byte ${offsets[0]}; it follows the 64-byte header, at 64`);
+  for (let k = 1; k < count; k++) {
+    if (offsets[k] <= offsets[k - 1]) throw corrupt(`DICOM RLE segment offsets are out of order: segment ${k + 1} at byte ${offsets[k]}, segment ${k} at ${offsets[k - 1]}`);
+    if (offsets[k] >= f.length) throw corrupt(`DICOM RLE segment ${k + 1} starts at byte ${offsets[k]}, past the frame's ${f.length} bytes`);
+  }
+  const n = a.rows * a.columns;
+  const raw = new Uint8Array(n * need);
+  for (let k = 0; k < count; k++) {
+    const sample = Math.floor(k / bytes);
+    // little endian, as the uncompressed path reads it: the most significant byte goes last
+    const start = sample * n * bytes + (bytes - 1 - (k % bytes));
+    rleSegment(f.subarray(offsets[k], k + 1 < count ? offsets[k + 1] : f.length), raw, start, bytes, n, `RLE segment ${k + 1} of ${count}`);
+  }
+  return raw;
 }
 
 export interface DicomGeometry {
@@ -323,18 +457,41 @@ export interface DicomGeometry {
   height: number;
 }
 
+/** Decodes a JPEG file as the JPEG path of image.ts does: its structural walk, the caller's limits, the codec. */
+export type JpegDecoder = (jpeg: Uint8Array) => Promise<DecodedImage>;
+
+/** JPEG Baseline: the frame through the JPEG decoder, which must agree with the header. */
+async function jpegFrame(a: Attributes, f: Uint8Array, decodeJpeg: JpegDecoder): Promise<Uint8Array> {
+  if (!(f.length >= 3 && f[0] === 0xff && f[1] === 0xd8 && f[2] === 0xff)) {
+    throw corrupt(`DICOM JPEG Baseline frame is not a JPEG (starts with ${Array.from(f.subarray(0, 4), (x) => x.toString(16).padStart(2, '0')).join(' ') || 'nothing'})`);
+  }
+  let img: DecodedImage;
+  try {
+    img = await decodeJpeg(f);
+  } catch (e) {
+    if (e instanceof MedhashError && e.status < 500) throw new MedhashError(e.status, e.code, `DICOM JPEG Baseline frame: ${e.message}`, 'image');
+    throw e;
+  }
+  if (img.width !== a.columns || img.height !== a.rows) throw corrupt(`DICOM JPEG Baseline frame is ${img.width}x${img.height}; the header says ${a.columns}x${a.rows}`);
+  if (img.channels !== a.samples) throw corrupt(`DICOM JPEG Baseline frame has ${img.channels} component(s); the header says ${a.samples} sample(s) per pixel`);
+  return img.data;
+}
+
 /**
- * The header's checks, then its size for the caller's limits; `decode` checks that the pixel
- * data is all there (after the limits, so a huge declared size is a 413) and reads it.
+ * The header's checks, then its size for the caller's limits; `decode` (after the limits, so a
+ * huge declared size is a 413 before anything is read or allocated) checks that the pixel data is
+ * all there, decompresses it if need be, and maps it to 8-bit pixels.
  */
-export function dicomGeometry(bytes: Uint8Array): { geometry: DicomGeometry; decode: () => DecodedImage } {
+export function dicomGeometry(bytes: Uint8Array): { geometry: DicomGeometry; decode: (decodeJpeg: JpegDecoder) => Promise<DecodedImage> } {
   const a = attributes(new Walker(bytes).walk());
-  const decode = (): DecodedImage => {
+  const decode = async (decodeJpeg: JpegDecoder): Promise<DecodedImage> => {
+    if (a.syntax.pixels === 'rle') return pixels(a, rleFrame(a, frame(bytes, a.pixelOffset)), 1);
+    // the decoder's output is interleaved, whatever Planar Configuration says
+    if (a.syntax.pixels === 'jpeg') return pixels(a, await jpegFrame(a, frame(bytes, a.pixelOffset), decodeJpeg), 0);
     const need = a.rows * a.columns * a.samples * (a.bitsAllocated / 8);
     const present = Math.min(a.pixelLength, bytes.length - a.pixelOffset);
     if (present < need) throw corrupt(`DICOM is truncated: ${a.columns}x${a.rows} pixels need ${need} bytes of pixel data, ${present} are present`);
-    if (a.photometric === 'RGB') return { width: a.columns, height: a.rows, channels: 3, data: rgbPixels(a, bytes), bitDepth: 8 };
-    return { width: a.columns, height: a.rows, channels: 1, data: greyPixels(a, bytes), bitDepth: 8 };
+    return pixels(a, bytes.subarray(a.pixelOffset, a.pixelOffset + need), a.planar);
   };
   return { geometry: { width: a.columns, height: a.rows }, decode };
 }

@@ -1,5 +1,5 @@
 // Image bytes -> pixels for the encoder: PNG (@jsquash/png) and JPEG (@jsquash/jpeg), both
-// WebAssembly, and uncompressed DICOM (dicom.ts). The limits are checked on the header and the chunk/segment structure BEFORE any
+// WebAssembly, and DICOM (dicom.ts; a JPEG Baseline one's frame through the JPEG path here). The limits are checked on the header and the chunk/segment structure BEFORE any
 // decoding, so a huge declared size, a decompression bomb or a truncated file is refused without
 // allocating the pixels. The codecs' WASM modules are injected (`initImageCodecs`): Node compiles
 // them from node_modules (image-node.ts), workerd imports them at build time.
@@ -229,7 +229,7 @@ export function checkImageBytes(size: number, limits: ImageLimits = DEFAULT_LIMI
 }
 
 /**
- * Decodes a PNG, JPEG or uncompressed DICOM. `contentType`, when given, must be one of
+ * Decodes a PNG, JPEG or DICOM (uncompressed, RLE Lossless or JPEG Baseline). `contentType`, when given, must be one of
  * IMAGE_TYPES or application/octet-stream and agree with the bytes. Throws MedhashError: 400
  * empty, 413 too large (bytes or declared size), 415 not an image of these or an unsupported
  * variant, 422 truncated/corrupt.
@@ -241,14 +241,14 @@ export async function decodeImage(bytes: Uint8Array, contentType?: string, limit
   if (format === 'dicom') {
     const { geometry, decode } = dicomGeometry(bytes);
     checkSize(geometry.width, geometry.height, limits);
-    return decode();
+    // only a JPEG Baseline file calls on the codec: an uncompressed or RLE one needs no initialisation
+    return decode((jpeg) => decodeJpegFile(jpeg, limits));
   }
-  if (!ready) throw new MedhashError(500, 'codecs_not_initialised', 'image codecs are not initialised: call initImageCodecs first');
-  await ready;
-  // the decoders want their own ArrayBuffer
-  const own = bytes.slice().buffer;
+  await codecsReady();
 
   if (format === 'png') {
+    // the decoder wants its own ArrayBuffer
+    const own = bytes.slice().buffer;
     const h = pngHeader(bytes);
     checkSize(h.width, h.height, limits);
     const pixels = h.width * h.height;
@@ -265,10 +265,21 @@ export async function decodeImage(bytes: Uint8Array, contentType?: string, limit
     const keep = h.colorType === 0 ? 1 : h.colorType === 2 ? 3 : 4;
     return { width: img.width, height: img.height, channels: keep, data: fromRgba(new Uint8Array(img.data.buffer, img.data.byteOffset, img.data.length), pixels, keep), bitDepth: 8 };
   }
+  return decodeJpegFile(bytes, limits);
+}
 
+async function codecsReady(): Promise<void> {
+  if (!ready) throw new MedhashError(500, 'codecs_not_initialised', 'image codecs are not initialised: call initImageCodecs first');
+  await ready;
+}
+
+/** A JPEG file (sent as one, or the frame of a JPEG Baseline DICOM): walked, its size checked, decoded. */
+async function decodeJpegFile(bytes: Uint8Array, limits: ImageLimits): Promise<DecodedImage> {
+  await codecsReady();
   const h = jpegHeader(bytes);
   checkSize(h.width, h.height, limits);
-  const img = await guarded('JPEG', () => decodeJpeg(own));
+  // the decoder wants its own ArrayBuffer
+  const img = await guarded('JPEG', () => decodeJpeg(bytes.slice().buffer));
   if (img.width !== h.width || img.height !== h.height) {
     throw err(422, 'corrupt_image', `JPEG decoded to ${img.width}x${img.height}, its header says ${h.width}x${h.height}`);
   }

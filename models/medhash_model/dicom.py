@@ -10,17 +10,24 @@ What this owns: the Part 10 walk (file meta, then the data set's top level, sequ
 their items, at most MAX_ELEMENTS elements and MAX_DEPTH levels), the pixel attributes of group
 0028, and their mapping to bytes: stored values masked to Bits Stored and sign-extended, the
 modality rescale, the first VOI window (LINEAR, LINEAR_EXACT, SIGMOID) or else the stretch over
-the data's own range, MONOCHROME1 inverted; RGB kept (planar configuration 0 or 1). Only
-Explicit and Implicit VR Little Endian are read; no patient, study or date field is read at all.
+the data's own range, MONOCHROME1 inverted; RGB kept (planar configuration 0 or 1). The transfer
+syntaxes read are Explicit and Implicit VR Little Endian, RLE Lossless (decoded here, as dicom.ts
+does) and JPEG Baseline (the frame walked as image.ts's jpegHeader walks it, then decoded by PIL,
+as preprocess.py decodes a JPEG file), one frame; no patient, study or date field is read at all.
 
 Where JavaScript semantics show in the result they are repeated: `Math.round` rounds halves up, and
 a value stored into a Uint8Array wraps modulo 256 (NaN to 0). The arithmetic is float64 in
 dicom.ts's order of operations (numpy's + - * / round as JavaScript's do); only SIGMOID's exp may
 differ from V8's Math.exp in the last bit, which moves a byte only within that bit of a half.
-The grey mapping is a lookup table over the stored range, as in dicom.ts, computed with numpy.
+And a JPEG Baseline frame is decoded by PIL (libjpeg) where the service uses mozjpeg: the pixels
+agree to within the one grey level the JPEG parity tests allow (test/encode/parity.test.ts), and a
+frame that passes the walk but that the codec cannot decode is refused by both with the codec's own
+words after the same prefix. The grey mapping is a lookup table over the stored range, as in
+dicom.ts, computed with numpy.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -28,17 +35,29 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class _Syntax:
+    """A transfer syntax read here: its name, whether the data set is explicit VR, how the Pixel
+    Data is stored ("native", "rle" or "jpeg")."""
+    name: str
+    explicit: bool
+    pixels: str
+
 
 SUPPORTED = {
-    "1.2.840.10008.1.2": "Implicit VR Little Endian",
-    "1.2.840.10008.1.2.1": "Explicit VR Little Endian",
+    "1.2.840.10008.1.2": _Syntax("Implicit VR Little Endian", False, "native"),
+    "1.2.840.10008.1.2.1": _Syntax("Explicit VR Little Endian", True, "native"),
+    "1.2.840.10008.1.2.4.50": _Syntax("JPEG Baseline", True, "jpeg"),
+    "1.2.840.10008.1.2.5": _Syntax("RLE Lossless", True, "rle"),
 }
 
 #: Names of the common transfer syntaxes this decoder refuses, for the error message.
 REFUSED = {
     "1.2.840.10008.1.2.1.99": "Deflated Explicit VR Little Endian",
     "1.2.840.10008.1.2.2": "Explicit VR Big Endian",
-    "1.2.840.10008.1.2.4.50": "JPEG Baseline",
     "1.2.840.10008.1.2.4.51": "JPEG Extended",
     "1.2.840.10008.1.2.4.57": "JPEG Lossless",
     "1.2.840.10008.1.2.4.70": "JPEG Lossless SV1",
@@ -46,7 +65,6 @@ REFUSED = {
     "1.2.840.10008.1.2.4.81": "JPEG-LS Near-Lossless",
     "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless",
     "1.2.840.10008.1.2.4.91": "JPEG 2000",
-    "1.2.840.10008.1.2.5": "RLE Lossless",
 }
 
 #: Explicit-VR value representations with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
@@ -195,8 +213,9 @@ class _Walker:
                 return value
             pos = self.sequence(value, explicit, depth + 1) if length == UNDEFINED_LENGTH else self.end(*h)
 
-    def walk(self) -> tuple[dict[int, bytes], int, int]:
-        """(group 0028 values by tag, Pixel Data offset, Pixel Data length)."""
+    def walk(self) -> tuple[_Syntax, dict[int, bytes], int, int]:
+        """(transfer syntax, group 0028 values by tag, Pixel Data offset, Pixel Data length:
+        UNDEFINED_LENGTH when encapsulated, the offset then where its first item starts)."""
         b = self.b
         pos = 132
         syntax = ""
@@ -212,19 +231,23 @@ class _Walker:
         if syntax not in SUPPORTED:
             name = REFUSED[syntax] if syntax in REFUSED else "an unsupported transfer syntax" if syntax else "no transfer syntax"
             raise _unsupported(f"DICOM transfer syntax {syntax or '(missing)'} ({name}) is not supported: send the file "
-                               "uncompressed, in Explicit or Implicit VR Little Endian (e.g. dcmdjpeg or gdcmconv --raw)")
-        explicit = syntax == "1.2.840.10008.1.2.1"
+                               "uncompressed, in Explicit or Implicit VR Little Endian (e.g. dcmdjpeg or gdcmconv --raw), "
+                               "or in RLE Lossless or JPEG Baseline")
+        ts = SUPPORTED[syntax]
         attrs: dict[int, bytes] = {}
         while pos < len(b):
-            h = self.header(pos, explicit)
+            h = self.header(pos, ts.explicit)
             group, element, length, value = h
             if group == 0x7FE0 and element == 0x0010:
-                if length == UNDEFINED_LENGTH:
+                encapsulated = length == UNDEFINED_LENGTH
+                if encapsulated and ts.pixels == "native":
                     raise _corrupt("DICOM pixel data is encapsulated in an uncompressed transfer syntax")
-                # its length is checked against the file after the size limits (a 413 first)
-                return attrs, value, length
+                if not encapsulated and ts.pixels != "native":
+                    raise _corrupt(f"DICOM pixel data is not encapsulated, though the transfer syntax is {ts.name}")
+                # its length (or its items) is checked against the file after the size limits (a 413 first)
+                return ts, attrs, value, length
             if length == UNDEFINED_LENGTH:
-                pos = self.sequence(value, explicit, 1)
+                pos = self.sequence(value, ts.explicit, 1)
                 continue
             end = self.end(*h)
             if group == 0x0028:
@@ -258,6 +281,7 @@ def _text(attrs: dict[int, bytes], e: int) -> str | None:
 
 @dataclass
 class _Attributes:
+    syntax: _Syntax
     rows: int
     columns: int
     samples: int
@@ -274,7 +298,7 @@ class _Attributes:
     pixel_length: int
 
 
-def _attributes(attrs: dict[int, bytes], pixel_offset: int, pixel_length: int) -> _Attributes:
+def _attributes(syntax: _Syntax, attrs: dict[int, bytes], pixel_offset: int, pixel_length: int) -> _Attributes:
     """Group 0028 read and checked in dicom.ts's order, so a file with several faults gets the
     same (first) refusal."""
     def us(e: int, fallback: int | None = None) -> int:
@@ -313,17 +337,23 @@ def _attributes(attrs: dict[int, bytes], pixel_offset: int, pixel_length: int) -
     planar = us(0x0006, 0)
     intercept = num(0x1052)
     window = (centre, width, (_text(attrs, 0x1056) or "LINEAR").upper()) if centre is not None and width is not None else None
-    a = _Attributes(rows, columns, samples, photometric, bits_allocated, bits_stored, representation == 1, planar, slope,
+    a = _Attributes(syntax, rows, columns, samples, photometric, bits_allocated, bits_stored, representation == 1, planar, slope,
                     0.0 if intercept is None else intercept, window, pixel_offset, pixel_length)
 
     grey = a.photometric in ("MONOCHROME1", "MONOCHROME2")
-    if not (grey and a.samples == 1) and not (a.photometric == "RGB" and a.samples == 3):
+    # in JPEG the YCbCr -> RGB conversion is the JPEG decoder's, as for any JPEG
+    jpeg = syntax.pixels == "jpeg"
+    colour = a.photometric == "RGB" or (jpeg and a.photometric in ("YBR_FULL_422", "YBR_FULL"))
+    if not (grey and a.samples == 1) and not (colour and a.samples == 3):
+        accepted = "MONOCHROME1, MONOCHROME2, RGB, YBR_FULL or YBR_FULL_422" if jpeg else "MONOCHROME1, MONOCHROME2 or RGB"
         raise _unsupported(f"DICOM photometric interpretation {a.photometric or '(missing)'} with {a.samples} sample(s) "
-                           "per pixel is not supported (MONOCHROME1, MONOCHROME2 or RGB)")
+                           f"per pixel is not supported ({accepted})")
     if bits_allocated not in (8, 16):
         raise _unsupported(f"DICOM with {bits_allocated} bits allocated per sample is not supported (8 or 16)")
-    if a.photometric == "RGB" and bits_allocated != 8:
-        raise _unsupported("DICOM RGB with 16-bit samples is not supported")
+    if colour and bits_allocated != 8:
+        raise _unsupported(f"DICOM {a.photometric} with 16-bit samples is not supported")
+    if jpeg and bits_allocated != 8:
+        raise _corrupt(f"DICOM in JPEG Baseline declares {bits_allocated} bits allocated; JPEG Baseline holds 8-bit samples")
     if bits_stored < 1 or bits_stored > bits_allocated:
         raise _corrupt(f"DICOM declares {bits_stored} bits stored in {bits_allocated} allocated")
     if high_bit != bits_stored - 1:
@@ -365,12 +395,13 @@ def _voi(window: tuple[float, float, str], x: np.ndarray) -> np.ndarray | None:
         return 255 / (1 + np.exp((-4 * (x - c)) / w))
 
 
-def _grey_pixels(a: _Attributes, b: bytes) -> np.ndarray:
-    """Stored values masked to Bits Stored and sign-extended, then through a lookup table from
-    stored value to byte (at most 65536 entries)."""
+def _grey_pixels(a: _Attributes, raw_bytes: bytes) -> np.ndarray:
+    """Grey pixels from the samples as an uncompressed file stores them (little endian): stored
+    values masked to Bits Stored and sign-extended, then through a lookup table from stored value
+    to byte (at most 65536 entries)."""
     n = a.rows * a.columns
     dtype = "<u2" if a.bits_allocated == 16 else "u1"
-    raw = np.frombuffer(b, dtype=dtype, count=n, offset=a.pixel_offset).astype(np.int64)
+    raw = np.frombuffer(raw_bytes, dtype=dtype, count=n).astype(np.int64)
     mask = (1 << a.bits_stored) - 1
     sign = 1 << (a.bits_stored - 1)
     stored = raw & mask
@@ -400,10 +431,11 @@ def _grey_pixels(a: _Attributes, b: bytes) -> np.ndarray:
     return lut[stored - lo_s].reshape(a.rows, a.columns, 1)
 
 
-def _rgb_pixels(a: _Attributes, b: bytes) -> np.ndarray:
+def _rgb_pixels(a: _Attributes, raw: bytes, planar: int) -> np.ndarray:
+    """RGB pixels, interleaved, from the samples in the given planar configuration."""
     n = a.rows * a.columns
-    src = np.frombuffer(b, dtype=np.uint8, count=3 * n, offset=a.pixel_offset)
-    if a.planar == 0:
+    src = np.frombuffer(raw, dtype=np.uint8, count=3 * n)
+    if planar == 0:
         return src.copy().reshape(a.rows, a.columns, 3)
     # planar configuration 1 stores the three colour planes one after the other
     return src.reshape(3, n).T.copy().reshape(a.rows, a.columns, 3)
@@ -417,6 +449,208 @@ def _check_size(width: int, height: int) -> None:
         raise DicomError(413, "image_too_large", f"image is {width}x{height}; width and height may be at most {MAX_SIDE}")
     if width * height > MAX_PIXELS:
         raise DicomError(413, "image_too_large", f"image is {width}x{height} = {width * height} pixels; at most {MAX_PIXELS}")
+
+
+def _pixels(a: _Attributes, raw: bytes, planar: int) -> np.ndarray:
+    """The one path every transfer syntax ends in: stored samples -> 8-bit pixels."""
+    return _rgb_pixels(a, raw, planar) if a.samples == 3 else _grey_pixels(a, raw)
+
+
+# --- encapsulated pixel data: RLE Lossless and JPEG Baseline ---------------------------------
+
+_ITEM = 0xE000
+_SEQUENCE_DELIMITATION = 0xE0DD
+
+
+def _frame(b: bytes, pos: int) -> bytes:
+    """The frame of an encapsulated Pixel Data (PS3.5 A.4) whose first item starts at `pos`: the
+    Basic Offset Table item (empty, or the one offset 0 of a single frame), then fragment items up
+    to the Sequence Delimitation Item; one frame, so all its fragments, joined."""
+    n = len(b)
+
+    def item(at: int, what: str, last: bool) -> int | None:
+        """The length of the item at `at`; None for the Sequence Delimitation Item, where `last` allows it."""
+        if at + 8 > n:
+            raise _corrupt("DICOM encapsulated pixel data is truncated: no Sequence Delimitation Item before the end "
+                           f"of the file (byte {at})")
+        group, element, length = struct.unpack_from("<HHI", b, at)
+        if group == 0xFFFE and element == _SEQUENCE_DELIMITATION and last:
+            return None
+        if group != 0xFFFE or element != _ITEM:
+            raise _corrupt(f"DICOM encapsulated pixel data holds ({_hex4(group)},{_hex4(element)}) at byte {at} where {what} belongs")
+        if length == UNDEFINED_LENGTH or at + 8 + length > n:
+            declared = "an undefined length" if length == UNDEFINED_LENGTH else f"{length} bytes"
+            raise _corrupt(f"DICOM encapsulated pixel data is truncated: the item at byte {at} declares {declared}, "
+                           f"{n - at - 8} are left")
+        return length
+
+    table = item(pos, "the Basic Offset Table item", False)
+    if table not in (0, 4):
+        raise _corrupt(f"DICOM Basic Offset Table is {table} bytes, though the file has one frame (0 or 4 bytes)")
+    if table == 4 and struct.unpack_from("<I", b, pos + 8)[0] != 0:
+        raise _corrupt(f"DICOM Basic Offset Table puts frame 1 at byte {struct.unpack_from('<I', b, pos + 8)[0]} of the "
+                       "fragments; it starts at 0")
+    at = pos + 8 + table
+    fragments = []
+    while (length := item(at, "a fragment item", True)) is not None:
+        fragments.append(b[at + 8:at + 8 + length])
+        at += 8 + length
+    if not fragments:
+        raise _corrupt("DICOM encapsulated pixel data has no fragment: the frame is missing")
+    return b"".join(fragments)
+
+
+def _rle_segment(src: bytes, out: bytearray, start: int, stride: int, n: int, which: str) -> None:
+    """One RLE segment (PS3.5 G.3.2, PackBits): header byte h < 128 copies the next h + 1 bytes,
+    h > 128 repeats the next byte 257 - h times, 128 does nothing. Writes exactly `n` bytes to
+    out[start::stride]; bytes left after the n-th (an encoder's padding) are not read."""
+    i = o = 0
+    size = len(src)
+    while o < n:
+        if i >= size:
+            raise _corrupt(f"DICOM {which} stops short: it decodes to {o} bytes of the {n} the image needs")
+        h = src[i]
+        i += 1
+        if h == 128:
+            continue
+        run, reads = (h + 1, h + 1) if h < 128 else (257 - h, 1)
+        if i + reads > size:
+            raise _corrupt(f"DICOM {which} runs past its end: the run at byte {i - 1} needs {reads} byte(s), {size - i} are left")
+        if o + run > n:
+            raise _corrupt(f"DICOM {which} writes past the image: the run at byte {i - 1} writes {run} bytes at {o} of {n}")
+        at = start + o * stride
+        out[at:at + run * stride:stride] = src[i:i + run] if h < 128 else bytes([src[i]]) * run
+        i += reads
+        o += run
+
+
+def _rle_frame(a: _Attributes, f: bytes) -> bytes:
+    """An RLE Lossless frame (PS3.5 G.2) -> the samples as an uncompressed file stores them,
+    planar configuration 1: the 64-byte header (the number of segments, then 15 offsets), then one
+    segment per byte of each sample, the samples' planes in order, each sample's most significant
+    byte first, whatever Planar Configuration says (segments are planes by definition, G.2)."""
+    if len(f) < 64:
+        raise _corrupt(f"DICOM RLE frame is {len(f)} bytes, shorter than its 64-byte header")
+    count = struct.unpack_from("<I", f, 0)[0]
+    nbytes = a.bits_allocated // 8
+    need = a.samples * nbytes
+    if count < 1 or count > 15:
+        raise _corrupt(f"DICOM RLE header declares {count} segment(s); it holds 1 to 15")
+    if count != need:
+        raise _corrupt(f"DICOM RLE header declares {count} segment(s); {a.samples} sample(s) of {a.bits_allocated} bits need {need}")
+    offsets = struct.unpack_from(f"<{count}I", f, 4)
+    if offsets[0] != 64:
+        raise _corrupt(f"DICOM RLE segment 1 starts at byte {offsets[0]}; it follows the 64-byte header, at 64")
+    for k in range(1, count):
+        if offsets[k] <= offsets[k - 1]:
+            raise _corrupt(f"DICOM RLE segment offsets are out of order: segment {k + 1} at byte {offsets[k]}, "
+                           f"segment {k} at {offsets[k - 1]}")
+        if offsets[k] >= len(f):
+            raise _corrupt(f"DICOM RLE segment {k + 1} starts at byte {offsets[k]}, past the frame's {len(f)} bytes")
+    n = a.rows * a.columns
+    raw = bytearray(n * need)
+    for k in range(count):
+        # little endian, as the uncompressed path reads it: the most significant byte goes last
+        start = (k // nbytes) * n * nbytes + (nbytes - 1 - k % nbytes)
+        end = offsets[k + 1] if k + 1 < count else len(f)
+        _rle_segment(f[offsets[k]:end], raw, start, nbytes, n, f"RLE segment {k + 1} of {count}")
+    return bytes(raw)
+
+
+def _is_sof(m: int) -> bool:
+    return 0xC0 <= m <= 0xCF and m not in (0xC4, 0xC8, 0xCC)
+
+
+def _jpeg_header(b: bytes) -> tuple[int, int, int]:
+    """image.ts's jpegHeader: the marker segments and entropy-coded data walked up to EOI, with its
+    refusals -> (width, height, components) of the last frame header."""
+    n = len(b)
+    pos = 2
+    header = None
+    scans = 0
+
+    def truncated() -> DicomError:
+        return _corrupt(f"JPEG is truncated at byte {n} (no end-of-image marker)")
+
+    while pos < n:
+        if b[pos] != 0xFF:
+            raise _corrupt(f"JPEG is corrupt: expected a marker at byte {pos}")
+        while pos < n and b[pos] == 0xFF:  # fill bytes
+            pos += 1
+        if pos >= n:
+            raise truncated()
+        m = b[pos]
+        pos += 1
+        if m == 0xD9:
+            if header is None or scans == 0:
+                raise _corrupt("JPEG ends before any image data")
+            return header
+        if m == 0x01 or 0xD0 <= m <= 0xD7:  # standalone markers
+            continue
+        if pos + 2 > n:
+            raise truncated()
+        length = (b[pos] << 8) | b[pos + 1]
+        if length < 2:
+            raise _corrupt(f"JPEG is corrupt: segment length {length} at byte {pos}")
+        if pos + length > n:
+            raise truncated()
+        if _is_sof(m):
+            if length < 8:
+                raise _corrupt("JPEG frame header is too short")
+            if b[pos + 2] != 8:
+                raise _unsupported(f"JPEG with {b[pos + 2]}-bit samples is not supported (8-bit only)")
+            header = ((b[pos + 5] << 8) | b[pos + 6], (b[pos + 3] << 8) | b[pos + 4], b[pos + 7])
+            if header[2] not in (1, 3):
+                raise _unsupported(f"JPEG with {header[2]} colour components is not supported (grey or YCbCr only)")
+        pos += length
+        if m == 0xDA:
+            if header is None:
+                raise _corrupt("JPEG has image data before its frame header")
+            scans += 1
+            # entropy-coded data runs to the next marker that is neither a stuffed 0xff00 nor a restart
+            while True:
+                j = b.find(b"\xff", pos, n - 1)
+                if j < 0:
+                    raise truncated()
+                nxt = b[j + 1]
+                if nxt != 0x00 and not 0xD0 <= nxt <= 0xD7 and nxt != 0xFF:
+                    pos = j
+                    break
+                pos = j + 1
+    raise truncated()
+
+
+def _decode_jpeg_file(b: bytes) -> tuple[int, int, int, bytes]:
+    """image.ts's decodeJpegFile with PIL as the codec: walked, its size checked, decoded ->
+    (width, height, channels, interleaved samples)."""
+    width, height, components = _jpeg_header(b)
+    _check_size(width, height)
+    want = "L" if components == 1 else "RGB"
+    try:
+        with Image.open(io.BytesIO(b)) as im:
+            im.load()
+            px = np.asarray(im if im.mode == want else im.convert(want), dtype=np.uint8)
+    except Exception as e:  # what the codec says of data that passed the walk, as image.ts's `guarded`
+        raise _corrupt(f"JPEG could not be decoded: {e}") from e
+    if px.shape[1] != width or px.shape[0] != height:
+        raise _corrupt(f"JPEG decoded to {px.shape[1]}x{px.shape[0]}, its header says {width}x{height}")
+    return width, height, 1 if components == 1 else 3, px.tobytes()
+
+
+def _jpeg_frame(a: _Attributes, f: bytes) -> bytes:
+    """JPEG Baseline: the frame through the JPEG path, which must agree with the header."""
+    if not f.startswith(_JPEG):
+        start = " ".join(f"{x:02x}" for x in f[:4]) or "nothing"
+        raise _corrupt(f"DICOM JPEG Baseline frame is not a JPEG (starts with {start})")
+    try:
+        width, height, channels, raw = _decode_jpeg_file(f)
+    except DicomError as e:
+        raise DicomError(e.status, e.code, f"DICOM JPEG Baseline frame: {e}") from e
+    if width != a.columns or height != a.rows:
+        raise _corrupt(f"DICOM JPEG Baseline frame is {width}x{height}; the header says {a.columns}x{a.rows}")
+    if channels != a.samples:
+        raise _corrupt(f"DICOM JPEG Baseline frame has {channels} component(s); the header says {a.samples} sample(s) per pixel")
+    return raw
 
 
 def decode(data: bytes) -> np.ndarray:
@@ -433,12 +667,18 @@ def decode(data: bytes) -> np.ndarray:
     if not is_dicom(data):
         raise _unsupported('not a DICOM Part 10 file: no "DICM" after its 128-byte preamble')
     a = _attributes(*_Walker(data).walk())
+    # the limits before anything the size of the image is read, allocated or decompressed
     _check_size(a.columns, a.rows)
+    if a.syntax.pixels == "rle":
+        return _pixels(a, _rle_frame(a, _frame(data, a.pixel_offset)), 1)
+    if a.syntax.pixels == "jpeg":
+        # the decoder's output is interleaved, whatever Planar Configuration says
+        return _pixels(a, _jpeg_frame(a, _frame(data, a.pixel_offset)), 0)
     need = a.rows * a.columns * a.samples * (a.bits_allocated // 8)
     present = min(a.pixel_length, len(data) - a.pixel_offset)
     if present < need:
         raise _corrupt(f"DICOM is truncated: {a.columns}x{a.rows} pixels need {need} bytes of pixel data, {present} are present")
-    return _rgb_pixels(a, data) if a.photometric == "RGB" else _grey_pixels(a, data)
+    return _pixels(a, data[a.pixel_offset:a.pixel_offset + need], a.planar)
 
 
 def decode_rgb(data: bytes) -> np.ndarray:

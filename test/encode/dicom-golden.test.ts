@@ -6,7 +6,7 @@
 // (npx tsx scripts/fixtures/make-dicom-golden.ts), and then the Python test until dicom.py follows.
 import { readdirSync, readFileSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { buildDicomGolden, fromParts, goldenText, mutated, outcome, type DicomGolden } from '../../scripts/fixtures/dicom-golden.ts';
+import { buildDicomGolden, fromParts, goldenText, LOSSY, mutated, outcome, type DicomGolden } from '../../scripts/fixtures/dicom-golden.ts';
 import { DICOM_FIXTURES, DICOM_GOLDEN } from './fixtures.ts';
 
 const committed = JSON.parse(readFileSync(DICOM_GOLDEN, 'utf8')) as DicomGolden;
@@ -25,7 +25,32 @@ describe('test/fixtures/dicom/decoded.json is what dicom.ts decodes', () => {
     expect(now.fixtures).toEqual(committed.fixtures);
     // both kinds are there: what the parity covers
     expect(committed.fixtures.filter((f) => 'sha256' in f).length).toBeGreaterThanOrEqual(10);
-    expect(committed.fixtures.filter((f) => 'refused' in f).map((f) => f.file)).toEqual(['grey8-bigendian.dcm', 'grey8-deflated.dcm', 'grey8-jpeg-baseline.dcm', 'grey8-two-frames.dcm']);
+    expect(committed.fixtures.filter((f) => 'refused' in f).map((f) => f.file)).toEqual(['grey8-bigendian.dcm', 'grey8-deflated.dcm', 'grey8-two-frames.dcm']);
+  });
+
+  it('the compressed fixtures: RLE and JPEG Baseline hold the very pixels of the uncompressed ones they were made from', () => {
+    const sha = new Map(committed.fixtures.map((f) => [f.file, 'sha256' in f ? f.sha256 : undefined]));
+    // DCMTK's dcmcrle of 8-bit grey, 16-bit signed grey (through its window) and RGB; img2dcm of the grey JPEG itself
+    for (const [compressed, plain] of [['grey8-rle.dcm', 'grey8-explicit.dcm'], ['ct16-window-rle.dcm', 'ct16-window.dcm'], ['rgb8-rle.dcm', 'rgb8-explicit.dcm'], ['grey8-jpeg-baseline.dcm', 'grey8-explicit.dcm']]) {
+      expect(sha.get(compressed), compressed).toBeDefined();
+      expect(sha.get(compressed), compressed).toBe(sha.get(plain));
+    }
+    // a JPEG Baseline entry keeps its pixels for Python's tolerance; no other does
+    expect(committed.fixtures.filter((f) => 'pixels' in f).map((f) => f.file)).toEqual(['grey8-jpeg-baseline.dcm', 'rgb8-jpeg-baseline.dcm']);
+    expect(committed.made.filter((m) => 'pixels' in m).every((m) => LOSSY.test(m.name))).toBe(true);
+    expect(committed.mutations.cases.some((c) => LOSSY.test(c.file))).toBe(false);
+  });
+
+  it('each RLE twin made here decodes to the pixels of its uncompressed file, and the limits refuse either alike', () => {
+    const byName = new Map(committed.made.map((m) => [m.name, m]));
+    const twins = committed.made.filter((m) => m.name.endsWith('-rle'));
+    expect(twins.length).toBeGreaterThanOrEqual(12);
+    for (const rle of twins) {
+      const { name: _n, parts: _p, ...got } = rle;
+      const { name: _m, parts: _q, ...want } = byName.get(rle.name.slice(0, -'-rle'.length))!;
+      expect(got, rle.name).toEqual(want);
+    }
+    expect(twins.filter((m) => 'sha256' in m).length).toBeGreaterThanOrEqual(10);
   });
 
   it('the files made for each branch', () => {

@@ -1,7 +1,9 @@
 // DICOM input: files written by DCMTK (test/fixtures/dicom, scripts/fixtures/make-dicom.ts) decode
-// to exactly the pixels of the JPEGs they were made from, so they give the same tensor and code;
-// rescale, window and MONOCHROME1 act as the standard says; every variant this decoder does not
-// read (compressed, deflated, big-endian, multi-frame) and every broken file is a 4xx naming why.
+// to exactly the pixels of the JPEGs they were made from, so they give the same tensor and code,
+// whether uncompressed, RLE Lossless or JPEG Baseline; rescale, window and MONOCHROME1 act as the
+// standard says; every variant this decoder does not read (other compressions, deflated,
+// big-endian, multi-frame) and every broken file (a bad RLE run or fragment table included) is a
+// 4xx naming why, and the size limits come before any decompression.
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -11,7 +13,7 @@ import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { concatBytes } from '../../functions/util/bytes.ts';
 import { MedhashError } from '../../functions/util/errors.ts';
 import { TarReader } from '../../scripts/data/shared-data.ts';
-import { CT, DICOM_FIXTURES, DICOM_SOURCES, DICOM_STUDY_UID, GARBAGE12, dataDir, mutateDicom } from './fixtures.ts';
+import { CT, DICOM_FIXTURES, DICOM_SOURCES, DICOM_STUDY_UID, GARBAGE12, dataDir, dicomFragments, encapsulatedPixelData, mutateDicom, rleFrame } from './fixtures.ts';
 import { seededRandom } from '../shared/random.ts';
 
 beforeAll(() => initNodeImageCodecs());
@@ -27,9 +29,11 @@ async function jpeg(src: { set: string; member: string }): Promise<Uint8Array> {
   }
 }
 
-/** A minimal explicit-VR little-endian Part 10 file of the given data set bytes (for hostile shapes DCMTK will not write). */
-function part10(dataSet: Uint8Array): Uint8Array {
-  const syntax = new TextEncoder().encode('1.2.840.10008.1.2.1\0');
+const RLE = '1.2.840.10008.1.2.5';
+
+/** A minimal Part 10 file of the given explicit-VR little-endian data set bytes (for hostile shapes DCMTK will not write). */
+function part10(dataSet: Uint8Array, transferSyntax = '1.2.840.10008.1.2.1'): Uint8Array {
+  const syntax = new TextEncoder().encode(transferSyntax.length % 2 ? `${transferSyntax}\0` : transferSyntax);
   const meta = new Uint8Array(8 + syntax.length);
   meta.set([0x02, 0x00, 0x10, 0x00, 0x55, 0x49, syntax.length, 0]);
   meta.set(syntax, 8);
@@ -144,17 +148,155 @@ describe('DICOM metadata for ingest', () => {
   });
 });
 
+const us = (n: number) => new Uint8Array([n & 0xff, n >> 8]);
+const cs = (s: string) => new TextEncoder().encode(s.length % 2 ? `${s} ` : s);
+
+/** Group 0028 of an image: 8-bit MONOCHROME2 unless told, then `extra` elements. */
+function pixelModule(rows: number, columns: number, o: { samples?: number; photometric?: string; bits?: number; stored?: number; signed?: boolean; planar?: number; extra?: Uint8Array[] } = {}): Uint8Array {
+  const bits = o.bits ?? 8;
+  const stored = o.stored ?? bits;
+  return concatBytes([
+    element(0x0028, 0x0002, 'US', us(o.samples ?? 1)), element(0x0028, 0x0004, 'CS', cs(o.photometric ?? 'MONOCHROME2')),
+    ...(o.planar === undefined ? [] : [element(0x0028, 0x0006, 'US', us(o.planar))]),
+    element(0x0028, 0x0010, 'US', us(rows)), element(0x0028, 0x0011, 'US', us(columns)), element(0x0028, 0x0100, 'US', us(bits)),
+    element(0x0028, 0x0101, 'US', us(stored)), element(0x0028, 0x0102, 'US', us(stored - 1)), element(0x0028, 0x0103, 'US', us(o.signed ? 1 : 0)),
+    ...(o.extra ?? []),
+  ]);
+}
+
+/** One image, uncompressed and as RLE Lossless (by the test side's encoder), from the same raw samples. */
+function twins(rows: number, columns: number, raw: Uint8Array, o: Parameters<typeof pixelModule>[2] = {}): [Uint8Array, Uint8Array] {
+  const head = pixelModule(rows, columns, o);
+  const frame = rleFrame(raw, { samples: o.samples ?? 1, bytes: (o.bits ?? 8) / 8, columns, planar: o.planar ?? 0 });
+  return [part10(concatBytes([head, element(0x7fe0, 0x0010, 'OB', raw)])), part10(concatBytes([head, encapsulatedPixelData([frame])]), RLE)];
+}
+
+/** A 2 x 3 8-bit grey RLE file (16-bit with `bits`) of a hand-made frame: the header's segment count and offsets, then the segments. */
+function rleFile(segments: number[][], o: { count?: number; offsets?: number[]; bits?: number } = {}): Uint8Array {
+  const header = new DataView(new ArrayBuffer(64));
+  header.setUint32(0, o.count ?? segments.length, true);
+  (o.offsets ?? segments.map((_, k) => 64 + segments.slice(0, k).reduce((n, x) => n + x.length, 0))).forEach((at, k) => header.setUint32(4 + 4 * k, at, true));
+  const frame = concatBytes([new Uint8Array(header.buffer), ...segments.map((x) => Uint8Array.from(x))]);
+  return part10(concatBytes([pixelModule(2, 3, { bits: o.bits }), encapsulatedPixelData([frame])]), RLE);
+}
+
+describe('compressed DICOM: RLE Lossless and JPEG Baseline', () => {
+  it.each([['grey8-rle', 'grey8-explicit'], ['ct16-window-rle', 'ct16-window'], ['rgb8-rle', 'rgb8-explicit']])(
+    'an RLE file by DCMTK (%s) decodes to exactly the pixels of the one it was made from', async (rle, plain) => {
+      const [a, b] = [await decodeImage(fixture(rle), 'application/dicom'), await decodeImage(fixture(plain), 'application/dicom')];
+      expect({ ...a, data: null }).toEqual({ ...b, data: null });
+      expect(Buffer.from(a.data).equals(Buffer.from(b.data))).toBe(true);
+    },
+  );
+
+  it('RLE by the test encoder equals the uncompressed file: 16-bit signed through a window, 12 bits stored, MONOCHROME1, RGB in either planar configuration', async () => {
+    const rnd = seededRandom(20261130).int;
+    const bytes = (n: number, f: () => number) => Uint8Array.from({ length: n }, f);
+    const window = [element(0x0028, 0x1050, 'DS', cs('40')), element(0x0028, 0x1051, 'DS', cs('400')), element(0x0028, 0x1052, 'DS', cs('-1024'))];
+    // runs (long and short) among noise, so both kinds of PackBits run occur in every segment
+    const runny = (n: number) => { let v = 0; return bytes(n, () => (rnd(4) === 0 ? (v = rnd(256)) : v)); };
+    const cases: [string, Uint8Array, Uint8Array][] = [
+      ['16-bit window', ...twins(37, 53, runny(37 * 53 * 2), { bits: 16, signed: true, extra: window })],
+      ['16-bit noise', ...twins(5, 300, bytes(5 * 300 * 2, () => rnd(256)), { bits: 16 })],
+      ['8-bit MONOCHROME1', ...twins(9, 200, runny(9 * 200), { photometric: 'MONOCHROME1' })],
+      ['RGB planar 0', ...twins(11, 13, runny(11 * 13 * 3), { samples: 3, photometric: 'RGB', planar: 0 })],
+      ['RGB planar 1', ...twins(11, 13, runny(11 * 13 * 3), { samples: 3, photometric: 'RGB', planar: 1 })],
+      ['12 of 16 bits stored, junk above', ...twins(3, 40, bytes(3 * 40 * 2, () => rnd(256)), { bits: 16, stored: 12, signed: true })],
+      ['constant 256 x 256', ...twins(256, 256, new Uint8Array(256 * 256).fill(200))],
+    ];
+    for (const [name, plain, rle] of cases) {
+      const [a, b] = [await decodeImage(plain, 'application/dicom'), await decodeImage(rle, 'application/dicom')];
+      expect(b.data.length, name).toBe(a.data.length);
+      expect(Buffer.from(b.data).equals(Buffer.from(a.data)), name).toBe(true);
+    }
+    // the encoder compresses (runs are replicated), so the decoder's run handling is what is tested
+    expect(cases[cases.length - 1][2].length).toBeLessThan(2000);
+  });
+
+  it('JPEG Baseline: img2dcm\'s grey file decodes as the JPEG it holds, to the pixels of grey8-explicit', async () => {
+    const file = fixture('grey8-jpeg-baseline');
+    const [jpegBytes] = dicomFragments(file);
+    const [fromDicom, fromJpeg, plain] = [await decodeImage(file, 'application/dicom'), await decodeImage(jpegBytes, 'image/jpeg'), await decodeImage(fixture('grey8-explicit'))];
+    expect(fromDicom).toMatchObject({ width: 64, height: 64, channels: 1, bitDepth: 8 });
+    expect(Buffer.from(fromDicom.data).equals(Buffer.from(fromJpeg.data))).toBe(true);
+    expect(Buffer.from(fromDicom.data).equals(Buffer.from(plain.data))).toBe(true);
+  });
+
+  it('JPEG Baseline in colour (dcmcjpeg, YBR_FULL_422): RGB as its JPEG decodes, close to the tile it was compressed from', async () => {
+    const file = fixture('rgb8-jpeg-baseline');
+    const img = await decodeImage(file, 'application/dicom');
+    expect(img).toMatchObject({ width: 32, height: 32, channels: 3, bitDepth: 8 });
+    expect(Buffer.from(img.data).equals(Buffer.from((await decodeImage(dicomFragments(file)[0], 'image/jpeg')).data))).toBe(true);
+    const tile = await decodeImage(fixture('rgb8-explicit'));
+    let error = 0;
+    for (let r = 0; r < 32; r++) for (let i = 0; i < 96; i++) error += Math.abs(img.data[r * 96 + i] - tile.data[r * 150 * 3 + i]);
+    // lossy, but the colours are converted back: left in YCbCr, the mean error would be tens of levels
+    expect(error / (32 * 96)).toBeLessThan(6);
+  });
+
+  it('JPEG Baseline samples take the uncompressed path: MONOCHROME1 inverts them, a window maps them', async () => {
+    const [jpegBytes] = dicomFragments(fixture('grey8-jpeg-baseline'));
+    const plain = await decodeImage(fixture('grey8-explicit'));
+    const file = (photometric: string, extra: Uint8Array[] = []) =>
+      part10(concatBytes([pixelModule(64, 64, { photometric, extra }), encapsulatedPixelData([jpegBytes], new Uint8Array(4))]), '1.2.840.10008.1.2.4.50');
+    expect([...(await decodeImage(file('MONOCHROME1'))).data]).toEqual([...plain.data].map((v) => 255 - v));
+    const windowed = await decodeImage(file('MONOCHROME2', [element(0x0028, 0x1050, 'DS', cs('128')), element(0x0028, 0x1051, 'DS', cs('2'))]));
+    // a window 2 wide at 128: below black, above white
+    expect([...windowed.data]).toEqual([...plain.data].map((v) => (v <= 127 ? 0 : 255)));
+  });
+
+  it.each([
+    ['a literal run past its segment\'s end', rleFile([[0x05, 1, 2, 3], [0xfb, 9]], { bits: 16 }), /RLE segment 1 of 2 runs past its end: the run at byte 0 needs 6 byte\(s\), 3 are left/],
+    ['a run writing past the image', rleFile([[0xf9, 7]]), /RLE segment 1 of 1 writes past the image: the run at byte 0 writes 8 bytes at 0 of 6/],
+    ['a segment that stops short', rleFile([[0x02, 1, 2, 3]]), /RLE segment 1 of 1 stops short: it decodes to 3 bytes of the 6 the image needs/],
+    ['16 segments', rleFile([[0xfb, 9]], { count: 16 }), /RLE header declares 16 segment\(s\); it holds 1 to 15/],
+    ['a segment count the image does not have', rleFile([[0xfb, 9]], { bits: 16 }), /declares 1 segment\(s\); 1 sample\(s\) of 16 bits need 2/],
+    ['offsets out of order', rleFile([[0xfb, 9], [0xfb, 8]], { offsets: [64, 40], bits: 16 }), /RLE segment offsets are out of order: segment 2 at byte 40, segment 1 at 64/],
+    ['an offset past the frame', rleFile([[0xfb, 9], [0xfb, 8]], { offsets: [64, 1000], bits: 16 }), /RLE segment 2 starts at byte 1000, past the frame's 68 bytes/],
+    ['a first offset other than 64', rleFile([[0, 0, 0, 0, 0xfb, 9]], { offsets: [68] }), /RLE segment 1 starts at byte 68; it follows the 64-byte header/],
+    ['no Sequence Delimitation Item', rleFile([[0xfb, 9]]).subarray(0, -8), /encapsulated pixel data is truncated: no Sequence Delimitation Item/],
+    ['a Basic Offset Table of two frames', part10(concatBytes([pixelModule(2, 3), encapsulatedPixelData([new Uint8Array(66)], new Uint8Array(8))]), RLE), /Basic Offset Table is 8 bytes, though the file has one frame/],
+    ['no fragment', part10(concatBytes([pixelModule(2, 3), encapsulatedPixelData([])]), RLE), /has no fragment: the frame is missing/],
+  ])('an RLE file with %s -> 422 naming it', async (_, file, message) => {
+    const e = await refusal(decodeImage(file, 'application/dicom'));
+    expect([e.status, e.code]).toEqual([422, 'corrupt_image']);
+    expect(e.message).toMatch(message);
+  });
+
+  it('the size limits come first: a compressed file declaring 20000 x 20000 is the uncompressed one\'s 413, whatever its frame holds', async () => {
+    const uncompressed = await refusal(decodeImage(part10(concatBytes([pixelModule(20000, 20000), element(0x7fe0, 0x0010, 'OB', new Uint8Array(4))]))));
+    expect([uncompressed.status, uncompressed.message]).toEqual([413, 'image is 20000x20000; width and height may be at most 4096']);
+    const garbage = new Uint8Array(8).fill(0xff);
+    for (const syntax of [RLE, '1.2.840.10008.1.2.4.50']) {
+      const e = await refusal(decodeImage(part10(concatBytes([pixelModule(20000, 20000), encapsulatedPixelData([garbage])]), syntax)));
+      expect([e.status, e.code, e.message]).toEqual([413, 'image_too_large', uncompressed.message]);
+    }
+    // a good RLE frame under the caller's tighter limits: refused before it is decompressed
+    const [, rle] = twins(256, 256, new Uint8Array(256 * 256).fill(200));
+    const tight = await refusal(decodeImage(rle, 'application/dicom', { ...DEFAULT_LIMITS, maxPixels: 10_000 }));
+    expect([tight.status, tight.message]).toEqual([413, 'image is 256x256 = 65536 pixels; at most 10000']);
+  });
+});
+
 describe('refused DICOM', () => {
   it.each([
-    ['grey8-jpeg-baseline', '1.2.840.10008.1.2.4.50 (JPEG Baseline)'],
     ['grey8-deflated', '1.2.840.10008.1.2.1.99 (Deflated Explicit VR Little Endian)'],
     ['grey8-bigendian', '1.2.840.10008.1.2.2 (Explicit VR Big Endian)'],
   ])('%s -> 415 naming its transfer syntax and what to send', async (name, syntax) => {
     const e = await refusal(decodeImage(fixture(name), 'application/dicom'));
     expect([e.status, e.code]).toEqual([415, 'unsupported_image_type']);
     expect(e.message).toContain(syntax);
-    expect(e.message).toMatch(/send the file uncompressed/);
+    expect(e.message).toMatch(/send the file uncompressed, .* or in RLE Lossless or JPEG Baseline$/);
   });
+
+  it.each([
+    ['1.2.840.10008.1.2.4.57', 'JPEG Lossless'], ['1.2.840.10008.1.2.4.70', 'JPEG Lossless SV1'], ['1.2.840.10008.1.2.4.80', 'JPEG-LS Lossless'],
+    ['1.2.840.10008.1.2.4.90', 'JPEG 2000 Lossless'], ['1.2.840.10008.1.2.4.51', 'JPEG Extended'],
+  ])('the other compressions stay refused: %s (%s) -> 415', async (syntax, name) => {
+    const e = await refusal(decodeImage(part10(concatBytes([pixelModule(2, 3), encapsulatedPixelData([new Uint8Array(8)])]), syntax)));
+    expect([e.status, e.message]).toEqual([415, expect.stringContaining(`${syntax} (${name}) is not supported`)]);
+  });
+
 
   it('two frames -> 415', async () => {
     const e = await refusal(decodeImage(fixture('grey8-two-frames')));

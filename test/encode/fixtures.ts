@@ -1,7 +1,10 @@
 // Where the encoding tests find real data (../shared/data from the repository root, or
-// MEDHASH_DATA, as for worktrees that live elsewhere), the models, and a known brain MRI JPEG.
+// MEDHASH_DATA, as for worktrees that live elsewhere), the models, and a known brain MRI JPEG; the
+// DICOM fixtures, and the test side's own writer of compressed DICOM pixel data (an RLE encoder
+// and the encapsulation), independent of the decoder it tests.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { concatBytes } from '../../functions/util/bytes.ts';
 import { sharedDataRoot } from '../../scripts/data/shared-data.ts';
 
 export function dataDir(set: string): string {
@@ -44,4 +47,83 @@ export function mutateDicom(original: Uint8Array, rnd: (n: number) => number): U
     else bytes = bytes.subarray(0, 128 + rnd(bytes.length - 128));
   }
   return bytes;
+}
+
+/**
+ * PackBits as DICOM's RLE encodes a byte segment (PS3.5 G.3.1): each row on its own, a run of 3
+ * or more equal bytes replicated, the rest literal, at most 128 bytes a run.
+ */
+export function packBits(bytes: Uint8Array, rowLength: number): Uint8Array {
+  const out: number[] = [];
+  for (let row = 0; row < bytes.length; row += rowLength) {
+    const end = Math.min(row + rowLength, bytes.length);
+    const runAt = (i: number) => i + 2 < end && bytes[i] === bytes[i + 1] && bytes[i] === bytes[i + 2];
+    for (let i = row; i < end; ) {
+      if (runAt(i)) {
+        let run = 3;
+        while (i + run < end && run < 128 && bytes[i + run] === bytes[i]) run++;
+        out.push(257 - run, bytes[i]);
+        i += run;
+      } else {
+        const start = i;
+        while (i < end && i - start < 128 && !runAt(i)) i++;
+        out.push(i - start - 1, ...bytes.subarray(start, i));
+      }
+    }
+  }
+  return Uint8Array.from(out);
+}
+
+/**
+ * An RLE Lossless frame (PS3.5 G.2) of samples as an uncompressed file stores them (little
+ * endian, in planar configuration `planar`): the 64-byte header, then one segment per byte of each
+ * sample, the samples in order, each one's most significant byte first.
+ */
+export function rleFrame(raw: Uint8Array, o: { samples: number; bytes: number; columns: number; planar: number }): Uint8Array {
+  const n = raw.length / (o.samples * o.bytes);
+  const segments: Uint8Array[] = [];
+  for (let s = 0; s < o.samples; s++) {
+    for (let b = o.bytes - 1; b >= 0; b--) {
+      const plane = Uint8Array.from({ length: n }, (_, p) => raw[(o.planar ? s * n + p : p * o.samples + s) * o.bytes + b]);
+      segments.push(packBits(plane, o.columns));
+    }
+  }
+  const header = new DataView(new ArrayBuffer(64));
+  header.setUint32(0, segments.length, true);
+  for (let k = 0, at = 64; k < segments.length; at += segments[k].length, k++) header.setUint32(4 + 4 * k, at, true);
+  return concatBytes([new Uint8Array(header.buffer), ...segments]);
+}
+
+/** An item header (FFFE,xxxx), which has no VR in any transfer syntax. */
+function itemHeader(element: number, length: number): Uint8Array {
+  const h = new DataView(new ArrayBuffer(8));
+  h.setUint16(0, 0xfffe, true);
+  h.setUint16(2, element, true);
+  h.setUint32(4, length, true);
+  return new Uint8Array(h.buffer);
+}
+
+/**
+ * An encapsulated Pixel Data element (PS3.5 A.4), explicit VR: OB of undefined length, the Basic
+ * Offset Table item (`table`, empty by default), one item per fragment (padded to an even length),
+ * the Sequence Delimitation Item.
+ */
+export function encapsulatedPixelData(fragments: Uint8Array[], table: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const head = new Uint8Array([0xe0, 0x7f, 0x10, 0x00, 0x4f, 0x42, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+  const items = fragments.map((f) => (f.length % 2 ? concatBytes([f, new Uint8Array(1)]) : f)).flatMap((f) => [itemHeader(0xe000, f.length), f]);
+  return concatBytes([head, itemHeader(0xe000, table.length), table, ...items, itemHeader(0xe0dd, 0)]);
+}
+
+/** The fragments of a file's encapsulated Pixel Data (after its Basic Offset Table), read simply: for test inputs only. */
+export function dicomFragments(file: Uint8Array): Uint8Array[] {
+  const view = new DataView(file.buffer, file.byteOffset, file.length);
+  let at = Buffer.from(file).indexOf(Buffer.from([0xe0, 0x7f, 0x10, 0x00, 0x4f, 0x42, 0, 0, 0xff, 0xff, 0xff, 0xff])) + 12;
+  at += 8 + view.getUint32(at + 4, true);
+  const out: Uint8Array[] = [];
+  while (view.getUint16(at + 2, true) === 0xe000) {
+    const length = view.getUint32(at + 4, true);
+    out.push(file.subarray(at + 8, at + 8 + length));
+    at += 8 + length;
+  }
+  return out;
 }
