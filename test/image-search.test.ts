@@ -145,6 +145,17 @@ describe('search by image', () => {
     expect(fromDicom.body.path).toBe('backend');
     expect(fromDicom.body.code).toBe(fromJpeg.body.code);
     expect(fromDicom.body.results.map((r) => r.id)).toEqual(fromJpeg.body.results.map((r) => r.id));
+    // compressed the same: RLE Lossless (DCMTK's dcmcrle of that file) and JPEG Baseline (the JPEG itself, encapsulated)
+    for (const name of ['grey8-rle.dcm', 'grey8-jpeg-baseline.dcm']) {
+      const compressed = await searchImage(asFile('application/dicom', new Uint8Array(readFileSync(join(DICOM_FIXTURES, name)))));
+      expect(compressed.status, `${name}: ${JSON.stringify(compressed.body)}`).toBe(200);
+      expect(compressed.body.code, name).toBe(fromJpeg.body.code);
+      expect(compressed.body.results.map((r) => r.id), name).toEqual(fromJpeg.body.results.map((r) => r.id));
+    }
+    // a broken RLE frame is the decoder's 422, through the HTTP path
+    const broken = new Uint8Array(readFileSync(join(DICOM_FIXTURES, 'grey8-rle.dcm'))).slice(0, -100);
+    const corrupt = await searchImage(asFile('application/dicom', broken));
+    expect([corrupt.status, corrupt.body.error?.code, corrupt.body.error?.message]).toEqual([422, 'corrupt_image', expect.stringMatching(/^DICOM encapsulated pixel data is truncated/)]);
     // the CLI sends a .dcm file as application/dicom, to search with and to index (through the backend)
     const env = { MEDHASH_URL: url, MEDHASH_API_KEY: key, MEDHASH_BACKEND_URL: backendProc.url, MEDHASH_DATA_DIR: join(dir, 'cli-dicom') };
     const { stdout } = await cli(['search', '--collection', 'imgs', '--image', join(DICOM_FIXTURES, 'grey8-explicit.dcm'), '--json'], env);
@@ -155,9 +166,9 @@ describe('search by image', () => {
     await cli(['index', '--collection', 'dicoms', '--images', join(dir, 'dicom-folder')], env);
     // a file the backend cannot read stops the run, named by its path
     mkdirSync(join(dir, 'bad-dicom-folder', 'Hand'), { recursive: true });
-    copyFileSync(join(DICOM_FIXTURES, 'grey8-jpeg-baseline.dcm'), join(dir, 'bad-dicom-folder', 'Hand', 'compressed.dcm'));
+    copyFileSync(join(DICOM_FIXTURES, 'grey8-deflated.dcm'), join(dir, 'bad-dicom-folder', 'Hand', 'deflated.dcm'));
     const failed = await cli(['index', '--collection', 'dicoms', '--images', join(dir, 'bad-dicom-folder')], env).then(() => null, (e: { stderr: string }) => e);
-    expect(failed?.stderr).toMatch(/bad-dicom-folder\/Hand\/compressed\.dcm: DICOM transfer syntax 1\.2\.840\.10008\.1\.2\.4\.50 \(JPEG Baseline\)/);
+    expect(failed?.stderr).toMatch(/bad-dicom-folder\/Hand\/deflated\.dcm: DICOM transfer syntax 1\.2\.840\.10008\.1\.2\.1\.99 \(Deflated Explicit VR Little Endian\)/);
     const found = await searchImage(asFile('image/jpeg', jpegBytes), 'dicoms');
     expect(found.body.results.map((r) => [r.id, r.distance, r.metadata.label])).toEqual([['Hand/own.dcm', 0, 'Hand']]);
     // the item took its modality, body part and UIDs from the file, so the clinician's controls apply

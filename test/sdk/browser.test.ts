@@ -128,7 +128,7 @@ it('the /ui page encodes a MedNIST query in Chromium to onnxruntime-node\'s code
   await page.getByLabel('API key').fill(key);
   await page.getByRole('button', { name: 'Connect' }).click();
   await page.locator('#model-status', { hasText: 'ready' }).waitFor({ timeout: 90_000 });
-  await page.getByLabel('Image (PNG, JPEG or uncompressed DICOM), or drop it here').setInputFiles({ name: 'query.jpeg', mimeType: 'image/jpeg', buffer: Buffer.from(bytes) });
+  await page.getByLabel('Image (PNG, JPEG or DICOM), or drop it here').setInputFiles({ name: 'query.jpeg', mimeType: 'image/jpeg', buffer: Buffer.from(bytes) });
   await page.getByRole('button', { name: 'Search' }).click();
   await page.locator('#results li[data-id]').first().waitFor({ timeout: 60_000 });
 
@@ -165,7 +165,7 @@ it('an answer that arrives after another image was chosen is dropped, not shown 
   await page.getByRole('button', { name: 'Connect' }).click();
   await page.getByLabel('Collection').selectOption('mednist');
   await page.locator('#model-status', { hasText: `${card.model_id} ready` }).waitFor({ timeout: 90_000 });
-  const input = page.getByLabel('Image (PNG, JPEG or uncompressed DICOM), or drop it here');
+  const input = page.getByLabel('Image (PNG, JPEG or DICOM), or drop it here');
   await input.setInputFiles({ name: 'hand.jpeg', mimeType: 'image/jpeg', buffer: Buffer.from(hand) });
   await page.getByRole('button', { name: 'Search' }).click();
   await page.waitForFunction(() => document.querySelector('#go:disabled') !== null);
@@ -208,7 +208,7 @@ it('a model load that ends after another collection was chosen leaves the chosen
   await page.waitForTimeout(1000);
   expect(await page.locator('#model-status').textContent()).toContain(`${card.model_id} ready`);
   expect(await page.locator('#error').textContent()).toBe('');
-  await page.getByLabel('Image (PNG, JPEG or uncompressed DICOM), or drop it here').setInputFiles({ name: 'query.jpeg', mimeType: 'image/jpeg', buffer: Buffer.from(await tar.read(query.path)) });
+  await page.getByLabel('Image (PNG, JPEG or DICOM), or drop it here').setInputFiles({ name: 'query.jpeg', mimeType: 'image/jpeg', buffer: Buffer.from(await tar.read(query.path)) });
   await page.locator('#preview:not([hidden])').waitFor();
   expect(await page.getByRole('button', { name: 'Search' }).isEnabled()).toBe(true);
   await page.close();
@@ -216,7 +216,7 @@ it('a model load that ends after another collection was chosen leaves the chosen
   expect(removed.status).toBe(204);
 });
 
-it('a DICOM dropped on the page is previewed and encoded in the browser to the code of the JPEG it was made from; a compressed one is refused at once', async () => {
+it('a DICOM dropped on the page is previewed and encoded in the browser to the code of the JPEG it was made from, uncompressed or JPEG Baseline; a deflated one is refused at once', async () => {
   const mednist = await TarReader.open(join(dataDir(DICOM_SOURCES.grey.set), 'images.tar'));
   const jpeg = await mednist.read(DICOM_SOURCES.grey.member);
   await mednist.close();
@@ -232,11 +232,11 @@ it('a DICOM dropped on the page is previewed and encoded in the browser to the c
   await page.getByLabel('API key').fill(key);
   await page.getByRole('button', { name: 'Connect' }).click();
   await page.locator('#model-status', { hasText: 'ready' }).waitFor({ timeout: 90_000 });
-  const input = page.getByLabel('Image (PNG, JPEG or uncompressed DICOM), or drop it here');
+  const input = page.getByLabel('Image (PNG, JPEG or DICOM), or drop it here');
   const dicom = (name: string) => ({ name: `${name}.dcm`, mimeType: 'application/dicom', buffer: readFileSync(join(DICOM_FIXTURES, `${name}.dcm`)) });
 
-  await input.setInputFiles(dicom('grey8-jpeg-baseline'));
-  await page.locator('#error', { hasText: 'JPEG Baseline' }).waitFor();
+  await input.setInputFiles(dicom('grey8-deflated'));
+  await page.locator('#error', { hasText: 'Deflated Explicit VR Little Endian' }).waitFor();
   expect(await page.getByRole('button', { name: 'Search' }).isDisabled()).toBe(true);
 
   await input.setInputFiles(dicom('grey8-explicit'));
@@ -253,6 +253,14 @@ it('a DICOM dropped on the page is previewed and encoded in the browser to the c
   await page.waitForFunction((id) => document.querySelectorAll('#results li[data-id]').length > 0
     && !Array.from(document.querySelectorAll<HTMLElement>('#results li[data-id]')).some((li) => li.dataset.id === id), own.id);
   expect(await ids()).not.toContain(own.id);
+  expect(await page.locator('#error').textContent()).toBe('');
+
+  // the JPEG itself, encapsulated (JPEG Baseline): decoded in the browser by the page's JPEG codec
+  await input.setInputFiles(dicom('grey8-jpeg-baseline'));
+  await page.waitForFunction(() => !document.querySelector('#encoded')?.hasAttribute('data-code') && !(document.querySelector('#go') as HTMLButtonElement | null)?.disabled);
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.locator('#encoded[data-code]').waitFor({ timeout: 60_000 });
+  expect(await page.locator('#encoded').getAttribute('data-code')).toBe(expected);
   expect(await page.locator('#error').textContent()).toBe('');
   expect(problems).toEqual([]);
   await page.close();
@@ -335,7 +343,7 @@ it('refuses a photo in a brain MRI collection by the model\'s own OOD score, as 
   await page.getByRole('button', { name: 'Connect' }).click();
   await page.getByLabel('Collection').selectOption('brain');
   await page.locator('#model-status', { hasText: `${brain.card.model_id} ready` }).waitFor({ timeout: 90_000 });
-  await page.getByLabel('Image (PNG, JPEG or uncompressed DICOM), or drop it here').setInputFiles({ name: 'photo.png', mimeType: 'image/png', buffer: Buffer.from(photo) });
+  await page.getByLabel('Image (PNG, JPEG or DICOM), or drop it here').setInputFiles({ name: 'photo.png', mimeType: 'image/png', buffer: Buffer.from(photo) });
   await page.getByLabel('Results (k)').fill('5');
   let searches = 0;
   page.on('request', (r) => void (r.url().endsWith('/v1/collections/brain/search') && searches++));

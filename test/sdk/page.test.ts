@@ -17,7 +17,7 @@ import { png, scanlines } from '../encode/png-fixtures.ts';
 import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
 import { launchChromium } from '../../scripts/browser/chromium.ts';
 
-const IMAGE_LABEL = 'Image (PNG, JPEG or uncompressed DICOM), or drop it here';
+const IMAGE_LABEL = 'Image (PNG, JPEG or DICOM), or drop it here';
 /** Hang guard for a test that loads the model (download, wasm compile) on a loaded 2-core machine. */
 const MODEL_LOAD_MS = 150_000;
 
