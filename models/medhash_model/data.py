@@ -1,6 +1,6 @@
 """Data readers: the ../shared/data layout (images.tar + manifest.csv with md5 splits), plain
-class folders (ImageFolder convention, split by the same md5 rule; PNG, JPEG and uncompressed
-DICOM, IMAGE_EXT), the PneumoniaMNIST .npz and Fashion-MNIST IDX files. Everything goes through
+class folders (ImageFolder convention, split by the same md5 rule; PNG, JPEG and DICOM,
+IMAGE_EXT), the PneumoniaMNIST .npz and Fashion-MNIST IDX files. Everything goes through
 preprocess.py (a DICOM through dicom.py, the mirror of the service's decoder, first), and the
 preprocessed arrays are cached per (source, its files' sizes and mtimes, size, channels, the
 extensions read) so that training epochs do not decode JPEGs again."""
@@ -26,7 +26,7 @@ from .preprocess import PREPROCESS_VERSION, decode_rgb, preprocess_rgb
 SPLITS = ("train", "val", "db", "query")
 #: The one list of what a class folder's reader takes (any case); scripts/data/shared-data.ts's
 #: contentTypeOf is the TypeScript side's. A .dcm file is decoded by dicom.py as the service
-#: decodes it (uncompressed only: a compressed one stops the load, naming the file).
+#: decodes it (uncompressed, RLE Lossless or JPEG Baseline: another one stops the load, naming the file).
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".dcm")
 
 

@@ -1,8 +1,8 @@
 """The one image preprocessing of medhash (contract v1, docs/MODEL_CARD.md mirrors it and
 functions/encode/preprocess.ts implements it again for the service; a golden-file test pins both).
 
-decode (PNG or JPEG through PIL; uncompressed DICOM through dicom.py, the mirror of the service's
-decoder, to its 8-bit pixels) -> RGB uint8 -> (channels == 1: luma 0.299 R + 0.587 G + 0.114 B, in float) ->
+decode (PNG or JPEG through PIL; DICOM through dicom.py, the mirror of the service's decoder, to
+its 8-bit pixels) -> RGB uint8 -> (channels == 1: luma 0.299 R + 0.587 G + 0.114 B, in float) ->
 separable antialiased bilinear resize to size x size (triangle filter whose support widens by
 the downscale factor, pixel centres at i + 0.5, weights renormalised at the borders: PIL's
 BILINEAR rule) -> divide by 255 -> float32, channels first. No mean/std normalisation.
@@ -37,7 +37,7 @@ def resize_weights(n_in: int, n_out: int) -> np.ndarray:
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
-    """Bytes of a PNG, JPEG or uncompressed DICOM -> (H, W, 3) uint8. Alpha is dropped, grey is
+    """Bytes of a PNG, JPEG or DICOM -> (H, W, 3) uint8. Alpha is dropped, grey is
     replicated. Told apart by their bytes, in the service's order (PNG, JPEG, then DICOM); a DICOM
     the service refuses raises dicom.DicomError (a ValueError) with the service's message."""
     if dicom.sniffs_as_dicom(data):

@@ -53,7 +53,7 @@ const USAGE = `medhash <command> [options]
          [--label L] [--modality M] [--body-part B]   (each repeatable: any of the values)
          [--exclude-study-uid U] [--exclude-patient-ref P] [--allow-ood]
          [--exclude-own-study] [--content-weight W]    (--image only)
-        FILE: .png, .jpg/.jpeg or uncompressed DICOM (.dcm).
+        FILE: .png, .jpg/.jpeg or DICOM (.dcm: uncompressed, RLE Lossless or JPEG Baseline).
   collection create --name C --bits 16|32|64|128|256 [--descriptor-dims N] [--model-id M]
   collection list | get --name C | delete --name C
   collection erase (--name C | --all) (--patient-ref R | --study-uid U)
