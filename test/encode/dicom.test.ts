@@ -131,7 +131,7 @@ describe('DICOM decodes to the pixels it holds', () => {
 });
 
 describe('DICOM metadata for ingest', () => {
-  it.each(['grey8-explicit', 'grey8-implicit'])('%s gives modality, body part and the three UIDs, nothing else', (name) => {
+  it.each(['grey8-explicit', 'grey8-implicit', 'grey8-rle'])('%s gives modality, body part and the three UIDs, nothing else', (name) => {
     expect(dicomMetadata(fixture(name))).toEqual({
       modality: 'CR', body_part: 'HAND', study_uid: DICOM_STUDY_UID, series_uid: '1.2.826.0.1.3680043.10.1410.3.1', sop_uid: '1.2.826.0.1.3680043.10.1410.1.1',
     });
