@@ -131,6 +131,24 @@ export type Progress = (loaded: number, total: number | null, what: Download) =>
 
 let codecs: Promise<void> | null = null;
 
+/**
+ * The image decoders' WebAssembly (PNG, JPEG), downloaded and started once per page, from
+ * `assetBase` (default: the folder this module was loaded from). A model load waits for it; so
+ * must anything that decodes an image before one, such as a JPEG Baseline DICOM's preview. A
+ * failed download (a network blip) is forgotten, so the next call tries again rather than failing
+ * until the page is reloaded.
+ */
+export function loadImageCodecs(assetBase: string = new URL('./', import.meta.url).href): Promise<void> {
+  const at = (name: string) => new URL(name, withSlash(assetBase)).href;
+  codecs ??= Promise.all([compile(at(ASSETS.png)), compile(at(ASSETS.jpeg))])
+    .then(([png, jpeg]) => initImageCodecs({ png, jpeg }))
+    .catch((e: unknown) => {
+      codecs = null;
+      throw e;
+    });
+  return codecs;
+}
+
 /** onnxruntime-web's .wasm download, and the loads waiting on it, each told its progress. */
 let runtime: { ready: Promise<void>; listeners: Set<Progress> } | null = null;
 
@@ -216,15 +234,7 @@ export class MedhashClient {
     if (card.model_id !== modelId) throw new Error(`${modelId}: got the card of ${card.model_id}`);
     const onnx = await readAll(onnxRes, (loaded, total) => onProgress?.(loaded, total, 'model'));
     await checkOnnx(card, onnx);
-    // A failed download (a network blip) is forgotten, so the next model load tries again rather
-    // than failing until the page is reloaded.
-    codecs ??= Promise.all([compile(this.asset(ASSETS.png)), compile(this.asset(ASSETS.jpeg))])
-      .then(([png, jpeg]) => initImageCodecs({ png, jpeg }))
-      .catch((e: unknown) => {
-        codecs = null;
-        throw e;
-      });
-    await codecs;
+    await loadImageCodecs(this.assets);
     await loadRuntime(this.asset(ASSETS.ort), onProgress);
     return new BrowserEncoder(card, await loadWebEncoder(onnx, card, { softwareGpu: this.opts.softwareGpu }));
   }

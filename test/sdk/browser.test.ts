@@ -268,6 +268,20 @@ it('a DICOM dropped on the page is previewed and encoded in the browser to the c
   expect(removed.status).toBe(204);
 });
 
+it('a JPEG Baseline DICOM chosen before any key is entered is previewed: the page starts the JPEG codec itself', async () => {
+  const page = await browser.newPage();
+  const problems: string[] = [];
+  page.on('pageerror', (e) => problems.push(e.message));
+  await page.goto(`${base}/ui`);
+  await page.getByLabel('Image (PNG, JPEG or DICOM), or drop it here')
+    .setInputFiles({ name: 'scan.dcm', mimeType: 'application/dicom', buffer: readFileSync(join(DICOM_FIXTURES, 'grey8-jpeg-baseline.dcm')) });
+  await page.locator('#preview:not([hidden])').waitFor();
+  expect(await page.locator('#preview').evaluate((img) => [(img as HTMLImageElement).naturalWidth, (img as HTMLImageElement).naturalHeight])).toEqual([64, 64]);
+  expect(await page.locator('#error').textContent()).toBe('');
+  expect(problems).toEqual([]);
+  await page.close();
+});
+
 it('with modelsUrl the SDK takes the model from a static folder (a Worker has no /v1/models) and reports what search by image would', async () => {
   const bytes = await tar.read(query.path);
   const expected = encodingOf(card, await encoder.run(preprocess(await decodeImage(bytes), card.input), 1), 0);

@@ -4,7 +4,7 @@
 // ranked results, each with its explanation, and the OOD verdict.
 import { isDicom } from '../../encode/dicom.ts';
 import { checkImageBytes, decodeImage } from '../../encode/image.ts';
-import { MedhashApiError, MedhashClient, type CollectionSummary, type Download, type OodAssessment, type SearchAnswer } from '../index.ts';
+import { loadImageCodecs, MedhashApiError, MedhashClient, type CollectionSummary, type Download, type OodAssessment, type SearchAnswer } from '../index.ts';
 
 const $ = <T = HTMLElement>(id: string) => document.getElementById(id) as unknown as T;
 
@@ -145,6 +145,8 @@ select.addEventListener('change', () => void loadModel());
 async function previewBlob(f: File): Promise<Blob> {
   // isDicom looks at the 128-byte preamble and the "DICM" after it
   if (!isDicom(new Uint8Array(await f.slice(0, 132).arrayBuffer()))) return f;
+  // a JPEG Baseline DICOM's frame goes through the JPEG codec, which no model load may have started yet
+  await loadImageCodecs();
   const img = await decodeImage(new Uint8Array(await f.arrayBuffer()), 'application/dicom');
   const canvas = Object.assign(document.createElement('canvas'), { width: img.width, height: img.height });
   const ctx = canvas.getContext('2d')!;
