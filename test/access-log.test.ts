@@ -106,17 +106,17 @@ it('names the key of a 403 (a scope or collection it lacks, the admin API), as t
   expect([admin.res.status, admin.line]).toEqual([403, expect.objectContaining({ ...who, status: 403, route: '/v1/admin/tenants' })]);
 });
 
-it('an internal error is logged with the request id, under the route pattern', async () => {
+it('an internal error is logged on one line with the request id, under the route pattern', async () => {
   const manifest = node.backend.reader.manifest;
   node.backend.reader.manifest = async () => {
-    throw new Error('disk on fire');
+    throw new Error('disk on fire\n[forged] GET /v1/x: Error: \u2028ok');
   };
   const errors = vi.spyOn(console, 'error').mockImplementation(() => {});
   try {
     const { res, line } = await call('GET', '/v1/collections/chest/items/ACC-0042-PATIENT-X', { key: secret });
     expect(res.status).toBe(500);
     expect(line).toMatchObject({ status: 500, request_id: res.headers.get('x-request-id') });
-    expect(errors.mock.calls.map((args) => String(args[0]))).toEqual([`[${line.request_id}] GET /v1/collections/:collection/items/:id: Error: disk on fire`]);
+    expect(errors.mock.calls.map((args) => String(args[0]))).toEqual([`[${line.request_id}] GET /v1/collections/:collection/items/:id: Error: disk on fire\\u000a[forged] GET /v1/x: Error: \\u2028ok`]);
   } finally {
     errors.mockRestore();
     node.backend.reader.manifest = manifest;

@@ -31,7 +31,10 @@ export function onError(err: Error, c: Context): Response {
   }
   // Logged as the access log logs (the route's pattern: no ids from the path, no headers, no
   // body), with the request id that ties the line to it and to what the caller saw.
-  console.error(`[${c.get('requestId')}] ${c.req.method} ${routePath(c, -1)}: ${err.name}: ${err.message}`);
+  // One line whatever the message holds: a line break in it (from a DICOM string, a driver) would
+  // start what reads as another log line.
+  const message = err.message.replace(/[\u0000-\u001f\u007f\u2028\u2029]/g, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  console.error(`[${c.get('requestId')}] ${c.req.method} ${routePath(c, -1)}: ${err.name}: ${message}`);
   if (err instanceof ShardFormatError || err instanceof ManifestFormatError) {
     return errorResponse(c, new MedhashError(500, 'corrupt_index', 'the stored index failed verification; the operator has been told'));
   }
