@@ -183,3 +183,9 @@ describe('medhash search by code', () => {
     expect(plain.stdout).toMatch(/^no results/m);
   });
 });
+
+it('prints an error message with its control characters escaped: an escape sequence in a name is shown, not acted on', async () => {
+  const run = promisify(execFile)(process.execPath, [join(import.meta.dirname, '..', 'scripts', 'medhash.mjs'), '\u001b[2Jwipe\u0007']);
+  await expect(run).rejects.toMatchObject({ code: 2, stderr: expect.stringContaining('medhash: unknown command \\u001b[2Jwipe\\u0007\n') });
+  expect(((await run.catch((e: { stderr: string }) => e)) as { stderr: string }).stderr).not.toMatch(/[\u0000-\u0009\u000b-\u001f]/);
+});

@@ -375,9 +375,15 @@ async function main(argv: string[]) {
   await run(args);
 }
 
+/**
+ * A message as a terminal should show it: it may quote a file name, a DICOM string or the
+ * service's words, and a control character there (an escape sequence) would act, not show.
+ */
+const printable = (s: string): string => s.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`);
+
 main(process.argv.slice(2)).catch((e: unknown) => {
-  if (e instanceof UsageError) console.error(`medhash: ${e.message}\n\n${USAGE}`);
-  else if (e instanceof ApiError) console.error(`medhash: ${e.message}`);
-  else console.error(`medhash: ${e instanceof Error ? e.message : String(e)}`);
+  const message = printable(e instanceof Error ? e.message : String(e));
+  if (e instanceof UsageError) console.error(`medhash: ${message}\n\n${USAGE}`);
+  else console.error(`medhash: ${message}`);
   process.exitCode = e instanceof UsageError ? 2 : 1;
 });
