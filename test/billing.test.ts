@@ -3,7 +3,7 @@
 // database-enforced append-only audit log.
 import { DatabaseSync } from 'node:sqlite';
 import { describe, expect, it } from 'vitest';
-import { IDEMPOTENCY_TTL_MS, LedgerStore, PENDING_TTL_MS } from '../functions/billing/ledger.ts';
+import { IDEMPOTENCY_TTL_MS, LedgerStore, MAX_AUDIT_PAGE_BYTES, PENDING_TTL_MS } from '../functions/billing/ledger.ts';
 import { sqliteDb } from '../functions/store/sqlite.ts';
 
 const T = 'tn_test';
@@ -26,7 +26,7 @@ describe('billing ledger', () => {
     await store.finish(T, { charge: a.charge, ok: true, audit: actor });
     await store.finish(T, { charge: b.charge, ok: false, audit: { ...actor, action: 'items.ingest' } });
     expect(await store.usage(T, '2026-11-01', '2026-11-30')).toEqual([{ day: '2026-11-26', search: 1, encode: 0, ingest_item: 0, total: 1 }]);
-    expect((await store.audit(T, 10)).map((e) => e.action)).toEqual(['search']);
+    expect((await store.audit(T, 10)).events.map((e) => e.action)).toEqual(['search']);
   });
 
   it('the bucket refills at the plan rate, up to the burst', async () => {
@@ -123,7 +123,37 @@ describe('billing ledger', () => {
     await store.finish(T, { ok: true, audit: actor });
     expect(() => db.exec("UPDATE audit SET action = 'nothing'")).toThrow(/append-only/);
     expect(() => db.exec('DELETE FROM audit')).toThrow(/append-only/);
-    expect(await store.audit(T, 10)).toHaveLength(1);
+    expect((await store.audit(T, 10)).events).toHaveLength(1);
+  });
+
+  it('an audit page stops before its details pass MAX_AUDIT_PAGE_BYTES, and always holds one event', async () => {
+    const { store } = ledger();
+    // as an ingest of long ids records them: 0.3 MiB each, so three fit a page and a fourth does not
+    const ids = (e: number) => Array.from({ length: 1200 }, (_, i) => `${e}-${i}-`.padEnd(256, 'x'));
+    for (let e = 0; e < 5; e++) await store.append(T, { ...actor, action: 'items.ingest', detail: { ids: ids(e) } });
+    const first = await store.audit(T, 1000);
+    expect(first.events.map((e) => e.detail.ids)).toEqual([ids(4), ids(3), ids(2)]);
+    expect(JSON.stringify(first.events.map((e) => e.detail)).length).toBeLessThanOrEqual(MAX_AUDIT_PAGE_BYTES);
+    expect(first.next_before).toBe(first.events[2].seq);
+    const second = await store.audit(T, 1000, first.next_before!);
+    expect([second.events.map((e) => e.detail.ids), second.next_before]).toEqual([[ids(1), ids(0)], null]);
+    // an event over the budget on its own still makes a page (the API's batches bound its size)
+    await store.append(T, { ...actor, detail: { pad: 'x'.repeat(MAX_AUDIT_PAGE_BYTES + 1) } });
+    const alone = await store.audit(T, 1000);
+    expect(alone.events).toHaveLength(1);
+    expect(alone.next_before).toBe(alone.events[0].seq);
+  });
+
+  it('a key limited to collections pages through their events by the collection index, never a scan of the others', async () => {
+    const { store, db } = ledger();
+    for (let i = 0; i < 30; i++) await store.append(T, { ...actor, collection: ['a', 'b', 'c'][i % 3], detail: { i } });
+    const page = await store.audit(T, 5, undefined, ['c', 'a', 'c']);
+    expect(page.events.map((e) => [e.collection, e.detail.i])).toEqual([['c', 29], ['a', 27], ['c', 26], ['a', 24], ['c', 23]]);
+    const next = await store.audit(T, 100, page.next_before!, ['a', 'c']);
+    expect(next.events).toHaveLength(15);
+    expect(next.next_before).toBeNull();
+    const plan = db.prepare('EXPLAIN QUERY PLAN SELECT seq FROM audit WHERE tenant_id = ? AND collection = ? AND seq < ? ORDER BY seq DESC LIMIT ?').all(T, 'a', 10, 5);
+    expect(JSON.stringify(plan)).toMatch(/USING (COVERING )?INDEX audit_collection/);
   });
 
   it('rejects a charge of no units', async () => {

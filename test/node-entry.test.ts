@@ -262,7 +262,7 @@ it('closing `medhash serve` while a search by image of a client that hung up wai
   expect(lines).toEqual([]);
   const after = await createNodeBackend({ dataDir: data });
   try {
-    expect((await after.backend.ledger(tenant.id).audit(tenant.id, 10)).map((e) => e.action)).toContain('search');
+    expect((await after.backend.ledger(tenant.id).audit(tenant.id, 10)).events.map((e) => e.action)).toContain('search');
   } finally {
     after.close();
   }

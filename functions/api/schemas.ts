@@ -9,6 +9,7 @@ import { DICOM_UID, MAX_UID_LENGTH } from '../encode/dicom.ts';
 import { DEFAULT_CONTENT_WEIGHT } from '../search/rerank.ts';
 import { DEFAULT_LIMITS } from '../encode/image.ts';
 import { MAX_ERASE_ITEMS } from '../store/writer.ts';
+import { MAX_AUDIT_PAGE_BYTES } from '../billing/ledger.ts';
 
 export const MAX_BATCH_ITEMS = 1000;
 export const MAX_K = 1000;
@@ -421,7 +422,7 @@ export const UsageSchema = z
 
 export const AuditQuery = z.strictObject({
   limit: QueryNumber(z.number({ error: 'limit must be an integer' }).int('limit must be an integer').min(1, 'limit must be between 1 and 1000').max(1000, 'limit must be between 1 and 1000')).default(100)
-    .openapi({ param: { name: 'limit', in: 'query' } }),
+    .openapi({ param: { name: 'limit', in: 'query' }, description: `Events per page, 1-1000 (default 100). A page also stops before its events' details pass ${MAX_AUDIT_PAGE_BYTES / 2 ** 20} MiB (it always holds one event), so it may hold fewer while next_before is set.` }),
   before: QueryNumber(z.number({ error: 'before must be an integer' }).int('before must be an integer').min(1, 'before must be >= 1')).optional()
     .openapi({ param: { name: 'before', in: 'query' }, description: 'Continue below this seq (the previous page\'s next_before).' }),
 });
@@ -439,6 +440,6 @@ export const AuditSchema = z
         detail: z.record(z.string(), z.unknown()).openapi({ description: 'Ids and counts only: never codes, image bytes or metadata.' }),
       }),
     ).openapi({ description: 'Newest first.' }),
-    next_before: z.number().int().nullable().openapi({ description: 'Pass as `before` for the next page; null: no more.' }),
+    next_before: z.number().int().nullable().openapi({ description: 'Pass as `before` for the next page; null: no more. Set whenever the page ended at `limit` or at the byte bound, however many events it holds.' }),
   })
   .openapi('AuditLog');

@@ -88,6 +88,19 @@ export interface AuditEvent {
   detail: Record<string, unknown>;
 }
 
+/** One page of the audit log, newest first; `next_before`: the `before` of the next page, null when this one is the last. */
+export interface AuditPage {
+  events: AuditEvent[];
+  next_before: number | null;
+}
+
+/**
+ * The most bytes of event details one audit page holds (one event always fits: an ingest of
+ * 1000 long ids records ~260 KB). Without it a page of 1000 such events was ~250 MB, read into
+ * memory at once (a Durable Object has 128 MB).
+ */
+export const MAX_AUDIT_PAGE_BYTES = 1 << 20;
+
 export interface Finish {
   charge?: Charge;
   ok: boolean;
@@ -139,6 +152,8 @@ export function migrateLedger(db: SqlDb): void {
     seq INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL, at TEXT NOT NULL, key_id TEXT NOT NULL,
     action TEXT NOT NULL, collection TEXT, detail TEXT NOT NULL)`);
   db.exec('CREATE INDEX IF NOT EXISTS audit_tenant ON audit (tenant_id, seq)');
+  // A key limited to some collections pages through their events alone (LedgerStore.audit).
+  db.exec('CREATE INDEX IF NOT EXISTS audit_collection ON audit (tenant_id, collection, seq)');
   // Append-only is enforced by the database, not only by the absence of an API for it.
   db.exec(`CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END`);
@@ -288,17 +303,33 @@ export class LedgerStore {
   }
 
   /**
-   * Newest first; `before` is the seq to continue below (exclusive); with `collections` (a key
-   * limited to them), only the events of those collections.
+   * Newest first: at most `limit` events below seq `before` (exclusive), and no more than
+   * MAX_AUDIT_PAGE_BYTES of details; with `collections` (a key limited to them), only the events
+   * of those collections. Sizes are read first (octet_length reads a row's header, not its
+   * detail) and the details of the page alone after; a limited key's events come from the
+   * collection index, one ordered range per collection, never a scan of the others' events.
    */
-  async audit(tenantId: string, limit: number, before?: number, collections: string[] | null = null): Promise<AuditEvent[]> {
-    const names = collections === null ? null : JSON.stringify(collections);
-    const rows = this.db.all<{ seq: number; at: string; key_id: string; action: string; collection: string | null; detail: string }>(
-      `SELECT seq, at, key_id, action, collection, detail FROM audit WHERE tenant_id = ? AND seq < ?
-       AND (? IS NULL OR collection IN (SELECT value FROM json_each(?))) ORDER BY seq DESC LIMIT ?`,
-      tenantId, before ?? Number.MAX_SAFE_INTEGER, names, names, limit,
+  async audit(tenantId: string, limit: number, before?: number, collections: string[] | null = null): Promise<AuditPage> {
+    const below = before ?? Number.MAX_SAFE_INTEGER;
+    type Size = { seq: number; bytes: number };
+    const sizes = (filter: string, ...params: (string | number)[]) => this.db.all<Size>(
+      `SELECT seq, octet_length(detail) AS bytes FROM audit WHERE tenant_id = ? ${filter} AND seq < ? ORDER BY seq DESC LIMIT ?`,
+      tenantId, ...params, below, limit,
     );
-    return rows.map((r) => ({ seq: Number(r.seq), at: r.at, key_id: r.key_id, action: r.action, collection: r.collection, detail: JSON.parse(r.detail) }));
+    const newest = collections === null
+      ? sizes('')
+      : [...new Set(collections)].flatMap((name) => sizes('AND collection = ?', name)).sort((a, b) => b.seq - a.seq).slice(0, limit);
+    let n = 0;
+    for (let bytes = 0; n < newest.length && (n === 0 || bytes + newest[n].bytes <= MAX_AUDIT_PAGE_BYTES); n++) bytes += newest[n].bytes;
+    const page = newest.slice(0, n);
+    const rows = page.length === 0 ? [] : this.db.all<{ seq: number; at: string; key_id: string; action: string; collection: string | null; detail: string }>(
+      'SELECT seq, at, key_id, action, collection, detail FROM audit WHERE tenant_id = ? AND seq IN (SELECT value FROM json_each(?)) ORDER BY seq DESC',
+      tenantId, JSON.stringify(page.map((r) => r.seq)),
+    );
+    const events = rows.map((r) => ({ seq: Number(r.seq), at: r.at, key_id: r.key_id, action: r.action, collection: r.collection, detail: JSON.parse(r.detail) }));
+    // A page cut short by the bytes, or as long as asked for, may have more after it.
+    const more = n < newest.length || newest.length === limit;
+    return { events, next_before: more ? events[events.length - 1].seq : null };
   }
 
   private loadPlan(tenantId: string): Plan {

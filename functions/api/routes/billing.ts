@@ -73,9 +73,8 @@ export function billingRoutes(app: App, backend: Backend): void {
       const { key } = tenantOf(c);
       const { limit, before } = c.req.valid('query');
       // A key limited to some collections sees their events alone, never another collection's ids.
-      const events = await backend.ledger(key.tenant_id).audit(key.tenant_id, limit, before, key.collections);
-      const next = events.length === limit ? events[events.length - 1].seq : null;
-      return c.json({ version: 1 as const, events, next_before: next }, 200);
+      const page = await backend.ledger(key.tenant_id).audit(key.tenant_id, limit, before, key.collections);
+      return c.json({ version: 1 as const, ...page }, 200);
     },
   );
 
