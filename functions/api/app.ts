@@ -4,6 +4,7 @@ import { accessTable, guard, OPERATOR_SCHEME, TENANT_SCHEME } from '../auth/guar
 import { metering } from '../billing/meter.ts';
 import { REQUEST_ID_HEADER, requestLog } from './access-log.ts';
 import type { Backend } from './backend.ts';
+import { bodyLimits, routeBody } from './body.ts';
 import { DOCS_HEADERS, renderDocs } from './docs.ts';
 import { jsonMediaType, limitBody, notFoundRoute, onError, validationError } from './errors.ts';
 import { json } from './openapi.ts';
@@ -15,7 +16,7 @@ import { imageSearchRoutes } from './routes/image-search.ts';
 import { itemRoutes } from './routes/items.ts';
 import { modelRoutes } from './routes/models.ts';
 import { searchRoutes } from './routes/search.ts';
-import { MAX_BODY_BYTES } from './schemas.ts';
+import { DEFAULT_BODY_BYTES, JSON_BUDGET, MAX_BODY_BYTES } from './schemas.ts';
 
 const DOC_INFO = {
   openapi: '3.1.0',
@@ -23,7 +24,7 @@ const DOC_INFO = {
     title: 'medhash',
     version: '1',
     description: 'Medical image retrieval by hash code: tenants own collections of coded images; search returns the nearest items by Hamming distance. Every answer carries an X-Request-Id header: quote it when reporting a problem. ' +
-      "Every /v1 request is checked in one order: the body's declared size (413), the key (401), what the key may do (403: each operation's security states its scope), then the request's shape (415, 400 naming the field), then what it names (404), then metering (402, 429).",
+      "Every /v1 request is checked in one order: the body's declared size (413), the key (401), what the key may do (403: each operation's security states its scope), then the request's shape (413 over the route's body limit or JSON budget, 415, 400 naming the field), then what it names (404), then metering (402, 429).",
   },
 };
 
@@ -57,7 +58,10 @@ export function createApp(backend: Backend): OpenAPIHono {
   // is a mistake in the request like any other), and one with a key that may not use the route
   // gets its 403 whatever the request says. `access` is read from the routes' declared security
   // once they are all registered (below).
-  app.use('/v1/*', guard(backend, (route) => access.get(route)));
+  // Once the key passes, what the body may cost the route that reads it, before its validators
+  // parse it: the route's own limit (x-max-body-bytes in the document, or DEFAULT_BODY_BYTES) and
+  // a JSON body's shape (api/body.ts).
+  app.use('/v1/*', guard(backend, (route) => access.get(route), routeBody((route) => bodyBytes.get(route), JSON_BUDGET)));
 
   app.openapi(
     createRoute({
@@ -89,6 +93,7 @@ export function createApp(backend: Backend): OpenAPIHono {
   // What each /v1 route needs of the key, enforced by the guard above; a /v1 route that states
   // nothing the guard can enforce fails here, at start.
   const access = accessTable(app.openAPIRegistry.definitions);
+  const bodyBytes = bodyLimits(app.openAPIRegistry.definitions, DEFAULT_BODY_BYTES, MAX_BODY_BYTES);
   // Built once, on first use: the routes are fixed by then.
   let doc: Record<string, unknown> | undefined;
   const document = () => (doc ??= withRequestIdHeader(app.getOpenAPI31Document(DOC_INFO) as unknown as OpenApiDoc));

@@ -17,6 +17,18 @@ export const MAX_DESCRIPTOR_DIMS = 1024;
 export const MAX_ID_BYTES = 256;
 /** The largest body a /v1 route takes: an image at its limit (a batch of items fits under it). */
 export const MAX_BODY_BYTES = DEFAULT_LIMITS.maxBytes;
+/**
+ * The body limit of a route that states none (maxBody in api/body.ts): only an ingest batch and an
+ * image need more; the largest valid search body, every filter value at its length in \uXXXX
+ * escapes, is under 256 KiB.
+ */
+export const DEFAULT_BODY_BYTES = 1 << 20;
+/**
+ * What one JSON body may hold, checked before it is parsed: what the largest valid batch holds
+ * (3 objects and arrays per item: the item, its descriptor, its metadata; 1049 values per item
+ * with keys), with a little room. Every other route's valid bodies hold far less.
+ */
+export const JSON_BUDGET = { containers: 3 * MAX_BATCH_ITEMS + 2, values: MAX_BATCH_ITEMS * (MAX_DESCRIPTOR_DIMS + 32) };
 
 export const ErrorSchema = z
   .object({

@@ -11,7 +11,7 @@
 // states what is enforced. Once a request is authorised, the guard also refuses a malformed
 // Idempotency-Key (billing/meter.ts): any /v1 request may carry one, so its 400 is the same on
 // every route, after the 401/403 and before the route reads anything.
-import type { Context, MiddlewareHandler } from 'hono';
+import type { Context, MiddlewareHandler, Next } from 'hono';
 import { matchedRoutes } from 'hono/route';
 import type { Backend } from '../api/backend.ts';
 import { idempotencyKey } from '../billing/meter.ts';
@@ -102,30 +102,45 @@ function access(route: string, security: Security | undefined, whole: unknown): 
  * it: the key (401), its kind (403 operator_only / tenant_only), its scope (403 missing_scope),
  * for a route with a {collection} in its path the key's collection limit (403
  * collection_forbidden), for a `wholeTenant` route that it has none (403 collection_limited);
- * then the form of an Idempotency-Key (400 invalid_idempotency_key). The collection itself is
+ * then the form of an Idempotency-Key (400 invalid_idempotency_key), then `then` (the body's limits). The collection itself is
  * looked up here too (one round trip with the key) but only a route's handler answers 404 for it, after its validators: a malformed name is
  * a 400, not a missing collection. What needs the body (POST /v1/collections' limit on the
  * name it creates) is the route's to check, after its validators.
  */
-export function guard(backend: Backend, accessOf: (route: string) => Access | undefined): MiddlewareHandler {
+export function guard(backend: Backend, accessOf: (route: string) => Access | undefined, then: RouteCheck = (_c, _route, next) => next()): MiddlewareHandler {
   return async (c, next) => {
-    // What runs after the guard is registered after it: the routes (with their validators and
-    // middleware), never the app's own /v1/* middleware. Each needs a rule, a `*` pattern too
-    // (app.get('/v1/x/*'), app.all('/v1/*')): a filter on the pattern's shape served those unchecked.
-    const after = matchedRoutes(c).slice(c.req.routeIndex + 1);
+    const after = routesAfter(c);
     // No route has this method and path: the 404 says so with or without a key (the routes are public in /openapi.json).
     if (after.length === 0) return next();
     // A /v1 route outside the OpenAPI registry (app.get, app.all, hide: true) has none: a 500, never an open route.
-    const unlisted = after.find((r) => !accessOf(`${r.method} ${r.path}`));
-    if (unlisted) throw new Error(`${unlisted.method} ${unlisted.path} has no access rule: declare its security in createRoute`);
+    const unlisted = after.find((r) => !accessOf(r));
+    if (unlisted) throw new Error(`${unlisted} has no access rule: declare its security in createRoute`);
     // The first in registration order answers (Hono runs them in that order): its rule is the one that applies.
     const route = after[0];
-    const rule = accessOf(`${route.method} ${route.path}`)!;
+    const rule = accessOf(route)!;
     if (rule.operator) await requireOperator(c, backend);
-    else await requireTenant(c, backend, rule, pathParam(c, route.path, 'collection'));
+    else await requireTenant(c, backend, rule, pathParam(c, route.slice(route.indexOf(' ') + 1), 'collection'));
     idempotencyKey(c);
-    await next();
+    await then(c, route, next);
   };
+}
+
+/**
+ * What the guard runs once a request is authorised, before the route (`METHOD /path/:param`, the
+ * one that answers) reads anything: it may refuse the request, or go on with `next`. Part of the
+ * guard because whatever runs after the guard must be a route.
+ */
+export type RouteCheck = (c: Context, route: string, next: Next) => Promise<void>;
+
+/**
+ * The routes that match `c` after the running middleware (the guard), as `METHOD /path/:param`, in
+ * the order Hono runs them (the first answers). What runs after the guard is registered after it:
+ * the routes (with their validators and middleware), never the app's own /v1/* middleware. Each
+ * is listed, a `*` pattern too (app.get('/v1/x/*'), app.all('/v1/*')): a filter on the pattern's
+ * shape served those unchecked.
+ */
+function routesAfter(c: Context): string[] {
+  return matchedRoutes(c).slice(c.req.routeIndex + 1).map((r) => `${r.method} ${r.path}`);
 }
 
 /**

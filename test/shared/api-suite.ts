@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { createApp } from '../../functions/api/app.ts';
 import type { Backend } from '../../functions/api/backend.ts';
-import { MAX_BODY_BYTES } from '../../functions/api/schemas.ts';
+import { DEFAULT_BODY_BYTES, JSON_BUDGET, MAX_BODY_BYTES } from '../../functions/api/schemas.ts';
 import { billingSuite } from './billing-suite.ts';
 
 export interface ApiHarness {
@@ -1033,6 +1033,35 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         const many = await call('POST', `/v1/collections/${col}/search`, { key: all, body: { code: 'abcd', ...Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`f${i}`, 1])) } });
         expect([many.status, many.body.error.code, many.body.error.field]).toEqual([400, 'unknown_field', 'f0']);
         expect(many.body.error.message).toBe(`unknown fields ${Array.from({ length: 10 }, (_, i) => `"f${i}"`).join(', ')} and 4990 more`);
+      });
+
+      it('bounds what a body may cost its route before it is parsed: 1 MiB unless the route states more, and the objects, arrays and values of a JSON body', async () => {
+        const { all, col } = await world(64, 2);
+        const search = `/v1/collections/${col}/search`;
+        const itemsPath = `/v1/collections/${col}/items`;
+        const json = { 'content-type': 'application/json' };
+        const code = 'ab'.repeat(8);
+        // over the route's limit: a 413 naming it, after the key like every check of the request itself
+        const big = `{"code":"${code}","pad":"${'x'.repeat(DEFAULT_BODY_BYTES)}"}`;
+        expect((await call('POST', search, { raw: big, headers: json })).status).toBe(401);
+        const over = await call('POST', search, { key: all, raw: big, headers: json });
+        expect([over.status, over.body.error.code]).toEqual([413, 'body_too_large']);
+        expect(over.body.error.message).toMatch(new RegExp(`exceeds ${DEFAULT_BODY_BYTES} bytes, the most this route takes`));
+        // a batch may be larger (the route states its limit): 1000 items with 2 KiB source URIs, ~2.2 MB
+        const batch = { items: Array.from({ length: 1000 }, (_, i) => ({ id: `b${i}`, code, descriptor: [1, 2], metadata: { source_uri: 'u'.repeat(2048) } })) };
+        expect(JSON.stringify(batch).length).toBeGreaterThan(2 * DEFAULT_BODY_BYTES);
+        expect((await call('POST', itemsPath, { key: all, body: batch })).status).toBe(200);
+        // more objects and arrays, or more values, than the largest valid batch holds: refused unparsed
+        const nested = await call('POST', search, { key: all, raw: `{"code":"${code}","filter":[${Array(JSON_BUDGET.containers).fill('{}').join(',')}]}`, headers: json });
+        expect([nested.status, nested.body.error.code]).toEqual([413, 'json_too_complex']);
+        expect(nested.body.error.message).toMatch(new RegExp(`at most ${JSON_BUDGET.containers} objects and arrays and ${JSON_BUDGET.values} values .* holds more objects and arrays$`));
+        const values = await call('POST', itemsPath, { key: all, raw: `{"items":[{"id":"v","code":"${code}","descriptor":[${Array(JSON_BUDGET.values).fill(0).join(',')}]}]}`, headers: json });
+        expect([values.status, values.body.error.code, values.body.error.message]).toEqual([413, 'json_too_complex', expect.stringMatching(/holds more values$/)]);
+        // the document states every limit above the default
+        const doc = (await call('GET', '/openapi.json')).body;
+        expect(doc.paths['/v1/collections/{collection}/items'].post['x-max-body-bytes']).toBe(MAX_BODY_BYTES);
+        expect(doc.paths['/v1/collections/{collection}/search'].post['x-max-body-bytes']).toBeUndefined();
+        expect((await call('GET', `/v1/collections/${col}`, { key: all })).body.count).toBe(1000);
       });
 
       it('reads Content-Type as a media type (RFC 9110): any case, parameters and spaces around ";" ignored; another type is a 415', async () => {

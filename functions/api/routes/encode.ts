@@ -10,7 +10,8 @@ import { ImageEncodingSchema } from '../../backend/protocol.ts';
 import { MedhashError, badRequest } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
 import { errors, json, rateLimitHeaders, type App } from '../openapi.ts';
-import { IdempotencyHeaders } from '../schemas.ts';
+import { maxBody } from '../body.ts';
+import { IdempotencyHeaders, MAX_BODY_BYTES } from '../schemas.ts';
 import { imageBody, imageType } from './image-search.ts';
 
 const EncodeResult = z
@@ -24,7 +25,7 @@ const EncodeResult = z
 export function encodeRoutes(app: App, backend: Backend): void {
   app.openapi(
     createRoute({
-      method: 'post', path: '/v1/encode', tags: ['search'], security: tenantKey('search', 'ingest'),
+      method: 'post', path: '/v1/encode', tags: ['search'], security: tenantKey('search', 'ingest'), ...maxBody(MAX_BODY_BYTES),
       summary: 'Encode one image with the served model (scope: search or ingest; metered: 1 encode unit)',
       description: 'The body is the image file itself, Content-Type image/png, image/jpeg or application/dicom (uncompressed, RLE Lossless or JPEG Baseline; docs/ENCODING.md).',
       request: {

@@ -13,7 +13,8 @@ import type { Backend } from '../backend.ts';
 import { parseCode } from '../codes.ts';
 import { errors, json, oodRefusal, rateLimitHeaders, type App } from '../openapi.ts';
 import { DEFAULT_CONTENT_WEIGHT } from '../../search/rerank.ts';
-import { CollectionParams, ContentWeight, Exclusions, IdempotencyHeaders, MAX_K, QueryNumber, SearchFilter, SearchResult } from '../schemas.ts';
+import { maxBody } from '../body.ts';
+import { CollectionParams, ContentWeight, Exclusions, IdempotencyHeaders, MAX_BODY_BYTES, MAX_K, QueryNumber, SearchFilter, SearchResult } from '../schemas.ts';
 import { admitSearch, metadataFilter, requireDescriptors, searchCollection } from './search.ts';
 
 /** The OpenAPI request body of a route whose body is the image file itself. */
@@ -62,7 +63,7 @@ const ImageSearchResult = SearchResult.extend({
 export function imageSearchRoutes(app: App, backend: Backend): void {
   app.openapi(
     createRoute({
-      method: 'post', path: '/v1/collections/{collection}/search/image', tags: ['search'], security: tenantKey('search'),
+      method: 'post', path: '/v1/collections/{collection}/search/image', tags: ['search'], security: tenantKey('search'), ...maxBody(MAX_BODY_BYTES),
       summary: 'The k nearest items to an image (scope: search; metered: 1 unit)',
       description: 'The body is the image file itself, Content-Type image/png, image/jpeg or application/dicom (uncompressed, RLE Lossless or JPEG Baseline; docs/ENCODING.md). The collection\'s model_id must be the encoder\'s.',
       request: {

@@ -11,7 +11,8 @@ import { badRequest, MedhashError } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
 import { parseCode } from '../codes.ts';
 import { errors, json, jsonBody, rateLimitHeaders, type App } from '../openapi.ts';
-import { CollectionParams, EraseBody, EraseResultSchema, IdempotencyHeaders, IngestBody, IngestResult, ItemParams, ItemSchema } from '../schemas.ts';
+import { maxBody } from '../body.ts';
+import { CollectionParams, EraseBody, EraseResultSchema, IdempotencyHeaders, IngestBody, IngestResult, ItemParams, ItemSchema, MAX_BODY_BYTES } from '../schemas.ts';
 
 const tags = ['items'];
 
@@ -38,7 +39,7 @@ function batchOps(col: CollectionInfo, items: z.infer<typeof IngestBody>['items'
 export function itemRoutes(app: App, backend: Backend): void {
   app.openapi(
     createRoute({
-      method: 'post', path: '/v1/collections/{collection}/items', tags, security: tenantKey('ingest'),
+      method: 'post', path: '/v1/collections/{collection}/items', tags, security: tenantKey('ingest'), ...maxBody(MAX_BODY_BYTES),
       summary: 'Upsert a batch of items (scope: ingest; metered: 1 unit per item)',
       description:
         'Idempotent by item id: re-sending a batch changes nothing and gets the same answer. Ids must be unique within a batch. ' +
