@@ -2,7 +2,7 @@
 // answer whatever the shard layout (cap of 1, 7 or 10,000 items per shard), cache size or
 // insertion order.
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { DatabaseSync } from 'node:sqlite';
 import type { Bits, HammingKernel } from '../wasm/hamming.ts';
 import { compareIdBytes } from '../wasm/hamming.ts';
@@ -109,6 +109,69 @@ describe('search over shards', () => {
   });
 });
 
+describe('filters and exclusions', () => {
+  const arbFiltered = fc.record({
+    items: fc.uniqueArray(
+      fc.record({
+        id: fc.string({ unit: 'grapheme', minLength: 1, maxLength: 6 }),
+        code: fc.uint8Array({ minLength: 2, maxLength: 2, max: 3 }),
+        label: fc.option(fc.constantFrom('a', 'b', 'c'), { nil: undefined }),
+        modality: fc.option(fc.constantFrom('CT', 'MR'), { nil: undefined }),
+        patient_ref: fc.constantFrom('p1', 'p2', 'p3'),
+      }),
+      { selector: (r) => r.id, minLength: 1, maxLength: 150 },
+    ),
+    query: fc.uint8Array({ minLength: 2, maxLength: 2, max: 3 }),
+    k: fc.integer({ min: 1, max: 40 }),
+    radius: fc.option(fc.integer({ min: 0, max: 16 }), { nil: undefined }),
+    // values the collection does not hold ('z', 'US') included: they match nothing
+    label: fc.option(fc.uniqueArray(fc.constantFrom('a', 'b', 'z'), { minLength: 1, maxLength: 2 }), { nil: undefined }),
+    modality: fc.option(fc.uniqueArray(fc.constantFrom('CT', 'US'), { minLength: 1, maxLength: 2 }), { nil: undefined }),
+    exclude: fc.option(fc.constantFrom('p1', 'p2'), { nil: undefined }),
+  });
+
+  it('keep exactly the items an oracle keeps, whatever the shard layout and cache', async () => {
+    await fc.assert(
+      fc.asyncProperty(arbFiltered, async ({ items, query, k, radius, label, modality, exclude }) => {
+        const meta = (it: (typeof items)[number]) => JSON.stringify({ label: it.label, modality: it.modality, patient_ref: it.patient_ref });
+        const stored = items.map((it) => ({ id: it.id, code: it.code, metadata: meta(it) }));
+        const match = label || modality ? { ...(label && { label }), ...(modality && { modality }) } : undefined;
+        const q: SearchQuery = { code: query, k, radius, match, filter: exclude && ((m) => m.patient_ref !== exclude) };
+        const kept = items
+          .filter((it) => (!label || (label as string[]).includes(it.label!)) && (!modality || (modality as string[]).includes(it.modality!)))
+          .filter((it) => it.patient_ref !== exclude)
+          .map((it) => ({ id: it.id, distance: distance(it.code, query) }))
+          .filter((x) => radius === undefined || x.distance <= radius)
+          .sort((a, b) => a.distance - b.distance || compareIdBytes(a.id, b.id));
+        for (const search of [await index(stored, 16, 1), await index([...stored].reverse(), 16, 7, 1), await index(stored, 16, 10_000)]) {
+          const outcome = await search.query(q);
+          expect(outcome.hits.map((h) => ({ id: h.id, distance: h.distance }))).toEqual(kept.slice(0, k));
+          expect(outcome.truncated).toBe(radius !== undefined && kept.length > k);
+          if (match || exclude) expect(outcome.nearest).toBeNull();
+        }
+      }),
+      { numRuns: 40 },
+    );
+  });
+
+  it('match by the columns of each cached shard: no metadata is parsed again on later searches', async () => {
+    const items = Array.from({ length: 3000 }, (_, i) => ({ id: `i${String(i).padStart(4, '0')}`, code: new Uint8Array([i & 0xff, i >> 8]), metadata: JSON.stringify({ label: `L${i % 3}`, modality: 'CT' }) }));
+    const search = await index(items, 16, 1000);
+    const q = (label: string): SearchQuery => ({ code: new Uint8Array([0, 0]), k: 10, match: { label: [label] } });
+    expect((await search.query(q('L1'))).hits).toHaveLength(10);
+    const parse = vi.spyOn(JSON, 'parse');
+    try {
+      // a value no item holds: every shard is passed over at once
+      expect((await search.query(q('none'))).hits).toEqual([]);
+      const nearest = items.filter((_, i) => i % 3 === 2).sort((a, b) => distance(a.code, new Uint8Array(2)) - distance(b.code, new Uint8Array(2)) || compareIdBytes(a.id, b.id));
+      expect((await search.query(q('L2'))).hits.map((h) => h.id)).toEqual(nearest.slice(0, 10).map((it) => it.id));
+      expect(parse).not.toHaveBeenCalled();
+    } finally {
+      parse.mockRestore();
+    }
+  });
+});
+
 describe('content-guided re-ranking', () => {
   const DIMS = 8;
   const arbRanked = fc.record({
@@ -139,7 +202,7 @@ describe('content-guided re-ranking', () => {
           await index(stored, 16, 10_000, 1 << 24, DIMS),
           await index([...stored].sort((a, b) => (a.descriptor[0] - b.descriptor[0]) || compareIdBytes(b.id, a.id)), 16, 3, 1 << 10, DIMS),
         ];
-        const q: SearchQuery = { code: query, k, descriptor, contentWeight: weight, filter: label && ((m) => m.label === label) };
+        const q: SearchQuery = { code: query, k, descriptor, contentWeight: weight, match: label ? { label: [label] } : undefined };
         const lists = [];
         for (const l of layouts) lists.push((await l.query(q)).hits.map((h) => ({ id: h.id, distance: h.distance, similarity: h.similarity, score: h.score })));
         for (const list of lists.slice(1)) expect(list).toEqual(lists[0]);

@@ -2,16 +2,22 @@
 // kernel's deterministic merge, then content re-ranking (rerank.ts) of the merged pool. Rows in
 // a shard are sorted by id, so per-shard order (distance, row) is (distance, id): the pool is
 // the global top by (distance, id) whatever the shard layout, and so is the final list.
+// Filters by value read per-shard columns of the filterable fields, built once per cached shard:
+// a filter that keeps few rows (or none) would otherwise parse every row's metadata per query.
 import { mergeTopK, type HammingKernel, type MergeInput, type TableHandle } from '../../wasm/hamming.ts';
 import type { Shard } from '../shards/codec.ts';
 import type { Manifest } from '../shards/manifest.ts';
-import { parseMetadata, type ItemMetadata } from '../shards/metadata.ts';
+import { parseMetadata, type ItemMetadata, type MetadataField } from '../shards/metadata.ts';
 import type { CachedShard, CollectionReader } from '../store/reader.ts';
 import { rerank } from './rerank.ts';
 
 /** Candidates re-ranked per query: enough for content to pull in near, not just equal, codes. */
 export const POOL_FACTOR = 4;
 export const MIN_POOL = 100;
+
+/** Metadata fields a search keeps items by (docs/API.md, Search): few distinct values in a collection. */
+export const MATCH_FIELDS = ['label', 'modality', 'body_part'] as const satisfies readonly MetadataField[];
+export type MatchField = (typeof MATCH_FIELDS)[number];
 
 export interface SearchQuery {
   code: Uint8Array;
@@ -22,7 +28,12 @@ export interface SearchQuery {
   descriptor?: Int8Array;
   /** Weight of content similarity in the final score, in [0, 1]; 0 = content only breaks ties. */
   contentWeight?: number;
-  /** Items whose metadata fails it are skipped before ranking (they take no place in k). */
+  /**
+   * Keep only items whose field holds one of its values; fields combine with AND, and an item
+   * without the field does not match. Applied before ranking (they take no place in k).
+   */
+  match?: Partial<Record<MatchField, readonly string[]>>;
+  /** Items whose metadata fails it are skipped before ranking (the exclusions): tested row by row, nearest first. */
   filter?: (meta: ItemMetadata) => boolean;
 }
 
@@ -80,7 +91,7 @@ export async function searchManifest(
   return {
     hits: ranked.map((r) => ({ id: r.id, distance: r.distance, similarity: r.similarity, score: r.score, ...at[r.index] })),
     truncated: q.radius !== undefined && (found > q.k || perShard.some((c) => c.truncated)),
-    nearest: q.filter || q.radius !== undefined ? null : Uint16Array.from(merged, (h) => h.dist),
+    nearest: q.filter || q.match || q.radius !== undefined ? null : Uint16Array.from(merged, (h) => h.dist),
   };
 }
 
@@ -110,31 +121,107 @@ export async function kthNearestDistance(
 }
 
 /**
- * The first `pool` rows of one shard in (distance, row) order that pass the filter. A filter
- * may reject many of the nearest rows, so the scan widens until enough pass or none are left.
+ * The first `pool` rows of one shard in (distance, row) order that pass the match and the filter.
+ * The match narrows the shard to its rows first (from its columns); the filter may reject many of
+ * the nearest rows, so the scan widens until enough pass or none are left.
  */
 function candidates(kernel: HammingKernel, entry: CachedShard, q: SearchQuery, pool: number): Candidates {
   const { shard } = entry;
-  const filter = q.filter;
-  if (!filter) return scan(kernel, entry, q.code, pool, q.radius);
-  // One passing row beyond the pool tells whether the radius holds more than the pool.
-  const target = pool + 1;
-  for (let want = target; ; want = Math.min(2 * want, shard.count)) {
-    const c = scan(kernel, entry, q.code, want, q.radius);
-    const keep: number[] = [];
-    for (let i = 0; i < c.rows.length && keep.length < target; i++) {
-      if (filter(parseMetadata(shard.metadataJson(c.rows[i])))) keep.push(i);
+  const subset = q.match ? matchingRows(shard, q.match) : null;
+  if (subset?.length === 0) return { shard, rows: new Uint32Array(0), dists: new Uint16Array(0), truncated: false };
+  // A table of the matching rows' codes for this call only; its rows are ascending, so its
+  // (distance, row) order is the shard's.
+  const table = subset && kernel.loadTable(gatherCodes(shard, subset), shard.bits);
+  try {
+    const scanRows = (want: number): Candidates => {
+      if (!table) return scan(kernel, entry, q.code, want, q.radius);
+      const c = run(kernel, table, shard, q.code, want, q.radius);
+      return { ...c, rows: c.rows.map((r) => subset![r]) };
+    };
+    const filter = q.filter;
+    if (!filter) return scanRows(pool);
+    const rowCount = subset?.length ?? shard.count;
+    // One passing row beyond the pool tells whether the radius holds more than the pool.
+    const target = pool + 1;
+    for (let want = target; ; want = Math.min(2 * want, rowCount)) {
+      const c = scanRows(want);
+      const keep: number[] = [];
+      for (let i = 0; i < c.rows.length && keep.length < target; i++) {
+        if (filter(parseMetadata(shard.metadataJson(c.rows[i])))) keep.push(i);
+      }
+      if (keep.length >= target || c.rows.length < want || want >= rowCount) {
+        const rows = keep.slice(0, pool);
+        return {
+          shard,
+          rows: Uint32Array.from(rows, (i) => c.rows[i]),
+          dists: Uint16Array.from(rows, (i) => c.dists[i]),
+          truncated: keep.length > pool,
+        };
+      }
     }
-    if (keep.length >= target || c.rows.length < want || want >= shard.count) {
-      const rows = keep.slice(0, pool);
-      return {
-        shard,
-        rows: Uint32Array.from(rows, (i) => c.rows[i]),
-        dists: Uint16Array.from(rows, (i) => c.dists[i]),
-        truncated: keep.length > pool,
-      };
+  } finally {
+    if (table) kernel.freeTable(table);
+  }
+}
+
+/** Each match field of one shard: every row's value as an index into the field's distinct values (0: none). */
+type Columns = Record<MatchField, { ids: Map<string, number>; rows: Uint32Array }>;
+
+// Built on a shard's first search with a match, kept while the decoded shard lives (it is
+// released with its reader cache entry); about 12 bytes a row beside a blob of ~100 or more.
+const columns = new WeakMap<Shard, Columns>();
+
+function columnsOf(shard: Shard): Columns {
+  let cols = columns.get(shard);
+  if (cols) return cols;
+  cols = Object.fromEntries(MATCH_FIELDS.map((f) => [f, { ids: new Map<string, number>(), rows: new Uint32Array(shard.count) }])) as Columns;
+  for (let row = 0; row < shard.count; row++) {
+    const meta = parseMetadata(shard.metadataJson(row));
+    for (const f of MATCH_FIELDS) {
+      const value = meta[f];
+      if (value === undefined) continue;
+      const { ids, rows } = cols[f];
+      let id = ids.get(value);
+      if (id === undefined) ids.set(value, (id = ids.size + 1));
+      rows[row] = id;
     }
   }
+  columns.set(shard, cols);
+  return cols;
+}
+
+/** The rows of `shard` that `match` keeps, ascending; null when it keeps every row. */
+function matchingRows(shard: Shard, match: NonNullable<SearchQuery['match']>): Uint32Array | null {
+  const cols = columnsOf(shard);
+  const tests: { rows: Uint32Array; wanted: Uint8Array }[] = [];
+  for (const f of MATCH_FIELDS) {
+    const values = match[f];
+    if (values === undefined) continue;
+    const { ids, rows } = cols[f];
+    const wanted = new Uint8Array(ids.size + 1);
+    let any = false;
+    for (const v of values) {
+      const id = ids.get(v);
+      if (id === undefined) continue;
+      wanted[id] = 1;
+      any = true;
+    }
+    if (!any) return new Uint32Array(0);
+    tests.push({ rows, wanted });
+  }
+  const out = new Uint32Array(shard.count);
+  let n = 0;
+  for (let row = 0; row < shard.count; row++) {
+    if (tests.every((t) => t.wanted[t.rows[row]] === 1)) out[n++] = row;
+  }
+  return n === shard.count ? null : out.subarray(0, n);
+}
+
+function gatherCodes(shard: Shard, rows: Uint32Array): Uint8Array {
+  const width = shard.bits / 8;
+  const out = new Uint8Array(rows.length * width);
+  rows.forEach((row, i) => out.set(shard.code(row), i * width));
+  return out;
 }
 
 // Wasm tables of cached shards; the reader's eviction calls `release`, which frees the table.
@@ -142,15 +229,11 @@ const tables = new WeakMap<CachedShard, TableHandle>();
 
 function scan(kernel: HammingKernel, entry: CachedShard, code: Uint8Array, k: number, radius?: number): Candidates {
   const { shard } = entry;
-  const run = (table: TableHandle): Candidates =>
-    radius === undefined
-      ? { shard, ...kernel.topK(table, code, k), truncated: false }
-      : { shard, ...kernel.radius(table, code, radius, k) };
   if (!entry.cached) {
     // Evicted while this query waited for it: a table for this call only.
     const table = kernel.loadTable(shard.codes, shard.bits);
     try {
-      return run(table);
+      return run(kernel, table, shard, code, k, radius);
     } finally {
       kernel.freeTable(table);
     }
@@ -162,5 +245,12 @@ function scan(kernel: HammingKernel, entry: CachedShard, code: Uint8Array, k: nu
     entry.release = () => kernel.freeTable(t);
     table = t;
   }
-  return run(table);
+  return run(kernel, table, shard, code, k, radius);
+}
+
+/** The nearest `k` rows of `table` (within `radius`, if given), in (distance, row) order. */
+function run(kernel: HammingKernel, table: TableHandle, shard: Shard, code: Uint8Array, k: number, radius?: number): Candidates {
+  return radius === undefined
+    ? { shard, ...kernel.topK(table, code, k), truncated: false }
+    : { shard, ...kernel.radius(table, code, radius, k) };
 }

@@ -98,7 +98,7 @@ export function imageSearchRoutes(app: App, backend: Backend): void {
         throw new MedhashError(409, 'model_mismatch', `collection ${JSON.stringify(col.name)} records no model_id, so its codes cannot be compared with an image's; search it by code`);
       }
       if (!backend.images) throw new MedhashError(503, 'encoder_unavailable', 'search by image is not configured on this server (no model: see docs/INFERENCE.md)');
-      const filter = metadataFilter({ filter: { label, modality, body_part }, ...exclusions });
+      const controls = metadataFilter({ filter: { label, modality, body_part }, ...exclusions });
       await admitSearch(c, col, radius);
       const enc = await backend.images.encodeImage(bytes, type);
       if (enc.model_id !== col.model_id) {
@@ -115,7 +115,7 @@ export function imageSearchRoutes(app: App, backend: Backend): void {
       if (contentWeight !== undefined && !descriptor) {
         throw new MedhashError(409, 'model_mismatch', `collection ${JSON.stringify(col.name)} stores ${col.descriptor_dims}-value descriptors, the model gives ${desc.length}: content_weight cannot apply (leave it out, or index the collection with this model's descriptors)`);
       }
-      const q = { code, k, radius, descriptor, contentWeight: contentWeight ?? DEFAULT_CONTENT_WEIGHT, filter };
+      const q = { code, k, radius, descriptor, contentWeight: contentWeight ?? DEFAULT_CONTENT_WEIGHT, ...controls };
       const answer = await searchCollection(c, backend, col, q, { allowOod, allowOodVia: 'query', modelOod });
       return c.json({
         path: enc.path,

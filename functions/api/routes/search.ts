@@ -8,7 +8,7 @@ import { audit, meter } from '../../billing/meter.ts';
 import type { CollectionInfo } from '../../control/store.ts';
 import { assess, enforce, type AllowOodVia, type ModelOod } from '../../safety/gate.ts';
 import { DEFAULT_CONTENT_WEIGHT } from '../../search/rerank.ts';
-import { kthFromPool, kthNearestDistance, searchManifest, type SearchQuery } from '../../search/search.ts';
+import { kthFromPool, kthNearestDistance, MATCH_FIELDS, searchManifest, type SearchQuery } from '../../search/search.ts';
 import { parseMetadata, type ItemMetadata } from '../../shards/metadata.ts';
 import { badRequest } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
@@ -35,7 +35,7 @@ export function searchQuery(col: CollectionInfo, body: Body): SearchQuery {
     // an empty descriptor (a collection without descriptors) re-ranks nothing: similarity stays null
     descriptor: body.descriptor?.length ? Int8Array.from(body.descriptor) : undefined,
     contentWeight: body.content_weight ?? DEFAULT_CONTENT_WEIGHT,
-    filter: metadataFilter(body),
+    ...metadataFilter(body),
   };
 }
 
@@ -53,18 +53,19 @@ export interface MetadataControls {
   exclude_patient_ref?: string;
 }
 
-export function metadataFilter(body: MetadataControls): ((m: ItemMetadata) => boolean) | undefined {
-  const tests: ((m: ItemMetadata) => boolean)[] = [];
-  for (const field of ['label', 'modality', 'body_part'] as const) {
+/** The controls as a search takes them: the filter's fields as values to match, the exclusions as a test of each candidate. */
+export function metadataFilter(body: MetadataControls): Pick<SearchQuery, 'match' | 'filter'> {
+  const match: NonNullable<SearchQuery['match']> = {};
+  for (const field of MATCH_FIELDS) {
     const want = body.filter?.[field];
-    if (want === undefined) continue;
-    const allowed = new Set(typeof want === 'string' ? [want] : want);
-    tests.push((m) => m[field] !== undefined && allowed.has(m[field]));
+    if (want !== undefined) match[field] = typeof want === 'string' ? [want] : want;
   }
   const study = body.exclude_study_uid, patient = body.exclude_patient_ref;
-  if (study !== undefined) tests.push((m) => m.study_uid !== study);
-  if (patient !== undefined) tests.push((m) => m.patient_ref !== patient);
-  return tests.length === 0 ? undefined : (m) => tests.every((t) => t(m));
+  const excluded = study !== undefined || patient !== undefined;
+  return {
+    match: Object.keys(match).length > 0 ? match : undefined,
+    filter: excluded ? (m: ItemMetadata) => (study === undefined || m.study_uid !== study) && (patient === undefined || m.patient_ref !== patient) : undefined,
+  };
 }
 
 export function searchRoutes(app: App, backend: Backend): void {
