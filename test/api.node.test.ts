@@ -8,6 +8,7 @@ import { accessTable, operatorKey, tenantKey, wholeTenant, type Security } from 
 import { createNodeBackend, type NodeBackend } from '../functions/entries/node.ts';
 import type { ImageEncoderApi } from '../functions/inference/remote.ts';
 import { DEFAULT_WRITER_LIMITS } from '../functions/store/writer.ts';
+import { MAX_COLLECTIONS } from '../functions/control/store.ts';
 import { MedhashError } from '../functions/util/errors.ts';
 import { apiSuite, type ApiHarness } from './shared/api-suite.ts';
 import { TEST_OPERATOR_KEY, TEST_SHARD_MAX_ITEMS } from './shared/constants.ts';
@@ -186,4 +187,28 @@ it('the /v1 guard fails closed: a route that states no security it can enforce f
   const res = await app.request('/v1/unlisted');
   expect(res.status).toBe(500);
   expect(await res.text()).not.toContain('open');
+});
+
+it(`a tenant holds at most ${MAX_COLLECTIONS} collections: one more is a 409 naming the limit, until one is deleted`, async () => {
+  const other = await createNodeBackend({ dataDir: join(dir, 'collection-limit'), operatorKey: TEST_OPERATOR_KEY });
+  try {
+    const { call, secret } = await tenantOn(other);
+    const tenantId = ((await call('GET', '/v1/admin/tenants', TEST_OPERATOR_KEY)).body as { tenants: { id: string }[] }).tenants[0].id;
+    for (let i = 1; i < MAX_COLLECTIONS; i++) await other.backend.control.createCollection(tenantId, { name: `c${i}`, bits: 64, descriptor_dims: 0 });
+    expect((await call('POST', '/v1/collections', secret, { name: 'last', bits: 64 })).status).toBe(201);
+    const error = async (name: string) => {
+      const r = await call('POST', '/v1/collections', secret, { name, bits: 64 });
+      return { status: r.status, ...(r.body as { error: { code: string; message: string } }).error };
+    };
+    const over = await error('one-more');
+    expect([over.status, over.code]).toEqual([409, 'too_many_collections']);
+    expect(over.message).toMatch(new RegExp(`at most ${MAX_COLLECTIONS} collections`));
+    // a taken name is still that conflict, not this one
+    expect((await error('last')).code).toBe('collection_exists');
+    expect(((await call('GET', '/v1/collections', secret)).body as { collections: unknown[] }).collections).toHaveLength(MAX_COLLECTIONS);
+    expect((await call('DELETE', '/v1/collections/c1', secret)).status).toBe(204);
+    expect((await call('POST', '/v1/collections', secret, { name: 'one-more', bits: 64 })).status).toBe(201);
+  } finally {
+    other.close();
+  }
 });

@@ -7,6 +7,13 @@ import type { SqlDb } from '../store/sql.ts';
 import { conflict, MedhashError, notFound, quote } from '../util/errors.ts';
 import { randomId } from '../util/bytes.ts';
 
+/**
+ * Collections one tenant may hold. Listing them is one answer without pages, and every tenant's
+ * registry shares one store (on Workers one Durable Object, which also checks every key): a tenant
+ * creating collections without end would grow both for everyone.
+ */
+export const MAX_COLLECTIONS = 1000;
+
 export interface Tenant {
   id: string;
   name: string;
@@ -180,12 +187,21 @@ export class ControlStore {
       model_id: spec.model_id ?? null,
       created_at: now(),
     };
-    const { changes } = this.db.run(
-      `INSERT INTO collections (${COLLECTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, name) DO NOTHING`,
-      c.id, c.tenant_id, c.name, c.bits, c.descriptor_dims, c.model_id, c.created_at,
-    );
-    if (changes === 0) throw conflict('collection_exists', `collection ${JSON.stringify(spec.name)} already exists`);
-    return c;
+    // One transaction: two creations at once cannot both take the last place.
+    return this.db.transaction(() => {
+      if (this.db.all('SELECT 1 FROM collections WHERE tenant_id = ? AND name = ?', tenantId, spec.name).length > 0) {
+        throw conflict('collection_exists', `collection ${JSON.stringify(spec.name)} already exists`);
+      }
+      const [{ n }] = this.db.all<{ n: number }>('SELECT count(*) AS n FROM collections WHERE tenant_id = ?', tenantId);
+      if (n >= MAX_COLLECTIONS) {
+        throw conflict('too_many_collections', `a tenant holds at most ${MAX_COLLECTIONS} collections and this one holds ${n}: delete one first`);
+      }
+      this.db.run(
+        `INSERT INTO collections (${COLLECTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+        c.id, c.tenant_id, c.name, c.bits, c.descriptor_dims, c.model_id, c.created_at,
+      );
+      return c;
+    });
   }
 
   /** Collections of the tenant, restricted to `names` when the key is limited. */

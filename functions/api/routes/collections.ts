@@ -3,7 +3,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { allowCollection, pathCollection, tenantKey, tenantOf } from '../../auth/guard.ts';
 import { audit } from '../../billing/meter.ts';
-import type { CollectionInfo } from '../../control/store.ts';
+import { MAX_COLLECTIONS, type CollectionInfo } from '../../control/store.ts';
 import type { Manifest } from '../../shards/manifest.ts';
 import type { Backend } from '../backend.ts';
 import { errors, json, jsonBody, type App } from '../openapi.ts';
@@ -32,6 +32,7 @@ export function collectionRoutes(app: App, backend: Backend): void {
   app.openapi(
     createRoute({
       method: 'post', path: '/v1/collections', tags, security: tenantKey('admin'), summary: 'Create a collection (scope: admin)',
+      description: `409 collection_exists for a name the tenant already has; 409 too_many_collections when the tenant holds ${MAX_COLLECTIONS} collections, the most it may (delete one first).`,
       request: { body: jsonBody(CreateCollectionBody) },
       responses: { 201: json(CollectionSchema, 'The empty collection.'), ...errors(400, 401, 403, 409, 413, 415) },
     }),
