@@ -63,6 +63,22 @@ describe('shard codec', () => {
     }
   });
 
+  it('finds the rows whose metadata holds some bytes, each once, as a search of every row would', () => {
+    const text = new TextEncoder();
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(fc.record({ id: fc.string({ minLength: 1, maxLength: 4 }), metadata: fc.stringMatching(/^[ab"é]{0,12}$/) }), { selector: (r) => r.id, maxLength: 40 }),
+        fc.stringMatching(/^[ab"é]{1,3}$/),
+        (rows, needle) => {
+          const shard = Shard.decode(encodeShard(rows.map((r) => ({ ...r, code: new Uint8Array(2), descriptor: new Int8Array(0) })), 16, 0));
+          const expected = shard.ids.map((_, row) => row).filter((row) => shard.metadataJson(row).includes(needle));
+          expect(shard.rowsWithMetadata(text.encode(needle))).toEqual(expected);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
   it('is deterministic: input order does not change the bytes', () => {
     fc.assert(
       fc.property(arbRecords(64, 0), (records) => {

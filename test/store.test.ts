@@ -316,6 +316,20 @@ describe('collection writer', () => {
     expect(await w.erase('patient_ref', 'p-1')).toMatchObject({ ids: [], remaining: 0, changed: 0 });
   });
 
+  it('an erasure finds its items in shards read from KV as in the records it wrote last, escapes in the value included', async () => {
+    const tricky = 'p"1\\é';
+    const item = (id: string, meta: Record<string, string>): WriteOp => ({ op: 'put', record: { ...rec(id, 1), metadata: JSON.stringify(meta) } });
+    const ops = ids(600).map((id, i) => item(id, i % 7 === 0 ? { patient_ref: tricky } : i % 7 === 1 ? { label: tricky, patient_ref: 'x' } : { patient_ref: `${tricky}2` }));
+    const wanted = ids(600).filter((_, i) => i % 7 === 0);
+    await writer({ maxShardItems: 64 }).apply(ops);
+    // a new writer holds no records: every shard is searched as stored
+    expect((await writer({ maxShardItems: 64 }).erase('patient_ref', tricky)).ids).toEqual(wanted);
+    freshStores();
+    const w = writer({ maxShardItems: 10_000 });
+    await w.apply(ops); // one shard, whose records this writer keeps
+    expect((await w.erase('patient_ref', tricky)).ids).toEqual(wanted);
+  });
+
   it('an erasure whose manifest publish fails is still an answer with its ids, not a retryable error', async () => {
     const w = writer();
     const patient = (id: string): WriteOp => ({ op: 'put', record: { ...rec(id, 1), metadata: JSON.stringify({ patient_ref: 'p-9' }) } });

@@ -140,6 +140,26 @@ export class Shard {
     return strictUtf8.decode(this.metaBytes.subarray(a, b));
   }
 
+  /**
+   * Rows whose metadata JSON holds `needle` (UTF-8 bytes), ascending: a search of the metadata
+   * section's bytes, with no row decoded, for a caller that confirms each hit.
+   */
+  rowsWithMetadata(needle: Uint8Array): number[] {
+    const bytes = this.metaBytes;
+    const rows: number[] = [];
+    if (needle.length === 0) return rows;
+    let row = 0;
+    for (let at = bytes.indexOf(needle[0]); at >= 0 && at + needle.length <= bytes.length; at = bytes.indexOf(needle[0], at + 1)) {
+      let j = 1;
+      while (j < needle.length && bytes[at + j] === needle[j]) j++;
+      if (j < needle.length) continue;
+      while (this.metaOffsets.getUint32(4 * row + 4, true) <= at) row++;
+      // within one row's record, and each row once
+      if (at + needle.length <= this.metaOffsets.getUint32(4 * row + 4, true) && rows[rows.length - 1] !== row) rows.push(row);
+    }
+    return rows;
+  }
+
   record(row: number): ShardRecord {
     return { id: this.ids[row], code: this.code(row), descriptor: this.descriptor(row), metadata: this.metadataJson(row) };
   }

@@ -136,14 +136,21 @@ export class CollectionWriter {
   erase(field: ErasableField, value: string): Promise<EraseResult> {
     return this.mutex.run(async () => {
       const head = await this.current();
-      // Stored metadata is JSON.stringify's output, so a match holds the value verbatim: a cheap
-      // test first, the parse only for the few records that pass it.
-      const needle = JSON.stringify(value);
+      // Stored metadata is JSON.stringify's output, so a match holds `"field":"value"` verbatim: a
+      // search of each shard's metadata bytes first, with no record built (the whole collection
+      // is read), the parse only for the few rows that hold it.
+      const needle = `${JSON.stringify(field)}:${JSON.stringify(value)}`;
+      const needleBytes = new TextEncoder().encode(needle);
+      const holds = (metadata: string) => (JSON.parse(metadata) as Record<string, unknown>)[field] === value;
       const matches: string[] = [];
       for (const entry of head.manifest.shards) {
-        for (const r of await this.records(entry)) {
-          if (r.metadata.includes(needle) && (JSON.parse(r.metadata) as Record<string, unknown>)[field] === value) matches.push(r.id);
+        const recent = this.recent.get(entry.key);
+        if (recent) {
+          for (const r of recent) if (r.metadata.includes(needle) && holds(r.metadata)) matches.push(r.id);
+          continue;
         }
+        const shard = await this.shard(entry);
+        for (const row of shard.rowsWithMetadata(needleBytes)) if (holds(shard.metadataJson(row))) matches.push(shard.ids[row]);
       }
       const ids = matches.slice(0, MAX_ERASE_ITEMS);
       const remaining = matches.length - ids.length;
@@ -439,10 +446,14 @@ export class CollectionWriter {
   private async records(entry: ManifestShard): Promise<ShardRecord[]> {
     const recent = this.recent.get(entry.key);
     if (recent) return recent;
+    const shard = await this.shard(entry);
+    return shard.ids.map((_, row) => shard.record(row));
+  }
+
+  private async shard(entry: ManifestShard): Promise<Shard> {
     const blob = await this.kv.get(entry.key);
     if (!blob) throw new Error(`live shard ${entry.key} is missing from KV`);
-    const shard = Shard.decode(blob);
-    return shard.ids.map((_, row) => shard.record(row));
+    return Shard.decode(blob);
   }
 
   /**
