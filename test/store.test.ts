@@ -12,7 +12,7 @@ import type { KV } from '../functions/store/kv.ts';
 import { CollectionReader } from '../functions/store/reader.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../functions/store/sqlite.ts';
 import type { SqlDb } from '../functions/store/sql.ts';
-import { CollectionWriter, DEFAULT_WRITER_LIMITS, MAX_ERASE_ITEMS, type CollectionSpec, type WriteOp, type WriterLimits } from '../functions/store/writer.ts';
+import { CollectionWriter, DEFAULT_WRITER_LIMITS, MAX_ERASE_ITEMS, MAX_RECENT_SHARDS, type CollectionSpec, type WriteOp, type WriterLimits } from '../functions/store/writer.ts';
 import { MedhashError } from '../functions/util/errors.ts';
 import { seededRandom } from './shared/random.ts';
 import type { DatabaseSync } from 'node:sqlite';
@@ -34,12 +34,15 @@ class TestKV implements KV {
   failDelete = false;
   jitterMs = 0;
   puts = 0;
+  /** Shard blobs read. */
+  shardGets = 0;
   constructor(readonly inner: KV) {}
   private async jitter() {
     if (this.jitterMs) await sleep(Math.random() * this.jitterMs);
   }
   async get(key: string) {
     await this.jitter();
+    if (key.includes('/s/')) this.shardGets++;
     return this.inner.get(key);
   }
   async put(key: string, value: Uint8Array | string) {
@@ -300,6 +303,21 @@ describe('collection writer', () => {
     expect(retry).toMatchObject({ generation: 2, changed: 0 });
     expect((await published())!.generation).toBe(2);
     expect((await snapshot()).has('b')).toBe(true);
+  });
+
+  it(`keeps the records of the shards it wrote last only when they are few (${MAX_RECENT_SHARDS}): a tail shard, not a spread batch's collection`, async () => {
+    const w = writer({ maxShardItems: 16 });
+    await w.apply(ids(100).map((id, i) => put(id, i)));
+    // appending after the last id rewrites the tail shard, held from the previous append
+    await w.apply([put('id-0100', 1)]);
+    kv.shardGets = 0;
+    await w.apply([put('id-0101', 2)]);
+    expect(kv.shardGets).toBe(0);
+    // a batch spread over every shard rewrites them all, and is not held: the next change reads its shard
+    await w.apply(ids(100).filter((_, i) => i % 8 === 0).map((id) => put(id, 999)));
+    kv.shardGets = 0;
+    await w.apply([put('id-0102', 3)]);
+    expect(kv.shardGets).toBe(1);
   });
 
   it('erases at most MAX_ERASE_ITEMS matching items per call, in id order, and says how many remain', async () => {

@@ -78,6 +78,9 @@ export interface WriterHooks {
 
 const MAINTENANCE_RETRY_MS = 1000;
 
+/** The most shards whose records a writer keeps from its last change: a tail shard, and the one it split off. */
+export const MAX_RECENT_SHARDS = 2;
+
 const isPublishFailure = (e: unknown): e is MedhashError => e instanceof MedhashError && e.code === 'publish_failed';
 
 /** A change's own publish failed after its commit: the change holds, readers see it shortly. */
@@ -109,8 +112,10 @@ async function settleAll(calls: Promise<void>[]): Promise<void> {
 export class CollectionWriter {
   private readonly mutex = new Mutex();
   private readonly now: () => number;
-  // Records of the shards this writer wrote last: sequential ingest rewrites the same tail
-  // shard batch after batch, and this spares re-reading (and re-verifying) it from KV.
+  // Records of the shards this writer wrote last, when few: sequential ingest rewrites the same
+  // tail shard batch after batch, and this spares re-reading (and re-verifying) it from KV. A
+  // change that rewrote more (ids spread over the collection) keeps none: held until the next
+  // write, they would pin most of the collection in memory.
   private recent = new Map<string, ShardRecord[]>();
 
   constructor(
@@ -256,7 +261,7 @@ export class CollectionWriter {
     head.pending = [];
     head.garbage = [...head.garbage.filter((g) => !live.has(g.key)), ...dropped.map((key) => ({ key, since: now }))];
     head.rev = this.heads.save(head);
-    this.recent = new Map([...blobs].map(([key, b]) => [key, b.records]));
+    this.recent = blobs.size <= MAX_RECENT_SHARDS ? new Map([...blobs].map(([key, b]) => [key, b.records])) : new Map();
     // 4. Swap the manifest readers see, then collect what has outlived its grace. The apply
     // has succeeded at the commit: if another process took the head over meanwhile, its own
     // recover() finishes both steps, and this request must not report a conflict.
