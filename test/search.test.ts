@@ -8,7 +8,7 @@ import type { Bits, HammingKernel } from '../wasm/hamming.ts';
 import { compareIdBytes } from '../wasm/hamming.ts';
 import { loadHammingKernel } from '../wasm/load-node.ts';
 import { pearson } from '../functions/search/rerank.ts';
-import { kthFromPool, searchManifest, type SearchQuery } from '../functions/search/search.ts';
+import { BROAD_SHARE, kthFromPool, searchManifest, type SearchQuery } from '../functions/search/search.ts';
 import { parseMetadata } from '../functions/shards/metadata.ts';
 import { migrateHeads, sqlHeadStore } from '../functions/store/head.ts';
 import { CollectionReader } from '../functions/store/reader.ts';
@@ -115,7 +115,8 @@ describe('filters and exclusions', () => {
       fc.record({
         id: fc.string({ unit: 'grapheme', minLength: 1, maxLength: 6 }),
         code: fc.uint8Array({ minLength: 2, maxLength: 2, max: 3 }),
-        label: fc.option(fc.constantFrom('a', 'b', 'c'), { nil: undefined }),
+        // 'r' is rare: a match of it is narrow (rows gathered), of the others broad (tested along the scan)
+        label: fc.option(fc.oneof({ arbitrary: fc.constantFrom('a', 'b', 'c'), weight: 30 }, { arbitrary: fc.constant('r'), weight: 1 }), { nil: undefined }),
         modality: fc.option(fc.constantFrom('CT', 'MR'), { nil: undefined }),
         patient_ref: fc.constantFrom('p1', 'p2', 'p3'),
       }),
@@ -125,7 +126,7 @@ describe('filters and exclusions', () => {
     k: fc.integer({ min: 1, max: 40 }),
     radius: fc.option(fc.integer({ min: 0, max: 16 }), { nil: undefined }),
     // values the collection does not hold ('z', 'US') included: they match nothing
-    label: fc.option(fc.uniqueArray(fc.constantFrom('a', 'b', 'z'), { minLength: 1, maxLength: 2 }), { nil: undefined }),
+    label: fc.option(fc.uniqueArray(fc.constantFrom('a', 'b', 'r', 'z'), { minLength: 1, maxLength: 2 }), { nil: undefined }),
     modality: fc.option(fc.uniqueArray(fc.constantFrom('CT', 'US'), { minLength: 1, maxLength: 2 }), { nil: undefined }),
     exclude: fc.option(fc.constantFrom('p1', 'p2'), { nil: undefined }),
   });
@@ -154,8 +155,11 @@ describe('filters and exclusions', () => {
     );
   });
 
-  it('match by the columns of each cached shard: no metadata is parsed again on later searches', async () => {
-    const items = Array.from({ length: 3000 }, (_, i) => ({ id: `i${String(i).padStart(4, '0')}`, code: new Uint8Array([i & 0xff, i >> 8]), metadata: JSON.stringify({ label: `L${i % 3}`, modality: 'CT' }) }));
+  it('match by the columns of each cached shard, broad or narrow: no metadata is parsed again on later searches', async () => {
+    // 'R' (1 % of the items) is narrower than BROAD_SHARE, L0-L2 broader
+    const label = (i: number) => (i % 100 === 7 ? 'R' : `L${i % 3}`);
+    expect(1 / 100).toBeLessThan(BROAD_SHARE);
+    const items = Array.from({ length: 3000 }, (_, i) => ({ id: `i${String(i).padStart(4, '0')}`, code: new Uint8Array([i & 0xff, i >> 8]), metadata: JSON.stringify({ label: label(i), modality: 'CT' }) }));
     const search = await index(items, 16, 1000);
     const q = (label: string): SearchQuery => ({ code: new Uint8Array([0, 0]), k: 10, match: { label: [label] } });
     expect((await search.query(q('L1'))).hits).toHaveLength(10);
@@ -163,8 +167,10 @@ describe('filters and exclusions', () => {
     try {
       // a value no item holds: every shard is passed over at once
       expect((await search.query(q('none'))).hits).toEqual([]);
-      const nearest = items.filter((_, i) => i % 3 === 2).sort((a, b) => distance(a.code, new Uint8Array(2)) - distance(b.code, new Uint8Array(2)) || compareIdBytes(a.id, b.id));
-      expect((await search.query(q('L2'))).hits.map((h) => h.id)).toEqual(nearest.slice(0, 10).map((it) => it.id));
+      for (const wanted of ['L2', 'R']) {
+        const nearest = items.filter((_, i) => label(i) === wanted).sort((a, b) => distance(a.code, new Uint8Array(2)) - distance(b.code, new Uint8Array(2)) || compareIdBytes(a.id, b.id));
+        expect((await search.query(q(wanted))).hits.map((h) => h.id)).toEqual(nearest.slice(0, 10).map((it) => it.id));
+      }
       expect(parse).not.toHaveBeenCalled();
     } finally {
       parse.mockRestore();

@@ -122,13 +122,15 @@ export async function kthNearestDistance(
 
 /**
  * The first `pool` rows of one shard in (distance, row) order that pass the match and the filter.
- * The match narrows the shard to its rows first (from its columns); the filter may reject many of
- * the nearest rows, so the scan widens until enough pass or none are left.
+ * A narrow match gathers the shard's matching rows first (from its columns) and scans only them; a
+ * broad one, like the filter, is tested along the scan, which widens until enough rows pass or
+ * none are left.
  */
 function candidates(kernel: HammingKernel, entry: CachedShard, q: SearchQuery, pool: number): Candidates {
   const { shard } = entry;
-  const subset = q.match ? matchingRows(shard, q.match) : null;
-  if (subset?.length === 0) return { shard, rows: new Uint32Array(0), dists: new Uint16Array(0), truncated: false };
+  const narrow: Narrowing = q.match ? narrowing(shard, q.match) : { rows: 'all' };
+  if (narrow.rows === 'none') return { shard, rows: new Uint32Array(0), dists: new Uint16Array(0), truncated: false };
+  const subset = narrow.rows === 'subset' ? narrow.subset : null;
   // A table of the matching rows' codes for this call only; its rows are ascending, so its
   // (distance, row) order is the shard's.
   const table = subset && kernel.loadTable(gatherCodes(shard, subset), shard.bits);
@@ -138,8 +140,10 @@ function candidates(kernel: HammingKernel, entry: CachedShard, q: SearchQuery, p
       const c = run(kernel, table, shard, q.code, want, q.radius);
       return { ...c, rows: c.rows.map((r) => subset![r]) };
     };
+    const test = narrow.rows === 'test' ? narrow.test : undefined;
     const filter = q.filter;
-    if (!filter) return scanRows(pool);
+    if (!test && !filter) return scanRows(pool);
+    const passes = (row: number) => (!test || test(row)) && (!filter || filter(parseMetadata(shard.metadataJson(row))));
     const rowCount = subset?.length ?? shard.count;
     // One passing row beyond the pool tells whether the radius holds more than the pool.
     const target = pool + 1;
@@ -147,7 +151,7 @@ function candidates(kernel: HammingKernel, entry: CachedShard, q: SearchQuery, p
       const c = scanRows(want);
       const keep: number[] = [];
       for (let i = 0; i < c.rows.length && keep.length < target; i++) {
-        if (filter(parseMetadata(shard.metadataJson(c.rows[i])))) keep.push(i);
+        if (passes(c.rows[i])) keep.push(i);
       }
       if (keep.length >= target || c.rows.length < want || want >= rowCount) {
         const rows = keep.slice(0, pool);
@@ -164,8 +168,11 @@ function candidates(kernel: HammingKernel, entry: CachedShard, q: SearchQuery, p
   }
 }
 
-/** Each match field of one shard: every row's value as an index into the field's distinct values (0: none). */
-type Columns = Record<MatchField, { ids: Map<string, number>; rows: Uint32Array }>;
+/**
+ * Each match field of one shard: every row's value as an index into the field's distinct values
+ * (0: none), and how many rows hold each.
+ */
+type Columns = Record<MatchField, { ids: Map<string, number>; rows: Uint32Array; counts: number[] }>;
 
 // Built on a shard's first search with a match, kept while the decoded shard lives (it is
 // released with its reader cache entry); about 12 bytes a row beside a blob of ~100 or more.
@@ -174,47 +181,67 @@ const columns = new WeakMap<Shard, Columns>();
 function columnsOf(shard: Shard): Columns {
   let cols = columns.get(shard);
   if (cols) return cols;
-  cols = Object.fromEntries(MATCH_FIELDS.map((f) => [f, { ids: new Map<string, number>(), rows: new Uint32Array(shard.count) }])) as Columns;
+  cols = Object.fromEntries(MATCH_FIELDS.map((f) => [f, { ids: new Map<string, number>(), rows: new Uint32Array(shard.count), counts: [0] }])) as Columns;
   for (let row = 0; row < shard.count; row++) {
     const meta = parseMetadata(shard.metadataJson(row));
     for (const f of MATCH_FIELDS) {
       const value = meta[f];
       if (value === undefined) continue;
-      const { ids, rows } = cols[f];
-      let id = ids.get(value);
-      if (id === undefined) ids.set(value, (id = ids.size + 1));
-      rows[row] = id;
+      const col = cols[f];
+      let id = col.ids.get(value);
+      if (id === undefined) {
+        col.ids.set(value, (id = col.ids.size + 1));
+        col.counts.push(0);
+      }
+      col.rows[row] = id;
+      col.counts[id]++;
     }
   }
   columns.set(shard, cols);
   return cols;
 }
 
-/** The rows of `shard` that `match` keeps, ascending; null when it keeps every row. */
-function matchingRows(shard: Shard, match: NonNullable<SearchQuery['match']>): Uint32Array | null {
+/**
+ * A match that keeps at least this share of a shard's rows is tested along the scan: the nearest
+ * rows mostly pass, and gathering its rows would copy much of the shard on every query. A
+ * narrower one is gathered, so that the scan never widens far past its rows.
+ */
+export const BROAD_SHARE = 1 / 16;
+
+/** What a match leaves of one shard: no row, every row, rows to test along the scan, or the rows themselves (ascending). */
+type Narrowing = { rows: 'none' } | { rows: 'all' } | { rows: 'test'; test: (row: number) => boolean } | { rows: 'subset'; subset: Uint32Array };
+
+function narrowing(shard: Shard, match: NonNullable<SearchQuery['match']>): Narrowing {
   const cols = columnsOf(shard);
   const tests: { rows: Uint32Array; wanted: Uint8Array }[] = [];
+  let share = 1; // the rarest field's
   for (const f of MATCH_FIELDS) {
     const values = match[f];
     if (values === undefined) continue;
-    const { ids, rows } = cols[f];
+    const { ids, rows, counts } = cols[f];
     const wanted = new Uint8Array(ids.size + 1);
-    let any = false;
-    for (const v of values) {
+    let held = 0;
+    for (const v of new Set(values)) {
       const id = ids.get(v);
       if (id === undefined) continue;
       wanted[id] = 1;
-      any = true;
+      held += counts[id];
     }
-    if (!any) return new Uint32Array(0);
+    if (held === 0) return { rows: 'none' };
+    if (held === shard.count) continue;
+    share = Math.min(share, held / shard.count);
     tests.push({ rows, wanted });
   }
+  if (tests.length === 0) return { rows: 'all' };
+  const test = (row: number) => tests.every((t) => t.wanted[t.rows[row]] === 1);
+  // One field's share is its count; fields together may keep far fewer rows than the rarest alone
+  // (even none), so their share is counted.
+  if (tests.length === 1 && share >= BROAD_SHARE) return { rows: 'test', test };
   const out = new Uint32Array(shard.count);
   let n = 0;
-  for (let row = 0; row < shard.count; row++) {
-    if (tests.every((t) => t.wanted[t.rows[row]] === 1)) out[n++] = row;
-  }
-  return n === shard.count ? null : out.subarray(0, n);
+  for (let row = 0; row < shard.count; row++) if (test(row)) out[n++] = row;
+  if (n === 0) return { rows: 'none' };
+  return n >= BROAD_SHARE * shard.count ? { rows: 'test', test } : { rows: 'subset', subset: out.subarray(0, n) };
 }
 
 function gatherCodes(shard: Shard, rows: Uint32Array): Uint8Array {
