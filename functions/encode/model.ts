@@ -1,7 +1,8 @@
 // Running an exported model (docs/MODEL_CARD.md, "ONNX graph"): one Encoder interface over
 // onnxruntime-node (CUDA when asked and present, else CPU) and onnxruntime-web (WebGPU where
-// `navigator.gpu` exists, else single-threaded wasm), plus the two ways a continuous hash `u`
-// leaves the service: the packed sign code and the int8 re-ranking descriptor.
+// `navigator.gpu` exists, else single-threaded wasm, which also takes over from a WebGPU session
+// that fails a run), plus the two ways a continuous hash `u` leaves the service: the packed sign
+// code and the int8 re-ranking descriptor.
 import type { ModelCard } from './card.ts';
 import { acceptSharedMemoryUploads } from './webgpu-deno.ts';
 
@@ -23,7 +24,11 @@ export interface EncodeOutputs {
 
 export interface Encoder {
   readonly card: ModelCard;
-  /** Which runtime and execution provider actually runs the model, e.g. 'onnxruntime-node/cpu'. */
+  /**
+   * Which runtime and execution provider actually runs the model, e.g. 'onnxruntime-node/cpu'.
+   * Read it after a run: onnxruntime-web/webgpu turns into onnxruntime-web/wasm when a run fails
+   * on the GPU (loadWebEncoder).
+   */
   readonly runtime: string;
   /** `x` is an (n, C, S, S) batch as preprocess() makes it. */
   run(x: Float32Array, n: number): Promise<EncodeOutputs>;
@@ -41,21 +46,79 @@ interface OrtSession {
 }
 type TensorCtor = new (type: 'float32', data: Float32Array, dims: number[]) => OrtTensor;
 
-function makeEncoder(card: ModelCard, runtime: string, session: OrtSession, Tensor: TensorCtor): Encoder {
+/** A session and the name of the runtime and execution provider it runs on. */
+interface Runner {
+  runtime: string;
+  session: OrtSession;
+}
+
+/**
+ * onnxruntime-web runs one session run at a time, all sessions together: its WebGPU build suspends
+ * a run while the GPU works, and a second run started meanwhile deadlocked Chromium's page or
+ * failed ("Session already started"). Its encoders' runs queue here.
+ */
+let ortWebTurn: Promise<unknown> = Promise.resolve();
+function inOrtWebTurn<T>(f: () => Promise<T>): Promise<T> {
+  const p = ortWebTurn.then(f);
+  ortWebTurn = p.catch(() => undefined);
+  return p;
+}
+
+interface WebOptions {
+  /**
+   * Settles when the GPU device is lost. onnxruntime-web's runs on it then never settle (the
+   * read-back's rejection does not reach its wasm), so a run waits on this too.
+   */
+  lost?: Promise<unknown>;
+  /** Loaded, once, when a run fails: it reruns that batch and takes all later ones. */
+  fallback?: () => Promise<Runner>;
+}
+
+/** With `web`, runs take onnxruntime-web's turn and, given a fallback, recover on it. */
+function makeEncoder(card: ModelCard, first: Runner, Tensor: TensorCtor, web?: WebOptions): Encoder {
   const { channels, size, name } = card.input;
   const per = channels * size * size;
   const f32 = (t: OrtTensor | undefined, key: string): Float32Array => {
     if (!t || !(t.data instanceof Float32Array)) throw new Error(`model ${card.name}: output ${key} is missing or not float32`);
     return t.data;
   };
+  type Feeds = Record<string, OrtTensor>;
+  let current = first;
+  let switched: Promise<Runner> | null = null;
+  const lost = web?.lost?.then((info) => Promise.reject(new Error(`GPU device lost (${(info as { message?: string }).message ?? 'no reason given'})`)));
+  lost?.catch(() => undefined); // answered by the runs that wait on it
+  const onFirst = (feeds: Feeds) => (lost ? Promise.race([first.session.run(feeds), lost]) : first.session.run(feeds));
+  const recover = async (cause: unknown, feeds: Feeds, load: () => Promise<Runner>) => {
+    switched ??= (async () => {
+      console.warn(`model ${card.name}: a run on ${first.runtime} failed (${String(cause)}); loading the fallback`);
+      // released first, so the two never hold the model's memory together; whatever a lost
+      // device makes release throw does not matter any more
+      await first.session.release().catch(() => undefined);
+      return (current = await load());
+    })();
+    const { session } = await switched;
+    // Twice: a run left hanging on a lost device keeps onnxruntime-web's one turn (above), which
+    // the next run frees by failing with "Session already started".
+    return session.run(feeds).catch(() => session.run(feeds));
+  };
+  const infer = (feeds: Feeds) => {
+    if (!web) return first.session.run(feeds);
+    const { fallback } = web;
+    return inOrtWebTurn(async () => {
+      if (switched) return (await switched).session.run(feeds);
+      return fallback ? onFirst(feeds).catch((e: unknown) => recover(e, feeds, fallback)) : onFirst(feeds);
+    });
+  };
   return {
     card,
-    runtime,
+    get runtime() {
+      return current.runtime;
+    },
     async run(x, n) {
       if (!Number.isInteger(n) || n <= 0 || x.length !== n * per) {
         throw new Error(`encoder input must hold ${n} x ${channels}x${size}x${size} floats, got ${x.length}`);
       }
-      const out = await session.run({ [name]: new Tensor('float32', x, [n, channels, size, size]) });
+      const out = await infer({ [name]: new Tensor('float32', x, [n, channels, size, size]) });
       const u = f32(out.u, 'u');
       if (u.length !== n * card.bits) throw new Error(`model ${card.name}: u has ${u.length} values, expected ${n} x ${card.bits}`);
       return {
@@ -71,7 +134,8 @@ function makeEncoder(card: ModelCard, runtime: string, session: OrtSession, Tens
         oodStats: out.ood_stats ? f32(out.ood_stats, 'ood_stats') : null,
       };
     },
-    close: () => session.release(),
+    // after a failed switch `first` is released already and there is nothing to release
+    close: async () => (switched ? (await switched.catch(() => null))?.session.release() : first.session.release()),
   };
 }
 
@@ -95,14 +159,14 @@ export async function loadNodeEncoder(onnxBytes: Uint8Array, card: ModelCard, op
   if (opts.cuda && ort.listSupportedBackends().some((b) => b.name === 'cuda')) {
     try {
       const session = await ort.InferenceSession.create(onnxBytes, { executionProviders: ['cuda'], ...threads });
-      return makeEncoder(card, 'onnxruntime-node/cuda', session, ort.Tensor);
+      return makeEncoder(card, { runtime: 'onnxruntime-node/cuda', session }, ort.Tensor);
     } catch {
       // the package lists CUDA but its provider library, driver or GPU is missing (onnxruntime
       // logs one error line then): the CPU below still answers
     }
   }
   const session = await ort.InferenceSession.create(onnxBytes, { executionProviders: ['cpu'], ...threads });
-  return makeEncoder(card, 'onnxruntime-node/cpu', session, ort.Tensor);
+  return makeEncoder(card, { runtime: 'onnxruntime-node/cpu', session }, ort.Tensor);
 }
 
 export interface WebEncoderOptions {
@@ -121,11 +185,15 @@ interface GpuAdapterLike {
 
 /**
  * onnxruntime-web, in-process on Node, Deno or a browser: WebGPU when `navigator.gpu` gives a
- * hardware adapter, else the wasm backend on one thread (no worker threads needed).
+ * hardware adapter, else the wasm backend on one thread (no worker threads needed). A WebGPU
+ * session that fails a run (device lost, out of memory, the GPU process gone) is replaced by a
+ * wasm one, which answers that run and the later ones; `runtime` then says wasm.
  */
 export async function loadWebEncoder(onnxBytes: Uint8Array, card: ModelCard, opts: WebEncoderOptions = {}): Promise<Encoder> {
   const ort = await import('onnxruntime-web');
   ort.env.wasm.numThreads = 1;
+  // holds on to the model's bytes while a WebGPU encoder may still need them
+  const wasm = async (): Promise<Runner> => ({ runtime: 'onnxruntime-web/wasm', session: await ort.InferenceSession.create(onnxBytes, { executionProviders: ['wasm'] }) });
   const gpu = (globalThis.navigator as { gpu?: { requestAdapter(): Promise<GpuAdapterLike | null> } } | undefined)?.gpu;
   const adapter = gpu ? await gpu.requestAdapter().catch(() => null) : null;
   // GPUAdapterInfo.isFallbackAdapter, or the adapter's own in older implementations
@@ -134,13 +202,13 @@ export async function loadWebEncoder(onnxBytes: Uint8Array, card: ModelCard, opt
     acceptSharedMemoryUploads();
     try {
       const session = await ort.InferenceSession.create(onnxBytes, { executionProviders: ['webgpu'] });
-      return makeEncoder(card, 'onnxruntime-web/webgpu', session, ort.Tensor);
+      const device = (await ort.env.webgpu.device) as { lost: Promise<unknown> } | undefined;
+      return makeEncoder(card, { runtime: 'onnxruntime-web/webgpu', session }, ort.Tensor, { lost: device?.lost, fallback: wasm });
     } catch {
       // this build or adapter cannot run WebGPU kernels: wasm below
     }
   }
-  const session = await ort.InferenceSession.create(onnxBytes, { executionProviders: ['wasm'] });
-  return makeEncoder(card, 'onnxruntime-web/wasm', session, ort.Tensor);
+  return makeEncoder(card, await wasm(), ort.Tensor, {});
 }
 
 /** Row i of an (n, dims) matrix. */

@@ -159,6 +159,7 @@ export class BrowserEncoder {
     private readonly encoder: Encoder,
   ) {}
 
+  /** What runs the model now: onnxruntime-web/webgpu becomes onnxruntime-web/wasm after a failed GPU run. */
   get runtime(): string {
     return this.encoder.runtime;
   }

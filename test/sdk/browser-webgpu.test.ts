@@ -6,7 +6,8 @@
 // so the path really runs: correctness, not speed (docs/RUNTIMES.md). Asserts, per shipped model:
 // the SDK took onnxruntime-web/webgpu and its runs went to the GPU queue; PyTorch's sign bits and
 // u within 1e-3 for every golden input; a MedNIST JPEG through the SDK's whole encode gives
-// onnxruntime-node's code; and no CSP violation or page error, while the page does refuse eval.
+// onnxruntime-node's code; when the GPU device is then destroyed, encodes go on, on wasm, with
+// PyTorch's sign bits; and no CSP violation or page error, while the page does refuse eval.
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -45,6 +46,8 @@ let page: Page;
 let csp: string | undefined;
 const violations: unknown[] = [];
 const problems: string[] = [];
+/** The encoder's warnings that a WebGPU run failed and it loads wasm (functions/encode/model.ts). */
+const switches: string[] = [];
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'medhash-sdk-webgpu-'));
@@ -59,10 +62,11 @@ beforeAll(async () => {
   page.on('pageerror', (e) => problems.push(e.message));
   page.on('console', (m) => {
     if (/Content Security Policy|unsafe-eval|Refused to/i.test(m.text())) problems.push(m.text());
+    if (/loading the fallback/.test(m.text())) switches.push(m.text());
   });
   await page.exposeFunction('__medhashViolation', (v: unknown) => void violations.push(v));
   await page.addInitScript(() => {
-    const g = globalThis as unknown as { __medhashViolation(v: unknown): void; __medhashSubmits: number };
+    const g = globalThis as unknown as { __medhashViolation(v: unknown): void; __medhashSubmits: number; __medhashDevices: unknown[] };
     document.addEventListener('securitypolicyviolation', (e) => g.__medhashViolation({ directive: e.violatedDirective, blocked: e.blockedURI, source: e.sourceFile, line: e.lineNumber }));
     // every command buffer sent to the GPU: proof that a run used the WebGPU device
     g.__medhashSubmits = 0;
@@ -72,6 +76,17 @@ beforeAll(async () => {
       queue.prototype.submit = function (this: unknown, ...a: unknown[]) {
         g.__medhashSubmits++;
         return submit.apply(this, a);
+      };
+    }
+    // every GPU device made in the page (onnxruntime-web's own): the device-loss case destroys them
+    g.__medhashDevices = [];
+    const adapter = (globalThis as unknown as { GPUAdapter?: { prototype: { requestDevice(...a: unknown[]): Promise<unknown> } } }).GPUAdapter;
+    if (adapter) {
+      const requestDevice = adapter.prototype.requestDevice;
+      adapter.prototype.requestDevice = async function (this: unknown, ...a: unknown[]) {
+        const device = await requestDevice.apply(this, a);
+        g.__medhashDevices.push(device);
+        return device;
       };
     }
   });
@@ -161,6 +176,51 @@ describe.each(names)('%s', (name) => {
     expect(problems).toEqual([]);
   }, MODEL_TIMEOUT);
 });
+
+// Last of the WebGPU cases: a destroyed device stays lost for the page's onnxruntime-web.
+it('runs on the GPU one at a time, and when the device is lost the encoder reruns on wasm: PyTorch\'s sign bits, runtime wasm, one switch for concurrent encodes', async () => {
+  const { card } = await loadCard(join(MODELS, `${names[0]}.card.json`));
+  const golden = JSON.parse(readFileSync(join(MODELS, 'golden', `${names[0]}.json`), 'utf8')) as { items: GoldenItem[] };
+  const args = JSON.stringify({ key, id: card.model_id, inputs: golden.items.map((i) => i.input) });
+  const before = await page.evaluate(`(async () => {
+    const { key, id, inputs } = ${args};
+    const { MedhashClient } = await import('/sdk/medhash-sdk.js');
+    const enc = await new MedhashClient({ apiKey: key, softwareGpu: true }).encoder(id);
+    const xs = inputs.map((b64) => new Float32Array(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)).buffer));
+    // two at once on the GPU: onnxruntime-web's WebGPU build deadlocked the page on that
+    const u = (await Promise.all(xs.slice(0, 2).map((x) => enc.encoder.run(x, 1)))).map((o) => Array.from(o.u));
+    // the caller's mistake is no GPU failure
+    const refused = await enc.encoder.run(new Float32Array(3), 1).then(() => null, (e) => e.message);
+    globalThis.__medhashLoss = { enc, xs };
+    return { runtime: enc.runtime, u, refused };
+  })()`) as { runtime: string; u: number[][]; refused: string | null };
+  expect(before.runtime).toBe('onnxruntime-web/webgpu');
+  before.u.forEach((u, i) => expect(toHex(packCode(Float32Array.from(u))), `${golden.items[i].id} bits before the loss`).toBe(golden.items[i].bits_hex));
+  expect(before.refused).toMatch(/^encoder input must hold 1 x /);
+  expect(switches).toEqual([]);
+  // All at once, after the loss. A run on the lost device never settles in onnxruntime-web, and
+  // concurrent ones deadlocked the page: a deadline from outside the page.
+  const after = page.evaluate(`(async () => {
+    const { enc, xs } = globalThis.__medhashLoss;
+    const devices = globalThis.__medhashDevices.length;
+    for (const d of globalThis.__medhashDevices) d.destroy();
+    const u = (await Promise.all(xs.map((x) => enc.encoder.run(x, 1)))).map((o) => Array.from(o.u));
+    const runtime = enc.runtime;
+    await enc.close();
+    return { devices, runtime, u };
+  })()`) as Promise<{ devices: number; runtime: string; u: number[][] }>;
+  after.catch(() => undefined); // the browser's closing ends a stuck one
+  let timer: NodeJS.Timeout | undefined;
+  const stuck = new Promise<never>((_, no) => (timer = setTimeout(() => no(new Error('the encodes after the device loss did not settle in 120 s')), 120_000)));
+  const out = await Promise.race([after, stuck]).finally(() => clearTimeout(timer));
+
+  expect(out).toMatchObject({ devices: 1, runtime: 'onnxruntime-web/wasm' });
+  golden.items.forEach((item, i) => expect(toHex(packCode(Float32Array.from(out.u[i]))), `${item.id} bits`).toBe(item.bits_hex));
+  expect(switches).toHaveLength(1);
+  // onnxruntime-web leaves its read-back's rejection on the lost device unhandled
+  expect(problems.filter((p) => !p.startsWith("Failed to execute 'mapAsync' on 'GPUBuffer'"))).toEqual([]);
+  expect(violations).toEqual([]);
+}, MODEL_TIMEOUT);
 
 it('the CSP is enforced on this page: eval from a task of its own is refused and reported, so the checks above could see a refusal', async () => {
   const r = await page.evaluate(`new Promise((res) => setTimeout(() => {
