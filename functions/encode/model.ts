@@ -58,6 +58,12 @@ interface Runner {
  * failed ("Session already started"). Its encoders' runs queue here.
  */
 let ortWebTurn: Promise<unknown> = Promise.resolve();
+/**
+ * Whether this process has tried a WebGPU session. Until then, wasm encoders run outside the
+ * queue, as they always did (wasm runs do not suspend on a device): queued, the edge's in-process
+ * fallback lost about a tenth of its throughput in bench:e2e (docs/BENCHMARKS.md, run 11).
+ */
+let webgpuStarted = false;
 function inOrtWebTurn<T>(f: () => Promise<T>): Promise<T> {
   const p = ortWebTurn.then(f);
   ortWebTurn = p.catch(() => undefined);
@@ -200,6 +206,7 @@ export async function loadWebEncoder(onnxBytes: Uint8Array, card: ModelCard, opt
   const software = adapter ? (adapter.info?.isFallbackAdapter ?? adapter.isFallbackAdapter ?? false) : false;
   if (adapter && (!software || opts.softwareGpu)) {
     acceptSharedMemoryUploads();
+    webgpuStarted = true;
     try {
       const session = await ort.InferenceSession.create(onnxBytes, { executionProviders: ['webgpu'] });
       const device = (await ort.env.webgpu.device) as { lost: Promise<unknown> } | undefined;
@@ -208,7 +215,7 @@ export async function loadWebEncoder(onnxBytes: Uint8Array, card: ModelCard, opt
       // this build or adapter cannot run WebGPU kernels: wasm below
     }
   }
-  return makeEncoder(card, await wasm(), ort.Tensor, {});
+  return makeEncoder(card, await wasm(), ort.Tensor, webgpuStarted ? {} : undefined);
 }
 
 /** Row i of an (n, dims) matrix. */
