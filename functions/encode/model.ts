@@ -1,6 +1,6 @@
 // Running an exported model (docs/MODEL_CARD.md, "ONNX graph"): one Encoder interface over
 // onnxruntime-node (CUDA when asked and present, else CPU) and onnxruntime-web (WebGPU where
-// `navigator.gpu` exists, else single-threaded wasm, which also takes over from a WebGPU session
+// `navigator.gpu` gives a hardware adapter, else single-threaded wasm, which also takes over from a WebGPU session
 // that fails a run), plus the two ways a continuous hash `u` leaves the service: the packed sign
 // code and the int8 re-ranking descriptor.
 import type { ModelCard } from './card.ts';

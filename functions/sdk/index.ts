@@ -1,6 +1,6 @@
 // Browser SDK (one ES module, bundled by functions/sdk/build.ts): encodes an image on the
 // partner's device with the service's own model (decodeImage + preprocess + onnxruntime-web,
-// WebGPU where `navigator.gpu` gives an adapter, wasm otherwise) and searches by the code and
+// WebGPU where `navigator.gpu` gives a hardware adapter, wasm otherwise) and searches by the code and
 // descriptor only, so no image ever leaves the device. The model's card and .onnx come from
 // GET /v1/models/{model_id}/... (or a static folder, `modelsUrl`), and the .onnx is checked
 // against the card's sha256 before use. The encoding is the server's own (backend/encoding.ts),
