@@ -10,7 +10,7 @@ import type { ZodError } from 'zod';
 import { IdempotentReplay } from '../billing/meter.ts';
 import { ShardFormatError } from '../shards/codec.ts';
 import { ManifestFormatError } from '../shards/manifest.ts';
-import { MedhashError, badRequest, clip, quote } from '../util/errors.ts';
+import { MedhashError, badRequest, clip, printable, quote } from '../util/errors.ts';
 import { mediaType } from '../util/media-type.ts';
 
 export function errorResponse(c: Context, e: MedhashError): Response {
@@ -33,8 +33,7 @@ export function onError(err: Error, c: Context): Response {
   // body), with the request id that ties the line to it and to what the caller saw.
   // One line whatever the message holds: a line break in it (from a DICOM string, a driver) would
   // start what reads as another log line.
-  const message = err.message.replace(/[\u0000-\u001f\u007f\u2028\u2029]/g, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`);
-  console.error(`[${c.get('requestId')}] ${c.req.method} ${routePath(c, -1)}: ${err.name}: ${message}`);
+  console.error(`[${c.get('requestId')}] ${c.req.method} ${routePath(c, -1)}: ${err.name}: ${printable(err.message)}`);
   if (err instanceof ShardFormatError || err instanceof ManifestFormatError) {
     return errorResponse(c, new MedhashError(500, 'corrupt_index', 'the stored index failed verification; the operator has been told'));
   }

@@ -54,6 +54,15 @@ export function quote(value: string): string {
   return cut === value ? JSON.stringify(value) : `${JSON.stringify(cut)}... (${value.length} characters)`;
 }
 
+/**
+ * `text` on one line with nothing that acts: control characters (C0, DEL, C1) and the Unicode line
+ * separators written as \uXXXX. For text that quotes what others wrote (an error message with a
+ * DICOM string, a file name, a driver's words) on its way to a log line or a terminal.
+ */
+export function printable(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 export const badRequest = (code: string, message: string, field?: string): MedhashError =>
   new MedhashError(400, code, message, field);
 

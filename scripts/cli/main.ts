@@ -14,6 +14,7 @@ import { stopOnSignals } from '../../functions/entries/signals.ts';
 import { imageSettingsFromEnv } from '../../functions/inference/node.ts';
 import { backupDataDir } from '../../functions/store/backup.ts';
 import type { OrphanReport } from '../../functions/store/orphans.ts';
+import { printable } from '../../functions/util/errors.ts';
 import { contentTypeOf } from '../data/shared-data.ts';
 import { Checkpoint } from './checkpoint.ts';
 import { ApiError, Client, RawBody } from './client.ts';
@@ -375,13 +376,8 @@ async function main(argv: string[]) {
   await run(args);
 }
 
-/**
- * A message as a terminal should show it: it may quote a file name, a DICOM string or the
- * service's words, and a control character there (an escape sequence) would act, not show.
- */
-const printable = (s: string): string => s.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`);
-
 main(process.argv.slice(2)).catch((e: unknown) => {
+  // it may quote a file name, a DICOM string or the service's words: shown, never acted on by the terminal
   const message = printable(e instanceof Error ? e.message : String(e));
   if (e instanceof UsageError) console.error(`medhash: ${message}\n\n${USAGE}`);
   else console.error(`medhash: ${message}`);
