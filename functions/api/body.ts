@@ -2,9 +2,9 @@
 // body limit (the limit of every /v1 request, checked before the key, is limitBody in errors.ts)
 // and the shape of a JSON body.
 // JSON.parse builds every object, array and value a body holds: 8 MiB of `{},{},...` is 2.8 million
-// objects, ~170 MB of heap (a Worker has 128 MB) for a request that then fails validation.
+// objects, well over 100 MB of heap (a Worker has 128 MB) for a request that then fails validation.
 import { bodyLimit } from 'hono/body-limit';
-import type { RouteCheck } from '../auth/guard.ts';
+import { routeKey, type RouteCheck } from '../auth/guard.ts';
 import { MedhashError } from '../util/errors.ts';
 import { mediaType } from '../util/media-type.ts';
 
@@ -35,7 +35,7 @@ export function bodyLimits(
   const table = new Map<string, number>();
   for (const d of definitions) {
     if (d.type !== 'route' || !d.route) continue;
-    const route = `${d.route.method.toUpperCase()} ${d.route.path.replace(/\{(\w+)\}/g, ':$1')}`;
+    const route = routeKey(d.route.method, d.route.path);
     const stated = d.route[MAX_BODY_EXTENSION];
     if (!d.route.request?.body) {
       if (stated !== undefined) throw new Error(`${route}: ${MAX_BODY_EXTENSION} on a route that takes no body`);

@@ -65,6 +65,11 @@ export const wholeTenant = { [WHOLE_TENANT]: true } as const;
  */
 type Access = { operator: true } | { operator: false; anyOf: Scope[][]; wholeTenant: boolean };
 
+/** A route as the guard names it, `METHOD /path/:param` (Hono's form), from the OpenAPI method and `/path/{param}`. */
+export function routeKey(method: string, path: string): string {
+  return `${method.toUpperCase()} ${path.replace(/\{(\w+)\}/g, ':$1')}`;
+}
+
 /** `METHOD /path/:param` → what the route needs of the key, from the routes' declared security. */
 export type AccessTable = Map<string, Access>;
 
@@ -78,7 +83,7 @@ export function accessTable(definitions: readonly { type: string; route?: { meth
   for (const d of definitions) {
     if (d.type !== 'route' || !d.route) continue;
     const { method, path, security } = d.route;
-    const route = `${method.toUpperCase()} ${path.replace(/\{(\w+)\}/g, ':$1')}`;
+    const route = routeKey(method, path);
     if (path.startsWith('/v1/')) table.set(route, access(route, security, d.route[WHOLE_TENANT]));
     // the guard runs on /v1/* alone: a requirement elsewhere would be stated and not enforced
     else if (security?.length || d.route[WHOLE_TENANT] !== undefined) throw new Error(`${route}: security is enforced on /v1 routes only`);
