@@ -139,8 +139,7 @@ let codecs: Promise<void> | null = null;
  * until the page is reloaded.
  */
 export function loadImageCodecs(assetBase: string = new URL('./', import.meta.url).href): Promise<void> {
-  const at = (name: string) => new URL(name, withSlash(assetBase)).href;
-  codecs ??= Promise.all([compile(at(ASSETS.png)), compile(at(ASSETS.jpeg))])
+  codecs ??= Promise.all([compile(assetUrl(assetBase, ASSETS.png)), compile(assetUrl(assetBase, ASSETS.jpeg))])
     .then(([png, jpeg]) => initImageCodecs({ png, jpeg }))
     .catch((e: unknown) => {
       codecs = null;
@@ -185,10 +184,6 @@ export class MedhashClient {
   constructor(private readonly opts: ClientOptions) {
     this.base = (opts.baseUrl ?? globalThis.location?.origin ?? '').replace(/\/$/, '');
     this.assets = opts.assetBase ?? new URL('./', import.meta.url).href;
-  }
-
-  private asset(name: string): string {
-    return new URL(name, withSlash(this.assets)).href;
   }
 
   private async request(path: string, init: RequestInit = {}): Promise<Response> {
@@ -236,7 +231,7 @@ export class MedhashClient {
     const onnx = await readAll(onnxRes, (loaded, total) => onProgress?.(loaded, total, 'model'));
     await checkOnnx(card, onnx);
     await loadImageCodecs(this.assets);
-    await loadRuntime(this.asset(ASSETS.ort), onProgress);
+    await loadRuntime(assetUrl(this.assets, ASSETS.ort), onProgress);
     return new BrowserEncoder(card, await loadWebEncoder(onnx, card, { softwareGpu: this.opts.softwareGpu }));
   }
 
@@ -317,6 +312,11 @@ function refuseIfOod(ood: OodAssessment): void {
 }
 
 /** A folder URL as a base for relative names. */
+/** The URL of asset `name` (one of ASSETS) in the folder `base`. */
+function assetUrl(base: string, name: string): string {
+  return new URL(name, withSlash(base)).href;
+}
+
 function withSlash(url: string): string {
   return url.endsWith('/') ? url : `${url}/`;
 }
