@@ -12,7 +12,7 @@ import type { KV } from '../functions/store/kv.ts';
 import { CollectionReader } from '../functions/store/reader.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../functions/store/sqlite.ts';
 import type { SqlDb } from '../functions/store/sql.ts';
-import { CollectionWriter, DEFAULT_WRITER_LIMITS, MAX_ERASE_ITEMS, MAX_RECENT_SHARDS, type CollectionSpec, type WriteOp, type WriterLimits } from '../functions/store/writer.ts';
+import { CollectionWriter, DEFAULT_WRITER_LIMITS, MAX_ERASE_ITEMS, MAX_RECENT_SHARDS, READ_AHEAD, WRITE_WINDOW, type CollectionSpec, type WriteOp, type WriterLimits } from '../functions/store/writer.ts';
 import { MedhashError } from '../functions/util/errors.ts';
 import { seededRandom } from './shared/random.ts';
 import type { DatabaseSync } from 'node:sqlite';
@@ -36,20 +36,25 @@ class TestKV implements KV {
   puts = 0;
   /** Shard blobs read. */
   shardGets = 0;
+  /** Shard blobs written. */
+  shardPuts = 0;
+  /** The most shards read at any time and not matched by a shard written since (a change's working set). */
+  mostUnwritten = 0;
   constructor(readonly inner: KV) {}
   private async jitter() {
     if (this.jitterMs) await sleep(Math.random() * this.jitterMs);
   }
   async get(key: string) {
     await this.jitter();
-    if (key.includes('/s/')) this.shardGets++;
+    if (key.includes('/s/')) this.mostUnwritten = Math.max(this.mostUnwritten, ++this.shardGets - this.shardPuts);
     return this.inner.get(key);
   }
   async put(key: string, value: Uint8Array | string) {
     await this.jitter();
     if (this.failPut?.(key, this.puts)) throw new Error(`simulated crash putting ${key}`);
     this.puts++;
-    return this.inner.put(key, value);
+    await this.inner.put(key, value);
+    if (key.includes('/s/')) this.shardPuts++;
   }
   async delete(key: string) {
     if (this.failDelete) throw new Error(`simulated failure deleting ${key}`);
@@ -318,6 +323,26 @@ describe('collection writer', () => {
     kv.shardGets = 0;
     await w.apply([put('id-0102', 3)]);
     expect(kv.shardGets).toBe(1);
+  });
+
+  it(`rewrites a change spread over many shards a few at a time (${WRITE_WINDOW} uploads at once), never holding most of them`, async () => {
+    const w = writer({ maxShardItems: 10 });
+    await w.apply(ids(400).map((id, i) => put(id, i)));
+    const before = (await published())!;
+    expect(before.shards).toHaveLength(40);
+    kv.shardGets = kv.shardPuts = kv.mostUnwritten = 0;
+    kv.jitterMs = 2;
+    const spread = ids(400).filter((_, i) => i % 10 === 3);
+    const r = await w.apply(spread.map((id) => put(id, 999, 'spread')));
+    expect(r).toMatchObject({ changed: 40, count: 400 });
+    expect(kv.shardGets).toBe(40);
+    // Read, not yet matched by an upload: the shard in hand, those read ahead, the run held back
+    // for compaction, and a window of uploads (all at once, it would be 40).
+    expect(kv.mostUnwritten).toBeLessThanOrEqual(1 + READ_AHEAD + 1 + WRITE_WINDOW);
+    const after = await snapshot();
+    expect(after.size).toBe(400);
+    for (const id of spread) expect(after.get(id)!.metadata).toBe('{"label":"spread"}');
+    expect((await published())!.shards.every((s, i) => s.key !== before.shards[i].key)).toBe(true);
   });
 
   it('erases at most MAX_ERASE_ITEMS matching items per call, in id order, and says how many remain', async () => {

@@ -81,6 +81,15 @@ const MAINTENANCE_RETRY_MS = 1000;
 /** The most shards whose records a writer keeps from its last change: a tail shard, and the one it split off. */
 export const MAX_RECENT_SHARDS = 2;
 
+/**
+ * New shards one change uploads at once, and shards it reads ahead of the one it is changing:
+ * enough to overlap KV's latency, few enough that a change spread over the whole collection
+ * (a batch of ids all over the range, an erasure) holds a handful of shards in memory, not all
+ * of them (a Durable Object has 128 MB).
+ */
+export const WRITE_WINDOW = 2;
+export const READ_AHEAD = 1;
+
 const isPublishFailure = (e: unknown): e is MedhashError => e instanceof MedhashError && e.code === 'publish_failed';
 
 /** A change's own publish failed after its commit: the change holds, readers see it shortly. */
@@ -107,6 +116,39 @@ function bytesEqual(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
 async function settleAll(calls: Promise<void>[]): Promise<void> {
   const failed = (await Promise.allSettled(calls)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
+}
+
+/** Fetches the blobs of the shards a change will rewrite, in order, at most READ_AHEAD ahead of the one in hand. */
+class ReadAhead<T> {
+  private ahead = 0;
+  private stopped = false;
+  private readonly started = new Map<string, Promise<T>>();
+
+  constructor(
+    private readonly load: (entry: ManifestShard) => Promise<T>,
+    private readonly plan: ManifestShard[],
+  ) {}
+
+  take(entry: ManifestShard): Promise<T> {
+    let read = this.started.get(entry.key);
+    this.started.delete(entry.key);
+    if (!read) {
+      read = this.load(entry);
+      if (this.plan[this.ahead] === entry) this.ahead++;
+    }
+    while (!this.stopped && this.ahead < this.plan.length && this.started.size < READ_AHEAD) {
+      const next = this.plan[this.ahead++];
+      const ahead = this.load(next);
+      ahead.catch(() => {}); // a read the change never takes (it failed first) must not be an unhandled rejection
+      this.started.set(next.key, ahead);
+    }
+    return read;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.started.clear();
+  }
 }
 
 export class CollectionWriter {
@@ -178,7 +220,11 @@ export class CollectionWriter {
     return this.recover(loaded);
   }
 
-  /** One change under the lock (see the steps in docs/SHARD_FORMAT.md, "Writing"). */
+  /**
+   * One change under the lock (see the steps in docs/SHARD_FORMAT.md, "Writing"). The shards it
+   * rewrites are read, changed, cut and uploaded a few at a time in id order, so a change spread
+   * over the whole collection holds a handful of shards in memory, never all of them.
+   */
   private async change(head: Head, ops: WriteOp[]): Promise<ApplyResult> {
     const m = head.manifest;
     const sorted = [...ops].sort((a, b) => compareIdBytes(opId(a), opId(b)));
@@ -192,10 +238,8 @@ export class CollectionWriter {
     }
     let changed = 0;
     const missing: string[] = [];
-    const replaced = new Map<number, ShardRecord[]>();
-    const bases = await Promise.all([...groups.keys()].map((i) => (m.shards[i] ? this.records(m.shards[i]) : [])));
-    [...groups.entries()].forEach(([i, group], g) => {
-      const base = bases[g];
+    /** A shard's records with its group applied, or null when the group changes nothing. */
+    const merge = (base: ShardRecord[], group: WriteOp[]): ShardRecord[] | null => {
       const out: ShardRecord[] = [];
       let b = 0;
       let touched = 0;
@@ -213,29 +257,100 @@ export class CollectionWriter {
         else missing.push(id);
       }
       while (b < base.length) out.push(base[b++]);
-      if (touched > 0) replaced.set(i, out);
       changed += touched;
-    });
-    if (changed === 0) return { generation: m.generation, count: m.count, changed, missing };
-    await this.absorbSmall(m, replaced);
+      return touched > 0 ? out : null;
+    };
 
-    // Encode the replacement shards and work out the next manifest before touching storage.
-    const blobs = new Map<string, { bytes: Uint8Array; records: ShardRecord[] }>();
+    const { bits, descriptor_dims: dims } = this.spec;
+    const small = (records: ShardRecord[]) =>
+      records.length * 4 < this.limits.maxShardItems &&
+      records.reduce((n, r) => n + recordBytes(r, bits, dims), 0) * 4 < this.limits.maxShardBytes - EMPTY_SHARD_BYTES;
+    // Blobs, not records, are read ahead: a shard's records take about three times its bytes.
+    const reads = new ReadAhead((entry) => (this.recent.has(entry.key) ? Promise.resolve(null) : this.blob(entry)), [...groups.keys()].map((i) => m.shards[i]).filter((s) => s !== undefined));
     const nextShards: ManifestShard[] = [];
-    for (let i = 0; i < Math.max(m.shards.length, 1); i++) {
-      const records = replaced.get(i);
-      if (!records) {
-        if (m.shards[i]) nextShards.push(m.shards[i]);
-        continue;
-      }
+    const ours = new Set<string>(); // keys of the shards this change wrote
+    const replaced: string[] = [];
+    let window: { key: string; bytes: Uint8Array }[] = [];
+    let written: { key: string; records: ShardRecord[] }[] | null = [];
+    let asked = false;
+    // 1-2. Intent, then upload: the keys of a window of new shards go on record as pending before
+    // their blobs are put, so a crash leaves them collectable. What a crash from here on leaves
+    // (orphan uploads, an unpublished commit) is the maintenance's to finish, and on Workers
+    // nothing else may come back to this collection: ask for it before the first upload. A
+    // failure leaves the live manifest untouched.
+    const upload = async () => {
+      if (window.length === 0) return;
+      if (!asked) await this.hooks.schedule?.(this.now() + MAINTENANCE_RETRY_MS);
+      asked = true;
+      head.pending = [...head.pending, ...window.map((b) => b.key)];
+      head.rev = this.heads.save(head);
+      const puts = window.map((b) => this.kv.put(b.key, b.bytes));
+      window = [];
+      await settleAll(puts);
+    };
+    const cut = async (records: ShardRecord[]) => {
       for (const chunk of this.split(records)) {
-        const bytes = encodeShard(chunk, this.spec.bits, this.spec.descriptor_dims);
+        const bytes = encodeShard(chunk, bits, dims);
         const sha256 = await sha256Hex(bytes);
         const key = shardKey(this.spec.id, sha256);
-        blobs.set(key, { bytes, records: chunk });
         nextShards.push({ key, sha256, first_id: chunk[0].id, last_id: chunk[chunk.length - 1].id, count: chunk.length, bytes: bytes.length });
+        ours.add(key);
+        written = written && written.length < MAX_RECENT_SHARDS ? [...written, { key, records: chunk }] : null;
+        window.push({ key, bytes });
+        if (window.length >= WRITE_WINDOW) await upload();
       }
+    };
+
+    // A finished run waits here, uncut, while a small run at the end of the id range may still
+    // merge into it. `run` is a rewritten run under a quarter of both caps (mostly by deletes): it
+    // takes in its right neighbours until it is no longer small (compaction), so deletes cannot
+    // leave a trail of tiny shards that every search must fetch.
+    let held: ShardRecord[] | null = null;
+    let run: ShardRecord[] | null = null;
+    const finish = async (next: ShardRecord[] | null) => {
+      if (held) await cut(held);
+      held = next;
+    };
+    try {
+      for (let i = 0; i < Math.max(m.shards.length, 1); i++) {
+        const entry: ManifestShard | undefined = m.shards[i];
+        const group = groups.get(i);
+        const base: ShardRecord[] | null = group || run ? (entry ? await this.records(entry, await reads.take(entry)) : []) : null;
+        const records: ShardRecord[] | null = base && group ? merge(base, group) : null;
+        if (!run && !records) {
+          await finish(null);
+          if (entry) nextShards.push(entry);
+          continue;
+        }
+        if (entry) replaced.push(entry.key);
+        const items: ShardRecord[] = records ?? base!;
+        if (items.length > 0) run = run ? [...run, ...items] : items;
+        if (run && !small(run)) {
+          await finish(run);
+          run = null;
+        }
+      }
+      if (changed === 0) return { generation: m.generation, count: m.count, changed, missing };
+      // A small run at the end of the id range takes in its left neighbours instead.
+      while (run && small(run)) {
+        if (held) {
+          run = [...held, ...run];
+          held = null;
+          continue;
+        }
+        const left = nextShards.at(-1);
+        if (!left || ours.has(left.key)) break;
+        nextShards.pop();
+        replaced.push(left.key);
+        run = [...(await this.records(left)), ...run];
+      }
+      await finish(run);
+      await finish(null);
+      await upload();
+    } finally {
+      reads.stop();
     }
+
     const next: Manifest = {
       ...m,
       generation: m.generation + 1,
@@ -245,23 +360,15 @@ export class CollectionWriter {
     };
     decodeManifest(encodeManifest(next)); // the same checks a reader will run, before anyone can see it
 
-    // 1. Intent: the keys about to be uploaded, so a crash leaves them collectable. What a crash
-    // from here on leaves (orphan uploads, an unpublished commit) is the maintenance's to finish,
-    // and on Workers nothing else may come back to this collection: ask for it first.
-    await this.hooks.schedule?.(this.now() + MAINTENANCE_RETRY_MS);
-    head.pending = [...blobs.keys()];
-    head.rev = this.heads.save(head);
-    // 2. Publish the immutable blobs. A failure here leaves the live manifest untouched.
-    await settleAll([...blobs].map(([key, b]) => this.kv.put(key, b.bytes)));
     // 3. Commit: the new manifest becomes the writer's truth; replaced shards start their grace.
     const live = new Set(nextShards.map((s) => s.key));
     const now = this.now();
-    const dropped = [...replaced.keys()].filter((i) => m.shards[i] && !live.has(m.shards[i].key)).map((i) => m.shards[i].key);
+    const dropped = replaced.filter((key) => !live.has(key));
     head.manifest = next;
     head.pending = [];
     head.garbage = [...head.garbage.filter((g) => !live.has(g.key)), ...dropped.map((key) => ({ key, since: now }))];
     head.rev = this.heads.save(head);
-    this.recent = blobs.size <= MAX_RECENT_SHARDS ? new Map([...blobs].map(([key, b]) => [key, b.records])) : new Map();
+    this.recent = new Map((written ?? []).map((w) => [w.key, w.records]));
     // 4. Swap the manifest readers see, then collect what has outlived its grace. The apply
     // has succeeded at the commit: if another process took the head over meanwhile, its own
     // recover() finishes both steps, and this request must not report a conflict.
@@ -448,48 +555,22 @@ export class CollectionWriter {
     }
   }
 
-  private async records(entry: ManifestShard): Promise<ShardRecord[]> {
+  /** A live shard's records: those this writer wrote last, else its blob (read now unless given), decoded. */
+  private async records(entry: ManifestShard, blob?: Uint8Array | null): Promise<ShardRecord[]> {
     const recent = this.recent.get(entry.key);
     if (recent) return recent;
-    const shard = await this.shard(entry);
+    const shard = Shard.decode(blob ?? (await this.blob(entry)));
     return shard.ids.map((_, row) => shard.record(row));
   }
 
   private async shard(entry: ManifestShard): Promise<Shard> {
-    const blob = await this.kv.get(entry.key);
-    if (!blob) throw new Error(`live shard ${entry.key} is missing from KV`);
-    return Shard.decode(blob);
+    return Shard.decode(await this.blob(entry));
   }
 
-  /**
-   * Compaction: a rewritten shard left under a quarter of both caps (mostly by deletes) takes in
-   * its right neighbour (the left one at the end of the id range) until it is no longer small or
-   * is the only shard, so deletes cannot leave a trail of tiny shards that every search must
-   * fetch. The merged run is re-split under the caps like any other; an absorbed shard is left
-   * as an empty run in `replaced`, so it is dropped.
-   */
-  private async absorbSmall(m: Manifest, replaced: Map<number, ShardRecord[]>): Promise<void> {
-    const { bits, descriptor_dims: dims } = this.spec;
-    const small = (records: ShardRecord[]) =>
-      records.length > 0 &&
-      records.length * 4 < this.limits.maxShardItems &&
-      records.reduce((n, r) => n + recordBytes(r, bits, dims), 0) * 4 < this.limits.maxShardBytes - EMPTY_SHARD_BYTES;
-    const present = (k: number) => replaced.get(k)?.length !== 0;
-    for (const i of [...replaced.keys()].sort((a, b) => a - b)) {
-      let at = i;
-      while (small(replaced.get(at)!)) {
-        let j = at + 1;
-        while (j < m.shards.length && !present(j)) j++;
-        if (j >= m.shards.length) for (j = at - 1; j >= 0 && !present(j); j--);
-        if (j < 0) break;
-        const records = replaced.get(at)!;
-        const other = replaced.get(j) ?? (await this.records(m.shards[j]));
-        const [lo, hi] = j > at ? [at, j] : [j, at];
-        replaced.set(lo, lo === at ? [...records, ...other] : [...other, ...records]);
-        replaced.set(hi, []);
-        at = lo;
-      }
-    }
+  private async blob(entry: ManifestShard): Promise<Uint8Array> {
+    const blob = await this.kv.get(entry.key);
+    if (!blob) throw new Error(`live shard ${entry.key} is missing from KV`);
+    return blob;
   }
 
   /** Cuts sorted records into shards under both caps, balanced by item count. */
