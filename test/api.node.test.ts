@@ -1,5 +1,6 @@
 // The shared API suite against the Node app (node:sqlite stores in a temporary data dir).
 import { mkdtempSync, rmSync } from 'node:fs';
+import { DatabaseSync } from 'node:sqlite';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -8,7 +9,8 @@ import { accessTable, operatorKey, tenantKey, wholeTenant, type Security } from 
 import { createNodeBackend, type NodeBackend } from '../functions/entries/node.ts';
 import type { ImageEncoderApi } from '../functions/inference/remote.ts';
 import { DEFAULT_WRITER_LIMITS } from '../functions/store/writer.ts';
-import { MAX_COLLECTIONS } from '../functions/control/store.ts';
+import { ControlStore, MAX_COLLECTIONS } from '../functions/control/store.ts';
+import { sqliteDb } from '../functions/store/sqlite.ts';
 import { MedhashError } from '../functions/util/errors.ts';
 import { apiSuite, type ApiHarness } from './shared/api-suite.ts';
 import { TEST_OPERATOR_KEY, TEST_SHARD_MAX_ITEMS } from './shared/constants.ts';
@@ -211,4 +213,23 @@ it(`a tenant holds at most ${MAX_COLLECTIONS} collections: one more is a 409 nam
   } finally {
     other.close();
   }
+});
+
+it("a control store made before the keys were paged gets the index their pages read: a tenant's keys in id order, without sorting them", async () => {
+  const db = sqliteDb(new DatabaseSync(':memory:'));
+  db.exec('CREATE TABLE tenants (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL)');
+  db.exec(`CREATE TABLE api_keys (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants (id), name TEXT,
+    hash TEXT NOT NULL UNIQUE, scopes TEXT NOT NULL, collections TEXT, created_at TEXT NOT NULL, rotated_at TEXT, revoked_at TEXT)`);
+  db.exec('CREATE INDEX api_keys_tenant ON api_keys (tenant_id)');
+  const store = new ControlStore(db);
+  const indexes = db.all<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'api_keys' AND sql IS NOT NULL").map((r) => r.name);
+  expect(indexes).toEqual(['api_keys_tenant_id']);
+  const plan = db.all<{ detail: string }>("EXPLAIN QUERY PLAN SELECT id FROM api_keys WHERE tenant_id = 'tn_x' AND id > '' ORDER BY id LIMIT 3").map((r) => r.detail);
+  expect(plan).toEqual([expect.stringContaining('USING COVERING INDEX api_keys_tenant_id (tenant_id=? AND id>?)')]);
+  const t = await store.createTenant('t');
+  const ids = [];
+  for (let i = 0; i < 3; i++) ids.push((await store.createKey(t.id, { scopes: ['search'] }, `hash-${i}`)).id);
+  const first = await store.listKeys(t.id, 2);
+  expect(first.items.map((k) => k.id)).toEqual([...ids].sort().slice(0, 2));
+  expect(await store.listKeys(t.id, 2, first.next_after!)).toEqual({ items: [expect.objectContaining({ id: [...ids].sort()[2] })], next_after: null });
 });

@@ -10,6 +10,8 @@ import { DEFAULT_CONTENT_WEIGHT } from '../search/rerank.ts';
 import { DEFAULT_LIMITS } from '../encode/image.ts';
 import { MAX_ERASE_ITEMS } from '../store/writer.ts';
 import { MAX_AUDIT_PAGE_BYTES } from '../billing/ledger.ts';
+import { ID_PREFIX } from '../control/store.ts';
+import { ID_HEX_DIGITS, idPattern } from '../util/bytes.ts';
 
 export const MAX_BATCH_ITEMS = 1000;
 export const MAX_K = 1000;
@@ -56,6 +58,14 @@ export const TenantSchema = z
   .object({ id: z.string().openapi({ example: 'tn_6f1c0e2a9b7d4c3e8f10a2b4' }), name: z.string(), created_at: z.string() })
   .openapi('Tenant');
 
+// The operator's lists page by id (control/store.ts, IdPage): the cursor is the last id of the
+// previous page, so a row created between two pages moves no other one across it.
+const NextAfter = z.string().nullable().openapi({ description: 'Pass as `after` for the next page; null: this page is the last.' });
+
+export const TenantListSchema = z
+  .object({ tenants: z.array(TenantSchema).openapi({ description: 'By id.' }), next_after: NextAfter })
+  .openapi('TenantList');
+
 export const CollectionName = z
   .string()
   .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'collection name must be 1-63 characters of a-z, 0-9, "_" or "-", starting with a letter or digit')
@@ -85,6 +95,10 @@ export const ApiKeySchema = z
 export const ApiKeyWithSecretSchema = ApiKeySchema.extend({
   secret: z.string().openapi({ description: 'Shown once; only its SHA-256 is stored.', example: 'mh_...' }),
 }).openapi('ApiKeyWithSecret');
+
+export const ApiKeyListSchema = z
+  .object({ keys: z.array(ApiKeySchema).openapi({ description: 'By id; revoked keys too (`revoked_at` set).' }), next_after: NextAfter })
+  .openapi('ApiKeyList');
 
 export const OrphanReportSchema = z
   .object({
@@ -432,9 +446,29 @@ export const UsageSchema = z
   })
   .openapi('Usage');
 
+export const MAX_PAGE = 1000;
+const DEFAULT_PAGE = 100;
+const pageSize = `1-${MAX_PAGE} (default ${DEFAULT_PAGE})`;
+
+/** A page's `limit` in a query string, the same for every paged list; `description` says what it counts. */
+const PageLimit = (description: string) =>
+  QueryNumber(z.number({ error: 'limit must be an integer' }).int('limit must be an integer').min(1, `limit must be between 1 and ${MAX_PAGE}`).max(MAX_PAGE, `limit must be between 1 and ${MAX_PAGE}`))
+    .default(DEFAULT_PAGE)
+    .openapi({ param: { name: 'limit', in: 'query' }, description });
+
+/** `limit` and `after` of a list paged by id (IdPage); `kind` names the ids, `prefix` their shape (randomId). */
+const IdPageQuery = (kind: string, prefix: string, what: string) =>
+  z.strictObject({
+    limit: PageLimit(`${what} per page, ${pageSize}.`),
+    after: z.string().regex(idPattern(prefix), `after must be a ${kind} id (${prefix}_ and ${ID_HEX_DIGITS} hex digits): the previous page's next_after`).optional()
+      .openapi({ param: { name: 'after', in: 'query' }, description: `Continue after this ${kind} id (the previous page's \`next_after\`); without it, the first page.`, example: `${prefix}_6f1c0e2a9b7d4c3e8f10a2b4` }),
+  });
+
+export const TenantListQuery = IdPageQuery('tenant', ID_PREFIX.tenant, 'Tenants');
+export const ApiKeyListQuery = IdPageQuery('key', ID_PREFIX.key, 'Keys');
+
 export const AuditQuery = z.strictObject({
-  limit: QueryNumber(z.number({ error: 'limit must be an integer' }).int('limit must be an integer').min(1, 'limit must be between 1 and 1000').max(1000, 'limit must be between 1 and 1000')).default(100)
-    .openapi({ param: { name: 'limit', in: 'query' }, description: `Events per page, 1-1000 (default 100). A page also stops before its events' details pass ${MAX_AUDIT_PAGE_BYTES / 2 ** 20} MiB (it always holds one event), so it may hold fewer while next_before is set.` }),
+  limit: PageLimit(`Events per page, ${pageSize}. A page also stops before its events' details pass ${MAX_AUDIT_PAGE_BYTES / 2 ** 20} MiB (it always holds one event), so it may hold fewer while next_before is set.`),
   before: QueryNumber(z.number({ error: 'before must be an integer' }).int('before must be an integer').min(1, 'before must be >= 1')).optional()
     .openapi({ param: { name: 'before', in: 'query' }, description: 'Continue below this seq (the previous page\'s next_before).' }),
 });

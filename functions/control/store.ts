@@ -14,6 +14,9 @@ import { randomId } from '../util/bytes.ts';
  */
 export const MAX_COLLECTIONS = 1000;
 
+/** The prefix of each kind of id (randomId): a page cursor in a request is checked against it. */
+export const ID_PREFIX = { tenant: 'tn', key: 'key', collection: 'col' } as const;
+
 export interface Tenant {
   id: string;
   name: string;
@@ -53,6 +56,16 @@ export interface CollectionSpecInput {
   bits: Bits;
   descriptor_dims: number;
   model_id?: string;
+}
+
+/**
+ * One page of an operator list, by id: at most `limit` rows after the cursor. `next_after`: the
+ * cursor of the next page (this page's last id), null when no row follows it. An id is never
+ * reused nor changed, so a row written between two pages never moves another across the cursor.
+ */
+export interface IdPage<T> {
+  items: T[];
+  next_after: string | null;
 }
 
 /** An authenticated key, and the collection the request names when it exists in the key's tenant. */
@@ -96,7 +109,10 @@ export function migrateControl(db: SqlDb): void {
     id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants (id), name TEXT,
     hash TEXT NOT NULL UNIQUE, scopes TEXT NOT NULL, collections TEXT,
     created_at TEXT NOT NULL, rotated_at TEXT, revoked_at TEXT)`);
-  db.exec('CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant_id)');
+  // A tenant's keys are listed in pages by id (listKeys): this index serves the range and its
+  // order. It replaces the one on tenant_id alone, which it covers.
+  db.exec('DROP INDEX IF EXISTS api_keys_tenant');
+  db.exec('CREATE INDEX IF NOT EXISTS api_keys_tenant_id ON api_keys (tenant_id, id)');
   db.exec(`CREATE TABLE IF NOT EXISTS collections (
     id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants (id), name TEXT NOT NULL,
     bits INTEGER NOT NULL, descriptor_dims INTEGER NOT NULL, model_id TEXT, created_at TEXT NOT NULL,
@@ -109,14 +125,15 @@ export class ControlStore {
   }
 
   async createTenant(name: string): Promise<Tenant> {
-    const t: Tenant = { id: randomId('tn'), name, created_at: now() };
+    const t: Tenant = { id: randomId(ID_PREFIX.tenant), name, created_at: now() };
     const { changes } = this.db.run('INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING', t.id, t.name, t.created_at);
     if (changes === 0) throw conflict('tenant_exists', `a tenant named ${JSON.stringify(name)} already exists`);
     return t;
   }
 
-  async listTenants(): Promise<Tenant[]> {
-    return this.db.all<Tenant>('SELECT id, name, created_at FROM tenants ORDER BY name').map((t) => ({ ...t }));
+  async listTenants(limit: number, after?: string): Promise<IdPage<Tenant>> {
+    const rows = this.db.all<Tenant>('SELECT id, name, created_at FROM tenants WHERE id > ? ORDER BY id LIMIT ?', after ?? '', limit + 1);
+    return idPage(rows.map((t) => ({ ...t })), limit);
   }
 
   async getTenant(tenantId: string): Promise<Tenant> {
@@ -127,7 +144,7 @@ export class ControlStore {
 
   async createKey(tenantId: string, spec: KeySpec, hash: string): Promise<ApiKeyInfo> {
     const row: KeyRow = {
-      id: randomId('key'),
+      id: randomId(ID_PREFIX.key),
       tenant_id: tenantId,
       name: spec.name ?? null,
       scopes: JSON.stringify([...new Set(spec.scopes)].sort()),
@@ -147,9 +164,10 @@ export class ControlStore {
     });
   }
 
-  async listKeys(tenantId: string): Promise<ApiKeyInfo[]> {
+  async listKeys(tenantId: string, limit: number, after?: string): Promise<IdPage<ApiKeyInfo>> {
     this.requireTenant(tenantId);
-    return this.db.all<KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id`, tenantId).map(keyInfo);
+    const rows = this.db.all<KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys WHERE tenant_id = ? AND id > ? ORDER BY id LIMIT ?`, tenantId, after ?? '', limit + 1);
+    return idPage(rows.map(keyInfo), limit);
   }
 
   /** Idempotent: revoking a revoked key keeps its first revocation time. */
@@ -179,7 +197,7 @@ export class ControlStore {
 
   async createCollection(tenantId: string, spec: CollectionSpecInput): Promise<CollectionInfo> {
     const c: CollectionInfo = {
-      id: randomId('col'),
+      id: randomId(ID_PREFIX.collection),
       tenant_id: tenantId,
       name: spec.name,
       bits: spec.bits,
@@ -243,3 +261,9 @@ export class ControlStore {
 export type ControlPlane = Pick<ControlStore, keyof ControlStore>;
 
 const now = (): string => new Date().toISOString();
+
+/** A page from up to `limit + 1` rows in id order: the one past `limit` only says that more follow. */
+function idPage<T extends { id: string }>(rows: T[], limit: number): IdPage<T> {
+  const items = rows.slice(0, limit);
+  return { items, next_after: rows.length > limit ? items[items.length - 1].id : null };
+}

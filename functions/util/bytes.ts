@@ -99,7 +99,16 @@ export function randomBytes(n: number): Uint8Array {
   return crypto.getRandomValues(new Uint8Array(n));
 }
 
+const ID_BYTES = 12;
+/** The hex digits after an id's prefix. */
+export const ID_HEX_DIGITS = ID_BYTES * 2;
+
 /** Opaque random identifier such as `tn_5f0c...`: unguessable and never reused. */
 export function randomId(prefix: string): string {
-  return `${prefix}_${toHex(randomBytes(12))}`;
+  return `${prefix}_${toHex(randomBytes(ID_BYTES))}`;
+}
+
+/** What randomId(prefix) makes: the shape a request's id (a page cursor) is checked against. */
+export function idPattern(prefix: string): RegExp {
+  return new RegExp(`^${prefix}_[0-9a-f]{${ID_HEX_DIGITS}}$`);
 }

@@ -231,6 +231,98 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect(tenants.body.tenants.map((x: { id: string }) => x.id)).toContain(t.id);
       });
 
+      /** Every page of an operator list, following `next_after` from the first page. */
+      const pages = async (path: string, field: string, limit: number, between?: (page: number) => Promise<void>) => {
+        const got: { ids: string[]; next_after: string | null }[] = [];
+        let after: string | null = null;
+        do {
+          const r = await call('GET', `${path}?limit=${limit}${after ? `&after=${after}` : ''}`, { key: op() });
+          expect(r.status).toBe(200);
+          got.push({ ids: r.body[field].map((x: { id: string }) => x.id), next_after: r.body.next_after });
+          after = r.body.next_after;
+          await between?.(got.length);
+        } while (after !== null);
+        return got;
+      };
+
+      it("pages a tenant's keys by id: every key exactly once, in order; a key created between pages hides none", async () => {
+        const t = await tenant();
+        const made: string[] = [];
+        for (let i = 0; i < 7; i++) made.push((await t.key(['search'])).id);
+        const path = `/v1/admin/tenants/${t.id}/keys`;
+        const whole = await call('GET', path, { key: op() });
+        expect(whole.body.keys.map((k: { id: string }) => k.id)).toEqual([...made].sort());
+        expect(whole.body.next_after).toBeNull();
+
+        const got = await pages(path, 'keys', 3);
+        expect(got.map((p) => p.ids.length)).toEqual([3, 3, 1]);
+        expect(got.flatMap((p) => p.ids)).toEqual([...made].sort());
+        // the cursor is the last id of its page; the last page says there is no more
+        expect(got.map((p) => p.next_after)).toEqual([got[0].ids[2], got[1].ids[2], null]);
+        // a page that ends exactly at the last key is the last one
+        expect((await pages(path, 'keys', 7)).map((p) => p.next_after)).toEqual([null]);
+
+        // keys created between pages, whatever their ids, move no other key across the cursor
+        const late: string[] = [];
+        const during = await pages(path, 'keys', 2, async () => {
+          late.push((await t.key(['search'])).id);
+        });
+        const seen = during.flatMap((p) => p.ids);
+        expect(new Set(seen).size).toBe(seen.length);
+        expect(seen).toEqual([...seen].sort());
+        expect(seen.filter((id) => !late.includes(id))).toEqual([...made].sort());
+      });
+
+      it('pages the tenants by id: every tenant exactly once, in order, however the pages fall', async () => {
+        const ours = [(await tenant()).id, (await tenant()).id, (await tenant()).id];
+        const whole = await call('GET', '/v1/admin/tenants?limit=1000', { key: op() });
+        const all = whole.body.tenants.map((x: { id: string }) => x.id);
+        expect(whole.body.next_after).toBeNull();
+        expect(all).toEqual([...all].sort());
+        expect(all).toEqual(expect.arrayContaining(ours));
+        const limit = Math.max(1, Math.ceil(all.length / 4));
+        const got = await pages('/v1/admin/tenants', 'tenants', limit, async (page) => {
+          if (page === 1) await tenant();
+        });
+        const seen = got.flatMap((p) => p.ids);
+        expect(new Set(seen).size).toBe(seen.length);
+        expect(seen).toEqual([...seen].sort());
+        expect(seen).toEqual(expect.arrayContaining(all));
+        // the default page is the first 100 tenants
+        const now = (await call('GET', '/v1/admin/tenants?limit=1000', { key: op() })).body.tenants.map((x: { id: string }) => x.id);
+        const first = await call('GET', '/v1/admin/tenants', { key: op() });
+        expect(first.body.tenants.map((x: { id: string }) => x.id)).toEqual(now.slice(0, 100));
+      });
+
+      it("refuses a bad page of the operator's lists with a 400 naming limit or after", async () => {
+        const t = await tenant();
+        const k = await t.key(['search']);
+        const keys = `/v1/admin/tenants/${t.id}/keys`;
+        const cases: [string, string, string][] = [
+          ['/v1/admin/tenants?limit=0', 'invalid_field', 'limit'],
+          ['/v1/admin/tenants?limit=1001', 'invalid_field', 'limit'],
+          ['/v1/admin/tenants?limit=2.5', 'invalid_field', 'limit'],
+          ['/v1/admin/tenants?limit=', 'invalid_field', 'limit'],
+          ['/v1/admin/tenants?after=', 'invalid_field', 'after'],
+          [`/v1/admin/tenants?after=${k.id}`, 'invalid_field', 'after'],
+          [`/v1/admin/tenants?after=${t.id}&after=${t.id}`, 'repeated_parameter', 'after'],
+          [`/v1/admin/tenants?afterr=${t.id}`, 'unknown_field', 'afterr'],
+          [`${keys}?limit=x`, 'invalid_field', 'limit'],
+          [`${keys}?after=${t.id}`, 'invalid_field', 'after'],
+          [`${keys}?after=${k.id.toUpperCase()}`, 'invalid_field', 'after'],
+        ];
+        for (const [path, code, field] of cases) {
+          const r = await call('GET', path, { key: op() });
+          expect({ path, status: r.status, code: r.body.error.code, field: r.body.error.field }).toEqual({ path, status: 400, code, field });
+        }
+        expect((await call('GET', `/v1/admin/tenants?after=${t.id}`, { key: op() })).status).toBe(200);
+        const message = (await call('GET', `${keys}?after=${t.id}`, { key: op() })).body.error.message;
+        expect(message).toMatch(/after must be a key id \(key_ and 24 hex digits\)/);
+        // a bad page is a 400 before the tenant is looked up, as every malformed parameter is
+        expect((await call('GET', '/v1/admin/tenants/tn_nope/keys?limit=0', { key: op() })).body.error.field).toBe('limit');
+        expect((await call('GET', '/v1/admin/tenants/tn_nope/keys', { key: op() })).status).toBe(404);
+      });
+
       it('refuses tenant keys (403) and unknown keys (401)', async () => {
         const t = await tenant();
         const k = await t.key(['search', 'ingest', 'admin']);
@@ -743,9 +835,9 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         type Row = { send: Send; needs: string; code: string; field?: string };
         const rows: Record<string, Row | null> = {
           'POST /v1/admin/tenants': { send: { path: '/v1/admin/tenants', body: { name: 'Bad Name' } }, needs: 'operator', code: 'invalid_field', field: 'name' },
-          'GET /v1/admin/tenants': null,
+          'GET /v1/admin/tenants': { send: { path: '/v1/admin/tenants?limit=0' }, needs: 'operator', code: 'invalid_field', field: 'limit' },
           'POST /v1/admin/tenants/{tenant}/keys': { send: { path: `/v1/admin/tenants/${t.id}/keys`, body: { scopes: ['root'] } }, needs: 'operator', code: 'invalid_field', field: 'scopes.0' },
-          'GET /v1/admin/tenants/{tenant}/keys': null,
+          'GET /v1/admin/tenants/{tenant}/keys': { send: { path: `/v1/admin/tenants/${t.id}/keys?after=` }, needs: 'operator', code: 'invalid_field', field: 'after' },
           'POST /v1/admin/keys/{key}/rotate': null,
           'DELETE /v1/admin/keys/{key}': null,
           'GET /v1/admin/tenants/{tenant}/plan': null,

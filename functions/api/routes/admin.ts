@@ -10,7 +10,7 @@ import { sweepOrphans } from '../../store/orphans.ts';
 import { MedhashError } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
 import { errors, json, jsonBody, type App } from '../openapi.ts';
-import { ApiKeySchema, ApiKeyWithSecretSchema, CreateKeyBody, CreateTenantBody, ErrorSchema, OrphanReportSchema, OrphansIncompleteSchema, TenantParams, TenantSchema } from '../schemas.ts';
+import { ApiKeyListQuery, ApiKeyListSchema, ApiKeySchema, ApiKeyWithSecretSchema, CreateKeyBody, CreateTenantBody, ErrorSchema, OrphanReportSchema, OrphansIncompleteSchema, TenantListQuery, TenantListSchema, TenantParams, TenantSchema } from '../schemas.ts';
 
 const tags = ['admin'];
 const OrphanDeleteQuery = z.strictObject({
@@ -38,11 +38,15 @@ export function adminRoutes(app: App, backend: Backend): void {
 
   app.openapi(
     createRoute({
-      method: 'get', path: '/v1/admin/tenants', tags, security: operatorKey, summary: 'List tenants',
-      responses: { 200: json(z.object({ tenants: z.array(TenantSchema) }), 'All tenants.'), ...errors(400, 401, 403, 503) },
+      method: 'get', path: '/v1/admin/tenants', tags, security: operatorKey, summary: 'List tenants, a page at a time',
+      description: 'In id order: follow `next_after` until it is null. A tenant created meanwhile shows up on a later page or not at all, and never hides another.',
+      request: { query: TenantListQuery },
+      responses: { 200: json(TenantListSchema, 'One page of tenants.'), ...errors(400, 401, 403, 503) },
     }),
     async (c) => {
-      return c.json({ tenants: await backend.control.listTenants() }, 200);
+      const { limit, after } = c.req.valid('query');
+      const { items, next_after } = await backend.control.listTenants(limit, after);
+      return c.json({ tenants: items, next_after }, 200);
     },
   );
 
@@ -61,12 +65,15 @@ export function adminRoutes(app: App, backend: Backend): void {
 
   app.openapi(
     createRoute({
-      method: 'get', path: '/v1/admin/tenants/{tenant}/keys', tags, security: operatorKey, summary: "List a tenant's keys (no secrets)",
-      request: { params: TenantParams },
-      responses: { 200: json(z.object({ keys: z.array(ApiKeySchema) }), 'The keys.'), ...errors(400, 401, 403, 404, 503) },
+      method: 'get', path: '/v1/admin/tenants/{tenant}/keys', tags, security: operatorKey, summary: "List a tenant's keys (no secrets), a page at a time",
+      description: 'In id order: follow `next_after` until it is null. A key created meanwhile shows up on a later page or not at all, and never hides another.',
+      request: { params: TenantParams, query: ApiKeyListQuery },
+      responses: { 200: json(ApiKeyListSchema, 'One page of keys.'), ...errors(400, 401, 403, 404, 503) },
     }),
     async (c) => {
-      return c.json({ keys: await backend.control.listKeys(c.req.valid('param').tenant) }, 200);
+      const { limit, after } = c.req.valid('query');
+      const { items, next_after } = await backend.control.listKeys(c.req.valid('param').tenant, limit, after);
+      return c.json({ keys: items, next_after }, 200);
     },
   );
 
