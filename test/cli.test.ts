@@ -184,6 +184,54 @@ describe('medhash search by code', () => {
   });
 });
 
+describe('medhash admin lists', () => {
+  it('follows the pages to print the whole list, as one answer printed it before', async () => {
+    const op = new Client(url, TEST_OPERATOR_KEY);
+    const tenant = await op.request<{ id: string }>('POST', '/v1/admin/tenants', { name: 'cli-pages' });
+    await op.request('POST', '/v1/admin/tenants', { name: 'cli-pages-2' });
+    for (let i = 0; i < 4; i++) await op.request('POST', `/v1/admin/tenants/${tenant.id}/keys`, { scopes: ['search'], name: `k${i}` });
+    // A front that serves pages of 2 whatever the CLI asks for, so that a handful of keys and
+    // tenants spans several pages; it records what the CLI asked.
+    const app = createApp(node.backend);
+    const asked: string[] = [];
+    const front = await new Promise<ServerType>((ok) => {
+      const s = serve(
+        {
+          fetch: (req) => {
+            const u = new URL(req.url);
+            asked.push(`${u.pathname}${u.search}`);
+            if (u.searchParams.has('limit')) u.searchParams.set('limit', '2');
+            return app.fetch(new Request(u, req));
+          },
+          port: 0,
+          hostname: '127.0.0.1',
+        },
+        () => ok(s),
+      );
+    });
+    try {
+      const admin = (...args: string[]) =>
+        promisify(execFile)(process.execPath, [join(import.meta.dirname, '..', 'scripts', 'medhash.mjs'), 'admin', ...args], {
+          env: { ...process.env, MEDHASH_URL: `http://127.0.0.1:${(front.address() as AddressInfo).port}`, MEDHASH_OPERATOR_KEY: TEST_OPERATOR_KEY },
+        });
+      const keys = await op.request<{ keys: unknown[] }>('GET', `/v1/admin/tenants/${tenant.id}/keys?limit=1000`);
+      const listed = JSON.parse((await admin('list-keys', '--tenant', tenant.id)).stdout) as unknown;
+      expect(listed).toEqual({ keys: keys.keys });
+      expect(keys.keys).toHaveLength(4);
+      expect(asked.filter((a) => a.includes('/keys'))).toHaveLength(2);
+      expect(asked.filter((a) => a.includes('/keys')).every((a) => /[?&]limit=1000(&|$)/.test(a))).toBe(true);
+
+      const tenants = await op.request<{ tenants: unknown[] }>('GET', '/v1/admin/tenants?limit=1000');
+      expect(tenants.tenants.length).toBeGreaterThan(2);
+      asked.length = 0;
+      expect(JSON.parse((await admin('list-tenants')).stdout)).toEqual({ tenants: tenants.tenants });
+      expect(asked).toHaveLength(Math.ceil(tenants.tenants.length / 2));
+    } finally {
+      await new Promise((ok) => front.close(ok));
+    }
+  });
+});
+
 it('prints an error message with its control characters escaped: an escape sequence in a name is shown, not acted on', async () => {
   const run = promisify(execFile)(process.execPath, [join(import.meta.dirname, '..', 'scripts', 'medhash.mjs'), '\u001b[2Jwipe\u0007']);
   await expect(run).rejects.toMatchObject({ code: 2, stderr: expect.stringContaining('medhash: unknown command \\u001b[2Jwipe\\u0007\n') });

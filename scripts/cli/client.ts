@@ -47,6 +47,25 @@ export class Client {
     }
   }
 
+  /**
+   * Every item of a list paged by id (`limit`, `after`, answering `next_after`): the pages one
+   * after another, as one list. Items created meanwhile may or may not be in it; none is lost.
+   */
+  async all<T>(path: string, field: string, limit: number): Promise<T[]> {
+    const items: T[] = [];
+    let after: string | null = null;
+    do {
+      const query = new URLSearchParams({ limit: String(limit), ...(after === null ? {} : { after }) });
+      const page: Record<string, unknown> = await this.request('GET', `${path}?${query}`);
+      items.push(...(page[field] as T[]));
+      const next = (page.next_after ?? null) as string | null;
+      // ids grow from page to page: a cursor that does not would have the loop read the same page forever
+      if (next !== null && after !== null && next <= after) throw new Error(`${path}: next_after ${next} does not follow ${after}`);
+      after = next;
+    } while (after !== null);
+    return items;
+  }
+
   private async once<T>(method: string, path: string, body?: unknown, idempotencyKey?: string): Promise<T> {
     const headers: Record<string, string> = {};
     if (this.key) headers.authorization = `Bearer ${this.key}`;

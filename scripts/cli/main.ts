@@ -12,6 +12,7 @@ import { startBackend } from '../../functions/backend/node.ts';
 import { accessLogToStdout, startNodeServer, sweepDataDir } from '../../functions/entries/node.ts';
 import { stopOnSignals } from '../../functions/entries/signals.ts';
 import { imageSettingsFromEnv } from '../../functions/inference/node.ts';
+import { MAX_PAGE } from '../../functions/api/schemas.ts';
 import { backupDataDir } from '../../functions/store/backup.ts';
 import type { OrphanReport } from '../../functions/store/orphans.ts';
 import { printable } from '../../functions/util/errors.ts';
@@ -62,7 +63,9 @@ const USAGE = `medhash <command> [options]
 
   admin create-tenant --name N
   admin create-key --tenant ID --scopes search,ingest,admin [--collections a,b] [--name N]
+  admin list-tenants
   admin list-keys --tenant ID
+        The whole list, however many pages the API answers it in.
   admin rotate-key --id KEY_ID
   admin revoke-key --id KEY_ID
   admin orphans [--delete [--force]]
@@ -338,9 +341,13 @@ async function admin([sub, ...args]: string[]) {
       console.error('The secret is shown only this once: store it now.');
       return;
     }
+    case 'list-tenants': {
+      const v = parse(args, {});
+      return print({ tenants: await op(v).all('/v1/admin/tenants', 'tenants', MAX_PAGE) });
+    }
     case 'list-keys': {
       const v = parse(args, { tenant: { type: 'string' } });
-      return print(await op(v).request('GET', `/v1/admin/tenants/${encodeURIComponent(need(v.tenant, 'tenant'))}/keys`));
+      return print({ keys: await op(v).all(`/v1/admin/tenants/${encodeURIComponent(need(v.tenant, 'tenant'))}/keys`, 'keys', MAX_PAGE) });
     }
     case 'rotate-key':
     case 'revoke-key': {
