@@ -230,6 +230,21 @@ describe('medhash admin lists', () => {
       await new Promise((ok) => front.close(ok));
     }
   });
+
+  it('stops with an error, rather than read the same page forever, when a cursor does not advance', async () => {
+    const stuck = 'key_000000000000000000000001';
+    const front = await new Promise<ServerType>((ok) => {
+      const s = serve({ fetch: () => Response.json({ keys: [], next_after: stuck }), port: 0, hostname: '127.0.0.1' }, () => ok(s));
+    });
+    try {
+      const run = promisify(execFile)(process.execPath, [join(import.meta.dirname, '..', 'scripts', 'medhash.mjs'), 'admin', 'list-keys', '--tenant', 'tn_x'], {
+        env: { ...process.env, MEDHASH_URL: `http://127.0.0.1:${(front.address() as AddressInfo).port}`, MEDHASH_OPERATOR_KEY: TEST_OPERATOR_KEY },
+      });
+      await expect(run).rejects.toMatchObject({ code: 1, stderr: expect.stringContaining(`next_after ${stuck} does not follow ${stuck}`) });
+    } finally {
+      await new Promise((ok) => front.close(ok));
+    }
+  });
 });
 
 it('prints an error message with its control characters escaped: an escape sequence in a name is shown, not acted on', async () => {
