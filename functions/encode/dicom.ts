@@ -1,8 +1,8 @@
 // DICOM Part 10 files -> 8-bit pixels for the encoder (the rest of the path is the PNG/JPEG
-// one). Little-endian transfer syntaxes with the pixels uncompressed, RLE Lossless (decoded here)
-// or JPEG Baseline (decoded by image.ts's JPEG codec, passed in), one frame; any other syntax
-// (JPEG Lossless, JPEG-LS, JPEG 2000, deflate, big endian) is refused with 415 naming it, never
-// guessed at. Each compressed form only yields the stored samples an uncompressed file holds,
+// one). Little-endian transfer syntaxes with the pixels uncompressed, RLE Lossless (decoded here),
+// JPEG Lossless (jpeg-lossless.ts) or JPEG Baseline (decoded by image.ts's JPEG codec, passed in),
+// one frame; any other syntax (JPEG Extended, JPEG-LS, JPEG 2000, deflate, big endian) is refused
+// with 415 naming it, never guessed at. Each compressed form only yields the stored samples an uncompressed file holds,
 // which then take the one path below. Grey values go through the file's own
 // modality rescale and first VOI window, as a viewer shows them by default. Decoding reads the
 // header for pixel attributes alone: nothing of it (patient, study, dates) is returned, kept or
@@ -19,6 +19,7 @@
 // bounds: a file that disagrees with itself is a 422 naming where.
 import { MedhashError } from '../util/errors.ts';
 import type { DecodedImage } from './image.ts';
+import { decodeJpegLossless } from './jpeg-lossless.ts';
 
 const err = (status: 413 | 415 | 422, code: string, message: string) => new MedhashError(status, code, message, 'image');
 const corrupt = (message: string) => err(422, 'corrupt_image', message);
@@ -28,13 +29,17 @@ const unsupported = (message: string) => err(415, 'unsupported_image_type', mess
 interface Syntax {
   name: string;
   explicit: boolean;
-  pixels: 'native' | 'rle' | 'jpeg';
+  pixels: 'native' | 'rle' | 'jpeg' | 'jpeg-lossless';
+  /** JPEG Lossless SV1: predictor 1 only. */
+  sv1?: boolean;
 }
 
 const SUPPORTED: Record<string, Syntax> = {
   '1.2.840.10008.1.2': { name: 'Implicit VR Little Endian', explicit: false, pixels: 'native' },
   '1.2.840.10008.1.2.1': { name: 'Explicit VR Little Endian', explicit: true, pixels: 'native' },
   '1.2.840.10008.1.2.4.50': { name: 'JPEG Baseline', explicit: true, pixels: 'jpeg' },
+  '1.2.840.10008.1.2.4.57': { name: 'JPEG Lossless', explicit: true, pixels: 'jpeg-lossless' },
+  '1.2.840.10008.1.2.4.70': { name: 'JPEG Lossless SV1', explicit: true, pixels: 'jpeg-lossless', sv1: true },
   '1.2.840.10008.1.2.5': { name: 'RLE Lossless', explicit: true, pixels: 'rle' },
 };
 
@@ -43,8 +48,6 @@ const REFUSED: Record<string, string> = {
   '1.2.840.10008.1.2.1.99': 'Deflated Explicit VR Little Endian',
   '1.2.840.10008.1.2.2': 'Explicit VR Big Endian',
   '1.2.840.10008.1.2.4.51': 'JPEG Extended',
-  '1.2.840.10008.1.2.4.57': 'JPEG Lossless',
-  '1.2.840.10008.1.2.4.70': 'JPEG Lossless SV1',
   '1.2.840.10008.1.2.4.80': 'JPEG-LS Lossless',
   '1.2.840.10008.1.2.4.81': 'JPEG-LS Near-Lossless',
   '1.2.840.10008.1.2.4.90': 'JPEG 2000 Lossless',
@@ -153,7 +156,7 @@ class Walker {
     }
     if (!Object.hasOwn(SUPPORTED, syntax)) {
       const name = Object.hasOwn(REFUSED, syntax) ? REFUSED[syntax] : syntax ? 'an unsupported transfer syntax' : 'no transfer syntax';
-      throw unsupported(`DICOM transfer syntax ${syntax || '(missing)'} (${name}) is not supported: send the file uncompressed, in Explicit or Implicit VR Little Endian (e.g. dcmdjpeg or gdcmconv --raw), or in RLE Lossless or JPEG Baseline`);
+      throw unsupported(`DICOM transfer syntax ${syntax || '(missing)'} (${name}) is not supported: send the file uncompressed, in Explicit or Implicit VR Little Endian (e.g. dcmdjpeg or gdcmconv --raw), or in RLE Lossless, JPEG Lossless or JPEG Baseline`);
     }
     const ts = SUPPORTED[syntax];
     const attrs = new Map<number, Uint8Array>();
@@ -488,6 +491,10 @@ export function dicomGeometry(bytes: Uint8Array): { geometry: DicomGeometry; dec
     if (a.syntax.pixels === 'rle') return pixels(a, rleFrame(a, frame(bytes, a.pixelOffset)), 1);
     // the decoder's output is interleaved, whatever Planar Configuration says
     if (a.syntax.pixels === 'jpeg') return pixels(a, await jpegFrame(a, frame(bytes, a.pixelOffset), decodeJpeg), 0);
+    if (a.syntax.pixels === 'jpeg-lossless') {
+      // interleaved too, whatever Planar Configuration says
+      return pixels(a, decodeJpegLossless(frame(bytes, a.pixelOffset), { ...a, syntax: a.syntax.name, sv1: a.syntax.sv1 === true }), 0);
+    }
     const need = a.rows * a.columns * a.samples * (a.bitsAllocated / 8);
     const present = Math.min(a.pixelLength, bytes.length - a.pixelOffset);
     if (present < need) throw corrupt(`DICOM is truncated: ${a.columns}x${a.rows} pixels need ${need} bytes of pixel data, ${present} are present`);
