@@ -41,16 +41,20 @@ from PIL import Image
 @dataclass(frozen=True)
 class _Syntax:
     """A transfer syntax read here: its name, whether the data set is explicit VR, how the Pixel
-    Data is stored ("native", "rle" or "jpeg")."""
+    Data is stored ("native", "rle", "jpeg" or "jpeg-lossless"), and for JPEG Lossless SV1 that
+    predictor 1 alone is allowed."""
     name: str
     explicit: bool
     pixels: str
+    sv1: bool = False
 
 
 SUPPORTED = {
     "1.2.840.10008.1.2": _Syntax("Implicit VR Little Endian", False, "native"),
     "1.2.840.10008.1.2.1": _Syntax("Explicit VR Little Endian", True, "native"),
     "1.2.840.10008.1.2.4.50": _Syntax("JPEG Baseline", True, "jpeg"),
+    "1.2.840.10008.1.2.4.57": _Syntax("JPEG Lossless", True, "jpeg-lossless"),
+    "1.2.840.10008.1.2.4.70": _Syntax("JPEG Lossless SV1", True, "jpeg-lossless", sv1=True),
     "1.2.840.10008.1.2.5": _Syntax("RLE Lossless", True, "rle"),
 }
 
@@ -59,8 +63,6 @@ REFUSED = {
     "1.2.840.10008.1.2.1.99": "Deflated Explicit VR Little Endian",
     "1.2.840.10008.1.2.2": "Explicit VR Big Endian",
     "1.2.840.10008.1.2.4.51": "JPEG Extended",
-    "1.2.840.10008.1.2.4.57": "JPEG Lossless",
-    "1.2.840.10008.1.2.4.70": "JPEG Lossless SV1",
     "1.2.840.10008.1.2.4.80": "JPEG-LS Lossless",
     "1.2.840.10008.1.2.4.81": "JPEG-LS Near-Lossless",
     "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless",
@@ -232,7 +234,7 @@ class _Walker:
             name = REFUSED[syntax] if syntax in REFUSED else "an unsupported transfer syntax" if syntax else "no transfer syntax"
             raise _unsupported(f"DICOM transfer syntax {syntax or '(missing)'} ({name}) is not supported: send the file "
                                "uncompressed, in Explicit or Implicit VR Little Endian (e.g. dcmdjpeg or gdcmconv --raw), "
-                               "or in RLE Lossless or JPEG Baseline")
+                               "or in RLE Lossless, JPEG Lossless or JPEG Baseline")
         ts = SUPPORTED[syntax]
         attrs: dict[int, bytes] = {}
         while pos < len(b):
@@ -674,6 +676,13 @@ def decode(data: bytes) -> np.ndarray:
     if a.syntax.pixels == "jpeg":
         # the decoder's output is interleaved, whatever Planar Configuration says
         return _pixels(a, _jpeg_frame(a, _frame(data, a.pixel_offset)), 0)
+    if a.syntax.pixels == "jpeg-lossless":
+        # imported here: jpeg_lossless.py raises this module's DicomError
+        from .jpeg_lossless import decode_jpeg_lossless
+        # interleaved too, whatever Planar Configuration says
+        raw = decode_jpeg_lossless(_frame(data, a.pixel_offset), a.rows, a.columns, a.samples, a.bits_allocated,
+                                   a.bits_stored, a.syntax.name, a.syntax.sv1)
+        return _pixels(a, raw, 0)
     need = a.rows * a.columns * a.samples * (a.bits_allocated // 8)
     present = min(a.pixel_length, len(data) - a.pixel_offset)
     if present < need:
