@@ -127,3 +127,67 @@ export function dicomFragments(file: Uint8Array): Uint8Array[] {
   }
   return out;
 }
+
+/**
+ * A JPEG Lossless frame (T.81 Annex H, SOF3) of `samples` (rows x columns x components,
+ * interleaved, each below 2^precision), by the test side's own encoder: one interleaved scan,
+ * predictor `predictor`, point transform `pt`, a restart interval of `restart` samples (whole
+ * rows), and one Huffman table giving every difference category a 5-bit code. For the cases
+ * DCMTK's dcmcjpeg cannot write (restart intervals) and for hand-broken frames.
+ */
+export function jpegLosslessFrame(samples: ArrayLike<number>, o: { rows: number; columns: number; components: number; precision: number; predictor?: number; pt?: number; restart?: number }): Uint8Array {
+  const { rows, columns, components: nc, precision } = o;
+  const predictor = o.predictor ?? 1;
+  const pt = o.pt ?? 0;
+  const restart = o.restart ?? 0;
+  const out: number[] = [0xff, 0xd8];
+  const segment = (marker: number, body: number[]) => out.push(0xff, marker, (body.length + 2) >> 8, (body.length + 2) & 0xff, ...body);
+  segment(0xc3, [precision, rows >> 8, rows & 0xff, columns >> 8, columns & 0xff, nc, ...Array.from({ length: nc }, (_, c) => [c + 1, 0x11, 0]).flat()]);
+  // 17 categories of 5 bits: codes 0-16 in order
+  segment(0xc4, [0x00, 0, 0, 0, 0, 17, ...new Array(11).fill(0), ...Array.from({ length: 17 }, (_, k) => k)]);
+  if (restart) segment(0xdd, [restart >> 8, restart & 0xff]);
+  segment(0xda, [nc, ...Array.from({ length: nc }, (_, c) => [c + 1, 0x00]).flat(), predictor, 0, pt]);
+  let acc = 0;
+  let n = 0;
+  const put = (value: number, count: number) => {
+    for (let b = count - 1; b >= 0; b--) {
+      acc = (acc << 1) | ((value >> b) & 1);
+      if (++n === 8) {
+        out.push(acc);
+        if (acc === 0xff) out.push(0);
+        acc = n = 0;
+      }
+    }
+  };
+  const flush = () => {
+    if (n > 0) put(0xff, 8 - n);
+  };
+  const x = (r: number, c: number, k: number) => samples[(r * columns + c) * nc + k] >> pt;
+  const rowsPerInterval = restart ? restart / columns : rows;
+  for (let r = 0; r < rows; r++) {
+    const first = r % rowsPerInterval === 0;
+    if (first && r > 0) {
+      flush();
+      out.push(0xff, 0xd0 + ((r / rowsPerInterval - 1) & 7));
+    }
+    for (let c = 0; c < columns; c++) {
+      for (let k = 0; k < nc; k++) {
+        let px: number;
+        if (first) px = c === 0 ? 1 << (precision - pt - 1) : x(r, c - 1, k);
+        else if (c === 0) px = x(r - 1, 0, k);
+        else {
+          const [ra, rb, rc] = [x(r, c - 1, k), x(r - 1, c, k), x(r - 1, c - 1, k)];
+          px = [0, ra, rb, rc, ra + rb - rc, ra + ((rb - rc) >> 1), rb + ((ra - rc) >> 1), (ra + rb) >> 1][predictor];
+        }
+        let d = (x(r, c, k) - px) & 0xffff;
+        if (d > 32768) d -= 65536;
+        const category = d === 0 ? 0 : 32 - Math.clz32(Math.abs(d));
+        put(category, 5);
+        if (category > 0 && category < 16) put(d > 0 ? d : d + (1 << category) - 1, category);
+      }
+    }
+  }
+  flush();
+  out.push(0xff, 0xd9);
+  return Uint8Array.from(out);
+}
