@@ -31,7 +31,12 @@ describe('test/fixtures/dicom/decoded.json is what dicom.ts decodes', () => {
   it('the compressed fixtures: RLE and JPEG Baseline hold the very pixels of the uncompressed ones they were made from', () => {
     const sha = new Map(committed.fixtures.map((f) => [f.file, 'sha256' in f ? f.sha256 : undefined]));
     // DCMTK's dcmcrle of 8-bit grey, 16-bit signed grey (through its window) and RGB; img2dcm of the grey JPEG itself
-    for (const [compressed, plain] of [['grey8-rle.dcm', 'grey8-explicit.dcm'], ['ct16-window-rle.dcm', 'ct16-window.dcm'], ['rgb8-rle.dcm', 'rgb8-explicit.dcm'], ['grey8-jpeg-baseline.dcm', 'grey8-explicit.dcm']]) {
+    // and dcmcjpeg's JPEG Lossless (SV1, predictor 7, the test encoder's restart intervals): 8-bit, 16-bit signed, MONOCHROME1, 12 of 16 bits, RGB
+    const lossless = [['grey8-jpeg-lossless-sv1.dcm', 'grey8-explicit.dcm'], ['ct16-window-jpeg-lossless-sv1.dcm', 'ct16-window.dcm'],
+      ['ct16-window-jpeg-lossless-sv7.dcm', 'ct16-window.dcm'], ['ct16-window-jpeg-lossless-sv7-restart.dcm', 'ct16-window.dcm'],
+      ['ct16-window-monochrome1-jpeg-lossless-sv1.dcm', 'ct16-window-monochrome1.dcm'], ['ct12-garbage-nowindow-jpeg-lossless-sv1.dcm', 'ct12-garbage-nowindow.dcm'],
+      ['rgb8-corner-jpeg-lossless-sv1.dcm', 'rgb8-corner-explicit.dcm']];
+    for (const [compressed, plain] of [['grey8-rle.dcm', 'grey8-explicit.dcm'], ['ct16-window-rle.dcm', 'ct16-window.dcm'], ['rgb8-rle.dcm', 'rgb8-explicit.dcm'], ['grey8-jpeg-baseline.dcm', 'grey8-explicit.dcm'], ...lossless]) {
       expect(sha.get(compressed), compressed).toBeDefined();
       expect(sha.get(compressed), compressed).toBe(sha.get(plain));
     }
@@ -39,18 +44,31 @@ describe('test/fixtures/dicom/decoded.json is what dicom.ts decodes', () => {
     expect(committed.fixtures.filter((f) => 'pixels' in f).map((f) => f.file)).toEqual(['grey8-jpeg-baseline.dcm', 'rgb8-jpeg-baseline.dcm']);
     expect(committed.made.filter((m) => 'pixels' in m).every((m) => LOSSY.test(m.name))).toBe(true);
     expect(committed.mutations.cases.some((c) => LOSSY.test(c.file))).toBe(false);
+    // JPEG Lossless is decoded here, not by a codec: its fixtures are mutated like the others
+    expect(committed.mutations.cases.filter((c) => c.file.includes('jpeg-lossless')).length).toBeGreaterThanOrEqual(30);
   });
 
-  it('each RLE twin made here decodes to the pixels of its uncompressed file, and the limits refuse either alike', () => {
+  it.each(['-rle', '-jpeg-lossless'])('each %s twin made here decodes to the pixels of its uncompressed file, and the limits refuse either alike', (suffix) => {
     const byName = new Map(committed.made.map((m) => [m.name, m]));
-    const twins = committed.made.filter((m) => m.name.endsWith('-rle'));
+    const twins = committed.made.filter((m) => m.name.endsWith(suffix));
     expect(twins.length).toBeGreaterThanOrEqual(12);
-    for (const rle of twins) {
-      const { name: _n, parts: _p, ...got } = rle;
-      const { name: _m, parts: _q, ...want } = byName.get(rle.name.slice(0, -'-rle'.length))!;
-      expect(got, rle.name).toEqual(want);
+    for (const twin of twins) {
+      const { name: _n, parts: _p, ...got } = twin;
+      const { name: _m, parts: _q, ...want } = byName.get(twin.name.slice(0, -suffix.length))!;
+      expect(got, twin.name).toEqual(want);
     }
     expect(twins.filter((m) => 'sha256' in m).length).toBeGreaterThanOrEqual(10);
+  });
+
+  it('the JPEG Lossless frames of each predictor, restart interval, point transform, fragmentation and extra tables decode to the same 16-bit image', () => {
+    const sha = (name: string) => {
+      const m = committed.made.find((x) => x.name === `jpeg-lossless-${name}`)!;
+      return 'sha256' in m ? m.sha256 : m.refused.message;
+    };
+    for (const name of ['predictor-1', 'predictor-2', 'predictor-3', 'predictor-4', 'predictor-5', 'predictor-6', 'predictor-7', 'predictor-1-sv1',
+      'no-restart-interval', 'restart-every-row', 'point-transform-2', 'in-three-fragments', 'extra-tables']) {
+      expect(sha(name), name).toBe(sha('16bit-unsigned'));
+    }
   });
 
   it('the files made for each branch', () => {

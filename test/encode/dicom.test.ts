@@ -1,6 +1,6 @@
 // DICOM input: files written by DCMTK (test/fixtures/dicom, scripts/fixtures/make-dicom.ts) decode
 // to exactly the pixels of the JPEGs they were made from, so they give the same tensor and code,
-// whether uncompressed, RLE Lossless or JPEG Baseline; rescale, window and MONOCHROME1 act as the
+// whether uncompressed, RLE Lossless, JPEG Lossless or JPEG Baseline; rescale, window and MONOCHROME1 act as the
 // standard says; every variant this decoder does not read (other compressions, deflated,
 // big-endian, multi-frame) and every broken file (a bad RLE run or fragment table included) is a
 // 4xx naming why, and the size limits come before any decompression.
@@ -286,11 +286,11 @@ describe('refused DICOM', () => {
     const e = await refusal(decodeImage(fixture(name), 'application/dicom'));
     expect([e.status, e.code]).toEqual([415, 'unsupported_image_type']);
     expect(e.message).toContain(syntax);
-    expect(e.message).toMatch(/send the file uncompressed, .* or in RLE Lossless or JPEG Baseline$/);
+    expect(e.message).toMatch(/send the file uncompressed, .* or in RLE Lossless, JPEG Lossless or JPEG Baseline$/);
   });
 
   it.each([
-    ['1.2.840.10008.1.2.4.57', 'JPEG Lossless'], ['1.2.840.10008.1.2.4.70', 'JPEG Lossless SV1'], ['1.2.840.10008.1.2.4.80', 'JPEG-LS Lossless'],
+    ['1.2.840.10008.1.2.4.80', 'JPEG-LS Lossless'],
     ['1.2.840.10008.1.2.4.90', 'JPEG 2000 Lossless'], ['1.2.840.10008.1.2.4.51', 'JPEG Extended'],
   ])('the other compressions stay refused: %s (%s) -> 415', async (syntax, name) => {
     const e = await refusal(decodeImage(part10(concatBytes([pixelModule(2, 3), encapsulatedPixelData([new Uint8Array(8)])]), syntax)));
