@@ -14,7 +14,7 @@ const Base64 = z.string().min(1).regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be standa
 
 export const EncodeInput = z.union([
   z.strictObject({
-    image: Base64.openapi({ description: 'PNG, JPEG or DICOM (uncompressed, RLE Lossless or JPEG Baseline) bytes, base64.' }),
+    image: Base64.openapi({ description: 'PNG, JPEG or DICOM (uncompressed, RLE Lossless, JPEG Lossless or JPEG Baseline) bytes, base64.' }),
     content_type: z.enum(IMAGE_TYPES, { error: `content_type must be ${IMAGE_TYPES.join(', ')}` }),
   }),
   z.strictObject({

@@ -229,7 +229,7 @@ export function checkImageBytes(size: number, limits: ImageLimits = DEFAULT_LIMI
 }
 
 /**
- * Decodes a PNG, JPEG or DICOM (uncompressed, RLE Lossless or JPEG Baseline). `contentType`, when given, must be one of
+ * Decodes a PNG, JPEG or DICOM (uncompressed, RLE Lossless, JPEG Lossless or JPEG Baseline). `contentType`, when given, must be one of
  * IMAGE_TYPES or application/octet-stream and agree with the bytes. Throws MedhashError: 400
  * empty, 413 too large (bytes or declared size), 415 not an image of these or an unsupported
  * variant, 422 truncated/corrupt.

@@ -163,7 +163,7 @@ export class BrowserEncoder {
     return this.encoder.runtime;
   }
 
-  /** PNG, JPEG or DICOM (uncompressed, RLE Lossless or JPEG Baseline) bytes -> code, descriptor, class probabilities and OOD score. */
+  /** PNG, JPEG or DICOM (uncompressed, RLE Lossless, JPEG Lossless or JPEG Baseline) bytes -> code, descriptor, class probabilities and OOD score. */
   async encode(bytes: Uint8Array, contentType?: string): Promise<EncodedImage> {
     const t0 = performance.now();
     const img = await decodeImage(bytes, contentType);

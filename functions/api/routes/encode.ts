@@ -27,7 +27,7 @@ export function encodeRoutes(app: App, backend: Backend): void {
     createRoute({
       method: 'post', path: '/v1/encode', tags: ['search'], security: tenantKey('search', 'ingest'), ...maxBody(MAX_BODY_BYTES),
       summary: 'Encode one image with the served model (scope: search or ingest; metered: 1 encode unit)',
-      description: 'The body is the image file itself, Content-Type image/png, image/jpeg or application/dicom (uncompressed, RLE Lossless or JPEG Baseline; docs/ENCODING.md).',
+      description: 'The body is the image file itself, Content-Type image/png, image/jpeg or application/dicom (uncompressed, RLE Lossless, JPEG Lossless or JPEG Baseline; docs/ENCODING.md).',
       request: {
         headers: IdempotencyHeaders,
         body: imageBody,
