@@ -1,7 +1,8 @@
-// The shape of a JSON body, counted before it is parsed (functions/api/body.ts), and the body
+// The shape of a JSON body, counted before it is parsed (functions/util/json-budget.ts), and the body
 // limits routes state in the OpenAPI registry. The HTTP behaviour is in the shared API suite.
 import { describe, expect, it } from 'vitest';
-import { bodyLimits, overBudget } from '../functions/api/body.ts';
+import { bodyLimits } from '../functions/api/body.ts';
+import { overBudget } from '../functions/util/json-budget.ts';
 
 const text = (s: string) => new TextEncoder().encode(s);
 const count = (s: string) => {

@@ -5,14 +5,16 @@ import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { UnofficialStatusCode } from 'hono/utils/http-status';
 import { limitBody, onError, notFoundRoute, validationError } from '../api/errors.ts';
 import { errors, json, jsonBody } from '../api/openapi.ts';
+import { ErrorSchema } from '../api/schemas.ts';
 import { decodeImage } from '../encode/image.ts';
 import { preprocess } from '../encode/preprocess.ts';
 import type { Encoder } from '../encode/model.ts';
 import { MedhashError, badRequest } from '../util/errors.ts';
 import { fromBase64 } from '../util/bytes.ts';
+import { checkJsonBudget } from '../util/json-budget.ts';
 import { MicroBatcher, QueueFullError, RequestAbortedError, type BatcherOptions } from './batcher.ts';
 import { encodingOf } from './encoding.ts';
-import { EncodeRequest, EncodeResponse, MAX_BODY_BYTES, MAX_INPUTS, PROTOCOL_VERSION, tensorFromBase64, type ImageEncoding } from './protocol.ts';
+import { EncodeRequest, EncodeResponse, JSON_BUDGET, MAX_BODY_BYTES, MAX_INPUTS, PROTOCOL_VERSION, tensorFromBase64, type ImageEncoding } from './protocol.ts';
 
 export const DEFAULT_BATCHER: BatcherOptions = { maxBatch: 32, maxWaitMs: 2, maxQueue: 512 };
 
@@ -51,7 +53,17 @@ export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAUL
     return onError(err, c);
   });
   app.notFound(notFoundRoute);
+  // Every answer declares its type, as the edge API's do (api/app.ts).
+  app.use('*', async (c, next) => {
+    await next();
+    c.header('X-Content-Type-Options', 'nosniff');
+  });
   app.use('/v1/*', limitBody(MAX_BODY_BYTES));
+  // 32 MiB of `{},` would be 11 million objects on the heap before the schema refused them.
+  app.use('/v1/*', async (c, next) => {
+    await checkJsonBudget(c.req, JSON_BUDGET);
+    await next();
+  });
 
   app.openapi(
     createRoute({
@@ -70,7 +82,8 @@ export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAUL
       request: { body: jsonBody(EncodeRequest) },
       responses: {
         200: json(EncodeResponse, 'One result per input, in order.'),
-        ...errors(400, 413, 415),
+        ...errors(400, 415),
+        413: json(ErrorSchema, `\`body_too_large\` over ${MAX_BODY_BYTES} bytes; \`json_too_complex\` for a JSON body with more objects and arrays (${JSON_BUDGET.containers}) or values (${JSON_BUDGET.values}, keys included) than the largest valid batch holds, counted before it is parsed.`),
         503: { description: 'The queue is full, or the backend is stopping; the Retry-After header says when to retry.', content: { 'application/json': { schema: z.object({ error: z.object({ code: z.string(), message: z.string() }) }) } } },
       },
     }),

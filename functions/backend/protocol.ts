@@ -9,6 +9,13 @@ export const PROTOCOL_VERSION = 1 as const;
 export const MAX_INPUTS = 64;
 /** Largest request body the backend reads; a bigger batch is the client's to split. */
 export const MAX_BODY_BYTES = 32 << 20;
+/**
+ * What a request's JSON may hold, counted before it is parsed (util/json-budget.ts): exactly what
+ * the largest valid batch holds. The request object and its `inputs` array, then per input one
+ * object; values: the request, `version` and `inputs` with their values, then per input its object
+ * and, for an image, two keys with their strings (a tensor has one).
+ */
+export const JSON_BUDGET = { containers: MAX_INPUTS + 2, values: 5 + 5 * MAX_INPUTS };
 
 const Base64 = z.string().min(1).regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be standard base64');
 

@@ -1,0 +1,80 @@
+// The inference backend's HTTP face with a stand-in model (functions/backend/app.ts): what it
+// refuses before parsing (body size, JSON shape) and the headers every answer carries. The real
+// model behind it is tested in image-search.test.ts.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { createBackendApp } from '../functions/backend/app.ts';
+import { EncodeRequest, JSON_BUDGET, MAX_INPUTS } from '../functions/backend/protocol.ts';
+import { parseCard } from '../functions/encode/card.ts';
+import { initNodeImageCodecs } from '../functions/encode/image-node.ts';
+import type { Encoder } from '../functions/encode/model.ts';
+import { overBudget } from '../functions/util/json-budget.ts';
+import { png, scanlines } from './encode/png-fixtures.ts';
+
+const card = parseCard(JSON.parse(readFileSync(join(import.meta.dirname, '..', 'models', 'mednist-darf-b64.card.json'), 'utf8')));
+
+/** Zeros of the right shapes: the HTTP layer's tests need no model. */
+const stub: Encoder = {
+  card,
+  runtime: 'onnxruntime-node/cpu',
+  run: async (_x, n) => {
+    const zeros = (k: number) => new Float32Array(n * k);
+    return { n, bits: card.bits, u: zeros(card.bits), logits: zeros(card.classes.length), features: zeros(1), oodScore: zeros(1), oodRecon: zeros(1), oodMaha: zeros(1), oodStats: null };
+  },
+  close: async () => {},
+};
+
+const { app } = createBackendApp(stub);
+const post = (body: string, type = 'application/json') => app.request('/v1/encode', { method: 'POST', headers: { 'content-type': type }, body });
+const errorOf = async (r: Response) => [r.status, ((await r.json()) as { error: { code: string } }).error.code];
+
+/** The largest valid request: every input an image (two keys and two strings, where a tensor has one). */
+const largest = () => {
+  const image = Buffer.from(png({ width: 2, height: 2, colorType: 0, bitDepth: 8, raw: scanlines(2, 2, 1, 8, Uint8Array.of(0, 64, 128, 255)) })).toString('base64');
+  return JSON.stringify({ version: 1, inputs: Array.from({ length: MAX_INPUTS }, () => ({ image, content_type: 'image/png' })) });
+};
+
+beforeAll(initNodeImageCodecs);
+
+describe('inference backend: JSON budget', () => {
+  it('fits the largest valid batch exactly, and answers it', async () => {
+    const body = largest();
+    expect(EncodeRequest.safeParse(JSON.parse(body)).success).toBe(true);
+    const bytes = new TextEncoder().encode(body);
+    expect(overBudget(bytes, JSON_BUDGET)).toBeNull();
+    expect(overBudget(bytes, { ...JSON_BUDGET, values: JSON_BUDGET.values - 1 })).toBe('values');
+    expect(overBudget(bytes, { ...JSON_BUDGET, containers: JSON_BUDGET.containers - 1 })).toBe('objects and arrays');
+    const r = await post(body);
+    expect(r.status).toBe(200);
+    expect(((await r.json()) as { results: unknown[] }).results).toHaveLength(MAX_INPUTS);
+  });
+
+  it('refuses a body of more objects or values with 413 json_too_complex, before parsing it', async () => {
+    // well under the body limit, but millions of objects once parsed
+    expect(await errorOf(await post(`{"inputs":[${'{},'.repeat(1 << 20)}{}]}`))).toEqual([413, 'json_too_complex']);
+    expect(await errorOf(await post('['.repeat(100)))).toEqual([413, 'json_too_complex']);
+    const values = await post(`{"inputs":[${'1,'.repeat(400)}1]}`);
+    expect(values.status).toBe(413);
+    expect(((await values.json()) as { error: { message: string } }).error.message).toMatch(/at most 66 objects and arrays and 325 values .*holds more values$/);
+    // application/json with parameters is counted too
+    expect(await errorOf(await post('['.repeat(100), 'application/json; charset=utf-8'))).toEqual([413, 'json_too_complex']);
+  });
+});
+
+describe('inference backend: headers', () => {
+  it('says nosniff on every answer, of every type', async () => {
+    const answers: [string, Response][] = [
+      ['healthz', await app.request('/healthz')],
+      ['openapi', await app.request('/openapi.json')],
+      ['404', await app.request('/nope')],
+      ['400', await post('{"inputs":[]}')],
+      ['413', await post('['.repeat(100))],
+      ['415', await post('{}', 'text/plain')],
+      ['200', await post(JSON.stringify({ inputs: [{ tensor: Buffer.from(new Float32Array(card.input.channels * card.input.size ** 2).buffer).toString('base64') }] }))],
+    ];
+    expect(answers.map(([what, r]) => [what, r.status, r.headers.get('x-content-type-options')])).toEqual([
+      ['healthz', 200, 'nosniff'], ['openapi', 200, 'nosniff'], ['404', 404, 'nosniff'], ['400', 400, 'nosniff'], ['413', 413, 'nosniff'], ['415', 415, 'nosniff'], ['200', 200, 'nosniff'],
+    ]);
+  });
+});
