@@ -76,7 +76,10 @@ interface WebOptions {
    * read-back's rejection does not reach its wasm), so a run waits on this too.
    */
   lost?: Promise<unknown>;
-  /** Loaded, once, when a run fails: it reruns that batch and takes all later ones. */
+  /**
+   * Loaded when a run fails: it reruns that batch and takes all later ones. Should the load fail,
+   * that run fails with its error and the next run tries the load again.
+   */
   fallback?: () => Promise<Runner>;
 }
 
@@ -90,29 +93,47 @@ function makeEncoder(card: ModelCard, first: Runner, Tensor: TensorCtor, web?: W
   };
   type Feeds = Record<string, OrtTensor>;
   let current = first;
-  let switched: Promise<Runner> | null = null;
+  /** `first` failed a run: every run from then on goes to the fallback. */
+  let failed = false;
+  /**
+   * The fallback's load while it runs, then its runner. A failed load is forgotten: the run that
+   * asked for it gets its error, and the next run loads again (one try per run, so no retry storm).
+   */
+  let loading: Promise<Runner> | null = null;
   const lost = web?.lost?.then((info) => Promise.reject(new Error(`GPU device lost (${(info as { message?: string }).message ?? 'no reason given'})`)));
   lost?.catch(() => undefined); // answered by the runs that wait on it
   const onFirst = (feeds: Feeds) => (lost ? Promise.race([first.session.run(feeds), lost]) : first.session.run(feeds));
+  const onFallback = async (feeds: Feeds, load: () => Promise<Runner>) => {
+    const fresh = loading === null;
+    loading ??= load().then(
+      (r) => (current = r),
+      (e: unknown) => {
+        loading = null;
+        throw e;
+      },
+    );
+    const { session } = await loading;
+    // Twice, on the session just loaded: a run left hanging on a lost device keeps
+    // onnxruntime-web's one turn (above), which the next run frees by failing with "Session
+    // already started".
+    return fresh ? session.run(feeds).catch(() => session.run(feeds)) : session.run(feeds);
+  };
   const recover = async (cause: unknown, feeds: Feeds, load: () => Promise<Runner>) => {
-    switched ??= (async () => {
-      console.warn(`model ${card.name}: a run on ${first.runtime} failed (${String(cause)}); loading the fallback`);
-      // released first, so the two never hold the model's memory together; whatever a lost
-      // device makes release throw does not matter any more
-      await first.session.release().catch(() => undefined);
-      return (current = await load());
-    })();
-    const { session } = await switched;
-    // Twice: a run left hanging on a lost device keeps onnxruntime-web's one turn (above), which
-    // the next run frees by failing with "Session already started".
-    return session.run(feeds).catch(() => session.run(feeds));
+    failed = true;
+    console.warn(`model ${card.name}: a run on ${first.runtime} failed (${String(cause)}); loading the fallback`);
+    // released first, so the two never hold the model's memory together; whatever a lost
+    // device makes release throw does not matter any more
+    await first.session.release().catch(() => undefined);
+    return onFallback(feeds, load);
   };
   const infer = (feeds: Feeds) => {
     if (!web) return first.session.run(feeds);
     const { fallback } = web;
+    // in the turn, so a run sees the state the runs before it left: one switch, one load at a time
     return inOrtWebTurn(async () => {
-      if (switched) return (await switched).session.run(feeds);
-      return fallback ? onFirst(feeds).catch((e: unknown) => recover(e, feeds, fallback)) : onFirst(feeds);
+      if (!fallback) return onFirst(feeds);
+      if (failed) return onFallback(feeds, fallback);
+      return onFirst(feeds).catch((e: unknown) => recover(e, feeds, fallback));
     });
   };
   return {
@@ -140,8 +161,8 @@ function makeEncoder(card: ModelCard, first: Runner, Tensor: TensorCtor, web?: W
         oodStats: out.ood_stats ? f32(out.ood_stats, 'ood_stats') : null,
       };
     },
-    // after a failed switch `first` is released already and there is nothing to release
-    close: async () => (switched ? (await switched.catch(() => null))?.session.release() : first.session.release()),
+    // after a switch `first` is released already; with no fallback loaded there is nothing to release
+    close: async () => (failed ? (await loading?.catch(() => null))?.session.release() : first.session.release()),
   };
 }
 
