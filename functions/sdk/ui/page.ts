@@ -4,7 +4,7 @@
 // ranked results, each with its explanation, and the OOD verdict.
 import { isDicom } from '../../encode/dicom.ts';
 import { checkImageBytes, decodeImage } from '../../encode/image.ts';
-import { loadImageCodecs, MedhashApiError, MedhashClient, type CollectionSummary, type Download, type OodAssessment, type SearchAnswer } from '../index.ts';
+import { loadImageCodecs, MedhashApiError, MedhashClient, type BrowserEncoder, type CollectionSummary, type Download, type OodAssessment, type SearchAnswer } from '../index.ts';
 
 const $ = <T = HTMLElement>(id: string) => document.getElementById(id) as unknown as T;
 
@@ -33,8 +33,8 @@ let previewHref: string | null = null;
 let picked = 0;
 /** Bumped by each search and each change of image or collection: an answer to an older one is dropped. */
 let asked = 0;
-/** The chosen collection's model is loaded: with an image, Search may be pressed. */
-let modelReady = false;
+/** The chosen collection's model, once loaded: with an image, Search may be pressed. */
+let ready: BrowserEncoder | null = null;
 
 const showError = (e: unknown) => {
   errorBox.textContent = e instanceof Error ? e.message : String(e);
@@ -55,7 +55,7 @@ function clearAnswer(): number {
 
 /** The model line with an empty bar and no byte count. */
 function resetModel(status: string): void {
-  modelReady = false;
+  ready = null;
   progress.max = 1;
   progress.value = 0;
   progressBytes.textContent = '';
@@ -95,8 +95,8 @@ async function loadModel(): Promise<void> {
     progress.max = 1;
     progress.value = 1;
     progressBytes.textContent = '';
-    modelStatus.textContent = `${enc.card.model_id} ready (${enc.runtime}, sha256 checked)`;
-    modelReady = true;
+    ready = enc;
+    showReady();
     go.disabled = image === null;
   } catch (e) {
     if (!current()) return;
@@ -104,6 +104,17 @@ async function loadModel(): Promise<void> {
     modelStatus.textContent = 'model failed to load';
     showError(e);
   }
+}
+
+/**
+ * "ready" with the runtime the model runs on now: a search may change it (a failed WebGPU run
+ * hands the model over to wasm, docs/SDK.md), so each search ends by calling this again. The
+ * status is a live region: it is rewritten only when it changes.
+ */
+function showReady(): void {
+  if (!ready) return;
+  const text = `${ready.card.model_id} ready (${ready.runtime}, sha256 checked)`;
+  if (modelStatus.textContent !== text) modelStatus.textContent = text;
 }
 
 $('connect').addEventListener('submit', async (ev) => {
@@ -193,7 +204,7 @@ async function setImage(f: File | undefined): Promise<void> {
   }
   showPreview(href);
   image = f;
-  go.disabled = !chosen() || !modelReady;
+  go.disabled = !chosen() || !ready;
 }
 
 fileInput.addEventListener('change', () => void setImage(fileInput.files?.[0]));
@@ -266,6 +277,7 @@ $('search').addEventListener('submit', async (ev) => {
     if (e instanceof MedhashApiError && e.ood) showOod(e.ood);
     showError(e);
   } finally {
+    showReady();
     // a newer search, image or collection has set the button
     if (mine === asked) go.disabled = false;
   }
