@@ -1,5 +1,5 @@
 // Node entry's static part of the SDK: the search page at /ui, and under /sdk/ the SDK bundle,
-// the page script and the WebAssembly files they fetch. Bundles are built in memory by esbuild
+// the page's script and stylesheet and the WebAssembly files they fetch. Bundles are built in memory by esbuild
 // on first request (no committed build output); the .wasm files are read from node_modules.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -8,13 +8,15 @@ import { MedhashError, notFound } from '../util/errors.ts';
 import { assetFiles, buildBundles } from './build.ts';
 
 const PAGE = join(import.meta.dirname, 'ui', 'index.html');
+const STYLESHEET = 'ui.css';
 
 // The page takes an API key: no framing (clickjacking), no script but our own bundle (whose
 // onnxruntime and codecs compile WebAssembly), no requests but to this origin, and no URL of it
-// in a Referer. Its one <style> is inline; the preview is a blob: URL.
+// in a Referer. Its styles are a stylesheet of its own (no inline style to allow); the preview is a
+// blob: URL.
 const PAGE_HEADERS = {
   'content-security-policy': [
-    "default-src 'none'", "script-src 'self' 'wasm-unsafe-eval'", "style-src 'unsafe-inline'", "img-src 'self' blob:",
+    "default-src 'none'", "script-src 'self' 'wasm-unsafe-eval'", "style-src 'self'", "img-src 'self' blob:",
     "connect-src 'self'", "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'",
   ].join('; '),
   'x-content-type-options': 'nosniff',
@@ -32,6 +34,9 @@ export function sdkRoutes(): Hono {
   app.get('/ui', async (c) => c.html(await readFile(PAGE, 'utf8'), 200, PAGE_HEADERS));
   app.get('/sdk/:file', async (c) => {
     const file = c.req.param('file');
+    if (file === STYLESHEET) {
+      return c.body(await readFile(join(import.meta.dirname, 'ui', STYLESHEET), 'utf8'), 200, { ...NOSNIFF, 'content-type': 'text/css; charset=utf-8', 'cache-control': 'no-cache' });
+    }
     if (file.endsWith('.js')) {
       bundles ??= buildBundles().catch((e: Error) => {
         bundles = null;

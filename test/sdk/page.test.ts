@@ -1,8 +1,9 @@
 // The /ui page's handling of a key, of its downloads and of the chosen file, in real Chromium
 // against the Node service (no index needed): a wrong key after a good one leaves nothing of the
-// good one's to choose; the model's and onnxruntime-web's downloads are shown byte by byte; a file
-// over the service's image limit is refused by its size, unread, and a preview's object URL is
-// revoked when another image replaces it.
+// good one's to choose; the model's and onnxruntime-web's downloads are shown byte by byte; the page
+// loads and searches under its CSP (no inline style) with no violation; a file over the service's
+// image limit is refused by its size, unread, and a preview's object URL is revoked when another
+// image replaces it.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -112,6 +113,34 @@ it("the model's and onnxruntime-web's downloads are shown byte by byte: increasi
     expect(of.at(-1)!.bytes).toBe(`${(size / 1e6).toFixed(1)} of ${(size / 1e6).toFixed(1)} MB`);
     expect(of.at(-1)!.status).toBe(what === 'model' ? `downloading ${card.model_id}...` : 'downloading the onnxruntime-web runtime...');
   }
+}, MODEL_LOAD_MS);
+
+it('loads, connects and searches under its CSP with no violation: its styles come from its own stylesheet', async () => {
+  const page = await browser.newPage();
+  const problems: string[] = [];
+  page.on('pageerror', (e) => problems.push(e.message));
+  page.on('console', (m) => {
+    if (/Content Security Policy|Refused to/i.test(m.text())) problems.push(m.text());
+  });
+  await page.exposeFunction('__medhashViolation', (v: unknown) => void problems.push(JSON.stringify(v)));
+  await page.addInitScript(() => {
+    const report = (globalThis as unknown as { __medhashViolation(v: unknown): void }).__medhashViolation;
+    document.addEventListener('securitypolicyviolation', (e) => report({ directive: e.violatedDirective, blocked: e.blockedURI, sample: e.sample }));
+  });
+  const res = await page.goto(`${server.url}/ui`);
+  expect(res?.headers()['content-security-policy']).not.toContain('unsafe-inline');
+  // the stylesheet applies
+  expect(await page.evaluate(() => getComputedStyle(document.getElementById('drop')!).borderTopStyle)).toBe('dashed');
+  await connect(page, key);
+  await page.locator('#model-status', { hasText: `${card.model_id} ready` }).waitFor({ timeout: 90_000 });
+  await page.getByLabel(IMAGE_LABEL).setInputFiles({ name: 'a.png', mimeType: 'image/png', buffer: greyPng(300) });
+  await page.getByLabel('Show results even when the image looks out of distribution').check();
+  await page.getByRole('button', { name: 'Search' }).click();
+  // the collection is empty: an answer with no results, its verdict shown with its class
+  await page.locator('#results li', { hasText: 'No results.' }).waitFor({ timeout: 60_000 });
+  expect(await page.locator('#ood').isVisible()).toBe(true);
+  expect(await page.getByRole('alert').textContent()).toBe('');
+  expect(problems).toEqual([]);
 }, MODEL_LOAD_MS);
 
 it("a file over the service's image limit is refused by its size, unread; a preview's object URL is revoked when another image replaces it", async () => {

@@ -33,3 +33,18 @@ it('/ui, which takes an API key, cannot be framed, runs only its own scripts, an
   expect(wasm.status).toBe(200);
   expect(wasm.headers.get('x-content-type-options')).toBe('nosniff');
 });
+
+it("/ui's styles are a stylesheet of its own origin: no inline style, so the CSP allows none", async () => {
+  const page = await app.request('/ui');
+  const csp = page.headers.get('content-security-policy') ?? '';
+  expect(csp).not.toContain('unsafe-inline');
+  expect(csp.split(';').map((d) => d.trim()).filter((d) => d.startsWith('style-src'))).toEqual(["style-src 'self'"]);
+  const html = await page.text();
+  expect(html).not.toMatch(/<style\b|\sstyle\s*=/i);
+  expect(html.match(/<link\b[^>]*>/g)).toEqual(['<link rel="stylesheet" href="/sdk/ui.css">']);
+  const css = await app.request('/sdk/ui.css');
+  expect(css.status).toBe(200);
+  expect(css.headers.get('content-type')).toBe('text/css; charset=utf-8');
+  expect(css.headers.get('x-content-type-options')).toBe('nosniff');
+  expect(await css.text()).toContain('#drop {');
+});
