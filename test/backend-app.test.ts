@@ -59,6 +59,8 @@ describe('inference backend: JSON budget', () => {
     expect(((await values.json()) as { error: { message: string } }).error.message).toMatch(/at most 66 objects and arrays and 325 values .*holds more values$/);
     // application/json with parameters is counted too
     expect(await errorOf(await post('['.repeat(100), 'application/json; charset=utf-8'))).toEqual([413, 'json_too_complex']);
+    // and any application/*+json, which the validator parses as JSON too
+    expect(await errorOf(await post(`{"inputs":[${'{},'.repeat(1 << 20)}{}]}`, 'application/vnd.medhash+json'))).toEqual([413, 'json_too_complex']);
   });
 });
 

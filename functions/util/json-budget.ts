@@ -20,11 +20,17 @@ interface BodyRequest {
 }
 
 /**
+ * The media types Hono's JSON validator parses: application/json and every `application/*+json`.
+ * zod-openapi lets each of them through to a route that declares application/json, so each is counted.
+ */
+const PARSED_AS_JSON = /^application\/([\w.-]+\+)?json$/;
+
+/**
  * 413 `json_too_complex` when `req` has a JSON body over `budget`. Reads the body through
  * `req.arrayBuffer()`, which Hono caches for the validator that parses it next.
  */
 export async function checkJsonBudget(req: BodyRequest, budget: JsonBudget): Promise<void> {
-  if (!req.raw.body || mediaType(req.header('content-type')) !== 'application/json') return;
+  if (!req.raw.body || !PARSED_AS_JSON.test(mediaType(req.header('content-type')))) return;
   const over = overBudget(new Uint8Array(await req.arrayBuffer()), budget);
   if (over) {
     throw new MedhashError(413, 'json_too_complex', `a JSON body holds at most ${budget.containers} objects and arrays and ${budget.values} values (object keys included); this one holds more ${over}`);

@@ -1149,6 +1149,9 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect(nested.body.error.message).toMatch(new RegExp(`at most ${JSON_BUDGET.containers} objects and arrays and ${JSON_BUDGET.values} values .* holds more objects and arrays$`));
         const values = await call('POST', itemsPath, { key: all, raw: `{"items":[{"id":"v","code":"${code}","descriptor":[${Array(JSON_BUDGET.values).fill(0).join(',')}]}]}`, headers: json });
         expect([values.status, values.body.error.code, values.body.error.message]).toEqual([413, 'json_too_complex', expect.stringMatching(/holds more values$/)]);
+        // any application/*+json, which the JSON validator parses as it parses application/json
+        const suffixed = await call('POST', search, { key: all, raw: `{"code":"${code}","filter":[${Array(JSON_BUDGET.containers).fill('{}').join(',')}]}`, headers: { 'content-type': 'application/vnd.medhash+json' } });
+        expect([suffixed.status, suffixed.body.error.code]).toEqual([413, 'json_too_complex']);
         // the document states every limit above the default
         const doc = (await call('GET', '/openapi.json')).body;
         expect(doc.paths['/v1/collections/{collection}/items'].post['x-max-body-bytes']).toBe(MAX_BODY_BYTES);
