@@ -18,6 +18,7 @@ export interface LosslessTarget {
   samples: number;
   bitsAllocated: number;
   bitsStored: number;
+  signed: boolean;
   /** The transfer syntax's name, and whether it allows predictor 1 alone (SV1). */
   syntax: string;
   sv1: boolean;
@@ -182,9 +183,12 @@ export function decodeJpegLossless(f: Uint8Array, t: LosslessTarget): Uint8Array
       if (precision < 2 || precision > 16) throw corrupt(`has precision ${precision}; lossless JPEG is 2 to 16 bits`);
       if (width !== t.columns || height !== t.rows) throw corrupt(`is ${width}x${height}; the header says ${t.columns}x${t.rows}`);
       if (count !== t.samples) throw corrupt(`has ${count} component(s); the header says ${t.samples} sample(s) per pixel`);
-      // a precision above Bits Stored is common (DCMTK writes 16 for 12 of 16 bits): the samples are masked to Bits Stored as uncompressed ones are
-      if (precision < t.bitsStored || precision > t.bitsAllocated) {
-        throw corrupt(`has precision ${precision}; the header says ${t.bitsStored} bits stored in ${t.bitsAllocated} allocated`);
+      // A precision above Bits Stored is common (DCMTK writes 16 for 12 of 16 bits): the samples are
+      // masked to Bits Stored as uncompressed ones are. One below it is met in archives too: unsigned
+      // samples of fewer bits are the same numbers, but a signed one's sign would sit at bit P - 1.
+      if (precision > t.bitsAllocated) throw corrupt(`has precision ${precision}; the header says ${t.bitsAllocated} bits allocated`);
+      if (precision < t.bitsStored && t.signed) {
+        throw corrupt(`has precision ${precision}, below the ${t.bitsStored} bits stored of signed samples, whose sign bit it would move`);
       }
       const ids: number[] = [];
       for (let c = 0; c < count; c++) {

@@ -681,7 +681,7 @@ def decode(data: bytes) -> np.ndarray:
         from .jpeg_lossless import decode_jpeg_lossless
         # interleaved too, whatever Planar Configuration says
         raw = decode_jpeg_lossless(_frame(data, a.pixel_offset), a.rows, a.columns, a.samples, a.bits_allocated,
-                                   a.bits_stored, a.syntax.name, a.syntax.sv1)
+                                   a.bits_stored, a.signed, a.syntax.name, a.syntax.sv1)
         return _pixels(a, raw, 0)
     need = a.rows * a.columns * a.samples * (a.bits_allocated // 8)
     present = min(a.pixel_length, len(data) - a.pixel_offset)

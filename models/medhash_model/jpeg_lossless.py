@@ -72,7 +72,7 @@ def _segment_end(f: bytes, pos: int) -> int:
 
 
 def decode_jpeg_lossless(f: bytes, rows: int, columns: int, samples: int, bits_allocated: int, bits_stored: int,
-                         syntax: str, sv1: bool) -> bytes:
+                         signed: bool, syntax: str, sv1: bool) -> bytes:
     """A JPEG Lossless frame -> rows x columns x samples, each in bits_allocated / 8 bytes, little
     endian, interleaved; raises DicomError (422) naming the first fault."""
     n = len(f)
@@ -140,9 +140,13 @@ def decode_jpeg_lossless(f: bytes, rows: int, columns: int, samples: int, bits_a
                 raise _corrupt(f"is {width}x{height}; the header says {columns}x{rows}")
             if count != samples:
                 raise _corrupt(f"has {count} component(s); the header says {samples} sample(s) per pixel")
-            # a precision above Bits Stored is common (DCMTK writes 16 for 12 of 16 bits): masked as uncompressed samples are
-            if precision < bits_stored or precision > bits_allocated:
-                raise _corrupt(f"has precision {precision}; the header says {bits_stored} bits stored in {bits_allocated} allocated")
+            # above Bits Stored is common (DCMTK writes 16 for 12 of 16 bits): masked as uncompressed samples
+            # are; below it, unsigned samples are the same numbers, but a signed one's sign would sit at bit P - 1
+            if precision > bits_allocated:
+                raise _corrupt(f"has precision {precision}; the header says {bits_allocated} bits allocated")
+            if precision < bits_stored and signed:
+                raise _corrupt(f"has precision {precision}, below the {bits_stored} bits stored of signed samples, "
+                               "whose sign bit it would move")
             ids: list[int] = []
             for c in range(count):
                 cid, sampling = f[p + 6 + 3 * c], f[p + 7 + 3 * c]
