@@ -297,6 +297,23 @@ describe('collection writer', () => {
     expect((await snapshot()).get('zzz')).toBeTruthy();
   });
 
+  it('a change that uploads no shard (deletes emptying one) still asks for maintenance before its commit', async () => {
+    const heads = sqlHeadStore(sql, SPEC.id);
+    // the generation committed when each maintenance run is asked for
+    const asked: number[] = [];
+    const schedule = () => void asked.push(heads.load()?.manifest.generation ?? 0);
+    const w = new CollectionWriter(kv, heads, SPEC, { ...DEFAULT_WRITER_LIMITS, maxShardItems: 5 }, { now: () => clock, schedule });
+    await w.apply(ids(10).map((id, i) => put(id, i)));
+    expect((await published())!.shards).toHaveLength(2);
+    asked.length = 0;
+    const puts = kv.shardPuts;
+    // a crash between the commit and the publish is the maintenance's to repair: it must be asked for first
+    await w.apply(ids(10).slice(5).map((id) => ({ op: 'delete', id })));
+    expect(kv.shardPuts).toBe(puts);
+    expect((await published())!.shards).toHaveLength(1);
+    expect(asked[0]).toBe(1);
+  });
+
   it('a failed manifest publish after the commit is reported, then repaired by a retry', async () => {
     const w = writer();
     await w.apply([put('a', 1)]);

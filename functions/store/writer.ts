@@ -276,12 +276,16 @@ export class CollectionWriter {
     // 1-2. Intent, then upload: the keys of a window of new shards go on record as pending before
     // their blobs are put, so a crash leaves them collectable. What a crash from here on leaves
     // (orphan uploads, an unpublished commit) is the maintenance's to finish, and on Workers
-    // nothing else may come back to this collection: ask for it before the first upload. A
-    // failure leaves the live manifest untouched.
-    const upload = async () => {
-      if (window.length === 0) return;
+    // nothing else may come back to this collection: ask for it before the first upload, or
+    // before the commit when there is none (deletes that only empty shards). A failure leaves
+    // the live manifest untouched.
+    const ask = async () => {
       if (!asked) await this.hooks.schedule?.(this.now() + MAINTENANCE_RETRY_MS);
       asked = true;
+    };
+    const upload = async () => {
+      if (window.length === 0) return;
+      await ask();
       head.pending = [...head.pending, ...window.map((b) => b.key)];
       head.rev = this.heads.save(head);
       const puts = window.map((b) => this.kv.put(b.key, b.bytes));
@@ -347,6 +351,7 @@ export class CollectionWriter {
       await finish(run);
       await finish(null);
       await upload();
+      await ask();
     } finally {
       reads.stop();
     }
