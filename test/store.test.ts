@@ -128,6 +128,12 @@ describe('collection writer', () => {
     expect([...(await snapshot()).keys()]).toEqual(all);
   });
 
+  it('cuts a run into shards that differ by one item at most: no small last shard', async () => {
+    const w = writer({ maxShardItems: 5 });
+    await w.apply(ids(21).map((id, i) => put(id, i)));
+    expect((await published())!.shards.map((s) => s.count)).toEqual([5, 4, 4, 4, 4]);
+  });
+
   it('splits under the byte cap', async () => {
     const w = writer({ maxShardBytes: 64 << 10 });
     const big = 'x'.repeat(3000);

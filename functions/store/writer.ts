@@ -586,14 +586,18 @@ export class CollectionWriter {
     const sizes = records.map((r) => recordBytes(r, bits, dims));
     const total = sizes.reduce((a, b) => a + b, 0);
     const parts = Math.max(1, Math.ceil(records.length / this.limits.maxShardItems), Math.ceil(total / budget));
-    const target = Math.ceil(records.length / parts);
     const chunks: ShardRecord[][] = [];
     let cur: ShardRecord[] = [];
     let curBytes = 0;
+    let done = 0;
     records.forEach((r, i) => {
       if (sizes[i] > budget) throw new Error(`item ${r.id} (${sizes[i]} bytes) exceeds the shard byte cap`);
+      // what is left shared among the parts left, so the last chunk is not a remainder (21 items
+      // under a cap of 5: 5, 4, 4, 4, 4, not 5, 5, 5, 5, 1); a cut by bytes leaves fewer parts to share
+      const target = Math.min(this.limits.maxShardItems, Math.ceil((records.length - done) / Math.max(1, parts - chunks.length)));
       if (cur.length > 0 && (cur.length >= target || curBytes + sizes[i] > budget)) {
         chunks.push(cur);
+        done += cur.length;
         cur = [];
         curBytes = 0;
       }
