@@ -1,6 +1,6 @@
 // The inference backend's HTTP face with a stand-in model (functions/backend/app.ts): what it
-// refuses before parsing (body size, JSON shape) and the headers every answer carries. The real
-// model behind it is tested in image-search.test.ts.
+// refuses before parsing (body size, JSON shape), the headers every answer carries and the errors its
+// OpenAPI document describes. The real model behind it is tested in image-search.test.ts.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -78,5 +78,17 @@ describe('inference backend: headers', () => {
     expect(answers.map(([what, r]) => [what, r.status, r.headers.get('x-content-type-options')])).toEqual([
       ['healthz', 200, 'nosniff'], ['openapi', 200, 'nosniff'], ['404', 404, 'nosniff'], ['400', 400, 'nosniff'], ['413', 413, 'nosniff'], ['415', 415, 'nosniff'], ['200', 200, 'nosniff'],
     ]);
+  });
+});
+
+describe('inference backend: OpenAPI document', () => {
+  it('describes its own 400, with no word of API keys, which the backend has none of', async () => {
+    const doc = (await (await app.request('/openapi.json')).json()) as { paths: Record<string, Record<string, { responses: Record<string, { description: string }> }>> };
+    const text = JSON.stringify(doc);
+    expect(text).not.toMatch(/API key|the key\b|\b40[13]\b/i);
+    expect(doc.paths['/v1/encode'].post.responses['400'].description).toMatch(/^Malformed request: .*`inputs\.N\.tensor`/);
+    // what it says of `field` is what a 400 answers
+    const r = await post(JSON.stringify({ inputs: [{ tensor: 'AAAA' }] }));
+    expect([r.status, ((await r.json()) as { error: { field: string } }).error.field]).toEqual([400, 'inputs.0.tensor']);
   });
 });
