@@ -5,7 +5,7 @@ import { metering } from '../billing/meter.ts';
 import { REQUEST_ID_HEADER, requestLog } from './access-log.ts';
 import type { Backend } from './backend.ts';
 import { bodyLimits, routeBody } from './body.ts';
-import { DOCS_HEADERS, renderDocs } from './docs.ts';
+import { docsHeaders, renderDocs } from './docs.ts';
 import { jsonMediaType, limitBody, notFoundRoute, onError, validationError } from './errors.ts';
 import { json } from './openapi.ts';
 import { adminRoutes } from './routes/admin.ts';
@@ -98,7 +98,7 @@ export function createApp(backend: Backend): OpenAPIHono {
   let doc: Record<string, unknown> | undefined;
   const document = () => (doc ??= withRequestIdHeader(app.getOpenAPI31Document(DOC_INFO) as unknown as OpenApiDoc));
   app.get('/openapi.json', (c) => c.json(document()));
-  app.get('/docs', (c) => c.html(renderDocs(document()), 200, DOCS_HEADERS));
+  app.get('/docs', async (c) => c.html(renderDocs(document()), 200, await docsHeaders()));
   return app;
 }
 

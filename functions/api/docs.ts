@@ -1,7 +1,8 @@
 // The /docs page: the OpenAPI document rendered server-side into one self-contained HTML page
-// (no scripts, no CDN: the service may run where there is no network).
+// (no scripts, no CDN: the service may run where there is no network), and its headers.
 
 import { OPERATOR_SCHEME, TENANT_SCHEME, WHOLE_TENANT } from '../auth/guard.ts';
+import { fromHex, sha256Hex, toBase64 } from '../util/bytes.ts';
 
 type Json = Record<string, unknown>;
 
@@ -15,14 +16,30 @@ function keyNeeded(op: Json): string {
   return op[WHOLE_TENANT] === true ? `${key}, not limited to collections` : key;
 }
 
+/** The page's look: one fixed <style>, allowed by the CSP by its hash (no 'unsafe-inline'). */
+const STYLE = `
+body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
+section{border-top:1px solid #ddd;padding:.5rem 0}
+h3{margin:.4rem 0;font-size:1rem}.m{display:inline-block;min-width:4.5rem;font-family:monospace}
+.get{color:#1565c0}.post{color:#2e7d32}.delete{color:#c62828}
+pre{background:#f5f5f5;padding:.5rem;overflow:auto;font-size:13px}summary{cursor:pointer;color:#555}
+`;
+
+let headers: Promise<Record<string, string>> | undefined;
+
 /**
- * The page is markup and one inline <style>, nothing else: no script of any origin runs in it,
- * nothing is fetched, no form is sent, and no other site frames it. Should a description ever
- * carry markup past esc(), it stays inert.
+ * The page is markup and that one <style>, nothing else: no script of any origin runs in it, no
+ * other style applies (a style= attribute or another <style> is blocked), nothing is fetched, no
+ * form is sent, and no other site frames it. Should a description ever carry markup past esc(), it
+ * stays inert. The style is inline, not a stylesheet of its own, so the page stays one
+ * self-contained answer; its hash is computed once, from the text the page carries.
  */
-export const DOCS_HEADERS = {
-  'content-security-policy': ["default-src 'none'", "style-src 'unsafe-inline'", "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'"].join('; '),
-};
+export function docsHeaders(): Promise<Record<string, string>> {
+  headers ??= sha256Hex(STYLE).then((hex) => ({
+    'content-security-policy': ["default-src 'none'", `style-src 'sha256-${toBase64(fromHex(hex)!)}'`, "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'"].join('; '),
+  }));
+  return headers;
+}
 
 const esc = (s: unknown): string =>
   String(s).replace(/[&<>"']/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[ch]!);
@@ -68,13 +85,7 @@ ${body ? block('request body', resolve(doc, body.schema)) : ''}
   }
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${esc(info.title)} API</title>
-<style>
-body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
-section{border-top:1px solid #ddd;padding:.5rem 0}
-h3{margin:.4rem 0;font-size:1rem}.m{display:inline-block;min-width:4.5rem;font-family:monospace}
-.get{color:#1565c0}.post{color:#2e7d32}.delete{color:#c62828}
-pre{background:#f5f5f5;padding:.5rem;overflow:auto;font-size:13px}summary{cursor:pointer;color:#555}
-</style></head><body>
+<style>${STYLE}</style></head><body>
 <h1>${esc(info.title)} <small>${esc(info.version)}</small></h1>
 <p>${esc(info.description ?? '')}</p>
 <p>Authenticate with <code>Authorization: Bearer &lt;key&gt;</code>: on /v1 the key is checked

@@ -183,7 +183,7 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect(undeclared).toEqual([]);
       });
 
-      it('says nosniff on every answer, of every type; /docs runs no script, fetches nothing and cannot be framed', async () => {
+      it('says nosniff on every answer, of every type; /docs runs no script, fetches nothing, allows no style but its own and cannot be framed', async () => {
         const { all, col } = await world(16);
         const day = new Date().toISOString().slice(0, 10);
         const answers: Array<[string, Reply]> = [
@@ -203,8 +203,13 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect(answers.map(([what, r]) => [what, r.headers.get('x-content-type-options')])).toEqual(answers.map(([what]) => [what, 'nosniff']));
         const docs = answers[2][1];
         const csp = Object.fromEntries((docs.headers.get('content-security-policy') ?? '').split(';').map((d) => d.trim().split(/\s+/)).map(([name, ...v]) => [name, v]));
+        // its one <style> is allowed by its hash, and no other style ('unsafe-inline' would allow any)
+        const styles = [...(docs.body as string).matchAll(/<style>([^]*?)<\/style>/g)].map((m) => m[1]);
+        expect(styles).toHaveLength(1);
+        expect(docs.body).not.toMatch(/\sstyle\s*=/i);
+        const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(styles[0])));
         expect(csp).toEqual({
-          'default-src': ["'none'"], 'style-src': ["'unsafe-inline'"], 'base-uri': ["'none'"], 'form-action': ["'none'"], 'frame-ancestors': ["'none'"],
+          'default-src': ["'none'"], 'style-src': [`'sha256-${btoa(String.fromCharCode(...digest))}'`], 'base-uri': ["'none'"], 'form-action': ["'none'"], 'frame-ancestors': ["'none'"],
         });
       });
 
