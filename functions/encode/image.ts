@@ -68,7 +68,8 @@ function sniff(b: Uint8Array): Format | null {
   return null;
 }
 
-function startHex(b: Uint8Array): string {
+/** A file's first bytes in hex, for a message that says what a file is not. */
+export function startHex(b: Uint8Array): string {
   return Array.from(b.subarray(0, 8), (x) => x.toString(16).padStart(2, '0')).join(' ');
 }
 

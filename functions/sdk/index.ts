@@ -10,7 +10,7 @@ import { encodingOf } from '../backend/encoding.ts';
 import type { ImageEncoding } from '../backend/protocol.ts';
 import { checkOnnx, parseCard, type ModelCard } from '../encode/card.ts';
 import { dicomMetadata, isDicom } from '../encode/dicom.ts';
-import { checkImageBytes, decodeImage, initImageCodecs } from '../encode/image.ts';
+import { checkImageBytes, decodeImage, initImageCodecs, startHex } from '../encode/image.ts';
 import { loadWebEncoder, type Encoder } from '../encode/model.ts';
 import { preprocess } from '../encode/preprocess.ts';
 import { calibrationOf } from '../safety/calibration.ts';
@@ -329,20 +329,41 @@ async function get(url: string): Promise<Response> {
 }
 
 async function compile(url: string): Promise<WebAssembly.Module> {
-  return WebAssembly.compile(await (await get(url)).arrayBuffer());
+  return WebAssembly.compile(await fetchWasm(url));
+}
+
+const WASM_MAGIC = [0x00, 0x61, 0x73, 0x6d];
+
+/**
+ * A .wasm file's bytes, checked whole before anything starts them: a 200 that is not the module (a
+ * proxy's error page, a cut-off download) fails here with the file's URL, and the next load fetches
+ * again. Handed to onnxruntime-web unchecked, such bytes would fail its backend's start, which it
+ * remembers: every later model load on the page would fail until a reload.
+ */
+async function fetchWasm(url: string, onProgress: (loaded: number, total: number | null) => void = () => {}): Promise<Uint8Array<ArrayBuffer>> {
+  const res = await get(url);
+  const bytes = await readAll(res, onProgress);
+  if (WebAssembly.validate(bytes)) return bytes;
+  const announced = res.headers.get('content-length');
+  const why = !WASM_MAGIC.every((b, i) => bytes[i] === b)
+    ? `is not WebAssembly (${bytes.length} bytes starting ${startHex(bytes)}; ${res.headers.get('content-type') ?? 'no content type'})`
+    : announced !== null && bytes.length < Number(announced)
+      ? `is incomplete: ${bytes.length} of the ${announced} bytes announced`
+      : `is not a valid WebAssembly module (${bytes.length} bytes: cut off or damaged)`;
+  throw new Error(`${url} ${why}; loading again fetches it again`);
 }
 
 /**
  * Downloads onnxruntime-web's .wasm (28 MB) once per page and hands it over as
  * `ort.env.wasm.wasmBinary`: fetched by ort itself it would report no progress. Only the .wasm: the
  * default bundle already holds onnxruntime's JavaScript glue. A model load that starts while the
- * download runs hears the rest of its progress; a failed download is forgotten, as the codecs' is.
+ * download runs hears the rest of its progress; a failed download, or bytes that are not the module,
+ * are forgotten, as the codecs' are.
  */
 function loadRuntime(url: string, onProgress?: Progress): Promise<void> {
   if (!runtime) {
     const listeners = new Set<Progress>();
-    const ready = get(url)
-      .then((res) => readAll(res, (loaded, total) => listeners.forEach((l) => l(loaded, total, 'runtime'))))
+    const ready = fetchWasm(url, (loaded, total) => listeners.forEach((l) => l(loaded, total, 'runtime')))
       .then((wasm) => {
         ort.env.wasm.wasmBinary = wasm;
       })
@@ -358,7 +379,7 @@ function loadRuntime(url: string, onProgress?: Progress): Promise<void> {
   return ready.finally(() => listeners.delete(onProgress));
 }
 
-async function readAll(res: Response, onProgress: (loaded: number, total: number | null) => void): Promise<Uint8Array> {
+async function readAll(res: Response, onProgress: (loaded: number, total: number | null) => void): Promise<Uint8Array<ArrayBuffer>> {
   const header = res.headers.get('content-length');
   const total = header === null ? null : Number(header);
   if (!res.body) return new Uint8Array(await res.arrayBuffer());

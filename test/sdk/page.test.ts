@@ -1,6 +1,7 @@
 // The /ui page's handling of a key, of its downloads and of the chosen file, in real Chromium
 // against the Node service (no index needed): a wrong key after a good one leaves nothing of the
-// good one's to choose; the model's and onnxruntime-web's downloads are shown byte by byte; the page
+// good one's to choose; the model's and onnxruntime-web's downloads are shown byte by byte; a .wasm
+// that arrives as a 200 but is not the module fails one load, not the page's every later one; the page
 // loads and searches under its CSP (no inline style) with no violation; a file over the service's
 // image limit is refused by its size, unread, and a preview's object URL is revoked when another
 // image replaces it.
@@ -12,6 +13,7 @@ import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { loadCard, type ModelCard } from '../../functions/encode/card.ts';
 import { DEFAULT_LIMITS } from '../../functions/encode/image.ts';
 import { startNodeServer, type RunningServer } from '../../functions/entries/node.ts';
+import { assetFiles } from '../../functions/sdk/build.ts';
 import { ASSETS } from '../../functions/sdk/index.ts';
 import { MODELS } from '../encode/fixtures.ts';
 import { png, scanlines } from '../encode/png-fixtures.ts';
@@ -113,6 +115,33 @@ it("the model's and onnxruntime-web's downloads are shown byte by byte: increasi
     expect(of.at(-1)!.bytes).toBe(`${(size / 1e6).toFixed(1)} of ${(size / 1e6).toFixed(1)} MB`);
     expect(of.at(-1)!.status).toBe(what === 'model' ? `downloading ${card.model_id}...` : 'downloading the onnxruntime-web runtime...');
   }
+}, MODEL_LOAD_MS);
+
+it("onnxruntime-web's .wasm answered as a 200 that is not the module fails that load, naming it, and the next load fetches it again", async () => {
+  const url = `${server.url}/sdk/${ASSETS.ort}`;
+  const whole = readFileSync(assetFiles()[ASSETS.ort]);
+  // a proxy's error page, then the file cut off (its magic right, its end missing), then the file
+  const bad = [Buffer.from('<!doctype html><title>502 Bad Gateway</title>'), whole.subarray(0, 1 << 20)];
+  const page = await browser.newPage();
+  await page.route(url, (route) => {
+    const body = bad.shift();
+    return body ? route.fulfill({ status: 200, contentType: 'application/wasm', body }) : route.continue();
+  });
+  await page.goto(`${server.url}/ui`);
+  const args = JSON.stringify({ key, id: card.model_id });
+  const out = (await page.evaluate(`(async () => {
+    const { key, id } = ${args};
+    const { MedhashClient } = await import('/sdk/medhash-sdk.js');
+    const client = new MedhashClient({ apiKey: key });
+    const tries = [];
+    for (let i = 0; i < 3; i++) tries.push(await client.encoder(id).then((e) => e.card.model_id, (e) => 'failed: ' + e.message));
+    return tries;
+  })()`)) as string[];
+  expect(out).toEqual([
+    `failed: ${url} is not WebAssembly (45 bytes starting 3c 21 64 6f 63 74 79 70; application/wasm); loading again fetches it again`,
+    `failed: ${url} is not a valid WebAssembly module (${1 << 20} bytes: cut off or damaged); loading again fetches it again`,
+    card.model_id,
+  ]);
 }, MODEL_LOAD_MS);
 
 it('loads, connects and searches under its CSP with no violation: its styles come from its own stylesheet', async () => {
