@@ -1,7 +1,8 @@
 // The /ui page's handling of a key, of its downloads and of the chosen file, in real Chromium
 // against the Node service (no index needed): a wrong key after a good one leaves nothing of the
 // good one's to choose; the model's and onnxruntime-web's downloads are shown byte by byte; a .wasm
-// that arrives as a 200 but is not the module fails one load, not the page's every later one; the page
+// that arrives as a 200 but is not the module fails one load, not the page's every later one; a failed
+// model load is tried again by Retry; the page
 // loads and searches under its CSP (no inline style) with no violation; a file over the service's
 // image limit is refused by its size, unread, and a preview's object URL is revoked when another
 // image replaces it.
@@ -142,6 +143,29 @@ it("onnxruntime-web's .wasm answered as a 200 that is not the module fails that 
     `failed: ${url} is not a valid WebAssembly module (${1 << 20} bytes: cut off or damaged); loading again fetches it again`,
     card.model_id,
   ]);
+}, MODEL_LOAD_MS);
+
+it('after a model load fails, Retry loads it again: no reconnecting, and Search is enabled once it is ready', async () => {
+  const page = await browser.newPage();
+  let failures = 1;
+  await page.route(`${server.url}/v1/models/${encodeURIComponent(card.model_id)}/onnx`, (route) =>
+    failures-- > 0 ? route.fulfill({ status: 503, contentType: 'application/json', body: JSON.stringify({ error: { code: 'unavailable', message: 'model store unavailable' } }) }) : route.continue());
+  await page.goto(`${server.url}/ui`);
+  const retry = page.getByRole('button', { name: 'Retry' });
+  expect(await retry.isVisible()).toBe(false);
+  await connect(page, key);
+  await page.locator('#model-status', { hasText: 'model failed to load' }).waitFor({ timeout: 60_000 });
+  expect(await page.getByRole('alert').textContent()).toBe('model store unavailable');
+  await page.getByLabel(IMAGE_LABEL).setInputFiles({ name: 'a.png', mimeType: 'image/png', buffer: greyPng(200) });
+  await page.locator('#preview:not([hidden])').waitFor();
+  expect(await page.getByRole('button', { name: 'Search' }).isDisabled()).toBe(true);
+  // the one collection, chosen again, is no change: Retry is the way
+  await retry.click();
+  expect(await retry.isVisible()).toBe(false);
+  await page.locator('#model-status', { hasText: `${card.model_id} ready` }).waitFor({ timeout: 90_000 });
+  expect(await page.getByRole('alert').textContent()).toBe('');
+  expect(await retry.isVisible()).toBe(false);
+  expect(await page.getByRole('button', { name: 'Search' }).isEnabled()).toBe(true);
 }, MODEL_LOAD_MS);
 
 it('loads, connects and searches under its CSP with no violation: its styles come from its own stylesheet', async () => {

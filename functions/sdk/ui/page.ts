@@ -1,7 +1,7 @@
 // The search page's script (bundled to /sdk/ui.js): connects with an API key, lists the key's
 // collections, loads the chosen collection's model (and onnxruntime-web's runtime) with a progress
-// bar, checks the chosen image's size before reading it, encodes it through the SDK and shows the
-// ranked results, each with its explanation, and the OOD verdict.
+// bar and a Retry after a failed load, checks the chosen image's size before reading it, encodes it
+// through the SDK and shows the ranked results, each with its explanation, and the OOD verdict.
 import { isDicom } from '../../encode/dicom.ts';
 import { checkImageBytes, decodeImage } from '../../encode/image.ts';
 import { loadImageCodecs, MedhashApiError, MedhashClient, type BrowserEncoder, type CollectionSummary, type Download, type OodAssessment, type SearchAnswer } from '../index.ts';
@@ -13,6 +13,7 @@ const select = $<HTMLSelectElement>('collection');
 const progress = $<HTMLProgressElement>('model-progress');
 const progressBytes = $('model-bytes');
 const modelStatus = $('model-status');
+const retryModel = $<HTMLButtonElement>('retry-model');
 const fileInput = $<HTMLInputElement>('image');
 const drop = $('drop');
 const preview = $<HTMLImageElement>('preview');
@@ -56,6 +57,7 @@ function clearAnswer(): number {
 /** The model line with an empty bar and no byte count. */
 function resetModel(status: string): void {
   ready = null;
+  retryModel.hidden = true;
   progress.max = 1;
   progress.value = 0;
   progressBytes.textContent = '';
@@ -102,6 +104,8 @@ async function loadModel(): Promise<void> {
     if (!current()) return;
     progressBytes.textContent = '';
     modelStatus.textContent = 'model failed to load';
+    // choosing the same collection again is no change event: the way to try again, short of reconnecting
+    retryModel.hidden = false;
     showError(e);
   }
 }
@@ -148,6 +152,10 @@ $('connect').addEventListener('submit', async (ev) => {
 });
 
 select.addEventListener('change', () => void loadModel());
+retryModel.addEventListener('click', () => {
+  errorBox.textContent = '';
+  void loadModel();
+});
 
 /**
  * What the preview shows: the file itself, unread; a DICOM, which a browser cannot show, is read
