@@ -1,14 +1,11 @@
-// `npm run build:sdk [-- --out DIR]`: writes the browser SDK (medhash-sdk.js), the search page's
-// script (ui.js) and the WebAssembly files they fetch into DIR (default dist/sdk/), for hosting
-// the SDK elsewhere than the Node app, which builds the same files in memory.
-import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+// `npm run build:sdk [-- --out DIR]`: writes into DIR (default dist/sdk/) what the Node app serves
+// under /sdk/ (the browser SDK medhash-sdk.js, the search page's ui.js and ui.css, the WebAssembly
+// files they fetch) and the page of /ui as index.html: the SDK for a page of one's own, or the
+// search page for a host in front of the Node service (docs/SDK.md says what the page needs).
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { assetFiles, buildBundles } from '../functions/sdk/build.ts';
+import { writeSdk } from '../functions/sdk/build.ts';
 
 const { values } = parseArgs({ options: { out: { type: 'string', default: join('dist', 'sdk') } } });
 const out = values.out!;
-await mkdir(out, { recursive: true });
-for (const [name, js] of await buildBundles()) await writeFile(join(out, name), js);
-for (const [name, path] of Object.entries(assetFiles())) await copyFile(path, join(out, name));
-console.log(JSON.stringify({ built: out }));
+console.log(JSON.stringify({ built: out, files: await writeSdk(out) }));

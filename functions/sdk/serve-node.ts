@@ -2,13 +2,9 @@
 // the page's script and stylesheet and the WebAssembly files they fetch. Bundles are built in memory by esbuild
 // on first request (no committed build output); the .wasm files are read from node_modules.
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Hono } from 'hono';
 import { MedhashError, notFound } from '../util/errors.ts';
-import { assetFiles, buildBundles } from './build.ts';
-
-const PAGE = join(import.meta.dirname, 'ui', 'index.html');
-const STYLESHEET = 'ui.css';
+import { assetFiles, buildBundles, PAGE, STYLESHEET } from './build.ts';
 
 // The page takes an API key: no framing (clickjacking), no script but our own bundle (whose
 // onnxruntime and codecs compile WebAssembly), no requests but to this origin, and no URL of it
@@ -34,8 +30,8 @@ export function sdkRoutes(): Hono {
   app.get('/ui', async (c) => c.html(await readFile(PAGE, 'utf8'), 200, PAGE_HEADERS));
   app.get('/sdk/:file', async (c) => {
     const file = c.req.param('file');
-    if (file === STYLESHEET) {
-      return c.body(await readFile(join(import.meta.dirname, 'ui', STYLESHEET), 'utf8'), 200, { ...NOSNIFF, 'content-type': 'text/css; charset=utf-8', 'cache-control': 'no-cache' });
+    if (file === STYLESHEET.name) {
+      return c.body(await readFile(STYLESHEET.path, 'utf8'), 200, { ...NOSNIFF, 'content-type': 'text/css; charset=utf-8', 'cache-control': 'no-cache' });
     }
     if (file.endsWith('.js')) {
       bundles ??= buildBundles().catch((e: Error) => {
