@@ -91,4 +91,15 @@ describe('inference backend: OpenAPI document', () => {
     const r = await post(JSON.stringify({ inputs: [{ tensor: 'AAAA' }] }));
     expect([r.status, ((await r.json()) as { error: { field: string } }).error.field]).toEqual([400, 'inputs.0.tensor']);
   });
+
+  it('declares what a bad image answers: 422 for a damaged one, 413 for one over the size limits', async () => {
+    const doc = (await (await app.request('/openapi.json')).json()) as { paths: Record<string, Record<string, { responses: Record<string, { description: string }> }>> };
+    const responses = doc.paths['/v1/encode'].post.responses;
+    const image = (b: Uint8Array) => post(JSON.stringify({ inputs: [{ image: Buffer.from(b).toString('base64'), content_type: 'image/png' }] }));
+    const whole = png({ width: 2, height: 2, colorType: 0, bitDepth: 8, raw: scanlines(2, 2, 1, 8, Uint8Array.of(0, 64, 128, 255)) });
+    const huge = png({ width: 1, height: 100_000, colorType: 0, bitDepth: 8, raw: scanlines(1, 100_000, 1, 8, new Uint8Array(100_000)) });
+    const answers = [await errorOf(await image(whole.subarray(0, whole.length - 20))), await errorOf(await image(huge))];
+    expect(answers).toEqual([[422, 'corrupt_image'], [413, 'image_too_large']]);
+    for (const [status, code] of answers) expect(responses[String(status)]?.description, `${status}`).toContain(`\`${code}\``);
+  });
 });
