@@ -311,12 +311,12 @@ function refuseIfOod(ood: OodAssessment): void {
   throw new MedhashApiError(r.status, r.code, r.message, r.field, ood);
 }
 
-/** A folder URL as a base for relative names. */
 /** The URL of asset `name` (one of ASSETS) in the folder `base`. */
 function assetUrl(base: string, name: string): string {
   return new URL(name, withSlash(base)).href;
 }
 
+/** A folder URL as a base for relative names. */
 function withSlash(url: string): string {
   return url.endsWith('/') ? url : `${url}/`;
 }
