@@ -38,27 +38,40 @@ const largest = () => {
 beforeAll(initNodeImageCodecs);
 
 describe('inference backend: JSON budget', () => {
-  it('fits the largest valid batch exactly, and answers it', async () => {
+  it('fits the largest valid batch with room, and answers it', async () => {
     const body = largest();
     expect(EncodeRequest.safeParse(JSON.parse(body)).success).toBe(true);
     const bytes = new TextEncoder().encode(body);
-    expect(overBudget(bytes, JSON_BUDGET)).toBeNull();
-    expect(overBudget(bytes, { ...JSON_BUDGET, values: JSON_BUDGET.values - 1 })).toBe('values');
-    expect(overBudget(bytes, { ...JSON_BUDGET, containers: JSON_BUDGET.containers - 1 })).toBe('objects and arrays');
+    // twice what it holds, no less
+    expect(overBudget(bytes, { containers: JSON_BUDGET.containers / 2, values: JSON_BUDGET.values / 2 })).toBeNull();
+    expect(overBudget(bytes, { ...JSON_BUDGET, values: JSON_BUDGET.values / 2 - 1 })).toBe('values');
+    expect(overBudget(bytes, { ...JSON_BUDGET, containers: JSON_BUDGET.containers / 2 - 1 })).toBe('objects and arrays');
     const r = await post(body);
     expect(r.status).toBe(200);
     expect(((await r.json()) as { results: unknown[] }).results).toHaveLength(MAX_INPUTS);
   });
 
+  it('answers a nearly valid full batch with the 400 naming its problem, not 413 json_too_complex', async () => {
+    const full = JSON.parse(largest()) as { version: number; inputs: Record<string, unknown>[] };
+    const fieldOf = async (body: unknown) => {
+      const r = await post(JSON.stringify(body));
+      const { error } = (await r.json()) as { error: { code: string; message: string; field?: string } };
+      return [r.status, error.code, error.field ?? error.message];
+    };
+    expect(await fieldOf({ ...full, priority: 'high' })).toEqual([400, 'unknown_field', 'priority']);
+    expect(await fieldOf({ ...full, inputs: full.inputs.map((x) => ({ ...x, name: 'a.png' })) })).toEqual([400, 'unknown_field', 'inputs.0.name']);
+    expect(await fieldOf({ ...full, inputs: [...full.inputs, full.inputs[0]] })).toEqual([400, 'invalid_field', 'inputs']);
+  });
+
   it('refuses a body of more objects or values with 413 json_too_complex, before parsing it', async () => {
     // well under the body limit, but millions of objects once parsed
     expect(await errorOf(await post(`{"inputs":[${'{},'.repeat(1 << 20)}{}]}`))).toEqual([413, 'json_too_complex']);
-    expect(await errorOf(await post('['.repeat(100)))).toEqual([413, 'json_too_complex']);
-    const values = await post(`{"inputs":[${'1,'.repeat(400)}1]}`);
+    expect(await errorOf(await post('['.repeat(200)))).toEqual([413, 'json_too_complex']);
+    const values = await post(`{"inputs":[${'1,'.repeat(700)}1]}`);
     expect(values.status).toBe(413);
-    expect(((await values.json()) as { error: { message: string } }).error.message).toMatch(/at most 66 objects and arrays and 325 values .*holds more values$/);
+    expect(((await values.json()) as { error: { message: string } }).error.message).toMatch(/at most 132 objects and arrays and 650 values .*holds more values$/);
     // application/json with parameters is counted too
-    expect(await errorOf(await post('['.repeat(100), 'application/json; charset=utf-8'))).toEqual([413, 'json_too_complex']);
+    expect(await errorOf(await post('['.repeat(200), 'application/json; charset=utf-8'))).toEqual([413, 'json_too_complex']);
     // and any application/*+json, which the validator parses as JSON too
     expect(await errorOf(await post(`{"inputs":[${'{},'.repeat(1 << 20)}{}]}`, 'application/vnd.medhash+json'))).toEqual([413, 'json_too_complex']);
   });
@@ -71,7 +84,7 @@ describe('inference backend: headers', () => {
       ['openapi', await app.request('/openapi.json')],
       ['404', await app.request('/nope')],
       ['400', await post('{"inputs":[]}')],
-      ['413', await post('['.repeat(100))],
+      ['413', await post('['.repeat(200))],
       ['415', await post('{}', 'text/plain')],
       ['200', await post(JSON.stringify({ inputs: [{ tensor: Buffer.from(new Float32Array(card.input.channels * card.input.size ** 2).buffer).toString('base64') }] }))],
     ];

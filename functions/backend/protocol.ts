@@ -10,12 +10,14 @@ export const MAX_INPUTS = 64;
 /** Largest request body the backend reads; a bigger batch is the client's to split. */
 export const MAX_BODY_BYTES = 32 << 20;
 /**
- * What a request's JSON may hold, counted before it is parsed (util/json-budget.ts): exactly what
- * the largest valid batch holds. The request object and its `inputs` array, then per input one
- * object; values: the request, `version` and `inputs` with their values, then per input its object
- * and, for an image, two keys with their strings (a tensor has one).
+ * What a request's JSON may hold, counted before it is parsed (util/json-budget.ts): twice what
+ * the largest valid batch holds. That batch is the request object and its `inputs` array, then
+ * per input one object; values: the request, `version` and `inputs` with their values, then per
+ * input its object and, for an image, two keys with their strings (a tensor has one). The room
+ * lets a nearly valid request (an unknown key, a few inputs too many) reach the schema and its 400
+ * naming the problem; 32 MiB of `{},` still stops at 132 objects.
  */
-export const JSON_BUDGET = { containers: MAX_INPUTS + 2, values: 5 + 5 * MAX_INPUTS };
+export const JSON_BUDGET = { containers: 2 * (MAX_INPUTS + 2), values: 2 * (5 + 5 * MAX_INPUTS) };
 
 const Base64 = z.string().min(1).regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be standard base64');
 
