@@ -379,6 +379,11 @@ function loadRuntime(url: string, onProgress?: Progress): Promise<void> {
   return ready.finally(() => listeners.delete(onProgress));
 }
 
+/**
+ * A response's body, its progress told chunk by chunk. A download that breaks off (the connection
+ * closed short of its Content-Length) fails naming the file and how far it got: the browser's own
+ * error is a bare "network error".
+ */
 async function readAll(res: Response, onProgress: (loaded: number, total: number | null) => void): Promise<Uint8Array<ArrayBuffer>> {
   const header = res.headers.get('content-length');
   const total = header === null ? null : Number(header);
@@ -387,7 +392,10 @@ async function readAll(res: Response, onProgress: (loaded: number, total: number
   let loaded = 0;
   const reader = res.body.getReader();
   for (;;) {
-    const { done, value } = await reader.read();
+    const { done, value } = await reader.read().catch((e: unknown) => {
+      const got = total === null ? `broke off after ${loaded} bytes` : `${loaded} of the ${total} bytes announced`;
+      throw new Error(`${res.url} is incomplete: ${got} (${e instanceof Error ? e.message : String(e)}); loading again fetches it again`);
+    });
     if (done) break;
     chunks.push(value);
     loaded += value.length;

@@ -1,12 +1,15 @@
 // The /ui page's handling of a key, of its downloads and of the chosen file, in real Chromium
 // against the Node service (no index needed): a wrong key after a good one leaves nothing of the
 // good one's to choose; the model's and onnxruntime-web's downloads are shown byte by byte; a .wasm
-// that arrives as a 200 but is not the module fails one load, not the page's every later one; a failed
+// that arrives as a 200 but is not the module, or is cut off short of its Content-Length, fails one load
+// naming the file, not the page's every later one; a failed
 // model load is tried again by Retry; the page
 // loads and searches under its CSP (no inline style) with no violation; a file over the service's
 // image limit is refused by its size, unread, and a preview's object URL is revoked when another
 // image replaces it.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
@@ -143,6 +146,39 @@ it("onnxruntime-web's .wasm answered as a 200 that is not the module fails that 
     `failed: ${url} is not a valid WebAssembly module (${1 << 20} bytes: cut off or damaged); loading again fetches it again`,
     card.model_id,
   ]);
+}, MODEL_LOAD_MS);
+
+it("onnxruntime-web's .wasm cut off short of its Content-Length fails that load naming the file and how far it got, and the next load fetches it again", async () => {
+  const url = `${server.url}/sdk/${ASSETS.ort}`;
+  const whole = readFileSync(assetFiles()[ASSETS.ort]);
+  // the whole file announced, half of it sent, then the connection closed
+  const cut = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/wasm', 'content-length': String(whole.length) });
+    res.write(whole.subarray(0, whole.length >> 1), () => res.destroy());
+  });
+  await new Promise<void>((resolve) => cut.listen(0, '127.0.0.1', resolve));
+  try {
+    let fetches = 0;
+    const page = await browser.newPage();
+    await page.route(url, (route) => (fetches++ === 0 ? route.continue({ url: `http://127.0.0.1:${(cut.address() as AddressInfo).port}/` }) : route.continue()));
+    await page.goto(`${server.url}/ui`);
+    const args = JSON.stringify({ key, id: card.model_id });
+    const out = (await page.evaluate(`(async () => {
+      const { key, id } = ${args};
+      const { MedhashClient } = await import('/sdk/medhash-sdk.js');
+      const client = new MedhashClient({ apiKey: key });
+      const tries = [];
+      for (let i = 0; i < 2; i++) tries.push(await client.encoder(id).then((e) => e.card.model_id, (e) => 'failed: ' + e.message));
+      return tries;
+    })()`)) as string[];
+    expect(out).toEqual([
+      expect.stringMatching(new RegExp(`^failed: ${url.replace(/[.?]/g, '\\$&')} is incomplete: \\d+ of the ${whole.length} bytes announced \\(.+\\); loading again fetches it again$`)),
+      card.model_id,
+    ]);
+    expect(fetches).toBe(2);
+  } finally {
+    cut.close();
+  }
 }, MODEL_LOAD_MS);
 
 it('after a model load fails, Retry loads it again: no reconnecting, and Search is enabled once it is ready', async () => {
