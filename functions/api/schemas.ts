@@ -28,9 +28,10 @@ export const DEFAULT_BODY_BYTES = 1 << 20;
 /**
  * What one JSON body may hold, checked before it is parsed: what the largest valid batch holds
  * (3 objects and arrays per item: the item, its descriptor, its metadata; 1049 values per item
- * with keys), with a little room. Every other route's valid bodies hold far less.
+ * with keys), with room, so a batch just past a limit (1001 items) gets the 4xx naming that
+ * limit. Every other route's valid bodies hold far less.
  */
-export const JSON_BUDGET = { containers: 3 * MAX_BATCH_ITEMS + 2, values: MAX_BATCH_ITEMS * (MAX_DESCRIPTOR_DIMS + 32) };
+export const JSON_BUDGET = { containers: 2 * (3 * MAX_BATCH_ITEMS + 2), values: MAX_BATCH_ITEMS * (MAX_DESCRIPTOR_DIMS + 32) };
 
 export const ErrorSchema = z
   .object({

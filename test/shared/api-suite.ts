@@ -1069,6 +1069,7 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
           ['bad study UID to exclude', () => post(searchPath, { code: 'ab'.repeat(8), exclude_study_uid: 'study-1' }), 400, 'invalid_field', 'exclude_study_uid', /DICOM UID/],
           ['allow_ood not a boolean', () => post(searchPath, { code: 'ab'.repeat(8), allow_ood: 'yes' }), 400, 'invalid_field', 'allow_ood', /true or false/],
           ['oversized batch', () => post(itemsPath, { items: Array.from({ length: 1001 }, (_, i) => ({ id: `i${i}`, code: 'ab'.repeat(8), descriptor: [0, 0] })) }), 413, 'batch_too_large', 'items', /at most 1000 items/],
+          ['oversized batch of full items (three objects and arrays each)', () => post(itemsPath, { items: Array.from({ length: 1001 }, (_, i) => ({ id: `i${i}`, code: 'ab'.repeat(8), descriptor: [0, 0], metadata: { label: 'x' } })) }), 413, 'batch_too_large', 'items', /at most 1000 items/],
           ['empty batch', () => post(itemsPath, { items: [] }), 400, 'invalid_field', 'items', /at least one item/],
           ['unknown field in an item', () => post(itemsPath, { items: items({ colour: 'red' }) }), 400, 'unknown_field', 'items.0.colour', /unknown field "colour" in items.0/],
           ['unknown top-level field', () => post(itemsPath, { items: items(), force: true }), 400, 'unknown_field', 'force', /unknown field "force"/],
