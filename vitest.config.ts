@@ -11,8 +11,10 @@ export default defineConfig({
         test: {
           name: 'node',
           environment: 'node',
-          // Hang guards, not timing checks: a 2-core CI machine under load is slow.
+          // Hang guards, not timing checks: a 2-core CI machine under load is slow. A suite's
+          // set-up (loading a model, ingesting an index) is as slow as its tests.
           testTimeout: 60_000,
+          hookTimeout: 60_000,
           include: ['test/**/*.test.ts'],
           exclude: ['test/workers/**'],
         },
@@ -27,6 +29,7 @@ export default defineConfig({
         test: {
           name: 'workers',
           testTimeout: 60_000,
+          hookTimeout: 60_000,
           include: ['test/workers/**/*.test.ts'],
         },
       },
