@@ -1,7 +1,8 @@
 // DICOM Part 10 files -> 8-bit pixels for the encoder (the rest of the path is the PNG/JPEG
 // one). Little-endian transfer syntaxes with the pixels uncompressed, RLE Lossless (decoded here),
 // JPEG Lossless (jpeg-lossless.ts) or JPEG Baseline (decoded by image.ts's JPEG codec, passed in),
-// one frame; any other syntax (JPEG Extended, JPEG-LS, JPEG 2000, deflate, big endian) is refused
+// one frame: a multi-frame file's frame is the caller's to choose (`frame`, 0-based), and only that
+// frame is located (one pass over the fragment table) and decoded; any other syntax (JPEG Extended, JPEG-LS, JPEG 2000, deflate, big endian) is refused
 // with 415 naming it, never guessed at. Each compressed form only yields the stored samples an uncompressed file holds,
 // which then take the one path below. Grey values go through the file's own
 // modality rescale and first VOI window, as a viewer shows them by default. Decoding reads the
@@ -184,6 +185,9 @@ class Walker {
 
 interface Attributes {
   syntax: Syntax;
+  /** Number of Frames (1 when absent), and the frame to decode. */
+  frames: number;
+  frame: number;
   rows: number;
   columns: number;
   samples: number;
@@ -216,7 +220,11 @@ function text(w: Walked, tag: number): string | undefined {
   return s === '' ? undefined : s;
 }
 
-function attributes(w: Walked): Attributes {
+/** A frame index out of the file's range: the caller's mistake, named by its parameter. */
+export const frameOutOfRange = (frame: number, frames: number) =>
+  new MedhashError(422, 'frame_out_of_range', `frame ${frame} is out of range: the image has ${frames} frame${frames === 1 ? '' : 's'} (0 to ${frames - 1})`, 'frame');
+
+function attributes(w: Walked, fileLength: number, frame: number | undefined): Attributes {
   const us = (e: number, fallback?: number): number => {
     const v = w.attrs.get(0x00280000 | e);
     if (v === undefined || v.length === 0) {
@@ -245,6 +253,8 @@ function attributes(w: Walked): Attributes {
   const width = num(0x1051);
   const a: Attributes = {
     syntax: w.syntax,
+    frames,
+    frame: frame ?? 0,
     rows: us(0x0010),
     columns: us(0x0011),
     samples: us(0x0002, 1),
@@ -275,7 +285,10 @@ function attributes(w: Walked): Attributes {
   if (representation > 1) throw corrupt(`DICOM's ${label(0x0103)} is ${representation}; it must be 0 (unsigned) or 1 (signed)`);
   if (a.planar > 1) throw corrupt(`DICOM's ${label(0x0006)} is ${a.planar}; it must be 0 or 1`);
   if (!Number.isInteger(frames) || frames < 1) throw corrupt(`DICOM's ${label(0x0008)} is ${text(w, 0x00280008)}`);
-  if (frames !== 1) throw unsupported(`DICOM with ${text(w, 0x00280008)} frames is not supported: send one frame per request`);
+  // every frame takes at least a byte of the file: a count beyond that is a lie, and a cap on what it can cost
+  if (frames > fileLength) throw corrupt(`DICOM's ${label(0x0008)} is ${text(w, 0x00280008)}, more frames than the file has bytes (${fileLength})`);
+  if (frames > 1 && frame === undefined) throw unsupported(`DICOM has ${frames} frames: choose one with \`frame\` (0 to ${frames - 1})`);
+  if (frame !== undefined && frame >= frames) throw frameOutOfRange(frame, frames);
   if (slope === 0) throw corrupt(`DICOM's ${label(0x1053)} is 0, which would make every pixel the same`);
   if (a.window && !['LINEAR', 'LINEAR_EXACT', 'SIGMOID'].includes(a.window.fn)) {
     throw unsupported(`DICOM ${label(0x1056)} ${a.window.fn} is not supported (LINEAR, LINEAR_EXACT or SIGMOID)`);
@@ -357,13 +370,27 @@ function pixels(a: Attributes, raw: Uint8Array, planar: number): DecodedImage {
 const ITEM = 0xe000;
 const SEQUENCE_DELIMITATION = 0xe0dd;
 
+/** Whether a JPEG fragment ends a JPEG stream: its last bytes are EOI (FF D9), maybe padded with one 00 to an even length. */
+function endsWithEoi(f: Uint8Array): boolean {
+  const n = f[f.length - 1] === 0 ? f.length - 1 : f.length;
+  return n >= 2 && f[n - 2] === 0xff && f[n - 1] === 0xd9;
+}
+
 /**
- * The frame of an encapsulated Pixel Data (PS3.5 A.4) whose first item starts at `pos`: the Basic
- * Offset Table item (empty, or the one offset 0 of a single frame), then fragment items up to the
- * Sequence Delimitation Item; one frame, so all its fragments, joined. Two passes over the item
- * headers (check, then copy): no object per fragment, whatever their number.
+ * Frame `index` of an encapsulated Pixel Data (PS3.5 A.4) of `frames` frames whose first item
+ * starts at `pos`: the Basic Offset Table item, then fragment items up to the Sequence
+ * Delimitation Item; the frame's fragments, joined. Which fragments are the frame's:
+ * - the Basic Offset Table's, when it is not empty: one offset per frame (4 x frames bytes), the
+ *   first 0, each after the last, each at the start of a fragment item;
+ * - else all of them, for one frame;
+ * - else one fragment per frame, when there are as many fragments as frames (RLE must: A.4.2);
+ * - else, for JPEG syntaxes, fragments up to one that ends in EOI, a JPEG stream per frame (A.4
+ *   lets a frame span fragments, never a fragment two frames).
+ * Anything else, a zero-length fragment of a multi-frame file included, is a 422 naming it. One
+ * pass over the item headers finds the frame (with every offset checked), a second over the
+ * frame's own items copies it: no object per fragment, whatever their number.
  */
-function frame(b: Uint8Array, pos: number): Uint8Array {
+function encapsulatedFrame(b: Uint8Array, pos: number, frames: number, index: number, jpeg: boolean): Uint8Array {
   const view = new DataView(b.buffer, b.byteOffset, b.length);
   /** The length of the item at `at`; null for the Sequence Delimitation Item, where `last` allows it. */
   const item = (at: number, what: string, last: boolean) => {
@@ -379,24 +406,73 @@ function frame(b: Uint8Array, pos: number): Uint8Array {
     return length;
   };
   const table = item(pos, 'the Basic Offset Table item', false) as number;
-  if (table !== 0 && table !== 4) throw corrupt(`DICOM Basic Offset Table is ${table} bytes, though the file has one frame (0 or 4 bytes)`);
-  if (table === 4 && view.getUint32(pos + 8, true) !== 0) throw corrupt(`DICOM Basic Offset Table puts frame 1 at byte ${view.getUint32(pos + 8, true)} of the fragments; it starts at 0`);
+  if (table !== 0 && table !== 4 * frames) {
+    throw corrupt(`DICOM Basic Offset Table is ${table} bytes, though the file has ${frames === 1 ? 'one frame' : `${frames} frames`} (0 or ${4 * frames} bytes)`);
+  }
+  const offset = (k: number) => view.getUint32(pos + 8 + 4 * k, true);
+  if (table !== 0) {
+    if (offset(0) !== 0) throw corrupt(`DICOM Basic Offset Table puts frame 1 at byte ${offset(0)} of the fragments; it starts at 0`);
+    for (let k = 1; k < frames; k++) {
+      if (offset(k) <= offset(k - 1)) throw corrupt(`DICOM Basic Offset Table is out of order: frame ${k + 1} at byte ${offset(k)} of the fragments, frame ${k} at ${offset(k - 1)}`);
+    }
+  }
   const first = pos + 8 + table;
+  // where frame `index` starts and ends (item positions) by the table (or the one frame), by one
+  // fragment per frame, and by EOI; each numbering's frame of the current fragment
+  const byTable = { start: -1, end: -1, frame: 0 };
+  const byCount = { start: -1, end: -1, frame: 0 };
+  const byEoi = { start: -1, end: -1, frame: 0 };
+  const see = (span: { start: number; end: number; frame: number }, at: number, next: number) => {
+    if (span.frame !== index) return;
+    if (span.start < 0) span.start = at;
+    span.end = next;
+  };
   let fragments = 0;
-  let total = 0;
-  for (let at = first, length = item(at, 'a fragment item', true); length !== null; length = item(at, 'a fragment item', true)) {
+  let ended = false;
+  let at = first;
+  for (let length = item(at, 'a fragment item', true); length !== null; length = item(at, 'a fragment item', true)) {
     fragments++;
-    total += length;
-    at += 8 + length;
+    if (length === 0 && frames > 1) throw corrupt(`DICOM encapsulated pixel data's fragment ${fragments} (the item at byte ${at}) is empty, in a file of ${frames} frames`);
+    const next = at + 8 + length;
+    if (table !== 0) {
+      const rel = at - first;
+      while (byTable.frame + 1 < frames && rel >= offset(byTable.frame + 1)) {
+        if (rel > offset(byTable.frame + 1)) throw corrupt(`DICOM Basic Offset Table puts frame ${byTable.frame + 2} at byte ${offset(byTable.frame + 1)} of the fragments, where no fragment item starts`);
+        byTable.frame++;
+      }
+    }
+    see(byTable, at, next);
+    byCount.frame = fragments - 1;
+    see(byCount, at, next);
+    see(byEoi, at, next);
+    ended = jpeg && endsWithEoi(b.subarray(at + 8, next));
+    if (ended) byEoi.frame++;
+    at = next;
   }
   if (fragments === 0) throw corrupt('DICOM encapsulated pixel data has no fragment: the frame is missing');
-  if (fragments === 1) return b.subarray(first + 8, first + 8 + total);
+  let span = byTable;
+  if (table !== 0) {
+    if (byTable.frame !== frames - 1) throw corrupt(`DICOM Basic Offset Table puts frame ${byTable.frame + 2} at byte ${offset(byTable.frame + 1)} of the fragments, past their ${at - first} bytes`);
+  } else if (frames > 1) {
+    if (fragments === frames) span = byCount;
+    else if (!jpeg) throw corrupt(`DICOM encapsulated pixel data has ${fragments} fragments for ${frames} frames and no Basic Offset Table; RLE puts each frame in one fragment`);
+    else if (byEoi.frame !== frames || !ended) {
+      throw corrupt(`DICOM encapsulated pixel data has ${fragments} fragments for ${frames} frames and no Basic Offset Table, and its fragments end ${byEoi.frame} JPEG stream${byEoi.frame === 1 ? '' : 's'} (EOI)${ended ? '' : ', then more fragments'}`);
+    } else span = byEoi;
+  }
+  let total = 0;
+  let count = 0;
+  for (let p = span.start; p < span.end; p += 8 + view.getUint32(p + 4, true)) {
+    total += view.getUint32(p + 4, true);
+    count++;
+  }
+  if (count === 1) return b.subarray(span.start + 8, span.end);
   const out = new Uint8Array(total);
-  for (let at = first, to = 0; to < total; ) {
-    const length = view.getUint32(at + 4, true);
-    out.set(b.subarray(at + 8, at + 8 + length), to);
+  for (let p = span.start, to = 0; p < span.end; ) {
+    const length = view.getUint32(p + 4, true);
+    out.set(b.subarray(p + 8, p + 8 + length), to);
     to += length;
-    at += 8 + length;
+    p += 8 + length;
   }
   return out;
 }
@@ -481,24 +557,30 @@ async function jpegFrame(a: Attributes, f: Uint8Array, decodeJpeg: JpegDecoder):
 }
 
 /**
- * The header's checks, then its size for the caller's limits; `decode` (after the limits, so a
- * huge declared size is a 413 before anything is read or allocated) checks that the pixel data is
- * all there, decompresses it if need be, and maps it to 8-bit pixels.
+ * The header's checks, then its size (one frame's) for the caller's limits; `decode` (after the
+ * limits, so a huge declared size is a 413 before anything is read or allocated) checks that the
+ * pixel data is all there, decompresses frame `frame` (0-based; required when the file has several,
+ * 0 or none otherwise) if need be, and maps it to 8-bit pixels.
  */
-export function dicomGeometry(bytes: Uint8Array): { geometry: DicomGeometry; decode: (decodeJpeg: JpegDecoder) => Promise<DecodedImage> } {
-  const a = attributes(new Walker(bytes).walk());
+export function dicomGeometry(bytes: Uint8Array, frame?: number): { geometry: DicomGeometry; decode: (decodeJpeg: JpegDecoder) => Promise<DecodedImage> } {
+  const a = attributes(new Walker(bytes).walk(), bytes.length, frame);
+  const encapsulated = () => encapsulatedFrame(bytes, a.pixelOffset, a.frames, a.frame, a.syntax.pixels !== 'rle');
   const decode = async (decodeJpeg: JpegDecoder): Promise<DecodedImage> => {
-    if (a.syntax.pixels === 'rle') return pixels(a, rleFrame(a, frame(bytes, a.pixelOffset)), 1);
+    if (a.syntax.pixels === 'rle') return pixels(a, rleFrame(a, encapsulated()), 1);
     // the decoder's output is interleaved, whatever Planar Configuration says
-    if (a.syntax.pixels === 'jpeg') return pixels(a, await jpegFrame(a, frame(bytes, a.pixelOffset), decodeJpeg), 0);
+    if (a.syntax.pixels === 'jpeg') return pixels(a, await jpegFrame(a, encapsulated(), decodeJpeg), 0);
     if (a.syntax.pixels === 'jpeg-lossless') {
       // interleaved too, whatever Planar Configuration says
-      return pixels(a, decodeJpegLossless(frame(bytes, a.pixelOffset), { ...a, syntax: a.syntax.name, sv1: a.syntax.sv1 === true }), 0);
+      return pixels(a, decodeJpegLossless(encapsulated(), { ...a, syntax: a.syntax.name, sv1: a.syntax.sv1 === true }), 0);
     }
+    // frames follow each other, each exactly `need` bytes: all of them must be there, not only the one read
     const need = a.rows * a.columns * a.samples * (a.bitsAllocated / 8);
     const present = Math.min(a.pixelLength, bytes.length - a.pixelOffset);
-    if (present < need) throw corrupt(`DICOM is truncated: ${a.columns}x${a.rows} pixels need ${need} bytes of pixel data, ${present} are present`);
-    return pixels(a, bytes.subarray(a.pixelOffset, a.pixelOffset + need), a.planar);
+    if (present < need * a.frames) {
+      throw corrupt(`DICOM is truncated: ${a.frames > 1 ? `${a.frames} frames of ` : ''}${a.columns}x${a.rows} pixels need ${need * a.frames} bytes of pixel data, ${present} are present`);
+    }
+    const at = a.pixelOffset + a.frame * need;
+    return pixels(a, bytes.subarray(at, at + need), a.planar);
   };
   return { geometry: { width: a.columns, height: a.rows }, decode };
 }

@@ -7,7 +7,7 @@ import { init as initPng, decode as decodePng } from '@jsquash/png/decode.js';
 import decodeJpeg, { init as initJpeg } from '@jsquash/jpeg/decode.js';
 import { MedhashError } from '../util/errors.ts';
 import { mediaType } from '../util/media-type.ts';
-import { dicomGeometry, isDicom } from './dicom.ts';
+import { dicomGeometry, frameOutOfRange, isDicom } from './dicom.ts';
 
 export interface DecodedImage {
   width: number;
@@ -229,18 +229,36 @@ export function checkImageBytes(size: number, limits: ImageLimits = DEFAULT_LIMI
   if (size > limits.maxBytes) throw err(413, 'image_too_large', `image is ${size} bytes; at most ${limits.maxBytes} (${limits.maxBytes / 2 ** 20} MiB)`);
 }
 
+/** What else a caller asks of the decoding. */
+export interface DecodeOptions {
+  /** Which frame (0-based) of a multi-frame DICOM to decode: required for one, 0 or absent for any other image. */
+  frame?: number;
+}
+
+/** 400 unless `frame` is absent or a non-negative integer (what an API parameter must be before it reaches a decoder). */
+export function checkFrame(frame: number | undefined): void {
+  if (frame !== undefined && !(Number.isSafeInteger(frame) && frame >= 0)) {
+    throw new MedhashError(400, 'invalid_field', `frame must be a non-negative integer, got ${frame}`, 'frame');
+  }
+}
+
 /**
- * Decodes a PNG, JPEG or DICOM (uncompressed, RLE Lossless, JPEG Lossless or JPEG Baseline). `contentType`, when given, must be one of
+ * Decodes a PNG, JPEG or DICOM (uncompressed, RLE Lossless, JPEG Lossless or JPEG Baseline;
+ * `options.frame` of a multi-frame one). `contentType`, when given, must be one of
  * IMAGE_TYPES or application/octet-stream and agree with the bytes. Throws MedhashError: 400
- * empty, 413 too large (bytes or declared size), 415 not an image of these or an unsupported
- * variant, 422 truncated/corrupt.
+ * empty or a malformed frame, 413 too large (bytes or declared size, one frame's), 415 not an
+ * image of these or an unsupported variant (a multi-frame DICOM without a frame), 422
+ * truncated/corrupt or a frame out of range.
  */
-export async function decodeImage(bytes: Uint8Array, contentType?: string, limits: ImageLimits = DEFAULT_LIMITS): Promise<DecodedImage> {
+export async function decodeImage(bytes: Uint8Array, contentType?: string, limits: ImageLimits = DEFAULT_LIMITS, options: DecodeOptions = {}): Promise<DecodedImage> {
+  checkFrame(options.frame);
   if (bytes.length === 0) throw err(400, 'empty_image', 'image is empty (0 bytes)');
   checkImageBytes(bytes.length, limits);
   const format = formatOf(bytes, contentType);
+  // a PNG or JPEG is one frame
+  if (format !== 'dicom' && options.frame !== undefined && options.frame > 0) throw frameOutOfRange(options.frame, 1);
   if (format === 'dicom') {
-    const { geometry, decode } = dicomGeometry(bytes);
+    const { geometry, decode } = dicomGeometry(bytes, options.frame);
     checkSize(geometry.width, geometry.height, limits);
     // only a JPEG Baseline file calls on the codec: an uncompressed or RLE one needs no initialisation
     return decode((jpeg) => decodeJpegFile(jpeg, limits));

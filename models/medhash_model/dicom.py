@@ -13,7 +13,8 @@ modality rescale, the first VOI window (LINEAR, LINEAR_EXACT, SIGMOID) or else t
 the data's own range, MONOCHROME1 inverted; RGB kept (planar configuration 0 or 1). The transfer
 syntaxes read are Explicit and Implicit VR Little Endian, RLE Lossless (decoded here, as dicom.ts
 does) and JPEG Baseline (the frame walked as image.ts's jpegHeader walks it, then decoded by PIL,
-as preprocess.py decodes a JPEG file), one frame; no patient, study or date field is read at all.
+as preprocess.py decodes a JPEG file), one frame: a multi-frame file's `frame` is the caller's to
+choose, and only that frame is located (one pass over the fragment table) and decoded; no patient, study or date field is read at all.
 
 Where JavaScript semantics show in the result they are repeated: `Math.round` rounds halves up, and
 a value stored into a Uint8Array wraps modulo 256 (NaN to 0). The arithmetic is float64 in
@@ -83,6 +84,12 @@ MAX_PIXELS = 16 * 1024 * 1024
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
+
+
+def _frame_out_of_range(frame: int, frames: int) -> DicomError:
+    """A frame index out of the file's range: the caller's mistake (dicom.ts's frameOutOfRange)."""
+    return DicomError(422, "frame_out_of_range",
+                      f"frame {frame} is out of range: the image has {frames} frame{'' if frames == 1 else 's'} (0 to {frames - 1})")
 
 
 class DicomError(ValueError):
@@ -284,6 +291,9 @@ def _text(attrs: dict[int, bytes], e: int) -> str | None:
 @dataclass
 class _Attributes:
     syntax: _Syntax
+    #: Number of Frames (1 when absent), and the frame to decode
+    frames: int
+    frame: int
     rows: int
     columns: int
     samples: int
@@ -300,7 +310,8 @@ class _Attributes:
     pixel_length: int
 
 
-def _attributes(syntax: _Syntax, attrs: dict[int, bytes], pixel_offset: int, pixel_length: int) -> _Attributes:
+def _attributes(syntax: _Syntax, attrs: dict[int, bytes], pixel_offset: int, pixel_length: int, file_length: int,
+                frame: int | None) -> _Attributes:
     """Group 0028 read and checked in dicom.ts's order, so a file with several faults gets the
     same (first) refusal."""
     def us(e: int, fallback: int | None = None) -> int:
@@ -339,7 +350,8 @@ def _attributes(syntax: _Syntax, attrs: dict[int, bytes], pixel_offset: int, pix
     planar = us(0x0006, 0)
     intercept = num(0x1052)
     window = (centre, width, (_text(attrs, 0x1056) or "LINEAR").upper()) if centre is not None and width is not None else None
-    a = _Attributes(syntax, rows, columns, samples, photometric, bits_allocated, bits_stored, representation == 1, planar, slope,
+    a = _Attributes(syntax, int(frames) if float(frames).is_integer() and 1 <= frames <= file_length else 1,
+                    0 if frame is None else frame, rows, columns, samples, photometric, bits_allocated, bits_stored, representation == 1, planar, slope,
                     0.0 if intercept is None else intercept, window, pixel_offset, pixel_length)
 
     grey = a.photometric in ("MONOCHROME1", "MONOCHROME2")
@@ -367,8 +379,13 @@ def _attributes(syntax: _Syntax, attrs: dict[int, bytes], pixel_offset: int, pix
         raise _corrupt(f"DICOM's {_label(0x0006)} is {a.planar}; it must be 0 or 1")
     if not (float(frames).is_integer()) or frames < 1:
         raise _corrupt(f"DICOM's {_label(0x0008)} is {_text(attrs, 0x0008)}")
-    if frames != 1:
-        raise _unsupported(f"DICOM with {_text(attrs, 0x0008)} frames is not supported: send one frame per request")
+    # every frame takes at least a byte of the file: a count beyond that is a lie, and a cap on what it can cost
+    if frames > file_length:
+        raise _corrupt(f"DICOM's {_label(0x0008)} is {_text(attrs, 0x0008)}, more frames than the file has bytes ({file_length})")
+    if frames > 1 and frame is None:
+        raise _unsupported(f"DICOM has {a.frames} frames: choose one with `frame` (0 to {a.frames - 1})")
+    if frame is not None and frame >= frames:
+        raise _frame_out_of_range(frame, a.frames)
     if slope == 0:
         raise _corrupt(f"DICOM's {_label(0x1053)} is 0, which would make every pixel the same")
     if a.window and a.window[2] not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
@@ -464,10 +481,34 @@ _ITEM = 0xE000
 _SEQUENCE_DELIMITATION = 0xE0DD
 
 
-def _frame(b: bytes, pos: int) -> bytes:
-    """The frame of an encapsulated Pixel Data (PS3.5 A.4) whose first item starts at `pos`: the
-    Basic Offset Table item (empty, or the one offset 0 of a single frame), then fragment items up
-    to the Sequence Delimitation Item; one frame, so all its fragments, joined."""
+def _ends_with_eoi(f: bytes) -> bool:
+    """Whether a JPEG fragment ends a JPEG stream: its last bytes are EOI (FF D9), maybe padded with one 00."""
+    n = len(f) - 1 if f[-1:] == b"\0" else len(f)
+    return n >= 2 and f[n - 2] == 0xFF and f[n - 1] == 0xD9
+
+
+class _Span:
+    """Where frame `index` lies among the items (start of its first, end of its last) by one way of
+    numbering fragments into frames, and that numbering's frame of the current fragment."""
+
+    def __init__(self) -> None:
+        self.start = -1
+        self.end = -1
+        self.frame = 0
+
+    def see(self, index: int, at: int, nxt: int) -> None:
+        if self.frame == index:
+            if self.start < 0:
+                self.start = at
+            self.end = nxt
+
+
+def _encapsulated_frame(b: bytes, pos: int, frames: int, index: int, jpeg: bool) -> bytes:
+    """dicom.ts's encapsulatedFrame: frame `index` of an encapsulated Pixel Data (PS3.5 A.4) of
+    `frames` frames whose first item starts at `pos`, its fragments joined. The frame's fragments
+    are the Basic Offset Table's when it is not empty; else all, for one frame; else one per frame
+    when there are as many fragments as frames; else, for JPEG syntaxes, fragments up to one that
+    ends in EOI. One pass over the item headers, every offset checked."""
     n = len(b)
 
     def item(at: int, what: str, last: bool) -> int | None:
@@ -487,19 +528,70 @@ def _frame(b: bytes, pos: int) -> bytes:
         return length
 
     table = item(pos, "the Basic Offset Table item", False)
-    if table not in (0, 4):
-        raise _corrupt(f"DICOM Basic Offset Table is {table} bytes, though the file has one frame (0 or 4 bytes)")
-    if table == 4 and struct.unpack_from("<I", b, pos + 8)[0] != 0:
-        raise _corrupt(f"DICOM Basic Offset Table puts frame 1 at byte {struct.unpack_from('<I', b, pos + 8)[0]} of the "
-                       "fragments; it starts at 0")
-    at = pos + 8 + table
-    fragments = []
+    if table not in (0, 4 * frames):
+        has = "one frame" if frames == 1 else f"{frames} frames"
+        raise _corrupt(f"DICOM Basic Offset Table is {table} bytes, though the file has {has} (0 or {4 * frames} bytes)")
+    offsets = struct.unpack_from(f"<{frames}I", b, pos + 8) if table else ()
+    if table:
+        if offsets[0] != 0:
+            raise _corrupt(f"DICOM Basic Offset Table puts frame 1 at byte {offsets[0]} of the fragments; it starts at 0")
+        for k in range(1, frames):
+            if offsets[k] <= offsets[k - 1]:
+                raise _corrupt(f"DICOM Basic Offset Table is out of order: frame {k + 1} at byte {offsets[k]} of the "
+                               f"fragments, frame {k} at {offsets[k - 1]}")
+    first = pos + 8 + table
+    by_table, by_count, by_eoi = _Span(), _Span(), _Span()
+    fragments = 0
+    ended = False
+    at = first
     while (length := item(at, "a fragment item", True)) is not None:
-        fragments.append(b[at + 8:at + 8 + length])
-        at += 8 + length
-    if not fragments:
+        fragments += 1
+        if length == 0 and frames > 1:
+            raise _corrupt(f"DICOM encapsulated pixel data's fragment {fragments} (the item at byte {at}) is empty, "
+                           f"in a file of {frames} frames")
+        nxt = at + 8 + length
+        if table:
+            rel = at - first
+            while by_table.frame + 1 < frames and rel >= offsets[by_table.frame + 1]:
+                if rel > offsets[by_table.frame + 1]:
+                    raise _corrupt(f"DICOM Basic Offset Table puts frame {by_table.frame + 2} at byte "
+                                   f"{offsets[by_table.frame + 1]} of the fragments, where no fragment item starts")
+                by_table.frame += 1
+        by_table.see(index, at, nxt)
+        by_count.frame = fragments - 1
+        by_count.see(index, at, nxt)
+        by_eoi.see(index, at, nxt)
+        ended = jpeg and _ends_with_eoi(b[at + 8:nxt])
+        if ended:
+            by_eoi.frame += 1
+        at = nxt
+    if fragments == 0:
         raise _corrupt("DICOM encapsulated pixel data has no fragment: the frame is missing")
-    return b"".join(fragments)
+    span = by_table
+    if table:
+        if by_table.frame != frames - 1:
+            raise _corrupt(f"DICOM Basic Offset Table puts frame {by_table.frame + 2} at byte {offsets[by_table.frame + 1]} "
+                           f"of the fragments, past their {at - first} bytes")
+    elif frames > 1:
+        if fragments == frames:
+            span = by_count
+        elif not jpeg:
+            raise _corrupt(f"DICOM encapsulated pixel data has {fragments} fragments for {frames} frames and no Basic "
+                           "Offset Table; RLE puts each frame in one fragment")
+        elif by_eoi.frame != frames or not ended:
+            streams = "stream" if by_eoi.frame == 1 else "streams"
+            raise _corrupt(f"DICOM encapsulated pixel data has {fragments} fragments for {frames} frames and no Basic "
+                           f"Offset Table, and its fragments end {by_eoi.frame} JPEG {streams} (EOI)"
+                           f"{'' if ended else ', then more fragments'}")
+        else:
+            span = by_eoi
+    parts = []
+    p = span.start
+    while p < span.end:
+        length = struct.unpack_from("<I", b, p + 4)[0]
+        parts.append(b[p + 8:p + 8 + length])
+        p += 8 + length
+    return b"".join(parts)
 
 
 def _rle_segment(src: bytes, out: bytearray, start: int, stride: int, n: int, which: str) -> None:
@@ -655,9 +747,12 @@ def _jpeg_frame(a: _Attributes, f: bytes) -> bytes:
     return raw
 
 
-def decode(data: bytes) -> np.ndarray:
+def decode(data: bytes, frame: int | None = None) -> np.ndarray:
     """A DICOM file's bytes -> (rows, columns, 1 or 3) uint8, as the service's
-    `decodeImage(bytes, 'application/dicom')` decodes them; raises DicomError as it refuses them."""
+    `decodeImage(bytes, 'application/dicom', limits, {frame})` decodes them (`frame`, 0-based:
+    required for a multi-frame file, 0 or None otherwise); raises DicomError as it refuses them."""
+    if frame is not None and not (isinstance(frame, int) and not isinstance(frame, bool) and frame >= 0):
+        raise DicomError(400, "invalid_field", f"frame must be a non-negative integer, got {frame}")
     data = bytes(data)
     if len(data) == 0:
         raise DicomError(400, "empty_image", "image is empty (0 bytes)")
@@ -668,26 +763,33 @@ def decode(data: bytes) -> np.ndarray:
         raise _unsupported(f"content type application/dicom does not match the bytes, which are {sniffed}")
     if not is_dicom(data):
         raise _unsupported('not a DICOM Part 10 file: no "DICM" after its 128-byte preamble')
-    a = _attributes(*_Walker(data).walk())
+    a = _attributes(*_Walker(data).walk(), len(data), frame)
     # the limits before anything the size of the image is read, allocated or decompressed
     _check_size(a.columns, a.rows)
+    def encapsulated() -> bytes:
+        return _encapsulated_frame(data, a.pixel_offset, a.frames, a.frame, a.syntax.pixels != "rle")
+
     if a.syntax.pixels == "rle":
-        return _pixels(a, _rle_frame(a, _frame(data, a.pixel_offset)), 1)
+        return _pixels(a, _rle_frame(a, encapsulated()), 1)
     if a.syntax.pixels == "jpeg":
         # the decoder's output is interleaved, whatever Planar Configuration says
-        return _pixels(a, _jpeg_frame(a, _frame(data, a.pixel_offset)), 0)
+        return _pixels(a, _jpeg_frame(a, encapsulated()), 0)
     if a.syntax.pixels == "jpeg-lossless":
         # imported here: jpeg_lossless.py raises this module's DicomError
         from .jpeg_lossless import decode_jpeg_lossless
         # interleaved too, whatever Planar Configuration says
-        raw = decode_jpeg_lossless(_frame(data, a.pixel_offset), a.rows, a.columns, a.samples, a.bits_allocated,
+        raw = decode_jpeg_lossless(encapsulated(), a.rows, a.columns, a.samples, a.bits_allocated,
                                    a.bits_stored, a.signed, a.syntax.name, a.syntax.sv1)
         return _pixels(a, raw, 0)
+    # frames follow each other, each exactly `need` bytes: all of them must be there, not only the one read
     need = a.rows * a.columns * a.samples * (a.bits_allocated // 8)
     present = min(a.pixel_length, len(data) - a.pixel_offset)
-    if present < need:
-        raise _corrupt(f"DICOM is truncated: {a.columns}x{a.rows} pixels need {need} bytes of pixel data, {present} are present")
-    return _pixels(a, data[a.pixel_offset:a.pixel_offset + need], a.planar)
+    if present < need * a.frames:
+        of = f"{a.frames} frames of " if a.frames > 1 else ""
+        raise _corrupt(f"DICOM is truncated: {of}{a.columns}x{a.rows} pixels need {need * a.frames} bytes of pixel data, "
+                       f"{present} are present")
+    at = a.pixel_offset + a.frame * need
+    return _pixels(a, data[at:at + need], a.planar)
 
 
 def decode_rgb(data: bytes) -> np.ndarray:

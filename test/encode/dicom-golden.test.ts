@@ -6,8 +6,8 @@
 // (npx tsx scripts/fixtures/make-dicom-golden.ts), and then the Python test until dicom.py follows.
 import { readdirSync, readFileSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { buildDicomGolden, fromParts, goldenText, LOSSY, mutated, outcome, type DicomGolden } from '../../scripts/fixtures/dicom-golden.ts';
-import { DICOM_FIXTURES, DICOM_GOLDEN } from './fixtures.ts';
+import { buildDicomGolden, fromParts, GOLDEN_VERSION, goldenText, LOSSY, mutated, outcome, type DicomGolden } from '../../scripts/fixtures/dicom-golden.ts';
+import { DICOM_FIXTURES, DICOM_GOLDEN, DICOM_MULTI_FRAME } from './fixtures.ts';
 
 const committed = JSON.parse(readFileSync(DICOM_GOLDEN, 'utf8')) as DicomGolden;
 let now: DicomGolden;
@@ -16,8 +16,10 @@ beforeAll(async () => {
 });
 
 describe('test/fixtures/dicom/decoded.json is what dicom.ts decodes', () => {
-  it('names every fixture, and the limits are the decoder\'s', () => {
-    expect(committed.fixtures.map((f) => f.file)).toEqual(readdirSync(DICOM_FIXTURES).filter((f) => f.endsWith('.dcm')).sort());
+  it('names every fixture (each multi-frame one also frame by frame), in format version 2, and the limits are the decoder\'s', () => {
+    expect(committed.version).toBe(GOLDEN_VERSION);
+    expect(GOLDEN_VERSION).toBe(2);
+    expect(committed.fixtures.filter((f) => f.frame === undefined).map((f) => f.file)).toEqual(readdirSync(DICOM_FIXTURES).filter((f) => f.endsWith('.dcm')).sort());
     expect(committed.limits).toEqual(now.limits);
   });
 
@@ -25,11 +27,14 @@ describe('test/fixtures/dicom/decoded.json is what dicom.ts decodes', () => {
     expect(now.fixtures).toEqual(committed.fixtures);
     // both kinds are there: what the parity covers
     expect(committed.fixtures.filter((f) => 'sha256' in f).length).toBeGreaterThanOrEqual(10);
-    expect(committed.fixtures.filter((f) => 'refused' in f).map((f) => f.file)).toEqual(['grey8-bigendian.dcm', 'grey8-deflated.dcm', 'grey8-two-frames.dcm']);
+    // without a frame, a multi-frame file is refused (it names the parameter)
+    expect(committed.fixtures.filter((f) => 'refused' in f && f.frame === undefined).map((f) => f.file))
+      .toEqual(['grey8-bigendian.dcm', 'grey8-deflated.dcm', ...Object.keys(DICOM_MULTI_FRAME)].sort());
+    expect(committed.fixtures.filter((f) => f.frame !== undefined).length).toBe(Object.values(DICOM_MULTI_FRAME).reduce((n, k) => n + k + 1, 0));
   });
 
   it('the compressed fixtures: RLE and JPEG Baseline hold the very pixels of the uncompressed ones they were made from', () => {
-    const sha = new Map(committed.fixtures.map((f) => [f.file, 'sha256' in f ? f.sha256 : undefined]));
+    const sha = new Map(committed.fixtures.filter((f) => f.frame === undefined).map((f) => [f.file, 'sha256' in f ? f.sha256 : undefined]));
     // DCMTK's dcmcrle of 8-bit grey, 16-bit signed grey (through its window) and RGB; img2dcm of the grey JPEG itself
     // and dcmcjpeg's JPEG Lossless (SV1, predictor 7, the test encoder's restart intervals): 8-bit, 16-bit signed, MONOCHROME1, 12 of 16 bits, RGB
     const lossless = [['grey8-jpeg-lossless-sv1.dcm', 'grey8-explicit.dcm'], ['ct16-window-jpeg-lossless-sv1.dcm', 'ct16-window.dcm'],
@@ -41,7 +46,7 @@ describe('test/fixtures/dicom/decoded.json is what dicom.ts decodes', () => {
       expect(sha.get(compressed), compressed).toBe(sha.get(plain));
     }
     // a JPEG Baseline entry keeps its pixels for Python's tolerance; no other does
-    expect(committed.fixtures.filter((f) => 'pixels' in f).map((f) => f.file)).toEqual(['grey8-jpeg-baseline.dcm', 'rgb8-jpeg-baseline.dcm']);
+    expect([...new Set(committed.fixtures.filter((f) => 'pixels' in f).map((f) => f.file))].sort()).toEqual(['grey8-frames3-jpeg-baseline-fs1-nobot.dcm', 'grey8-jpeg-baseline.dcm', 'rgb8-jpeg-baseline.dcm']);
     expect(committed.made.filter((m) => 'pixels' in m).every((m) => LOSSY.test(m.name))).toBe(true);
     expect(committed.mutations.cases.some((c) => LOSSY.test(c.file))).toBe(false);
     // JPEG Lossless is decoded here, not by a codec: its fixtures are mutated like the others
@@ -69,6 +74,28 @@ describe('test/fixtures/dicom/decoded.json is what dicom.ts decodes', () => {
       'no-restart-interval', 'restart-every-row', 'point-transform-2', 'in-three-fragments', 'extra-tables']) {
       expect(sha(name), name).toBe(sha('16bit-unsigned'));
     }
+  });
+
+  it('each frame of a multi-frame file is the single-frame decode of its pixels, whatever the syntax, table or fragmentation', () => {
+    const fixture = (file: string, frame?: number) => committed.fixtures.find((f) => f.file === file && f.frame === frame)!;
+    const sha = (o: object) => ('sha256' in o ? o.sha256 : JSON.stringify(o));
+    for (const [family, single] of [['grey8-frames3', 'grey8-explicit.dcm'], ['ct16-window-frames3', 'ct16-window.dcm']]) {
+      const files = Object.keys(DICOM_MULTI_FRAME).filter((f) => f.startsWith(family) && !LOSSY.test(f));
+      expect(files.length).toBeGreaterThanOrEqual(3);
+      expect(sha(fixture(`${family}.dcm`, 0))).toBe(sha(fixture(single)));
+      expect(new Set([0, 1, 2].map((k) => sha(fixture(`${family}.dcm`, k)))).size).toBe(3);
+      for (const file of files) {
+        for (const k of [0, 1, 2]) expect(sha(fixture(file, k)), `${file} frame ${k}`).toBe(sha(fixture(`${family}.dcm`, k)));
+        expect(fixture(file, 3)).toMatchObject({ refused: { status: 422, code: 'frame_out_of_range', message: 'frame 3 is out of range: the image has 3 frames (0 to 2)' } });
+      }
+    }
+    // the files made here: each frame equals the same pixels alone in a single-frame file
+    const made = (name: string) => sha(committed.made.find((m) => m.name === name)!);
+    for (const k of [0, 1, 2]) {
+      for (const name of [`frames-3-uncompressed-frame-${k}`, `frames-3-rle-table-frame-${k}`, `frames-3-rle-no-table-frame-${k}`]) expect(made(name), name).toBe(made(`frames-3-alone-${k}`));
+      for (const name of [`jpeg-lossless-frames-3-one-fragment-each-frame-${k}`, `jpeg-lossless-frames-3-split-at-eoi-frame-${k}`]) expect(made(name), name).toBe(made(`jpeg-lossless-frames-3-alone-${k}`));
+    }
+    expect(new Set([0, 1, 2].map((k) => made(`frames-3-alone-${k}`))).size).toBe(3);
   });
 
   it('the files made for each branch', () => {

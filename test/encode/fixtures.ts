@@ -20,6 +20,20 @@ export const BRAIN_JPEG = 'Testing/notumor/Te-no_0137.jpg';
 export const DICOM_FIXTURES = join(import.meta.dirname, '..', 'fixtures', 'dicom');
 /** What the service decodes those (and files made for each branch of its decoder) to; the Python mirror must agree (scripts/fixtures/make-dicom-golden.ts). */
 export const DICOM_GOLDEN = join(DICOM_FIXTURES, 'decoded.json');
+/** The multi-frame DCMTK fixtures and their Number of Frames: the golden file has an entry per frame of each. */
+export const DICOM_MULTI_FRAME: Record<string, number> = {
+  'grey8-two-frames.dcm': 2,
+  'grey8-frames3.dcm': 3,
+  'grey8-frames3-rle.dcm': 3,
+  'grey8-frames3-rle-nobot.dcm': 3,
+  'grey8-frames3-jpeg-lossless-sv1.dcm': 3,
+  'grey8-frames3-jpeg-lossless-sv1-fs1.dcm': 3,
+  'grey8-frames3-jpeg-lossless-sv1-fs1-nobot.dcm': 3,
+  'grey8-frames3-jpeg-baseline-fs1-nobot.dcm': 3,
+  'ct16-window-frames3.dcm': 3,
+  'ct16-window-frames3-rle-fs1.dcm': 3,
+  'ct16-window-frames3-jpeg-lossless-sv1-fs1-nobot.dcm': 3,
+};
 /** The real JPEGs behind the 8-bit DICOM fixtures: a MedNIST grey X-ray and a Kather RGB tile. */
 export const DICOM_SOURCES = {
   grey: { set: 'mednist', member: 'Hand/000000.jpeg' },

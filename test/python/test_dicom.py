@@ -33,15 +33,18 @@ JPEG_TOLERANCE = 1
 
 
 def outcome(b: bytes, like: dict | None = None) -> dict:
-    """dicom.decode as the golden file writes decodeImage's answer. `like`, an entry that keeps
-    its pixels (a JPEG Baseline file): the sha256 and pixels are the entry's when this decode's
-    pixels are within JPEG_TOLERANCE of them, so that the comparison is the whole answer."""
+    """dicom.decode as the golden file writes decodeImage's answer, of the entry's frame if it
+    names one (an entry's "frame" is kept in the answer, as it is in the entry). `like`, an entry
+    that keeps its pixels (a JPEG Baseline file): the sha256 and pixels are the entry's when this
+    decode's pixels are within JPEG_TOLERANCE of them, so that the comparison is the whole answer."""
+    frame = None if like is None else like.get("frame")
+    framed = {} if frame is None else {"frame": frame}
     try:
-        px = dicom.decode(b)
+        px = dicom.decode(b, frame)
     except DicomError as e:
-        return {"refused": {"status": e.status, "code": e.code, "message": str(e)}}
+        return {**framed, "refused": {"status": e.status, "code": e.code, "message": str(e)}}
     assert px.dtype == np.uint8 and px.ndim == 3
-    out = {"width": px.shape[1], "height": px.shape[0], "channels": px.shape[2],
+    out = {**framed, "width": px.shape[1], "height": px.shape[0], "channels": px.shape[2],
            "sha256": hashlib.sha256(np.ascontiguousarray(px).tobytes()).hexdigest()}
     if like is not None and "pixels" in like:
         theirs = np.frombuffer(base64.b64decode(like["pixels"]), dtype=np.uint8)
@@ -61,13 +64,18 @@ def from_parts(parts: list) -> bytes:
     return b"".join(bytes.fromhex(h) * times for h, times in parts)
 
 
+def test_the_golden_format_is_the_one_read_here():
+    # version 2 added "frame" to entries: a reader of version 1 would decode them without it
+    assert GOLDEN["version"] == 2
+
+
 def test_limits_are_the_services():
     assert GOLDEN["limits"] == {"max_elements": dicom.MAX_ELEMENTS, "max_depth": dicom.MAX_DEPTH, "max_bytes": dicom.MAX_BYTES,
                                 "max_side": dicom.MAX_SIDE, "max_pixels": dicom.MAX_PIXELS}
 
 
 def test_the_golden_file_names_every_fixture():
-    assert [f["file"] for f in GOLDEN["fixtures"]] == sorted(p.name for p in FIXTURES.glob("*.dcm"))
+    assert [f["file"] for f in GOLDEN["fixtures"] if "frame" not in f] == sorted(p.name for p in FIXTURES.glob("*.dcm"))
 
 
 @pytest.mark.parametrize("entry", GOLDEN["fixtures"], ids=lambda e: e["file"])
@@ -83,14 +91,32 @@ def test_a_file_made_for_one_branch_decodes_or_is_refused_as_the_service_does(en
 def test_the_golden_file_holds_the_compressed_cases():
     """RLE (16-bit grey, 8-bit RGB, 8-bit grey) equal to the uncompressed decode of the same pixels,
     JPEG Baseline (grey and YBR_FULL_422 colour) with its pixels kept for the tolerance."""
-    sha = {f["file"]: f.get("sha256") for f in GOLDEN["fixtures"]}
+    sha = {f["file"]: f.get("sha256") for f in GOLDEN["fixtures"] if "frame" not in f}
     for rle, plain in [("ct16-window-rle.dcm", "ct16-window.dcm"), ("rgb8-rle.dcm", "rgb8-explicit.dcm"), ("grey8-rle.dcm", "grey8-explicit.dcm"),
                        ("grey8-jpeg-lossless-sv1.dcm", "grey8-explicit.dcm"), ("ct16-window-jpeg-lossless-sv7-restart.dcm", "ct16-window.dcm"),
                        ("ct12-garbage-nowindow-jpeg-lossless-sv1.dcm", "ct12-garbage-nowindow.dcm"),
                        ("rgb8-corner-jpeg-lossless-sv1.dcm", "rgb8-corner-explicit.dcm")]:
         assert sha[rle] is not None and sha[rle] == sha[plain], rle
-    lossy = [f["file"] for f in GOLDEN["fixtures"] if "pixels" in f]
-    assert lossy == ["grey8-jpeg-baseline.dcm", "rgb8-jpeg-baseline.dcm"]
+    lossy = sorted({f["file"] for f in GOLDEN["fixtures"] if "pixels" in f})
+    assert lossy == ["grey8-frames3-jpeg-baseline-fs1-nobot.dcm", "grey8-jpeg-baseline.dcm", "rgb8-jpeg-baseline.dcm"]
+
+
+def test_each_frame_of_a_multi_frame_fixture_is_the_single_frame_decode_of_its_pixels():
+    """The multi-frame fixtures (uncompressed, RLE and JPEG Lossless, with and without a Basic Offset
+    Table, one or several fragments a frame): frame 0 is the single-frame file of the same pixels,
+    every frame of a compressed file is that frame of the uncompressed one, and one past the last
+    is out of range."""
+    by = {(f["file"], f.get("frame")): f for f in GOLDEN["fixtures"]}
+    for family, single in [("grey8-frames3", "grey8-explicit.dcm"), ("ct16-window-frames3", "ct16-window.dcm")]:
+        files = sorted(f for f, k in by if f.startswith(family) and k is None and "baseline" not in f)
+        assert len(files) >= 3
+        assert by[(f"{family}.dcm", 0)]["sha256"] == by[(single, None)]["sha256"]
+        for f in files:
+            assert by[(f, None)]["refused"]["status"] == 415 and "`frame`" in by[(f, None)]["refused"]["message"]
+            for k in range(3):
+                assert by[(f, k)]["sha256"] == by[(f"{family}.dcm", k)]["sha256"], (f, k)
+            assert by[(f, 3)]["refused"]["code"] == "frame_out_of_range"
+        assert len({by[(f"{family}.dcm", k)]["sha256"] for k in range(3)}) == 3
 
 
 def test_a_jpeg_baseline_decode_outside_the_tolerance_fails_the_comparison():
