@@ -350,6 +350,50 @@ describe('search by image', () => {
     expect(truncated.status).toBeLessThan(500);
   });
 
+  it('searches by one frame of a multi-frame DICOM (?frame=k): the code of the single-frame twin, through either path', async () => {
+    const post = async (path: string, bytes: Uint8Array<ArrayBuffer>, query: string) => {
+      const res = await fetch(`${url}${path}?${query}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/dicom' }, body: bytes });
+      return { status: res.status, body: (await res.json()) as Answer & { encoding?: { code: string; descriptor: number[] }; error?: { code: string; message: string; field?: string } } };
+    };
+    const file = (name: string) => new Uint8Array(readFileSync(join(DICOM_FIXTURES, name)));
+    const single = file('grey8-explicit.dcm');
+    const frames = file('grey8-frames3.dcm');
+    const multi = file('grey8-frames3-jpeg-lossless-sv1-fs1-nobot.dcm');
+    const codes: string[] = [];
+    for (const k of [0, 1, 2]) {
+      // the twin: grey8-explicit.dcm with frame k's samples as its pixel data (its last 4096 bytes)
+      const twin = single.slice();
+      twin.set(frames.subarray(frames.length - (3 - k) * 4096, frames.length - (2 - k) * 4096), twin.length - 4096);
+      const want = await post('/v1/collections/imgs/search/image', twin, 'allow_ood=true');
+      const got = await post('/v1/collections/imgs/search/image', multi, `allow_ood=true&frame=${k}`);
+      expect(got.status, JSON.stringify(got.body)).toBe(200);
+      expect(got.body.code, `frame ${k}`).toBe(want.body.code);
+      // the descriptor too, which tells the three frames apart where the 64-bit code may not
+      const encoded = await post('/v1/encode', multi, `frame=${k}`);
+      const twinEncoded = await post('/v1/encode', twin, '');
+      expect(encoded.body.encoding?.code, `encode frame ${k}`).toBe(want.body.code);
+      expect(encoded.body.encoding?.descriptor, `encode frame ${k}`).toEqual(twinEncoded.body.encoding?.descriptor);
+      codes.push(JSON.stringify(encoded.body.encoding?.descriptor));
+      // the Worker's path: the bytes and the frame to the backend, which decodes them
+      const remote = await new RemoteEncoder(backendProc.url, 5000).encode({ image: multi, contentType: 'application/dicom', frame: k });
+      expect(remote.results[0].code, `backend frame ${k}`).toBe(want.body.code);
+    }
+    // three distinct images (the hand, its negative, its mirror image): three descriptors
+    expect(new Set(codes).size).toBe(3);
+    const none = await post('/v1/collections/imgs/search/image', multi, 'allow_ood=true');
+    expect([none.status, none.body.error?.message]).toEqual([415, 'DICOM has 3 frames: choose one with `frame` (0 to 2)']);
+    const past = await post('/v1/collections/imgs/search/image', multi, 'allow_ood=true&frame=3');
+    expect([past.status, past.body.error?.code, past.body.error?.field]).toEqual([422, 'frame_out_of_range', 'frame']);
+    for (const bad of ['-1', '1.5', 'x']) {
+      for (const path of ['/v1/collections/imgs/search/image', '/v1/encode']) {
+        const r = await post(path, multi, `frame=${bad}`);
+        expect([r.status, r.body.error?.field], `${path} frame=${bad}`).toEqual([400, 'frame']);
+      }
+    }
+    const remotePast = await new RemoteEncoder(backendProc.url, 5000).encode({ image: multi, contentType: 'application/dicom', frame: 3 }).catch((e: unknown) => e);
+    expect(remotePast).toMatchObject({ status: 422, code: 'frame_out_of_range', field: 'frame' });
+  });
+
   it("words the backend's verdict on an image as the in-process path does (the Worker's path)", async () => {
     const png = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13]);
     const err = await new RemoteEncoder(backendProc.url, 5000).encode({ image: png, contentType: 'image/png' }).catch((e: unknown) => e);

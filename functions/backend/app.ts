@@ -6,7 +6,7 @@ import type { UnofficialStatusCode } from 'hono/utils/http-status';
 import { limitBody, onError, notFoundRoute, validationError } from '../api/errors.ts';
 import { errors, json, jsonBody } from '../api/openapi.ts';
 import { ErrorSchema } from '../api/schemas.ts';
-import { decodeImage } from '../encode/image.ts';
+import { decodeImage, DEFAULT_LIMITS } from '../encode/image.ts';
 import { preprocess } from '../encode/preprocess.ts';
 import type { Encoder } from '../encode/model.ts';
 import { MedhashError, badRequest } from '../util/errors.ts';
@@ -105,9 +105,9 @@ export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAUL
         }
         const bytes = fromBase64(inp.image);
         if (!bytes) throw badRequest('invalid_field', `inputs.${i}.image must be standard padded base64`, `inputs.${i}.image`);
-        const img = await decodeImage(bytes, inp.content_type).catch((e: unknown) => {
-          // the field names the input, so that a batch's sender (the CLI's index) can name the file
-          throw e instanceof MedhashError ? new MedhashError(e.status, e.code, e.message, `inputs.${i}.image`, e.details) : e;
+        const img = await decodeImage(bytes, inp.content_type, DEFAULT_LIMITS, { frame: inp.frame }).catch((e: unknown) => {
+          // the field names the input, so that a batch's sender (the CLI's index) can name the file (or its frame)
+          throw e instanceof MedhashError ? new MedhashError(e.status, e.code, e.message, `inputs.${i}.${e.field === 'frame' ? 'frame' : 'image'}`, e.details) : e;
         });
         tensors.push(preprocess(img, card.input));
       }

@@ -13,11 +13,12 @@ export const MAX_BODY_BYTES = 32 << 20;
  * What a request's JSON may hold, counted before it is parsed (util/json-budget.ts): twice what
  * the largest valid batch holds. That batch is the request object and its `inputs` array, then
  * per input one object; values: the request, `version` and `inputs` with their values, then per
- * input its object and, for an image, two keys with their strings (a tensor has one). The room
- * lets a nearly valid request (an unknown key, a few inputs too many) reach the schema and its 400
- * naming the problem; 32 MiB of `{},` still stops at 132 objects.
+ * input its object and, for an image, three keys with their values (`image`, `content_type`,
+ * `frame`; a tensor has one). The room lets a nearly valid request (an unknown key, a few inputs
+ * too many) reach the schema and its 400 naming the problem; 32 MiB of `{},` still stops at 132
+ * objects.
  */
-export const JSON_BUDGET = { containers: 2 * (MAX_INPUTS + 2), values: 2 * (5 + 5 * MAX_INPUTS) };
+export const JSON_BUDGET = { containers: 2 * (MAX_INPUTS + 2), values: 2 * (5 + 7 * MAX_INPUTS) };
 
 const Base64 = z.string().min(1).regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be standard base64');
 
@@ -25,6 +26,8 @@ export const EncodeInput = z.union([
   z.strictObject({
     image: Base64.openapi({ description: 'PNG, JPEG or DICOM (uncompressed, RLE Lossless, JPEG Lossless or JPEG Baseline) bytes, base64.' }),
     content_type: z.enum(IMAGE_TYPES, { error: `content_type must be ${IMAGE_TYPES.join(', ')}` }),
+    frame: z.number({ error: 'frame must be a non-negative integer' }).int('frame must be a non-negative integer').min(0, 'frame must be a non-negative integer').optional()
+      .openapi({ description: 'Which frame (0-based) of a multi-frame DICOM to encode: required for one, 0 or absent for any other image (docs/ENCODING.md, "Multi-frame files").' }),
   }),
   z.strictObject({
     tensor: Base64.openapi({

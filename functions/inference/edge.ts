@@ -3,7 +3,7 @@
 // onnxruntime-web. The tensor is what goes to the backend, so both paths encode the very same
 // input.
 import type { ModelCard } from '../encode/card.ts';
-import { decodeImage } from '../encode/image.ts';
+import { decodeImage, DEFAULT_LIMITS } from '../encode/image.ts';
 import type { Encoder } from '../encode/model.ts';
 import { preprocess } from '../encode/preprocess.ts';
 import { encodingOf } from '../backend/encoding.ts';
@@ -28,8 +28,8 @@ export function nodeEdgeEncoder(card: ModelCard, loadFallback: () => Promise<Enc
   return {
     breaker: guarded.breaker,
     preload: () => local().then(() => undefined),
-    async encodeImage(bytes, contentType) {
-      const tensor = preprocess(await decodeImage(bytes, contentType), card.input);
+    async encodeImage(bytes, contentType, frame) {
+      const tensor = preprocess(await decodeImage(bytes, contentType, DEFAULT_LIMITS, { frame }), card.input);
       const remote = await guarded.tryEncode({ tensor }, card.model_id);
       if (remote) return remote;
       const enc = await local();

@@ -9,7 +9,7 @@ import { MedhashError, type ErrorStatus } from '../util/errors.ts';
 import { retryAfterSeconds } from '../util/retry-after.ts';
 import { CircuitBreaker, type BreakerOptions } from './breaker.ts';
 
-export type RemoteInput = { tensor: Float32Array } | { image: Uint8Array; contentType: string };
+export type RemoteInput = { tensor: Float32Array } | { image: Uint8Array; contentType: string; frame?: number };
 
 /** The backend could not answer (down, slow, overloaded, broken): not the caller's fault. */
 export class BackendUnavailable extends Error {
@@ -40,7 +40,7 @@ export class RemoteEncoder {
 
   /** Up to MAX_INPUTS inputs in one request; one result per input, in order. */
   async encodeBatch(inputs: RemoteInput[]): Promise<EncodeResponseBody> {
-    const wire = inputs.map((input) => ('tensor' in input ? { tensor: tensorToBase64(input.tensor) } : { image: toBase64(input.image), content_type: input.contentType }));
+    const wire = inputs.map((input) => ('tensor' in input ? { tensor: tensorToBase64(input.tensor) } : { image: toBase64(input.image), content_type: input.contentType, ...(input.frame === undefined ? {} : { frame: input.frame }) }));
     let res: Response;
     let text: string;
     try {
@@ -88,7 +88,8 @@ export interface EdgeEncoding {
 }
 
 export interface ImageEncoderApi {
-  encodeImage(bytes: Uint8Array, contentType: string): Promise<EdgeEncoding>;
+  /** `frame`: which frame (0-based) of a multi-frame DICOM (decodeImage's option). */
+  encodeImage(bytes: Uint8Array, contentType: string, frame?: number): Promise<EdgeEncoding>;
 }
 
 export interface EdgeEncoderOptions {

@@ -12,8 +12,8 @@ const NO_CLIENT_SIDE =
 export function workerEdgeEncoder(opts: EdgeEncoderOptions): ImageEncoderApi {
   const guarded = new GuardedRemote(opts);
   return {
-    async encodeImage(bytes, contentType) {
-      const remote = await guarded.tryEncode({ image: bytes, contentType });
+    async encodeImage(bytes, contentType, frame) {
+      const remote = await guarded.tryEncode({ image: bytes, contentType, frame });
       if (remote) return remote;
       throw new MedhashError(503, 'encoder_unavailable', NO_CLIENT_SIDE);
     },

@@ -12,7 +12,7 @@ import type { Backend } from '../backend.ts';
 import { errors, json, rateLimitHeaders, type App } from '../openapi.ts';
 import { maxBody } from '../body.ts';
 import { IdempotencyHeaders, MAX_BODY_BYTES } from '../schemas.ts';
-import { imageBody, imageType } from './image-search.ts';
+import { FrameQuery, imageBody, imageType } from './image-search.ts';
 
 const EncodeResult = z
   .object({
@@ -27,8 +27,9 @@ export function encodeRoutes(app: App, backend: Backend): void {
     createRoute({
       method: 'post', path: '/v1/encode', tags: ['search'], security: tenantKey('search', 'ingest'), ...maxBody(MAX_BODY_BYTES),
       summary: 'Encode one image with the served model (scope: search or ingest; metered: 1 encode unit)',
-      description: 'The body is the image file itself, Content-Type image/png, image/jpeg or application/dicom (uncompressed, RLE Lossless, JPEG Lossless or JPEG Baseline; docs/ENCODING.md).',
+      description: 'The body is the image file itself, Content-Type image/png, image/jpeg or application/dicom (uncompressed, RLE Lossless, JPEG Lossless or JPEG Baseline; of a multi-frame file, the frame named by `frame`; docs/ENCODING.md).',
       request: {
+        query: z.strictObject({ frame: FrameQuery }),
         headers: IdempotencyHeaders,
         body: imageBody,
       },
@@ -36,12 +37,13 @@ export function encodeRoutes(app: App, backend: Backend): void {
     }),
     async (c) => {
       // The guard has checked the key and its scope; the image's own checks come before the encoder's.
+      const { frame } = c.req.valid('query');
       const type = imageType(c);
       const bytes = new Uint8Array(await c.req.arrayBuffer());
       if (bytes.length === 0) throw badRequest('empty_body', 'the body must be the image file; it is empty');
       if (!backend.images) throw new MedhashError(503, 'encoder_unavailable', 'encoding is not configured on this server (no model: see docs/INFERENCE.md)');
       await meter(c, 'encode', 1);
-      const enc = await backend.images.encodeImage(bytes, type);
+      const enc = await backend.images.encodeImage(bytes, type, frame);
       audit(c, 'encode', null, { count: 1, model_id: enc.model_id });
       return c.json({ path: enc.path, model_id: enc.model_id, encoding: enc.encoding }, 200);
     },

@@ -29,7 +29,12 @@ export function imageType(c: Context): string {
   return type;
 }
 
+/** The `frame` query parameter of the image routes: one frame of a multi-frame DICOM. */
+export const FrameQuery = QueryNumber(z.number({ error: 'frame must be a non-negative integer' }).int('frame must be a non-negative integer').min(0, 'frame must be a non-negative integer')).optional()
+    .openapi({ param: { name: 'frame', in: 'query' }, description: 'Which frame (0-based) of a multi-frame DICOM to use: required for one (without it, 415), 0 or absent for any other image; past the last frame, 422 `frame_out_of_range`.' });
+
 const ImageSearchQuery = z.strictObject({
+  frame: FrameQuery,
   k: QueryNumber(z.number({ error: 'k must be an integer' }).int('k must be an integer').min(1, `k must be between 1 and ${MAX_K}`).max(MAX_K, `k must be between 1 and ${MAX_K}`)).default(10)
     .openapi({ param: { name: 'k', in: 'query' } }),
   radius: QueryNumber(z.number({ error: 'radius must be an integer' }).int('radius must be an integer').min(0, 'radius must be >= 0')).optional()
@@ -65,7 +70,7 @@ export function imageSearchRoutes(app: App, backend: Backend): void {
     createRoute({
       method: 'post', path: '/v1/collections/{collection}/search/image', tags: ['search'], security: tenantKey('search'), ...maxBody(MAX_BODY_BYTES),
       summary: 'The k nearest items to an image (scope: search; metered: 1 unit)',
-      description: 'The body is the image file itself, Content-Type image/png, image/jpeg or application/dicom (uncompressed, RLE Lossless, JPEG Lossless or JPEG Baseline; docs/ENCODING.md). The collection\'s model_id must be the encoder\'s.',
+      description: 'The body is the image file itself, Content-Type image/png, image/jpeg or application/dicom (uncompressed, RLE Lossless, JPEG Lossless or JPEG Baseline; of a multi-frame file, the frame named by `frame`; docs/ENCODING.md). The collection\'s model_id must be the encoder\'s.',
       request: {
         params: CollectionParams,
         query: ImageSearchQuery,
@@ -78,7 +83,7 @@ export function imageSearchRoutes(app: App, backend: Backend): void {
       // The guard has checked the key; the validators the path and the query. The image's own
       // checks come next, and only then the collection (404) and what needs it: a request's
       // mistakes are 4xx whether or not the collection exists.
-      const { k, radius, allow_ood: allowOod, content_weight: contentWeight, label, modality, body_part, exclude_own_study: ownStudy, ...exclusions } = c.req.valid('query');
+      const { frame, k, radius, allow_ood: allowOod, content_weight: contentWeight, label, modality, body_part, exclude_own_study: ownStudy, ...exclusions } = c.req.valid('query');
       const type = imageType(c);
       if (ownStudy && type !== 'application/dicom') {
         throw badRequest('invalid_field', 'exclude_own_study needs a DICOM image: a PNG or JPEG names no study (send exclude_study_uid instead)', 'exclude_own_study');
@@ -100,7 +105,7 @@ export function imageSearchRoutes(app: App, backend: Backend): void {
       if (!backend.images) throw new MedhashError(503, 'encoder_unavailable', 'search by image is not configured on this server (no model: see docs/INFERENCE.md)');
       const controls = metadataFilter({ filter: { label, modality, body_part }, ...exclusions });
       await admitSearch(c, col, radius);
-      const enc = await backend.images.encodeImage(bytes, type);
+      const enc = await backend.images.encodeImage(bytes, type, frame);
       if (enc.model_id !== col.model_id) {
         throw new MedhashError(409, 'model_mismatch', `collection ${JSON.stringify(col.name)} holds codes of model ${col.model_id}, but images are encoded by ${enc.model_id}`);
       }
