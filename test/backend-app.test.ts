@@ -29,10 +29,11 @@ const { app } = createBackendApp(stub);
 const post = (body: string, type = 'application/json') => app.request('/v1/encode', { method: 'POST', headers: { 'content-type': type }, body });
 const errorOf = async (r: Response) => [r.status, ((await r.json()) as { error: { code: string } }).error.code];
 
-/** The largest valid request: every input an image (two keys and two strings, where a tensor has one). */
+/** The largest valid request: every input an image (three keys and their values, where a tensor has one). */
 const largest = () => {
+  // each input with every key an image input may have, `frame` included
   const image = Buffer.from(png({ width: 2, height: 2, colorType: 0, bitDepth: 8, raw: scanlines(2, 2, 1, 8, Uint8Array.of(0, 64, 128, 255)) })).toString('base64');
-  return JSON.stringify({ version: 1, inputs: Array.from({ length: MAX_INPUTS }, () => ({ image, content_type: 'image/png' })) });
+  return JSON.stringify({ version: 1, inputs: Array.from({ length: MAX_INPUTS }, () => ({ image, content_type: 'image/png', frame: 0 })) });
 };
 
 beforeAll(initNodeImageCodecs);
