@@ -68,9 +68,11 @@ describe('inference backend: JSON budget', () => {
     // well under the body limit, but millions of objects once parsed
     expect(await errorOf(await post(`{"inputs":[${'{},'.repeat(1 << 20)}{}]}`))).toEqual([413, 'json_too_complex']);
     expect(await errorOf(await post('['.repeat(200)))).toEqual([413, 'json_too_complex']);
-    const values = await post(`{"inputs":[${'1,'.repeat(700)}1]}`);
+    const values = await post(`{"inputs":[${'1,'.repeat(JSON_BUDGET.values)}1]}`);
     expect(values.status).toBe(413);
-    expect(((await values.json()) as { error: { message: string } }).error.message).toMatch(/at most 132 objects and arrays and 650 values .*holds more values$/);
+    expect(((await values.json()) as { error: { message: string } }).error.message).toMatch(
+      new RegExp(`at most ${JSON_BUDGET.containers} objects and arrays and ${JSON_BUDGET.values} values .*holds more values$`),
+    );
     // application/json with parameters is counted too
     expect(await errorOf(await post('['.repeat(200), 'application/json; charset=utf-8'))).toEqual([413, 'json_too_complex']);
     // and any application/*+json, which the validator parses as JSON too
