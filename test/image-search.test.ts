@@ -360,6 +360,7 @@ describe('search by image', () => {
     const frames = file('grey8-frames3.dcm');
     const multi = file('grey8-frames3-jpeg-lossless-sv1-fs1-nobot.dcm');
     const codes: string[] = [];
+    const wanted: string[] = [];
     for (const k of [0, 1, 2]) {
       // the twin: grey8-explicit.dcm with frame k's samples as its pixel data (its last 4096 bytes)
       const twin = single.slice();
@@ -368,6 +369,7 @@ describe('search by image', () => {
       const got = await post('/v1/collections/imgs/search/image', multi, `allow_ood=true&frame=${k}`);
       expect(got.status, JSON.stringify(got.body)).toBe(200);
       expect(got.body.code, `frame ${k}`).toBe(want.body.code);
+      wanted.push(want.body.code);
       // the descriptor too, which tells the three frames apart where the 64-bit code may not
       const encoded = await post('/v1/encode', multi, `frame=${k}`);
       const twinEncoded = await post('/v1/encode', twin, '');
@@ -392,6 +394,11 @@ describe('search by image', () => {
     }
     const remotePast = await new RemoteEncoder(backendProc.url, 5000).encode({ image: multi, contentType: 'application/dicom', frame: 3 }).catch((e: unknown) => e);
     expect(remotePast).toMatchObject({ status: 422, code: 'frame_out_of_range', field: 'frame' });
+    // the CLI's --frame
+    const path = join(DICOM_FIXTURES, 'grey8-frames3-jpeg-lossless-sv1-fs1-nobot.dcm');
+    const { stdout } = await cli(['search', '--collection', 'imgs', '--image', path, '--frame', '1', '--allow-ood', '--json'], { MEDHASH_URL: url, MEDHASH_API_KEY: key });
+    expect(JSON.parse(stdout).code).toBe(wanted[1]);
+    await expect(cli(['search', '--collection', 'imgs', '--image', path, '--allow-ood', '--json'], { MEDHASH_URL: url, MEDHASH_API_KEY: key })).rejects.toMatchObject({ stderr: expect.stringMatching(/3 frames: choose one with `frame`/) });
   });
 
   it("words the backend's verdict on an image as the in-process path does (the Worker's path)", async () => {

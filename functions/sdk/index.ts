@@ -10,7 +10,7 @@ import { encodingOf } from '../backend/encoding.ts';
 import type { ImageEncoding } from '../backend/protocol.ts';
 import { checkOnnx, parseCard, type ModelCard } from '../encode/card.ts';
 import { dicomMetadata, isDicom } from '../encode/dicom.ts';
-import { checkImageBytes, decodeImage, initImageCodecs, startHex } from '../encode/image.ts';
+import { checkImageBytes, decodeImage, DEFAULT_LIMITS, initImageCodecs, startHex, type DecodeOptions } from '../encode/image.ts';
 import { loadWebEncoder, type Encoder } from '../encode/model.ts';
 import { preprocess } from '../encode/preprocess.ts';
 import { calibrationOf } from '../safety/calibration.ts';
@@ -91,6 +91,8 @@ export interface SearchOptions {
   excludePatientRef?: string;
   /** searchImage with a DICOM: leave out the items of the image's own study (its Study Instance UID, read here). */
   excludeOwnStudy?: boolean;
+  /** searchImage with a multi-frame DICOM, which needs it: the frame to encode, from 0. */
+  frame?: number;
 }
 
 /**
@@ -163,10 +165,13 @@ export class BrowserEncoder {
     return this.encoder.runtime;
   }
 
-  /** PNG, JPEG or DICOM (uncompressed, RLE Lossless, JPEG Lossless or JPEG Baseline) bytes -> code, descriptor, class probabilities and OOD score. */
-  async encode(bytes: Uint8Array, contentType?: string): Promise<EncodedImage> {
+  /**
+   * PNG, JPEG or DICOM (uncompressed, RLE Lossless, JPEG Lossless or JPEG Baseline) bytes -> code,
+   * descriptor, class probabilities and OOD score; `options.frame` picks a multi-frame DICOM's frame.
+   */
+  async encode(bytes: Uint8Array, contentType?: string, options: DecodeOptions = {}): Promise<EncodedImage> {
     const t0 = performance.now();
-    const img = await decodeImage(bytes, contentType);
+    const img = await decodeImage(bytes, contentType, DEFAULT_LIMITS, options);
     const out = await this.encoder.run(preprocess(img, this.card.input), 1);
     return { ...encodingOf(this.card, out, 0), runtime: this.encoder.runtime, encodeMs: performance.now() - t0 };
   }
@@ -274,7 +279,7 @@ export class MedhashClient {
       if (study === undefined) throw new Error('excludeOwnStudy needs a DICOM image with a valid Study Instance UID (0020,000D)');
       query.excludeStudyUid = study;
     }
-    const encoded = await enc.encode(bytes, image.type || undefined);
+    const encoded = await enc.encode(bytes, image.type || undefined, { frame: opts.frame });
     const withDescriptor = collection.descriptor_dims > 0 && collection.descriptor_dims === encoded.descriptor.length;
     // A code alone hardly tells an X-ray from a photo (docs/OOD.md), and the image is here: the
     // gate is search by image's, on the model's own score, so the service's code-only gate is

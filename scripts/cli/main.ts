@@ -54,8 +54,9 @@ const USAGE = `medhash <command> [options]
   search --collection C (--code CODE | --image FILE) [--k 10] [--radius R] [--json]
          [--label L] [--modality M] [--body-part B]   (each repeatable: any of the values)
          [--exclude-study-uid U] [--exclude-patient-ref P] [--allow-ood]
-         [--exclude-own-study] [--content-weight W]    (--image only)
-        FILE: .png, .jpg/.jpeg or DICOM (.dcm: uncompressed, RLE Lossless or JPEG Baseline).
+         [--exclude-own-study] [--content-weight W] [--frame N]    (--image only)
+        FILE: .png, .jpg/.jpeg or DICOM (.dcm: uncompressed, RLE Lossless, JPEG Lossless or JPEG
+        Baseline); --frame picks one frame (from 0) of a multi-frame DICOM, which needs it.
   collection create --name C --bits 16|32|64|128|256 [--descriptor-dims N] [--model-id M]
   collection list | get --name C | delete --name C
   collection erase (--name C | --all) (--patient-ref R | --study-uid U)
@@ -230,11 +231,11 @@ async function search(args: string[]) {
     collection: { type: 'string' }, code: { type: 'string' }, image: { type: 'string' }, k: { type: 'string' }, radius: { type: 'string' }, json: { type: 'boolean' },
     label: { type: 'string', multiple: true }, modality: { type: 'string', multiple: true }, 'body-part': { type: 'string', multiple: true },
     'exclude-study-uid': { type: 'string' }, 'exclude-patient-ref': { type: 'string' }, 'exclude-own-study': { type: 'boolean' },
-    'content-weight': { type: 'string' }, 'allow-ood': { type: 'boolean' },
+    'content-weight': { type: 'string' }, 'allow-ood': { type: 'boolean' }, frame: { type: 'string' },
   });
   if ((v.code === undefined) === (v.image === undefined)) throw new UsageError('give exactly one of --code, --image');
-  if (v.code !== undefined && (v['exclude-own-study'] || v['content-weight'] !== undefined)) {
-    throw new UsageError('--exclude-own-study and --content-weight need --image (a code carries no study and no descriptor)');
+  if (v.code !== undefined && (v['exclude-own-study'] || v['content-weight'] !== undefined || v.frame !== undefined)) {
+    throw new UsageError('--exclude-own-study, --content-weight and --frame need --image (a code carries no study, no descriptor and no frames)');
   }
   const body = {
     k: int(v.k as string | undefined, 'k', 10),
@@ -259,6 +260,7 @@ async function search(args: string[]) {
     if (v['content-weight'] !== undefined) q.set('content_weight', v['content-weight'] as string);
     if (v['exclude-own-study']) q.set('exclude_own_study', 'true');
     if (v['allow-ood']) q.set('allow_ood', 'true');
+    if (v.frame !== undefined) q.set('frame', v.frame as string);
     r = await api.request<SearchAnswer>('POST', `${base}/search/image?${q}`, new RawBody(new Uint8Array(readFileSync(file)), type));
   } else {
     const controls = { ...(Object.keys(filter).length > 0 ? { filter } : {}), ...exclusions, ...(v['allow-ood'] ? { allow_ood: true } : {}) };

@@ -16,7 +16,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { encodingOf } from '../../functions/backend/encoding.ts';
 import { loadCard, type LoadedCard, type ModelCard } from '../../functions/encode/card.ts';
 import { sha256Hex } from '../../functions/util/bytes.ts';
-import { decodeImage } from '../../functions/encode/image.ts';
+import { decodeImage, DEFAULT_LIMITS } from '../../functions/encode/image.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { descriptor, loadNodeEncoder, packCode, row, type Encoder } from '../../functions/encode/model.ts';
 import { preprocess } from '../../functions/encode/preprocess.ts';
@@ -267,6 +267,57 @@ it('a DICOM dropped on the page is previewed and encoded in the browser to the c
   const removed = await fetch(`${base}/v1/collections/mednist/items/${encodeURIComponent(own.id)}`, { method: 'DELETE', headers: { authorization: `Bearer ${key}` } });
   expect(removed.status).toBe(204);
 });
+
+it("a multi-frame DICOM: the SDK and the page encode the frame named (the page's Frame field), and a frame past the last is refused naming it", async () => {
+  const name = 'grey8-frames3-jpeg-lossless-sv1-fs1-nobot.dcm';
+  const bytes = new Uint8Array(readFileSync(join(DICOM_FIXTURES, name)));
+  // what onnxruntime-node makes of each frame, decoded here as the service decodes it
+  const want = await Promise.all([0, 1, 2].map(async (frame) =>
+    encodingOf(card, await encoder.run(preprocess(await decodeImage(bytes, 'application/dicom', DEFAULT_LIMITS, { frame }), card.input), 1), 0)));
+  // three distinct images (the hand, its negative, its mirror image): their descriptors tell them apart
+  expect(new Set(want.map((w) => JSON.stringify(w.descriptor))).size).toBe(3);
+  const page = await browser.newPage();
+  const problems: string[] = [];
+  page.on('pageerror', (e) => problems.push(e.message));
+  await page.goto(`${base}/ui`);
+  const args = JSON.stringify({ key, image: Array.from(bytes), id: card.model_id });
+  const fromSdk = (await page.evaluate(`(async () => {
+    const { key, image, id } = ${args};
+    const { MedhashClient } = await import('/sdk/medhash-sdk.js');
+    const enc = await new MedhashClient({ apiKey: key }).encoder(id);
+    const out = [];
+    for (const frame of [0, 1, 2]) {
+      const { code, descriptor } = await enc.encode(new Uint8Array(image), 'application/dicom', { frame });
+      out.push({ code, descriptor });
+    }
+    const none = await enc.encode(new Uint8Array(image), 'application/dicom').then(() => 'encoded', (e) => e.message);
+    return { out, none };
+  })()`)) as { out: { code: string; descriptor: number[] }[]; none: string };
+  expect(fromSdk.out).toEqual(want.map(({ code, descriptor }) => ({ code, descriptor })));
+  expect(fromSdk.none).toBe('DICOM has 3 frames: choose one with `frame` (0 to 2)');
+
+  await page.getByLabel('API key').fill(key);
+  await page.getByRole('button', { name: 'Connect' }).click();
+  await page.locator('#model-status', { hasText: 'ready' }).waitFor({ timeout: 90_000 });
+  await page.getByLabel('Frame of a multi-frame DICOM (from 0)').fill('2');
+  // a negative or mirrored hand may look out of distribution: the code is what is checked here
+  await page.getByLabel('Show results even when the image looks out of distribution').check();
+  await page.getByLabel('Image (PNG, JPEG or DICOM), or drop it here').setInputFiles({ name, mimeType: 'application/dicom', buffer: Buffer.from(bytes) });
+  await page.locator('#preview:not([hidden])').waitFor();
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.locator('#encoded[data-code]').waitFor({ timeout: 60_000 });
+  expect(await page.locator('#encoded').getAttribute('data-code')).toBe(want[2].code);
+  expect(await page.locator('#error').textContent()).toBe('');
+  // a new frame number checks the file again: past the last frame, refused before any search
+  const frameField = page.getByLabel('Frame of a multi-frame DICOM (from 0)');
+  await frameField.fill('3');
+  await frameField.dispatchEvent('change');
+  await page.locator('#error', { hasText: 'frame' }).waitFor();
+  expect(await page.locator('#error').textContent()).toMatch(/frame 3 .*3 frames|3 frames.*frame 3/);
+  expect(await page.getByRole('button', { name: 'Search' }).isDisabled()).toBe(true);
+  expect(problems).toEqual([]);
+  await page.close();
+}, 180_000); // two model loads: the SDK's and the page's
 
 it('a JPEG Baseline DICOM chosen before any key is entered is previewed: the page starts the JPEG codec itself', async () => {
   const page = await browser.newPage();

@@ -3,7 +3,7 @@
 // bar and a Retry after a failed load, checks the chosen image's size before reading it, encodes it
 // through the SDK and shows the ranked results, each with its explanation, and the OOD verdict.
 import { isDicom } from '../../encode/dicom.ts';
-import { checkImageBytes, decodeImage } from '../../encode/image.ts';
+import { checkImageBytes, decodeImage, DEFAULT_LIMITS } from '../../encode/image.ts';
 import { loadImageCodecs, MedhashApiError, MedhashClient, type BrowserEncoder, type CollectionSummary, type Download, type OodAssessment, type SearchAnswer } from '../index.ts';
 
 const $ = <T = HTMLElement>(id: string) => document.getElementById(id) as unknown as T;
@@ -17,6 +17,7 @@ const retryModel = $<HTMLButtonElement>('retry-model');
 const fileInput = $<HTMLInputElement>('image');
 const drop = $('drop');
 const preview = $<HTMLImageElement>('preview');
+const frameInput = $<HTMLInputElement>('frame');
 const weight = $<HTMLInputElement>('content-weight');
 const weightOut = $<HTMLOutputElement>('content-weight-value');
 const go = $<HTMLButtonElement>('go');
@@ -28,6 +29,8 @@ const list = $<HTMLOListElement>('results');
 let client: MedhashClient | null = null;
 let collections: CollectionSummary[] = [];
 let image: File | null = null;
+/** The file last chosen, checked or not: a new frame number checks it again. */
+let lastFile: File | undefined;
 /** The preview's object URL, revoked when replaced: it keeps its blob alive. */
 let previewHref: string | null = null;
 /** Bumped by each choice of image: a preview still being made for an older one is dropped. */
@@ -166,7 +169,7 @@ async function previewBlob(f: File): Promise<Blob> {
   if (!isDicom(new Uint8Array(await f.slice(0, 132).arrayBuffer()))) return f;
   // a JPEG Baseline DICOM's frame goes through the JPEG codec, which no model load may have started yet
   await loadImageCodecs();
-  const img = await decodeImage(new Uint8Array(await f.arrayBuffer()), 'application/dicom');
+  const img = await decodeImage(new Uint8Array(await f.arrayBuffer()), 'application/dicom', DEFAULT_LIMITS, { frame: frame() });
   const canvas = Object.assign(document.createElement('canvas'), { width: img.width, height: img.height });
   const ctx = canvas.getContext('2d')!;
   const out = ctx.createImageData(img.width, img.height);
@@ -186,8 +189,12 @@ function showPreview(href: string | null): void {
   preview.hidden = href === null;
 }
 
+/** The frame the form names (empty: none); a bad number is the decoder's 400, naming `frame`. */
+const frame = (): number | undefined => (frameInput.value === '' ? undefined : Number(frameInput.value));
+
 async function setImage(f: File | undefined): Promise<void> {
   if (!f) return;
+  lastFile = f;
   errorBox.textContent = '';
   clearAnswer();
   // no search until this file is checked: neither of it nor of the one it replaces
@@ -216,6 +223,8 @@ async function setImage(f: File | undefined): Promise<void> {
 }
 
 fileInput.addEventListener('change', () => void setImage(fileInput.files?.[0]));
+// a multi-frame DICOM's preview (and its check) is of the frame named
+frameInput.addEventListener('change', () => void setImage(lastFile));
 drop.addEventListener('dragover', (ev) => {
   ev.preventDefault();
   drop.classList.add('over');
@@ -274,6 +283,7 @@ $('search').addEventListener('submit', async (ev) => {
       contentWeight: Number(weight.value),
       allowOod: $<HTMLInputElement>('allow-ood').checked,
       excludeOwnStudy: $<HTMLInputElement>('exclude-own-study').checked,
+      frame: frame(),
     });
     if (mine !== asked) return;
     encodedBox.dataset.code = encoded.code;
