@@ -7,6 +7,7 @@ import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startNodeServer, type RunningServer } from '../functions/entries/node.ts';
 import { launchChromium } from '../scripts/browser/chromium.ts';
+import { watchProblems } from './shared/page-problems.ts';
 
 let dir: string;
 let server: RunningServer;
@@ -26,16 +27,7 @@ afterAll(async () => {
 
 it('renders with its own style applied and no CSP violation, under a CSP without unsafe-inline', async () => {
   const page = await browser.newPage();
-  const problems: string[] = [];
-  page.on('pageerror', (e) => problems.push(e.message));
-  page.on('console', (m) => {
-    if (/Content Security Policy|Refused to/i.test(m.text())) problems.push(m.text());
-  });
-  await page.exposeFunction('__medhashViolation', (v: unknown) => void problems.push(JSON.stringify(v)));
-  await page.addInitScript(() => {
-    const report = (globalThis as unknown as { __medhashViolation(v: unknown): void }).__medhashViolation;
-    document.addEventListener('securitypolicyviolation', (e) => report({ directive: e.violatedDirective, blocked: e.blockedURI, sample: e.sample }));
-  });
+  const problems = await watchProblems(page);
   const res = await page.goto(`${server.url}/docs`);
   expect(res?.status()).toBe(200);
   expect(res?.headers()['content-security-policy']).not.toContain('unsafe-inline');

@@ -22,6 +22,7 @@ import { ASSETS } from '../../functions/sdk/index.ts';
 import { MODELS } from '../encode/fixtures.ts';
 import { png, scanlines } from '../encode/png-fixtures.ts';
 import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
+import { watchProblems } from '../shared/page-problems.ts';
 import { launchChromium } from '../../scripts/browser/chromium.ts';
 
 const IMAGE_LABEL = 'Image (PNG, JPEG or DICOM), or drop it here';
@@ -132,15 +133,7 @@ it("onnxruntime-web's .wasm answered as a 200 that is not the module fails that 
     return body ? route.fulfill({ status: 200, contentType: 'application/wasm', body }) : route.continue();
   });
   await page.goto(`${server.url}/ui`);
-  const args = JSON.stringify({ key, id: card.model_id });
-  const out = (await page.evaluate(`(async () => {
-    const { key, id } = ${args};
-    const { MedhashClient } = await import('/sdk/medhash-sdk.js');
-    const client = new MedhashClient({ apiKey: key });
-    const tries = [];
-    for (let i = 0; i < 3; i++) tries.push(await client.encoder(id).then((e) => e.card.model_id, (e) => 'failed: ' + e.message));
-    return tries;
-  })()`)) as string[];
+  const out = await loadTries(page, 3);
   expect(out).toEqual([
     `failed: ${url} is not WebAssembly (45 bytes starting 3c 21 64 6f 63 74 79 70; application/wasm); loading again fetches it again`,
     `failed: ${url} is not a valid WebAssembly module (${1 << 20} bytes: cut off or damaged); loading again fetches it again`,
@@ -162,15 +155,7 @@ it("onnxruntime-web's .wasm cut off short of its Content-Length fails that load 
     const page = await browser.newPage();
     await page.route(url, (route) => (fetches++ === 0 ? route.continue({ url: `http://127.0.0.1:${(cut.address() as AddressInfo).port}/` }) : route.continue()));
     await page.goto(`${server.url}/ui`);
-    const args = JSON.stringify({ key, id: card.model_id });
-    const out = (await page.evaluate(`(async () => {
-      const { key, id } = ${args};
-      const { MedhashClient } = await import('/sdk/medhash-sdk.js');
-      const client = new MedhashClient({ apiKey: key });
-      const tries = [];
-      for (let i = 0; i < 2; i++) tries.push(await client.encoder(id).then((e) => e.card.model_id, (e) => 'failed: ' + e.message));
-      return tries;
-    })()`)) as string[];
+    const out = await loadTries(page, 2);
     expect(out).toEqual([
       expect.stringMatching(new RegExp(`^failed: ${url.replace(/[.?]/g, '\\$&')} is incomplete: \\d+ of the ${whole.length} bytes announced \\(.+\\); loading again fetches it again$`)),
       card.model_id,
@@ -206,16 +191,7 @@ it('after a model load fails, Retry loads it again: no reconnecting, and Search 
 
 it('loads, connects and searches under its CSP with no violation: its styles come from its own stylesheet', async () => {
   const page = await browser.newPage();
-  const problems: string[] = [];
-  page.on('pageerror', (e) => problems.push(e.message));
-  page.on('console', (m) => {
-    if (/Content Security Policy|Refused to/i.test(m.text())) problems.push(m.text());
-  });
-  await page.exposeFunction('__medhashViolation', (v: unknown) => void problems.push(JSON.stringify(v)));
-  await page.addInitScript(() => {
-    const report = (globalThis as unknown as { __medhashViolation(v: unknown): void }).__medhashViolation;
-    document.addEventListener('securitypolicyviolation', (e) => report({ directive: e.violatedDirective, blocked: e.blockedURI, sample: e.sample }));
-  });
+  const problems = await watchProblems(page);
   const res = await page.goto(`${server.url}/ui`);
   expect(res?.headers()['content-security-policy']).not.toContain('unsafe-inline');
   // the stylesheet applies
@@ -283,3 +259,17 @@ it("a file over the service's image limit is refused by its size, unread; a prev
   const reads = (await page.evaluate('window.reads')) as number[];
   expect(reads.filter((n) => n === a.length || n === b.length || n === huge)).toEqual([]);
 });
+
+/** The SDK in `page` asked `n` times for the model: each time its model id, or `failed: ` and the error. */
+async function loadTries(page: Page, n: number): Promise<string[]> {
+  // a script string, not a function: the test runner rewrites dynamic imports in this file
+  const args = JSON.stringify({ key, id: card.model_id, n });
+  return (await page.evaluate(`(async () => {
+    const { key, id, n } = ${args};
+    const { MedhashClient } = await import('/sdk/medhash-sdk.js');
+    const client = new MedhashClient({ apiKey: key });
+    const tries = [];
+    for (let i = 0; i < n; i++) tries.push(await client.encoder(id).then((e) => e.card.model_id, (e) => 'failed: ' + e.message));
+    return tries;
+  })()`)) as string[];
+}
