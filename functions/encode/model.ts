@@ -139,7 +139,8 @@ function makeEncoder(card: ModelCard, first: Runner, Tensor: TensorCtor, web?: W
   return {
     card,
     get runtime() {
-      return current.runtime;
+      // between a failed run and a fallback that loaded, `first` is released and nothing runs the model
+      return failed && current === first ? `none (${first.runtime} failed; the next run loads its fallback)` : current.runtime;
     },
     async run(x, n) {
       if (!Number.isInteger(n) || n <= 0 || x.length !== n * per) {

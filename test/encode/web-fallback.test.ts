@@ -64,6 +64,8 @@ it('a failed wasm load fails the run that asked for it, with its error, and the 
   ort.wasmLoadsFailing = 1;
   await expect(run(enc)).rejects.toThrow('wasm load 2 failed');
   expect(ort.loads).toEqual(['webgpu', 'wasm']);
+  // nothing runs the model now: WebGPU's session is released, wasm's never loaded
+  expect(enc.runtime).toBe('none (onnxruntime-web/webgpu failed; the next run loads its fallback)');
   const out = await run(enc);
   expect(out.u).toHaveLength(64);
   expect(enc.runtime).toBe('onnxruntime-web/wasm');

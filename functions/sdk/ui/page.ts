@@ -120,7 +120,9 @@ async function loadModel(): Promise<void> {
  */
 function showReady(): void {
   if (!ready) return;
-  const text = `${ready.card.model_id} ready (${ready.runtime}, sha256 checked)`;
+  const runtime = ready.runtime;
+  // "none (...)": a GPU run failed and its fallback has not loaded yet; the next search loads it
+  const text = runtime.startsWith('none') ? `${ready.card.model_id}: ${runtime}` : `${ready.card.model_id} ready (${runtime}, sha256 checked)`;
   if (modelStatus.textContent !== text) modelStatus.textContent = text;
 }
 
