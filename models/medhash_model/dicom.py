@@ -81,6 +81,8 @@ MAX_DEPTH = 8
 MAX_BYTES = 8 * 1024 * 1024
 MAX_SIDE = 4096
 MAX_PIXELS = 16 * 1024 * 1024
+#: The largest frame index decodeImage takes (checkFrame: a JavaScript safe integer); past it, a 400.
+MAX_FRAME = 2 ** 53 - 1
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
@@ -751,7 +753,7 @@ def decode(data: bytes, frame: int | None = None) -> np.ndarray:
     """A DICOM file's bytes -> (rows, columns, 1 or 3) uint8, as the service's
     `decodeImage(bytes, 'application/dicom', limits, {frame})` decodes them (`frame`, 0-based:
     required for a multi-frame file, 0 or None otherwise); raises DicomError as it refuses them."""
-    if frame is not None and not (isinstance(frame, int) and not isinstance(frame, bool) and frame >= 0):
+    if frame is not None and not (isinstance(frame, int) and not isinstance(frame, bool) and 0 <= frame <= MAX_FRAME):
         raise DicomError(400, "invalid_field", f"frame must be a non-negative integer, got {frame}")
     data = bytes(data)
     if len(data) == 0:

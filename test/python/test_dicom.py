@@ -101,6 +101,22 @@ def test_the_golden_file_holds_the_compressed_cases():
     assert lossy == ["grey8-frames3-jpeg-baseline-fs1-nobot.dcm", "grey8-jpeg-baseline.dcm", "rgb8-jpeg-baseline.dcm"]
 
 
+@pytest.mark.parametrize("frame", [-1, 1.5, True, 2 ** 53, 2 ** 64])
+def test_a_malformed_frame_is_a_400_before_the_bytes_are_read(frame):
+    """As decodeImage's checkFrame (test/encode/dicom.test.ts): a frame past JavaScript's safe
+    integers is malformed there, not out of range, so here too."""
+    with pytest.raises(DicomError) as e:
+        dicom.decode(b"", frame)
+    assert (e.value.status, e.value.code) == (400, "invalid_field")
+    assert str(e.value) == f"frame must be a non-negative integer, got {frame}"
+
+
+def test_the_largest_safe_frame_is_out_of_range_not_malformed():
+    with pytest.raises(DicomError) as e:
+        dicom.decode((FIXTURES / "grey8-frames3-rle.dcm").read_bytes(), 2 ** 53 - 1)
+    assert (e.value.status, e.value.code) == (422, "frame_out_of_range")
+
+
 def test_each_frame_of_a_multi_frame_fixture_is_the_single_frame_decode_of_its_pixels():
     """The multi-frame fixtures (uncompressed, RLE and JPEG Lossless, with and without a Basic Offset
     Table, one or several fragments a frame): frame 0 is the single-frame file of the same pixels,
