@@ -6,7 +6,7 @@ import { REQUEST_ID_HEADER, requestLog } from './access-log.ts';
 import type { Backend } from './backend.ts';
 import { bodyLimits, routeBody } from './body.ts';
 import { docsHeaders, renderDocs } from './docs.ts';
-import { jsonMediaType, limitBody, notFoundRoute, onError, validationError } from './errors.ts';
+import { jsonMediaType, limitBody, nosniff, notFoundRoute, onError, validationError } from './errors.ts';
 import { json } from './openapi.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { billingRoutes } from './routes/billing.ts';
@@ -39,12 +39,7 @@ export function createApp(backend: Backend): OpenAPIHono {
   app.notFound(notFoundRoute);
   // First, so that every answer (413s, 404s for unknown routes, errors) gets an id and a line.
   app.use('*', requestLog(backend.accessLog));
-  // Every answer declares its type (JSON, CSV, HTML, JavaScript, WebAssembly, bytes): a browser
-  // must not guess another, such as HTML from a JSON error that quotes a caller's input.
-  app.use('*', async (c, next) => {
-    await next();
-    c.header('X-Content-Type-Options', 'nosniff');
-  });
+  app.use('*', nosniff());
   // The order of checks on /v1 (docs/API.md): the body limit, then the key, then the request.
   // A body declared over the limit is refused unread, before the key is looked up: it protects
   // the server and tells nothing of what a route takes. (A body sent without Content-Length is

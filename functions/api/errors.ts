@@ -81,6 +81,18 @@ function valueAt(input: unknown, path: PropertyKey[]): unknown {
   return path.reduce<unknown>((v, k) => (v !== null && typeof v === 'object' && Object.hasOwn(v, k) ? (v as Record<PropertyKey, unknown>)[k] : undefined), input);
 }
 
+/**
+ * Marks every answer `nosniff`: each declares its type (JSON, CSV, HTML, JavaScript, WebAssembly,
+ * bytes), and a browser must not guess another, such as HTML from a JSON error that quotes a
+ * caller's input. For the edge API and the inference backend alike.
+ */
+export function nosniff(): MiddlewareHandler {
+  return async (c, next) => {
+    await next();
+    c.header('X-Content-Type-Options', 'nosniff');
+  };
+}
+
 /** Refuses a body over `maxSize` bytes with 413 before any handler reads it. */
 export function limitBody(maxSize: number): MiddlewareHandler {
   return bodyLimit({

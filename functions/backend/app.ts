@@ -3,7 +3,7 @@
 // Every input goes through one MicroBatcher, so concurrent requests share model runs.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { UnofficialStatusCode } from 'hono/utils/http-status';
-import { limitBody, onError, notFoundRoute, validationError } from '../api/errors.ts';
+import { limitBody, nosniff, onError, notFoundRoute, validationError } from '../api/errors.ts';
 import { errors, json, jsonBody } from '../api/openapi.ts';
 import { ErrorSchema } from '../api/schemas.ts';
 import { decodeImage, DEFAULT_LIMITS } from '../encode/image.ts';
@@ -53,11 +53,7 @@ export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAUL
     return onError(err, c);
   });
   app.notFound(notFoundRoute);
-  // Every answer declares its type, as the edge API's do (api/app.ts).
-  app.use('*', async (c, next) => {
-    await next();
-    c.header('X-Content-Type-Options', 'nosniff');
-  });
+  app.use('*', nosniff());
   app.use('/v1/*', limitBody(MAX_BODY_BYTES));
   // 32 MiB of `{},` would be 11 million objects on the heap before the schema refused them.
   app.use('/v1/*', async (c, next) => {
