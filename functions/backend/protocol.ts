@@ -22,11 +22,14 @@ export const JSON_BUDGET = { containers: 2 * (MAX_INPUTS + 2), values: 2 * (5 + 
 
 const Base64 = z.string().min(1).regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be standard base64');
 
+/** Which frame (0-based) of a multi-frame DICOM: the backend's input field and the image routes' query parameter alike. */
+export const FrameNumber = z.number({ error: 'frame must be a non-negative integer' }).int('frame must be a non-negative integer').min(0, 'frame must be a non-negative integer');
+
 export const EncodeInput = z.union([
   z.strictObject({
     image: Base64.openapi({ description: 'PNG, JPEG or DICOM (uncompressed, RLE Lossless, JPEG Lossless or JPEG Baseline) bytes, base64.' }),
     content_type: z.enum(IMAGE_TYPES, { error: `content_type must be ${IMAGE_TYPES.join(', ')}` }),
-    frame: z.number({ error: 'frame must be a non-negative integer' }).int('frame must be a non-negative integer').min(0, 'frame must be a non-negative integer').optional()
+    frame: FrameNumber.optional()
       .openapi({ description: 'Which frame (0-based) of a multi-frame DICOM to encode: required for one, 0 or absent for any other image (docs/ENCODING.md, "Multi-frame files").' }),
   }),
   z.strictObject({

@@ -5,6 +5,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { pathCollection, tenantKey } from '../../auth/guard.ts';
+import { FrameNumber } from '../../backend/protocol.ts';
 import { dicomMetadata, isDicom } from '../../encode/dicom.ts';
 import { IMAGE_TYPES } from '../../encode/image.ts';
 import { MedhashError, badRequest, quote } from '../../util/errors.ts';
@@ -30,7 +31,7 @@ export function imageType(c: Context): string {
 }
 
 /** The `frame` query parameter of the image routes: one frame of a multi-frame DICOM. */
-export const FrameQuery = QueryNumber(z.number({ error: 'frame must be a non-negative integer' }).int('frame must be a non-negative integer').min(0, 'frame must be a non-negative integer')).optional()
+export const FrameQuery = QueryNumber(FrameNumber).optional()
     .openapi({ param: { name: 'frame', in: 'query' }, description: 'Which frame (0-based) of a multi-frame DICOM to use: required for one (without it, 415), 0 or absent for any other image; past the last frame, 422 `frame_out_of_range`.' });
 
 const ImageSearchQuery = z.strictObject({
