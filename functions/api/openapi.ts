@@ -1,6 +1,8 @@
 // Shared OpenAPI pieces for the route modules: the app type and the documented error answers.
 import { OpenAPIHono } from '@hono/zod-openapi';
-import { ErrorSchema, OodRefusalSchema } from './schemas.ts';
+import { DEFAULT_BODY_BYTES, ErrorSchema, MAX_BATCH_ITEMS, MAX_BODY_BYTES, OodRefusalSchema } from './schemas.ts';
+
+const MIB = (bytes: number) => `${bytes / 2 ** 20} MiB`;
 
 export type App = OpenAPIHono;
 
@@ -11,7 +13,7 @@ const ERROR_TEXT: Record<number, string> = {
   403: 'The key lacks the scope or the collection, or is the wrong kind of key. Checked before the request\'s shape (except a collection named in the body).',
   404: 'What the path names does not exist (for a tenant key: in its tenant): a collection, item, tenant, key or model; `error.code` says which.',
   409: 'Conflicts with existing state (or a request with the same Idempotency-Key is still running).',
-  413: "Body or batch too large: `body_too_large` over 8 MiB (a declared Content-Length: before the key is checked) or over the route's own limit (1 MiB, or the operation's `x-max-body-bytes`); `json_too_complex` for a JSON body with more objects and arrays or values than the largest valid batch holds; `batch_too_large` over 1000 items (docs/API.md, Limits).",
+  413: `Body or batch too large: \`body_too_large\` over ${MIB(MAX_BODY_BYTES)} (a declared Content-Length: before the key is checked) or over the route's own limit (${MIB(DEFAULT_BODY_BYTES)}, or the operation's \`x-max-body-bytes\`); \`json_too_complex\` for a JSON body with more objects and arrays or values than the largest valid batch holds; \`batch_too_large\` over ${MAX_BATCH_ITEMS} items (docs/API.md, Limits).`,
   415: 'Content-Type is not application/json (or, for an image, not an image type the route reads).',
   422: 'The Idempotency-Key was already used for a different request; or (search) the query is out of distribution for the collection\'s model: the body then carries `ood` with the reasons, and `allow_ood: true` gets results anyway.',
   429: "Over the tenant's rate limit; Retry-After says when to retry, RateLimit-* describe the limit.",
