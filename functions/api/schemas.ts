@@ -12,6 +12,7 @@ import { MAX_ERASE_ITEMS } from '../store/writer.ts';
 import { MAX_AUDIT_PAGE_BYTES } from '../billing/ledger.ts';
 import { ID_PREFIX } from '../control/store.ts';
 import { ID_HEX_DIGITS, idPattern } from '../util/bytes.ts';
+import { MAX_QUOTED_CHARS } from '../util/errors.ts';
 
 export const MAX_BATCH_ITEMS = 1000;
 export const MAX_K = 1000;
@@ -38,7 +39,7 @@ export const ErrorSchema = z
     error: z.object({
       code: z.string().openapi({ example: 'invalid_code' }),
       message: z.string().openapi({
-        description: "For people. A value of the request it quotes (a field name, a path, a Content-Type) is cut after 256 characters, its length said.",
+        description: `For people. A value of the request it quotes (a field name, a path, a Content-Type) is cut after ${MAX_QUOTED_CHARS} characters, its length said.`,
         example: 'code must be 16 hex characters or 12 base64 characters for a 64-bit collection; got 15 characters',
       }),
       field: z.string().optional().openapi({ example: 'items.3.code' }),
