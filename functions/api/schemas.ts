@@ -13,6 +13,7 @@ import { MAX_AUDIT_PAGE_BYTES } from '../billing/ledger.ts';
 import { ID_PREFIX } from '../control/store.ts';
 import { ID_HEX_DIGITS, idPattern } from '../util/bytes.ts';
 import { MAX_QUOTED_CHARS } from '../util/errors.ts';
+import { MAX_PAGE } from '../util/pages.ts';
 
 export const MAX_BATCH_ITEMS = 1000;
 export const MAX_K = 1000;
@@ -60,9 +61,9 @@ export const TenantSchema = z
   .object({ id: z.string().openapi({ example: 'tn_6f1c0e2a9b7d4c3e8f10a2b4' }), name: z.string(), created_at: z.string() })
   .openapi('Tenant');
 
-// The operator's lists page by id (control/store.ts, IdPage): the cursor is the last id of the
-// previous page, so a row created between two pages moves no other one across it.
-const NextAfter = z.string().nullable().openapi({ description: 'Pass as `after` for the next page; null: this page is the last.' });
+// The operator's lists page by id, the collections by name (control/store.ts, Page): the cursor is
+// the last key of the previous page, so a row created between two pages moves no other one across it.
+export const NextAfter = z.string().nullable().openapi({ description: 'Pass as `after` for the next page; null: this page is the last.' });
 
 export const TenantListSchema = z
   .object({ tenants: z.array(TenantSchema).openapi({ description: 'By id.' }), next_after: NextAfter })
@@ -448,7 +449,6 @@ export const UsageSchema = z
   })
   .openapi('Usage');
 
-export const MAX_PAGE = 1000;
 const DEFAULT_PAGE = 100;
 const pageSize = `1-${MAX_PAGE} (default ${DEFAULT_PAGE})`;
 
@@ -468,6 +468,12 @@ const IdPageQuery = (kind: string, prefix: string, what: string) =>
 
 export const TenantListQuery = IdPageQuery('tenant', ID_PREFIX.tenant, 'Tenants');
 export const ApiKeyListQuery = IdPageQuery('key', ID_PREFIX.key, 'Keys');
+
+export const CollectionListQuery = z.strictObject({
+  limit: PageLimit(`Collections per page, ${pageSize}.`),
+  after: CollectionName.optional()
+    .openapi({ param: { name: 'after', in: 'query' }, description: 'Continue after this collection name (the previous page\'s `next_after`); without it, the first page.', example: 'chest-xray' }),
+});
 
 export const AuditQuery = z.strictObject({
   limit: PageLimit(`Events per page, ${pageSize}. A page also stops before its events' details pass ${MAX_AUDIT_PAGE_BYTES / 2 ** 20} MiB (it always holds one event), so it may hold fewer while next_before is set.`),

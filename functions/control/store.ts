@@ -59,11 +59,12 @@ export interface CollectionSpecInput {
 }
 
 /**
- * One page of an operator list, by id: at most `limit` rows after the cursor. `next_after`: the
- * cursor of the next page (this page's last id), null when no row follows it. An id is never
- * reused nor changed, so a row written between two pages never moves another across the cursor.
+ * One page of a list in key order (operator lists by id, collections by name): at most `limit`
+ * rows after the cursor. `next_after`: the cursor of the next page (this page's last key), null
+ * when no row follows it. A key never changes, so a row written between two pages never moves
+ * another across the cursor.
  */
-export interface IdPage<T> {
+export interface Page<T> {
   items: T[];
   next_after: string | null;
 }
@@ -131,9 +132,9 @@ export class ControlStore {
     return t;
   }
 
-  async listTenants(limit: number, after?: string): Promise<IdPage<Tenant>> {
+  async listTenants(limit: number, after?: string): Promise<Page<Tenant>> {
     const rows = this.db.all<Tenant>('SELECT id, name, created_at FROM tenants WHERE id > ? ORDER BY id LIMIT ?', after ?? '', limit + 1);
-    return idPage(rows.map((t) => ({ ...t })), limit);
+    return page(rows.map((t) => ({ ...t })), limit, (t) => t.id);
   }
 
   async getTenant(tenantId: string): Promise<Tenant> {
@@ -164,10 +165,10 @@ export class ControlStore {
     });
   }
 
-  async listKeys(tenantId: string, limit: number, after?: string): Promise<IdPage<ApiKeyInfo>> {
+  async listKeys(tenantId: string, limit: number, after?: string): Promise<Page<ApiKeyInfo>> {
     this.requireTenant(tenantId);
     const rows = this.db.all<KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys WHERE tenant_id = ? AND id > ? ORDER BY id LIMIT ?`, tenantId, after ?? '', limit + 1);
-    return idPage(rows.map(keyInfo), limit);
+    return page(rows.map(keyInfo), limit, (k) => k.id);
   }
 
   /** Idempotent: revoking a revoked key keeps its first revocation time. */
@@ -222,10 +223,12 @@ export class ControlStore {
     });
   }
 
-  /** Collections of the tenant, restricted to `names` when the key is limited. */
-  async listCollections(tenantId: string, names: string[] | null): Promise<CollectionInfo[]> {
-    const all = this.db.all<CollectionInfo>(`SELECT ${COLLECTION_COLUMNS} FROM collections WHERE tenant_id = ? ORDER BY name`, tenantId);
-    return all.filter((c) => names === null || names.includes(c.name)).map(collectionInfo);
+  /** One page of the tenant's collections by name, restricted to `names` when the key is limited. */
+  async listCollections(tenantId: string, names: string[] | null, limit: number, after?: string): Promise<Page<CollectionInfo>> {
+    // a limited key names at most 100 collections: filtering after the query reads at most the tenant's 1000 rows
+    const rows = this.db.all<CollectionInfo>(`SELECT ${COLLECTION_COLUMNS} FROM collections WHERE tenant_id = ? AND name > ? ORDER BY name`, tenantId, after ?? '');
+    const visible = names === null ? rows : rows.filter((c) => names.includes(c.name));
+    return page(visible.slice(0, limit + 1).map(collectionInfo), limit, (c) => c.name);
   }
 
   /** The id of every collection in the registry, of all tenants (the orphan sweep, store/orphans.ts). */
@@ -262,8 +265,8 @@ export type ControlPlane = Pick<ControlStore, keyof ControlStore>;
 
 const now = (): string => new Date().toISOString();
 
-/** A page from up to `limit + 1` rows in id order: the one past `limit` only says that more follow. */
-function idPage<T extends { id: string }>(rows: T[], limit: number): IdPage<T> {
+/** A page from up to `limit + 1` rows in key order: the one past `limit` only says that more follow. */
+function page<T>(rows: T[], limit: number, key: (row: T) => string): Page<T> {
   const items = rows.slice(0, limit);
-  return { items, next_after: rows.length > limit ? items[items.length - 1].id : null };
+  return { items, next_after: rows.length > limit ? key(items[items.length - 1]) : null };
 }

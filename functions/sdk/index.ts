@@ -17,6 +17,7 @@ import { calibrationOf } from '../safety/calibration.ts';
 import { assess, OodRefusal } from '../safety/gate.ts';
 import { concatBytes } from '../util/bytes.ts';
 import { retryAfterSeconds } from '../util/retry-after.ts';
+import { allPages } from '../util/pages.ts';
 
 /**
  * The WebAssembly files the SDK fetches at run time, served beside the bundle by the Node app
@@ -203,8 +204,9 @@ export class MedhashClient {
     throw new MedhashApiError(res.status, e?.code ?? 'http_error', e?.message ?? `${path}: HTTP ${res.status}`, e?.field, body?.ood, e?.details, retryAfterS);
   }
 
-  async collections(): Promise<CollectionSummary[]> {
-    return ((await (await this.request('/v1/collections')).json()) as { collections: CollectionSummary[] }).collections;
+  /** Every collection the key may use, by name (all pages). */
+  collections(): Promise<CollectionSummary[]> {
+    return allPages<CollectionSummary>('/v1/collections', 'collections', async (q) => (await this.request(q)).json());
   }
 
   /** The model of `modelId`, downloaded, sha256-checked and started once per client. */

@@ -1,6 +1,7 @@
 // HTTP client for the medhash API as the CLI uses it: JSON in and out, the API's error shape
 // turned into readable failures, and retries where the API says retrying is safe.
 import { setTimeout as sleep } from 'node:timers/promises';
+import { allPages } from '../../functions/util/pages.ts';
 
 export class ApiError extends Error {
   constructor(
@@ -47,23 +48,9 @@ export class Client {
     }
   }
 
-  /**
-   * Every item of a list paged by id (`limit`, `after`, answering `next_after`): the pages one
-   * after another, as one list. Items created meanwhile may or may not be in it; none is lost.
-   */
-  async all<T>(path: string, field: string, limit: number): Promise<T[]> {
-    const items: T[] = [];
-    let after: string | null = null;
-    do {
-      const query = new URLSearchParams({ limit: String(limit), ...(after === null ? {} : { after }) });
-      const page: Record<string, unknown> = await this.request('GET', `${path}?${query}`);
-      items.push(...(page[field] as T[]));
-      const next = (page.next_after ?? null) as string | null;
-      // ids grow from page to page: a cursor that does not would have the loop read the same page forever
-      if (next !== null && after !== null && next <= after) throw new Error(`${path}: next_after ${next} does not follow ${after}`);
-      after = next;
-    } while (after !== null);
-    return items;
+  /** Every item of a paged list, all pages (util/pages.ts). */
+  all<T>(path: string, field: string): Promise<T[]> {
+    return allPages<T>(path, field, (q) => this.request('GET', q));
   }
 
   private async once<T>(method: string, path: string, body?: unknown, idempotencyKey?: string): Promise<T> {

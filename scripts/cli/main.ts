@@ -12,7 +12,6 @@ import { startBackend } from '../../functions/backend/node.ts';
 import { accessLogToStdout, startNodeServer, sweepDataDir } from '../../functions/entries/node.ts';
 import { stopOnSignals } from '../../functions/entries/signals.ts';
 import { imageSettingsFromEnv } from '../../functions/inference/node.ts';
-import { MAX_PAGE } from '../../functions/api/schemas.ts';
 import { backupDataDir } from '../../functions/store/backup.ts';
 import type { OrphanReport } from '../../functions/store/orphans.ts';
 import { printable } from '../../functions/util/errors.ts';
@@ -284,7 +283,7 @@ async function collection([sub, ...args]: string[]) {
     };
     return print(await client(v, 'MEDHASH_API_KEY').request('POST', '/v1/collections', body));
   }
-  if (sub === 'list') return print(await client(parse(args, {}), 'MEDHASH_API_KEY').request('GET', '/v1/collections'));
+  if (sub === 'list') return print({ collections: await client(parse(args, {}), 'MEDHASH_API_KEY').all('/v1/collections', 'collections') });
   if (sub === 'get' || sub === 'delete') {
     const v = parse(args, { name: { type: 'string' } });
     const r = await client(v, 'MEDHASH_API_KEY').request(sub === 'get' ? 'GET' : 'DELETE', col(need(v.name, 'name')));
@@ -296,7 +295,7 @@ async function collection([sub, ...args]: string[]) {
     if ((v['patient-ref'] === undefined) === (v['study-uid'] === undefined)) throw new UsageError('collection erase needs --patient-ref R or --study-uid U');
     const body = v['patient-ref'] !== undefined ? { patient_ref: v['patient-ref'] } : { study_uid: v['study-uid'] };
     const c = client(v, 'MEDHASH_API_KEY');
-    const names = v.all ? (await c.request<{ collections: { name: string }[] }>('GET', '/v1/collections')).collections.map((x) => x.name) : [v.name as string];
+    const names = v.all ? (await c.all<{ name: string }>('/v1/collections', 'collections')).map((x) => x.name) : [v.name as string];
     // An erasure request must reach every collection: one that fails (a transient error, a
     // collection deleted meanwhile) is reported and the rest are still erased; the exit status
     // then says the erasure is incomplete, so it can be re-run (erase is idempotent).
@@ -345,11 +344,11 @@ async function admin([sub, ...args]: string[]) {
     }
     case 'list-tenants': {
       const v = parse(args, {});
-      return print({ tenants: await op(v).all('/v1/admin/tenants', 'tenants', MAX_PAGE) });
+      return print({ tenants: await op(v).all('/v1/admin/tenants', 'tenants') });
     }
     case 'list-keys': {
       const v = parse(args, { tenant: { type: 'string' } });
-      return print({ keys: await op(v).all(`/v1/admin/tenants/${encodeURIComponent(need(v.tenant, 'tenant'))}/keys`, 'keys', MAX_PAGE) });
+      return print({ keys: await op(v).all(`/v1/admin/tenants/${encodeURIComponent(need(v.tenant, 'tenant'))}/keys`, 'keys') });
     }
     case 'rotate-key':
     case 'revoke-key': {

@@ -450,6 +450,48 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
     });
 
     describe('collections', () => {
+      it("pages the collections by name, the key's own ones only; a collection created between pages hides none", async () => {
+        const t = await tenant();
+        const admin = (await t.key(['search', 'ingest', 'admin'])).secret;
+        const names = ['d-4', 'a-1', 'e-5', 'b-2', 'c-3'];
+        for (const name of names) expect((await call('POST', '/v1/collections', { key: admin, body: { name, bits: 16 } })).status).toBe(201);
+        const limited = (await t.key(['search'], ['e-5', 'a-1', 'c-3'])).secret;
+        const list = async (key: string, limit: number, between?: () => Promise<void>) => {
+          const got: { names: string[]; next_after: string | null }[] = [];
+          let after: string | null = null;
+          do {
+            const r = await call('GET', `/v1/collections?limit=${limit}${after ? `&after=${after}` : ''}`, { key });
+            expect(r.status).toBe(200);
+            got.push({ names: r.body.collections.map((x: { name: string }) => x.name), next_after: r.body.next_after });
+            after = r.body.next_after;
+            await between?.();
+          } while (after !== null);
+          return got;
+        };
+        expect(await list(admin, 2)).toEqual([
+          { names: ['a-1', 'b-2'], next_after: 'b-2' }, { names: ['c-3', 'd-4'], next_after: 'd-4' }, { names: ['e-5'], next_after: null },
+        ]);
+        // a limited key pages through its own collections only, whatever lies between them
+        expect(await list(limited, 1)).toEqual([
+          { names: ['a-1'], next_after: 'a-1' }, { names: ['c-3'], next_after: 'c-3' }, { names: ['e-5'], next_after: null },
+        ]);
+        expect(await list(limited, 3)).toEqual([{ names: ['a-1', 'c-3', 'e-5'], next_after: null }]);
+        // collections created between pages, before or after the cursor, move no other one across it
+        const late = ['0-early', 'bb-mid', 'z-late'];
+        const during = (await list(admin, 2, async () => {
+          const name = late.shift();
+          if (name) expect((await call('POST', '/v1/collections', { key: admin, body: { name, bits: 16 } })).status).toBe(201);
+        })).flatMap((p) => p.names);
+        expect(during).toEqual([...during].sort());
+        expect(during.filter((n) => !['0-early', 'bb-mid', 'z-late'].includes(n))).toEqual([...names].sort());
+        // the default page is the first 100; a bad page is a 400 naming its parameter
+        expect((await call('GET', '/v1/collections', { key: admin })).body.collections).toHaveLength(8);
+        for (const [query, field] of [['limit=0', 'limit'], ['limit=1001', 'limit'], ['after=', 'after'], ['after=Bad%20Name', 'after']]) {
+          const r = await call('GET', `/v1/collections?${query}`, { key: admin });
+          expect({ query, status: r.status, field: r.body.error.field }).toEqual({ query, status: 400, field });
+        }
+      });
+
       it('creates, lists, gets and deletes; names are per tenant', async () => {
         const { t, all, col } = await world(128, 4);
         const got = await call('GET', `/v1/collections/${col}`, { key: all });

@@ -7,7 +7,7 @@ import { MAX_COLLECTIONS, type CollectionInfo } from '../../control/store.ts';
 import type { Manifest } from '../../shards/manifest.ts';
 import type { Backend } from '../backend.ts';
 import { errors, json, jsonBody, type App } from '../openapi.ts';
-import { CollectionParams, CollectionSchema, CreateCollectionBody } from '../schemas.ts';
+import { CollectionListQuery, CollectionParams, CollectionSchema, CreateCollectionBody, NextAfter } from '../schemas.ts';
 
 const tags = ['collections'];
 
@@ -49,13 +49,19 @@ export function collectionRoutes(app: App, backend: Backend): void {
 
   app.openapi(
     createRoute({
-      method: 'get', path: '/v1/collections', tags, security: tenantKey(), summary: 'List the collections this key may use',
-      responses: { 200: json(z.object({ collections: z.array(CollectionSummary) }), 'The collections.'), ...errors(400, 401, 403) },
+      method: 'get', path: '/v1/collections', tags, security: tenantKey(), summary: 'List the collections this key may use, a page at a time',
+      description: 'By name: follow `next_after` until it is null. A collection created meanwhile shows up on a later page or not at all, and never hides another.',
+      request: { query: CollectionListQuery },
+      responses: {
+        200: json(z.object({ collections: z.array(CollectionSummary).openapi({ description: 'By name.' }), next_after: NextAfter }).openapi('CollectionList'), 'One page of collections.'),
+        ...errors(400, 401, 403),
+      },
     }),
     async (c) => {
       const { key } = tenantOf(c);
-      const list = await backend.control.listCollections(key.tenant_id, key.collections);
-      return c.json({ collections: list.map(summary) }, 200);
+      const { limit, after } = c.req.valid('query');
+      const { items, next_after } = await backend.control.listCollections(key.tenant_id, key.collections, limit, after);
+      return c.json({ collections: items.map(summary), next_after }, 200);
     },
   );
 
