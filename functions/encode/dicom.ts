@@ -1,8 +1,8 @@
 // DICOM Part 10 files -> 8-bit pixels for the encoder (the rest of the path is the PNG/JPEG
 // one). Little-endian transfer syntaxes with the pixels uncompressed, RLE Lossless (decoded here),
 // JPEG Lossless (jpeg-lossless.ts) or JPEG Baseline (decoded by image.ts's JPEG codec, passed in),
-// one frame: a multi-frame file's frame is the caller's to choose (`frame`, 0-based), and only that
-// frame is located (one pass over the fragment table) and decoded; any other syntax (JPEG Extended, JPEG-LS, JPEG 2000, deflate, big endian) is refused
+// one frame: a multi-frame file's frame is the caller's to choose (`frame`, 0-based; how many there
+// are, `dicomFrameCount`, from the header alone), and only that frame is located (one pass over the fragment table) and decoded; any other syntax (JPEG Extended, JPEG-LS, JPEG 2000, deflate, big endian) is refused
 // with 415 naming it, never guessed at. Each compressed form only yields the stored samples an uncompressed file holds,
 // which then take the one path below. Grey values go through the file's own
 // modality rescale and first VOI window, as a viewer shows them by default. Decoding reads the
@@ -583,6 +583,15 @@ export function dicomGeometry(bytes: Uint8Array, frame?: number): { geometry: Di
     return pixels(a, bytes.subarray(at, at + need), a.planar);
   };
   return { geometry: { width: a.columns, height: a.rows }, decode };
+}
+
+/**
+ * Number of Frames of a file `decodeImage` can read, from its header alone (no pixel data is read
+ * or decoded): what `frame` ranges over, for a caller that enumerates frames before decoding any
+ * (`medhash index --frames`). Throws as decoding would for a header it refuses.
+ */
+export function dicomFrameCount(bytes: Uint8Array): number {
+  return attributes(new Walker(bytes).walk(), bytes.length, 0).frames;
 }
 
 /** The item metadata a DICOM file gives ingest; a value that is missing or malformed is left out. */

@@ -8,13 +8,13 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { dicomMetadata, MAX_DEPTH, MAX_ELEMENTS } from '../../functions/encode/dicom.ts';
+import { dicomFrameCount, dicomMetadata, MAX_DEPTH, MAX_ELEMENTS } from '../../functions/encode/dicom.ts';
 import { decodeImage, DEFAULT_LIMITS } from '../../functions/encode/image.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { concatBytes } from '../../functions/util/bytes.ts';
 import { MedhashError } from '../../functions/util/errors.ts';
 import { TarReader } from '../../scripts/data/shared-data.ts';
-import { CT, DICOM_FIXTURES, DICOM_SOURCES, DICOM_STUDY_UID, GARBAGE12, dataDir, dicomFragments, encapsulatedPixelData, mutateDicom, rleFrame } from './fixtures.ts';
+import { CT, DICOM_FIXTURES, DICOM_MULTI_FRAME, DICOM_SOURCES, DICOM_STUDY_UID, GARBAGE12, dataDir, dicomFragments, encapsulatedPixelData, mutateDicom, rleFrame } from './fixtures.ts';
 import { seededRandom } from '../shared/random.ts';
 
 beforeAll(() => initNodeImageCodecs());
@@ -314,6 +314,17 @@ describe('refused DICOM', () => {
         expect((await decodeImage(fixture(name), 'application/dicom', DEFAULT_LIMITS, { frame: k })).data, `${name} frame ${k}`).toEqual(want);
       }
     }
+  });
+
+  it('dicomFrameCount: Number of Frames from the header alone, refused as decoding refuses the header', async () => {
+    for (const [name, frames] of Object.entries(DICOM_MULTI_FRAME)) expect(dicomFrameCount(fixture(name.replace(/\.dcm$/, ''))), name).toBe(frames);
+    expect(dicomFrameCount(fixture('grey8-explicit'))).toBe(1);
+    // no pixel is read: a file cut short inside its pixel data, which decoding refuses, still counts
+    const cut = fixture('grey8-frames3').slice(0, -4096);
+    expect(dicomFrameCount(cut)).toBe(3);
+    expect((await refusal(decodeImage(cut, 'application/dicom', DEFAULT_LIMITS, { frame: 0 }))).status).toBe(422);
+    const e = await refusal((async () => dicomFrameCount(fixture('grey8-deflated')))());
+    expect([e.status, e.message]).toEqual([415, expect.stringContaining('Deflated Explicit VR Little Endian')]);
   });
 
   it('a frame out of range -> 422 naming `frame` and the count; a PNG or JPEG is one frame', async () => {
