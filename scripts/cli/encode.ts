@@ -1,17 +1,18 @@
 // Encoding for `medhash index` by image, through the same code path as the service: the
 // inference backend when MEDHASH_BACKEND_URL is set (it decodes; batches of up to 64), the
-// model in-process with onnxruntime-node otherwise.
+// model in-process with onnxruntime-node otherwise. An item may be one frame of a multi-frame
+// DICOM (`ImageFile.frame`), decoded as search by image decodes `?frame=`.
 import { encodingOf } from '../../functions/backend/encoding.ts';
 import { MAX_BODY_BYTES, MAX_INPUTS, type ImageEncoding } from '../../functions/backend/protocol.ts';
 import { loadCard } from '../../functions/encode/card.ts';
 import { dicomMetadata, type DicomMetadata } from '../../functions/encode/dicom.ts';
-import { decodeImage } from '../../functions/encode/image.ts';
+import { decodeImage, DEFAULT_LIMITS } from '../../functions/encode/image.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { loadNodeEncoder } from '../../functions/encode/model.ts';
 import { preprocess } from '../../functions/encode/preprocess.ts';
 import { BackendUnavailable, RemoteEncoder } from '../../functions/inference/remote.ts';
 import { MedhashError } from '../../functions/util/errors.ts';
-import type { ImageFile } from './images.ts';
+import { where, type ImageFile } from './images.ts';
 import type { RecordSource } from './sources.ts';
 
 export interface BatchEncoder {
@@ -80,10 +81,10 @@ export async function openBatchEncoder(opts: { backendUrl?: string; model?: stri
             j++;
           }
           const chunk = images.slice(i, j);
-          const r = await whenQueueHasRoom(() => remote.encodeBatch(chunk.map((f, k) => ({ image: bytes[i + k], contentType: f.contentType }))))
+          const r = await whenQueueHasRoom(() => remote.encodeBatch(chunk.map((f, k) => ({ image: bytes[i + k], contentType: f.contentType, frame: f.frame }))))
             .catch((e: unknown) => {
               const at = e instanceof MedhashError ? /^inputs\.(\d+)\./.exec(e.field ?? '') : null;
-              throw at ? new Error(`${chunk[Number(at[1])].origin}: ${(e as MedhashError).message}`) : e;
+              throw at ? new Error(`${where(chunk[Number(at[1])])}: ${(e as MedhashError).message}`) : e;
             });
           if (r.model_id !== health.model_id) throw new Error(`inference backend ${url} changed model to ${r.model_id} while indexing`);
           out.push(...r.results);
@@ -107,9 +108,9 @@ export async function openBatchEncoder(opts: { backendUrl?: string; model?: stri
       const x = new Float32Array(images.length * per);
       for (const [i, f] of images.entries()) {
         try {
-          x.set(preprocess(await decodeImage(await f.read(), f.contentType), card.input), i * per);
+          x.set(preprocess(await decodeImage(await f.read(), f.contentType, DEFAULT_LIMITS, { frame: f.frame }), card.input), i * per);
         } catch (e) {
-          throw new Error(`${f.origin}: ${e instanceof Error ? e.message : String(e)}`);
+          throw new Error(`${where(f)}: ${e instanceof Error ? e.message : String(e)}`);
         }
       }
       const out = await encoder.run(x, images.length);
@@ -127,17 +128,31 @@ export function encodedSource(images: ImageFile[], encoder: BatchEncoder, opts: 
       for (let i = 0; i < images.length; i += opts.chunk) {
         const chunk = images.slice(i, i + opts.chunk);
         // A DICOM file also gives its modality, body part and UIDs, taken from the bytes the
-        // encoder reads (one read per file).
+        // encoder reads: one read per file and chunk, shared by the frames of a multi-frame file
+        // (by `origin`, the file) and let go after its last frame's read, so that the in-process
+        // encoder, which decodes one item at a time, holds one file's bytes at a time.
+        const reads = new Map<string, Promise<Uint8Array>>();
+        const left = new Map<string, number>();
+        for (const f of chunk) left.set(f.origin, (left.get(f.origin) ?? 0) + 1);
         const dicom = new Map<string, DicomMetadata>();
         const reading = chunk.map((f): ImageFile => (f.contentType !== 'application/dicom' ? f : {
           ...f,
-          read: async () => {
-            const bytes = await f.read();
-            try {
-              dicom.set(f.id, dicomMetadata(bytes));
-            } catch {
-              // a header that does not walk: the encoder refuses the file itself, naming it
+          read: () => {
+            let bytes = reads.get(f.origin);
+            if (!bytes) {
+              bytes = f.read().then((b) => {
+                try {
+                  dicom.set(f.origin, dicomMetadata(b));
+                } catch {
+                  // a header that does not walk: the encoder refuses the file itself, naming it
+                }
+                return b;
+              });
+              reads.set(f.origin, bytes);
             }
+            const more = left.get(f.origin)! - 1;
+            left.set(f.origin, more);
+            if (more === 0) reads.delete(f.origin);
             return bytes;
           },
         }));
@@ -147,8 +162,8 @@ export function encodedSource(images: ImageFile[], encoder: BatchEncoder, opts: 
             id: f.id,
             code: encs[j].code,
             ...(opts.descriptors ? { descriptor: encs[j].descriptor } : {}),
-            metadata: { label: f.label, ...dicom.get(f.id) },
-            origin: f.origin,
+            metadata: { label: f.label, ...dicom.get(f.origin) },
+            origin: where(f),
           };
         }
       }

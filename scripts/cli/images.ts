@@ -1,8 +1,10 @@
 // Image files for `medhash index --images` / `--data`: a folder with one sub-folder per class,
 // or a `../shared/data` set (manifest.csv + images.tar, members read in place by offset through
-// scripts/data/shared-data.ts). Nothing is read until it is encoded.
+// scripts/data/shared-data.ts), and the items they make: one per image, or one per frame of a
+// multi-frame DICOM (`imageItems`). Only a DICOM's header is read before it is encoded.
 import { readFile } from 'node:fs/promises';
 import { basename, join, sep } from 'node:path';
+import { dicomFrameCount } from '../../functions/encode/dicom.ts';
 import type { ImageType } from '../../functions/encode/image.ts';
 import { classFolderFiles, contentTypeOf, IMAGE_EXTENSIONS, readManifest, TarReader } from '../data/shared-data.ts';
 
@@ -11,9 +13,14 @@ export interface ImageFile {
   label: string;
   contentType: ImageType;
   read(): Promise<Uint8Array>;
-  /** Where it came from, for error messages. */
+  /** Where it came from, for error messages: the file, shared by the items of its frames. */
   origin: string;
+  /** Which frame (0-based) of a multi-frame DICOM this item is; absent for a single-image file. */
+  frame?: number;
 }
+
+/** The item's place for a message: its file, and its frame when it is one. */
+export const where = (f: ImageFile): string => (f.frame === undefined ? f.origin : `${f.origin} frame ${f.frame}`);
 
 /** `dir/<label>/.../<file>.{png,jpg,jpeg,dcm}` (contentTypeOf); ids are the paths below `dir` (`<label>/<file>`), sorted. */
 export async function folderImages(dir: string): Promise<ImageFile[]> {
@@ -44,4 +51,52 @@ export async function dataSetImages(dir: string, split: string): Promise<DataSet
     id: `${set}/${r.path}`, label: r.label, contentType: contentTypeOf(r.path)!, read: () => tar.read(r.path), origin: `${dir}/images.tar:${r.path}`,
   }));
   return { images, close: () => tar.close() };
+}
+
+/** What `medhash index --frames` does with a multi-frame DICOM: an item per frame, frame 0 only, or none. */
+export const FRAME_CHOICES = ['all', 'first', 'skip'] as const;
+export type FrameChoice = (typeof FRAME_CHOICES)[number];
+
+/**
+ * The item id of frame `n` of the file whose id is `fileId`. A file's id ends in its image
+ * extension (`.dcm`; contentTypeOf), never in `#frame=<digits>`, so no frame's id is another
+ * file's, and the last `#frame=` splits a frame's id back into its file's id and frame.
+ */
+export const frameItemId = (fileId: string, n: number): string => `${fileId}#frame=${n}`;
+
+export interface ImageItems {
+  /** In file order; a frame item keeps its file's label, content type, `read` and `origin`. */
+  items: ImageFile[];
+  /** Multi-frame DICOMs that gave no item (`skip`, or no choice made). */
+  multiFrame: ImageFile[];
+}
+
+/**
+ * The items of `files`, up to `max`: a PNG, JPEG or single-frame DICOM is one item under its
+ * file's id; a multi-frame DICOM gives, per `frames`, one item per frame (`all`), frame 0 alone
+ * (`first`; under its frame id too, so that a later `all` adds frames 1 and up beside it) or none
+ * (`skip`, or `frames` undefined). Counting frames reads each DICOM's header here, one file at a
+ * time and no pixel decoded, so that the total is known before encoding starts. A file that does
+ * not read, or whose header the decoder refuses, counts as one item: the encoder then refuses it,
+ * naming the file and the reason, as it refuses any file it cannot read.
+ */
+export async function imageItems(files: ImageFile[], frames: FrameChoice | undefined, max = Infinity): Promise<ImageItems> {
+  const out: ImageItems = { items: [], multiFrame: [] };
+  for (const f of files) {
+    if (out.items.length >= max) break;
+    let count = 1;
+    if (f.contentType === 'application/dicom') {
+      try {
+        count = dicomFrameCount(await f.read());
+      } catch {
+        // refused by the encoder, with the reason
+      }
+    }
+    if (count === 1) out.items.push(f);
+    else if (frames === 'all' || frames === 'first') {
+      const n = frames === 'all' ? Math.min(count, max - out.items.length) : 1;
+      for (let k = 0; k < n; k++) out.items.push({ ...f, id: frameItemId(f.id, k), frame: k });
+    } else out.multiFrame.push(f);
+  }
+  return out;
 }

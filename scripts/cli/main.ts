@@ -19,7 +19,7 @@ import { contentTypeOf } from '../data/shared-data.ts';
 import { Checkpoint } from './checkpoint.ts';
 import { ApiError, Client, RawBody } from './client.ts';
 import { encodedSource, openBatchEncoder } from './encode.ts';
-import { dataSetImages, folderImages, type ImageFile } from './images.ts';
+import { dataSetImages, folderImages, FRAME_CHOICES, imageItems, type FrameChoice } from './images.ts';
 import { indexRecords } from './indexer.ts';
 import { fileSource, type RecordSource } from './sources.ts';
 
@@ -45,11 +45,15 @@ const USAGE = `medhash <command> [options]
 
   index --collection C --codes FILE [--format jsonl|csv] [--batch 1000]
         Upsert items from a JSONL/CSV file of codes, in batches; safe to re-run.
-  index --collection C (--images DIR | --data DIR [--split db]) [--max-items N] [--model M.onnx]
-        [--batch 256] [--checkpoint FILE]
+  index --collection C (--images DIR | --data DIR [--split db]) [--frames all|first|skip] [--max-items N]
+        [--model M.onnx] [--batch 256] [--checkpoint FILE]
         Encode images (DIR/<label>/<file>.png|.jpg|.jpeg|.dcm, or a ../shared/data set) and upsert them, through the
         inference backend when MEDHASH_BACKEND_URL is set, else in-process (--model or MEDHASH_MODEL);
         resumable (checkpoint under MEDHASH_DATA_DIR/checkpoints/, default .medhash/checkpoints/).
+        A multi-frame DICOM (enhanced CT/MR, cine) per --frames: all, an item per frame (id
+        <file id>#frame=<n>, n from 0); first, frame 0 alone (<file id>#frame=0); skip, none. Without
+        --frames it is left out too, and the run ends with an error naming it (exit 1).
+        --max-items counts items (frames), not files.
   search --collection C (--code CODE | --image FILE) [--k 10] [--radius R] [--json]
          [--label L] [--modality M] [--body-part B]   (each repeatable: any of the values)
          [--exclude-study-uid U] [--exclude-patient-ref P] [--allow-ood]
@@ -163,11 +167,14 @@ async function index(args: string[]) {
   const v = parse(args, {
     collection: { type: 'string' }, codes: { type: 'string' }, format: { type: 'string' }, batch: { type: 'string' },
     images: { type: 'string' }, data: { type: 'string' }, split: { type: 'string' }, 'max-items': { type: 'string' },
-    model: { type: 'string' }, checkpoint: { type: 'string' },
+    model: { type: 'string' }, checkpoint: { type: 'string' }, frames: { type: 'string' },
   });
   const collection = need(v.collection, 'collection');
   const sources = [v.codes, v.images, v.data].filter((x) => x !== undefined).length;
   if (sources !== 1) throw new UsageError('give exactly one of --codes, --images, --data');
+  const frames = v.frames as FrameChoice | undefined;
+  if (frames !== undefined && !FRAME_CHOICES.includes(frames)) throw new UsageError(`--frames must be ${FRAME_CHOICES.join(', ')}`);
+  if (frames !== undefined && v.codes) throw new UsageError('--frames needs --images or --data (a codes file holds no frames)');
   const batchSize = int(v.batch as string | undefined, 'batch', v.codes ? 1000 : 256)!;
   if (batchSize < 1 || batchSize > 1000) throw new UsageError('--batch must be between 1 and 1000');
   const api = client(v, 'MEDHASH_API_KEY');
@@ -181,7 +188,6 @@ async function index(args: string[]) {
   }
   const maxItems = int(v['max-items'] as string | undefined, 'max-items');
   const set = v.images ? { images: await folderImages(v.images as string), close: async () => undefined } : await dataSetImages(v.data as string, (v.split as string | undefined) ?? 'db');
-  const images: ImageFile[] = maxItems === undefined ? set.images : set.images.slice(0, maxItems);
   const encoder = await openBatchEncoder({ backendUrl: process.env.MEDHASH_BACKEND_URL || undefined, model: (v.model as string | undefined) ?? process.env.MEDHASH_MODEL });
   try {
     if (info.model_id !== encoder.model_id) {
@@ -190,10 +196,19 @@ async function index(args: string[]) {
     const key = JSON.stringify([api.baseUrl, collection, info.created_at, encoder.model_id]);
     const cpPath = (v.checkpoint as string | undefined) ?? join(dataDir(undefined), 'checkpoints', `${collection}.${createHash('sha256').update(key).digest('hex').slice(0, 16)}.ids`);
     const checkpoint = Checkpoint.open(cpPath, key);
+    // every item, frames counted, before any is encoded: the progress bar's total
+    const { items: images, multiFrame } = await imageItems(set.images, frames, maxItems);
     const todo = images.filter((f) => !checkpoint.has(f.id));
     console.error(`encoding with ${encoder.path}; ${images.length - todo.length} of ${images.length} already published (checkpoint ${cpPath})`);
     const source = encodedSource(todo, encoder, { descriptors: info.descriptor_dims === encoder.bits, chunk: Math.min(batchSize, 64) });
     await runIndex(api, collection, source, batchSize, images.length - todo.length, (ids) => checkpoint.add(ids), images.length);
+    if (multiFrame.length > 0) {
+      const named = multiFrame.slice(0, 5).map((f) => f.origin).join(', ') + (multiFrame.length > 5 ? ` and ${multiFrame.length - 5} more` : '');
+      const left = `${multiFrame.length} multi-frame DICOM file(s) not indexed: ${named}`;
+      // no choice made: the run did not index everything it was given, which the exit status says
+      if (frames !== 'skip') throw new Error(`${left}; give --frames all to index each frame as its own item, --frames first for frame 0 alone, or --frames skip to leave them out`);
+      console.error(printable(`${left} (--frames skip)`));
+    }
   } finally {
     await encoder.close();
     await set.close();

@@ -1,0 +1,200 @@
+// `medhash index --frames`: a multi-frame DICOM in a class folder indexed frame by frame through
+// the real CLI (as a child process), through the backend and in-process, against the Node app.
+// Each frame's item must hold the code a search by image of that frame (`?frame=n`) computes;
+// frames are encoded in the chunks other images take, the file read once per chunk.
+import { execFile } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { serve, type ServerType } from '@hono/node-server';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApp } from '../functions/api/app.ts';
+import { startBackend } from '../functions/backend/node.ts';
+import { loadCard } from '../functions/encode/card.ts';
+import { createNodeBackend, type NodeBackend } from '../functions/entries/node.ts';
+import { createNodeImageEncoder } from '../functions/inference/node.ts';
+import type { ImageEncoding } from '../functions/backend/protocol.ts';
+import { Client } from '../scripts/cli/client.ts';
+import { encodedSource, type BatchEncoder } from '../scripts/cli/encode.ts';
+import { folderImages, imageItems } from '../scripts/cli/images.ts';
+import type { IndexRecord } from '../scripts/cli/sources.ts';
+import { DICOM_FIXTURES, DICOM_STUDY_UID } from './encode/fixtures.ts';
+import { TEST_OPERATOR_KEY } from './shared/constants.ts';
+
+const ROOT = join(import.meta.dirname, '..');
+const MODEL = join(ROOT, 'models', 'mednist-darf-b64.onnx');
+// compressed, without a Basic Offset Table: the frames are found by their JPEG streams
+const MULTI = 'grey8-frames3-jpeg-lossless-sv1-fs1-nobot.dcm';
+const FRAME_IDS = [0, 1, 2].map((n) => `Hand/cine.dcm#frame=${n}`);
+
+let dir: string;
+let folder: string;
+let backend: Awaited<ReturnType<typeof startBackend>>;
+let node: NodeBackend;
+let server: ServerType;
+let url: string;
+let api: Client;
+let key: string;
+let modelId: string;
+/** Each frame's code as search by image computes it (`?frame=n`), and its descriptor (`/v1/encode?frame=n`). */
+const frameCodes: string[] = [];
+const frameDescriptors: number[][] = [];
+
+const cli = (args: string[], env: Record<string, string> = {}) =>
+  promisify(execFile)(process.execPath, [join(ROOT, 'scripts', 'medhash.mjs'), ...args], {
+    env: { ...process.env, MEDHASH_URL: url, MEDHASH_API_KEY: key, MEDHASH_DATA_DIR: join(dir, 'cli'), MEDHASH_BACKEND_URL: '', ...env },
+    cwd: ROOT,
+  });
+const failure = (p: Promise<unknown>) => p.then(() => { throw new Error('the command succeeded'); }, (e: { code: number; stderr: string }) => e);
+const viaBackend = () => ({ MEDHASH_BACKEND_URL: backend.url });
+
+let collections = 0;
+async function collection(): Promise<string> {
+  const name = `frames-${++collections}`;
+  await api.request('POST', '/v1/collections', { name, bits: 64, descriptor_dims: 64, model_id: modelId });
+  return name;
+}
+
+async function ids(name: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const id of [...FRAME_IDS, 'Hand/cine.dcm', 'Hand/single.dcm', 'Hand/deflated.dcm']) {
+    const res = await fetch(`${url}/v1/collections/${name}/items/${encodeURIComponent(id)}`, { headers: { authorization: `Bearer ${key}` } });
+    if (res.status === 200) found.push(id);
+    else expect(res.status).toBe(404);
+  }
+  return found;
+}
+
+const item = (name: string, id: string) => api.request<{ code: string; descriptor: number[]; metadata: Record<string, string> }>('GET', `/v1/collections/${name}/items/${encodeURIComponent(id)}`);
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'medhash-frames-'));
+  folder = join(dir, 'study');
+  mkdirSync(join(folder, 'Hand'), { recursive: true });
+  copyFileSync(join(DICOM_FIXTURES, MULTI), join(folder, 'Hand', 'cine.dcm'));
+  copyFileSync(join(DICOM_FIXTURES, 'grey8-explicit.dcm'), join(folder, 'Hand', 'single.dcm'));
+  backend = await startBackend({ model: MODEL, port: 0, hostname: '127.0.0.1', cuda: false, threads: 1 });
+  const images = await createNodeImageEncoder({ model: MODEL, backendUrl: backend.url });
+  node = await createNodeBackend({ dataDir: join(dir, 'data'), operatorKey: TEST_OPERATOR_KEY, images });
+  server = await new Promise<ServerType>((ok) => {
+    const s = serve({ fetch: createApp(node.backend).fetch, port: 0, hostname: '127.0.0.1' }, () => ok(s));
+  });
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const op = new Client(url, TEST_OPERATOR_KEY);
+  const tenant = await op.request<{ id: string }>('POST', '/v1/admin/tenants', { name: 'frames-test' });
+  key = (await op.request<{ secret: string }>('POST', `/v1/admin/tenants/${tenant.id}/keys`, { scopes: ['search', 'ingest', 'admin'] })).secret;
+  api = new Client(url, key);
+  modelId = (await loadCard(MODEL)).card.model_id;
+  const probe = await collection();
+  const bytes = new Uint8Array(readFileSync(join(DICOM_FIXTURES, MULTI)));
+  const post = (path: string) => fetch(`${url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/dicom' }, body: bytes });
+  for (const n of [0, 1, 2]) {
+    frameCodes.push(((await (await post(`/v1/collections/${probe}/search/image?allow_ood=true&frame=${n}`)).json()) as { code: string }).code);
+    frameDescriptors.push(((await (await post(`/v1/encode?frame=${n}`)).json()) as { encoding: { descriptor: number[] } }).encoding.descriptor);
+  }
+}, 120_000);
+
+afterAll(async () => {
+  await new Promise((ok) => server?.close(ok));
+  node?.close();
+  await backend?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('medhash index --frames', () => {
+  it('all: an item per frame, each with the code of a search by that frame, the file\'s metadata kept', async () => {
+    // three distinct frames (the hand, its negative, its mirror image): their descriptors tell
+    // them apart where the 64-bit codes may not, so a frame mix-up shows
+    expect(new Set(frameDescriptors.map((d) => JSON.stringify(d))).size).toBe(3);
+    const name = await collection();
+    const run = await cli(['index', '--collection', name, '--images', folder, '--frames', 'all'], viaBackend());
+    // the frames were counted before encoding: the total is 4 items from 2 files
+    expect(run.stderr).toContain('0 of 4 already published');
+    expect(run.stderr).toMatch(/indexed 4 items/);
+    expect(await ids(name)).toEqual([...FRAME_IDS, 'Hand/single.dcm']);
+    for (const n of [0, 1, 2]) {
+      const got = await item(name, FRAME_IDS[n]);
+      expect(got.code, `frame ${n}`).toBe(frameCodes[n]);
+      expect(got.descriptor, `frame ${n}`).toEqual(frameDescriptors[n]);
+      expect(got.metadata).toMatchObject({ label: 'Hand', modality: 'CR', body_part: 'HAND', study_uid: DICOM_STUDY_UID });
+    }
+  });
+
+  it('first: frame 0 alone, under its frame id (in-process encoder)', async () => {
+    const name = await collection();
+    const run = await cli(['index', '--collection', name, '--images', folder, '--frames', 'first', '--model', MODEL]);
+    expect(run.stderr).toContain('0 of 2 already published');
+    expect(await ids(name)).toEqual([FRAME_IDS[0], 'Hand/single.dcm']);
+    expect((await item(name, FRAME_IDS[0])).code).toBe(frameCodes[0]);
+    expect((await item(name, FRAME_IDS[0])).descriptor).toEqual(frameDescriptors[0]);
+  });
+
+  it('without --frames: indexes the rest, then fails naming the multi-frame file and the choices; skip leaves it out quietly', async () => {
+    const name = await collection();
+    const e = await failure(cli(['index', '--collection', name, '--images', folder], viaBackend()));
+    expect(e.code).toBe(1);
+    expect(e.stderr).toMatch(/indexed 1 items/);
+    expect(e.stderr).toContain(`medhash: 1 multi-frame DICOM file(s) not indexed: ${join(folder, 'Hand', 'cine.dcm')}; give --frames all to index each frame as its own item, --frames first for frame 0 alone, or --frames skip to leave them out`);
+    expect(await ids(name)).toEqual(['Hand/single.dcm']);
+    const skipped = await cli(['index', '--collection', name, '--images', folder, '--frames', 'skip'], viaBackend());
+    expect(skipped.stderr).toContain('1 multi-frame DICOM file(s) not indexed');
+    expect(skipped.stderr).toContain('(--frames skip)');
+    expect(await ids(name)).toEqual(['Hand/single.dcm']);
+    // a bad value is a usage error naming the choices
+    const bad = await failure(cli(['index', '--collection', name, '--images', folder, '--frames', 'some']));
+    expect([bad.code, bad.stderr]).toEqual([2, expect.stringContaining('--frames must be all, first, skip')]);
+  });
+
+  it('a file whose header does not read stops the run named by its path, as before', async () => {
+    const bad = join(dir, 'bad');
+    mkdirSync(join(bad, 'Hand'), { recursive: true });
+    copyFileSync(join(DICOM_FIXTURES, 'grey8-deflated.dcm'), join(bad, 'Hand', 'deflated.dcm'));
+    const name = await collection();
+    const e = await failure(cli(['index', '--collection', name, '--images', bad, '--frames', 'all'], viaBackend()));
+    expect(e.code).toBe(1);
+    expect(e.stderr).toMatch(/bad\/Hand\/deflated\.dcm: DICOM transfer syntax 1\.2\.840\.10008\.1\.2\.1\.99 \(Deflated Explicit VR Little Endian\)/);
+  });
+
+  it('resumes: a re-run skips the frames already published', async () => {
+    const name = await collection();
+    // --max-items counts items, frames included: frames 0 and 1 of the file
+    await cli(['index', '--collection', name, '--images', folder, '--frames', 'all', '--max-items', '2'], viaBackend());
+    expect(await ids(name)).toEqual(FRAME_IDS.slice(0, 2));
+    const again = await cli(['index', '--collection', name, '--images', folder, '--frames', 'all'], viaBackend());
+    expect(again.stderr).toContain('2 of 4 already published');
+    expect(again.stderr).toMatch(/indexed 2 items/);
+    expect(await ids(name)).toEqual([...FRAME_IDS, 'Hand/single.dcm']);
+    expect((await item(name, FRAME_IDS[2])).descriptor).toEqual(frameDescriptors[2]);
+  });
+});
+
+describe('frames in chunks', () => {
+  it('a multi-frame file\'s frames take the chunks other images take, its bytes read once per chunk', async () => {
+    let reads = 0;
+    const files = (await folderImages(folder)).map((f) => ({ ...f, read: () => (reads++, f.read()) }));
+    const { items } = await imageItems(files, 'all');
+    expect(items.map((f) => f.id)).toEqual([...FRAME_IDS, 'Hand/single.dcm']);
+    // counting the frames read each DICOM once, its header walked, no pixel decoded
+    expect(reads).toBe(2);
+    reads = 0;
+    const chunks: string[][] = [];
+    const encoder: BatchEncoder = {
+      model_id: 'm', bits: 64, path: 'test', close: async () => undefined,
+      async encode(images) {
+        chunks.push(images.map((f) => f.id));
+        for (const f of images) await f.read();
+        return images.map((f) => ({ code: String(f.frame ?? 'x') }) as ImageEncoding);
+      },
+    };
+    const records: IndexRecord[] = [];
+    for await (const r of encodedSource(items, encoder, { descriptors: false, chunk: 2 }).records()) records.push(r);
+    expect(chunks).toEqual([FRAME_IDS.slice(0, 2), [FRAME_IDS[2], 'Hand/single.dcm']]);
+    // the 3-frame file once in each of its two chunks, the single-frame file once
+    expect(reads).toBe(3);
+    const cine = join(folder, 'Hand', 'cine.dcm');
+    expect(records.map((r) => [r.code, r.origin])).toEqual([['0', `${cine} frame 0`], ['1', `${cine} frame 1`], ['2', `${cine} frame 2`], ['x', join(folder, 'Hand', 'single.dcm')]]);
+    expect(records.every((r) => r.metadata?.modality === 'CR' && r.metadata.study_uid === DICOM_STUDY_UID)).toBe(true);
+  });
+});
