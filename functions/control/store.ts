@@ -8,9 +8,10 @@ import { conflict, MedhashError, notFound, quote } from '../util/errors.ts';
 import { randomId } from '../util/bytes.ts';
 
 /**
- * Collections one tenant may hold. Listing them is one answer without pages, and every tenant's
- * registry shares one store (on Workers one Durable Object, which also checks every key): a tenant
- * creating collections without end would grow both for everyone.
+ * Collections one tenant may hold. A page of the list reads the tenant's rows after its cursor (a
+ * limited key's are picked from them), and every tenant's registry shares one store (on Workers one
+ * Durable Object, which also checks every key): a tenant creating collections without end would
+ * grow both for everyone.
  */
 export const MAX_COLLECTIONS = 1000;
 
