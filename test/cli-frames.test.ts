@@ -171,6 +171,16 @@ describe('medhash index --frames', () => {
 });
 
 describe('frames in chunks', () => {
+  it('counting frames does not read a file already published as one item: a resumed run reads what it encodes', async () => {
+    const read: string[] = [];
+    const files = (await folderImages(folder)).map((f) => ({ ...f, read: () => (read.push(f.id), f.read()) }));
+    const published = new Set(['Hand/single.dcm', FRAME_IDS[0]]);
+    const { items } = await imageItems(files, 'all', Infinity, (id) => published.has(id));
+    expect(items.map((f) => f.id)).toEqual([...FRAME_IDS, 'Hand/single.dcm']);
+    // the multi-frame file is read for its count (frames 1 and 2 are still to do); the single-frame one is not
+    expect(read).toEqual(['Hand/cine.dcm']);
+  });
+
   it('a multi-frame file\'s frames take the chunks other images take, its bytes read once per chunk', async () => {
     let reads = 0;
     const files = (await folderImages(folder)).map((f) => ({ ...f, read: () => (reads++, f.read()) }));

@@ -78,14 +78,16 @@ export interface ImageItems {
  * (`skip`, or `frames` undefined). Counting frames reads each DICOM's header here, one file at a
  * time and no pixel decoded, so that the total is known before encoding starts. A file that does
  * not read, or whose header the decoder refuses, counts as one item: the encoder then refuses it,
- * naming the file and the reason, as it refuses any file it cannot read.
+ * naming the file and the reason, as it refuses any file it cannot read. A file whose own id is
+ * `published` (the checkpoint's) was one item when it was indexed and is not read again: a resumed
+ * run reads only the files it still has to encode, as it did before frames were counted.
  */
-export async function imageItems(files: ImageFile[], frames: FrameChoice | undefined, max = Infinity): Promise<ImageItems> {
+export async function imageItems(files: ImageFile[], frames: FrameChoice | undefined, max = Infinity, published: (id: string) => boolean = () => false): Promise<ImageItems> {
   const out: ImageItems = { items: [], multiFrame: [] };
   for (const f of files) {
     if (out.items.length >= max) break;
     let count = 1;
-    if (f.contentType === 'application/dicom') {
+    if (f.contentType === 'application/dicom' && !published(f.id)) {
       try {
         count = dicomFrameCount(await f.read());
       } catch {

@@ -197,7 +197,7 @@ async function index(args: string[]) {
     const cpPath = (v.checkpoint as string | undefined) ?? join(dataDir(undefined), 'checkpoints', `${collection}.${createHash('sha256').update(key).digest('hex').slice(0, 16)}.ids`);
     const checkpoint = Checkpoint.open(cpPath, key);
     // every item, frames counted, before any is encoded: the progress bar's total
-    const { items: images, multiFrame } = await imageItems(set.images, frames, maxItems);
+    const { items: images, multiFrame } = await imageItems(set.images, frames, maxItems, (id) => checkpoint.has(id));
     const todo = images.filter((f) => !checkpoint.has(f.id));
     console.error(`encoding with ${encoder.path}; ${images.length - todo.length} of ${images.length} already published (checkpoint ${cpPath})`);
     const source = encodedSource(todo, encoder, { descriptors: info.descriptor_dims === encoder.bits, chunk: Math.min(batchSize, 64) });
