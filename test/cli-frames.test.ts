@@ -145,6 +145,9 @@ describe('medhash index --frames', () => {
     // a bad value is a usage error naming the choices
     const bad = await failure(cli(['index', '--collection', name, '--images', folder, '--frames', 'some']));
     expect([bad.code, bad.stderr]).toEqual([2, expect.stringContaining('--frames must be all, first, skip')]);
+    // --max-items counts items from the first: a negative count is a usage error, not an empty run
+    const negative = await failure(cli(['index', '--collection', name, '--images', folder, '--frames', 'all', '--max-items=-1'], viaBackend()));
+    expect([negative.code, negative.stderr]).toEqual([2, expect.stringContaining('--max-items must be 0 or more')]);
   });
 
   it('a file whose header does not read stops the run named by its path, as before', async () => {

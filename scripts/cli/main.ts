@@ -187,6 +187,7 @@ async function index(args: string[]) {
     return runIndex(api, collection, source, batchSize, 0);
   }
   const maxItems = int(v['max-items'] as string | undefined, 'max-items');
+  if (maxItems !== undefined && maxItems < 0) throw new UsageError('--max-items must be 0 or more');
   const set = v.images ? { images: await folderImages(v.images as string), close: async () => undefined } : await dataSetImages(v.data as string, (v.split as string | undefined) ?? 'db');
   const encoder = await openBatchEncoder({ backendUrl: process.env.MEDHASH_BACKEND_URL || undefined, model: (v.model as string | undefined) ?? process.env.MEDHASH_MODEL });
   try {
