@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything medhash needs on a fresh Debian 12 machine (idempotent): Debian's PyTorch
-# stack for the model side, Debian's Rust + binaryen for the WebAssembly kernel, Chromium and software
+# stack for the model side (and CharLS, libcharls2, which it reads DICOM JPEG-LS with), Debian's Rust + binaryen for the WebAssembly kernel, Chromium and software
 # Vulkan (browser and WebGPU tests), and the npm
 # packages (Node 22 comes as the `node` devDependency). onnxruntime-node's install script would
 # download CUDA binaries from outside the npm registry, so it is skipped: its CPU build ships inside.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3-torch python3-torchvision python3-onnx python3-numpy python3-pil python3-sklearn
+APT_PACKAGES=(python3-torch python3-torchvision python3-onnx python3-numpy python3-pil libcharls2 python3-sklearn
   python3-scipy python3-pytest python3-matplotlib rustc cargo libstd-rust-dev-wasm32 binaryen
   chromium mesa-vulkan-drivers libvulkan1)
 missing=()

@@ -1,8 +1,10 @@
 // DICOM Part 10 files -> 8-bit pixels for the encoder (the rest of the path is the PNG/JPEG
 // one). Little-endian transfer syntaxes with the pixels uncompressed, RLE Lossless (decoded here),
-// JPEG Lossless (jpeg-lossless.ts) or JPEG Baseline (decoded by image.ts's JPEG codec, passed in),
-// one frame: a multi-frame file's frame is the caller's to choose (`frame`, 0-based; how many there
-// are, `dicomFrameCount`, from the header alone), and only that frame is located (one pass over the fragment table) and decoded; any other syntax (JPEG Extended, JPEG-LS, JPEG 2000, deflate, big endian) is refused
+// JPEG Lossless (jpeg-lossless.ts), JPEG Baseline (decoded by image.ts's JPEG codec, passed in) or
+// JPEG-LS (dicom-codecs.ts's CharLS, passed in), one frame: a multi-frame file's frame is the
+// caller's to choose (`frame`, 0-based; how many there are, `dicomFrameCount`, from the header
+// alone), and only that frame is located (one pass over the fragment table) and decoded; any other
+// syntax (JPEG Extended, JPEG 2000, deflate, big endian) is refused
 // with 415 naming it, never guessed at. Each compressed form only yields the stored samples an uncompressed file holds,
 // which then take the one path below. Grey values go through the file's own
 // modality rescale and first VOI window, as a viewer shows them by default. Decoding reads the
@@ -19,6 +21,7 @@
 // Rows x Columns x samples x bytes, and every run, fragment and offset is checked against its
 // bounds: a file that disagrees with itself is a 422 naming where.
 import { MedhashError } from '../util/errors.ts';
+import { decodeJpegLs, type DicomCodecs } from './dicom-codecs.ts';
 import type { DecodedImage } from './image.ts';
 import { decodeJpegLossless } from './jpeg-lossless.ts';
 
@@ -30,7 +33,7 @@ const unsupported = (message: string) => err(415, 'unsupported_image_type', mess
 interface Syntax {
   name: string;
   explicit: boolean;
-  pixels: 'native' | 'rle' | 'jpeg' | 'jpeg-lossless';
+  pixels: 'native' | 'rle' | 'jpeg' | 'jpeg-lossless' | 'jpeg-ls';
   /** JPEG Lossless SV1: predictor 1 only. */
   sv1?: boolean;
 }
@@ -41,6 +44,8 @@ const SUPPORTED: Record<string, Syntax> = {
   '1.2.840.10008.1.2.4.50': { name: 'JPEG Baseline', explicit: true, pixels: 'jpeg' },
   '1.2.840.10008.1.2.4.57': { name: 'JPEG Lossless', explicit: true, pixels: 'jpeg-lossless' },
   '1.2.840.10008.1.2.4.70': { name: 'JPEG Lossless SV1', explicit: true, pixels: 'jpeg-lossless', sv1: true },
+  '1.2.840.10008.1.2.4.80': { name: 'JPEG-LS Lossless', explicit: true, pixels: 'jpeg-ls' },
+  '1.2.840.10008.1.2.4.81': { name: 'JPEG-LS Near-Lossless', explicit: true, pixels: 'jpeg-ls' },
   '1.2.840.10008.1.2.5': { name: 'RLE Lossless', explicit: true, pixels: 'rle' },
 };
 
@@ -49,8 +54,6 @@ const REFUSED: Record<string, string> = {
   '1.2.840.10008.1.2.1.99': 'Deflated Explicit VR Little Endian',
   '1.2.840.10008.1.2.2': 'Explicit VR Big Endian',
   '1.2.840.10008.1.2.4.51': 'JPEG Extended',
-  '1.2.840.10008.1.2.4.80': 'JPEG-LS Lossless',
-  '1.2.840.10008.1.2.4.81': 'JPEG-LS Near-Lossless',
   '1.2.840.10008.1.2.4.90': 'JPEG 2000 Lossless',
   '1.2.840.10008.1.2.4.91': 'JPEG 2000',
 };
@@ -157,7 +160,7 @@ class Walker {
     }
     if (!Object.hasOwn(SUPPORTED, syntax)) {
       const name = Object.hasOwn(REFUSED, syntax) ? REFUSED[syntax] : syntax ? 'an unsupported transfer syntax' : 'no transfer syntax';
-      throw unsupported(`DICOM transfer syntax ${syntax || '(missing)'} (${name}) is not supported: send the file uncompressed, in Explicit or Implicit VR Little Endian (e.g. dcmdjpeg or gdcmconv --raw), or in RLE Lossless, JPEG Lossless or JPEG Baseline`);
+      throw unsupported(`DICOM transfer syntax ${syntax || '(missing)'} (${name}) is not supported: send the file uncompressed, in Explicit or Implicit VR Little Endian (e.g. dcmdjpeg or gdcmconv --raw), or in RLE Lossless, JPEG Lossless, JPEG Baseline or JPEG-LS`);
     }
     const ts = SUPPORTED[syntax];
     const attrs = new Map<number, Uint8Array>();
@@ -539,6 +542,12 @@ export interface DicomGeometry {
 /** Decodes a JPEG file as the JPEG path of image.ts does: its structural walk, the caller's limits, the codec. */
 export type JpegDecoder = (jpeg: Uint8Array) => Promise<DecodedImage>;
 
+/** The codecs a compressed frame may need, from the caller (image.ts): its JPEG path, and CharLS and OpenJPEG. */
+export interface FrameCodecs {
+  jpeg: JpegDecoder;
+  codecs: () => Promise<DicomCodecs>;
+}
+
 /** JPEG Baseline: the frame through the JPEG decoder, which must agree with the header. */
 async function jpegFrame(a: Attributes, f: Uint8Array, decodeJpeg: JpegDecoder): Promise<Uint8Array> {
   if (!(f.length >= 3 && f[0] === 0xff && f[1] === 0xd8 && f[2] === 0xff)) {
@@ -562,13 +571,18 @@ async function jpegFrame(a: Attributes, f: Uint8Array, decodeJpeg: JpegDecoder):
  * pixel data is all there, decompresses frame `frame` (0-based; required when the file has several,
  * 0 or none otherwise) if need be, and maps it to 8-bit pixels.
  */
-export function dicomGeometry(bytes: Uint8Array, frame?: number): { geometry: DicomGeometry; decode: (decodeJpeg: JpegDecoder) => Promise<DecodedImage> } {
+export function dicomGeometry(bytes: Uint8Array, frame?: number): { geometry: DicomGeometry; decode: (codecs: FrameCodecs) => Promise<DecodedImage> } {
   const a = attributes(new Walker(bytes).walk(), bytes.length, frame);
   const encapsulated = () => encapsulatedFrame(bytes, a.pixelOffset, a.frames, a.frame, a.syntax.pixels !== 'rle');
-  const decode = async (decodeJpeg: JpegDecoder): Promise<DecodedImage> => {
+  const decode = async (codecs: FrameCodecs): Promise<DecodedImage> => {
     if (a.syntax.pixels === 'rle') return pixels(a, rleFrame(a, encapsulated()), 1);
     // the decoder's output is interleaved, whatever Planar Configuration says
-    if (a.syntax.pixels === 'jpeg') return pixels(a, await jpegFrame(a, encapsulated(), decodeJpeg), 0);
+    if (a.syntax.pixels === 'jpeg') return pixels(a, await jpegFrame(a, encapsulated(), codecs.jpeg), 0);
+    if (a.syntax.pixels === 'jpeg-ls') {
+      // interleaved or planar as the scan is (ILV), whatever Planar Configuration says
+      const { raw, planar } = await decodeJpegLs(await codecs.codecs(), encapsulated(), { ...a, syntax: a.syntax.name });
+      return pixels(a, raw, planar);
+    }
     if (a.syntax.pixels === 'jpeg-lossless') {
       // interleaved too, whatever Planar Configuration says
       return pixels(a, decodeJpegLossless(encapsulated(), { ...a, syntax: a.syntax.name, sv1: a.syntax.sv1 === true }), 0);

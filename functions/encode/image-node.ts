@@ -1,5 +1,6 @@
-// Node entry for the image codecs: compiles the two WASM decoders from node_modules (their own
-// default init fetches the .wasm by URL, which Node cannot) and hands them to image.ts.
+// Node entry for the image codecs: compiles the WASM decoders (PNG, JPEG, CharLS, OpenJPEG) from
+// node_modules (their own default loaders fetch or read the .wasm by URL, which does not suit) and
+// hands them to image.ts.
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { initImageCodecs } from './image.ts';
@@ -7,9 +8,12 @@ import { initImageCodecs } from './image.ts';
 const require = createRequire(import.meta.url);
 
 export async function initNodeImageCodecs(): Promise<void> {
-  const [png, jpeg] = await Promise.all([
-    readFile(require.resolve('@jsquash/png/codec/pkg/squoosh_png_bg.wasm')),
-    readFile(require.resolve('@jsquash/jpeg/codec/dec/mozjpeg_dec.wasm')),
+  const compile = async (name: string) => WebAssembly.compile(await readFile(require.resolve(name)));
+  const [png, jpeg, charls, openjpeg] = await Promise.all([
+    compile('@jsquash/png/codec/pkg/squoosh_png_bg.wasm'),
+    compile('@jsquash/jpeg/codec/dec/mozjpeg_dec.wasm'),
+    compile('@cornerstonejs/codec-charls/decodewasm'),
+    compile('@cornerstonejs/codec-openjpeg/decodewasm'),
   ]);
-  await initImageCodecs({ png: await WebAssembly.compile(png), jpeg: await WebAssembly.compile(jpeg) });
+  await initImageCodecs({ png, jpeg, charls, openjpeg });
 }

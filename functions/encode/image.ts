@@ -1,5 +1,6 @@
 // Image bytes -> pixels for the encoder: PNG (@jsquash/png) and JPEG (@jsquash/jpeg), both
-// WebAssembly, and DICOM (dicom.ts; a JPEG Baseline one's frame through the JPEG path here). The limits are checked on the header and the chunk/segment structure BEFORE any
+// WebAssembly, and DICOM (dicom.ts; a JPEG Baseline one's frame through the JPEG path here, JPEG-LS and
+// JPEG 2000 frames through dicom-codecs.ts's CharLS and OpenJPEG). The limits are checked on the header and the chunk/segment structure BEFORE any
 // decoding, so a huge declared size, a decompression bomb or a truncated file is refused without
 // allocating the pixels. The codecs' WASM modules are injected (`initImageCodecs`): Node compiles
 // them from node_modules (image-node.ts), workerd imports them at build time.
@@ -8,6 +9,7 @@ import decodeJpeg, { init as initJpeg } from '@jsquash/jpeg/decode.js';
 import { MedhashError } from '../util/errors.ts';
 import { mediaType } from '../util/media-type.ts';
 import { dicomGeometry, frameOutOfRange, isDicom } from './dicom.ts';
+import { DicomCodecs, type DicomCodecModules } from './dicom-codecs.ts';
 
 export interface DecodedImage {
   width: number;
@@ -28,15 +30,18 @@ export interface ImageLimits {
 
 export const DEFAULT_LIMITS: ImageLimits = { maxBytes: 8 * 1024 * 1024, maxSide: 4096, maxPixels: 16 * 1024 * 1024 };
 
-export interface ImageCodecs {
+/** The compiled WebAssembly of every codec: PNG, JPEG, and DICOM's JPEG-LS (CharLS) and JPEG 2000 (OpenJPEG). */
+export interface ImageCodecs extends DicomCodecModules {
   png: WebAssembly.Module;
   jpeg: WebAssembly.Module;
 }
 
 let ready: Promise<void> | null = null;
+let dicomCodecs: DicomCodecs | null = null;
 
-/** Instantiates both codecs once per isolate; later calls reuse the first. */
+/** Instantiates the PNG and JPEG codecs once per isolate (the DICOM ones on their first frame); later calls reuse the first. */
 export function initImageCodecs(codecs: ImageCodecs): Promise<void> {
+  dicomCodecs ??= new DicomCodecs(codecs);
   ready ??= Promise.all([initPng(codecs.png), initJpeg(codecs.jpeg)]).then(() => undefined);
   return ready;
 }
@@ -243,7 +248,7 @@ export function checkFrame(frame: number | undefined): void {
 }
 
 /**
- * Decodes a PNG, JPEG or DICOM (uncompressed, RLE Lossless, JPEG Lossless or JPEG Baseline;
+ * Decodes a PNG, JPEG or DICOM (uncompressed, RLE Lossless, JPEG Lossless, JPEG Baseline, JPEG-LS or JPEG 2000;
  * `options.frame` of a multi-frame one). `contentType`, when given, must be one of
  * IMAGE_TYPES or application/octet-stream and agree with the bytes. Throws MedhashError: 400
  * empty or a malformed frame, 413 too large (bytes or declared size, one frame's), 415 not an
@@ -260,8 +265,8 @@ export async function decodeImage(bytes: Uint8Array, contentType?: string, limit
   if (format === 'dicom') {
     const { geometry, decode } = dicomGeometry(bytes, options.frame);
     checkSize(geometry.width, geometry.height, limits);
-    // only a JPEG Baseline file calls on the codec: an uncompressed or RLE one needs no initialisation
-    return decode((jpeg) => decodeJpegFile(jpeg, limits));
+    // only a JPEG Baseline, JPEG-LS or JPEG 2000 file calls on a codec: an uncompressed, RLE or JPEG Lossless one needs no initialisation
+    return decode({ jpeg: (jpeg) => decodeJpegFile(jpeg, limits), codecs: async () => (await codecsReady(), dicomCodecs as DicomCodecs) });
   }
   await codecsReady();
 

@@ -25,6 +25,8 @@ export function assetFiles(): Record<string, string> {
     [ASSETS.ort]: join(dirname(require.resolve('onnxruntime-web')), ASSETS.ort),
     [ASSETS.png]: require.resolve(`@jsquash/png/codec/pkg/${ASSETS.png}`),
     [ASSETS.jpeg]: require.resolve(`@jsquash/jpeg/codec/dec/${ASSETS.jpeg}`),
+    [ASSETS.charls]: require.resolve('@cornerstonejs/codec-charls/decodewasm'),
+    [ASSETS.openjpeg]: require.resolve('@cornerstonejs/codec-openjpeg/decodewasm'),
   };
 }
 
@@ -42,8 +44,9 @@ export async function bundle(entry: string): Promise<Uint8Array> {
     write: false,
     logLevel: 'silent',
     outfile: 'out.js',
-    // card.ts imports node:fs lazily for loadCard, which a browser never calls
-    external: ['node:*'],
+    // card.ts imports node:fs lazily for loadCard, which a browser never calls; the DICOM codecs'
+    // Emscripten glue requires fs and path only when it runs on Node
+    external: ['node:*', 'fs', 'path'],
   });
   const js = r.outputFiles.find((f) => f.path.endsWith('.js'));
   if (!js) throw new Error(`esbuild produced no bundle of ${entry}`);

@@ -28,6 +28,9 @@ export const ASSETS = {
   ort: 'ort-wasm-simd-threaded.jsep.wasm',
   png: 'squoosh_png_bg.wasm',
   jpeg: 'mozjpeg_dec.wasm',
+  /** DICOM JPEG-LS (CharLS) and JPEG 2000 (OpenJPEG), Emscripten builds. */
+  charls: 'charlswasm_decode.wasm',
+  openjpeg: 'openjpegwasm_decode.wasm',
 } as const;
 
 export interface ClientOptions {
@@ -135,15 +138,16 @@ export type Progress = (loaded: number, total: number | null, what: Download) =>
 let codecs: Promise<void> | null = null;
 
 /**
- * The image decoders' WebAssembly (PNG, JPEG), downloaded and started once per page, from
- * `assetBase` (default: the folder this module was loaded from). A model load waits for it; so
- * must anything that decodes an image before one, such as a JPEG Baseline DICOM's preview. A
+ * The image decoders' WebAssembly (PNG, JPEG; CharLS and OpenJPEG for DICOM's JPEG-LS and JPEG
+ * 2000), downloaded and compiled once per page, from `assetBase` (default: the folder this module
+ * was loaded from). A model load waits for it; so must anything that decodes an image before one,
+ * such as a compressed DICOM's preview. A
  * failed download (a network blip) is forgotten, so the next call tries again rather than failing
  * until the page is reloaded.
  */
 export function loadImageCodecs(assetBase: string = new URL('./', import.meta.url).href): Promise<void> {
-  codecs ??= Promise.all([compile(assetUrl(assetBase, ASSETS.png)), compile(assetUrl(assetBase, ASSETS.jpeg))])
-    .then(([png, jpeg]) => initImageCodecs({ png, jpeg }))
+  codecs ??= Promise.all([ASSETS.png, ASSETS.jpeg, ASSETS.charls, ASSETS.openjpeg].map((name) => compile(assetUrl(assetBase, name))))
+    .then(([png, jpeg, charls, openjpeg]) => initImageCodecs({ png, jpeg, charls, openjpeg }))
     .catch((e: unknown) => {
       codecs = null;
       throw e;
@@ -167,7 +171,7 @@ export class BrowserEncoder {
   }
 
   /**
-   * PNG, JPEG or DICOM (uncompressed, RLE Lossless, JPEG Lossless or JPEG Baseline) bytes -> code,
+   * PNG, JPEG or DICOM (uncompressed, RLE Lossless, JPEG Lossless, JPEG Baseline or JPEG-LS) bytes -> code,
    * descriptor, class probabilities and OOD score; `options.frame` picks a multi-frame DICOM's frame.
    */
   async encode(bytes: Uint8Array, contentType?: string, options: DecodeOptions = {}): Promise<EncodedImage> {

@@ -12,8 +12,9 @@ their items, at most MAX_ELEMENTS elements and MAX_DEPTH levels), the pixel attr
 modality rescale, the first VOI window (LINEAR, LINEAR_EXACT, SIGMOID) or else the stretch over
 the data's own range, MONOCHROME1 inverted; RGB kept (planar configuration 0 or 1). The transfer
 syntaxes read are Explicit and Implicit VR Little Endian, RLE Lossless (decoded here, as dicom.ts
-does) and JPEG Baseline (the frame walked as image.ts's jpegHeader walks it, then decoded by PIL,
-as preprocess.py decodes a JPEG file), one frame: a multi-frame file's `frame` is the caller's to
+does), JPEG Lossless (jpeg_lossless.py), JPEG Baseline (the frame walked as image.ts's jpegHeader
+walks it, then decoded by PIL, as preprocess.py decodes a JPEG file) and JPEG-LS (dicom_codecs.py,
+CharLS), one frame: a multi-frame file's `frame` is the caller's to
 choose, and only that frame is located (one pass over the fragment table) and decoded; no patient, study or date field is read at all.
 
 Where JavaScript semantics show in the result they are repeated: `Math.round` rounds halves up, and
@@ -42,7 +43,7 @@ from PIL import Image
 @dataclass(frozen=True)
 class _Syntax:
     """A transfer syntax read here: its name, whether the data set is explicit VR, how the Pixel
-    Data is stored ("native", "rle", "jpeg" or "jpeg-lossless"), and for JPEG Lossless SV1 that
+    Data is stored ("native", "rle", "jpeg", "jpeg-lossless" or "jpeg-ls"), and for JPEG Lossless SV1 that
     predictor 1 alone is allowed."""
     name: str
     explicit: bool
@@ -56,6 +57,8 @@ SUPPORTED = {
     "1.2.840.10008.1.2.4.50": _Syntax("JPEG Baseline", True, "jpeg"),
     "1.2.840.10008.1.2.4.57": _Syntax("JPEG Lossless", True, "jpeg-lossless"),
     "1.2.840.10008.1.2.4.70": _Syntax("JPEG Lossless SV1", True, "jpeg-lossless", sv1=True),
+    "1.2.840.10008.1.2.4.80": _Syntax("JPEG-LS Lossless", True, "jpeg-ls"),
+    "1.2.840.10008.1.2.4.81": _Syntax("JPEG-LS Near-Lossless", True, "jpeg-ls"),
     "1.2.840.10008.1.2.5": _Syntax("RLE Lossless", True, "rle"),
 }
 
@@ -64,8 +67,6 @@ REFUSED = {
     "1.2.840.10008.1.2.1.99": "Deflated Explicit VR Little Endian",
     "1.2.840.10008.1.2.2": "Explicit VR Big Endian",
     "1.2.840.10008.1.2.4.51": "JPEG Extended",
-    "1.2.840.10008.1.2.4.80": "JPEG-LS Lossless",
-    "1.2.840.10008.1.2.4.81": "JPEG-LS Near-Lossless",
     "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless",
     "1.2.840.10008.1.2.4.91": "JPEG 2000",
 }
@@ -243,7 +244,7 @@ class _Walker:
             name = REFUSED[syntax] if syntax in REFUSED else "an unsupported transfer syntax" if syntax else "no transfer syntax"
             raise _unsupported(f"DICOM transfer syntax {syntax or '(missing)'} ({name}) is not supported: send the file "
                                "uncompressed, in Explicit or Implicit VR Little Endian (e.g. dcmdjpeg or gdcmconv --raw), "
-                               "or in RLE Lossless, JPEG Lossless or JPEG Baseline")
+                               "or in RLE Lossless, JPEG Lossless, JPEG Baseline or JPEG-LS")
         ts = SUPPORTED[syntax]
         attrs: dict[int, bytes] = {}
         while pos < len(b):
@@ -783,6 +784,13 @@ def decode(data: bytes, frame: int | None = None) -> np.ndarray:
         raw = decode_jpeg_lossless(encapsulated(), a.rows, a.columns, a.samples, a.bits_allocated,
                                    a.bits_stored, a.signed, a.syntax.name, a.syntax.sv1)
         return _pixels(a, raw, 0)
+    if a.syntax.pixels == "jpeg-ls":
+        # imported here: dicom_codecs.py raises this module's DicomError
+        from .dicom_codecs import Target, decode_jpeg_ls
+        # interleaved or planar as the scan is (ILV), whatever Planar Configuration says
+        raw, planar = decode_jpeg_ls(encapsulated(), Target(a.rows, a.columns, a.samples, a.bits_allocated, a.bits_stored,
+                                                            a.signed, a.syntax.name))
+        return _pixels(a, raw, planar)
     # frames follow each other, each exactly `need` bytes: all of them must be there, not only the one read
     need = a.rows * a.columns * a.samples * (a.bits_allocated // 8)
     present = min(a.pixel_length, len(data) - a.pixel_offset)

@@ -40,7 +40,10 @@ describe('test/fixtures/dicom/decoded.json is what dicom.ts decodes', () => {
     const lossless = [['grey8-jpeg-lossless-sv1.dcm', 'grey8-explicit.dcm'], ['ct16-window-jpeg-lossless-sv1.dcm', 'ct16-window.dcm'],
       ['ct16-window-jpeg-lossless-sv7.dcm', 'ct16-window.dcm'], ['ct16-window-jpeg-lossless-sv7-restart.dcm', 'ct16-window.dcm'],
       ['ct16-window-monochrome1-jpeg-lossless-sv1.dcm', 'ct16-window-monochrome1.dcm'], ['ct12-garbage-nowindow-jpeg-lossless-sv1.dcm', 'ct12-garbage-nowindow.dcm'],
-      ['rgb8-corner-jpeg-lossless-sv1.dcm', 'rgb8-corner-explicit.dcm']];
+      ['rgb8-corner-jpeg-lossless-sv1.dcm', 'rgb8-corner-explicit.dcm'],
+      // dcmcjpls's JPEG-LS lossless, decoded by CharLS: 8-bit, 16-bit signed, 12 of 16 bits, RGB line-interleaved and in planes
+      ['grey8-jpeg-ls.dcm', 'grey8-explicit.dcm'], ['ct16-window-jpeg-ls.dcm', 'ct16-window.dcm'], ['ct12-garbage-nowindow-jpeg-ls.dcm', 'ct12-garbage-nowindow.dcm'],
+      ['rgb8-corner-jpeg-ls.dcm', 'rgb8-corner-explicit.dcm'], ['rgb8-corner-jpeg-ls-planes.dcm', 'rgb8-corner-explicit.dcm']];
     for (const [compressed, plain] of [['grey8-rle.dcm', 'grey8-explicit.dcm'], ['ct16-window-rle.dcm', 'ct16-window.dcm'], ['rgb8-rle.dcm', 'rgb8-explicit.dcm'], ['grey8-jpeg-baseline.dcm', 'grey8-explicit.dcm'], ...lossless]) {
       expect(sha.get(compressed), compressed).toBeDefined();
       expect(sha.get(compressed), compressed).toBe(sha.get(plain));
@@ -49,8 +52,10 @@ describe('test/fixtures/dicom/decoded.json is what dicom.ts decodes', () => {
     expect([...new Set(committed.fixtures.filter((f) => 'pixels' in f).map((f) => f.file))].sort()).toEqual(['grey8-frames3-jpeg-baseline-fs1-nobot.dcm', 'grey8-jpeg-baseline.dcm', 'rgb8-jpeg-baseline.dcm']);
     expect(committed.made.filter((m) => 'pixels' in m).every((m) => LOSSY.test(m.name))).toBe(true);
     expect(committed.mutations.cases.some((c) => LOSSY.test(c.file))).toBe(false);
-    // JPEG Lossless is decoded here, not by a codec: its fixtures are mutated like the others
+    // JPEG Lossless is decoded here, not by a codec: its fixtures are mutated like the others; so
+    // are JPEG-LS ones, whose codec is CharLS on both sides
     expect(committed.mutations.cases.filter((c) => c.file.includes('jpeg-lossless')).length).toBeGreaterThanOrEqual(30);
+    expect(committed.mutations.cases.filter((c) => c.file.includes('jpeg-ls')).length).toBeGreaterThanOrEqual(30);
   });
 
   it.each(['-rle', '-jpeg-lossless'])('each %s twin made here decodes to the pixels of its uncompressed file, and the limits refuse either alike', (suffix) => {
@@ -74,6 +79,16 @@ describe('test/fixtures/dicom/decoded.json is what dicom.ts decodes', () => {
       'no-restart-interval', 'restart-every-row', 'point-transform-2', 'in-three-fragments', 'extra-tables']) {
       expect(sha(name), name).toBe(sha('16bit-unsigned'));
     }
+  });
+
+  it('a JPEG-LS frame under headers of each kind: the frame whole, in the near-lossless syntax or in two fragments decodes to the fixture\'s pixels; the header checks refuse before CharLS runs', () => {
+    const made = (name: string) => committed.made.find((m) => m.name === `jpeg-ls-${name}`)!;
+    const fixture = committed.fixtures.find((f) => f.file === 'ct12-garbage-nowindow.dcm')!;
+    for (const name of ['whole', 'near-lossless-syntax', 'in-two-fragments']) expect(made(name), name).toMatchObject({ sha256: (fixture as { sha256: string }).sha256 });
+    const refusal = (name: string) => ('refused' in made(name) ? (made(name) as { refused: { message: string } }).refused.message : name);
+    expect(refusal('columns-mismatch')).toBe('DICOM JPEG-LS Lossless frame is 7x1; the header says 6x1');
+    expect(refusal('precision-8-below-12-signed')).toContain('whose sign bit it would move');
+    expect(refusal('truncated-scan')).toMatch(/^DICOM JPEG-LS Lossless frame could not be decoded: Invalid JPEG-LS stream/);
   });
 
   it('each frame of a multi-frame file is the single-frame decode of its pixels, whatever the syntax, table or fragmentation', () => {

@@ -1,6 +1,6 @@
 // DICOM input: files written by DCMTK (test/fixtures/dicom, scripts/fixtures/make-dicom.ts) decode
 // to exactly the pixels of the JPEGs they were made from, so they give the same tensor and code,
-// whether uncompressed, RLE Lossless, JPEG Lossless or JPEG Baseline; rescale, window and MONOCHROME1 act as the
+// whether uncompressed, RLE Lossless, JPEG Lossless, JPEG Baseline or JPEG-LS; rescale, window and MONOCHROME1 act as the
 // standard says; each frame of a multi-frame file is the single-frame file of its samples; every
 // variant this decoder does not read (other compressions, deflated, big-endian, a multi-frame file
 // without a frame) and every broken file (a bad RLE run or fragment table included) is a
@@ -9,6 +9,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { dicomFrameCount, dicomMetadata, MAX_DEPTH, MAX_ELEMENTS } from '../../functions/encode/dicom.ts';
+import { EmscriptenCodec } from '../../functions/encode/dicom-codecs.ts';
 import { decodeImage, DEFAULT_LIMITS } from '../../functions/encode/image.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { concatBytes } from '../../functions/util/bytes.ts';
@@ -279,6 +280,66 @@ describe('compressed DICOM: RLE Lossless and JPEG Baseline', () => {
   });
 });
 
+describe('JPEG-LS (CharLS)', () => {
+  const JPEG_LS = '1.2.840.10008.1.2.4.80';
+
+  it.each([['grey8-jpeg-ls', 'grey8-explicit'], ['ct16-window-jpeg-ls', 'ct16-window'], ['ct12-garbage-nowindow-jpeg-ls', 'ct12-garbage-nowindow'],
+    ['rgb8-corner-jpeg-ls', 'rgb8-corner-explicit'], ['rgb8-corner-jpeg-ls-planes', 'rgb8-corner-explicit']])(
+    'a lossless file by dcmcjpls (%s) decodes to exactly the pixels of the one it was made from', async (jls, plain) => {
+      const [a, b] = [await decodeImage(fixture(jls), 'application/dicom'), await decodeImage(fixture(plain), 'application/dicom')];
+      expect({ ...a, data: null }).toEqual({ ...b, data: null });
+      expect(Buffer.from(a.data).equals(Buffer.from(b.data))).toBe(true);
+    },
+  );
+
+  it('near-lossless (1.2.840.10008.1.2.4.81, NEAR 2): within 2 grey levels of the hand it was made from, and not equal to it', async () => {
+    const [a, b] = [await decodeImage(fixture('grey8-jpeg-ls-near')), await decodeImage(fixture('grey8-explicit'))];
+    expect(Math.max(...a.data.map((v, i) => Math.abs(v - b.data[i])))).toBe(2);
+  });
+
+  it('a bad frame leaves CharLS usable: truncated, garbage, then a good frame, twice over', async () => {
+    const good = fixture('ct16-window-jpeg-ls');
+    const [frame] = dicomFragments(good);
+    const head = good.subarray(0, Buffer.from(good).lastIndexOf(Buffer.from([0xe0, 0x7f, 0x10, 0x00])));
+    const broken = (f: Uint8Array) => concatBytes([head, encapsulatedPixelData([f])]);
+    const want = await decodeImage(fixture('ct16-window'));
+    for (let round = 0; round < 2; round++) {
+      const truncated = await refusal(decodeImage(broken(frame.subarray(0, frame.length >> 1))));
+      expect([truncated.status, truncated.code, truncated.message]).toEqual([422, 'corrupt_image', expect.stringMatching(/^DICOM JPEG-LS Lossless frame could not be decoded: /)]);
+      const garbage = frame.slice();
+      garbage.fill(0xff, 40, 200);
+      expect((await refusal(decodeImage(broken(garbage)))).status).toBe(422);
+      expect(Buffer.from((await decodeImage(good)).data).equals(Buffer.from(want.data))).toBe(true);
+    }
+  });
+
+  it('the frame header must agree with the DICOM header before CharLS sees the frame: a 65535 x 65535 SOF55 under a 64 x 64 header is a 422 naming both', async () => {
+    const good = fixture('ct16-window-jpeg-ls');
+    const [frame] = dicomFragments(good);
+    const huge = frame.slice();
+    huge.set([0xff, 0xff, 0xff, 0xff], 7);
+    const head = good.subarray(0, Buffer.from(good).lastIndexOf(Buffer.from([0xe0, 0x7f, 0x10, 0x00])));
+    const e = await refusal(decodeImage(concatBytes([head, encapsulatedPixelData([huge])])));
+    expect([e.status, e.message]).toEqual([422, 'DICOM JPEG-LS Lossless frame is 65535x65535; the header says 64x64']);
+    const bad = await refusal(decodeImage(part10(concatBytes([pixelModule(2, 3), encapsulatedPixelData([new Uint8Array(8)])]), JPEG_LS)));
+    expect([bad.status, bad.message]).toEqual([422, 'DICOM JPEG-LS Lossless frame is not a JPEG-LS stream (starts with 00 00 00 00)']);
+  });
+
+  it('the codec loader: a C++ exception keeps the instance, a trap drops it for a fresh one', async () => {
+    const empty = await WebAssembly.compile(new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]));
+    let made = 0;
+    const factory = (o: Record<string, unknown>) => new Promise<{ n: number; getExceptionMessage: (e: number) => string }>((resolve) => {
+      (o.instantiateWasm as (i: WebAssembly.Imports, r: (x: WebAssembly.Instance) => void) => unknown)({}, () => resolve({ n: ++made, getExceptionMessage: (e) => `exception ${e}` }));
+    });
+    const codec = new EmscriptenCodec(factory, empty);
+    const failure = (f: (m: { n: number }) => never) => codec.run(f).then(() => 'ran', (e: Error) => e.message);
+    expect(await failure(() => { throw 1234; })).toBe('exception 1234');
+    expect(await codec.run((m) => m.n)).toBe(1);
+    expect(await failure(() => { throw new WebAssembly.RuntimeError('unreachable'); })).toBe('unreachable');
+    expect(await codec.run((m) => m.n)).toBe(2);
+  });
+});
+
 describe('refused DICOM', () => {
   it.each([
     ['grey8-deflated', '1.2.840.10008.1.2.1.99 (Deflated Explicit VR Little Endian)'],
@@ -287,11 +348,10 @@ describe('refused DICOM', () => {
     const e = await refusal(decodeImage(fixture(name), 'application/dicom'));
     expect([e.status, e.code]).toEqual([415, 'unsupported_image_type']);
     expect(e.message).toContain(syntax);
-    expect(e.message).toMatch(/send the file uncompressed, .* or in RLE Lossless, JPEG Lossless or JPEG Baseline$/);
+    expect(e.message).toMatch(/send the file uncompressed, .* or in RLE Lossless, JPEG Lossless, JPEG Baseline or JPEG-LS$/);
   });
 
   it.each([
-    ['1.2.840.10008.1.2.4.80', 'JPEG-LS Lossless'],
     ['1.2.840.10008.1.2.4.90', 'JPEG 2000 Lossless'], ['1.2.840.10008.1.2.4.51', 'JPEG Extended'],
   ])('the other compressions stay refused: %s (%s) -> 415', async (syntax, name) => {
     const e = await refusal(decodeImage(part10(concatBytes([pixelModule(2, 3), encapsulatedPixelData([new Uint8Array(8)])]), syntax)));

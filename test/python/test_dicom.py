@@ -89,13 +89,16 @@ def test_a_file_made_for_one_branch_decodes_or_is_refused_as_the_service_does(en
 
 
 def test_the_golden_file_holds_the_compressed_cases():
-    """RLE (16-bit grey, 8-bit RGB, 8-bit grey) equal to the uncompressed decode of the same pixels,
+    """RLE, JPEG Lossless and JPEG-LS (16-bit grey, 8-bit RGB, 8-bit grey) equal to the uncompressed decode of the same pixels,
     JPEG Baseline (grey and YBR_FULL_422 colour) with its pixels kept for the tolerance."""
     sha = {f["file"]: f.get("sha256") for f in GOLDEN["fixtures"] if "frame" not in f}
     for rle, plain in [("ct16-window-rle.dcm", "ct16-window.dcm"), ("rgb8-rle.dcm", "rgb8-explicit.dcm"), ("grey8-rle.dcm", "grey8-explicit.dcm"),
                        ("grey8-jpeg-lossless-sv1.dcm", "grey8-explicit.dcm"), ("ct16-window-jpeg-lossless-sv7-restart.dcm", "ct16-window.dcm"),
                        ("ct12-garbage-nowindow-jpeg-lossless-sv1.dcm", "ct12-garbage-nowindow.dcm"),
-                       ("rgb8-corner-jpeg-lossless-sv1.dcm", "rgb8-corner-explicit.dcm")]:
+                       ("rgb8-corner-jpeg-lossless-sv1.dcm", "rgb8-corner-explicit.dcm"),
+                       ("grey8-jpeg-ls.dcm", "grey8-explicit.dcm"), ("ct16-window-jpeg-ls.dcm", "ct16-window.dcm"),
+                       ("ct12-garbage-nowindow-jpeg-ls.dcm", "ct12-garbage-nowindow.dcm"),
+                       ("rgb8-corner-jpeg-ls.dcm", "rgb8-corner-explicit.dcm"), ("rgb8-corner-jpeg-ls-planes.dcm", "rgb8-corner-explicit.dcm")]:
         assert sha[rle] is not None and sha[rle] == sha[plain], rle
     lossy = sorted({f["file"] for f in GOLDEN["fixtures"] if "pixels" in f})
     assert lossy == ["grey8-frames3-jpeg-baseline-fs1-nobot.dcm", "grey8-jpeg-baseline.dcm", "rgb8-jpeg-baseline.dcm"]

@@ -216,7 +216,7 @@ it('a model load that ends after another collection was chosen leaves the chosen
   expect(removed.status).toBe(204);
 });
 
-it('a DICOM dropped on the page is previewed and encoded in the browser to the code of the JPEG it was made from, uncompressed or JPEG Baseline; a deflated one is refused at once', async () => {
+it('a DICOM dropped on the page is previewed and encoded in the browser to the code of the JPEG it was made from, uncompressed, JPEG Baseline or JPEG-LS; a deflated one is refused at once', async () => {
   const mednist = await TarReader.open(join(dataDir(DICOM_SOURCES.grey.set), 'images.tar'));
   const jpeg = await mednist.read(DICOM_SOURCES.grey.member);
   await mednist.close();
@@ -262,6 +262,16 @@ it('a DICOM dropped on the page is previewed and encoded in the browser to the c
   await page.locator('#encoded[data-code]').waitFor({ timeout: 60_000 });
   expect(await page.locator('#encoded').getAttribute('data-code')).toBe(expected);
   expect(await page.locator('#error').textContent()).toBe('');
+
+  // the same pixels in JPEG-LS (dcmcjpls, lossless): decoded in the browser by CharLS
+  for (const compressed of ['grey8-jpeg-ls']) {
+    await input.setInputFiles(dicom(compressed));
+    await page.waitForFunction(() => !document.querySelector('#encoded')?.hasAttribute('data-code') && !(document.querySelector('#go') as HTMLButtonElement | null)?.disabled);
+    await page.getByRole('button', { name: 'Search' }).click();
+    await page.locator('#encoded[data-code]').waitFor({ timeout: 60_000 });
+    expect(await page.locator('#encoded').getAttribute('data-code'), compressed).toBe(expected);
+    expect(await page.locator('#error').textContent(), compressed).toBe('');
+  }
   expect(problems).toEqual([]);
   await page.close();
   const removed = await fetch(`${base}/v1/collections/mednist/items/${encodeURIComponent(own.id)}`, { method: 'DELETE', headers: { authorization: `Bearer ${key}` } });

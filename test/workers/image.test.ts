@@ -1,8 +1,10 @@
-// decodeImage (PNG, JPEG and DICOM) inside real workerd: the codecs' WASM is imported at build time and injected, as
+// decodeImage (PNG, JPEG and DICOM, JPEG-LS included) inside real workerd: the codecs' WASM is imported at build time and injected, as
 // a Worker that decodes must (workerd refuses to compile WebAssembly from bytes at run time; the Worker entry itself
 // forwards image bytes to the inference backend and decodes nothing).
 import * as pngWasm from '@jsquash/png/codec/pkg/squoosh_png_bg.wasm';
 import jpegModule from '@jsquash/jpeg/codec/dec/mozjpeg_dec.wasm';
+import charlsModule from '@cornerstonejs/codec-charls/decodewasm';
+import openjpegModule from '@cornerstonejs/codec-openjpeg/decodewasm';
 import { beforeAll, expect, it } from 'vitest';
 import { decodeImage, initImageCodecs } from '../../functions/encode/image.ts';
 import { MedhashError } from '../../functions/util/errors.ts';
@@ -25,7 +27,7 @@ const JPEG = Uint8Array.from(
   (c) => c.charCodeAt(0),
 );
 
-beforeAll(() => initImageCodecs({ png: pngModule, jpeg: jpegModule }));
+beforeAll(() => initImageCodecs({ png: pngModule, jpeg: jpegModule, charls: charlsModule, openjpeg: openjpegModule }));
 
 it('decodes a PNG with build-time imported codecs', async () => {
   const img = await decodeImage(PNG, 'image/png');
@@ -56,4 +58,24 @@ it('decodes an uncompressed DICOM through its rescale and window (no codec invol
   const img = await decodeImage(DICOM, 'application/dicom');
   expect(img).toMatchObject({ width: 2, height: 2, channels: 1, bitDepth: 8 });
   expect([...img.data]).toEqual([0, 128, 255, 0]);
+});
+
+const base64 = (b: string) => Uint8Array.from(atob(b), (c) => c.charCodeAt(0));
+
+// test/fixtures/dicom/ct12-garbage-nowindow-jpeg-ls.dcm (dcmcjpls): 7 x 1, 12 bits stored in 16, signed, garbage in the
+// high bits, no window; its uncompressed twin gives the stretch of -2048, -1000, -1, 0, 1, 1000, 2047
+const JPEG_LS = base64('AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAABESUNNAgAAAFVMBACyAAAAAgABAE9CAAACAAAAAAECAAIAVUkaADEuMi44NDAuMTAwMDguNS4xLjQuMS4xLjcAAgADAFVJIAAxLjIuODI2LjAuMS4zNjgwMDQzLjEwLjE0MTAuMS4xAAIAEABVSRYAMS4yLjg0MC4xMDAwOC4xLjIuNC44MAIAEgBVSRwAMS4yLjI3Ni4wLjcyMzAwMTAuMy4wLjMuNi43AAIAEwBTSBAAT0ZGSVNfRENNVEtfMzY3IAgAFgBVSRoAMS4yLjg0MC4xMDAwOC41LjEuNC4xLjEuNwAIABgAVUkgADEuMi44MjYuMC4xLjM2ODAwNDMuMTAuMTQxMC4xLjEACABgAENTAgBDUhgAFQBDUwQASEFORCAADQBVSSAAMS4yLjgyNi4wLjEuMzY4MDA0My4xMC4xNDEwLjIuMQAgAA4AVUkgADEuMi44MjYuMC4xLjM2ODAwNDMuMTAuMTQxMC4zLjEAKAACAFVTAgABACgABABDUwwATU9OT0NIUk9NRTIgKAAQAFVTAgABACgAEQBVUwIABwAoAAABVVMCABAAKAABAVVTAgAMACgAAgFVUwIACwAoAAMBVVMCAAEA4H8QAE9CAAD//////v8A4AQAAAAAAAAA/v8A4EAAAAD/2P/3AAsQAAEABwEBEQD/+AANAf//ABIAQwEUAED/2gAIAQEAAAAAD/wAAAAAAAOQXGfLL/6H/jHx1QSg///Z/v/d4AAAAAA=');
+const STRETCHED = [0, 65, 127, 128, 128, 190, 255];
+
+it('decodes a JPEG-LS DICOM through CharLS, whose WASM is handed to its Emscripten glue, and CharLS survives a bad frame', async () => {
+  const img = await decodeImage(JPEG_LS, 'application/dicom');
+  expect(img).toMatchObject({ width: 7, height: 1, channels: 1, bitDepth: 8 });
+  expect([...img.data]).toEqual(STRETCHED);
+  const truncated = JPEG_LS.slice();
+  // the frame's scan, cut: the last 20 bytes of the fragment become zeros
+  truncated.fill(0, JPEG_LS.length - 28, JPEG_LS.length - 8);
+  const e = await decodeImage(truncated, 'application/dicom').catch((x: unknown) => x);
+  expect(e).toMatchObject({ status: 422, code: 'corrupt_image' });
+  expect((e as MedhashError).message).toMatch(/^DICOM JPEG-LS Lossless frame could not be decoded: /);
+  expect([...(await decodeImage(JPEG_LS, 'application/dicom')).data]).toEqual(STRETCHED);
 });
