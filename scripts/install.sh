@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything medhash needs on a fresh Debian 12 machine (idempotent): Debian's PyTorch
-# stack for the model side (and CharLS, libcharls2, which it reads DICOM JPEG-LS with), Debian's Rust + binaryen for the WebAssembly kernel, Chromium and software
+# stack for the model side (and CharLS, libcharls2, which it reads DICOM JPEG-LS with; JPEG 2000
+# is Pillow's), Debian's Rust + binaryen for the WebAssembly kernel, Chromium and software
 # Vulkan (browser and WebGPU tests), and the npm
 # packages (Node 22 comes as the `node` devDependency). onnxruntime-node's install script would
 # download CUDA binaries from outside the npm registry, so it is skipped: its CPU build ships inside.

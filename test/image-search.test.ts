@@ -145,8 +145,8 @@ describe('search by image', () => {
     expect(fromDicom.body.path).toBe('backend');
     expect(fromDicom.body.code).toBe(fromJpeg.body.code);
     expect(fromDicom.body.results.map((r) => r.id)).toEqual(fromJpeg.body.results.map((r) => r.id));
-    // compressed the same: RLE Lossless, JPEG Lossless SV1 and JPEG-LS (DCMTK's dcmcrle, dcmcjpeg and dcmcjpls of that file) and JPEG Baseline (the JPEG itself, encapsulated)
-    for (const name of ['grey8-rle.dcm', 'grey8-jpeg-lossless-sv1.dcm', 'grey8-jpeg-baseline.dcm', 'grey8-jpeg-ls.dcm']) {
+    // compressed the same: RLE Lossless, JPEG Lossless SV1 and JPEG-LS (DCMTK's dcmcrle, dcmcjpeg and dcmcjpls of that file), JPEG 2000 lossless (opj_compress) and JPEG Baseline (the JPEG itself, encapsulated)
+    for (const name of ['grey8-rle.dcm', 'grey8-jpeg-lossless-sv1.dcm', 'grey8-jpeg-baseline.dcm', 'grey8-jpeg-ls.dcm', 'grey8-jpeg2000-lossless.dcm']) {
       const compressed = await searchImage(asFile('application/dicom', new Uint8Array(readFileSync(join(DICOM_FIXTURES, name)))));
       expect(compressed.status, `${name}: ${JSON.stringify(compressed.body)}`).toBe(200);
       expect(compressed.body.code, name).toBe(fromJpeg.body.code);

@@ -1,10 +1,10 @@
 // DICOM Part 10 files -> 8-bit pixels for the encoder (the rest of the path is the PNG/JPEG
 // one). Little-endian transfer syntaxes with the pixels uncompressed, RLE Lossless (decoded here),
-// JPEG Lossless (jpeg-lossless.ts), JPEG Baseline (decoded by image.ts's JPEG codec, passed in) or
-// JPEG-LS (dicom-codecs.ts's CharLS, passed in), one frame: a multi-frame file's frame is the
-// caller's to choose (`frame`, 0-based; how many there are, `dicomFrameCount`, from the header
-// alone), and only that frame is located (one pass over the fragment table) and decoded; any other
-// syntax (JPEG Extended, JPEG 2000, deflate, big endian) is refused
+// JPEG Lossless (jpeg-lossless.ts), JPEG Baseline (decoded by image.ts's JPEG codec, passed in),
+// JPEG-LS or JPEG 2000 (dicom-codecs.ts's CharLS and OpenJPEG, passed in), one frame: a multi-frame
+// file's frame is the caller's to choose (`frame`, 0-based; how many there are, `dicomFrameCount`,
+// from the header alone), and only that frame is located (one pass over the fragment table) and
+// decoded; any other syntax (JPEG Extended, deflate, big endian) is refused
 // with 415 naming it, never guessed at. Each compressed form only yields the stored samples an uncompressed file holds,
 // which then take the one path below. Grey values go through the file's own
 // modality rescale and first VOI window, as a viewer shows them by default. Decoding reads the
@@ -21,7 +21,7 @@
 // Rows x Columns x samples x bytes, and every run, fragment and offset is checked against its
 // bounds: a file that disagrees with itself is a 422 naming where.
 import { MedhashError } from '../util/errors.ts';
-import { decodeJpegLs, type DicomCodecs } from './dicom-codecs.ts';
+import { decodeJpeg2000, decodeJpegLs, type DicomCodecs } from './dicom-codecs.ts';
 import type { DecodedImage } from './image.ts';
 import { decodeJpegLossless } from './jpeg-lossless.ts';
 
@@ -33,7 +33,7 @@ const unsupported = (message: string) => err(415, 'unsupported_image_type', mess
 interface Syntax {
   name: string;
   explicit: boolean;
-  pixels: 'native' | 'rle' | 'jpeg' | 'jpeg-lossless' | 'jpeg-ls';
+  pixels: 'native' | 'rle' | 'jpeg' | 'jpeg-lossless' | 'jpeg-ls' | 'jpeg2000';
   /** JPEG Lossless SV1: predictor 1 only. */
   sv1?: boolean;
 }
@@ -46,6 +46,8 @@ const SUPPORTED: Record<string, Syntax> = {
   '1.2.840.10008.1.2.4.70': { name: 'JPEG Lossless SV1', explicit: true, pixels: 'jpeg-lossless', sv1: true },
   '1.2.840.10008.1.2.4.80': { name: 'JPEG-LS Lossless', explicit: true, pixels: 'jpeg-ls' },
   '1.2.840.10008.1.2.4.81': { name: 'JPEG-LS Near-Lossless', explicit: true, pixels: 'jpeg-ls' },
+  '1.2.840.10008.1.2.4.90': { name: 'JPEG 2000 Lossless', explicit: true, pixels: 'jpeg2000' },
+  '1.2.840.10008.1.2.4.91': { name: 'JPEG 2000', explicit: true, pixels: 'jpeg2000' },
   '1.2.840.10008.1.2.5': { name: 'RLE Lossless', explicit: true, pixels: 'rle' },
 };
 
@@ -54,8 +56,6 @@ const REFUSED: Record<string, string> = {
   '1.2.840.10008.1.2.1.99': 'Deflated Explicit VR Little Endian',
   '1.2.840.10008.1.2.2': 'Explicit VR Big Endian',
   '1.2.840.10008.1.2.4.51': 'JPEG Extended',
-  '1.2.840.10008.1.2.4.90': 'JPEG 2000 Lossless',
-  '1.2.840.10008.1.2.4.91': 'JPEG 2000',
 };
 
 /** Explicit-VR value representations with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2). */
@@ -160,7 +160,7 @@ class Walker {
     }
     if (!Object.hasOwn(SUPPORTED, syntax)) {
       const name = Object.hasOwn(REFUSED, syntax) ? REFUSED[syntax] : syntax ? 'an unsupported transfer syntax' : 'no transfer syntax';
-      throw unsupported(`DICOM transfer syntax ${syntax || '(missing)'} (${name}) is not supported: send the file uncompressed, in Explicit or Implicit VR Little Endian (e.g. dcmdjpeg or gdcmconv --raw), or in RLE Lossless, JPEG Lossless, JPEG Baseline or JPEG-LS`);
+      throw unsupported(`DICOM transfer syntax ${syntax || '(missing)'} (${name}) is not supported: send the file uncompressed, in Explicit or Implicit VR Little Endian (e.g. dcmdjpeg or gdcmconv --raw), or in RLE Lossless, JPEG Lossless, JPEG Baseline, JPEG-LS or JPEG 2000`);
     }
     const ts = SUPPORTED[syntax];
     const attrs = new Map<number, Uint8Array>();
@@ -273,11 +273,14 @@ function attributes(w: Walked, fileLength: number, frame: number | undefined): A
     pixelLength: w.pixelLength,
   };
   const grey = a.photometric === 'MONOCHROME1' || a.photometric === 'MONOCHROME2';
-  // in JPEG the YCbCr -> RGB conversion is the JPEG decoder's, as for any JPEG
+  // in JPEG the YCbCr -> RGB conversion is the JPEG decoder's, as for any JPEG; in JPEG 2000 the
+  // inverse component transform (RCT, ICT) is OpenJPEG's
   const jpeg = a.syntax.pixels === 'jpeg';
-  const colour = a.photometric === 'RGB' || (jpeg && (a.photometric === 'YBR_FULL_422' || a.photometric === 'YBR_FULL'));
+  const j2k = a.syntax.pixels === 'jpeg2000';
+  const colour = a.photometric === 'RGB' || (jpeg && (a.photometric === 'YBR_FULL_422' || a.photometric === 'YBR_FULL'))
+    || (j2k && (a.photometric === 'YBR_RCT' || a.photometric === 'YBR_ICT'));
   if (!(grey && a.samples === 1) && !(colour && a.samples === 3)) {
-    const accepted = jpeg ? 'MONOCHROME1, MONOCHROME2, RGB, YBR_FULL or YBR_FULL_422' : 'MONOCHROME1, MONOCHROME2 or RGB';
+    const accepted = jpeg ? 'MONOCHROME1, MONOCHROME2, RGB, YBR_FULL or YBR_FULL_422' : j2k ? 'MONOCHROME1, MONOCHROME2, RGB, YBR_RCT or YBR_ICT' : 'MONOCHROME1, MONOCHROME2 or RGB';
     throw unsupported(`DICOM photometric interpretation ${a.photometric || '(missing)'} with ${a.samples} sample(s) per pixel is not supported (${accepted})`);
   }
   if (bitsAllocated !== 8 && bitsAllocated !== 16) throw unsupported(`DICOM with ${bitsAllocated} bits allocated per sample is not supported (8 or 16)`);
@@ -581,6 +584,11 @@ export function dicomGeometry(bytes: Uint8Array, frame?: number): { geometry: Di
     if (a.syntax.pixels === 'jpeg-ls') {
       // interleaved or planar as the scan is (ILV), whatever Planar Configuration says
       const { raw, planar } = await decodeJpegLs(await codecs.codecs(), encapsulated(), { ...a, syntax: a.syntax.name });
+      return pixels(a, raw, planar);
+    }
+    if (a.syntax.pixels === 'jpeg2000') {
+      // interleaved by OpenJPEG, whatever Planar Configuration says
+      const { raw, planar } = await decodeJpeg2000(await codecs.codecs(), encapsulated(), { ...a, syntax: a.syntax.name });
       return pixels(a, raw, planar);
     }
     if (a.syntax.pixels === 'jpeg-lossless') {

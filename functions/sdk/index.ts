@@ -171,7 +171,7 @@ export class BrowserEncoder {
   }
 
   /**
-   * PNG, JPEG or DICOM (uncompressed, RLE Lossless, JPEG Lossless, JPEG Baseline or JPEG-LS) bytes -> code,
+   * PNG, JPEG or DICOM (uncompressed, RLE Lossless, JPEG Lossless, JPEG Baseline, JPEG-LS or JPEG 2000) bytes -> code,
    * descriptor, class probabilities and OOD score; `options.frame` picks a multi-frame DICOM's frame.
    */
   async encode(bytes: Uint8Array, contentType?: string, options: DecodeOptions = {}): Promise<EncodedImage> {

@@ -13,8 +13,8 @@ modality rescale, the first VOI window (LINEAR, LINEAR_EXACT, SIGMOID) or else t
 the data's own range, MONOCHROME1 inverted; RGB kept (planar configuration 0 or 1). The transfer
 syntaxes read are Explicit and Implicit VR Little Endian, RLE Lossless (decoded here, as dicom.ts
 does), JPEG Lossless (jpeg_lossless.py), JPEG Baseline (the frame walked as image.ts's jpegHeader
-walks it, then decoded by PIL, as preprocess.py decodes a JPEG file) and JPEG-LS (dicom_codecs.py,
-CharLS), one frame: a multi-frame file's `frame` is the caller's to
+walks it, then decoded by PIL, as preprocess.py decodes a JPEG file), JPEG-LS and JPEG 2000
+(dicom_codecs.py: CharLS, and Pillow's OpenJPEG), one frame: a multi-frame file's `frame` is the caller's to
 choose, and only that frame is located (one pass over the fragment table) and decoded; no patient, study or date field is read at all.
 
 Where JavaScript semantics show in the result they are repeated: `Math.round` rounds halves up, and
@@ -43,7 +43,7 @@ from PIL import Image
 @dataclass(frozen=True)
 class _Syntax:
     """A transfer syntax read here: its name, whether the data set is explicit VR, how the Pixel
-    Data is stored ("native", "rle", "jpeg", "jpeg-lossless" or "jpeg-ls"), and for JPEG Lossless SV1 that
+    Data is stored ("native", "rle", "jpeg", "jpeg-lossless", "jpeg-ls" or "jpeg2000"), and for JPEG Lossless SV1 that
     predictor 1 alone is allowed."""
     name: str
     explicit: bool
@@ -59,6 +59,8 @@ SUPPORTED = {
     "1.2.840.10008.1.2.4.70": _Syntax("JPEG Lossless SV1", True, "jpeg-lossless", sv1=True),
     "1.2.840.10008.1.2.4.80": _Syntax("JPEG-LS Lossless", True, "jpeg-ls"),
     "1.2.840.10008.1.2.4.81": _Syntax("JPEG-LS Near-Lossless", True, "jpeg-ls"),
+    "1.2.840.10008.1.2.4.90": _Syntax("JPEG 2000 Lossless", True, "jpeg2000"),
+    "1.2.840.10008.1.2.4.91": _Syntax("JPEG 2000", True, "jpeg2000"),
     "1.2.840.10008.1.2.5": _Syntax("RLE Lossless", True, "rle"),
 }
 
@@ -67,8 +69,6 @@ REFUSED = {
     "1.2.840.10008.1.2.1.99": "Deflated Explicit VR Little Endian",
     "1.2.840.10008.1.2.2": "Explicit VR Big Endian",
     "1.2.840.10008.1.2.4.51": "JPEG Extended",
-    "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless",
-    "1.2.840.10008.1.2.4.91": "JPEG 2000",
 }
 
 #: Explicit-VR value representations with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
@@ -244,7 +244,7 @@ class _Walker:
             name = REFUSED[syntax] if syntax in REFUSED else "an unsupported transfer syntax" if syntax else "no transfer syntax"
             raise _unsupported(f"DICOM transfer syntax {syntax or '(missing)'} ({name}) is not supported: send the file "
                                "uncompressed, in Explicit or Implicit VR Little Endian (e.g. dcmdjpeg or gdcmconv --raw), "
-                               "or in RLE Lossless, JPEG Lossless, JPEG Baseline or JPEG-LS")
+                               "or in RLE Lossless, JPEG Lossless, JPEG Baseline, JPEG-LS or JPEG 2000")
         ts = SUPPORTED[syntax]
         attrs: dict[int, bytes] = {}
         while pos < len(b):
@@ -358,11 +358,15 @@ def _attributes(syntax: _Syntax, attrs: dict[int, bytes], pixel_offset: int, pix
                     0.0 if intercept is None else intercept, window, pixel_offset, pixel_length)
 
     grey = a.photometric in ("MONOCHROME1", "MONOCHROME2")
-    # in JPEG the YCbCr -> RGB conversion is the JPEG decoder's, as for any JPEG
+    # in JPEG the YCbCr -> RGB conversion is the JPEG decoder's, as for any JPEG; in JPEG 2000 the
+    # inverse component transform (RCT, ICT) is OpenJPEG's
     jpeg = syntax.pixels == "jpeg"
-    colour = a.photometric == "RGB" or (jpeg and a.photometric in ("YBR_FULL_422", "YBR_FULL"))
+    j2k = syntax.pixels == "jpeg2000"
+    colour = (a.photometric == "RGB" or (jpeg and a.photometric in ("YBR_FULL_422", "YBR_FULL"))
+              or (j2k and a.photometric in ("YBR_RCT", "YBR_ICT")))
     if not (grey and a.samples == 1) and not (colour and a.samples == 3):
-        accepted = "MONOCHROME1, MONOCHROME2, RGB, YBR_FULL or YBR_FULL_422" if jpeg else "MONOCHROME1, MONOCHROME2 or RGB"
+        accepted = ("MONOCHROME1, MONOCHROME2, RGB, YBR_FULL or YBR_FULL_422" if jpeg
+                    else "MONOCHROME1, MONOCHROME2, RGB, YBR_RCT or YBR_ICT" if j2k else "MONOCHROME1, MONOCHROME2 or RGB")
         raise _unsupported(f"DICOM photometric interpretation {a.photometric or '(missing)'} with {a.samples} sample(s) "
                            f"per pixel is not supported ({accepted})")
     if bits_allocated not in (8, 16):
@@ -789,6 +793,12 @@ def decode(data: bytes, frame: int | None = None) -> np.ndarray:
         from .dicom_codecs import Target, decode_jpeg_ls
         # interleaved or planar as the scan is (ILV), whatever Planar Configuration says
         raw, planar = decode_jpeg_ls(encapsulated(), Target(a.rows, a.columns, a.samples, a.bits_allocated, a.bits_stored,
+                                                            a.signed, a.syntax.name))
+        return _pixels(a, raw, planar)
+    if a.syntax.pixels == "jpeg2000":
+        from .dicom_codecs import Target, decode_jpeg2000
+        # interleaved, whatever Planar Configuration says
+        raw, planar = decode_jpeg2000(encapsulated(), Target(a.rows, a.columns, a.samples, a.bits_allocated, a.bits_stored,
                                                             a.signed, a.syntax.name))
         return _pixels(a, raw, planar)
     # frames follow each other, each exactly `need` bytes: all of them must be there, not only the one read

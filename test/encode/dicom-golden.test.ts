@@ -6,7 +6,7 @@
 // (npx tsx scripts/fixtures/make-dicom-golden.ts), and then the Python test until dicom.py follows.
 import { readdirSync, readFileSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { buildDicomGolden, fromParts, GOLDEN_VERSION, goldenText, LOSSY, mutated, outcome, type DicomGolden } from '../../scripts/fixtures/dicom-golden.ts';
+import { buildDicomGolden, CODEC_OWN, fromParts, GOLDEN_VERSION, goldenText, LOSSY, mutated, outcome, type DicomGolden } from '../../scripts/fixtures/dicom-golden.ts';
 import { DICOM_FIXTURES, DICOM_GOLDEN, DICOM_MULTI_FRAME } from './fixtures.ts';
 
 const committed = JSON.parse(readFileSync(DICOM_GOLDEN, 'utf8')) as DicomGolden;
@@ -43,15 +43,20 @@ describe('test/fixtures/dicom/decoded.json is what dicom.ts decodes', () => {
       ['rgb8-corner-jpeg-lossless-sv1.dcm', 'rgb8-corner-explicit.dcm'],
       // dcmcjpls's JPEG-LS lossless, decoded by CharLS: 8-bit, 16-bit signed, 12 of 16 bits, RGB line-interleaved and in planes
       ['grey8-jpeg-ls.dcm', 'grey8-explicit.dcm'], ['ct16-window-jpeg-ls.dcm', 'ct16-window.dcm'], ['ct12-garbage-nowindow-jpeg-ls.dcm', 'ct12-garbage-nowindow.dcm'],
-      ['rgb8-corner-jpeg-ls.dcm', 'rgb8-corner-explicit.dcm'], ['rgb8-corner-jpeg-ls-planes.dcm', 'rgb8-corner-explicit.dcm']];
+      ['rgb8-corner-jpeg-ls.dcm', 'rgb8-corner-explicit.dcm'], ['rgb8-corner-jpeg-ls-planes.dcm', 'rgb8-corner-explicit.dcm'],
+      // opj_compress's reversible JPEG 2000, decoded by OpenJPEG: 8-bit, 16-bit signed, 12 bits signed, RGB without and with its colour transform (RCT)
+      ['grey8-jpeg2000-lossless.dcm', 'grey8-explicit.dcm'], ['ct16-window-jpeg2000-lossless.dcm', 'ct16-window.dcm'],
+      ['ct12-garbage-nowindow-jpeg2000-lossless.dcm', 'ct12-garbage-nowindow.dcm'], ['rgb8-corner-jpeg2000-lossless.dcm', 'rgb8-corner-explicit.dcm'],
+      ['rgb8-corner-jpeg2000-lossless-rct.dcm', 'rgb8-corner-explicit.dcm']];
     for (const [compressed, plain] of [['grey8-rle.dcm', 'grey8-explicit.dcm'], ['ct16-window-rle.dcm', 'ct16-window.dcm'], ['rgb8-rle.dcm', 'rgb8-explicit.dcm'], ['grey8-jpeg-baseline.dcm', 'grey8-explicit.dcm'], ...lossless]) {
       expect(sha.get(compressed), compressed).toBeDefined();
       expect(sha.get(compressed), compressed).toBe(sha.get(plain));
     }
-    // a JPEG Baseline entry keeps its pixels for Python's tolerance; no other does
-    expect([...new Set(committed.fixtures.filter((f) => 'pixels' in f).map((f) => f.file))].sort()).toEqual(['grey8-frames3-jpeg-baseline-fs1-nobot.dcm', 'grey8-jpeg-baseline.dcm', 'rgb8-jpeg-baseline.dcm']);
+    // a JPEG Baseline or lossy JPEG 2000 entry keeps its pixels for Python's tolerance; no other does
+    expect([...new Set(committed.fixtures.filter((f) => 'pixels' in f).map((f) => f.file))].sort())
+      .toEqual(['grey8-frames3-jpeg-baseline-fs1-nobot.dcm', 'grey8-jpeg-baseline.dcm', 'grey8-jpeg2000-lossy.dcm', 'rgb8-corner-jpeg2000-lossy-ict.dcm', 'rgb8-jpeg-baseline.dcm']);
     expect(committed.made.filter((m) => 'pixels' in m).every((m) => LOSSY.test(m.name))).toBe(true);
-    expect(committed.mutations.cases.some((c) => LOSSY.test(c.file))).toBe(false);
+    expect(committed.mutations.cases.some((c) => CODEC_OWN.test(c.file))).toBe(false);
     // JPEG Lossless is decoded here, not by a codec: its fixtures are mutated like the others; so
     // are JPEG-LS ones, whose codec is CharLS on both sides
     expect(committed.mutations.cases.filter((c) => c.file.includes('jpeg-lossless')).length).toBeGreaterThanOrEqual(30);
@@ -89,6 +94,16 @@ describe('test/fixtures/dicom/decoded.json is what dicom.ts decodes', () => {
     expect(refusal('columns-mismatch')).toBe('DICOM JPEG-LS Lossless frame is 7x1; the header says 6x1');
     expect(refusal('precision-8-below-12-signed')).toContain('whose sign bit it would move');
     expect(refusal('truncated-scan')).toMatch(/^DICOM JPEG-LS Lossless frame could not be decoded: Invalid JPEG-LS stream/);
+  });
+
+  it('a JPEG 2000 codestream under headers of each kind: whole, in the lossy syntax or in two fragments it decodes to the fixture\'s pixels; the SIZ checks refuse before OpenJPEG runs', () => {
+    const made = (name: string) => committed.made.find((m) => m.name === `jpeg2000-${name}`)!;
+    const fixture = committed.fixtures.find((f) => f.file === 'ct12-garbage-nowindow.dcm')!;
+    for (const name of ['whole', 'lossy-syntax', 'in-two-fragments']) expect(made(name), name).toMatchObject({ sha256: (fixture as { sha256: string }).sha256 });
+    const refusal = (name: string) => ('refused' in made(name) ? (made(name) as { refused: { message: string } }).refused.message : name);
+    expect(refusal('4096-square-in-1x1-tiles')).toBe('DICOM JPEG 2000 Lossless frame declares 16777216 tiles of 1x1; at most 4096');
+    expect(refusal('signed-under-unsigned-header')).toBe("DICOM JPEG 2000 Lossless frame has signed samples; the header's Pixel Representation (0028,0103) says unsigned");
+    expect(refusal('siz-only')).toMatch(/^DICOM JPEG 2000 Lossless frame could not be decoded: /);
   });
 
   it('each frame of a multi-frame file is the single-frame decode of its pixels, whatever the syntax, table or fragmentation', () => {

@@ -1,6 +1,6 @@
 // DICOM input: files written by DCMTK (test/fixtures/dicom, scripts/fixtures/make-dicom.ts) decode
 // to exactly the pixels of the JPEGs they were made from, so they give the same tensor and code,
-// whether uncompressed, RLE Lossless, JPEG Lossless, JPEG Baseline or JPEG-LS; rescale, window and MONOCHROME1 act as the
+// whether uncompressed, RLE Lossless, JPEG Lossless, JPEG Baseline, JPEG-LS or JPEG 2000; rescale, window and MONOCHROME1 act as the
 // standard says; each frame of a multi-frame file is the single-frame file of its samples; every
 // variant this decoder does not read (other compressions, deflated, big-endian, a multi-frame file
 // without a frame) and every broken file (a bad RLE run or fragment table included) is a
@@ -340,6 +340,62 @@ describe('JPEG-LS (CharLS)', () => {
   });
 });
 
+describe('JPEG 2000 (OpenJPEG)', () => {
+  it.each([['grey8-jpeg2000-lossless', 'grey8-explicit'], ['ct16-window-jpeg2000-lossless', 'ct16-window'], ['ct12-garbage-nowindow-jpeg2000-lossless', 'ct12-garbage-nowindow'],
+    ['rgb8-corner-jpeg2000-lossless', 'rgb8-corner-explicit'], ['rgb8-corner-jpeg2000-lossless-rct', 'rgb8-corner-explicit']])(
+    'a reversible codestream by opj_compress (%s) decodes to exactly the pixels of the one it was made from', async (j2k, plain) => {
+      const [a, b] = [await decodeImage(fixture(j2k), 'application/dicom'), await decodeImage(fixture(plain), 'application/dicom')];
+      expect({ ...a, data: null }).toEqual({ ...b, data: null });
+      expect(Buffer.from(a.data).equals(Buffer.from(b.data))).toBe(true);
+    },
+  );
+
+  // left in YCbCr, or with the wrong sign or shift, the mean error would be tens of levels
+  it.each([['grey8-jpeg2000-lossy', 'grey8-explicit', 10], ['rgb8-corner-jpeg2000-lossy-ict', 'rgb8-corner-explicit', 10]])(
+    'an irreversible one at 1:8 (%s, 1.2.840.10008.1.2.4.91) is close to %s: mean error under %s levels', async (j2k, plain, bound) => {
+      const [a, b] = [await decodeImage(fixture(j2k)), await decodeImage(fixture(plain))];
+      expect(a.data.length).toBe(b.data.length);
+      const error = a.data.reduce((n, v, i) => n + Math.abs(v - b.data[i]), 0) / a.data.length;
+      expect(error).toBeGreaterThan(0);
+      expect(error).toBeLessThan(bound as number);
+    },
+  );
+
+  it('a bad codestream leaves OpenJPEG usable: header only, garbage tiles, then a good frame, twice over', async () => {
+    const good = fixture('ct16-window-jpeg2000-lossless');
+    const [frame] = dicomFragments(good);
+    const head = good.subarray(0, Buffer.from(good).lastIndexOf(Buffer.from([0xe0, 0x7f, 0x10, 0x00])));
+    const broken = (f: Uint8Array) => concatBytes([head, encapsulatedPixelData([f])]);
+    const want = await decodeImage(fixture('ct16-window'));
+    for (let round = 0; round < 2; round++) {
+      const cut = await refusal(decodeImage(broken(frame.subarray(0, 48))));
+      expect([cut.status, cut.code, cut.message]).toEqual([422, 'corrupt_image', expect.stringMatching(/^DICOM JPEG 2000 Lossless frame could not be decoded: /)]);
+      const garbage = frame.slice();
+      garbage.fill(0xff, 60, 300);
+      const out = await decodeImage(broken(garbage)).then((img) => img.data.length, (e: MedhashError) => e.status);
+      expect([422, 64 * 64]).toContain(out);
+      expect(Buffer.from((await decodeImage(good)).data).equals(Buffer.from(want.data))).toBe(true);
+    }
+  });
+
+  it('the SIZ segment must agree with the DICOM header before OpenJPEG sees the codestream: size, sign, tiles', async () => {
+    const good = fixture('ct16-window-jpeg2000-lossless');
+    const [frame] = dicomFragments(good);
+    const head = good.subarray(0, Buffer.from(good).lastIndexOf(Buffer.from([0xe0, 0x7f, 0x10, 0x00])));
+    const withSiz = (edits: [number, number[]][]) => {
+      const f = frame.slice();
+      for (const [at, bytes] of edits) f.set(bytes, at);
+      return concatBytes([head, encapsulatedPixelData([f])]);
+    };
+    const huge = await refusal(decodeImage(withSiz([[8, [0, 0, 0x40, 0]], [12, [0, 0, 0x40, 0]], [24, [0, 0, 0x40, 0]], [28, [0, 0, 0x40, 0]]])));
+    expect([huge.status, huge.message]).toEqual([422, 'DICOM JPEG 2000 Lossless frame is 16384x16384; the header says 64x64']);
+    const unsigned = await refusal(decodeImage(withSiz([[42, [0x0f]]])));
+    expect(unsigned.message).toBe("DICOM JPEG 2000 Lossless frame has unsigned samples; the header's Pixel Representation (0028,0103) says signed");
+    const tiles = await refusal(decodeImage(withSiz([[24, [0, 0, 0, 0]], [28, [0, 0, 0, 0]]])));
+    expect(tiles.message).toBe('DICOM JPEG 2000 Lossless frame declares tiles of 0x0');
+  });
+});
+
 describe('refused DICOM', () => {
   it.each([
     ['grey8-deflated', '1.2.840.10008.1.2.1.99 (Deflated Explicit VR Little Endian)'],
@@ -348,11 +404,11 @@ describe('refused DICOM', () => {
     const e = await refusal(decodeImage(fixture(name), 'application/dicom'));
     expect([e.status, e.code]).toEqual([415, 'unsupported_image_type']);
     expect(e.message).toContain(syntax);
-    expect(e.message).toMatch(/send the file uncompressed, .* or in RLE Lossless, JPEG Lossless, JPEG Baseline or JPEG-LS$/);
+    expect(e.message).toMatch(/send the file uncompressed, .* or in RLE Lossless, JPEG Lossless, JPEG Baseline, JPEG-LS or JPEG 2000$/);
   });
 
   it.each([
-    ['1.2.840.10008.1.2.4.90', 'JPEG 2000 Lossless'], ['1.2.840.10008.1.2.4.51', 'JPEG Extended'],
+    ['1.2.840.10008.1.2.4.51', 'JPEG Extended'], ['1.2.840.10008.1.2.4.100', 'an unsupported transfer syntax'],
   ])('the other compressions stay refused: %s (%s) -> 415', async (syntax, name) => {
     const e = await refusal(decodeImage(part10(concatBytes([pixelModule(2, 3), encapsulatedPixelData([new Uint8Array(8)])]), syntax)));
     expect([e.status, e.message]).toEqual([415, expect.stringContaining(`${syntax} (${name}) is not supported`)]);

@@ -35,6 +35,7 @@ export const DICOM_MULTI_FRAME: Record<string, number> = {
   'ct16-window-frames3-jpeg-lossless-sv1-fs1-nobot.dcm': 3,
   'grey8-frames3-jpeg-ls-fs1-nobot.dcm': 3,
   'ct16-window-frames3-jpeg-ls.dcm': 3,
+  'grey8-frames3-jpeg2000-lossless.dcm': 3,
 };
 /** The real JPEGs behind the 8-bit DICOM fixtures: a MedNIST grey X-ray and a Kather RGB tile. */
 export const DICOM_SOURCES = {

@@ -1,4 +1,4 @@
-// decodeImage (PNG, JPEG and DICOM, JPEG-LS included) inside real workerd: the codecs' WASM is imported at build time and injected, as
+// decodeImage (PNG, JPEG and DICOM, JPEG-LS and JPEG 2000 included) inside real workerd: the codecs' WASM is imported at build time and injected, as
 // a Worker that decodes must (workerd refuses to compile WebAssembly from bytes at run time; the Worker entry itself
 // forwards image bytes to the inference backend and decodes nothing).
 import * as pngWasm from '@jsquash/png/codec/pkg/squoosh_png_bg.wasm';
@@ -78,4 +78,21 @@ it('decodes a JPEG-LS DICOM through CharLS, whose WASM is handed to its Emscript
   expect(e).toMatchObject({ status: 422, code: 'corrupt_image' });
   expect((e as MedhashError).message).toMatch(/^DICOM JPEG-LS Lossless frame could not be decoded: /);
   expect([...(await decodeImage(JPEG_LS, 'application/dicom')).data]).toEqual(STRETCHED);
+});
+
+// test/fixtures/dicom/ct12-garbage-nowindow-jpeg2000-lossless.dcm (opj_compress, reversible): the same 12-bit values
+const JPEG_2000 = base64('AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAABESUNNAgAAAFVMBACyAAAAAgABAE9CAAACAAAAAAECAAIAVUkaADEuMi44NDAuMTAwMDguNS4xLjQuMS4xLjcAAgADAFVJIAAxLjIuODI2LjAuMS4zNjgwMDQzLjEwLjE0MTAuMS4xAAIAEABVSRYAMS4yLjg0MC4xMDAwOC4xLjIuNC45MAIAEgBVSRwAMS4yLjI3Ni4wLjcyMzAwMTAuMy4wLjMuNi43AAIAEwBTSBAAT0ZGSVNfRENNVEtfMzY3IAgAFgBVSRoAMS4yLjg0MC4xMDAwOC41LjEuNC4xLjEuNwAIABgAVUkgADEuMi44MjYuMC4xLjM2ODAwNDMuMTAuMTQxMC4xLjEACABgAENTAgBDUhgAFQBDUwQASEFORCAADQBVSSAAMS4yLjgyNi4wLjEuMzY4MDA0My4xMC4xNDEwLjIuMQAgAA4AVUkgADEuMi44MjYuMC4xLjM2ODAwNDMuMTAuMTQxMC4zLjEAKAACAFVTAgABACgABABDUwwATU9OT0NIUk9NRTIgKAAQAFVTAgABACgAEQBVUwIABwAoAAABVVMCABAAKAABAVVTAgAMACgAAgFVUwIACwAoAAMBVVMCAAEA4H8QAE9CAAD//////v8A4AAAAAD+/wDghgAAAP9P/1EAKQAAAAAABwAAAAEAAAAAAAAAAAAAAAcAAAABAAAAAAAAAAAAAYsBAf9SAAwAAAABAAAEBAAB/1wABEBg/2QAJQABQ3JlYXRlZCBieSBPcGVuSlBFRyB2ZXJzaW9uIDIuNS4w/5AACgAAAAAAGwAB/5Pf4CgG6u4b2u8kX4Pv/9kA/v/d4AAAAAA=');
+
+it('decodes a JPEG 2000 DICOM through OpenJPEG, handed its WASM as CharLS is, and OpenJPEG survives a bad codestream', async () => {
+  const img = await decodeImage(JPEG_2000, 'application/dicom');
+  expect(img).toMatchObject({ width: 7, height: 1, channels: 1, bitDepth: 8 });
+  expect([...img.data]).toEqual(STRETCHED);
+  // the codestream cut after its SIZ segment: the item's length is kept, its tile data zeroed
+  const cut = JPEG_2000.slice();
+  const soc = cut.findIndex((b, i) => b === 0xff && cut[i + 1] === 0x4f && cut[i + 2] === 0xff && cut[i + 3] === 0x51);
+  cut.fill(0, soc + 47, cut.length - 8);
+  const e = await decodeImage(cut, 'application/dicom').catch((x: unknown) => x);
+  expect(e).toMatchObject({ status: 422, code: 'corrupt_image' });
+  expect((e as MedhashError).message).toMatch(/^DICOM JPEG 2000 Lossless frame could not be decoded: /);
+  expect([...(await decodeImage(JPEG_2000, 'application/dicom')).data]).toEqual(STRETCHED);
 });

@@ -71,7 +71,7 @@ export function imageSearchRoutes(app: App, backend: Backend): void {
     createRoute({
       method: 'post', path: '/v1/collections/{collection}/search/image', tags: ['search'], security: tenantKey('search'), ...maxBody(MAX_BODY_BYTES),
       summary: 'The k nearest items to an image (scope: search; metered: 1 unit)',
-      description: 'The body is the image file itself, Content-Type image/png, image/jpeg or application/dicom (uncompressed, RLE Lossless, JPEG Lossless, JPEG Baseline or JPEG-LS; of a multi-frame file, the frame named by `frame`; docs/ENCODING.md). The collection\'s model_id must be the encoder\'s.',
+      description: 'The body is the image file itself, Content-Type image/png, image/jpeg or application/dicom (uncompressed, RLE Lossless, JPEG Lossless, JPEG Baseline, JPEG-LS or JPEG 2000; of a multi-frame file, the frame named by `frame`; docs/ENCODING.md). The collection\'s model_id must be the encoder\'s.',
       request: {
         params: CollectionParams,
         query: ImageSearchQuery,
