@@ -9,14 +9,14 @@
 // The glue is handed the WebAssembly module its caller compiled (Node from node_modules, workerd
 // by a build-time import, the browser SDK by a download) through Emscripten's `instantiateWasm`
 // hook: workerd refuses to compile WebAssembly from bytes at run time, and the glue's own loader
-// would fetch or read a file. Each codec is instantiated once per isolate, on its first frame.
+// would fetch or read a file. Each codec is instantiated once per isolate, on its first frame,
+// and its glue imported then too: a static import of the glue (CommonJS) would be kept by a
+// bundler in every bundle that reaches this file, the Worker's included, which decodes nothing.
 //
 // The codestream header must match the DICOM header (size, components, precision, sign) before
 // the codec sees the frame, so the codec allocates no more than the image the caller's limits
 // passed. A codec failure is a 422 naming the syntax; a C++ exception leaves the instance usable,
 // and a trap (an abort, an out-of-bounds access) drops it, so the next frame gets a fresh one.
-import CharLS from '@cornerstonejs/codec-charls/decodewasmjs';
-import OpenJpeg from '@cornerstonejs/codec-openjpeg/decodewasmjs';
 import { MedhashError } from '../util/errors.ts';
 
 /** What the DICOM header says a frame holds; `syntax` names it in messages. */
@@ -158,17 +158,18 @@ export class EmscriptenCodec<T extends EmscriptenModule> {
   /** What the codec printed during the current run (OpenJPEG reports errors only so). */
   private printed: string[] = [];
 
-  constructor(private readonly factory: Factory<T>, private readonly wasm: WebAssembly.Module) {}
+  /** `glue`: the build's Emscripten glue (its module factory), imported when first needed. */
+  constructor(private readonly glue: () => Promise<Factory<T>>, private readonly wasm: WebAssembly.Module) {}
 
   private module(): Promise<T> {
-    this.instance ??= new Promise<T>((resolve, reject) => {
+    this.instance ??= this.glue().then((factory) => new Promise<T>((resolve, reject) => {
       const print = (line: string) => this.printed.push(String(line));
       const instantiateWasm = (imports: WebAssembly.Imports, receive: (instance: WebAssembly.Instance) => void) => {
         WebAssembly.instantiate(this.wasm, imports).then(receive, reject);
         return {};
       };
-      this.factory({ instantiateWasm, print, printErr: print }).then(resolve, reject);
-    }).catch((e: unknown) => {
+      factory({ instantiateWasm, print, printErr: print }).then(resolve, reject);
+    })).catch((e: unknown) => {
       this.instance = null;
       throw e;
     });
@@ -222,8 +223,8 @@ export class DicomCodecs {
   readonly openjpeg: EmscriptenCodec<OpenJpegModule>;
 
   constructor(modules: DicomCodecModules) {
-    this.charls = new EmscriptenCodec(CharLS as Factory<CharLSModule>, modules.charls);
-    this.openjpeg = new EmscriptenCodec(OpenJpeg as Factory<OpenJpegModule>, modules.openjpeg);
+    this.charls = new EmscriptenCodec(async () => (await import('@cornerstonejs/codec-charls/decodewasmjs')).default as Factory<CharLSModule>, modules.charls);
+    this.openjpeg = new EmscriptenCodec(async () => (await import('@cornerstonejs/codec-openjpeg/decodewasmjs')).default as Factory<OpenJpegModule>, modules.openjpeg);
   }
 }
 

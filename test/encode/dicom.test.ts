@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { dicomFrameCount, dicomMetadata, MAX_DEPTH, MAX_ELEMENTS } from '../../functions/encode/dicom.ts';
 import { EmscriptenCodec } from '../../functions/encode/dicom-codecs.ts';
+import { bundle, ENTRIES } from '../../functions/sdk/build.ts';
 import { decodeImage, DEFAULT_LIMITS } from '../../functions/encode/image.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { concatBytes } from '../../functions/util/bytes.ts';
@@ -325,13 +326,20 @@ describe('JPEG-LS (CharLS)', () => {
     expect([bad.status, bad.message]).toEqual([422, 'DICOM JPEG-LS Lossless frame is not a JPEG-LS stream (starts with 00 00 00 00)']);
   });
 
+  it('the codecs\' Emscripten glue is imported on a first frame, not with the module: a bundle of the API app (what the Worker carries, decoding nothing) holds none of it, the browser SDK\'s both', async () => {
+    // a line of every Emscripten glue (onnxruntime-web's too, in the SDK)
+    const glue = (js: Uint8Array) => new TextDecoder().decode(js).split('instantiateWasm callback failed').length - 1;
+    expect(glue(await bundle(join(import.meta.dirname, '..', '..', 'functions', 'api', 'app.ts')))).toBe(0);
+    expect(glue(await bundle(ENTRIES['medhash-sdk.js']))).toBe(3);
+  });
+
   it('the codec loader: a C++ exception keeps the instance, a trap drops it for a fresh one', async () => {
     const empty = await WebAssembly.compile(new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]));
     let made = 0;
     const factory = (o: Record<string, unknown>) => new Promise<{ n: number; getExceptionMessage: (e: number) => string }>((resolve) => {
       (o.instantiateWasm as (i: WebAssembly.Imports, r: (x: WebAssembly.Instance) => void) => unknown)({}, () => resolve({ n: ++made, getExceptionMessage: (e) => `exception ${e}` }));
     });
-    const codec = new EmscriptenCodec(factory, empty);
+    const codec = new EmscriptenCodec(async () => factory, empty);
     const failure = (f: (m: { n: number }) => never) => codec.run(f).then(() => 'ran', (e: Error) => e.message);
     expect(await failure(() => { throw 1234; })).toBe('exception 1234');
     expect(await codec.run((m) => m.n)).toBe(1);
