@@ -161,7 +161,10 @@ def _charls_library() -> ctypes.CDLL:
     """Debian's libcharls2 (scripts/install.sh), loaded on the first JPEG-LS frame."""
     global _charls
     if _charls is None:
-        lib = ctypes.CDLL(ctypes.util.find_library("charls") or "libcharls.so.2")
+        try:
+            lib = ctypes.CDLL(ctypes.util.find_library("charls") or "libcharls.so.2")
+        except OSError as e:
+            raise RuntimeError("DICOM JPEG-LS needs CharLS: install libcharls2 (scripts/install.sh)") from e
         vp = ctypes.c_void_p
         lib.charls_jpegls_decoder_create.restype = vp
         lib.charls_jpegls_decoder_create.argtypes = []

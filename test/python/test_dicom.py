@@ -305,3 +305,15 @@ def test_the_preprocessing_cache_of_a_folder_read_before_dicom_was_is_not_reused
     monkeypatch.undo()
     after = data.load(tmp_path / "images", 8, 1, cache_dir=tmp_path / "cache")
     assert sum(len(a.ids) for a in after.splits.values()) == 5
+
+
+def test_jpeg_ls_without_charls_says_what_to_install(monkeypatch):
+    """A machine without libcharls2 is told so, not handed ctypes' OSError."""
+    from medhash_model import dicom_codecs
+
+    def missing(*_):
+        raise OSError("libcharls.so.2: cannot open shared object file")
+    monkeypatch.setattr(dicom_codecs, "_charls", None)
+    monkeypatch.setattr(dicom_codecs.ctypes, "CDLL", missing)
+    with pytest.raises(RuntimeError, match="install libcharls2"):
+        dicom.decode((FIXTURES / "grey8-jpeg-ls.dcm").read_bytes())
