@@ -12,6 +12,8 @@
 // would fetch or read a file. Each codec is instantiated once per isolate, on its first frame,
 // and its glue imported then too: a static import of the glue (CommonJS) would be kept by a
 // bundler in every bundle that reaches this file, the Worker's included, which decodes nothing.
+// The caller may hand over a loader of the module instead (`WasmSource`), called on that first
+// frame too: the browser SDK downloads a codec only for a page that meets one of its frames.
 //
 // The codestream header must match the DICOM header (size, components, precision, sign) before
 // the codec sees the frame, so the codec allocates no more than the image the caller's limits
@@ -45,10 +47,16 @@ export interface CodestreamHeader {
   signed?: boolean;
 }
 
-/** The compiled WebAssembly of both codecs (their `*_decode.wasm`). */
+/**
+ * A codec's compiled WebAssembly, or a loader of it called on the codec's first frame; its module
+ * is kept, and a failed load is not: the next frame calls the loader again.
+ */
+export type WasmSource = WebAssembly.Module | (() => Promise<WebAssembly.Module>);
+
+/** The compiled WebAssembly of both codecs (their `*_decode.wasm`), or loaders of it. */
 export interface DicomCodecModules {
-  charls: WebAssembly.Module;
-  openjpeg: WebAssembly.Module;
+  charls: WasmSource;
+  openjpeg: WasmSource;
 }
 
 const corruptFrame = (t: CodecTarget, message: string) => new MedhashError(422, 'corrupt_image', `DICOM ${t.syntax} frame ${message}`, 'image');
@@ -149,23 +157,36 @@ interface EmscriptenModule {
 class CodecFailure extends Error {}
 
 /**
- * One Emscripten build, instantiated from an already compiled module on first use. `run` gives
+ * One Emscripten build, instantiated from its compiled module (or its loader's) on first use. `run` gives
  * the codec's own words on failure (a C++ exception's message, or the last line it printed) as a
  * CodecFailure; after a trap the instance is dropped, as its memory may be in any state.
  */
 export class EmscriptenCodec<T extends EmscriptenModule> {
   private instance: Promise<T> | null = null;
+  /** The loader's module, kept past a dropped instance so that a trap loads nothing again. */
+  private compiled: Promise<WebAssembly.Module> | null = null;
   /** What the codec printed during the current run (OpenJPEG reports errors only so). */
   private printed: string[] = [];
 
   /** `glue`: the build's Emscripten glue (its module factory), imported when first needed. */
-  constructor(private readonly glue: () => Promise<Factory<T>>, private readonly wasm: WebAssembly.Module) {}
+  constructor(private readonly glue: () => Promise<Factory<T>>, private readonly wasm: WasmSource) {}
+
+  private wasmModule(): Promise<WebAssembly.Module> {
+    const wasm = this.wasm;
+    if (typeof wasm !== 'function') return Promise.resolve(wasm);
+    // the cast: WebAssembly.Module's type is an empty interface, which `typeof` cannot tell from a function
+    this.compiled ??= (wasm as () => Promise<WebAssembly.Module>)().catch((e: unknown) => {
+      this.compiled = null;
+      throw e;
+    });
+    return this.compiled;
+  }
 
   private module(): Promise<T> {
-    this.instance ??= this.glue().then((factory) => new Promise<T>((resolve, reject) => {
+    this.instance ??= Promise.all([this.glue(), this.wasmModule()]).then(([factory, wasm]) => new Promise<T>((resolve, reject) => {
       const print = (line: string) => this.printed.push(String(line));
       const instantiateWasm = (imports: WebAssembly.Imports, receive: (instance: WebAssembly.Instance) => void) => {
-        WebAssembly.instantiate(this.wasm, imports).then(receive, reject);
+        WebAssembly.instantiate(wasm, imports).then(receive, reject);
         return {};
       };
       factory({ instantiateWasm, print, printErr: print }).then(resolve, reject);

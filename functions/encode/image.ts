@@ -3,7 +3,8 @@
 // JPEG 2000 frames through dicom-codecs.ts's CharLS and OpenJPEG). The limits are checked on the header and the chunk/segment structure BEFORE any
 // decoding, so a huge declared size, a decompression bomb or a truncated file is refused without
 // allocating the pixels. The codecs' WASM modules are injected (`initImageCodecs`): Node compiles
-// them from node_modules (image-node.ts), workerd imports them at build time.
+// them from node_modules (image-node.ts), workerd imports them at build time, and the browser SDK
+// hands over CharLS and OpenJPEG as loaders, which download them on their first frame.
 import { init as initPng, decode as decodePng } from '@jsquash/png/decode.js';
 import decodeJpeg, { init as initJpeg } from '@jsquash/jpeg/decode.js';
 import { MedhashError } from '../util/errors.ts';
@@ -30,7 +31,7 @@ export interface ImageLimits {
 
 export const DEFAULT_LIMITS: ImageLimits = { maxBytes: 8 * 1024 * 1024, maxSide: 4096, maxPixels: 16 * 1024 * 1024 };
 
-/** The compiled WebAssembly of every codec: PNG, JPEG, and DICOM's JPEG-LS (CharLS) and JPEG 2000 (OpenJPEG). */
+/** The compiled WebAssembly of every codec: PNG, JPEG, and DICOM's JPEG-LS (CharLS) and JPEG 2000 (OpenJPEG), those two each a module or a loader of one (`WasmSource`). */
 export interface ImageCodecs extends DicomCodecModules {
   png: WebAssembly.Module;
   jpeg: WebAssembly.Module;

@@ -346,6 +346,24 @@ describe('JPEG-LS (CharLS)', () => {
     expect(await failure(() => { throw new WebAssembly.RuntimeError('unreachable'); })).toBe('unreachable');
     expect(await codec.run((m) => m.n)).toBe(2);
   });
+
+  it('a codec given a loader of its module calls it on the first frame, again after a failed load, never after a good one (a trap included)', async () => {
+    const empty = await WebAssembly.compile(new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]));
+    const factory = (o: Record<string, unknown>) => new Promise<object>((resolve) => {
+      (o.instantiateWasm as (i: WebAssembly.Imports, r: (x: WebAssembly.Instance) => void) => unknown)({}, () => resolve({}));
+    });
+    let loads = 0;
+    const codec = new EmscriptenCodec(async () => factory, async () => {
+      if (loads++ === 0) throw new Error('https://example.test/sdk/charlswasm_decode.wasm: HTTP 404');
+      return empty;
+    });
+    expect(loads).toBe(0);
+    expect(await codec.run(() => 'ran').catch((e: Error) => e.message)).toBe('https://example.test/sdk/charlswasm_decode.wasm: HTTP 404');
+    expect(await Promise.all([codec.run(() => 'ran'), codec.run(() => 'ran')])).toEqual(['ran', 'ran']);
+    await codec.run(() => { throw new WebAssembly.RuntimeError('unreachable'); }).catch(() => {});
+    expect(await codec.run(() => 'ran')).toBe('ran');
+    expect(loads).toBe(2);
+  });
 });
 
 describe('JPEG 2000 (OpenJPEG)', () => {
