@@ -138,16 +138,20 @@ export type Progress = (loaded: number, total: number | null, what: Download) =>
 let codecs: Promise<void> | null = null;
 
 /**
- * The image decoders' WebAssembly (PNG, JPEG; CharLS and OpenJPEG for DICOM's JPEG-LS and JPEG
- * 2000), downloaded and compiled once per page, from `assetBase` (default: the folder this module
- * was loaded from). A model load waits for it; so must anything that decodes an image before one,
- * such as a compressed DICOM's preview. A
- * failed download (a network blip) is forgotten, so the next call tries again rather than failing
- * until the page is reloaded.
+ * The image decoders' WebAssembly, from `assetBase` (default: the folder this module was loaded
+ * from): PNG and JPEG downloaded and compiled once per page, here; CharLS and OpenJPEG (DICOM's
+ * JPEG-LS and JPEG 2000, which few images are) each on the first frame that needs it, and kept
+ * (dicom-codecs.ts). A model load waits for this; so must anything that decodes an image before
+ * one, such as a compressed DICOM's preview. A failed download (a network blip) is forgotten, so
+ * the next call, or the next such frame, tries again rather than failing until the page is reloaded.
  */
 export function loadImageCodecs(assetBase: string = new URL('./', import.meta.url).href): Promise<void> {
-  codecs ??= Promise.all([ASSETS.png, ASSETS.jpeg, ASSETS.charls, ASSETS.openjpeg].map((name) => compile(assetUrl(assetBase, name))))
-    .then(([png, jpeg, charls, openjpeg]) => initImageCodecs({ png, jpeg, charls, openjpeg }))
+  const onFirstFrame = (name: string, what: string) => () =>
+    compile(assetUrl(assetBase, name)).catch((e: unknown) => {
+      throw new Error(`the ${what} decoder could not be loaded: ${e instanceof Error ? e.message : String(e)}`);
+    });
+  codecs ??= Promise.all([ASSETS.png, ASSETS.jpeg].map((name) => compile(assetUrl(assetBase, name))))
+    .then(([png, jpeg]) => initImageCodecs({ png, jpeg, charls: onFirstFrame(ASSETS.charls, 'DICOM JPEG-LS (CharLS)'), openjpeg: onFirstFrame(ASSETS.openjpeg, 'DICOM JPEG 2000 (OpenJPEG)') }))
     .catch((e: unknown) => {
       codecs = null;
       throw e;

@@ -6,12 +6,13 @@
 // codes, so a search by code alone lets it through) is refused by the model's own OOD score, as
 // search by image refuses it: the page shows the refusal plainly, and the results once the
 // clinician allows them. Also the model routes the SDK
-// downloads from (/v1/models...), and the SDK taking its model from a static folder instead.
+// downloads from (/v1/models...), and the SDK taking its model from a static folder instead, and
+// fetching the DICOM codecs (CharLS, OpenJPEG) only for a frame that needs them.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import type { Browser } from 'playwright-core';
+import type { Browser, Route } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { encodingOf } from '../../functions/backend/encoding.ts';
 import { loadCard, type LoadedCard, type ModelCard } from '../../functions/encode/card.ts';
@@ -28,6 +29,8 @@ import { dataDir, DICOM_FIXTURES, DICOM_SOURCES, DICOM_STUDY_UID, MODELS } from 
 import { png, scanlines } from '../encode/png-fixtures.ts';
 import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
 import { launchChromium } from '../../scripts/browser/chromium.ts';
+import { assetFiles } from '../../functions/sdk/build.ts';
+import { ASSETS } from '../../functions/sdk/index.ts';
 
 const PER_CLASS = 34;
 const BRAIN = 'brain_tumor_mri-darf-b64';
@@ -396,6 +399,78 @@ it('a failed image-codec download is tried again by the next model load, not kep
   await page.close();
   expect(out.first).toMatch(/^failed/);
   expect(out.second).toBe(card.model_id);
+});
+
+/** The code onnxruntime-node computes for `bytes`, decoded here as the service decodes them. */
+async function nodeCode(bytes: Uint8Array, contentType?: string): Promise<string> {
+  return encodingOf(card, await encoder.run(preprocess(await decodeImage(bytes, contentType), card.input), 1), 0).code;
+}
+
+/**
+ * The SDK in a page of the service's origin, its model loaded, with `encode` for one image at a
+ * time; each `.wasm` the page fetches is counted. `routes`: URLs answered by a handler of the test's.
+ */
+async function sdkPage(routes: Array<[string, (route: Route) => Promise<void>]> = []) {
+  const page = await browser.newPage();
+  for (const [url, handler] of routes) await page.route(url, handler);
+  const fetched: string[] = [];
+  page.on('request', (r) => {
+    const name = new URL(r.url()).pathname.split('/').pop()!;
+    if (name.endsWith('.wasm')) fetched.push(name);
+  });
+  await page.goto(`${base}/ui`);
+  // A script string, not a function: the test runner rewrites dynamic imports in this file.
+  const loaded = await page.evaluate(`(async () => {
+    const { MedhashClient } = await import('/sdk/medhash-sdk.js');
+    window.enc = await new MedhashClient({ apiKey: ${JSON.stringify(key)} }).encoder(${JSON.stringify(card.model_id)});
+    return 'loaded';
+  })()`).catch((e: Error) => `failed: ${e.message}`);
+  const encode = (bytes: Uint8Array, type: string) => page.evaluate(
+    `window.enc.encode(new Uint8Array(${JSON.stringify(Array.from(bytes))}), ${JSON.stringify(type)}).then((e) => e.code, (e) => 'failed: ' + e.message)`,
+  ) as Promise<string>;
+  const count = (name: string) => fetched.filter((f) => f === name).length;
+  return { page, loaded, encode, count };
+}
+
+const dicomFixture = (name: string) => new Uint8Array(readFileSync(join(DICOM_FIXTURES, `${name}.dcm`)));
+
+it('the SDK downloads the DICOM codecs only for a frame that needs them: a PNG fetches neither, two JPEG-LS and two JPEG 2000 files one each', async () => {
+  const photo = fashionPng(0);
+  const [jls, j2k] = [dicomFixture('grey8-jpeg-ls'), dicomFixture('grey8-jpeg2000-lossless')];
+  const { page, loaded, encode, count } = await sdkPage();
+  expect(loaded).toBe('loaded');
+  expect(await encode(photo, 'image/png')).toBe(await nodeCode(photo));
+  expect([count(ASSETS.png), count(ASSETS.jpeg), count(ASSETS.charls), count(ASSETS.openjpeg)]).toEqual([1, 1, 0, 0]);
+  const want = await nodeCode(jls, 'application/dicom');
+  expect([await encode(jls, 'application/dicom'), await encode(jls, 'application/dicom')]).toEqual([want, want]);
+  expect([count(ASSETS.charls), count(ASSETS.openjpeg)]).toEqual([1, 0]);
+  expect([await encode(j2k, 'application/dicom'), await encode(j2k, 'application/dicom')]).toEqual([want, want]);
+  expect([count(ASSETS.charls), count(ASSETS.openjpeg)]).toEqual([1, 1]);
+  await page.close();
+});
+
+it('a failed DICOM codec download (a 404, a cut-off file) fails that frame naming the file, and the next such frame downloads it again', async () => {
+  const [jls, j2k] = [dicomFixture('grey8-jpeg-ls'), dicomFixture('grey8-jpeg2000-lossless')];
+  const want = await nodeCode(jls, 'application/dicom');
+  const openjpeg = readFileSync(assetFiles()[ASSETS.openjpeg]);
+  const cut = openjpeg.subarray(0, openjpeg.length >> 1);
+  const failOnce = (answer: Parameters<Route['fulfill']>[0]) => {
+    let failures = 1;
+    return (route: Route) => (failures-- > 0 ? route.fulfill(answer) : route.continue());
+  };
+  const s = await sdkPage([
+    [`${base}/sdk/${ASSETS.charls}`, failOnce({ status: 404, contentType: 'application/json', body: '{"error":{"code":"file_not_found","message":"gone"}}' })],
+    [`${base}/sdk/${ASSETS.openjpeg}`, failOnce({ status: 200, contentType: 'application/wasm', body: cut })],
+  ]);
+  expect(s.loaded).toBe('loaded');
+  expect(await s.encode(jls, 'application/dicom')).toBe(`failed: the DICOM JPEG-LS (CharLS) decoder could not be loaded: ${base}/sdk/${ASSETS.charls}: HTTP 404`);
+  expect(await s.encode(jls, 'application/dicom')).toBe(want);
+  expect(await s.encode(j2k, 'application/dicom')).toBe(
+    `failed: the DICOM JPEG 2000 (OpenJPEG) decoder could not be loaded: ${base}/sdk/${ASSETS.openjpeg} is not a valid WebAssembly module (${cut.length} bytes: cut off or damaged); loading again fetches it again`,
+  );
+  expect(await s.encode(j2k, 'application/dicom')).toBe(want);
+  expect([s.count(ASSETS.charls), s.count(ASSETS.openjpeg)]).toEqual([2, 2]);
+  await s.page.close();
 });
 
 /** Fashion-MNIST test photo i as a 28x28 grey PNG. */
