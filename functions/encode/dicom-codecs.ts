@@ -256,6 +256,7 @@ export class DicomCodecs {
 async function decodeWith<T extends EmscriptenModule>(
   codec: EmscriptenCodec<T>, make: (m: T) => EmscriptenDecoder, f: Uint8Array, h: CodestreamHeader, t: CodecTarget,
   failed: (d: EmscriptenDecoder, printed: readonly string[]) => string | null, planar: (d: EmscriptenDecoder) => 0 | 1,
+  offset = 0,
 ): Promise<CodecFrame> {
   try {
     return await codec.run((m, printed) => {
@@ -273,7 +274,10 @@ async function decodeWith<T extends EmscriptenModule>(
         const decoded = d.getDecodedBuffer();
         const want = h.width * h.height * h.components * bytes;
         if (decoded.length !== want) throw new CodecFailure(`it decoded to ${decoded.length} bytes, not ${want}`);
-        return { raw: widen(decoded.slice(), bytes, t), planar: planar(d) };
+        // a plain copy (OpenJPEG's view is a Uint8ClampedArray), `offset` taken off each sample modulo 256
+        const samples = new Uint8Array(decoded);
+        if (offset !== 0) for (let i = 0; i < samples.length; i++) samples[i] -= offset;
+        return { raw: widen(samples, bytes, t), planar: planar(d) };
       } finally {
         d.delete();
       }
@@ -299,5 +303,13 @@ export async function decodeJpeg2000(codecs: DicomCodecs, f: Uint8Array, t: Code
   // OpenJPEG reports a failure by an empty image and an [ERROR] line, not by throwing
   const failed = (d: EmscriptenDecoder, printed: readonly string[]) =>
     d.getFrameInfo().width !== 0 ? null : (printed.find((l) => l.startsWith('[ERROR]'))?.slice(7).trim() ?? 'OpenJPEG gave no image');
+  // the build clamps one component of 8 bits or fewer to 0..255, which zeroes a signed one's
+  // negative samples: such a codestream is decoded as unsigned (Ssiz's sign bit cleared), which
+  // only adds OpenJPEG's level shift of 2^(P-1) to every sample, taken off again
+  if (h.signed && h.components === 1 && h.precision <= 8) {
+    const unsigned = f.slice();
+    unsigned[42] &= 0x7f;
+    return decodeWith(codecs.openjpeg, (m) => new m.J2KDecoder(), unsigned, h, t, failed, () => 0, 1 << (h.precision - 1));
+  }
   return decodeWith(codecs.openjpeg, (m) => new m.J2KDecoder(), f, h, t, failed, () => 0);
 }

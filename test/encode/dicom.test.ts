@@ -387,6 +387,27 @@ describe('JPEG 2000 (OpenJPEG)', () => {
     },
   );
 
+  it('signed samples of 8 bits or fewer keep their sign (the build would clamp them at 0): as 8 and 16 bits allocated, the uncompressed file of the same samples', async () => {
+    // grey8's reversible codestream with Ssiz's sign bit set holds exactly its samples less 128
+    const plain = fixture('grey8-explicit');
+    const samples = plain.subarray(Buffer.from(plain).lastIndexOf(Buffer.from([0xe0, 0x7f, 0x10, 0x00])) + 12);
+    expect(samples.length).toBe(64 * 64);
+    const [frame] = dicomFragments(fixture('grey8-jpeg2000-lossless'));
+    const signedFrame = frame.slice();
+    signedFrame[42] |= 0x80;
+    const less128 = samples.map((v) => v - 128);
+    expect(less128.some((v) => v >= 128)).toBe(true);
+    for (const bits of [8, 16]) {
+      const head = pixelModule(64, 64, { bits, stored: 8, signed: true });
+      const raw = bits === 8 ? less128 : new Uint8Array(Int16Array.from(samples, (v) => v - 128).buffer);
+      const [a, b] = [
+        await decodeImage(part10(concatBytes([head, encapsulatedPixelData([signedFrame])]), '1.2.840.10008.1.2.4.90')),
+        await decodeImage(part10(concatBytes([head, element(0x7fe0, 0x0010, 'OB', raw)]))),
+      ];
+      expect(Buffer.from(a.data).equals(Buffer.from(b.data))).toBe(true);
+    }
+  });
+
   it('a bad codestream leaves OpenJPEG usable: header only, garbage tiles, then a good frame, twice over', async () => {
     const good = fixture('ct16-window-jpeg2000-lossless');
     const [frame] = dicomFragments(good);

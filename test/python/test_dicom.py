@@ -173,6 +173,20 @@ def test_a_jpeg2000_codec_refusal_is_held_to_the_words_before_the_codecs():
     assert outcome(from_parts(entry["parts"]), other) != expected(other, "name", "parts")
 
 
+def test_signed_jpeg2000_samples_of_8_bits_keep_their_sign_as_on_the_service():
+    """test/encode/dicom.test.ts's twin: grey8's reversible codestream with Ssiz's sign bit set holds
+    exactly its samples less 128, and decodes as the uncompressed file of those samples does."""
+    j2k = bytearray((FIXTURES / "grey8-jpeg2000-lossless.dcm").read_bytes())
+    plain = bytearray((FIXTURES / "grey8-explicit.dcm").read_bytes())
+    representation = bytes.fromhex("28000301" + "5553" + "0200")  # (0028,0103) US, 2 bytes
+    for b in (j2k, plain):
+        b[b.index(representation) + 8] = 1
+    j2k[j2k.index(b"\xff\x4f\xff\x51") + 42] |= 0x80
+    at = plain.index(b"\xe0\x7f\x10\x00OB") + 12
+    plain[at:] = bytes((v - 128) & 0xFF for v in plain[at:])
+    assert np.array_equal(dicom.decode(bytes(j2k)), dicom.decode(bytes(plain)))
+
+
 def test_seeded_mutations_of_the_fixtures_decode_or_are_refused_as_the_service_does():
     originals = {p.name: p.read_bytes() for p in FIXTURES.glob("*.dcm")}
     cases = GOLDEN["mutations"]["cases"]
