@@ -66,6 +66,8 @@ const be16 = (f: Uint8Array, i: number) => (f[i] << 8) | f[i + 1];
 const be32 = (f: Uint8Array, i: number) => ((f[i] << 24) | (f[i + 1] << 16) | (f[i + 2] << 8) | f[i + 3]) >>> 0;
 /** Far above a real tiling (a 4096 x 4096 image in 64 x 64 tiles), far below what a codec's per-tile state costs. */
 export const MAX_TILES = 4096;
+/** The largest XTsiz or YTsiz read: every OpenJPEG reads it (one more is 2^31, which some take for negative). */
+export const MAX_TILE_SIDE = 0x7fffffff;
 
 /**
  * JPEG-LS (T.87): the marker segments from SOI up to the frame header SOF55 (ff f7), which gives
@@ -108,6 +110,8 @@ export function j2kHeader(f: Uint8Array, t: CodecTarget): CodestreamHeader {
   if (4 + length > f.length) throw corruptFrame(t, `is truncated: its SIZ segment runs past its end (byte ${f.length})`);
   const [x, y, x0, y0, tileX, tileY, tileX0, tileY0] = [8, 12, 16, 20, 24, 28, 32, 36].map((i) => be32(f, i));
   if (tileX === 0 || tileY === 0) throw corruptFrame(t, `declares tiles of ${tileX}x${tileY}`);
+  // Debian's OpenJPEG (Pillow's) refuses a side from 2^31, this build reads it: refused on both sides alike
+  if (tileX > MAX_TILE_SIDE || tileY > MAX_TILE_SIDE) throw corruptFrame(t, `declares tiles of ${tileX}x${tileY}; a side may be at most ${MAX_TILE_SIDE}`);
   const tiles = Math.ceil(Math.max(0, x - tileX0) / tileX) * Math.ceil(Math.max(0, y - tileY0) / tileY);
   if (tiles > MAX_TILES) throw corruptFrame(t, `declares ${tiles} tiles of ${tileX}x${tileY}; at most ${MAX_TILES}`);
   const ssiz = f[42];

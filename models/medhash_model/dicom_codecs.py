@@ -24,6 +24,8 @@ from .dicom import DicomError
 
 #: Far above a real tiling (a 4096 x 4096 image in 64 x 64 tiles), far below what a codec's per-tile state costs.
 MAX_TILES = 4096
+#: The largest XTsiz or YTsiz read: dicom-codecs.ts's MAX_TILE_SIDE.
+MAX_TILE_SIDE = 0x7FFFFFFF
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ def j2k_header(f: bytes, t: Target) -> Header:
     x, y, x0, y0, tile_x, tile_y, tile_x0, tile_y0 = (_be32(f, i) for i in (8, 12, 16, 20, 24, 28, 32, 36))
     if tile_x == 0 or tile_y == 0:
         raise _corrupt(t, f"declares tiles of {tile_x}x{tile_y}")
+    if tile_x > MAX_TILE_SIDE or tile_y > MAX_TILE_SIDE:  # Debian's OpenJPEG refuses them, the service's reads them
+        raise _corrupt(t, f"declares tiles of {tile_x}x{tile_y}; a side may be at most {MAX_TILE_SIDE}")
     tiles = math.ceil(max(0, x - tile_x0) / tile_x) * math.ceil(max(0, y - tile_y0) / tile_y)
     if tiles > MAX_TILES:
         raise _corrupt(t, f"declares {tiles} tiles of {tile_x}x{tile_y}; at most {MAX_TILES}")

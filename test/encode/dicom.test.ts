@@ -440,6 +440,10 @@ describe('JPEG 2000 (OpenJPEG)', () => {
     expect(unsigned.message).toBe("DICOM JPEG 2000 Lossless frame has unsigned samples; the header's Pixel Representation (0028,0103) says signed");
     const tiles = await refusal(decodeImage(withSiz([[24, [0, 0, 0, 0]], [28, [0, 0, 0, 0]]])));
     expect(tiles.message).toBe('DICOM JPEG 2000 Lossless frame declares tiles of 0x0');
+    // this build reads a tile side of 2^31, Debian's OpenJPEG (Pillow's, in Python) refuses it: refused alike
+    const wide = await refusal(decodeImage(withSiz([[24, [0x80, 0, 0, 0]]])));
+    expect(wide.message).toBe('DICOM JPEG 2000 Lossless frame declares tiles of 2147483648x64; a side may be at most 2147483647');
+    expect((await decodeImage(withSiz([[24, [0x7f, 0xff, 0xff, 0xff]]]))).width).toBe(64);
   });
 });
 

@@ -187,6 +187,17 @@ def test_signed_jpeg2000_samples_of_8_bits_keep_their_sign_as_on_the_service():
     assert np.array_equal(dicom.decode(bytes(j2k)), dicom.decode(bytes(plain)))
 
 
+def test_a_jpeg2000_tile_side_of_2_to_the_31_is_refused_as_on_the_service():
+    """test/encode/dicom.test.ts's twin: the service's OpenJPEG reads such a tile, Pillow's does not."""
+    b = bytearray((FIXTURES / "ct16-window-jpeg2000-lossless.dcm").read_bytes())
+    at = b.index(b"\xff\x4f\xff\x51")
+    b[at + 24:at + 28] = (0x80000000).to_bytes(4, "big")
+    with pytest.raises(DicomError, match=r"^DICOM JPEG 2000 Lossless frame declares tiles of 2147483648x64; a side may be at most 2147483647$"):
+        dicom.decode(bytes(b))
+    b[at + 24:at + 28] = (0x7FFFFFFF).to_bytes(4, "big")
+    assert dicom.decode(bytes(b)).shape == (64, 64, 1)
+
+
 def test_seeded_mutations_of_the_fixtures_decode_or_are_refused_as_the_service_does():
     originals = {p.name: p.read_bytes() for p in FIXTURES.glob("*.dcm")}
     cases = GOLDEN["mutations"]["cases"]
