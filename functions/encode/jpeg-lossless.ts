@@ -10,17 +10,10 @@
 // Every structural fault is a 422 naming it; each loop consumes input or ends, so a hostile frame
 // costs at most one pass over the image.
 import { MedhashError } from '../util/errors.ts';
+import type { CodecTarget } from './dicom-codecs.ts';
 
-/** What the DICOM header says the frame holds. */
-export interface LosslessTarget {
-  rows: number;
-  columns: number;
-  samples: number;
-  bitsAllocated: number;
-  bitsStored: number;
-  signed: boolean;
-  /** The transfer syntax's name, and whether it allows predictor 1 alone (SV1). */
-  syntax: string;
+/** What the DICOM header says the frame holds, as for the codecs' frames, and whether the syntax allows predictor 1 alone (SV1). */
+export interface LosslessTarget extends CodecTarget {
   sv1: boolean;
 }
 
