@@ -15,7 +15,8 @@
 //
 // The file is walked, not parsed into objects: top-level elements are skipped by their length
 // and only group 0028 and the Pixel Data are kept, with a cap on elements and on sequence
-// nesting. So an 8 MiB file of a million tiny elements costs a bounded loop, not a million
+// nesting; the one descent is into an enhanced file's functional groups (PS3.3 C.7.6.16), for
+// the decoded frame's rescale and window (the shared item and that frame's item alone). So an 8 MiB file of a million tiny elements costs a bounded loop, not a million
 // objects (a Worker has 128 MB), and nothing the size of the image is allocated (or decoded)
 // before the caller's size limits have passed. Decompression writes into a buffer of exactly
 // Rows x Columns x samples x bytes, and every run, fragment and offset is checked against its
@@ -80,7 +81,42 @@ interface Header {
   length: number;
   /** Where the value starts. */
   value: number;
+  /** The value representation; null in implicit VR and for items and delimiters. */
+  vr: string | null;
 }
+
+type Values = Map<number, Uint8Array>;
+/** The two functional group macros read here, each its sequence's first item's group 0028 values; absent when the group item lacks it. */
+interface Macros {
+  /** Pixel Value Transformation (0028,9145): Rescale Intercept, Slope. */
+  rescale?: Values;
+  /** Frame VOI LUT (0028,9132): Window Center, Width, VOI LUT Function. */
+  voi?: Values;
+}
+/** How to read an item the walk descends into: where its group 0028 values go, and which of its sequences to read. */
+interface ItemReader {
+  values?: Values;
+  sequence?: (tag: number) => SequenceReader | undefined;
+}
+/** How to read item k of a sequence; null skips it, as every item of a sequence without a reader is. */
+type SequenceReader = (k: number) => ItemReader | null;
+
+const SHARED_GROUPS = 0x52009229;
+const PER_FRAME_GROUPS = 0x52009230;
+const PIXEL_VALUE_TRANSFORMATION = 0x00289145;
+const FRAME_VOI_LUT = 0x00289132;
+
+/** Item 0 of a sequence, its values into a new map handed to `keep`; the other items skipped. */
+const firstItem = (keep: (v: Values) => void): SequenceReader => (k) => {
+  if (k !== 0) return null;
+  const values: Values = new Map();
+  keep(values);
+  return { values };
+};
+/** A functional group item: its two macros into `into`. */
+const groupItem = (into: Macros): ItemReader => ({
+  sequence: (tag) => (tag === PIXEL_VALUE_TRANSFORMATION ? firstItem((v) => { into.rescale = v; }) : tag === FRAME_VOI_LUT ? firstItem((v) => { into.voi = v; }) : undefined),
+});
 
 /**
  * What the walk keeps: the transfer syntax, the values of the wanted tags (group << 16 | element),
@@ -88,17 +124,21 @@ interface Header {
  */
 interface Walked {
   syntax: Syntax;
-  attrs: Map<number, Uint8Array>;
+  attrs: Values;
   pixelOffset: number;
   pixelLength: number;
+  /** Item 0 of the Shared Functional Groups Sequence, item `frame` of the Per-frame one, and how many items that has (null: none). */
+  shared: Macros;
+  perFrame: Macros;
+  perFrameItems: number | null;
 }
 
 class Walker {
   private readonly view: DataView;
   private elements = 0;
 
-  /** `keep`: besides group 0028 (the pixel attributes), which top-level tags to keep. */
-  constructor(private readonly b: Uint8Array, private readonly keep: ReadonlySet<number> = new Set()) {
+  /** `keep`: besides group 0028 (the pixel attributes), which top-level tags to keep; `frame`: whose per-frame functional group to read. */
+  constructor(private readonly b: Uint8Array, private readonly keep: ReadonlySet<number> = new Set(), private readonly frame = 0) {
     this.view = new DataView(b.buffer, b.byteOffset, b.length);
   }
 
@@ -108,16 +148,16 @@ class Walker {
     if (pos + 8 > this.b.length) throw corrupt(`DICOM is truncated: an element header at byte ${pos} runs past the end`);
     const group = this.view.getUint16(pos, true);
     const element = this.view.getUint16(pos + 2, true);
-    if (group === 0xfffe || !explicit) return { group, element, length: this.view.getUint32(pos + 4, true), value: pos + 8 };
+    if (group === 0xfffe || !explicit) return { group, element, length: this.view.getUint32(pos + 4, true), value: pos + 8, vr: null };
     const vr = String.fromCharCode(this.b[pos + 4], this.b[pos + 5]);
     if (!/^[A-Z]{2}$/.test(vr)) {
       throw corrupt(`DICOM element (${hex4(group)},${hex4(element)}) at byte ${pos} has no value representation, though the transfer syntax says explicit VR`);
     }
     if (LONG_VRS.has(vr)) {
       if (pos + 12 > this.b.length) throw corrupt(`DICOM is truncated: an element header at byte ${pos} runs past the end`);
-      return { group, element, length: this.view.getUint32(pos + 8, true), value: pos + 12 };
+      return { group, element, length: this.view.getUint32(pos + 8, true), value: pos + 12, vr };
     }
-    return { group, element, length: this.view.getUint16(pos + 6, true), value: pos + 8 };
+    return { group, element, length: this.view.getUint16(pos + 6, true), value: pos + 8, vr };
   }
 
   /** The position after a defined-length value, checked to lie inside the file. */
@@ -127,23 +167,49 @@ class Walker {
     return end;
   }
 
-  /** Skips an undefined-length sequence (items up to the Sequence Delimitation Item). */
-  private sequence(pos: number, explicit: boolean, depth: number): number {
+  /** A defined-length value read as a sequence: VR SQ, or any in implicit VR (where the tag alone says). */
+  private static sequenceVr(h: Header): boolean {
+    return h.vr === 'SQ' || h.vr === null;
+  }
+
+  /**
+   * Walks a sequence's items from `pos` up to `end` (a defined length) or, when null, its Sequence
+   * Delimitation Item. `read` says how to read each item; one it skips is passed over by its
+   * length, or, of undefined length, by walking its elements as before.
+   */
+  private sequence(pos: number, end: number | null, explicit: boolean, depth: number, read?: SequenceReader): number {
     if (depth > MAX_DEPTH) throw corrupt(`DICOM nests sequences more than ${MAX_DEPTH} deep`);
-    for (;;) {
+    for (let k = 0; ; k++) {
+      if (end !== null && pos >= end) {
+        if (pos > end) throw corrupt(`DICOM sequence ending at byte ${end} holds an item running to byte ${pos}`);
+        return pos;
+      }
       const h = this.header(pos, explicit);
-      if (h.group === 0xfffe && h.element === 0xe0dd) return h.value;
+      if (end === null && h.group === 0xfffe && h.element === 0xe0dd) return h.value;
       if (h.group !== 0xfffe || h.element !== 0xe000) throw corrupt(`DICOM sequence holds (${hex4(h.group)},${hex4(h.element)}) where an item belongs`);
-      pos = h.length === UNDEFINED_LENGTH ? this.item(h.value, explicit, depth) : this.end(h);
+      const r = read?.(k) ?? null;
+      pos = h.length === UNDEFINED_LENGTH ? this.item(h.value, null, explicit, depth, r) : r ? this.item(h.value, this.end(h), explicit, depth, r) : this.end(h);
     }
   }
 
-  /** Skips an undefined-length item's data set, up to its Item Delimitation Item. */
-  private item(pos: number, explicit: boolean, depth: number): number {
+  /** Walks an item's data set up to `end` (a defined length) or, when null, its Item Delimitation Item, keeping what `read` asks for. */
+  private item(pos: number, end: number | null, explicit: boolean, depth: number, read: ItemReader | null): number {
     for (;;) {
+      if (end !== null && pos >= end) {
+        if (pos > end) throw corrupt(`DICOM item ending at byte ${end} holds an element running to byte ${pos}`);
+        return pos;
+      }
       const h = this.header(pos, explicit);
-      if (h.group === 0xfffe && h.element === 0xe00d) return h.value;
-      pos = h.length === UNDEFINED_LENGTH ? this.sequence(h.value, explicit, depth + 1) : this.end(h);
+      if (end === null && h.group === 0xfffe && h.element === 0xe00d) return h.value;
+      const tag = ((h.group << 16) | h.element) >>> 0;
+      const inner = read?.sequence?.(tag);
+      if (h.length === UNDEFINED_LENGTH) pos = this.sequence(h.value, null, explicit, depth + 1, inner);
+      else if (inner && Walker.sequenceVr(h)) pos = this.sequence(h.value, this.end(h), explicit, depth + 1, inner);
+      else {
+        const next = this.end(h);
+        if (read?.values && h.group === 0x0028) read.values.set(tag, this.b.subarray(h.value, next));
+        pos = next;
+      }
     }
   }
 
@@ -163,7 +229,25 @@ class Walker {
       throw unsupported(`DICOM transfer syntax ${syntax || '(missing)'} (${name}) is not supported: send the file uncompressed, in Explicit or Implicit VR Little Endian (e.g. dcmdjpeg or gdcmconv --raw), or in RLE Lossless, JPEG Lossless, JPEG Baseline, JPEG-LS or JPEG 2000`);
     }
     const ts = SUPPORTED[syntax];
-    const attrs = new Map<number, Uint8Array>();
+    const attrs: Values = new Map();
+    let shared: Macros = {};
+    let perFrame: Macros = {};
+    let perFrameItems: number | null = null;
+    // the functional groups: item 0 of the shared sequence, item `frame` of the per-frame one (the
+    // others only counted, or walked as any undefined-length item is)
+    const groups = (tag: number): SequenceReader => {
+      const into: Macros = {};
+      if (tag === SHARED_GROUPS) {
+        shared = into;
+        return (k) => (k === 0 ? groupItem(into) : null);
+      }
+      perFrame = into;
+      perFrameItems = 0;
+      return (k) => {
+        perFrameItems = k + 1;
+        return k === this.frame ? groupItem(into) : null;
+      };
+    };
     while (pos < this.b.length) {
       const h = this.header(pos, ts.explicit);
       if (h.group === 0x7fe0 && h.element === 0x0010) {
@@ -171,14 +255,15 @@ class Walker {
         if (encapsulated && ts.pixels === 'native') throw corrupt('DICOM pixel data is encapsulated in an uncompressed transfer syntax');
         if (!encapsulated && ts.pixels !== 'native') throw corrupt(`DICOM pixel data is not encapsulated, though the transfer syntax is ${ts.name}`);
         // its length (or its items) is checked against the file after the caller's size limits (a 413 first)
-        return { syntax: ts, attrs, pixelOffset: h.value, pixelLength: encapsulated ? UNDEFINED_LENGTH : h.length };
+        return { syntax: ts, attrs, pixelOffset: h.value, pixelLength: encapsulated ? UNDEFINED_LENGTH : h.length, shared, perFrame, perFrameItems };
       }
-      if (h.length === UNDEFINED_LENGTH) {
-        pos = this.sequence(h.value, ts.explicit, 1);
+      const tag = ((h.group << 16) | h.element) >>> 0;
+      const group = tag === SHARED_GROUPS || tag === PER_FRAME_GROUPS;
+      if (h.length === UNDEFINED_LENGTH || (group && Walker.sequenceVr(h))) {
+        pos = this.sequence(h.value, h.length === UNDEFINED_LENGTH ? null : this.end(h), ts.explicit, 1, group ? groups(tag) : undefined);
         continue;
       }
       const end = this.end(h);
-      const tag = ((h.group << 16) | h.element) >>> 0;
       if (h.group === 0x0028 || this.keep.has(tag)) attrs.set(tag, this.b.subarray(h.value, end));
       pos = end;
     }
@@ -217,8 +302,8 @@ const label = (e: number) => `${NAMES[e]} (0028,${hex4(e)})`;
 const DECIMAL_STRING = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/;
 
 /** The first value of a text attribute (DS, IS, CS, UI), trimmed; undefined when absent or empty. */
-function text(w: Walked, tag: number): string | undefined {
-  const v = w.attrs.get(tag);
+function text(values: Values, tag: number): string | undefined {
+  const v = values.get(tag);
   const s = v && ascii(v).split('\\')[0].replace(/^[\0 ]+|[\0 ]+$/g, '');
   return s === '' ? undefined : s;
 }
@@ -227,7 +312,25 @@ function text(w: Walked, tag: number): string | undefined {
 export const frameOutOfRange = (frame: number, frames: number) =>
   new MedhashError(422, 'frame_out_of_range', `frame ${frame} is out of range: the image has ${frames} frame${frames === 1 ? '' : 's'} (0 to ${frames - 1})`, 'frame');
 
+/** Where a macro's values were read, and how a message names it ('' at the top level). */
+interface Source {
+  values: Values;
+  where: string;
+}
+
 function attributes(w: Walked, fileLength: number, frame: number | undefined): Attributes {
+  const top: Source = { values: w.attrs, where: '' };
+  // the functional groups' macro replaces the top-level attributes, the frame's own item the
+  // shared one, each macro whole (docs/ENCODING.md, "Enhanced multi-frame files")
+  const source = (m: keyof Macros): Source => {
+    const own = w.perFrame[m];
+    const shared = w.shared[m];
+    if (own) return { values: own, where: ` in frame ${frame ?? 0}'s item of the Per-frame Functional Groups Sequence (5200,9230)` };
+    if (shared) return { values: shared, where: ' in the Shared Functional Groups Sequence (5200,9229)' };
+    return top;
+  };
+  const rescale = source('rescale');
+  const voi = source('voi');
   const us = (e: number, fallback?: number): number => {
     const v = w.attrs.get(0x00280000 | e);
     if (v === undefined || v.length === 0) {
@@ -237,13 +340,13 @@ function attributes(w: Walked, fileLength: number, frame: number | undefined): A
     if (v.length < 2) throw corrupt(`DICOM's ${label(e)} is not a 16-bit value`);
     return v[0] | (v[1] << 8);
   };
-  const num = (e: number): number | undefined => {
-    const s = text(w, 0x00280000 | e);
+  const num = (e: number, from = top): number | undefined => {
+    const s = text(from.values, 0x00280000 | e);
     if (s === undefined) return undefined;
     // DICOM's decimal and integer strings (PS3.5 6.2, DS and IS), not all that Number() reads
     // ("0x10", "Infinity"): the Python mirror then needs no JavaScript semantics.
     const n = DECIMAL_STRING.test(s) ? Number(s) : Number.NaN;
-    if (!Number.isFinite(n)) throw corrupt(`DICOM's ${label(e)} is not a number: ${JSON.stringify(s)}`);
+    if (!Number.isFinite(n)) throw corrupt(`DICOM's ${label(e)}${from.where} is not a number: ${JSON.stringify(s)}`);
     return n;
   };
   const bitsAllocated = us(0x0100);
@@ -251,9 +354,9 @@ function attributes(w: Walked, fileLength: number, frame: number | undefined): A
   const highBit = us(0x0102, bitsStored - 1);
   const representation = us(0x0103, 0);
   const frames = num(0x0008) ?? 1;
-  const slope = num(0x1053) ?? 1;
-  const centre = num(0x1050);
-  const width = num(0x1051);
+  const slope = num(0x1053, rescale) ?? 1;
+  const centre = num(0x1050, voi);
+  const width = num(0x1051, voi);
   const a: Attributes = {
     syntax: w.syntax,
     frames,
@@ -261,14 +364,14 @@ function attributes(w: Walked, fileLength: number, frame: number | undefined): A
     rows: us(0x0010),
     columns: us(0x0011),
     samples: us(0x0002, 1),
-    photometric: (text(w, 0x00280004) ?? '').toUpperCase(),
+    photometric: (text(w.attrs, 0x00280004) ?? '').toUpperCase(),
     bitsAllocated,
     bitsStored,
     signed: representation === 1,
     planar: us(0x0006, 0),
     slope,
-    intercept: num(0x1052) ?? 0,
-    window: centre !== undefined && width !== undefined ? { centre, width, fn: (text(w, 0x00281056) ?? 'LINEAR').toUpperCase() } : null,
+    intercept: num(0x1052, rescale) ?? 0,
+    window: centre !== undefined && width !== undefined ? { centre, width, fn: (text(voi.values, 0x00281056) ?? 'LINEAR').toUpperCase() } : null,
     pixelOffset: w.pixelOffset,
     pixelLength: w.pixelLength,
   };
@@ -290,14 +393,17 @@ function attributes(w: Walked, fileLength: number, frame: number | undefined): A
   if (highBit !== bitsStored - 1) throw unsupported(`DICOM with High Bit ${highBit} for ${bitsStored} bits stored is not supported (only High Bit = Bits Stored - 1)`);
   if (representation > 1) throw corrupt(`DICOM's ${label(0x0103)} is ${representation}; it must be 0 (unsigned) or 1 (signed)`);
   if (a.planar > 1) throw corrupt(`DICOM's ${label(0x0006)} is ${a.planar}; it must be 0 or 1`);
-  if (!Number.isInteger(frames) || frames < 1) throw corrupt(`DICOM's ${label(0x0008)} is ${text(w, 0x00280008)}`);
+  if (!Number.isInteger(frames) || frames < 1) throw corrupt(`DICOM's ${label(0x0008)} is ${text(w.attrs, 0x00280008)}`);
   // every frame takes at least a byte of the file: a count beyond that is a lie, and a cap on what it can cost
-  if (frames > fileLength) throw corrupt(`DICOM's ${label(0x0008)} is ${text(w, 0x00280008)}, more frames than the file has bytes (${fileLength})`);
+  if (frames > fileLength) throw corrupt(`DICOM's ${label(0x0008)} is ${text(w.attrs, 0x00280008)}, more frames than the file has bytes (${fileLength})`);
+  if (w.perFrameItems !== null && w.perFrameItems !== frames) {
+    throw corrupt(`DICOM's Per-frame Functional Groups Sequence (5200,9230) has ${w.perFrameItems} item${w.perFrameItems === 1 ? '' : 's'}; ${label(0x0008)} is ${frames} (one item a frame)`);
+  }
   if (frames > 1 && frame === undefined) throw unsupported(`DICOM has ${frames} frames: choose one with \`frame\` (0 to ${frames - 1})`);
   if (frame !== undefined && frame >= frames) throw frameOutOfRange(frame, frames);
-  if (slope === 0) throw corrupt(`DICOM's ${label(0x1053)} is 0, which would make every pixel the same`);
+  if (slope === 0) throw corrupt(`DICOM's ${label(0x1053)}${rescale.where} is 0, which would make every pixel the same`);
   if (a.window && !['LINEAR', 'LINEAR_EXACT', 'SIGMOID'].includes(a.window.fn)) {
-    throw unsupported(`DICOM ${label(0x1056)} ${a.window.fn} is not supported (LINEAR, LINEAR_EXACT or SIGMOID)`);
+    throw unsupported(`DICOM ${label(0x1056)} ${a.window.fn}${voi.where} is not supported (LINEAR, LINEAR_EXACT or SIGMOID)`);
   }
   return a;
 }
@@ -575,7 +681,7 @@ async function jpegFrame(a: Attributes, f: Uint8Array, decodeJpeg: JpegDecoder):
  * 0 or none otherwise) if need be, and maps it to 8-bit pixels.
  */
 export function dicomGeometry(bytes: Uint8Array, frame?: number): { geometry: DicomGeometry; decode: (codecs: FrameCodecs) => Promise<DecodedImage> } {
-  const a = attributes(new Walker(bytes).walk(), bytes.length, frame);
+  const a = attributes(new Walker(bytes, undefined, frame).walk(), bytes.length, frame);
   const encapsulated = () => encapsulatedFrame(bytes, a.pixelOffset, a.frames, a.frame, a.syntax.pixels !== 'rle');
   const decode = async (codecs: FrameCodecs): Promise<DecodedImage> => {
     if (a.syntax.pixels === 'rle') return pixels(a, rleFrame(a, encapsulated()), 1);
@@ -639,7 +745,7 @@ export function dicomMetadata(bytes: Uint8Array): DicomMetadata {
   const w = new Walker(bytes, new Set(Object.values(METADATA_TAGS))).walk();
   const out: DicomMetadata = {};
   for (const [field, tag] of Object.entries(METADATA_TAGS) as [keyof DicomMetadata, number][]) {
-    const v = text(w, tag);
+    const v = text(w.attrs, tag);
     const ok = v !== undefined && (field.endsWith('_uid') ? DICOM_UID.test(v) && v.length <= MAX_UID_LENGTH : CODE_STRING.test(v));
     if (ok) out[field] = v;
   }

@@ -7,8 +7,9 @@ folder trains on the very pixels the service encodes it from. Spec: docs/ENCODIN
 test/fixtures/dicom/decoded.json (scripts/fixtures/make-dicom-golden.ts) pins both sides.
 
 What this owns: the Part 10 walk (file meta, then the data set's top level, sequences skipped by
-their items, at most MAX_ELEMENTS elements and MAX_DEPTH levels), the pixel attributes of group
-0028, and their mapping to bytes: stored values masked to Bits Stored and sign-extended, the
+their items, at most MAX_ELEMENTS elements and MAX_DEPTH levels; an enhanced file's functional
+groups read for the decoded frame's rescale and window, the shared item and that frame's item
+alone), the pixel attributes of group 0028, and their mapping to bytes: stored values masked to Bits Stored and sign-extended, the
 modality rescale, the first VOI window (LINEAR, LINEAR_EXACT, SIGMOID) or else the stretch over
 the data's own range, MONOCHROME1 inverted; RGB kept (planar configuration 0 or 1). The transfer
 syntaxes read are Explicit and Implicit VR Little Endian, RLE Lossless (decoded here, as dicom.ts
@@ -34,6 +35,7 @@ import json
 import math
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,10 +164,72 @@ def _ascii(v: bytes) -> str:
     return v[:64].decode("latin-1")
 
 
+_SHARED_GROUPS = 0x52009229
+_PER_FRAME_GROUPS = 0x52009230
+_PIXEL_VALUE_TRANSFORMATION = 0x00289145
+_FRAME_VOI_LUT = 0x00289132
+
+
+@dataclass
+class _Macros:
+    """The two functional group macros read here, each its sequence's first item's group 0028
+    values by element; None when the group item lacks it. rescale: Pixel Value Transformation
+    (0028,9145); voi: Frame VOI LUT (0028,9132)."""
+    rescale: dict[int, bytes] | None = None
+    voi: dict[int, bytes] | None = None
+
+
+@dataclass
+class _ItemReader:
+    """How to read an item the walk descends into: where its group 0028 values go (by element),
+    and which of its sequences to read (tag -> a reader of item k, returning None to skip it)."""
+    values: dict[int, bytes] | None = None
+    sequence: Callable[[int], Callable[[int], _ItemReader | None] | None] | None = None
+
+
+def _first_item(keep):
+    """Item 0 of a sequence, its values into a new dict handed to `keep`; the other items skipped."""
+    def read(k: int) -> _ItemReader | None:
+        if k != 0:
+            return None
+        values: dict[int, bytes] = {}
+        keep(values)
+        return _ItemReader(values=values)
+    return read
+
+
+def _group_item(into: _Macros) -> _ItemReader:
+    """A functional group item: its two macros into `into`."""
+    def sequence(tag: int):
+        if tag == _PIXEL_VALUE_TRANSFORMATION:
+            return _first_item(lambda v: setattr(into, "rescale", v))
+        if tag == _FRAME_VOI_LUT:
+            return _first_item(lambda v: setattr(into, "voi", v))
+        return None
+    return _ItemReader(sequence=sequence)
+
+
+@dataclass
+class _Walked:
+    """What the walk keeps: the transfer syntax, group 0028's values by element, the Pixel Data
+    offset and length (UNDEFINED_LENGTH when encapsulated, the offset then where its first item
+    starts), item 0 of the Shared Functional Groups Sequence, item `frame` of the Per-frame one,
+    and how many items that has (None: no such sequence)."""
+    syntax: _Syntax
+    attrs: dict[int, bytes]
+    pixel_offset: int
+    pixel_length: int
+    shared: _Macros
+    per_frame: _Macros
+    per_frame_items: int | None
+
+
 class _Walker:
-    def __init__(self, b: bytes):
+    def __init__(self, b: bytes, frame: int = 0):
         self.b = b
         self.elements = 0
+        #: whose per-frame functional group to read
+        self.frame = frame
 
     def _u16(self, pos: int) -> int:
         return self.b[pos] | (self.b[pos + 1] << 8)
@@ -173,9 +237,9 @@ class _Walker:
     def _u32(self, pos: int) -> int:
         return struct.unpack_from("<I", self.b, pos)[0]
 
-    def header(self, pos: int, explicit: bool) -> tuple[int, int, int, int]:
-        """(group, element, length, value start) of the element header at `pos`. Items and
-        delimiters (group FFFE) have no VR in any syntax."""
+    def header(self, pos: int, explicit: bool) -> tuple[int, int, int, int, str | None]:
+        """(group, element, length, value start, VR) of the element header at `pos`. Items and
+        delimiters (group FFFE) have no VR in any syntax; the VR is None for them and in implicit VR."""
         self.elements += 1
         if self.elements > MAX_ELEMENTS:
             raise _corrupt(f"DICOM has more than {MAX_ELEMENTS} elements before its pixel data")
@@ -184,18 +248,19 @@ class _Walker:
             raise _corrupt(f"DICOM is truncated: an element header at byte {pos} runs past the end")
         group, element = self._u16(pos), self._u16(pos + 2)
         if group == 0xFFFE or not explicit:
-            return group, element, self._u32(pos + 4), pos + 8
+            return group, element, self._u32(pos + 4), pos + 8, None
         c0, c1 = self.b[pos + 4], self.b[pos + 5]
         if not (0x41 <= c0 <= 0x5A and 0x41 <= c1 <= 0x5A):
             raise _corrupt(f"DICOM element ({_hex4(group)},{_hex4(element)}) at byte {pos} has no value representation, "
                            "though the transfer syntax says explicit VR")
-        if chr(c0) + chr(c1) in LONG_VRS:
+        vr = chr(c0) + chr(c1)
+        if vr in LONG_VRS:
             if pos + 12 > n:
                 raise _corrupt(f"DICOM is truncated: an element header at byte {pos} runs past the end")
-            return group, element, self._u32(pos + 8), pos + 12
-        return group, element, self._u16(pos + 6), pos + 8
+            return group, element, self._u32(pos + 8), pos + 12, vr
+        return group, element, self._u16(pos + 6), pos + 8, vr
 
-    def end(self, group: int, element: int, length: int, value: int) -> int:
+    def end(self, group: int, element: int, length: int, value: int, _vr: str | None = None) -> int:
         """The position after a defined-length value, checked to lie inside the file."""
         end = value + length
         if end > len(self.b):
@@ -203,31 +268,61 @@ class _Walker:
                            f"{len(self.b) - value} are left")
         return end
 
-    def sequence(self, pos: int, explicit: bool, depth: int) -> int:
-        """Skips an undefined-length sequence (items up to the Sequence Delimitation Item)."""
+    @staticmethod
+    def _sequence_vr(vr: str | None) -> bool:
+        """A defined-length value read as a sequence: VR SQ, or any in implicit VR (where the tag alone says)."""
+        return vr == "SQ" or vr is None
+
+    def sequence(self, pos: int, end: int | None, explicit: bool, depth: int, read=None) -> int:
+        """Walks a sequence's items from `pos` up to `end` (a defined length) or, when None, its
+        Sequence Delimitation Item. `read(k)` says how to read item k; one it skips is passed over
+        by its length, or, of undefined length, by walking its elements as before."""
         if depth > MAX_DEPTH:
             raise _corrupt(f"DICOM nests sequences more than {MAX_DEPTH} deep")
+        k = 0
         while True:
+            if end is not None and pos >= end:
+                if pos > end:
+                    raise _corrupt(f"DICOM sequence ending at byte {end} holds an item running to byte {pos}")
+                return pos
             h = self.header(pos, explicit)
-            group, element, length, value = h
-            if group == 0xFFFE and element == 0xE0DD:
+            group, element, length, value, _ = h
+            if end is None and group == 0xFFFE and element == 0xE0DD:
                 return value
             if group != 0xFFFE or element != 0xE000:
                 raise _corrupt(f"DICOM sequence holds ({_hex4(group)},{_hex4(element)}) where an item belongs")
-            pos = self.item(value, explicit, depth) if length == UNDEFINED_LENGTH else self.end(*h)
+            r = read(k) if read is not None else None
+            k += 1
+            if length == UNDEFINED_LENGTH:
+                pos = self.item(value, None, explicit, depth, r)
+            else:
+                pos = self.item(value, self.end(*h), explicit, depth, r) if r is not None else self.end(*h)
 
-    def item(self, pos: int, explicit: bool, depth: int) -> int:
-        """Skips an undefined-length item's data set, up to its Item Delimitation Item."""
+    def item(self, pos: int, end: int | None, explicit: bool, depth: int, read: _ItemReader | None) -> int:
+        """Walks an item's data set up to `end` (a defined length) or, when None, its Item
+        Delimitation Item, keeping what `read` asks for."""
         while True:
+            if end is not None and pos >= end:
+                if pos > end:
+                    raise _corrupt(f"DICOM item ending at byte {end} holds an element running to byte {pos}")
+                return pos
             h = self.header(pos, explicit)
-            group, element, length, value = h
-            if group == 0xFFFE and element == 0xE00D:
+            group, element, length, value, vr = h
+            if end is None and group == 0xFFFE and element == 0xE00D:
                 return value
-            pos = self.sequence(value, explicit, depth + 1) if length == UNDEFINED_LENGTH else self.end(*h)
+            inner = read.sequence((group << 16) | element) if read is not None and read.sequence is not None else None
+            if length == UNDEFINED_LENGTH:
+                pos = self.sequence(value, None, explicit, depth + 1, inner)
+            elif inner is not None and self._sequence_vr(vr):
+                pos = self.sequence(value, self.end(*h), explicit, depth + 1, inner)
+            else:
+                nxt = self.end(*h)
+                if read is not None and read.values is not None and group == 0x0028:
+                    read.values[element] = self.b[value:nxt]
+                pos = nxt
 
-    def walk(self) -> tuple[_Syntax, dict[int, bytes], int, int]:
-        """(transfer syntax, group 0028 values by tag, Pixel Data offset, Pixel Data length:
-        UNDEFINED_LENGTH when encapsulated, the offset then where its first item starts)."""
+    def walk(self) -> _Walked:
+        """The file's transfer syntax, pixel attributes and Pixel Data, and the decoded frame's functional groups (_Walked)."""
         b = self.b
         pos = 132
         syntax = ""
@@ -247,9 +342,30 @@ class _Walker:
                                "or in RLE Lossless, JPEG Lossless, JPEG Baseline, JPEG-LS or JPEG 2000")
         ts = SUPPORTED[syntax]
         attrs: dict[int, bytes] = {}
+        shared = _Macros()
+        per_frame = _Macros()
+        per_frame_items: int | None = None
+
+        def groups(tag: int):
+            """The functional groups: item 0 of the shared sequence, item `frame` of the per-frame one
+            (the others only counted, or walked as any undefined-length item is)."""
+            nonlocal shared, per_frame, per_frame_items
+            into = _Macros()
+            if tag == _SHARED_GROUPS:
+                shared = into
+                return lambda k: _group_item(into) if k == 0 else None
+            per_frame = into
+            per_frame_items = 0
+
+            def read(k: int) -> _ItemReader | None:
+                nonlocal per_frame_items
+                per_frame_items = k + 1
+                return _group_item(into) if k == self.frame else None
+            return read
+
         while pos < len(b):
             h = self.header(pos, ts.explicit)
-            group, element, length, value = h
+            group, element, length, value, vr = h
             if group == 0x7FE0 and element == 0x0010:
                 encapsulated = length == UNDEFINED_LENGTH
                 if encapsulated and ts.pixels == "native":
@@ -257,9 +373,12 @@ class _Walker:
                 if not encapsulated and ts.pixels != "native":
                     raise _corrupt(f"DICOM pixel data is not encapsulated, though the transfer syntax is {ts.name}")
                 # its length (or its items) is checked against the file after the size limits (a 413 first)
-                return ts, attrs, value, length
-            if length == UNDEFINED_LENGTH:
-                pos = self.sequence(value, ts.explicit, 1)
+                return _Walked(ts, attrs, value, length, shared, per_frame, per_frame_items)
+            tag = (group << 16) | element
+            is_group = tag in (_SHARED_GROUPS, _PER_FRAME_GROUPS)
+            if length == UNDEFINED_LENGTH or (is_group and self._sequence_vr(vr)):
+                pos = self.sequence(value, None if length == UNDEFINED_LENGTH else self.end(*h), ts.explicit, 1,
+                                    groups(tag) if is_group else None)
                 continue
             end = self.end(*h)
             if group == 0x0028:
@@ -313,10 +432,26 @@ class _Attributes:
     pixel_length: int
 
 
-def _attributes(syntax: _Syntax, attrs: dict[int, bytes], pixel_offset: int, pixel_length: int, file_length: int,
-                frame: int | None) -> _Attributes:
+def _attributes(w: _Walked, file_length: int, frame: int | None) -> _Attributes:
     """Group 0028 read and checked in dicom.ts's order, so a file with several faults gets the
     same (first) refusal."""
+    syntax, attrs = w.syntax, w.attrs
+    top = (attrs, "")
+
+    def source(macro: str) -> tuple[dict[int, bytes], str]:
+        """Where a macro's values are read, and how a message names it: the functional groups'
+        macro replaces the top-level attributes, the frame's own item the shared one, each macro
+        whole (docs/ENCODING.md, "Enhanced multi-frame files")."""
+        own, shared = getattr(w.per_frame, macro), getattr(w.shared, macro)
+        if own is not None:
+            return own, f" in frame {0 if frame is None else frame}'s item of the Per-frame Functional Groups Sequence (5200,9230)"
+        if shared is not None:
+            return shared, " in the Shared Functional Groups Sequence (5200,9229)"
+        return top
+
+    rescale = source("rescale")
+    voi = source("voi")
+
     def us(e: int, fallback: int | None = None) -> int:
         v = attrs.get(e)
         if v is None or len(v) == 0:
@@ -327,13 +462,13 @@ def _attributes(syntax: _Syntax, attrs: dict[int, bytes], pixel_offset: int, pix
             raise _corrupt(f"DICOM's {_label(e)} is not a 16-bit value")
         return v[0] | (v[1] << 8)
 
-    def num(e: int) -> float | None:
-        s = _text(attrs, e)
+    def num(e: int, src: tuple[dict[int, bytes], str] = top) -> float | None:
+        s = _text(src[0], e)
         if s is None:
             return None
         n = float(s) if _DECIMAL_STRING.fullmatch(s) else math.nan
         if not math.isfinite(n):
-            raise _corrupt(f"DICOM's {_label(e)} is not a number: {_json(s)}")
+            raise _corrupt(f"DICOM's {_label(e)}{src[1]} is not a number: {_json(s)}")
         return n
 
     bits_allocated = us(0x0100)
@@ -342,20 +477,20 @@ def _attributes(syntax: _Syntax, attrs: dict[int, bytes], pixel_offset: int, pix
     representation = us(0x0103, 0)
     frames = num(0x0008)
     frames = 1.0 if frames is None else frames
-    slope = num(0x1053)
+    slope = num(0x1053, rescale)
     slope = 1.0 if slope is None else slope
-    centre = num(0x1050)
-    width = num(0x1051)
+    centre = num(0x1050, voi)
+    width = num(0x1051, voi)
     rows = us(0x0010)
     columns = us(0x0011)
     samples = us(0x0002, 1)
     photometric = (_text(attrs, 0x0004) or "").upper()
     planar = us(0x0006, 0)
-    intercept = num(0x1052)
-    window = (centre, width, (_text(attrs, 0x1056) or "LINEAR").upper()) if centre is not None and width is not None else None
+    intercept = num(0x1052, rescale)
+    window = (centre, width, (_text(voi[0], 0x1056) or "LINEAR").upper()) if centre is not None and width is not None else None
     a = _Attributes(syntax, int(frames) if float(frames).is_integer() and 1 <= frames <= file_length else 1,
                     0 if frame is None else frame, rows, columns, samples, photometric, bits_allocated, bits_stored, representation == 1, planar, slope,
-                    0.0 if intercept is None else intercept, window, pixel_offset, pixel_length)
+                    0.0 if intercept is None else intercept, window, w.pixel_offset, w.pixel_length)
 
     grey = a.photometric in ("MONOCHROME1", "MONOCHROME2")
     # in JPEG the YCbCr -> RGB conversion is the JPEG decoder's, as for any JPEG; in JPEG 2000 the
@@ -389,14 +524,17 @@ def _attributes(syntax: _Syntax, attrs: dict[int, bytes], pixel_offset: int, pix
     # every frame takes at least a byte of the file: a count beyond that is a lie, and a cap on what it can cost
     if frames > file_length:
         raise _corrupt(f"DICOM's {_label(0x0008)} is {_text(attrs, 0x0008)}, more frames than the file has bytes ({file_length})")
+    if w.per_frame_items is not None and w.per_frame_items != frames:
+        raise _corrupt(f"DICOM's Per-frame Functional Groups Sequence (5200,9230) has {w.per_frame_items} "
+                       f"item{'' if w.per_frame_items == 1 else 's'}; {_label(0x0008)} is {a.frames} (one item a frame)")
     if frames > 1 and frame is None:
         raise _unsupported(f"DICOM has {a.frames} frames: choose one with `frame` (0 to {a.frames - 1})")
     if frame is not None and frame >= frames:
         raise _frame_out_of_range(frame, a.frames)
     if slope == 0:
-        raise _corrupt(f"DICOM's {_label(0x1053)} is 0, which would make every pixel the same")
+        raise _corrupt(f"DICOM's {_label(0x1053)}{rescale[1]} is 0, which would make every pixel the same")
     if a.window and a.window[2] not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
-        raise _unsupported(f"DICOM {_label(0x1056)} {a.window[2]} is not supported (LINEAR, LINEAR_EXACT or SIGMOID)")
+        raise _unsupported(f"DICOM {_label(0x1056)} {a.window[2]}{voi[1]} is not supported (LINEAR, LINEAR_EXACT or SIGMOID)")
     return a
 
 
@@ -770,7 +908,7 @@ def decode(data: bytes, frame: int | None = None) -> np.ndarray:
         raise _unsupported(f"content type application/dicom does not match the bytes, which are {sniffed}")
     if not is_dicom(data):
         raise _unsupported('not a DICOM Part 10 file: no "DICM" after its 128-byte preamble')
-    a = _attributes(*_Walker(data).walk(), len(data), frame)
+    a = _attributes(_Walker(data, 0 if frame is None else frame).walk(), len(data), frame)
     # the limits before anything the size of the image is read, allocated or decompressed
     _check_size(a.columns, a.rows)
     def encapsulated() -> bytes:

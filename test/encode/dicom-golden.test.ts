@@ -29,7 +29,7 @@ describe('test/fixtures/dicom/decoded.json is what dicom.ts decodes', () => {
     expect(committed.fixtures.filter((f) => 'sha256' in f).length).toBeGreaterThanOrEqual(10);
     // without a frame, a multi-frame file is refused (it names the parameter)
     expect(committed.fixtures.filter((f) => 'refused' in f && f.frame === undefined).map((f) => f.file))
-      .toEqual(['grey8-bigendian.dcm', 'grey8-deflated.dcm', ...Object.keys(DICOM_MULTI_FRAME)].sort());
+      .toEqual(['ct16-enhanced-frames3-items2.dcm', 'grey8-bigendian.dcm', 'grey8-deflated.dcm', ...Object.keys(DICOM_MULTI_FRAME)].sort());
     expect(committed.fixtures.filter((f) => f.frame !== undefined).length).toBe(Object.values(DICOM_MULTI_FRAME).reduce((n, k) => n + k + 1, 0));
   });
 
@@ -126,6 +126,35 @@ describe('test/fixtures/dicom/decoded.json is what dicom.ts decodes', () => {
       for (const name of [`jpeg-lossless-frames-3-one-fragment-each-frame-${k}`, `jpeg-lossless-frames-3-split-at-eoi-frame-${k}`]) expect(made(name), name).toBe(made(`jpeg-lossless-frames-3-alone-${k}`));
     }
     expect(new Set([0, 1, 2].map((k) => made(`frames-3-alone-${k}`))).size).toBe(3);
+  });
+
+  it('each frame of an enhanced multi-frame file decodes as its classic twin: rescale and window from its per-frame item, else the shared one, else the top level, each macro whole', () => {
+    const fixture = (file: string, frame?: number) => committed.fixtures.find((f) => f.file === file && f.frame === frame)!;
+    const sha = (o: object) => ('sha256' in o ? o.sha256 : JSON.stringify(o));
+    for (const family of ['ct16-enhanced-frames3', 'ct16-enhanced-shared-frames3']) {
+      for (const k of [0, 1, 2]) expect(sha(fixture(`${family}.dcm`, k)), `${family} frame ${k}`).toBe(sha(fixture(`${family}-twin${k}.dcm`)));
+      expect(new Set([0, 1, 2].map((k) => sha(fixture(`${family}.dcm`, k)))).size).toBe(3);
+    }
+    // the per-frame items change frames 0 and 1; frame 2 takes the shared group's
+    expect(sha(fixture('ct16-enhanced-frames3.dcm', 0))).not.toBe(sha(fixture('ct16-enhanced-shared-frames3.dcm', 0)));
+    expect(sha(fixture('ct16-enhanced-frames3.dcm', 2))).toBe(sha(fixture('ct16-enhanced-shared-frames3.dcm', 2)));
+    expect(fixture('ct16-enhanced-frames3-items2.dcm')).toMatchObject({ refused: { status: 422, code: 'corrupt_image',
+      message: "DICOM's Per-frame Functional Groups Sequence (5200,9230) has 2 items; Number of Frames (0028,0008) is 3 (one item a frame)" } });
+
+    const made = (name: string) => sha(committed.made.find((m) => m.name === `enhanced-${name}`)!);
+    for (const k of [0, 1, 2]) {
+      for (const name of [`frame-${k}`, `undefined-lengths-frame-${k}`, `implicit-frame-${k}`, `implicit-undefined-lengths-frame-${k}`]) expect(made(name), name).toBe(made(`alone-${k}`));
+      expect(made(`shared-only-frame-${k}`)).toBe(made(`shared-alone-${k}`));
+    }
+    expect(new Set([0, 1, 2].map((k) => made(`alone-${k}`))).size).toBe(3);
+    for (const [name, twin] of [['shared-rescale-only-frame-2', 'alone-top-window-2'], ['shared-voi-sequence-empty-frame-2', 'alone-top-window-2'],
+      ['shared-sequence-empty-frame-2', 'alone-decoys-2'], ['group-of-vr-un', 'alone-decoys-1'], ['per-frame-only-frame-1', 'shared-alone-1'],
+      ['one-frame-no-frame-given', 'one-frame-alone'], ['per-frame-window-multi-value', 'alone-0'],
+      ['per-frame-slope-not-a-number-other-frame', 'alone-0'], ['per-frame-slope-not-a-number-other-frame-undefined-lengths', 'alone-0']]) {
+      expect(made(name), name).toBe(made(twin));
+    }
+    // the top-level decoys alone give other pixels: the macros did replace them
+    expect(made('alone-decoys-2')).not.toBe(made('alone-2'));
   });
 
   it('the files made for each branch', () => {

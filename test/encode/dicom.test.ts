@@ -483,6 +483,21 @@ describe('refused DICOM', () => {
     }
   });
 
+  it('frame k of an enhanced multi-frame file takes its rescale and window from the functional groups: the pixels of its classic twin, values at the top level', async () => {
+    for (const family of ['ct16-enhanced-frames3', 'ct16-enhanced-shared-frames3']) {
+      for (const k of [0, 1, 2]) {
+        const want = (await decodeImage(fixture(`${family}-twin${k}`), 'application/dicom')).data;
+        expect((await decodeImage(fixture(family), 'application/dicom', DEFAULT_LIMITS, { frame: k })).data, `${family} frame ${k}`).toEqual(want);
+      }
+    }
+    // one item a frame in the Per-frame Functional Groups Sequence, whatever the frame asked for
+    for (const frame of [0, 2, undefined]) {
+      const e = await refusal(decodeImage(fixture('ct16-enhanced-frames3-items2'), 'application/dicom', DEFAULT_LIMITS, { frame }));
+      expect([e.status, e.code, e.message]).toEqual([422, 'corrupt_image', "DICOM's Per-frame Functional Groups Sequence (5200,9230) has 2 items; Number of Frames (0028,0008) is 3 (one item a frame)"]);
+    }
+    expect(() => dicomFrameCount(fixture('ct16-enhanced-frames3-items2'))).toThrow(/has 2 items/);
+  });
+
   it('dicomFrameCount: Number of Frames from the header alone, refused as decoding refuses the header', async () => {
     for (const [name, frames] of Object.entries(DICOM_MULTI_FRAME)) expect(dicomFrameCount(fixture(name.replace(/\.dcm$/, ''))), name).toBe(frames);
     expect(dicomFrameCount(fixture('grey8-explicit'))).toBe(1);

@@ -36,6 +36,8 @@ export const DICOM_MULTI_FRAME: Record<string, number> = {
   'grey8-frames3-jpeg-ls-fs1-nobot.dcm': 3,
   'ct16-window-frames3-jpeg-ls.dcm': 3,
   'grey8-frames3-jpeg2000-lossless.dcm': 3,
+  'ct16-enhanced-frames3.dcm': 3,
+  'ct16-enhanced-shared-frames3.dcm': 3,
 };
 /** The real JPEGs behind the 8-bit DICOM fixtures: a MedNIST grey X-ray and a Kather RGB tile. */
 export const DICOM_SOURCES = {
@@ -44,6 +46,21 @@ export const DICOM_SOURCES = {
 } as const;
 /** The 16-bit CT-like ramp: stored value = column * 64 + row (signed 16-bit), rescale intercept -1024, window 40/400. */
 export const CT = { size: 64, intercept: -1024, centre: 40, width: 400 } as const;
+/**
+ * The Enhanced CT-style fixtures (PS3.3 C.7.6.16; scripts/fixtures/make-dicom.ts): three frames of
+ * a SIZE x SIZE signed 16-bit ramp (the ramp, reversed, transposed), their rescale and window in
+ * the functional groups. `shared` is the Shared Functional Groups item's Pixel Value
+ * Transformation and Frame VOI LUT; `perFrame[k]`, what frame k's Per-frame item holds of them
+ * (frame 1 a multi-valued window, of which the first counts; frame 2 neither). `decoy`: top-level
+ * values the enhanced file also carries, which the macros replace whole. Each frame has a classic
+ * single-frame twin holding its pixels with its values at the top level.
+ */
+export const ENHANCED_CT = {
+  size: 16,
+  shared: { intercept: '-1024', slope: '1', centre: '40', width: '400' },
+  perFrame: [{ centre: '-600', width: '1500' }, { intercept: '-2048', slope: '2', centre: '300\\50', width: '1500\\350' }, {}],
+  decoy: { intercept: '0', slope: '1', centre: '0', width: '1', fn: 'SIGMOID' },
+} as const;
 /** 12 bits stored in 16 (signed), one row: the logical values, and the junk written above bit 11. */
 export const GARBAGE12 = { values: [-2048, -1000, -1, 0, 1, 1000, 2047], highBits: [0xf000, 0x5000, 0xa000, 0x0000] } as const;
 /** The study every DCMTK fixture belongs to (modality CR, body part HAND). */

@@ -153,6 +153,23 @@ def test_each_frame_of_a_multi_frame_fixture_is_the_single_frame_decode_of_its_p
         assert len({by[(f"{family}.dcm", k)]["sha256"] for k in range(3)}) == 3
 
 
+def test_each_frame_of_an_enhanced_fixture_decodes_as_its_classic_twin():
+    """Enhanced CT-style fixtures: frame k's rescale and window come from its Per-frame
+    Functional Groups item, else the shared item, else the top level, so it decodes to the pixels
+    of the single-frame file holding them at the top level; a Per-frame sequence of 2 items for 3
+    frames is refused."""
+    for family in ("ct16-enhanced-frames3", "ct16-enhanced-shared-frames3"):
+        enhanced = (FIXTURES / f"{family}.dcm").read_bytes()
+        for k in range(3):
+            twin = dicom.decode((FIXTURES / f"{family}-twin{k}.dcm").read_bytes())
+            assert np.array_equal(dicom.decode(enhanced, k), twin), (family, k)
+    for frame in (0, 2, None):
+        with pytest.raises(DicomError) as e:
+            dicom.decode((FIXTURES / "ct16-enhanced-frames3-items2.dcm").read_bytes(), frame)
+        assert (e.value.status, str(e.value)) == (422, "DICOM's Per-frame Functional Groups Sequence (5200,9230) has 2 items; "
+                                                       "Number of Frames (0028,0008) is 3 (one item a frame)")
+
+
 def test_a_jpeg_baseline_decode_outside_the_tolerance_fails_the_comparison():
     entry = next(f for f in GOLDEN["fixtures"] if f["file"] == "grey8-jpeg-baseline.dcm")
     px = np.frombuffer(base64.b64decode(entry["pixels"]), dtype=np.uint8).copy()
