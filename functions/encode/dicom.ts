@@ -7,7 +7,8 @@
 // decoded; any other syntax (JPEG Extended, deflate, big endian) is refused
 // with 415 naming it, never guessed at. Each compressed form only yields the stored samples an uncompressed file holds,
 // which then take the one path below. Grey values go through the file's own
-// modality rescale and first VOI window, as a viewer shows them by default. Decoding reads the
+// modality rescale and first VOI window (an enhanced file's: the frame's functional groups'), as
+// a viewer shows them by default. Decoding reads the
 // header for pixel attributes alone: nothing of it (patient, study, dates) is returned, kept or
 // logged. `dicomMetadata` is the one other reader, for ingest (the five attributes an item's
 // metadata has room for: modality, body part, study/series/instance UIDs) and for a search's
@@ -16,8 +17,8 @@
 // The file is walked, not parsed into objects: top-level elements are skipped by their length
 // and only group 0028 and the Pixel Data are kept, with a cap on elements and on sequence
 // nesting; the one descent is into an enhanced file's functional groups (PS3.3 C.7.6.16), for
-// the decoded frame's rescale and window (the shared item and that frame's item alone). So an 8 MiB file of a million tiny elements costs a bounded loop, not a million
-// objects (a Worker has 128 MB), and nothing the size of the image is allocated (or decoded)
+// the decoded frame's rescale and window (the shared item and that frame's item alone). So an
+// 8 MiB file of a million tiny elements costs a bounded loop, not a million objects (a Worker has 128 MB), and nothing the size of the image is allocated (or decoded)
 // before the caller's size limits have passed. Decompression writes into a buffer of exactly
 // Rows x Columns x samples x bytes, and every run, fragment and offset is checked against its
 // bounds: a file that disagrees with itself is a 422 naming where.
