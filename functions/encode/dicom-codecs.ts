@@ -242,14 +242,32 @@ interface OpenJpegModule extends EmscriptenModule {
   J2KDecoder: new () => EmscriptenDecoder;
 }
 
-/** Both codecs of one isolate. */
-export class DicomCodecs {
+/**
+ * One JPEG-LS or JPEG 2000 frame -> its samples: what dicom.ts asks of its caller. DicomCodecs
+ * decodes in this thread (workerd, the browser SDK); on Node, codec-thread.ts posts the frame to a
+ * worker thread running DicomCodecs, under a deadline.
+ */
+export interface FrameDecoders {
+  jpegLs(f: Uint8Array, t: CodecTarget): Promise<CodecFrame>;
+  jpeg2000(f: Uint8Array, t: CodecTarget): Promise<CodecFrame>;
+}
+
+/** Both codecs of one isolate, decoding in its thread. */
+export class DicomCodecs implements FrameDecoders {
   readonly charls: EmscriptenCodec<CharLSModule>;
   readonly openjpeg: EmscriptenCodec<OpenJpegModule>;
 
   constructor(modules: DicomCodecModules) {
     this.charls = new EmscriptenCodec(async () => (await import('@cornerstonejs/codec-charls/decodewasmjs')).default as Factory<CharLSModule>, modules.charls);
     this.openjpeg = new EmscriptenCodec(async () => (await import('@cornerstonejs/codec-openjpeg/decodewasmjs')).default as Factory<OpenJpegModule>, modules.openjpeg);
+  }
+
+  jpegLs(f: Uint8Array, t: CodecTarget): Promise<CodecFrame> {
+    return decodeJpegLs(this, f, t);
+  }
+
+  jpeg2000(f: Uint8Array, t: CodecTarget): Promise<CodecFrame> {
+    return decodeJpeg2000(this, f, t);
   }
 }
 

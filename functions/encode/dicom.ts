@@ -23,7 +23,7 @@
 // Rows x Columns x samples x bytes, and every run, fragment and offset is checked against its
 // bounds: a file that disagrees with itself is a 422 naming where.
 import { MedhashError } from '../util/errors.ts';
-import { decodeJpeg2000, decodeJpegLs, type DicomCodecs } from './dicom-codecs.ts';
+import type { FrameDecoders } from './dicom-codecs.ts';
 import type { DecodedImage } from './image.ts';
 import { decodeJpegLossless } from './jpeg-lossless.ts';
 
@@ -652,10 +652,12 @@ export interface DicomGeometry {
 /** Decodes a JPEG file as the JPEG path of image.ts does: its structural walk, the caller's limits, the codec. */
 export type JpegDecoder = (jpeg: Uint8Array) => Promise<DecodedImage>;
 
-/** The codecs a compressed frame may need, from the caller (image.ts): its JPEG path, and CharLS and OpenJPEG. */
-export interface FrameCodecs {
+/**
+ * The codecs a compressed frame may need, from the caller (image.ts): its JPEG path, and the
+ * JPEG-LS and JPEG 2000 frame decoders (CharLS and OpenJPEG, in this thread or Node's codec thread).
+ */
+export interface FrameCodecs extends FrameDecoders {
   jpeg: JpegDecoder;
-  codecs: () => Promise<DicomCodecs>;
 }
 
 /** JPEG Baseline: the frame through the JPEG decoder, which must agree with the header. */
@@ -690,12 +692,12 @@ export function dicomGeometry(bytes: Uint8Array, frame?: number): { geometry: Di
     if (a.syntax.pixels === 'jpeg') return pixels(a, await jpegFrame(a, encapsulated(), codecs.jpeg), 0);
     if (a.syntax.pixels === 'jpeg-ls') {
       // interleaved or planar as the scan is (ILV), whatever Planar Configuration says
-      const { raw, planar } = await decodeJpegLs(await codecs.codecs(), encapsulated(), { ...a, syntax: a.syntax.name });
+      const { raw, planar } = await codecs.jpegLs(encapsulated(), { ...a, syntax: a.syntax.name });
       return pixels(a, raw, planar);
     }
     if (a.syntax.pixels === 'jpeg2000') {
       // interleaved by OpenJPEG, whatever Planar Configuration says
-      const { raw, planar } = await decodeJpeg2000(await codecs.codecs(), encapsulated(), { ...a, syntax: a.syntax.name });
+      const { raw, planar } = await codecs.jpeg2000(encapsulated(), { ...a, syntax: a.syntax.name });
       return pixels(a, raw, planar);
     }
     if (a.syntax.pixels === 'jpeg-lossless') {

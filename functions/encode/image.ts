@@ -3,14 +3,16 @@
 // JPEG 2000 frames through dicom-codecs.ts's CharLS and OpenJPEG). The limits are checked on the header and the chunk/segment structure BEFORE any
 // decoding, so a huge declared size, a decompression bomb or a truncated file is refused without
 // allocating the pixels. The codecs' WASM modules are injected (`initImageCodecs`): Node compiles
-// them from node_modules (image-node.ts), workerd imports them at build time, and the browser SDK
-// hands over CharLS and OpenJPEG as loaders, which download them on their first frame.
+// them from node_modules (image-node.ts) and hands over JPEG-LS and JPEG 2000 frame decoders
+// that run in a worker thread under a deadline (codec-thread.ts), workerd imports them at build
+// time, and the browser SDK hands over CharLS and OpenJPEG as loaders, which download them on
+// their first frame.
 import { init as initPng, decode as decodePng } from '@jsquash/png/decode.js';
 import decodeJpeg, { init as initJpeg } from '@jsquash/jpeg/decode.js';
 import { MedhashError } from '../util/errors.ts';
 import { mediaType } from '../util/media-type.ts';
 import { dicomGeometry, frameOutOfRange, isDicom } from './dicom.ts';
-import { DicomCodecs, type DicomCodecModules } from './dicom-codecs.ts';
+import { DicomCodecs, type DicomCodecModules, type FrameDecoders } from './dicom-codecs.ts';
 
 export interface DecodedImage {
   width: number;
@@ -31,18 +33,19 @@ export interface ImageLimits {
 
 export const DEFAULT_LIMITS: ImageLimits = { maxBytes: 8 * 1024 * 1024, maxSide: 4096, maxPixels: 16 * 1024 * 1024 };
 
-/** The compiled WebAssembly of every codec: PNG, JPEG, and DICOM's JPEG-LS (CharLS) and JPEG 2000 (OpenJPEG), those two each a module or a loader of one (`WasmSource`). */
-export interface ImageCodecs extends DicomCodecModules {
-  png: WebAssembly.Module;
-  jpeg: WebAssembly.Module;
-}
+/**
+ * The compiled WebAssembly of PNG and JPEG, and for DICOM's JPEG-LS and JPEG 2000 either that of
+ * CharLS and OpenJPEG, each a module or a loader of one (`WasmSource`), decoded in this thread, or
+ * the frame decoders themselves (`frames`: Node's codec thread).
+ */
+export type ImageCodecs = { png: WebAssembly.Module; jpeg: WebAssembly.Module } & (DicomCodecModules | { frames: FrameDecoders });
 
 let ready: Promise<void> | null = null;
-let dicomCodecs: DicomCodecs | null = null;
+let frameDecoders: FrameDecoders | null = null;
 
 /** Instantiates the PNG and JPEG codecs once per isolate (the DICOM ones on their first frame); later calls reuse the first. */
 export function initImageCodecs(codecs: ImageCodecs): Promise<void> {
-  dicomCodecs ??= new DicomCodecs(codecs);
+  frameDecoders ??= 'frames' in codecs ? codecs.frames : new DicomCodecs(codecs);
   ready ??= Promise.all([initPng(codecs.png), initJpeg(codecs.jpeg)]).then(() => undefined);
   return ready;
 }
@@ -267,7 +270,12 @@ export async function decodeImage(bytes: Uint8Array, contentType?: string, limit
     const { geometry, decode } = dicomGeometry(bytes, options.frame);
     checkSize(geometry.width, geometry.height, limits);
     // only a JPEG Baseline, JPEG-LS or JPEG 2000 file calls on a codec: an uncompressed, RLE or JPEG Lossless one needs no initialisation
-    return decode({ jpeg: (jpeg) => decodeJpegFile(jpeg, limits), codecs: async () => (await codecsReady(), dicomCodecs as DicomCodecs) });
+    const frames = async () => (await codecsReady(), frameDecoders as FrameDecoders);
+    return decode({
+      jpeg: (jpeg) => decodeJpegFile(jpeg, limits),
+      jpegLs: async (f, t) => (await frames()).jpegLs(f, t),
+      jpeg2000: async (f, t) => (await frames()).jpeg2000(f, t),
+    });
   }
   await codecsReady();
 
