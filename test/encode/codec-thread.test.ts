@@ -1,0 +1,73 @@
+// Node's JPEG-LS and JPEG 2000 frames decode in a worker thread under a deadline (codec-thread.ts):
+// a malformed JPEG-LS scan on which CharLS spins for seconds before failing
+// (test/fixtures/dicom/hostile/jpeg-ls-cut-scan-spins-charls.dcm: a 64x64 16-bit frame cut inside
+// its scan, ~9 s of CPU in CharLS 2.4) is a 422 `decode_timeout` past its deadline, the event loop
+// runs on meanwhile, the next frames get a fresh thread, and a frame queued behind a slow one has
+// a deadline of its own.
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { CodecThread, DEADLINE_BASE_MS, frameDeadlineMs } from '../../functions/encode/codec-thread.ts';
+import type { CodecTarget } from '../../functions/encode/dicom-codecs.ts';
+import { decodeImage } from '../../functions/encode/image.ts';
+import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
+import { DICOM_FIXTURES } from './fixtures.ts';
+import { png, scanlines } from './png-fixtures.ts';
+
+const require = createRequire(import.meta.url);
+const fixture = (name: string) => new Uint8Array(readFileSync(join(DICOM_FIXTURES, name)));
+const HOSTILE = fixture('hostile/jpeg-ls-cut-scan-spins-charls.dcm');
+const HOSTILE_TARGET: CodecTarget = { rows: 64, columns: 64, samples: 1, bitsAllocated: 16, bitsStored: 16, signed: false, syntax: 'JPEG-LS Lossless' };
+const GOOD_LS = fixture('grey8-jpeg-ls.dcm');
+const GOOD_J2K = fixture('grey8-jpeg2000-lossless.dcm');
+
+/** The codestream of a file of one frame in one fragment: its last item (fffe,e000). */
+function codestream(file: Uint8Array): Uint8Array {
+  const at = Buffer.from(file).lastIndexOf(Buffer.from([0xfe, 0xff, 0x00, 0xe0]));
+  return file.subarray(at + 8, at + 8 + Buffer.from(file).readUInt32LE(at + 4));
+}
+
+const timeoutMessage = (t: CodecTarget) =>
+  `DICOM ${t.syntax} frame took longer than ${(frameDeadlineMs(t) / 1000).toFixed(1)} s to decode; a valid frame of ${t.columns}x${t.rows} decodes in well under that: the stream is malformed`;
+
+beforeAll(() => initNodeImageCodecs());
+
+describe('JPEG-LS and JPEG 2000 frames on Node: a worker thread, a deadline', () => {
+  it('a JPEG-LS frame that holds CharLS for seconds is a 422 decode_timeout naming the limit; good frames decode after it (a fresh thread) as before it', async () => {
+    const before = [await decodeImage(GOOD_LS), await decodeImage(GOOD_J2K)];
+    const e = await decodeImage(HOSTILE).catch((x: unknown) => x);
+    expect(e).toMatchObject({ status: 422, code: 'decode_timeout', field: 'image', message: timeoutMessage(HOSTILE_TARGET) });
+    expect([await decodeImage(GOOD_LS), await decodeImage(GOOD_J2K)]).toEqual(before);
+  });
+
+  it('while that frame decodes, the event loop runs: a PNG decode started after it completes first', async () => {
+    // the codecs instantiated, so that the old in-thread path would reach CharLS before the PNG
+    await decodeImage(GOOD_LS);
+    const order: string[] = [];
+    const slow = decodeImage(HOSTILE).catch(() => undefined).then(() => order.push('dicom'));
+    await new Promise((ok) => setTimeout(ok, 0));
+    const fast = decodeImage(png({ width: 2, height: 1, colorType: 0, bitDepth: 8, raw: scanlines(2, 1, 1, 8, [1, 2]) })).then(() => order.push('png'));
+    await Promise.all([slow, fast]);
+    expect(order).toEqual(['png', 'dicom']);
+  });
+
+  it('a frame queued behind a slow one is not charged its time: its deadline runs from the start of its own decode', async () => {
+    const compile = (name: string) => WebAssembly.compile(readFileSync(require.resolve(name)));
+    const thread = new CodecThread({ charls: await compile('@cornerstonejs/codec-charls/decodewasm'), openjpeg: await compile('@cornerstonejs/codec-openjpeg/decodewasm') }, () => DEADLINE_BASE_MS);
+    try {
+      const good: CodecTarget = { rows: 64, columns: 64, samples: 1, bitsAllocated: 8, bitsStored: 8, signed: false, syntax: 'JPEG-LS Lossless' };
+      // both posted at once: the good frame waits out the slow one's whole deadline, then decodes within its own
+      const [slow, fast] = await Promise.allSettled([thread.jpegLs(codestream(HOSTILE), HOSTILE_TARGET), thread.jpegLs(codestream(GOOD_LS), good)]);
+      expect(slow).toMatchObject({ status: 'rejected', reason: { code: 'decode_timeout' } });
+      expect(fast).toMatchObject({ status: 'fulfilled', value: { planar: 0 } });
+      expect((fast as PromiseFulfilledResult<{ raw: Uint8Array }>).value.raw.length).toBe(64 * 64);
+    } finally {
+      await thread.close();
+    }
+  });
+
+  it('the deadline is over 3x the slowest legit frame measured (docs/ENCODING.md): 2.6 s for a 4096x4096 16-bit JPEG 2000 one', () => {
+    expect(frameDeadlineMs({ ...HOSTILE_TARGET, rows: 4096, columns: 4096 })).toBeGreaterThan(3 * 2557);
+  });
+});
