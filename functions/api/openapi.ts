@@ -15,7 +15,7 @@ const ERROR_TEXT: Record<number, string> = {
   409: 'Conflicts with existing state (or a request with the same Idempotency-Key is still running).',
   413: `Body or batch too large: \`body_too_large\` over ${MIB(MAX_BODY_BYTES)} (a declared Content-Length: before the key is checked) or over the route's own limit (${MIB(DEFAULT_BODY_BYTES)}, or the operation's \`x-max-body-bytes\`); \`json_too_complex\` for a JSON body with more objects and arrays or values than the largest valid batch holds; \`batch_too_large\` over ${MAX_BATCH_ITEMS} items (docs/API.md, Limits).`,
   415: 'Content-Type is not application/json (or, for an image, not an image type the route reads).',
-  422: 'The Idempotency-Key was already used for a different request; or (search) the query is out of distribution for the collection\'s model: the body then carries `ood` with the reasons, and `allow_ood: true` gets results anyway.',
+  422: 'The Idempotency-Key was already used for a different request; or (search) the query is out of distribution for the collection\'s model: the body then carries `ood` with the reasons, and `allow_ood: true` gets results anyway; or (an image) it is corrupt (`corrupt_image`), its `frame` is past the last (`frame_out_of_range`), or a DICOM JPEG-LS or JPEG 2000 frame took longer than its deadline to decode (`decode_timeout`: a malformed stream; docs/ENCODING.md, "Decode deadline").',
   429: "Over the tenant's rate limit; Retry-After says when to retry, RateLimit-* describe the limit.",
   503: 'Temporarily unable; retrying is safe.',
 };
