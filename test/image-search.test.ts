@@ -203,6 +203,23 @@ describe('search by image', () => {
     expect(await viaCli('--body-part', 'CHEST')).toEqual([]);
   });
 
+  it('a DICOM whose JPEG-LS frame would hold CharLS for seconds is a 422 decode_timeout, and the server answers /healthz meanwhile', async () => {
+    // a 64x64 frame cut inside its scan: CharLS spins ~9 s on it; Node decodes it in the codec thread, 1 s at most
+    const hostile = new Uint8Array(readFileSync(join(DICOM_FIXTURES, 'hostile', 'jpeg-ls-cut-scan-spins-charls.dcm')));
+    const order: string[] = [];
+    const search = fetch(`${url}/v1/collections/imgs/search/image?allow_ood=true`, {
+      method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/dicom' }, body: hostile,
+    }).then(async (res) => (order.push('search'), { status: res.status, body: (await res.json()) as { error: { code: string; message: string } } }));
+    // by then the frame is decoding (were it on this event loop, the timer would wait for CharLS)
+    await new Promise((ok) => setTimeout(ok, 300));
+    const health = fetch(`${url}/healthz`).then((res) => (order.push('healthz'), res.status));
+    const [refused, healthz] = await Promise.all([search, health]);
+    expect(healthz).toBe(200);
+    expect(order).toEqual(['healthz', 'search']);
+    expect([refused.status, refused.body.error.code]).toEqual([422, 'decode_timeout']);
+    expect(refused.body.error.message).toMatch(/^DICOM JPEG-LS Lossless frame took longer than 1\.0 s to decode; .*: the stream is malformed$/);
+  });
+
   it('takes the clinician\'s controls as query parameters: label filters, content weight, exclusions', async () => {
     const q = queries[0];
     const bytes = new Uint8Array(await q.read());
