@@ -75,8 +75,10 @@ export class CodecThread implements FrameDecoders {
 
   private submit(kind: FrameJob['kind'], frame: Uint8Array, target: CodecTarget): Promise<CodecFrame> {
     return new Promise((resolve, reject) => {
-      // a copy of the frame alone (a view would post its whole buffer, the request's), moved to the thread
-      this.queue.push({ job: { id: this.nextId++, kind, frame: frame.slice(), target }, resolve, reject });
+      // a copy of the frame alone (a view would post its whole buffer, the request's), moved to the
+      // thread; not frame.slice(), which on a Node Buffer is a view: its buffer, the caller's or
+      // Node's shared pool, would be detached or refused (DataCloneError)
+      this.queue.push({ job: { id: this.nextId++, kind, frame: new Uint8Array(frame), target }, resolve, reject });
       this.pump();
     });
   }

@@ -3,8 +3,9 @@
 // (test/fixtures/dicom/hostile/jpeg-ls-cut-scan-spins-charls.dcm: a 64x64 16-bit frame cut inside
 // its scan, ~9 s of CPU in CharLS 2.4) is a 422 `decode_timeout` past its deadline, the event loop
 // runs on meanwhile, the next frames get a fresh thread, and a frame queued behind a slow one has
-// a deadline of its own.
+// a deadline of its own; a frame in a Node Buffer is copied, not its buffer moved.
 import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -64,6 +65,20 @@ describe('JPEG-LS and JPEG 2000 frames on Node: a worker thread, a deadline', ()
       expect((fast as PromiseFulfilledResult<{ raw: Uint8Array }>).value.raw.length).toBe(64 * 64);
     } finally {
       await thread.close();
+    }
+  });
+
+  it('a DICOM in a Node Buffer (whose slice() is a view, not a copy) decodes as a Uint8Array does, and the caller\'s bytes stay whole', async () => {
+    const want = [await decodeImage(GOOD_LS), await decodeImage(GOOD_J2K)];
+    // a Buffer of its own memory (readFile's), whose buffer a transfer would detach, and small ones
+    // in Node's shared pool, which cannot be transferred
+    const own = [await readFile(join(DICOM_FIXTURES, 'grey8-jpeg-ls.dcm')), await readFile(join(DICOM_FIXTURES, 'grey8-jpeg2000-lossless.dcm'))];
+    const pooled = [Buffer.from(GOOD_LS), Buffer.from(GOOD_J2K)];
+    expect(own.map((b) => b.buffer.byteLength === b.length)).toEqual([true, true]);
+    expect(pooled.map((b) => b.buffer.byteLength > b.length)).toEqual([true, true]);
+    for (const [ls, j2k] of [own, pooled]) {
+      expect([await decodeImage(ls), await decodeImage(j2k)]).toEqual(want);
+      expect([ls.length, j2k.length]).toEqual([GOOD_LS.length, GOOD_J2K.length]);
     }
   });
 
