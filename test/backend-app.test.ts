@@ -10,6 +10,7 @@ import { parseCard } from '../functions/encode/card.ts';
 import { initNodeImageCodecs } from '../functions/encode/image-node.ts';
 import type { Encoder } from '../functions/encode/model.ts';
 import { overBudget } from '../functions/util/json-budget.ts';
+import { DICOM_FIXTURES } from './encode/fixtures.ts';
 import { png, scanlines } from './encode/png-fixtures.ts';
 
 const card = parseCard(JSON.parse(readFileSync(join(import.meta.dirname, '..', 'models', 'mednist-darf-b64.card.json'), 'utf8')));
@@ -108,14 +109,19 @@ describe('inference backend: OpenAPI document', () => {
     expect([r.status, ((await r.json()) as { error: { field: string } }).error.field]).toEqual([400, 'inputs.0.tensor']);
   });
 
-  it('declares what a bad image answers: 422 for a damaged one, 413 for one over the size limits', async () => {
+  it('declares what a bad image answers: 422 for a damaged one, a frame past the last or a decode past its deadline, 413 for one over the size limits', async () => {
     const doc = (await (await app.request('/openapi.json')).json()) as { paths: Record<string, Record<string, { responses: Record<string, { description: string }> }>> };
     const responses = doc.paths['/v1/encode'].post.responses;
     const image = (b: Uint8Array) => post(JSON.stringify({ inputs: [{ image: Buffer.from(b).toString('base64'), content_type: 'image/png' }] }));
     const whole = png({ width: 2, height: 2, colorType: 0, bitDepth: 8, raw: scanlines(2, 2, 1, 8, Uint8Array.of(0, 64, 128, 255)) });
     const huge = png({ width: 1, height: 100_000, colorType: 0, bitDepth: 8, raw: scanlines(1, 100_000, 1, 8, new Uint8Array(100_000)) });
-    const answers = [await errorOf(await image(whole.subarray(0, whole.length - 20))), await errorOf(await image(huge))];
-    expect(answers).toEqual([[422, 'corrupt_image'], [413, 'image_too_large']]);
+    const dicom = (name: string, frame?: number) => post(JSON.stringify({ inputs: [{ image: readFileSync(join(DICOM_FIXTURES, name)).toString('base64'), content_type: 'application/dicom', frame }] }));
+    const answers = [
+      await errorOf(await image(whole.subarray(0, whole.length - 20))), await errorOf(await image(huge)),
+      // a frame past the last; a JPEG-LS frame on which CharLS spins past its deadline (codec-thread.ts)
+      await errorOf(await dicom('grey8-frames3.dcm', 3)), await errorOf(await dicom('hostile/jpeg-ls-cut-scan-spins-charls.dcm')),
+    ];
+    expect(answers).toEqual([[422, 'corrupt_image'], [413, 'image_too_large'], [422, 'frame_out_of_range'], [422, 'decode_timeout']]);
     for (const [status, code] of answers) expect(responses[String(status)]?.description, `${status}`).toContain(`\`${code}\``);
   });
 });

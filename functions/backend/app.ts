@@ -82,7 +82,7 @@ export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAUL
         400: json(ErrorSchema, 'Malformed request: not the EncodeRequest shape, an unknown `version`, an image that is not standard padded base64 or is empty, a tensor of the wrong size or with a non-finite value. The message names the problem and `field` the offending input (`inputs.N.image`, `inputs.N.tensor`).'),
         ...errors(415),
         413: json(ErrorSchema, `\`body_too_large\` over ${MAX_BODY_BYTES} bytes; \`json_too_complex\` for a JSON body with more objects and arrays (${JSON_BUDGET.containers}) or values (${JSON_BUDGET.values}, keys included) than twice the largest valid batch holds, counted before it is parsed; \`image_too_large\` for an image over the size limits (docs/ENCODING.md), \`field\` naming it.`),
-        422: json(ErrorSchema, '`corrupt_image`: an image whose bytes are of its type but cannot be decoded (truncated, damaged); `field` names it (`inputs.N.image`). The whole request fails.'),
+        422: json(ErrorSchema, '`corrupt_image`: an image whose bytes are of its type but cannot be decoded (truncated, damaged); `frame_out_of_range`: a `frame` past the DICOM\'s last; `decode_timeout`: a DICOM JPEG-LS or JPEG 2000 frame that took longer than its deadline to decode (a malformed stream; docs/ENCODING.md, "Decode deadline"). `field` names the input (`inputs.N.image`, `inputs.N.frame`). The whole request fails.'),
         503: { description: 'The queue is full, or the backend is stopping; the Retry-After header says when to retry.', content: { 'application/json': { schema: z.object({ error: z.object({ code: z.string(), message: z.string() }) }) } } },
       },
     }),
