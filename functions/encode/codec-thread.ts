@@ -96,7 +96,15 @@ export class CodecThread implements FrameDecoders {
   }
 
   private start(): void {
-    const worker = new Worker(BOOT, { eval: true, workerData: this.modules, resourceLimits: { maxOldGenerationSizeMb: MAX_HEAP_MB } });
+    let worker: Worker;
+    try {
+      worker = new Worker(BOOT, { eval: true, workerData: this.modules, resourceLimits: { maxOldGenerationSizeMb: MAX_HEAP_MB } });
+    } catch (e) {
+      // no thread could be made (ERR_WORKER_INIT_FAILED, EAGAIN: the process is at its thread or
+      // pids limit): the frames waiting fail as for a thread that failed to start, the next frame
+      // tries again; thrown on, it would end the process from the deadline's timer
+      return this.failAll(new Error(`the codec thread could not start: ${e instanceof Error ? e.message : String(e)}`));
+    }
     worker.unref();
     this.worker = worker;
     this.ready = false;

@@ -3,18 +3,32 @@
 // (test/fixtures/dicom/hostile/jpeg-ls-cut-scan-spins-charls.dcm: a 64x64 16-bit frame cut inside
 // its scan, ~9 s of CPU in CharLS 2.4) is a 422 `decode_timeout` past its deadline, the event loop
 // runs on meanwhile, the next frames get a fresh thread, and a frame queued behind a slow one has
-// a deadline of its own; a frame in a Node Buffer is copied, not its buffer moved.
+// a deadline of its own; a frame in a Node Buffer is copied, not its buffer moved; a thread that
+// cannot be made fails the frames waiting, not the process.
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { CodecThread, DEADLINE_BASE_MS, frameDeadlineMs } from '../../functions/encode/codec-thread.ts';
 import type { CodecTarget } from '../../functions/encode/dicom-codecs.ts';
 import { decodeImage } from '../../functions/encode/image.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { DICOM_FIXTURES } from './fixtures.ts';
 import { png, scanlines } from './png-fixtures.ts';
+
+/** While set, new Worker throws as Node does when the process can make no more threads. */
+let noThreads = false;
+vi.mock('node:worker_threads', async (original) => {
+  const m = await original<typeof import('node:worker_threads')>();
+  class Worker extends m.Worker {
+    constructor(...args: ConstructorParameters<typeof m.Worker>) {
+      if (noThreads) throw Object.assign(new Error('EAGAIN'), { code: 'ERR_WORKER_INIT_FAILED' });
+      super(...args);
+    }
+  }
+  return { ...m, Worker };
+});
 
 const require = createRequire(import.meta.url);
 const fixture = (name: string) => new Uint8Array(readFileSync(join(DICOM_FIXTURES, name)));
@@ -79,6 +93,32 @@ describe('JPEG-LS and JPEG 2000 frames on Node: a worker thread, a deadline', ()
     for (const [ls, j2k] of [own, pooled]) {
       expect([await decodeImage(ls), await decodeImage(j2k)]).toEqual(want);
       expect([ls.length, j2k.length]).toEqual([GOOD_LS.length, GOOD_J2K.length]);
+    }
+  });
+
+  it('no thread to be had (new Worker throws ERR_WORKER_INIT_FAILED: the process at its thread limit) fails the frames waiting, not the process; the next frame gets a thread', async () => {
+    const compile = (name: string) => WebAssembly.compile(readFileSync(require.resolve(name)));
+    const deadline = vi.fn(() => DEADLINE_BASE_MS);
+    const thread = new CodecThread({ charls: await compile('@cornerstonejs/codec-charls/decodewasm'), openjpeg: await compile('@cornerstonejs/codec-openjpeg/decodewasm') }, deadline);
+    const good: CodecTarget = { rows: 64, columns: 64, samples: 1, bitsAllocated: 8, bitsStored: 8, signed: false, syntax: 'JPEG-LS Lossless' };
+    const cannotStart = 'the codec thread could not start: EAGAIN';
+    try {
+      // the first thread starts; the one that should replace it past the slow frame's deadline cannot (in the timer)
+      const both = Promise.allSettled([thread.jpegLs(codestream(HOSTILE), HOSTILE_TARGET), thread.jpegLs(codestream(GOOD_LS), good)]);
+      noThreads = true;
+      const [slow, queued] = await both;
+      expect(slow).toMatchObject({ status: 'rejected', reason: { code: 'decode_timeout' } });
+      expect(queued).toMatchObject({ status: 'rejected', reason: { message: cannotStart } });
+      // a frame posted while no thread can be made
+      await expect(thread.jpegLs(codestream(GOOD_LS), good)).rejects.toThrow(cannotStart);
+      noThreads = false;
+      deadline.mockClear();
+      // threads again: this frame decodes, and only this one (none of those that failed was kept)
+      expect((await thread.jpegLs(codestream(GOOD_LS), good)).raw.length).toBe(64 * 64);
+      expect(deadline).toHaveBeenCalledTimes(1);
+    } finally {
+      noThreads = false;
+      await thread.close();
     }
   });
 
