@@ -59,7 +59,7 @@ async function collection(): Promise<string> {
 
 async function ids(name: string): Promise<string[]> {
   const found: string[] = [];
-  for (const id of [...FRAME_IDS, 'Hand/cine.dcm', 'Hand/single.dcm', 'Hand/deflated.dcm']) {
+  for (const id of [...FRAME_IDS, 'Hand/cine.dcm', 'Hand/single.dcm', 'Hand/bigendian.dcm']) {
     const res = await fetch(`${url}/v1/collections/${name}/items/${encodeURIComponent(id)}`, { headers: { authorization: `Bearer ${key}` } });
     if (res.status === 200) found.push(id);
     else expect(res.status).toBe(404);
@@ -153,11 +153,11 @@ describe('medhash index --frames', () => {
   it('a file whose header does not read stops the run named by its path, as before', async () => {
     const bad = join(dir, 'bad');
     mkdirSync(join(bad, 'Hand'), { recursive: true });
-    copyFileSync(join(DICOM_FIXTURES, 'grey8-deflated.dcm'), join(bad, 'Hand', 'deflated.dcm'));
+    copyFileSync(join(DICOM_FIXTURES, 'grey8-bigendian.dcm'), join(bad, 'Hand', 'bigendian.dcm'));
     const name = await collection();
     const e = await failure(cli(['index', '--collection', name, '--images', bad, '--frames', 'all'], viaBackend()));
     expect(e.code).toBe(1);
-    expect(e.stderr).toMatch(/bad\/Hand\/deflated\.dcm: DICOM transfer syntax 1\.2\.840\.10008\.1\.2\.1\.99 \(Deflated Explicit VR Little Endian\)/);
+    expect(e.stderr).toMatch(/bad\/Hand\/bigendian\.dcm: DICOM transfer syntax 1\.2\.840\.10008\.1\.2\.2 \(Explicit VR Big Endian\)/);
   });
 
   it('resumes: a re-run skips the frames already published', async () => {

@@ -166,9 +166,9 @@ describe('search by image', () => {
     await cli(['index', '--collection', 'dicoms', '--images', join(dir, 'dicom-folder')], env);
     // a file the backend cannot read stops the run, named by its path
     mkdirSync(join(dir, 'bad-dicom-folder', 'Hand'), { recursive: true });
-    copyFileSync(join(DICOM_FIXTURES, 'grey8-deflated.dcm'), join(dir, 'bad-dicom-folder', 'Hand', 'deflated.dcm'));
+    copyFileSync(join(DICOM_FIXTURES, 'grey8-bigendian.dcm'), join(dir, 'bad-dicom-folder', 'Hand', 'bigendian.dcm'));
     const failed = await cli(['index', '--collection', 'dicoms', '--images', join(dir, 'bad-dicom-folder')], env).then(() => null, (e: { stderr: string }) => e);
-    expect(failed?.stderr).toMatch(/bad-dicom-folder\/Hand\/deflated\.dcm: DICOM transfer syntax 1\.2\.840\.10008\.1\.2\.1\.99 \(Deflated Explicit VR Little Endian\)/);
+    expect(failed?.stderr).toMatch(/bad-dicom-folder\/Hand\/bigendian\.dcm: DICOM transfer syntax 1\.2\.840\.10008\.1\.2\.2 \(Explicit VR Big Endian\)/);
     const found = await searchImage(asFile('image/jpeg', jpegBytes), 'dicoms');
     expect(found.body.results.map((r) => [r.id, r.distance, r.metadata.label])).toEqual([['Hand/own.dcm', 0, 'Hand']]);
     // the item took its modality, body part and UIDs from the file, so the clinician's controls apply

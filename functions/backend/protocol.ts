@@ -27,7 +27,7 @@ export const FrameNumber = z.number({ error: 'frame must be a non-negative integ
 
 export const EncodeInput = z.union([
   z.strictObject({
-    image: Base64.openapi({ description: 'PNG, JPEG or DICOM (uncompressed, RLE Lossless, JPEG Lossless, JPEG Baseline, JPEG-LS or JPEG 2000) bytes, base64.' }),
+    image: Base64.openapi({ description: 'PNG, JPEG or DICOM (uncompressed or deflated, RLE Lossless, JPEG Lossless, JPEG Baseline, 8-bit JPEG Extended, JPEG-LS or JPEG 2000) bytes, base64.' }),
     content_type: z.enum(IMAGE_TYPES, { error: `content_type must be ${IMAGE_TYPES.join(', ')}` }),
     frame: FrameNumber.optional()
       .openapi({ description: 'Which frame (0-based) of a multi-frame DICOM to encode: required for one, 0 or absent for any other image (docs/ENCODING.md, "Multi-frame files").' }),

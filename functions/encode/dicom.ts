@@ -1,11 +1,12 @@
 // DICOM Part 10 files -> 8-bit pixels for the encoder (the rest of the path is the PNG/JPEG
-// one). Little-endian transfer syntaxes with the pixels uncompressed, RLE Lossless (decoded here),
-// JPEG Lossless (jpeg-lossless.ts), JPEG Baseline (decoded by image.ts's JPEG codec, passed in),
-// JPEG-LS or JPEG 2000 (dicom-codecs.ts's CharLS and OpenJPEG, passed in), one frame: a multi-frame
-// file's frame is the caller's to choose (`frame`, 0-based; how many there are, `dicomFrameCount`,
-// from the header alone), and only that frame is located (one pass over the fragment table) and
-// decoded; any other syntax (JPEG Extended, deflate, big endian) is refused
-// with 415 naming it, never guessed at. Each compressed form only yields the stored samples an uncompressed file holds,
+// one). Little-endian transfer syntaxes with the pixels uncompressed (the data set deflated or
+// not: a deflated one is inflated first, under a cap, then walked as any other), RLE Lossless
+// (decoded here), JPEG Lossless (jpeg-lossless.ts), JPEG Baseline and 8-bit JPEG Extended (decoded
+// by image.ts's JPEG codec, passed in), JPEG-LS or JPEG 2000 (dicom-codecs.ts's CharLS and
+// OpenJPEG, passed in), one frame: a multi-frame file's frame is the caller's to choose (`frame`,
+// 0-based; how many there are, `dicomFrameCount`, from the header alone), and only that frame is
+// located (one pass over the fragment table) and decoded; any other syntax (big endian, 12-bit
+// JPEG Extended) is refused with 415 naming it, never guessed at. Each compressed form only yields the stored samples an uncompressed file holds,
 // which then take the one path below. Grey values go through the file's own
 // modality rescale and first VOI window (an enhanced file's: the frame's functional groups'), as
 // a viewer shows them by default. Decoding reads the
@@ -19,9 +20,10 @@
 // nesting; the one descent is into an enhanced file's functional groups (PS3.3 C.7.6.16), for
 // the decoded frame's rescale and window (the shared item and that frame's item alone). So an
 // 8 MiB file of a million tiny elements costs a bounded loop, not a million objects (a Worker has 128 MB), and nothing the size of the image is allocated (or decoded)
-// before the caller's size limits have passed. Decompression writes into a buffer of exactly
+// before the caller's size limits have passed, but for a deflated data set, inflated first under its own cap (MAX_INFLATED_BYTES). Decompression writes into a buffer of exactly
 // Rows x Columns x samples x bytes, and every run, fragment and offset is checked against its
 // bounds: a file that disagrees with itself is a 422 naming where.
+import { concatBytes } from '../util/bytes.ts';
 import { MedhashError } from '../util/errors.ts';
 import type { FrameDecoders } from './dicom-codecs.ts';
 import type { DecodedImage } from './image.ts';
@@ -38,12 +40,18 @@ interface Syntax {
   pixels: 'native' | 'rle' | 'jpeg' | 'jpeg-lossless' | 'jpeg-ls' | 'jpeg2000';
   /** JPEG Lossless SV1: predictor 1 only. */
   sv1?: boolean;
+  /** Deflated Explicit VR Little Endian: the data set after the file meta group is one raw DEFLATE stream. */
+  deflated?: boolean;
+  /** JPEG Extended: the frame's own header (SOF0 or SOF1) says whether its samples are 8 bits, which alone are read. */
+  extended?: boolean;
 }
 
 const SUPPORTED: Record<string, Syntax> = {
   '1.2.840.10008.1.2': { name: 'Implicit VR Little Endian', explicit: false, pixels: 'native' },
   '1.2.840.10008.1.2.1': { name: 'Explicit VR Little Endian', explicit: true, pixels: 'native' },
+  '1.2.840.10008.1.2.1.99': { name: 'Deflated Explicit VR Little Endian', explicit: true, pixels: 'native', deflated: true },
   '1.2.840.10008.1.2.4.50': { name: 'JPEG Baseline', explicit: true, pixels: 'jpeg' },
+  '1.2.840.10008.1.2.4.51': { name: 'JPEG Extended', explicit: true, pixels: 'jpeg', extended: true },
   '1.2.840.10008.1.2.4.57': { name: 'JPEG Lossless', explicit: true, pixels: 'jpeg-lossless' },
   '1.2.840.10008.1.2.4.70': { name: 'JPEG Lossless SV1', explicit: true, pixels: 'jpeg-lossless', sv1: true },
   '1.2.840.10008.1.2.4.80': { name: 'JPEG-LS Lossless', explicit: true, pixels: 'jpeg-ls' },
@@ -55,9 +63,7 @@ const SUPPORTED: Record<string, Syntax> = {
 
 /** Names of the common transfer syntaxes this decoder refuses, for the error message. */
 const REFUSED: Record<string, string> = {
-  '1.2.840.10008.1.2.1.99': 'Deflated Explicit VR Little Endian',
   '1.2.840.10008.1.2.2': 'Explicit VR Big Endian',
-  '1.2.840.10008.1.2.4.51': 'JPEG Extended',
 };
 
 /** Explicit-VR value representations with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2). */
@@ -66,6 +72,14 @@ const UNDEFINED_LENGTH = 0xffffffff;
 /** Far above any real header (a few hundred elements), far below what costs time. */
 export const MAX_ELEMENTS = 50_000;
 export const MAX_DEPTH = 8;
+/**
+ * The most a deflated file's data set may inflate to: 4 x the 8 MiB a file may have (the default
+ * limits' maxBytes), room for a 16-bit 4000 x 4000 frame. Real data sets deflate 2 to 4 times; a
+ * bomb (DEFLATE reaches 1032:1) is stopped at the cap, never inflated whole.
+ */
+export const MAX_INFLATED_BYTES = 32 * 1024 * 1024;
+/** Input fed to the inflater at a time: what it may write past the cap is at most 1032 times this. */
+const INFLATE_CHUNK = 4096;
 
 /** True when the bytes are a DICOM Part 10 file (128-byte preamble, then "DICM"). */
 export function isDicom(b: Uint8Array): boolean {
@@ -214,7 +228,8 @@ class Walker {
     }
   }
 
-  walk(): Walked {
+  /** The file meta group (0002): the transfer syntax, one this decoder reads (415 otherwise), and where the data set starts. */
+  meta(): { syntax: Syntax; end: number } {
     let pos = 132;
     let syntax = '';
     // the file meta group (0002) is explicit VR little endian whatever the data set's syntax
@@ -227,9 +242,15 @@ class Walker {
     }
     if (!Object.hasOwn(SUPPORTED, syntax)) {
       const name = Object.hasOwn(REFUSED, syntax) ? REFUSED[syntax] : syntax ? 'an unsupported transfer syntax' : 'no transfer syntax';
-      throw unsupported(`DICOM transfer syntax ${syntax || '(missing)'} (${name}) is not supported: send the file uncompressed, in Explicit or Implicit VR Little Endian (e.g. dcmdjpeg or gdcmconv --raw), or in RLE Lossless, JPEG Lossless, JPEG Baseline, JPEG-LS or JPEG 2000`);
+      throw unsupported(`DICOM transfer syntax ${syntax || '(missing)'} (${name}) is not supported: send the file uncompressed, in Explicit (deflated or not) or Implicit VR Little Endian (e.g. dcmdjpeg or gdcmconv --raw), or in RLE Lossless, JPEG Lossless, JPEG Baseline, 8-bit JPEG Extended, JPEG-LS or JPEG 2000`);
     }
-    const ts = SUPPORTED[syntax];
+    return { syntax: SUPPORTED[syntax], end: pos };
+  }
+
+  /** The walk of a file whose data set is plain (a deflated one's inflated by `inflated` first). */
+  walk(): Walked {
+    const { syntax: ts, end: dataSet } = this.meta();
+    let pos = dataSet;
     const attrs: Values = new Map();
     let shared: Macros = {};
     let perFrame: Macros = {};
@@ -269,6 +290,45 @@ class Walker {
       pos = end;
     }
     throw corrupt('DICOM has no Pixel Data (7FE0,0010) at its top level: it is not an image');
+  }
+}
+
+/**
+ * The file as the walk reads it: a deflated file (PS3.5 A.5: everything after the file meta group
+ * is one raw DEFLATE stream, RFC 1951) with its data set inflated after its meta group, any other
+ * as it is. The stream is fed a chunk at a time as the inflated bytes are taken (the stream's own
+ * backpressure), so a bomb is stopped a little past MAX_INFLATED_BYTES (413), not inflated whole;
+ * a stream that is corrupt or cut short is a 422. Bytes after its final block are the runtime's
+ * affair (the Compression Standard refuses them, as browsers do; Node 22's stream ignores them).
+ */
+async function inflated(bytes: Uint8Array): Promise<Uint8Array> {
+  const { syntax, end } = new Walker(bytes).meta();
+  if (!syntax.deflated) return bytes;
+  // the input a chunk at a time, pulled only as the inflater asks (highWaterMark 0: none queued ahead)
+  let at = end;
+  const input = new ReadableStream<Uint8Array<ArrayBuffer>>({
+    pull(c) {
+      if (at >= bytes.length) c.close();
+      else c.enqueue(bytes.subarray(at, (at += INFLATE_CHUNK)) as Uint8Array<ArrayBuffer>);
+    },
+  }, { highWaterMark: 0 });
+  const reader = input.pipeThrough(new DecompressionStream('deflate-raw')).getReader();
+  const parts: Uint8Array[] = [bytes.subarray(0, end)];
+  let total = 0;
+  for (;;) {
+    let chunk: ReadableStreamReadResult<Uint8Array>;
+    try {
+      chunk = await reader.read();
+    } catch {
+      throw corrupt(`DICOM's deflated data set (from byte ${end}) is not a whole DEFLATE stream: it is corrupt or cut short`);
+    }
+    if (chunk.done) return concatBytes(parts);
+    total += chunk.value.length;
+    if (total > MAX_INFLATED_BYTES) {
+      await reader.cancel().catch(() => {});
+      throw err(413, 'image_too_large', `DICOM's deflated data set inflates to more than ${MAX_INFLATED_BYTES} bytes (${MAX_INFLATED_BYTES / 2 ** 20} MiB), the most a deflated file may hold`);
+    }
+    parts.push(chunk.value);
   }
 }
 
@@ -389,7 +449,8 @@ function attributes(w: Walked, fileLength: number, frame: number | undefined): A
   }
   if (bitsAllocated !== 8 && bitsAllocated !== 16) throw unsupported(`DICOM with ${bitsAllocated} bits allocated per sample is not supported (8 or 16)`);
   if (colour && bitsAllocated !== 8) throw unsupported(`DICOM ${a.photometric} with 16-bit samples is not supported`);
-  if (jpeg && bitsAllocated !== 8) throw corrupt(`DICOM in JPEG Baseline declares ${bitsAllocated} bits allocated; JPEG Baseline holds 8-bit samples`);
+  // JPEG Extended's frame header says whether its samples are 8 bits (jpegFrame)
+  if (jpeg && !a.syntax.extended && bitsAllocated !== 8) throw corrupt(`DICOM in JPEG Baseline declares ${bitsAllocated} bits allocated; JPEG Baseline holds 8-bit samples`);
   if (bitsStored < 1 || bitsStored > bitsAllocated) throw corrupt(`DICOM declares ${bitsStored} bits stored in ${bitsAllocated} allocated`);
   if (highBit !== bitsStored - 1) throw unsupported(`DICOM with High Bit ${highBit} for ${bitsStored} bits stored is not supported (only High Bit = Bits Stored - 1)`);
   if (representation > 1) throw corrupt(`DICOM's ${label(0x0103)} is ${representation}; it must be 0 (unsigned) or 1 (signed)`);
@@ -660,20 +721,47 @@ export interface FrameCodecs extends FrameDecoders {
   jpeg: JpegDecoder;
 }
 
-/** JPEG Baseline: the frame through the JPEG decoder, which must agree with the header. */
-async function jpegFrame(a: Attributes, f: Uint8Array, decodeJpeg: JpegDecoder): Promise<Uint8Array> {
-  if (!(f.length >= 3 && f[0] === 0xff && f[1] === 0xd8 && f[2] === 0xff)) {
-    throw corrupt(`DICOM JPEG Baseline frame is not a JPEG (starts with ${Array.from(f.subarray(0, 4), (x) => x.toString(16).padStart(2, '0')).join(' ') || 'nothing'})`);
+/**
+ * A JPEG's first frame header (SOFn) from the marker segments before it: its marker and sample
+ * precision; null when a scan or the end comes first (the JPEG path then names the fault).
+ */
+function jpegFrameHeader(f: Uint8Array): { marker: number; precision: number } | null {
+  for (let pos = 2; pos + 4 < f.length && f[pos] === 0xff; ) {
+    const m = f[pos + 1];
+    if (m === 0xda || m === 0xd9) return null;
+    if (m === 0xff) pos++; // a fill byte
+    else if (m === 0x01 || (m >= 0xd0 && m <= 0xd7)) pos += 2; // standalone markers
+    else if (m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc) return { marker: m, precision: f[pos + 4] };
+    else pos += 2 + ((f[pos + 2] << 8) | f[pos + 3]);
   }
+  return null;
+}
+
+/**
+ * JPEG Baseline, and JPEG Extended with 8-bit samples: the frame through the JPEG decoder, which
+ * must agree with the header. JPEG Extended (Processes 2 and 4) is sequential Huffman DCT, SOF0 or
+ * SOF1, of 8 or 12 bits: its 8-bit frames are what the JPEG path reads; 12 bits is a 415.
+ */
+async function jpegFrame(a: Attributes, f: Uint8Array, decodeJpeg: JpegDecoder): Promise<Uint8Array> {
+  const what = `DICOM ${a.syntax.name} frame`;
+  if (!(f.length >= 3 && f[0] === 0xff && f[1] === 0xd8 && f[2] === 0xff)) {
+    throw corrupt(`${what} is not a JPEG (starts with ${Array.from(f.subarray(0, 4), (x) => x.toString(16).padStart(2, '0')).join(' ') || 'nothing'})`);
+  }
+  const sof = a.syntax.extended ? jpegFrameHeader(f) : null;
+  if (sof && sof.precision !== 8) {
+    throw unsupported(`DICOM JPEG Extended with ${sof.precision}-bit samples is not supported: decompress it (dcmdjpeg in.dcm out.dcm) or send it in JPEG Lossless; 8-bit JPEG Extended is read`);
+  }
+  if (sof && sof.marker > 0xc1) throw corrupt(`${what} is coded as SOF${sof.marker - 0xc0}; JPEG Extended is SOF0 or SOF1 (sequential, Huffman)`);
+  if (sof && a.bitsAllocated !== 8) throw corrupt(`${what} holds 8-bit samples; the header says ${a.bitsAllocated} bits allocated`);
   let img: DecodedImage;
   try {
     img = await decodeJpeg(f);
   } catch (e) {
-    if (e instanceof MedhashError && e.status < 500) throw new MedhashError(e.status, e.code, `DICOM JPEG Baseline frame: ${e.message}`, 'image');
+    if (e instanceof MedhashError && e.status < 500) throw new MedhashError(e.status, e.code, `${what}: ${e.message}`, 'image');
     throw e;
   }
-  if (img.width !== a.columns || img.height !== a.rows) throw corrupt(`DICOM JPEG Baseline frame is ${img.width}x${img.height}; the header says ${a.columns}x${a.rows}`);
-  if (img.channels !== a.samples) throw corrupt(`DICOM JPEG Baseline frame has ${img.channels} component(s); the header says ${a.samples} sample(s) per pixel`);
+  if (img.width !== a.columns || img.height !== a.rows) throw corrupt(`${what} is ${img.width}x${img.height}; the header says ${a.columns}x${a.rows}`);
+  if (img.channels !== a.samples) throw corrupt(`${what} has ${img.channels} component(s); the header says ${a.samples} sample(s) per pixel`);
   return img.data;
 }
 
@@ -683,7 +771,8 @@ async function jpegFrame(a: Attributes, f: Uint8Array, decodeJpeg: JpegDecoder):
  * pixel data is all there, decompresses frame `frame` (0-based; required when the file has several,
  * 0 or none otherwise) if need be, and maps it to 8-bit pixels.
  */
-export function dicomGeometry(bytes: Uint8Array, frame?: number): { geometry: DicomGeometry; decode: (codecs: FrameCodecs) => Promise<DecodedImage> } {
+export async function dicomGeometry(file: Uint8Array, frame?: number): Promise<{ geometry: DicomGeometry; decode: (codecs: FrameCodecs) => Promise<DecodedImage> }> {
+  const bytes = await inflated(file);
   const a = attributes(new Walker(bytes, undefined, frame).walk(), bytes.length, frame);
   const encapsulated = () => encapsulatedFrame(bytes, a.pixelOffset, a.frames, a.frame, a.syntax.pixels !== 'rle');
   const decode = async (codecs: FrameCodecs): Promise<DecodedImage> => {
@@ -718,10 +807,11 @@ export function dicomGeometry(bytes: Uint8Array, frame?: number): { geometry: Di
 
 /**
  * Number of Frames of a file `decodeImage` can read, from its header alone (no pixel data is read
- * or decoded): what `frame` ranges over, for a caller that enumerates frames before decoding any
+ * or decoded; a deflated file is inflated, as decoding inflates it): what `frame` ranges over, for a caller that enumerates frames before decoding any
  * (`medhash index --frames`). Throws as decoding would for a header it refuses.
  */
-export function dicomFrameCount(bytes: Uint8Array): number {
+export async function dicomFrameCount(file: Uint8Array): Promise<number> {
+  const bytes = await inflated(file);
   return attributes(new Walker(bytes).walk(), bytes.length, 0).frames;
 }
 
@@ -743,9 +833,9 @@ export const MAX_UID_LENGTH = 64;
 /** A code string (CS, PS3.5 6.2): upper-case letters, digits, space and underscore, at most 16. */
 const CODE_STRING = /^[A-Z0-9 _]{1,16}$/;
 
-/** Modality, Body Part Examined and the study, series and instance UIDs of a readable DICOM file. */
-export function dicomMetadata(bytes: Uint8Array): DicomMetadata {
-  const w = new Walker(bytes, new Set(Object.values(METADATA_TAGS))).walk();
+/** Modality, Body Part Examined and the study, series and instance UIDs of a readable DICOM file (a deflated one inflated first). */
+export async function dicomMetadata(file: Uint8Array): Promise<DicomMetadata> {
+  const w = new Walker(await inflated(file), new Set(Object.values(METADATA_TAGS))).walk();
   const out: DicomMetadata = {};
   for (const [field, tag] of Object.entries(METADATA_TAGS) as [keyof DicomMetadata, number][]) {
     const v = text(w.attrs, tag);

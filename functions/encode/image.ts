@@ -252,7 +252,7 @@ export function checkFrame(frame: number | undefined): void {
 }
 
 /**
- * Decodes a PNG, JPEG or DICOM (uncompressed, RLE Lossless, JPEG Lossless, JPEG Baseline, JPEG-LS or JPEG 2000;
+ * Decodes a PNG, JPEG or DICOM (uncompressed or deflated, RLE Lossless, JPEG Lossless, JPEG Baseline, 8-bit JPEG Extended, JPEG-LS or JPEG 2000;
  * `options.frame` of a multi-frame one). `contentType`, when given, must be one of
  * IMAGE_TYPES or application/octet-stream and agree with the bytes. Throws MedhashError: 400
  * empty or a malformed frame, 413 too large (bytes or declared size, one frame's), 415 not an
@@ -267,9 +267,9 @@ export async function decodeImage(bytes: Uint8Array, contentType?: string, limit
   // a PNG or JPEG is one frame
   if (format !== 'dicom' && options.frame !== undefined && options.frame > 0) throw frameOutOfRange(options.frame, 1);
   if (format === 'dicom') {
-    const { geometry, decode } = dicomGeometry(bytes, options.frame);
+    const { geometry, decode } = await dicomGeometry(bytes, options.frame);
     checkSize(geometry.width, geometry.height, limits);
-    // only a JPEG Baseline, JPEG-LS or JPEG 2000 file calls on a codec: an uncompressed, RLE or JPEG Lossless one needs no initialisation
+    // only a JPEG Baseline or Extended, JPEG-LS or JPEG 2000 file calls on a codec: an uncompressed (deflated or not), RLE or JPEG Lossless one needs no initialisation
     const frames = async () => (await codecsReady(), frameDecoders as FrameDecoders);
     return decode({
       jpeg: (jpeg) => decodeJpegFile(jpeg, limits),

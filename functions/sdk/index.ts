@@ -175,7 +175,7 @@ export class BrowserEncoder {
   }
 
   /**
-   * PNG, JPEG or DICOM (uncompressed, RLE Lossless, JPEG Lossless, JPEG Baseline, JPEG-LS or JPEG 2000) bytes -> code,
+   * PNG, JPEG or DICOM (uncompressed or deflated, RLE Lossless, JPEG Lossless, JPEG Baseline, 8-bit JPEG Extended, JPEG-LS or JPEG 2000) bytes -> code,
    * descriptor, class probabilities and OOD score; `options.frame` picks a multi-frame DICOM's frame.
    */
   async encode(bytes: Uint8Array, contentType?: string, options: DecodeOptions = {}): Promise<EncodedImage> {
@@ -285,7 +285,7 @@ export class MedhashClient {
     if (opts.excludeOwnStudy) {
       if (opts.excludeStudyUid !== undefined) throw new Error('give excludeStudyUid or excludeOwnStudy, not both');
       // as the service's search by image does: the one header field read, for this exclusion alone
-      const study = isDicom(bytes) ? dicomMetadata(bytes).study_uid : undefined;
+      const study = isDicom(bytes) ? (await dicomMetadata(bytes)).study_uid : undefined;
       if (study === undefined) throw new Error('excludeOwnStudy needs a DICOM image with a valid Study Instance UID (0020,000D)');
       query.excludeStudyUid = study;
     }

@@ -26,7 +26,7 @@ from .preprocess import PREPROCESS_VERSION, decode_rgb, preprocess_rgb
 SPLITS = ("train", "val", "db", "query")
 #: The one list of what a class folder's reader takes (any case); scripts/data/shared-data.ts's
 #: contentTypeOf is the TypeScript side's. A .dcm file is decoded by dicom.py as the service
-#: decodes it (uncompressed, RLE Lossless, JPEG Lossless, JPEG Baseline, JPEG-LS or JPEG 2000, one frame: another one
+#: decodes it (uncompressed or deflated, RLE Lossless, JPEG Lossless, JPEG Baseline, 8-bit JPEG Extended, JPEG-LS or JPEG 2000, one frame: another one
 #: stops the load, naming the file).
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".dcm")
 

@@ -12,9 +12,11 @@ groups read for the decoded frame's rescale and window, the shared item and that
 alone), the pixel attributes of group 0028, and their mapping to bytes: stored values masked to Bits Stored and sign-extended, the
 modality rescale, the first VOI window (LINEAR, LINEAR_EXACT, SIGMOID) or else the stretch over
 the data's own range, MONOCHROME1 inverted; RGB kept (planar configuration 0 or 1). The transfer
-syntaxes read are Explicit and Implicit VR Little Endian, RLE Lossless (decoded here, as dicom.ts
-does), JPEG Lossless (jpeg_lossless.py), JPEG Baseline (the frame walked as image.ts's jpegHeader
-walks it, then decoded by PIL, as preprocess.py decodes a JPEG file), JPEG-LS and JPEG 2000
+syntaxes read are Explicit (deflated or not: a deflated data set is inflated first, under
+MAX_INFLATED_BYTES, by zlib as dicom.ts's DecompressionStream does) and Implicit VR Little Endian,
+RLE Lossless (decoded here, as dicom.ts does), JPEG Lossless (jpeg_lossless.py), JPEG Baseline and
+8-bit JPEG Extended (the frame walked as image.ts's jpegHeader walks it, then decoded by PIL, as
+preprocess.py decodes a JPEG file), JPEG-LS and JPEG 2000
 (dicom_codecs.py: CharLS, and Pillow's OpenJPEG), one frame: a multi-frame file's `frame` is the caller's to
 choose, and only that frame is located (one pass over the fragment table) and decoded; no patient, study or date field is read at all.
 
@@ -35,6 +37,7 @@ import json
 import math
 import re
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,17 +49,23 @@ from PIL import Image
 class _Syntax:
     """A transfer syntax read here: its name, whether the data set is explicit VR, how the Pixel
     Data is stored ("native", "rle", "jpeg", "jpeg-lossless", "jpeg-ls" or "jpeg2000"), and for JPEG Lossless SV1 that
-    predictor 1 alone is allowed."""
+    predictor 1 alone is allowed; `deflated`: the data set after the file meta group is one raw
+    DEFLATE stream; `extended`: JPEG Extended, whose frame header says whether its samples are 8
+    bits, which alone are read."""
     name: str
     explicit: bool
     pixels: str
     sv1: bool = False
+    deflated: bool = False
+    extended: bool = False
 
 
 SUPPORTED = {
     "1.2.840.10008.1.2": _Syntax("Implicit VR Little Endian", False, "native"),
     "1.2.840.10008.1.2.1": _Syntax("Explicit VR Little Endian", True, "native"),
+    "1.2.840.10008.1.2.1.99": _Syntax("Deflated Explicit VR Little Endian", True, "native", deflated=True),
     "1.2.840.10008.1.2.4.50": _Syntax("JPEG Baseline", True, "jpeg"),
+    "1.2.840.10008.1.2.4.51": _Syntax("JPEG Extended", True, "jpeg", extended=True),
     "1.2.840.10008.1.2.4.57": _Syntax("JPEG Lossless", True, "jpeg-lossless"),
     "1.2.840.10008.1.2.4.70": _Syntax("JPEG Lossless SV1", True, "jpeg-lossless", sv1=True),
     "1.2.840.10008.1.2.4.80": _Syntax("JPEG-LS Lossless", True, "jpeg-ls"),
@@ -68,9 +77,7 @@ SUPPORTED = {
 
 #: Names of the common transfer syntaxes this decoder refuses, for the error message.
 REFUSED = {
-    "1.2.840.10008.1.2.1.99": "Deflated Explicit VR Little Endian",
     "1.2.840.10008.1.2.2": "Explicit VR Big Endian",
-    "1.2.840.10008.1.2.4.51": "JPEG Extended",
 }
 
 #: Explicit-VR value representations with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
@@ -84,6 +91,10 @@ MAX_DEPTH = 8
 MAX_BYTES = 8 * 1024 * 1024
 MAX_SIDE = 4096
 MAX_PIXELS = 16 * 1024 * 1024
+#: The most a deflated file's data set may inflate to (dicom.ts's MAX_INFLATED_BYTES): 4 x MAX_BYTES.
+MAX_INFLATED_BYTES = 4 * MAX_BYTES
+#: Input fed to the inflater at a time, as dicom.ts feeds its DecompressionStream.
+_INFLATE_CHUNK = 4096
 #: The largest frame index decodeImage takes (checkFrame: a JavaScript safe integer); past it, a 400.
 MAX_FRAME = 2 ** 53 - 1
 
@@ -321,8 +332,8 @@ class _Walker:
                     read.values[element] = self.b[value:nxt]
                 pos = nxt
 
-    def walk(self) -> _Walked:
-        """The file's transfer syntax, pixel attributes and Pixel Data, and the decoded frame's functional groups (_Walked)."""
+    def meta(self) -> tuple[_Syntax, int]:
+        """The file meta group (0002): the transfer syntax, one this decoder reads (415 otherwise), and where the data set starts."""
         b = self.b
         pos = 132
         syntax = ""
@@ -338,9 +349,16 @@ class _Walker:
         if syntax not in SUPPORTED:
             name = REFUSED[syntax] if syntax in REFUSED else "an unsupported transfer syntax" if syntax else "no transfer syntax"
             raise _unsupported(f"DICOM transfer syntax {syntax or '(missing)'} ({name}) is not supported: send the file "
-                               "uncompressed, in Explicit or Implicit VR Little Endian (e.g. dcmdjpeg or gdcmconv --raw), "
-                               "or in RLE Lossless, JPEG Lossless, JPEG Baseline, JPEG-LS or JPEG 2000")
-        ts = SUPPORTED[syntax]
+                               "uncompressed, in Explicit (deflated or not) or Implicit VR Little Endian (e.g. dcmdjpeg or "
+                               "gdcmconv --raw), or in RLE Lossless, JPEG Lossless, JPEG Baseline, 8-bit JPEG Extended, JPEG-LS "
+                               "or JPEG 2000")
+        return SUPPORTED[syntax], pos
+
+    def walk(self) -> _Walked:
+        """The file's transfer syntax, pixel attributes and Pixel Data, and the decoded frame's functional
+        groups (_Walked), of a file whose data set is plain (a deflated one's inflated by _inflated first)."""
+        b = self.b
+        ts, pos = self.meta()
         attrs: dict[int, bytes] = {}
         shared = _Macros()
         per_frame = _Macros()
@@ -385,6 +403,38 @@ class _Walker:
                 attrs[element] = b[value:end]
             pos = end
         raise _corrupt("DICOM has no Pixel Data (7FE0,0010) at its top level: it is not an image")
+
+
+def _inflated(data: bytes) -> bytes:
+    """dicom.ts's `inflated`: a deflated file (PS3.5 A.5) with its data set inflated after its meta
+    group, any other as it is. Fed a chunk at a time, and each chunk inflated no further than the cap,
+    so a bomb stops there (413); a stream that is corrupt or cut short is a 422. Bytes after its final
+    block are ignored, as Node 22's DecompressionStream ignores them (the Compression Standard, and so
+    browsers, refuse them)."""
+    syntax, end = _Walker(data).meta()
+    if not syntax.deflated:
+        return data
+    d = zlib.decompressobj(-15)
+    parts = [data[:end]]
+    total = 0
+    try:
+        for at in range(end, len(data), _INFLATE_CHUNK):
+            pending = data[at:at + _INFLATE_CHUNK]
+            while pending and not d.eof:
+                piece = d.decompress(pending, MAX_INFLATED_BYTES + 1 - total)
+                total += len(piece)
+                if total > MAX_INFLATED_BYTES:
+                    raise DicomError(413, "image_too_large", f"DICOM's deflated data set inflates to more than {MAX_INFLATED_BYTES} "
+                                     f"bytes ({MAX_INFLATED_BYTES // 2 ** 20} MiB), the most a deflated file may hold")
+                parts.append(piece)
+                pending = d.unconsumed_tail
+            if d.eof:
+                break
+    except zlib.error:
+        pass  # a broken stream never reaches its end: refused below
+    if not d.eof:
+        raise _corrupt(f"DICOM's deflated data set (from byte {end}) is not a whole DEFLATE stream: it is corrupt or cut short")
+    return b"".join(parts)
 
 
 # --- the pixel attributes --------------------------------------------------------------------
@@ -508,7 +558,8 @@ def _attributes(w: _Walked, file_length: int, frame: int | None) -> _Attributes:
         raise _unsupported(f"DICOM with {bits_allocated} bits allocated per sample is not supported (8 or 16)")
     if colour and bits_allocated != 8:
         raise _unsupported(f"DICOM {a.photometric} with 16-bit samples is not supported")
-    if jpeg and bits_allocated != 8:
+    # JPEG Extended's frame header says whether its samples are 8 bits (_jpeg_frame)
+    if jpeg and not a.syntax.extended and bits_allocated != 8:
         raise _corrupt(f"DICOM in JPEG Baseline declares {bits_allocated} bits allocated; JPEG Baseline holds 8-bit samples")
     if bits_stored < 1 or bits_stored > bits_allocated:
         raise _corrupt(f"DICOM declares {bits_stored} bits stored in {bits_allocated} allocated")
@@ -876,19 +927,48 @@ def _decode_jpeg_file(b: bytes) -> tuple[int, int, int, bytes]:
     return width, height, 1 if components == 1 else 3, px.tobytes()
 
 
+def _jpeg_frame_header(f: bytes) -> tuple[int, int] | None:
+    """dicom.ts's jpegFrameHeader: a JPEG's first frame header (SOFn) from the marker segments before
+    it -> (marker, sample precision); None when a scan or the end comes first."""
+    pos = 2
+    while pos + 4 < len(f) and f[pos] == 0xFF:
+        m = f[pos + 1]
+        if m in (0xDA, 0xD9):
+            return None
+        if m == 0xFF:  # a fill byte
+            pos += 1
+        elif m == 0x01 or 0xD0 <= m <= 0xD7:  # standalone markers
+            pos += 2
+        elif _is_sof(m):
+            return m, f[pos + 4]
+        else:
+            pos += 2 + ((f[pos + 2] << 8) | f[pos + 3])
+    return None
+
+
 def _jpeg_frame(a: _Attributes, f: bytes) -> bytes:
-    """JPEG Baseline: the frame through the JPEG path, which must agree with the header."""
+    """JPEG Baseline, and JPEG Extended with 8-bit samples (SOF0 or SOF1): the frame through the JPEG
+    path, which must agree with the header; 12-bit JPEG Extended is a 415."""
+    what = f"DICOM {a.syntax.name} frame"
     if not f.startswith(_JPEG):
         start = " ".join(f"{x:02x}" for x in f[:4]) or "nothing"
-        raise _corrupt(f"DICOM JPEG Baseline frame is not a JPEG (starts with {start})")
+        raise _corrupt(f"{what} is not a JPEG (starts with {start})")
+    sof = _jpeg_frame_header(f) if a.syntax.extended else None
+    if sof and sof[1] != 8:
+        raise _unsupported(f"DICOM JPEG Extended with {sof[1]}-bit samples is not supported: decompress it (dcmdjpeg in.dcm "
+                           "out.dcm) or send it in JPEG Lossless; 8-bit JPEG Extended is read")
+    if sof and sof[0] > 0xC1:
+        raise _corrupt(f"{what} is coded as SOF{sof[0] - 0xC0}; JPEG Extended is SOF0 or SOF1 (sequential, Huffman)")
+    if sof and a.bits_allocated != 8:
+        raise _corrupt(f"{what} holds 8-bit samples; the header says {a.bits_allocated} bits allocated")
     try:
         width, height, channels, raw = _decode_jpeg_file(f)
     except DicomError as e:
-        raise DicomError(e.status, e.code, f"DICOM JPEG Baseline frame: {e}") from e
+        raise DicomError(e.status, e.code, f"{what}: {e}") from e
     if width != a.columns or height != a.rows:
-        raise _corrupt(f"DICOM JPEG Baseline frame is {width}x{height}; the header says {a.columns}x{a.rows}")
+        raise _corrupt(f"{what} is {width}x{height}; the header says {a.columns}x{a.rows}")
     if channels != a.samples:
-        raise _corrupt(f"DICOM JPEG Baseline frame has {channels} component(s); the header says {a.samples} sample(s) per pixel")
+        raise _corrupt(f"{what} has {channels} component(s); the header says {a.samples} sample(s) per pixel")
     return raw
 
 
@@ -908,6 +988,7 @@ def decode(data: bytes, frame: int | None = None) -> np.ndarray:
         raise _unsupported(f"content type application/dicom does not match the bytes, which are {sniffed}")
     if not is_dicom(data):
         raise _unsupported('not a DICOM Part 10 file: no "DICM" after its 128-byte preamble')
+    data = _inflated(data)
     a = _attributes(_Walker(data, 0 if frame is None else frame).walk(), len(data), frame)
     # the limits before anything the size of the image is read, allocated or decompressed
     _check_size(a.columns, a.rows)

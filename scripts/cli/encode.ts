@@ -140,9 +140,9 @@ export function encodedSource(images: ImageFile[], encoder: BatchEncoder, opts: 
           read: () => {
             let bytes = reads.get(f.origin);
             if (!bytes) {
-              bytes = f.read().then((b) => {
+              bytes = f.read().then(async (b) => {
                 try {
-                  dicom.set(f.origin, dicomMetadata(b));
+                  dicom.set(f.origin, await dicomMetadata(b));
                 } catch {
                   // a header that does not walk: the encoder refuses the file itself, naming it
                 }

@@ -89,7 +89,7 @@ export async function imageItems(files: ImageFile[], frames: FrameChoice | undef
     let count = 1;
     if (f.contentType === 'application/dicom' && !published(f.id)) {
       try {
-        count = dicomFrameCount(await f.read());
+        count = await dicomFrameCount(await f.read());
       } catch {
         // refused by the encoder, with the reason
       }

@@ -58,8 +58,8 @@ const USAGE = `medhash <command> [options]
          [--label L] [--modality M] [--body-part B]   (each repeatable: any of the values)
          [--exclude-study-uid U] [--exclude-patient-ref P] [--allow-ood]
          [--exclude-own-study] [--content-weight W] [--frame N]    (--image only)
-        FILE: .png, .jpg/.jpeg or DICOM (.dcm: uncompressed, RLE Lossless, JPEG Lossless, JPEG
-        Baseline, JPEG-LS or JPEG 2000); --frame picks one frame (from 0) of a multi-frame DICOM,
+        FILE: .png, .jpg/.jpeg or DICOM (.dcm: uncompressed or deflated, RLE Lossless, JPEG
+        Lossless, JPEG Baseline, 8-bit JPEG Extended, JPEG-LS or JPEG 2000); --frame picks one frame (from 0) of a multi-frame DICOM,
         which needs it.
   collection create --name C --bits 16|32|64|128|256 [--descriptor-dims N] [--model-id M]
   collection list | get --name C | delete --name C

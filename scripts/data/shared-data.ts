@@ -134,7 +134,7 @@ export interface DataSet {
 /**
  * The one list of the image files that folders and data sets may hold, by extension (any case),
  * for evaluation, `medhash index --images` and `medhash search --image`: PNG, JPEG and DICOM
- * (read by functions/encode/dicom.ts: uncompressed, RLE Lossless, JPEG Lossless, JPEG Baseline, JPEG-LS or JPEG 2000). The Python reader's list is data.py's
+ * (read by functions/encode/dicom.ts: uncompressed or deflated, RLE Lossless, JPEG Lossless, JPEG Baseline, 8-bit JPEG Extended, JPEG-LS or JPEG 2000). The Python reader's list is data.py's
  * IMAGE_EXT, the same four.
  */
 const TYPES: Record<string, ImageType> = { '.png': 'image/png', '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg', '.dcm': 'application/dicom' };

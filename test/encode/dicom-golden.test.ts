@@ -29,7 +29,7 @@ describe('test/fixtures/dicom/decoded.json is what dicom.ts decodes', () => {
     expect(committed.fixtures.filter((f) => 'sha256' in f).length).toBeGreaterThanOrEqual(10);
     // without a frame, a multi-frame file is refused (it names the parameter)
     expect(committed.fixtures.filter((f) => 'refused' in f && f.frame === undefined).map((f) => f.file))
-      .toEqual(['ct16-enhanced-frames3-items2.dcm', 'grey8-bigendian.dcm', 'grey8-deflated.dcm', ...Object.keys(DICOM_MULTI_FRAME)].sort());
+      .toEqual(['ct12-garbage-nowindow-jpeg-extended.dcm', 'ct16-enhanced-frames3-items2.dcm', 'grey8-bigendian.dcm', ...Object.keys(DICOM_MULTI_FRAME)].sort());
     expect(committed.fixtures.filter((f) => f.frame !== undefined).length).toBe(Object.values(DICOM_MULTI_FRAME).reduce((n, k) => n + k + 1, 0));
   });
 
@@ -47,14 +47,16 @@ describe('test/fixtures/dicom/decoded.json is what dicom.ts decodes', () => {
       // opj_compress's reversible JPEG 2000, decoded by OpenJPEG: 8-bit, 16-bit signed, 12 bits signed, RGB without and with its colour transform (RCT)
       ['grey8-jpeg2000-lossless.dcm', 'grey8-explicit.dcm'], ['ct16-window-jpeg2000-lossless.dcm', 'ct16-window.dcm'],
       ['ct12-garbage-nowindow-jpeg2000-lossless.dcm', 'ct12-garbage-nowindow.dcm'], ['rgb8-corner-jpeg2000-lossless.dcm', 'rgb8-corner-explicit.dcm'],
-      ['rgb8-corner-jpeg2000-lossless-rct.dcm', 'rgb8-corner-explicit.dcm']];
+      ['rgb8-corner-jpeg2000-lossless-rct.dcm', 'rgb8-corner-explicit.dcm'],
+      // dcmconv +td's deflated data set, inflated
+      ['grey8-deflated.dcm', 'grey8-explicit.dcm']];
     for (const [compressed, plain] of [['grey8-rle.dcm', 'grey8-explicit.dcm'], ['ct16-window-rle.dcm', 'ct16-window.dcm'], ['rgb8-rle.dcm', 'rgb8-explicit.dcm'], ['grey8-jpeg-baseline.dcm', 'grey8-explicit.dcm'], ...lossless]) {
       expect(sha.get(compressed), compressed).toBeDefined();
       expect(sha.get(compressed), compressed).toBe(sha.get(plain));
     }
     // a JPEG Baseline or lossy JPEG 2000 entry keeps its pixels for Python's tolerance; no other does
     expect([...new Set(committed.fixtures.filter((f) => 'pixels' in f).map((f) => f.file))].sort())
-      .toEqual(['grey8-frames3-jpeg-baseline-fs1-nobot.dcm', 'grey8-jpeg-baseline.dcm', 'grey8-jpeg2000-lossy.dcm', 'rgb8-corner-jpeg2000-lossy-ict.dcm', 'rgb8-jpeg-baseline.dcm']);
+      .toEqual(['grey8-frames3-jpeg-baseline-fs1-nobot.dcm', 'grey8-jpeg-baseline.dcm', 'grey8-jpeg-extended.dcm', 'grey8-jpeg2000-lossy.dcm', 'rgb8-corner-jpeg-extended.dcm', 'rgb8-corner-jpeg2000-lossy-ict.dcm', 'rgb8-jpeg-baseline.dcm']);
     expect(committed.made.filter((m) => 'pixels' in m).every((m) => LOSSY.test(m.name))).toBe(true);
     expect(committed.mutations.cases.some((c) => CODEC_OWN.test(c.file))).toBe(false);
     // JPEG Lossless is decoded here, not by a codec: its fixtures are mutated like the others; so
@@ -73,6 +75,15 @@ describe('test/fixtures/dicom/decoded.json is what dicom.ts decodes', () => {
       expect(got, twin.name).toEqual(want);
     }
     expect(twins.filter((m) => 'sha256' in m).length).toBeGreaterThanOrEqual(10);
+  });
+
+  it('a deflated data set decodes as the plain one; a stream cut short, none or a bomb is refused before the walk; 12-bit JPEG Extended is a 415', () => {
+    const made = (name: string) => committed.made.find((m) => m.name === name)!;
+    const { sha256 } = made('syntax-space-padded') as { sha256: string };
+    expect(made('deflated-explicit')).toMatchObject({ sha256 });
+    for (const name of ['deflated-cut-short', 'deflated-empty', 'deflated-data-set-not-deflated']) expect(made(name), name).toMatchObject({ refused: { status: 422, message: expect.stringContaining('is not a whole DEFLATE stream') } });
+    expect(made('deflated-bomb')).toMatchObject({ refused: { status: 413, message: expect.stringContaining(`more than ${committed.limits.max_inflated_bytes} bytes`) } });
+    expect(committed.fixtures.find((f) => f.file === 'ct12-garbage-nowindow-jpeg-extended.dcm')).toMatchObject({ refused: { status: 415, message: expect.stringMatching(/^DICOM JPEG Extended with 12-bit samples is not supported: /) } });
   });
 
   it('the JPEG Lossless frames of each predictor, restart interval, point transform, fragmentation and extra tables decode to the same 16-bit image', () => {

@@ -67,6 +67,15 @@ export const GARBAGE12 = { values: [-2048, -1000, -1, 0, 1, 1000, 2047], highBit
 export const DICOM_STUDY_UID = '1.2.826.0.1.3680043.10.1410.2.1';
 
 /**
+ * A raw DEFLATE stream (RFC 1951) of zeros at DEFLATE's utmost ratio, 1032:1, as long as asked:
+ * zlib's stream of 1 MiB of zeros is this head, 1016 zero bytes (each four 258-byte matches: 1032
+ * zeros) and this tail, and each zero byte more in the middle inflates to 1032 zeros more.
+ */
+export const DEFLATE_BOMB = { head: 'edc13101000000c2a0f54f6d085fa0', tail: '3e03' };
+/** How many bytes a DEFLATE_BOMB of `zeros` middle bytes (at least 1016) inflates to. */
+export const deflateBombSize = (zeros: number) => 2 ** 20 + 1032 * (zeros - 1016);
+
+/**
  * A seeded mutation of a DICOM file: 1-4 edits in its first 1200 bytes past the preamble, the
  * header, where a walker can go wrong: a byte set at random or to an extreme, or the file cut short.
  */

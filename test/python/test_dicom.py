@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import struct
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,7 @@ def test_the_golden_format_is_the_one_read_here():
 
 def test_limits_are_the_services():
     assert GOLDEN["limits"] == {"max_elements": dicom.MAX_ELEMENTS, "max_depth": dicom.MAX_DEPTH, "max_bytes": dicom.MAX_BYTES,
-                                "max_side": dicom.MAX_SIDE, "max_pixels": dicom.MAX_PIXELS}
+                                "max_side": dicom.MAX_SIDE, "max_pixels": dicom.MAX_PIXELS, "max_inflated_bytes": dicom.MAX_INFLATED_BYTES}
 
 
 def test_the_golden_file_names_every_fixture():
@@ -112,11 +113,12 @@ def test_the_golden_file_holds_the_compressed_cases():
                        ("grey8-jpeg2000-lossless.dcm", "grey8-explicit.dcm"), ("ct16-window-jpeg2000-lossless.dcm", "ct16-window.dcm"),
                        ("ct12-garbage-nowindow-jpeg2000-lossless.dcm", "ct12-garbage-nowindow.dcm"),
                        ("rgb8-corner-jpeg2000-lossless.dcm", "rgb8-corner-explicit.dcm"),
-                       ("rgb8-corner-jpeg2000-lossless-rct.dcm", "rgb8-corner-explicit.dcm")]:
+                       ("rgb8-corner-jpeg2000-lossless-rct.dcm", "rgb8-corner-explicit.dcm"),
+                       ("grey8-deflated.dcm", "grey8-explicit.dcm")]:
         assert sha[rle] is not None and sha[rle] == sha[plain], rle
     lossy = sorted({f["file"] for f in GOLDEN["fixtures"] if "pixels" in f})
-    assert lossy == ["grey8-frames3-jpeg-baseline-fs1-nobot.dcm", "grey8-jpeg-baseline.dcm", "grey8-jpeg2000-lossy.dcm",
-                     "rgb8-corner-jpeg2000-lossy-ict.dcm", "rgb8-jpeg-baseline.dcm"]
+    assert lossy == ["grey8-frames3-jpeg-baseline-fs1-nobot.dcm", "grey8-jpeg-baseline.dcm", "grey8-jpeg-extended.dcm",
+                     "grey8-jpeg2000-lossy.dcm", "rgb8-corner-jpeg-extended.dcm", "rgb8-corner-jpeg2000-lossy-ict.dcm", "rgb8-jpeg-baseline.dcm"]
 
 
 @pytest.mark.parametrize("frame", [-1, 1.5, True, 2 ** 53, 2 ** 64])
@@ -329,10 +331,26 @@ def test_a_class_folder_with_dicom_loads_each_dicom_as_the_jpeg_it_was_made_from
             assert np.array_equal(x[dcm], x[jpeg]), (dcm, channels)
 
 
+def test_a_deflate_bomb_is_refused_at_the_cap_not_inflated_whole():
+    """The golden file's bomb made 8 MiB (inflating to 8 GiB): the same 413, holding about the cap in memory."""
+    (head, _), (_, _), tail = next(m for m in GOLDEN["made"] if m["name"] == "deflated-bomb")["parts"]
+    zeros = dicom.MAX_BYTES - len(head) // 2 - 64
+    tracemalloc.start()
+    try:
+        with pytest.raises(DicomError) as e:
+            dicom.decode(from_parts([[head, 1], ["00", zeros], tail]))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (e.value.status, e.value.code) == (413, "image_too_large")
+    assert str(e.value).startswith(f"DICOM's deflated data set inflates to more than {dicom.MAX_INFLATED_BYTES} bytes")
+    assert peak < 3 * dicom.MAX_INFLATED_BYTES
+
+
 def test_a_refused_dicom_in_a_class_folder_stops_the_load_naming_the_file(tmp_path):
     class_folder(tmp_path / "images", False)
-    (tmp_path / "images" / "Hand" / "deflated.dcm").write_bytes((FIXTURES / "grey8-deflated.dcm").read_bytes())
-    with pytest.raises(DicomError, match=r"^Hand/deflated\.dcm: DICOM transfer syntax 1\.2\.840\.10008\.1\.2\.1\.99 \(Deflated") as e:
+    (tmp_path / "images" / "Hand" / "bigendian.dcm").write_bytes((FIXTURES / "grey8-bigendian.dcm").read_bytes())
+    with pytest.raises(DicomError, match=r"^Hand/bigendian\.dcm: DICOM transfer syntax 1\.2\.840\.10008\.1\.2\.2 \(Explicit VR Big") as e:
         data.load(tmp_path / "images", 8, 1, cache_dir=tmp_path / "cache")
     assert (e.value.status, e.value.code) == (415, "unsupported_image_type")
 

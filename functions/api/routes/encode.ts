@@ -27,7 +27,7 @@ export function encodeRoutes(app: App, backend: Backend): void {
     createRoute({
       method: 'post', path: '/v1/encode', tags: ['search'], security: tenantKey('search', 'ingest'), ...maxBody(MAX_BODY_BYTES),
       summary: 'Encode one image with the served model (scope: search or ingest; metered: 1 encode unit)',
-      description: 'The body is the image file itself, Content-Type image/png, image/jpeg or application/dicom (uncompressed, RLE Lossless, JPEG Lossless, JPEG Baseline, JPEG-LS or JPEG 2000; of a multi-frame file, the frame named by `frame`; docs/ENCODING.md).',
+      description: 'The body is the image file itself, Content-Type image/png, image/jpeg or application/dicom (uncompressed or deflated, RLE Lossless, JPEG Lossless, JPEG Baseline, 8-bit JPEG Extended, JPEG-LS or JPEG 2000; of a multi-frame file, the frame named by `frame`; docs/ENCODING.md).',
       request: {
         query: z.strictObject({ frame: FrameQuery }),
         headers: IdempotencyHeaders,

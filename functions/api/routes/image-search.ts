@@ -71,7 +71,7 @@ export function imageSearchRoutes(app: App, backend: Backend): void {
     createRoute({
       method: 'post', path: '/v1/collections/{collection}/search/image', tags: ['search'], security: tenantKey('search'), ...maxBody(MAX_BODY_BYTES),
       summary: 'The k nearest items to an image (scope: search; metered: 1 unit)',
-      description: 'The body is the image file itself, Content-Type image/png, image/jpeg or application/dicom (uncompressed, RLE Lossless, JPEG Lossless, JPEG Baseline, JPEG-LS or JPEG 2000; of a multi-frame file, the frame named by `frame`; docs/ENCODING.md). The collection\'s model_id must be the encoder\'s.',
+      description: 'The body is the image file itself, Content-Type image/png, image/jpeg or application/dicom (uncompressed or deflated, RLE Lossless, JPEG Lossless, JPEG Baseline, 8-bit JPEG Extended, JPEG-LS or JPEG 2000; of a multi-frame file, the frame named by `frame`; docs/ENCODING.md). The collection\'s model_id must be the encoder\'s.',
       request: {
         params: CollectionParams,
         query: ImageSearchQuery,
@@ -94,7 +94,7 @@ export function imageSearchRoutes(app: App, backend: Backend): void {
       // the one header field a search reads, for this exclusion alone (bytes that are not DICOM
       // at all get decodeImage's 415 below)
       if (ownStudy && isDicom(bytes)) {
-        const study = dicomMetadata(bytes).study_uid;
+        const study = (await dicomMetadata(bytes)).study_uid;
         if (study === undefined) throw badRequest('invalid_field', 'exclude_own_study: the DICOM image has no valid Study Instance UID (0020,000D)', 'exclude_own_study');
         exclusions.exclude_study_uid = study;
       }

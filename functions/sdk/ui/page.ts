@@ -169,7 +169,7 @@ retryModel.addEventListener('click', () => {
 async function previewBlob(f: File): Promise<Blob> {
   // isDicom looks at the 128-byte preamble and the "DICM" after it
   if (!isDicom(new Uint8Array(await f.slice(0, 132).arrayBuffer()))) return f;
-  // a JPEG Baseline, JPEG-LS or JPEG 2000 DICOM's frame goes through a codec, which no model load may have started yet
+  // a JPEG Baseline or Extended, JPEG-LS or JPEG 2000 DICOM's frame goes through a codec, which no model load may have started yet
   await loadImageCodecs();
   const img = await decodeImage(new Uint8Array(await f.arrayBuffer()), 'application/dicom', DEFAULT_LIMITS, { frame: frame() });
   const canvas = Object.assign(document.createElement('canvas'), { width: img.width, height: img.height });
