@@ -19,6 +19,7 @@
 // the codec sees the frame, so the codec allocates no more than the image the caller's limits
 // passed. A codec failure is a 422 naming the syntax; a C++ exception leaves the instance usable,
 // and a trap (an abort, an out-of-bounds access) drops it, so the next frame gets a fresh one.
+import { leadingHex } from '../util/bytes.ts';
 import { MedhashError } from '../util/errors.ts';
 
 /** What the DICOM header says a frame holds; `syntax` names it in messages. */
@@ -61,7 +62,7 @@ export interface DicomCodecModules {
 
 const corruptFrame = (t: CodecTarget, message: string) => new MedhashError(422, 'corrupt_image', `DICOM ${t.syntax} frame ${message}`, 'image');
 const hex2 = (n: number) => n.toString(16).padStart(2, '0');
-const startHex = (f: Uint8Array) => Array.from(f.subarray(0, 4), hex2).join(' ') || 'nothing';
+const startHex = (f: Uint8Array) => leadingHex(f, 4) || 'nothing';
 const be16 = (f: Uint8Array, i: number) => (f[i] << 8) | f[i + 1];
 const be32 = (f: Uint8Array, i: number) => ((f[i] << 24) | (f[i + 1] << 16) | (f[i + 2] << 8) | f[i + 3]) >>> 0;
 /** Far above a real tiling (a 4096 x 4096 image in 64 x 64 tiles), far below what a codec's per-tile state costs. */

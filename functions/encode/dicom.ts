@@ -23,7 +23,7 @@
 // before the caller's size limits have passed, but for a deflated data set, inflated first under its own cap (MAX_INFLATED_BYTES). Decompression writes into a buffer of exactly
 // Rows x Columns x samples x bytes, and every run, fragment and offset is checked against its
 // bounds: a file that disagrees with itself is a 422 naming where.
-import { concatBytes } from '../util/bytes.ts';
+import { concatBytes, leadingHex } from '../util/bytes.ts';
 import { MedhashError } from '../util/errors.ts';
 import type { FrameDecoders } from './dicom-codecs.ts';
 import type { DecodedImage } from './image.ts';
@@ -745,7 +745,7 @@ function jpegFrameHeader(f: Uint8Array): { marker: number; precision: number } |
 async function jpegFrame(a: Attributes, f: Uint8Array, decodeJpeg: JpegDecoder): Promise<Uint8Array> {
   const what = `DICOM ${a.syntax.name} frame`;
   if (!(f.length >= 3 && f[0] === 0xff && f[1] === 0xd8 && f[2] === 0xff)) {
-    throw corrupt(`${what} is not a JPEG (starts with ${Array.from(f.subarray(0, 4), (x) => x.toString(16).padStart(2, '0')).join(' ') || 'nothing'})`);
+    throw corrupt(`${what} is not a JPEG (starts with ${leadingHex(f, 4) || 'nothing'})`);
   }
   const sof = a.syntax.extended ? jpegFrameHeader(f) : null;
   if (sof && sof.precision !== 8) {

@@ -9,6 +9,7 @@
 // their first frame.
 import { init as initPng, decode as decodePng } from '@jsquash/png/decode.js';
 import decodeJpeg, { init as initJpeg } from '@jsquash/jpeg/decode.js';
+import { leadingHex } from '../util/bytes.ts';
 import { MedhashError } from '../util/errors.ts';
 import { mediaType } from '../util/media-type.ts';
 import { dicomGeometry, frameOutOfRange, isDicom } from './dicom.ts';
@@ -79,7 +80,7 @@ function sniff(b: Uint8Array): Format | null {
 
 /** A file's first bytes in hex, for a message that says what a file is not. */
 export function startHex(b: Uint8Array): string {
-  return Array.from(b.subarray(0, 8), (x) => x.toString(16).padStart(2, '0')).join(' ');
+  return leadingHex(b, 8);
 }
 
 /** Checks the declared size against the limits; the only allocation after this is the decode. */

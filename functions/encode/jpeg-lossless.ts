@@ -9,6 +9,7 @@
 // of the image) is allocated, and the caller's size limits have passed before this is called.
 // Every structural fault is a 422 naming it; each loop consumes input or ends, so a hostile frame
 // costs at most one pass over the image.
+import { leadingHex } from '../util/bytes.ts';
 import { MedhashError } from '../util/errors.ts';
 import type { CodecTarget } from './dicom-codecs.ts';
 
@@ -133,7 +134,7 @@ interface FrameHeader {
  */
 export function decodeJpegLossless(f: Uint8Array, t: LosslessTarget): Uint8Array {
   if (!(f.length >= 2 && f[0] === 0xff && f[1] === 0xd8)) {
-    throw corrupt(`is not a JPEG (starts with ${Array.from(f.subarray(0, 4), hex2).join(' ') || 'nothing'})`);
+    throw corrupt(`is not a JPEG (starts with ${leadingHex(f, 4) || 'nothing'})`);
   }
   const tables: (HuffmanTable | undefined)[] = [];
   let frame: FrameHeader | null = null;

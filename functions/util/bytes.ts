@@ -24,6 +24,11 @@ export function concatBytes(parts: readonly Uint8Array[]): Uint8Array<ArrayBuffe
   return out;
 }
 
+/** The first `n` bytes in hex, space-separated: what a message says a file or frame starts with. */
+export function leadingHex(b: Uint8Array, n: number): string {
+  return Array.from(b.subarray(0, n), (x) => x.toString(16).padStart(2, '0')).join(' ');
+}
+
 export function toHex(bytes: Uint8Array): string {
   let s = '';
   for (let i = 0; i < bytes.length; i++) s += bytes[i].toString(16).padStart(2, '0');
