@@ -1207,6 +1207,24 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect((await call('GET', `/v1/collections/${col}`, { key: all })).body.count).toBe(1000);
       });
 
+      it('answers a body of many bad values within its budget with a 400 naming the first, not a 500', async () => {
+        const { t, all, col } = await world(64, 1024);
+        const code = 'ab'.repeat(8);
+        // 200 items of 1024 strings each: zod's 204,800 issues, spread into one call, overflowed the stack
+        const item = `{"id":"a","code":"${code}","descriptor":[${Array(1024).fill('"x"').join(',')}]}`;
+        const batch = await call('POST', `/v1/collections/${col}/items`, { key: all, raw: `{"items":[${Array(200).fill(item).join(',')}]}`, headers: { 'content-type': 'application/json' } });
+        expect([batch.status, batch.body.error.code, batch.body.error.field]).toEqual([400, 'invalid_field', 'items.0.descriptor.0']);
+        const scopes = await call('POST', `/v1/admin/tenants/${t.id}/keys`, { key: op(), raw: `{"scopes":["search",${Array(200_000).fill('"x"').join(',')}]}`, headers: { 'content-type': 'application/json' } });
+        expect([scopes.status, scopes.body.error.code, scopes.body.error.field]).toEqual([400, 'invalid_field', 'scopes.1']);
+        const names = await call('POST', `/v1/admin/tenants/${t.id}/keys`, { key: op(), raw: `{"scopes":["search"],"collections":[${Array(200_000).fill('"X"').join(',')}]}`, headers: { 'content-type': 'application/json' } });
+        expect([names.status, names.body.error.field]).toEqual([400, 'collections.0']);
+        const query = await call('POST', `/v1/collections/${col}/search`, { key: all, raw: `{"code":"${code}","descriptor":[${Array(200_000).fill('"x"').join(',')}]}`, headers: { 'content-type': 'application/json' } });
+        expect([query.status, query.body.error.field]).toEqual([400, 'descriptor.0']);
+        // a descriptor too long says so, not that its values are not integers
+        const long = await call('POST', `/v1/collections/${col}/search`, { key: all, body: { code, descriptor: Array(1025).fill(0) } });
+        expect([long.status, long.body.error.field, long.body.error.message]).toEqual([400, 'descriptor', 'descriptor holds at most 1024 values']);
+      });
+
       it('reads Content-Type as a media type (RFC 9110): any case, parameters and spaces around ";" ignored; another type is a 415', async () => {
         const { all } = await world(16);
         const create = (type: string) => call('POST', '/v1/collections', { key: all, body: { name: `c-${uniq()}`, bits: 64 }, headers: { 'content-type': type } });
