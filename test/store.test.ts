@@ -12,7 +12,7 @@ import type { KV } from '../functions/store/kv.ts';
 import { CollectionReader } from '../functions/store/reader.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../functions/store/sqlite.ts';
 import type { SqlDb } from '../functions/store/sql.ts';
-import { CollectionWriter, DEFAULT_WRITER_LIMITS, MAX_ERASE_ITEMS, MAX_RECENT_SHARDS, READ_AHEAD, WRITE_WINDOW, type CollectionSpec, type WriteOp, type WriterLimits } from '../functions/store/writer.ts';
+import { CollectionWriter, DEFAULT_WRITER_LIMITS, MAX_ERASE_ITEMS, MAX_RECENT_SHARDS, READ_AHEAD, RecentBudget, WRITE_WINDOW, type CollectionSpec, type WriteOp, type WriterLimits } from '../functions/store/writer.ts';
 import { MedhashError } from '../functions/util/errors.ts';
 import { seededRandom } from './shared/random.ts';
 import type { DatabaseSync } from 'node:sqlite';
@@ -345,6 +345,26 @@ describe('collection writer', () => {
     await w.apply(ids(100).filter((_, i) => i % 8 === 0).map((id) => put(id, 999)));
     kv.shardGets = 0;
     await w.apply([put('id-0102', 3)]);
+    expect(kv.shardGets).toBe(1);
+  });
+
+  it('keeps those records within a budget shared by the writers of a process: the writer that wrote least recently drops its own', async () => {
+    const budget = new RecentBudget(1);
+    const specs = [SPEC, { ...SPEC, id: 'col_other' }];
+    const [a, b] = specs.map((spec) => new CollectionWriter(kv, sqlHeadStore(sql, spec.id), spec, DEFAULT_WRITER_LIMITS, { now: () => clock, recent: budget }));
+    await a.apply([put('a-1', 1)]);
+    // one writer alone over the budget keeps its tail shard: its next change reads nothing
+    kv.shardGets = 0;
+    await a.apply([put('a-2', 2)]);
+    expect(kv.shardGets).toBe(0);
+    // a second writer's change takes the budget, so the first reads its shard again; before, every
+    // writer kept its own, and a Node process held one tail shard for every collection it wrote to
+    await b.apply([put('b-1', 1)]);
+    kv.shardGets = 0;
+    await a.apply([put('a-3', 3)]);
+    expect(kv.shardGets).toBe(1);
+    kv.shardGets = 0;
+    await b.apply([put('b-2', 2)]);
     expect(kv.shardGets).toBe(1);
   });
 

@@ -24,10 +24,16 @@ import { CollectionReader } from '../store/reader.ts';
 import { orphanSpec, sqlWriterStates, sweepOrphans, type OrphanReport, type OrphanStores, type SweepOptions } from '../store/orphans.ts';
 import type { SqlDb } from '../store/sql.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../store/sqlite.ts';
-import { CollectionWriter, writerLimitsFromEnv, type CollectionSpec, type WriterLimits } from '../store/writer.ts';
+import { CollectionWriter, RecentBudget, writerLimitsFromEnv, type CollectionSpec, type WriterLimits } from '../store/writer.ts';
 import { closeServer } from './signals.ts';
 
 const SHIPPED_MODELS = join(import.meta.dirname, '..', '..', 'models');
+/**
+ * What the writers of the process keep of the shards they wrote last, together (RecentBudget):
+ * the tail shards of 16 collections at the default shard size, so that sequential ingest into a
+ * few collections at once re-reads nothing.
+ */
+export const RECENT_WRITES_BYTES = 64 << 20;
 /** How long after a failed maintenance run (a busy disk, say) it is tried again. */
 export const MAINTENANCE_FAILED_RETRY_MS = 30_000;
 
@@ -108,11 +114,13 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
   const limits = opts.limits ?? writerLimitsFromEnv(process.env);
   const writers = new Map<string, CollectionWriter>();
   const timers = new Map<string, { at: number; timer: NodeJS.Timeout }>();
+  const recent = new RecentBudget(RECENT_WRITES_BYTES);
 
   const writerFor = (spec: CollectionSpec): CollectionWriter => {
     const existing = writers.get(spec.id);
     if (existing) return existing;
     const writer = new CollectionWriter(kv, sqlHeadStore(sql, spec.id), { id: spec.id, bits: spec.bits, descriptor_dims: spec.descriptor_dims }, limits, {
+      recent,
       // Maintenance (GC after the grace period, a retried manifest publish) on an unref'd timer;
       // a failed run is tried again later, as a Workers alarm that throws is retried.
       schedule: function schedule(at) {

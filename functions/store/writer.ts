@@ -74,12 +74,55 @@ export interface WriterHooks {
    * already asked; settles once that is on record, so a failure to ask fails the caller.
    */
   schedule?: (atMs: number) => Promise<void> | void;
+  /** Bounds the records this writer keeps of its last change together with other writers' (RecentBudget). */
+  recent?: RecentBudget;
 }
 
 const MAINTENANCE_RETRY_MS = 1000;
 
 /** The most shards whose records a writer keeps from its last change: a tail shard, and the one it split off. */
 export const MAX_RECENT_SHARDS = 2;
+
+/** What a RecentBudget can take back. */
+interface RecentHolder {
+  dropRecent(): void;
+}
+
+/**
+ * A bound on the records that the writers of one process keep of the shards they wrote last,
+ * together, in bytes of those shards' blobs. A Node process keeps a writer for every collection
+ * written since it started, and each kept its last tail shard until its next change: memory grew
+ * with the collections written (about 2 MB each for a batch of 1000 items of 1024-value
+ * descriptors) and was never given back. Over the bound, the writers that wrote least recently
+ * drop theirs; their next change reads its shard from KV, as after a restart.
+ */
+export class RecentBudget {
+  // in the order the holders last wrote: the least recent first
+  private readonly held = new Map<RecentHolder, number>();
+  private bytes = 0;
+
+  constructor(readonly maxBytes: number) {}
+
+  /** `holder` now keeps `bytes` (0: nothing); others give theirs up, least recent first, until the total fits. */
+  hold(holder: RecentHolder, bytes: number): void {
+    this.release(holder);
+    if (bytes === 0) return;
+    this.held.set(holder, bytes);
+    this.bytes += bytes;
+    for (const [other] of this.held) {
+      if (this.bytes <= this.maxBytes || other === holder) return;
+      this.release(other);
+      other.dropRecent();
+    }
+  }
+
+  release(holder: RecentHolder): void {
+    const n = this.held.get(holder);
+    if (n === undefined) return;
+    this.held.delete(holder);
+    this.bytes -= n;
+  }
+}
 
 /**
  * New shards one change uploads at once, and shards it reads ahead of the one it is changing:
@@ -157,7 +200,7 @@ export class CollectionWriter {
   // Records of the shards this writer wrote last, when few: sequential ingest rewrites the same
   // tail shard batch after batch, and this spares re-reading (and re-verifying) it from KV. A
   // change that rewrote more (ids spread over the collection) keeps none: held until the next
-  // write, they would pin most of the collection in memory.
+  // write, they would pin most of the collection in memory. Bounded across writers by hooks.recent.
   private recent = new Map<string, ShardRecord[]>();
 
   constructor(
@@ -271,7 +314,7 @@ export class CollectionWriter {
     const ours = new Set<string>(); // keys of the shards this change wrote
     const replaced: string[] = [];
     let window: { key: string; bytes: Uint8Array }[] = [];
-    let written: { key: string; records: ShardRecord[] }[] | null = [];
+    let written: { key: string; records: ShardRecord[]; bytes: number }[] | null = [];
     let asked = false;
     // 1-2. Intent, then upload: the keys of a window of new shards go on record as pending before
     // their blobs are put, so a crash leaves them collectable. What a crash from here on leaves
@@ -299,7 +342,7 @@ export class CollectionWriter {
         const key = shardKey(this.spec.id, sha256);
         nextShards.push({ key, sha256, first_id: chunk[0].id, last_id: chunk[chunk.length - 1].id, count: chunk.length, bytes: bytes.length });
         ours.add(key);
-        written = written && written.length < MAX_RECENT_SHARDS ? [...written, { key, records: chunk }] : null;
+        written = written && written.length < MAX_RECENT_SHARDS ? [...written, { key, records: chunk, bytes: bytes.length }] : null;
         window.push({ key, bytes });
         if (window.length >= WRITE_WINDOW) await upload();
       }
@@ -374,6 +417,7 @@ export class CollectionWriter {
     head.garbage = [...head.garbage.filter((g) => !live.has(g.key)), ...dropped.map((key) => ({ key, since: now }))];
     head.rev = this.heads.save(head);
     this.recent = new Map((written ?? []).map((w) => [w.key, w.records]));
+    this.hooks.recent?.hold(this, (written ?? []).reduce((n, w) => n + w.bytes, 0));
     // 4. Swap the manifest readers see, then collect what has outlived its grace. The apply
     // has succeeded at the commit: if another process took the head over meanwhile, its own
     // recover() finishes both steps, and this request must not report a conflict.
@@ -418,7 +462,8 @@ export class CollectionWriter {
         head.garbage = known.map((key) => ({ key, since: 0 }));
         head.rev = this.heads.save(head);
       }
-      this.recent.clear();
+      this.dropRecent();
+      this.hooks.recent?.release(this);
       return this.purge(head);
     });
   }
@@ -442,6 +487,11 @@ export class CollectionWriter {
       this.saveIfCurrent(head);
     }
     return true;
+  }
+
+  /** Forgets the records of the shards of the last change (RecentBudget): the next change reads them from KV. */
+  dropRecent(): void {
+    this.recent = new Map();
   }
 
   /** Finishes an interrupted publish or deletion and collects expired garbage; runtimes call it when scheduled. */
