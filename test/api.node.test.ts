@@ -123,6 +123,36 @@ it('a delete committed but not yet published (KV put failed) answers 204 and is 
   }
 });
 
+it('an ingest committed but not yet published answers 200 visible: false, metered and audited once, not a 503 that refunds it', async () => {
+  const other = await createNodeBackend({ dataDir: join(dir, 'ingest-publish-fails'), operatorKey: TEST_OPERATOR_KEY });
+  try {
+    const { call, secret } = await tenantOn(other);
+    await call('POST', '/v1/collections', secret, { name: 'c', bits: 16 });
+    const writer = other.backend.writer;
+    other.backend.writer = (spec) => {
+      const w = writer(spec);
+      return {
+        apply: async (ops) => {
+          const r = await w.apply(ops);
+          throw new MedhashError(503, 'publish_failed', 'the update is committed but not yet visible', undefined, { committed: true, generation: r.generation });
+        },
+        erase: (f, v) => w.erase(f, v),
+        destroy: () => w.destroy(),
+      };
+    };
+    const r = await call('POST', '/v1/collections/c/items', secret, { items: [{ id: 'a', code: 'abcd' }, { id: 'b', code: 'abce' }] });
+    other.backend.writer = writer;
+    expect([r.status, r.body]).toEqual([200, { ingested: 2, generation: 1, visible: false }]);
+    const usage = (await call('GET', '/v1/usage', secret)).body as { totals: { ingest_item: number } };
+    expect(usage.totals.ingest_item).toBe(2);
+    const audit = (await call('GET', '/v1/audit', secret)).body as { events: { action: string; detail: unknown }[] };
+    expect(audit.events[0]).toMatchObject({ action: 'items.ingest', detail: { ids: ['a', 'b'] } });
+    expect((await call('GET', '/v1/collections/c/items/b', secret)).status).toBe(200);
+  } finally {
+    other.close();
+  }
+});
+
 it('a collection delete that fails on the way is sent again and completes; no data is left that nothing can reach', async () => {
   const other = await createNodeBackend({ dataDir: join(dir, 'delete-fails'), operatorKey: TEST_OPERATOR_KEY });
   try {

@@ -251,6 +251,7 @@ export const IngestResult = z
   .object({
     ingested: z.number().int().openapi({ description: 'Items in the batch, all now stored as sent.' }),
     generation: z.number().int().openapi({ description: 'Index generation that holds the batch.' }),
+    visible: z.boolean().openapi({ description: 'False: the batch is stored (and metered) but the new index not yet published; the service publishes it within seconds, nothing to retry.' }),
   })
   .openapi('IngestResult');
 

@@ -535,7 +535,7 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         }));
         const first = await ingest(all, col, items);
         expect(first.status).toBe(200);
-        expect(first.body).toEqual({ ingested: 30, generation: 1 });
+        expect(first.body).toEqual({ ingested: 30, generation: 1, visible: true });
         const again = await ingest(all, col, items);
         expect(again.body).toEqual(first.body);
         const shuffled = await ingest(all, col, [...items].reverse());

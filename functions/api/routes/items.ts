@@ -52,9 +52,19 @@ export function itemRoutes(app: App, backend: Backend): void {
       const { items } = c.req.valid('json');
       const ops = batchOps(col, items);
       await meter(c, 'ingest_item', items.length);
-      const result = await backend.writer(col).apply(ops);
+      let generation: number;
+      let visible = true;
+      try {
+        generation = (await backend.writer(col).apply(ops)).generation;
+      } catch (e) {
+        // Stored, only not yet visible: a 503 here would refund the units and skip the audit,
+        // though the items are kept whether or not the client sends the batch again.
+        if (!isCommittedNotVisible(e)) throw e;
+        generation = (e as MedhashError).details!.generation as number;
+        visible = false;
+      }
       audit(c, 'items.ingest', col.name, { count: items.length, ids: items.map((i) => i.id) });
-      return c.json({ ingested: items.length, generation: result.generation }, 200);
+      return c.json({ ingested: items.length, generation, visible }, 200);
     },
   );
 
