@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, request } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -265,5 +265,36 @@ it('closing `medhash serve` while a search by image of a client that hung up wai
     expect((await after.backend.ledger(tenant.id).audit(tenant.id, 10)).events.map((e) => e.action)).toContain('search');
   } finally {
     after.close();
+  }
+});
+
+it('a client that hangs up mid-body is logged as 499, not as an internal error, and is not metered', async () => {
+  const lines: string[] = [];
+  const s = await startNodeServer({ dataDir: join(dir, 'mid-body'), operatorKey: TEST_OPERATOR_KEY, port: 0, hostname: '127.0.0.1', accessLog: (l) => lines.push(l) });
+  try {
+    const call = async (path: string, key: string, body?: unknown) =>
+      (await fetch(s.url + path, { method: body === undefined ? 'GET' : 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) })).json() as Promise<Record<string, never>>;
+    const tenant = await call('/v1/admin/tenants', TEST_OPERATOR_KEY, { name: 't' });
+    const { secret } = await call(`/v1/admin/tenants/${tenant.id}/keys`, TEST_OPERATOR_KEY, { scopes: ['search', 'ingest', 'admin'] });
+    await call('/v1/collections', secret, { name: 'c', bits: 16 });
+    const logged = vi.spyOn(console, 'error');
+    const { port } = new URL(s.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    await once(socket, 'connect');
+    socket.write(`POST /v1/collections/c/items HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${secret}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"items":[`);
+    await sleep(100);
+    socket.destroy();
+    const line = await vi.waitFor(() => {
+      const found = lines.map((l) => JSON.parse(l) as { route: string; status: number }).find((l) => l.route === '/v1/collections/:collection/items');
+      expect(found).toBeDefined();
+      return found!;
+    }, { timeout: 10_000, interval: 10 });
+    const errors = [...logged.mock.calls];
+    logged.mockRestore();
+    expect([line.status, errors]).toEqual([499, []]);
+    const usage = (await call('/v1/usage', secret)) as unknown as { totals: { ingest_item?: number } };
+    expect(usage.totals.ingest_item ?? 0).toBe(0);
+  } finally {
+    await s.close();
   }
 });

@@ -5,6 +5,7 @@
 import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
+import type { UnofficialStatusCode } from 'hono/utils/http-status';
 import { routePath } from 'hono/route';
 import type { ZodError } from 'zod';
 import { IdempotentReplay } from '../billing/meter.ts';
@@ -19,6 +20,9 @@ export function errorResponse(c: Context, e: MedhashError): Response {
   return c.json(e.toBody(), e.status);
 }
 
+/** What the access log records for a request whose client went away before its answer. */
+export const CLIENT_CLOSED_REQUEST = 499;
+
 export function onError(err: Error, c: Context): Response {
   if (err instanceof MedhashError) return errorResponse(c, err);
   if (err instanceof IdempotentReplay) return err.response();
@@ -29,6 +33,9 @@ export function onError(err: Error, c: Context): Response {
     if (err.status === 400) return errorResponse(c, badRequest('invalid_json', 'request body is not valid JSON'));
     return errorResponse(c, new MedhashError(err.status as 500, 'http_error', err.message));
   }
+  // The client hung up (mid-body, say): nobody reads the answer, and no fault of ours to log.
+  // The access log's line says 499, nginx's "client closed request", not a 500 an operator chases.
+  if (c.req.raw.signal.aborted) return c.body(null, CLIENT_CLOSED_REQUEST as UnofficialStatusCode);
   // Logged as the access log logs (the route's pattern: no ids from the path, no headers, no
   // body), with the request id that ties the line to it and to what the caller saw.
   // One line whatever the message holds: a line break in it (from a DICOM string, a driver) would
