@@ -8,8 +8,8 @@
 // located (one pass over the fragment table) and decoded; any other syntax (big endian, 12-bit
 // JPEG Extended) is refused with 415 naming it, never guessed at. Each compressed form only yields the stored samples an uncompressed file holds,
 // which then take the one path below. Grey values go through the file's own
-// modality rescale and first VOI window (an enhanced file's: the frame's functional groups'), as
-// a viewer shows them by default. Decoding reads the
+// modality rescale or Modality LUT Sequence, and first VOI window or else its VOI LUT Sequence's
+// first LUT (an enhanced file's: the frame's functional groups'), as a viewer shows them by default. Decoding reads the
 // header for pixel attributes alone: nothing of it (patient, study, dates) is returned, kept or
 // logged. `dicomMetadata` is the one other reader, for ingest (the five attributes an item's
 // metadata has room for: modality, body part, study/series/instance UIDs) and for a search's
@@ -17,8 +17,9 @@
 //
 // The file is walked, not parsed into objects: top-level elements are skipped by their length
 // and only group 0028 and the Pixel Data are kept, with a cap on elements and on sequence
-// nesting; the one descent is into an enhanced file's functional groups (PS3.3 C.7.6.16), for
-// the decoded frame's rescale and window (the shared item and that frame's item alone). So an
+// nesting; the descents are into the Modality and VOI LUT Sequences' first items, and into an
+// enhanced file's functional groups (PS3.3 C.7.6.16), for the decoded frame's rescale, window and
+// VOI LUT (the shared item and that frame's item alone). So an
 // 8 MiB file of a million tiny elements costs a bounded loop, not a million objects (a Worker has 128 MB), and nothing the size of the image is allocated (or decoded)
 // before the caller's size limits have passed, but for a deflated data set, inflated first under its own cap (MAX_INFLATED_BYTES). Decompression writes into a buffer of exactly
 // Rows x Columns x samples x bytes, and every run, fragment and offset is checked against its
@@ -101,17 +102,32 @@ interface Header {
 }
 
 type Values = Map<number, Uint8Array>;
-/** The two functional group macros read here, each its sequence's first item's group 0028 values; absent when the group item lacks it. */
+/** A Modality or VOI LUT Sequence as walked: how many items it has, and its first item's group 0028 values (LUT Descriptor, LUT Data). */
+interface LutSequence {
+  items: number;
+  values: Values;
+}
+/** A macro's values: its first item's group 0028 values and, for a Frame VOI LUT, the VOI LUT Sequence that item holds (the Frame VOI LUT With LUT macro). */
+interface Macro {
+  values: Values;
+  lut?: LutSequence;
+}
+/** The two functional group macros read here; absent when the group item lacks it. */
 interface Macros {
   /** Pixel Value Transformation (0028,9145): Rescale Intercept, Slope. */
-  rescale?: Values;
-  /** Frame VOI LUT (0028,9132): Window Center, Width, VOI LUT Function. */
-  voi?: Values;
+  rescale?: Macro;
+  /** Frame VOI LUT (0028,9132): Window Center, Width, VOI LUT Function, VOI LUT Sequence. */
+  voi?: Macro;
 }
-/** How to read an item the walk descends into: where its group 0028 values go, and which of its sequences to read. */
+/**
+ * How to read an item the walk descends into: where its group 0028 values go, which of its
+ * sequences to read, and (`name`) the sequence it is an item of, for a LUT's item: an element
+ * running past it is then named.
+ */
 interface ItemReader {
   values?: Values;
   sequence?: (tag: number) => SequenceReader | undefined;
+  name?: string;
 }
 /** How to read item k of a sequence; null skips it, as every item of a sequence without a reader is. */
 type SequenceReader = (k: number) => ItemReader | null;
@@ -120,17 +136,35 @@ const SHARED_GROUPS = 0x52009229;
 const PER_FRAME_GROUPS = 0x52009230;
 const PIXEL_VALUE_TRANSFORMATION = 0x00289145;
 const FRAME_VOI_LUT = 0x00289132;
+const MODALITY_LUT_SEQUENCE = 0x00283000;
+const VOI_LUT_SEQUENCE = 0x00283010;
 
-/** Item 0 of a sequence, its values into a new map handed to `keep`; the other items skipped. */
-const firstItem = (keep: (v: Values) => void): SequenceReader => (k) => {
-  if (k !== 0) return null;
-  const values: Values = new Map();
-  keep(values);
-  return { values };
+/**
+ * A LUT sequence, handed to `keep` as its walk starts (so one without items is seen): its items
+ * counted, item 0's values kept, the others skipped.
+ */
+const lutSequence = (tag: number, keep: (l: LutSequence) => void): SequenceReader => {
+  const lut: LutSequence = { items: 0, values: new Map() };
+  keep(lut);
+  return (k) => {
+    lut.items = k + 1;
+    return k === 0 ? { values: lut.values, name: label(tag & 0xffff) } : null;
+  };
 };
-/** A functional group item: its two macros into `into`. */
+/** Item 0 of a macro's sequence, its values (and a Frame VOI LUT's VOI LUT Sequence) into a new macro handed to `keep`; the other items skipped. */
+const firstItem = (keep: (m: Macro) => void, lutTag?: number): SequenceReader => (k) => {
+  if (k !== 0) return null;
+  const macro: Macro = { values: new Map() };
+  keep(macro);
+  return { values: macro.values, sequence: (tag) => (tag === lutTag ? lutSequence(tag, (l) => { macro.lut = l; }) : undefined) };
+};
+/**
+ * A functional group item: its two macros into `into`. The Frame VOI LUT may hold a VOI LUT
+ * Sequence (the Frame VOI LUT With LUT macro, PS3.3 C.7.6.16.2.10b); the Pixel Value
+ * Transformation macro holds rescale alone (no Modality LUT Sequence), so only its values are read.
+ */
 const groupItem = (into: Macros): ItemReader => ({
-  sequence: (tag) => (tag === PIXEL_VALUE_TRANSFORMATION ? firstItem((v) => { into.rescale = v; }) : tag === FRAME_VOI_LUT ? firstItem((v) => { into.voi = v; }) : undefined),
+  sequence: (tag) => (tag === PIXEL_VALUE_TRANSFORMATION ? firstItem((m) => { into.rescale = m; }) : tag === FRAME_VOI_LUT ? firstItem((m) => { into.voi = m; }, VOI_LUT_SEQUENCE) : undefined),
 });
 
 /**
@@ -140,6 +174,9 @@ const groupItem = (into: Macros): ItemReader => ({
 interface Walked {
   syntax: Syntax;
   attrs: Values;
+  /** The top level's Modality LUT Sequence (0028,3000) and VOI LUT Sequence (0028,3010), when present. */
+  modalityLut?: LutSequence;
+  voiLut?: LutSequence;
   pixelOffset: number;
   pixelLength: number;
   /** Item 0 of the Shared Functional Groups Sequence, item `frame` of the Per-frame one, and how many items that has (null: none). */
@@ -217,11 +254,15 @@ class Walker {
       const h = this.header(pos, explicit);
       if (end === null && h.group === 0xfffe && h.element === 0xe00d) return h.value;
       const tag = ((h.group << 16) | h.element) >>> 0;
-      const inner = read?.sequence?.(tag);
+      // asked only of an element walked as a sequence: a LUT sequence's reader counts its items from there
+      const inner = h.length === UNDEFINED_LENGTH || Walker.sequenceVr(h) ? read?.sequence?.(tag) : undefined;
       if (h.length === UNDEFINED_LENGTH) pos = this.sequence(h.value, null, explicit, depth + 1, inner);
-      else if (inner && Walker.sequenceVr(h)) pos = this.sequence(h.value, this.end(h), explicit, depth + 1, inner);
+      else if (inner) pos = this.sequence(h.value, this.end(h), explicit, depth + 1, inner);
       else {
         const next = this.end(h);
+        if (read?.name && end !== null && next > end) {
+          throw corrupt(`DICOM's ${tagName(h.group, h.element)} in the first item of the ${read.name} runs to byte ${next}, past the item's end at byte ${end}`);
+        }
         if (read?.values && h.group === 0x0028) read.values.set(tag, this.b.subarray(h.value, next));
         pos = next;
       }
@@ -255,6 +296,7 @@ class Walker {
     let shared: Macros = {};
     let perFrame: Macros = {};
     let perFrameItems: number | null = null;
+    const luts: { modalityLut?: LutSequence; voiLut?: LutSequence } = {};
     // the functional groups: item 0 of the shared sequence, item `frame` of the per-frame one (the
     // others only counted, or walked as any undefined-length item is)
     const groups = (tag: number): SequenceReader => {
@@ -277,12 +319,14 @@ class Walker {
         if (encapsulated && ts.pixels === 'native') throw corrupt('DICOM pixel data is encapsulated in an uncompressed transfer syntax');
         if (!encapsulated && ts.pixels !== 'native') throw corrupt(`DICOM pixel data is not encapsulated, though the transfer syntax is ${ts.name}`);
         // its length (or its items) is checked against the file after the caller's size limits (a 413 first)
-        return { syntax: ts, attrs, pixelOffset: h.value, pixelLength: encapsulated ? UNDEFINED_LENGTH : h.length, shared, perFrame, perFrameItems };
+        return { syntax: ts, attrs, ...luts, pixelOffset: h.value, pixelLength: encapsulated ? UNDEFINED_LENGTH : h.length, shared, perFrame, perFrameItems };
       }
       const tag = ((h.group << 16) | h.element) >>> 0;
       const group = tag === SHARED_GROUPS || tag === PER_FRAME_GROUPS;
-      if (h.length === UNDEFINED_LENGTH || (group && Walker.sequenceVr(h))) {
-        pos = this.sequence(h.value, h.length === UNDEFINED_LENGTH ? null : this.end(h), ts.explicit, 1, group ? groups(tag) : undefined);
+      const lut = tag === MODALITY_LUT_SEQUENCE || tag === VOI_LUT_SEQUENCE;
+      if (h.length === UNDEFINED_LENGTH || ((group || lut) && Walker.sequenceVr(h))) {
+        const read = group ? groups(tag) : lut ? lutSequence(tag, (l) => { luts[tag === MODALITY_LUT_SEQUENCE ? 'modalityLut' : 'voiLut'] = l; }) : undefined;
+        pos = this.sequence(h.value, h.length === UNDEFINED_LENGTH ? null : this.end(h), ts.explicit, 1, read);
         continue;
       }
       const end = this.end(h);
@@ -348,6 +392,9 @@ interface Attributes {
   slope: number;
   intercept: number;
   window: { centre: number; width: number; fn: string } | null;
+  /** The Modality LUT, which replaces the rescale, and the VOI LUT, used without a window (PS3.3 C.11.1, C.11.2). */
+  modalityLut: Lut | null;
+  voiLut: Lut | null;
   pixelOffset: number;
   pixelLength: number;
 }
@@ -356,9 +403,55 @@ const NAMES: Record<number, string> = {
   0x0002: 'Samples per Pixel', 0x0004: 'Photometric Interpretation', 0x0006: 'Planar Configuration', 0x0008: 'Number of Frames',
   0x0010: 'Rows', 0x0011: 'Columns', 0x0100: 'Bits Allocated', 0x0101: 'Bits Stored', 0x0102: 'High Bit',
   0x0103: 'Pixel Representation', 0x1050: 'Window Center', 0x1051: 'Window Width', 0x1052: 'Rescale Intercept',
-  0x1053: 'Rescale Slope', 0x1056: 'VOI LUT Function',
+  0x1053: 'Rescale Slope', 0x1056: 'VOI LUT Function', 0x3000: 'Modality LUT Sequence', 0x3002: 'LUT Descriptor',
+  0x3006: 'LUT Data', 0x3010: 'VOI LUT Sequence',
 };
 const label = (e: number) => `${NAMES[e]} (0028,${hex4(e)})`;
+/** An element by its name when it has one here, else by its tag. */
+const tagName = (group: number, element: number) => (group === 0x0028 && Object.hasOwn(NAMES, element) ? label(element) : `(${hex4(group)},${hex4(element)})`);
+
+/** A LUT to apply: the first input value mapped, the bits per entry, the entries (masked to those bits). */
+interface Lut {
+  first: number;
+  bits: number;
+  data: Uint16Array;
+}
+/** The most entries a LUT Descriptor can declare (0 stands for it). */
+const MAX_LUT_ENTRIES = 65536;
+
+/**
+ * A LUT sequence's first item as a LUT (PS3.3 C.11.1.1, C.11.2.1.1): LUT Descriptor (entries, 0
+ * meaning 65536; the first input value mapped, read as signed when `signed`; bits per entry, 8 to
+ * 16) and LUT Data, one 16-bit word an entry (US or OW, or any VR in implicit VR), or for 8 bits
+ * an entry a byte, packed two a word (as DCMTK reads either). Entries are masked to their bits, as
+ * DCMTK masks them. Anything that disagrees is a 422 naming the attribute and `where`.
+ */
+function lookupTable(l: LutSequence, tag: number, where: string, signed: boolean): Lut {
+  const of = `${label(tag)}${where}`;
+  if (l.items === 0) throw corrupt(`DICOM's ${of} has no item`);
+  const descriptor = l.values.get(0x00283002);
+  if (descriptor === undefined) throw corrupt(`DICOM's ${of} has no ${label(0x3002)}`);
+  if (descriptor.length !== 6) throw corrupt(`DICOM's ${label(0x3002)} in the ${of} is ${descriptor.length} bytes; it is three 16-bit values (6 bytes)`);
+  const d = new DataView(descriptor.buffer, descriptor.byteOffset, 6);
+  const entries = d.getUint16(0, true) || MAX_LUT_ENTRIES;
+  const first = signed ? d.getInt16(2, true) : d.getUint16(2, true);
+  const bits = d.getUint16(4, true);
+  if (bits < 8 || bits > 16) throw corrupt(`DICOM's ${label(0x3002)} in the ${of} gives ${bits} bits per entry; it is 8 to 16`);
+  const raw = l.values.get(0x00283006);
+  if (raw === undefined) throw corrupt(`DICOM's ${of} has no ${label(0x3006)}`);
+  if (raw.length > 2 * MAX_LUT_ENTRIES) throw corrupt(`DICOM's ${label(0x3006)} in the ${of} is ${raw.length} bytes, more than ${MAX_LUT_ENTRIES} entries of 16 bits`);
+  const packed = bits === 8 && raw.length !== 2 * entries && raw.length === entries + (entries % 2);
+  if (raw.length !== 2 * entries && !packed) {
+    throw corrupt(`DICOM's ${label(0x3006)} in the ${of} is ${raw.length} bytes; its ${label(0x3002)} declares ${entries} entries of ${bits} bits (${2 * entries} bytes${bits === 8 ? `, or ${entries + (entries % 2)} packed` : ''})`);
+  }
+  const view = new DataView(raw.buffer, raw.byteOffset, raw.length);
+  const mask = (1 << bits) - 1;
+  const data = Uint16Array.from({ length: entries }, (_, i) => (packed ? raw[i] : view.getUint16(2 * i, true)) & mask);
+  return { first, bits, data };
+}
+
+/** A LUT's entry for input `x`: its integer part (toward zero, as DCMTK takes it) from the first value mapped, the ends beyond. */
+const lookup = (l: Lut, x: number) => l.data[Math.min(Math.max(Math.trunc(x) - l.first, 0), l.data.length - 1)];
 
 const DECIMAL_STRING = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/;
 
@@ -373,22 +466,23 @@ function text(values: Values, tag: number): string | undefined {
 export const frameOutOfRange = (frame: number, frames: number) =>
   new MedhashError(422, 'frame_out_of_range', `frame ${frame} is out of range: the image has ${frames} frame${frames === 1 ? '' : 's'} (0 to ${frames - 1})`, 'frame');
 
-/** Where a macro's values were read, and how a message names it ('' at the top level). */
+/** Where a macro's values were read, its LUT sequence (a Modality or VOI LUT Sequence) if it has one, and how a message names it ('' at the top level). */
 interface Source {
   values: Values;
+  lut?: LutSequence;
   where: string;
 }
 
 function attributes(w: Walked, fileLength: number, frame: number | undefined): Attributes {
   const top: Source = { values: w.attrs, where: '' };
-  // the functional groups' macro replaces the top-level attributes, the frame's own item the
-  // shared one, each macro whole (docs/ENCODING.md, "Enhanced multi-frame files")
+  // the functional groups' macro replaces the top-level attributes (its LUT sequence included),
+  // the frame's own item the shared one, each macro whole (docs/ENCODING.md, "Enhanced multi-frame files")
   const source = (m: keyof Macros): Source => {
     const own = w.perFrame[m];
     const shared = w.shared[m];
-    if (own) return { values: own, where: ` in frame ${frame ?? 0}'s item of the Per-frame Functional Groups Sequence (5200,9230)` };
-    if (shared) return { values: shared, where: ' in the Shared Functional Groups Sequence (5200,9229)' };
-    return top;
+    if (own) return { ...own, where: ` in frame ${frame ?? 0}'s item of the Per-frame Functional Groups Sequence (5200,9230)` };
+    if (shared) return { ...shared, where: ' in the Shared Functional Groups Sequence (5200,9229)' };
+    return { ...top, lut: m === 'rescale' ? w.modalityLut : w.voiLut };
   };
   const rescale = source('rescale');
   const voi = source('voi');
@@ -415,7 +509,8 @@ function attributes(w: Walked, fileLength: number, frame: number | undefined): A
   const highBit = us(0x0102, bitsStored - 1);
   const representation = us(0x0103, 0);
   const frames = num(0x0008) ?? 1;
-  const slope = num(0x1053, rescale) ?? 1;
+  // a Modality LUT Sequence replaces the rescale, which is then not read
+  const slope = rescale.lut ? 1 : num(0x1053, rescale) ?? 1;
   const centre = num(0x1050, voi);
   const width = num(0x1051, voi);
   const a: Attributes = {
@@ -431,8 +526,10 @@ function attributes(w: Walked, fileLength: number, frame: number | undefined): A
     signed: representation === 1,
     planar: us(0x0006, 0),
     slope,
-    intercept: num(0x1052, rescale) ?? 0,
+    intercept: rescale.lut ? 0 : num(0x1052, rescale) ?? 0,
     window: centre !== undefined && width !== undefined ? { centre, width, fn: (text(voi.values, 0x00281056) ?? 'LINEAR').toUpperCase() } : null,
+    modalityLut: null,
+    voiLut: null,
     pixelOffset: w.pixelOffset,
     pixelLength: w.pixelLength,
   };
@@ -466,6 +563,14 @@ function attributes(w: Walked, fileLength: number, frame: number | undefined): A
   if (slope === 0) throw corrupt(`DICOM's ${label(0x1053)}${rescale.where} is 0, which would make every pixel the same`);
   if (a.window && !['LINEAR', 'LINEAR_EXACT', 'SIGMOID'].includes(a.window.fn)) {
     throw unsupported(`DICOM ${label(0x1056)} ${a.window.fn}${voi.where} is not supported (LINEAR, LINEAR_EXACT or SIGMOID)`);
+  }
+  if (rescale.lut) a.modalityLut = lookupTable(rescale.lut, 0x3000, rescale.where, a.signed);
+  if (voi.lut) {
+    // the first value a VOI LUT maps is signed when the modality transform's output can be
+    // negative, as DCMTK reads it: never after a Modality LUT (its entries are unsigned), else
+    // over the range of stored values Bits Stored and Pixel Representation allow
+    const [lo, hi] = a.signed ? [-(2 ** (bitsStored - 1)), 2 ** (bitsStored - 1) - 1] : [0, 2 ** bitsStored - 1];
+    a.voiLut = lookupTable(voi.lut, 0x3010, voi.where, !a.modalityLut && Math.min(lo * a.slope + a.intercept, hi * a.slope + a.intercept) < 0);
   }
   return a;
 }
@@ -505,16 +610,22 @@ function greyPixels(a: Attributes, raw: Uint8Array): Uint8Array {
     if (v < min) min = v;
     if (v > max) max = v;
   }
-  const modality = (s: number) => s * a.slope + a.intercept;
+  const { modalityLut, voiLut } = a;
+  const modality = modalityLut ? (s: number) => lookup(modalityLut, s) : (s: number) => s * a.slope + a.intercept;
   const voi = a.window && windowFunction(a.window);
   let toByte: (s: number) => number;
   if (voi) {
     toByte = (s) => Math.round(voi(modality(s)));
-  } else if (a.bitsAllocated === 8 && a.bitsStored === 8 && !a.signed && a.slope === 1 && a.intercept === 0) {
+  } else if (voiLut) {
+    // the entry's top 8 of its bits, as DCMTK scales a VOI LUT's output to 8 bits
+    toByte = (s) => lookup(voiLut, modality(s)) >> (voiLut.bits - 8);
+  } else if (a.bitsAllocated === 8 && a.bitsStored === 8 && !a.signed && !modalityLut && a.slope === 1 && a.intercept === 0) {
     toByte = (s) => s;
   } else {
-    // the stretch over the data's own range; rescale is linear, so its ends are the stored ends
-    const [lo, hi] = [modality(min), modality(max)].sort((x, y) => x - y);
+    // the stretch over the data's own range: rescale is linear, so its ends are the stored ends;
+    // a Modality LUT's are its least and greatest output over the stored range
+    let [lo, hi] = [modality(min), modality(max)].sort((x, y) => x - y);
+    if (modalityLut) for (let s = min; s <= max; s++) [lo, hi] = [Math.min(lo, modality(s)), Math.max(hi, modality(s))];
     toByte = (s) => (hi > lo ? Math.round(((modality(s) - lo) / (hi - lo)) * 255) : 0);
   }
   const lut = new Uint8Array(max - min + 1);

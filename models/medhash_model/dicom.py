@@ -7,11 +7,12 @@ folder trains on the very pixels the service encodes it from. Spec: docs/ENCODIN
 test/fixtures/dicom/decoded.json (scripts/fixtures/make-dicom-golden.ts) pins both sides.
 
 What this owns: the Part 10 walk (file meta, then the data set's top level, sequences skipped by
-their items, at most MAX_ELEMENTS elements and MAX_DEPTH levels; an enhanced file's functional
-groups read for the decoded frame's rescale and window, the shared item and that frame's item
-alone), the pixel attributes of group 0028, and their mapping to bytes: stored values masked to Bits Stored and sign-extended, the
-modality rescale, the first VOI window (LINEAR, LINEAR_EXACT, SIGMOID) or else the stretch over
-the data's own range, MONOCHROME1 inverted; RGB kept (planar configuration 0 or 1). The transfer
+their items, at most MAX_ELEMENTS elements and MAX_DEPTH levels; the Modality and VOI LUT
+Sequences' first items read; an enhanced file's functional groups read for the decoded frame's
+rescale, window and VOI LUT, the shared item and that frame's item alone), the pixel attributes of
+group 0028, and their mapping to bytes: stored values masked to Bits Stored and sign-extended, the
+modality rescale or Modality LUT, the first VOI window (LINEAR, LINEAR_EXACT, SIGMOID), else the
+VOI LUT (its entry's top 8 bits, as DCMTK), else the stretch over the data's own range, MONOCHROME1 inverted; RGB kept (planar configuration 0 or 1). The transfer
 syntaxes read are Explicit (deflated or not: a deflated data set is inflated first, under
 MAX_INFLATED_BYTES, by zlib as dicom.ts's DecompressionStream does) and Implicit VR Little Endian,
 RLE Lossless (decoded here, as dicom.ts does), JPEG Lossless (jpeg_lossless.py), JPEG Baseline and
@@ -39,7 +40,7 @@ import re
 import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -179,43 +180,78 @@ _SHARED_GROUPS = 0x52009229
 _PER_FRAME_GROUPS = 0x52009230
 _PIXEL_VALUE_TRANSFORMATION = 0x00289145
 _FRAME_VOI_LUT = 0x00289132
+_MODALITY_LUT_SEQUENCE = 0x00283000
+_VOI_LUT_SEQUENCE = 0x00283010
+
+
+@dataclass
+class _LutSequence:
+    """A Modality or VOI LUT Sequence as walked: how many items it has, and its first item's group
+    0028 values by element (LUT Descriptor, LUT Data)."""
+    items: int = 0
+    values: dict[int, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class _Macro:
+    """A macro's values: its first item's group 0028 values by element and, for a Frame VOI LUT,
+    the VOI LUT Sequence that item holds (the Frame VOI LUT With LUT macro)."""
+    values: dict[int, bytes] = field(default_factory=dict)
+    lut: _LutSequence | None = None
 
 
 @dataclass
 class _Macros:
-    """The two functional group macros read here, each its sequence's first item's group 0028
-    values by element; None when the group item lacks it. rescale: Pixel Value Transformation
-    (0028,9145); voi: Frame VOI LUT (0028,9132)."""
-    rescale: dict[int, bytes] | None = None
-    voi: dict[int, bytes] | None = None
+    """The two functional group macros read here; None when the group item lacks it. rescale:
+    Pixel Value Transformation (0028,9145); voi: Frame VOI LUT (0028,9132)."""
+    rescale: _Macro | None = None
+    voi: _Macro | None = None
 
 
 @dataclass
 class _ItemReader:
     """How to read an item the walk descends into: where its group 0028 values go (by element),
-    and which of its sequences to read (tag -> a reader of item k, returning None to skip it)."""
+    which of its sequences to read (tag -> a reader of item k, returning None to skip it), and
+    (`name`) the sequence it is an item of, for a LUT's item: an element running past it is then named."""
     values: dict[int, bytes] | None = None
     sequence: Callable[[int], Callable[[int], _ItemReader | None] | None] | None = None
+    name: str | None = None
 
 
-def _first_item(keep):
-    """Item 0 of a sequence, its values into a new dict handed to `keep`; the other items skipped."""
+def _lut_sequence(tag: int, keep):
+    """A LUT sequence, handed to `keep` as its walk starts (so one without items is seen): its
+    items counted, item 0's values kept, the others skipped."""
+    lut = _LutSequence()
+    keep(lut)
+
+    def read(k: int) -> _ItemReader | None:
+        lut.items = k + 1
+        return _ItemReader(values=lut.values, name=_label(tag & 0xFFFF)) if k == 0 else None
+    return read
+
+
+def _first_item(keep, lut_tag: int | None = None):
+    """Item 0 of a macro's sequence, its values (and a Frame VOI LUT's VOI LUT Sequence) into a new
+    macro handed to `keep`; the other items skipped."""
     def read(k: int) -> _ItemReader | None:
         if k != 0:
             return None
-        values: dict[int, bytes] = {}
-        keep(values)
-        return _ItemReader(values=values)
+        macro = _Macro()
+        keep(macro)
+        return _ItemReader(values=macro.values, sequence=lambda tag: (
+            _lut_sequence(tag, lambda v: setattr(macro, "lut", v)) if tag == lut_tag else None))
     return read
 
 
 def _group_item(into: _Macros) -> _ItemReader:
-    """A functional group item: its two macros into `into`."""
+    """A functional group item: its two macros into `into`. The Frame VOI LUT may hold a VOI LUT
+    Sequence (the Frame VOI LUT With LUT macro, PS3.3 C.7.6.16.2.10b); the Pixel Value
+    Transformation macro holds rescale alone (no Modality LUT Sequence), so only its values are read."""
     def sequence(tag: int):
         if tag == _PIXEL_VALUE_TRANSFORMATION:
             return _first_item(lambda v: setattr(into, "rescale", v))
         if tag == _FRAME_VOI_LUT:
-            return _first_item(lambda v: setattr(into, "voi", v))
+            return _first_item(lambda v: setattr(into, "voi", v), _VOI_LUT_SEQUENCE)
         return None
     return _ItemReader(sequence=sequence)
 
@@ -225,7 +261,8 @@ class _Walked:
     """What the walk keeps: the transfer syntax, group 0028's values by element, the Pixel Data
     offset and length (UNDEFINED_LENGTH when encapsulated, the offset then where its first item
     starts), item 0 of the Shared Functional Groups Sequence, item `frame` of the Per-frame one,
-    and how many items that has (None: no such sequence)."""
+    how many items that has (None: no such sequence), and the top level's Modality LUT Sequence
+    (0028,3000) and VOI LUT Sequence (0028,3010) when present."""
     syntax: _Syntax
     attrs: dict[int, bytes]
     pixel_offset: int
@@ -233,6 +270,8 @@ class _Walked:
     shared: _Macros
     per_frame: _Macros
     per_frame_items: int | None
+    modality_lut: _LutSequence | None = None
+    voi_lut: _LutSequence | None = None
 
 
 class _Walker:
@@ -321,13 +360,18 @@ class _Walker:
             group, element, length, value, vr = h
             if end is None and group == 0xFFFE and element == 0xE00D:
                 return value
-            inner = read.sequence((group << 16) | element) if read is not None and read.sequence is not None else None
+            # asked only of an element walked as a sequence: a LUT sequence's reader counts its items from there
+            walked = length == UNDEFINED_LENGTH or self._sequence_vr(vr)
+            inner = read.sequence((group << 16) | element) if walked and read is not None and read.sequence is not None else None
             if length == UNDEFINED_LENGTH:
                 pos = self.sequence(value, None, explicit, depth + 1, inner)
-            elif inner is not None and self._sequence_vr(vr):
+            elif inner is not None:
                 pos = self.sequence(value, self.end(*h), explicit, depth + 1, inner)
             else:
                 nxt = self.end(*h)
+                if read is not None and read.name is not None and end is not None and nxt > end:
+                    raise _corrupt(f"DICOM's {_tag_name(group, element)} in the first item of the {read.name} runs to byte {nxt}, "
+                                   f"past the item's end at byte {end}")
                 if read is not None and read.values is not None and group == 0x0028:
                     read.values[element] = self.b[value:nxt]
                 pos = nxt
@@ -363,6 +407,7 @@ class _Walker:
         shared = _Macros()
         per_frame = _Macros()
         per_frame_items: int | None = None
+        luts: dict[int, _LutSequence] = {}
 
         def groups(tag: int):
             """The functional groups: item 0 of the shared sequence, item `frame` of the per-frame one
@@ -391,12 +436,15 @@ class _Walker:
                 if not encapsulated and ts.pixels != "native":
                     raise _corrupt(f"DICOM pixel data is not encapsulated, though the transfer syntax is {ts.name}")
                 # its length (or its items) is checked against the file after the size limits (a 413 first)
-                return _Walked(ts, attrs, value, length, shared, per_frame, per_frame_items)
+                return _Walked(ts, attrs, value, length, shared, per_frame, per_frame_items,
+                               luts.get(_MODALITY_LUT_SEQUENCE), luts.get(_VOI_LUT_SEQUENCE))
             tag = (group << 16) | element
             is_group = tag in (_SHARED_GROUPS, _PER_FRAME_GROUPS)
-            if length == UNDEFINED_LENGTH or (is_group and self._sequence_vr(vr)):
-                pos = self.sequence(value, None if length == UNDEFINED_LENGTH else self.end(*h), ts.explicit, 1,
-                                    groups(tag) if is_group else None)
+            is_lut = tag in (_MODALITY_LUT_SEQUENCE, _VOI_LUT_SEQUENCE)
+            if length == UNDEFINED_LENGTH or ((is_group or is_lut) and self._sequence_vr(vr)):
+                read = (groups(tag) if is_group
+                        else _lut_sequence(tag, lambda v, t=tag: luts.__setitem__(t, v)) if is_lut else None)
+                pos = self.sequence(value, None if length == UNDEFINED_LENGTH else self.end(*h), ts.explicit, 1, read)
                 continue
             end = self.end(*h)
             if group == 0x0028:
@@ -443,12 +491,71 @@ _NAMES = {
     0x0002: "Samples per Pixel", 0x0004: "Photometric Interpretation", 0x0006: "Planar Configuration",
     0x0008: "Number of Frames", 0x0010: "Rows", 0x0011: "Columns", 0x0100: "Bits Allocated", 0x0101: "Bits Stored",
     0x0102: "High Bit", 0x0103: "Pixel Representation", 0x1050: "Window Center", 0x1051: "Window Width",
-    0x1052: "Rescale Intercept", 0x1053: "Rescale Slope", 0x1056: "VOI LUT Function",
+    0x1052: "Rescale Intercept", 0x1053: "Rescale Slope", 0x1056: "VOI LUT Function", 0x3000: "Modality LUT Sequence",
+    0x3002: "LUT Descriptor", 0x3006: "LUT Data", 0x3010: "VOI LUT Sequence",
 }
 
 
 def _label(e: int) -> str:
     return f"{_NAMES[e]} (0028,{_hex4(e)})"
+
+
+def _tag_name(group: int, element: int) -> str:
+    """An element by its name when it has one here, else by its tag."""
+    return _label(element) if group == 0x0028 and element in _NAMES else f"({_hex4(group)},{_hex4(element)})"
+
+
+@dataclass(frozen=True)
+class _Lut:
+    """A LUT to apply: the first input value mapped, the bits per entry, the entries (masked to those bits)."""
+    first: int
+    bits: int
+    data: np.ndarray
+
+
+#: The most entries a LUT Descriptor can declare (0 stands for it).
+_MAX_LUT_ENTRIES = 65536
+
+
+def _lookup_table(lut: _LutSequence, e: int, where: str, signed: bool) -> _Lut:
+    """dicom.ts's lookupTable: a LUT sequence's first item as a LUT (PS3.3 C.11.1.1, C.11.2.1.1),
+    LUT Descriptor (entries, 0 meaning 65536; the first input value mapped, signed when `signed`;
+    bits per entry, 8 to 16) and LUT Data, a 16-bit word an entry or, for 8 bits, a byte an entry
+    packed two a word; entries masked to their bits. Anything that disagrees is a 422 naming it."""
+    of = f"{_label(e)}{where}"
+    if lut.items == 0:
+        raise _corrupt(f"DICOM's {of} has no item")
+    descriptor = lut.values.get(0x3002)
+    if descriptor is None:
+        raise _corrupt(f"DICOM's {of} has no {_label(0x3002)}")
+    if len(descriptor) != 6:
+        raise _corrupt(f"DICOM's {_label(0x3002)} in the {of} is {len(descriptor)} bytes; it is three 16-bit values (6 bytes)")
+    entries, first_u, bits = struct.unpack("<3H", descriptor)
+    entries = entries or _MAX_LUT_ENTRIES
+    first = struct.unpack("<h", descriptor[2:4])[0] if signed else first_u
+    if bits < 8 or bits > 16:
+        raise _corrupt(f"DICOM's {_label(0x3002)} in the {of} gives {bits} bits per entry; it is 8 to 16")
+    raw = lut.values.get(0x3006)
+    if raw is None:
+        raise _corrupt(f"DICOM's {of} has no {_label(0x3006)}")
+    if len(raw) > 2 * _MAX_LUT_ENTRIES:
+        raise _corrupt(f"DICOM's {_label(0x3006)} in the {of} is {len(raw)} bytes, more than {_MAX_LUT_ENTRIES} entries of 16 bits")
+    packed = bits == 8 and len(raw) != 2 * entries and len(raw) == entries + entries % 2
+    if len(raw) != 2 * entries and not packed:
+        alt = f", or {entries + entries % 2} packed" if bits == 8 else ""
+        raise _corrupt(f"DICOM's {_label(0x3006)} in the {of} is {len(raw)} bytes; its {_label(0x3002)} declares {entries} "
+                       f"entries of {bits} bits ({2 * entries} bytes{alt})")
+    data = np.frombuffer(raw, dtype="u1" if packed else "<u2", count=entries).astype(np.int64) & ((1 << bits) - 1)
+    return _Lut(first, bits, data)
+
+
+def _lookup(lut: _Lut, x: np.ndarray) -> np.ndarray:
+    """dicom.ts's lookup: a LUT's entries for inputs `x`, each by its integer part (toward zero) from
+    the first value mapped, the ends beyond."""
+    n = len(lut.data)
+    with np.errstate(invalid="ignore"):
+        at = np.clip(np.trunc(x), lut.first, lut.first + n - 1)
+    return lut.data[at.astype(np.int64) - lut.first]
 
 
 def _text(attrs: dict[int, bytes], e: int) -> str | None:
@@ -480,6 +587,9 @@ class _Attributes:
     window: tuple[float, float, str] | None
     pixel_offset: int
     pixel_length: int
+    #: the Modality LUT, which replaces the rescale, and the VOI LUT, used without a window (PS3.3 C.11.1, C.11.2)
+    modality_lut: _Lut | None = None
+    voi_lut: _Lut | None = None
 
 
 def _attributes(w: _Walked, file_length: int, frame: int | None) -> _Attributes:
@@ -488,16 +598,18 @@ def _attributes(w: _Walked, file_length: int, frame: int | None) -> _Attributes:
     syntax, attrs = w.syntax, w.attrs
     top = (attrs, "")
 
-    def source(macro: str) -> tuple[dict[int, bytes], str]:
-        """Where a macro's values are read, and how a message names it: the functional groups'
-        macro replaces the top-level attributes, the frame's own item the shared one, each macro
-        whole (docs/ENCODING.md, "Enhanced multi-frame files")."""
+    def source(macro: str) -> tuple[dict[int, bytes], str, _LutSequence | None]:
+        """Where a macro's values are read, how a message names it, and its LUT sequence (a Modality
+        or VOI LUT Sequence): the functional groups' macro replaces the top-level attributes (its
+        LUT sequence included), the frame's own item the shared one, each macro whole
+        (docs/ENCODING.md, "Enhanced multi-frame files")."""
         own, shared = getattr(w.per_frame, macro), getattr(w.shared, macro)
         if own is not None:
-            return own, f" in frame {0 if frame is None else frame}'s item of the Per-frame Functional Groups Sequence (5200,9230)"
+            return (own.values, f" in frame {0 if frame is None else frame}'s item of the Per-frame Functional Groups Sequence (5200,9230)",
+                    own.lut)
         if shared is not None:
-            return shared, " in the Shared Functional Groups Sequence (5200,9229)"
-        return top
+            return shared.values, " in the Shared Functional Groups Sequence (5200,9229)", shared.lut
+        return attrs, "", w.modality_lut if macro == "rescale" else w.voi_lut
 
     rescale = source("rescale")
     voi = source("voi")
@@ -512,7 +624,7 @@ def _attributes(w: _Walked, file_length: int, frame: int | None) -> _Attributes:
             raise _corrupt(f"DICOM's {_label(e)} is not a 16-bit value")
         return v[0] | (v[1] << 8)
 
-    def num(e: int, src: tuple[dict[int, bytes], str] = top) -> float | None:
+    def num(e: int, src: tuple = top) -> float | None:
         s = _text(src[0], e)
         if s is None:
             return None
@@ -527,7 +639,8 @@ def _attributes(w: _Walked, file_length: int, frame: int | None) -> _Attributes:
     representation = us(0x0103, 0)
     frames = num(0x0008)
     frames = 1.0 if frames is None else frames
-    slope = num(0x1053, rescale)
+    # a Modality LUT Sequence replaces the rescale, which is then not read
+    slope = None if rescale[2] else num(0x1053, rescale)
     slope = 1.0 if slope is None else slope
     centre = num(0x1050, voi)
     width = num(0x1051, voi)
@@ -536,7 +649,7 @@ def _attributes(w: _Walked, file_length: int, frame: int | None) -> _Attributes:
     samples = us(0x0002, 1)
     photometric = (_text(attrs, 0x0004) or "").upper()
     planar = us(0x0006, 0)
-    intercept = num(0x1052, rescale)
+    intercept = None if rescale[2] else num(0x1052, rescale)
     window = (centre, width, (_text(voi[0], 0x1056) or "LINEAR").upper()) if centre is not None and width is not None else None
     a = _Attributes(syntax, int(frames) if float(frames).is_integer() and 1 <= frames <= file_length else 1,
                     0 if frame is None else frame, rows, columns, samples, photometric, bits_allocated, bits_stored, representation == 1, planar, slope,
@@ -586,6 +699,14 @@ def _attributes(w: _Walked, file_length: int, frame: int | None) -> _Attributes:
         raise _corrupt(f"DICOM's {_label(0x1053)}{rescale[1]} is 0, which would make every pixel the same")
     if a.window and a.window[2] not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
         raise _unsupported(f"DICOM {_label(0x1056)} {a.window[2]}{voi[1]} is not supported (LINEAR, LINEAR_EXACT or SIGMOID)")
+    if rescale[2]:
+        a.modality_lut = _lookup_table(rescale[2], 0x3000, rescale[1], a.signed)
+    if voi[2]:
+        # the first value a VOI LUT maps is signed when the modality transform's output can be
+        # negative, as DCMTK reads it: never after a Modality LUT, else over the stored range
+        lo, hi = (-(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1) if a.signed else (0, 2 ** bits_stored - 1)
+        signed = a.modality_lut is None and min(lo * a.slope + a.intercept, hi * a.slope + a.intercept) < 0
+        a.voi_lut = _lookup_table(voi[2], 0x3010, voi[1], signed)
     return a
 
 
@@ -626,17 +747,25 @@ def _grey_pixels(a: _Attributes, raw_bytes: bytes) -> np.ndarray:
     s = np.arange(lo_s, hi_s + 1, dtype=np.float64)
 
     def modality(v):
+        if a.modality_lut is not None:
+            return _lookup(a.modality_lut, v).astype(np.float64)
         with np.errstate(over="ignore", invalid="ignore"):
             return v * a.slope + a.intercept
 
     voi = _voi(a.window, modality(s)) if a.window else None
     if voi is not None:
         to_byte = _js_round(voi)
-    elif a.bits_allocated == 8 and a.bits_stored == 8 and not a.signed and a.slope == 1 and a.intercept == 0:
+    elif a.voi_lut is not None:
+        # the entry's top 8 of its bits, as DCMTK scales a VOI LUT's output to 8 bits
+        to_byte = (_lookup(a.voi_lut, modality(s)) >> (a.voi_lut.bits - 8)).astype(np.float64)
+    elif (a.bits_allocated == 8 and a.bits_stored == 8 and not a.signed and a.modality_lut is None
+          and a.slope == 1 and a.intercept == 0):
         to_byte = s
     else:
-        # the stretch over the data's own range; rescale is linear, so its ends are the stored ends
-        lo, hi = sorted([modality(float(lo_s)), modality(float(hi_s))])
+        # the stretch over the data's own range: rescale is linear, so its ends are the stored ends;
+        # a Modality LUT's are its least and greatest output over the stored range
+        ends = modality(s) if a.modality_lut is not None else modality(np.array([lo_s, hi_s], dtype=np.float64))
+        lo, hi = float(ends.min()), float(ends.max())
         if hi > lo:
             with np.errstate(all="ignore"):
                 to_byte = _js_round(((modality(s) - lo) / (hi - lo)) * 255)

@@ -133,6 +133,48 @@ describe('DICOM decodes to the pixels it holds', () => {
   });
 });
 
+describe('Modality and VOI LUT Sequences (PS3.3 C.11.1, C.11.2)', () => {
+  // the DX-like fixtures: 32 x 32, stored 0, 4, ..., 4092 (12 bits); lut-voi16's LUT maps stored i
+  // to round(65535 (i / 4095)^0.6), 16 bits (scripts/fixtures/make-dicom.ts)
+  const curve = Array.from({ length: 4096 }, (_, i) => Math.round(65535 * (i / 4095) ** 0.6));
+
+  it('a VOI LUT Sequence, with no window, maps each stored value to the top 8 bits of its entry (as dcm2pnm +Wl 1)', async () => {
+    const img = await decodeImage(fixture('lut-voi16'));
+    expect([...img.data]).toEqual(Array.from({ length: 1024 }, (_, i) => curve[i * 4] >> 8));
+  });
+
+  it('MONOCHROME1 (Implicit VR) inverts it; an 8-bit LUT as US words and packed in OW is the same LUT', async () => {
+    const two = await decodeImage(fixture('lut-voi16'));
+    expect([...(await decodeImage(fixture('lut-voi16-monochrome1-implicit'))).data]).toEqual([...two.data].map((v) => 255 - v));
+    expect(Buffer.from((await decodeImage(fixture('lut-voi8-packed'))).data).equals(Buffer.from((await decodeImage(fixture('lut-voi8-us'))).data))).toBe(true);
+  });
+
+  it('a window beside the VOI LUT wins; a Modality LUT replaces the rescale before the window', async () => {
+    // LINEAR (PS3.3 C.11.2.1.2.1)
+    const linear = (c: number, w: number) => (x: number) => (x <= c - 0.5 - (w - 1) / 2 ? 0 : x > c - 0.5 + (w - 1) / 2 ? 255 : Math.round(((x - (c - 0.5)) / (w - 1) + 0.5) * 255));
+    const both = await decodeImage(fixture('lut-voi16-and-window'));
+    // window 1000/1500 on stored 4i, the LUT unused
+    expect([...both.data]).toEqual(Array.from({ length: 1024 }, (_, i) => linear(1000, 1500)(4 * i)));
+    const img = await decodeImage(fixture('lut-modality-window'));
+    // stored c * 64 + r; Modality LUT from -100: round(16383 sqrt(i / 2999)); window 12000/6000
+    const m = (s: number) => Math.round(16383 * (Math.min(Math.max(s + 100, 0), 2999) / 2999) ** 0.5);
+    const win = linear(12000, 6000);
+    const at = (r: number, c: number) => img.data[r * CT.size + c];
+    for (const [r, c] of [[0, 0], [10, 20], [30, 25], [63, 40], [5, 63]]) expect(at(r, c), `${r},${c}`).toBe(win(m(c * 64 + r)));
+  });
+
+  it('a descriptor or data that disagrees is a 422 naming the attribute', async () => {
+    const golden = JSON.parse(readFileSync(join(DICOM_FIXTURES, 'decoded.json'), 'utf8')) as { made: { name: string; refused?: { status: number; code: string; message: string } }[] };
+    const refused = (name: string) => golden.made.find((m) => m.name === name)?.refused;
+    expect(refused('lut-voi-bits-17')).toEqual({ status: 422, code: 'corrupt_image', message: "DICOM's LUT Descriptor (0028,3002) in the VOI LUT Sequence (0028,3010) gives 17 bits per entry; it is 8 to 16" });
+    expect(refused('lut-modality-sequence-empty')?.message).toBe("DICOM's Modality LUT Sequence (0028,3000) has no item");
+    expect(refused('lut-voi-data-of-65537-entries')?.message).toMatch(/LUT Data \(0028,3006\) .* more than 65536 entries/);
+    expect(refused('lut-voi-data-longer-than-its-descriptor')?.message).toMatch(/LUT Data \(0028,3006\) .* is 10 bytes; its LUT Descriptor \(0028,3002\) declares 4 entries/);
+    expect(refused('lut-voi-data-runs-past-its-item')?.message).toMatch(/LUT Data \(0028,3006\) in the first item of the VOI LUT Sequence \(0028,3010\) runs to byte \d+, past the item's end/);
+    expect(refused('lut-enhanced-per-frame-lut-empty-frame-1')?.message).toBe("DICOM's VOI LUT Sequence (0028,3010) in frame 1's item of the Per-frame Functional Groups Sequence (5200,9230) has no item");
+  });
+});
+
 describe('DICOM metadata for ingest', () => {
   it.each(['grey8-explicit', 'grey8-implicit', 'grey8-rle', 'grey8-deflated'])('%s gives modality, body part and the three UIDs, nothing else', async (name) => {
     expect(await dicomMetadata(fixture(name))).toEqual({

@@ -172,6 +172,25 @@ def test_each_frame_of_an_enhanced_fixture_decodes_as_its_classic_twin():
                                                        "Number of Frames (0028,0008) is 3 (one item a frame)")
 
 
+def test_a_voi_lut_sequence_maps_each_value_to_the_top_8_bits_of_its_entry_as_dcmtk():
+    """lut-voi16: stored 4i through round(65535 (i / 4095)^0.6), 16 bits; lut-voi-signed-ct: the CT
+    ramp (stored c * 64 + r, rescale -1024) through a 12-bit LUT from -1024 (a signed first value
+    mapped: the rescale's output can be negative), entry k = 4095 - k (scripts/fixtures/make-dicom.ts)."""
+    curve = [round(65535 * (i / 4095) ** 0.6) for i in range(4096)]
+    got = dicom.decode((FIXTURES / "lut-voi16.dcm").read_bytes()).reshape(-1)
+    assert got.tolist() == [curve[4 * i] >> 8 for i in range(1024)]
+    ct = dicom.decode((FIXTURES / "lut-voi-signed-ct.dcm").read_bytes())[:, :, 0]
+    assert all(ct[r, c] == (4095 - (c * 64 + r)) >> 4 for r in range(64) for c in range(64))
+
+
+def test_lut_refusals_are_422s_naming_the_attribute():
+    refused = {m["name"]: m["refused"] for m in GOLDEN["made"] if m["name"].startswith("lut-") and "refused" in m}
+    assert len(refused) >= 15
+    for name, r in refused.items():
+        assert (r["status"], r["code"]) == (422, "corrupt_image"), name
+        assert re.search(r"(LUT Sequence \(0028,30[01]0\)|LUT Data \(0028,3006\)|LUT Descriptor \(0028,3002\))", r["message"]), name
+
+
 def test_a_jpeg_baseline_decode_outside_the_tolerance_fails_the_comparison():
     entry = next(f for f in GOLDEN["fixtures"] if f["file"] == "grey8-jpeg-baseline.dcm")
     px = np.frombuffer(base64.b64decode(entry["pixels"]), dtype=np.uint8).copy()
