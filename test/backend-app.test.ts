@@ -1,12 +1,12 @@
 // The inference backend's HTTP face with a stand-in model (functions/backend/app.ts): what it
-// refuses before parsing (body size, JSON shape), the headers every answer carries and the errors its
-// OpenAPI document describes. The real model behind it is tested in image-search.test.ts.
+// refuses before parsing (body size, JSON shape), the headers every answer carries, the model input
+// /healthz reports and the errors its OpenAPI document describes. The real model behind it is tested in image-search.test.ts.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createBackendApp } from '../functions/backend/app.ts';
 import { EncodeRequest, JSON_BUDGET, MAX_INPUTS } from '../functions/backend/protocol.ts';
-import { parseCard } from '../functions/encode/card.ts';
+import { parseCard, parseModelInput } from '../functions/encode/card.ts';
 import { initNodeImageCodecs } from '../functions/encode/image-node.ts';
 import type { Encoder } from '../functions/encode/model.ts';
 import { overBudget } from '../functions/util/json-budget.ts';
@@ -78,6 +78,14 @@ describe('inference backend: JSON budget', () => {
     expect(await errorOf(await post('['.repeat(200), 'application/json; charset=utf-8'))).toEqual([413, 'json_too_complex']);
     // and any application/*+json, which the validator parses as JSON too
     expect(await errorOf(await post(`{"inputs":[${'{},'.repeat(1 << 20)}{}]}`, 'application/vnd.medhash+json'))).toEqual([413, 'json_too_complex']);
+  });
+});
+
+describe('inference backend: /healthz', () => {
+  it('reports the model card\'s input, which a client preprocesses a tensor by, and it parses as the card\'s', async () => {
+    const health = (await (await app.request('/healthz')).json()) as { model_id: string; input: unknown };
+    expect(health.model_id).toBe(card.model_id);
+    expect(parseModelInput(health.input)).toEqual(card.input);
   });
 });
 

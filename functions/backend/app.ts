@@ -1,5 +1,6 @@
 // The inference backend's HTTP face: POST /v1/encode (a batch of images or preprocessed tensors
-// in, codes, descriptors, class probabilities and OOD scores out), /healthz and /openapi.json.
+// in, codes, descriptors, class probabilities and OOD scores out), /healthz (with the model card's
+// input, which a tensor must be preprocessed by) and /openapi.json.
 // Every input goes through one MicroBatcher, so concurrent requests share model runs.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { UnofficialStatusCode } from 'hono/utils/http-status';
@@ -65,10 +66,13 @@ export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAUL
     createRoute({
       method: 'get', path: '/healthz', tags: ['service'], summary: 'Liveness, the model and the execution provider',
       responses: {
-        200: json(z.object({ status: z.literal('ok'), runtime: z.enum(['cpu', 'cuda']), model_id: z.string(), bits: z.number().int(), queue: z.number().int() }), 'Up, model loaded and warm.'),
+        200: json(z.object({
+          status: z.literal('ok'), runtime: z.enum(['cpu', 'cuda']), model_id: z.string(), bits: z.number().int(), queue: z.number().int(),
+          input: z.looseObject({}).openapi({ description: 'The model card\'s `input` (docs/MODEL_CARD.md): the size, channels and preprocessing a `tensor` input must have been made with. A client that decodes an image itself (`medhash index`, for a DICOM) preprocesses by it.' }),
+        }), 'Up, model loaded and warm.'),
       },
     }),
-    (c) => c.json({ status: 'ok' as const, runtime: provider(encoder), model_id: card.model_id, bits: card.bits, queue: batcher.waiting }, 200),
+    (c) => c.json({ status: 'ok' as const, runtime: provider(encoder), model_id: card.model_id, bits: card.bits, queue: batcher.waiting, input: card.input }, 200),
   );
 
   app.openapi(

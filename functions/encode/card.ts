@@ -74,15 +74,13 @@ function posInt(o: Obj, key: string, path: string): number {
 
 const REQUIRED_OUTPUTS = ['u', 'logits', 'features', 'ood_score', 'ood_recon', 'ood_maha'];
 
-/** Validates a parsed card JSON; throws CardError naming the first problem. */
-export function parseCard(json: unknown): ModelCard {
-  const c = obj(json, 'the card');
-  if (c.format !== CARD_FORMAT) throw new CardError(`model card: format must be "${CARD_FORMAT}", got ${JSON.stringify(c.format)}`);
-  if (c.version !== CARD_VERSION) throw new CardError(`model card: version ${JSON.stringify(c.version)} is not supported (this reader knows ${CARD_VERSION})`);
-  const bits = posInt(c, 'bits', '');
-  if (bits % 8 !== 0) throw new CardError(`model card: bits must be a multiple of 8, got ${bits}`);
-
-  const inp = obj(c.input, 'input');
+/**
+ * Validates a card's `input` (what the model takes and how an image is preprocessed for it);
+ * throws CardError naming the first problem. Also how a client reads the input an inference
+ * backend reports for its model (GET /healthz), to preprocess for it.
+ */
+export function parseModelInput(json: unknown): ModelInput {
+  const inp = obj(json, 'input');
   const size = posInt(inp, 'size', 'input.');
   const channels = num(inp, 'channels', 'input.');
   if (channels !== 1 && channels !== 3) throw new CardError(`model card: input.channels must be 1 or 3, got ${channels}`);
@@ -107,6 +105,25 @@ export function parseCard(json: unknown): ModelCard {
   }
   if (pre.normalize !== null && pre.normalize !== undefined) throw new CardError('model card: input.preprocess.normalize is not supported (version 1 has none)');
 
+  return {
+    name: str(inp, 'name', 'input.'),
+    size,
+    channels,
+    layout: 'NCHW',
+    dtype: 'float32',
+    preprocess: { version: PREPROCESS_VERSION, grey: { applies: grey.applies, weights: weights as [number, number, number] }, resize: { to: [size, size] } },
+  };
+}
+
+/** Validates a parsed card JSON; throws CardError naming the first problem. */
+export function parseCard(json: unknown): ModelCard {
+  const c = obj(json, 'the card');
+  if (c.format !== CARD_FORMAT) throw new CardError(`model card: format must be "${CARD_FORMAT}", got ${JSON.stringify(c.format)}`);
+  if (c.version !== CARD_VERSION) throw new CardError(`model card: version ${JSON.stringify(c.version)} is not supported (this reader knows ${CARD_VERSION})`);
+  const bits = posInt(c, 'bits', '');
+  if (bits % 8 !== 0) throw new CardError(`model card: bits must be a multiple of 8, got ${bits}`);
+
+  const input = parseModelInput(c.input);
   const outputs = obj(c.outputs, 'outputs');
   const missing = REQUIRED_OUTPUTS.filter((k) => !(k in outputs));
   if (missing.length) throw new CardError(`model card: outputs lacks ${missing.join(', ')}`);
@@ -138,14 +155,7 @@ export function parseCard(json: unknown): ModelCard {
     onnx: str(c, 'onnx', ''),
     sha256,
     bits,
-    input: {
-      name: str(inp, 'name', 'input.'),
-      size,
-      channels,
-      layout: 'NCHW',
-      dtype: 'float32',
-      preprocess: { version: PREPROCESS_VERSION, grey: { applies: grey.applies, weights: weights as [number, number, number] }, resize: { to: [size, size] } },
-    },
+    input,
     outputs: Object.keys(outputs),
     descriptor: { source: 'u', dims },
     classes: classes as string[],
