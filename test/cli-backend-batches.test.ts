@@ -1,7 +1,10 @@
 // `medhash index` through a real backend: its batches must fit the backend's body limit (a batch
 // of 64 one-megabyte files does not, so the CLI splits by bytes as well as by count), and a full
-// queue (503 with Retry-After) must make it wait and send again, not stop.
+// queue (503 with Retry-After) must make it wait and send again, not stop. A backend that does not
+// report its model's input (which the CLI preprocesses a DICOM by) is refused up front.
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it, vi } from 'vitest';
@@ -52,7 +55,11 @@ it('waits when the backend queue is full (503 with Retry-After) and sends the ba
   });
   try {
     const enc = await openBatchEncoder({ backendUrl: be.url });
-    const images = await folderImages(dir);
+    // read ahead: the encoder reads one item at a time, and the queue must still be full when it sends
+    const images = await Promise.all((await folderImages(dir)).map(async (f) => {
+      const bytes = await f.read();
+      return { ...f, read: async () => bytes };
+    }));
     // another client's 64 inputs fill the queue; they drain one model run at a time
     const other = be.service.batcher.submit(Array.from({ length: 64 }, () => new Float32Array(64 * 64).fill(0.5)));
     const out = await enc.encode(images);
@@ -95,3 +102,16 @@ it('sends a batch again when the connection drops, and gives up after a few trie
     rmSync(dir, { recursive: true, force: true });
   }
 }, 120_000);
+
+it('refuses a backend whose /healthz gives no model input (one older than the CLI), saying so', async () => {
+  const old = createServer((_, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'ok', runtime: 'cpu', model_id: 'm@1', bits: 64, queue: 0 })));
+  await new Promise<void>((ok) => old.listen(0, '127.0.0.1', ok));
+  const url = `http://127.0.0.1:${(old.address() as AddressInfo).port}`;
+  try {
+    await expect(openBatchEncoder({ backendUrl: url })).rejects.toThrow(
+      `inference backend ${url}: GET /healthz does not give its model's input as this CLI needs it (model card: input must be an object): upgrade the backend`,
+    );
+  } finally {
+    await new Promise((ok) => old.close(ok));
+  }
+});

@@ -1,9 +1,11 @@
 // `medhash index --frames`: a multi-frame DICOM in a class folder indexed frame by frame through
 // the real CLI (as a child process), through the backend and in-process, against the Node app.
 // Each frame's item must hold the code a search by image of that frame (`?frame=n`) computes;
-// frames are encoded in the chunks other images take, the file read once per chunk.
+// frames are encoded in the chunks other images take, the file read once per chunk and one item
+// at a time. A DICOM over the service's 8 MiB indexes too: the CLI decodes it under its own limit
+// and sends the backend tensors (seen in the sizes of the requests the backend receives).
 import { execFile } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,10 +19,12 @@ import { createNodeBackend, type NodeBackend } from '../functions/entries/node.t
 import { createNodeImageEncoder } from '../functions/inference/node.ts';
 import type { ImageEncoding } from '../functions/backend/protocol.ts';
 import { Client } from '../scripts/cli/client.ts';
-import { encodedSource, type BatchEncoder } from '../scripts/cli/encode.ts';
-import { folderImages, imageItems } from '../scripts/cli/images.ts';
+import { encodedSource, openBatchEncoder, type BatchEncoder } from '../scripts/cli/encode.ts';
+import { folderImages, imageItems, LOCAL_FILE_MAX_BYTES } from '../scripts/cli/images.ts';
 import type { IndexRecord } from '../scripts/cli/sources.ts';
-import { DICOM_FIXTURES, DICOM_STUDY_UID } from './encode/fixtures.ts';
+import { DEFAULT_LIMITS } from '../functions/encode/image.ts';
+import { concatBytes } from '../functions/util/bytes.ts';
+import { cs, DICOM_FIXTURES, DICOM_STUDY_UID, element, part10, pixelModule } from './encode/fixtures.ts';
 import { TEST_OPERATOR_KEY } from './shared/constants.ts';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -174,6 +178,28 @@ describe('medhash index --frames', () => {
 });
 
 describe('frames in chunks', () => {
+  it('through the backend, items are read one at a time: a batch holds one DICOM file\'s bytes at once', async () => {
+    let reading = 0;
+    let most = 0;
+    const files = (await folderImages(folder)).map((f) => ({
+      ...f,
+      read: async () => {
+        most = Math.max(most, ++reading);
+        try {
+          return await f.read();
+        } finally {
+          reading--;
+        }
+      },
+    }));
+    const { items } = await imageItems(files, 'all');
+    most = 0;
+    const encoder = await openBatchEncoder({ backendUrl: backend.url });
+    const out = await encoder.encode(items);
+    expect(most).toBe(1);
+    expect(out.slice(0, 3).map((e) => e.descriptor)).toEqual(frameDescriptors);
+  });
+
   it('counting frames does not read a file already published as one item: a resumed run reads what it encodes', async () => {
     const read: string[] = [];
     const files = (await folderImages(folder)).map((f) => ({ ...f, read: () => (read.push(f.id), f.read()) }));
@@ -209,5 +235,77 @@ describe('frames in chunks', () => {
     const cine = join(folder, 'Hand', 'cine.dcm');
     expect(records.map((r) => [r.code, r.origin])).toEqual([['0', `${cine} frame 0`], ['1', `${cine} frame 1`], ['2', `${cine} frame 2`], ['x', join(folder, 'Hand', 'single.dcm')]]);
     expect(records.every((r) => r.metadata?.modality === 'CR' && r.metadata.study_uid === DICOM_STUDY_UID)).toBe(true);
+  });
+});
+
+describe('a multi-frame DICOM over the service\'s 8 MiB', () => {
+  // five 16-bit 1024 x 1024 frames, uncompressed: 10 MiB, each frame a different ramp
+  const side = 1024;
+  const frameBytes = side * side * 2;
+  const raw = new Uint8Array(5 * frameBytes);
+  for (let k = 0; k < 5; k++) {
+    const v = new DataView(raw.buffer, k * frameBytes, frameBytes);
+    for (let y = 0; y < side; y++) for (let x = 0; x < side; x++) v.setUint16(2 * (y * side + x), ((x * (k + 1) + y * (5 - k)) * 7) & 0xfff, true);
+  }
+  const file = (frames: number, pixels: Uint8Array) =>
+    part10(concatBytes([pixelModule(side, side, { bits: 16, stored: 12, extra: frames > 1 ? [element(0x0028, 0x0008, 'IS', cs(String(frames)))] : [] }), element(0x7fe0, 0x0010, 'OW', pixels)]));
+  const ids = [0, 1, 2, 3, 4].map((n) => `Hand/big.dcm#frame=${n}`);
+
+  it('indexes through the backend, which receives tensors, not the file, and in-process: each frame the code of its single-frame twin', async () => {
+    const big = join(dir, 'big');
+    mkdirSync(join(big, 'Hand'), { recursive: true });
+    const bytes = file(5, raw);
+    expect(bytes.length).toBeGreaterThan(DEFAULT_LIMITS.maxBytes);
+    writeFileSync(join(big, 'Hand', 'big.dcm'), bytes);
+    // each frame alone, a file the service takes: its code by search by image, its descriptor by /v1/encode
+    const probe = await collection();
+    const want: { code: string; descriptor: number[] }[] = [];
+    for (let k = 0; k < 5; k++) {
+      const twin = file(1, raw.subarray(k * frameBytes, (k + 1) * frameBytes));
+      const post = (path: string) => fetch(`${url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/dicom' }, body: twin as Uint8Array<ArrayBuffer> });
+      const code = ((await (await post(`/v1/collections/${probe}/search/image?allow_ood=true`)).json()) as { code: string }).code;
+      want.push({ code, descriptor: ((await (await post('/v1/encode')).json()) as { encoding: { descriptor: number[] } }).encoding.descriptor });
+    }
+    expect(new Set(want.map((w) => JSON.stringify(w.descriptor))).size).toBe(5);
+
+    // the size of every request the backend receives while the CLI indexes
+    const sizes: number[] = [];
+    const seen = (req: { method?: string; url?: string; headers: Record<string, unknown> }) => {
+      if (req.method === 'POST' && req.url === '/v1/encode') sizes.push(Number(req.headers['content-length']));
+    };
+    backend.server.on('request', seen);
+    const name = await collection();
+    try {
+      const run = await cli(['index', '--collection', name, '--images', big, '--frames', 'all'], viaBackend());
+      expect(run.stderr).toMatch(/indexed 5 items/);
+    } finally {
+      backend.server.off('request', seen);
+    }
+    // one request of five 64 x 64 float32 tensors (16 KiB each, base64): not the 10 MiB file, not once per frame
+    expect(sizes).toHaveLength(1);
+    expect(sizes[0]).toBeLessThan(5 * 23_000);
+    const local = await collection();
+    await cli(['index', '--collection', local, '--images', big, '--frames', 'all', '--model', MODEL]);
+    for (const [k, id] of ids.entries()) {
+      for (const c of [name, local]) {
+        const got = await item(c, id);
+        expect([got.code, got.descriptor], `${c} frame ${k}`).toEqual([want[k].code, want[k].descriptor]);
+      }
+    }
+  }, 120_000);
+
+  it('a file over the CLI\'s own limit is refused unread, the message naming it and the limit', async () => {
+    const huge = join(dir, 'huge');
+    mkdirSync(join(huge, 'Hand'), { recursive: true });
+    const path = join(huge, 'Hand', 'huge.dcm');
+    writeFileSync(path, '');
+    // sparse: its size says it, and nothing is read
+    truncateSync(path, LOCAL_FILE_MAX_BYTES + 1);
+    const name = await collection();
+    for (const env of [viaBackend(), {}]) {
+      const e = await failure(cli(['index', '--collection', name, '--images', huge, '--frames', 'all', '--model', MODEL], env));
+      expect(e.code).toBe(1);
+      expect(e.stderr).toContain(`medhash: ${path}: file is ${LOCAL_FILE_MAX_BYTES + 1} bytes; a local image file may have at most ${LOCAL_FILE_MAX_BYTES} (1 GiB, LOCAL_FILE_MAX_BYTES)`);
+    }
   });
 });

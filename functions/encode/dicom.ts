@@ -79,6 +79,13 @@ export const MAX_DEPTH = 8;
  * bomb (DEFLATE reaches 1032:1) is stopped at the cap, never inflated whole.
  */
 export const MAX_INFLATED_BYTES = 32 * 1024 * 1024;
+/**
+ * The cap on a deflated data set for a reader whose files may have up to `maxBytes`: what an
+ * uncompressed file may hold (a deflated file is never refused what the same data set
+ * uncompressed is taken with), and never under MAX_INFLATED_BYTES. The service's 8 MiB gives
+ * MAX_INFLATED_BYTES; `medhash index`, whose local files may be larger, gives its file limit.
+ */
+export const inflatedCap = (maxBytes: number): number => Math.max(MAX_INFLATED_BYTES, maxBytes);
 /** Input fed to the inflater at a time: what it may write past the cap is at most 1032 times this. */
 const INFLATE_CHUNK = 4096;
 
@@ -341,11 +348,11 @@ class Walker {
  * The file as the walk reads it: a deflated file (PS3.5 A.5: everything after the file meta group
  * is one raw DEFLATE stream, RFC 1951) with its data set inflated after its meta group, any other
  * as it is. The stream is fed a chunk at a time as the inflated bytes are taken (the stream's own
- * backpressure), so a bomb is stopped a little past MAX_INFLATED_BYTES (413), not inflated whole;
+ * backpressure), so a bomb is stopped a little past `cap` (413), not inflated whole;
  * a stream that is corrupt or cut short is a 422. Bytes after its final block are the runtime's
  * affair (the Compression Standard refuses them, as browsers do; Node 22's stream ignores them).
  */
-async function inflated(bytes: Uint8Array): Promise<Uint8Array> {
+async function inflated(bytes: Uint8Array, cap: number): Promise<Uint8Array> {
   const { syntax, end } = new Walker(bytes).meta();
   if (!syntax.deflated) return bytes;
   // the input a chunk at a time, pulled only as the inflater asks (highWaterMark 0: none queued ahead)
@@ -368,9 +375,9 @@ async function inflated(bytes: Uint8Array): Promise<Uint8Array> {
     }
     if (chunk.done) return concatBytes(parts);
     total += chunk.value.length;
-    if (total > MAX_INFLATED_BYTES) {
+    if (total > cap) {
       await reader.cancel().catch(() => {});
-      throw err(413, 'image_too_large', `DICOM's deflated data set inflates to more than ${MAX_INFLATED_BYTES} bytes (${MAX_INFLATED_BYTES / 2 ** 20} MiB), the most a deflated file may hold`);
+      throw err(413, 'image_too_large', `DICOM's deflated data set inflates to more than ${cap} bytes (${cap / 2 ** 20} MiB), the most a deflated file may hold`);
     }
     parts.push(chunk.value);
   }
@@ -880,10 +887,11 @@ async function jpegFrame(a: Attributes, f: Uint8Array, decodeJpeg: JpegDecoder):
  * The header's checks, then its size (one frame's) for the caller's limits; `decode` (after the
  * limits, so a huge declared size is a 413 before anything is read or allocated) checks that the
  * pixel data is all there, decompresses frame `frame` (0-based; required when the file has several,
- * 0 or none otherwise) if need be, and maps it to 8-bit pixels.
+ * 0 or none otherwise) if need be, and maps it to 8-bit pixels. `maxInflated`: the cap on a
+ * deflated data set (`inflatedCap` of the caller's byte limit).
  */
-export async function dicomGeometry(file: Uint8Array, frame?: number): Promise<{ geometry: DicomGeometry; decode: (codecs: FrameCodecs) => Promise<DecodedImage> }> {
-  const bytes = await inflated(file);
+export async function dicomGeometry(file: Uint8Array, frame?: number, maxInflated = MAX_INFLATED_BYTES): Promise<{ geometry: DicomGeometry; decode: (codecs: FrameCodecs) => Promise<DecodedImage> }> {
+  const bytes = await inflated(file, maxInflated);
   const a = attributes(new Walker(bytes, undefined, frame).walk(), bytes.length, frame);
   const encapsulated = () => encapsulatedFrame(bytes, a.pixelOffset, a.frames, a.frame, a.syntax.pixels !== 'rle');
   const decode = async (codecs: FrameCodecs): Promise<DecodedImage> => {
@@ -919,10 +927,11 @@ export async function dicomGeometry(file: Uint8Array, frame?: number): Promise<{
 /**
  * Number of Frames of a file `decodeImage` can read, from its header alone (no pixel data is read
  * or decoded; a deflated file is inflated, as decoding inflates it): what `frame` ranges over, for a caller that enumerates frames before decoding any
- * (`medhash index --frames`). Throws as decoding would for a header it refuses.
+ * (`medhash index --frames`). Throws as decoding would for a header it refuses (`maxInflated` as
+ * for dicomGeometry).
  */
-export async function dicomFrameCount(file: Uint8Array): Promise<number> {
-  const bytes = await inflated(file);
+export async function dicomFrameCount(file: Uint8Array, maxInflated = MAX_INFLATED_BYTES): Promise<number> {
+  const bytes = await inflated(file, maxInflated);
   return attributes(new Walker(bytes).walk(), bytes.length, 0).frames;
 }
 
@@ -945,8 +954,8 @@ export const MAX_UID_LENGTH = 64;
 const CODE_STRING = /^[A-Z0-9 _]{1,16}$/;
 
 /** Modality, Body Part Examined and the study, series and instance UIDs of a readable DICOM file (a deflated one inflated first). */
-export async function dicomMetadata(file: Uint8Array): Promise<DicomMetadata> {
-  const w = new Walker(await inflated(file), new Set(Object.values(METADATA_TAGS))).walk();
+export async function dicomMetadata(file: Uint8Array, maxInflated = MAX_INFLATED_BYTES): Promise<DicomMetadata> {
+  const w = new Walker(await inflated(file, maxInflated), new Set(Object.values(METADATA_TAGS))).walk();
   const out: DicomMetadata = {};
   for (const [field, tag] of Object.entries(METADATA_TAGS) as [keyof DicomMetadata, number][]) {
     const v = text(w.attrs, tag);

@@ -12,7 +12,7 @@ import decodeJpeg, { init as initJpeg } from '@jsquash/jpeg/decode.js';
 import { leadingHex } from '../util/bytes.ts';
 import { MedhashError } from '../util/errors.ts';
 import { mediaType } from '../util/media-type.ts';
-import { dicomGeometry, frameOutOfRange, isDicom } from './dicom.ts';
+import { dicomGeometry, frameOutOfRange, inflatedCap, isDicom } from './dicom.ts';
 import { DicomCodecs, type DicomCodecModules, type FrameDecoders } from './dicom-codecs.ts';
 
 export interface DecodedImage {
@@ -268,7 +268,7 @@ export async function decodeImage(bytes: Uint8Array, contentType?: string, limit
   // a PNG or JPEG is one frame
   if (format !== 'dicom' && options.frame !== undefined && options.frame > 0) throw frameOutOfRange(options.frame, 1);
   if (format === 'dicom') {
-    const { geometry, decode } = await dicomGeometry(bytes, options.frame);
+    const { geometry, decode } = await dicomGeometry(bytes, options.frame, inflatedCap(limits.maxBytes));
     checkSize(geometry.width, geometry.height, limits);
     // only a JPEG Baseline or Extended, JPEG-LS or JPEG 2000 file calls on a codec: an uncompressed (deflated or not), RLE or JPEG Lossless one needs no initialisation
     const frames = async () => (await codecsReady(), frameDecoders as FrameDecoders);

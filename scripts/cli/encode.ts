@@ -1,18 +1,23 @@
 // Encoding for `medhash index` by image, through the same code path as the service: the
-// inference backend when MEDHASH_BACKEND_URL is set (it decodes; batches of up to 64), the
-// model in-process with onnxruntime-node otherwise. An item may be one frame of a multi-frame
-// DICOM (`ImageFile.frame`), decoded as search by image decodes `?frame=`.
+// inference backend when MEDHASH_BACKEND_URL is set (batches of up to 64), the model in-process
+// with onnxruntime-node otherwise. An item may be one frame of a multi-frame DICOM
+// (`ImageFile.frame`), decoded as search by image decodes `?frame=`. A DICOM item is decoded and
+// preprocessed here on both paths (decodeImage and preprocess, the service's own, by the card's
+// input, which the backend reports on /healthz) and goes to the backend as a `tensor`: the file
+// stays local, under the CLI's own byte limit (LOCAL_DICOM_LIMITS), and a multi-frame file is
+// read once, not sent once per frame. A PNG or JPEG goes as its bytes, which the backend decodes.
+// Items are read one at a time, so a batch holds at most one DICOM file's bytes at once.
 import { encodingOf } from '../../functions/backend/encoding.ts';
 import { MAX_BODY_BYTES, MAX_INPUTS, type ImageEncoding } from '../../functions/backend/protocol.ts';
-import { loadCard } from '../../functions/encode/card.ts';
+import { loadCard, parseModelInput, type ModelInput } from '../../functions/encode/card.ts';
 import { dicomMetadata, type DicomMetadata } from '../../functions/encode/dicom.ts';
 import { decodeImage, DEFAULT_LIMITS } from '../../functions/encode/image.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { loadNodeEncoder } from '../../functions/encode/model.ts';
 import { preprocess } from '../../functions/encode/preprocess.ts';
-import { BackendUnavailable, RemoteEncoder } from '../../functions/inference/remote.ts';
+import { BackendUnavailable, RemoteEncoder, type RemoteInput } from '../../functions/inference/remote.ts';
 import { MedhashError } from '../../functions/util/errors.ts';
-import { where, type ImageFile } from './images.ts';
+import { LOCAL_DICOM_LIMITS, LOCAL_MAX_INFLATED, where, type ImageFile } from './images.ts';
 import type { RecordSource } from './sources.ts';
 
 export interface BatchEncoder {
@@ -37,6 +42,24 @@ const QUEUE_FULL_MAX_WAIT_S = 60;
 // encoding is a pure function, so sending a batch again is safe.
 const TRANSIENT_RETRIES = 3;
 
+/** What `run` gives, or its failure under the item's name (its file, and its frame). */
+async function named<T>(f: ImageFile, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (e) {
+    throw new Error(`${where(f)}: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+/** Item `f`'s bytes decoded (a DICOM under the CLI's limits, others under the service's) and preprocessed as `input` says. */
+async function tensorOf(f: ImageFile, bytes: Uint8Array, input: ModelInput): Promise<Float32Array> {
+  const limits = f.contentType === 'application/dicom' ? LOCAL_DICOM_LIMITS : DEFAULT_LIMITS;
+  return preprocess(await decodeImage(bytes, f.contentType, limits, { frame: f.frame }), input);
+}
+
+/** What a request body spends on one input: base64 is 4/3 of the bytes, the rest of its JSON a few dozen bytes. */
+const wireBytes = (x: RemoteInput): number => Math.ceil(('tensor' in x ? x.tensor.byteLength : x.image.length) / 3) * 4 + 64;
+
 async function whenQueueHasRoom<T>(send: () => Promise<T>): Promise<T> {
   for (let queued = 0, failed = 0; ; ) {
     try {
@@ -57,39 +80,53 @@ async function whenQueueHasRoom<T>(send: () => Promise<T>): Promise<T> {
 export async function openBatchEncoder(opts: { backendUrl?: string; model?: string }): Promise<BatchEncoder> {
   if (opts.backendUrl) {
     const url = opts.backendUrl;
-    const health = await fetch(new URL('/healthz', url)).then((r) => r.json() as Promise<{ model_id: string; bits: number; runtime: string }>, (e) => {
+    const health = await fetch(new URL('/healthz', url)).then((r) => r.json() as Promise<{ model_id: string; bits: number; runtime: string; input?: unknown }>, (e) => {
       throw new Error(`inference backend ${url} is unreachable: ${String(e)}`);
     });
+    let input: ModelInput;
+    try {
+      input = parseModelInput(health.input);
+    } catch (e) {
+      // a backend older than this CLI reports no input: a DICOM item could not be preprocessed for it
+      throw new Error(`inference backend ${url}: GET /healthz does not give its model's input as this CLI needs it (${(e as Error).message}): upgrade the backend`);
+    }
+    await initNodeImageCodecs();
     const remote = new RemoteEncoder(url, BACKEND_TIMEOUT_MS);
+    const send = async (chunk: ImageFile[], inputs: RemoteInput[]): Promise<ImageEncoding[]> => {
+      const r = await whenQueueHasRoom(() => remote.encodeBatch(inputs)).catch((e: unknown) => {
+        const at = e instanceof MedhashError ? /^inputs\.(\d+)\./.exec(e.field ?? '') : null;
+        throw at ? new Error(`${where(chunk[Number(at[1])])}: ${(e as MedhashError).message}`) : e;
+      });
+      if (r.model_id !== health.model_id) throw new Error(`inference backend ${url} changed model to ${r.model_id} while indexing`);
+      return r.results;
+    };
     return {
       model_id: health.model_id,
       bits: health.bits,
       path: `backend ${url} (${health.runtime})`,
       async encode(images) {
         const out: ImageEncoding[] = [];
-        const bytes = await Promise.all(images.map((f) => f.read()));
-        // Requests of at most MAX_INPUTS images and of a body the backend reads (base64 is 4/3
-        // of the bytes; the rest of the JSON is a few dozen bytes per input).
+        // Requests of at most MAX_INPUTS inputs and of a body the backend reads, filled one item
+        // at a time: a DICOM's bytes are let go once its tensor is made.
         const budget = MAX_BODY_BYTES / 2;
-        for (let i = 0; i < images.length; ) {
-          let j = i;
-          let size = 0;
-          while (j < images.length && j - i < MAX_INPUTS) {
-            const b = Math.ceil(bytes[j].length / 3) * 4 + 64;
-            if (j > i && size + b > budget) break;
-            size += b;
-            j++;
+        let chunk: ImageFile[] = [];
+        let inputs: RemoteInput[] = [];
+        let size = 0;
+        for (const f of images) {
+          const x = await named(f, async (): Promise<RemoteInput> => {
+            const bytes = await f.read();
+            return f.contentType === 'application/dicom' ? { tensor: await tensorOf(f, bytes, input) } : { image: bytes, contentType: f.contentType, frame: f.frame };
+          });
+          const b = wireBytes(x);
+          if (chunk.length === MAX_INPUTS || (chunk.length > 0 && size + b > budget)) {
+            out.push(...(await send(chunk, inputs)));
+            [chunk, inputs, size] = [[], [], 0];
           }
-          const chunk = images.slice(i, j);
-          const r = await whenQueueHasRoom(() => remote.encodeBatch(chunk.map((f, k) => ({ image: bytes[i + k], contentType: f.contentType, frame: f.frame }))))
-            .catch((e: unknown) => {
-              const at = e instanceof MedhashError ? /^inputs\.(\d+)\./.exec(e.field ?? '') : null;
-              throw at ? new Error(`${where(chunk[Number(at[1])])}: ${(e as MedhashError).message}`) : e;
-            });
-          if (r.model_id !== health.model_id) throw new Error(`inference backend ${url} changed model to ${r.model_id} while indexing`);
-          out.push(...r.results);
-          i = j;
+          chunk.push(f);
+          inputs.push(x);
+          size += b;
         }
+        if (chunk.length > 0) out.push(...(await send(chunk, inputs)));
         return out;
       },
       close: async () => undefined,
@@ -106,13 +143,7 @@ export async function openBatchEncoder(opts: { backendUrl?: string; model?: stri
     path: `in-process ${encoder.runtime}`,
     async encode(images) {
       const x = new Float32Array(images.length * per);
-      for (const [i, f] of images.entries()) {
-        try {
-          x.set(preprocess(await decodeImage(await f.read(), f.contentType, DEFAULT_LIMITS, { frame: f.frame }), card.input), i * per);
-        } catch (e) {
-          throw new Error(`${where(f)}: ${e instanceof Error ? e.message : String(e)}`);
-        }
-      }
+      for (const [i, f] of images.entries()) x.set(await named(f, async () => tensorOf(f, await f.read(), card.input)), i * per);
       const out = await encoder.run(x, images.length);
       return images.map((_, i) => encodingOf(card, out, i));
     },
@@ -129,8 +160,8 @@ export function encodedSource(images: ImageFile[], encoder: BatchEncoder, opts: 
         const chunk = images.slice(i, i + opts.chunk);
         // A DICOM file also gives its modality, body part and UIDs, taken from the bytes the
         // encoder reads: one read per file and chunk, shared by the frames of a multi-frame file
-        // (by `origin`, the file) and let go after its last frame's read, so that the in-process
-        // encoder, which decodes one item at a time, holds one file's bytes at a time.
+        // (by `origin`, the file) and let go after its last frame's read, so that either encoder,
+        // which reads and decodes one item at a time, holds one file's bytes at a time.
         const reads = new Map<string, Promise<Uint8Array>>();
         const left = new Map<string, number>();
         for (const f of chunk) left.set(f.origin, (left.get(f.origin) ?? 0) + 1);
@@ -142,7 +173,7 @@ export function encodedSource(images: ImageFile[], encoder: BatchEncoder, opts: 
             if (!bytes) {
               bytes = f.read().then(async (b) => {
                 try {
-                  dicom.set(f.origin, await dicomMetadata(b));
+                  dicom.set(f.origin, await dicomMetadata(b, LOCAL_MAX_INFLATED));
                 } catch {
                   // a header that does not walk: the encoder refuses the file itself, naming it
                 }

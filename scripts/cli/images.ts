@@ -1,11 +1,12 @@
 // Image files for `medhash index --images` / `--data`: a folder with one sub-folder per class,
 // or a `../shared/data` set (manifest.csv + images.tar, members read in place by offset through
 // scripts/data/shared-data.ts), and the items they make: one per image, or one per frame of a
-// multi-frame DICOM (`imageItems`). Only a DICOM's header is read before it is encoded.
-import { readFile } from 'node:fs/promises';
+// multi-frame DICOM (`imageItems`). Only a DICOM's header is read before it is encoded. A local
+// file has its own byte limit (LOCAL_FILE_MAX_BYTES), not the service's request limit.
+import { readFile, stat } from 'node:fs/promises';
 import { basename, join, sep } from 'node:path';
-import { dicomFrameCount } from '../../functions/encode/dicom.ts';
-import type { ImageType } from '../../functions/encode/image.ts';
+import { dicomFrameCount, inflatedCap } from '../../functions/encode/dicom.ts';
+import { DEFAULT_LIMITS, type ImageLimits, type ImageType } from '../../functions/encode/image.ts';
 import { classFolderFiles, contentTypeOf, IMAGE_EXTENSIONS, readManifest, TarReader } from '../data/shared-data.ts';
 
 export interface ImageFile {
@@ -19,6 +20,31 @@ export interface ImageFile {
   frame?: number;
 }
 
+/**
+ * The most bytes a local image file may have. The service's 8 MiB (DEFAULT_LIMITS.maxBytes) is a
+ * request's limit, for bytes that cross the network into a shared process; a file the CLI reads
+ * itself costs only this process's memory, which holds one file at a time (encode.ts), so the limit
+ * is what a workstation can hold once: 1 GiB, room for an enhanced CT of 2000 512 x 512 16-bit
+ * frames (1000 MiB), and half of the 2 GiB past which Node's readFile refuses a file. A file over
+ * it is refused by its size, unread.
+ */
+export const LOCAL_FILE_MAX_BYTES = 1024 * 1024 * 1024;
+
+/**
+ * What the CLI decodes a local DICOM under: the whole file up to LOCAL_FILE_MAX_BYTES (a deflated
+ * one inflating to as much, `inflatedCap`), each frame under the service's pixel limits (maxSide,
+ * maxPixels), which bound what one decoded frame costs. A PNG or JPEG is one image and goes to the
+ * backend as it is: it keeps DEFAULT_LIMITS, so that both encoding paths take the same files.
+ */
+export const LOCAL_DICOM_LIMITS: ImageLimits = { ...DEFAULT_LIMITS, maxBytes: LOCAL_FILE_MAX_BYTES };
+/** The cap on a local deflated DICOM's data set: as large as an uncompressed local file may be. */
+export const LOCAL_MAX_INFLATED = inflatedCap(LOCAL_FILE_MAX_BYTES);
+
+/** Refuses a file of `size` bytes over LOCAL_FILE_MAX_BYTES, before it is read; the caller names the file. */
+function checkLocalSize(size: number): void {
+  if (size > LOCAL_FILE_MAX_BYTES) throw new Error(`file is ${size} bytes; a local image file may have at most ${LOCAL_FILE_MAX_BYTES} (${LOCAL_FILE_MAX_BYTES / 2 ** 30} GiB, LOCAL_FILE_MAX_BYTES)`);
+}
+
 /** The item's place for a message: its file, and its frame when it is one. */
 export const where = (f: ImageFile): string => (f.frame === undefined ? f.origin : `${f.origin} frame ${f.frame}`);
 
@@ -27,7 +53,11 @@ export async function folderImages(dir: string): Promise<ImageFile[]> {
   const out: ImageFile[] = [];
   for (const { label, path } of await classFolderFiles(dir, (name) => contentTypeOf(name) !== undefined)) {
     const file = join(dir, path);
-    out.push({ id: path.split(sep).join('/'), label, contentType: contentTypeOf(path)!, read: async () => new Uint8Array(await readFile(file)), origin: file });
+    const read = async () => {
+      checkLocalSize((await stat(file)).size);
+      return new Uint8Array(await readFile(file));
+    };
+    out.push({ id: path.split(sep).join('/'), label, contentType: contentTypeOf(path)!, read, origin: file });
   }
   if (out.length === 0) throw new Error(`${dir}: no ${IMAGE_EXTENSIONS.join('/')} files in class sub-folders`);
   return out;
@@ -48,7 +78,11 @@ export async function dataSetImages(dir: string, split: string): Promise<DataSet
   if (bad) throw new Error(`${dir}/manifest.csv: ${bad.path} is not a PNG, JPEG or DICOM file (${IMAGE_EXTENSIONS.join(', ')})`);
   const tar = await TarReader.open(join(dir, 'images.tar'));
   const images = rows.map((r) => ({
-    id: `${set}/${r.path}`, label: r.label, contentType: contentTypeOf(r.path)!, read: () => tar.read(r.path), origin: `${dir}/images.tar:${r.path}`,
+    id: `${set}/${r.path}`, label: r.label, contentType: contentTypeOf(r.path)!, origin: `${dir}/images.tar:${r.path}`,
+    read: async () => {
+      checkLocalSize(tar.members.get(r.path)?.size ?? 0);
+      return tar.read(r.path);
+    },
   }));
   return { images, close: () => tar.close() };
 }
@@ -89,7 +123,7 @@ export async function imageItems(files: ImageFile[], frames: FrameChoice | undef
     let count = 1;
     if (f.contentType === 'application/dicom' && !published(f.id)) {
       try {
-        count = await dicomFrameCount(await f.read());
+        count = await dicomFrameCount(await f.read(), LOCAL_MAX_INFLATED);
       } catch {
         // refused by the encoder, with the reason
       }

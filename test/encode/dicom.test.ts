@@ -6,17 +6,19 @@
 // without a frame) and every broken file (a bad RLE run or fragment table, a deflate bomb included) is a
 // 4xx naming why, and the size limits come before any decompression of the pixels.
 import { readdirSync, readFileSync } from 'node:fs';
+import { deflateRawSync } from 'node:zlib';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { dicomFrameCount, dicomMetadata, MAX_DEPTH, MAX_ELEMENTS, MAX_INFLATED_BYTES } from '../../functions/encode/dicom.ts';
+import { dicomFrameCount, dicomMetadata, inflatedCap, MAX_DEPTH, MAX_ELEMENTS, MAX_INFLATED_BYTES } from '../../functions/encode/dicom.ts';
 import { EmscriptenCodec } from '../../functions/encode/dicom-codecs.ts';
 import { bundle, ENTRIES } from '../../functions/sdk/build.ts';
 import { decodeImage, DEFAULT_LIMITS } from '../../functions/encode/image.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { concatBytes } from '../../functions/util/bytes.ts';
 import { MedhashError } from '../../functions/util/errors.ts';
+import { LOCAL_DICOM_LIMITS, LOCAL_FILE_MAX_BYTES, LOCAL_MAX_INFLATED } from '../../scripts/cli/images.ts';
 import { TarReader } from '../../scripts/data/shared-data.ts';
-import { CT, DEFLATE_BOMB, DICOM_FIXTURES, DICOM_MULTI_FRAME, DICOM_SOURCES, DICOM_STUDY_UID, GARBAGE12, dataDir, dicomFragments, encapsulatedPixelData, mutateDicom, rleFrame } from './fixtures.ts';
+import { CT, DEFLATE_BOMB, DICOM_FIXTURES, DICOM_MULTI_FRAME, DICOM_SOURCES, DICOM_STUDY_UID, GARBAGE12, cs, dataDir, dicomFragments, element, encapsulatedPixelData, mutateDicom, part10, pixelModule, rleFrame } from './fixtures.ts';
 import { seededRandom } from '../shared/random.ts';
 
 beforeAll(() => initNodeImageCodecs());
@@ -33,35 +35,6 @@ async function jpeg(src: { set: string; member: string }): Promise<Uint8Array> {
 }
 
 const RLE = '1.2.840.10008.1.2.5';
-
-/** A minimal Part 10 file of the given explicit-VR little-endian data set bytes (for hostile shapes DCMTK will not write). */
-function part10(dataSet: Uint8Array, transferSyntax = '1.2.840.10008.1.2.1'): Uint8Array {
-  const syntax = new TextEncoder().encode(transferSyntax.length % 2 ? `${transferSyntax}\0` : transferSyntax);
-  const meta = new Uint8Array(8 + syntax.length);
-  meta.set([0x02, 0x00, 0x10, 0x00, 0x55, 0x49, syntax.length, 0]);
-  meta.set(syntax, 8);
-  const out = new Uint8Array(132 + meta.length + dataSet.length);
-  out.set(new TextEncoder().encode('DICM'), 128);
-  out.set(meta, 132);
-  out.set(dataSet, 132 + meta.length);
-  return out;
-}
-
-/** One explicit-VR element (OB/OW/SQ: reserved bytes and a 4-byte length, PS3.5 7.1.2). */
-function element(group: number, el: number, vr: string, value: Uint8Array): Uint8Array {
-  const long = ['OB', 'OW', 'SQ'].includes(vr);
-  const head = long ? 12 : 8;
-  const out = new Uint8Array(head + value.length);
-  const v = new DataView(out.buffer);
-  v.setUint16(0, group, true);
-  v.setUint16(2, el, true);
-  out.set(new TextEncoder().encode(vr), 4);
-  if (long) v.setUint32(8, value.length, true);
-  else v.setUint16(6, value.length, true);
-  out.set(value, head);
-  return out;
-}
-
 
 async function refusal(p: Promise<unknown>): Promise<MedhashError> {
   const e = await p.then(() => null, (x: unknown) => x);
@@ -192,22 +165,6 @@ describe('DICOM metadata for ingest', () => {
     expect(await dicomMetadata(file)).toEqual({ modality: 'MR' });
   });
 });
-
-const us = (n: number) => new Uint8Array([n & 0xff, n >> 8]);
-const cs = (s: string) => new TextEncoder().encode(s.length % 2 ? `${s} ` : s);
-
-/** Group 0028 of an image: 8-bit MONOCHROME2 unless told, then `extra` elements. */
-function pixelModule(rows: number, columns: number, o: { samples?: number; photometric?: string; bits?: number; stored?: number; signed?: boolean; planar?: number; extra?: Uint8Array[] } = {}): Uint8Array {
-  const bits = o.bits ?? 8;
-  const stored = o.stored ?? bits;
-  return concatBytes([
-    element(0x0028, 0x0002, 'US', us(o.samples ?? 1)), element(0x0028, 0x0004, 'CS', cs(o.photometric ?? 'MONOCHROME2')),
-    ...(o.planar === undefined ? [] : [element(0x0028, 0x0006, 'US', us(o.planar))]),
-    element(0x0028, 0x0010, 'US', us(rows)), element(0x0028, 0x0011, 'US', us(columns)), element(0x0028, 0x0100, 'US', us(bits)),
-    element(0x0028, 0x0101, 'US', us(stored)), element(0x0028, 0x0102, 'US', us(stored - 1)), element(0x0028, 0x0103, 'US', us(o.signed ? 1 : 0)),
-    ...(o.extra ?? []),
-  ]);
-}
 
 /** One image, uncompressed and as RLE Lossless (by the test side's encoder), from the same raw samples. */
 function twins(rows: number, columns: number, raw: Uint8Array, o: Parameters<typeof pixelModule>[2] = {}): [Uint8Array, Uint8Array] {
@@ -502,6 +459,24 @@ describe('Deflated Explicit VR Little Endian', () => {
       const e = await refusal(run());
       expect([e.status, e.code, e.message]).toEqual([413, 'image_too_large', `DICOM's deflated data set inflates to more than ${MAX_INFLATED_BYTES} bytes (32 MiB), the most a deflated file may hold`]);
     }
+  });
+
+  it('a deflated file may inflate to as much as an uncompressed file may have: 32 MiB for the service, the local file limit for medhash index', async () => {
+    // five 16-bit 2048 x 2048 frames, 40 MiB of pixels, deflated to a few hundred KiB
+    const side = 2048;
+    const raw = new Uint8Array(5 * side * side * 2);
+    for (let k = 0; k < 5; k++) for (let i = 0; i < side * side; i += 97) raw[(k * side * side + i) * 2 + 1] = (i >> 13) + k;
+    const plain = concatBytes([pixelModule(side, side, { bits: 16, extra: [element(0x0028, 0x0008, 'IS', cs('5'))] }), element(0x7fe0, 0x0010, 'OW', raw)]);
+    const deflated = part10(new Uint8Array(deflateRawSync(plain)), '1.2.840.10008.1.2.1.99');
+    expect(deflated.length).toBeLessThan(DEFAULT_LIMITS.maxBytes);
+    const e = await refusal(decodeImage(deflated, 'application/dicom', DEFAULT_LIMITS, { frame: 4 }));
+    expect([e.status, e.message]).toEqual([413, `DICOM's deflated data set inflates to more than ${MAX_INFLATED_BYTES} bytes (32 MiB), the most a deflated file may hold`]);
+    expect(inflatedCap(LOCAL_DICOM_LIMITS.maxBytes)).toBe(LOCAL_MAX_INFLATED);
+    expect(LOCAL_MAX_INFLATED).toBe(LOCAL_FILE_MAX_BYTES);
+    const got = await decodeImage(deflated, 'application/dicom', LOCAL_DICOM_LIMITS, { frame: 4 });
+    // Buffer.equals: toEqual walks 8 MiB a value at a time
+    expect(Buffer.from(got.data).equals((await decodeImage(part10(plain), 'application/dicom', LOCAL_DICOM_LIMITS, { frame: 4 })).data)).toBe(true);
+    expect(await dicomFrameCount(deflated, LOCAL_MAX_INFLATED)).toBe(5);
   });
 
   it('a DEFLATE stream cut short, or none, is a 422 naming it', async () => {

@@ -1,7 +1,8 @@
 // Where the encoding tests find real data (../shared/data from the repository root, or
 // MEDHASH_DATA, as for worktrees that live elsewhere), the models, and a known brain MRI JPEG; the
-// DICOM fixtures, and the test side's own writer of compressed DICOM pixel data (an RLE encoder
-// and the encapsulation), independent of the decoder it tests.
+// DICOM fixtures, and the test side's own writer of DICOM files (explicit-VR elements, group 0028,
+// Part 10) and of compressed pixel data (an RLE encoder and the encapsulation), independent of the
+// decoder it tests.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { concatBytes } from '../../functions/util/bytes.ts';
@@ -233,4 +234,48 @@ export function jpegLosslessFrame(samples: ArrayLike<number>, o: { rows: number;
   flush();
   out.push(0xff, 0xd9);
   return Uint8Array.from(out);
+}
+
+/** A minimal Part 10 file of the given explicit-VR little-endian data set bytes (for hostile shapes DCMTK will not write, and files of any size). */
+export function part10(dataSet: Uint8Array, transferSyntax = '1.2.840.10008.1.2.1'): Uint8Array {
+  const syntax = new TextEncoder().encode(transferSyntax.length % 2 ? `${transferSyntax}\0` : transferSyntax);
+  const meta = new Uint8Array(8 + syntax.length);
+  meta.set([0x02, 0x00, 0x10, 0x00, 0x55, 0x49, syntax.length, 0]);
+  meta.set(syntax, 8);
+  const out = new Uint8Array(132 + meta.length + dataSet.length);
+  out.set(new TextEncoder().encode('DICM'), 128);
+  out.set(meta, 132);
+  out.set(dataSet, 132 + meta.length);
+  return out;
+}
+
+/** One explicit-VR element (OB/OW/SQ: reserved bytes and a 4-byte length, PS3.5 7.1.2). */
+export function element(group: number, el: number, vr: string, value: Uint8Array): Uint8Array {
+  const long = ['OB', 'OW', 'SQ'].includes(vr);
+  const head = long ? 12 : 8;
+  const out = new Uint8Array(head + value.length);
+  const v = new DataView(out.buffer);
+  v.setUint16(0, group, true);
+  v.setUint16(2, el, true);
+  out.set(new TextEncoder().encode(vr), 4);
+  if (long) v.setUint32(8, value.length, true);
+  else v.setUint16(6, value.length, true);
+  out.set(value, head);
+  return out;
+}
+
+export const us = (n: number) => new Uint8Array([n & 0xff, n >> 8]);
+export const cs = (s: string) => new TextEncoder().encode(s.length % 2 ? `${s} ` : s);
+
+/** Group 0028 of an image: 8-bit MONOCHROME2 unless told, then `extra` elements. */
+export function pixelModule(rows: number, columns: number, o: { samples?: number; photometric?: string; bits?: number; stored?: number; signed?: boolean; planar?: number; extra?: Uint8Array[] } = {}): Uint8Array {
+  const bits = o.bits ?? 8;
+  const stored = o.stored ?? bits;
+  return concatBytes([
+    element(0x0028, 0x0002, 'US', us(o.samples ?? 1)), element(0x0028, 0x0004, 'CS', cs(o.photometric ?? 'MONOCHROME2')),
+    ...(o.planar === undefined ? [] : [element(0x0028, 0x0006, 'US', us(o.planar))]),
+    element(0x0028, 0x0010, 'US', us(rows)), element(0x0028, 0x0011, 'US', us(columns)), element(0x0028, 0x0100, 'US', us(bits)),
+    element(0x0028, 0x0101, 'US', us(stored)), element(0x0028, 0x0102, 'US', us(stored - 1)), element(0x0028, 0x0103, 'US', us(o.signed ? 1 : 0)),
+    ...(o.extra ?? []),
+  ]);
 }
