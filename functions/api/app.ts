@@ -6,7 +6,7 @@ import { REQUEST_ID_HEADER, requestLog } from './access-log.ts';
 import type { Backend } from './backend.ts';
 import { bodyLimits, routeBody } from './body.ts';
 import { docsHeaders, renderDocs } from './docs.ts';
-import { jsonMediaType, limitBody, nosniff, notFoundRoute, onError, validationError } from './errors.ts';
+import { checkPathEncoding, jsonMediaType, limitBody, nosniff, notFoundRoute, onError, validationError } from './errors.ts';
 import { json } from './openapi.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { billingRoutes } from './routes/billing.ts';
@@ -56,7 +56,11 @@ export function createApp(backend: Backend): OpenAPIHono {
   // Once the key passes, what the body may cost the route that reads it, before its validators
   // parse it: the route's own limit (x-max-body-bytes in the document, or DEFAULT_BODY_BYTES) and
   // a JSON body's shape (api/body.ts).
-  app.use('/v1/*', guard(backend, (route) => access.get(route), routeBody((route) => bodyBytes.get(route), JSON_BUDGET)));
+  const checkBody = routeBody((route) => bodyBytes.get(route), JSON_BUDGET);
+  app.use('/v1/*', guard(backend, (route) => access.get(route), (c, route, next) => {
+    checkPathEncoding(c, route);
+    return checkBody(c, route, next);
+  }));
 
   app.openapi(
     createRoute({

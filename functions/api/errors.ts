@@ -20,6 +20,26 @@ export function errorResponse(c: Context, e: MedhashError): Response {
   return c.json(e.toBody(), e.status);
 }
 
+/**
+ * A path segment that is not valid percent-encoded UTF-8 is a 400: hono would pass it on
+ * undecoded, so `/items/%E0%A4%A` would read the item whose id is literally `%E0%A4%A`. The
+ * field is the parameter of `route` (`METHOD /path/:param`, the one that answers) at that place.
+ */
+export function checkPathEncoding(c: Context, route: string): void {
+  const segments = new URL(c.req.url).pathname.split('/');
+  const bad = segments.findIndex((s) => {
+    try {
+      decodeURIComponent(s);
+      return false;
+    } catch {
+      return true;
+    }
+  });
+  if (bad < 0) return;
+  const param = route.slice(route.indexOf(' ') + 1).split('/')[bad];
+  throw badRequest('invalid_path', `path segment ${quote(segments[bad])} is not valid percent-encoded UTF-8`, param?.startsWith(':') ? param.slice(1) : undefined);
+}
+
 /** What the access log records for a request whose client went away before its answer. */
 export const CLIENT_CLOSED_REQUEST = 499;
 

@@ -572,6 +572,18 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         }
       });
 
+      it('refuses a path whose percent-encoding is malformed (400 naming the parameter), rather than reading the id as written', async () => {
+        const { all, col } = await world(16);
+        const literal = '%E0%A4%A';
+        await ingest(all, col, [{ id: literal, code: 'abcd' }]);
+        expect((await call('GET', `/v1/collections/${col}/items/${encodeURIComponent(literal)}`, { key: all })).body.id).toBe(literal);
+        for (const [method, path] of [['GET', `/v1/collections/${col}/items/%E0%A4%A`], ['DELETE', `/v1/collections/${col}/items/%E0%A4%A`], ['GET', `/v1/collections/${col}/items/%ZZ`]]) {
+          const r = await call(method, path, { key: all });
+          expect([method, path, r.status, r.body.error.code, r.body.error.field]).toEqual([method, path, 400, 'invalid_path', 'id']);
+        }
+        expect((await call('GET', `/v1/collections/${col}/items/${encodeURIComponent(literal)}`, { key: all })).status).toBe(200);
+      });
+
       it('keeps an id that starts with U+FEFF apart from the same id without it', async () => {
         const { all, col } = await world(16);
         const ids = ['\ufeffx', 'x'];
