@@ -1,7 +1,8 @@
 // `medhash index` through a real backend: its batches must fit the backend's body limit (a batch
 // of 64 one-megabyte files does not, so the CLI splits by bytes as well as by count), and a full
 // queue (503 with Retry-After) must make it wait and send again, not stop. A backend that does not
-// report its model's input (which the CLI preprocesses a DICOM by) is refused up front.
+// report its model's input (which the CLI preprocesses a DICOM by) is refused up front. A PNG or
+// JPEG over the service's byte limit is refused here, naming its file.
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -36,6 +37,22 @@ it('encodes a folder whose images together exceed the backend body limit', async
     const enc = await openBatchEncoder({ backendUrl: be.url });
     const out = await enc.encode(await folderImages(dir));
     expect(out).toHaveLength(40);
+  } finally {
+    await be.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, 120_000);
+
+it('refuses a PNG over the service\'s byte limit itself, naming the file: the backend\'s body-limit 413 would name none', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'medhash-big-'));
+  mkdirSync(join(dir, 'Hand'));
+  // over MAX_BODY_BYTES once in base64: the backend would refuse the request, not the input
+  const file = join(dir, 'Hand', 'big.png');
+  writeFileSync(file, new Uint8Array(25 << 20));
+  const be = await startBackend({ model: MODEL, port: 0, hostname: '127.0.0.1', cuda: false, threads: 1 });
+  try {
+    const enc = await openBatchEncoder({ backendUrl: be.url });
+    await expect(enc.encode(await folderImages(dir))).rejects.toThrow(`${file}: image is ${25 << 20} bytes; at most 8388608 (8 MiB)`);
   } finally {
     await be.close();
     rmSync(dir, { recursive: true, force: true });

@@ -11,7 +11,7 @@ import { encodingOf } from '../../functions/backend/encoding.ts';
 import { MAX_BODY_BYTES, MAX_INPUTS, type ImageEncoding } from '../../functions/backend/protocol.ts';
 import { loadCard, parseModelInput, type ModelInput } from '../../functions/encode/card.ts';
 import { dicomMetadata, type DicomMetadata } from '../../functions/encode/dicom.ts';
-import { decodeImage, DEFAULT_LIMITS } from '../../functions/encode/image.ts';
+import { checkImageBytes, decodeImage, DEFAULT_LIMITS } from '../../functions/encode/image.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { loadNodeEncoder } from '../../functions/encode/model.ts';
 import { preprocess } from '../../functions/encode/preprocess.ts';
@@ -115,7 +115,10 @@ export async function openBatchEncoder(opts: { backendUrl?: string; model?: stri
         for (const f of images) {
           const x = await named(f, async (): Promise<RemoteInput> => {
             const bytes = await f.read();
-            return f.contentType === 'application/dicom' ? { tensor: await tensorOf(f, bytes, input) } : { image: bytes, contentType: f.contentType, frame: f.frame };
+            if (f.contentType === 'application/dicom') return { tensor: await tensorOf(f, bytes, input) };
+            // the backend's limit, checked here: over the body limit, its 413 would name no file
+            checkImageBytes(bytes.length);
+            return { image: bytes, contentType: f.contentType, frame: f.frame };
           });
           const b = wireBytes(x);
           if (chunk.length === MAX_INPUTS || (chunk.length > 0 && size + b > budget)) {
