@@ -2,14 +2,16 @@
 // the real CLI (as a child process), through the backend and in-process, against the Node app.
 // Each frame's item must hold the code a search by image of that frame (`?frame=n`) computes;
 // frames are encoded in the chunks other images take, the file read once per chunk and one item
-// at a time. A DICOM over the service's 8 MiB indexes too: the CLI decodes it under its own limit
+// at a time, a deflated file inflated once per chunk. A DICOM over the service's 8 MiB indexes too: the CLI decodes it under its own limit
 // and sends the backend tensors (seen in the sizes of the requests the backend receives).
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { deflateRawSync } from 'node:zlib';
 import { serve, type ServerType } from '@hono/node-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../functions/api/app.ts';
@@ -20,9 +22,9 @@ import { createNodeImageEncoder } from '../functions/inference/node.ts';
 import type { ImageEncoding } from '../functions/backend/protocol.ts';
 import { Client } from '../scripts/cli/client.ts';
 import { encodedSource, openBatchEncoder, type BatchEncoder } from '../scripts/cli/encode.ts';
-import { folderImages, imageItems, LOCAL_FILE_MAX_BYTES } from '../scripts/cli/images.ts';
+import { folderImages, imageItems, LOCAL_DICOM_LIMITS, LOCAL_FILE_MAX_BYTES, type ImageFile } from '../scripts/cli/images.ts';
 import type { IndexRecord } from '../scripts/cli/sources.ts';
-import { DEFAULT_LIMITS } from '../functions/encode/image.ts';
+import { decodeImage, DEFAULT_LIMITS } from '../functions/encode/image.ts';
 import { concatBytes } from '../functions/util/bytes.ts';
 import { cs, DICOM_FIXTURES, DICOM_STUDY_UID, element, part10, pixelModule } from './encode/fixtures.ts';
 import { TEST_OPERATOR_KEY } from './shared/constants.ts';
@@ -235,6 +237,38 @@ describe('frames in chunks', () => {
     const cine = join(folder, 'Hand', 'cine.dcm');
     expect(records.map((r) => [r.code, r.origin])).toEqual([['0', `${cine} frame 0`], ['1', `${cine} frame 1`], ['2', `${cine} frame 2`], ['x', join(folder, 'Hand', 'single.dcm')]]);
     expect(records.every((r) => r.metadata?.modality === 'CR' && r.metadata.study_uid === DICOM_STUDY_UID)).toBe(true);
+  });
+  it('a deflated multi-frame file is inflated once per chunk, not once per frame decoded', async () => {
+    const side = 256;
+    const raw = Uint8Array.from({ length: 4 * side * side }, (_, i) => (i * 7 + (i >> 16) * 50) & 0xff);
+    const plain = concatBytes([element(0x0008, 0x0060, 'CS', cs('CR')), pixelModule(side, side, { extra: [element(0x0028, 0x0008, 'IS', cs('4'))] }), element(0x7fe0, 0x0010, 'OB', raw)]);
+    const deflated = part10(new Uint8Array(deflateRawSync(plain)), '1.2.840.10008.1.2.1.99');
+    const file: ImageFile = { id: 'Hand/d.dcm', label: 'Hand', contentType: 'application/dicom', origin: 'd.dcm', read: async () => deflated };
+    const { items } = await imageItems([file], 'all');
+    const frames: string[] = [];
+    const encoder: BatchEncoder = {
+      model_id: 'm', bits: 64, path: 'test', close: async () => undefined,
+      async encode(images) {
+        for (const f of images) frames.push(createHash('sha256').update((await decodeImage(await f.read(), f.contentType, LOCAL_DICOM_LIMITS, { frame: f.frame })).data).digest('hex'));
+        return images.map(() => ({ code: '0' }) as ImageEncoding);
+      },
+    };
+    const Real = globalThis.DecompressionStream;
+    let inflations = 0;
+    globalThis.DecompressionStream = class extends Real {
+      constructor(format: CompressionFormat) {
+        super(format);
+        inflations++;
+      }
+    };
+    try {
+      for await (const r of encodedSource(items, encoder, { descriptors: false, chunk: 4 }).records()) expect(r.metadata?.modality).toBe('CR');
+    } finally {
+      globalThis.DecompressionStream = Real;
+    }
+    expect(inflations).toBe(1);
+    const want = await Promise.all([0, 1, 2, 3].map(async (k) => createHash('sha256').update((await decodeImage(deflated, 'application/dicom', LOCAL_DICOM_LIMITS, { frame: k })).data).digest('hex')));
+    expect(frames).toEqual(want);
   });
 });
 

@@ -47,9 +47,11 @@ interface Syntax {
   extended?: boolean;
 }
 
+/** The Transfer Syntax UID a deflated file's data set has once inflated (`undeflated`). */
+const EXPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2.1';
 const SUPPORTED: Record<string, Syntax> = {
   '1.2.840.10008.1.2': { name: 'Implicit VR Little Endian', explicit: false, pixels: 'native' },
-  '1.2.840.10008.1.2.1': { name: 'Explicit VR Little Endian', explicit: true, pixels: 'native' },
+  [EXPLICIT_VR_LITTLE_ENDIAN]: { name: 'Explicit VR Little Endian', explicit: true, pixels: 'native' },
   '1.2.840.10008.1.2.1.99': { name: 'Deflated Explicit VR Little Endian', explicit: true, pixels: 'native', deflated: true },
   '1.2.840.10008.1.2.4.50': { name: 'JPEG Baseline', explicit: true, pixels: 'jpeg' },
   '1.2.840.10008.1.2.4.51': { name: 'JPEG Extended', explicit: true, pixels: 'jpeg', extended: true },
@@ -277,22 +279,26 @@ class Walker {
   }
 
   /** The file meta group (0002): the transfer syntax, one this decoder reads (415 otherwise), and where the data set starts. */
-  meta(): { syntax: Syntax; end: number } {
+  meta(): { syntax: Syntax; end: number; syntaxValue: [number, number] } {
     let pos = 132;
     let syntax = '';
+    let syntaxValue: [number, number] = [pos, pos];
     // the file meta group (0002) is explicit VR little endian whatever the data set's syntax
     while (pos + 2 <= this.b.length && this.view.getUint16(pos, true) === 0x0002) {
       const h = this.header(pos, true);
       if (h.length === UNDEFINED_LENGTH) throw corrupt('DICOM file meta header has an element of undefined length');
       const end = this.end(h);
-      if (h.element === 0x0010) syntax = ascii(this.b.subarray(h.value, end)).replace(/[\0 ]+$/, '');
+      if (h.element === 0x0010) {
+        syntax = ascii(this.b.subarray(h.value, end)).replace(/[\0 ]+$/, '');
+        syntaxValue = [h.value, end];
+      }
       pos = end;
     }
     if (!Object.hasOwn(SUPPORTED, syntax)) {
       const name = Object.hasOwn(REFUSED, syntax) ? REFUSED[syntax] : syntax ? 'an unsupported transfer syntax' : 'no transfer syntax';
       throw unsupported(`DICOM transfer syntax ${syntax || '(missing)'} (${name}) is not supported: send the file uncompressed, in Explicit (deflated or not) or Implicit VR Little Endian (e.g. dcmdjpeg or gdcmconv --raw), or in RLE Lossless, JPEG Lossless, JPEG Baseline, 8-bit JPEG Extended, JPEG-LS or JPEG 2000`);
     }
-    return { syntax: SUPPORTED[syntax], end: pos };
+    return { syntax: SUPPORTED[syntax], end: pos, syntaxValue };
   }
 
   /** The walk of a file whose data set is plain (a deflated one's inflated by `inflated` first). */
@@ -922,6 +928,22 @@ export async function dicomGeometry(file: Uint8Array, frame?: number, maxInflate
     return pixels(a, bytes.subarray(at, at + need), a.planar);
   };
   return { geometry: { width: a.columns, height: a.rows }, decode };
+}
+
+/**
+ * A deflated file as the Explicit VR Little Endian file it stands for: its data set inflated once
+ * (under `maxInflated`), the Transfer Syntax UID's value rewritten in place, NUL-padded to its
+ * length, so that each offset a message names is the one the deflated file's decode names; any
+ * other file as it is. For a caller that decodes several frames of one file (`medhash index`):
+ * each decode of the deflated file would inflate the whole data set again. Throws as decoding
+ * would for a stream it refuses.
+ */
+export async function undeflated(file: Uint8Array, maxInflated = MAX_INFLATED_BYTES): Promise<Uint8Array> {
+  const { syntax, syntaxValue: [from, to] } = new Walker(file).meta();
+  if (!syntax.deflated) return file;
+  const out = await inflated(file, maxInflated);
+  out.fill(0, from, to).set(new TextEncoder().encode(EXPLICIT_VR_LITTLE_ENDIAN), from);
+  return out;
 }
 
 /**

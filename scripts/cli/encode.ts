@@ -10,7 +10,7 @@
 import { encodingOf } from '../../functions/backend/encoding.ts';
 import { MAX_BODY_BYTES, MAX_INPUTS, type ImageEncoding } from '../../functions/backend/protocol.ts';
 import { loadCard, parseModelInput, type ModelInput } from '../../functions/encode/card.ts';
-import { dicomMetadata, type DicomMetadata } from '../../functions/encode/dicom.ts';
+import { dicomMetadata, undeflated, type DicomMetadata } from '../../functions/encode/dicom.ts';
 import { checkImageBytes, decodeImage, DEFAULT_LIMITS } from '../../functions/encode/image.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { loadNodeEncoder } from '../../functions/encode/model.ts';
@@ -162,8 +162,8 @@ export function encodedSource(images: ImageFile[], encoder: BatchEncoder, opts: 
       for (let i = 0; i < images.length; i += opts.chunk) {
         const chunk = images.slice(i, i + opts.chunk);
         // A DICOM file also gives its modality, body part and UIDs, taken from the bytes the
-        // encoder reads: one read per file and chunk, shared by the frames of a multi-frame file
-        // (by `origin`, the file) and let go after its last frame's read, so that either encoder,
+        // encoder reads (a deflated one's inflated once): one read per file and chunk, shared by
+        // the frames of a multi-frame file (by `origin`, the file) and let go after its last frame's read, so that either encoder,
         // which reads and decodes one item at a time, holds one file's bytes at a time.
         const reads = new Map<string, Promise<Uint8Array>>();
         const left = new Map<string, number>();
@@ -175,12 +175,14 @@ export function encodedSource(images: ImageFile[], encoder: BatchEncoder, opts: 
             let bytes = reads.get(f.origin);
             if (!bytes) {
               bytes = f.read().then(async (b) => {
+                // a deflated file inflated once here, not once per frame decoded (up to 1 GiB each time)
+                const plain = await undeflated(b, LOCAL_MAX_INFLATED).catch(() => b);
                 try {
-                  dicom.set(f.origin, await dicomMetadata(b, LOCAL_MAX_INFLATED));
+                  dicom.set(f.origin, await dicomMetadata(plain, LOCAL_MAX_INFLATED));
                 } catch {
-                  // a header that does not walk: the encoder refuses the file itself, naming it
+                  // a header or stream that does not read: the encoder refuses the file itself, naming it
                 }
-                return b;
+                return plain;
               });
               reads.set(f.origin, bytes);
             }
