@@ -53,9 +53,11 @@ export function onError(err: Error, c: Context): Response {
     if (err.status === 400) return errorResponse(c, badRequest('invalid_json', 'request body is not valid JSON'));
     return errorResponse(c, new MedhashError(err.status as 500, 'http_error', err.message));
   }
-  // The client hung up (mid-body, say): nobody reads the answer, and no fault of ours to log.
-  // The access log's line says 499, nginx's "client closed request", not a 500 an operator chases.
-  if (c.req.raw.signal.aborted) return c.body(null, CLIENT_CLOSED_REQUEST as UnofficialStatusCode);
+  // The client hung up mid-body: reading the body failed with Node's "aborted" (ECONNRESET),
+  // nobody reads the answer, and it is no fault of ours to log. The access log's line says 499,
+  // nginx's "client closed request", not a 500 an operator chases. Any other error of a request
+  // whose client is gone is still a fault, logged as below.
+  if (c.req.raw.signal.aborted && (err as { code?: unknown }).code === 'ECONNRESET') return c.body(null, CLIENT_CLOSED_REQUEST as UnofficialStatusCode);
   // Logged as the access log logs (the route's pattern: no ids from the path, no headers, no
   // body), with the request id that ties the line to it and to what the caller saw.
   // One line whatever the message holds: a line break in it (from a DICOM string, a driver) would
