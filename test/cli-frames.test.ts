@@ -22,7 +22,7 @@ import { createNodeImageEncoder } from '../functions/inference/node.ts';
 import type { ImageEncoding } from '../functions/backend/protocol.ts';
 import { Client } from '../scripts/cli/client.ts';
 import { encodedSource, openBatchEncoder, type BatchEncoder } from '../scripts/cli/encode.ts';
-import { folderImages, imageItems, LOCAL_DICOM_LIMITS, LOCAL_FILE_MAX_BYTES, type ImageFile } from '../scripts/cli/images.ts';
+import { folderImages, imageItems, LOCAL_DICOM_LIMITS, LOCAL_FILE_MAX_BYTES, MAX_FRAMES_PER_FILE, type ImageFile } from '../scripts/cli/images.ts';
 import type { IndexRecord } from '../scripts/cli/sources.ts';
 import { decodeImage, DEFAULT_LIMITS } from '../functions/encode/image.ts';
 import { concatBytes } from '../functions/util/bytes.ts';
@@ -237,6 +237,15 @@ describe('frames in chunks', () => {
     const cine = join(folder, 'Hand', 'cine.dcm');
     expect(records.map((r) => [r.code, r.origin])).toEqual([['0', `${cine} frame 0`], ['1', `${cine} frame 1`], ['2', `${cine} frame 2`], ['x', join(folder, 'Hand', 'single.dcm')]]);
     expect(records.every((r) => r.metadata?.modality === 'CR' && r.metadata.study_uid === DICOM_STUDY_UID)).toBe(true);
+  });
+  it('a header claiming more frames than MAX_FRAMES_PER_FILE is refused naming the file, before any item is listed; --max-items or --frames first take it', async () => {
+    const count = MAX_FRAMES_PER_FILE + 1;
+    // one-pixel frames: the file has as many bytes as the frames it claims, as the header check asks
+    const dataSet = concatBytes([pixelModule(1, 1, { extra: [element(0x0028, 0x0008, 'IS', cs(String(count)))] }), element(0x7fe0, 0x0010, 'OB', new Uint8Array(count + (count % 2)))]);
+    const file: ImageFile = { id: 'Hand/tiles.dcm', label: 'Hand', contentType: 'application/dicom', origin: 'tiles.dcm', read: async () => part10(dataSet) };
+    await expect(imageItems([file], 'all')).rejects.toThrow(`tiles.dcm: its Number of Frames is ${count}; --frames all takes at most ${MAX_FRAMES_PER_FILE} frames`);
+    expect((await imageItems([file], 'all', 10)).items.map((f) => f.frame)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    expect((await imageItems([file], 'first')).items.map((f) => f.id)).toEqual(['Hand/tiles.dcm#frame=0']);
   });
   it('a deflated multi-frame file is inflated once per chunk, not once per frame decoded', async () => {
     const side = 256;

@@ -45,6 +45,15 @@ function checkLocalSize(size: number): void {
   if (size > LOCAL_FILE_MAX_BYTES) throw new Error(`file is ${size} bytes; a local image file may have at most ${LOCAL_FILE_MAX_BYTES} (${LOCAL_FILE_MAX_BYTES / 2 ** 30} GiB, LOCAL_FILE_MAX_BYTES)`);
 }
 
+/**
+ * The most frames `--frames all` takes of one file. Each becomes an item, listed before encoding
+ * starts (for the progress bar's total and the checkpoint), and a header's Number of Frames is
+ * only bounded by the file's bytes: a deflated file of 1 MB could claim 10^9 frames of one pixel
+ * and fill memory with items. 100,000 is far above a CT, MR or XA series in one file; a whole-slide
+ * image's largest level may have more tiles, which `--frames first` or `--max-items` bound.
+ */
+export const MAX_FRAMES_PER_FILE = 100_000;
+
 /** The item's place for a message: its file, and its frame when it is one. */
 export const where = (f: ImageFile): string => (f.frame === undefined ? f.origin : `${f.origin} frame ${f.frame}`);
 
@@ -131,6 +140,9 @@ export async function imageItems(files: ImageFile[], frames: FrameChoice | undef
     if (count === 1) out.items.push(f);
     else if (frames === 'all' || frames === 'first') {
       const n = frames === 'all' ? Math.min(count, max - out.items.length) : 1;
+      if (n > MAX_FRAMES_PER_FILE) {
+        throw new Error(`${f.origin}: its Number of Frames is ${count}; --frames all takes at most ${MAX_FRAMES_PER_FILE} frames of one file (MAX_FRAMES_PER_FILE): use --frames first, or --max-items`);
+      }
       for (let k = 0; k < n; k++) out.items.push({ ...f, id: frameItemId(f.id, k), frame: k });
     } else out.multiFrame.push(f);
   }

@@ -53,7 +53,7 @@ const USAGE = `medhash <command> [options]
         A multi-frame DICOM (enhanced CT/MR, cine) per --frames: all, an item per frame (id
         <file id>#frame=<n>, n from 0); first, frame 0 alone (<file id>#frame=0); skip, none. Without
         --frames it is left out too, and the run ends with an error naming it (exit 1).
-        --max-items counts items (frames), not files. A DICOM is decoded here in both modes (to the
+        --max-items counts items (frames), not files; all takes at most 100000 frames of one file. A DICOM is decoded here in both modes (to the
         backend goes each frame's tensor, not the file), so it may have up to 1 GiB; a PNG or JPEG
         up to 8 MiB.
   search --collection C (--code CODE | --image FILE) [--k 10] [--radius R] [--json]
