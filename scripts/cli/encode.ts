@@ -159,16 +159,17 @@ export function encodedSource(images: ImageFile[], encoder: BatchEncoder, opts: 
   return {
     count: async () => images.length,
     async *records() {
+      // A DICOM file also gives its modality, body part and UIDs, taken from the bytes the encoder
+      // reads (a deflated one's inflated once): one read per file, shared by the frames of a
+      // multi-frame file (by `origin`, the file) across chunks, and let go after its last frame's
+      // read. Items are in file order, so either encoder, which reads and decodes one item at a
+      // time, holds one file's bytes at a time.
+      const reads = new Map<string, Promise<Uint8Array>>();
+      const left = new Map<string, number>();
+      for (const f of images) left.set(f.origin, (left.get(f.origin) ?? 0) + 1);
+      const dicom = new Map<string, DicomMetadata>();
       for (let i = 0; i < images.length; i += opts.chunk) {
         const chunk = images.slice(i, i + opts.chunk);
-        // A DICOM file also gives its modality, body part and UIDs, taken from the bytes the
-        // encoder reads (a deflated one's inflated once): one read per file and chunk, shared by
-        // the frames of a multi-frame file (by `origin`, the file) and let go after its last frame's read, so that either encoder,
-        // which reads and decodes one item at a time, holds one file's bytes at a time.
-        const reads = new Map<string, Promise<Uint8Array>>();
-        const left = new Map<string, number>();
-        for (const f of chunk) left.set(f.origin, (left.get(f.origin) ?? 0) + 1);
-        const dicom = new Map<string, DicomMetadata>();
         const reading = chunk.map((f): ImageFile => (f.contentType !== 'application/dicom' ? f : {
           ...f,
           read: () => {
@@ -202,6 +203,8 @@ export function encodedSource(images: ImageFile[], encoder: BatchEncoder, opts: 
             origin: where(f),
           };
         }
+        // a file whose last frame is done gives its metadata no more record
+        for (const f of chunk) if (left.get(f.origin) === 0) dicom.delete(f.origin);
       }
     },
   };
