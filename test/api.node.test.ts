@@ -94,27 +94,37 @@ it('an Idempotency-Key covers the media type: the same bytes as another type are
   }
 });
 
+/**
+ * Makes `target`'s writers commit each change, then fail its manifest put: what the store reports
+ * then (store.test.ts). Returns the undo.
+ */
+function publishFails(target: NodeBackend): () => void {
+  const writer = target.backend.writer;
+  target.backend.writer = (spec) => {
+    const w = writer(spec);
+    return {
+      apply: async (ops) => {
+        const r = await w.apply(ops);
+        throw new MedhashError(503, 'publish_failed', 'the update is committed but not yet visible', undefined, { committed: true, generation: r.generation });
+      },
+      erase: (f, v) => w.erase(f, v),
+      destroy: () => w.destroy(),
+    };
+  };
+  return () => {
+    target.backend.writer = writer;
+  };
+}
+
 it('a delete committed but not yet published (KV put failed) answers 204 and is audited, not a 503 whose retry is a 404', async () => {
   const other = await createNodeBackend({ dataDir: join(dir, 'publish-fails'), operatorKey: TEST_OPERATOR_KEY });
   try {
     const { call, secret } = await tenantOn(other);
     await call('POST', '/v1/collections', secret, { name: 'c', bits: 16 });
     await call('POST', '/v1/collections/c/items', secret, { items: [{ id: 'a', code: 'abcd' }, { id: 'b', code: 'abce' }] });
-    // The writer commits, then its manifest put fails: what the store reports then (store.test.ts).
-    const writer = other.backend.writer;
-    other.backend.writer = (spec) => {
-      const w = writer(spec);
-      return {
-        apply: async (ops) => {
-          const r = await w.apply(ops);
-          throw new MedhashError(503, 'publish_failed', 'the update is committed but not yet visible', undefined, { committed: true, generation: r.generation });
-        },
-        erase: (f, v) => w.erase(f, v),
-        destroy: () => w.destroy(),
-      };
-    };
+    const restore = publishFails(other);
     expect((await call('DELETE', '/v1/collections/c/items/a', secret)).status).toBe(204);
-    other.backend.writer = writer;
+    restore();
     const audit = (await call('GET', '/v1/audit', secret)).body as { events: { action: string; detail: unknown }[] };
     expect(audit.events[0]).toMatchObject({ action: 'items.delete', detail: { ids: ['a'] } });
     expect((await call('GET', '/v1/collections/c/items/a', secret)).status).toBe(404);
@@ -128,20 +138,9 @@ it('an ingest committed but not yet published answers 200 visible: false, metere
   try {
     const { call, secret } = await tenantOn(other);
     await call('POST', '/v1/collections', secret, { name: 'c', bits: 16 });
-    const writer = other.backend.writer;
-    other.backend.writer = (spec) => {
-      const w = writer(spec);
-      return {
-        apply: async (ops) => {
-          const r = await w.apply(ops);
-          throw new MedhashError(503, 'publish_failed', 'the update is committed but not yet visible', undefined, { committed: true, generation: r.generation });
-        },
-        erase: (f, v) => w.erase(f, v),
-        destroy: () => w.destroy(),
-      };
-    };
+    const restore = publishFails(other);
     const r = await call('POST', '/v1/collections/c/items', secret, { items: [{ id: 'a', code: 'abcd' }, { id: 'b', code: 'abce' }] });
-    other.backend.writer = writer;
+    restore();
     expect([r.status, r.body]).toEqual([200, { ingested: 2, generation: 1, visible: false }]);
     const usage = (await call('GET', '/v1/usage', secret)).body as { totals: { ingest_item: number } };
     expect(usage.totals.ingest_item).toBe(2);
