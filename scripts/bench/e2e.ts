@@ -12,19 +12,18 @@ import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { deflateSync } from 'node:zlib';
 import { createApp } from '../../functions/api/app.ts';
 import { generateSecret, hashSecret } from '../../functions/auth/keys.ts';
 import { spawnBackend, type BackendProcess } from '../../functions/backend/process.ts';
 import { loadCard, type ModelCard } from '../../functions/encode/card.ts';
 import { decodeImage } from '../../functions/encode/image.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
+import { encodePng } from '../../functions/encode/png-encode.ts';
 import { preprocess } from '../../functions/encode/preprocess.ts';
 import { createNodeBackend } from '../../functions/entries/node.ts';
 import { createNodeImageEncoder } from '../../functions/inference/node.ts';
 import { RemoteEncoder } from '../../functions/inference/remote.ts';
 import { loadWebEncoder } from '../../functions/encode/model.ts';
-import { crc32 } from '../../functions/shards/crc32.ts';
 import type { CollectionSpec, WriteOp } from '../../functions/store/writer.ts';
 import { dataSetImages } from '../cli/images.ts';
 import { sharedDataRoot } from '../data/shared-data.ts';
@@ -70,26 +69,6 @@ function parseArgs(argv: string[]): Options {
 
 const progress = (msg: string) => process.stderr.write(`[bench:e2e] ${msg}\n`);
 
-/** An 8-bit greyscale PNG (filter 0 on every row), for the query bodies. */
-function greyPng(pixels: Uint8Array, w: number, h: number): Uint8Array<ArrayBuffer> {
-  const chunk = (type: string, data: Uint8Array) => {
-    const out = Buffer.alloc(12 + data.length);
-    out.writeUInt32BE(data.length, 0);
-    out.write(type, 4, 'latin1');
-    out.set(data, 8);
-    out.writeUInt32BE(crc32(out.subarray(4, 8 + data.length)), 8 + data.length);
-    return out;
-  };
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(w, 0);
-  ihdr.writeUInt32BE(h, 4);
-  ihdr.set([8, 0, 0, 0, 0], 8); // 8 bits, greyscale, deflate, no filter method, no interlace
-  const raw = new Uint8Array(h * (w + 1));
-  for (let y = 0; y < h; y++) raw.set(pixels.subarray(y * w, (y + 1) * w), y * (w + 1) + 1);
-  const sig = Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-  return new Uint8Array(Buffer.concat([sig, chunk('IHDR', ihdr), chunk('IDAT', deflateSync(raw)), chunk('IEND', new Uint8Array(0))]));
-}
-
 /** Real query images, each rendered as the model sees it (grey, 64x64) and saved as PNG. */
 async function queryPngs(set: string, input: ModelCard['input']): Promise<Uint8Array<ArrayBuffer>[]> {
   const { channels, size } = input;
@@ -104,7 +83,7 @@ async function queryPngs(set: string, input: ModelCard['input']): Promise<Uint8A
       for (let c = 0; c < channels; c++) v += x[c * size * size + i];
       grey[i] = Math.round((255 * v) / channels);
     }
-    out.push(greyPng(grey, size, size));
+    out.push(await encodePng({ width: size, height: size, channels: 1, data: grey, bitDepth: 8 }));
   }
   await data.close();
   return out;
