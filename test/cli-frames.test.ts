@@ -3,9 +3,11 @@
 // Each frame's item must hold the code a search by image of that frame (`?frame=n`) computes;
 // frames are encoded in the chunks other images take, the file read once (across chunks) and one
 // item at a time, a deflated file inflated once. A DICOM over the service's 8 MiB indexes too: the CLI decodes it under its own limit
-// and sends the backend tensors (seen in the sizes of the requests the backend receives).
+// and sends the backend tensors (seen in the sizes of the requests the backend receives). So does
+// `medhash search --image` of one: the CLI decodes the frame and sends it as a PNG, whose answer is
+// the one a POST of the DICOM (or of the frame's single-frame twin) gets.
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -290,8 +292,15 @@ describe('a multi-frame DICOM over the service\'s 8 MiB', () => {
     const v = new DataView(raw.buffer, k * frameBytes, frameBytes);
     for (let y = 0; y < side; y++) for (let x = 0; x < side; x++) v.setUint16(2 * (y * side + x), ((x * (k + 1) + y * (5 - k)) * 7) & 0xfff, true);
   }
-  const file = (frames: number, pixels: Uint8Array) =>
-    part10(concatBytes([pixelModule(side, side, { bits: 16, stored: 12, extra: frames > 1 ? [element(0x0028, 0x0008, 'IS', cs(String(frames)))] : [] }), element(0x7fe0, 0x0010, 'OW', pixels)]));
+  // a Study Instance UID of 16 characters: even, no padding
+  const BIG_STUDY = '1.2.826.0.1.99.7';
+  const file = (frames: number, pixels: Uint8Array, study?: string) =>
+    part10(concatBytes([
+      ...(study ? [element(0x0020, 0x000d, 'UI', cs(study))] : []),
+      pixelModule(side, side, { bits: 16, stored: 12, extra: frames > 1 ? [element(0x0028, 0x0008, 'IS', cs(String(frames)))] : [] }),
+      element(0x7fe0, 0x0010, 'OW', pixels),
+    ]));
+  const twin = (k: number) => file(1, raw.subarray(k * frameBytes, (k + 1) * frameBytes));
   const ids = [0, 1, 2, 3, 4].map((n) => `Hand/big.dcm#frame=${n}`);
 
   it('indexes through the backend, which receives tensors, not the file, and in-process: each frame the code of its single-frame twin', async () => {
@@ -304,8 +313,7 @@ describe('a multi-frame DICOM over the service\'s 8 MiB', () => {
     const probe = await collection();
     const want: { code: string; descriptor: number[] }[] = [];
     for (let k = 0; k < 5; k++) {
-      const twin = file(1, raw.subarray(k * frameBytes, (k + 1) * frameBytes));
-      const post = (path: string) => fetch(`${url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/dicom' }, body: twin as Uint8Array<ArrayBuffer> });
+      const post = (path: string) => fetch(`${url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/dicom' }, body: twin(k) as Uint8Array<ArrayBuffer> });
       const code = ((await (await post(`/v1/collections/${probe}/search/image?allow_ood=true`)).json()) as { code: string }).code;
       want.push({ code, descriptor: ((await (await post('/v1/encode')).json()) as { encoding: { descriptor: number[] } }).encoding.descriptor });
     }
@@ -350,5 +358,78 @@ describe('a multi-frame DICOM over the service\'s 8 MiB', () => {
       expect(e.code).toBe(1);
       expect(e.stderr).toContain(`medhash: ${path}: file is ${LOCAL_FILE_MAX_BYTES + 1} bytes; a local image file may have at most ${LOCAL_FILE_MAX_BYTES} (1 GiB, LOCAL_FILE_MAX_BYTES)`);
     }
+  });
+
+  describe('medhash search --image of a DICOM', () => {
+    // the 10 MiB file of five frames (its own study), a single-frame file and the small 3-frame
+    // one (both of DICOM_STUDY_UID), indexed frame by frame: nine items of two studies
+    let searched: string;
+    let path: string;
+    const small = () => join(dir, 'query', 'Hand', 'cine.dcm');
+    beforeAll(async () => {
+      const query = join(dir, 'query');
+      mkdirSync(join(query, 'Hand'), { recursive: true });
+      path = join(query, 'Hand', 'big.dcm');
+      writeFileSync(path, file(5, raw, BIG_STUDY));
+      copyFileSync(join(folder, 'Hand', 'single.dcm'), join(query, 'Hand', 'single.dcm'));
+      copyFileSync(join(folder, 'Hand', 'cine.dcm'), small());
+      searched = await collection();
+      await cli(['index', '--collection', searched, '--images', query, '--frames', 'all'], viaBackend());
+    }, 60_000);
+    /** The answer of a POST of `body` (a DICOM) to search by image, with `query`. */
+    const direct = async (body: Uint8Array, query: string) => {
+      const res = await fetch(`${url}/v1/collections/${searched}/search/image?${query}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/dicom' }, body: body as Uint8Array<ArrayBuffer> });
+      expect(res.status, await res.clone().text()).toBe(200);
+      return res.json();
+    };
+    // the synthetic frames are far from the model's training data: their results are asked for anyway
+    const search = async (args: string[]) => JSON.parse((await cli(['search', '--collection', searched, '--json', '--allow-ood', ...args])).stdout) as {
+      code: string; ood: { verdict: string }; results: { id: string; distance: number }[];
+    };
+
+    it('by frame k of the file over 8 MiB: that frame\'s own item first at distance 0, with the OOD verdict, the answer a POST of its single-frame twin gets; the OOD gate refuses it without --allow-ood', async () => {
+      expect(readFileSync(path).length).toBeGreaterThan(DEFAULT_LIMITS.maxBytes);
+      for (const k of [1, 3]) {
+        const r = await search(['--image', path, '--frame', String(k)]);
+        expect(r.results[0], `frame ${k}`).toMatchObject({ id: ids[k], distance: 0 });
+        expect(r.code).toBe((await item(searched, ids[k])).code);
+        expect(r.ood.verdict).toBe('out_of_distribution');
+        expect(r, `frame ${k}`).toEqual(await direct(twin(k), 'k=10&allow_ood=true'));
+      }
+      // without --allow-ood, the service's gate refuses it as it refuses any such image
+      const refused = await failure(cli(['search', '--collection', searched, '--image', path, '--frame', '1']));
+      expect([refused.code, refused.stderr]).toEqual([1, expect.stringContaining('medhash: 422 out_of_distribution: the query looks out of distribution')]);
+    }, 60_000);
+
+    it('--exclude-own-study leaves out the file\'s own items (its study UID sent by the CLI), keeping the other study\'s', async () => {
+      const r = await search(['--image', path, '--frame', '2', '--exclude-own-study']);
+      expect(r.results.map((x) => x.id).sort()).toEqual([...FRAME_IDS, 'Hand/single.dcm'].sort());
+      expect(r).toEqual(await direct(twin(2), `k=10&allow_ood=true&exclude_study_uid=${BIG_STUDY}`));
+    }, 60_000);
+
+    it('a small DICOM: the CLI\'s answer is a POST of the file\'s (the same code, the same list), with and without --exclude-own-study', async () => {
+      const bytes = new Uint8Array(readFileSync(small()));
+      expect(await search(['--image', small(), '--frame', '1'])).toEqual(await direct(bytes, 'k=10&allow_ood=true&frame=1'));
+      const own = await search(['--image', small(), '--frame', '1', '--exclude-own-study']);
+      expect(own).toEqual(await direct(bytes, 'k=10&allow_ood=true&frame=1&exclude_own_study=true'));
+      expect(own.results.map((x) => x.id)).toEqual(expect.arrayContaining(ids));
+      expect(own.results).toHaveLength(5);
+    }, 60_000);
+
+    it('refuses clearly: a DICOM naming no study with --exclude-own-study, both exclusions at once, a negative frame, a frame too large to send as PNG', async () => {
+      const noStudy = join(dir, 'query', 'nostudy.dcm');
+      writeFileSync(noStudy, twin(0));
+      const e = await failure(cli(['search', '--collection', searched, '--image', noStudy, '--exclude-own-study']));
+      expect([e.code, e.stderr]).toEqual([1, expect.stringContaining(`medhash: ${noStudy}: --exclude-own-study: the DICOM has no valid Study Instance UID (0020,000D)`)]);
+      const both = await failure(cli(['search', '--collection', searched, '--image', path, '--exclude-own-study', '--exclude-study-uid', '1.2']));
+      expect([both.code, both.stderr]).toEqual([2, expect.stringContaining('give one of --exclude-own-study, --exclude-study-uid')]);
+      const negative = await failure(cli(['search', '--collection', searched, '--image', path, '--frame=-1']));
+      expect([negative.code, negative.stderr]).toEqual([2, expect.stringContaining('--frame must be 0 or more')]);
+      // 4096 x 4096 of noise: a PNG of about 16 MiB, which no filter makes smaller
+      const noise = join(dir, 'query', 'noise.dcm');
+      writeFileSync(noise, part10(concatBytes([pixelModule(4096, 4096), element(0x7fe0, 0x0010, 'OB', randomBytes(4096 * 4096))])));
+      const big = await failure(cli(['search', '--collection', searched, '--image', noise]));
+      expect([big.code, big.stderr]).toEqual([1, expect.stringMatching(new RegExp(`medhash: ${noise}: as a lossless PNG it is \\d+ bytes, over the 8388608 \\(8 MiB\\) a search by image may send`))]);
+    }, 60_000);
   });
 });

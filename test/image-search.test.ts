@@ -156,7 +156,7 @@ describe('search by image', () => {
     const broken = new Uint8Array(readFileSync(join(DICOM_FIXTURES, 'grey8-rle.dcm'))).slice(0, -100);
     const corrupt = await searchImage(asFile('application/dicom', broken));
     expect([corrupt.status, corrupt.body.error?.code, corrupt.body.error?.message]).toEqual([422, 'corrupt_image', expect.stringMatching(/^DICOM encapsulated pixel data is truncated/)]);
-    // the CLI sends a .dcm file as application/dicom, to search with and to index (through the backend)
+    // the CLI decodes a .dcm file to search with (its frame sent as PNG) and to index (a tensor to the backend)
     const env = { MEDHASH_URL: url, MEDHASH_API_KEY: key, MEDHASH_BACKEND_URL: backendProc.url, MEDHASH_DATA_DIR: join(dir, 'cli-dicom') };
     const { stdout } = await cli(['search', '--collection', 'imgs', '--image', join(DICOM_FIXTURES, 'grey8-explicit.dcm'), '--json'], env);
     expect(JSON.parse(stdout).code).toBe(fromJpeg.body.code);

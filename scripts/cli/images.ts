@@ -45,6 +45,12 @@ function checkLocalSize(size: number): void {
   if (size > LOCAL_FILE_MAX_BYTES) throw new Error(`file is ${size} bytes; a local image file may have at most ${LOCAL_FILE_MAX_BYTES} (${LOCAL_FILE_MAX_BYTES / 2 ** 30} GiB, LOCAL_FILE_MAX_BYTES)`);
 }
 
+/** A local image file's bytes, refused unread (by its size) over LOCAL_FILE_MAX_BYTES; the caller names the file. */
+export async function readLocalFile(file: string): Promise<Uint8Array> {
+  checkLocalSize((await stat(file)).size);
+  return new Uint8Array(await readFile(file));
+}
+
 /**
  * The most frames `--frames all` takes of one file. Each becomes an item, listed before encoding
  * starts (for the progress bar's total and the checkpoint), and a header's Number of Frames is
@@ -62,11 +68,7 @@ export async function folderImages(dir: string): Promise<ImageFile[]> {
   const out: ImageFile[] = [];
   for (const { label, path } of await classFolderFiles(dir, (name) => contentTypeOf(name) !== undefined)) {
     const file = join(dir, path);
-    const read = async () => {
-      checkLocalSize((await stat(file)).size);
-      return new Uint8Array(await readFile(file));
-    };
-    out.push({ id: path.split(sep).join('/'), label, contentType: contentTypeOf(path)!, read, origin: file });
+    out.push({ id: path.split(sep).join('/'), label, contentType: contentTypeOf(path)!, read: () => readLocalFile(file), origin: file });
   }
   if (out.length === 0) throw new Error(`${dir}: no ${IMAGE_EXTENSIONS.join('/')} files in class sub-folders`);
   return out;

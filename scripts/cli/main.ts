@@ -6,7 +6,6 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import cliProgress from 'cli-progress';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startBackend } from '../../functions/backend/node.ts';
 import { accessLogToStdout, startNodeServer, sweepDataDir } from '../../functions/entries/node.ts';
@@ -17,8 +16,9 @@ import type { OrphanReport } from '../../functions/store/orphans.ts';
 import { printable } from '../../functions/util/errors.ts';
 import { contentTypeOf } from '../data/shared-data.ts';
 import { Checkpoint } from './checkpoint.ts';
-import { ApiError, Client, RawBody } from './client.ts';
+import { ApiError, Client } from './client.ts';
 import { encodedSource, openBatchEncoder } from './encode.ts';
+import { imageQuery } from './image-query.ts';
 import { dataSetImages, folderImages, FRAME_CHOICES, imageItems, type FrameChoice } from './images.ts';
 import { indexRecords } from './indexer.ts';
 import { fileSource, type RecordSource } from './sources.ts';
@@ -62,7 +62,9 @@ const USAGE = `medhash <command> [options]
          [--exclude-own-study] [--content-weight W] [--frame N]    (--image only)
         FILE: .png, .jpg/.jpeg or DICOM (.dcm: uncompressed or deflated, RLE Lossless, JPEG
         Lossless, JPEG Baseline, 8-bit JPEG Extended, JPEG-LS or JPEG 2000); --frame picks one frame (from 0) of a multi-frame DICOM,
-        which needs it.
+        which needs it. A PNG or JPEG is sent as it is (up to 8 MiB). A DICOM (up to 1 GiB) is
+        decoded here and its frame sent as a lossless PNG of the same pixels, so the answer is the
+        one the service gives the file; --exclude-own-study sends the file's Study Instance UID.
   collection create --name C --bits 16|32|64|128|256 [--descriptor-dims N] [--model-id M]
   collection list | get --name C | delete --name C
   collection erase (--name C | --all) (--patient-ref R | --study-uid U)
@@ -273,13 +275,20 @@ async function search(args: string[]) {
     const file = v.image as string;
     const type = contentTypeOf(file);
     if (!type) throw new UsageError('--image must be a .png, .jpg, .jpeg or .dcm file');
+    const frame = int(v.frame as string | undefined, 'frame');
+    if (frame !== undefined && frame < 0) throw new UsageError('--frame must be 0 or more');
+    const ownStudy = v['exclude-own-study'] === true;
+    if (ownStudy && v['exclude-study-uid'] !== undefined) throw new UsageError('give one of --exclude-own-study, --exclude-study-uid');
+    const query = await imageQuery(file, type, frame, ownStudy);
     const q = new URLSearchParams({ k: String(body.k), ...(body.radius !== undefined ? { radius: String(body.radius) } : {}), ...exclusions });
     for (const [field, values] of Object.entries(filter)) for (const value of values as string[]) q.append(field, value);
     if (v['content-weight'] !== undefined) q.set('content_weight', v['content-weight'] as string);
-    if (v['exclude-own-study']) q.set('exclude_own_study', 'true');
+    // a DICOM's study UID read here (its frame goes as a PNG, which names no study); for a PNG or JPEG the service's 400 says why not
+    if (query.studyUid !== undefined) q.set('exclude_study_uid', query.studyUid);
+    else if (ownStudy) q.set('exclude_own_study', 'true');
     if (v['allow-ood']) q.set('allow_ood', 'true');
-    if (v.frame !== undefined) q.set('frame', v.frame as string);
-    r = await api.request<SearchAnswer>('POST', `${base}/search/image?${q}`, new RawBody(new Uint8Array(readFileSync(file)), type));
+    if (query.frame !== undefined) q.set('frame', String(query.frame));
+    r = await api.request<SearchAnswer>('POST', `${base}/search/image?${q}`, query.body);
   } else {
     const controls = { ...(Object.keys(filter).length > 0 ? { filter } : {}), ...exclusions, ...(v['allow-ood'] ? { allow_ood: true } : {}) };
     r = await api.request<SearchAnswer>('POST', `${base}/search`, { code: v.code, ...body, ...controls });
