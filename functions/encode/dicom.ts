@@ -34,6 +34,22 @@ const err = (status: 413 | 415 | 422, code: string, message: string) => new Medh
 const corrupt = (message: string) => err(422, 'corrupt_image', message);
 const unsupported = (message: string) => err(415, 'unsupported_image_type', message);
 
+/**
+ * A DICOM object that is well formed but holds no image: no Pixel Data at its top level (a
+ * structured report, presentation state, key object selection), or a media directory (DICOMDIR).
+ * The service answers it as before (422 corrupt_image: nothing to encode); its own class lets
+ * `medhash index --dicom` tell it from a broken file, skip it and count it, with the walk below
+ * the one place that decides what is an image.
+ */
+export class NotAnImage extends MedhashError {
+  constructor() {
+    super(422, 'corrupt_image', 'DICOM has no Pixel Data (7FE0,0010) at its top level: it is not an image', 'image');
+  }
+}
+
+/** Media Storage Directory Storage (PS3.4 Annex F), the SOP class of a DICOMDIR, whatever its file name. */
+export const MEDIA_STORAGE_DIRECTORY = '1.2.840.10008.1.3.10';
+
 /** A transfer syntax read here: its name, whether the data set is explicit VR, how the Pixel Data is stored. */
 interface Syntax {
   name: string;
@@ -279,9 +295,10 @@ class Walker {
   }
 
   /** The file meta group (0002): the transfer syntax, one this decoder reads (415 otherwise), and where the data set starts. */
-  meta(): { syntax: Syntax; end: number; syntaxValue: [number, number] } {
+  meta(): { syntax: Syntax; end: number; syntaxValue: [number, number]; sopClass: string } {
     let pos = 132;
     let syntax = '';
+    let sopClass = '';
     let syntaxValue: [number, number] = [pos, pos];
     // the file meta group (0002) is explicit VR little endian whatever the data set's syntax
     while (pos + 2 <= this.b.length && this.view.getUint16(pos, true) === 0x0002) {
@@ -292,18 +309,22 @@ class Walker {
         syntax = ascii(this.b.subarray(h.value, end)).replace(/[\0 ]+$/, '');
         syntaxValue = [h.value, end];
       }
+      if (h.element === 0x0002) sopClass = ascii(this.b.subarray(h.value, end)).replace(/[\0 ]+$/, '');
       pos = end;
     }
     if (!Object.hasOwn(SUPPORTED, syntax)) {
       const name = Object.hasOwn(REFUSED, syntax) ? REFUSED[syntax] : syntax ? 'an unsupported transfer syntax' : 'no transfer syntax';
       throw unsupported(`DICOM transfer syntax ${syntax || '(missing)'} (${name}) is not supported: send the file uncompressed, in Explicit (deflated or not) or Implicit VR Little Endian (e.g. dcmdjpeg or gdcmconv --raw), or in RLE Lossless, JPEG Lossless, JPEG Baseline, 8-bit JPEG Extended, JPEG-LS or JPEG 2000`);
     }
-    return { syntax: SUPPORTED[syntax], end: pos, syntaxValue };
+    return { syntax: SUPPORTED[syntax], end: pos, syntaxValue, sopClass };
   }
 
   /** The walk of a file whose data set is plain (a deflated one's inflated by `inflated` first). */
   walk(): Walked {
-    const { syntax: ts, end: dataSet } = this.meta();
+    const { syntax: ts, end: dataSet, sopClass } = this.meta();
+    // never an image (PS3.3 F.3), and a large one's directory records (about ten elements per
+    // file on the media) pass MAX_ELEMENTS: told by its meta header, not walked
+    if (sopClass === MEDIA_STORAGE_DIRECTORY) throw new NotAnImage();
     let pos = dataSet;
     const attrs: Values = new Map();
     let shared: Macros = {};
@@ -346,7 +367,7 @@ class Walker {
       if (h.group === 0x0028 || this.keep.has(tag)) attrs.set(tag, this.b.subarray(h.value, end));
       pos = end;
     }
-    throw corrupt('DICOM has no Pixel Data (7FE0,0010) at its top level: it is not an image');
+    throw new NotAnImage();
   }
 }
 

@@ -131,6 +131,15 @@ def _unsupported(message: str) -> DicomError:
     return DicomError(415, "unsupported_image_type", message)
 
 
+# Media Storage Directory Storage (PS3.4 Annex F), the SOP class of a DICOMDIR, whatever its file name.
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+
+
+def _no_pixel_data() -> DicomError:
+    """A well-formed DICOM object without an image (dicom.ts's NotAnImage): no Pixel Data at its top level, or a DICOMDIR."""
+    return _corrupt("DICOM has no Pixel Data (7FE0,0010) at its top level: it is not an image")
+
+
 def is_dicom(b: bytes) -> bool:
     """True when the bytes are a DICOM Part 10 file (128-byte preamble, then "DICM")."""
     return len(b) >= 132 and b[128:132] == b"DICM"
@@ -376,11 +385,13 @@ class _Walker:
                     read.values[element] = self.b[value:nxt]
                 pos = nxt
 
-    def meta(self) -> tuple[_Syntax, int]:
-        """The file meta group (0002): the transfer syntax, one this decoder reads (415 otherwise), and where the data set starts."""
+    def meta(self) -> tuple[_Syntax, int, str]:
+        """The file meta group (0002): the transfer syntax, one this decoder reads (415 otherwise), where the
+        data set starts, and the Media Storage SOP Class UID."""
         b = self.b
         pos = 132
         syntax = ""
+        sop_class = ""
         # the file meta group (0002) is explicit VR little endian whatever the data set's syntax
         while pos + 2 <= len(b) and self._u16(pos) == 0x0002:
             h = self.header(pos, True)
@@ -389,6 +400,8 @@ class _Walker:
             end = self.end(*h)
             if h[1] == 0x0010:
                 syntax = _ascii(b[h[3]:end]).rstrip("\0 ")
+            if h[1] == 0x0002:
+                sop_class = _ascii(b[h[3]:end]).rstrip("\0 ")
             pos = end
         if syntax not in SUPPORTED:
             name = REFUSED[syntax] if syntax in REFUSED else "an unsupported transfer syntax" if syntax else "no transfer syntax"
@@ -396,13 +409,17 @@ class _Walker:
                                "uncompressed, in Explicit (deflated or not) or Implicit VR Little Endian (e.g. dcmdjpeg or "
                                "gdcmconv --raw), or in RLE Lossless, JPEG Lossless, JPEG Baseline, 8-bit JPEG Extended, JPEG-LS "
                                "or JPEG 2000")
-        return SUPPORTED[syntax], pos
+        return SUPPORTED[syntax], pos, sop_class
 
     def walk(self) -> _Walked:
         """The file's transfer syntax, pixel attributes and Pixel Data, and the decoded frame's functional
         groups (_Walked), of a file whose data set is plain (a deflated one's inflated by _inflated first)."""
         b = self.b
-        ts, pos = self.meta()
+        ts, pos, sop_class = self.meta()
+        # a DICOMDIR is never an image (PS3.3 F.3), and a large one's directory records would pass
+        # MAX_ELEMENTS: told by its meta group, not walked (the mirror of dicom.ts's walk)
+        if sop_class == MEDIA_STORAGE_DIRECTORY:
+            raise _no_pixel_data()
         attrs: dict[int, bytes] = {}
         shared = _Macros()
         per_frame = _Macros()
@@ -450,7 +467,7 @@ class _Walker:
             if group == 0x0028:
                 attrs[element] = b[value:end]
             pos = end
-        raise _corrupt("DICOM has no Pixel Data (7FE0,0010) at its top level: it is not an image")
+        raise _no_pixel_data()
 
 
 def _inflated(data: bytes) -> bytes:
@@ -459,7 +476,7 @@ def _inflated(data: bytes) -> bytes:
     so a bomb stops there (413); a stream that is corrupt or cut short is a 422. Bytes after its final
     block are ignored, as Node 22's DecompressionStream ignores them (the Compression Standard, and so
     browsers, refuse them)."""
-    syntax, end = _Walker(data).meta()
+    syntax, end, _ = _Walker(data).meta()
     if not syntax.deflated:
         return data
     d = zlib.decompressobj(-15)

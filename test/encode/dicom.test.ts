@@ -9,7 +9,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { deflateRawSync } from 'node:zlib';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { dicomFrameCount, dicomMetadata, inflatedCap, MAX_DEPTH, MAX_ELEMENTS, MAX_INFLATED_BYTES } from '../../functions/encode/dicom.ts';
+import { dicomFrameCount, dicomMetadata, inflatedCap, MAX_DEPTH, MAX_ELEMENTS, MAX_INFLATED_BYTES, NotAnImage } from '../../functions/encode/dicom.ts';
 import { EmscriptenCodec } from '../../functions/encode/dicom-codecs.ts';
 import { bundle, ENTRIES } from '../../functions/sdk/build.ts';
 import { decodeImage, DEFAULT_LIMITS } from '../../functions/encode/image.ts';
@@ -18,7 +18,7 @@ import { concatBytes } from '../../functions/util/bytes.ts';
 import { MedhashError } from '../../functions/util/errors.ts';
 import { LOCAL_DICOM_LIMITS, LOCAL_FILE_MAX_BYTES, LOCAL_MAX_INFLATED } from '../../scripts/cli/images.ts';
 import { TarReader } from '../../scripts/data/shared-data.ts';
-import { CT, DEFLATE_BOMB, DICOM_FIXTURES, DICOM_MULTI_FRAME, DICOM_SOURCES, DICOM_STUDY_UID, GARBAGE12, cs, dataDir, dicomFragments, element, encapsulatedPixelData, mutateDicom, part10, pixelModule, rleFrame } from './fixtures.ts';
+import { CT, DEFLATE_BOMB, DICOM_FIXTURES, DICOM_MULTI_FRAME, DICOM_SOURCES, DICOM_STUDY_UID, GARBAGE12, cs, dataDir, dicomDir, dicomFragments, element, encapsulatedPixelData, mutateDicom, part10, pixelModule, rleFrame } from './fixtures.ts';
 import { seededRandom } from '../shared/random.ts';
 
 beforeAll(() => initNodeImageCodecs());
@@ -615,6 +615,20 @@ describe('refused DICOM', () => {
     expect(file.length).toBeLessThan(DEFAULT_LIMITS.maxBytes);
     const e = await refusal(decodeImage(file, 'application/dicom'));
     expect([e.status, e.message]).toEqual([422, `DICOM has more than ${MAX_ELEMENTS} elements before its pixel data`]);
+  });
+
+  it('a DICOM without Pixel Data, and a DICOMDIR however many records it has, are NotAnImage: the 422 the service gives, a kind medhash index --dicom skips', async () => {
+    const report = part10(concatBytes([element(0x0008, 0x0060, 'CS', cs('SR')), element(0x0040, 0xa040, 'CS', cs('CONTAINER'))]));
+    // a media of 20,000 files, its records of undefined length: 80,000 elements, past MAX_ELEMENTS
+    const dir = dicomDir(Array.from({ length: 20_000 }, (_, i) => `DICOM\\PA000001\\ST000001\\SE000001\\IM${String(i).padStart(6, '0')}`), { undefinedLength: true });
+    for (const file of [report, dir, dicomDir([])]) {
+      const e = await refusal(decodeImage(file, 'application/dicom'));
+      expect(e).toBeInstanceOf(NotAnImage);
+      expect([e.status, e.code, e.message]).toEqual([422, 'corrupt_image', 'DICOM has no Pixel Data (7FE0,0010) at its top level: it is not an image']);
+      await expect(dicomFrameCount(file)).rejects.toBeInstanceOf(NotAnImage);
+    }
+    // a broken file is not NotAnImage: it is refused, not skipped
+    await expect(dicomFrameCount(part10(element(0x0008, 0x0060, 'CS', cs('SR')).subarray(0, 9)))).rejects.not.toBeInstanceOf(NotAnImage);
   });
 
   it('sequences nested without end are a 422', async () => {

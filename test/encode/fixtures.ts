@@ -236,17 +236,52 @@ export function jpegLosslessFrame(samples: ArrayLike<number>, o: { rows: number;
   return Uint8Array.from(out);
 }
 
-/** A minimal Part 10 file of the given explicit-VR little-endian data set bytes (for hostile shapes DCMTK will not write, and files of any size). */
-export function part10(dataSet: Uint8Array, transferSyntax = '1.2.840.10008.1.2.1'): Uint8Array {
-  const syntax = new TextEncoder().encode(transferSyntax.length % 2 ? `${transferSyntax}\0` : transferSyntax);
-  const meta = new Uint8Array(8 + syntax.length);
-  meta.set([0x02, 0x00, 0x10, 0x00, 0x55, 0x49, syntax.length, 0]);
-  meta.set(syntax, 8);
+/** A UID's value: NUL-padded to an even length (PS3.5 9.1). */
+export const ui = (uid: string) => new TextEncoder().encode(uid.length % 2 ? `${uid}\0` : uid);
+
+/**
+ * A minimal Part 10 file of the given explicit-VR little-endian data set bytes (for hostile shapes
+ * DCMTK will not write, and files of any size); its meta group names the transfer syntax, and the
+ * Media Storage SOP Class when given.
+ */
+export function part10(dataSet: Uint8Array, transferSyntax = '1.2.840.10008.1.2.1', sopClass?: string): Uint8Array {
+  const meta = concatBytes([...(sopClass ? [element(0x0002, 0x0002, 'UI', ui(sopClass))] : []), element(0x0002, 0x0010, 'UI', ui(transferSyntax))]);
   const out = new Uint8Array(132 + meta.length + dataSet.length);
   out.set(new TextEncoder().encode('DICM'), 128);
   out.set(meta, 132);
   out.set(dataSet, 132 + meta.length);
   return out;
+}
+
+/** An item or sequence tag (group FFFE) with its 4-byte length. */
+function delimiter(element: number, length: number): Uint8Array {
+  const out = new Uint8Array(8);
+  const v = new DataView(out.buffer);
+  v.setUint16(0, 0xfffe, true);
+  v.setUint16(2, element, true);
+  v.setUint32(4, length, true);
+  return out;
+}
+
+/** Media Storage Directory Storage: a DICOMDIR's SOP class (PS3.4 Annex F). */
+export const DICOMDIR_SOP_CLASS = '1.2.840.10008.1.3.10';
+
+/**
+ * A DICOMDIR (PS3.3 F.3) as a media export writes it: its meta group's SOP class, a File-set ID
+ * and a Directory Record Sequence of an IMAGE record for each of `files` (Referenced File IDs,
+ * e.g. DICOM\PA000001\ST000001\SE000001\IM000001); no pixel data. Sequence and items of defined
+ * length, or of undefined length (delimited: `dcmmkdir -e` writes that).
+ */
+export function dicomDir(files: string[], o: { undefinedLength?: boolean } = {}): Uint8Array {
+  const body = (f: string) => concatBytes([element(0x0004, 0x1430, 'CS', cs('IMAGE')), element(0x0004, 0x1500, 'CS', cs(f))]);
+  const records = files.map((f) => {
+    const b = body(f);
+    return o.undefinedLength ? concatBytes([delimiter(0xe000, 0xffffffff), b, delimiter(0xe00d, 0)]) : concatBytes([delimiter(0xe000, b.length), b]);
+  });
+  const sequence = o.undefinedLength
+    ? concatBytes([element(0x0004, 0x1220, 'SQ', new Uint8Array(0)).fill(0xff, 8), ...records, delimiter(0xe0dd, 0)])
+    : element(0x0004, 0x1220, 'SQ', concatBytes(records));
+  return part10(concatBytes([element(0x0004, 0x1130, 'CS', cs('MEDHASH')), sequence]), undefined, DICOMDIR_SOP_CLASS);
 }
 
 /** One explicit-VR element (OB/OW/SQ: reserved bytes and a 4-byte length, PS3.5 7.1.2). */
