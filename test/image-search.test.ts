@@ -23,7 +23,7 @@ import type { NodeEdgeEncoder } from '../functions/inference/edge.ts';
 import { createNodeImageEncoder } from '../functions/inference/node.ts';
 import { RemoteEncoder } from '../functions/inference/remote.ts';
 import { Client } from '../scripts/cli/client.ts';
-import { dataSetImages, type DataSetImages, type ImageFile } from '../scripts/cli/images.ts';
+import { dataSetImages, type DataSetImages, type ImageFile, type LabelledImage } from '../scripts/cli/images.ts';
 import { sharedDataRoot, TarReader } from '../scripts/data/shared-data.ts';
 import { DICOM_FIXTURES, DICOM_SOURCES, DICOM_STUDY_UID } from './encode/fixtures.ts';
 import { TEST_OPERATOR_KEY } from './shared/constants.ts';
@@ -44,7 +44,7 @@ let url: string;
 let key: string;
 let modelId: string;
 let querySet: DataSetImages;
-let queries: ImageFile[];
+let queries: LabelledImage[];
 /** The backend's code for each query image (filled by the first test). */
 const reference = new Map<string, string>();
 

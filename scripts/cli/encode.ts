@@ -199,7 +199,7 @@ export function encodedSource(images: ImageFile[], encoder: BatchEncoder, opts: 
             id: f.id,
             code: encs[j].code,
             ...(opts.descriptors ? { descriptor: encs[j].descriptor } : {}),
-            metadata: { label: f.label, ...dicom.get(f.origin) },
+            metadata: { ...(f.label !== undefined ? { label: f.label } : {}), ...dicom.get(f.origin) },
             origin: where(f),
           };
         }

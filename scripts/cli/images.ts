@@ -1,23 +1,27 @@
-// Image files for `medhash index --images` / `--data`: a folder with one sub-folder per class,
-// or a `../shared/data` set (manifest.csv + images.tar, members read in place by offset through
+// Image files for `medhash index --images` / `--dicom` / `--data`: a folder with one sub-folder
+// per class, a DICOM export as it is (a PACS or media export, `dicomExport`), or a
+// `../shared/data` set (manifest.csv + images.tar, members read in place by offset through
 // scripts/data/shared-data.ts), and the items they make: one per image, or one per frame of a
 // multi-frame DICOM (`imageItems`). Only a DICOM's header is read before it is encoded. A local
 // file has its own byte limit (LOCAL_FILE_MAX_BYTES), not the service's request limit.
-import { readFile, stat } from 'node:fs/promises';
+import { open, readFile, stat } from 'node:fs/promises';
 import { basename, join, sep } from 'node:path';
-import { dicomFrameCount, inflatedCap } from '../../functions/encode/dicom.ts';
+import { dicomFrameCount, dicomMetadata, inflatedCap, isDicom, NotAnImage, undeflated } from '../../functions/encode/dicom.ts';
 import { DEFAULT_LIMITS, type ImageLimits, type ImageType } from '../../functions/encode/image.ts';
-import { classFolderFiles, contentTypeOf, IMAGE_EXTENSIONS, readManifest, TarReader } from '../data/shared-data.ts';
+import { classFolderFiles, contentTypeOf, folderFiles, IMAGE_EXTENSIONS, readManifest, TarReader } from '../data/shared-data.ts';
 
 export interface ImageFile {
   id: string;
-  label: string;
+  /** Its class (folder or manifest); a DICOM export has none, and its items no `label`. */
+  label?: string;
   contentType: ImageType;
   read(): Promise<Uint8Array>;
   /** Where it came from, for error messages: the file, shared by the items of its frames. */
   origin: string;
   /** Which frame (0-based) of a multi-frame DICOM this item is; absent for a single-image file. */
   frame?: number;
+  /** The file's Number of Frames, when its lister has read its header already (`dicomExport`): `imageItems` does not read it again. */
+  frames?: number;
 }
 
 /**
@@ -63,9 +67,12 @@ export const MAX_FRAMES_PER_FILE = 100_000;
 /** The item's place for a message: its file, and its frame when it is one. */
 export const where = (f: ImageFile): string => (f.frame === undefined ? f.origin : `${f.origin} frame ${f.frame}`);
 
+/** An image of a class folder or data set: it has its label. */
+export type LabelledImage = ImageFile & { label: string };
+
 /** `dir/<label>/.../<file>.{png,jpg,jpeg,dcm}` (contentTypeOf); ids are the paths below `dir` (`<label>/<file>`), sorted. */
-export async function folderImages(dir: string): Promise<ImageFile[]> {
-  const out: ImageFile[] = [];
+export async function folderImages(dir: string): Promise<LabelledImage[]> {
+  const out: LabelledImage[] = [];
   for (const { label, path } of await classFolderFiles(dir, (name) => contentTypeOf(name) !== undefined)) {
     const file = join(dir, path);
     out.push({ id: path.split(sep).join('/'), label, contentType: contentTypeOf(path)!, read: () => readLocalFile(file), origin: file });
@@ -74,8 +81,80 @@ export async function folderImages(dir: string): Promise<ImageFile[]> {
   return out;
 }
 
-export interface DataSetImages {
+/** The bytes a Part 10 file has before its meta group: the preamble and "DICM". */
+const PART10_MAGIC_END = 132;
+
+/** Whether `file` is DICOM Part 10, by its first 132 bytes alone (whatever its name). */
+async function sniffDicom(file: string): Promise<boolean> {
+  const fh = await open(file, 'r');
+  try {
+    const head = new Uint8Array(PART10_MAGIC_END);
+    const { bytesRead } = await fh.read(head, 0, PART10_MAGIC_END, 0);
+    return isDicom(head.subarray(0, bytesRead));
+  } finally {
+    await fh.close();
+  }
+}
+
+/** A DICOM export's images, and what its walk left out. */
+export interface DicomExport {
   images: ImageFile[];
+  /** Files that are not DICOM Part 10 (a viewer, its autorun, an index.html). */
+  notDicom: number;
+  /** DICOM objects without an image (NotAnImage): the DICOMDIR, structured reports, presentation states, key objects. */
+  notImages: number;
+  /** Files of a SOP Instance UID an earlier file had: the same instance exported twice, indexed once. */
+  duplicates: string[];
+}
+
+/**
+ * Every DICOM image below `dir` as it is exported (a PACS's `<patient>/<study>/<series>/<uid>.dcm`,
+ * a media's DICOMDIR and `DICOM/PA000001/.../IM000001`): files walked as --images walks a class
+ * (folderFiles: sorted, links as Python sees them, debris left out), each kept by its bytes (the
+ * Part 10 magic), whatever its name. A kept file is read once here, for the id and its Number of
+ * Frames; one whose header does not read stops the listing, named, before anything is encoded.
+ *
+ * The id is the SOP Instance UID, not the path: it is the same in every export of the instance
+ * (a PACS numbers a re-export's files anew, so a re-run upserts rather than duplicates, and the
+ * checkpoint still knows what was published); a folder may be named after the patient, a UID
+ * says nothing of them; it is unique by definition; and, digits and dots, it never holds the
+ * `#frame=` of a frame's id. The cost: a resumed run reads each file's header again to know it.
+ */
+export async function dicomExport(dir: string): Promise<DicomExport> {
+  const out: DicomExport = { images: [], notDicom: 0, notImages: 0, duplicates: [] };
+  const seen = new Set<string>();
+  for (const path of await folderFiles(dir, dir, () => true)) {
+    const file = join(dir, path);
+    if (!(await sniffDicom(file))) {
+      out.notDicom++;
+      continue;
+    }
+    const read = () => readLocalFile(file);
+    let header: { sop?: string; frames: number };
+    try {
+      // a deflated file inflated once for both walks
+      const bytes = await undeflated(await read(), LOCAL_MAX_INFLATED);
+      header = { sop: (await dicomMetadata(bytes, LOCAL_MAX_INFLATED)).sop_uid, frames: await dicomFrameCount(bytes, LOCAL_MAX_INFLATED) };
+    } catch (e) {
+      if (e instanceof NotAnImage) {
+        out.notImages++;
+        continue;
+      }
+      throw new Error(`${file}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    if (header.sop === undefined) throw new Error(`${file}: no valid SOP Instance UID (0008,0018), by which --dicom names its item`);
+    if (seen.has(header.sop)) {
+      out.duplicates.push(file);
+      continue;
+    }
+    seen.add(header.sop);
+    out.images.push({ id: header.sop, contentType: 'application/dicom', read, origin: file, frames: header.frames });
+  }
+  return out;
+}
+
+export interface DataSetImages {
+  images: LabelledImage[];
   /** Closes the tar; the images cannot be read after. */
   close(): Promise<void>;
 }
@@ -104,8 +183,9 @@ export type FrameChoice = (typeof FRAME_CHOICES)[number];
 
 /**
  * The item id of frame `n` of the file whose id is `fileId`. A file's id ends in its image
- * extension (`.dcm`; contentTypeOf), never in `#frame=<digits>`, so no frame's id is another
- * file's, and the last `#frame=` splits a frame's id back into its file's id and frame.
+ * extension (`.dcm`; contentTypeOf) or is a SOP Instance UID (`dicomExport`: digits and dots),
+ * never in `#frame=<digits>`, so no frame's id is another file's, and the last `#frame=` splits a
+ * frame's id back into its file's id and frame.
  */
 export const frameItemId = (fileId: string, n: number): string => `${fileId}#frame=${n}`;
 
@@ -121,7 +201,7 @@ export interface ImageItems {
  * file's id; a multi-frame DICOM gives, per `frames`, one item per frame (`all`), frame 0 alone
  * (`first`; under its frame id too, so that a later `all` adds frames 1 and up beside it) or none
  * (`skip`, or `frames` undefined). Counting frames reads each DICOM's header here, one file at a
- * time and no pixel decoded, so that the total is known before encoding starts. A file that does
+ * time and no pixel decoded (unless its lister has: `ImageFile.frames`), so that the total is known before encoding starts. A file that does
  * not read, or whose header the decoder refuses, counts as one item: the encoder then refuses it,
  * naming the file and the reason, as it refuses any file it cannot read. A file whose own id is
  * `published` (the checkpoint's) was one item when it was indexed and is not read again: a resumed
@@ -131,8 +211,8 @@ export async function imageItems(files: ImageFile[], frames: FrameChoice | undef
   const out: ImageItems = { items: [], multiFrame: [] };
   for (const f of files) {
     if (out.items.length >= max) break;
-    let count = 1;
-    if (f.contentType === 'application/dicom' && !published(f.id)) {
+    let count = f.frames ?? 1;
+    if (f.frames === undefined && f.contentType === 'application/dicom' && !published(f.id)) {
       try {
         count = await dicomFrameCount(await f.read(), LOCAL_MAX_INFLATED);
       } catch {

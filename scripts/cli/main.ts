@@ -19,7 +19,7 @@ import { Checkpoint } from './checkpoint.ts';
 import { ApiError, Client } from './client.ts';
 import { encodedSource, openBatchEncoder } from './encode.ts';
 import { imageQuery } from './image-query.ts';
-import { dataSetImages, folderImages, FRAME_CHOICES, imageItems, type FrameChoice } from './images.ts';
+import { dataSetImages, dicomExport, folderImages, FRAME_CHOICES, imageItems, type FrameChoice, type ImageFile } from './images.ts';
 import { indexRecords } from './indexer.ts';
 import { fileSource, type RecordSource } from './sources.ts';
 
@@ -45,11 +45,14 @@ const USAGE = `medhash <command> [options]
 
   index --collection C --codes FILE [--format jsonl|csv] [--batch 1000]
         Upsert items from a JSONL/CSV file of codes, in batches; safe to re-run.
-  index --collection C (--images DIR | --data DIR [--split db]) [--frames all|first|skip] [--max-items N]
-        [--model M.onnx] [--batch 256] [--checkpoint FILE]
+  index --collection C (--images DIR | --dicom DIR | --data DIR [--split db]) [--frames all|first|skip]
+        [--max-items N] [--model M.onnx] [--batch 256] [--checkpoint FILE]
         Encode images (DIR/<label>/<file>.png|.jpg|.jpeg|.dcm, or a ../shared/data set) and upsert them, through the
         inference backend when MEDHASH_BACKEND_URL is set, else in-process (--model or MEDHASH_MODEL);
         resumable (checkpoint under MEDHASH_DATA_DIR/checkpoints/, default .medhash/checkpoints/).
+        --dicom: a PACS or media (DICOMDIR) export as it is: every DICOM file below DIR, whatever its
+        name, item id its SOP Instance UID, no label; files not DICOM, DICOM objects without pixel
+        data (DICOMDIR, SR, presentation states) and second copies of an instance are skipped, counted.
         A multi-frame DICOM (enhanced CT/MR, cine) per --frames: all, an item per frame (id
         <file id>#frame=<n>, n from 0); first, frame 0 alone (<file id>#frame=0); skip, none. Without
         --frames it is left out too, and the run ends with an error naming it (exit 1).
@@ -171,15 +174,15 @@ async function orphans(args: string[]) {
 async function index(args: string[]) {
   const v = parse(args, {
     collection: { type: 'string' }, codes: { type: 'string' }, format: { type: 'string' }, batch: { type: 'string' },
-    images: { type: 'string' }, data: { type: 'string' }, split: { type: 'string' }, 'max-items': { type: 'string' },
+    images: { type: 'string' }, dicom: { type: 'string' }, data: { type: 'string' }, split: { type: 'string' }, 'max-items': { type: 'string' },
     model: { type: 'string' }, checkpoint: { type: 'string' }, frames: { type: 'string' },
   });
   const collection = need(v.collection, 'collection');
-  const sources = [v.codes, v.images, v.data].filter((x) => x !== undefined).length;
-  if (sources !== 1) throw new UsageError('give exactly one of --codes, --images, --data');
+  const sources = [v.codes, v.images, v.dicom, v.data].filter((x) => x !== undefined).length;
+  if (sources !== 1) throw new UsageError('give exactly one of --codes, --images, --dicom, --data');
   const frames = v.frames as FrameChoice | undefined;
   if (frames !== undefined && !FRAME_CHOICES.includes(frames)) throw new UsageError(`--frames must be ${FRAME_CHOICES.join(', ')}`);
-  if (frames !== undefined && v.codes) throw new UsageError('--frames needs --images or --data (a codes file holds no frames)');
+  if (frames !== undefined && v.codes) throw new UsageError('--frames needs --images, --dicom or --data (a codes file holds no frames)');
   const batchSize = int(v.batch as string | undefined, 'batch', v.codes ? 1000 : 256)!;
   if (batchSize < 1 || batchSize > 1000) throw new UsageError('--batch must be between 1 and 1000');
   const api = client(v, 'MEDHASH_API_KEY');
@@ -193,7 +196,7 @@ async function index(args: string[]) {
   }
   const maxItems = int(v['max-items'] as string | undefined, 'max-items');
   if (maxItems !== undefined && maxItems < 0) throw new UsageError('--max-items must be 0 or more');
-  const set = v.images ? { images: await folderImages(v.images as string), close: async () => undefined } : await dataSetImages(v.data as string, (v.split as string | undefined) ?? 'db');
+  const set = v.images ? { images: await folderImages(v.images as string), close: async () => undefined } : v.dicom ? await dicomSet(v.dicom as string) : await dataSetImages(v.data as string, (v.split as string | undefined) ?? 'db');
   const encoder = await openBatchEncoder({ backendUrl: process.env.MEDHASH_BACKEND_URL || undefined, model: (v.model as string | undefined) ?? process.env.MEDHASH_MODEL });
   try {
     if (info.model_id !== encoder.model_id) {
@@ -219,6 +222,16 @@ async function index(args: string[]) {
     await encoder.close();
     await set.close();
   }
+}
+
+/** A DICOM export's images, what it skipped said on stderr; none is an error naming what there was. */
+async function dicomSet(dir: string): Promise<{ images: ImageFile[]; close(): Promise<void> }> {
+  const e = await dicomExport(dir);
+  const copies = e.duplicates.length ? `, ${e.duplicates.length} copies of an instance already listed (${e.duplicates.slice(0, 3).join(', ')}${e.duplicates.length > 3 ? ', ...' : ''})` : '';
+  const said = `${dir}: ${e.images.length} DICOM image file(s); skipped ${e.notDicom} file(s) not DICOM, ${e.notImages} DICOM object(s) without pixel data (DICOMDIR, SR, presentation states)${copies}`;
+  if (e.images.length === 0) throw new Error(said);
+  console.error(printable(said));
+  return { images: e.images, close: async () => undefined };
 }
 
 async function runIndex(api: Client, collection: string, source: RecordSource, batchSize: number, done: number, onPublished?: (ids: string[]) => void, total?: number) {

@@ -164,6 +164,18 @@ async function filterKind(entries: Dirent[], kind: 'dir' | 'file'): Promise<Dire
 const isDebris = (name: string): boolean => name.startsWith('.') || name === '__MACOSX';
 
 /**
+ * The files below `top` (recursively, as Python's rglob walks it: links to files are files, links
+ * to folders below `top` are not followed) that `accept` takes by name, debris left out, as paths
+ * relative to `dir`, sorted. The one walk of a folder here: of each class folder, and of a whole
+ * DICOM export (`medhash index --dicom`).
+ */
+export async function folderFiles(dir: string, top: string, accept: (name: string) => boolean): Promise<string[]> {
+  const entries = (await readdir(top, { recursive: true, withFileTypes: true })).filter((e) => accept(e.name));
+  const paths = (await filterKind(entries, 'file')).map((e) => relative(dir, join(e.parentPath, e.name)));
+  return paths.filter((p) => !p.split(/[\\/]/).some(isDebris)).sort();
+}
+
+/**
  * The files of a class folder (`<class>/...`, recursively, as Python's reader walks it) that
  * `accept` takes by name, as paths relative to `dir`: classes sorted, files sorted within each.
  * The one walk of the convention here, for evaluation and `medhash index --images` (Python
@@ -172,11 +184,7 @@ const isDebris = (name: string): boolean => name.startsWith('.') || name === '__
 export async function classFolderFiles(dir: string, accept: (name: string) => boolean): Promise<{ label: string; path: string }[]> {
   const out: { label: string; path: string }[] = [];
   const classes = (await filterKind(await readdir(dir, { withFileTypes: true }), 'dir')).map((e) => e.name).filter((n) => !isDebris(n)).sort();
-  for (const label of classes) {
-    const entries = (await readdir(join(dir, label), { recursive: true, withFileTypes: true })).filter((e) => accept(e.name));
-    const paths = (await filterKind(entries, 'file')).map((e) => relative(dir, join(e.parentPath, e.name)));
-    out.push(...paths.filter((p) => !p.split(/[\\/]/).some(isDebris)).sort().map((path) => ({ label, path })));
-  }
+  for (const label of classes) out.push(...(await folderFiles(dir, join(dir, label), accept)).map((path) => ({ label, path })));
   return out;
 }
 
