@@ -4,27 +4,15 @@
 // folder named after the patient, a multi-frame file, a structured report (no pixel data), a file
 // that is not DICOM, debris, and a second copy of one instance. Items are named by their SOP
 // Instance UIDs, carry the DICOM metadata and no label, and nothing of the folder names.
-import { execFile } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
+import { copyFileSync, mkdirSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { promisify } from 'node:util';
-import { serve, type ServerType } from '@hono/node-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createApp } from '../functions/api/app.ts';
-import { startBackend } from '../functions/backend/node.ts';
-import { loadCard } from '../functions/encode/card.ts';
-import { createNodeBackend, type NodeBackend } from '../functions/entries/node.ts';
-import { createNodeImageEncoder } from '../functions/inference/node.ts';
 import { concatBytes } from '../functions/util/bytes.ts';
 import { Client } from '../scripts/cli/client.ts';
 import { dicomExport } from '../scripts/cli/images.ts';
 import { cs, DICOM_FIXTURES, dicomDir, element, part10, pixelModule, ui } from './encode/fixtures.ts';
-import { TEST_OPERATOR_KEY } from './shared/constants.ts';
+import { failure, MODEL, startCliWorld, type CliWorld } from './shared/cli-world.ts';
 
-const ROOT = join(import.meta.dirname, '..');
-const MODEL = join(ROOT, 'models', 'mednist-darf-b64.onnx');
 const STUDY = '1.2.826.0.1.3680043.10.1410.92.1';
 const SERIES = '1.2.826.0.1.3680043.10.1410.93.1';
 /** The instances: a CT slice, a 3-frame XA cine, a second CT slice (in the patient-named folder), and a structured report. */
@@ -49,30 +37,16 @@ function instance(sop: string, modality: string, frames = 1): Uint8Array {
   return part10(concatBytes([...header, pixelModule(side, side, { extra }), element(0x7fe0, 0x0010, 'OB', pixels)]));
 }
 
+let w: CliWorld;
 let dir: string;
 let exp: string;
-let backend: Awaited<ReturnType<typeof startBackend>>;
-let node: NodeBackend;
-let server: ServerType;
 let url: string;
 let api: Client;
 let key: string;
-let modelId: string;
 
-const cli = (args: string[], env: Record<string, string> = {}) =>
-  promisify(execFile)(process.execPath, [join(ROOT, 'scripts', 'medhash.mjs'), ...args], {
-    env: { ...process.env, MEDHASH_URL: url, MEDHASH_API_KEY: key, MEDHASH_DATA_DIR: join(dir, 'cli'), MEDHASH_BACKEND_URL: '', ...env },
-    cwd: ROOT,
-  });
-const failure = (p: Promise<unknown>) => p.then(() => { throw new Error('the command succeeded'); }, (e: { code: number; stderr: string }) => e);
-const viaBackend = () => ({ MEDHASH_BACKEND_URL: backend.url });
-
-let collections = 0;
-async function collection(): Promise<string> {
-  const name = `dicom-${++collections}`;
-  await api.request('POST', '/v1/collections', { name, bits: 64, descriptor_dims: 64, model_id: modelId });
-  return name;
-}
+const cli = (args: string[], env?: Record<string, string>) => w.cli(args, env);
+const viaBackend = () => w.viaBackend();
+const collection = () => w.collection();
 
 /** Which of the images' ids (and of the report's and the multi-frame file's own) the collection holds. */
 async function ids(name: string): Promise<string[]> {
@@ -94,7 +68,8 @@ function put(root: string, path: string, bytes: Uint8Array | string) {
 }
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'medhash-dicom-'));
+  w = await startCliWorld('dicom');
+  ({ dir, url, key, api } = w);
   exp = join(dir, 'export');
   put(exp, 'DICOMDIR', dicomDir(['DICOM\\PA000001\\ST000001\\SE000001\\IM000001', 'DICOM\\PA000001\\ST000001\\SE000001\\IM000002']));
   put(exp, 'DICOM/PA000001/ST000001/SE000001/IM000001', instance(SOP.ct, 'CT'));
@@ -107,26 +82,9 @@ beforeAll(async () => {
   put(exp, 'README.TXT', 'Open VIEWER.EXE to view the images.\n');
   // debris, though its bytes are an image's: a macOS fork of a file
   put(exp, 'DICOM/PA000001/ST000001/SE000001/._IM000001', instance(SOP.ct, 'CT'));
-  backend = await startBackend({ model: MODEL, port: 0, hostname: '127.0.0.1', cuda: false, threads: 1 });
-  const images = await createNodeImageEncoder({ model: MODEL, backendUrl: backend.url });
-  node = await createNodeBackend({ dataDir: join(dir, 'data'), operatorKey: TEST_OPERATOR_KEY, images });
-  server = await new Promise<ServerType>((ok) => {
-    const s = serve({ fetch: createApp(node.backend).fetch, port: 0, hostname: '127.0.0.1' }, () => ok(s));
-  });
-  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const op = new Client(url, TEST_OPERATOR_KEY);
-  const tenant = await op.request<{ id: string }>('POST', '/v1/admin/tenants', { name: 'dicom-test' });
-  key = (await op.request<{ secret: string }>('POST', `/v1/admin/tenants/${tenant.id}/keys`, { scopes: ['search', 'ingest', 'admin'] })).secret;
-  api = new Client(url, key);
-  modelId = (await loadCard(MODEL)).card.model_id;
 }, 120_000);
 
-afterAll(async () => {
-  await new Promise((ok) => server?.close(ok));
-  node?.close();
-  await backend?.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => w?.close());
 
 describe('the walk of a DICOM export', () => {
   it('keeps each DICOM image by its bytes, whatever its name, named by its SOP Instance UID; counts what it skips', async () => {

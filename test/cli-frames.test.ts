@@ -6,21 +6,11 @@
 // and sends the backend tensors (seen in the sizes of the requests the backend receives). So does
 // `medhash search --image` of one: the CLI decodes the frame and sends it as a PNG, whose answer is
 // the one a POST of the DICOM (or of the frame's single-frame twin) gets.
-import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
+import { copyFileSync, mkdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { deflateRawSync } from 'node:zlib';
-import { serve, type ServerType } from '@hono/node-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createApp } from '../functions/api/app.ts';
-import { startBackend } from '../functions/backend/node.ts';
-import { loadCard } from '../functions/encode/card.ts';
-import { createNodeBackend, type NodeBackend } from '../functions/entries/node.ts';
-import { createNodeImageEncoder } from '../functions/inference/node.ts';
 import type { ImageEncoding } from '../functions/backend/protocol.ts';
 import { Client } from '../scripts/cli/client.ts';
 import { encodedSource, openBatchEncoder, type BatchEncoder } from '../scripts/cli/encode.ts';
@@ -29,41 +19,26 @@ import type { IndexRecord } from '../scripts/cli/sources.ts';
 import { decodeImage, DEFAULT_LIMITS } from '../functions/encode/image.ts';
 import { concatBytes } from '../functions/util/bytes.ts';
 import { cs, DICOM_FIXTURES, DICOM_STUDY_UID, element, part10, pixelModule } from './encode/fixtures.ts';
-import { TEST_OPERATOR_KEY } from './shared/constants.ts';
+import { failure, MODEL, startCliWorld, type CliWorld } from './shared/cli-world.ts';
 
-const ROOT = join(import.meta.dirname, '..');
-const MODEL = join(ROOT, 'models', 'mednist-darf-b64.onnx');
 // compressed, without a Basic Offset Table: the frames are found by their JPEG streams
 const MULTI = 'grey8-frames3-jpeg-lossless-sv1-fs1-nobot.dcm';
 const FRAME_IDS = [0, 1, 2].map((n) => `Hand/cine.dcm#frame=${n}`);
 
+let w: CliWorld;
 let dir: string;
 let folder: string;
-let backend: Awaited<ReturnType<typeof startBackend>>;
-let node: NodeBackend;
-let server: ServerType;
+let backend: CliWorld['backend'];
 let url: string;
 let api: Client;
 let key: string;
-let modelId: string;
 /** Each frame's code as search by image computes it (`?frame=n`), and its descriptor (`/v1/encode?frame=n`). */
 const frameCodes: string[] = [];
 const frameDescriptors: number[][] = [];
 
-const cli = (args: string[], env: Record<string, string> = {}) =>
-  promisify(execFile)(process.execPath, [join(ROOT, 'scripts', 'medhash.mjs'), ...args], {
-    env: { ...process.env, MEDHASH_URL: url, MEDHASH_API_KEY: key, MEDHASH_DATA_DIR: join(dir, 'cli'), MEDHASH_BACKEND_URL: '', ...env },
-    cwd: ROOT,
-  });
-const failure = (p: Promise<unknown>) => p.then(() => { throw new Error('the command succeeded'); }, (e: { code: number; stderr: string }) => e);
-const viaBackend = () => ({ MEDHASH_BACKEND_URL: backend.url });
-
-let collections = 0;
-async function collection(): Promise<string> {
-  const name = `frames-${++collections}`;
-  await api.request('POST', '/v1/collections', { name, bits: 64, descriptor_dims: 64, model_id: modelId });
-  return name;
-}
+const cli = (args: string[], env?: Record<string, string>) => w.cli(args, env);
+const viaBackend = () => w.viaBackend();
+const collection = () => w.collection();
 
 async function ids(name: string): Promise<string[]> {
   const found: string[] = [];
@@ -78,23 +53,12 @@ async function ids(name: string): Promise<string[]> {
 const item = (name: string, id: string) => api.request<{ code: string; descriptor: number[]; metadata: Record<string, string> }>('GET', `/v1/collections/${name}/items/${encodeURIComponent(id)}`);
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'medhash-frames-'));
+  w = await startCliWorld('frames');
+  ({ dir, url, key, api, backend } = w);
   folder = join(dir, 'study');
   mkdirSync(join(folder, 'Hand'), { recursive: true });
   copyFileSync(join(DICOM_FIXTURES, MULTI), join(folder, 'Hand', 'cine.dcm'));
   copyFileSync(join(DICOM_FIXTURES, 'grey8-explicit.dcm'), join(folder, 'Hand', 'single.dcm'));
-  backend = await startBackend({ model: MODEL, port: 0, hostname: '127.0.0.1', cuda: false, threads: 1 });
-  const images = await createNodeImageEncoder({ model: MODEL, backendUrl: backend.url });
-  node = await createNodeBackend({ dataDir: join(dir, 'data'), operatorKey: TEST_OPERATOR_KEY, images });
-  server = await new Promise<ServerType>((ok) => {
-    const s = serve({ fetch: createApp(node.backend).fetch, port: 0, hostname: '127.0.0.1' }, () => ok(s));
-  });
-  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const op = new Client(url, TEST_OPERATOR_KEY);
-  const tenant = await op.request<{ id: string }>('POST', '/v1/admin/tenants', { name: 'frames-test' });
-  key = (await op.request<{ secret: string }>('POST', `/v1/admin/tenants/${tenant.id}/keys`, { scopes: ['search', 'ingest', 'admin'] })).secret;
-  api = new Client(url, key);
-  modelId = (await loadCard(MODEL)).card.model_id;
   const probe = await collection();
   const bytes = new Uint8Array(readFileSync(join(DICOM_FIXTURES, MULTI)));
   const post = (path: string) => fetch(`${url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/dicom' }, body: bytes });
@@ -104,12 +68,7 @@ beforeAll(async () => {
   }
 }, 120_000);
 
-afterAll(async () => {
-  await new Promise((ok) => server?.close(ok));
-  node?.close();
-  await backend?.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => w?.close());
 
 describe('medhash index --frames', () => {
   it('all: an item per frame, each with the code of a search by that frame, the file\'s metadata kept', async () => {
