@@ -113,8 +113,9 @@ export function isDicom(b: Uint8Array): boolean {
 }
 
 const hex4 = (n: number) => n.toString(16).toUpperCase().padStart(4, '0');
-/** The first 64 bytes of a value as text: every attribute read here is shorter, and a hostile one stays cheap. */
-const ascii = (v: Uint8Array) => String.fromCharCode(...v.subarray(0, 64));
+/** The first `max` bytes of a value as text: every attribute read here is shorter (a UID is
+ * read one byte past its limit, to tell one too long), and a hostile one stays cheap. */
+const ascii = (v: Uint8Array, max = 64) => String.fromCharCode(...v.subarray(0, max));
 
 interface Header {
   group: number;
@@ -490,9 +491,9 @@ const lookup = (l: Lut, x: number) => l.data[Math.min(Math.max(Math.trunc(x) - l
 const DECIMAL_STRING = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/;
 
 /** The first value of a text attribute (DS, IS, CS, UI), trimmed; undefined when absent or empty. */
-function text(values: Values, tag: number): string | undefined {
+function text(values: Values, tag: number, max?: number): string | undefined {
   const v = values.get(tag);
-  const s = v && ascii(v).split('\\')[0].replace(/^[\0 ]+|[\0 ]+$/g, '');
+  const s = v && ascii(v, max).split('\\')[0].replace(/^[\0 ]+|[\0 ]+$/g, '');
   return s === '' ? undefined : s;
 }
 
@@ -1001,7 +1002,9 @@ export async function dicomMetadata(file: Uint8Array, maxInflated = MAX_INFLATED
   const w = new Walker(await inflated(file, maxInflated), new Set(Object.values(METADATA_TAGS))).walk();
   const out: DicomMetadata = {};
   for (const [field, tag] of Object.entries(METADATA_TAGS) as [keyof DicomMetadata, number][]) {
-    const v = text(w.attrs, tag);
+    // a UID of 65 characters or more is malformed, not its first 64: read past them (and past
+    // the padding of one of 64), so that --dicom never names two instances by one cut-off UID
+    const v = text(w.attrs, tag, MAX_UID_LENGTH + 2);
     const ok = v !== undefined && (field.endsWith('_uid') ? DICOM_UID.test(v) && v.length <= MAX_UID_LENGTH : CODE_STRING.test(v));
     if (ok) out[field] = v;
   }

@@ -164,6 +164,18 @@ describe('DICOM metadata for ingest', () => {
     ]));
     expect(await dicomMetadata(file)).toEqual({ modality: 'MR' });
   });
+
+  it('leaves out a UID over 64 characters, not its first 64 (two such instances would share one id under --dicom); keeps one of 64, padded', async () => {
+    const uid = (n: number) => `1.2.${'3'.repeat(n - 4)}`;
+    const file = (sop: string) => part10(concatBytes([
+      element(0x0008, 0x0018, 'UI', new TextEncoder().encode(sop)),
+      element(0x0020, 0x000d, 'UI', new TextEncoder().encode(`${uid(64)}\0\0`)),
+      element(0x7fe0, 0x0010, 'OB', new Uint8Array(0)),
+    ]));
+    expect(await dicomMetadata(file(`${uid(65)}\0`))).toEqual({ study_uid: uid(64) });
+    expect(await dicomMetadata(file(`${uid(64)}${'0'.repeat(200)}`))).toEqual({ study_uid: uid(64) });
+    expect(await dicomMetadata(file(uid(64)))).toEqual({ study_uid: uid(64), sop_uid: uid(64) });
+  });
 });
 
 /** One image, uncompressed and as RLE Lossless (by the test side's encoder), from the same raw samples. */
