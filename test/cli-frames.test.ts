@@ -375,13 +375,15 @@ describe('a multi-frame DICOM over the service\'s 8 MiB', () => {
       expect(own.results).toHaveLength(5);
     }, 60_000);
 
-    it('refuses clearly: a DICOM naming no study with --exclude-own-study, both exclusions at once, a negative frame, a frame too large to send as PNG', async () => {
+    it('refuses clearly: a DICOM naming no study with --exclude-own-study, both exclusions at once, a multi-frame file without --frame, a negative frame, a frame too large to send as PNG', async () => {
       const noStudy = join(dir, 'query', 'nostudy.dcm');
       writeFileSync(noStudy, twin(0));
       const e = await failure(cli(['search', '--collection', searched, '--image', noStudy, '--exclude-own-study']));
       expect([e.code, e.stderr]).toEqual([1, expect.stringContaining(`medhash: ${noStudy}: --exclude-own-study: the DICOM has no valid Study Instance UID (0020,000D)`)]);
       const both = await failure(cli(['search', '--collection', searched, '--image', path, '--exclude-own-study', '--exclude-study-uid', '1.2']));
       expect([both.code, both.stderr]).toEqual([2, expect.stringContaining('give one of --exclude-own-study, --exclude-study-uid')]);
+      const none = await failure(cli(['search', '--collection', searched, '--image', path]));
+      expect([none.code, none.stderr]).toEqual([1, expect.stringContaining(`medhash: ${path}: the DICOM has 5 frames: choose one with --frame (0 to 4)`)]);
       const negative = await failure(cli(['search', '--collection', searched, '--image', path, '--frame=-1']));
       expect([negative.code, negative.stderr]).toEqual([2, expect.stringContaining('--frame must be 0 or more')]);
       // 4096 x 4096 of noise: a PNG of about 16 MiB, which no filter makes smaller

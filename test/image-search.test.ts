@@ -415,7 +415,7 @@ describe('search by image', () => {
     const path = join(DICOM_FIXTURES, 'grey8-frames3-jpeg-lossless-sv1-fs1-nobot.dcm');
     const { stdout } = await cli(['search', '--collection', 'imgs', '--image', path, '--frame', '1', '--allow-ood', '--json'], { MEDHASH_URL: url, MEDHASH_API_KEY: key });
     expect(JSON.parse(stdout).code).toBe(wanted[1]);
-    await expect(cli(['search', '--collection', 'imgs', '--image', path, '--allow-ood', '--json'], { MEDHASH_URL: url, MEDHASH_API_KEY: key })).rejects.toMatchObject({ stderr: expect.stringMatching(/3 frames: choose one with `frame`/) });
+    await expect(cli(['search', '--collection', 'imgs', '--image', path, '--allow-ood', '--json'], { MEDHASH_URL: url, MEDHASH_API_KEY: key })).rejects.toMatchObject({ stderr: expect.stringMatching(/3 frames: choose one with --frame \(0 to 2\)/) });
   });
 
   it("words the backend's verdict on an image as the in-process path does (the Worker's path)", async () => {

@@ -4,7 +4,7 @@
 // way, what a small file's search proves (the same answer as a POST of the file) holds for the
 // 300 MiB enhanced CT too, and a file's answer, errors and exclusions do not change at 8 MiB.
 import { MAX_BODY_BYTES } from '../../functions/api/schemas.ts';
-import { dicomMetadata, undeflated } from '../../functions/encode/dicom.ts';
+import { dicomFrameCount, dicomMetadata, undeflated } from '../../functions/encode/dicom.ts';
 import { decodeImage, type ImageType } from '../../functions/encode/image.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { encodePng } from '../../functions/encode/png-encode.ts';
@@ -44,6 +44,11 @@ export async function imageQuery(file: string, type: ImageType, frame: number | 
   if (ownStudy) {
     studyUid = (await named(file, () => dicomMetadata(plain, LOCAL_MAX_INFLATED))).study_uid;
     if (studyUid === undefined) throw new Error(`${file}: --exclude-own-study: the DICOM has no valid Study Instance UID (0020,000D)`);
+  }
+  if (frame === undefined) {
+    // the decoder would say to choose one with `frame`, the API's parameter: here it is --frame
+    const frames = await named(file, () => dicomFrameCount(plain, LOCAL_MAX_INFLATED));
+    if (frames > 1) throw new Error(`${file}: the DICOM has ${frames} frames: choose one with --frame (0 to ${frames - 1})`);
   }
   const where = frame === undefined ? file : `${file} frame ${frame}`;
   const png = await named(where, async () => {
