@@ -25,6 +25,14 @@ beforeAll(() => initNodeImageCodecs());
 
 const fixture = (name: string) => new Uint8Array(readFileSync(join(DICOM_FIXTURES, `${name}.dcm`)));
 
+/** A one-frame encapsulated fixture, its frame's codestream, and `broken(f)`: the same file with `f` as its frame. */
+function oneFrame(name: string): { good: Uint8Array; frame: Uint8Array; broken: (f: Uint8Array) => Uint8Array } {
+  const good = fixture(name);
+  const [frame] = dicomFragments(good);
+  const head = good.subarray(0, Buffer.from(good).lastIndexOf(Buffer.from([0xe0, 0x7f, 0x10, 0x00])));
+  return { good, frame, broken: (f) => concatBytes([head, encapsulatedPixelData([f])]) };
+}
+
 async function jpeg(src: { set: string; member: string }): Promise<Uint8Array> {
   const tar = await TarReader.open(join(dataDir(src.set), 'images.tar'));
   try {
@@ -310,10 +318,7 @@ describe('JPEG-LS (CharLS)', () => {
   });
 
   it('a bad frame leaves CharLS usable: truncated, garbage, then a good frame, twice over', async () => {
-    const good = fixture('ct16-window-jpeg-ls');
-    const [frame] = dicomFragments(good);
-    const head = good.subarray(0, Buffer.from(good).lastIndexOf(Buffer.from([0xe0, 0x7f, 0x10, 0x00])));
-    const broken = (f: Uint8Array) => concatBytes([head, encapsulatedPixelData([f])]);
+    const { good, frame, broken } = oneFrame('ct16-window-jpeg-ls');
     const want = await decodeImage(fixture('ct16-window'));
     for (let round = 0; round < 2; round++) {
       const truncated = await refusal(decodeImage(broken(frame.subarray(0, frame.length >> 1))));
@@ -326,12 +331,10 @@ describe('JPEG-LS (CharLS)', () => {
   });
 
   it('the frame header must agree with the DICOM header before CharLS sees the frame: a 65535 x 65535 SOF55 under a 64 x 64 header is a 422 naming both', async () => {
-    const good = fixture('ct16-window-jpeg-ls');
-    const [frame] = dicomFragments(good);
+    const { frame, broken } = oneFrame('ct16-window-jpeg-ls');
     const huge = frame.slice();
     huge.set([0xff, 0xff, 0xff, 0xff], 7);
-    const head = good.subarray(0, Buffer.from(good).lastIndexOf(Buffer.from([0xe0, 0x7f, 0x10, 0x00])));
-    const e = await refusal(decodeImage(concatBytes([head, encapsulatedPixelData([huge])])));
+    const e = await refusal(decodeImage(broken(huge)));
     expect([e.status, e.message]).toEqual([422, 'DICOM JPEG-LS Lossless frame is 65535x65535; the header says 64x64']);
     const bad = await refusal(decodeImage(part10(concatBytes([pixelModule(2, 3), encapsulatedPixelData([new Uint8Array(8)])]), JPEG_LS)));
     expect([bad.status, bad.message]).toEqual([422, 'DICOM JPEG-LS Lossless frame is not a JPEG-LS stream (starts with 00 00 00 00)']);
@@ -420,10 +423,7 @@ describe('JPEG 2000 (OpenJPEG)', () => {
   });
 
   it('a bad codestream leaves OpenJPEG usable: header only, garbage tiles, then a good frame, twice over', async () => {
-    const good = fixture('ct16-window-jpeg2000-lossless');
-    const [frame] = dicomFragments(good);
-    const head = good.subarray(0, Buffer.from(good).lastIndexOf(Buffer.from([0xe0, 0x7f, 0x10, 0x00])));
-    const broken = (f: Uint8Array) => concatBytes([head, encapsulatedPixelData([f])]);
+    const { good, frame, broken } = oneFrame('ct16-window-jpeg2000-lossless');
     const want = await decodeImage(fixture('ct16-window'));
     for (let round = 0; round < 2; round++) {
       const cut = await refusal(decodeImage(broken(frame.subarray(0, 48))));
@@ -437,13 +437,11 @@ describe('JPEG 2000 (OpenJPEG)', () => {
   });
 
   it('the SIZ segment must agree with the DICOM header before OpenJPEG sees the codestream: size, sign, tiles', async () => {
-    const good = fixture('ct16-window-jpeg2000-lossless');
-    const [frame] = dicomFragments(good);
-    const head = good.subarray(0, Buffer.from(good).lastIndexOf(Buffer.from([0xe0, 0x7f, 0x10, 0x00])));
+    const { frame, broken } = oneFrame('ct16-window-jpeg2000-lossless');
     const withSiz = (edits: [number, number[]][]) => {
       const f = frame.slice();
       for (const [at, bytes] of edits) f.set(bytes, at);
-      return concatBytes([head, encapsulatedPixelData([f])]);
+      return broken(f);
     };
     const huge = await refusal(decodeImage(withSiz([[8, [0, 0, 0x40, 0]], [12, [0, 0, 0x40, 0]], [24, [0, 0, 0x40, 0]], [28, [0, 0, 0x40, 0]]])));
     expect([huge.status, huge.message]).toEqual([422, 'DICOM JPEG 2000 Lossless frame is 16384x16384; the header says 64x64']);
