@@ -17,7 +17,7 @@ import { loadNodeEncoder } from '../../functions/encode/model.ts';
 import { preprocess } from '../../functions/encode/preprocess.ts';
 import { BackendUnavailable, RemoteEncoder, type RemoteInput } from '../../functions/inference/remote.ts';
 import { MedhashError } from '../../functions/util/errors.ts';
-import { LOCAL_DICOM_LIMITS, LOCAL_MAX_INFLATED, where, type ImageFile } from './images.ts';
+import { LOCAL_DICOM_LIMITS, LOCAL_MAX_INFLATED, named, where, type ImageFile } from './images.ts';
 import type { RecordSource } from './sources.ts';
 
 export interface BatchEncoder {
@@ -41,15 +41,6 @@ const QUEUE_FULL_MAX_WAIT_S = 60;
 // the batch went out, a backend restarting) costs a retry of that batch, not the whole run:
 // encoding is a pure function, so sending a batch again is safe.
 const TRANSIENT_RETRIES = 3;
-
-/** What `run` gives, or its failure under the item's name (its file, and its frame). */
-async function named<T>(f: ImageFile, run: () => Promise<T>): Promise<T> {
-  try {
-    return await run();
-  } catch (e) {
-    throw new Error(`${where(f)}: ${e instanceof Error ? e.message : String(e)}`);
-  }
-}
 
 /** Item `f`'s bytes decoded (a DICOM under the CLI's limits, others under the service's) and preprocessed as `input` says. */
 async function tensorOf(f: ImageFile, bytes: Uint8Array, input: ModelInput): Promise<Float32Array> {
@@ -113,7 +104,7 @@ export async function openBatchEncoder(opts: { backendUrl?: string; model?: stri
         let inputs: RemoteInput[] = [];
         let size = 0;
         for (const f of images) {
-          const x = await named(f, async (): Promise<RemoteInput> => {
+          const x = await named(where(f), async (): Promise<RemoteInput> => {
             const bytes = await f.read();
             if (f.contentType === 'application/dicom') return { tensor: await tensorOf(f, bytes, input) };
             // the backend's limit, checked here: over the body limit, its 413 would name no file
@@ -146,7 +137,7 @@ export async function openBatchEncoder(opts: { backendUrl?: string; model?: stri
     path: `in-process ${encoder.runtime}`,
     async encode(images) {
       const x = new Float32Array(images.length * per);
-      for (const [i, f] of images.entries()) x.set(await named(f, async () => tensorOf(f, await f.read(), card.input)), i * per);
+      for (const [i, f] of images.entries()) x.set(await named(where(f), async () => tensorOf(f, await f.read(), card.input)), i * per);
       const out = await encoder.run(x, images.length);
       return images.map((_, i) => encodingOf(card, out, i));
     },

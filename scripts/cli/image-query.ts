@@ -9,7 +9,7 @@ import { decodeImage, type ImageType } from '../../functions/encode/image.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { encodePng } from '../../functions/encode/png-encode.ts';
 import { RawBody } from './client.ts';
-import { LOCAL_DICOM_LIMITS, LOCAL_MAX_INFLATED, readLocalFile } from './images.ts';
+import { LOCAL_DICOM_LIMITS, LOCAL_MAX_INFLATED, named, readLocalFile } from './images.ts';
 
 export interface ImageQuery {
   body: RawBody;
@@ -17,15 +17,6 @@ export interface ImageQuery {
   frame?: number;
   /** The DICOM's Study Instance UID, when its own study is to be left out (`exclude_study_uid`). */
   studyUid?: string;
-}
-
-/** What `run` gives, or its failure under `where`'s name. */
-async function named<T>(where: string, run: () => Promise<T>): Promise<T> {
-  try {
-    return await run();
-  } catch (e) {
-    throw new Error(`${where}: ${e instanceof Error ? e.message : String(e)}`);
-  }
 }
 
 /**

@@ -67,6 +67,15 @@ export const MAX_FRAMES_PER_FILE = 100_000;
 /** The item's place for a message: its file, and its frame when it is one. */
 export const where = (f: ImageFile): string => (f.frame === undefined ? f.origin : `${f.origin} frame ${f.frame}`);
 
+/** What `run` gives, or its failure under `place`'s name (a file, or `where` of an item). */
+export async function named<T>(place: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (e) {
+    throw new Error(`${place}: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
 /** An image of a class folder or data set: it has its label. */
 export type LabelledImage = ImageFile & { label: string };
 
