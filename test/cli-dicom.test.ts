@@ -108,6 +108,14 @@ describe('the walk of a DICOM export', () => {
     // README.TXT; the DICOMDIR and the report; the second copy
     expect([e.notDicom, e.notImages, e.duplicates]).toEqual([1, 2, [at('DOE_JOHN/copy/IM000001')]]);
   });
+
+  it('refuses, by name, a file cut short inside its pixel data, rather than keeping it and skipping a complete copy after it', async () => {
+    const cut = join(dir, 'cut');
+    const whole = instance(SOP.cine, 'XA', 3);
+    put(cut, 'A/IM000001', whole.slice(0, -100));
+    put(cut, 'B/IM000001', whole);
+    await expect(dicomExport(cut)).rejects.toThrow(`${join(cut, 'A/IM000001')}: DICOM is truncated: 3 frames of 32x32 pixels need 3072 bytes of pixel data, 2972 are present`);
+  });
 });
 
 describe('medhash index --dicom', () => {

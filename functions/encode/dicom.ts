@@ -940,16 +940,24 @@ export async function dicomGeometry(file: Uint8Array, frame?: number, maxInflate
       // interleaved too, whatever Planar Configuration says
       return pixels(a, decodeJpegLossless(encapsulated(), { ...a, syntax: a.syntax.name, sv1: a.syntax.sv1 === true }), 0);
     }
-    // frames follow each other, each exactly `need` bytes: all of them must be there, not only the one read
-    const need = a.rows * a.columns * a.samples * (a.bitsAllocated / 8);
-    const present = Math.min(a.pixelLength, bytes.length - a.pixelOffset);
-    if (present < need * a.frames) {
-      throw corrupt(`DICOM is truncated: ${a.frames > 1 ? `${a.frames} frames of ` : ''}${a.columns}x${a.rows} pixels need ${need * a.frames} bytes of pixel data, ${present} are present`);
-    }
+    const need = nativeFrameBytes(a, bytes.length);
     const at = a.pixelOffset + a.frame * need;
     return pixels(a, bytes.subarray(at, at + need), a.planar);
   };
   return { geometry: { width: a.columns, height: a.rows }, decode };
+}
+
+/**
+ * The bytes of one frame of native (uncompressed) pixel data, after checking that all the frames
+ * are there, not only the one read: they follow each other, each exactly that long.
+ */
+function nativeFrameBytes(a: Attributes, fileLength: number): number {
+  const need = a.rows * a.columns * a.samples * (a.bitsAllocated / 8);
+  const present = Math.min(a.pixelLength, fileLength - a.pixelOffset);
+  if (present < need * a.frames) {
+    throw corrupt(`DICOM is truncated: ${a.frames > 1 ? `${a.frames} frames of ` : ''}${a.columns}x${a.rows} pixels need ${need * a.frames} bytes of pixel data, ${present} are present`);
+  }
+  return need;
 }
 
 /**
@@ -977,6 +985,21 @@ export async function undeflated(file: Uint8Array, maxInflated = MAX_INFLATED_BY
 export async function dicomFrameCount(file: Uint8Array, maxInflated = MAX_INFLATED_BYTES): Promise<number> {
   const bytes = await inflated(file, maxInflated);
   return attributes(new Walker(bytes).walk(), bytes.length, 0).frames;
+}
+
+/**
+ * Number of Frames of a whole file: dicomFrameCount, after checking, without decoding any frame,
+ * that its pixel data holds every frame (native: all their bytes; encapsulated: every item up to
+ * the Sequence Delimitation Item, and the Basic Offset Table). For a lister that must tell a
+ * file cut short from a complete copy of the same instance (`medhash index --dicom`); the
+ * item walk reads the fragments' headers only. Throws as decoding would.
+ */
+export async function dicomWholeFrameCount(file: Uint8Array, maxInflated = MAX_INFLATED_BYTES): Promise<number> {
+  const bytes = await inflated(file, maxInflated);
+  const a = attributes(new Walker(bytes).walk(), bytes.length, 0);
+  if (a.syntax.pixels === 'native') nativeFrameBytes(a, bytes.length);
+  else encapsulatedFrame(bytes, a.pixelOffset, a.frames, 0, a.syntax.pixels !== 'rle');
+  return a.frames;
 }
 
 /** The item metadata a DICOM file gives ingest; a value that is missing or malformed is left out. */

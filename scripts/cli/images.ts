@@ -6,7 +6,7 @@
 // file has its own byte limit (LOCAL_FILE_MAX_BYTES), not the service's request limit.
 import { open, readFile, stat } from 'node:fs/promises';
 import { basename, join, sep } from 'node:path';
-import { dicomFrameCount, dicomMetadata, inflatedCap, isDicom, NotAnImage, undeflated } from '../../functions/encode/dicom.ts';
+import { dicomFrameCount, dicomMetadata, dicomWholeFrameCount, inflatedCap, isDicom, NotAnImage, undeflated } from '../../functions/encode/dicom.ts';
 import { DEFAULT_LIMITS, type ImageLimits, type ImageType } from '../../functions/encode/image.ts';
 import { classFolderFiles, contentTypeOf, folderFiles, IMAGE_EXTENSIONS, readManifest, TarReader } from '../data/shared-data.ts';
 
@@ -121,7 +121,8 @@ export interface DicomExport {
  * a media's DICOMDIR and `DICOM/PA000001/.../IM000001`): files walked as --images walks a class
  * (folderFiles: sorted, links as Python sees them, debris left out), each kept by its bytes (the
  * Part 10 magic), whatever its name. A kept file is read once here, for the id and its Number of
- * Frames; one whose header does not read stops the listing, named, before anything is encoded.
+ * Frames; one whose header does not read, or whose pixel data does not hold all its frames, stops
+ * the listing, named, before anything is encoded.
  *
  * The id is the SOP Instance UID, not the path: it is the same in every export of the instance
  * (a PACS numbers a re-export's files anew, so a re-run upserts rather than duplicates, and the
@@ -141,9 +142,11 @@ export async function dicomExport(dir: string): Promise<DicomExport> {
     const read = () => readLocalFile(file);
     let header: { sop?: string; frames: number };
     try {
-      // a deflated file inflated once for both walks
+      // a deflated file inflated once for both walks; a file cut short inside its pixel data is
+      // refused here, by name, before anything is indexed and before a complete copy of it that
+      // follows would be skipped as its duplicate
       const bytes = await undeflated(await read(), LOCAL_MAX_INFLATED);
-      header = { sop: (await dicomMetadata(bytes, LOCAL_MAX_INFLATED)).sop_uid, frames: await dicomFrameCount(bytes, LOCAL_MAX_INFLATED) };
+      header = { sop: (await dicomMetadata(bytes, LOCAL_MAX_INFLATED)).sop_uid, frames: await dicomWholeFrameCount(bytes, LOCAL_MAX_INFLATED) };
     } catch (e) {
       if (e instanceof NotAnImage) {
         out.notImages++;

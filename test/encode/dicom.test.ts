@@ -9,7 +9,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { deflateRawSync } from 'node:zlib';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { dicomFrameCount, dicomMetadata, inflatedCap, MAX_DEPTH, MAX_ELEMENTS, MAX_INFLATED_BYTES, NotAnImage } from '../../functions/encode/dicom.ts';
+import { dicomFrameCount, dicomMetadata, dicomWholeFrameCount, inflatedCap, MAX_DEPTH, MAX_ELEMENTS, MAX_INFLATED_BYTES, NotAnImage } from '../../functions/encode/dicom.ts';
 import { EmscriptenCodec } from '../../functions/encode/dicom-codecs.ts';
 import { bundle, ENTRIES } from '../../functions/sdk/build.ts';
 import { decodeImage, DEFAULT_LIMITS } from '../../functions/encode/image.ts';
@@ -572,6 +572,20 @@ describe('refused DICOM', () => {
     expect((await refusal(decodeImage(cut, 'application/dicom', DEFAULT_LIMITS, { frame: 0 }))).status).toBe(422);
     const e = await refusal(dicomFrameCount(fixture('grey8-bigendian')));
     expect([e.status, e.message]).toEqual([415, expect.stringContaining('Explicit VR Big Endian')]);
+  });
+
+  it('dicomWholeFrameCount: Number of Frames of a file whose pixel data holds every frame; a file cut short is refused as decoding its last frame is', async () => {
+    for (const [name, frames] of Object.entries(DICOM_MULTI_FRAME)) expect(await dicomWholeFrameCount(fixture(name.replace(/\.dcm$/, ''))), name).toBe(frames);
+    expect(await dicomWholeFrameCount(fixture('grey8-deflated'))).toBe(1);
+    // cut inside the last frame: native, RLE without a Basic Offset Table, JPEG-LS with one
+    for (const name of ['grey8-frames3', 'grey8-frames3-rle-nobot', 'ct16-window-frames3-jpeg-ls']) {
+      const cut = fixture(name).slice(0, -64);
+      expect(await dicomFrameCount(cut), name).toBe(3);
+      const e = await refusal(dicomWholeFrameCount(cut));
+      const last = await refusal(decodeImage(cut, 'application/dicom', DEFAULT_LIMITS, { frame: 2 }));
+      expect([e.status, e.code, e.message], name).toEqual([422, 'corrupt_image', last.message]);
+      expect(e.message, name).toMatch(/truncated/);
+    }
   });
 
   it('a frame out of range -> 422 naming `frame` and the count; a PNG or JPEG is one frame', async () => {
