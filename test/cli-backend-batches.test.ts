@@ -2,20 +2,24 @@
 // of 64 one-megabyte files does not, so the CLI splits by bytes as well as by count), and a full
 // queue (503 with Retry-After) must make it wait and send again, not stop. A backend that does not
 // report its model's input (which the CLI preprocesses a DICOM by) is refused up front. A PNG or
-// JPEG over the service's byte limit is refused here, naming its file.
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+// JPEG over the service's byte limit is refused here, naming its file. A backend restarted on
+// another model mid-run stops the run, saying so, whether or not the new model takes the same input.
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it, vi } from 'vitest';
 import { startBackend } from '../functions/backend/node.ts';
+import { loadCard } from '../functions/encode/card.ts';
 import { openBatchEncoder } from '../scripts/cli/encode.ts';
 import { folderImages } from '../scripts/cli/images.ts';
+import { DICOM_FIXTURES } from './encode/fixtures.ts';
 import { png, scanlines } from './encode/png-fixtures.ts';
 import { seededRandom } from './shared/random.ts';
 
-const MODEL = join(import.meta.dirname, '..', 'models', 'mednist-darf-b64.onnx');
+const MODELS = join(import.meta.dirname, '..', 'models');
+const MODEL = join(MODELS, 'mednist-darf-b64.onnx');
 
 /** A class folder of `n` grey side x side PNGs in `Hand/`, `pixel(i, k)` the i-th pixel of image k. */
 function handFolder(prefix: string, n: number, side: number, pixel: (i: number, k: number) => number): string {
@@ -132,3 +136,33 @@ it('refuses a backend whose /healthz gives no model input (one older than the CL
     await new Promise((ok) => old.close(ok));
   }
 });
+
+it('stops, saying so, when the backend changes model mid-run: to one of another input (its tensor 400) or of the same', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'medhash-changed-'));
+  mkdirSync(join(dir, 'Hand'));
+  // a DICOM goes as a tensor preprocessed for the model the run started with
+  copyFileSync(join(DICOM_FIXTURES, 'grey8-explicit.dcm'), join(dir, 'Hand', 'a.dcm'));
+  const start = (name: string) => startBackend({ model: join(MODELS, `${name}.onnx`), port: 0, hostname: '127.0.0.1', cuda: false, threads: 1 });
+  const [first, rgb, grey] = await Promise.all([start('mednist-darf-b64'), start('kather_crc_2016-darf-b64'), start('brain_tumor_mri-darf-b64')]);
+  const real = globalThis.fetch;
+  // the backend's address, answered by another process from `now` on: a restart on another model
+  let now = first;
+  const routed = vi.spyOn(globalThis, 'fetch').mockImplementation((input, init) => {
+    const u = String(input instanceof Request ? input.url : input);
+    return real(u.startsWith(first.url) ? now.url + u.slice(first.url.length) : u, init);
+  });
+  try {
+    const enc = await openBatchEncoder({ backendUrl: first.url });
+    const items = await folderImages(dir);
+    expect(await enc.encode(items)).toHaveLength(1);
+    for (const [next, name] of [[rgb, 'kather_crc_2016-darf-b64'], [grey, 'brain_tumor_mri-darf-b64']] as const) {
+      now = next;
+      const { model_id } = (await loadCard(join(MODELS, `${name}.onnx`))).card;
+      await expect(enc.encode(items)).rejects.toThrow(`inference backend ${first.url} changed model to ${model_id} while indexing`);
+    }
+  } finally {
+    routed.mockRestore();
+    await Promise.all([first, rgb, grey].map((b) => b.close()));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, 120_000);

@@ -71,9 +71,11 @@ async function whenQueueHasRoom<T>(send: () => Promise<T>): Promise<T> {
 export async function openBatchEncoder(opts: { backendUrl?: string; model?: string }): Promise<BatchEncoder> {
   if (opts.backendUrl) {
     const url = opts.backendUrl;
-    const health = await fetch(new URL('/healthz', url)).then((r) => r.json() as Promise<{ model_id: string; bits: number; runtime: string; input?: unknown }>, (e) => {
+    const healthz = () => fetch(new URL('/healthz', url)).then((r) => r.json() as Promise<{ model_id: string; bits: number; runtime: string; input?: unknown }>, (e) => {
       throw new Error(`inference backend ${url} is unreachable: ${String(e)}`);
     });
+    const health = await healthz();
+    const changed = (to: string) => new Error(`inference backend ${url} changed model to ${to} while indexing`);
     let input: ModelInput;
     try {
       input = parseModelInput(health.input);
@@ -84,11 +86,16 @@ export async function openBatchEncoder(opts: { backendUrl?: string; model?: stri
     await initNodeImageCodecs();
     const remote = new RemoteEncoder(url, BACKEND_TIMEOUT_MS);
     const send = async (chunk: ImageFile[], inputs: RemoteInput[]): Promise<ImageEncoding[]> => {
-      const r = await whenQueueHasRoom(() => remote.encodeBatch(inputs)).catch((e: unknown) => {
+      const r = await whenQueueHasRoom(() => remote.encodeBatch(inputs)).catch(async (e: unknown) => {
+        // a tensor made for the model the run started with does not fit a model of another input
+        if (e instanceof MedhashError && e.code === 'invalid_tensor') {
+          const now = await healthz().catch(() => health);
+          if (now.model_id !== health.model_id) throw changed(now.model_id);
+        }
         const at = e instanceof MedhashError ? /^inputs\.(\d+)\./.exec(e.field ?? '') : null;
         throw at ? new Error(`${where(chunk[Number(at[1])])}: ${(e as MedhashError).message}`) : e;
       });
-      if (r.model_id !== health.model_id) throw new Error(`inference backend ${url} changed model to ${r.model_id} while indexing`);
+      if (r.model_id !== health.model_id) throw changed(r.model_id);
       return r.results;
     };
     return {
