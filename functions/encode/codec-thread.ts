@@ -5,9 +5,10 @@
 // upstream by CharLS PR #334, in no build available here): past its deadline the thread is
 // terminated, the frame is a 422 `decode_timeout`, and the next frame gets a fresh thread. Frames
 // wait their turn in a queue; a frame's deadline runs from the start of its own decode, and a
-// thread's start (the first frame's wait) is not charged to any. The thread's memory is that of
-// one frame at a time: its JavaScript heap is capped, and each codec's WebAssembly memory grows to
-// the largest frame the caller's limits passed and is reused, or dropped with the thread.
+// thread's start (the first frame's wait) is not charged to any: it has a deadline of its own.
+// The thread's memory is that of one frame at a time: its JavaScript heap is capped, and each
+// codec's WebAssembly memory grows to the largest frame the caller's limits passed and is reused,
+// or dropped with the thread.
 //
 // The project runs its TypeScript through tsx (scripts/medhash.mjs, tests), never compiled: the
 // thread registers tsx itself before importing codec-worker.ts, as nothing is inherited from a
@@ -29,6 +30,14 @@ export const DEADLINE_NS_PER_SAMPLE = 500;
 export function frameDeadlineMs(t: CodecTarget): number {
   return DEADLINE_BASE_MS + Math.ceil((t.rows * t.columns * t.samples * DEADLINE_NS_PER_SAMPLE) / 1e6);
 }
+
+/**
+ * How long a thread may take to start (register tsx, import the codecs' glue, say it is ready):
+ * about 0.2 s here, seconds on a loaded machine. A thread that has not started by then hangs,
+ * and the frames waiting for it would wait forever; they fail instead, and the next frame tries a
+ * fresh thread.
+ */
+export const START_DEADLINE_MS = 30_000;
 
 /** The compiled CharLS and OpenJPEG, handed to each thread (a module is shared, not recompiled). */
 export interface CodecThreadModules {
@@ -53,9 +62,14 @@ export class CodecThread implements FrameDecoders {
   private ready = false;
   private readonly queue: Pending[] = [];
   private running: { pending: Pending; timer: ReturnType<typeof setTimeout> } | null = null;
+  private starting: ReturnType<typeof setTimeout> | null = null;
   private nextId = 0;
 
-  constructor(private readonly modules: CodecThreadModules, private readonly deadlineMs: (t: CodecTarget) => number = frameDeadlineMs) {}
+  constructor(
+    private readonly modules: CodecThreadModules,
+    private readonly deadlineMs: (t: CodecTarget) => number = frameDeadlineMs,
+    private readonly startDeadlineMs = START_DEADLINE_MS,
+  ) {}
 
   jpegLs(f: Uint8Array, t: CodecTarget): Promise<CodecFrame> {
     return this.submit('jpegLs', f, t);
@@ -69,6 +83,7 @@ export class CodecThread implements FrameDecoders {
   async close(): Promise<void> {
     const worker = this.worker;
     this.worker = null;
+    this.startEnded();
     this.failAll(new Error('the codec thread was closed'));
     await worker?.terminate();
   }
@@ -108,6 +123,13 @@ export class CodecThread implements FrameDecoders {
     worker.unref();
     this.worker = worker;
     this.ready = false;
+    // frames wait for this thread (start() runs only then): this timer keeps a CLI alive for them
+    this.starting = setTimeout(() => {
+      this.starting = null;
+      this.worker = null;
+      void worker.terminate();
+      this.failAll(new Error(`the codec thread did not start within ${this.startDeadlineMs / 1000} s`));
+    }, this.startDeadlineMs);
     // a thread that was replaced (terminated past a deadline) may still report: only the current one counts
     worker.on('message', (m: 'ready' | FrameReply) => worker === this.worker && this.message(m));
     worker.on('error', (e: Error) => worker === this.worker && this.failed(e));
@@ -117,6 +139,7 @@ export class CodecThread implements FrameDecoders {
   private message(m: 'ready' | FrameReply): void {
     if (m === 'ready') {
       this.ready = true;
+      this.startEnded();
       return this.pump();
     }
     const running = this.finish();
@@ -154,10 +177,16 @@ export class CodecThread implements FrameDecoders {
   private failed(e: Error): void {
     const started = this.ready;
     this.worker = null;
+    this.startEnded();
     const running = this.finish();
     running?.reject(new Error(`the codec thread failed: ${e.message}`));
     if (!started) this.failAll(new Error(`the codec thread could not start: ${e.message}`));
     this.pump();
+  }
+
+  private startEnded(): void {
+    if (this.starting) clearTimeout(this.starting);
+    this.starting = null;
   }
 
   private failAll(e: Error): void {

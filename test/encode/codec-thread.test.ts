@@ -4,7 +4,7 @@
 // its scan, ~9 s of CPU in CharLS 2.4) is a 422 `decode_timeout` past its deadline, the event loop
 // runs on meanwhile, the next frames get a fresh thread, and a frame queued behind a slow one has
 // a deadline of its own; a frame in a Node Buffer is copied, not its buffer moved; a thread that
-// cannot be made fails the frames waiting, not the process.
+// cannot be made, or that never starts, fails the frames waiting, not the process.
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -19,12 +19,14 @@ import { png, scanlines } from './png-fixtures.ts';
 
 /** While set, new Worker throws as Node does when the process can make no more threads. */
 let noThreads = false;
+/** While set, a new thread runs a script that never says it is ready: a start that hangs. */
+let hangs = false;
 vi.mock('node:worker_threads', async (original) => {
   const m = await original<typeof import('node:worker_threads')>();
   class Worker extends m.Worker {
-    constructor(...args: ConstructorParameters<typeof m.Worker>) {
+    constructor(...[script, options]: ConstructorParameters<typeof m.Worker>) {
       if (noThreads) throw Object.assign(new Error('EAGAIN'), { code: 'ERR_WORKER_INIT_FAILED' });
-      super(...args);
+      super(hangs ? 'setInterval(() => {}, 1000)' : script, options);
     }
   }
   return { ...m, Worker };
@@ -118,6 +120,22 @@ describe('JPEG-LS and JPEG 2000 frames on Node: a worker thread, a deadline', ()
       expect(deadline).toHaveBeenCalledTimes(1);
     } finally {
       noThreads = false;
+      await thread.close();
+    }
+  });
+
+  it('a thread that does not start within its start deadline fails the frames waiting for it; the next frame gets a fresh thread', async () => {
+    const compile = (name: string) => WebAssembly.compile(readFileSync(require.resolve(name)));
+    const thread = new CodecThread({ charls: await compile('@cornerstonejs/codec-charls/decodewasm'), openjpeg: await compile('@cornerstonejs/codec-openjpeg/decodewasm') }, frameDeadlineMs, 2000);
+    const good: CodecTarget = { rows: 64, columns: 64, samples: 1, bitsAllocated: 8, bitsStored: 8, signed: false, syntax: 'JPEG-LS Lossless' };
+    try {
+      hangs = true;
+      const waiting = Promise.allSettled([thread.jpegLs(codestream(GOOD_LS), good), thread.jpeg2000(codestream(GOOD_J2K), { ...good, syntax: 'JPEG 2000 Lossless' })]);
+      hangs = false;
+      for (const r of await waiting) expect(r).toMatchObject({ status: 'rejected', reason: { message: 'the codec thread did not start within 2 s' } });
+      expect((await thread.jpegLs(codestream(GOOD_LS), good)).raw.length).toBe(64 * 64);
+    } finally {
+      hangs = false;
       await thread.close();
     }
   });
