@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from medhash_model import ood, ood_eval
+from medhash_model import ood, ood_eval, ood_probe
 from medhash_model.metrics import pack_bits
 
 
@@ -141,3 +141,19 @@ def test_an_ood_set_from_class_folders_is_replayed_as_pngs_of_its_source_pixels(
         got = [np.asarray(Image.open(io.BytesIO(tf.extractfile(f"{i:06d}.png").read()))) for i in range(len(ids))]
     for want, img in zip((pixels[i] for i in ids), got):
         assert np.array_equal(img, want)
+
+
+def test_probe_shared_covariance_is_the_shipped_mahalanobis_and_per_class_sees_each_spread():
+    rng = np.random.RandomState(3)
+    # class 0 tight, class 1 wide, in 4 dimensions
+    f = np.concatenate([rng.randn(400, 4) * 0.1, rng.randn(400, 4) * 2.0 + 50.0]).astype(np.float32)
+    y = np.repeat([0, 1], 400)
+    x = np.concatenate([f[:5], np.full((1, 4), -1.0, dtype=np.float32)])
+    shared = ood_probe.distance(x, ood_probe.gaussians(f, y, 2, per_class=False))
+    shipped = ood.Mahalanobis.fit(f, y, 2)(torch.from_numpy(x)).numpy()
+    assert np.allclose(shared, shipped, rtol=1e-4)
+    per_class = ood_probe.distance(x, ood_probe.gaussians(f, y, 2, per_class=True))
+    # a point 10 of class 0's deviations from its mean: the shared covariance (the mean of the two
+    # spreads) finds it near, its class's own covariance far
+    assert per_class[-1] > 20 * shared[-1]
+    assert per_class[:5].max() < 3
