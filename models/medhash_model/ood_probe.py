@@ -7,7 +7,8 @@ all of `train`; on the MedNIST retrain both give the same validation AUROC to fo
 z-scored on `val`. It prints and writes:
 - the validation table: `val` against ood.validation_outliers, the criterion ood.choose_parts
   chooses by (nothing else is used to choose);
-- once, for the record, the far and near evaluation sets as ood-eval samples them (ID = `query`).
+- once, for the record, the far, near, attacked and corrupted evaluation sets as ood-eval makes
+  them (ID = `query`).
 docs/OOD.md, "Class-conditional covariance (measured, not shipped)"."""
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from . import ood
-from .ood_eval import NEAR_DEFAULT, load_images, tpr_at_fpr
+from .ood_eval import NEAR_DEFAULT, load_images, perturbed_sets, tpr_at_fpr
 
 SHRINK = 0.1
 # the shipped choices, then the candidates
@@ -47,7 +48,7 @@ def distance(f: np.ndarray, g: tuple[np.ndarray, list[np.ndarray]]) -> np.ndarra
     return np.stack([np.einsum("ij,jk,ik->i", f - m, p, f - m) for m, p in zip(mus, precs)], 1).min(1) / f.shape[1]
 
 
-def probe(run: Path, data_root: Path | None = None, n_ood: int = 500, seed: int = 0, log=print) -> dict:
+def probe(run: Path, data_root: Path | None = None, n_ood: int = 500, n_perturb: int = 100, seed: int = 0, log=print) -> dict:
     model, ck = ood.load_run_encoder(run)
     data_root = data_root or Path(ood.run_data_path(ck)).parent
     ds = ood.run_data(ck, model.cfg.size, model.cfg.channels)
@@ -87,8 +88,13 @@ def probe(run: Path, data_root: Path | None = None, n_ood: int = 500, seed: int 
         log(json.dumps(out["validation"][-1]))
     idq = scores(q.x)
     sets = {"far:fashion_mnist_test": "fashion_mnist_test", **{f"near:{p}": p for p in NEAR_DEFAULT.get(Path(ood.run_data_path(ck)).name, [])}}
-    for name, path in sets.items():
-        x, _ = load_images(data_root / path, model.cfg.size, model.cfg.channels, n_ood, seed)
+    images = {name: load_images(data_root / path, model.cfg.size, model.cfg.channels, n_ood, seed)[0] for name, path in sets.items()}
+    # attacked and corrupted `query` images, the same ones ood-eval makes
+    for p in model.parameters():
+        p.requires_grad_(False)
+    pick = np.sort(np.random.RandomState(seed + 1).permutation(len(q.ids))[:n_perturb])
+    images.update({k: v.astype(np.float32) / 255 for k, v in perturbed_sets(model, q.x[pick].astype(np.float32), seed).items()})
+    for name, x in images.items():
         s = scores(x)
         for combo in COMBOS:
             thr = float(np.quantile(combined(val, combo), 0.95))
@@ -105,11 +111,12 @@ def add_parser(sub):
     p.add_argument("--run", required=True, help="a run folder with model.pt")
     p.add_argument("--data-root", default=None, help="default: ../shared/data (MEDHASH_DATA)")
     p.add_argument("--n-ood", type=int, default=500)
+    p.add_argument("--n-perturb", type=int, default=100)
     p.add_argument("--json", required=True, help="where the result is written")
     p.set_defaults(fn=cmd_probe)
 
 
 def cmd_probe(args):
     torch.set_num_threads(2)
-    out = probe(Path(args.run), Path(args.data_root) if args.data_root else None, args.n_ood)
+    out = probe(Path(args.run), Path(args.data_root) if args.data_root else None, args.n_ood, args.n_perturb)
     Path(args.json).write_text(json.dumps(out, indent=1))
