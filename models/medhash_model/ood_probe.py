@@ -1,10 +1,10 @@
 """`ood-probe`: a measured experiment on one run, not the shipped head. The shipped feature scores
 (ood.Mahalanobis: `maha` on the fused features, `stats` on the feature-map statistics) share one
-covariance across classes. Here each class also gets its own (`qda`, `stats_qda`: the nearest
-class by its own Mahalanobis distance, each covariance shrunk as ood.Mahalanobis shrinks). All
-are fitted on the 10,000-image sample of `train` that ood.fit fits `stats` on (it fits `maha` on
-all of `train`; on the MedNIST retrain both give the same validation AUROC to four decimals) and
-z-scored on `val`. It prints and writes:
+covariance across classes. Here each class also gets its own (`qda`, `stats_qda`: each class an
+ood.Mahalanobis of its own, the nearest class by its own distance). All are fitted on the
+10,000-image sample of `train` that ood.fit fits `stats` on (it fits `maha` on all of `train`;
+on the MedNIST retrain both give the same validation AUROC to four decimals) and z-scored on
+`val`. It prints and writes:
 - the validation table: `val` against ood.validation_outliers, the criterion ood.choose_parts
   chooses by (nothing else is used to choose);
 - once, for the record, the far, near, attacked and corrupted evaluation sets as ood-eval makes
@@ -21,31 +21,23 @@ import torch
 from . import ood
 from .ood_eval import NEAR_DEFAULT, load_images, perturbed_sets, tpr_at_fpr
 
-SHRINK = 0.1
 # the shipped choices, then the candidates
 COMBOS = (("maha",), ("maha", "stats"), ("qda",), ("stats_qda",), ("qda", "stats_qda"))
 
 
-def gaussians(f: np.ndarray, y: np.ndarray, n_classes: int, per_class: bool, shrink: float = SHRINK) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Class means and precision matrices: one shared (ood.Mahalanobis.fit's) or one per class."""
-    f = f.astype(np.float64)
-    mus = np.stack([f[y == c].mean(0) for c in range(n_classes)])
-
-    def precision(centred: np.ndarray) -> np.ndarray:
-        cov = centred.T @ centred / len(centred)
-        cov = (1 - shrink) * cov + shrink * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
-        return np.linalg.inv(cov)
-
-    if per_class:
-        return mus, [precision(f[y == c] - mus[c]) for c in range(n_classes)]
-    return mus, [precision(f - mus[y])] * n_classes
+def gaussians(f: np.ndarray, y: np.ndarray, n_classes: int, per_class: bool) -> list[ood.Mahalanobis]:
+    """The shipped score's fit (ood.Mahalanobis: class means, one covariance shared by the classes),
+    or one per class: each class fitted alone, as a Mahalanobis of one class."""
+    if not per_class:
+        return [ood.Mahalanobis.fit(f, y, n_classes)]
+    return [ood.Mahalanobis.fit(f[y == c], np.zeros(int((y == c).sum()), dtype=np.int64), 1) for c in range(n_classes)]
 
 
-def distance(f: np.ndarray, g: tuple[np.ndarray, list[np.ndarray]]) -> np.ndarray:
-    """Mahalanobis distance to the nearest class, per dimension (as ood.Mahalanobis scales it)."""
-    f = f.astype(np.float64)
-    mus, precs = g
-    return np.stack([np.einsum("ij,jk,ik->i", f - m, p, f - m) for m, p in zip(mus, precs)], 1).min(1) / f.shape[1]
+def distance(f: np.ndarray, fits: list[ood.Mahalanobis]) -> np.ndarray:
+    """Mahalanobis distance to the nearest class, per dimension, as the shipped head computes it."""
+    x = torch.from_numpy(f.astype(np.float32))
+    with torch.no_grad():
+        return torch.stack([m(x) for m in fits], dim=1).min(dim=1).values.numpy()
 
 
 def probe(run: Path, data_root: Path | None = None, n_ood: int = 500, n_perturb: int = 100, seed: int = 0, log=print) -> dict:
