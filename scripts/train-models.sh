@@ -13,7 +13,7 @@ BASELINES="cls_tanh hashnet csq dpsh bottleneck_sch"
 ship() {  # the shipped 64-bit models: train, fit the OOD stage, export (ONNX, card, golden file)
   for set in mednist brain_tumor_mri kather_crc_2016; do
     MH sweep --data $D/$set --methods darf_sch --bits 64 --seeds 0
-    [ -f ../runs/$set/darf_sch-cpu64-b64-s0/ood.json ] && grep -q '"format": 3' ../runs/$set/darf_sch-cpu64-b64-s0/ood.json \
+    [ -f ../runs/$set/darf_sch-cpu64-b64-s0/ood.json ] && grep -q '"format": 4' ../runs/$set/darf_sch-cpu64-b64-s0/ood.json \
       || MH ood --run ../runs/$set/darf_sch-cpu64-b64-s0 --epochs 3 --steps 150
     MH export --run ../runs/$set/darf_sch-cpu64-b64-s0 --name $set-darf-b64
   done

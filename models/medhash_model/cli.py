@@ -176,7 +176,7 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_codes)
 
-    for name in ("ood", "ood_eval", "ood_probe", "export", "report"):
+    for name in ("ood", "ood_eval", "export", "report"):
         try:
             __import__(f"medhash_model.{name}", fromlist=["add_parser"]).add_parser(sub)
         except ModuleNotFoundError:

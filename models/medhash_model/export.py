@@ -39,8 +39,8 @@ class Served(nn.Module):
 
     def forward(self, image):
         o = self.model(image)
-        recon, maha, stats, score = self.head(image, o["shallow"], o["deep"], o["features"])
-        return o["u"], o["logits"], o["features"], recon, maha, stats, score
+        s = self.head(image, o["shallow"], o["deep"], o["features"])
+        return o["u"], o["logits"], o["features"], s["recon"], s["maha"], s["stats"], s["combined"]
 
 
 def export_onnx(model: nn.Module, head: ood.OODHead, path: Path) -> onnx.ModelProto:

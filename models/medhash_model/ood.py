@@ -3,7 +3,9 @@ deep map (the method's second stage): score = mean squared reconstruction error.
 score: Mahalanobis distance of the fused features to the nearest class mean (shared, shrunk
 covariance from `train`). (c) A statistics score: Mahalanobis distance of the per-channel means
 and deviations of the shallow and deep maps to the nearest of their `train` class means (shared
-covariance, as Lee et al. 2018 fit every layer). Each is z-normalised on
+covariance, as Lee et al. 2018 fit every layer). (d, e) The same two distances with a covariance
+per class (`qda`, `stats_qda`): one set's classes can differ in spread (MedNIST holds CT, MRI and
+X-rays), and a shared covariance is too wide around a tight class. Each is z-normalised on
 `val` (in-distribution); the combined score is the max over the subset of them that separates
 `val` from synthetic outliers of `val` best (never an evaluation set); the threshold is the
 `val` quantile that keeps the chosen in-distribution recall. MSP, energy and k-NN scores are
@@ -102,8 +104,30 @@ class Mahalanobis(nn.Module):
         return (g[:, None, :] - self.wmu[None]).pow(2).sum(-1).min(dim=1).values / g.shape[1]
 
 
-PARTS = ("recon", "maha", "stats")
-HEAD_FORMAT = 3  # ood.pt layout; 1 had no feature-statistics part, 2 fitted it to one Gaussian
+class ClassMahalanobis(nn.Module):
+    """min_c ||W_c (f - mu_c)||^2: each class a Mahalanobis of its own (its own shrunk covariance),
+    stacked so that the graph stays two batched matrix products."""
+
+    def __init__(self, w: torch.Tensor, wmu: torch.Tensor):
+        super().__init__()
+        self.register_buffer("w", w)      # [C, D, D]
+        self.register_buffer("wmu", wmu)  # [C, D]
+
+    @classmethod
+    def fit(cls, feats: np.ndarray, labels: np.ndarray, n_classes: int, shrink: float = 0.1) -> "ClassMahalanobis":
+        one = [Mahalanobis.fit(feats[labels == c], np.zeros(int((labels == c).sum()), dtype=np.int64), 1, shrink)
+               for c in range(n_classes)]
+        return cls(torch.stack([m.w for m in one]), torch.cat([m.wmu for m in one]))
+
+    def forward(self, f):
+        g = torch.matmul(f.unsqueeze(0), self.w.transpose(1, 2))  # [C, N, D]
+        return (g - self.wmu[:, None, :]).pow(2).sum(-1).min(dim=0).values / g.shape[2]
+
+
+PARTS = ("recon", "maha", "stats", "qda", "stats_qda")
+# ood.pt layout; 1 had no feature-statistics part, 2 fitted it to one Gaussian, 3 had no per-class
+# covariances
+HEAD_FORMAT = 4
 
 
 def feature_stats(shallow: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
@@ -118,34 +142,36 @@ def feature_stats(shallow: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
 
 
 class OODHead(nn.Module):
-    """Scores of one batch: reconstruction error, Mahalanobis of the fused features, Mahalanobis
-    of the feature statistics, and the combined score: the max of the `val`-z-scored parts that
-    the OOD validation chose (`select`)."""
+    """Scores of one batch: each of PARTS (reconstruction error; Mahalanobis of the fused features
+    and of the feature statistics, with a shared covariance and with one per class) and the
+    combined score: the max of the `val`-z-scored parts that the OOD validation chose (`select`)."""
 
-    def __init__(self, decoder: Decoder, maha: Mahalanobis, stats: Mahalanobis, norm: dict, parts=PARTS):
+    def __init__(self, decoder: Decoder, maha: Mahalanobis, stats: Mahalanobis, qda: ClassMahalanobis,
+                 stats_qda: ClassMahalanobis, norm: dict, parts=PARTS):
         super().__init__()
-        self.decoder, self.maha, self.stats = decoder, maha, stats
+        self.decoder, self.maha, self.stats, self.qda, self.stats_qda = decoder, maha, stats, qda, stats_qda
         self.parts = tuple(parts)
         self.register_buffer("mean", torch.tensor([norm[p][0] for p in PARTS], dtype=torch.float32))
         self.register_buffer("std", torch.tensor([norm[p][1] for p in PARTS], dtype=torch.float32))
         self.register_buffer("select", torch.tensor([PARTS.index(p) for p in self.parts], dtype=torch.long))
 
-    def forward(self, x, shallow, deep, feats):
-        r = recon_error(self.decoder, deep, x)
-        m = self.maha(feats)
-        st = self.stats(feature_stats(shallow, deep))
-        z = (torch.stack([r, m, st], dim=1) - self.mean) / self.std
-        return r, m, st, z.index_select(1, self.select).max(dim=1).values
+    def forward(self, x, shallow, deep, feats) -> dict[str, torch.Tensor]:
+        st = feature_stats(shallow, deep)
+        s = {"recon": recon_error(self.decoder, deep, x), "maha": self.maha(feats), "stats": self.stats(st),
+             "qda": self.qda(feats), "stats_qda": self.stats_qda(st)}
+        z = (torch.stack([s[p] for p in PARTS], dim=1) - self.mean) / self.std
+        s["combined"] = z.index_select(1, self.select).max(dim=1).values
+        return s
 
 
 def scores_np(model, head: OODHead, x: np.ndarray, batch: int = 256) -> dict:
-    out = {"recon": [], "maha": [], "stats": [], "combined": [], "msp": [], "energy": [], "features": [], "u": []}
+    out = {k: [] for k in (*PARTS, "combined", "msp", "energy", "features", "u")}
     model.eval()
     with torch.no_grad():
         for i in range(0, len(x), batch):
             xb = torch.from_numpy(x[i:i + batch].astype(np.float32))
             o = model(xb)
-            for k, v in zip(("recon", "maha", "stats", "combined"), head(xb, o["shallow"], o["deep"], o["features"])):
+            for k, v in head(xb, o["shallow"], o["deep"], o["features"]).items():
                 out[k].append(v.numpy())
             p = torch.softmax(o["logits"], 1)
             out["msp"].append(-p.max(1).values.numpy())          # higher = more OOD, for every score
@@ -245,13 +271,15 @@ def fit(model, ds, id_recall: float = 0.95, log=print, epochs: int = 6, steps: i
     # class-conditional: the classes of one set can differ in contrast and texture (MedNIST holds
     # CT, MRI and X-rays), and one Gaussian around all of them also covers the space between
     stats = Mahalanobis.fit(st, tr.y[sample], len(ds.classes))
-    raw = OODHead(dec, maha, stats, {p: [0.0, 1.0] for p in PARTS})  # the parts unscaled, to fit their z-scaling
+    qda = ClassMahalanobis.fit(feats, tr.y, len(ds.classes))
+    stats_qda = ClassMahalanobis.fit(st, tr.y[sample], len(ds.classes))
+    raw = OODHead(dec, maha, stats, qda, stats_qda, {p: [0.0, 1.0] for p in PARTS})  # the parts unscaled, to fit their z-scaling
     val = scores_np(model, raw, va.x)
     norm = {p: [float(val[p].mean()), float(val[p].std() + 1e-12)] for p in PARTS}
     outliers = {k: scores_np(model, raw, v) for k, v in validation_outliers(va.x).items()}
     parts, table = choose_parts(val, outliers, norm)
     log(json.dumps({"ood_parts": parts, "selection": table}))
-    head = OODHead(dec, maha, stats, norm, parts)
+    head = OODHead(dec, maha, stats, qda, stats_qda, norm, parts)
     val = scores_np(model, head, va.x)
     info = {"format": HEAD_FORMAT, "norm": norm, "parts": list(parts), "selection": table, "id_recall": id_recall,
             "decoder_steps": epochs * steps, "seconds": round(time.time() - t0, 1),
@@ -293,9 +321,9 @@ def load_run(run: Path):
                              f"refit it: `ood --run {run} --reuse-decoder`")
         st = o["state"]
         dec = Decoder(cfg.widths[3], cfg.channels, cfg.size)
-        maha = Mahalanobis(st["maha.w"], st["maha.wmu"])
-        stats = Mahalanobis(st["stats.w"], st["stats.wmu"])
-        head = OODHead(dec, maha, stats, o["info"]["norm"], o["info"]["parts"])
+        maha, stats = (Mahalanobis(st[f"{p}.w"], st[f"{p}.wmu"]) for p in ("maha", "stats"))
+        qda, stats_qda = (ClassMahalanobis(st[f"{p}.w"], st[f"{p}.wmu"]) for p in ("qda", "stats_qda"))
+        head = OODHead(dec, maha, stats, qda, stats_qda, o["info"]["norm"], o["info"]["parts"])
         head.load_state_dict(st)
         head.eval()
     return model, ck, head

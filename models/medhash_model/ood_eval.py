@@ -33,7 +33,7 @@ ID_RECALL = 0.95
 OODSET_FORMAT, OODSET_VERSION = "medhash-oodset", 1
 RESULT_FORMAT, RESULT_VERSION = "medhash-ood-eval", 1
 # Scores compared; all are "higher = more OOD".
-SCORES = ("combined", "combined_knn", "recon", "maha", "stats", "knn_hamming", "msp", "energy", "knn_features")
+SCORES = ("combined", "combined_knn", *ood.PARTS, "knn_hamming", "msp", "energy", "knn_features")
 OURS = "combined"
 
 
@@ -229,7 +229,7 @@ def evaluate_model(name: str, run: Path, data_root: Path, far: list[str], near: 
 
     def all_scores(x: np.ndarray) -> dict:
         s = score(x)
-        out = {k: s[k] for k in ("combined", "recon", "maha", "stats", "msp", "energy")}
+        out = {k: s[k] for k in ("combined", *ood.PARTS, "msp", "energy")}
         out["knn_hamming"] = kth_hamming(s["codes"], db_codes)
         out["knn_features"] = ood.knn_score(s["features"], bank)
         return out
@@ -313,6 +313,7 @@ def add_parser(sub):
 
 
 LABELS = {"combined": "ours", "combined_knn": "ours + kNN-Hamming", "recon": "recon", "maha": "maha", "stats": "stats",
+          "qda": "qda", "stats_qda": "stats_qda",
           "knn_hamming": "kNN-Hamming", "msp": "MSP", "energy": "energy", "knn_features": "KNN (features)"}
 
 

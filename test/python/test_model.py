@@ -16,7 +16,7 @@ import torch
 from medhash_model import losses, metrics
 from medhash_model.darf import ModelConfig, build
 from medhash_model.export import OUTPUTS, export_onnx
-from medhash_model.ood import PARTS, Decoder, Mahalanobis, OODHead
+from medhash_model.ood import PARTS, ClassMahalanobis, Decoder, Mahalanobis, OODHead
 
 # one thread: the tests share a 2-core machine with training runs, and oversubscribed OpenMP
 # threads spin (the 20-step run took 137 s on 2 threads under load, 5 s on 1)
@@ -117,9 +117,12 @@ def test_tiny_model_exports_with_named_outputs(tmp_path):
     feats = np.random.RandomState(0).randn(60, model.feat_dim)
     maha = Mahalanobis.fit(feats, np.arange(60) % 3, 3)
     n_stats = 2 * (cfg.widths[1] + cfg.widths[3])
-    stats = Mahalanobis.fit(np.random.RandomState(1).randn(80, n_stats), np.zeros(80, dtype=np.int64), 1)
+    st = np.random.RandomState(1).randn(90, n_stats)
+    stats = Mahalanobis.fit(st, np.zeros(90, dtype=np.int64), 1)
+    qda = ClassMahalanobis.fit(feats, np.arange(60) % 3, 3)
+    stats_qda = ClassMahalanobis.fit(st, np.arange(90) % 3, 3)
     unit = {p: [0.0, 1.0] for p in PARTS}
-    head = OODHead(Decoder(cfg.widths[3], cfg.channels, cfg.size), maha, stats, unit, ("maha", "stats")).eval()
+    head = OODHead(Decoder(cfg.widths[3], cfg.channels, cfg.size), maha, stats, qda, stats_qda, unit, ("maha", "stats_qda")).eval()
     proto = export_onnx(model, head, tmp_path / "tiny.onnx")
     assert [o.name for o in proto.graph.output] == list(OUTPUTS)
     assert [i.name for i in proto.graph.input] == ["image"]

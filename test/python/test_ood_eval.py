@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from medhash_model import ood, ood_eval, ood_probe
+from medhash_model import ood, ood_eval
 from medhash_model.metrics import pack_bits
 
 
@@ -68,26 +68,29 @@ def test_attacks_stay_in_the_eps_ball_and_change_codes():
 
 def test_choose_parts_picks_the_subset_that_separates_the_outliers():
     rng = np.random.RandomState(0)
-    val = {"recon": rng.randn(200), "maha": rng.randn(200), "stats": rng.randn(200)}
-    # the outliers stand out only on `stats`; recon and maha look in-distribution
-    out = {"a": {"recon": rng.randn(100), "maha": rng.randn(100), "stats": rng.randn(100) + 6}}
+    val = {p: rng.randn(200) for p in ood.PARTS}
+    # the outliers stand out only on `stats`; every other part looks in-distribution
+    out = {"a": {p: rng.randn(100) + (6 if p == "stats" else 0) for p in ood.PARTS}}
     norm = {p: [0.0, 1.0] for p in ood.PARTS}
     parts, table = ood.choose_parts(val, out, norm)
     assert parts == ("stats",)
-    assert len(table) == 7 and max(r["mean_auroc"] for r in table) == next(r for r in table if r["parts"] == ["stats"])["mean_auroc"]
+    assert len(table) == 2 ** len(ood.PARTS) - 1 and max(r["mean_auroc"] for r in table) == next(r for r in table if r["parts"] == ["stats"])["mean_auroc"]
 
 
 def test_head_combines_only_the_chosen_parts():
     dec = ood.Decoder(8, 1, 16)
     maha = ood.Mahalanobis(torch.eye(4), torch.zeros(1, 4))
     stats = ood.Mahalanobis(torch.eye(2 * (3 + 8)), torch.zeros(1, 2 * (3 + 8)))
-    norm = {"recon": [0.0, 1.0], "maha": [0.0, 1.0], "stats": [0.0, 1.0]}
+    qda = ood.ClassMahalanobis(torch.stack([torch.eye(4), 2 * torch.eye(4)]), torch.zeros(2, 4))
+    stats_qda = ood.ClassMahalanobis(3 * torch.eye(2 * (3 + 8))[None], torch.ones(1, 2 * (3 + 8)))
+    norm = {p: [0.0, 1.0] for p in ood.PARTS}
     x, shallow, deep = torch.rand(2, 1, 16, 16), torch.rand(2, 3, 8, 8), torch.rand(2, 8, 4, 4)
     feats = torch.tensor([[0.0] * 4, [9.0] * 4])
-    for parts in (("maha",), ("stats",), ("recon", "stats")):
-        r, m, st, combined = ood.OODHead(dec, maha, stats, norm, parts)(x, shallow, deep, feats)
-        want = torch.stack([{"recon": r, "maha": m, "stats": st}[p] for p in parts]).max(0).values
-        assert torch.allclose(combined, want)
+    for parts in (("maha",), ("stats",), ("recon", "stats"), ("qda", "stats_qda"), ("maha", "stats_qda")):
+        s = ood.OODHead(dec, maha, stats, qda, stats_qda, norm, parts)(x, shallow, deep, feats)
+        assert set(s) == {*ood.PARTS, "combined"}
+        want = torch.stack([s[p] for p in parts]).max(0).values
+        assert torch.allclose(s["combined"], want)
 
 
 def test_feature_stats_are_channel_means_and_deviations():
@@ -143,16 +146,17 @@ def test_an_ood_set_from_class_folders_is_replayed_as_pngs_of_its_source_pixels(
         assert np.array_equal(img, want)
 
 
-def test_probe_shared_covariance_is_the_shipped_mahalanobis_and_per_class_sees_each_spread():
+def test_class_mahalanobis_gives_each_class_its_own_spread():
     rng = np.random.RandomState(3)
     # class 0 tight, class 1 wide, in 4 dimensions
     f = np.concatenate([rng.randn(400, 4) * 0.1, rng.randn(400, 4) * 2.0 + 50.0]).astype(np.float32)
     y = np.repeat([0, 1], 400)
     x = np.concatenate([f[:5], np.full((1, 4), -1.0, dtype=np.float32)])
-    shared = ood_probe.distance(x, ood_probe.gaussians(f, y, 2, per_class=False))
-    shipped = ood.Mahalanobis.fit(f, y, 2)(torch.from_numpy(x)).numpy()
-    assert np.allclose(shared, shipped, rtol=1e-4)
-    per_class = ood_probe.distance(x, ood_probe.gaussians(f, y, 2, per_class=True))
+    shared = ood.Mahalanobis.fit(f, y, 2)(torch.from_numpy(x)).numpy()
+    per_class = ood.ClassMahalanobis.fit(f, y, 2)(torch.from_numpy(x)).numpy()
+    # each class's distance is a one-class Mahalanobis of that class alone; the score is the nearest
+    alone = [ood.Mahalanobis.fit(f[y == c], np.zeros(400, dtype=np.int64), 1)(torch.from_numpy(x)).numpy() for c in (0, 1)]
+    assert np.allclose(per_class, np.minimum(*alone), rtol=1e-5)
     # a point 10 of class 0's deviations from its mean: the shared covariance (the mean of the two
     # spreads) finds it near, its class's own covariance far
     assert per_class[-1] > 20 * shared[-1]
