@@ -50,8 +50,10 @@ def export_onnx(model: nn.Module, head: ood.OODHead, path: Path) -> onnx.ModelPr
     # batch 2 at trace time: golden files use 4, so parity tests also prove the batch axis is dynamic
     dummy = torch.rand(2, cfg.channels, cfg.size, cfg.size)
     with torch.no_grad():
+        # no constant folding: it would turn the OOD head's int8 matrices (ood.ClassMahalanobis)
+        # back into float32 initializers; onnxruntime folds them in memory at load instead
         torch.onnx.export(served, (dummy,), str(path), opset_version=OPSET, input_names=["image"],
-                          output_names=list(OUTPUTS),
+                          output_names=list(OUTPUTS), do_constant_folding=False,
                           dynamic_axes={"image": {0: "batch"}, **{k: {0: "batch"} for k in OUTPUTS}})
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)

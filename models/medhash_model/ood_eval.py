@@ -334,19 +334,21 @@ def markdown(doc: dict) -> str:
             mark = "**" if r["parts"] == m["parts"] else ""
             out.append(f"| {mark}{' + '.join(r['parts'])}{mark} | " + " | ".join(f"{r['auroc'][n]:.4f}" for n in names)
                        + f" | {mark}{r['mean_auroc']:.4f}{mark} |")
+        # a model evaluated before a part existed (an older head format) has no column for it
+        scores = [k for k in SCORES if k in m["sets"][0]["scores"]]
         out.append("\nAUROC / FPR95 (OOD positive):\n")
-        out.append("| OOD set | n | " + " | ".join(LABELS[k] for k in SCORES) + " |")
-        out.append("|---|---|" + "---|" * len(SCORES))
+        out.append("| OOD set | n | " + " | ".join(LABELS[k] for k in scores) + " |")
+        out.append("|---|---|" + "---|" * len(scores))
         for r in m["sets"]:
-            cells = [f"{r['scores'][k]['auroc']:.3f} / {r['scores'][k]['fpr95']:.3f}" for k in SCORES]
+            cells = [f"{r['scores'][k]['auroc']:.3f} / {r['scores'][k]['fpr95']:.3f}" for k in scores]
             out.append(f"| {r['ood_set']} | {r['n_ood']} | " + " | ".join(cells) + " |")
         if "tpr_at_fpr3" in m["sets"][0]["scores"][OURS]:
             out.append("\nShare of the OOD set flagged at 3 % ID false alarms (a ROC point: the threshold is set on "
                        "`query` itself, like FPR95, so it measures the score, not a deployable threshold):\n")
-            out.append("| OOD set | " + " | ".join(LABELS[k] for k in SCORES) + " |")
-            out.append("|---|" + "---|" * len(SCORES))
+            out.append("| OOD set | " + " | ".join(LABELS[k] for k in scores) + " |")
+            out.append("|---|" + "---|" * len(scores))
             for r in m["sets"]:
-                out.append(f"| {r['ood_set']} | " + " | ".join(f"{100 * r['scores'][k]['tpr_at_fpr3']:.1f} %" for k in SCORES) + " |")
+                out.append(f"| {r['ood_set']} | " + " | ".join(f"{100 * r['scores'][k]['tpr_at_fpr3']:.1f} %" for k in scores) + " |")
         out.append("\nFlagged OOD / ID (`query`) false alarms at the val thresholds: 95 % val recall (the card's), "
                    "and 97 % val recall (the goal's <= 3 % false alarms), where measured:\n")
         keys = ("combined", "combined_knn", "knn_hamming")

@@ -129,6 +129,9 @@ def test_tiny_model_exports_with_named_outputs(tmp_path):
     assert proto.opset_import[0].version == 17
     batch = proto.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch.dim_param == "batch"
+    # the per-class OOD matrices stay int8 in the file (constant folding would store them as float32)
+    int8 = {i.name for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8}
+    assert {"head.qda.q", "head.stats_qda.q"} <= int8
 
 
 def test_pipeline_trains_exports_and_evaluates_a_new_class_folder(tmp_path, monkeypatch, capsys):
