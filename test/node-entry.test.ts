@@ -14,6 +14,7 @@ import { spawnBackend } from '../functions/backend/process.ts';
 import { createNodeBackend, MAINTENANCE_FAILED_RETRY_MS, startNodeServer } from '../functions/entries/node.ts';
 import { openSqlite, SqliteKV } from '../functions/store/sqlite.ts';
 import { CollectionWriter, DEFAULT_WRITER_LIMITS } from '../functions/store/writer.ts';
+import mednistCard from '../models/mednist-darf-b64.card.json';
 import { png } from './encode/png-fixtures.ts';
 import { TEST_OPERATOR_KEY } from './shared/constants.ts';
 
@@ -213,7 +214,7 @@ it('a backend client that hangs up while its request waits behind a slow batch: 
 });
 
 it('closing `medhash serve` while a search by image of a client that hung up waits on the inference backend: the search ends before the stores close', async () => {
-  const model = 'mednist-darf-b64@ff8250db5bd3';
+  const model = mednistCard.model_id;
   // an inference backend that answers when told to
   let answer!: () => void;
   const gate = new Promise<void>((r) => (answer = r));

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { createApp } from '../../functions/api/app.ts';
 import type { Backend } from '../../functions/api/backend.ts';
 import { DEFAULT_BODY_BYTES, JSON_BUDGET, MAX_BODY_BYTES } from '../../functions/api/schemas.ts';
+import mednistCard from '../../models/mednist-darf-b64.card.json';
 import { billingSuite } from './billing-suite.ts';
 
 export interface ApiHarness {
@@ -813,7 +814,7 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
       it('answers 503 naming the way out when no encoder can run', async () => {
         const { all } = await world(64);
         const col = `m-${uniq()}`;
-        expect((await call('POST', '/v1/collections', { key: all, body: { name: col, bits: 64, model_id: 'mednist-darf-b64@ff8250db5bd3' } })).status).toBe(201);
+        expect((await call('POST', '/v1/collections', { key: all, body: { name: col, bits: 64, model_id: mednistCard.model_id } })).status).toBe(201);
         const r = await call('POST', `/v1/collections/${col}/search/image?k=5`, { key: all, raw: png, headers: { 'content-type': 'image/png' } });
         expect(r.status).toBe(503);
         expect(r.body.error.code).toBe('encoder_unavailable');
@@ -826,7 +827,7 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
       it('reads only decimal numbers from the query string: an empty or hex value is a 400 naming it, before any encoding', async () => {
         const { all } = await world(64);
         const col = `m-${uniq()}`;
-        expect((await call('POST', '/v1/collections', { key: all, body: { name: col, bits: 64, model_id: 'mednist-darf-b64@ff8250db5bd3' } })).status).toBe(201);
+        expect((await call('POST', '/v1/collections', { key: all, body: { name: col, bits: 64, model_id: mednistCard.model_id } })).status).toBe(201);
         const image = (query: string) => call('POST', `/v1/collections/${col}/search/image?${query}`, { key: all, raw: png, headers: { 'content-type': 'image/png' } });
         for (const [query, field] of [['k=0x10', 'k'], ['k=', 'k'], ['radius=', 'radius'], ['radius=three', 'radius'], ['content_weight=', 'content_weight'], ['content_weight=0x1', 'content_weight']]) {
           const r = await image(query);
@@ -841,7 +842,7 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
       it('says a one-value query parameter is given twice (400 naming it); a filter may repeat', async () => {
         const { all } = await world(64);
         const col = `m-${uniq()}`;
-        expect((await call('POST', '/v1/collections', { key: all, body: { name: col, bits: 64, model_id: 'mednist-darf-b64@ff8250db5bd3' } })).status).toBe(201);
+        expect((await call('POST', '/v1/collections', { key: all, body: { name: col, bits: 64, model_id: mednistCard.model_id } })).status).toBe(201);
         const image = `/v1/collections/${col}/search/image`;
         const cases: [string, string, string][] = [
           [`${image}?k=1&k=2`, 'k', 'k is given twice; give it once'],
