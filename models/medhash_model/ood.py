@@ -153,30 +153,38 @@ def feature_stats(shallow: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
 
 
 class OODHead(nn.Module):
-    """Scores of one batch: each of PARTS (reconstruction error; Mahalanobis of the fused features
-    and of the feature statistics, with a shared covariance and with one per class) and the
-    combined score: the max of the `val`-z-scored parts that the OOD validation chose (`select`)."""
+    """Scores of one batch: each part it holds (reconstruction error; Mahalanobis of the fused
+    features and of the feature statistics, with a shared covariance and, where given, with one
+    per class) and the combined score: the max of the `val`-z-scored parts that the OOD
+    validation chose (`select`). The per-class parts are optional: a shipped head keeps only
+    those chosen, as each costs a matrix per class in the model file."""
 
-    def __init__(self, decoder: Decoder, maha: Mahalanobis, stats: Mahalanobis, qda: ClassMahalanobis,
-                 stats_qda: ClassMahalanobis, norm: dict, parts=PARTS):
+    def __init__(self, decoder: Decoder, maha: Mahalanobis, stats: Mahalanobis, qda: ClassMahalanobis | None,
+                 stats_qda: ClassMahalanobis | None, norm: dict, parts=("maha",)):
         super().__init__()
         self.decoder, self.maha, self.stats, self.qda, self.stats_qda = decoder, maha, stats, qda, stats_qda
+        self.present = tuple(p for p in PARTS if getattr(self, p, None) is not None or p == "recon")
         self.parts = tuple(parts)
-        self.register_buffer("mean", torch.tensor([norm[p][0] for p in PARTS], dtype=torch.float32))
-        self.register_buffer("std", torch.tensor([norm[p][1] for p in PARTS], dtype=torch.float32))
-        self.register_buffer("select", torch.tensor([PARTS.index(p) for p in self.parts], dtype=torch.long))
+        if not set(self.parts) <= set(self.present):
+            raise ValueError(f"OOD head: parts {self.parts} not all among those it holds {self.present}")
+        self.register_buffer("mean", torch.tensor([norm[p][0] for p in self.present], dtype=torch.float32))
+        self.register_buffer("std", torch.tensor([norm[p][1] for p in self.present], dtype=torch.float32))
+        self.register_buffer("select", torch.tensor([self.present.index(p) for p in self.parts], dtype=torch.long))
 
     def forward(self, x, shallow, deep, feats) -> dict[str, torch.Tensor]:
         st = feature_stats(shallow, deep)
-        s = {"recon": recon_error(self.decoder, deep, x), "maha": self.maha(feats), "stats": self.stats(st),
-             "qda": self.qda(feats), "stats_qda": self.stats_qda(st)}
-        z = (torch.stack([s[p] for p in PARTS], dim=1) - self.mean) / self.std
+        s = {"recon": recon_error(self.decoder, deep, x), "maha": self.maha(feats), "stats": self.stats(st)}
+        if self.qda is not None:
+            s["qda"] = self.qda(feats)
+        if self.stats_qda is not None:
+            s["stats_qda"] = self.stats_qda(st)
+        z = (torch.stack([s[p] for p in self.present], dim=1) - self.mean) / self.std
         s["combined"] = z.index_select(1, self.select).max(dim=1).values
         return s
 
 
 def scores_np(model, head: OODHead, x: np.ndarray, batch: int = 256) -> dict:
-    out = {k: [] for k in (*PARTS, "combined", "msp", "energy", "features", "u")}
+    out = {k: [] for k in (*head.present, "combined", "msp", "energy", "features", "u")}
     model.eval()
     with torch.no_grad():
         for i in range(0, len(x), batch):
@@ -219,11 +227,12 @@ def validation_outliers(x: np.ndarray, n: int = 500, seed: int = 0) -> dict[str,
     return {"jigsaw": jigsaw, "smooth": smooth, "shapes": shapes}
 
 
-def choose_parts(val: dict, outliers: dict[str, dict], norm: dict) -> tuple[tuple[str, ...], list[dict]]:
-    """The non-empty subset of PARTS whose z-max separates `val` from the validation outliers
-    best (mean AUROC over the outlier sets); ties go to the smaller subset, then PARTS order."""
+def choose_parts(val: dict, outliers: dict[str, dict], norm: dict, candidates=PARTS) -> tuple[tuple[str, ...], list[dict]]:
+    """The non-empty subset of the candidate parts whose z-max separates `val` from the validation
+    outliers best (mean AUROC over the outlier sets); ties go to the smaller subset, then PARTS
+    order."""
     z = lambda s, p: (s[p] - norm[p][0]) / norm[p][1]
-    subsets = [tuple(p for j, p in enumerate(PARTS) if mask >> j & 1) for mask in range(1, 2 ** len(PARTS))]
+    subsets = [tuple(p for j, p in enumerate(candidates) if mask >> j & 1) for mask in range(1, 2 ** len(candidates))]
     subsets.sort(key=len)
     table = []
     for sub in subsets:
@@ -267,6 +276,14 @@ def calibrate(val_scores: np.ndarray, id_recall: float) -> float:
     return float(np.quantile(val_scores, id_recall))
 
 
+def per_class_budget(model, decoder: Decoder, shared: list[Mahalanobis]) -> int:
+    """Bytes left for the per-class matrices under the model-file budget: the budget less the
+    float32 tensors the graph holds anyway, less 1 MiB for the graph itself."""
+    from .export import MAX_BYTES
+    held = sum(t.numel() * t.element_size() for m in (model, decoder, *shared) for t in m.state_dict().values())
+    return MAX_BYTES - held - (1 << 20)
+
+
 def fit(model, ds, id_recall: float = 0.95, log=print, epochs: int = 6, steps: int = 150,
         decoder: Decoder | None = None) -> tuple[OODHead, dict]:
     tr, va = ds.splits["train"], ds.splits["val"]
@@ -282,19 +299,28 @@ def fit(model, ds, id_recall: float = 0.95, log=print, epochs: int = 6, steps: i
     # class-conditional: the classes of one set can differ in contrast and texture (MedNIST holds
     # CT, MRI and X-rays), and one Gaussian around all of them also covers the space between
     stats = Mahalanobis.fit(st, tr.y[sample], len(ds.classes))
-    qda = ClassMahalanobis.fit(feats, tr.y, len(ds.classes))
-    stats_qda = ClassMahalanobis.fit(st, tr.y[sample], len(ds.classes))
+    # the per-class parts are candidates only where their int8 matrices (one byte per entry) fit
+    # the model-file budget: many classes, or the wide `full` preset, would overflow it
+    n = len(ds.classes)
+    per_class = {"bytes": n * (feats.shape[1] ** 2 + st.shape[1] ** 2), "budget": per_class_budget(model, dec, [maha, stats])}
+    qda = stats_qda = None
+    if per_class["bytes"] <= per_class["budget"]:
+        qda = ClassMahalanobis.fit(feats, tr.y, n)
+        stats_qda = ClassMahalanobis.fit(st, tr.y[sample], n)
+    else:
+        log(json.dumps({"ood_per_class_parts": "left out: over the model-file budget", **per_class}))
     raw = OODHead(dec, maha, stats, qda, stats_qda, {p: [0.0, 1.0] for p in PARTS})  # the parts unscaled, to fit their z-scaling
     val = scores_np(model, raw, va.x)
-    norm = {p: [float(val[p].mean()), float(val[p].std() + 1e-12)] for p in PARTS}
+    norm = {p: [float(val[p].mean()), float(val[p].std() + 1e-12)] for p in raw.present}
     outliers = {k: scores_np(model, raw, v) for k, v in validation_outliers(va.x).items()}
-    parts, table = choose_parts(val, outliers, norm)
+    parts, table = choose_parts(val, outliers, norm, raw.present)
     log(json.dumps({"ood_parts": parts, "selection": table}))
-    head = OODHead(dec, maha, stats, qda, stats_qda, norm, parts)
+    head = OODHead(dec, maha, stats, qda if "qda" in parts else None, stats_qda if "stats_qda" in parts else None, norm, parts)
     val = scores_np(model, head, va.x)
     info = {"format": HEAD_FORMAT, "norm": norm, "parts": list(parts), "selection": table, "id_recall": id_recall,
+            "per_class": {**per_class, "candidates": qda is not None},
             "decoder_steps": epochs * steps, "seconds": round(time.time() - t0, 1),
-            "thresholds": {k: calibrate(val[k], id_recall) for k in (*PARTS, "combined")}}
+            "thresholds": {k: calibrate(val[k], id_recall) for k in (*head.present, "combined")}}
     return head, info
 
 
@@ -333,7 +359,8 @@ def load_run(run: Path):
         st = o["state"]
         dec = Decoder(cfg.widths[3], cfg.channels, cfg.size)
         maha, stats = (Mahalanobis(st[f"{p}.w"], st[f"{p}.wmu"]) for p in ("maha", "stats"))
-        qda, stats_qda = (ClassMahalanobis(st[f"{p}.q"], st[f"{p}.scale"], st[f"{p}.wmu"]) for p in ("qda", "stats_qda"))
+        qda, stats_qda = (ClassMahalanobis(st[f"{p}.q"], st[f"{p}.scale"], st[f"{p}.wmu"]) if f"{p}.q" in st else None
+                          for p in ("qda", "stats_qda"))
         head = OODHead(dec, maha, stats, qda, stats_qda, o["info"]["norm"], o["info"]["parts"])
         head.load_state_dict(st)
         head.eval()

@@ -229,7 +229,7 @@ def evaluate_model(name: str, run: Path, data_root: Path, far: list[str], near: 
 
     def all_scores(x: np.ndarray) -> dict:
         s = score(x)
-        out = {k: s[k] for k in ("combined", *ood.PARTS, "msp", "energy")}
+        out = {k: s[k] for k in ("combined", *head.present, "msp", "energy")}
         out["knn_hamming"] = kth_hamming(s["codes"], db_codes)
         out["knn_features"] = ood.knn_score(s["features"], bank)
         return out
@@ -238,8 +238,9 @@ def evaluate_model(name: str, run: Path, data_root: Path, far: list[str], near: 
     cal = knn_calibration(val["knn_hamming"], val["combined"], len(db_codes))
     z = lambda s: with_knn(s["combined"], s["knn_hamming"], cal["knn"]["mean"], cal["knn"]["std"])  # noqa: E731
     val["combined_knn"] = z(val)
-    thresholds = {k: ood.calibrate(val[k], ID_RECALL) for k in SCORES}
-    thresholds97 = {k: ood.calibrate(val[k], 0.97) for k in SCORES}
+    scores = [k for k in SCORES if k in val]  # the per-class parts only where the head holds them
+    thresholds = {k: ood.calibrate(val[k], ID_RECALL) for k in scores}
+    thresholds97 = {k: ood.calibrate(val[k], 0.97) for k in scores}
     log(json.dumps({"model": name, "stage": "val", "seconds": round(time.time() - t0, 1)}))
 
     q = ds.splits["query"]
@@ -276,7 +277,7 @@ def evaluate_model(name: str, run: Path, data_root: Path, far: list[str], near: 
         s = all_scores(x)
         s["combined_knn"] = z(s)
         row = {"model": name, "ood_set": set_name, "n_id": len(q.ids), "n_ood": len(x),
-               "scores": {k: set_metrics(idq[k], s[k], thresholds[k], thresholds97[k]) for k in SCORES}}
+               "scores": {k: set_metrics(idq[k], s[k], thresholds[k], thresholds97[k]) for k in scores}}
         rows.append(row)
         log(json.dumps({"model": name, "ood_set": set_name, **row["scores"][OURS]}))
     if folder:

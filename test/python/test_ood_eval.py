@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import tarfile
+import types
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -91,6 +93,46 @@ def test_head_combines_only_the_chosen_parts():
         assert set(s) == {*ood.PARTS, "combined"}
         want = torch.stack([s[p] for p in parts]).max(0).values
         assert torch.allclose(s["combined"], want)
+
+
+def test_head_holds_only_the_per_class_parts_it_is_given():
+    dec = ood.Decoder(8, 1, 16)
+    maha = ood.Mahalanobis(torch.eye(4), torch.zeros(1, 4))
+    stats = ood.Mahalanobis(torch.eye(22), torch.zeros(1, 22))
+    qda = ood.ClassMahalanobis(torch.eye(4)[None].to(torch.int8), torch.ones(1, 4, 1), torch.zeros(1, 4))
+    norm = {p: [0.0, 1.0] for p in ood.PARTS}
+    x, shallow, deep, feats = torch.rand(2, 1, 16, 16), torch.rand(2, 3, 8, 8), torch.rand(2, 8, 4, 4), torch.rand(2, 4)
+    head = ood.OODHead(dec, maha, stats, qda, None, norm, ("qda",))
+    assert head.present == ("recon", "maha", "stats", "qda")
+    s = head(x, shallow, deep, feats)
+    assert "stats_qda" not in s and torch.allclose(s["combined"], s["qda"])
+    with pytest.raises(ValueError, match="stats_qda"):
+        ood.OODHead(dec, maha, stats, qda, None, norm, ("stats_qda",))
+
+
+def _tiny_fit(monkeypatch, budget=None):
+    from medhash_model import data
+    from medhash_model.darf import ModelConfig, build
+    from medhash_model.presets import PRESETS
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_classes=3, bits=16, size=32, channels=1, **PRESETS["tiny"]["model"])
+    model = build(cfg).eval()
+    rng = np.random.RandomState(0)
+    split = lambda n: data.Arrays(rng.rand(n, 1, 32, 32).astype(np.float16), np.arange(n) % 3, [str(i) for i in range(n)])  # noqa: E731
+    ds = types.SimpleNamespace(splits={"train": split(60), "val": split(30)}, classes=["a", "b", "c"])
+    if budget is not None:
+        monkeypatch.setattr(ood, "per_class_budget", lambda *_: budget)
+    return ood.fit(model, ds, log=lambda _line: None, decoder=ood.Decoder(cfg.widths[3], cfg.channels, cfg.size).eval())
+
+
+def test_fit_offers_the_per_class_parts_only_within_the_model_file_budget(monkeypatch):
+    head, info = _tiny_fit(monkeypatch)
+    assert info["per_class"]["candidates"] and len(info["selection"]) == 2 ** len(ood.PARTS) - 1
+    # the shipped head holds the per-class parts it combines, no others
+    assert [p for p in head.present if p in ("qda", "stats_qda")] == [p for p in info["parts"] if p in ("qda", "stats_qda")]
+    head, info = _tiny_fit(monkeypatch, budget=info["per_class"]["bytes"] - 1)
+    assert not info["per_class"]["candidates"] and len(info["selection"]) == 7
+    assert head.present == ("recon", "maha", "stats") and set(info["thresholds"]) == {"recon", "maha", "stats", "combined"}
 
 
 def test_feature_stats_are_channel_means_and_deviations():
