@@ -3,6 +3,7 @@
   sweep   many runs, resumable (a run whose metrics.json exists is skipped)
   ood     second stage: reconstruction decoder on frozen features, OOD scores, thresholds on val
   ood-eval  OOD evaluation (far, near, attacked, corrupted sets) -> docs/results/ood.json, models/oodsets/
+  ood-frontier  every subset of a shipped model's OOD parts against the OOD goals (an analysis, docs/OOD.md)
   export  ONNX (opset 17) + model card JSON of a trained run
   pipeline  train, OOD stage, export and evaluation of one model in one go (e.g. a new class folder)
   codes   encode a split to JSONL codes (id, packed hex code, label) for `medhash index`
@@ -176,7 +177,7 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_codes)
 
-    for name in ("ood", "ood_eval", "export", "report"):
+    for name in ("ood", "ood_eval", "ood_frontier", "export", "report"):
         try:
             __import__(f"medhash_model.{name}", fromlist=["add_parser"]).add_parser(sub)
         except ModuleNotFoundError:

@@ -24,6 +24,7 @@ from PIL import Image
 from . import data as data_mod
 from . import ood
 from .metrics import hamming, pack_bits
+from .preprocess import preprocess_bytes
 from .train import encode
 
 EPS = 8 / 255
@@ -177,6 +178,33 @@ def write_oodset(folder: Path, name: str, images: list[bytes], meta: dict) -> di
     return {"set": name, "file": tar_path.name, "count": len(images), **meta}
 
 
+def read_oodset(folder: Path, data_root: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """(manifest, {set: images}) of a folder that `write_oodset` and `replay_entry` wrote, each
+    set preprocessed at the manifest's size and channels, in manifest order."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if (manifest.get("format"), manifest.get("version")) != (OODSET_FORMAT, OODSET_VERSION):
+        raise SystemExit(f"{folder}/manifest.json: not a {OODSET_FORMAT} v{OODSET_VERSION} manifest")
+    size, channels = manifest["size"], manifest["channels"]
+    sets = {}
+    for entry in manifest["sets"]:
+        if "file" in entry:
+            with tarfile.open(folder / entry["file"]) as tf:
+                members = sorted((m for m in tf.getmembers() if m.isfile()), key=lambda m: m.name)
+                sets[entry["set"]] = np.stack([preprocess_bytes(tf.extractfile(m).read(), size, channels) for m in members])
+        else:
+            ds = data_mod.load(data_root / entry["source"], size, channels)
+            where = {i: (s, j) for s in data_mod.SPLITS for j, i in enumerate(ds.splits[s].ids)}
+            sets[entry["set"]] = np.stack([ds.splits[where[i][0]].x[where[i][1]] for i in entry["ids"]])
+        sets[entry["set"]] = sets[entry["set"]].astype(np.float32)
+    return manifest, sets
+
+
+def knn_bank(model, train_x: np.ndarray, seed: int = 0, n: int = 10000) -> np.ndarray:
+    """The KNN baseline's reference set: L2-normalised fused features of n `train` images."""
+    pick = np.sort(np.random.RandomState(seed).permutation(len(train_x))[:n])
+    return F.normalize(torch.from_numpy(encode(model, train_x[pick])["features"]), dim=1).numpy()
+
+
 # --- one model -------------------------------------------------------------------------------
 
 def load_images(path: Path, size: int, channels: int, n: int, seed: int, split: str | None = None,
@@ -223,9 +251,7 @@ def evaluate_model(name: str, run: Path, data_root: Path, far: list[str], near: 
 
     db = encode(model, ds.splits["db"].x)
     db_codes = pack_bits(db["u"])
-    bank_x = ds.splits["train"].x
-    bank_pick = np.sort(np.random.RandomState(seed).permutation(len(bank_x))[:10000])
-    bank = F.normalize(torch.from_numpy(encode(model, bank_x[bank_pick])["features"]), dim=1).numpy()
+    bank = knn_bank(model, ds.splits["train"].x, seed)
 
     def all_scores(x: np.ndarray) -> dict:
         s = score(x)

@@ -1,0 +1,174 @@
+"""What the OOD goals ask of a shipped model's parts (`ood-frontier`): every subset of its OOD
+parts, plus one more candidate built from the input alone (a per-class Mahalanobis distance of
+the image's thumbnail, the fingerprint SCH weights its pairs with), scored the way the head
+combines parts (max of `val`-z-scores) on `val` against the synthetic validation outliers and
+on the model's committed OOD sets, beside MSP, energy and KNN on the same features.
+
+It answers a question the goal check alone cannot: whether the goals miss because validation
+chose badly, or because no combination of these parts meets them all. It is an analysis of
+the evaluation sets, so nothing here is shipped or chosen from it."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import data as data_mod
+from . import ood, ood_eval, shipped
+
+FORMAT, VERSION = "medhash-ood-frontier", 1
+THUMB_SIZES = (8, 16)   # thumbnail sides tried; validation picks one
+BASELINES = ("msp", "energy", "knn_features")
+GOAL_FAR_AUROC, GOAL_FAR_FLAGGED, GOAL_NEAR_AUROC = 0.99, 0.95, 0.90
+
+
+def thumbnails(x: np.ndarray, side: int) -> np.ndarray:
+    """Area-averaged side x side thumbnails, flattened (channels kept)."""
+    return F.adaptive_avg_pool2d(torch.from_numpy(x.astype(np.float32)), side).flatten(1).numpy()
+
+
+def subset_table(scores: dict[str, dict[str, np.ndarray]], parts: list[str], outliers: list[str],
+                 eval_sets: list[str]) -> tuple[list[str], list[dict]]:
+    """Validation's choice among `parts` (`ood.choose_parts`, as the OOD stage makes it) and, for
+    every non-empty subset, its validation AUROCs and, per evaluation set, the AUROC of its z-max
+    and the share flagged at 3 % `query` false alarms."""
+    norm = {p: [float(scores["val"][p].mean()), float(scores["val"][p].std() + 1e-12)] for p in parts}
+    chosen, table = ood.choose_parts(scores["val"], {o: scores[o] for o in outliers}, norm, tuple(parts))
+    rows = []
+    for r in table:
+        def zmax(s, sub=r["parts"]):
+            return np.max(np.stack([(s[p] - norm[p][0]) / norm[p][1] for p in sub]), axis=0)
+        q = zmax(scores["query"])
+        sets = {e: {"auroc": ood.auroc(q, zmax(scores[e])), "tpr_at_fpr3": ood_eval.tpr_at_fpr(q, zmax(scores[e]), 0.03)}
+                for e in eval_sets}
+        rows.append({"parts": r["parts"], "val": r["auroc"], "val_mean": r["mean_auroc"], "sets": sets})
+    return list(chosen), rows
+
+
+def goals(row: dict, baselines: dict[str, float]) -> dict:
+    """Issue 5's goals for one subset's row; `baselines[set]` is the best baseline AUROC there."""
+    far = [s for s in row["sets"] if s.startswith("far:")]
+    near = [s for s in row["sets"] if s.startswith("near:")]
+    behind = sorted(s for s in row["sets"] if row["sets"][s]["auroc"] <= baselines[s])
+    return {"far_auroc": all(row["sets"][s]["auroc"] >= GOAL_FAR_AUROC for s in far),
+            "far_flagged": all(row["sets"][s]["tpr_at_fpr3"] >= GOAL_FAR_FLAGGED for s in far),
+            "near_auroc": all(row["sets"][s]["auroc"] >= GOAL_NEAR_AUROC for s in near),
+            "behind_a_baseline": behind}
+
+
+def analyse(onnx_path: Path, oodsets: Path, data_root: Path, log=print) -> dict:
+    t0 = time.time()
+    model, head, card = shipped.load(onnx_path)
+    cfg = model.cfg
+    ds = data_mod.known_only(data_mod.load(data_root / card["training"]["data"], cfg.size, cfg.channels, classes=card["classes"]))
+    tr = ds.splits["train"]
+    manifest, eval_x = ood_eval.read_oodset(oodsets / card["name"], data_root)
+    if (manifest["size"], manifest["channels"]) != (cfg.size, cfg.channels):
+        raise SystemExit(f"{oodsets / card['name']}: sets at {manifest['size']}px x {manifest['channels']}, the model reads "
+                         f"{cfg.size}px x {cfg.channels}")
+    outliers = ood.validation_outliers(ds.splits["val"].x)
+    images = {"val": ds.splits["val"].x, "query": ds.splits["query"].x, **outliers, **eval_x}
+    bank = ood_eval.knn_bank(model, tr.x)
+    thumbs = {t: ood.ClassMahalanobis.fit(thumbnails(tr.x, t), tr.y, len(ds.classes)) for t in THUMB_SIZES}
+    scores = {}
+    for name, x in images.items():
+        s = ood.scores_np(model, head, x)
+        scores[name] = {k: s[k] for k in (*head.present, "combined", "msp", "energy")}
+        scores[name]["knn_features"] = ood.knn_score(s["features"], bank)
+        with torch.no_grad():
+            for t, m in thumbs.items():
+                scores[name][f"thumb{t}"] = m(torch.from_numpy(thumbnails(x, t))).numpy()
+        log(json.dumps({"stage": "scores", "set": name, "n": len(x), "seconds": round(time.time() - t0, 1)}))
+    names = list(outliers)
+    thumb_val = {t: float(np.mean([ood.auroc(scores["val"][f"thumb{t}"], scores[o][f"thumb{t}"]) for o in names]))
+                 for t in THUMB_SIZES}
+    side = max(THUMB_SIZES, key=lambda t: thumb_val[t])  # max keeps the first of equals
+    for s in scores.values():
+        s["thumb"] = s[f"thumb{side}"]
+    sets = list(eval_x)
+    baselines = {e: {b: ood.auroc(scores["query"][b], scores[e][b]) for b in BASELINES} for e in sets}
+    best_baseline = {e: max(v.values()) for e, v in baselines.items()}
+    parts = [*head.present, "thumb"]
+    chosen, rows = subset_table(scores, parts, names, sets)
+    for row in rows:
+        row["goals"] = goals(row, best_baseline)
+    without, _ = ood.choose_parts(scores["val"], {o: scores[o] for o in names},
+                                  {p: [float(scores["val"][p].mean()), float(scores["val"][p].std() + 1e-12)] for p in head.present},
+                                  head.present)
+    return {"format": FORMAT, "version": VERSION, "model_id": card["model_id"], "shipped_parts": card["ood"]["parts"],
+            "thumbnail": {"side": side, "val_mean_auroc": thumb_val},
+            "chosen_without_thumb": list(without), "chosen_with_thumb": chosen, "baselines": baselines, "subsets": rows,
+            "seconds": round(time.time() - t0, 1)}
+
+
+def markdown(doc: dict) -> str:
+    """The subsets that validation ranks highest, then those that meet the far-OOD goals, then
+    those ahead of every baseline on every set (each list best first by validation)."""
+    sets = list(doc["subsets"][0]["sets"])
+    short = {s: s.split(":", 1)[1].split(" ")[0] for s in sets}
+    head = ("| parts | val mean | " + " | ".join(f"{short[s]} AUROC" for s in sets)
+            + " | far at 3 % | goals missed |\n|---|---|" + "---|" * (len(sets) + 2))
+
+    def line(r):
+        far = [s for s in sets if s.startswith("far:")]
+        missed = [k for k in ("far_auroc", "far_flagged", "near_auroc") if not r["goals"][k]]
+        missed += [f"behind on {', '.join(short[s] for s in r['goals']['behind_a_baseline'])}"] if r["goals"]["behind_a_baseline"] else []
+        mark = "**" if r["parts"] in (doc["chosen_without_thumb"], doc["chosen_with_thumb"]) else ""
+        return (f"| {mark}{' + '.join(r['parts'])}{mark} | {r['val_mean']:.4f} | "
+                + " | ".join(f"{r['sets'][s]['auroc']:.3f}" for s in sets)
+                + " | " + ", ".join(f"{100 * r['sets'][s]['tpr_at_fpr3']:.1f} %" for s in far)
+                + " | " + ("; ".join(missed) or "none") + " |")
+
+    by_val = sorted(doc["subsets"], key=lambda r: -r["val_mean"])
+    base = "| baseline | " + " | ".join(short[s] for s in sets) + " |\n|---|" + "---|" * len(sets) + "\n" + "\n".join(
+        f"| {b} | " + " | ".join(f"{doc['baselines'][s][b]:.3f}" for s in sets) + " |" for b in BASELINES)
+    far_ok = [r for r in by_val if r["goals"]["far_auroc"] and r["goals"]["far_flagged"]]
+    fewest = sorted(by_val, key=lambda r: len(r["goals"]["behind_a_baseline"]))  # stable: validation order within a count
+    every = [r for r in far_ok if not r["goals"]["behind_a_baseline"] and r["goals"]["near_auroc"]]
+    out = [f"Model `{doc['model_id']}`; thumbnail side {doc['thumbnail']['side']} (validation: "
+           + ", ".join(f"{t} px {v:.4f}" for t, v in doc["thumbnail"]["val_mean_auroc"].items()) + ").",
+           f"Shipped parts: {' + '.join(doc['shipped_parts'])}; validation's choice among the shipped model's parts: "
+           f"{' + '.join(doc['chosen_without_thumb'])}; with the thumbnail among the candidates: "
+           f"{' + '.join(doc['chosen_with_thumb'])} (both in bold). Subsets meeting every goal: {len(every)} of {len(by_val)}.",
+           "", base, "", "Highest validation AUROC (10 of the subsets):", "", head, *(line(r) for r in by_val[:10]),
+           "", f"Meeting both far-OOD goals ({len(far_ok)}; the 5 best by validation):", "", head, *(line(r) for r in far_ok[:5]),
+           "", "Behind a baseline on the fewest sets (5; ties by validation):", "", head, *(line(r) for r in fewest[:5])]
+    return "\n".join(out)
+
+
+def add_parser(sub):
+    p = sub.add_parser("ood-frontier", help="every subset of a shipped model's OOD parts (and an input-thumbnail part) "
+                                            "against the OOD goals: validation choice vs what the evaluation sets allow")
+    p.add_argument("--model", default=None, help="a shipped model's .onnx (its card beside it)")
+    p.add_argument("--oodsets", default=None, help="default: the oodsets folder beside the model")
+    p.add_argument("--data-root", default=None, help="default: $MEDHASH_DATA or ../shared/data")
+    p.add_argument("--json", default=None, help="write the result here (e.g. ../docs/results/ood-frontier-mednist.json)")
+    p.add_argument("--table", action="store_true", help="print the --json file's tables (docs/OOD.md) without computing")
+    p.set_defaults(fn=cmd_ood_frontier)
+
+
+def cmd_ood_frontier(args):
+    from .cli import ROOT
+    if args.table:
+        doc = json.loads(Path(args.json).read_text())
+        if (doc.get("format"), doc.get("version")) != (FORMAT, VERSION):
+            raise SystemExit(f"{args.json}: not a {FORMAT} v{VERSION} file")
+        print(markdown(doc))
+        return
+    if not args.model:
+        raise SystemExit("ood-frontier: name a --model (or --table --json FILE)")
+    torch.set_num_threads(int(os.environ.get("MEDHASH_THREADS", "2")))
+    model = Path(args.model)
+    data_root = Path(args.data_root or os.environ.get("MEDHASH_DATA", ROOT.parent / "shared" / "data"))
+    doc = analyse(model, Path(args.oodsets) if args.oodsets else model.parent / "oodsets", data_root,
+                  log=lambda s: print(s, file=sys.stderr, flush=True))
+    doc["command"] = "cd models && python3 -m medhash_model " + " ".join(sys.argv[1:])
+    if args.json:
+        Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
+    print(markdown(doc))

@@ -1,0 +1,96 @@
+"""A shipped model's PyTorch modules, rebuilt from its ONNX file and card. Run folders (runs/)
+are not committed, so the ONNX file is the record of a shipped encoder and OOD head; analyses
+that need PyTorch (gradients, other parts on the same features) start from it.
+
+The exporter folds each convolution's BatchNorm into the convolution (weights and bias under
+generated `onnx::Conv_*` names); they come back as that convolution followed by a BatchNorm
+that passes its input through plus the folded bias. Everything else keeps its parameter name.
+Exports made with constant folding (head format 3 and before: brain MRI and Kather) also fold
+matrix products into generated names, which this reader does not map: it rejects them."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+from . import ood
+from .darf import ModelConfig, build
+from .presets import PRESETS
+from .train import METHODS
+
+
+def config_from_card(card: dict) -> ModelConfig:
+    """The encoder's configuration: sizes from the card, widths and depths from its preset and
+    method (the card names both)."""
+    t = card["training"]
+    arch, _, overrides, _ = METHODS[t["method"]]
+    return ModelConfig(n_classes=len(card["classes"]), bits=card["bits"], size=card["input"]["size"],
+                       channels=card["input"]["channels"], arch=arch, **{**PRESETS[t["preset"]]["model"], **overrides})
+
+
+def _folded_conv(node_name: str) -> tuple[str, str]:
+    """The convolution and BatchNorm module names behind an exported Conv node's scope:
+    `/model/backbone/stage1/c1/Conv` -> (backbone.stage1.c1, backbone.stage1.b1);
+    `/model/backbone/stem/stem.0/Conv` -> (backbone.stem.0, backbone.stem.1)."""
+    scope = node_name.split("/")[2:-1]
+    last = scope[-1]
+    if "." in last:  # an nn.Sequential member: its BatchNorm is the next index
+        i = int(last.rsplit(".", 1)[1])
+        base = ".".join(scope[:-1])
+        return f"{base}.{i}", f"{base}.{i + 1}"
+    if last.startswith("c") and last[1:].isdigit():  # BasicBlock: c1/b1, c2/b2
+        base = ".".join(scope[:-1])
+        return f"{base}.{last}", f"{base}.b{last[1:]}"
+    raise ValueError(f"cannot place folded convolution {node_name}")
+
+
+def load(onnx_path: str | Path, card: dict | None = None) -> tuple[torch.nn.Module, ood.OODHead, dict]:
+    """(encoder, OOD head, card) of a shipped model; the card defaults to NAME.card.json beside it."""
+    onnx_path = Path(onnx_path)
+    card = card or json.loads(onnx_path.with_name(onnx_path.name[:-len(".onnx")] + ".card.json").read_text())
+    proto = onnx.load(str(onnx_path))
+    init = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in proto.graph.initializer}
+    generated = sorted(n for n in init if n.startswith("onnx::") and not n.startswith("onnx::Conv_"))
+    if generated:
+        raise ValueError(f"{onnx_path}: exported with constant folding ({generated[0]} and {len(generated) - 1} more "
+                         f"generated initializers); rebuild it from its run folder instead")
+    model = build(config_from_card(card))
+    fresh = model.state_dict()
+    state = {k: init[f"model.{k}"] for k in fresh if f"model.{k}" in init}
+    modules = dict(model.named_modules())
+    for node in proto.graph.node:
+        if node.op_type == "Conv" and node.input[1].startswith("onnx::Conv_"):
+            conv, bn = _folded_conv(node.name)
+            bias = init[node.input[2]]
+            state[f"{conv}.weight"] = init[node.input[1]]
+            # (x - 0) / sqrt((1 - eps) + eps) * 1 + bias: the folded convolution's output plus its bias
+            state.update({f"{bn}.weight": torch.ones_like(bias), f"{bn}.bias": bias,
+                          f"{bn}.running_mean": torch.zeros_like(bias),
+                          f"{bn}.running_var": torch.full_like(bias, 1 - modules[bn].eps)})
+    for k, v in fresh.items():  # counters and the KAN grid are not exported: they follow from the config
+        if k.endswith("num_batches_tracked") or k.endswith(".knots"):
+            state[k] = v
+    missing = sorted(set(fresh) - set(state))
+    if missing:
+        raise ValueError(f"{onnx_path}: no initializer for {missing[:3]} ({len(missing)} in all)")
+    model.load_state_dict(state)
+    model.eval()
+    h = {k[len("head."):]: v for k, v in init.items() if k.startswith("head.")}
+    cfg = model.cfg
+    decoder = ood.Decoder(cfg.widths[3], cfg.channels, cfg.size)
+    decoder.load_state_dict({k[len("decoder."):]: v for k, v in h.items() if k.startswith("decoder.")})
+    maha, stats = (ood.Mahalanobis(h[f"{p}.w"], h[f"{p}.wmu"]) for p in ("maha", "stats"))
+    qda, stats_qda = (ood.ClassMahalanobis(h[f"{p}.q"], h[f"{p}.scale"], h[f"{p}.wmu"]) if f"{p}.q" in h else None
+                      for p in ("qda", "stats_qda"))
+    present = [p for p in ood.PARTS if p in ("recon", "maha", "stats") or f"{p}.q" in h]
+    mean, std = h["mean"].numpy(), h["std"].numpy()
+    norm = {p: [float(mean[i]), float(std[i])] for i, p in enumerate(present)}
+    head = ood.OODHead(decoder, maha, stats, qda, stats_qda, norm, card["ood"]["parts"])
+    head.eval()
+    if not np.array_equal(head.select.numpy(), h["select"].numpy()):
+        raise ValueError(f"{onnx_path}: the card's ood.parts {card['ood']['parts']} are not the graph's")
+    return model, head, card

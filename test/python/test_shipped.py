@@ -1,0 +1,93 @@
+"""A shipped model rebuilt in PyTorch from its ONNX file (shipped.py) and the OOD frontier
+analysis built on it (ood_frontier.py). Run from models/: `/usr/bin/python3 -m pytest
+../test/python -q -k shipped`."""
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medhash_model import ood_eval, ood_frontier, shipped
+from medhash_model.metrics import pack_bits
+from medhash_model.preprocess import preprocess_bytes
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+def test_the_shipped_mednist_model_rebuilt_from_onnx_gives_its_golden_outputs():
+    model, head, card = shipped.load(MODELS / "mednist-darf-b64.onnx")
+    assert head.parts == tuple(card["ood"]["parts"])
+    golden = json.loads((MODELS / "golden" / "mednist-darf-b64.json").read_text())
+    assert golden["model_id"] == card["model_id"]
+    x = torch.from_numpy(np.stack([np.frombuffer(base64.b64decode(it["input"]), dtype="<f4").reshape(golden["input_shape"])
+                                   for it in golden["items"]]).copy())
+    with torch.no_grad():
+        o = model(x)
+        s = head(x, o["shallow"], o["deep"], o["features"])
+    for i, it in enumerate(golden["items"]):
+        u = np.array(json.loads(it["u"]) if isinstance(it["u"], str) else it["u"])
+        assert np.abs(o["u"][i].numpy() - u).max() <= 1e-4
+        assert pack_bits(o["u"][i:i + 1].numpy())[0].tobytes().hex() == it["bits_hex"]
+        assert np.abs(o["logits"][i].numpy() - np.array(it["logits"])).max() <= 1e-4
+        assert abs(float(s["combined"][i]) - it["ood_score"]) <= 1e-4
+
+
+def test_an_export_made_with_constant_folding_is_refused():
+    with pytest.raises(ValueError, match="constant folding"):
+        shipped.load(MODELS / "brain_tumor_mri-darf-b64.onnx")
+
+
+def test_read_oodset_reads_tar_and_source_entries_and_rejects_other_formats(tmp_path, monkeypatch):
+    rng = np.random.RandomState(0)
+    src = tmp_path / "data" / "photos"
+    raw = {}
+    for label in ("a", "b"):
+        (src / label).mkdir(parents=True)
+        arr = rng.randint(0, 256, (40, 40), dtype=np.uint8)
+        Image.fromarray(arr, "L").save(src / label / "x.png")
+        raw[f"{label}/x.png"] = (src / label / "x.png").read_bytes()
+    folder = tmp_path / "sets"
+    pngs = [ood_eval.png_bytes(rng.randint(0, 256, (1, 32, 32), dtype=np.uint8)) for _ in range(3)]
+    entries = [ood_eval.write_oodset(folder, "attack:toy", pngs, {"source": "toy:query"}),
+               {"set": "near:photos", "source": "photos", "ids": ["b/x.png", "a/x.png"]}]
+    manifest = {"format": ood_eval.OODSET_FORMAT, "version": ood_eval.OODSET_VERSION, "size": 32, "channels": 1, "sets": entries}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("MEDHASH_CACHE", str(tmp_path / "cache"))
+    _, sets = ood_eval.read_oodset(folder, tmp_path / "data")
+    assert list(sets) == ["attack:toy", "near:photos"]
+    assert np.array_equal(sets["attack:toy"], np.stack([preprocess_bytes(b, 32, 1) for b in pngs]))
+    # a data set's pixels come from its preprocessing cache, stored as float16
+    want = np.stack([preprocess_bytes(raw[i], 32, 1) for i in ("b/x.png", "a/x.png")])
+    assert np.abs(sets["near:photos"] - want).max() <= 1e-3
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "version": 99}))
+    with pytest.raises(SystemExit, match="medhash-oodset v1"):
+        ood_eval.read_oodset(folder, tmp_path / "data")
+
+
+def test_frontier_rows_cover_every_subset_and_name_the_goals_each_misses():
+    rng = np.random.RandomState(1)
+    n = 400
+    # part `a` sees the far set only, part `b` the attack only; the outliers favour `a`
+    ident = lambda: {"a": rng.randn(n), "b": rng.randn(n)}  # noqa: E731
+    scores = {"val": ident(), "query": ident(),
+              "blobs": {"a": rng.randn(n) + 4, "b": rng.randn(n)},
+              "far:x": {"a": rng.randn(n) + 6, "b": rng.randn(n)},
+              "near:y": {"a": rng.randn(n) + 6, "b": rng.randn(n) + 6},
+              "attack:z": {"a": rng.randn(n), "b": rng.randn(n) + 6}}
+    chosen, rows = ood_frontier.subset_table(scores, ["a", "b"], ["blobs"], ["far:x", "near:y", "attack:z"])
+    assert chosen == ["a"] and [r["parts"] for r in rows] == [["a"], ["b"], ["a", "b"]]
+    baselines = {"far:x": 0.9, "near:y": 0.9, "attack:z": 0.9}
+    g = {tuple(r["parts"]): ood_frontier.goals(r, baselines) for r in rows}
+    assert g[("a",)]["far_auroc"] and g[("a",)]["far_flagged"] and g[("a",)]["behind_a_baseline"] == ["attack:z"]
+    assert not g[("b",)]["far_auroc"] and g[("b",)]["behind_a_baseline"] == ["far:x"]
+    assert g[("a", "b")] == {"far_auroc": True, "far_flagged": True, "near_auroc": True, "behind_a_baseline": []}
+
+
+def test_thumbnails_average_each_block():
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    assert np.allclose(ood_frontier.thumbnails(x, 2), [[2.5, 4.5, 10.5, 12.5]])
