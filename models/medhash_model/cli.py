@@ -3,7 +3,7 @@
   sweep   many runs, resumable (a run whose metrics.json exists is skipped)
   ood     second stage: reconstruction decoder on frozen features, OOD scores, thresholds on val
   ood-eval  OOD evaluation (far, near, attacked, corrupted sets) -> docs/results/ood.json, models/oodsets/
-  ood-frontier  every subset of a shipped model's OOD parts against the OOD goals (an analysis, docs/OOD.md)
+  ood-frontier  every subset of a shipped model's OOD parts (and two candidates) against the OOD goals (docs/OOD.md)
   export  ONNX (opset 17) + model card JSON of a trained run
   pipeline  train, OOD stage, export and evaluation of one model in one go (e.g. a new class folder)
   codes   encode a split to JSONL codes (id, packed hex code, label) for `medhash index`

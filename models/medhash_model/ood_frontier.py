@@ -1,8 +1,10 @@
 """What the OOD goals ask of a shipped model's parts (`ood-frontier`): every subset of its OOD
-parts, plus one more candidate built from the input alone (a per-class Mahalanobis distance of
-the image's thumbnail, the fingerprint SCH weights its pairs with), scored the way the head
-combines parts (max of `val`-z-scores) on `val` against the synthetic validation outliers and
-on the model's committed OOD sets, beside MSP, energy and KNN on the same features.
+parts, plus two candidates the head does not hold: a per-class Mahalanobis distance of the
+image's thumbnail (the kind of fingerprint SCH weighs its pairs with), and feature squeezing
+(Xu et al. 2018: how far the code moves when the image is smoothed, which costs a second pass
+of the encoder). Each subset is scored the way the head combines parts (max of `val`-z-scores)
+on `val` against the synthetic validation outliers and on the model's committed OOD sets,
+beside MSP, energy and KNN on the same features.
 
 It answers a question the goal check alone cannot: whether the goals miss because validation
 chose badly, or because no combination of these parts meets them all. It is an analysis of
@@ -21,9 +23,11 @@ import torch.nn.functional as F
 
 from . import data as data_mod
 from . import ood, ood_eval, shipped
+from .train import encode
 
 FORMAT, VERSION = "medhash-ood-frontier", 1
-THUMB_SIZES = (8, 16)   # thumbnail sides tried; validation picks one
+# the extra candidates' variants (thumbnail side, smoothing box side); validation picks one of each
+EXTRA = {"thumb": (8, 16), "squeeze": (2, 3)}
 BASELINES = ("msp", "energy", "knn_features")
 GOAL_FAR_AUROC, GOAL_FAR_FLAGGED, GOAL_NEAR_AUROC = 0.99, 0.95, 0.90
 
@@ -31,6 +35,19 @@ GOAL_FAR_AUROC, GOAL_FAR_FLAGGED, GOAL_NEAR_AUROC = 0.99, 0.95, 0.90
 def thumbnails(x: np.ndarray, side: int) -> np.ndarray:
     """Area-averaged side x side thumbnails, flattened (channels kept)."""
     return F.adaptive_avg_pool2d(torch.from_numpy(x.astype(np.float32)), side).flatten(1).numpy()
+
+
+def smooth(x: np.ndarray, side: int) -> np.ndarray:
+    """side x side box filter, edges replicated, same size out."""
+    t = F.pad(torch.from_numpy(x.astype(np.float32)), (side // 2, (side - 1) // 2) * 2, mode="replicate")
+    return F.avg_pool2d(t, side, 1).numpy()
+
+
+def squeeze_score(u: np.ndarray, u_smooth: np.ndarray) -> np.ndarray:
+    """1 - Pearson correlation of the continuous code before and after smoothing (the SCH pair
+    distance's correlation): adversarial perturbations are brittle, the anatomy is not."""
+    a, b = u - u.mean(1, keepdims=True), u_smooth - u_smooth.mean(1, keepdims=True)
+    return 1 - (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1) + 1e-12)
 
 
 def subset_table(scores: dict[str, dict[str, np.ndarray]], parts: list[str], outliers: list[str],
@@ -75,7 +92,7 @@ def analyse(onnx_path: Path, oodsets: Path, data_root: Path, log=print) -> dict:
     outliers = ood.validation_outliers(ds.splits["val"].x)
     images = {"val": ds.splits["val"].x, "query": ds.splits["query"].x, **outliers, **eval_x}
     bank = ood_eval.knn_bank(model, tr.x)
-    thumbs = {t: ood.ClassMahalanobis.fit(thumbnails(tr.x, t), tr.y, len(ds.classes)) for t in THUMB_SIZES}
+    thumbs = {t: ood.ClassMahalanobis.fit(thumbnails(tr.x, t), tr.y, len(ds.classes)) for t in EXTRA["thumb"]}
     scores = {}
     for name, x in images.items():
         s = ood.scores_np(model, head, x)
@@ -84,26 +101,30 @@ def analyse(onnx_path: Path, oodsets: Path, data_root: Path, log=print) -> dict:
         with torch.no_grad():
             for t, m in thumbs.items():
                 scores[name][f"thumb{t}"] = m(torch.from_numpy(thumbnails(x, t))).numpy()
+        for k in EXTRA["squeeze"]:
+            scores[name][f"squeeze{k}"] = squeeze_score(s["u"], encode(model, smooth(x, k))["u"])
         log(json.dumps({"stage": "scores", "set": name, "n": len(x), "seconds": round(time.time() - t0, 1)}))
     names = list(outliers)
-    thumb_val = {t: float(np.mean([ood.auroc(scores["val"][f"thumb{t}"], scores[o][f"thumb{t}"]) for o in names]))
-                 for t in THUMB_SIZES}
-    side = max(THUMB_SIZES, key=lambda t: thumb_val[t])  # max keeps the first of equals
-    for s in scores.values():
-        s["thumb"] = s[f"thumb{side}"]
+    extra = {}
+    for part, variants in EXTRA.items():
+        val = {v: float(np.mean([ood.auroc(scores["val"][f"{part}{v}"], scores[o][f"{part}{v}"]) for o in names]))
+               for v in variants}
+        pick = max(variants, key=lambda v: val[v])  # max keeps the first of equals
+        extra[part] = {"variant": pick, "val_mean_auroc": val}
+        for s in scores.values():
+            s[part] = s[f"{part}{pick}"]
     sets = list(eval_x)
     baselines = {e: {b: ood.auroc(scores["query"][b], scores[e][b]) for b in BASELINES} for e in sets}
     best_baseline = {e: max(v.values()) for e, v in baselines.items()}
-    parts = [*head.present, "thumb"]
-    chosen, rows = subset_table(scores, parts, names, sets)
+    chosen, rows = subset_table(scores, [*head.present, *EXTRA], names, sets)
     for row in rows:
         row["goals"] = goals(row, best_baseline)
-    # the rows keep choose_parts' order, so the first best row without the thumbnail is its choice among the head's parts
-    without = max((r for r in rows if "thumb" not in r["parts"]), key=lambda r: r["val_mean"])["parts"]
+    # the rows keep choose_parts' order, so the first best row of a narrower set of candidates is its choice there
+    choice = lambda allowed: max((r for r in rows if set(r["parts"]) <= allowed), key=lambda r: r["val_mean"])["parts"]  # noqa: E731
     return {"format": FORMAT, "version": VERSION, "model_id": card["model_id"], "shipped_parts": card["ood"]["parts"],
-            "thumbnail": {"side": side, "val_mean_auroc": thumb_val},
-            "chosen_without_thumb": without, "chosen_with_thumb": chosen, "baselines": baselines, "subsets": rows,
-            "seconds": round(time.time() - t0, 1)}
+            "extra": extra, "chosen": {"head": choice(set(head.present)),
+                                       **{f"head+{p}": choice({*head.present, p}) for p in EXTRA}, "all": chosen},
+            "baselines": baselines, "subsets": rows, "seconds": round(time.time() - t0, 1)}
 
 
 def markdown(doc: dict) -> str:
@@ -118,11 +139,14 @@ def markdown(doc: dict) -> str:
         far = [s for s in sets if s.startswith("far:")]
         missed = [k for k in ("far_auroc", "far_flagged", "near_auroc") if not r["goals"][k]]
         missed += [f"behind on {', '.join(short[s] for s in r['goals']['behind_a_baseline'])}"] if r["goals"]["behind_a_baseline"] else []
-        mark = "**" if r["parts"] in (doc["chosen_without_thumb"], doc["chosen_with_thumb"]) else ""
+        mark = "**" if r["parts"] in doc["chosen"].values() else ""
         return (f"| {mark}{' + '.join(r['parts'])}{mark} | {r['val_mean']:.4f} | "
                 + " | ".join(f"{r['sets'][s]['auroc']:.3f}" for s in sets)
                 + " | " + ", ".join(f"{100 * r['sets'][s]['tpr_at_fpr3']:.1f} %" for s in far)
                 + " | " + ("; ".join(missed) or "none") + " |")
+
+    def label(key):  # "head", "head+thumb", ..., "all"
+        return {"head": "the head's parts", "all": "all candidates"}.get(key, f"those and {key.split('+', 1)[-1]}")
 
     by_val = sorted(doc["subsets"], key=lambda r: -r["val_mean"])
     base = "| baseline | " + " | ".join(short[s] for s in sets) + " |\n|---|" + "---|" * len(sets) + "\n" + "\n".join(
@@ -130,11 +154,12 @@ def markdown(doc: dict) -> str:
     far_ok = [r for r in by_val if r["goals"]["far_auroc"] and r["goals"]["far_flagged"]]
     fewest = sorted(by_val, key=lambda r: len(r["goals"]["behind_a_baseline"]))  # stable: validation order within a count
     every = [r for r in far_ok if not r["goals"]["behind_a_baseline"] and r["goals"]["near_auroc"]]
-    out = [f"Model `{doc['model_id']}`; thumbnail side {doc['thumbnail']['side']} (validation: "
-           + ", ".join(f"{t} px {v:.4f}" for t, v in doc["thumbnail"]["val_mean_auroc"].items()) + ").",
-           f"Shipped parts: {' + '.join(doc['shipped_parts'])}; validation's choice among the shipped model's parts: "
-           f"{' + '.join(doc['chosen_without_thumb'])}; with the thumbnail among the candidates: "
-           f"{' + '.join(doc['chosen_with_thumb'])} (both in bold). Subsets meeting every goal: {len(every)} of {len(by_val)}.",
+    out = [f"Model `{doc['model_id']}`; " + "; ".join(
+               f"{p} variant {e['variant']} (validation: " + ", ".join(f"{v}: {a:.4f}" for v, a in e["val_mean_auroc"].items()) + ")"
+               for p, e in doc["extra"].items()) + ".",
+           f"Shipped parts: {' + '.join(doc['shipped_parts'])}. Validation's choice (in bold below) "
+           + "; ".join(f"among {label(k)}: {' + '.join(v)}" for k, v in doc["chosen"].items())
+           + f". Subsets meeting every goal: {len(every)} of {len(by_val)}.",
            "", base, "", "Highest validation AUROC (10 of the subsets):", "", head, *(line(r) for r in by_val[:10]),
            "", f"Meeting both far-OOD goals ({len(far_ok)}; the 5 best by validation):", "", head, *(line(r) for r in far_ok[:5]),
            "", "Behind a baseline on the fewest sets (5; ties by validation):", "", head, *(line(r) for r in fewest[:5])]
@@ -142,7 +167,7 @@ def markdown(doc: dict) -> str:
 
 
 def add_parser(sub):
-    p = sub.add_parser("ood-frontier", help="every subset of a shipped model's OOD parts (and an input-thumbnail part) "
+    p = sub.add_parser("ood-frontier", help="every subset of a shipped model's OOD parts (and a thumbnail and a squeezing part) "
                                             "against the OOD goals: validation choice vs what the evaluation sets allow")
     p.add_argument("--model", default=None, help="a shipped model's .onnx (its card beside it)")
     p.add_argument("--oodsets", default=None, help="default: the oodsets folder beside the model")

@@ -91,3 +91,16 @@ def test_frontier_rows_cover_every_subset_and_name_the_goals_each_misses():
 def test_thumbnails_average_each_block():
     x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
     assert np.allclose(ood_frontier.thumbnails(x, 2), [[2.5, 4.5, 10.5, 12.5]])
+
+
+def test_squeezing_scores_how_far_the_code_moves_and_smoothing_keeps_the_size():
+    u = np.random.RandomState(2).randn(3, 16)
+    assert np.allclose(ood_frontier.squeeze_score(u, u), 0, atol=1e-6)
+    assert np.allclose(ood_frontier.squeeze_score(u, -u), 2, atol=1e-6)
+    flat = np.full((1, 1, 8, 8), 0.3, dtype=np.float32)
+    edge = np.zeros((1, 1, 8, 8), dtype=np.float32)
+    edge[..., 4:] = 1
+    for side in (2, 3):
+        assert np.allclose(ood_frontier.smooth(flat, side), flat)
+        out = ood_frontier.smooth(edge, side)
+        assert out.shape == edge.shape and 0 < out[0, 0, 0, 4] < 1
