@@ -356,15 +356,21 @@ def load_run(run: Path):
         if o["info"].get("format", 1) != HEAD_FORMAT:
             raise SystemExit(f"{run}/ood.pt: OOD head format {o['info'].get('format', 1)}, this code reads {HEAD_FORMAT}; "
                              f"refit it: `ood --run {run} --reuse-decoder`")
-        st = o["state"]
-        dec = Decoder(cfg.widths[3], cfg.channels, cfg.size)
-        maha, stats = (Mahalanobis(st[f"{p}.w"], st[f"{p}.wmu"]) for p in ("maha", "stats"))
-        qda, stats_qda = (ClassMahalanobis(st[f"{p}.q"], st[f"{p}.scale"], st[f"{p}.wmu"]) if f"{p}.q" in st else None
-                          for p in ("qda", "stats_qda"))
-        head = OODHead(dec, maha, stats, qda, stats_qda, o["info"]["norm"], o["info"]["parts"])
-        head.load_state_dict(st)
-        head.eval()
+        head = head_from_state(o["state"], cfg, o["info"]["norm"], o["info"]["parts"])
     return model, ck, head
+
+
+def head_from_state(st: dict, cfg, norm: dict, parts) -> OODHead:
+    """An OODHead from its state dict (ood.pt, or a shipped graph's `head.*` initializers): the
+    per-class parts where the state holds them."""
+    dec = Decoder(cfg.widths[3], cfg.channels, cfg.size)
+    maha, stats = (Mahalanobis(st[f"{p}.w"], st[f"{p}.wmu"]) for p in ("maha", "stats"))
+    qda, stats_qda = (ClassMahalanobis(st[f"{p}.q"], st[f"{p}.scale"], st[f"{p}.wmu"]) if f"{p}.q" in st else None
+                      for p in ("qda", "stats_qda"))
+    head = OODHead(dec, maha, stats, qda, stats_qda, norm, parts)
+    head.load_state_dict(st)
+    head.eval()
+    return head
 
 
 def run_data_path(ck) -> str:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import data as data_mod
-from . import ood, ood_eval, shipped
+from . import losses, ood, ood_eval, shipped
 from .train import encode
 
 FORMAT, VERSION = "medhash-ood-frontier", 1
@@ -33,8 +33,8 @@ GOAL_FAR_AUROC, GOAL_FAR_FLAGGED, GOAL_NEAR_AUROC = 0.99, 0.95, 0.90
 
 
 def thumbnails(x: np.ndarray, side: int) -> np.ndarray:
-    """Area-averaged side x side thumbnails, flattened (channels kept)."""
-    return F.adaptive_avg_pool2d(torch.from_numpy(x.astype(np.float32)), side).flatten(1).numpy()
+    """SCH's fingerprints (side x side thumbnails, flattened) of a batch of images."""
+    return losses.fingerprints(torch.from_numpy(x.astype(np.float32)), side).numpy()
 
 
 def smooth(x: np.ndarray, side: int) -> np.ndarray:

@@ -80,17 +80,10 @@ def load(onnx_path: str | Path, card: dict | None = None) -> tuple[torch.nn.Modu
     model.load_state_dict(state)
     model.eval()
     h = {k[len("head."):]: v for k, v in init.items() if k.startswith("head.")}
-    cfg = model.cfg
-    decoder = ood.Decoder(cfg.widths[3], cfg.channels, cfg.size)
-    decoder.load_state_dict({k[len("decoder."):]: v for k, v in h.items() if k.startswith("decoder.")})
-    maha, stats = (ood.Mahalanobis(h[f"{p}.w"], h[f"{p}.wmu"]) for p in ("maha", "stats"))
-    qda, stats_qda = (ood.ClassMahalanobis(h[f"{p}.q"], h[f"{p}.scale"], h[f"{p}.wmu"]) if f"{p}.q" in h else None
-                      for p in ("qda", "stats_qda"))
     present = [p for p in ood.PARTS if p in ("recon", "maha", "stats") or f"{p}.q" in h]
     mean, std = h["mean"].numpy(), h["std"].numpy()
     norm = {p: [float(mean[i]), float(std[i])] for i, p in enumerate(present)}
-    head = ood.OODHead(decoder, maha, stats, qda, stats_qda, norm, card["ood"]["parts"])
-    head.eval()
+    head = ood.head_from_state(h, model.cfg, norm, card["ood"]["parts"])
     if not np.array_equal(head.select.numpy(), h["select"].numpy()):
         raise ValueError(f"{onnx_path}: the card's ood.parts {card['ood']['parts']} are not the graph's")
     return model, head, card
