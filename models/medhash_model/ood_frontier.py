@@ -1,8 +1,9 @@
 """What the OOD goals ask of a shipped model's parts (`ood-frontier`): every subset of its OOD
-parts, plus two candidates the head does not hold: a per-class Mahalanobis distance of the
-image's thumbnail (the kind of fingerprint SCH weighs its pairs with), and feature squeezing
+parts, plus three candidates the head does not hold: a per-class Mahalanobis distance of the
+image's thumbnail (the kind of fingerprint SCH weighs its pairs with), feature squeezing
 (Xu et al. 2018: how far the code moves when the image is smoothed, which costs a second pass
-of the encoder). Each subset is scored the way the head combines parts (max of `val`-z-scores)
+of the encoder), and the KNN baseline's own score, to see whether joining it to the others
+gets ahead of it. Each subset is scored the way the head combines parts (max of `val`-z-scores)
 on `val` against the synthetic validation outliers and on the model's committed OOD sets,
 beside MSP, energy and KNN on the same features.
 
@@ -26,8 +27,9 @@ from . import losses, ood, ood_eval, shipped
 from .train import encode
 
 FORMAT, VERSION = "medhash-ood-frontier", 1
-# the extra candidates' variants (thumbnail side, smoothing box side); validation picks one of each
-EXTRA = {"thumb": (8, 16), "squeeze": (2, 3)}
+# the extra candidates' variants (thumbnail side, smoothing box side, neighbour rank k: the KNN
+# baseline's k = 10 or a wider one); validation picks one of each
+EXTRA = {"thumb": (8, 16), "squeeze": (2, 3), "knn": (10, 50)}
 BASELINES = ("msp", "energy", "knn_features")
 GOAL_FAR_AUROC, GOAL_FAR_FLAGGED, GOAL_NEAR_AUROC = 0.99, 0.95, 0.90
 
@@ -98,6 +100,8 @@ def analyse(onnx_path: Path, oodsets: Path, data_root: Path, log=print) -> dict:
         s = ood.scores_np(model, head, x)
         scores[name] = {k: s[k] for k in (*head.present, "combined", "msp", "energy")}
         scores[name]["knn_features"] = ood.knn_score(s["features"], bank)
+        for k in EXTRA["knn"]:
+            scores[name][f"knn{k}"] = ood.knn_score(s["features"], bank, k)
         with torch.no_grad():
             for t, m in thumbs.items():
                 scores[name][f"thumb{t}"] = m(torch.from_numpy(thumbnails(x, t))).numpy()
@@ -167,7 +171,7 @@ def markdown(doc: dict) -> str:
 
 
 def add_parser(sub):
-    p = sub.add_parser("ood-frontier", help="every subset of a shipped model's OOD parts (and a thumbnail and a squeezing part) "
+    p = sub.add_parser("ood-frontier", help="every subset of a shipped model's OOD parts (and thumbnail, squeezing and KNN parts) "
                                             "against the OOD goals: validation choice vs what the evaluation sets allow")
     p.add_argument("--model", default=None, help="a shipped model's .onnx (its card beside it)")
     p.add_argument("--oodsets", default=None, help="default: the oodsets folder beside the model")
