@@ -227,16 +227,18 @@ def validation_outliers(x: np.ndarray, n: int = 500, seed: int = 0) -> dict[str,
     return {"jigsaw": jigsaw, "smooth": smooth, "shapes": shapes}
 
 
-def choose_parts(val: dict, outliers: dict[str, dict], norm: dict, candidates=PARTS) -> tuple[tuple[str, ...], list[dict]]:
+def choose_parts(val: dict, outliers: dict[str, dict], norm: dict, candidates=PARTS,
+                 combine=lambda z: z.max(0)) -> tuple[tuple[str, ...], list[dict]]:
     """The non-empty subset of the candidate parts whose z-max separates `val` from the validation
     outliers best (mean AUROC over the outlier sets); ties go to the smaller subset, then PARTS
-    order."""
+    order. `combine` (parts x images z-scores -> one score per image) is the graph's max unless an
+    analysis asks for another rule (ood_frontier.py)."""
     z = lambda s, p: (s[p] - norm[p][0]) / norm[p][1]
     subsets = [tuple(p for j, p in enumerate(candidates) if mask >> j & 1) for mask in range(1, 2 ** len(candidates))]
     subsets.sort(key=len)
     table = []
     for sub in subsets:
-        combined = lambda s: np.max(np.stack([z(s, p) for p in sub]), axis=0)
+        combined = lambda s: combine(np.stack([z(s, p) for p in sub]))
         aurocs = {name: auroc(combined(val), combined(o)) for name, o in outliers.items()}
         table.append({"parts": list(sub), "auroc": aurocs, "mean_auroc": float(np.mean(list(aurocs.values())))})
     best = max(table, key=lambda r: r["mean_auroc"])  # max keeps the first of equals

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from medhash_model import ood_eval, ood_frontier, shipped
+from medhash_model import ood, ood_eval, ood_frontier, shipped
 from medhash_model.metrics import pack_bits
 from medhash_model.preprocess import preprocess_bytes
 
@@ -86,6 +86,36 @@ def test_frontier_rows_cover_every_subset_and_name_the_goals_each_misses():
     assert g[("a",)]["far_auroc"] and g[("a",)]["far_flagged"] and g[("a",)]["behind_a_baseline"] == ["attack:z"]
     assert not g[("b",)]["far_auroc"] and g[("b",)]["behind_a_baseline"] == ["far:x"]
     assert g[("a", "b")] == {"far_auroc": True, "far_flagged": True, "near_auroc": True, "behind_a_baseline": []}
+
+
+def test_frontier_rules_join_the_z_scores_their_own_way_and_the_table_shows_each():
+    rng = np.random.RandomState(2)
+    n = 300
+    ident = lambda: {"a": rng.randn(n), "b": rng.randn(n)}  # noqa: E731
+    scores = {"val": ident(), "query": ident(), "blobs": {"a": rng.randn(n) + 3, "b": rng.randn(n) + 1},
+              "far:x": {"a": rng.randn(n) + 1, "b": rng.randn(n) + 1}, "near:y": {"a": rng.randn(n) + 5, "b": rng.randn(n)}}
+    eval_sets = ["far:x", "near:y"]
+    tables = {rule: ood_frontier.subset_table(scores, ["a", "b"], ["blobs"], eval_sets, rule)[1] for rule in ood_frontier.RULES}
+    z = {k: {p: (v[p] - scores["val"][p].mean()) / (scores["val"][p].std() + 1e-12) for p in "ab"} for k, v in scores.items()}
+    for rule, join in (("max", np.maximum), ("mean", lambda a, b: (a + b) / 2)):
+        both = [r for r in tables[rule] if r["parts"] == ["a", "b"]][0]
+        assert both["sets"]["far:x"]["auroc"] == pytest.approx(ood.auroc(join(z["query"]["a"], z["query"]["b"]), join(z["far:x"]["a"], z["far:x"]["b"])))
+    # a shift both parts see a little is clearer in their mean than in their max
+    mean_ab, max_ab = ([r for r in tables[k] if r["parts"] == ["a", "b"]][0]["sets"]["far:x"]["auroc"] for k in ("mean", "max"))
+    assert mean_ab > max_ab
+    baselines = {"far:x": 0.5, "near:y": 0.5}
+    for t in tables.values():
+        for r in t:
+            r["goals"] = ood_frontier.goals(r, baselines)
+    doc = {"model_id": "toy@0", "shipped_parts": ["a"], "extra": {}, "chosen": {"head": ["a"], "all": ["a"]},
+           "baselines": {e: {b: 0.5 for b in ood_frontier.BASELINES} for e in eval_sets}, "subsets": tables["max"],
+           "rules": {k: ood_frontier.rule_summary(t, ["a"]) for k, t in tables.items()}}
+    text = ood_frontier.markdown(doc)
+    rule_rows = text.split("Other rules")[1].split("Ahead of every")[0].strip().splitlines()[4:]
+    assert [r.split(" | ")[0] for r in rule_rows] == [f"| {k}" for k in ood_frontier.RULES for _ in range(3)]
+    assert all(r.count("|") == rule_rows[0].count("|") == text.split("Other rules")[1].splitlines()[3].count("|") for r in rule_rows)
+    ahead = [r for k, t in tables.items() for r in t if not r["goals"]["behind_a_baseline"]]
+    assert f"any rule ({len(ahead)})" in text and len(ahead) > 0
 
 
 def test_thumbnails_average_each_block():
