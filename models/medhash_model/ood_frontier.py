@@ -3,12 +3,13 @@ parts, plus three candidates the head does not hold: a per-class Mahalanobis dis
 image's thumbnail (the kind of fingerprint SCH weighs its pairs with), feature squeezing
 (Xu et al. 2018: how far the code moves when the image is smoothed, which costs a second pass
 of the encoder), and the KNN baseline's own score, to see whether joining it to the others
-gets ahead of it. Each subset is scored the way the head combines parts (max of `val`-z-scores)
-on `val` against the synthetic validation outliers and on the model's committed OOD sets,
-beside MSP, energy and KNN on the same features.
+gets ahead of it. Each subset is scored the way the head combines parts (max of `val`-z-scores),
+and by three other rules (`RULES`), on `val` against the synthetic validation outliers and on
+the model's committed OOD sets, beside MSP, energy and KNN on the same features.
 
 It answers a question the goal check alone cannot: whether the goals miss because validation
-chose badly, or because no combination of these parts meets them all. It is an analysis of
+chose badly, or because no combination of these parts, joined by any of these rules, meets
+them all. It is an analysis of
 the evaluation sets, so nothing here is shipped or chosen from it."""
 from __future__ import annotations
 
