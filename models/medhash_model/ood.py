@@ -229,10 +229,10 @@ def validation_outliers(x: np.ndarray, n: int = 500, seed: int = 0) -> dict[str,
 
 def choose_parts(val: dict, outliers: dict[str, dict], norm: dict, candidates=PARTS,
                  combine=lambda z: z.max(0)) -> tuple[tuple[str, ...], list[dict]]:
-    """The non-empty subset of the candidate parts whose z-max separates `val` from the validation
-    outliers best (mean AUROC over the outlier sets); ties go to the smaller subset, then PARTS
-    order. `combine` (parts x images z-scores -> one score per image) is the graph's max unless an
-    analysis asks for another rule (ood_frontier.py)."""
+    """The non-empty subset of the candidate parts whose joined z-scores separate `val` from the
+    validation outliers best (mean AUROC over the outlier sets); ties go to the smaller subset,
+    then PARTS order. `combine` (parts x images z-scores -> one score per image) is the graph's
+    max unless an analysis asks for another rule (ood_frontier.py)."""
     z = lambda s, p: (s[p] - norm[p][0]) / norm[p][1]
     subsets = [tuple(p for j, p in enumerate(candidates) if mask >> j & 1) for mask in range(1, 2 ** len(candidates))]
     subsets.sort(key=len)

@@ -9,8 +9,7 @@ the model's committed OOD sets, beside MSP, energy and KNN on the same features.
 
 It answers a question the goal check alone cannot: whether the goals miss because validation
 chose badly, or because no combination of these parts, joined by any of these rules, meets
-them all. It is an analysis of
-the evaluation sets, so nothing here is shipped or chosen from it."""
+them all. It is an analysis of the evaluation sets, so nothing here is shipped or chosen from it."""
 from __future__ import annotations
 
 import json
@@ -29,8 +28,9 @@ from .train import encode
 
 FORMAT, VERSION = "medhash-ood-frontier", 2
 # the extra candidates' variants (thumbnail side, smoothing box side, neighbour rank k: the KNN
-# baseline's k = 10 or a wider one); validation picks one of each
-EXTRA = {"thumb": (8, 16), "squeeze": (2, 3), "knn": (10, 50)}
+# baseline's or a wider one); validation picks one of each
+KNN_BASELINE_K = 10
+EXTRA = {"thumb": (8, 16), "squeeze": (2, 3), "knn": (KNN_BASELINE_K, 50)}
 BASELINES = ("msp", "energy", "knn_features")
 GOAL_FAR_AUROC, GOAL_FAR_FLAGGED, GOAL_NEAR_AUROC = 0.99, 0.95, 0.90
 # ways to join the parts' val-z-scores (parts x images -> images): the head's max, and three that
@@ -126,9 +126,9 @@ def analyse(onnx_path: Path, oodsets: Path, data_root: Path, log=print) -> dict:
     for name, x in images.items():
         s = ood.scores_np(model, head, x)
         scores[name] = {k: s[k] for k in (*head.present, "combined", "msp", "energy")}
-        scores[name]["knn_features"] = ood.knn_score(s["features"], bank)
         for k in EXTRA["knn"]:
             scores[name][f"knn{k}"] = ood.knn_score(s["features"], bank, k)
+        scores[name]["knn_features"] = scores[name][f"knn{KNN_BASELINE_K}"]
         with torch.no_grad():
             for t, m in thumbs.items():
                 scores[name][f"thumb{t}"] = m(torch.from_numpy(thumbnails(x, t))).numpy()
