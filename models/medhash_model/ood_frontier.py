@@ -2,8 +2,10 @@
 parts, plus three candidates the head does not hold: a per-class Mahalanobis distance of the
 image's thumbnail (the kind of fingerprint SCH weighs its pairs with), feature squeezing
 (Xu et al. 2018: how far the code moves when the image is smoothed, which costs a second pass
-of the encoder), and the KNN baseline's own score, to see whether joining it to the others
-gets ahead of it. Each subset is scored the way the head combines parts (max of `val`-z-scores),
+of the encoder), the KNN baseline's own score, to see whether joining it to the others gets
+ahead of it, and a per-class Mahalanobis distance of the shallow map's channel correlations
+(its Gram matrix, the texture descriptor of style transfer; Sastry and Oore 2020 detect OOD and
+adversarial inputs with Gram matrices): what `stats` leaves out, how channels fire together. Each subset is scored the way the head combines parts (max of `val`-z-scores),
 and by three other rules (`RULES`), on `val` against the synthetic validation outliers and on
 the model's committed OOD sets, beside MSP, energy and KNN on the same features.
 
@@ -26,11 +28,12 @@ from . import data as data_mod
 from . import losses, ood, ood_eval, shipped
 from .train import encode
 
-FORMAT, VERSION = "medhash-ood-frontier", 2
+FORMAT, VERSION = "medhash-ood-frontier", 3
 # the extra candidates' variants (thumbnail side, smoothing box side, neighbour rank k: the KNN
-# baseline's or a wider one); validation picks one of each
+# baseline's or a wider one, principal components kept of the Gram features); validation picks
+# one of each
 KNN_BASELINE_K = 10
-EXTRA = {"thumb": (8, 16), "squeeze": (2, 3), "knn": (KNN_BASELINE_K, 50)}
+EXTRA = {"thumb": (8, 16), "squeeze": (2, 3), "knn": (KNN_BASELINE_K, 50), "gram": (64, 256)}
 BASELINES = ("msp", "energy", "knn_features")
 GOAL_FAR_AUROC, GOAL_FAR_FLAGGED, GOAL_NEAR_AUROC = 0.99, 0.95, 0.90
 # ways to join the parts' val-z-scores (parts x images -> images): the head's max, and three that
@@ -56,6 +59,45 @@ def squeeze_score(u: np.ndarray, u_smooth: np.ndarray) -> np.ndarray:
     distance's correlation): adversarial perturbations are brittle, the anatomy is not."""
     a, b = u - u.mean(1, keepdims=True), u_smooth - u_smooth.mean(1, keepdims=True)
     return 1 - (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1) + 1e-12)
+
+
+def channel_correlations(m: torch.Tensor) -> torch.Tensor:
+    """Upper triangle (diagonal left out) of the channel correlation matrix of feature maps
+    [N, C, H, W]: C(C-1)/2 values per map, unchanged by each channel's scale and offset, which
+    `stats` measures already."""
+    f = m.flatten(2)
+    f = f - f.mean(2, keepdim=True)
+    g = f @ f.transpose(1, 2)
+    d = g.diagonal(dim1=1, dim2=2).clamp_min(1e-8).sqrt()
+    r = g / (d[:, :, None] * d[:, None, :])
+    iu = torch.triu_indices(r.shape[1], r.shape[1], 1)
+    return r[:, iu[0], iu[1]]
+
+
+def gram_features(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The channel correlations of the shallow map (16x16 at every input size; 2016 values per
+    image at the cpu64 widths)."""
+    with torch.no_grad():
+        return np.concatenate([channel_correlations(model(torch.from_numpy(x[i:i + batch].astype(np.float32)))["shallow"]).numpy()
+                               for i in range(0, len(x), batch)])
+
+
+class GramScore:
+    """Per-class Mahalanobis distance (`ood.ClassMahalanobis`) of the Gram features projected on
+    their first `dims` principal components of `train`: 2016 dimensions would need 24 MB of int8
+    matrices for MedNIST's six classes, over the model-file budget."""
+
+    def __init__(self, feats: np.ndarray, labels: np.ndarray, n_classes: int, dims: int):
+        self.mean = feats.mean(0)
+        self.basis = np.linalg.svd(feats - self.mean, full_matrices=False)[2][:dims].T
+        self.maha = ood.ClassMahalanobis.fit(self.project(feats), labels, n_classes)
+
+    def project(self, feats: np.ndarray) -> np.ndarray:
+        return ((feats - self.mean) @ self.basis).astype(np.float32)
+
+    def __call__(self, feats: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.maha(torch.from_numpy(self.project(feats))).numpy()
 
 
 def subset_table(scores: dict[str, dict[str, np.ndarray]], parts: list[str], outliers: list[str],
@@ -99,11 +141,17 @@ def chosen_row(rows: list[dict], allowed) -> dict:
     return max((r for r in rows if set(r["parts"]) <= set(allowed)), key=lambda r: r["val_mean"])
 
 
+def choices(rows: list[dict], head_parts) -> dict:
+    """Validation's choice among the head's parts ("head"), among those and each extra candidate
+    ("head+thumb", ...) and among all of them ("all")."""
+    return {"head": chosen_row(rows, head_parts), **{f"head+{p}": chosen_row(rows, {*head_parts, p}) for p in EXTRA},
+            "all": chosen_row(rows, {p for r in rows for p in r["parts"]})}
+
+
 def rule_summary(rows: list[dict], head_parts) -> dict:
     """One rule's rows, short: how many meet every goal, validation's choices, the 3 nearest misses
     and every subset ahead of the baselines on every set."""
-    return {"every_goal": sum(missed(r) == 0 for r in rows), "subsets": len(rows),
-            "chosen_head": chosen_row(rows, head_parts), "chosen_all": chosen_row(rows, {p for r in rows for p in r["parts"]}),
+    return {"every_goal": sum(missed(r) == 0 for r in rows), "subsets": len(rows), "chosen": choices(rows, head_parts),
             "fewest_missed": sorted(rows, key=missed)[:3],  # stable: validation order within a count
             "ahead_of_baselines": [r for r in rows if not r["goals"]["behind_a_baseline"]]}
 
@@ -122,6 +170,9 @@ def analyse(onnx_path: Path, oodsets: Path, data_root: Path, log=print) -> dict:
     images = {"val": ds.splits["val"].x, "query": ds.splits["query"].x, **outliers, **eval_x}
     bank = ood_eval.knn_bank(model, tr.x)
     thumbs = {t: ood.ClassMahalanobis.fit(thumbnails(tr.x, t), tr.y, len(ds.classes)) for t in EXTRA["thumb"]}
+    sample = np.sort(np.random.RandomState(0).permutation(len(tr.x))[:10000])  # the `train` sample `stats` is fitted on
+    gram_train = gram_features(model, tr.x[sample])
+    grams = {d: GramScore(gram_train, tr.y[sample], len(ds.classes), d) for d in EXTRA["gram"]}
     scores = {}
     for name, x in images.items():
         s = ood.scores_np(model, head, x)
@@ -132,6 +183,9 @@ def analyse(onnx_path: Path, oodsets: Path, data_root: Path, log=print) -> dict:
         with torch.no_grad():
             for t, m in thumbs.items():
                 scores[name][f"thumb{t}"] = m(torch.from_numpy(thumbnails(x, t))).numpy()
+        g = gram_features(model, x)
+        for d, m in grams.items():
+            scores[name][f"gram{d}"] = m(g)
         for k in EXTRA["squeeze"]:
             scores[name][f"squeeze{k}"] = squeeze_score(s["u"], encode(model, smooth(x, k))["u"])
         log(json.dumps({"stage": "scores", "set": name, "n": len(x), "seconds": round(time.time() - t0, 1)}))
@@ -147,16 +201,14 @@ def analyse(onnx_path: Path, oodsets: Path, data_root: Path, log=print) -> dict:
     sets = list(eval_x)
     baselines = {e: {b: ood.auroc(scores["query"][b], scores[e][b]) for b in BASELINES} for e in sets}
     best_baseline = {e: max(v.values()) for e, v in baselines.items()}
-    tables, chosen = {}, {}
+    tables = {}
     for rule in RULES:
-        chosen[rule], tables[rule] = subset_table(scores, [*head.present, *EXTRA], names, sets, rule)
+        tables[rule] = subset_table(scores, [*head.present, *EXTRA], names, sets, rule)[1]
         for row in tables[rule]:
             row["goals"] = goals(row, best_baseline)
     rows = tables["max"]
     return {"format": FORMAT, "version": VERSION, "model_id": card["model_id"], "shipped_parts": card["ood"]["parts"],
-            "extra": extra, "chosen": {"head": chosen_row(rows, head.present)["parts"],
-                                       **{f"head+{p}": chosen_row(rows, {*head.present, p})["parts"] for p in EXTRA},
-                                       "all": chosen["max"]},
+            "extra": extra, "chosen": {k: r["parts"] for k, r in choices(rows, head.present).items()},
             "baselines": baselines, "subsets": rows, "rules": {r: rule_summary(t, head.present) for r, t in tables.items()},
             "seconds": round(time.time() - t0, 1)}
 
@@ -180,8 +232,10 @@ def markdown(doc: dict) -> str:
                 + " | " + ", ".join(f"{100 * r['sets'][s]['tpr_at_fpr3']:.1f} %" for s in far)
                 + " | " + ("; ".join(misses) or "none") + " |")
 
-    def label(key):  # "head", "head+thumb", ..., "all"
-        return {"head": "the head's parts", "all": "all candidates"}.get(key, f"those and {key.split('+', 1)[-1]}")
+    def label(key, after_head=True):  # "head", "head+thumb", ..., "all"
+        extra = key.split("+", 1)[-1]
+        return {"head": "the head's parts", "all": "all candidates"}.get(key, f"those and {extra}" if after_head
+                                                                         else f"the head's parts and {extra}")
 
     by_val = sorted(doc["subsets"], key=lambda r: -r["val_mean"])
     base = "| baseline | " + " | ".join(short[s] for s in sets) + " |\n|---|" + "---|" * len(sets) + "\n" + "\n".join(
@@ -190,11 +244,21 @@ def markdown(doc: dict) -> str:
     fewest = sorted(by_val, key=lambda r: len(r["goals"]["behind_a_baseline"]))  # stable: validation order within a count
     every = [r for r in by_val if missed(r) == 0]
     rules_head = ("| rule | meeting every goal | row | " + head[len("| "):].replace("\n|---|", "\n|---|---|---|---|", 1))
+    def rule_rows(d):  # validation's choices, each candidate set's only where it differs from those before
+        seen, out = [], []
+        for key, r in d["chosen"].items():
+            if r["parts"] not in seen or key == "all":
+                seen.append(r["parts"])
+                out.append((f"validation, {label(key, False)}", r))
+        return out + [("fewest goals missed", d["fewest_missed"][0])]
+
     rule_lines = [line(r, f"{rule} | {d['every_goal']} of {d['subsets']} | {which} | ", bold=False)
-                  for rule, d in doc["rules"].items()
-                  for which, r in (("validation, head's parts", d["chosen_head"]), ("validation, all", d["chosen_all"]),
-                                   ("fewest goals missed", d["fewest_missed"][0]))]
-    ahead = [line(r, f"{rule} | ", bold=False) for rule, d in doc["rules"].items() for r in d["ahead_of_baselines"]]
+                  for rule, d in doc["rules"].items() for which, r in rule_rows(d)]
+    across = [max(((rule, d["chosen"][key]) for rule, d in doc["rules"].items()), key=lambda t: t[1]["val_mean"])
+              for key in doc["chosen"]]  # max keeps the first rule of equals: the head's max
+    across_text = "; ".join(f"among {label(key, False)}: {rule} of {' + '.join(r['parts'])} ({r['val_mean']:.4f})"
+                            for key, (rule, r) in zip(doc["chosen"], across))
+    ahead = sorted(((rule, r) for rule, d in doc["rules"].items() for r in d["ahead_of_baselines"]), key=lambda t: -t[1]["val_mean"])
     ahead_head = "| rule | " + head[len("| "):].replace("\n|---|", "\n|---|---|", 1)
     out = [f"Model `{doc['model_id']}`; " + "; ".join(
                f"{p} variant {e['variant']} (validation: " + ", ".join(f"{v}: {a:.4f}" for v, a in e["val_mean_auroc"].items()) + ")"
@@ -205,14 +269,17 @@ def markdown(doc: dict) -> str:
            "", base, "", "Highest validation AUROC (10 of the subsets):", "", head, *(line(r) for r in by_val[:10]),
            "", f"Meeting both far-OOD goals ({len(far_ok)}; the 5 best by validation):", "", head, *(line(r) for r in far_ok[:5]),
            "", "Behind a baseline on the fewest sets (5; ties by validation):", "", head, *(line(r) for r in fewest[:5]),
-           "", "Other rules for joining the parts' z-scores (the head's is max; validation chooses within each rule):",
+           "", "Other rules for joining the parts' z-scores (the head's is max; validation chooses within each rule; "
+           "a choice among more candidates is shown where it differs from those above it):",
            "", rules_head, *rule_lines,
-           "", f"Ahead of every baseline on every set, any rule ({len(ahead)}):", "", ahead_head, *ahead]
+           "", f"Highest validation AUROC over rules and subsets, {across_text}.",
+           "", f"Ahead of every baseline on every set, any rule ({len(ahead)}; the 10 best by validation):", "", ahead_head,
+           *(line(r, f"{rule} | ", bold=False) for rule, r in ahead[:10])]
     return "\n".join(out)
 
 
 def add_parser(sub):
-    p = sub.add_parser("ood-frontier", help="every subset of a shipped model's OOD parts (and thumbnail, squeezing and KNN parts) "
+    p = sub.add_parser("ood-frontier", help="every subset of a shipped model's OOD parts (and thumbnail, squeezing, KNN and Gram parts) "
                                             "against the OOD goals: validation choice vs what the evaluation sets allow")
     p.add_argument("--model", default=None, help="a shipped model's .onnx (its card beside it)")
     p.add_argument("--oodsets", default=None, help="default: the oodsets folder beside the model")

@@ -111,11 +111,15 @@ def test_frontier_rules_join_the_z_scores_their_own_way_and_the_table_shows_each
            "baselines": {e: {b: 0.5 for b in ood_frontier.BASELINES} for e in eval_sets}, "subsets": tables["max"],
            "rules": {k: ood_frontier.rule_summary(t, ["a"]) for k, t in tables.items()}}
     text = ood_frontier.markdown(doc)
-    rule_rows = text.split("Other rules")[1].split("Ahead of every")[0].strip().splitlines()[4:]
+    rule_rows = [r for r in text.split("Other rules")[1].split("Ahead of every")[0].splitlines() if r.startswith("| ")][1:]
+    # per rule: validation among the head's parts, among all candidates, and the fewest goals missed
     assert [r.split(" | ")[0] for r in rule_rows] == [f"| {k}" for k in ood_frontier.RULES for _ in range(3)]
+    best_rule, best_row = max(((k, ood_frontier.chosen_row(t, ["a", "b"])) for k, t in tables.items()), key=lambda kr: kr[1]["val_mean"])
+    assert (f"among all candidates: {best_rule} of {' + '.join(best_row['parts'])} ({best_row['val_mean']:.4f})."
+            in text.split("Highest validation AUROC over rules and subsets")[1])
     assert all(r.count("|") == rule_rows[0].count("|") == text.split("Other rules")[1].splitlines()[3].count("|") for r in rule_rows)
     ahead = [r for k, t in tables.items() for r in t if not r["goals"]["behind_a_baseline"]]
-    assert f"any rule ({len(ahead)})" in text and len(ahead) > 0
+    assert f"any rule ({len(ahead)}; the 10 best by validation)" in text and len(ahead) > 0
 
 
 def test_thumbnails_average_each_block():
@@ -134,3 +138,26 @@ def test_squeezing_scores_how_far_the_code_moves_and_smoothing_keeps_the_size():
         assert np.allclose(ood_frontier.smooth(flat, side), flat)
         out = ood_frontier.smooth(edge, side)
         assert out.shape == edge.shape and 0 < out[0, 0, 0, 4] < 1
+
+
+def test_gram_features_are_channel_correlations_blind_to_scale_and_offset():
+    rng = np.random.RandomState(3)
+    a = torch.from_numpy(rng.randn(2, 1, 8, 8).astype(np.float32))
+    b = torch.from_numpy(rng.randn(2, 1, 8, 8).astype(np.float32))
+    m = torch.cat([a, 3 * a + 1, -a, b], dim=1)  # pairs in triu order: (0,1) (0,2) (0,3) (1,2) (1,3) (2,3)
+    r = ood_frontier.channel_correlations(m).numpy()
+    assert r.shape == (2, 6)
+    assert np.allclose(r[:, [0, 1, 3]], [[1, -1, -1]] * 2, atol=1e-5)
+    assert np.all(np.abs(r[:, [2, 4, 5]]) < 0.6)  # independent noise: far from +-1
+    scaled = m * torch.tensor([2.0, 0.5, 7.0, 1.5])[None, :, None, None] + torch.tensor([1.0, -3.0, 0.0, 5.0])[None, :, None, None]
+    assert np.allclose(ood_frontier.channel_correlations(scaled).numpy(), r, atol=1e-5)
+
+
+def test_gram_score_projects_on_principal_components_and_scores_distance_from_the_classes():
+    rng = np.random.RandomState(4)
+    y = np.arange(600) % 2
+    feats = rng.randn(600, 20) * 0.1 + np.where(y[:, None] == 0, 1.0, -1.0) * np.eye(20)[0]
+    score = ood_frontier.GramScore(feats, y, 2, dims=5)
+    assert score.basis.shape == (20, 5) and np.allclose(score.basis.T @ score.basis, np.eye(5), atol=1e-6)
+    far = feats[:10] + 5 * np.eye(20)[0]
+    assert score(far).min() > score(feats[:10]).max()
