@@ -3,8 +3,9 @@
   sweep   many runs, resumable (a run whose metrics.json exists is skipped)
   ood     second stage: reconstruction decoder on frozen features, OOD scores, thresholds on val
   ood-eval  OOD evaluation (far, near, attacked, corrupted sets) -> docs/results/ood.json, models/oodsets/
-  ood-frontier  every subset of a shipped model's OOD parts (and two candidates) against the OOD goals (docs/OOD.md)
+  ood-frontier  every subset of a shipped model's OOD parts (and candidate parts) against the OOD goals (docs/OOD.md)
   export  ONNX (opset 17) + model card JSON of a trained run
+  unpack  a run folder rebuilt from a shipped model, to refit and re-export its OOD head
   pipeline  train, OOD stage, export and evaluation of one model in one go (e.g. a new class folder)
   codes   encode a split to JSONL codes (id, packed hex code, label) for `medhash index`
   report  tables (docs/RESULTS.md), docs/results/retrieval.json, plots
@@ -177,7 +178,7 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_codes)
 
-    for name in ("ood", "ood_eval", "ood_frontier", "export", "report"):
+    for name in ("ood", "ood_eval", "ood_frontier", "export", "shipped", "report"):
         try:
             __import__(f"medhash_model.{name}", fromlist=["add_parser"]).add_parser(sub)
         except ModuleNotFoundError:

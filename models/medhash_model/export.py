@@ -132,8 +132,9 @@ def build_card(name: str, onnx_path: Path, model: nn.Module, ck: dict, metrics: 
                      "command": metrics["command"]},
         "metrics": {**{k: metrics[k] for k in ("map100", "map1000", "p10", "map100_content", "precision_r2", "recall_r2")},
                     "protocol": "query vs db, tie-aware"},
-        "ood": {"score": "ood_score = max of the val-z-scored parts " + ", ".join(ood_info["parts"]),
-                "parts": ood_info["parts"], "chosen_on": "val against synthetic outliers of val (docs/OOD.md)",
+        "ood": {"score": f"ood_score = {ood_info['rule']} of the val-z-scored parts " + ", ".join(ood_info["parts"]),
+                "rule": ood_info["rule"], "parts": ood_info["parts"],
+                "chosen_on": "val against synthetic outliers of val (docs/OOD.md)",
                 "threshold": ood_info["thresholds"]["combined"], "id_recall": ood_info["id_recall"],
                 "calibrated_on": "val", "decoder_steps": ood_info.get("decoder_steps"), **knn},
     }

@@ -5,10 +5,13 @@ covariance from `train`). (c) A statistics score: Mahalanobis distance of the pe
 and deviations of the shallow and deep maps to the nearest of their `train` class means (shared
 covariance, as Lee et al. 2018 fit every layer). (d, e) The same two distances with a covariance
 per class (`qda`, `stats_qda`): one set's classes can differ in spread (MedNIST holds CT, MRI and
-X-rays), and a shared covariance is too wide around a tight class. Each is z-normalised on
-`val` (in-distribution); the combined score is the max over the subset of them that separates
-`val` from synthetic outliers of `val` best (never an evaluation set); the threshold is the
-`val` quantile that keeps the chosen in-distribution recall. MSP, energy and k-NN scores are
+X-rays), and a shared covariance is too wide around a tight class. (f) A Gram score (`gram`): the
+per-class Mahalanobis distance of the shallow map's channel correlations (the texture descriptor
+of style transfer; Sastry and Oore 2020), on their leading principal components: how channels
+fire together, which (c) leaves out. Each is z-normalised on `val` (in-distribution); the
+combined score joins, by their max or their mean (`RULES`), the subset of them that separates
+`val` from synthetic outliers of `val` best (never an evaluation set); the threshold is the `val`
+quantile that keeps the chosen in-distribution recall. MSP, energy and k-NN scores are
 computed here too, as baselines on the same features."""
 from __future__ import annotations
 
@@ -135,10 +138,58 @@ class ClassMahalanobis(nn.Module):
         return (g - self.wmu[:, None, :]).pow(2).sum(-1).min(dim=0).values / g.shape[2]
 
 
-PARTS = ("recon", "maha", "stats", "qda", "stats_qda")
+class Gram(nn.Module):
+    """Per-class Mahalanobis distance of the shallow map's channel correlations (`channel_correlations`)
+    projected on their first `dims` principal components of `train`: all C(C-1)/2 of them (2016 at
+    the cpu64 widths) would need 24 MB of int8 matrices for MedNIST's six classes."""
+
+    def __init__(self, idx: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor, maha: ClassMahalanobis):
+        super().__init__()
+        self.register_buffer("idx", idx)      # long [P]: the upper triangle's positions in the flat C x C matrix
+        self.register_buffer("mean", mean)    # [P]
+        self.register_buffer("basis", basis)  # [P, dims]
+        self.maha = maha
+
+    @staticmethod
+    def triu(channels: int) -> torch.Tensor:
+        iu = torch.triu_indices(channels, channels, 1)
+        return iu[0] * channels + iu[1]
+
+    @classmethod
+    def fit(cls, corr: np.ndarray, labels: np.ndarray, n_classes: int, channels: int, dims: int) -> "Gram":
+        mean = corr.astype(np.float64).mean(0)
+        basis = np.linalg.svd(corr - mean, full_matrices=False)[2][:dims].T
+        proj = ((corr - mean) @ basis).astype(np.float32)
+        return cls(cls.triu(channels), torch.tensor(mean, dtype=torch.float32), torch.tensor(basis, dtype=torch.float32),
+                   ClassMahalanobis.fit(proj, labels, n_classes))
+
+    def forward(self, shallow):
+        r = channel_correlations(shallow).flatten(1).index_select(1, self.idx)
+        return self.maha((r - self.mean) @ self.basis)
+
+
+def channel_correlations(m: torch.Tensor) -> torch.Tensor:
+    """Channel correlation matrices [N, C, C] of feature maps [N, C, H, W]: unchanged by each
+    channel's scale and offset, which `feature_stats` measures already."""
+    f = m.flatten(2)
+    f = f - f.mean(2, keepdim=True)
+    g = f @ f.transpose(1, 2)
+    d = g.diagonal(dim1=1, dim2=2).clamp_min(1e-8).sqrt()
+    return g / (d[:, :, None] * d[:, None, :])
+
+
+PARTS = ("recon", "maha", "stats", "qda", "stats_qda", "gram")
+PER_CLASS = ("qda", "stats_qda", "gram")
+# ways to join the chosen parts' z-scores (parts x images -> images); validation chooses one with
+# the parts. The max counts a part only when it alone is high; the mean lets parts that are each a
+# little high add up
+RULES = {"max": lambda z: z.max(0), "mean": lambda z: z.mean(0)}
 # ood.pt layout; 1 had no feature-statistics part, 2 fitted it to one Gaussian, 3 had no per-class
-# covariances
-HEAD_FORMAT = 4
+# covariances, 4 no Gram part and no rule but the max
+HEAD_FORMAT = 5
+# principal components the Gram part keeps (of 2016 correlations at the cpu64 widths): 256 over 64
+# on MedNIST's validation outliers (docs/OOD.md)
+GRAM_DIMS = 256
 
 
 def feature_stats(shallow: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
@@ -155,18 +206,23 @@ def feature_stats(shallow: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
 class OODHead(nn.Module):
     """Scores of one batch: each part it holds (reconstruction error; Mahalanobis of the fused
     features and of the feature statistics, with a shared covariance and, where given, with one
-    per class) and the combined score: the max of the `val`-z-scored parts that the OOD
-    validation chose (`select`). The per-class parts are optional: a shipped head keeps only
-    those chosen, as each costs a matrix per class in the model file."""
+    per class; the Gram score, where given) and the combined score: the `rule` (max or mean) of
+    the `val`-z-scored parts that the OOD validation chose (`select`). The per-class parts are
+    optional: a shipped head keeps only those chosen, as each costs matrices per class in the
+    model file."""
 
     def __init__(self, decoder: Decoder, maha: Mahalanobis, stats: Mahalanobis, qda: ClassMahalanobis | None,
-                 stats_qda: ClassMahalanobis | None, norm: dict, parts=("maha",)):
+                 stats_qda: ClassMahalanobis | None, norm: dict, parts=("maha",), gram: Gram | None = None,
+                 rule: str = "max"):
         super().__init__()
-        self.decoder, self.maha, self.stats, self.qda, self.stats_qda = decoder, maha, stats, qda, stats_qda
+        self.decoder, self.maha, self.stats, self.qda, self.stats_qda, self.gram = decoder, maha, stats, qda, stats_qda, gram
         self.present = tuple(p for p in PARTS if getattr(self, p, None) is not None or p == "recon")
         self.parts = tuple(parts)
         if not set(self.parts) <= set(self.present):
             raise ValueError(f"OOD head: parts {self.parts} not all among those it holds {self.present}")
+        if rule not in RULES:
+            raise ValueError(f"OOD head: rule {rule!r}, not one of {list(RULES)}")
+        self.rule = rule
         self.register_buffer("mean", torch.tensor([norm[p][0] for p in self.present], dtype=torch.float32))
         self.register_buffer("std", torch.tensor([norm[p][1] for p in self.present], dtype=torch.float32))
         self.register_buffer("select", torch.tensor([self.present.index(p) for p in self.parts], dtype=torch.long))
@@ -178,8 +234,11 @@ class OODHead(nn.Module):
             s["qda"] = self.qda(feats)
         if self.stats_qda is not None:
             s["stats_qda"] = self.stats_qda(st)
+        if self.gram is not None:
+            s["gram"] = self.gram(shallow)
         z = (torch.stack([s[p] for p in self.present], dim=1) - self.mean) / self.std
-        s["combined"] = z.index_select(1, self.select).max(dim=1).values
+        chosen = z.index_select(1, self.select)
+        s["combined"] = chosen.max(dim=1).values if self.rule == "max" else chosen.mean(dim=1)
         return s
 
 
@@ -228,11 +287,11 @@ def validation_outliers(x: np.ndarray, n: int = 500, seed: int = 0) -> dict[str,
 
 
 def choose_parts(val: dict, outliers: dict[str, dict], norm: dict, candidates=PARTS,
-                 combine=lambda z: z.max(0)) -> tuple[tuple[str, ...], list[dict]]:
+                 combine=RULES["max"]) -> tuple[tuple[str, ...], list[dict]]:
     """The non-empty subset of the candidate parts whose joined z-scores separate `val` from the
     validation outliers best (mean AUROC over the outlier sets); ties go to the smaller subset,
-    then PARTS order. `combine` (parts x images z-scores -> one score per image) is the graph's
-    max unless an analysis asks for another rule (ood_frontier.py)."""
+    then PARTS order. `combine` joins parts x images z-scores into one score per image (`RULES`;
+    ood_frontier.py tries others)."""
     z = lambda s, p: (s[p] - norm[p][0]) / norm[p][1]
     subsets = [tuple(p for j, p in enumerate(candidates) if mask >> j & 1) for mask in range(1, 2 ** len(candidates))]
     subsets.sort(key=len)
@@ -243,6 +302,20 @@ def choose_parts(val: dict, outliers: dict[str, dict], norm: dict, candidates=PA
         table.append({"parts": list(sub), "auroc": aurocs, "mean_auroc": float(np.mean(list(aurocs.values())))})
     best = max(table, key=lambda r: r["mean_auroc"])  # max keeps the first of equals
     return tuple(best["parts"]), table
+
+
+def choose(val: dict, outliers: dict[str, dict], norm: dict, candidates=PARTS) -> tuple[str, tuple[str, ...], list[dict]]:
+    """The rule and the subset of parts (`choose_parts` under each of `RULES`) that separate `val`
+    from the validation outliers best; ties go to the earlier rule. The table: every subset under
+    every rule, each row with its `rule`."""
+    best, table = None, []
+    for rule, combine in RULES.items():
+        parts, rows = choose_parts(val, outliers, norm, candidates, combine)
+        table += [{"rule": rule, **r} for r in rows]
+        mean = next(r["mean_auroc"] for r in rows if tuple(r["parts"]) == parts)
+        if best is None or mean > best[2]:
+            best = (rule, parts, mean)
+    return best[0], best[1], table
 
 
 def knn_score(feats: np.ndarray, bank: np.ndarray, k: int = 10) -> np.ndarray:
@@ -286,6 +359,14 @@ def per_class_budget(model, decoder: Decoder, shared: list[Mahalanobis]) -> int:
     return MAX_BYTES - held - (1 << 20)
 
 
+def shallow_correlations(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The upper triangles of the shallow map's channel correlations (`Gram`'s input), per image."""
+    idx = Gram.triu(model.cfg.widths[1])
+    with torch.no_grad():
+        return np.concatenate([channel_correlations(model(torch.from_numpy(x[i:i + batch].astype(np.float32)))["shallow"])
+                               .flatten(1)[:, idx].numpy() for i in range(0, len(x), batch)])
+
+
 def fit(model, ds, id_recall: float = 0.95, log=print, epochs: int = 6, steps: int = 150,
         decoder: Decoder | None = None) -> tuple[OODHead, dict]:
     tr, va = ds.splits["train"], ds.splits["val"]
@@ -301,26 +382,33 @@ def fit(model, ds, id_recall: float = 0.95, log=print, epochs: int = 6, steps: i
     # class-conditional: the classes of one set can differ in contrast and texture (MedNIST holds
     # CT, MRI and X-rays), and one Gaussian around all of them also covers the space between
     stats = Mahalanobis.fit(st, tr.y[sample], len(ds.classes))
-    # the per-class parts are candidates only where their int8 matrices (one byte per entry) fit
-    # the model-file budget: many classes, or the wide `full` preset, would overflow it
+    # the per-class parts are candidates only where their int8 matrices (one byte per entry; the
+    # Gram part's projection in float32) fit the model-file budget: many classes, or the wide
+    # `full` preset, would overflow it
     n = len(ds.classes)
-    per_class = {"bytes": n * (feats.shape[1] ** 2 + st.shape[1] ** 2), "budget": per_class_budget(model, dec, [maha, stats])}
-    qda = stats_qda = None
+    n_corr = len(Gram.triu(model.cfg.widths[1]))
+    dims = min(GRAM_DIMS, n_corr)
+    per_class = {"bytes": n * (feats.shape[1] ** 2 + st.shape[1] ** 2 + dims ** 2) + 4 * n_corr * (dims + 1),
+                 "budget": per_class_budget(model, dec, [maha, stats])}
+    per = dict.fromkeys(PER_CLASS)
     if per_class["bytes"] <= per_class["budget"]:
-        qda = ClassMahalanobis.fit(feats, tr.y, n)
-        stats_qda = ClassMahalanobis.fit(st, tr.y[sample], n)
+        per["qda"] = ClassMahalanobis.fit(feats, tr.y, n)
+        per["stats_qda"] = ClassMahalanobis.fit(st, tr.y[sample], n)
+        per["gram"] = Gram.fit(shallow_correlations(model, xs), tr.y[sample], n, model.cfg.widths[1], dims)
     else:
         log(json.dumps({"ood_per_class_parts": "left out: over the model-file budget", **per_class}))
-    raw = OODHead(dec, maha, stats, qda, stats_qda, {p: [0.0, 1.0] for p in PARTS})  # the parts unscaled, to fit their z-scaling
+    raw = OODHead(dec, maha, stats, per["qda"], per["stats_qda"], {p: [0.0, 1.0] for p in PARTS},
+                  gram=per["gram"])  # the parts unscaled, to fit their z-scaling
     val = scores_np(model, raw, va.x)
     norm = {p: [float(val[p].mean()), float(val[p].std() + 1e-12)] for p in raw.present}
     outliers = {k: scores_np(model, raw, v) for k, v in validation_outliers(va.x).items()}
-    parts, table = choose_parts(val, outliers, norm, raw.present)
-    log(json.dumps({"ood_parts": parts, "selection": table}))
-    head = OODHead(dec, maha, stats, qda if "qda" in parts else None, stats_qda if "stats_qda" in parts else None, norm, parts)
+    rule, parts, table = choose(val, outliers, norm, raw.present)
+    log(json.dumps({"ood_rule": rule, "ood_parts": parts}))
+    kept = {p: m if p in parts else None for p, m in per.items()}
+    head = OODHead(dec, maha, stats, kept["qda"], kept["stats_qda"], norm, parts, gram=kept["gram"], rule=rule)
     val = scores_np(model, head, va.x)
-    info = {"format": HEAD_FORMAT, "norm": norm, "parts": list(parts), "selection": table, "id_recall": id_recall,
-            "per_class": {**per_class, "candidates": qda is not None},
+    info = {"format": HEAD_FORMAT, "norm": norm, "rule": rule, "parts": list(parts), "selection": table, "id_recall": id_recall,
+            "per_class": {**per_class, "candidates": per["qda"] is not None},
             "decoder_steps": epochs * steps, "seconds": round(time.time() - t0, 1),
             "thresholds": {k: calibrate(val[k], id_recall) for k in (*head.present, "combined")}}
     return head, info
@@ -358,18 +446,20 @@ def load_run(run: Path):
         if o["info"].get("format", 1) != HEAD_FORMAT:
             raise SystemExit(f"{run}/ood.pt: OOD head format {o['info'].get('format', 1)}, this code reads {HEAD_FORMAT}; "
                              f"refit it: `ood --run {run} --reuse-decoder`")
-        head = head_from_state(o["state"], cfg, o["info"]["norm"], o["info"]["parts"])
+        head = head_from_state(o["state"], cfg, o["info"]["norm"], o["info"]["parts"], o["info"]["rule"])
     return model, ck, head
 
 
-def head_from_state(st: dict, cfg, norm: dict, parts) -> OODHead:
+def head_from_state(st: dict, cfg, norm: dict, parts, rule: str) -> OODHead:
     """An OODHead from its state dict (ood.pt, or a shipped graph's `head.*` initializers): the
     per-class parts where the state holds them."""
     dec = Decoder(cfg.widths[3], cfg.channels, cfg.size)
     maha, stats = (Mahalanobis(st[f"{p}.w"], st[f"{p}.wmu"]) for p in ("maha", "stats"))
     qda, stats_qda = (ClassMahalanobis(st[f"{p}.q"], st[f"{p}.scale"], st[f"{p}.wmu"]) if f"{p}.q" in st else None
                       for p in ("qda", "stats_qda"))
-    head = OODHead(dec, maha, stats, qda, stats_qda, norm, parts)
+    gram = (Gram(st["gram.idx"], st["gram.mean"], st["gram.basis"],
+                 ClassMahalanobis(st["gram.maha.q"], st["gram.maha.scale"], st["gram.maha.wmu"])) if "gram.idx" in st else None)
+    head = OODHead(dec, maha, stats, qda, stats_qda, norm, parts, gram=gram, rule=rule)
     head.load_state_dict(st)
     head.eval()
     return head

@@ -312,7 +312,7 @@ def evaluate_model(name: str, run: Path, data_root: Path, far: list[str], near: 
         (folder / "manifest.json").write_text(json.dumps(manifest) + "\n")
     return {"model": name, "run": str(run), "data": ds.name, "thresholds": thresholds, "thresholds_val97": thresholds97, "calibration": cal,
             "card_threshold": head_info["thresholds"]["combined"], "decoder_steps": head_info.get("decoder_steps"),
-            "parts": head_info["parts"], "selection": head_info["selection"],
+            "rule": head_info["rule"], "parts": head_info["parts"], "selection": head_info["selection"],
             "seconds": round(time.time() - t0, 1), "sets": rows}
 
 
@@ -340,7 +340,7 @@ def add_parser(sub):
 
 
 LABELS = {"combined": "ours", "combined_knn": "ours + kNN-Hamming", "recon": "recon", "maha": "maha", "stats": "stats",
-          "qda": "qda", "stats_qda": "stats_qda",
+          "qda": "qda", "stats_qda": "stats_qda", "gram": "gram",
           "knn_hamming": "kNN-Hamming", "msp": "MSP", "energy": "energy", "knn_features": "KNN (features)"}
 
 
@@ -349,17 +349,22 @@ def markdown(doc: dict) -> str:
     val thresholds for our scores."""
     out = []
     for m in doc["models"]:
-        ours = m["parts"][0] if len(m["parts"]) == 1 else f"max({', '.join(m['parts'])})"
+        ours = m["parts"][0] if len(m["parts"]) == 1 else f"{m.get('rule', 'max')}({', '.join(m['parts'])})"
         out.append(f"### {m['model']} (ID: `{m['data']}` query, {m['sets'][0]['n_id']} images; ours = {ours}, chosen on val; "
                    f"{m.get('decoder_steps')} decoder steps; threshold {m['card_threshold']:.4f})\n")
+        # heads before format 5 joined their parts by the max only, and their rows name no rule
+        rows = [{"rule": "max", **r} for r in m["selection"]]
+        chosen = lambda r: r["parts"] == m["parts"] and r["rule"] == m.get("rule", "max")  # noqa: E731
+        shown = rows if len(rows) <= 31 else [r for r in sorted(rows, key=lambda r: -r["mean_auroc"])[:10]]
+        shown += [r for r in rows if chosen(r) and r not in shown]
         out.append("The choice of `ours` on `val` (AUROC of each combination, `val` against synthetic outliers of `val`; "
-                   "the best mean wins):\n")
-        names = list(m["selection"][0]["auroc"])
-        out.append("| parts | " + " | ".join(names) + " | mean |")
-        out.append("|---|" + "---|" * (len(names) + 1))
-        for r in m["selection"]:
-            mark = "**" if r["parts"] == m["parts"] else ""
-            out.append(f"| {mark}{' + '.join(r['parts'])}{mark} | " + " | ".join(f"{r['auroc'][n]:.4f}" for n in names)
+                   "the best mean wins" + ("" if len(shown) == len(rows) else f"; the 10 best of {len(rows)}") + "):\n")
+        names = list(rows[0]["auroc"])
+        out.append("| rule | parts | " + " | ".join(names) + " | mean |")
+        out.append("|---|---|" + "---|" * (len(names) + 1))
+        for r in shown:
+            mark = "**" if chosen(r) else ""
+            out.append(f"| {r['rule']} | {mark}{' + '.join(r['parts'])}{mark} | " + " | ".join(f"{r['auroc'][n]:.4f}" for n in names)
                        + f" | {mark}{r['mean_auroc']:.4f}{mark} |")
         # a model evaluated before a part existed (an older head format) has no column for it
         scores = [k for k in SCORES if k in m["sets"][0]["scores"]]

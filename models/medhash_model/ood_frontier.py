@@ -2,12 +2,11 @@
 parts, plus three candidates the head does not hold: a per-class Mahalanobis distance of the
 image's thumbnail (the kind of fingerprint SCH weighs its pairs with), feature squeezing
 (Xu et al. 2018: how far the code moves when the image is smoothed, which costs a second pass
-of the encoder), the KNN baseline's own score, to see whether joining it to the others gets
-ahead of it, and a per-class Mahalanobis distance of the shallow map's channel correlations
-(its Gram matrix, the texture descriptor of style transfer; Sastry and Oore 2020 detect OOD and
-adversarial inputs with Gram matrices): what `stats` leaves out, how channels fire together. Each subset is scored the way the head combines parts (max of `val`-z-scores),
-and by three other rules (`RULES`), on `val` against the synthetic validation outliers and on
-the model's committed OOD sets, beside MSP, energy and KNN on the same features.
+of the encoder), and the KNN baseline's own score, to see whether joining it to the others
+gets ahead of it. (The Gram part began here as a candidate, and is a part of the head since head
+format 5.) Each subset is scored by the max of its `val`-z-scores (the rule of heads before
+format 5) and by three other rules (`RULES`), on `val` against the synthetic validation outliers
+and on the model's committed OOD sets, beside MSP, energy and KNN on the same features.
 
 It answers a question the goal check alone cannot: whether the goals miss because validation
 chose badly, or because no combination of these parts, joined by any of these rules, meets
@@ -30,17 +29,15 @@ from .train import encode
 
 FORMAT, VERSION = "medhash-ood-frontier", 3
 # the extra candidates' variants (thumbnail side, smoothing box side, neighbour rank k: the KNN
-# baseline's or a wider one, principal components kept of the Gram features); validation picks
-# one of each
+# baseline's or a wider one); validation picks one of each
 KNN_BASELINE_K = 10
-EXTRA = {"thumb": (8, 16), "squeeze": (2, 3), "knn": (KNN_BASELINE_K, 50), "gram": (64, 256)}
+EXTRA = {"thumb": (8, 16), "squeeze": (2, 3), "knn": (KNN_BASELINE_K, 50)}
 BASELINES = ("msp", "energy", "knn_features")
 GOAL_FAR_AUROC, GOAL_FAR_FLAGGED, GOAL_NEAR_AUROC = 0.99, 0.95, 0.90
-# ways to join the parts' val-z-scores (parts x images -> images): the head's max, and three that
-# let a part below its own alarm level still count, to see whether the rule rather than the parts
-# is the limit
-RULES = {"max": lambda z: z.max(0), "mean": lambda z: z.mean(0),
-         "logsumexp": lambda z: np.logaddexp.reduce(z, axis=0), "sum_positive": lambda z: np.maximum(z, 0).sum(0)}
+# ways to join the parts' val-z-scores (parts x images -> images): the head's two (max, mean) and
+# two more that let a part below its own alarm level still count, to see whether the rule rather
+# than the parts is the limit
+RULES = {**ood.RULES, "logsumexp": lambda z: np.logaddexp.reduce(z, axis=0), "sum_positive": lambda z: np.maximum(z, 0).sum(0)}
 
 
 def thumbnails(x: np.ndarray, side: int) -> np.ndarray:
@@ -59,45 +56,6 @@ def squeeze_score(u: np.ndarray, u_smooth: np.ndarray) -> np.ndarray:
     distance's correlation): adversarial perturbations are brittle, the anatomy is not."""
     a, b = u - u.mean(1, keepdims=True), u_smooth - u_smooth.mean(1, keepdims=True)
     return 1 - (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1) + 1e-12)
-
-
-def channel_correlations(m: torch.Tensor) -> torch.Tensor:
-    """Upper triangle (diagonal left out) of the channel correlation matrix of feature maps
-    [N, C, H, W]: C(C-1)/2 values per map, unchanged by each channel's scale and offset, which
-    `stats` measures already."""
-    f = m.flatten(2)
-    f = f - f.mean(2, keepdim=True)
-    g = f @ f.transpose(1, 2)
-    d = g.diagonal(dim1=1, dim2=2).clamp_min(1e-8).sqrt()
-    r = g / (d[:, :, None] * d[:, None, :])
-    iu = torch.triu_indices(r.shape[1], r.shape[1], 1)
-    return r[:, iu[0], iu[1]]
-
-
-def gram_features(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    """The channel correlations of the shallow map (16x16 at every input size; 2016 values per
-    image at the cpu64 widths)."""
-    with torch.no_grad():
-        return np.concatenate([channel_correlations(model(torch.from_numpy(x[i:i + batch].astype(np.float32)))["shallow"]).numpy()
-                               for i in range(0, len(x), batch)])
-
-
-class GramScore:
-    """Per-class Mahalanobis distance (`ood.ClassMahalanobis`) of the Gram features projected on
-    their first `dims` principal components of `train`: 2016 dimensions would need 24 MB of int8
-    matrices for MedNIST's six classes, over the model-file budget."""
-
-    def __init__(self, feats: np.ndarray, labels: np.ndarray, n_classes: int, dims: int):
-        self.mean = feats.mean(0)
-        self.basis = np.linalg.svd(feats - self.mean, full_matrices=False)[2][:dims].T
-        self.maha = ood.ClassMahalanobis.fit(self.project(feats), labels, n_classes)
-
-    def project(self, feats: np.ndarray) -> np.ndarray:
-        return ((feats - self.mean) @ self.basis).astype(np.float32)
-
-    def __call__(self, feats: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return self.maha(torch.from_numpy(self.project(feats))).numpy()
 
 
 def subset_table(scores: dict[str, dict[str, np.ndarray]], parts: list[str], outliers: list[str],
@@ -170,9 +128,6 @@ def analyse(onnx_path: Path, oodsets: Path, data_root: Path, log=print) -> dict:
     images = {"val": ds.splits["val"].x, "query": ds.splits["query"].x, **outliers, **eval_x}
     bank = ood_eval.knn_bank(model, tr.x)
     thumbs = {t: ood.ClassMahalanobis.fit(thumbnails(tr.x, t), tr.y, len(ds.classes)) for t in EXTRA["thumb"]}
-    sample = np.sort(np.random.RandomState(0).permutation(len(tr.x))[:10000])  # the `train` sample `stats` is fitted on
-    gram_train = gram_features(model, tr.x[sample])
-    grams = {d: GramScore(gram_train, tr.y[sample], len(ds.classes), d) for d in EXTRA["gram"]}
     scores = {}
     for name, x in images.items():
         s = ood.scores_np(model, head, x)
@@ -183,9 +138,6 @@ def analyse(onnx_path: Path, oodsets: Path, data_root: Path, log=print) -> dict:
         with torch.no_grad():
             for t, m in thumbs.items():
                 scores[name][f"thumb{t}"] = m(torch.from_numpy(thumbnails(x, t))).numpy()
-        g = gram_features(model, x)
-        for d, m in grams.items():
-            scores[name][f"gram{d}"] = m(g)
         for k in EXTRA["squeeze"]:
             scores[name][f"squeeze{k}"] = squeeze_score(s["u"], encode(model, smooth(x, k))["u"])
         log(json.dumps({"stage": "scores", "set": name, "n": len(x), "seconds": round(time.time() - t0, 1)}))
@@ -255,7 +207,7 @@ def markdown(doc: dict) -> str:
     rule_lines = [line(r, f"{rule} | {d['every_goal']} of {d['subsets']} | {which} | ", bold=False)
                   for rule, d in doc["rules"].items() for which, r in rule_rows(d)]
     across = [max(((rule, d["chosen"][key]) for rule, d in doc["rules"].items()), key=lambda t: t[1]["val_mean"])
-              for key in doc["chosen"]]  # max keeps the first rule of equals: the head's max
+              for key in doc["chosen"]]  # max keeps the first rule of equals: the max
     across_text = "; ".join(f"among {label(key, False)}: {rule} of {' + '.join(r['parts'])} ({r['val_mean']:.4f})"
                             for key, (rule, r) in zip(doc["chosen"], across))
     ahead = sorted(((rule, r) for rule, d in doc["rules"].items() for r in d["ahead_of_baselines"]), key=lambda t: -t[1]["val_mean"])
@@ -279,7 +231,7 @@ def markdown(doc: dict) -> str:
 
 
 def add_parser(sub):
-    p = sub.add_parser("ood-frontier", help="every subset of a shipped model's OOD parts (and thumbnail, squeezing, KNN and Gram parts) "
+    p = sub.add_parser("ood-frontier", help="every subset of a shipped model's OOD parts (and thumbnail, squeezing and KNN parts) "
                                             "against the OOD goals: validation choice vs what the evaluation sets allow")
     p.add_argument("--model", default=None, help="a shipped model's .onnx (its card beside it)")
     p.add_argument("--oodsets", default=None, help="default: the oodsets folder beside the model")

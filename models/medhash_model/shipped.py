@@ -80,10 +80,46 @@ def load(onnx_path: str | Path, card: dict | None = None) -> tuple[torch.nn.Modu
     model.load_state_dict(state)
     model.eval()
     h = {k[len("head."):]: v for k, v in init.items() if k.startswith("head.")}
-    present = [p for p in ood.PARTS if p in ("recon", "maha", "stats") or f"{p}.q" in h]
+    present = [p for p in ood.PARTS if p in ("recon", "maha", "stats") or f"{p}.q" in h or f"{p}.idx" in h]
     mean, std = h["mean"].numpy(), h["std"].numpy()
     norm = {p: [float(mean[i]), float(std[i])] for i, p in enumerate(present)}
-    head = ood.head_from_state(h, model.cfg, norm, card["ood"]["parts"])
+    # cards before head format 5 name no rule: their heads took the max
+    head = ood.head_from_state(h, model.cfg, norm, card["ood"]["parts"], card["ood"].get("rule", "max"))
     if not np.array_equal(head.select.numpy(), h["select"].numpy()):
         raise ValueError(f"{onnx_path}: the card's ood.parts {card['ood']['parts']} are not the graph's")
     return model, head, card
+
+
+def unpack(onnx_path: str | Path, run: Path, data_root: Path) -> Path:
+    """A run folder (model.pt, metrics.json, ood.pt holding the shipped decoder) rebuilt from a
+    shipped model, so that the run-folder commands (`ood --reuse-decoder`, `export`, `ood-eval`)
+    can refit and re-export its OOD head when no training run is left. The encoder is the
+    shipped one; metrics.json holds the card's retrieval metrics and training record."""
+    model, head, card = load(onnx_path)
+    t = card["training"]
+    run.mkdir(parents=True, exist_ok=True)
+    torch.save({"state": model.state_dict(), "config": model.cfg.to_dict(), "classes": card["classes"], "data": t["data"],
+                "data_path": str((data_root / t["data"]).resolve()), "preset": t["preset"], "holdout": [],
+                "unpacked_from": card["model_id"]}, run / "model.pt")
+    metrics = {**{k: v for k, v in card["metrics"].items() if k != "protocol"},
+               **{k: t[k] for k in ("data", "method", "bits", "seed", "preset", "command")}}
+    (run / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    torch.save({"state": head.state_dict(), "info": {"format": None, "decoder_steps": card["ood"]["decoder_steps"],
+                                                     "unpacked_from": card["model_id"]}}, run / "ood.pt")
+    return run
+
+
+def add_parser(sub):
+    p = sub.add_parser("unpack", help="a run folder rebuilt from a shipped model (encoder, card metrics, decoder), "
+                                      "to refit its OOD head with `ood --run RUN --reuse-decoder` and re-export it")
+    p.add_argument("--model", required=True, help="a shipped model's .onnx (its card beside it)")
+    p.add_argument("--run", required=True, help="the run folder to write")
+    p.add_argument("--data-root", default=None, help="default: $MEDHASH_DATA or ../shared/data")
+    p.set_defaults(fn=cmd_unpack)
+
+
+def cmd_unpack(args):
+    import os
+    from .cli import ROOT
+    data_root = Path(args.data_root or os.environ.get("MEDHASH_DATA", ROOT.parent / "shared" / "data"))
+    print(json.dumps({"run": str(unpack(args.model, Path(args.run), data_root))}))

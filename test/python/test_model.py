@@ -16,7 +16,7 @@ import torch
 from medhash_model import losses, metrics
 from medhash_model.darf import ModelConfig, build
 from medhash_model.export import OUTPUTS, export_onnx
-from medhash_model.ood import PARTS, ClassMahalanobis, Decoder, Mahalanobis, OODHead
+from medhash_model.ood import PARTS, ClassMahalanobis, Decoder, Gram, Mahalanobis, OODHead
 
 # one thread: the tests share a 2-core machine with training runs, and oversubscribed OpenMP
 # threads spin (the 20-step run took 137 s on 2 threads under load, 5 s on 1)
@@ -121,8 +121,11 @@ def test_tiny_model_exports_with_named_outputs(tmp_path):
     stats = Mahalanobis.fit(st, np.zeros(90, dtype=np.int64), 1)
     qda = ClassMahalanobis.fit(feats, np.arange(60) % 3, 3)
     stats_qda = ClassMahalanobis.fit(st, np.arange(90) % 3, 3)
+    c = cfg.widths[1]
+    gram = Gram.fit(np.random.RandomState(2).randn(60, c * (c - 1) // 2), np.arange(60) % 3, 3, channels=c, dims=8)
     unit = {p: [0.0, 1.0] for p in PARTS}
-    head = OODHead(Decoder(cfg.widths[3], cfg.channels, cfg.size), maha, stats, qda, stats_qda, unit, ("maha", "stats_qda")).eval()
+    head = OODHead(Decoder(cfg.widths[3], cfg.channels, cfg.size), maha, stats, qda, stats_qda, unit, ("maha", "stats_qda", "gram"),
+                   gram=gram, rule="mean").eval()
     proto = export_onnx(model, head, tmp_path / "tiny.onnx")
     assert [o.name for o in proto.graph.output] == list(OUTPUTS)
     assert [i.name for i in proto.graph.input] == ["image"]
@@ -131,7 +134,7 @@ def test_tiny_model_exports_with_named_outputs(tmp_path):
     assert batch.dim_param == "batch"
     # the per-class OOD matrices stay int8 in the file (constant folding would store them as float32)
     int8 = {i.name for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8}
-    assert {"head.qda.q", "head.stats_qda.q"} <= int8
+    assert {"head.qda.q", "head.stats_qda.q", "head.gram.maha.q"} <= int8
 
 
 def test_pipeline_trains_exports_and_evaluates_a_new_class_folder(tmp_path, monkeypatch, capsys):

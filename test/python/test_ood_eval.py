@@ -79,20 +79,52 @@ def test_choose_parts_picks_the_subset_that_separates_the_outliers():
     assert len(table) == 2 ** len(ood.PARTS) - 1 and max(r["mean_auroc"] for r in table) == next(r for r in table if r["parts"] == ["stats"])["mean_auroc"]
 
 
-def test_head_combines_only_the_chosen_parts():
+def test_head_combines_only_the_chosen_parts_by_its_rule():
     dec = ood.Decoder(8, 1, 16)
     maha = ood.Mahalanobis(torch.eye(4), torch.zeros(1, 4))
     stats = ood.Mahalanobis(torch.eye(2 * (3 + 8)), torch.zeros(1, 2 * (3 + 8)))
     qda = ood.ClassMahalanobis(torch.stack([torch.eye(4), 2 * torch.eye(4)]).to(torch.int8), torch.ones(2, 4, 1), torch.zeros(2, 4))
     stats_qda = ood.ClassMahalanobis(torch.eye(2 * (3 + 8))[None].to(torch.int8), torch.full((1, 22, 1), 3.0), torch.ones(1, 22))
+    corr = np.random.RandomState(0).randn(40, 3)  # 3 channels: 3 correlations
+    gram = ood.Gram.fit(corr, np.arange(40) % 2, 2, channels=3, dims=2)
     norm = {p: [0.0, 1.0] for p in ood.PARTS}
     x, shallow, deep = torch.rand(2, 1, 16, 16), torch.rand(2, 3, 8, 8), torch.rand(2, 8, 4, 4)
     feats = torch.tensor([[0.0] * 4, [9.0] * 4])
-    for parts in (("maha",), ("stats",), ("recon", "stats"), ("qda", "stats_qda"), ("maha", "stats_qda")):
-        s = ood.OODHead(dec, maha, stats, qda, stats_qda, norm, parts)(x, shallow, deep, feats)
-        assert set(s) == {*ood.PARTS, "combined"}
-        want = torch.stack([s[p] for p in parts]).max(0).values
-        assert torch.allclose(s["combined"], want)
+    for rule, join in (("max", lambda z: z.max(0).values), ("mean", lambda z: z.mean(0))):
+        for parts in (("maha",), ("stats",), ("recon", "stats"), ("qda", "stats_qda"), ("maha", "stats_qda"), ("qda", "gram")):
+            s = ood.OODHead(dec, maha, stats, qda, stats_qda, norm, parts, gram=gram, rule=rule)(x, shallow, deep, feats)
+            assert set(s) == {*ood.PARTS, "combined"}
+            assert torch.allclose(s["combined"], join(torch.stack([s[p] for p in parts])))
+    with pytest.raises(ValueError, match="rule"):
+        ood.OODHead(dec, maha, stats, qda, stats_qda, norm, ("maha",), rule="median")
+
+
+def test_gram_part_scores_the_projected_channel_correlations():
+    rng = np.random.RandomState(1)
+    shallow = torch.from_numpy(rng.randn(60, 4, 6, 6).astype(np.float32))
+    y = np.arange(60) % 3
+    corr = ood.channel_correlations(shallow).flatten(1)[:, ood.Gram.triu(4)].numpy()
+    assert corr.shape == (60, 6)  # 4 channels: 6 pairs
+    gram = ood.Gram.fit(corr, y, 3, channels=4, dims=3)
+    assert gram.basis.shape == (6, 3)
+    want = gram.maha(torch.from_numpy(((corr - gram.mean.numpy()) @ gram.basis.numpy()).astype(np.float32)))
+    assert torch.allclose(gram(shallow), want, atol=1e-5)
+    # a map whose channels fire together (all correlations 1) is far from noise-like training maps
+    together = shallow[:5, :1].repeat(1, 4, 1, 1) * torch.tensor([1.0, 2.0, 3.0, 4.0])[None, :, None, None]
+    assert gram(together).min() > gram(shallow).max()
+
+
+def test_choose_takes_the_mean_when_the_outliers_show_a_little_on_every_part():
+    rng = np.random.RandomState(0)
+    parts = ("maha", "stats", "qda")
+    val = {p: rng.randn(300) for p in parts}
+    norm = {p: [0.0, 1.0] for p in parts}
+    spread = {"a": {p: rng.randn(200) + 0.8 for p in parts}}
+    rule, chosen, table = ood.choose(val, spread, norm, parts)
+    assert (rule, chosen) == ("mean", parts) and len(table) == 2 * (2 ** len(parts) - 1)
+    assert {r["rule"] for r in table} == set(ood.RULES)
+    one = {"a": {p: rng.randn(200) + (6 if p == "stats" else 0) for p in parts}}
+    assert ood.choose(val, one, norm, parts)[:2] == ("max", ("stats",))
 
 
 def test_head_holds_only_the_per_class_parts_it_is_given():
@@ -127,11 +159,12 @@ def _tiny_fit(monkeypatch, budget=None):
 
 def test_fit_offers_the_per_class_parts_only_within_the_model_file_budget(monkeypatch):
     head, info = _tiny_fit(monkeypatch)
-    assert info["per_class"]["candidates"] and len(info["selection"]) == 2 ** len(ood.PARTS) - 1
+    assert info["per_class"]["candidates"] and len(info["selection"]) == len(ood.RULES) * (2 ** len(ood.PARTS) - 1)
+    assert head.rule == info["rule"] in ood.RULES
     # the shipped head holds the per-class parts it combines, no others
-    assert [p for p in head.present if p in ("qda", "stats_qda")] == [p for p in info["parts"] if p in ("qda", "stats_qda")]
+    assert [p for p in head.present if p in ood.PER_CLASS] == [p for p in info["parts"] if p in ood.PER_CLASS]
     head, info = _tiny_fit(monkeypatch, budget=info["per_class"]["bytes"] - 1)
-    assert not info["per_class"]["candidates"] and len(info["selection"]) == 7
+    assert not info["per_class"]["candidates"] and len(info["selection"]) == len(ood.RULES) * 7
     assert head.present == ("recon", "maha", "stats") and set(info["thresholds"]) == {"recon", "maha", "stats", "combined"}
 
 

@@ -37,6 +37,32 @@ def test_the_shipped_mednist_model_rebuilt_from_onnx_gives_its_golden_outputs():
         assert abs(float(s["combined"][i]) - it["ood_score"]) <= 1e-4
 
 
+def test_the_shipped_head_joins_its_parts_by_the_cards_rule():
+    _, head, card = shipped.load(MODELS / "mednist-darf-b64.onnx")
+    assert head.rule == card["ood"]["rule"] and card["ood"]["score"].startswith(f"ood_score = {head.rule} of")
+    # a card from before head format 5 names no rule: its head took the max
+    older = {**card, "ood": {k: v for k, v in card["ood"].items() if k != "rule"}}
+    assert shipped.load(MODELS / "mednist-darf-b64.onnx", older)[1].rule == "max"
+
+
+def test_unpack_gives_a_run_folder_the_ood_stage_and_export_read(tmp_path):
+    run = shipped.unpack(MODELS / "mednist-darf-b64.onnx", tmp_path / "run", tmp_path / "data")
+    model, head, card = shipped.load(MODELS / "mednist-darf-b64.onnx")
+    unpacked, ck = ood.load_run_encoder(run)
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(unpacked(x)["u"], model(x)["u"])
+    assert ck["classes"] == card["classes"] and ck["data_path"] == str((tmp_path / "data" / "mednist").resolve())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["map100"] == card["metrics"]["map100"] and metrics["method"] == card["training"]["method"]
+    # the decoder is kept for `ood --reuse-decoder`, but the head is not one load_run accepts
+    saved = torch.load(run / "ood.pt")
+    assert torch.equal(saved["state"]["decoder.out.weight"], head.state_dict()["decoder.out.weight"])
+    assert saved["info"]["decoder_steps"] == card["ood"]["decoder_steps"]
+    with pytest.raises(SystemExit, match="refit it"):
+        ood.load_run(run)
+
+
 def test_an_export_made_with_constant_folding_is_refused():
     with pytest.raises(ValueError, match="constant folding"):
         shipped.load(MODELS / "brain_tumor_mri-darf-b64.onnx")
@@ -138,26 +164,3 @@ def test_squeezing_scores_how_far_the_code_moves_and_smoothing_keeps_the_size():
         assert np.allclose(ood_frontier.smooth(flat, side), flat)
         out = ood_frontier.smooth(edge, side)
         assert out.shape == edge.shape and 0 < out[0, 0, 0, 4] < 1
-
-
-def test_gram_features_are_channel_correlations_blind_to_scale_and_offset():
-    rng = np.random.RandomState(3)
-    a = torch.from_numpy(rng.randn(2, 1, 8, 8).astype(np.float32))
-    b = torch.from_numpy(rng.randn(2, 1, 8, 8).astype(np.float32))
-    m = torch.cat([a, 3 * a + 1, -a, b], dim=1)  # pairs in triu order: (0,1) (0,2) (0,3) (1,2) (1,3) (2,3)
-    r = ood_frontier.channel_correlations(m).numpy()
-    assert r.shape == (2, 6)
-    assert np.allclose(r[:, [0, 1, 3]], [[1, -1, -1]] * 2, atol=1e-5)
-    assert np.all(np.abs(r[:, [2, 4, 5]]) < 0.6)  # independent noise: far from +-1
-    scaled = m * torch.tensor([2.0, 0.5, 7.0, 1.5])[None, :, None, None] + torch.tensor([1.0, -3.0, 0.0, 5.0])[None, :, None, None]
-    assert np.allclose(ood_frontier.channel_correlations(scaled).numpy(), r, atol=1e-5)
-
-
-def test_gram_score_projects_on_principal_components_and_scores_distance_from_the_classes():
-    rng = np.random.RandomState(4)
-    y = np.arange(600) % 2
-    feats = rng.randn(600, 20) * 0.1 + np.where(y[:, None] == 0, 1.0, -1.0) * np.eye(20)[0]
-    score = ood_frontier.GramScore(feats, y, 2, dims=5)
-    assert score.basis.shape == (20, 5) and np.allclose(score.basis.T @ score.basis, np.eye(5), atol=1e-6)
-    far = feats[:10] + 5 * np.eye(20)[0]
-    assert score(far).min() > score(feats[:10]).max()
