@@ -29,6 +29,12 @@ from .train import METHODS, TrainConfig, device_name, resolve_device, test_eval,
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def data_root(given: str | None = None) -> Path:
+    """Where the data sets live: --data-root, else $MEDHASH_DATA (a git worktree does not sit
+    beside ../shared), else ../shared/data."""
+    return Path(given or os.environ.get("MEDHASH_DATA", ROOT.parent / "shared" / "data"))
+
+
 def run_dir(out: Path, data_name: str, method: str, bits: int, seed: int, preset: str) -> Path:
     return out / data_name / f"{method}-{preset}-b{bits}-s{seed}"
 

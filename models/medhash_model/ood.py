@@ -16,7 +16,6 @@ computed here too, as baselines on the same features."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -466,10 +465,8 @@ def head_from_state(st: dict, cfg, norm: dict, parts, rule: str) -> OODHead:
 
 
 def run_data_path(ck) -> str:
-    from .cli import ROOT
-    # a git worktree does not sit beside ../shared, so MEDHASH_DATA may name the data folder
-    root = Path(os.environ.get("MEDHASH_DATA", ROOT.parent / "shared" / "data"))
-    return ck.get("data_path") or str(root / ck["data"])
+    from .cli import data_root
+    return ck.get("data_path") or str(data_root() / ck["data"])
 
 
 def run_data(ck, size: int, channels: int):

@@ -416,7 +416,7 @@ def ts_markdown(doc: dict, ts_lines: list[dict]) -> str:
 
 
 def cmd_ood_eval(args):
-    from .cli import ROOT
+    from .cli import data_root
     if args.table:
         doc = json.loads(Path(args.json).read_text())
         if args.ts:
@@ -427,14 +427,14 @@ def cmd_ood_eval(args):
     if not args.model:
         raise SystemExit("ood-eval: name at least one --model NAME=RUN (or --table --json FILE)")
     torch.set_num_threads(int(os.environ.get("MEDHASH_THREADS", "2")))
-    data_root = Path(args.data_root or os.environ.get("MEDHASH_DATA", ROOT.parent / "shared" / "data"))
+    root = data_root(args.data_root)
     log = lambda s: print(s, file=sys.stderr, flush=True)
     results = []
     for spec in args.model:
         name, run = spec.split("=", 1)
         ck = torch.load(Path(run) / "model.pt")
         near = args.near if args.near is not None else NEAR_DEFAULT.get(Path(ood.run_data_path(ck)).name, [])
-        results.append(evaluate_model(name, Path(run), data_root, args.far, near, args.n_ood, args.n_perturb,
+        results.append(evaluate_model(name, Path(run), root, args.far, near, args.n_ood, args.n_perturb,
                                       Path(args.oodsets) if args.oodsets else None, log=log))
     command = "cd models && python3 -m medhash_model " + " ".join(sys.argv[1:])
     if args.json:

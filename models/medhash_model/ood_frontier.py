@@ -242,7 +242,7 @@ def add_parser(sub):
 
 
 def cmd_ood_frontier(args):
-    from .cli import ROOT
+    from .cli import data_root
     if args.table:
         doc = json.loads(Path(args.json).read_text())
         if (doc.get("format"), doc.get("version")) != (FORMAT, VERSION):
@@ -253,8 +253,7 @@ def cmd_ood_frontier(args):
         raise SystemExit("ood-frontier: name a --model (or --table --json FILE)")
     torch.set_num_threads(int(os.environ.get("MEDHASH_THREADS", "2")))
     model = Path(args.model)
-    data_root = Path(args.data_root or os.environ.get("MEDHASH_DATA", ROOT.parent / "shared" / "data"))
-    doc = analyse(model, Path(args.oodsets) if args.oodsets else model.parent / "oodsets", data_root,
+    doc = analyse(model, Path(args.oodsets) if args.oodsets else model.parent / "oodsets", data_root(args.data_root),
                   log=lambda s: print(s, file=sys.stderr, flush=True))
     doc["command"] = "cd models && python3 -m medhash_model " + " ".join(sys.argv[1:])
     if args.json:

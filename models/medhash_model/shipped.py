@@ -119,7 +119,5 @@ def add_parser(sub):
 
 
 def cmd_unpack(args):
-    import os
-    from .cli import ROOT
-    data_root = Path(args.data_root or os.environ.get("MEDHASH_DATA", ROOT.parent / "shared" / "data"))
-    print(json.dumps({"run": str(unpack(args.model, Path(args.run), data_root))}))
+    from .cli import data_root
+    print(json.dumps({"run": str(unpack(args.model, Path(args.run), data_root(args.data_root)))}))
