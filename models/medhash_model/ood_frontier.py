@@ -160,6 +160,7 @@ def analyse(onnx_path: Path, oodsets: Path, data_root: Path, log=print) -> dict:
             row["goals"] = goals(row, best_baseline)
     rows = tables["max"]
     return {"format": FORMAT, "version": VERSION, "model_id": card["model_id"], "shipped_parts": card["ood"]["parts"],
+            "shipped_rule": card["ood"].get("rule", "max"),
             "extra": extra, "chosen": {k: r["parts"] for k, r in choices(rows, head.present).items()},
             "baselines": baselines, "subsets": rows, "rules": {r: rule_summary(t, head.present) for r, t in tables.items()},
             "seconds": round(time.time() - t0, 1)}
@@ -215,14 +216,14 @@ def markdown(doc: dict) -> str:
     out = [f"Model `{doc['model_id']}`; " + "; ".join(
                f"{p} variant {e['variant']} (validation: " + ", ".join(f"{v}: {a:.4f}" for v, a in e["val_mean_auroc"].items()) + ")"
                for p, e in doc["extra"].items()) + ".",
-           f"Shipped parts: {' + '.join(doc['shipped_parts'])}. Validation's choice (in bold below) "
+           f"Shipped: the {doc.get('shipped_rule', 'max')} of {' + '.join(doc['shipped_parts'])}. Validation's choice by the max (in bold below) "
            + "; ".join(f"among {label(k)}: {' + '.join(v)}" for k, v in doc["chosen"].items())
            + f". Subsets meeting every goal: {len(every)} of {len(by_val)}.",
-           "", base, "", "Highest validation AUROC (10 of the subsets):", "", head, *(line(r) for r in by_val[:10]),
+           "", base, "", "Highest validation AUROC, joined by the max (10 of the subsets):", "", head, *(line(r) for r in by_val[:10]),
            "", f"Meeting both far-OOD goals ({len(far_ok)}; the 5 best by validation):", "", head, *(line(r) for r in far_ok[:5]),
            "", "Behind a baseline on the fewest sets (5; ties by validation):", "", head, *(line(r) for r in fewest[:5]),
-           "", "Other rules for joining the parts' z-scores (the head's is max; validation chooses within each rule; "
-           "a choice among more candidates is shown where it differs from those above it):",
+           "", "Other rules for joining the parts' z-scores (validation chooses within each rule; a choice among more "
+           "candidates is shown where it differs from those above it):",
            "", rules_head, *rule_lines,
            "", f"Highest validation AUROC over rules and subsets, {across_text}.",
            "", f"Ahead of every baseline on every set, any rule ({len(ahead)}; the 10 best by validation):", "", ahead_head,
