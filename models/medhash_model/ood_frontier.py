@@ -197,6 +197,7 @@ def markdown(doc: dict) -> str:
     fewest = sorted(by_val, key=lambda r: len(r["goals"]["behind_a_baseline"]))  # stable: validation order within a count
     every = [r for r in by_val if missed(r) == 0]
     rules_head = ("| rule | meeting every goal | row | " + head[len("| "):].replace("\n|---|", "\n|---|---|---|---|", 1))
+
     def rule_rows(d):  # validation's choices, each candidate set's only where it differs from those before
         seen, out = [], []
         for key, r in d["chosen"].items():
