@@ -358,14 +358,6 @@ def per_class_budget(model, decoder: Decoder, shared: list[Mahalanobis]) -> int:
     return MAX_BYTES - held - (1 << 20)
 
 
-def shallow_correlations(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    """The upper triangles of the shallow map's channel correlations (`Gram`'s input), per image."""
-    idx = Gram.triu(model.cfg.widths[1])
-    with torch.no_grad():
-        return np.concatenate([channel_correlations(model(torch.from_numpy(x[i:i + batch].astype(np.float32)))["shallow"])
-                               .flatten(1)[:, idx].numpy() for i in range(0, len(x), batch)])
-
-
 def fit(model, ds, id_recall: float = 0.95, log=print, epochs: int = 6, steps: int = 150,
         decoder: Decoder | None = None) -> tuple[OODHead, dict]:
     tr, va = ds.splits["train"], ds.splits["val"]
@@ -375,9 +367,16 @@ def fit(model, ds, id_recall: float = 0.95, log=print, epochs: int = 6, steps: i
     maha = Mahalanobis.fit(feats, tr.y, len(ds.classes))
     sample = np.sort(np.random.RandomState(0).permutation(len(tr.x))[:10000])
     xs = tr.x[sample]
+    # one pass over the sample for both map descriptors: the feature statistics and the shallow
+    # map's channel correlations (the Gram part's input, upper triangles)
+    idx = Gram.triu(model.cfg.widths[1])
+    st, corr = [], []
     with torch.no_grad():
-        st = np.concatenate([feature_stats(o["shallow"], o["deep"]).numpy() for o in
-                             (model(torch.from_numpy(xs[i:i + 256].astype(np.float32))) for i in range(0, len(xs), 256))])
+        for i in range(0, len(xs), 256):
+            o = model(torch.from_numpy(xs[i:i + 256].astype(np.float32)))
+            st.append(feature_stats(o["shallow"], o["deep"]).numpy())
+            corr.append(channel_correlations(o["shallow"]).flatten(1)[:, idx].numpy())
+    st, corr = np.concatenate(st), np.concatenate(corr)
     # class-conditional: the classes of one set can differ in contrast and texture (MedNIST holds
     # CT, MRI and X-rays), and one Gaussian around all of them also covers the space between
     stats = Mahalanobis.fit(st, tr.y[sample], len(ds.classes))
@@ -385,7 +384,7 @@ def fit(model, ds, id_recall: float = 0.95, log=print, epochs: int = 6, steps: i
     # Gram part's projection in float32) fit the model-file budget: many classes, or the wide
     # `full` preset, would overflow it
     n = len(ds.classes)
-    n_corr = len(Gram.triu(model.cfg.widths[1]))
+    n_corr = corr.shape[1]
     dims = min(GRAM_DIMS, n_corr)
     per_class = {"bytes": n * (feats.shape[1] ** 2 + st.shape[1] ** 2 + dims ** 2) + 4 * n_corr * (dims + 1),
                  "budget": per_class_budget(model, dec, [maha, stats])}
@@ -393,7 +392,7 @@ def fit(model, ds, id_recall: float = 0.95, log=print, epochs: int = 6, steps: i
     if per_class["bytes"] <= per_class["budget"]:
         per["qda"] = ClassMahalanobis.fit(feats, tr.y, n)
         per["stats_qda"] = ClassMahalanobis.fit(st, tr.y[sample], n)
-        per["gram"] = Gram.fit(shallow_correlations(model, xs), tr.y[sample], n, model.cfg.widths[1], dims)
+        per["gram"] = Gram.fit(corr, tr.y[sample], n, model.cfg.widths[1], dims)
     else:
         log(json.dumps({"ood_per_class_parts": "left out: over the model-file budget", **per_class}))
     raw = OODHead(dec, maha, stats, per["qda"], per["stats_qda"], {p: [0.0, 1.0] for p in PARTS},
