@@ -92,7 +92,7 @@ def knn_card_section(model: nn.Module, head: ood.OODHead, ck: dict) -> dict:
     section = ood_eval.knn_calibration(val_knn, val["combined"], len(db_codes))
     mean, std = section["knn"]["mean"], section["knn"]["std"]
     alone, added = [], []
-    for x in ood.validation_outliers(va).values():
+    for x in ood.validation_outliers(model, va).values():
         o = ood.scores_np(model, head, x)
         o_knn = ood_eval.kth_hamming(pack_bits(o["u"]), db_codes)
         alone.append(ood.auroc(val["combined"], o["combined"]))
@@ -134,7 +134,8 @@ def build_card(name: str, onnx_path: Path, model: nn.Module, ck: dict, metrics: 
                     "protocol": "query vs db, tie-aware"},
         "ood": {"score": f"ood_score = {ood_info['rule']} of the val-z-scored parts " + ", ".join(ood_info["parts"]),
                 "rule": ood_info["rule"], "parts": ood_info["parts"],
-                "chosen_on": "val against synthetic outliers of val (docs/OOD.md)",
+                "chosen_on": "val against outliers made from val: "
+                             f"{', '.join(ood_info.get('validation_sets', ('jigsaw', 'smooth', 'shapes')))} (docs/OOD.md)",
                 "threshold": ood_info["thresholds"]["combined"], "id_recall": ood_info["id_recall"],
                 "calibrated_on": "val", "decoder_steps": ood_info.get("decoder_steps"), **knn},
     }

@@ -258,12 +258,43 @@ def scores_np(model, head: OODHead, x: np.ndarray, batch: int = 256) -> dict:
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def validation_outliers(x: np.ndarray, n: int = 500, seed: int = 0) -> dict[str, np.ndarray]:
+# The threat model the gate is built for: L-inf perturbations of at most EPS per pixel (8/255, the
+# common budget for 8-bit images). Validation attacks within it and so does ood_eval.
+EPS = 8 / 255
+
+
+def quantize(x: np.ndarray) -> np.ndarray:
+    """What a PNG of the image holds: uint8 levels, back in [0, 1]. Scoring the quantized image
+    makes Python and the ONNX replay see the same pixels."""
+    return np.rint(np.clip(x, 0, 1) * 255).astype(np.uint8)
+
+
+def class_attack(model, x: np.ndarray, steps: int = 5, alpha: float = 2 / 255, eps: float = EPS, batch: int = 64) -> np.ndarray:
+    """L-inf PGD against the class head: cross-entropy ascent away from the class the model
+    predicts on the clean image, from the clean image. The validation kind of attack: it shares
+    the threat model with the evaluated attacks (ood_eval.attack), not their target (the code)."""
+    out = []
+    for i in range(0, len(x), batch):
+        x0 = torch.from_numpy(x[i:i + batch].astype(np.float32))
+        with torch.no_grad():
+            pred = model(x0)["logits"].argmax(1)
+        xa = x0.clone()
+        for _ in range(steps):
+            xa.requires_grad_(True)
+            g, = torch.autograd.grad(F.cross_entropy(model(xa)["logits"], pred, reduction="sum"), xa)
+            with torch.no_grad():
+                xa = torch.min(torch.max(xa + alpha * g.sign(), x0 - eps), x0 + eps).clamp(0, 1)
+        out.append(xa.detach().numpy())
+    return np.concatenate(out)
+
+
+def validation_outliers(model, x: np.ndarray, n: int = 500, seed: int = 0) -> dict[str, np.ndarray]:
     """OOD *validation* sets, made from `val` images only so that choosing the combination never
-    sees an evaluation set; each differs in kind from every evaluation set (no other data set,
-    none of the evaluated corruptions). jigsaw: 4x4 tiles of an image shuffled (local content
-    kept, anatomy broken); smooth: random 6x6 fields upsampled (blobs with no texture); shapes:
-    one to three filled ellipses of random intensity on black."""
+    sees an evaluation set; none is another data set or an evaluated corruption. jigsaw: 4x4 tiles
+    of an image shuffled (local content kept, anatomy broken); smooth: random 6x6 fields upsampled
+    (blobs with no texture); shapes: one to three filled ellipses of random intensity on black;
+    attack: `class_attack` on the model (attacked queries are a kind the gate must flag, and only
+    an attack shows which parts see one), saved as a PNG would hold it."""
     rng = np.random.RandomState(seed)
     xv = x[np.sort(rng.permutation(len(x))[:n])].astype(np.float32)
     b, c, size, _ = xv.shape
@@ -282,7 +313,8 @@ def validation_outliers(x: np.ndarray, n: int = 500, seed: int = 0) -> dict[str,
             cy, cx, ry, rx = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.35), rng.uniform(0.05, 0.35)
             inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
             shapes[i][:, inside] = rng.uniform(0.2, 1.0, size=(c, 1))
-    return {"jigsaw": jigsaw, "smooth": smooth, "shapes": shapes}
+    attack = quantize(class_attack(model, xv)).astype(np.float32) / 255
+    return {"jigsaw": jigsaw, "smooth": smooth, "shapes": shapes, "attack": attack}
 
 
 def choose_parts(val: dict, outliers: dict[str, dict], norm: dict, candidates=PARTS,
@@ -399,13 +431,14 @@ def fit(model, ds, id_recall: float = 0.95, log=print, epochs: int = 6, steps: i
                   gram=per["gram"])  # the parts unscaled, to fit their z-scaling
     val = scores_np(model, raw, va.x)
     norm = {p: [float(val[p].mean()), float(val[p].std() + 1e-12)] for p in raw.present}
-    outliers = {k: scores_np(model, raw, v) for k, v in validation_outliers(va.x).items()}
+    outliers = {k: scores_np(model, raw, v) for k, v in validation_outliers(model, va.x).items()}
     rule, parts, table = choose(val, outliers, norm, raw.present)
     log(json.dumps({"ood_rule": rule, "ood_parts": parts}))
     kept = {p: m if p in parts else None for p, m in per.items()}
     head = OODHead(dec, maha, stats, kept["qda"], kept["stats_qda"], norm, parts, gram=kept["gram"], rule=rule)
     val = scores_np(model, head, va.x)
-    info = {"format": HEAD_FORMAT, "norm": norm, "rule": rule, "parts": list(parts), "selection": table, "id_recall": id_recall,
+    info = {"format": HEAD_FORMAT, "norm": norm, "rule": rule, "parts": list(parts), "selection": table,
+            "validation_sets": list(outliers), "id_recall": id_recall,
             "per_class": {**per_class, "candidates": per["qda"] is not None},
             "decoder_steps": epochs * steps, "seconds": round(time.time() - t0, 1),
             "thresholds": {k: calibrate(val[k], id_recall) for k in (*head.present, "combined")}}

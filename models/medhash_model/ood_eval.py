@@ -23,11 +23,11 @@ from PIL import Image
 
 from . import data as data_mod
 from . import ood
+from .ood import EPS, quantize
 from .metrics import hamming, pack_bits
 from .preprocess import preprocess_bytes
 from .train import encode
 
-EPS = 8 / 255
 PGD_STEPS, PGD_ALPHA = 10, 2 / 255
 KNN_K = 10
 ID_RECALL = 0.95
@@ -96,12 +96,6 @@ def knn_calibration(val_knn: np.ndarray, val_model: np.ndarray, index_size: int,
 
 
 # --- perturbed query sets -------------------------------------------------------------------
-
-def quantize(x: np.ndarray) -> np.ndarray:
-    """What a PNG of the image holds: uint8 levels, back in [0, 1]. Scoring the quantized image
-    makes Python and the ONNX replay see the same pixels."""
-    return np.rint(np.clip(x, 0, 1) * 255).astype(np.uint8)
-
 
 def attack(model, x: np.ndarray, steps: int, alpha: float, eps: float = EPS, seed: int = 0, batch: int = 64) -> np.ndarray:
     """L-inf attack on the hash code: pushes every continuous code unit against the sign it has

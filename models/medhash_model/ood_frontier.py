@@ -124,7 +124,7 @@ def analyse(onnx_path: Path, oodsets: Path, data_root: Path, log=print) -> dict:
     if (manifest["size"], manifest["channels"]) != (cfg.size, cfg.channels):
         raise SystemExit(f"{oodsets / card['name']}: sets at {manifest['size']}px x {manifest['channels']}, the model reads "
                          f"{cfg.size}px x {cfg.channels}")
-    outliers = ood.validation_outliers(ds.splits["val"].x)
+    outliers = ood.validation_outliers(model, ds.splits["val"].x)
     images = {"val": ds.splits["val"].x, "query": ds.splits["query"].x, **outliers, **eval_x}
     bank = ood_eval.knn_bank(model, tr.x)
     thumbs = {t: ood.ClassMahalanobis.fit(thumbnails(tr.x, t), tr.y, len(ds.classes)) for t in EXTRA["thumb"]}

@@ -176,15 +176,38 @@ def test_feature_stats_are_channel_means_and_deviations():
     assert got.shape == (3, 14) and torch.allclose(got, want, atol=1e-4)
 
 
+def linear_classifier(shape, n_classes=3, seed=0):
+    """A model stand-in for the attacks: logits linear in the pixels."""
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(shape)), n_classes))
+    return net, lambda x: {"logits": net(x)}
+
+
 def test_validation_outliers_come_from_val_and_keep_its_shape():
     x = np.random.RandomState(0).rand(40, 3, 32, 32).astype(np.float32)
-    sets = ood.validation_outliers(x, n=30, seed=1)
-    assert sorted(sets) == ["jigsaw", "shapes", "smooth"]
+    _, model = linear_classifier((3, 32, 32))
+    sets = ood.validation_outliers(model, x, n=30, seed=1)
+    assert sorted(sets) == ["attack", "jigsaw", "shapes", "smooth"]
     assert all(v.shape == (30, 3, 32, 32) for v in sets.values())
     # a jigsaw image is a permutation of its source image's tiles: same pixels, other places
     src = x[np.sort(np.random.RandomState(1).permutation(40)[:30])]
     assert np.allclose(np.sort(sets["jigsaw"].reshape(30, -1), 1), np.sort(src.reshape(30, -1), 1))
     assert not np.allclose(sets["jigsaw"], src)
+    # the attacked images are the same images within the threat model, on PNG levels
+    assert np.abs(sets["attack"] - src).max() <= ood.EPS + 0.5 / 255 + 1e-6
+    assert np.allclose(sets["attack"] * 255, np.rint(sets["attack"] * 255), atol=1e-3)
+
+
+def test_class_attack_stays_in_the_eps_ball_and_pushes_away_from_the_predicted_class():
+    x = np.random.RandomState(3).rand(16, 1, 8, 8).astype(np.float32)
+    net, model = linear_classifier((1, 8, 8), seed=1)
+    xa = ood.class_attack(model, x)
+    assert np.abs(xa - x).max() <= ood.EPS + 1e-6 and xa.min() >= 0 and xa.max() <= 1
+    with torch.no_grad():
+        p0, pa = (torch.softmax(net(torch.from_numpy(v)), 1) for v in (x, xa))
+    pred = p0.argmax(1)
+    rows = torch.arange(len(x))
+    assert (pa[rows, pred] < p0[rows, pred]).all()
 
 
 def test_known_only_drops_the_rows_of_classes_a_model_never_saw():
