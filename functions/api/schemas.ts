@@ -170,7 +170,7 @@ export const CreateCollectionBody = z
       .min(0, 'descriptor_dims must be >= 0')
       .max(MAX_DESCRIPTOR_DIMS, `descriptor_dims must be <= ${MAX_DESCRIPTOR_DIMS}`)
       .default(0),
-    model_id: z.string().min(1).max(128).optional().openapi({ description: 'The model that produced the codes: a shipped model\'s id as /v1/models lists it (`NAME@sha12`, e.g. mednist-darf-b64@2bb988151b15) for the OOD gate and search by image, or any name of your own.' }),
+    model_id: z.string().min(1).max(128).optional().openapi({ description: 'The model that produced the codes: a shipped model\'s id as /v1/models lists it (`NAME@sha12`, e.g. mednist-darf-b64@141b2f6f1afd) for the OOD gate and search by image, or any name of your own.' }),
   })
   .openapi('CreateCollection');
 

@@ -10,7 +10,7 @@ import { errors, json, type App } from '../openapi.ts';
 const tags = ['models'];
 
 const ModelParams = z.object({
-  model_id: z.string().min(1).max(128).openapi({ param: { name: 'model_id', in: 'path' }, example: 'mednist-darf-b64@2bb988151b15' }),
+  model_id: z.string().min(1).max(128).openapi({ param: { name: 'model_id', in: 'path' }, example: 'mednist-darf-b64@141b2f6f1afd' }),
 });
 
 const ModelSummary = z
