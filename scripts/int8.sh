@@ -4,7 +4,7 @@
 # it (models/medhash_model/quantize.py), then measure the variant through the TypeScript path as
 # the fp32 models are measured: `eval:retrieval` (db/query mAP), `eval:ood` (the fp32 model's OOD
 # sets and thresholds) and, for MedNIST, `bench:e2e` fp32 and int8 interleaved (fp32, int8, fp32,
-# int8, same machine). About 10 minutes on 2 cores, the venv included. Writes into $OUT
+# int8, same machine). About 15 minutes on 2 cores, the venv included. Writes into $OUT
 # (default runs/int8, ignored by git): the variants and their cards, results.jsonl (every JSON
 # line printed) and the venv.
 #
