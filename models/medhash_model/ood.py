@@ -269,23 +269,33 @@ def quantize(x: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(x, 0, 1) * 255).astype(np.uint8)
 
 
-def class_attack(model, x: np.ndarray, steps: int = 5, alpha: float = 2 / 255, eps: float = EPS, batch: int = 64) -> np.ndarray:
-    """L-inf PGD against the class head: cross-entropy ascent away from the class the model
-    predicts on the clean image, from the clean image. The validation kind of attack: it shares
-    the threat model with the evaluated attacks (ood_eval.attack), not their target (the code)."""
+def pgd(x: np.ndarray, objective, steps: int, alpha: float, eps: float = EPS, start=None, batch: int = 64) -> np.ndarray:
+    """L-inf projected gradient ascent, batch by batch: `objective(x0)` returns the loss of an
+    attacked batch given its clean batch x0; `start(x0)` the first point (default: x0). steps=1
+    and alpha=eps is FGSM."""
     out = []
     for i in range(0, len(x), batch):
         x0 = torch.from_numpy(x[i:i + batch].astype(np.float32))
         with torch.no_grad():
-            pred = model(x0)["logits"].argmax(1)
-        xa = x0.clone()
+            loss = objective(x0)
+        xa = x0.clone() if start is None else start(x0)
         for _ in range(steps):
             xa.requires_grad_(True)
-            g, = torch.autograd.grad(F.cross_entropy(model(xa)["logits"], pred, reduction="sum"), xa)
+            g, = torch.autograd.grad(loss(xa), xa)
             with torch.no_grad():
                 xa = torch.min(torch.max(xa + alpha * g.sign(), x0 - eps), x0 + eps).clamp(0, 1)
         out.append(xa.detach().numpy())
     return np.concatenate(out)
+
+
+def class_attack(model, x: np.ndarray, steps: int = 5, alpha: float = 2 / 255, eps: float = EPS) -> np.ndarray:
+    """L-inf PGD against the class head: cross-entropy ascent away from the class the model
+    predicts on the clean image, from the clean image. The validation kind of attack: it shares
+    the threat model with the evaluated attacks (ood_eval.attack), not their target (the code)."""
+    def objective(x0):
+        pred = model(x0)["logits"].argmax(1)
+        return lambda xa: F.cross_entropy(model(xa)["logits"], pred, reduction="sum")
+    return pgd(x, objective, steps, alpha, eps)
 
 
 def validation_outliers(model, x: np.ndarray, n: int = 500, seed: int = 0) -> dict[str, np.ndarray]:

@@ -97,27 +97,18 @@ def knn_calibration(val_knn: np.ndarray, val_model: np.ndarray, index_size: int,
 
 # --- perturbed query sets -------------------------------------------------------------------
 
-def attack(model, x: np.ndarray, steps: int, alpha: float, eps: float = EPS, seed: int = 0, batch: int = 64) -> np.ndarray:
+def attack(model, x: np.ndarray, steps: int, alpha: float, eps: float = EPS, seed: int = 0) -> np.ndarray:
     """L-inf attack on the hash code: pushes every continuous code unit against the sign it has
     on the clean image (as many bits flipped as possible). steps=1, alpha=eps is FGSM; more
     steps from a random start is PGD."""
     gen = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(0, len(x), batch):
-        x0 = torch.from_numpy(x[i:i + batch].astype(np.float32))
-        with torch.no_grad():
-            s = torch.sign(model(x0)["u"])
-        xa = x0.clone()
-        if steps > 1:
-            xa = (xa + (torch.rand(xa.shape, generator=gen) * 2 - 1) * eps).clamp(0, 1)
-        for _ in range(steps):
-            xa.requires_grad_(True)
-            loss = -(torch.tanh(model(xa)["u"]) * s).sum()
-            g, = torch.autograd.grad(loss, xa)
-            with torch.no_grad():
-                xa = torch.min(torch.max(xa + alpha * g.sign(), x0 - eps), x0 + eps).clamp(0, 1)
-        out.append(xa.detach().numpy())
-    return np.concatenate(out)
+
+    def objective(x0):
+        s = torch.sign(model(x0)["u"])
+        return lambda xa: -(torch.tanh(model(xa)["u"]) * s).sum()
+
+    start = (lambda x0: (x0 + (torch.rand(x0.shape, generator=gen) * 2 - 1) * eps).clamp(0, 1)) if steps > 1 else None
+    return ood.pgd(x, objective, steps, alpha, eps, start)
 
 
 def gaussian_blur(x: np.ndarray, sigma: float = 1.5) -> np.ndarray:
