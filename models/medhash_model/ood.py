@@ -10,7 +10,7 @@ per-class Mahalanobis distance of the shallow map's channel correlations (the te
 of style transfer; Sastry and Oore 2020), on their leading principal components: how channels
 fire together, which (c) leaves out. Each is z-normalised on `val` (in-distribution); the
 combined score joins, by their max or their mean (`RULES`), the subset of them that separates
-`val` from synthetic outliers of `val` best (never an evaluation set); the threshold is the `val`
+`val` from outliers made of `val` images best (never an evaluation set); the threshold is the `val`
 quantile that keeps the chosen in-distribution recall. MSP, energy and k-NN scores are
 computed here too, as baselines on the same features."""
 from __future__ import annotations

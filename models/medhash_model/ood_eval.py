@@ -342,7 +342,7 @@ def markdown(doc: dict) -> str:
         chosen = lambda r: r["parts"] == m["parts"] and r["rule"] == m.get("rule", "max")  # noqa: E731
         shown = rows if len(rows) <= 10 else sorted(rows, key=lambda r: -r["mean_auroc"])[:10]
         shown += [r for r in rows if chosen(r) and r not in shown]
-        out.append("The choice of `ours` on `val` (AUROC of each combination, `val` against synthetic outliers of `val`; "
+        out.append("The choice of `ours` on `val` (AUROC of each combination, `val` against outliers made from `val`; "
                    "the best mean wins" + ("" if len(shown) == len(rows) else f"; the 10 best of {len(rows)}") + "):\n")
         names = list(rows[0]["auroc"])
         out.append("| rule | parts | " + " | ".join(names) + " | mean |")
