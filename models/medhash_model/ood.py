@@ -270,9 +270,9 @@ def quantize(x: np.ndarray) -> np.ndarray:
 
 
 def pgd(x: np.ndarray, objective, steps: int, alpha: float, eps: float = EPS, start=None, batch: int = 64) -> np.ndarray:
-    """L-inf projected gradient ascent, batch by batch: `objective(x0)` returns the loss of an
-    attacked batch given its clean batch x0; `start(x0)` the first point (default: x0). steps=1
-    and alpha=eps is FGSM."""
+    """L-inf projected gradient ascent, batch by batch: `objective(x0)`, given a clean batch,
+    returns the loss to ascend as a function of the attacked batch; `start(x0)` gives the first
+    point (default: x0). steps=1 and alpha=eps is FGSM."""
     out = []
     for i in range(0, len(x), batch):
         x0 = torch.from_numpy(x[i:i + batch].astype(np.float32))
