@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, expect, it, vi } from 'vitest';
-import { createNodeBackend, type NodeBackend } from '../functions/entries/node.ts';
+import { createNodeBackend, sweepDataDir, type NodeBackend } from '../functions/entries/node.ts';
 import { backupDataDir } from '../functions/store/backup.ts';
 import { openSqlite, SqliteKV } from '../functions/store/sqlite.ts';
 import type { CollectionSpec, WriteOp } from '../functions/store/writer.ts';
@@ -109,6 +109,22 @@ it('keeps nothing of an erasure made before it, nor of a collection being delete
   expect(Object.keys(await items(restored, a))).toEqual(['id-2']);
   expect(await restored.backend.reader.manifest(gone.id)).toBeNull();
   await expect(restored.backend.writer(gone).apply([patient(4, 'x')])).rejects.toMatchObject({ status: 404 });
+  restored.close();
+});
+
+it("leaves a deleted collection's writer state a finished tombstone: no item id in the copy, no orphan after a restore", async () => {
+  const { src, node, collection } = await source('src10');
+  const gone = await collection('gone');
+  await node.backend.writer(gone).apply([{ op: 'put', record: { id: 'ID-OF-GONE-77', code: new Uint8Array([1, 0]), descriptor: new Int8Array(0), metadata: '{}' } }]);
+  // Registry row removed, writer never told (an older version's delete, registry first).
+  await node.backend.control.deleteCollection(gone);
+  await backupDataDir(src, join(root, 'bak10'));
+  node.close();
+  const control = readFileSync(join(root, 'bak10', 'control.sqlite'));
+  expect(control.includes(Buffer.from('ID-OF-GONE-77'))).toBe(false);
+  expect((await sweepDataDir(join(root, 'bak10'))).orphans).toEqual([]);
+  const restored = await createNodeBackend({ dataDir: join(root, 'bak10') });
+  await expect(restored.backend.writer(gone).apply([])).rejects.toMatchObject({ status: 404 });
   restored.close();
 });
 

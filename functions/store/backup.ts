@@ -18,6 +18,7 @@ import { collectionOfKey, collectionPrefix, COLLECTIONS_PREFIX, encodeManifest, 
 import { IDEMPOTENCY_TTL_MS } from '../billing/ledger.ts';
 import { sha256Hex } from '../util/bytes.ts';
 import { sqlHeadStore } from './head.ts';
+import { isFinishedTombstone } from './orphans.ts';
 import { openSqlite, sqliteDb, SqliteKV } from './sqlite.ts';
 
 const BACKUP_FORMAT = 'medhash-backup';
@@ -112,11 +113,15 @@ async function copyAndCheck(dataDir: string, out: string, opts: BackupOptions): 
       const head = store.load()!;
       const keys = await kv.list(collectionPrefix(collection));
       // A delete marks the head first and removes the registry row last: either way, the
-      // collection was gone (or going) at the backup's moment, and nothing of it is kept.
+      // collection was gone (or going) at the backup's moment, and nothing of it is kept. Its
+      // head becomes what a finished delete leaves: a tombstone naming no shard (their id
+      // ranges are item ids) and no key (all deleted here), so the copy is no orphan to sweep.
       if (head.destroyed || !registered.has(collection)) {
         for (const key of keys) await kv.delete(key);
         summary.dropped += keys.length;
-        if (!head.destroyed) store.save({ ...head, destroyed: true });
+        if (!isFinishedTombstone(head)) {
+          store.save({ ...head, destroyed: true, manifest: { ...head.manifest, count: 0, shards: [] }, pending: [], garbage: [] });
+        }
         continue;
       }
       // Only the live manifest's shards are kept: replaced ones (which may hold erased items)
