@@ -2,7 +2,9 @@
 // path (decodeImage + preprocess) applied to the SOURCE bytes of each golden image equals the
 // Python-preprocessed golden input to <= 1/255 per pixel, and that TS input gives PyTorch's sign
 // bits through loadNodeEncoder and loadWebEncoder. Also pins PNG variants (16-bit grey, palette,
-// RGBA, grey+alpha, 1/2/4-bit grey, odd sizes) against models/medhash_model/preprocess.py itself.
+// RGBA, grey+alpha, 1/2/4-bit grey, odd sizes) against models/medhash_model/preprocess.py itself,
+// and that what one side refuses (another format, CMYK, the limits) the
+// other refuses too, with the same status, code and message.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,6 +12,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadCard, parseCard, type ModelCard } from '../../functions/encode/card.ts';
 import { decodeImage } from '../../functions/encode/image.ts';
+import { MedhashError } from '../../functions/util/errors.ts';
 import { initNodeImageCodecs } from '../../functions/encode/image-node.ts';
 import { loadNodeEncoder, loadWebEncoder, packCode, row, type Encoder } from '../../functions/encode/model.ts';
 import { preprocess, preprocessBatch } from '../../functions/encode/preprocess.ts';
@@ -113,6 +116,60 @@ describe('PNG variants against models/medhash_model/preprocess.py', () => {
     for (const [k, bytes] of Object.entries(cases)) {
       const ts = preprocess(await decodeImage(bytes, 'image/png'), spec);
       expect(maxAbsDiff(ts, f32(py[k])), k).toBeLessThanOrEqual(1e-6);
+    }
+  });
+});
+
+describe('refusals against models/medhash_model/preprocess.py', () => {
+  // Made by PIL, as a training folder would hold them: each one the service refuses; preprocess.py
+  // once trained on all but the 12-bit one.
+  const make = [
+    'import io, json, sys, pathlib, struct, zlib',
+    `sys.path.insert(0, ${JSON.stringify(MODELS)})`,
+    'import numpy as np',
+    'from PIL import Image',
+    'from medhash_model.preprocess import preprocess_bytes',
+    'rgb = (np.arange(40 * 48 * 3).reshape(40, 48, 3) % 251).astype(np.uint8)',
+    'def saved(im, fmt, **kw):',
+    '    b = io.BytesIO(); im.save(b, fmt, **kw); return b.getvalue()',
+    'def sof(b, marker=None, precision=None):',
+    '    i = b.index(b"\\xff\\xc0"); b = bytearray(b)',
+    '    if marker: b[i + 1] = marker',
+    '    if precision: b[i + 4] = precision',
+    '    return bytes(b)',
+    'def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))',
+    'png = saved(Image.fromarray(rgb), "PNG")',
+    'jpeg = saved(Image.fromarray(rgb), "JPEG", quality=90)',
+    'cases = {',
+    '    "cmyk.jpg": saved(Image.fromarray(np.dstack([rgb, rgb[:, :, :1]]), "CMYK"), "JPEG"),',
+    '    "12-bit.jpg": sof(jpeg, precision=12),',
+    '    "truncated.jpg": jpeg[: len(jpeg) // 2],',
+    '    "gif.png": saved(Image.fromarray(rgb), "GIF"),',
+    '    "bmp.jpg": saved(Image.fromarray(rgb), "BMP"),',
+    '    "tiff.png": saved(Image.fromarray(rgb), "TIFF"),',
+    '    "webp.jpg": saved(Image.fromarray(rgb), "WEBP"),',
+    '    "4097x1.png": saved(Image.new("L", (4097, 1)), "PNG"),',
+    '    "no-iend.png": png[:-12],',
+    '    "no-idat.png": png[:33] + chunk(b"IEND", b""),',
+    '}',
+    'out = {}',
+    'for name, b in cases.items():',
+    '    try:',
+    '        preprocess_bytes(b, 16, 3); out[name] = [bytes(b).hex(), None]',
+    '    except Exception as e:  # a DicomError is the service\'s refusal; anything else is PIL\'s',
+    '        out[name] = [bytes(b).hex(), [getattr(e, "status", None), getattr(e, "code", type(e).__name__), str(e)]]',
+    'print(json.dumps(out))',
+  ].join('\n');
+
+  it('the service and preprocess.py refuse the same images, with the same status, code and message', async () => {
+    const py = JSON.parse(execFileSync('/usr/bin/python3', ['-c', make], { encoding: 'utf8', maxBuffer: 1 << 26 })) as Record<string, [string, [number, string, string] | null]>;
+    expect(Object.keys(py)).toHaveLength(10);
+    for (const [name, [hexBytes, refusal]] of Object.entries(py)) {
+      const e = await decodeImage(new Uint8Array(Buffer.from(hexBytes, 'hex'))).then(() => null, (x: unknown) => x);
+      expect(e, name).toBeInstanceOf(MedhashError);
+      const { status, code, message } = e as MedhashError;
+      expect([status, code, message], name).toEqual(refusal);
+      expect(status, name).toBeLessThan(500);
     }
   });
 });
