@@ -139,6 +139,20 @@ interface JpegHeader {
 
 const isSof = (m: number) => m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc;
 
+/** The coding processes of the frame headers mozjpeg cannot decode (SOF0-2 are the ones it can). */
+const UNDECODABLE_SOF: Record<number, string> = {
+  0xc3: 'lossless',
+  0xc5: 'hierarchical',
+  0xc6: 'hierarchical',
+  0xc7: 'hierarchical',
+  0xc9: 'arithmetic-coded',
+  0xca: 'arithmetic-coded',
+  0xcb: 'arithmetic-coded',
+  0xcd: 'arithmetic-coded',
+  0xce: 'arithmetic-coded',
+  0xcf: 'arithmetic-coded',
+};
+
 /**
  * Walks the JPEG marker segments and entropy-coded data up to EOI. mozjpeg decodes a truncated
  * JPEG "successfully" with grey filler, so the walk is what refuses truncation.
@@ -166,6 +180,10 @@ function jpegHeader(b: Uint8Array): JpegHeader {
       if (len < 8) throw err(422, 'corrupt_image', 'JPEG frame header is too short');
       const precision = b[pos + 2];
       if (precision !== 8) throw err(415, 'unsupported_image_type', `JPEG with ${precision}-bit samples is not supported (8-bit only)`);
+      // mozjpeg is built without them and fails with no message; PIL would decode arithmetic coding, so both refuse it here
+      if (m in UNDECODABLE_SOF) {
+        throw err(415, 'unsupported_image_type', `${UNDECODABLE_SOF[m]} JPEG (SOF${m - 0xc0}) is not supported (Huffman-coded baseline, extended or progressive only)`);
+      }
       header = { height: (b[pos + 3] << 8) | b[pos + 4], width: (b[pos + 5] << 8) | b[pos + 6], components: b[pos + 7] };
       if (header.components !== 1 && header.components !== 3) {
         throw err(415, 'unsupported_image_type', `JPEG with ${header.components} colour components is not supported (grey or YCbCr only)`);

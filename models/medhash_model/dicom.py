@@ -997,6 +997,11 @@ def _is_sof(m: int) -> bool:
     return 0xC0 <= m <= 0xCF and m not in (0xC4, 0xC8, 0xCC)
 
 
+#: image.ts's UNDECODABLE_SOF: the coding processes mozjpeg cannot decode, refused whatever PIL can.
+_UNDECODABLE_SOF = {0xC3: "lossless", 0xC5: "hierarchical", 0xC6: "hierarchical", 0xC7: "hierarchical",
+                    **{m: "arithmetic-coded" for m in (0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)}}
+
+
 def _jpeg_header(b: bytes) -> tuple[int, int, int]:
     """image.ts's jpegHeader: the marker segments and entropy-coded data walked up to EOI, with its
     refusals -> (width, height, components) of the last frame header."""
@@ -1035,6 +1040,9 @@ def _jpeg_header(b: bytes) -> tuple[int, int, int]:
                 raise _corrupt("JPEG frame header is too short")
             if b[pos + 2] != 8:
                 raise _unsupported(f"JPEG with {b[pos + 2]}-bit samples is not supported (8-bit only)")
+            if m in _UNDECODABLE_SOF:
+                raise _unsupported(f"{_UNDECODABLE_SOF[m]} JPEG (SOF{m - 0xC0}) is not supported "
+                                   "(Huffman-coded baseline, extended or progressive only)")
             header = ((b[pos + 5] << 8) | b[pos + 6], (b[pos + 3] << 8) | b[pos + 4], b[pos + 7])
             if header[2] not in (1, 3):
                 raise _unsupported(f"JPEG with {header[2]} colour components is not supported (grey or YCbCr only)")

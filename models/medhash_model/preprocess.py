@@ -73,9 +73,9 @@ def decode_rgb(data: bytes) -> np.ndarray:
     """Bytes of a PNG, JPEG or DICOM -> (H, W, 3) uint8. Alpha is dropped, grey is
     replicated. Told apart by their bytes, in the service's order (PNG, JPEG, then DICOM), and
     refused as decodeImage (functions/encode/image.ts) refuses them, under its limits: anything
-    else, and a PNG or JPEG its structural walk refuses (a JPEG of 4 components or 12 bits among
-    them), raises dicom.DicomError (a ValueError) with the service's status, code and message, so
-    that nothing is trained on that the service would not encode."""
+    else, and a PNG or JPEG its structural walk refuses (a JPEG of 4 components, 12 bits or a
+    coding mozjpeg lacks among them), raises dicom.DicomError (a ValueError) with the service's
+    status, code and message, so that nothing is trained on that the service would not encode."""
     data = bytes(data)
     if len(data) == 0:
         raise dicom.DicomError(400, "empty_image", "image is empty (0 bytes)")

@@ -3,7 +3,7 @@
 // Python-preprocessed golden input to <= 1/255 per pixel, and that TS input gives PyTorch's sign
 // bits through loadNodeEncoder and loadWebEncoder. Also pins PNG variants (16-bit grey, palette,
 // RGBA, grey+alpha, 1/2/4-bit grey, odd sizes) against models/medhash_model/preprocess.py itself,
-// and that what one side refuses (another format, CMYK, the limits) the
+// and that what one side refuses (another format, CMYK, a coding mozjpeg lacks, the limits) the
 // other refuses too, with the same status, code and message.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -121,8 +121,10 @@ describe('PNG variants against models/medhash_model/preprocess.py', () => {
 });
 
 describe('refusals against models/medhash_model/preprocess.py', () => {
-  // Made by PIL, as a training folder would hold them: each one the service refuses; preprocess.py
-  // once trained on all but the 12-bit one.
+  // Made by PIL, as a training folder would hold them (the arithmetic-coded, lossless and 12-bit ones
+  // by relabelling a PIL JPEG's frame header, all the walk reads): each one the service refuses;
+  // preprocess.py once trained on all but the 12-bit one (and the service answered real
+  // arithmetic-coded ones, cjpeg -arithmetic, with a 422 saying nothing).
   const make = [
     'import io, json, sys, pathlib, struct, zlib',
     `sys.path.insert(0, ${JSON.stringify(MODELS)})`,
@@ -142,6 +144,8 @@ describe('refusals against models/medhash_model/preprocess.py', () => {
     'jpeg = saved(Image.fromarray(rgb), "JPEG", quality=90)',
     'cases = {',
     '    "cmyk.jpg": saved(Image.fromarray(np.dstack([rgb, rgb[:, :, :1]]), "CMYK"), "JPEG"),',
+    '    "arithmetic.jpg": sof(jpeg, marker=0xC9),',
+    '    "lossless.jpg": sof(jpeg, marker=0xC3),',
     '    "12-bit.jpg": sof(jpeg, precision=12),',
     '    "truncated.jpg": jpeg[: len(jpeg) // 2],',
     '    "gif.png": saved(Image.fromarray(rgb), "GIF"),',
@@ -163,7 +167,7 @@ describe('refusals against models/medhash_model/preprocess.py', () => {
 
   it('the service and preprocess.py refuse the same images, with the same status, code and message', async () => {
     const py = JSON.parse(execFileSync('/usr/bin/python3', ['-c', make], { encoding: 'utf8', maxBuffer: 1 << 26 })) as Record<string, [string, [number, string, string] | null]>;
-    expect(Object.keys(py)).toHaveLength(10);
+    expect(Object.keys(py)).toHaveLength(12);
     for (const [name, [hexBytes, refusal]] of Object.entries(py)) {
       const e = await decodeImage(new Uint8Array(Buffer.from(hexBytes, 'hex'))).then(() => null, (x: unknown) => x);
       expect(e, name).toBeInstanceOf(MedhashError);

@@ -1,6 +1,6 @@
 """preprocess.py refuses what the service's decodeImage refuses (functions/encode/image.ts), with
 its status, code and message, instead of training on an image the service would never encode:
-another format under a .png or .jpg name, a CMYK JPEG, an image past the limits.
+another format under a .png or .jpg name, a CMYK or arithmetic-coded JPEG, an image past the limits.
 test/encode/parity.test.ts holds both sides to the same words; this is the training side alone."""
 from __future__ import annotations
 
@@ -26,10 +26,12 @@ def saved(im: Image.Image, fmt: str, **kw) -> bytes:
 @pytest.mark.parametrize("b, status, message", [
     (saved(Image.fromarray(np.dstack([RGB, RGB[:, :, :1]]), "CMYK"), "JPEG"), 415,
      "JPEG with 4 colour components is not supported (grey or YCbCr only)"),
+    (saved(Image.fromarray(RGB), "JPEG").replace(b"\xff\xc0", b"\xff\xc9", 1), 415,
+     "arithmetic-coded JPEG (SOF9) is not supported (Huffman-coded baseline, extended or progressive only)"),
     (saved(Image.fromarray(RGB), "GIF"), 415, "not a PNG, JPEG or DICOM image (starts with 47 49 46 38 37 61 20 00)"),
     (saved(Image.new("L", (1, 4097)), "PNG"), 413, "image is 1x4097; width and height may be at most 4096"),
     (saved(Image.fromarray(RGB), "PNG")[:-12], 422, "PNG is truncated: chunk at byte 0 is incomplete (no IEND)"),
-], ids=["cmyk-jpeg", "gif", "png-4097-high", "png-without-iend"])
+], ids=["cmyk-jpeg", "arithmetic-jpeg", "gif", "png-4097-high", "png-without-iend"])
 def test_what_the_service_refuses_is_refused_with_its_words(b, status, message):
     if message.startswith("PNG is truncated"):
         message = message.replace("byte 0", f"byte {len(b)}")
