@@ -175,6 +175,15 @@ describe('manifest codec', () => {
     expect(() => decodeManifest('{')).toThrow(/not JSON/);
   });
 
+  it('reads the bytes KV holds, and rejects a damaged byte that is not UTF-8 instead of reading it as U+FFFD', () => {
+    const bytes = new TextEncoder().encode(encodeManifest(manifest()));
+    expect(decodeManifest(bytes)).toEqual(manifest());
+    const text = encodeManifest(manifest());
+    const damaged = bytes.slice();
+    damaged[text.indexOf('"first_id":"g"') + '"first_id":"'.length] = 0xe7; // 'g' (0x67) with its top bit flipped: a lone lead byte
+    expect(() => decodeManifest(damaged)).toThrow(/not UTF-8/);
+  });
+
   it('routes ids to the last shard starting at or below them', () => {
     const { shards } = manifest();
     expect(routeId(shards, '0')).toBe(0);

@@ -27,8 +27,9 @@ export class ShardFormatError extends Error {
 }
 
 const utf8 = new TextEncoder();
-// ignoreBOM: by default a leading U+FEFF is dropped, so the id '\ufeffx' would read back as 'x'.
-const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+// fatal: a damaged byte throws instead of reading back as U+FFFD. ignoreBOM: by default a
+// leading U+FEFF is dropped, so the id '\ufeffx' would read back as 'x'. The manifest reads with it too.
+export const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 const align8 = (n: number): number => (n + 7) & ~7;
 

@@ -3,7 +3,7 @@
 // so swapping it is the single atomic step that makes a new index visible.
 import type { Bits } from '../../wasm/hamming.ts';
 import { compareIdBytes } from '../../wasm/hamming.ts';
-import { CODE_BITS, MAX_DESCRIPTOR_DIMS } from './codec.ts';
+import { CODE_BITS, MAX_DESCRIPTOR_DIMS, strictUtf8 } from './codec.ts';
 
 export const MANIFEST_FORMAT = 'medhash.manifest';
 export const MANIFEST_VERSION = 1;
@@ -68,10 +68,16 @@ export function encodeManifest(m: Manifest): string {
 }
 
 /** Parses and validates; every invariant the search and the writer rely on is checked here. */
-export function decodeManifest(text: string): Manifest {
+export function decodeManifest(raw: Uint8Array | string): Manifest {
   const fail = (msg: string): never => {
     throw new ManifestFormatError(`invalid manifest: ${msg}`);
   };
+  let text: string;
+  try {
+    text = typeof raw === 'string' ? raw : strictUtf8.decode(raw);
+  } catch {
+    return fail('not UTF-8');
+  }
   let m: Record<string, unknown>;
   try {
     m = JSON.parse(text);

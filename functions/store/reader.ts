@@ -33,7 +33,7 @@ export class CollectionReader {
   async manifest(collection: string): Promise<Manifest | null> {
     const raw = await this.kv.get(manifestKey(collection));
     if (!raw) return null;
-    const m = decodeManifest(new TextDecoder().decode(raw));
+    const m = decodeManifest(raw);
     if (m.collection !== collection) throw new Error(`the manifest under ${manifestKey(collection)} is collection ${m.collection}'s`);
     return m;
   }
