@@ -6,7 +6,7 @@ import { REQUEST_ID_HEADER, requestLog } from './access-log.ts';
 import type { Backend } from './backend.ts';
 import { bodyLimits, routeBody } from './body.ts';
 import { docsHeaders, renderDocs } from './docs.ts';
-import { checkPathEncoding, jsonMediaType, limitBody, nosniff, notFoundRoute, onError, validationError } from './errors.ts';
+import { checkUrlEncoding, jsonMediaType, limitBody, nosniff, notFoundRoute, onError, validationError } from './errors.ts';
 import { json } from './openapi.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { billingRoutes } from './routes/billing.ts';
@@ -58,7 +58,7 @@ export function createApp(backend: Backend): OpenAPIHono {
   // a JSON body's shape (api/body.ts).
   const checkBody = routeBody((route) => bodyBytes.get(route), JSON_BUDGET);
   app.use('/v1/*', guard(backend, (route) => access.get(route), (c, route, next) => {
-    checkPathEncoding(c, route);
+    checkUrlEncoding(c, route);
     return checkBody(c, route, next);
   }));
 

@@ -21,25 +21,37 @@ export function errorResponse(c: Context, e: MedhashError): Response {
 }
 
 /**
- * A path segment that is not valid percent-encoded UTF-8 is a 400: hono would pass it on
- * undecoded, so `/items/%E0%A4%A` would read the item whose id is literally `%E0%A4%A`. The
- * field is the parameter of `route` (`METHOD /path/:param`, the one that answers) at that place.
+ * A path segment or query parameter that is not valid percent-encoded UTF-8 is a 400: hono would
+ * pass it on undecoded, so `/items/%E0%A4%A` would read the item whose id is literally `%E0%A4%A`,
+ * and `?exclude_patient_ref=%E9` (Latin-1) exclude the patient `%E9`, i.e. no one. The field is
+ * the parameter of `route` (`METHOD /path/:param`, the one that answers) at that place, or the
+ * query parameter's name.
  */
-export function checkPathEncoding(c: Context, route: string): void {
+export function checkUrlEncoding(c: Context, route: string): void {
   // nearly every request has no escape at all: no URL parsed for it
   if (!c.req.url.includes('%')) return;
-  const segments = new URL(c.req.url).pathname.split('/');
-  const bad = segments.findIndex((s) => {
-    try {
-      decodeURIComponent(s);
-      return false;
-    } catch {
-      return true;
-    }
-  });
-  if (bad < 0) return;
-  const param = route.slice(route.indexOf(' ') + 1).split('/')[bad];
-  throw badRequest('invalid_path', `path segment ${quote(segments[bad])} is not valid percent-encoded UTF-8`, param?.startsWith(':') ? param.slice(1) : undefined);
+  const url = new URL(c.req.url);
+  const segments = url.pathname.split('/');
+  const bad = segments.findIndex((s) => decoded(s) === undefined);
+  if (bad >= 0) {
+    const param = route.slice(route.indexOf(' ') + 1).split('/')[bad];
+    throw badRequest('invalid_path', `path segment ${quote(segments[bad])} is not valid percent-encoded UTF-8`, param?.startsWith(':') ? param.slice(1) : undefined);
+  }
+  for (const pair of url.search.slice(1).split('&')) {
+    // as hono reads a query string: "+" is a space, the name ends at the first "="
+    const [name, value = ''] = pair.replace(/\+/g, ' ').split(/=(.*)/s);
+    if (decoded(name) !== undefined && decoded(value) !== undefined) continue;
+    const field = decoded(name) ?? name;
+    throw badRequest('invalid_field', `query parameter ${quote(field)} is not valid percent-encoded UTF-8: ${quote(pair)}`, clip(field));
+  }
+}
+
+function decoded(s: string): string | undefined {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return undefined;
+  }
 }
 
 /** What the access log records for a request whose client went away before its answer. */

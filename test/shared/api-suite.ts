@@ -864,6 +864,21 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         const empty = await send(`${image}?modality=CT&modality=`);
         expect([empty.status, empty.body.error.code, empty.body.error.field]).toEqual([400, 'invalid_field', 'modality.1']);
       });
+
+      it('refuses a query parameter whose percent-encoding is malformed (400 naming it), rather than filtering or excluding by the text as written', async () => {
+        const { all } = await world(64);
+        const col = `m-${uniq()}`;
+        expect((await call('POST', '/v1/collections', { key: all, body: { name: col, bits: 64, model_id: mednistCard.model_id } })).status).toBe(201);
+        const image = (query: string) => call('POST', `/v1/collections/${col}/search/image?${query}`, { key: all, raw: png, headers: { 'content-type': 'image/png' } });
+        // %E9 is "é" in Latin-1, not UTF-8: read as the literal "%E9", the exclusion left out no one
+        for (const [query, field] of [['exclude_patient_ref=%E9', 'exclude_patient_ref'], ['k=5&label=a%ZZ', 'label'], ['modality=CT&modality=%E0%A4%A', 'modality'], ['exclude%E9=x', 'exclude%E9']]) {
+          const r = await image(query);
+          expect({ query, status: r.status, code: r.body.error.code, field: r.body.error.field }).toEqual({ query, status: 400, code: 'invalid_field', field });
+          expect(r.body.error.message).toMatch(/is not valid percent-encoded UTF-8/);
+        }
+        // well-formed escapes, "%" itself as %25 among them, pass and reach the encoder (none here: 503)
+        for (const query of ['exclude_patient_ref=%C3%A9', 'label=100%25', 'label=a+b']) expect((await image(query)).body.error.code, query).toBe('encoder_unavailable');
+      });
     });
 
     describe('order of checks: the key first, then the request', () => {
