@@ -1,10 +1,10 @@
 // What one request body may cost the route that reads it, before anything parses it: the route's
 // body limit (the limit of every /v1 request, checked before the key, is limitBody in errors.ts)
-// and the shape of a JSON body (util/json-budget.ts).
+// and the shape and encoding of a JSON body (util/json-budget.ts).
 import { bodyLimit } from 'hono/body-limit';
 import { routeKey, type RouteCheck } from '../auth/guard.ts';
 import { MedhashError } from '../util/errors.ts';
-import { checkJsonBudget, type JsonBudget } from '../util/json-budget.ts';
+import { checkJsonBody, type JsonBudget } from '../util/json-budget.ts';
 
 /** The OpenAPI extension by which a route states a body limit other than DEFAULT_BODY_BYTES. */
 export const MAX_BODY_EXTENSION = 'x-max-body-bytes';
@@ -55,7 +55,7 @@ export function routeBody(limitOf: (route: string) => number | undefined, budget
       },
     })(c, async () => {
       // Bytes, as metering reads them (Hono caches them for the validator and meter()).
-      await checkJsonBudget(c.req, budget);
+      await checkJsonBody(c.req, budget);
       await next();
     });
   };

@@ -12,7 +12,7 @@ import { preprocess } from '../encode/preprocess.ts';
 import type { Encoder } from '../encode/model.ts';
 import { MedhashError, badRequest } from '../util/errors.ts';
 import { fromBase64 } from '../util/bytes.ts';
-import { checkJsonBudget } from '../util/json-budget.ts';
+import { checkJsonBody } from '../util/json-budget.ts';
 import { MicroBatcher, QueueFullError, RequestAbortedError, type BatcherOptions } from './batcher.ts';
 import { encodingOf } from './encoding.ts';
 import { EncodeRequest, EncodeResponse, JSON_BUDGET, MAX_BODY_BYTES, MAX_INPUTS, PROTOCOL_VERSION, tensorFromBase64, type ImageEncoding } from './protocol.ts';
@@ -58,7 +58,7 @@ export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAUL
   app.use('/v1/*', limitBody(MAX_BODY_BYTES));
   // 32 MiB of `{},` would be 11 million objects on the heap before the schema refused them.
   app.use('/v1/*', async (c, next) => {
-    await checkJsonBudget(c.req, JSON_BUDGET);
+    await checkJsonBody(c.req, JSON_BUDGET);
     await next();
   });
 

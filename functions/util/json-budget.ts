@@ -1,7 +1,7 @@
-// The shape of a JSON request body, counted before anything parses it, for the edge API
-// (api/body.ts) and the inference backend (backend/app.ts) alike. JSON.parse builds every object,
-// array and value a body holds: 8 MiB of `{},{},...` is 2.8 million objects, well over 100 MB of
-// heap (a Worker has 128 MB) for a request that then fails validation.
+// The shape of a JSON request body, counted before anything parses it, and its encoding, for the
+// edge API (api/body.ts) and the inference backend (backend/app.ts) alike. JSON.parse builds every
+// object, array and value a body holds: 8 MiB of `{},{},...` is 2.8 million objects, well over
+// 100 MB of heap (a Worker has 128 MB) for a request that then fails validation.
 import { MedhashError } from './errors.ts';
 import { mediaType } from './media-type.ts';
 
@@ -12,7 +12,7 @@ export interface JsonBudget {
   values: number;
 }
 
-/** What checkJsonBudget reads of a request (a HonoRequest is one). */
+/** What checkJsonBody reads of a request (a HonoRequest is one). */
 interface BodyRequest {
   raw: Request;
   header(name: string): string | undefined;
@@ -26,16 +26,27 @@ interface BodyRequest {
 const PARSED_AS_JSON = /^application\/([\w.-]+\+)?json$/;
 
 /**
- * 413 `json_too_complex` when `req` has a JSON body over `budget`. Reads the body through
- * `req.arrayBuffer()`, which Hono caches for the validator that parses it next.
+ * 413 `json_too_complex` when `req` has a JSON body over `budget`, then 400 `invalid_json` when it
+ * is not UTF-8 (RFC 8259). Reads the body through `req.arrayBuffer()`, which Hono caches for the
+ * validator that parses it next.
  */
-export async function checkJsonBudget(req: BodyRequest, budget: JsonBudget): Promise<void> {
+export async function checkJsonBody(req: BodyRequest, budget: JsonBudget): Promise<void> {
   if (!req.raw.body || !PARSED_AS_JSON.test(mediaType(req.header('content-type')))) return;
-  const over = overBudget(new Uint8Array(await req.arrayBuffer()), budget);
+  const bytes = new Uint8Array(await req.arrayBuffer());
+  const over = overBudget(bytes, budget);
   if (over) {
     throw new MedhashError(413, 'json_too_complex', `a JSON body holds at most ${budget.containers} objects and arrays and ${budget.values} values (object keys included); this one holds more ${over}`);
   }
+  // The validator decodes leniently, each bad byte as U+FFFD: ids \xff and \xfe would be one
+  // id, the second batch replacing the first one's item.
+  try {
+    UTF8.decode(bytes);
+  } catch {
+    throw new MedhashError(400, 'invalid_json', 'request body is not valid JSON: it is not UTF-8');
+  }
 }
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 const QUOTE = 0x22, BACKSLASH = 0x5c, OPEN_OBJECT = 0x7b, OPEN_ARRAY = 0x5b, CLOSE_OBJECT = 0x7d, CLOSE_ARRAY = 0x5d, COMMA = 0x2c, COLON = 0x3a;
 

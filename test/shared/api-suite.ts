@@ -1265,6 +1265,21 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect(r.body.error.message).toBe('Content-Type must be application/json, got "text/json; charset=utf-8"');
       });
 
+      it('refuses a JSON body that is not UTF-8 (400 invalid_json), rather than reading its bad bytes as U+FFFD', async () => {
+        const { all, col } = await world(64);
+        const bytes = (...parts: (string | number[])[]) => new Uint8Array(parts.flatMap((p) => (typeof p === 'string' ? [...new TextEncoder().encode(p)] : p)));
+        // ids \xff and \xfe both read as "\ufffd": the second batch replaced the first one's item
+        const batch = (id: number[], type = 'application/json') =>
+          call('POST', `/v1/collections/${col}/items`, { key: all, raw: bytes('{"items":[{"id":"', id, `","code":"${'ab'.repeat(8)}"}]}`), headers: { 'content-type': type } });
+        for (const r of [await batch([0xff]), await batch([0xfe]), await batch([0x63, 0xe9], 'application/json; charset=iso-8859-1'), await batch([0xed, 0xa0, 0x80])]) {
+          expect([r.status, r.body.error.code, r.body.error.message]).toEqual([400, 'invalid_json', 'request body is not valid JSON: it is not UTF-8']);
+        }
+        expect((await call('GET', `/v1/collections/${col}`, { key: all })).body.count).toBe(0);
+        // valid UTF-8 is read as before
+        expect((await batch([0xc3, 0xa9])).status).toBe(200);
+        expect((await call('GET', `/v1/collections/${col}/items/%C3%A9`, { key: all })).body.id).toBe('é');
+      });
+
       it('404s an unknown collection and item', async () => {
         const { all, col } = await world(16);
         const r = await call('POST', `/v1/collections/c-${uniq()}/search`, { key: all, body: { code: 'ffff' } });
