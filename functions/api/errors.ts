@@ -7,7 +7,7 @@ import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import type { UnofficialStatusCode } from 'hono/utils/http-status';
 import { routePath } from 'hono/route';
-import type { ZodError } from 'zod';
+import type { ZodError, ZodIssue } from 'zod';
 import { IdempotentReplay } from '../billing/meter.ts';
 import { ShardFormatError } from '../shards/codec.ts';
 import { ManifestFormatError } from '../shards/manifest.ts';
@@ -92,7 +92,7 @@ const MAX_NAMED_FIELDS = 10;
 
 /** zod-openapi's validation hook: the first issue becomes the error, with its field path. */
 export function validationError(error: ZodError, target: string, input: unknown): MedhashError {
-  const issue = error.issues[0];
+  const issue = unionBranch(error.issues[0]);
   const path = issue.path.map(String).join('.');
   // Messages written as "<field> must ..." get the full path ("items.3.id must ..."); zod's own
   // messages get it as a prefix.
@@ -118,6 +118,19 @@ export function validationError(error: ZodError, target: string, input: unknown)
   if (issue.code === 'too_big' && path === 'items') return new MedhashError(413, 'batch_too_large', issue.message, path);
   if (target === 'param') return badRequest('invalid_path', message, path);
   return badRequest('invalid_field', message, path || undefined);
+}
+
+/**
+ * Of a union's issue, the issue of the one option whose type the input has, where there is one:
+ * a filter of 101 strings is told that it names too many values, not that it must be a string or
+ * an array of strings.
+ */
+function unionBranch(issue: ZodIssue): ZodIssue {
+  if (issue.code !== 'invalid_union') return issue;
+  const typed = issue.errors.filter((issues) => !issues.some((i) => i.code === 'invalid_type' && i.path.length === 0));
+  if (typed.length !== 1 || typed[0].length === 0) return issue;
+  const inner = typed[0][0];
+  return unionBranch({ ...inner, path: [...issue.path, ...inner.path] } as ZodIssue);
 }
 
 function valueAt(input: unknown, path: PropertyKey[]): unknown {

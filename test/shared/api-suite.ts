@@ -863,6 +863,8 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect((await send(`${image}?modality=CT&modality=MR`)).body.error.code).toBe('encoder_unavailable');
         const empty = await send(`${image}?modality=CT&modality=`);
         expect([empty.status, empty.body.error.code, empty.body.error.field]).toEqual([400, 'invalid_field', 'modality.1']);
+        const many = await send(`${image}?${Array.from({ length: 101 }, (_, i) => `label=l${i}`).join('&')}`);
+        expect([many.status, many.body.error.field, many.body.error.message]).toEqual([400, 'label', 'label names at most 100 values']);
       });
 
       it('refuses a query parameter whose percent-encoding is malformed (400 naming it), rather than filtering or excluding by the text as written', async () => {
@@ -1136,6 +1138,9 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
           ['negative radius', () => post(searchPath, { code: 'ab'.repeat(8), radius: -1 }), 400, 'invalid_field', 'radius', />= 0/],
           ['unknown filter field', () => post(searchPath, { code: 'ab'.repeat(8), filter: { colour: 'red' } }), 400, 'unknown_field', 'filter.colour', /unknown field "colour" in filter/],
           ['empty filter value', () => post(searchPath, { code: 'ab'.repeat(8), filter: { modality: [] } }), 400, 'invalid_field', 'filter.modality', /filter\.modality must name at least one value/],
+          ['filter of 101 values', () => post(searchPath, { code: 'ab'.repeat(8), filter: { modality: Array.from({ length: 101 }, (_, i) => `m${i}`) } }), 400, 'invalid_field', 'filter.modality', /^filter\.modality names at most 100 values$/],
+          ['filter list with a number', () => post(searchPath, { code: 'ab'.repeat(8), filter: { label: ['a', 5] } }), 400, 'invalid_field', 'filter.label.1', /expected string, received number/],
+          ['filter value a number', () => post(searchPath, { code: 'ab'.repeat(8), filter: { label: 5 } }), 400, 'invalid_field', 'filter.label', /filter\.label must be a non-empty string or an array of them/],
           ['bad study UID to exclude', () => post(searchPath, { code: 'ab'.repeat(8), exclude_study_uid: 'study-1' }), 400, 'invalid_field', 'exclude_study_uid', /DICOM UID/],
           ['allow_ood not a boolean', () => post(searchPath, { code: 'ab'.repeat(8), allow_ood: 'yes' }), 400, 'invalid_field', 'allow_ood', /true or false/],
           ['oversized batch', () => post(itemsPath, { items: Array.from({ length: 1001 }, (_, i) => ({ id: `i${i}`, code: 'ab'.repeat(8), descriptor: [0, 0] })) }), 413, 'batch_too_large', 'items', /at most 1000 items/],
