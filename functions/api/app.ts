@@ -4,9 +4,9 @@ import { accessTable, guard, OPERATOR_SCHEME, TENANT_SCHEME } from '../auth/guar
 import { metering } from '../billing/meter.ts';
 import { REQUEST_ID_HEADER, requestLog } from './access-log.ts';
 import type { Backend } from './backend.ts';
-import { bodyLimits, routeBody } from './body.ts';
+import { bodyLimits, declaredBodyLimit, routeBody } from './body.ts';
 import { docsHeaders, renderDocs } from './docs.ts';
-import { checkUrlEncoding, jsonMediaType, limitBody, nosniff, notFoundRoute, onError, validationError } from './errors.ts';
+import { checkUrlEncoding, jsonMediaType, nosniff, notFoundRoute, onError, validationError } from './errors.ts';
 import { json } from './openapi.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { billingRoutes } from './routes/billing.ts';
@@ -44,7 +44,7 @@ export function createApp(backend: Backend): OpenAPIHono {
   // A body declared over the limit is refused unread, before the key is looked up: it protects
   // the server and tells nothing of what a route takes. (A body sent without Content-Length is
   // cut off when read, which is after the key.)
-  app.use('/v1/*', limitBody(MAX_BODY_BYTES));
+  app.use('/v1/*', declaredBodyLimit(MAX_BODY_BYTES));
   app.use('/v1/*', jsonMediaType());
   app.use('/v1/*', metering(backend));
   // The key, its kind, scope and collection limit (then the form of an Idempotency-Key, which any

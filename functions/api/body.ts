@@ -1,10 +1,28 @@
-// What one request body may cost the route that reads it, before anything parses it: the route's
-// body limit (the limit of every /v1 request, checked before the key, is limitBody in errors.ts)
-// and the shape and encoding of a JSON body (util/json-budget.ts).
+// What one request body may cost: the limit of every /v1 request, by its declared size before the
+// key (declaredBodyLimit), then, for the route that reads it and before anything parses it, the
+// route's body limit and the shape and encoding of a JSON body (util/json-budget.ts).
+import type { MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { routeKey, type RouteCheck } from '../auth/guard.ts';
 import { MedhashError } from '../util/errors.ts';
 import { checkJsonBody, type JsonBudget } from '../util/json-budget.ts';
+
+/**
+ * 413 for a body whose Content-Length is over `maxSize`, unread, before the key is looked up. A
+ * body sent without one is left for the route's own limit to cut off as it reads it, after the
+ * key (routeBody; no route's is over `maxSize`, bodyLimits): read here, as hono's bodyLimit reads
+ * it, a caller without a key had the server buffer up to `maxSize` bytes, and got a 413 for its 401.
+ */
+export function declaredBodyLimit(maxSize: number): MiddlewareHandler {
+  return async (c, next) => {
+    const length = c.req.header('content-length');
+    // beside Transfer-Encoding, Content-Length says nothing of the body (RFC 9112, 6.3)
+    if (length !== undefined && c.req.header('transfer-encoding') === undefined && Number(length) > maxSize) {
+      throw new MedhashError(413, 'body_too_large', `request body exceeds ${maxSize} bytes`);
+    }
+    await next();
+  };
+}
 
 /** The OpenAPI extension by which a route states a body limit other than DEFAULT_BODY_BYTES. */
 export const MAX_BODY_EXTENSION = 'x-max-body-bytes';

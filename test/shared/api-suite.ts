@@ -1240,6 +1240,33 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect((await call('GET', `/v1/collections/${col}`, { key: all })).body.count).toBe(1000);
       });
 
+      it('reads a body sent without Content-Length only after the key, and cuts it off at the route\'s limit', async () => {
+        const { all, col } = await world(64);
+        // chunked: no Content-Length to refuse it by unread
+        const streamed = (text: string, mib = 0) => new ReadableStream<Uint8Array>({
+          start(controller) {
+            for (let i = 0; i < mib; i++) controller.enqueue(new Uint8Array(1 << 20).fill(0x20));
+            controller.enqueue(new TextEncoder().encode(text));
+            controller.close();
+          },
+        });
+        const send = async (path: string, body: ReadableStream<Uint8Array>, key?: string) => {
+          const headers: Record<string, string> = { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) };
+          const req = new Request(BASE + path, { method: 'POST', headers, body, duplex: 'half' } as RequestInit);
+          expect(req.headers.get('content-length')).toBeNull();
+          const res = await harness().fetch(req);
+          return { status: res.status, code: ((await res.json()) as { error?: { code: string } }).error?.code };
+        };
+        const search = `/v1/collections/${col}/search`;
+        const code = JSON.stringify({ code: 'ab'.repeat(8) });
+        // over the limit of every request, it was read (8 MiB) and refused before the key was looked at
+        expect(await send(search, streamed(code, 9))).toEqual({ status: 401, code: 'missing_key' });
+        expect(await send(search, streamed(code, 9), 'mh_unknown')).toEqual({ status: 401, code: 'invalid_key' });
+        expect(await send(search, streamed(code, 2), all)).toEqual({ status: 413, code: 'body_too_large' });
+        expect(await send(`/v1/collections/${col}/items`, streamed(code, 9), all)).toEqual({ status: 413, code: 'body_too_large' });
+        expect(await send(search, streamed(code), all)).toEqual({ status: 200, code: undefined });
+      });
+
       it('answers a body of many bad values within its budget with a 400 naming the first, not a 500', async () => {
         const { t, all, col } = await world(64, 1024);
         const code = 'ab'.repeat(8);
