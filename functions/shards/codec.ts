@@ -4,6 +4,7 @@
 // silently wrong search answer.
 import type { Bits } from '../../wasm/hamming.ts';
 import { compareIdBytes } from '../../wasm/hamming.ts';
+import { strictUtf8 } from '../util/bytes.ts';
 import { crc32 } from './crc32.ts';
 
 export const SHARD_MAGIC = 0x4853484d; // "MHSH" read as little-endian u32
@@ -27,9 +28,6 @@ export class ShardFormatError extends Error {
 }
 
 const utf8 = new TextEncoder();
-// fatal: a damaged byte throws instead of reading back as U+FFFD. ignoreBOM: by default a
-// leading U+FEFF is dropped, so the id '\ufeffx' would read back as 'x'. The manifest reads with it too.
-export const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 const align8 = (n: number): number => (n + 7) & ~7;
 

@@ -3,7 +3,8 @@
 // so swapping it is the single atomic step that makes a new index visible.
 import type { Bits } from '../../wasm/hamming.ts';
 import { compareIdBytes } from '../../wasm/hamming.ts';
-import { CODE_BITS, MAX_DESCRIPTOR_DIMS, strictUtf8 } from './codec.ts';
+import { strictUtf8 } from '../util/bytes.ts';
+import { CODE_BITS, MAX_DESCRIPTOR_DIMS } from './codec.ts';
 
 export const MANIFEST_FORMAT = 'medhash.manifest';
 export const MANIFEST_VERSION = 1;

@@ -5,6 +5,13 @@
 type NodeCrypto = typeof import('node:crypto');
 const nodeCrypto = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process?.getBuiltinModule?.('node:crypto') as NodeCrypto | undefined;
 
+/**
+ * UTF-8 that refuses what is not: a lenient decoder reads each bad byte as U+FFFD, so two
+ * different ids (\xff, \xfe) would read back as one. ignoreBOM keeps a leading U+FEFF, which
+ * would otherwise be dropped and make the id '\ufeffx' read back as 'x'.
+ */
+export const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
 export async function sha256Hex(data: Uint8Array | string): Promise<string> {
   // WebCrypto's digest is a round trip through a worker thread: 40 us against Node's own 0.8 us
   // for the 43 bytes of an API key (scripts/bench/node-store.ts), paid by every request.

@@ -2,6 +2,7 @@
 // edge API (api/body.ts) and the inference backend (backend/app.ts) alike. JSON.parse builds every
 // object, array and value a body holds: 8 MiB of `{},{},...` is 2.8 million objects, well over
 // 100 MB of heap (a Worker has 128 MB) for a request that then fails validation.
+import { strictUtf8 } from './bytes.ts';
 import { MedhashError } from './errors.ts';
 import { mediaType } from './media-type.ts';
 
@@ -40,13 +41,11 @@ export async function checkJsonBody(req: BodyRequest, budget: JsonBudget): Promi
   // The validator decodes leniently, each bad byte as U+FFFD: ids \xff and \xfe would be one
   // id, the second batch replacing the first one's item.
   try {
-    UTF8.decode(bytes);
+    strictUtf8.decode(bytes);
   } catch {
     throw new MedhashError(400, 'invalid_json', 'request body is not valid JSON: it is not UTF-8');
   }
 }
-
-const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 const QUOTE = 0x22, BACKSLASH = 0x5c, OPEN_OBJECT = 0x7b, OPEN_ARRAY = 0x5b, CLOSE_OBJECT = 0x7d, CLOSE_ARRAY = 0x5d, COMMA = 0x2c, COLON = 0x3a;
 
