@@ -221,6 +221,12 @@ export function billingSuite(runtime: string, { call, op, tenant, world, ingest 
       }
       const json = await call('GET', `/v1/usage?from=${day}&to=${day}`, { key: all });
       expect(json.body).toMatchObject({ version: 1, from: day, to: day, totals: { search: 1, ingest_item: 2, total: 3 } });
+      // Accept as RFC 9110 reads it: types in any case, q=0 is "not acceptable", the higher q wins
+      for (const [accept, csv] of [['TEXT/CSV', true], ['application/json;q=0.5, text/csv', true], ['text/csv, application/json', true],
+        ['text/csv;q=0, application/json', false], ['text/csv;q=0.2, application/json', false], ['*/*', false], ['text/*', false]] as const) {
+        const r = await call('GET', `/v1/usage?from=${day}&to=${day}`, { key: all, headers: { accept } });
+        expect([accept, r.headers.get('content-type')?.startsWith('text/csv')]).toEqual([accept, csv]);
+      }
       const bad: Array<[string, string]> = [
         ['from=2026-02-30', 'from'],
         ['from=2026-11-02&to=2026-11-01', 'from'],

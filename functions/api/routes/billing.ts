@@ -5,6 +5,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { operatorKey, tenantKey, tenantOf, wholeTenant } from '../../auth/guard.ts';
 import type { UsageDay } from '../../billing/ledger.ts';
+import { acceptWeight } from '../../util/media-type.ts';
 import type { Backend } from '../backend.ts';
 import { errors, json, jsonBody, type App } from '../openapi.ts';
 import { AuditQuery, AuditSchema, PlanBody, PlanSchema, TenantParams, today, UsageQuery, UsageSchema } from '../schemas.ts';
@@ -21,7 +22,10 @@ async function usageAnswer(c: Context, backend: Backend, tenantId: string, q: z.
   // and filled in its defaults: this is the window it checked.
   const { from, to } = q;
   const days = await backend.ledger(tenantId).usage(tenantId, from, to);
-  const csv = q.format ? q.format === 'csv' : /\btext\/csv\b/.test(c.req.header('accept') ?? '');
+  // CSV only when the caller names it (a wildcard keeps JSON), at a weight JSON does not beat
+  const accept = c.req.header('accept');
+  const csvWeight = acceptWeight(accept, 'text/csv', false);
+  const csv = q.format ? q.format === 'csv' : csvWeight > 0 && csvWeight >= acceptWeight(accept, 'application/json');
   if (csv) {
     const lines = [CSV_COLUMNS.join(','), ...days.map((d) => CSV_COLUMNS.map((k) => d[k]).join(','))];
     return c.body(`${lines.join('\r\n')}\r\n`, 200, {
