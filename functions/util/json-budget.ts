@@ -28,7 +28,7 @@ const PARSED_AS_JSON = /^application\/([\w.-]+\+)?json$/;
 
 /**
  * 413 `json_too_complex` when `req` has a JSON body over `budget`, then 400 `invalid_json` when it
- * is not UTF-8 (RFC 8259). Reads the body through `req.arrayBuffer()`, which Hono caches for the
+ * is not UTF-8 or starts with a byte order mark (RFC 8259). Reads the body through `req.arrayBuffer()`, which Hono caches for the
  * validator that parses it next.
  */
 export async function checkJsonBody(req: BodyRequest, budget: JsonBudget): Promise<void> {
@@ -44,6 +44,10 @@ export async function checkJsonBody(req: BodyRequest, budget: JsonBudget): Promi
     strictUtf8.decode(bytes);
   } catch {
     throw new MedhashError(400, 'invalid_json', 'request body is not valid JSON: it is not UTF-8');
+  }
+  // RFC 8259 lets a parser skip one or refuse it: Node's parsed it, workerd's refused it, so both refuse it here
+  if (bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) {
+    throw new MedhashError(400, 'invalid_json', 'request body is not valid JSON: it starts with a byte order mark (send UTF-8 without one)');
   }
 }
 
