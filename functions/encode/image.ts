@@ -118,16 +118,20 @@ function pngHeader(b: Uint8Array): PngHeader {
   }
   let pos = 8;
   let idat = 0;
+  let palette = false;
   for (;;) {
     if (pos + 12 > b.length) throw err(422, 'corrupt_image', `PNG is truncated: chunk at byte ${pos} is incomplete (no IEND)`);
     const len = be32(b, pos);
     const type = String.fromCharCode(...b.subarray(pos + 4, pos + 8));
     if (len > 0x7fffffff || pos + 12 + len > b.length) throw err(422, 'corrupt_image', `PNG is truncated: chunk ${JSON.stringify(type)} at byte ${pos} runs past the end`);
+    if (type === 'PLTE' && idat === 0) palette = true;
     if (type === 'IDAT') idat += len;
     pos += 12 + len;
     if (type === 'IEND') break;
   }
   if (idat === 0) throw err(422, 'corrupt_image', 'PNG has no image data (IDAT)');
+  // the decoder fails on it saying nothing; PIL would make up a grey palette
+  if (h.colorType === 3 && !palette) throw err(422, 'corrupt_image', 'palette PNG has no palette (PLTE) before its image data');
   return h;
 }
 
@@ -224,7 +228,10 @@ async function guarded<T>(what: string, f: () => Promise<T>): Promise<T> {
   try {
     return await f();
   } catch (e) {
-    throw err(422, 'corrupt_image', `${what} could not be decoded: ${e instanceof Error ? e.message : String(e)}`);
+    // Some codecs give no reason: mozjpeg throws a bare object (its message goes to stderr), the
+    // PNG decoder wasm-bindgen's "`unwrap_throw` failed". Those would only confuse the caller.
+    const said = e instanceof Error && !e.message.includes('unwrap_throw') ? e.message : '';
+    throw err(422, 'corrupt_image', `${what} could not be decoded: ${said || 'its compressed data is corrupt (the decoder gives no detail)'}`);
   }
 }
 

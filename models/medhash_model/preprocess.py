@@ -51,7 +51,7 @@ def _png_header(b: bytes) -> tuple[int, int]:
     depth, colour = b[24], b[25]
     if depth not in _PNG_DEPTHS.get(colour, ()):
         raise dicom.DicomError(422, "corrupt_image", f"PNG declares colour type {colour} with bit depth {depth}, which PNG does not define")
-    pos, idat = 8, 0
+    pos, idat, palette = 8, 0, False
     while True:
         if pos + 12 > len(b):
             raise dicom.DicomError(422, "corrupt_image", f"PNG is truncated: chunk at byte {pos} is incomplete (no IEND)")
@@ -59,6 +59,8 @@ def _png_header(b: bytes) -> tuple[int, int]:
         kind = b[pos + 4:pos + 8].decode("latin-1")
         if length > 0x7FFFFFFF or pos + 12 + length > len(b):
             raise dicom.DicomError(422, "corrupt_image", f"PNG is truncated: chunk {dicom._json(kind)} at byte {pos} runs past the end")
+        if kind == "PLTE" and idat == 0:
+            palette = True
         if kind == "IDAT":
             idat += length
         pos += 12 + length
@@ -66,6 +68,8 @@ def _png_header(b: bytes) -> tuple[int, int]:
             break
     if idat == 0:
         raise dicom.DicomError(422, "corrupt_image", "PNG has no image data (IDAT)")
+    if colour == 3 and not palette:
+        raise dicom.DicomError(422, "corrupt_image", "palette PNG has no palette (PLTE) before its image data")
     return width, height
 
 

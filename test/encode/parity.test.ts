@@ -155,6 +155,7 @@ describe('refusals against models/medhash_model/preprocess.py', () => {
     '    "4097x1.png": saved(Image.new("L", (4097, 1)), "PNG"),',
     '    "no-iend.png": png[:-12],',
     '    "no-idat.png": png[:33] + chunk(b"IEND", b""),',
+    '    "no-plte.png": (lambda p: p[:p.index(b"PLTE") - 4] + p[p.index(b"PLTE") + 8 + struct.unpack(">I", p[p.index(b"PLTE") - 4:p.index(b"PLTE")])[0] + 4:])(saved(Image.fromarray(rgb[:, :, 0]).convert("P"), "PNG")),',
     '}',
     'out = {}',
     'for name, b in cases.items():',
@@ -167,7 +168,7 @@ describe('refusals against models/medhash_model/preprocess.py', () => {
 
   it('the service and preprocess.py refuse the same images, with the same status, code and message', async () => {
     const py = JSON.parse(execFileSync('/usr/bin/python3', ['-c', make], { encoding: 'utf8', maxBuffer: 1 << 26 })) as Record<string, [string, [number, string, string] | null]>;
-    expect(Object.keys(py)).toHaveLength(12);
+    expect(Object.keys(py)).toHaveLength(13);
     for (const [name, [hexBytes, refusal]] of Object.entries(py)) {
       const e = await decodeImage(new Uint8Array(Buffer.from(hexBytes, 'hex'))).then(() => null, (x: unknown) => x);
       expect(e, name).toBeInstanceOf(MedhashError);
