@@ -94,6 +94,10 @@ export const TenantListSchema = z
   .object({ tenants: z.array(TenantSchema).openapi({ description: 'By id.' }), next_after: NextAfter })
   .openapi('TenantList');
 
+/** Control characters: refused in ids and names, which logs, CSV and terminals print as they are. */
+const CONTROL = /[\u0000-\u001f\u007f]/;
+const noControl = (field: string) => [(s: string) => !CONTROL.test(s), `${field} must not contain control characters`] as const;
+
 export const CollectionName = z
   .string()
   .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'collection name must be 1-63 characters of a-z, 0-9, "_" or "-", starting with a letter or digit')
@@ -101,7 +105,7 @@ export const CollectionName = z
 
 export const CreateKeyBody = z
   .strictObject({
-    name: z.string().min(1).max(100).optional(),
+    name: z.string().min(1).max(100).refine(...noControl('name')).optional(),
     scopes: firstBadElement(z.array(z.enum(SCOPES, { error: `scopes must be among ${SCOPES.join(', ')}` })).min(1, 'scopes must name at least one scope')),
     collections: firstBadElement(z.array(CollectionName).min(1).max(100)).optional().openapi({ description: 'Limit the key to these collection names of its tenant.' }),
   })
@@ -170,7 +174,7 @@ export const CreateCollectionBody = z
       .min(0, 'descriptor_dims must be >= 0')
       .max(MAX_DESCRIPTOR_DIMS, `descriptor_dims must be <= ${MAX_DESCRIPTOR_DIMS}`)
       .default(0),
-    model_id: z.string().min(1).max(128).optional().openapi({ description: 'The model that produced the codes: a shipped model\'s id as /v1/models lists it (`NAME@sha12`, e.g. mednist-darf-b64@141b2f6f1afd) for the OOD gate and search by image, or any name of your own.' }),
+    model_id: z.string().min(1).max(128).refine(...noControl('model_id')).optional().openapi({ description: 'The model that produced the codes: a shipped model\'s id as /v1/models lists it (`NAME@sha12`, e.g. mednist-darf-b64@141b2f6f1afd) for the OOD gate and search by image, or any name of your own.' }),
   })
   .openapi('CreateCollection');
 
@@ -195,7 +199,7 @@ export const ItemId = z
   .string()
   .min(1, 'id must not be empty')
   .refine((s) => utf8Length(s) <= MAX_ID_BYTES, `id must be at most ${MAX_ID_BYTES} bytes of UTF-8`)
-  .refine((s) => !/[\u0000-\u001f\u007f]/.test(s), 'id must not contain control characters')
+  .refine(...noControl('id'))
   // A lone surrogate has no UTF-8 form: stored, it becomes U+FFFD and aliases another id (the
   // shard then holds two equal ids and fails verification on every read).
   .refine((s) => !/[\ud800-\udfff]/u.test(s), 'id must be valid Unicode (no lone surrogate \\ud800-\\udfff)')

@@ -339,6 +339,15 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect(none.headers.get('www-authenticate')).toMatch(/^Bearer/);
       });
 
+      it('refuses control characters in a key name and a collection model_id (printed by logs, CSV and terminals)', async () => {
+        const t = await tenant();
+        const k = await call('POST', `/v1/admin/tenants/${t.id}/keys`, { key: op(), body: { scopes: ['search'], name: 'ward\n3' } });
+        expect([k.status, k.body.error.field, k.body.error.message]).toEqual([400, 'name', 'name must not contain control characters']);
+        const { all } = await world(16);
+        const c = await call('POST', '/v1/collections', { key: all, body: { name: `c-${uniq()}`, bits: 16, model_id: 'm\u001b[31m' } });
+        expect([c.status, c.body.error.field, c.body.error.message]).toEqual([400, 'model_id', 'model_id must not contain control characters']);
+      });
+
       it('404s keys for an unknown tenant', async () => {
         const r = await call('POST', '/v1/admin/tenants/tn_nope/keys', { key: op(), body: { scopes: ['search'] } });
         expect(r.status).toBe(404);
