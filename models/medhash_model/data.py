@@ -3,7 +3,7 @@ class folders (ImageFolder convention, split by the same md5 rule; PNG, JPEG and
 IMAGE_EXT), the PneumoniaMNIST .npz and Fashion-MNIST IDX files. Everything goes through
 preprocess.py (a DICOM through dicom.py, the mirror of the service's decoder, first), and the
 preprocessed arrays are cached per (source, its files' sizes and mtimes, size, channels, the
-extensions read) so that training epochs do not decode JPEGs again."""
+extensions read, the decoder's revision) so that training epochs do not decode JPEGs again."""
 from __future__ import annotations
 
 import csv
@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from .dicom import DicomError
-from .preprocess import PREPROCESS_VERSION, decode_rgb, preprocess_rgb
+from .preprocess import DECODE_REVISION, PREPROCESS_VERSION, decode_rgb, preprocess_rgb
 
 SPLITS = ("train", "val", "db", "query")
 #: The one list of what a class folder's reader takes (any case); scripts/data/shared-data.ts's
@@ -229,7 +229,7 @@ def load(source: str | os.PathLike, size: int, channels: int, cache_dir: str | o
     root = Path(source).resolve()
     cache_dir = Path(cache_dir or os.environ.get("MEDHASH_CACHE", Path.cwd() / ".medhash" / "cache"))
     # the extensions too: a folder's .dcm files were fingerprinted but not read before IMAGE_EXT took them
-    key = hashlib.sha1(f"{root}|{size}|{channels}|v{PREPROCESS_VERSION}|{','.join(IMAGE_EXT)}|{_fingerprint(root)}".encode()).hexdigest()[:12]
+    key = hashlib.sha1(f"{root}|{size}|{channels}|v{PREPROCESS_VERSION}|d{DECODE_REVISION}|{','.join(IMAGE_EXT)}|{_fingerprint(root)}".encode()).hexdigest()[:12]
     cache = cache_dir / f"{root.name}-{size}-{channels}-{key}.npz"
     if cache.exists():
         z = np.load(cache, allow_pickle=False)

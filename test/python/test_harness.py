@@ -70,3 +70,23 @@ def test_preprocessing_cache_follows_a_changed_class_folder(tmp_path):
     (tmp_path / "images" / "b" / "0.png").rename(tmp_path / "images" / "a" / "moved.png")
     moved = data.load(tmp_path / "images", 8, 1, cache_dir=tmp_path / "cache")
     assert {i: int(y) for a in moved.splits.values() for i, y in zip(a.ids, a.y)}["a/moved.png"] == 0
+
+
+def test_preprocessing_cache_follows_the_decoders_revision(tmp_path, monkeypatch):
+    """A folder cached before decode_rgb changed what it refuses is decoded again: from the old
+    cache, a file the service now refuses would still be trained on."""
+    from PIL import Image
+    for label in ("a", "b"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (8, 8), 40 * i).save(tmp_path / "images" / label / f"{i}.png")
+    data.load(tmp_path / "images", 8, 1, cache_dir=tmp_path / "cache")
+    # a GIF under the PNG's name, size and mtime: the folder's fingerprint cannot see it
+    f = tmp_path / "images" / "a" / "0.png"
+    st = f.stat()
+    f.write_bytes(b"GIF89a".ljust(st.st_size, b"\0"))
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    data.load(tmp_path / "images", 8, 1, cache_dir=tmp_path / "cache")  # the cache of the same revision
+    monkeypatch.setattr(data, "DECODE_REVISION", data.DECODE_REVISION + 1)
+    with pytest.raises(ValueError, match="0.png"):
+        data.load(tmp_path / "images", 8, 1, cache_dir=tmp_path / "cache")
