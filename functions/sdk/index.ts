@@ -203,7 +203,11 @@ export class MedhashClient {
   private async request(path: string, init: RequestInit = {}): Promise<Response> {
     const headers = new Headers(init.headers);
     headers.set('authorization', `Bearer ${this.opts.apiKey}`);
-    const res = await fetch(`${this.base}${path}`, { ...init, headers });
+    const url = `${this.base}${path}`;
+    // the browser's own error for a service that does not answer is a bare "Failed to fetch"
+    const res = await fetch(url, { ...init, headers }).catch((e: unknown) => {
+      throw new Error(`${url}: no answer from the service (${errorText(e)}); is it down, or unreachable from here?`);
+    });
     if (res.ok) return res;
     const body = (await res.json().catch(() => null)) as { error?: { code: string; message: string; field?: string; details?: Record<string, unknown> }; ood?: OodAssessment } | null;
     const e = body?.error;
@@ -212,9 +216,14 @@ export class MedhashClient {
     throw new MedhashApiError(res.status, e?.code ?? 'http_error', e?.message ?? `${path}: HTTP ${res.status}`, e?.field, body?.ood, e?.details, retryAfterS);
   }
 
+  /** A 2xx answer's JSON body. */
+  private async requestJson<T>(path: string, init?: RequestInit): Promise<T> {
+    return jsonOf<T>(await this.request(path, init), path, `is ${this.base || 'this origin'} the medhash service?`);
+  }
+
   /** Every collection the key may use, by name (all pages). */
   collections(): Promise<CollectionSummary[]> {
-    return allPages<CollectionSummary>('/v1/collections', 'collections', async (q) => (await this.request(q)).json());
+    return allPages<CollectionSummary>('/v1/collections', 'collections', (q) => this.requestJson(q));
   }
 
   /** The model of `modelId`, downloaded, sha256-checked and started once per client. */
@@ -235,11 +244,11 @@ export class MedhashClient {
       // A model_id is NAME@sha256-prefix; the files are named by NAME, the card checked below.
       const name = encodeURIComponent(modelId.split('@')[0]);
       const cardUrl = new URL(`${name}.card.json`, withSlash(new URL(this.opts.modelsUrl, globalThis.location?.href).href));
-      card = parseCard(await (await get(cardUrl.href)).json());
+      card = parseCard(await jsonOf(await get(cardUrl.href), cardUrl.href, 'is modelsUrl a copy of models/?'));
       onnxRes = await get(new URL(card.onnx, cardUrl).href);
     } else {
       const id = encodeURIComponent(modelId);
-      card = parseCard(await (await this.request(`/v1/models/${id}/card`)).json());
+      card = parseCard(await this.requestJson(`/v1/models/${id}/card`));
       onnxRes = await this.request(`/v1/models/${id}/onnx`);
     }
     if (card.model_id !== modelId) throw new Error(`${modelId}: got the card of ${card.model_id}`);
@@ -262,12 +271,11 @@ export class MedhashClient {
     if (opts.filter) body.filter = opts.filter;
     if (opts.excludeStudyUid !== undefined) body.exclude_study_uid = opts.excludeStudyUid;
     if (opts.excludePatientRef !== undefined) body.exclude_patient_ref = opts.excludePatientRef;
-    const res = await this.request(`/v1/collections/${encodeURIComponent(collection)}/search`, {
+    return this.requestJson<SearchAnswer>(`/v1/collections/${encodeURIComponent(collection)}/search`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify(body),
     });
-    return (await res.json()) as SearchAnswer;
   }
 
   /**
@@ -336,9 +344,28 @@ function withSlash(url: string): string {
   return url.endsWith('/') ? url : `${url}/`;
 }
 
+/**
+ * A 2xx answer's JSON. Anything else, such as a web server's or a proxy's HTML page at that
+ * address, fails naming the URL and what came, not as the parser's "Unexpected token '<'".
+ */
+async function jsonOf<T>(res: Response, what: string, hint: string): Promise<T> {
+  const text = await res.text();
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new Error(`${what}: the answer is not the service's JSON (HTTP ${res.status}, ${res.headers.get('content-type') ?? 'no content type'}); ${hint}`);
+  }
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
 /** A static file (asset, model), without the API key: it goes to the service only. */
 async function get(url: string): Promise<Response> {
-  const res = await fetch(url);
+  const res = await fetch(url).catch((e: unknown) => {
+    throw new Error(`${url}: could not be downloaded (${errorText(e)}); is the server down, or unreachable from here?`);
+  });
   if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
   return res;
 }

@@ -2,6 +2,8 @@
 // fetch): a pay-per-query partner backs off on 429 and 402 from what the error carries, the
 // service's `details` and the Retry-After header.
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it, vi } from 'vitest';
@@ -68,6 +70,34 @@ it('reads Retry-After as an HTTP-date too (a proxy in front of the service may s
     expect(dated.retryAfterS).toBeLessThanOrEqual(120);
     stub.mockResolvedValueOnce(answer('in a while'));
     expect((await refusal(client.collections())).retryAfterS).toBeUndefined();
+  } finally {
+    stub.mockRestore();
+  }
+});
+
+it('a service that does not answer (down, unreachable) is named as such, with its URL: not a bare "fetch failed"', async () => {
+  // a port nothing listens on: taken, then freed
+  const closed = createServer();
+  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(closed.address() as AddressInfo).port}`;
+  await new Promise<void>((resolve) => closed.close(() => resolve()));
+  const down = new MedhashClient({ apiKey: 'mh_x', baseUrl: url });
+  const e = await refusal(down.collections());
+  expect(e).not.toBeInstanceOf(MedhashApiError);
+  expect(e.message).toMatch(new RegExp(`^${url.replace(/[.]/g, '\\.')}/v1/collections\\?limit=1000: no answer from the service \\(fetch failed\\); is it down, or unreachable from here\\?$`));
+});
+
+it('an answer that is not the service\'s JSON (an HTML page from a proxy or a web server) says so, not "Unexpected token <"', async () => {
+  const html = (status: number) => new Response('<!doctype html><title>Sign in</title>', { status, headers: { 'content-type': 'text/html' } });
+  const stub = vi.spyOn(globalThis, 'fetch');
+  try {
+    stub.mockResolvedValueOnce(html(200));
+    const e = await refusal(client.collections());
+    expect(e).not.toBeInstanceOf(MedhashApiError);
+    expect(e.message).toBe(`/v1/collections?limit=1000: the answer is not the service's JSON (HTTP 200, text/html); is ${server.url} the medhash service?`);
+    stub.mockResolvedValueOnce(html(502));
+    const bad = await refusal(client.search('c', 'ab'.repeat(8), undefined));
+    expect([bad.status, bad.code, bad.message]).toEqual([502, 'http_error', '/v1/collections/c/search: HTTP 502']);
   } finally {
     stub.mockRestore();
   }

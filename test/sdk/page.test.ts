@@ -89,6 +89,22 @@ it('a wrong key after a good one clears the collection list, the choice and the 
   expect(await page.getByRole('button', { name: 'Search' }).isDisabled()).toBe(true);
 }, MODEL_LOAD_MS);
 
+it('a service that does not answer, or answers with a web page, is named as such in the error line', async () => {
+  const page = await browser.newPage();
+  const list = (u: URL) => u.pathname === '/v1/collections';
+  await page.route(list, (route) => route.abort('connectionrefused'));
+  await page.goto(`${server.url}/ui`);
+  await connect(page, key);
+  await page.locator('#error', { hasText: /./ }).waitFor();
+  expect(await page.getByRole('alert').textContent()).toBe(`${server.url}/v1/collections?limit=1000: no answer from the service (Failed to fetch); is it down, or unreachable from here?`);
+  await page.unrouteAll();
+  await page.route(list, (route) => route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>Sign in</title>' }));
+  await connect(page, key);
+  await page.locator('#error', { hasText: /./ }).waitFor();
+  expect(await page.getByRole('alert').textContent()).toBe(`/v1/collections?limit=1000: the answer is not the service's JSON (HTTP 200, text/html); is ${server.url} the medhash service?`);
+  expect(await page.getByLabel('Collection').isDisabled()).toBe(true);
+});
+
 it("the model's and onnxruntime-web's downloads are shown byte by byte: increasing received bytes up to each file's size", async () => {
   // the sizes the service announces (Content-Length), which the bar must end at
   const sizes = {
