@@ -502,7 +502,8 @@ it('refuses a photo in a brain MRI collection by the model\'s own OOD score, as 
   await page.locator('#ood[data-verdict]').waitFor({ timeout: 60_000 });
   expect(await page.locator('#ood').getAttribute('data-verdict')).toBe('out_of_distribution');
   expect(await page.locator('#ood').textContent()).toMatch(/^OUT OF DISTRIBUTION.*the model's OOD score is [\d.]+, above its threshold/);
-  expect(await page.getByRole('alert').textContent()).toMatch(/allow_ood/);
+  // the way to see them on this page is its checkbox, not the API's allow_ood
+  expect(await page.getByRole('alert').textContent()).toMatch(/^Results withheld: this image looks out of distribution for this collection's model \(the model's OOD score is [\d.]+, above its threshold [^)]*\), so they would not be reliable\. To see them anyway, marked as such, tick "Show results even when the image looks out of distribution"\.$/);
   expect(await page.locator('#results li').count()).toBe(0);
   // refused on the model's score alone: no search was sent, so none was billed
   expect(searches).toBe(0);

@@ -25,6 +25,8 @@ const errorBox = $('error');
 const encodedBox = $('encoded');
 const oodBox = $('ood');
 const list = $<HTMLOListElement>('results');
+const allowOod = $<HTMLInputElement>('allow-ood');
+const allowOodLabel = allowOod.labels?.[0]?.textContent?.trim() ?? '';
 
 let client: MedhashClient | null = null;
 let collections: CollectionSummary[] = [];
@@ -283,7 +285,7 @@ $('search').addEventListener('submit', async (ev) => {
       k: Number($<HTMLInputElement>('k').value),
       radius: radius === '' ? undefined : Number(radius),
       contentWeight: Number(weight.value),
-      allowOod: $<HTMLInputElement>('allow-ood').checked,
+      allowOod: allowOod.checked,
       excludeOwnStudy: $<HTMLInputElement>('exclude-own-study').checked,
       frame: frame(),
     });
@@ -295,7 +297,9 @@ $('search').addEventListener('submit', async (ev) => {
   } catch (e) {
     if (mine !== asked) return;
     if (e instanceof MedhashApiError && e.ood) showOod(e.ood);
-    showError(e);
+    // the refusal's own message tells an API caller to send allow_ood; here that is a checkbox
+    if (e instanceof MedhashApiError && e.code === 'out_of_distribution') showError(`Results withheld: this image looks out of distribution for this collection's model (${e.ood?.reasons[0]}), so they would not be reliable. To see them anyway, marked as such, tick "${allowOodLabel}".`);
+    else showError(e);
   } finally {
     showReady();
     // a newer search, image or collection has set the button
