@@ -59,7 +59,7 @@ beforeAll(async () => {
   const tenant = await operator('POST', '/v1/admin/tenants', { name: 'ui' });
   key = (await operator('POST', `/v1/admin/tenants/${tenant.id}/keys`, { scopes: ['search', 'admin'] })).secret;
   ({ card } = await loadCard(join(MODELS, 'mednist-darf-b64.card.json')));
-  await operator('POST', '/v1/collections', { name: 'mednist', bits: card.bits, descriptor_dims: card.descriptor.dims, model_id: card.model_id }, key);
+  for (const name of ['mednist', 'mednist2']) await operator('POST', '/v1/collections', { name, bits: card.bits, descriptor_dims: card.descriptor.dims, model_id: card.model_id }, key);
   browser = await launchChromium();
 }, 120_000);
 
@@ -196,6 +196,8 @@ it('after a model load fails, Retry loads it again: no reconnecting, and Search 
   await page.getByLabel(IMAGE_LABEL).setInputFiles({ name: 'a.png', mimeType: 'image/png', buffer: greyPng(200) });
   await page.locator('#preview:not([hidden])').waitFor();
   expect(await page.getByRole('button', { name: 'Search' }).isDisabled()).toBe(true);
+  // a new image is no answer to why the model failed: its reason stays beside "model failed to load"
+  expect(await page.getByRole('alert').textContent()).toBe('model store unavailable');
   // the one collection, chosen again, is no change: Retry is the way
   await retry.click();
   expect(await retry.isVisible()).toBe(false);
@@ -222,6 +224,31 @@ it('loads, connects and searches under its CSP with no violation: its styles com
   expect(await page.locator('#ood').isVisible()).toBe(true);
   expect(await page.getByRole('alert').textContent()).toBe('');
   expect(problems).toEqual([]);
+}, MODEL_LOAD_MS);
+
+it("a search's error goes with its answer when another collection is chosen; an image's error stays until another image", async () => {
+  const page = await browser.newPage();
+  await page.goto(`${server.url}/ui`);
+  await connect(page, key);
+  await page.locator('#model-status', { hasText: `${card.model_id} ready` }).waitFor({ timeout: 90_000 });
+  // noise is out of distribution for the MedNIST model: refused, with the reason in the error line
+  await page.getByLabel(IMAGE_LABEL).setInputFiles({ name: 'a.png', mimeType: 'image/png', buffer: greyPng(400) });
+  await page.locator('#preview:not([hidden])').waitFor();
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.locator('#error', { hasText: 'Results withheld' }).waitFor({ timeout: 60_000 });
+  await page.getByLabel('Collection').selectOption('mednist2');
+  await page.locator('#model-status', { hasText: `${card.model_id} ready` }).waitFor();
+  expect(await page.locator('#ood').isHidden()).toBe(true);
+  expect(await page.getByRole('alert').textContent()).toBe('');
+
+  // a file the page refuses: its reason stays while another collection is chosen, Search stays disabled
+  const huge = DEFAULT_LIMITS.maxBytes + 1;
+  await page.getByLabel(IMAGE_LABEL).setInputFiles({ name: 'big.png', mimeType: 'image/png', buffer: Buffer.alloc(huge) });
+  await page.locator('#error', { hasText: 'image is' }).waitFor();
+  await page.getByLabel('Collection').selectOption('mednist');
+  await page.locator('#model-status', { hasText: `${card.model_id} ready` }).waitFor();
+  expect(await page.getByRole('alert').textContent()).toBe(`image is ${huge} bytes; at most ${DEFAULT_LIMITS.maxBytes} (8 MiB)`);
+  expect(await page.getByRole('button', { name: 'Search' }).isDisabled()).toBe(true);
 }, MODEL_LOAD_MS);
 
 it("a file over the service's image limit is refused by its size, unread; a preview's object URL is revoked when another image replaces it", async () => {

@@ -42,8 +42,22 @@ let asked = 0;
 /** The chosen collection's model, once loaded: with an image, Search may be pressed. */
 let ready: BrowserEncoder | null = null;
 
-const showError = (e: unknown) => {
-  errorBox.textContent = e instanceof Error ? e.message : String(e);
+/**
+ * The error line, by what each error is about: each is cleared when that thing changes, so a new
+ * image does not erase why the model failed to load, and another collection takes a search's
+ * refusal away with its answer.
+ */
+type About = 'key' | 'model' | 'image' | 'search';
+const errors = new Map<About, string>();
+const renderErrors = () => {
+  errorBox.textContent = [...errors.values()].join(' ');
+};
+const showError = (about: About, e: unknown) => {
+  errors.set(about, e instanceof Error ? e.message : String(e));
+  renderErrors();
+};
+const clearError = (about: About) => {
+  if (errors.delete(about)) renderErrors();
 };
 
 const mb = (bytes: number) => (bytes / 1e6).toFixed(1);
@@ -52,6 +66,7 @@ const chosen = (): CollectionSummary | undefined => collections.find((c) => c.na
 
 /** Forgets the shown answer and any search still running: it was for another image or collection. */
 function clearAnswer(): number {
+  clearError('search');
   list.replaceChildren();
   oodBox.hidden = true;
   encodedBox.textContent = '';
@@ -62,6 +77,7 @@ function clearAnswer(): number {
 /** The model line with an empty bar and no byte count. */
 function resetModel(status: string): void {
   ready = null;
+  clearError('model');
   retryModel.hidden = true;
   progress.max = 1;
   progress.value = 0;
@@ -111,7 +127,7 @@ async function loadModel(): Promise<void> {
     modelStatus.textContent = 'model failed to load';
     // choosing the same collection again is no change event: the way to try again, short of reconnecting
     retryModel.hidden = false;
-    showError(e);
+    showError('model', e);
   }
 }
 
@@ -130,7 +146,8 @@ function showReady(): void {
 
 $('connect').addEventListener('submit', async (ev) => {
   ev.preventDefault();
-  errorBox.textContent = '';
+  errors.clear();
+  renderErrors();
   // Nothing of the previous key's stays on show or can be chosen while this one is asked, nor
   // after it fails: its collections, their model, the answer.
   const c = (client = new MedhashClient({ apiKey: keyInput.value.trim() }));
@@ -146,7 +163,7 @@ $('connect').addEventListener('submit', async (ev) => {
   } catch (e) {
     if (client !== c) return;
     client = null;
-    showError(e);
+    showError('key', e);
     return;
   }
   // a later connect shows its own answer
@@ -154,15 +171,12 @@ $('connect').addEventListener('submit', async (ev) => {
   collections = list;
   select.replaceChildren(...collections.map((c) => new Option(`${c.name} (${c.bits} bits, ${c.model_id ?? 'no model'})`, c.name)));
   select.disabled = collections.length === 0;
-  if (collections.length === 0) showError('this key sees no collections');
+  if (collections.length === 0) showError('key', 'this key sees no collections');
   else await loadModel();
 });
 
 select.addEventListener('change', () => void loadModel());
-retryModel.addEventListener('click', () => {
-  errorBox.textContent = '';
-  void loadModel();
-});
+retryModel.addEventListener('click', () => void loadModel());
 
 /**
  * What the preview shows: the file itself, unread; a DICOM, which a browser cannot show, is read
@@ -199,7 +213,7 @@ const frame = (): number | undefined => (frameInput.value === '' ? undefined : N
 async function setImage(f: File | undefined): Promise<void> {
   if (!f) return;
   lastFile = f;
-  errorBox.textContent = '';
+  clearError('image');
   clearAnswer();
   // no search until this file is checked: neither of it nor of the one it replaces
   const mine = ++picked;
@@ -214,7 +228,7 @@ async function setImage(f: File | undefined): Promise<void> {
     if (mine !== picked) return;
     // too large, or a DICOM this service cannot read (compressed, multi-frame...): say so now, not at search time
     showPreview(null);
-    showError(e);
+    showError('image', e);
     return;
   }
   if (mine !== picked) {
@@ -276,7 +290,6 @@ $('search').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const col = chosen();
   if (!client || !col || !image) return;
-  errorBox.textContent = '';
   const mine = clearAnswer();
   go.disabled = true;
   const radius = $<HTMLInputElement>('radius').value;
@@ -298,8 +311,8 @@ $('search').addEventListener('submit', async (ev) => {
     if (mine !== asked) return;
     if (e instanceof MedhashApiError && e.ood) showOod(e.ood);
     // the refusal's own message tells an API caller to send allow_ood; here that is a checkbox
-    if (e instanceof MedhashApiError && e.code === 'out_of_distribution') showError(`Results withheld: this image looks out of distribution for this collection's model (${e.ood?.reasons[0]}), so they would not be reliable. To see them anyway, marked as such, tick "${allowOodLabel}".`);
-    else showError(e);
+    if (e instanceof MedhashApiError && e.code === 'out_of_distribution') showError('search', `Results withheld: this image looks out of distribution for this collection's model (${e.ood?.reasons[0]}), so they would not be reliable. To see them anyway, marked as such, tick "${allowOodLabel}".`);
+    else showError('search', e);
   } finally {
     showReady();
     // a newer search, image or collection has set the button
