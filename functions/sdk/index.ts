@@ -239,19 +239,27 @@ export class MedhashClient {
 
   private async loadEncoder(modelId: string, onProgress?: Progress): Promise<BrowserEncoder> {
     let card: ModelCard;
-    let onnxRes: Response;
+    let fetchOnnx: () => Promise<Response>;
     if (this.opts.modelsUrl) {
       // A model_id is NAME@sha256-prefix; the files are named by NAME, the card checked below.
       const name = encodeURIComponent(modelId.split('@')[0]);
       const cardUrl = new URL(`${name}.card.json`, withSlash(new URL(this.opts.modelsUrl, globalThis.location?.href).href));
       card = parseCard(await jsonOf(await get(cardUrl.href), cardUrl.href, 'is modelsUrl a copy of models/?'));
-      onnxRes = await get(new URL(card.onnx, cardUrl).href);
+      fetchOnnx = () => get(new URL(card.onnx, cardUrl).href);
     } else {
       const id = encodeURIComponent(modelId);
       card = parseCard(await this.requestJson(`/v1/models/${id}/card`));
-      onnxRes = await this.request(`/v1/models/${id}/onnx`);
+      fetchOnnx = () => this.request(`/v1/models/${id}/onnx`);
     }
+    // the card is checked before the model's download starts: a wrong one is refused without it
     if (card.model_id !== modelId) throw new Error(`${modelId}: got the card of ${card.model_id}`);
+    // The id, which the collection records, pins the model's bytes (docs/MODEL_CARD.md): a card
+    // edited to fit another .onnx would pass checkOnnx and make codes the collection's are not.
+    const pinned = modelId.slice(modelId.lastIndexOf('@') + 1);
+    if (!/^[0-9a-f]{12}$/.test(pinned) || !card.sha256.startsWith(pinned)) {
+      throw new Error(`${modelId}: the card's sha256 ${card.sha256} is not that of the model this id names (it starts ${pinned}); a model_id is NAME@ the first 12 hex digits of the .onnx's sha256`);
+    }
+    const onnxRes = await fetchOnnx();
     const onnx = await readAll(onnxRes, (loaded, total) => onProgress?.(loaded, total, 'model'));
     await checkOnnx(card, onnx);
     await loadImageCodecs(this.assets);

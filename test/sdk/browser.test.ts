@@ -383,6 +383,29 @@ it('with modelsUrl the SDK takes the model from a static folder (a Worker has no
   expect(out.ood.score).toBeCloseTo(expected.ood.score, 3);
 });
 
+it("refuses a model whose sha256 is not the one its model_id names, before downloading it: a card edited to fit another .onnx", async () => {
+  // A static copy of models/ where mednist's .onnx was swapped for the brain model's and its card's
+  // sha256 edited to match, its model_id left as it was: the collection's codes are mednist's.
+  const swapped = JSON.stringify({ ...JSON.parse(readFileSync(join(MODELS, 'mednist-darf-b64.card.json'), 'utf8')), sha256: brain.card.sha256 });
+  const page = await browser.newPage();
+  const served: string[] = [];
+  await page.route(`${base}/swapped-models/*`, async (route) => {
+    const file = decodeURIComponent(new URL(route.request().url()).pathname.split('/').pop()!);
+    served.push(file);
+    await route.fulfill({ body: file.endsWith('.card.json') ? swapped : readFileSync(join(MODELS, brain.card.onnx)) });
+  });
+  await page.goto(`${base}/ui`);
+  const args = JSON.stringify({ key, id: card.model_id });
+  const out = await page.evaluate(`(async () => {
+    const { key, id } = ${args};
+    const { MedhashClient } = await import('/sdk/medhash-sdk.js');
+    return new MedhashClient({ apiKey: key, modelsUrl: '/swapped-models' }).encoder(id).then(() => 'loaded', (e) => e.message);
+  })()`);
+  await page.close();
+  expect(out).toBe(`${card.model_id}: the card's sha256 ${brain.card.sha256} is not that of the model this id names (it starts ${card.sha256.slice(0, 12)}); a model_id is NAME@ the first 12 hex digits of the .onnx's sha256`);
+  expect(served).toEqual(['mednist-darf-b64.card.json']);
+});
+
 it('a failed image-codec download is tried again by the next model load, not kept until the page is reloaded', async () => {
   const page = await browser.newPage();
   let failures = 1;
