@@ -237,6 +237,17 @@ export class MedhashClient {
     return e;
   }
 
+  /**
+   * Releases every model this client loaded (one still loading, when its load ends); encodes still
+   * running on them fail. A page that makes a new client per key calls it on the old one, or each
+   * connect would keep another copy of the model in memory.
+   */
+  async close(): Promise<void> {
+    const loads = [...this.encoders.values()];
+    this.encoders.clear();
+    await Promise.all(loads.map((e) => e.then((enc) => enc.close(), () => undefined)));
+  }
+
   private async loadEncoder(modelId: string, onProgress?: Progress): Promise<BrowserEncoder> {
     let card: ModelCard;
     let fetchOnnx: () => Promise<Response>;

@@ -347,7 +347,7 @@ it('a JPEG Baseline DICOM chosen before any key is entered is previewed: the pag
   await page.close();
 });
 
-it('with modelsUrl the SDK takes the model from a static folder (a Worker has no /v1/models) and reports what search by image would', async () => {
+it('with modelsUrl the SDK takes the model from a static folder (a Worker has no /v1/models) and reports what search by image would; close() releases it', async () => {
   const bytes = await tar.read(query.path);
   const expected = encodingOf(card, await encoder.run(preprocess(await decodeImage(bytes), card.input), 1), 0);
   const page = await browser.newPage();
@@ -369,11 +369,18 @@ it('with modelsUrl the SDK takes the model from a static folder (a Worker has no
     const { key, image, id } = ${args};
     const { MedhashClient } = await import('/sdk/medhash-sdk.js');
     const client = new MedhashClient({ apiKey: key, modelsUrl: '/static-models' });
-    const { code, descriptor, classes, ood } = await (await client.encoder(id)).encode(new Uint8Array(image), 'image/jpeg');
-    return { code, descriptor, classes, ood };
-  })()`)) as typeof expected;
+    const enc = await client.encoder(id);
+    const { code, descriptor, classes, ood } = await enc.encode(new Uint8Array(image), 'image/jpeg');
+    // close() releases the model: its encoder runs no more, and the next encoder() loads it anew
+    await client.close();
+    const closed = await enc.encode(new Uint8Array(image), 'image/jpeg').then(() => 'encoded', () => 'refused');
+    await client.encoder(id);
+    return { code, descriptor, classes, ood, closed };
+  })()`)) as typeof expected & { closed: string };
   await page.close();
-  expect(served).toEqual([{ file: 'mednist-darf-b64.card.json', auth: undefined }, { file: 'mednist-darf-b64.onnx', auth: undefined }]);
+  expect(out.closed).toBe('refused');
+  const files = [{ file: 'mednist-darf-b64.card.json', auth: undefined }, { file: 'mednist-darf-b64.onnx', auth: undefined }];
+  expect(served).toEqual([...files, ...files]);
   expect(fromApi).toEqual([]);
   expect(out.code).toBe(expected.code);
   expect(out.descriptor).toEqual(expected.descriptor);

@@ -150,6 +150,8 @@ $('connect').addEventListener('submit', async (ev) => {
   renderErrors();
   // Nothing of the previous key's stays on show or can be chosen while this one is asked, nor
   // after it fails: its collections, their model, the answer.
+  // the previous key's client keeps its model in memory until it is closed
+  void client?.close();
   const c = (client = new MedhashClient({ apiKey: keyInput.value.trim() }));
   collections = [];
   select.replaceChildren();
