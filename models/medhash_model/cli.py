@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from . import data as data_mod
+from .dicom import DicomError
 from .presets import PRESETS
 from .train import METHODS, TrainConfig, device_name, resolve_device, test_eval, train
 
@@ -45,7 +46,11 @@ def load_data(path: str, preset: str, channels: int | None, holdout: list[str] |
     size = PRESETS[preset]["size"]
     if channels is None:
         channels = 3 if Path(path).name.startswith("kather") else 1
-    ds = data_mod.load(path, size, channels)
+    try:
+        ds = data_mod.load(path, size, channels)
+    except DicomError as e:
+        # the refused image is named relative to the folder: say which folder
+        raise data_mod.DataError(f"{path}: {e}") from None
     if not holdout:
         return ds
     unknown = sorted(set(holdout) - set(ds.classes))
@@ -191,7 +196,12 @@ def main(argv=None):
             pass
 
     args = ap.parse_args(argv)
-    args.fn(args)
+    try:
+        args.fn(args)
+    except (data_mod.DataError, DicomError, OSError) as e:
+        # what the user gave cannot be read (a missing or wrong path, a refused image): the
+        # message names it; a traceback would bury it
+        raise SystemExit(f"medhash_model {args.cmd}: error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -31,6 +31,11 @@ SPLITS = ("train", "val", "db", "query")
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".dcm")
 
 
+class DataError(ValueError):
+    """A source that cannot be read as a data set (missing, not one, no images): the user's
+    mistake, which the CLI reports as an error line and a non-zero exit, not a traceback."""
+
+
 def md5_split(md5_hex: str) -> str:
     """The split rule of ../shared/data (README): int(md5[:8], 16) % 100 -> 60/10/20/10."""
     v = int(md5_hex[:8], 16) % 100
@@ -80,7 +85,7 @@ def _folder_records(root: Path) -> list[Record]:
                 split = md5_split(hashlib.md5(data).hexdigest())
                 out.append(Record(str(p.relative_to(root)), cls.name, split, (lambda d=data: d)))
     if not out:
-        raise ValueError(f"{root}: no class folders with {'/'.join(IMAGE_EXT)} images")
+        raise DataError(f"{root}: no class folders with {'/'.join(IMAGE_EXT)} images")
     return out
 
 
@@ -127,7 +132,7 @@ def records(source: str | os.PathLike) -> list[Record]:
         return _idx_records(root)
     if root.is_dir():
         return _folder_records(root)
-    raise FileNotFoundError(f"{root}: not a data set (need manifest.csv + images.tar, class folders, .npz or IDX)")
+    raise DataError(f"{root}: not a data set (need manifest.csv + images.tar, class folders, .npz or IDX)")
 
 
 @dataclass
@@ -227,6 +232,8 @@ def load(source: str | os.PathLike, size: int, channels: int, cache_dir: str | o
     """Preprocessed splits of a data set, cached as .npz. `classes` fixes the class order (for a
     model's own classes); by default it is the sorted labels of the source."""
     root = Path(source).resolve()
+    if not root.exists():
+        raise DataError(f"{root}: no such file or folder")
     cache_dir = Path(cache_dir or os.environ.get("MEDHASH_CACHE", Path.cwd() / ".medhash" / "cache"))
     # the extensions too: a folder's .dcm files were fingerprinted but not read before IMAGE_EXT took them
     key = hashlib.sha1(f"{root}|{size}|{channels}|v{PREPROCESS_VERSION}|d{DECODE_REVISION}|{','.join(IMAGE_EXT)}|{_fingerprint(root)}".encode()).hexdigest()[:12]

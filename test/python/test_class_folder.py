@@ -1,0 +1,57 @@
+"""What a user meets training on their own class folder (`--data DIR`, DIR/<class>/images) through
+the CLI: a mistake in what they give (a missing path, a refused image, a bad value) is an error
+line naming it and a non-zero exit, never a traceback, and never a run on a wrong split."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medhash_model import cli
+
+# one thread: the tests share a 2-core machine with training runs
+TINY = ["--preset", "tiny", "--bits", "16", "--threads", "1"]
+
+
+def folder(root: Path, counts: dict[str, int], seed: int = 0) -> Path:
+    """A class folder of small grey PNGs, each class a different brightness."""
+    rng = np.random.RandomState(seed)
+    for k, (label, n) in enumerate(sorted(counts.items())):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            px = np.clip(rng.randint(0, 60, (12, 12)) + 50 * k, 0, 255).astype(np.uint8)
+            Image.fromarray(px).save(root / label / f"{i}.png")
+    return root
+
+
+def refused(argv: list[str]) -> str:
+    """The error message of a CLI run that must stop with one (exit status 1, no traceback)."""
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert isinstance(e.value.code, str), e.value.code
+    return e.value.code
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDHASH_CACHE", str(tmp_path / "cache"))
+
+
+def test_a_missing_path_or_a_file_is_an_error_naming_it(tmp_path):
+    out = ["--out", str(tmp_path / "runs")]
+    msg = refused(["train", "--data", str(tmp_path / "nothere"), *TINY, *out])
+    assert msg.startswith("medhash_model train: error: ") and f"{tmp_path / 'nothere'}: no such file or folder" in msg
+    (tmp_path / "notes.txt").write_text("x")
+    assert "notes.txt: not a data set" in refused(["train", "--data", str(tmp_path / "notes.txt"), *TINY, *out])
+    (tmp_path / "empty").mkdir()
+    assert "empty: no class folders with" in refused(["train", "--data", str(tmp_path / "empty"), *TINY, *out])
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_corrupt_image_in_a_class_folder_is_an_error_naming_the_folder_and_the_file(tmp_path):
+    src = folder(tmp_path / "images", {"a": 4, "b": 4})
+    (src / "b" / "cut.png").write_bytes((src / "b" / "0.png").read_bytes()[:40])
+    msg = refused(["train", "--data", str(src), *TINY, "--out", str(tmp_path / "runs")])
+    assert msg.startswith(f"medhash_model train: error: {src}: b/cut.png: PNG is truncated")
