@@ -36,6 +36,24 @@ def data_root(given: str | None = None) -> Path:
     return Path(given or os.environ.get("MEDHASH_DATA", ROOT.parent / "shared" / "data"))
 
 
+def int_in(lo: int, hi: int | None = None):
+    """An argparse type: an integer in [lo, hi]. Out of range is a usage error, not a run of
+    no epochs (range(-1) is empty), a traceback from torch or numpy, or a 7-bit model."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"{v} is out of range: " + (f"{lo} to {hi}" if hi is not None else f"at least {lo}"))
+        return v
+    return parse
+
+
+BITS = (16, 32, 64, 128, 256)
+SEED = int_in(0, 2 ** 32 - 1)  # numpy's seed range
+
+
 def run_dir(out: Path, data_name: str, method: str, bits: int, seed: int, preset: str) -> Path:
     return out / data_name / f"{method}-{preset}-b{bits}-s{seed}"
 
@@ -149,10 +167,10 @@ def main(argv=None):
         p.add_argument("--data", required=True, help="a ../shared/data set, a class folder, or an .npz")
         p.add_argument("--preset", default="cpu64", choices=sorted(PRESETS))
         p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="default: 3 for kather*, else 1")
-        p.add_argument("--epochs", type=int, default=0, help="override the preset's epochs")
+        p.add_argument("--epochs", type=int_in(0), default=0, help="override the preset's epochs (0: the preset's)")
         p.add_argument("--out", default=str(ROOT / "runs"))
         p.add_argument("--force", action="store_true")
-        p.add_argument("--threads", type=int, default=2, help="torch threads (this machine has 2 cores)")
+        p.add_argument("--threads", type=int_in(1), default=2, help="torch threads (this machine has 2 cores)")
         p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
                        help="where training and encoding run (auto: CUDA when present); metrics are computed on the CPU")
         p.add_argument("--holdout", nargs="+", default=None, metavar="CLASS",
@@ -161,15 +179,15 @@ def main(argv=None):
     p = sub.add_parser("train", help="one run")
     common(p)
     p.add_argument("--method", default="darf_sch", choices=sorted(METHODS))
-    p.add_argument("--bits", type=int, default=64, choices=(16, 32, 64, 128, 256))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bits", type=int, default=64, choices=BITS)
+    p.add_argument("--seed", type=SEED, default=0)
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("sweep", help="methods x bits x seeds, resumable")
     common(p)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=sorted(METHODS))
-    p.add_argument("--bits", nargs="+", type=int, default=[16, 32, 64])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--bits", nargs="+", type=int, default=[16, 32, 64], choices=BITS)
+    p.add_argument("--seeds", nargs="+", type=SEED, default=[0, 1, 2])
     p.set_defaults(fn=cmd_sweep)
 
     p = sub.add_parser("pipeline", help="train + OOD stage + export + evaluation of one model")
@@ -177,10 +195,10 @@ def main(argv=None):
     p.add_argument("--name", required=True, help="the exported model's name (NAME.onnx, NAME.card.json)")
     p.add_argument("--models", default=str(ROOT / "models"), help="where the model goes (default: models/)")
     p.add_argument("--method", default="darf_sch", choices=sorted(METHODS))
-    p.add_argument("--bits", type=int, default=64, choices=(16, 32, 64, 128, 256))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ood-epochs", type=int, default=3)
-    p.add_argument("--ood-steps", type=int, default=150)
+    p.add_argument("--bits", type=int, default=64, choices=BITS)
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--ood-epochs", type=int_in(1), default=3)
+    p.add_argument("--ood-steps", type=int_in(1), default=150)
     p.set_defaults(fn=cmd_pipeline)
 
     p = sub.add_parser("codes", help="encode a split of a run's data set to JSONL codes for `medhash index`")

@@ -456,11 +456,12 @@ def fit(model, ds, id_recall: float = 0.95, log=print, epochs: int = 6, steps: i
 
 
 def add_parser(sub):
+    from .cli import int_in
     p = sub.add_parser("ood", help="train the OOD stage of a run and save it beside the model")
     p.add_argument("--run", required=True, help="a run folder with model.pt")
     p.add_argument("--id-recall", type=float, default=0.95)
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--steps", type=int, default=150, help="decoder steps per epoch (fewer on a busy CPU)")
+    p.add_argument("--epochs", type=int_in(1), default=6)
+    p.add_argument("--steps", type=int_in(1), default=150, help="decoder steps per epoch (fewer on a busy CPU)")
     p.add_argument("--reuse-decoder", action="store_true",
                    help="keep the decoder of the run's existing ood.pt, refit only the feature scores and the choice")
     p.set_defaults(fn=cmd_ood)

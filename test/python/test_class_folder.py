@@ -55,3 +55,22 @@ def test_a_corrupt_image_in_a_class_folder_is_an_error_naming_the_folder_and_the
     (src / "b" / "cut.png").write_bytes((src / "b" / "0.png").read_bytes()[:40])
     msg = refused(["train", "--data", str(src), *TINY, "--out", str(tmp_path / "runs")])
     assert msg.startswith(f"medhash_model train: error: {src}: b/cut.png: PNG is truncated")
+
+
+@pytest.mark.parametrize("cmd, flag, value, words", [
+    ("train", "--epochs", "-1", "argument --epochs: -1 is out of range: at least 0"),
+    ("train", "--threads", "0", "argument --threads: 0 is out of range: at least 1"),
+    ("train", "--seed", "-1", "argument --seed: -1 is out of range: 0 to 4294967295"),
+    ("sweep", "--bits", "7", "argument --bits: invalid choice: 7"),
+    ("sweep", "--seeds", "x", "argument --seeds: invalid int value: 'x'"),
+    ("pipeline", "--ood-epochs", "0", "argument --ood-epochs: 0 is out of range: at least 1"),
+    ("pipeline", "--ood-steps", "-5", "argument --ood-steps: -5 is out of range: at least 1"),
+])
+def test_a_value_out_of_range_is_a_usage_error_before_anything_runs(tmp_path, capsys, cmd, flag, value, words):
+    """Before, --epochs -1 trained no epoch and reported the untrained model, sweep --bits 7 trained
+    a 7-bit model, and --threads 0 or --seed -1 ended in a traceback after the data was read."""
+    argv = [cmd, "--data", str(tmp_path / "images"), "--out", str(tmp_path / "runs"), flag, value]
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv + (["--name", "x"] if cmd == "pipeline" else []))
+    assert e.value.code == 2 and words in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
