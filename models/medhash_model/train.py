@@ -119,7 +119,9 @@ def train(ds: DataSet, tc: TrainConfig, log=print, on_step=None) -> tuple[torch.
     centers = losses.hadamard_centers(cfg.n_classes, tc.bits, tc.seed).to(tc.device)
     gen = torch.Generator().manual_seed(tc.seed)
     n = len(tr.y)
-    steps_per_epoch = n // tc.batch
+    # a train split smaller than one batch (a small class folder) is one smaller batch per epoch:
+    # n // batch alone made it 0 steps, and an untrained model was evaluated and saved
+    steps_per_epoch = max(n // tc.batch, 1)
     if tc.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, tc.max_steps_per_epoch)
     total = steps_per_epoch * tc.epochs

@@ -74,3 +74,24 @@ def test_a_value_out_of_range_is_a_usage_error_before_anything_runs(tmp_path, ca
         cli.main(argv + (["--name", "x"] if cmd == "pipeline" else []))
     assert e.value.code == 2 and words in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_train_split_smaller_than_a_batch_still_trains():
+    """A class folder of a few dozen images has fewer train images than the preset's batch: that is
+    one smaller batch per epoch. It was zero steps (n // batch), a NaN loss and the untrained
+    model evaluated, saved and exported."""
+    import torch
+
+    from medhash_model import data
+    from medhash_model.presets import PRESETS
+    from medhash_model.train import TrainConfig, train
+    rng = np.random.RandomState(0)
+    part = lambda n: data.Arrays(rng.rand(n, 1, 32, 32).astype(np.float16), np.arange(n) % 2, [str(i) for i in range(n)])  # noqa: E731
+    ds = data.DataSet("few", ["a", "b"], {"train": part(10), "val": part(4), "db": part(4), "query": part(4)})
+    p = PRESETS["tiny"]
+    losses: list[float] = []
+    torch.manual_seed(0)
+    _, info = train(ds, TrainConfig(bits=16, epochs=2, batch=p["batch"], threads=1, max_steps_per_epoch=p["max_steps_per_epoch"],
+                                    model=dict(p["model"])), log=lambda _l: None, on_step=lambda _s, loss: losses.append(loss))
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert info["best"]["epoch"] > 0
