@@ -69,13 +69,45 @@ def load_data(path: str, preset: str, channels: int | None, holdout: list[str] |
     except DicomError as e:
         # the refused image is named relative to the folder: say which folder
         raise data_mod.DataError(f"{path}: {e}") from None
-    if not holdout:
-        return ds
-    unknown = sorted(set(holdout) - set(ds.classes))
-    if unknown or len(set(holdout)) >= len(ds.classes) - 1:
-        raise SystemExit(f"--holdout: {unknown or holdout} — name classes of {ds.classes}, keeping at least two")
-    keep = [c for c in ds.classes if c not in holdout]
-    return data_mod.known_only(data_mod.load(path, size, channels, classes=keep), f"{ds.name}-without-{'-'.join(sorted(holdout))}")
+    if holdout:
+        unknown = sorted(set(holdout) - set(ds.classes))
+        if unknown or len(set(holdout)) >= len(ds.classes) - 1:
+            raise SystemExit(f"--holdout: {unknown or holdout} — name classes of {ds.classes}, keeping at least two")
+        keep = [c for c in ds.classes if c not in holdout]
+        ds = data_mod.known_only(data_mod.load(path, size, channels, classes=keep), f"{ds.name}-without-{'-'.join(sorted(holdout))}")
+    check_splits(ds, path)
+    empty = data_mod.empty_classes(path)
+    if empty:
+        print(f"warning: --data {path}: folder(s) {', '.join(map(repr, empty))} hold no {'/'.join(data_mod.IMAGE_EXT)} image: "
+              f"not classes of this run, whose classes are {ds.classes}", file=sys.stderr)
+    return ds
+
+
+def check_splits(ds: data_mod.DataSet, path: str) -> None:
+    """Refuses a data set a run cannot be honest on, naming why: one class (every item relevant to
+    every query), a class without a train image (never learnt), or an empty val, db or query split
+    (no checkpoint choice, or no measure). A class folder is split by the md5 of each file, so a
+    class of a few images may miss a split by chance. A class missing from val, db or query only
+    warns: the figures then say nothing of it there."""
+    counts = {s: np.bincount(a.y[a.y >= 0], minlength=len(ds.classes)) for s, a in ds.splits.items()}
+    rule = "(a file goes to a split by the md5 of its bytes: 60 % train, 10 % val, 20 % db, 10 % query)"
+
+    def tally(i=None) -> str:
+        n = {s: int(c.sum() if i is None else c[i]) for s, c in counts.items()}
+        return f"{sum(n.values())} images: " + ", ".join(f"{n[s]} {s}" for s in data_mod.SPLITS)
+    if len(ds.classes) < 2:
+        raise SystemExit(f"--data {path}: {len(ds.classes)} class ({', '.join(ds.classes)}); retrieval needs at least two")
+    for i, c in enumerate(ds.classes):
+        if counts["train"][i] == 0:
+            raise SystemExit(f"--data {path}: class {c!r} has no train image ({tally(i)}) {rule}: give it more images, or move its folder out")
+    for s in ("val", "db", "query"):
+        if counts[s].sum() == 0:
+            raise SystemExit(f"--data {path}: no {s} image ({tally()}) {rule}: it needs more images")
+    for i, c in enumerate(ds.classes):
+        missing = [s for s in ("val", "db", "query") if counts[s][i] == 0]
+        if missing:
+            print(f"warning: --data {path}: class {c!r} has no {'/'.join(missing)} image ({tally(i)}); "
+                  "the figures say nothing of it there", file=sys.stderr)
 
 
 def do_train(args, method: str, bits: int, seed: int, ds=None) -> Path:

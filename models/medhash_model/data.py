@@ -76,14 +76,22 @@ def _debris(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not _debris(p.name))
+
+
+def _image_files(root: Path, cls: Path) -> list[Path]:
+    return [p for p in sorted(cls.rglob("*"))
+            if p.suffix.lower() in IMAGE_EXT and p.is_file() and not any(_debris(x) for x in p.relative_to(root).parts)]
+
+
 def _folder_records(root: Path) -> list[Record]:
     out = []
-    for cls in sorted(p for p in root.iterdir() if p.is_dir() and not _debris(p.name)):
-        for p in sorted(cls.rglob("*")):
-            if p.suffix.lower() in IMAGE_EXT and p.is_file() and not any(_debris(x) for x in p.relative_to(root).parts):
-                data = p.read_bytes()
-                split = md5_split(hashlib.md5(data).hexdigest())
-                out.append(Record(str(p.relative_to(root)), cls.name, split, (lambda d=data: d)))
+    for cls in _class_dirs(root):
+        for p in _image_files(root, cls):
+            data = p.read_bytes()
+            split = md5_split(hashlib.md5(data).hexdigest())
+            out.append(Record(str(p.relative_to(root)), cls.name, split, (lambda d=data: d)))
     if not out:
         raise DataError(f"{root}: no class folders with {'/'.join(IMAGE_EXT)} images")
     return out
@@ -119,6 +127,19 @@ def _idx_records(root: Path) -> list[Record]:
     return [Record(f"fashion/{i}", "ood", "query", (lambda a=imgs[i]: _gray_rgb(a))) for i in range(len(imgs))]
 
 
+def _is_class_folder(root: Path) -> bool:
+    """Whether records() reads `root` as class folders (no other layout matched)."""
+    return (root.is_dir() and not ((root / "manifest.csv").exists() and (root / "images.tar").exists())
+            and not list(root.glob("*.npz")) and not (root / "t10k-images-idx3-ubyte.gz").exists())
+
+
+def empty_classes(source: str | os.PathLike) -> list[str]:
+    """The folders of a class-folder source that hold no image it reads (empty, or only other
+    extensions, e.g. .tif): they are no class of the data set, which the user should be told."""
+    root = Path(source)
+    return [c.name for c in _class_dirs(root) if not _image_files(root, c)] if _is_class_folder(root) else []
+
+
 def records(source: str | os.PathLike) -> list[Record]:
     root = Path(source)
     if (root / "manifest.csv").exists() and (root / "images.tar").exists():
@@ -130,7 +151,7 @@ def records(source: str | os.PathLike) -> list[Record]:
         return _npz_records(npz[0])
     if (root / "t10k-images-idx3-ubyte.gz").exists():
         return _idx_records(root)
-    if root.is_dir():
+    if _is_class_folder(root):
         return _folder_records(root)
     raise DataError(f"{root}: not a data set (need manifest.csv + images.tar, class folders, .npz or IDX)")
 

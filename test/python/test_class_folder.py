@@ -95,3 +95,61 @@ def test_a_train_split_smaller_than_a_batch_still_trains():
                                     model=dict(p["model"])), log=lambda _l: None, on_step=lambda _s, loss: losses.append(loss))
     assert len(losses) == 2 and all(np.isfinite(losses))
     assert info["best"]["epoch"] > 0
+
+
+def png_in(split: str, start: int = 0) -> tuple[bytes, int]:
+    """A small PNG whose md5 sends it to `split`, and the counter to continue from."""
+    import hashlib
+    import io
+
+    from medhash_model.data import md5_split
+    i = start
+    while True:
+        b = io.BytesIO()
+        Image.fromarray(np.full((12, 12), i % 256, np.uint8) + np.eye(12, dtype=np.uint8) * (i // 256)).save(b, "PNG")
+        i += 1
+        if md5_split(hashlib.md5(b.getvalue()).hexdigest()) == split:
+            return b.getvalue(), i
+
+
+def place(root: Path, label: str, splits: list[str]) -> None:
+    """Images of class `label` that go to the given splits, none the same as another class's."""
+    (root / label).mkdir(parents=True, exist_ok=True)
+    i = 1000 * (len(list(root.iterdir())) - 1)
+    for k, s in enumerate(splits):
+        b, i = png_in(s, i)
+        (root / label / f"{k}.png").write_bytes(b)
+
+
+def test_one_class_a_class_without_train_images_or_an_empty_split_is_refused_naming_it(tmp_path):
+    """Before, a one-class folder trained and reported mAP 1.0 (every item relevant to every
+    query), a class whose few images all went to db/query was in the model yet never trained on,
+    and an empty query split gave NaN figures, each with exit 0."""
+    out = ["--out", str(tmp_path / "runs")]
+    one = folder(tmp_path / "one", {"only": 12})
+    assert refused(["train", "--data", str(one), *TINY, *out]) == f"--data {one}: 1 class (only); retrieval needs at least two"
+    few = tmp_path / "few"
+    place(few, "big", ["train"] * 6 + ["val", "db", "db", "query"])
+    place(few, "rare", ["db", "query"])
+    msg = refused(["train", "--data", str(few), *TINY, *out])
+    assert msg.startswith(f"--data {few}: class 'rare' has no train image (2 images: 0 train, 0 val, 1 db, 1 query)")
+    assert msg.endswith("give it more images, or move its folder out")
+    noq = tmp_path / "noq"
+    place(noq, "a", ["train", "train", "val", "db"])
+    place(noq, "b", ["train", "train", "val", "db"])
+    assert refused(["train", "--data", str(noq), *TINY, *out]).startswith(
+        f"--data {noq}: no query image (8 images: 4 train, 2 val, 2 db, 0 query)")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_class_missing_from_an_evaluation_split_or_an_empty_folder_is_a_warning(tmp_path, capsys):
+    src = tmp_path / "site"
+    place(src, "a", ["train"] * 3 + ["val", "db", "query"])
+    place(src, "b", ["train"] * 3 + ["db"])
+    (src / "scans").mkdir()
+    (src / "scans" / "x.tif").write_bytes(b"II*\0")
+    (src / ".DS_Store").write_bytes(b"")
+    cli.main(["train", "--data", str(src), *TINY, "--out", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert f"warning: --data {src}: class 'b' has no val/query image (4 images: 3 train, 0 val, 1 db, 0 query)" in err
+    assert f"warning: --data {src}: folder(s) 'scans' hold no .png/.jpg/.jpeg/.dcm image: not classes of this run, whose classes are ['a', 'b']" in err
