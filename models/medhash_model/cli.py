@@ -114,7 +114,15 @@ def do_train(args, method: str, bits: int, seed: int, ds=None) -> Path:
     p = PRESETS[args.preset]
     ds = ds or load_data(args.data, args.preset, args.channels, args.holdout)
     rd = run_dir(Path(args.out), ds.name, method, bits, seed, args.preset)
+    # the run folder is named by the data's folder name only: another folder of that name, changed
+    # files or other --channels would otherwise reuse (and pipeline export) a model of other data
+    data_key = data_mod.source_key(args.data, p["size"], ds.splits["train"].x.shape[1])
     if (rd / "metrics.json").exists() and not getattr(args, "force", False):
+        done = json.loads((rd / "metrics.json").read_text())
+        if done.get("data_key", data_key) != data_key:
+            raise SystemExit(f"{rd}: a finished run of other data ({done['data_path']} as it was then) than --data {args.data} "
+                             "(another folder, changed files or other --channels); --force trains it again there, "
+                             "--out puts the new run elsewhere")
         print(f"skip {rd} (done)", file=sys.stderr)
         return rd
     rd.mkdir(parents=True, exist_ok=True)
@@ -136,7 +144,8 @@ def do_train(args, method: str, bits: int, seed: int, ds=None) -> Path:
                 "data": ds.name, "data_path": str(Path(args.data).resolve()), "preset": args.preset,
                 "holdout": sorted(args.holdout or [])}, rd / "model.pt")
     np.save(rd / "ap100_per_query.npy", np.array(per_query))
-    metrics = {"data": ds.name, "method": method, "bits": bits, "seed": seed, "preset": args.preset,
+    metrics = {"data": ds.name, "data_path": str(Path(args.data).resolve()), "data_key": data_key,
+               "method": method, "bits": bits, "seed": seed, "preset": args.preset,
                **res, "best": info["best"], "train_seconds": info["train_seconds"], "device": device_name(device),
                "history": info["history"],
                "command": "cd models && python3 -m medhash_model " + " ".join(sys.argv[1:])}

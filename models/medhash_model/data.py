@@ -248,6 +248,14 @@ def _fingerprint(root: Path) -> str:
     return h.hexdigest()[:12]
 
 
+def source_key(source: str | os.PathLike, size: int, channels: int) -> str:
+    """What a load's arrays depend on (the source's path and files, size, channels, preprocessing):
+    the cache's key, and a run's record of the data it was trained on."""
+    root = Path(source).resolve()
+    # the extensions too: a folder's .dcm files were fingerprinted but not read before IMAGE_EXT took them
+    return hashlib.sha1(f"{root}|{size}|{channels}|v{PREPROCESS_VERSION}|d{DECODE_REVISION}|{','.join(IMAGE_EXT)}|{_fingerprint(root)}".encode()).hexdigest()[:12]
+
+
 def load(source: str | os.PathLike, size: int, channels: int, cache_dir: str | os.PathLike | None = None,
          classes: list[str] | None = None) -> DataSet:
     """Preprocessed splits of a data set, cached as .npz. `classes` fixes the class order (for a
@@ -256,9 +264,7 @@ def load(source: str | os.PathLike, size: int, channels: int, cache_dir: str | o
     if not root.exists():
         raise DataError(f"{root}: no such file or folder")
     cache_dir = Path(cache_dir or os.environ.get("MEDHASH_CACHE", Path.cwd() / ".medhash" / "cache"))
-    # the extensions too: a folder's .dcm files were fingerprinted but not read before IMAGE_EXT took them
-    key = hashlib.sha1(f"{root}|{size}|{channels}|v{PREPROCESS_VERSION}|d{DECODE_REVISION}|{','.join(IMAGE_EXT)}|{_fingerprint(root)}".encode()).hexdigest()[:12]
-    cache = cache_dir / f"{root.name}-{size}-{channels}-{key}.npz"
+    cache = cache_dir / f"{root.name}-{size}-{channels}-{source_key(root, size, channels)}.npz"
     if cache.exists():
         z = np.load(cache, allow_pickle=False)
         xs, labels, ids, splits = z["x"], list(z["labels"]), list(z["ids"]), list(z["splits"])

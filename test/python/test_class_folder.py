@@ -153,3 +153,25 @@ def test_a_class_missing_from_an_evaluation_split_or_an_empty_folder_is_a_warnin
     err = capsys.readouterr().err
     assert f"warning: --data {src}: class 'b' has no val/query image (4 images: 3 train, 0 val, 1 db, 0 query)" in err
     assert f"warning: --data {src}: folder(s) 'scans' hold no .png/.jpg/.jpeg/.dcm image: not classes of this run, whose classes are ['a', 'b']" in err
+
+
+def test_a_finished_run_of_other_data_in_the_run_folder_is_refused_not_reused(tmp_path, capsys):
+    """The run folder is named by the data folder's name alone: a second site's `images` folder
+    (or the same folder with images added) was skipped as done, and `pipeline` exported the first
+    folder's model, with its classes, under the new name."""
+    import json
+    first = folder(tmp_path / "a" / "images", {"cat": 30, "dog": 30})
+    second = folder(tmp_path / "b" / "images", {"eel": 30, "fox": 30, "gnu": 30}, seed=1)
+    out = ["--out", str(tmp_path / "runs")]
+    cli.main(["train", "--data", str(first), *TINY, *out])
+    metrics = tmp_path / "runs" / "images" / "darf_sch-tiny-b16-s0" / "metrics.json"
+    assert json.loads(metrics.read_text())["data_path"] == str(first)
+    cli.main(["train", "--data", str(first), *TINY, *out])
+    assert "skip " in capsys.readouterr().err
+    msg = refused(["train", "--data", str(second), *TINY, *out])
+    assert msg.startswith(f"{metrics.parent}: a finished run of other data ({first} as it was then) than --data {second}")
+    assert "--force trains it again there" in msg
+    folder(first, {"cow": 30}, seed=2)
+    assert refused(["train", "--data", str(first), *TINY, *out]).startswith(f"{metrics.parent}: a finished run of other data")
+    cli.main(["train", "--data", str(second), *TINY, *out, "--force"])
+    assert json.loads(metrics.read_text())["data_path"] == str(second)
