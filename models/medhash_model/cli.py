@@ -172,8 +172,10 @@ def cmd_pipeline(args):
     """One model end to end: train (checkpoint on val, tie-aware evaluation of query vs db), fit
     the OOD stage, export ONNX + card + golden file. Prints the card's name, metrics and OOD threshold."""
     from .export import export_run
-    from .ood import fit_run
-    rd = do_train(args, args.method, args.bits, args.seed)
+    from .ood import check_data, fit_run
+    ds = load_data(args.data, args.preset, args.channels, args.holdout)
+    check_data(ds, f"--data {args.data}")
+    rd = do_train(args, args.method, args.bits, args.seed, ds)
     fit_run(rd, epochs=args.ood_epochs, steps=args.ood_steps)
     card = export_run(rd, args.name, Path(args.models))
     print(json.dumps({"model": card["name"], "onnx": str(Path(args.models) / card["onnx"]), "bits": card["bits"],

@@ -400,6 +400,23 @@ def per_class_budget(model, decoder: Decoder, shared: list[Mahalanobis]) -> int:
     return MAX_BYTES - held - (1 << 20)
 
 
+def check_data(ds, where: str) -> None:
+    """Refuses, naming the counts, a data set the OOD stage and the card's k-NN section cannot be
+    fitted on: each class needs two train images (a covariance of its own; one image gives a
+    singular one) and `db` at least k codes (the k-th nearest neighbour). `pipeline` asks before
+    training, so a small class folder is not trained on for minutes and then ends in a traceback."""
+    from .ood_eval import KNN_K
+    tr = ds.splits["train"].y
+    n = np.bincount(tr[tr >= 0], minlength=len(ds.classes))
+    short = [f"{c!r} ({k})" for c, k in zip(ds.classes, n) if k < 2]
+    if short:
+        raise SystemExit(f"{where}: the OOD stage needs at least 2 train images per class; "
+                         f"{', '.join(short)} {'has' if len(short) == 1 else 'have'} fewer: give them more images")
+    if len(ds.splits["db"].y) < KNN_K:
+        raise SystemExit(f"{where}: the OOD stage needs at least {KNN_K} db images (the k-NN score's "
+                         f"{KNN_K}th neighbour); it has {len(ds.splits['db'].y)}: give it more images")
+
+
 def fit(model, ds, id_recall: float = 0.95, log=print, epochs: int = 6, steps: int = 150,
         decoder: Decoder | None = None) -> tuple[OODHead, dict]:
     tr, va = ds.splits["train"], ds.splits["val"]
@@ -522,6 +539,7 @@ def fit_run(run: Path, id_recall: float = 0.95, epochs: int = 6, steps: int = 15
     (shared by the `ood` command and `export`, which needs the head)."""
     model, ck = load_run_encoder(run)
     ds = run_data(ck, model.cfg.size, model.cfg.channels)
+    check_data(ds, run_data_path(ck))
     dec = None
     if reuse_decoder:
         old = torch.load(run / "ood.pt")

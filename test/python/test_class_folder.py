@@ -175,3 +175,20 @@ def test_a_finished_run_of_other_data_in_the_run_folder_is_refused_not_reused(tm
     assert refused(["train", "--data", str(first), *TINY, *out]).startswith(f"{metrics.parent}: a finished run of other data")
     cli.main(["train", "--data", str(second), *TINY, *out, "--force"])
     assert json.loads(metrics.read_text())["data_path"] == str(second)
+
+
+def test_pipeline_refuses_before_training_a_folder_the_ood_stage_cannot_be_fitted_on(tmp_path):
+    """A class of one train image (a singular covariance) or a db split of fewer than k = 10
+    codes (the k-NN score) trained, then ended the OOD stage or the export in a traceback."""
+    out = ["--out", str(tmp_path / "runs"), "--models", str(tmp_path / "models"), "--name", "site"]
+    one = tmp_path / "one"
+    place(one, "a", ["train"] * 4 + ["val"] + ["db"] * 10 + ["query"])
+    place(one, "b", ["train", "db", "query"])
+    assert refused(["pipeline", "--data", str(one), *TINY, *out]) == (
+        f"--data {one}: the OOD stage needs at least 2 train images per class; 'b' (1) has fewer: give them more images")
+    few = tmp_path / "few"
+    place(few, "a", ["train"] * 3 + ["val", "db", "db", "query"])
+    place(few, "b", ["train"] * 3 + ["db", "db"])
+    assert refused(["pipeline", "--data", str(few), *TINY, *out]) == (
+        f"--data {few}: the OOD stage needs at least 10 db images (the k-NN score's 10th neighbour); it has 4: give it more images")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "models").exists()
