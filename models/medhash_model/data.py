@@ -103,6 +103,9 @@ def _gray_rgb(a: np.ndarray) -> np.ndarray:
 
 def _npz_records(path: Path) -> list[Record]:
     z = np.load(path)
+    need = [f"{k}_{v}" for k in ("train", "val", "test") for v in ("images", "labels")]
+    if set(need) - set(z.files):
+        raise DataError(f"{path}: not a MedMNIST .npz (needs {', '.join(need)}; holds {', '.join(z.files)})")
     out = []
     for key, split in (("train", "train"), ("val", "val"), ("test", None)):
         imgs, labels = z[f"{key}_images"], z[f"{key}_labels"].reshape(-1)
@@ -127,10 +130,16 @@ def _idx_records(root: Path) -> list[Record]:
     return [Record(f"fashion/{i}", "ood", "query", (lambda a=imgs[i]: _gray_rgb(a))) for i in range(len(imgs))]
 
 
+def _npz_folder(root: Path) -> list[Path]:
+    """The .npz files of a folder read as a MedMNIST set: one with no class folders, so that a
+    stray .npz beside a site's class folders does not make them a MedMNIST set."""
+    return sorted(root.glob("*.npz")) if root.is_dir() and not _class_dirs(root) else []
+
+
 def _is_class_folder(root: Path) -> bool:
     """Whether records() reads `root` as class folders (no other layout matched)."""
     return (root.is_dir() and not ((root / "manifest.csv").exists() and (root / "images.tar").exists())
-            and not list(root.glob("*.npz")) and not (root / "t10k-images-idx3-ubyte.gz").exists())
+            and not _npz_folder(root) and not (root / "t10k-images-idx3-ubyte.gz").exists())
 
 
 def empty_classes(source: str | os.PathLike) -> list[str]:
@@ -146,7 +155,7 @@ def records(source: str | os.PathLike) -> list[Record]:
         return _shared_records(root)
     if root.is_file() and root.suffix == ".npz":
         return _npz_records(root)
-    npz = list(root.glob("*.npz")) if root.is_dir() else []
+    npz = _npz_folder(root)
     if npz:
         return _npz_records(npz[0])
     if (root / "t10k-images-idx3-ubyte.gz").exists():

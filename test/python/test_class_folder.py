@@ -192,3 +192,18 @@ def test_pipeline_refuses_before_training_a_folder_the_ood_stage_cannot_be_fitte
     assert refused(["pipeline", "--data", str(few), *TINY, *out]) == (
         f"--data {few}: the OOD stage needs at least 10 db images (the k-NN score's 10th neighbour); it has 4: give it more images")
     assert not (tmp_path / "runs").exists() and not (tmp_path / "models").exists()
+
+
+def test_a_stray_npz_beside_the_class_folders_leaves_them_class_folders(tmp_path, capsys):
+    """A folder holding a .npz was read as a MedMNIST set whatever else it held: a site's class
+    folders with a features.npz beside them ended in a KeyError traceback."""
+    import json
+    src = folder(tmp_path / "site", {"a": 30, "b": 30})
+    np.savez(src / "features.npz", f=np.zeros(3))
+    cli.main(["train", "--data", str(src), *TINY, "--out", str(tmp_path / "runs")])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["data"] == "site"
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    np.savez(alone / "features.npz", f=np.zeros(3))
+    assert refused(["train", "--data", str(alone), *TINY, "--out", str(tmp_path / "runs")]).endswith(
+        "features.npz: not a MedMNIST .npz (needs train_images, train_labels, val_images, val_labels, test_images, test_labels; holds f)")
