@@ -252,3 +252,42 @@ it('prints an error message with its control characters escaped: an escape seque
   await expect(run).rejects.toMatchObject({ code: 2, stderr: expect.stringContaining('medhash: unknown command \\u001b[2Jwipe\\u0007\n') });
   expect(((await run.catch((e: { stderr: string }) => e)) as { stderr: string }).stderr).not.toMatch(/[\u0000-\u0009\u000b-\u001f]/);
 });
+
+describe('medhash command lines', () => {
+  const run = (...args: string[]) =>
+    promisify(execFile)(process.execPath, [join(import.meta.dirname, '..', 'scripts', 'medhash.mjs'), ...args], {
+      env: { ...process.env, MEDHASH_URL: url, MEDHASH_API_KEY: secret, MEDHASH_DATA_DIR: join(dir, 'cli-lines') },
+    });
+  const usage = (p: Promise<unknown>) => p.then(() => ({ code: 0, stderr: '' }), (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr.split('\n')[0] }));
+
+  it('refuses a number that is not one, and options that the run would ignore, as a wrong command line (exit 2)', async () => {
+    const codes = file('lines.jsonl', '{"id":"x","code":"00000000","descriptor":[0,0]}\n');
+    expect(await Promise.all([
+      usage(run('search', '--collection', 'docs', '--code', '00000000', '--k', '')),
+      usage(run('search', '--collection', 'docs', '--code', '00000000', '--k', '1e1')),
+      usage(run('index', '--collection', 'docs', '--codes', codes, '--batch', '0x10')),
+      usage(run('index', '--collection', 'docs', '--codes', codes, '--max-items', '1', '--checkpoint', join(dir, 'cp'))),
+      usage(run('index', '--collection', 'docs', '--images', dir, '--format', 'csv')),
+      usage(run('index', '--collection', 'docs', '--images', dir, '--split', 'query')),
+      usage(run('orphans', '--data-dir', join(dir, 'data'), '--force')),
+      usage(run('admin', 'orphans', '--force')),
+    ])).toEqual([
+      { code: 2, stderr: 'medhash: --k must be an integer' },
+      { code: 2, stderr: 'medhash: --k must be an integer' },
+      { code: 2, stderr: 'medhash: --batch must be an integer' },
+      { code: 2, stderr: 'medhash: --max-items, --checkpoint need --images, --dicom or --data (a codes file is neither encoded nor checkpointed)' },
+      { code: 2, stderr: 'medhash: --format needs --codes' },
+      { code: 2, stderr: 'medhash: --split needs --data' },
+      { code: 2, stderr: 'medhash: --force needs --delete' },
+      { code: 2, stderr: 'medhash: --force needs --delete' },
+    ]);
+  });
+
+  it("prints the usage for --help after a command, exit 0; parseArgs' advice keeps its lines", async () => {
+    const help = await run('index', '--collection', 'docs', '--help');
+    expect(help.stdout).toMatch(/^medhash <command> \[options\]/);
+    const e = await run('search', '--collection', 'docs', '--code', '00000000', '--k', '-3').then(() => expect.fail('exit 0'), (x: { code: number; stderr: string }) => x);
+    expect(e.code).toBe(2);
+    expect(e.stderr).toMatch(/^medhash: Option '--k' argument is ambiguous\.\nDid you forget/);
+  });
+});

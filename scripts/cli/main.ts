@@ -105,8 +105,9 @@ function need(v: string | boolean | undefined, flag: string): string {
 
 function int(v: string | undefined, flag: string, fallback?: number): number | undefined {
   if (v === undefined) return fallback;
-  const n = Number(v);
-  if (!Number.isInteger(n)) throw new UsageError(`--${flag} must be an integer`);
+  // digits only: Number() would take "" as 0, and "1e3", "0x10" or " 5 " as numbers
+  const n = /^-?\d+$/.test(v) ? Number(v) : NaN;
+  if (!Number.isSafeInteger(n)) throw new UsageError(`--${flag} must be an integer`);
   return n;
 }
 
@@ -168,6 +169,7 @@ function orphanReport(r: OrphanReport) {
 
 async function orphans(args: string[]) {
   const v = parse(args, { 'data-dir': { type: 'string' }, delete: { type: 'boolean' }, force: { type: 'boolean' } });
+  if (v.force && !v.delete) throw new UsageError('--force needs --delete');
   orphanReport(await sweepDataDir(dataDir(v['data-dir'] as string | undefined), { delete: v.delete === true, force: v.force === true }));
 }
 
@@ -183,15 +185,19 @@ async function index(args: string[]) {
   const frames = v.frames as FrameChoice | undefined;
   if (frames !== undefined && !FRAME_CHOICES.includes(frames)) throw new UsageError(`--frames must be ${FRAME_CHOICES.join(', ')}`);
   if (frames !== undefined && v.codes) throw new UsageError('--frames needs --images, --dicom or --data (a codes file holds no frames)');
+  // an option of the other kind of source would be ignored: the run would not do what was asked
+  const imageOnly = (['max-items', 'model', 'checkpoint'] as const).filter((o) => v[o] !== undefined);
+  if (v.codes && imageOnly.length > 0) throw new UsageError(`--${imageOnly.join(', --')} need --images, --dicom or --data (a codes file is neither encoded nor checkpointed)`);
+  if (v.format !== undefined && !v.codes) throw new UsageError('--format needs --codes');
+  if (v.format !== undefined && v.format !== 'jsonl' && v.format !== 'csv') throw new UsageError('--format must be jsonl or csv');
+  if (v.split !== undefined && !v.data) throw new UsageError('--split needs --data');
   const batchSize = int(v.batch as string | undefined, 'batch', v.codes ? 1000 : 256)!;
   if (batchSize < 1 || batchSize > 1000) throw new UsageError('--batch must be between 1 and 1000');
   const api = client(v, 'MEDHASH_API_KEY');
   // Fail fast on a wrong name or key, before reading or encoding anything.
   const info = await api.request<{ bits: number; descriptor_dims: number; model_id: string | null; created_at: string }>('GET', col(collection));
   if (v.codes) {
-    const format = v.format as string | undefined;
-    if (format !== undefined && format !== 'jsonl' && format !== 'csv') throw new UsageError('--format must be jsonl or csv');
-    const source = fileSource(v.codes as string, format);
+    const source = fileSource(v.codes as string, v.format as 'jsonl' | 'csv' | undefined);
     return runIndex(api, collection, source, batchSize, 0);
   }
   const maxItems = int(v['max-items'] as string | undefined, 'max-items');
@@ -399,6 +405,7 @@ async function admin([sub, ...args]: string[]) {
     }
     case 'orphans': {
       const v = parse(args, { delete: { type: 'boolean' }, force: { type: 'boolean' } });
+      if (v.force && !v.delete) throw new UsageError('--force needs --delete');
       const report = await op(v).request<OrphanReport>(v.delete ? 'DELETE' : 'GET', `/v1/admin/orphans${v.force ? '?force=true' : ''}`).catch((e: unknown) => {
         // a deletion failed (500): the record comes with the error, printed as the data-dir sweep prints it
         if (!(e instanceof ApiError) || e.code !== 'orphans_delete_incomplete') throw e;
@@ -416,7 +423,8 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { serve, bac
 
 async function main(argv: string[]) {
   const [command, ...args] = argv;
-  if (!command || command === 'help' || command === '--help' || command === '-h') {
+  // `medhash index --help` too: asking for help is no wrong command line
+  if (!command || command === 'help' || argv.includes('--help') || argv.includes('-h')) {
     console.log(USAGE);
     return;
   }
@@ -428,7 +436,8 @@ async function main(argv: string[]) {
 main(process.argv.slice(2)).catch((e: unknown) => {
   // it may quote a file name, a DICOM string or the service's words: shown, never acted on by the terminal
   const message = printable(e instanceof Error ? e.message : String(e));
-  if (e instanceof UsageError) console.error(`medhash: ${message}\n\n${USAGE}`);
+  // parseArgs says some things on several lines: kept as lines, each made printable
+  if (e instanceof UsageError) console.error(`medhash: ${e.message.split('\n').map(printable).join('\n')}\n\n${USAGE}`);
   else console.error(`medhash: ${message}`);
   process.exitCode = e instanceof UsageError ? 2 : 1;
 });
