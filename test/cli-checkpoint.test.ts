@@ -44,3 +44,23 @@ describe('index checkpoint', () => {
     expect(Checkpoint.open(path, 'k').has('x')).toBe(true);
   });
 });
+
+describe('index checkpoint given the wrong file', () => {
+  it('refuses a file that is no checkpoint, naming it, and leaves it as it was', () => {
+    const notes = join(dir, 'notes.txt');
+    writeFileSync(notes, 'not mine\nno newline at the end');
+    expect(() => Checkpoint.open(notes, 'k')).toThrow(`checkpoint ${notes}: not a medhash index checkpoint, left as it is`);
+    expect(readFileSync(notes, 'utf8')).toBe('not mine\nno newline at the end');
+  });
+
+  it('names the path when it cannot be read', () => {
+    expect(() => Checkpoint.open(dir, 'k')).toThrow(`checkpoint ${dir}: EISDIR`);
+  });
+
+  it('takes an empty file as a new checkpoint', () => {
+    const path = join(dir, 'empty.ids');
+    writeFileSync(path, '');
+    Checkpoint.open(path, 'k').add(['a']);
+    expect(Checkpoint.open(path, 'k').has('a')).toBe(true);
+  });
+});

@@ -10,6 +10,7 @@ import { dirname } from 'node:path';
 
 const FORMAT = 'medhash-index-checkpoint';
 const VERSION = 1;
+const HEADER_START = JSON.stringify({ format: FORMAT }).slice(0, -1);
 
 export class Checkpoint {
   private constructor(
@@ -17,10 +18,27 @@ export class Checkpoint {
     private readonly ids: Set<string>,
   ) {}
 
-  /** Opens `path` for `key`; a file of another key, of an unknown version or unreadable is replaced. */
+  /**
+   * Opens `path` for `key`; a checkpoint of another key, of an unknown version or unreadable is
+   * replaced. A file that is no checkpoint at all (a --checkpoint naming the wrong file) is
+   * refused, untouched. Failures name the file.
+   */
   static open(path: string, key: string): Checkpoint {
+    try {
+      return Checkpoint.openFile(path, key);
+    } catch (e) {
+      throw new Error(`checkpoint ${path}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+
+  private static openFile(path: string, key: string): Checkpoint {
     if (existsSync(path)) {
       const bytes = readFileSync(path);
+      // Ours begins with this header, or, cut short by a crash as it was first written, a part of it.
+      const head = bytes.subarray(0, HEADER_START.length).toString('utf8');
+      if (!HEADER_START.startsWith(head)) {
+        throw new Error('not a medhash index checkpoint, left as it is: give --checkpoint a file of its own (or remove this one)');
+      }
       // A crash in the middle of an append leaves the last line cut short. Its batch was stored,
       // so dropping the partial id only costs re-encoding it; cutting the file back to its last
       // whole line lets the next append start a line of its own.
