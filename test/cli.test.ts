@@ -283,6 +283,12 @@ describe('medhash command lines', () => {
     ]);
   });
 
+  it('says the generation the collection is at when there was nothing to send, not 0', async () => {
+    const at = (await api.request<{ generation: number }>('POST', '/v1/collections/docs/items', { items: [{ id: 'gen', code: '00000000', descriptor: [0, 0] }] })).generation;
+    const { stderr } = await run('index', '--collection', 'docs', '--codes', file('none.jsonl', ''));
+    expect(stderr).toContain(`indexed 0 items in 0 batches; docs is at generation ${at}`);
+  });
+
   it("prints the usage for --help after a command, exit 0; parseArgs' advice keeps its lines", async () => {
     const help = await run('index', '--collection', 'docs', '--help');
     expect(help.stdout).toMatch(/^medhash <command> \[options\]/);

@@ -195,10 +195,10 @@ async function index(args: string[]) {
   if (batchSize < 1 || batchSize > 1000) throw new UsageError('--batch must be between 1 and 1000');
   const api = client(v, 'MEDHASH_API_KEY');
   // Fail fast on a wrong name or key, before reading or encoding anything.
-  const info = await api.request<{ bits: number; descriptor_dims: number; model_id: string | null; created_at: string }>('GET', col(collection));
+  const info = await api.request<{ bits: number; descriptor_dims: number; model_id: string | null; created_at: string; generation: number }>('GET', col(collection));
   if (v.codes) {
     const source = fileSource(v.codes as string, v.format as 'jsonl' | 'csv' | undefined);
-    return runIndex(api, collection, source, batchSize, 0);
+    return runIndex(api, collection, info.generation, source, batchSize, 0);
   }
   const maxItems = int(v['max-items'] as string | undefined, 'max-items');
   if (maxItems !== undefined && maxItems < 0) throw new UsageError('--max-items must be 0 or more');
@@ -216,7 +216,7 @@ async function index(args: string[]) {
     const todo = images.filter((f) => !checkpoint.has(f.id));
     console.error(`encoding with ${encoder.path}; ${images.length - todo.length} of ${images.length} already published (checkpoint ${cpPath})`);
     const source = encodedSource(todo, encoder, { descriptors: info.descriptor_dims === encoder.bits, chunk: Math.min(batchSize, 64) });
-    await runIndex(api, collection, source, batchSize, images.length - todo.length, (ids) => checkpoint.add(ids), images.length);
+    await runIndex(api, collection, info.generation, source, batchSize, images.length - todo.length, (ids) => checkpoint.add(ids), images.length);
     if (multiFrame.length > 0) {
       const named = multiFrame.slice(0, 5).map((f) => f.origin).join(', ') + (multiFrame.length > 5 ? ` and ${multiFrame.length - 5} more` : '');
       const left = `${multiFrame.length} multi-frame DICOM file(s) not indexed: ${named}`;
@@ -240,7 +240,8 @@ async function dicomSet(dir: string): Promise<{ images: ImageFile[]; close(): Pr
   return { images: e.images, close: async () => undefined };
 }
 
-async function runIndex(api: Client, collection: string, source: RecordSource, batchSize: number, done: number, onPublished?: (ids: string[]) => void, total?: number) {
+/** `generation`: the collection's before the run, which it keeps when there is nothing to send. */
+async function runIndex(api: Client, collection: string, generation: number, source: RecordSource, batchSize: number, done: number, onPublished?: (ids: string[]) => void, total?: number) {
   const bar = new cliProgress.SingleBar(
     { stream: process.stderr, format: 'indexing |{bar}| {value}/{total} items | {eta_formatted} left', hideCursor: true },
     cliProgress.Presets.shades_classic,
@@ -249,7 +250,7 @@ async function runIndex(api: Client, collection: string, source: RecordSource, b
   try {
     const out = await indexRecords(api, collection, source, { batchSize, onBatch: (sent) => bar.update(done + sent), onPublished });
     bar.stop();
-    console.error(`indexed ${out.sent} items in ${out.batches} batches; ${collection} is at generation ${out.generation}`);
+    console.error(`indexed ${out.sent} items in ${out.batches} batches; ${collection} is at generation ${out.batches > 0 ? out.generation : generation}`);
   } catch (e) {
     bar.stop();
     throw e;
