@@ -137,6 +137,24 @@ it('refuses a backend whose /healthz gives no model input (one older than the CL
   }
 });
 
+it('says why a backend cannot be used: its address refusing, or no backend (the API, a web page) answering there', async () => {
+  const down = createServer();
+  await new Promise<void>((ok) => down.listen(0, '127.0.0.1', ok));
+  const downUrl = `http://127.0.0.1:${(down.address() as AddressInfo).port}`;
+  await new Promise((ok) => down.close(ok));
+  await expect(openBatchEncoder({ backendUrl: downUrl })).rejects.toThrow(`inference backend ${downUrl} is unreachable: connect ECONNREFUSED`);
+  for (const [type, body] of [['application/json', '{"status":"ok","runtime":"node"}'], ['text/html', '<html>sign in</html>']]) {
+    const other = createServer((_, res) => res.writeHead(200, { 'content-type': type }).end(body));
+    await new Promise<void>((ok) => other.listen(0, '127.0.0.1', ok));
+    const url = `http://127.0.0.1:${(other.address() as AddressInfo).port}`;
+    try {
+      await expect(openBatchEncoder({ backendUrl: url })).rejects.toThrow(`inference backend ${url}: GET /healthz names no model: is MEDHASH_BACKEND_URL the URL of \`medhash backend\` (not of the API)?`);
+    } finally {
+      await new Promise((ok) => other.close(ok));
+    }
+  }
+});
+
 it('stops, saying so, when the backend changes model mid-run: to one of another input (its tensor 400) or of the same', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'medhash-changed-'));
   mkdirSync(join(dir, 'Hand'));

@@ -71,9 +71,24 @@ async function whenQueueHasRoom<T>(send: () => Promise<T>): Promise<T> {
 export async function openBatchEncoder(opts: { backendUrl?: string; model?: string }): Promise<BatchEncoder> {
   if (opts.backendUrl) {
     const url = opts.backendUrl;
-    const healthz = () => fetch(new URL('/healthz', url)).then((r) => r.json() as Promise<{ model_id: string; bits: number; runtime: string; input?: unknown }>, (e) => {
-      throw new Error(`inference backend ${url} is unreachable: ${String(e)}`);
-    });
+    const healthz = async () => {
+      let text: string;
+      try {
+        text = await (await fetch(new URL('/healthz', url), { signal: AbortSignal.timeout(BACKEND_TIMEOUT_MS) })).text();
+      } catch (e) {
+        // fetch's own message is only "fetch failed"; its cause says what happened (refused, not found)
+        throw new Error(`inference backend ${url} is unreachable: ${e instanceof Error && e.cause instanceof Error ? e.cause.message : String(e)}`);
+      }
+      let h: { model_id?: unknown; bits: number; runtime: string; input?: unknown } | null = null;
+      try {
+        h = JSON.parse(text);
+      } catch {
+        // said below
+      }
+      // e.g. MEDHASH_BACKEND_URL set to the API's URL, whose /healthz names no model
+      if (typeof h?.model_id !== 'string') throw new Error(`inference backend ${url}: GET /healthz names no model: is MEDHASH_BACKEND_URL the URL of \`medhash backend\` (not of the API)?`);
+      return h as { model_id: string; bits: number; runtime: string; input?: unknown };
+    };
     const health = await healthz();
     const changed = (to: string) => new Error(`inference backend ${url} changed model to ${to} while indexing`);
     let input: ModelInput;
