@@ -1,8 +1,11 @@
 // The CLI's HTTP client against a service that is down, slow, or answers what the API does not:
-// each failure names what happened and where, and a 429's Retry-After is waited for.
-import { execFile } from 'node:child_process';
+// each failure names what happened and where, and a 429's Retry-After is waited for; and an index
+// run stopped by a signal while a batch is in flight.
+import { execFile, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -66,4 +69,33 @@ describe('medhash client errors', () => {
     expect(await new Client(url, 'k').request('POST', '/v1/collections/c/items', { items: [] })).toEqual({ ok: true });
     expect(at[1] - at[0]).toBeGreaterThanOrEqual(1900);
   });
+});
+
+// On a terminal the handler also stops the progress bar, which shows the cursor it hid again.
+it('index stopped by a signal mid-run says how far it got and exits 128 + the signal', async () => {
+  let posted!: () => void;
+  const posting = new Promise<void>((ok) => (posted = ok));
+  // the collection's GET answered, its first batch stored, the second never answered
+  let batches = 0;
+  const url = await fake((req, res) => {
+    if (req.method === 'GET') return res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ bits: 32, descriptor_dims: 0, model_id: null, created_at: 'x', generation: 7 }));
+    req.resume();
+    if (++batches === 1) return res.writeHead(200, { 'content-type': 'application/json' }).end('{"ingested":2,"generation":8}');
+    posted();
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'medhash-signal-'));
+  try {
+    const codes = join(dir, 'codes.jsonl');
+    writeFileSync(codes, ['a', 'b', 'c'].map((id) => JSON.stringify({ id, code: '00000000' })).join('\n'));
+    const child = spawn(process.execPath, [join(import.meta.dirname, '..', 'scripts', 'medhash.mjs'), 'index', '--collection', 'c', '--codes', codes, '--batch', '2'], { env: { ...process.env, MEDHASH_URL: url, MEDHASH_API_KEY: 'k' } });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((ok) => child.on('exit', ok));
+    await posting;
+    child.kill('SIGTERM');
+    expect(await exited).toBe(143);
+    expect(stderr).toContain('medhash: SIGTERM: stopped with 2 items published; run the same command again to resume');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -247,13 +247,24 @@ async function runIndex(api: Client, collection: string, generation: number, sou
     cliProgress.Presets.shades_classic,
   );
   bar.start(total ?? (await source.count()), done);
+  let published = done;
+  // Ctrl-C or a kill mid-run: the bar hid the cursor and turned line wrapping off, which only its
+  // stop() restores. Exiting at once is safe: every stored batch is in the checkpoint already.
+  const interrupted = (signal: NodeJS.Signals) => {
+    bar.stop();
+    console.error(`medhash: ${signal}: stopped with ${published} items published; run the same command again to resume`);
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  process.once('SIGINT', interrupted).once('SIGTERM', interrupted);
   try {
-    const out = await indexRecords(api, collection, source, { batchSize, onBatch: (sent) => bar.update(done + sent), onPublished });
+    const out = await indexRecords(api, collection, source, { batchSize, onBatch: (sent) => bar.update((published = done + sent)), onPublished });
     bar.stop();
     console.error(`indexed ${out.sent} items in ${out.batches} batches; ${collection} is at generation ${out.batches > 0 ? out.generation : generation}`);
   } catch (e) {
     bar.stop();
     throw e;
+  } finally {
+    process.off('SIGINT', interrupted).off('SIGTERM', interrupted);
   }
 }
 
