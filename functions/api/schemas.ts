@@ -342,7 +342,7 @@ export const SearchBody = z
 
 export const OodAssessment = z
   .object({
-    score: z.number().nullable().openapi({ description: 'The OOD score the verdict is based on (higher = further from the training data); null when not assessed.' }),
+    score: z.number().nullable().openapi({ description: 'The OOD score the verdict is based on (higher = further from the training data); null when not assessed, or when the model gave no number for the image (then out_of_distribution).' }),
     threshold: z.number().nullable().openapi({ description: 'Calibrated on the model\'s validation split at 95 % in-distribution recall.' }),
     verdict: z.enum(['in_distribution', 'out_of_distribution', 'not_assessed']),
     reasons: z.array(z.string()).openapi({ description: 'Plain-language reasons for the verdict.' }),

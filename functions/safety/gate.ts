@@ -32,30 +32,28 @@ const fmt = (x: number): string => (Number.isInteger(x) ? String(x) : x.toFixed(
 export function assess(cal: OodCalibration | null, inputs: OodInputs): OodAssessment {
   const smallIndex = cal?.knn != null && inputs.indexCount < cal.knn.indexSize;
   const knn = cal?.knn && inputs.knnDistance !== null && !smallIndex ? { ...cal.knn, d: inputs.knnDistance } : null;
-  const knnFar = knn !== null && knn.d > knn.threshold;
-  const modelFar = inputs.model !== undefined && inputs.model.score > inputs.model.threshold;
-  const knnReason: Reason | null = knn && {
-    far: knnFar,
-    text: knnFar
-      ? `the code's ${knn.k}th nearest indexed code is ${knn.d} bits away, further than the ${fmt(knn.threshold)} that 95 % of in-distribution validation images stay within`
-      : `the code's ${knn.k}th nearest indexed code is ${knn.d} bits away, within the calibrated ${fmt(knn.threshold)}`,
-  };
-  const modelReason: Reason | null = inputs.model
-    ? {
-        far: modelFar,
-        text: modelFar
-          ? `the model's OOD score is ${fmt(inputs.model.score)}, above its threshold ${fmt(inputs.model.threshold)}: the image does not look like the model's training data`
-          : `the model's OOD score ${fmt(inputs.model.score)} is within its threshold ${fmt(inputs.model.threshold)}`,
-      }
-    : null;
+  const model = inputs.model;
 
-  if (modelReason && inputs.model && knnReason && knn && cal?.combinedThreshold != null) {
+  if (model && knn && cal?.combinedThreshold != null) {
     // Both scores on one scale (z-scores on val), combined by max; its own val threshold keeps 95 %.
-    const score = Math.max(inputs.model.score, (knn.d - knn.mean) / knn.std);
-    return verdict(score, cal.combinedThreshold, [modelReason, knnReason]);
+    // Each part is judged against that threshold, as the verdict is: against its own threshold a
+    // part could read "far" for a query the combination lets through, or "within" for one it refuses.
+    const t = cal.combinedThreshold;
+    const z = (knn.d - knn.mean) / knn.std;
+    const modelPart = modelReason(model.score, t, ' when combined with the code\'s neighbours');
+    const knnBits = fmt(knn.mean + t * knn.std);
+    const knnPart: Reason = isFar(z, t)
+      ? { far: true, text: `the code's ${knn.k}th nearest indexed code is ${knn.d} bits away, further than the ${knnBits} that the combined check allows` }
+      : { far: false, text: `the code's ${knn.k}th nearest indexed code is ${knn.d} bits away, within the ${knnBits} that the combined check allows` };
+    return verdict(Math.max(model.score, z), t, [modelPart, knnPart]);
   }
-  if (modelReason && inputs.model) return verdict(inputs.model.score, inputs.model.threshold, [modelReason]);
-  if (knnReason && knn) return verdict(knn.d, knn.threshold, [knnReason]);
+  if (model) return verdict(model.score, model.threshold, [modelReason(model.score, model.threshold, '')]);
+  if (knn) {
+    const text = isFar(knn.d, knn.threshold)
+      ? `the code's ${knn.k}th nearest indexed code is ${knn.d} bits away, further than the ${fmt(knn.threshold)} that 95 % of in-distribution validation images stay within`
+      : `the code's ${knn.k}th nearest indexed code is ${knn.d} bits away, within the calibrated ${fmt(knn.threshold)}`;
+    return verdict(knn.d, knn.threshold, [{ far: isFar(knn.d, knn.threshold), text }]);
+  }
   return {
     score: null,
     threshold: null,
@@ -70,17 +68,30 @@ export function assess(cal: OodCalibration | null, inputs: OodInputs): OodAssess
   };
 }
 
+/**
+ * Whether a score is out of distribution: above its threshold, or no number at all (a model that
+ * gives NaN for an image has not shown it to look like its training data, so the gate fails closed).
+ */
+const isFar = (score: number, threshold: number): boolean => !(score <= threshold);
+
+function modelReason(score: number, threshold: number, how: string): Reason {
+  if (Number.isNaN(score)) return { far: true, text: "the model gave no OOD score for the image (not a number), so it cannot be shown to look like the model's training data" };
+  return isFar(score, threshold)
+    ? { far: true, text: `the model's OOD score is ${fmt(score)}, above its threshold ${fmt(threshold)}${how}: the image does not look like the model's training data` }
+    : { far: false, text: `the model's OOD score ${fmt(score)} is within its threshold ${fmt(threshold)}${how}` };
+}
+
 interface Reason {
   text: string;
   far: boolean;
 }
 
 function verdict(score: number, threshold: number, reasons: Reason[]): OodAssessment {
-  const far = score > threshold;
-  // The parts that point away from the training data come first.
+  const far = isFar(score, threshold);
+  // The parts that point away from the training data come first (each part is judged as the
+  // verdict is, so an out-of-distribution verdict always leads with one).
   const ordered = [...reasons.filter((r) => r.far), ...reasons.filter((r) => !r.far)];
-  if (far && !ordered[0].far) ordered.unshift({ text: `the combined score ${fmt(score)} is above its threshold ${fmt(threshold)}`, far: true });
-  return { score, threshold, verdict: far ? 'out_of_distribution' : 'in_distribution', reasons: ordered.map((r) => r.text) };
+  return { score: Number.isNaN(score) ? null : score, threshold, verdict: far ? 'out_of_distribution' : 'in_distribution', reasons: ordered.map((r) => r.text) };
 }
 
 /** Where the caller says allow_ood: in the JSON body of a search by code, in the query string of a search by image. */

@@ -81,4 +81,31 @@ describe('OOD gate', () => {
     expect(() => enforce(far, true)).not.toThrow();
     expect(() => enforce(assess(cal, { knnDistance: 3, indexCount: 1000 }), false)).not.toThrow();
   });
+
+  it('judges each part of a combined score by the combined threshold, so no reason contradicts the verdict', () => {
+    // Model 2.6: above its own threshold (2.5), within the combined one (2.8); k-NN 13 bits: past
+    // its own threshold (12) but a z-score of 2.5, within 2.8 too.
+    const inside = assess(cal, { knnDistance: 13, indexCount: 1000, model: { score: 2.6, threshold: 2.5 } });
+    expect(inside).toMatchObject({ score: 2.6, threshold: 2.8, verdict: 'in_distribution' });
+    for (const r of inside.reasons) expect(r).not.toMatch(/above|further than|does not look like/);
+    expect(inside.reasons).toEqual([
+      "the model's OOD score 2.600 is within its threshold 2.800 when combined with the code's neighbours",
+      "the code's 10th nearest indexed code is 13 bits away, within the 13.600 that the combined check allows",
+    ]);
+    // 14 bits is a z-score of 3: the k-NN part alone refuses it, and says so first.
+    const out = assess(cal, { knnDistance: 14, indexCount: 1000, model: { score: 2.6, threshold: 2.5 } });
+    expect(out).toMatchObject({ score: 3, threshold: 2.8, verdict: 'out_of_distribution' });
+    expect(out.reasons[0]).toBe("the code's 10th nearest indexed code is 14 bits away, further than the 13.600 that the combined check allows");
+    expect(out.reasons[1]).toMatch(/within its threshold 2.800/);
+  });
+
+  it('fails closed on a model OOD score that is not a number, alone or combined', () => {
+    for (const c of [cal, { ...cal, combinedThreshold: null }]) {
+      const a = assess(c, { knnDistance: 8, indexCount: 1000, model: { score: Number.NaN, threshold: 2.5 } });
+      expect(a).toMatchObject({ score: null, verdict: 'out_of_distribution' });
+      expect(a.reasons[0]).toMatch(/model gave no OOD score for the image \(not a number\)/);
+      expect(() => enforce(a, false, 'query')).toThrow(OodRefusal);
+      expect(() => enforce(a, true, 'query')).not.toThrow();
+    }
+  });
 });
