@@ -29,6 +29,13 @@ export interface OodInputs {
 
 const fmt = (x: number): string => (Number.isInteger(x) ? String(x) : x.toFixed(3));
 
+/** A score and its threshold, with decimals enough (3 or more) that unequal ones never read equal. */
+function fmtPair(a: number, b: number): [string, string] {
+  let d = 3;
+  while (d < 17 && a !== b && a.toFixed(d) === b.toFixed(d)) d++;
+  return [a, b].map((x) => (Number.isInteger(x) ? String(x) : x.toFixed(d))) as [string, string];
+}
+
 export function assess(cal: OodCalibration | null, inputs: OodInputs): OodAssessment {
   const smallIndex = cal?.knn != null && inputs.indexCount < cal.knn.indexSize;
   const knn = cal?.knn && inputs.knnDistance !== null && !smallIndex ? { ...cal.knn, d: inputs.knnDistance } : null;
@@ -76,9 +83,10 @@ const isFar = (score: number, threshold: number): boolean => !(score <= threshol
 
 function modelReason(score: number, threshold: number, how: string): Reason {
   if (Number.isNaN(score)) return { far: true, text: "the model gave no OOD score for the image (not a number), so it cannot be shown to look like the model's training data" };
+  const [s, t] = fmtPair(score, threshold);
   return isFar(score, threshold)
-    ? { far: true, text: `the model's OOD score is ${fmt(score)}, above its threshold ${fmt(threshold)}${how}: the image does not look like the model's training data` }
-    : { far: false, text: `the model's OOD score ${fmt(score)} is within its threshold ${fmt(threshold)}${how}` };
+    ? { far: true, text: `the model's OOD score is ${s}, above its threshold ${t}${how}: the image does not look like the model's training data` }
+    : { far: false, text: `the model's OOD score ${s} is within its threshold ${t}${how}` };
 }
 
 interface Reason {

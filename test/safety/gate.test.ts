@@ -47,6 +47,13 @@ describe('OOD gate', () => {
     expect(assess(alone, inputs)).toMatchObject({ score: 0, threshold: card.ood.threshold, verdict: 'in_distribution' });
   });
 
+  it('prints a score and its threshold with decimals enough that unequal ones never read equal', () => {
+    const above = assess({ ...cal, knn: null, combinedThreshold: null }, { knnDistance: null, indexCount: 0, model: { score: 1.94242, threshold: 1.94216 } });
+    expect(above.reasons).toEqual(["the model's OOD score is 1.9424, above its threshold 1.9422: the image does not look like the model's training data"]);
+    const within = assess({ ...cal, knn: null, combinedThreshold: null }, { knnDistance: null, indexCount: 0, model: { score: 0.5, threshold: 2.5 } });
+    expect(within.reasons).toEqual(["the model's OOD score 0.500 is within its threshold 2.500"]);
+  });
+
   it('does not judge by neighbours in an index smaller than the calibration index', () => {
     const code = assess(cal, { knnDistance: 30, indexCount: 300 });
     expect(code).toMatchObject({ score: null, threshold: null, verdict: 'not_assessed' });
