@@ -5,10 +5,10 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createBackendApp } from '../functions/backend/app.ts';
-import { EncodeRequest, JSON_BUDGET, MAX_INPUTS } from '../functions/backend/protocol.ts';
-import { parseCard, parseModelInput } from '../functions/encode/card.ts';
+import { EncodeRequest, JSON_BUDGET, MAX_INPUTS, tensorToBase64 } from '../functions/backend/protocol.ts';
+import { loadCard, parseCard, parseModelInput } from '../functions/encode/card.ts';
 import { initNodeImageCodecs } from '../functions/encode/image-node.ts';
-import type { Encoder } from '../functions/encode/model.ts';
+import { loadNodeEncoder, type Encoder } from '../functions/encode/model.ts';
 import { overBudget } from '../functions/util/json-budget.ts';
 import { DICOM_FIXTURES } from './encode/fixtures.ts';
 import { png, scanlines } from './encode/png-fixtures.ts';
@@ -131,5 +131,30 @@ describe('inference backend: OpenAPI document', () => {
     ];
     expect(answers).toEqual([[422, 'corrupt_image'], [413, 'image_too_large'], [422, 'frame_out_of_range'], [422, 'decode_timeout']]);
     for (const [status, code] of answers) expect(responses[String(status)]?.description, `${status}`).toContain(`\`${code}\``);
+  });
+});
+
+describe('inference backend: a batch with an input the model overflows on', () => {
+  it('answers the other requests of the batch and refuses that one, naming the input, never a 200 with nulls', async () => {
+    const { onnx } = await loadCard(join(import.meta.dirname, '..', 'models', 'mednist-darf-b64.onnx'));
+    const real = await loadNodeEncoder(onnx, card, { threads: 1 });
+    const runs: number[] = [];
+    const model: Encoder = { ...real, run: (x, n) => (runs.push(n), real.run(x, n)) };
+    // a long wait, so that the two requests share one batch
+    const { app: live } = createBackendApp(model, { maxBatch: 8, maxWaitMs: 50, maxQueue: 16 });
+    const n = card.input.channels * card.input.size ** 2;
+    const good = tensorToBase64(new Float32Array(n).fill(0.5));
+    // finite, so it passes the input check, but the model's arithmetic overflows on it
+    const huge = tensorToBase64(new Float32Array(n).fill(1e30));
+    const send = (tensors: string[]) => live.request('/v1/encode', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ inputs: tensors.map((tensor) => ({ tensor })) }) });
+    const [ok, bad] = await Promise.all([send([good]), send([good, huge])]);
+    expect(runs).toEqual([3]);
+    expect(ok.status).toBe(200);
+    const { results } = (await ok.json()) as { results: { code: string; ood: { score: number } }[] };
+    expect(results[0].code).toMatch(/^[0-9a-f]{16}$/);
+    expect(typeof results[0].ood.score).toBe('number');
+    const { error } = (await bad.json()) as { error: { code: string; field: string } };
+    expect([bad.status, error.code, error.field]).toEqual([400, 'invalid_tensor', 'inputs.1.tensor']);
+    await real.close();
   });
 });

@@ -9,7 +9,7 @@ import { errors, json, jsonBody } from '../api/openapi.ts';
 import { ErrorSchema } from '../api/schemas.ts';
 import { decodeImage, DEFAULT_LIMITS } from '../encode/image.ts';
 import { preprocess } from '../encode/preprocess.ts';
-import type { Encoder } from '../encode/model.ts';
+import type { EncodeOutputs, Encoder } from '../encode/model.ts';
 import { MedhashError, badRequest } from '../util/errors.ts';
 import { fromBase64 } from '../util/bytes.ts';
 import { checkJsonBody } from '../util/json-budget.ts';
@@ -24,17 +24,28 @@ export const provider = (encoder: Encoder): 'cpu' | 'cuda' => (encoder.runtime.e
 
 export interface BackendService {
   app: OpenAPIHono;
-  batcher: MicroBatcher<Float32Array, ImageEncoding>;
+  /** null: the model's outputs for that input are not finite. */
+  batcher: MicroBatcher<Float32Array, ImageEncoding | null>;
+}
+
+/** Whether every output of image `i` is finite: JSON would carry a NaN or Inf as null, against the answer's schema. */
+function finiteAt(card: Encoder['card'], out: EncodeOutputs, i: number): boolean {
+  const nc = card.classes.length;
+  const rows = [out.u.subarray(i * out.bits, (i + 1) * out.bits), out.logits.subarray(i * nc, (i + 1) * nc)];
+  const scalars = [out.oodScore[i], out.oodRecon[i], out.oodMaha[i], out.oodStats ? out.oodStats[i] : 0];
+  return rows.every((r) => r.every(Number.isFinite)) && scalars.every(Number.isFinite);
 }
 
 export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAULT_BATCHER): BackendService {
   const { card } = encoder;
   const size = card.input.channels * card.input.size * card.input.size;
-  const batcher = new MicroBatcher<Float32Array, ImageEncoding>(async (inputs) => {
+  const batcher = new MicroBatcher<Float32Array, ImageEncoding | null>(async (inputs) => {
     const x = new Float32Array(inputs.length * size);
     inputs.forEach((t, i) => x.set(t, i * size));
     const out = await encoder.run(x, inputs.length);
-    return inputs.map((_, i) => encodingOf(card, out, i));
+    // Finite values far outside preprocessing's range (a tensor of 1e30s) overflow the model to
+    // NaN: that input's request is refused, naming it, and the rest of the batch is answered.
+    return inputs.map((_, i) => (finiteAt(card, out, i) ? encodingOf(card, out, i) : null));
   }, opts);
 
   const app = new OpenAPIHono({
@@ -83,10 +94,10 @@ export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAUL
       responses: {
         200: json(EncodeResponse, 'One result per input, in order.'),
         // its own 400: the edge's text speaks of API keys, which the backend has none of
-        400: json(ErrorSchema, 'Malformed request: not the EncodeRequest shape, an unknown `version`, an image that is not standard padded base64 or is empty, a tensor of the wrong size or with a non-finite value. The message names the problem and `field` the offending input (`inputs.N.image`, `inputs.N.tensor`).'),
+        400: json(ErrorSchema, 'Malformed request: not the EncodeRequest shape, an unknown `version`, an image that is not standard padded base64 or is empty, a tensor of the wrong size, with a non-finite value or with values so far out of range that the model\'s outputs are not finite. The message names the problem and `field` the offending input (`inputs.N.image`, `inputs.N.tensor`).'),
         ...errors(415),
         413: json(ErrorSchema, `\`body_too_large\` over ${MAX_BODY_BYTES} bytes; \`json_too_complex\` for a JSON body with more objects and arrays (${JSON_BUDGET.containers}) or values (${JSON_BUDGET.values}, keys included) than twice the largest valid batch holds, counted before it is parsed; \`image_too_large\` for an image over the size limits (docs/ENCODING.md), \`field\` naming it.`),
-        422: json(ErrorSchema, '`corrupt_image`: an image whose bytes are of its type but cannot be decoded (truncated, damaged); `frame_out_of_range`: a `frame` past the DICOM\'s last; `decode_timeout`: a DICOM JPEG-LS or JPEG 2000 frame that took longer than its deadline to decode (a malformed stream; docs/ENCODING.md, "Decode deadline"). `field` names the input (`inputs.N.image`, `inputs.N.frame`). The whole request fails.'),
+        422: json(ErrorSchema, '`corrupt_image`: an image whose bytes are of its type but cannot be decoded (truncated, damaged); `frame_out_of_range`: a `frame` past the DICOM\'s last; `decode_timeout`: a DICOM JPEG-LS or JPEG 2000 frame that took longer than its deadline to decode (a malformed stream; docs/ENCODING.md, "Decode deadline"); `unencodable_image`: an image whose model outputs are not finite. `field` names the input (`inputs.N.image`, `inputs.N.frame`). The whole request fails.'),
         503: { description: 'The queue is full, or the backend is stopping; the Retry-After header says when to retry.', content: { 'application/json': { schema: z.object({ error: z.object({ code: z.string(), message: z.string() }) }) } } },
       },
     }),
@@ -114,7 +125,15 @@ export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAUL
       // @hono/node-server aborts the request's signal when its client hangs up before the answer:
       // what of it still waits in the queue is dropped, not run for no one.
       const results = await batcher.submit(tensors, c.req.raw.signal);
-      return c.json({ version: PROTOCOL_VERSION, model_id: card.model_id, runtime: provider(encoder), results }, 200);
+      const bad = results.indexOf(null);
+      if (bad >= 0) {
+        const what = 'tensor' in body.inputs[bad] ? 'tensor' : 'image';
+        const message = `inputs.${bad}.${what}: the model's outputs for it are not finite (NaN or Inf)`;
+        throw what === 'tensor'
+          ? badRequest('invalid_tensor', `${message}: its values lie far outside what the card's preprocessing gives`, `inputs.${bad}.tensor`)
+          : new MedhashError(422, 'unencodable_image', message, `inputs.${bad}.image`);
+      }
+      return c.json({ version: PROTOCOL_VERSION, model_id: card.model_id, runtime: provider(encoder), results: results as ImageEncoding[] }, 200);
     },
   );
 
