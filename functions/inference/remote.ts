@@ -102,6 +102,16 @@ export interface EdgeEncoderOptions {
 
 export const DEFAULT_EDGE: Omit<EdgeEncoderOptions, 'backendUrl'> = { timeoutMs: 1000, breaker: { failures: 3, cooldownMs: 5000 } };
 
+/**
+ * Whether a backend's 4xx is its verdict on the caller's image, to pass on. A tensor is the
+ * edge's own preprocessing, and a refusal naming no input (the version, the body) is about the
+ * edge's request: either says that the backend and this edge disagree (another model's input size,
+ * another protocol), which is the backend being unusable, not the caller's error.
+ */
+function judgesCallersImage(input: RemoteInput, e: MedhashError): boolean {
+  return 'image' in input && (e.field === 'image' || e.field === 'frame');
+}
+
 /** The backend behind its circuit breaker; null answers tell the caller to fall back. */
 export class GuardedRemote {
   readonly remote: RemoteEncoder | null;
@@ -122,7 +132,8 @@ export class GuardedRemote {
       }
       this.breaker.success();
       return { path: 'backend', model_id: r.model_id, encoding: r.results[0] };
-    } catch (e) {
+    } catch (err) {
+      const e = err instanceof MedhashError && !judgesCallersImage(input, err) ? new BackendUnavailable(`inference backend ${this.remote.url} refused this edge's request (${err.status} ${err.code}${err.field ? ` at inputs.0.${err.field}` : ''}: ${err.message}); does it serve ${expectModel ?? 'the model'} and protocol version ${PROTOCOL_VERSION}?`) : err;
       if (!(e instanceof BackendUnavailable)) {
         this.breaker.success(); // it answered, about the input
         throw e;
