@@ -50,3 +50,25 @@ describe('edge client: a backend that must not be believed', () => {
     expect(e.breaker.state).toBe('open'); // three in a row: it counts as down
   });
 });
+
+describe('edge client: a 200 that parses but holds no usable code', () => {
+  it('is a malformed answer: the fallback answers, not a 400 invalid_code blaming the caller', async () => {
+    const good = { code: 'ff'.repeat(card.bits / 8), descriptor: Array(card.bits).fill(127), classes: card.classes.map((name) => ({ name, p: 1 / card.classes.length })), ood: { score: 0, recon: 0, maha: 0, stats: null, threshold: 1 } };
+    const bodies = [
+      { ...good, code: 'zz'.repeat(card.bits / 8) }, // not hex
+      { ...good, code: 'fff' }, // not whole bytes
+      { ...good, descriptor: good.descriptor.slice(1) }, // not one value per bit
+      { ...good, descriptor: good.descriptor.map(() => 300) }, // not int8
+    ];
+    const log = vi.spyOn(console, 'error').mockImplementation(() => {});
+    try {
+      for (const result of [good, ...bodies]) {
+        const answer = { version: 1, model_id: card.model_id, runtime: 'cpu', results: [result] };
+        const r = await edge(async () => Response.json(answer)).encodeImage(image, 'image/png');
+        expect(r.path, JSON.stringify(result).slice(0, 80)).toBe(result === good ? 'backend' : 'ort-web-wasm');
+      }
+    } finally {
+      log.mockRestore();
+    }
+  });
+});

@@ -224,7 +224,7 @@ it('closing `medhash serve` while a search by image of a client that hung up wai
     req.resume();
     void gate.then(() => {
       res.setHeader('content-type', 'application/json');
-      res.end(JSON.stringify({ version: 1, model_id: model, runtime: 'cpu', results: [{ code: '0123456789abcdef', descriptor: [], classes: [], ood: { score: 0, recon: 0, maha: 0, stats: null, threshold: 1 } }] }));
+      res.end(JSON.stringify({ version: 1, model_id: model, runtime: 'cpu', results: [{ code: '0123456789abcdef', descriptor: Array(64).fill(0), classes: [], ood: { score: 0, recon: 0, maha: 0, stats: null, threshold: 1 } }] }));
     });
   });
   await new Promise<void>((ok) => inference.listen(0, '127.0.0.1', ok));

@@ -48,8 +48,10 @@ export const EncodeRequest = z
 
 export const ImageEncodingSchema = z
   .object({
-    code: z.string().openapi({ description: 'Packed sign bits of u, hex; bit i = bit (7 - i % 8) of byte i / 8.' }),
-    descriptor: z.array(z.number().int()).openapi({ description: 'int8 re-ranking descriptor: round(127 * u / max|u|).' }),
+    // Strict, so that a reader takes a broken backend's answer for malformed, not the code of the
+    // caller's image (the edge would answer its caller 400 invalid_code).
+    code: z.string().regex(/^(?:[0-9a-f]{2})+$/, 'code must be whole bytes of lowercase hex').openapi({ description: 'Packed sign bits of u, hex; bit i = bit (7 - i % 8) of byte i / 8.' }),
+    descriptor: z.array(z.number().int().min(-127).max(127)).openapi({ description: 'int8 re-ranking descriptor: round(127 * u / max|u|), one value per bit of the code.' }),
     classes: z.array(z.object({ name: z.string(), p: z.number() })).openapi({ description: 'softmax(logits), in the card\'s class order.' }),
     ood: z.object({
       score: z.number(),
@@ -59,6 +61,7 @@ export const ImageEncodingSchema = z
       threshold: z.number().openapi({ description: 'The card\'s ood.threshold: above it the image is out of distribution.' }),
     }),
   })
+  .refine((e) => e.descriptor.length === e.code.length * 4, { message: 'descriptor must hold one value per bit of the code', path: ['descriptor'] })
   .openapi('ImageEncoding');
 
 export const EncodeResponse = z
