@@ -73,6 +73,36 @@ describe('tie-aware metrics', () => {
     expect(a).toBeCloseTo(bruteForce([0, 0, 0, 0], [true, true, false, false], 4).ap, 12);
   });
 
+  it('a larger group straddling k: exact over every placement of its relevant items', () => {
+    // Permutations are too many here; each placement of the relevant items inside a group is
+    // equally likely over them, so enumerating placements is the same expectation.
+    const placements = (n: number, r: number): boolean[][] =>
+      n === 0 ? [[]] : [
+        ...(r > 0 ? placements(n - 1, r - 1).map((p) => [true, ...p]) : []),
+        ...(r < n ? placements(n - 1, r).map((p) => [false, ...p]) : []),
+      ];
+    for (let trial = 0; trial < 30; trial++) {
+      const sizes = [rnd(4), 4 + rnd(9), 1 + rnd(3)];
+      const rels = sizes.map((n) => rnd(n + 1));
+      const dist = sizes.flatMap((n, d) => Array<number>(n).fill(d));
+      const rel = sizes.flatMap((n, d) => Array.from({ length: n }, (_, i) => i < rels[d]));
+      const k = sizes[0] + 1 + rnd(sizes[1] - 1); // cut inside the middle group
+      let orders: boolean[][] = [[]];
+      sizes.forEach((n, d) => (orders = orders.flatMap((o) => placements(n, rels[d]).map((p) => [...o, ...p]))));
+      const ap = orders.reduce((a, o) => a + apOfOrder(o, k), 0) / orders.length;
+      const p = orders.reduce((a, o) => a + o.slice(0, k).filter(Boolean).length / k, 0) / orders.length;
+      expect(tieAwareApAtK(dist, rel, k), `ap ${sizes} ${rels} k=${k}`).toBeCloseTo(ap, 12);
+      expect(tieAwarePrecisionAtK(dist, rel, k), `p ${sizes} ${rels} k=${k}`).toBeCloseTo(p, 12);
+    }
+  });
+
+  it('conventions shared with metrics.py: no relevant item 0, P@k over k with fewer than k items, AP over min(R, k)', () => {
+    expect(tieAwarePrecisionAtK([0, 1, 1, 3], [false, false, false, false], 10)).toBe(0);
+    expect(tieAwarePrecisionAtK([0, 1, 1, 3], [true, true, true, true], 10)).toBeCloseTo(0.4, 15);
+    expect(tieAwareApAtK([0, 1, 2], [false, true, true], 1)).toBe(0);
+    expect(tieAwareApAtK([0, 1, 2], [false, true, true], 2)).toBeCloseTo(0.25, 15);
+  });
+
   it('Hamming distances follow the packed bytes; evaluateCodes averages over queries', () => {
     const db = new Uint8Array([0b00000000, 0b11110000, 0b11111111]);
     const q = new Uint8Array([0b00000001, 0b11111111]);
