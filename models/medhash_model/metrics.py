@@ -92,6 +92,8 @@ def evaluate(q_u, q_y, db_u, db_y, bits: int | None = None, q_desc=None, db_desc
         p10.append(tie_aware_precision_at_k(d, rel, 10))
         within = d <= 2
         hits = (within & rel).sum()
+        # nothing within radius 2: precision counts as 0 (the usual hashing convention; the report's
+        # precision-recall figures count it as 1 instead, and its header says so)
         pr2.append(hits / within.sum() if within.any() else 0.0)
         rr2.append(hits / max(rel.sum(), 1))
         if sims is not None:

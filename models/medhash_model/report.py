@@ -210,6 +210,10 @@ def markdown(runs: list[dict], checks: dict, tag: str = "") -> str:
     lines = head + [
              "tie-aware (expected value over the orders inside each group of equal Hamming distance);",
              "`mAP@100 content` breaks ties by content similarity of the continuous codes (plain mAP, no ties left).",
+             # The definitions metrics.evaluate uses; RANKING.md refers here for the AP normalisation.
+             "AP@K is divided by min(R, K) (R = relevant db items; a query with none scores 0); P (r<=2) counts a",
+             "query with no db item within radius 2 as 0 (the precision-recall figures count it as 1, so their",
+             "r = 2 point can lie above the table's).",
              "Values are mean ± population standard deviation over the seeds listed. Presets: `cpu64` = 64x64 inputs,",
              "24 epochs x 150 steps of batch 64, the same for every method (same augmentation and schedule);",
              "`cpu128` = the same model and schedule at 128x128 inputs; `gpu128` = cpu128 with 48 epochs.",
