@@ -168,7 +168,8 @@ export const CollectionParams = z.object({
 export const CreateCollectionBody = z
   .strictObject({
     name: CollectionName,
-    bits: z.literal(CODE_BITS, { error: `bits must be one of ${CODE_BITS.join(', ')}` }),
+    // the OpenAPI generator renders a literal of several values as its first alone (`enum: [16]`)
+    bits: z.literal(CODE_BITS, { error: `bits must be one of ${CODE_BITS.join(', ')}` }).openapi({ type: 'integer', enum: [...CODE_BITS] }),
     descriptor_dims: z
       .int({ error: 'descriptor_dims must be an integer' })
       .min(0, 'descriptor_dims must be >= 0')

@@ -139,6 +139,8 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
         expect(Object.keys(image.requestBody.content)).toEqual(['image/png', 'image/jpeg', 'application/dicom']);
         expect(image.parameters.map((p: { name: string }) => p.name)).toEqual(
           expect.arrayContaining(['k', 'radius', 'allow_ood', 'content_weight', 'label', 'modality', 'body_part', 'exclude_study_uid', 'exclude_patient_ref', 'exclude_own_study']));
+        // every code length a collection may have (the generator once wrote a literal of several values as its first alone)
+        expect(doc.body.components.schemas.CreateCollection.properties.bits).toEqual({ type: 'integer', enum: [16, 32, 64, 128, 256] });
         // both searches' 422 declares the `ood` an out-of-distribution refusal carries beside `error`
         type Schema = { $ref?: string; allOf?: Schema[]; properties?: Record<string, Schema>; required?: string[]; enum?: string[] };
         // a schema's properties and required names, through $ref and allOf (as a generated client reads them)
