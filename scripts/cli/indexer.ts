@@ -1,6 +1,7 @@
 // `medhash index`: streams records from a source into the API in batches. Re-running after
-// an interruption is safe and cheap: ingest is idempotent by id, so batches already stored come
-// back as no-ops. Within the file a later line for the same id wins, as across batches.
+// an interruption is safe: ingest is idempotent by id, so batches already stored change nothing
+// (a codes file is sent, and metered, again; images resume from their checkpoint). Within the
+// file a later line for the same id wins, as across batches.
 import { ApiError, type Client } from './client.ts';
 import type { IndexRecord, RecordSource } from './sources.ts';
 
