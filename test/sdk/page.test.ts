@@ -251,6 +251,30 @@ it("a search's error goes with its answer when another collection is chosen; an 
   expect(await page.getByRole('button', { name: 'Search' }).isDisabled()).toBe(true);
 }, MODEL_LOAD_MS);
 
+it('a running search says so, and Search gets the keyboard focus back with the answer', async () => {
+  const page = await browser.newPage();
+  await page.goto(`${server.url}/ui`);
+  await connect(page, key);
+  await page.locator('#model-status', { hasText: `${card.model_id} ready` }).waitFor({ timeout: 90_000 });
+  await page.getByLabel(IMAGE_LABEL).setInputFiles({ name: 'a.png', mimeType: 'image/png', buffer: greyPng(500) });
+  await page.locator('#preview:not([hidden])').waitFor();
+  // the search request is held until the page has been looked at
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  await page.route(`${server.url}/v1/collections/*/search`, async (route) => {
+    await held;
+    await route.continue();
+  });
+  await page.getByRole('button', { name: 'Search' }).focus();
+  await page.keyboard.press('Enter');
+  await page.locator('#encoded', { hasText: 'Encoding the image here, then searching...' }).waitFor({ timeout: 60_000 });
+  expect(await page.getByRole('button', { name: 'Search' }).isDisabled()).toBe(true);
+  release();
+  await page.locator('#ood:not([hidden])').waitFor({ timeout: 60_000 });
+  await expect.poll(() => page.evaluate(() => document.activeElement?.id)).toBe('go');
+  expect(await page.locator('#encoded').textContent()).not.toContain('searching');
+}, MODEL_LOAD_MS);
+
 it("a file over the service's image limit is refused by its size, unread; a preview's object URL is revoked when another image replaces it", async () => {
   const page = await browser.newPage();
   await page.goto(`${server.url}/ui`);

@@ -293,7 +293,11 @@ $('search').addEventListener('submit', async (ev) => {
   const col = chosen();
   if (!client || !col || !image) return;
   const mine = clearAnswer();
+  // disabling the focused button drops keyboard focus to the page: it comes back with the answer
+  const hadFocus = document.activeElement === go;
   go.disabled = true;
+  // announced (a polite live region) and shown, so a slow search is not taken for no answer
+  encodedBox.textContent = 'Encoding the image here, then searching...';
   const radius = $<HTMLInputElement>('radius').value;
   try {
     const { encoded, answer } = await client.searchImage(col, image, {
@@ -311,6 +315,7 @@ $('search').addEventListener('submit', async (ev) => {
     showResults(answer);
   } catch (e) {
     if (mine !== asked) return;
+    encodedBox.textContent = '';
     if (e instanceof MedhashApiError && e.ood) showOod(e.ood);
     // the refusal's own message tells an API caller to send allow_ood; here that is a checkbox
     if (e instanceof MedhashApiError && e.code === 'out_of_distribution') showError('search', `Results withheld: this image looks out of distribution for this collection's model (${e.ood?.reasons[0]}), so they would not be reliable. To see them anyway, marked as such, tick "${allowOodLabel}".`);
@@ -318,6 +323,9 @@ $('search').addEventListener('submit', async (ev) => {
   } finally {
     showReady();
     // a newer search, image or collection has set the button
-    if (mine === asked) go.disabled = false;
+    if (mine === asked) {
+      go.disabled = false;
+      if (hadFocus) go.focus();
+    }
   }
 });
