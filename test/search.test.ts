@@ -8,10 +8,13 @@ import type { Bits, HammingKernel } from '../wasm/hamming.ts';
 import { compareIdBytes } from '../wasm/hamming.ts';
 import { loadHammingKernel } from '../wasm/load-node.ts';
 import { pearson } from '../functions/search/rerank.ts';
-import { BROAD_SHARE, kthFromPool, searchManifest, type SearchQuery } from '../functions/search/search.ts';
+import { BROAD_SHARE, kthFromPool, kthNearestDistance, searchManifest, SHARD_WINDOW, type SearchQuery } from '../functions/search/search.ts';
+import { Shard } from '../functions/shards/codec.ts';
+import type { Manifest, ManifestShard } from '../functions/shards/manifest.ts';
 import { parseMetadata } from '../functions/shards/metadata.ts';
 import { migrateHeads, sqlHeadStore } from '../functions/store/head.ts';
-import { CollectionReader } from '../functions/store/reader.ts';
+import type { KV } from '../functions/store/kv.ts';
+import { CollectionReader, type CachedShard } from '../functions/store/reader.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../functions/store/sqlite.ts';
 import { CollectionWriter, DEFAULT_WRITER_LIMITS } from '../functions/store/writer.ts';
 
@@ -55,7 +58,7 @@ async function index(items: Item[], bits: Bits, perShard: number, cacheBytes = 1
   const reader = new CollectionReader(kv, cacheBytes);
   const manifest = await reader.manifest(spec.id);
   const search = (code: Uint8Array, k: number, radius?: number) => searchManifest(reader, kernel, manifest, { code, k, radius });
-  return Object.assign(search, { query: (q: SearchQuery) => searchManifest(reader, kernel, manifest, q) });
+  return Object.assign(search, { query: (q: SearchQuery) => searchManifest(reader, kernel, manifest, q), kv, manifest: manifest! });
 }
 
 const arbCase = (bits: Bits) =>
@@ -243,5 +246,65 @@ describe('content-guided re-ranking', () => {
       if (hits[i].distance === hits[i - 1].distance) expect(hits[i].similarity!).toBeLessThanOrEqual(hits[i - 1].similarity!);
     }
     expect(hits.map((h) => h.id)).not.toEqual(plain.hits.map((h) => h.id));
+  });
+});
+
+describe('memory of one search', () => {
+  /** Counts the shards asked of it and not yet handed over, over a KV that answers after random delays. */
+  class CountingReader extends CollectionReader {
+    requests = 0;
+    pending = 0;
+    maxPending = 0;
+    constructor(kv: KV) {
+      const slow: KV = { ...kv, get: async (key) => { await new Promise((ok) => setTimeout(ok, Math.random() * 3)); return kv.get(key); } };
+      super(slow, 1); // a cache of one shard: the search itself is what holds the others
+    }
+    override async shard(entry: ManifestShard, m: Pick<Manifest, 'bits' | 'descriptor_dims'>): Promise<CachedShard> {
+      this.requests++;
+      this.maxPending = Math.max(this.maxPending, ++this.pending);
+      try {
+        return await super.shard(entry, m);
+      } finally {
+        this.pending--;
+      }
+    }
+  }
+
+  const holdsShard = (x: unknown, seen = new Set<unknown>()): boolean => {
+    if (x instanceof Shard) return true;
+    if (x === null || typeof x !== 'object' || ArrayBuffer.isView(x) || seen.has(x)) return false;
+    seen.add(x);
+    return Object.values(x).some((v) => holdsShard(v, seen));
+  };
+
+  it('loads at most SHARD_WINDOW shards at once, keeps none in its answer, and answers as one shard does', async () => {
+    const DIMS = 8;
+    const items = Array.from({ length: 600 }, (_, i) => ({
+      id: `i${String(i).padStart(3, '0')}`,
+      code: new Uint8Array([(i * 37) & 0xff, (i * 11) & 0x0f]),
+      descriptor: Int8Array.from({ length: DIMS }, (_, j) => ((i * 31 + j * 17) % 23) - 11),
+      metadata: JSON.stringify({ label: `L${i % 5}`, patient_ref: `p${i % 7}` }),
+    }));
+    const sharded = await index(items, 16, 5, 1 << 24, DIMS);
+    const whole = await index(items, 16, 10_000, 1 << 24, DIMS);
+    expect(sharded.manifest.shards.length).toBeGreaterThan(10 * SHARD_WINDOW);
+    const code = new Uint8Array([0x5a, 0x03]);
+    const queries: SearchQuery[] = [
+      { code, k: 10 },
+      { code, k: 30, descriptor: Int8Array.from({ length: DIMS }, (_, j) => j - 4), contentWeight: 0.3 },
+      { code, k: 20, radius: 6, match: { label: ['L1', 'L3'] }, filter: (m) => m.patient_ref !== 'p2' },
+    ];
+    for (const q of queries) {
+      const reader = new CountingReader(sharded.kv);
+      const outcome = await searchManifest(reader, kernel, sharded.manifest, q);
+      expect(reader.requests).toBe(sharded.manifest.shards.length);
+      expect(reader.maxPending).toBeLessThanOrEqual(SHARD_WINDOW);
+      expect(holdsShard(outcome)).toBe(false);
+      expect(outcome).toEqual(await whole.query(q));
+    }
+    const reader = new CountingReader(sharded.kv);
+    const kth = await kthNearestDistance(reader, kernel, sharded.manifest, code, 25);
+    expect(reader.maxPending).toBeLessThanOrEqual(SHARD_WINDOW);
+    expect(kth).toBe(items.map((it) => distance(it.code, code)).sort((a, b) => a - b)[24]);
   });
 });

@@ -2,6 +2,9 @@
 // kernel's deterministic merge, then content re-ranking (rerank.ts) of the merged pool. Rows in
 // a shard are sorted by id, so per-shard order (distance, row) is (distance, id): the pool is
 // the global top by (distance, id) whatever the shard layout, and so is the final list.
+// Shards load SHARD_WINDOW at a time and each is merged into the running pool as it arrives,
+// keeping copies of its surviving rows only: a search holds a constant number of shards plus its
+// pool, whatever the collection's size (docs/RUNTIMES.md, Workers: the memory of one search).
 // Filters by value read per-shard columns of the filterable fields, built once per cached shard:
 // a filter that keeps few rows (or none) would otherwise parse every row's metadata per query.
 import { mergeTopK, type HammingKernel, type MergeInput, type TableHandle } from '../../wasm/hamming.ts';
@@ -42,8 +45,8 @@ export interface SearchHit {
   distance: number;
   similarity: number | null;
   score: number;
-  shard: Shard;
-  row: number;
+  /** The item's stored metadata JSON, copied out of its shard. */
+  metadataJson: string;
 }
 
 export interface SearchOutcome {
@@ -57,12 +60,18 @@ export interface SearchOutcome {
   nearest: Uint16Array | null;
 }
 
+/** One shard's candidate rows in (distance, row) order. */
 interface Candidates {
-  shard: Shard;
   rows: Uint32Array;
   dists: Uint16Array;
   truncated: boolean;
 }
+
+/**
+ * Shards one search loads and holds at once: enough reads in flight to hide KV latency, few
+ * enough that 8 full shards (4 MiB each by default) stay far below a Worker's 128 MB.
+ */
+export const SHARD_WINDOW = 8;
 
 export const poolSize = (k: number): number => Math.max(POOL_FACTOR * k, MIN_POOL);
 
@@ -73,26 +82,70 @@ export async function searchManifest(
   q: SearchQuery,
 ): Promise<SearchOutcome> {
   if (!m || m.shards.length === 0) return { hits: [], truncated: false, nearest: null };
-  const pool = q.descriptor ? poolSize(q.k) : q.k;
-  const perShard = await Promise.all(
-    // The kernel call runs in the same tick as the shard arrives, so no eviction can free its table mid-query.
-    m.shards.map(async (entry) => candidates(kernel, await reader.shard(entry, m), q, pool)),
-  );
-  const lists: MergeInput[] = perShard.map((c) => ({ ids: Array.from(c.rows, (r) => c.shard.ids[r]), dists: c.dists }));
-  const merged = mergeTopK(lists, pool);
-  const found = perShard.reduce((n, c) => n + c.rows.length, 0);
-  const at = merged.map((h) => ({ shard: perShard[h.list].shard, row: perShard[h.list].rows[h.index] }));
+  const pool = new Pool<{ descriptor: Int8Array | null; metadataJson: string }>(q.descriptor ? poolSize(q.k) : q.k);
+  let found = 0;
+  let anyTruncated = false;
+  await eachShard(reader, m, (entry) => {
+    const c = candidates(kernel, entry, q, pool.size);
+    found += c.rows.length;
+    anyTruncated ||= c.truncated;
+    // Copies: a view would keep the shard's whole blob alive.
+    pool.add(entry.shard, c, (row) => ({ descriptor: q.descriptor ? entry.shard.descriptor(row).slice() : null, metadataJson: entry.shard.metadataJson(row) }));
+  });
   const ranked = rerank(
-    merged.map((h, i) => ({ id: h.id, distance: h.dist, descriptor: q.descriptor ? at[i].shard.descriptor(at[i].row) : null })),
+    pool.items.map((it, i) => ({ id: pool.ids[i], distance: pool.dists[i], descriptor: it.descriptor })),
     m.bits,
     q.descriptor ?? null,
     q.contentWeight ?? 0,
   ).slice(0, q.k);
   return {
-    hits: ranked.map((r) => ({ id: r.id, distance: r.distance, similarity: r.similarity, score: r.score, ...at[r.index] })),
-    truncated: q.radius !== undefined && (found > q.k || perShard.some((c) => c.truncated)),
-    nearest: q.filter || q.match || q.radius !== undefined ? null : Uint16Array.from(merged, (h) => h.dist),
+    hits: ranked.map((r) => ({ id: r.id, distance: r.distance, similarity: r.similarity, score: r.score, metadataJson: pool.items[r.index].metadataJson })),
+    truncated: q.radius !== undefined && (found > q.k || anyTruncated),
+    nearest: q.filter || q.match || q.radius !== undefined ? null : Uint16Array.from(pool.dists),
   };
+}
+
+/**
+ * Runs `visit` on every shard `m` names, at most SHARD_WINDOW of them loading or held at once, in
+ * the order they arrive (the pool's merge does not depend on it).
+ */
+async function eachShard(reader: CollectionReader, m: Manifest, visit: (entry: CachedShard) => void): Promise<void> {
+  let next = 0;
+  const lane = async () => {
+    try {
+      while (next < m.shards.length) {
+        // The kernel call runs in the same tick as the shard arrives, so no eviction can free its table mid-query.
+        visit(await reader.shard(m.shards[next++], m));
+      }
+    } catch (e) {
+      next = m.shards.length; // the search fails: load no more
+      throw e;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(SHARD_WINDOW, m.shards.length) }, lane));
+}
+
+/**
+ * The running top `size` of a search by (distance, id), with what the caller copied out of each
+ * kept row. Ids are unique across a manifest's shards (disjoint id ranges), so the order is total
+ * and the pool is the same whatever order the shards are added in.
+ */
+class Pool<T> {
+  ids: string[] = [];
+  dists: number[] = [];
+  items: T[] = [];
+
+  constructor(readonly size: number) {}
+
+  /** Merges one shard's candidates in; `copy` runs only for the rows that stay. */
+  add(shard: Shard, c: Candidates, copy: (row: number) => T): void {
+    if (c.rows.length === 0) return;
+    const fresh: MergeInput = { ids: Array.from(c.rows, (r) => shard.ids[r]), dists: c.dists };
+    const merged = mergeTopK([{ ids: this.ids, dists: this.dists }, fresh], this.size);
+    this.items = merged.map((h) => (h.list === 0 ? this.items[h.index] : copy(c.rows[h.index])));
+    this.ids = merged.map((h) => h.id);
+    this.dists = merged.map((h) => h.dist);
+  }
 }
 
 /**
@@ -115,9 +168,9 @@ export async function kthNearestDistance(
   k: number,
 ): Promise<number | null> {
   if (!m || m.count < k) return null;
-  const perShard = await Promise.all(m.shards.map(async (entry) => scan(kernel, await reader.shard(entry, m), code, k)));
-  const merged = mergeTopK(perShard.map((c) => ({ ids: Array.from(c.rows, (r) => c.shard.ids[r]), dists: c.dists })), k);
-  return merged.length < k ? null : merged[k - 1].dist;
+  const pool = new Pool<null>(k);
+  await eachShard(reader, m, (entry) => pool.add(entry.shard, scan(kernel, entry, code, k), () => null));
+  return pool.dists.length < k ? null : pool.dists[k - 1];
 }
 
 /**
@@ -129,7 +182,7 @@ export async function kthNearestDistance(
 function candidates(kernel: HammingKernel, entry: CachedShard, q: SearchQuery, pool: number): Candidates {
   const { shard } = entry;
   const narrow: Narrowing = q.match ? narrowing(shard, q.match) : { rows: 'all' };
-  if (narrow.rows === 'none') return { shard, rows: new Uint32Array(0), dists: new Uint16Array(0), truncated: false };
+  if (narrow.rows === 'none') return { rows: new Uint32Array(0), dists: new Uint16Array(0), truncated: false };
   const subset = narrow.rows === 'subset' ? narrow.subset : null;
   // A table of the matching rows' codes for this call only; its rows are ascending, so its
   // (distance, row) order is the shard's.
@@ -137,7 +190,7 @@ function candidates(kernel: HammingKernel, entry: CachedShard, q: SearchQuery, p
   try {
     const scanRows = (want: number): Candidates => {
       if (!table) return scan(kernel, entry, q.code, want, q.radius);
-      const c = run(kernel, table, shard, q.code, want, q.radius);
+      const c = run(kernel, table, q.code, want, q.radius);
       return { ...c, rows: c.rows.map((r) => subset![r]) };
     };
     const test = narrow.rows === 'test' ? narrow.test : undefined;
@@ -156,7 +209,6 @@ function candidates(kernel: HammingKernel, entry: CachedShard, q: SearchQuery, p
       if (keep.length >= target || c.rows.length < want || want >= rowCount) {
         const rows = keep.slice(0, pool);
         return {
-          shard,
           rows: Uint32Array.from(rows, (i) => c.rows[i]),
           dists: Uint16Array.from(rows, (i) => c.dists[i]),
           truncated: keep.length > pool,
@@ -260,7 +312,7 @@ function scan(kernel: HammingKernel, entry: CachedShard, code: Uint8Array, k: nu
     // Evicted while this query waited for it: a table for this call only.
     const table = kernel.loadTable(shard.codes, shard.bits);
     try {
-      return run(kernel, table, shard, code, k, radius);
+      return run(kernel, table, code, k, radius);
     } finally {
       kernel.freeTable(table);
     }
@@ -272,12 +324,10 @@ function scan(kernel: HammingKernel, entry: CachedShard, code: Uint8Array, k: nu
     entry.release = () => kernel.freeTable(t);
     table = t;
   }
-  return run(kernel, table, shard, code, k, radius);
+  return run(kernel, table, code, k, radius);
 }
 
 /** The nearest `k` rows of `table` (within `radius`, if given), in (distance, row) order. */
-function run(kernel: HammingKernel, table: TableHandle, shard: Shard, code: Uint8Array, k: number, radius?: number): Candidates {
-  return radius === undefined
-    ? { shard, ...kernel.topK(table, code, k), truncated: false }
-    : { shard, ...kernel.radius(table, code, radius, k) };
+function run(kernel: HammingKernel, table: TableHandle, code: Uint8Array, k: number, radius?: number): Candidates {
+  return radius === undefined ? { ...kernel.topK(table, code, k), truncated: false } : kernel.radius(table, code, radius, k);
 }

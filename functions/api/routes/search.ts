@@ -126,7 +126,7 @@ export async function searchCollection(
       truncated,
       ood,
       results: hits.map((h) => ({
-        id: h.id, distance: h.distance, similarity: h.similarity, score: h.score, metadata: parseMetadata(h.shard.metadataJson(h.row)),
+        id: h.id, distance: h.distance, similarity: h.similarity, score: h.score, metadata: parseMetadata(h.metadataJson),
       })),
     };
   });
