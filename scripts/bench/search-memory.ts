@@ -13,48 +13,18 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { searchManifest } from '../../functions/search/search.ts';
 import { migrateHeads, sqlHeadStore } from '../../functions/store/head.ts';
-import type { KV } from '../../functions/store/kv.ts';
 import { CollectionReader } from '../../functions/store/reader.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../../functions/store/sqlite.ts';
 import { CollectionWriter, type WriteOp } from '../../functions/store/writer.ts';
 import { loadHammingKernel } from '../../wasm/load-node.ts';
+import { MemoryProbe } from './memory.ts';
 
 const { values } = parseArgs({ options: { items: { type: 'string', default: '600000' }, json: { type: 'boolean', default: false } } });
 const items = Number(values.items);
-const gc = (globalThis as { gc?: () => void }).gc;
-if (!gc) throw new Error('run with node --expose-gc (see the header)');
+const probe = new MemoryProbe();
 /** The Worker's shard cache (functions/entries/worker.ts, which Node cannot import). */
 const WORKER_CACHE_BYTES = 32 << 20;
 const DIMS = 64;
-const held = () => {
-  const m = process.memoryUsage();
-  return m.heapUsed + m.arrayBuffers;
-};
-
-let peak = 0;
-/** A KV sampling memory around every read. */
-class SampledKV implements KV {
-  constructor(private readonly inner: KV) {}
-  private sample() {
-    gc!();
-    peak = Math.max(peak, held());
-  }
-  async get(key: string) {
-    this.sample();
-    const v = await this.inner.get(key);
-    this.sample();
-    return v;
-  }
-  put(key: string, value: Uint8Array | string) {
-    return this.inner.put(key, value);
-  }
-  delete(key: string) {
-    return this.inner.delete(key);
-  }
-  list(prefix: string) {
-    return this.inner.list(prefix);
-  }
-}
 
 const dir = mkdtempSync(join(tmpdir(), 'medhash-search-memory-'));
 try {
@@ -79,11 +49,9 @@ try {
   }
   if (!values.json) process.stderr.write('\n');
   const kernel = await loadHammingKernel();
-  const reader = new CollectionReader(new SampledKV(kv), WORKER_CACHE_BYTES);
+  const reader = new CollectionReader(probe.wrap(kv), WORKER_CACHE_BYTES);
   const m = (await reader.manifest(spec.id))!;
-  gc();
-  const before = held();
-  peak = before;
+  probe.start();
   const outcome = await searchManifest(reader, kernel, m, {
     code: new Uint8Array(8).fill(0x5a),
     k: 10,
@@ -97,7 +65,7 @@ try {
     items: m.count,
     shards: m.shards.length,
     shard_blobs_mb: Number((blobBytes / 2 ** 20).toFixed(1)),
-    peak_extra_mb: Number(((peak - before) / 2 ** 20).toFixed(1)),
+    peak_extra_mb: Number(probe.peakExtraMb().toFixed(1)),
   };
   console.log(values.json ? JSON.stringify(out) : `one search of ${out.items} items in ${out.shards} shards (${out.shard_blobs_mb} MB of blobs): +${out.peak_extra_mb} MB held at its peak`);
 } finally {

@@ -11,45 +11,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { migrateHeads, sqlHeadStore } from '../../functions/store/head.ts';
-import type { KV } from '../../functions/store/kv.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../../functions/store/sqlite.ts';
 import { CollectionWriter, DEFAULT_WRITER_LIMITS, type WriteOp } from '../../functions/store/writer.ts';
+import { MemoryProbe } from './memory.ts';
 
 const { values } = parseArgs({ options: { shards: { type: 'string', default: '24' }, json: { type: 'boolean', default: false } } });
 const shards = Number(values.shards);
-const gc = (globalThis as { gc?: () => void }).gc;
-if (!gc) throw new Error('run with node --expose-gc (see the header)');
+const probe = new MemoryProbe();
 const PER_SHARD = DEFAULT_WRITER_LIMITS.maxShardItems;
-const held = () => {
-  const m = process.memoryUsage();
-  return m.heapUsed + m.arrayBuffers;
-};
-
-let peak = 0;
-/** The Node KV, sampling memory at every call. */
-class SampledKV implements KV {
-  constructor(private readonly inner: KV) {}
-  private sample() {
-    gc!();
-    peak = Math.max(peak, held());
-  }
-  async get(key: string) {
-    this.sample();
-    const v = await this.inner.get(key);
-    this.sample();
-    return v;
-  }
-  async put(key: string, value: Uint8Array | string) {
-    this.sample();
-    await this.inner.put(key, value);
-  }
-  delete(key: string) {
-    return this.inner.delete(key);
-  }
-  list(prefix: string) {
-    return this.inner.list(prefix);
-  }
-}
 
 const dir = mkdtempSync(join(tmpdir(), 'medhash-spread-'));
 try {
@@ -57,7 +26,7 @@ try {
   const ctl = sqliteDb(openSqlite(join(dir, 'control.sqlite')));
   migrateHeads(ctl);
   const spec = { id: 'col_bench', bits: 64 as const, descriptor_dims: 32 };
-  const writer = new CollectionWriter(new SampledKV(new SqliteKV(kvDb)), sqlHeadStore(ctl, spec.id), spec);
+  const writer = new CollectionWriter(probe.wrap(new SqliteKV(kvDb)), sqlHeadStore(ctl, spec.id), spec);
   const id = (i: number) => `item-${String(i).padStart(9, '0')}`;
   const item = (i: number, tag: string): WriteOp => ({
     op: 'put',
@@ -75,14 +44,12 @@ try {
   if (!values.json) process.stderr.write('\n');
   const heads = sqlHeadStore(ctl, spec.id);
   const inCollection = heads.load()!.manifest.shards.length;
-  gc();
-  const before = held();
-  peak = before;
+  probe.start();
   const t0 = performance.now();
   const r = await writer.apply(Array.from({ length: shards }, (_, s) => item(s * PER_SHARD + PER_SHARD / 2, 'spread')));
   const ms = performance.now() - t0;
   if (r.changed !== shards) throw new Error(`expected ${shards} items changed, got ${r.changed}`);
-  const mb = (peak - before) / 2 ** 20;
+  const mb = probe.peakExtraMb();
   const out = { bench: 'spread-write', shards: inCollection, items: shards * PER_SHARD, changed: r.changed, peak_extra_mb: Number(mb.toFixed(1)), ms: Math.round(ms) };
   console.log(values.json ? JSON.stringify(out) : `a change touching all ${inCollection} shards (${shards * PER_SHARD} items): +${out.peak_extra_mb} MB held at its peak, ${out.ms} ms`);
 } finally {
