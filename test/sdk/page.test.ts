@@ -265,6 +265,8 @@ it('a running search says so, and Search gets the keyboard focus back with the a
     await held;
     await route.continue();
   });
+  // Enter on the focused button does not wait, as click() does, for the file check to enable it
+  await page.locator('#go:not([disabled])').waitFor();
   await page.getByRole('button', { name: 'Search' }).focus();
   await page.keyboard.press('Enter');
   await page.locator('#encoded', { hasText: 'Encoding the image here, then searching...' }).waitFor({ timeout: 60_000 });
