@@ -18,6 +18,7 @@ from torch import nn
 from . import data as data_mod
 from . import ood
 from . import ood_eval
+from .card import CARD_FORMAT, CARD_VERSION
 from .metrics import pack_bits
 from .preprocess import LUMA, PREPROCESS_VERSION, preprocess_bytes
 from .train import encode
@@ -26,7 +27,6 @@ OPSET = 17
 OUTPUTS = ("u", "logits", "features", "ood_recon", "ood_maha", "ood_stats", "ood_score")
 MAX_BYTES = 20 * 1024 * 1024
 N_GOLDEN = 4
-CARD_FORMAT, CARD_VERSION = "medhash-model-card", 1
 GOLDEN_FORMAT, GOLDEN_VERSION = "medhash-golden", 1
 
 

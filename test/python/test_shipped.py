@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from medhash_model import ood, ood_eval, ood_frontier, shipped
+from medhash_model.card import read_card
 from medhash_model.metrics import pack_bits
 from medhash_model.preprocess import preprocess_bytes
 
@@ -164,3 +165,21 @@ def test_squeezing_scores_how_far_the_code_moves_and_smoothing_keeps_the_size():
         assert np.allclose(ood_frontier.smooth(flat, side), flat)
         out = ood_frontier.smooth(edge, side)
         assert out.shape == edge.shape and 0 < out[0, 0, 0, 4] < 1
+
+
+@pytest.mark.parametrize("change, words", [({"format": "other-card"}, "format"), ({"version": 2}, "version 2")])
+def test_a_card_of_another_format_or_a_newer_version_is_refused(tmp_path, change, words):
+    card = json.loads((MODELS / "mednist-darf-b64.card.json").read_text())
+    with pytest.raises(ValueError, match=words):
+        shipped.load(MODELS / "mednist-darf-b64.onnx", {**card, **change})
+    # the torch-free reader quantize.py uses: it names the file
+    path = tmp_path / "m.card.json"
+    path.write_text(json.dumps({**card, **change}))
+    with pytest.raises(ValueError, match=f"{path}.*{words}"):
+        read_card(path)
+
+
+def test_a_card_beside_another_models_onnx_is_refused(tmp_path):
+    card = json.loads((MODELS / "mednist-darf-b64.card.json").read_text())
+    with pytest.raises(ValueError, match="sha256"):
+        shipped.load(MODELS / "mednist-darf-b64.onnx", {**card, "sha256": "0" * 64})
