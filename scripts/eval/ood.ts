@@ -13,18 +13,7 @@ import { loadNodeEncoder, type Encoder } from '../../functions/encode/model.ts';
 import { encodeMembers } from '../data/encode-set.ts';
 import { ofClasses, readManifest, sharedDataRoot, TarReader } from '../data/shared-data.ts';
 import { auroc, flagged, fpr95 } from './ood-metrics.ts';
-
-const OODSET_FORMAT = 'medhash-oodset';
-const OODSET_VERSION = 1;
-
-interface OodSet {
-  set: string;
-  /** A tar of PNGs beside the manifest, members in order; or members of a shared data set. */
-  file?: string;
-  source: string;
-  ids?: string[];
-  count?: number;
-}
+import { parseOodsetManifest } from './oodset.ts';
 
 async function scores(tar: TarReader, members: string[], encoder: Encoder, batch: number, what: string): Promise<Float32Array> {
   const out = new Float32Array(members.length);
@@ -53,10 +42,8 @@ async function main() {
   const dataRoot = resolve(v.data ?? sharedDataRoot());
   const { card, onnx } = await loadCard(resolve(v.model));
   const dir = resolve(v.oodsets, card.name);
-  const manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8'));
-  if (manifest.format !== OODSET_FORMAT || manifest.version !== OODSET_VERSION) {
-    throw new Error(`${dir}/manifest.json: format ${JSON.stringify(manifest.format)} version ${manifest.version} is not ${OODSET_FORMAT} v${OODSET_VERSION}`);
-  }
+  const manifestPath = join(dir, 'manifest.json');
+  const manifest = parseOodsetManifest(JSON.parse(await readFile(manifestPath, 'utf8')), manifestPath, card.name);
   await initNodeImageCodecs();
   const encoder = await loadNodeEncoder(onnx, card);
   const threshold = card.ood.threshold;
@@ -70,7 +57,7 @@ async function main() {
     // in distribution: query images of the model's classes (held-out classes are a near OOD set)
     const query = ofClasses(await readManifest(join(dataRoot, manifest.data)), card.classes).filter((r) => r.split === 'query').map((r) => r.path);
     const id = await scores(await tarOf(join(dataRoot, manifest.data, 'images.tar')), query, encoder, batch, `${manifest.data} query (in-distribution)`);
-    for (const s of manifest.sets as OodSet[]) {
+    for (const s of manifest.sets) {
       const ood = s.file
         ? await scores(await tarOf(join(dir, s.file)), Array.from({ length: s.count! }, (_, i) => `${String(i).padStart(6, '0')}.png`), encoder, batch, s.set)
         : await scores(await tarOf(join(dataRoot, s.source, 'images.tar')), s.ids!, encoder, batch, s.set);
