@@ -64,6 +64,7 @@ describe.each(cards.map((c) => [c.name, c] as const))('%s', (_name, card) => {
   it('is a version 1 card whose sha256 matches the .onnx', () => {
     expect([card.format, card.version]).toEqual(['medhash-model-card', 1]);
     expect(createHash('sha256').update(bytes).digest('hex')).toBe(card.sha256);
+    expect([golden.format, golden.version]).toEqual(['medhash-golden', 1]);
     expect(golden.model_id).toBe(`${card.name}@${card.sha256.slice(0, 12)}`);
   });
 

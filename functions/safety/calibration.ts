@@ -32,6 +32,8 @@ export function calibrationFromCard(json: unknown): OodCalibration {
 /** The OOD part of a card already parsed (the browser SDK's). */
 export function calibrationOf(card: ModelCard): OodCalibration {
   const { knn, with_knn: withKnn } = card.ood as { knn?: Record<string, unknown>; with_knn?: Record<string, unknown> };
+  // absent in older cards (read as true); any other type would be misread, "false" as true
+  if (withKnn && withKnn.use !== undefined && typeof withKnn.use !== 'boolean') throw new CardError('model card: ood.with_knn.use must be true or false');
   return {
     modelId: card.model_id,
     name: card.name,

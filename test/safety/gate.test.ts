@@ -41,6 +41,8 @@ describe('OOD gate', () => {
     const alone = calibrationFromCard({ ...card, ood: { ...card.ood, with_knn: { ...card.ood.with_knn, use: false } } });
     expect(combined.combinedThreshold).toBe(card.ood.with_knn.threshold);
     expect(alone.combinedThreshold).toBeNull();
+    // a `use` of another type is refused, not read as true ("false" is truthy)
+    expect(() => calibrationFromCard({ ...card, ood: { ...card.ood, with_knn: { ...card.ood.with_knn, use: 'false' } } })).toThrow(/ood.with_knn.use must be true or false/);
     // a code far from its neighbours, an image the model finds in-distribution
     const inputs = { knnDistance: 64, indexCount: 1_000_000, model: { score: 0, threshold: card.ood.threshold } };
     expect(assess(combined, inputs).verdict).toBe('out_of_distribution');
