@@ -357,6 +357,18 @@ export function billingSuite(runtime: string, { call, op, tenant, world, ingest 
       expect(await totals(all)).toEqual({ search: 3, encode: 0, ingest_item: 3, total: 6 });
     });
 
+    it('with the quota used up and the bucket empty the answer is 402, not a 429 whose retry could not pass; a replay still answers, free', async () => {
+      const { t, all, col } = await world(16);
+      await setPlan(t.id, { rate_per_second: 0.001, burst: 1, monthly_quota: 1 });
+      const first = await search(all, col, { code: 'ffff' }, { 'idempotency-key': 'both-1' });
+      expect(first.status).toBe(200);
+      const over = await search(all, col);
+      expect([over.status, over.body.error.code, over.headers.get('retry-after')]).toEqual([402, 'quota_exhausted', null]);
+      const again = await search(all, col, { code: 'ffff' }, { 'idempotency-key': 'both-1' });
+      expect([again.status, again.headers.get('idempotent-replayed'), again.body]).toEqual([200, 'true', first.body]);
+      expect(await totals(all)).toMatchObject({ search: 1, total: 1 });
+    });
+
     it('plans are set by the operator only, validated, and audited', async () => {
       const t = await tenant();
       const admin = (await t.key(['admin'])).secret;
