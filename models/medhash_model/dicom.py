@@ -140,6 +140,14 @@ def _no_pixel_data() -> DicomError:
     return _corrupt("DICOM has no Pixel Data (7FE0,0010) at its top level: it is not an image")
 
 
+def check_bytes(data: bytes) -> None:
+    """decodeImage's first checks, on any image's bytes: none at all, or more than the limit."""
+    if len(data) == 0:
+        raise DicomError(400, "empty_image", "image is empty (0 bytes)")
+    if len(data) > MAX_BYTES:
+        raise DicomError(413, "image_too_large", f"image is {len(data)} bytes; at most {MAX_BYTES} ({MAX_BYTES // 2 ** 20} MiB)")
+
+
 def is_dicom(b: bytes) -> bool:
     """True when the bytes are a DICOM Part 10 file (128-byte preamble, then "DICM")."""
     return len(b) >= 132 and b[128:132] == b"DICM"
@@ -1133,10 +1141,7 @@ def decode(data: bytes, frame: int | None = None) -> np.ndarray:
     if frame is not None and not (isinstance(frame, int) and not isinstance(frame, bool) and 0 <= frame <= MAX_FRAME):
         raise DicomError(400, "invalid_field", f"frame must be a non-negative integer, got {frame}")
     data = bytes(data)
-    if len(data) == 0:
-        raise DicomError(400, "empty_image", "image is empty (0 bytes)")
-    if len(data) > MAX_BYTES:
-        raise DicomError(413, "image_too_large", f"image is {len(data)} bytes; at most {MAX_BYTES} ({MAX_BYTES // 2 ** 20} MiB)")
+    check_bytes(data)
     sniffed = "PNG" if data.startswith(_PNG) else "JPEG" if data.startswith(_JPEG) else None
     if sniffed:
         raise _unsupported(f"content type application/dicom does not match the bytes, which are {sniffed}")

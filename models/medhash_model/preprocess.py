@@ -40,8 +40,6 @@ def resize_weights(n_in: int, n_out: int) -> np.ndarray:
     return w
 
 
-_PNG = b"\x89PNG\r\n\x1a\n"
-_JPEG = b"\xff\xd8\xff"
 #: PNG's colour types and the bit depths each may have.
 _PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
 
@@ -85,15 +83,12 @@ def decode_rgb(data: bytes) -> np.ndarray:
     coding mozjpeg lacks among them), raises dicom.DicomError (a ValueError) with the service's
     status, code and message, so that nothing is trained on that the service would not encode."""
     data = bytes(data)
-    if len(data) == 0:
-        raise dicom.DicomError(400, "empty_image", "image is empty (0 bytes)")
-    if len(data) > dicom.MAX_BYTES:
-        raise dicom.DicomError(413, "image_too_large", f"image is {len(data)} bytes; at most {dicom.MAX_BYTES} ({dicom.MAX_BYTES // 2 ** 20} MiB)")
-    if data.startswith(_JPEG):
+    dicom.check_bytes(data)
+    if data.startswith(dicom._JPEG):
         width, height, channels, raw = dicom._decode_jpeg_file(data)
         px = np.frombuffer(raw, dtype=np.uint8).reshape(height, width, channels)
         return np.repeat(px, 3, axis=2) if channels == 1 else px.copy()
-    if not data.startswith(_PNG):
+    if not data.startswith(dicom._PNG):
         if dicom.is_dicom(data):
             return dicom.decode_rgb(data)
         start = " ".join(f"{x:02x}" for x in data[:8])
