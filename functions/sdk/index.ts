@@ -148,7 +148,7 @@ let codecs: Promise<void> | null = null;
 export function loadImageCodecs(assetBase: string = new URL('./', import.meta.url).href): Promise<void> {
   const onFirstFrame = (name: string, what: string) => () =>
     compile(assetUrl(assetBase, name)).catch((e: unknown) => {
-      throw new Error(`the ${what} decoder could not be loaded: ${e instanceof Error ? e.message : String(e)}`);
+      throw new Error(`the ${what} decoder could not be loaded: ${errorText(e)}`);
     });
   codecs ??= Promise.all([ASSETS.png, ASSETS.jpeg].map((name) => compile(assetUrl(assetBase, name))))
     .then(([png, jpeg]) => initImageCodecs({ png, jpeg, charls: onFirstFrame(ASSETS.charls, 'DICOM JPEG-LS (CharLS)'), openjpeg: onFirstFrame(ASSETS.openjpeg, 'DICOM JPEG 2000 (OpenJPEG)') }))
@@ -455,7 +455,7 @@ async function readAll(res: Response, onProgress: (loaded: number, total: number
   for (;;) {
     const { done, value } = await reader.read().catch((e: unknown) => {
       const got = total === null ? `broke off after ${loaded} bytes` : `${loaded} of the ${total} bytes announced`;
-      throw new Error(`${res.url} is incomplete: ${got} (${e instanceof Error ? e.message : String(e)}); loading again fetches it again`);
+      throw new Error(`${res.url} is incomplete: ${got} (${errorText(e)}); loading again fetches it again`);
     });
     if (done) break;
     chunks.push(value);

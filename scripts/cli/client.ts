@@ -27,6 +27,11 @@ export class RawBody {
   ) {}
 }
 
+/** Why a fetch failed: its own message is only "fetch failed", its cause says what happened (refused, not found, reset). */
+export function fetchFailure(e: unknown): string {
+  return e instanceof Error && e.cause instanceof Error ? e.cause.message : String(e);
+}
+
 /** The service could not be reached, or did not answer in time: what happened, with the URL. */
 export class Unreachable extends Error {
   constructor(
@@ -114,9 +119,7 @@ export class Client {
       text = await res.text();
     } catch (e) {
       if (e instanceof Error && e.name === 'TimeoutError') throw new Unreachable(`${call}: no answer within ${this.timeoutMs / 1000} s`, false);
-      // fetch's own message is only "fetch failed"; its cause says what happened (refused, not found, reset)
-      const cause = e instanceof Error && e.cause instanceof Error ? e.cause.message : String(e);
-      throw new Unreachable(`cannot reach the service at ${url.origin} (--url or MEDHASH_URL): ${cause}`, true);
+      throw new Unreachable(`cannot reach the service at ${url.origin} (--url or MEDHASH_URL): ${fetchFailure(e)}`, true);
     }
     let parsed: unknown = null;
     try {

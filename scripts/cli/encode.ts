@@ -18,6 +18,7 @@ import { preprocess } from '../../functions/encode/preprocess.ts';
 import { BackendUnavailable, RemoteEncoder, type RemoteInput } from '../../functions/inference/remote.ts';
 import { MedhashError } from '../../functions/util/errors.ts';
 import { LOCAL_DICOM_LIMITS, LOCAL_MAX_INFLATED, named, where, type ImageFile } from './images.ts';
+import { fetchFailure } from './client.ts';
 import type { RecordSource } from './sources.ts';
 
 export interface BatchEncoder {
@@ -76,8 +77,7 @@ export async function openBatchEncoder(opts: { backendUrl?: string; model?: stri
       try {
         text = await (await fetch(new URL('/healthz', url), { signal: AbortSignal.timeout(BACKEND_TIMEOUT_MS) })).text();
       } catch (e) {
-        // fetch's own message is only "fetch failed"; its cause says what happened (refused, not found)
-        throw new Error(`inference backend ${url} is unreachable: ${e instanceof Error && e.cause instanceof Error ? e.cause.message : String(e)}`);
+        throw new Error(`inference backend ${url} is unreachable: ${fetchFailure(e)}`);
       }
       let h: { model_id?: unknown; bits: number; runtime: string; input?: unknown } | null = null;
       try {
