@@ -53,6 +53,15 @@ async function connect(page: Page, apiKey: string): Promise<void> {
   await page.getByRole('button', { name: 'Connect' }).click();
 }
 
+/** A fresh /ui page, connected with the test key, its first collection's model loaded. */
+async function readyPage(): Promise<Page> {
+  const page = await browser.newPage();
+  await page.goto(`${server.url}/ui`);
+  await connect(page, key);
+  await page.locator('#model-status', { hasText: `${card.model_id} ready` }).waitFor({ timeout: 90_000 });
+  return page;
+}
+
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'medhash-ui-'));
   server = await startNodeServer({ port: 0, hostname: '127.0.0.1', dataDir: dir, operatorKey: TEST_OPERATOR_KEY });
@@ -73,10 +82,7 @@ afterAll(async () => {
 });
 
 it('a wrong key after a good one clears the collection list, the choice and the model, and says the key was refused', async () => {
-  const page = await browser.newPage();
-  await page.goto(`${server.url}/ui`);
-  await connect(page, key);
-  await page.locator('#model-status', { hasText: `${card.model_id} ready` }).waitFor({ timeout: 90_000 });
+  const page = await readyPage();
   await page.getByLabel(IMAGE_LABEL).setInputFiles({ name: 'a.png', mimeType: 'image/png', buffer: greyPng(100) });
   await page.locator('#preview:not([hidden])').waitFor();
   expect(await page.getByRole('button', { name: 'Search' }).isEnabled()).toBe(true);
@@ -227,10 +233,7 @@ it('loads, connects and searches under its CSP with no violation: its styles com
 }, MODEL_LOAD_MS);
 
 it("a search's error goes with its answer when another collection is chosen; an image's error stays until another image", async () => {
-  const page = await browser.newPage();
-  await page.goto(`${server.url}/ui`);
-  await connect(page, key);
-  await page.locator('#model-status', { hasText: `${card.model_id} ready` }).waitFor({ timeout: 90_000 });
+  const page = await readyPage();
   // noise is out of distribution for the MedNIST model: refused, with the reason in the error line
   await page.getByLabel(IMAGE_LABEL).setInputFiles({ name: 'a.png', mimeType: 'image/png', buffer: greyPng(400) });
   await page.locator('#preview:not([hidden])').waitFor();
@@ -252,10 +255,7 @@ it("a search's error goes with its answer when another collection is chosen; an 
 }, MODEL_LOAD_MS);
 
 it('a running search says so, and Search gets the keyboard focus back with the answer', async () => {
-  const page = await browser.newPage();
-  await page.goto(`${server.url}/ui`);
-  await connect(page, key);
-  await page.locator('#model-status', { hasText: `${card.model_id} ready` }).waitFor({ timeout: 90_000 });
+  const page = await readyPage();
   await page.getByLabel(IMAGE_LABEL).setInputFiles({ name: 'a.png', mimeType: 'image/png', buffer: greyPng(500) });
   await page.locator('#preview:not([hidden])').waitFor();
   // the search request is held until the page has been looked at
