@@ -8,13 +8,13 @@ import type { Bits, HammingKernel } from '../wasm/hamming.ts';
 import { compareIdBytes } from '../wasm/hamming.ts';
 import { loadHammingKernel } from '../wasm/load-node.ts';
 import { pearson } from '../functions/search/rerank.ts';
-import { BROAD_SHARE, kthFromPool, kthNearestDistance, searchManifest, SHARD_WINDOW, type SearchQuery } from '../functions/search/search.ts';
+import { BROAD_SHARE, kthFromPool, kthNearestDistance, searchManifest, SHARD_WINDOW, SHARD_WINDOW_BYTES, type SearchQuery } from '../functions/search/search.ts';
 import { Shard } from '../functions/shards/codec.ts';
 import type { Manifest, ManifestShard } from '../functions/shards/manifest.ts';
 import { parseMetadata } from '../functions/shards/metadata.ts';
 import { migrateHeads, sqlHeadStore } from '../functions/store/head.ts';
 import type { KV } from '../functions/store/kv.ts';
-import { CollectionReader, type CachedShard } from '../functions/store/reader.ts';
+import { CollectionReader, ShardGoneError, type CachedShard } from '../functions/store/reader.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../functions/store/sqlite.ts';
 import { CollectionWriter, DEFAULT_WRITER_LIMITS } from '../functions/store/writer.ts';
 
@@ -277,7 +277,7 @@ describe('memory of one search', () => {
     return Object.values(x).some((v) => holdsShard(v, seen));
   };
 
-  it('loads at most SHARD_WINDOW shards at once, keeps none in its answer, and answers as one shard does', async () => {
+  it('loads at most SHARD_WINDOW shards and SHARD_WINDOW_BYTES at once, keeps none in its answer, and answers as one shard does', async () => {
     const DIMS = 8;
     const items = Array.from({ length: 600 }, (_, i) => ({
       id: `i${String(i).padStart(3, '0')}`,
@@ -288,23 +288,49 @@ describe('memory of one search', () => {
     const sharded = await index(items, 16, 5, 1 << 24, DIMS);
     const whole = await index(items, 16, 10_000, 1 << 24, DIMS);
     expect(sharded.manifest.shards.length).toBeGreaterThan(10 * SHARD_WINDOW);
+    // The same shards, recorded as large as MEDHASH_SHARD_MAX_BYTES lets them be (up to 24 MiB),
+    // or larger than the whole byte window: the window narrows by the manifest's sizes, to one shard at least.
+    const recordedAs = (bytes: number): Manifest => ({ ...sharded.manifest, shards: sharded.manifest.shards.map((s) => ({ ...s, bytes })) });
+    const windows: [Manifest, number][] = [
+      [sharded.manifest, SHARD_WINDOW],
+      [recordedAs(Math.floor(SHARD_WINDOW_BYTES / 3)), 3],
+      [recordedAs(24 << 20), 1],
+      [recordedAs(2 * SHARD_WINDOW_BYTES), 1],
+    ];
     const code = new Uint8Array([0x5a, 0x03]);
     const queries: SearchQuery[] = [
       { code, k: 10 },
       { code, k: 30, descriptor: Int8Array.from({ length: DIMS }, (_, j) => j - 4), contentWeight: 0.3 },
       { code, k: 20, radius: 6, match: { label: ['L1', 'L3'] }, filter: (m) => m.patient_ref !== 'p2' },
     ];
-    for (const q of queries) {
-      const reader = new CountingReader(sharded.kv);
-      const outcome = await searchManifest(reader, kernel, sharded.manifest, q);
-      expect(reader.requests).toBe(sharded.manifest.shards.length);
-      expect(reader.maxPending).toBeLessThanOrEqual(SHARD_WINDOW);
-      expect(holdsShard(outcome)).toBe(false);
-      expect(outcome).toEqual(await whole.query(q));
+    for (const [manifest, window] of windows) {
+      for (const q of queries) {
+        const reader = new CountingReader(sharded.kv);
+        const outcome = await searchManifest(reader, kernel, manifest, q);
+        expect(reader.requests).toBe(manifest.shards.length);
+        expect(reader.maxPending).toBe(window);
+        expect(holdsShard(outcome)).toBe(false);
+        expect(outcome).toEqual(await whole.query(q));
+      }
     }
+    for (const [manifest, window] of windows) {
+      const reader = new CountingReader(sharded.kv);
+      const kth = await kthNearestDistance(reader, kernel, manifest, code, 25);
+      expect(reader.maxPending).toBe(window);
+      expect(kth).toBe(items.map((it) => distance(it.code, code)).sort((a, b) => a - b)[24]);
+    }
+  });
+
+  it('fails with the first shard that fails to load, and loads no more', async () => {
+    const items = Array.from({ length: 200 }, (_, i) => ({ id: `i${String(i).padStart(3, '0')}`, code: new Uint8Array([i & 0xff, 0]) }));
+    const sharded = await index(items, 16, 2);
+    const m = sharded.manifest;
+    const gone = { ...m, shards: m.shards.map((s, i) => (i === 10 ? { ...s, key: `${s.key}-gone` } : s)) };
     const reader = new CountingReader(sharded.kv);
-    const kth = await kthNearestDistance(reader, kernel, sharded.manifest, code, 25);
-    expect(reader.maxPending).toBeLessThanOrEqual(SHARD_WINDOW);
-    expect(kth).toBe(items.map((it) => distance(it.code, code)).sort((a, b) => a - b)[24]);
+    await expect(searchManifest(reader, kernel, gone, { code: new Uint8Array(2), k: 5 })).rejects.toThrow(ShardGoneError);
+    const requested = reader.requests;
+    await new Promise((ok) => setTimeout(ok, 20)); // the loads already in flight finish
+    expect(reader.requests).toBe(requested);
+    expect(requested).toBeLessThan(m.shards.length);
   });
 });

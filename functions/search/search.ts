@@ -2,9 +2,10 @@
 // kernel's deterministic merge, then content re-ranking (rerank.ts) of the merged pool. Rows in
 // a shard are sorted by id, so per-shard order (distance, row) is (distance, id): the pool is
 // the global top by (distance, id) whatever the shard layout, and so is the final list.
-// Shards load SHARD_WINDOW at a time and each is merged into the running pool as it arrives,
-// keeping copies of its surviving rows only: a search holds a constant number of shards plus its
-// pool, whatever the collection's size (docs/RUNTIMES.md, Workers: the memory of one search).
+// Shards load at most SHARD_WINDOW and SHARD_WINDOW_BYTES at a time and each is merged into the
+// running pool as it arrives, keeping copies of its surviving rows only: a search holds a bounded
+// amount of shards plus its pool, whatever the collection's size or shard size limit
+// (docs/RUNTIMES.md, Workers: the memory of one search).
 // Filters by value read per-shard columns of the filterable fields, built once per cached shard:
 // a filter that keeps few rows (or none) would otherwise parse every row's metadata per query.
 import { mergeTopK, type HammingKernel, type MergeInput, type TableHandle } from '../../wasm/hamming.ts';
@@ -12,6 +13,7 @@ import type { Shard } from '../shards/codec.ts';
 import type { Manifest } from '../shards/manifest.ts';
 import { parseMetadata, type ItemMetadata, type MetadataField } from '../shards/metadata.ts';
 import type { CachedShard, CollectionReader } from '../store/reader.ts';
+import { DEFAULT_WRITER_LIMITS } from '../store/writer.ts';
 import { rerank } from './rerank.ts';
 
 /** Candidates re-ranked per query: enough for content to pull in near, not just equal, codes. */
@@ -67,11 +69,15 @@ interface Candidates {
   truncated: boolean;
 }
 
-/**
- * Shards one search loads and holds at once: enough reads in flight to hide KV latency, few
- * enough that 8 full shards (4 MiB each by default) stay far below a Worker's 128 MB.
- */
+/** Shards one search loads and holds at once, at most: enough reads in flight to hide KV latency. */
 export const SHARD_WINDOW = 8;
+
+/**
+ * Shard bytes (as the manifest records them) one search loads and holds at once, at most: 8
+ * shards of the default size, far below a Worker's 128 MB. Larger shards (MEDHASH_SHARD_MAX_BYTES
+ * up to 24 MiB) narrow the window, down to one shard at a time.
+ */
+export const SHARD_WINDOW_BYTES = SHARD_WINDOW * DEFAULT_WRITER_LIMITS.maxShardBytes;
 
 export const poolSize = (k: number): number => Math.max(POOL_FACTOR * k, MIN_POOL);
 
@@ -106,23 +112,25 @@ export async function searchManifest(
 }
 
 /**
- * Runs `visit` on every shard `m` names, at most SHARD_WINDOW of them loading or held at once, in
- * the order they arrive (the pool's merge does not depend on it).
+ * Runs `visit` on every shard `m` names, at most SHARD_WINDOW of them and SHARD_WINDOW_BYTES
+ * loading or held at once, in the order they arrive (the pool's merge does not depend on it).
  */
 async function eachShard(reader: CollectionReader, m: Manifest, visit: (entry: CachedShard) => void): Promise<void> {
-  let next = 0;
-  const lane = async () => {
-    try {
-      while (next < m.shards.length) {
-        // The kernel call runs in the same tick as the shard arrives, so no eviction can free its table mid-query.
-        visit(await reader.shard(m.shards[next++], m));
-      }
-    } catch (e) {
-      next = m.shards.length; // the search fails: load no more
-      throw e;
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(SHARD_WINDOW, m.shards.length) }, lane));
+  const inFlight = new Set<Promise<void>>();
+  let held = 0; // bytes of the shards in flight
+  for (const s of m.shards) {
+    // A shard waits for room, but one goes alone however large it is. A failed one rejects the
+    // race or the final wait: the search fails and loads no more.
+    while (inFlight.size >= SHARD_WINDOW || (inFlight.size > 0 && held + s.bytes > SHARD_WINDOW_BYTES)) await Promise.race(inFlight);
+    held += s.bytes;
+    // The kernel call runs in the same tick as the shard arrives, so no eviction can free its table mid-query.
+    const p: Promise<void> = reader.shard(s, m).then(visit).finally(() => {
+      held -= s.bytes;
+      inFlight.delete(p);
+    });
+    inFlight.add(p);
+  }
+  await Promise.all(inFlight);
 }
 
 /**
