@@ -1,10 +1,13 @@
 // Collection store: copy-on-write upserts/deletes, shard caps, idempotency, serialised writes,
-// crash safety (interrupted ingest at every step), readers racing manifest swaps, and GC.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+// crash safety (interrupted ingest at every step), readers racing manifest swaps, GC, and
+// two processes on one data dir.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { searchManifest } from '../functions/search/search.ts';
 import { Shard, type ShardRecord } from '../functions/shards/codec.ts';
 import { encodeManifest, manifestKey, type Manifest } from '../functions/shards/manifest.ts';
 import { migrateHeads, sqlHeadStore, type HeadStore } from '../functions/store/head.ts';
@@ -15,6 +18,8 @@ import type { SqlDb } from '../functions/store/sql.ts';
 import { CollectionWriter, DEFAULT_WRITER_LIMITS, MAX_ERASE_ITEMS, MAX_RECENT_SHARDS, READ_AHEAD, RecentBudget, WRITE_WINDOW, type CollectionSpec, type WriteOp, type WriterLimits } from '../functions/store/writer.ts';
 import { MedhashError } from '../functions/util/errors.ts';
 import { seededRandom } from './shared/random.ts';
+import type { SecondWriterJob } from './shared/second-writer.ts';
+import { loadHammingKernel } from '../wasm/load-node.ts';
 import type { DatabaseSync } from 'node:sqlite';
 
 const SPEC: CollectionSpec = { id: 'col_test', bits: 16, descriptor_dims: 2 };
@@ -699,5 +704,88 @@ describe('writer operations still in flight after a failed change', () => {
     const live = (await published())!.shards.map((s) => s.key);
     expect(await shardKeys(), 'no blob outside the live index is left').toEqual([...live].sort());
     expect(before.every((k) => !live.includes(k))).toBe(true);
+  });
+});
+
+describe('two processes on one data dir', () => {
+  /** Starts test/shared/second-writer.ts on `job`; resolves once its stores are open. */
+  async function secondWriter(job: SecondWriterJob): Promise<ChildProcess> {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'shared', 'second-writer.ts'), JSON.stringify(job)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((ready, failed) => {
+      child.stdout.on('data', (b: Buffer) => b.toString().includes('ready') && ready());
+      child.on('exit', (code) => failed(new Error(`the second writer exited (${code}) before it was ready`)));
+    });
+    return child;
+  }
+
+  /** Blocks the whole thread, as a step of a synchronous SQLite transaction does, until `path` exists. */
+  function waitForFile(path: string): void {
+    const cell = new Int32Array(new SharedArrayBuffer(4));
+    for (const end = Date.now() + 30_000; !existsSync(path); Atomics.wait(cell, 0, 0, 5)) {
+      if (Date.now() > end) throw new Error(`no ${path} after 30 s`);
+    }
+  }
+
+  it("the GC cannot delete a due shard that the other process uploads again between the GC's check and its deletes", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'medhash-two-processes-'));
+    const kvDb = openSqlite(join(dir, 'kv.sqlite'));
+    const ctlDb = openSqlite(join(dir, 'control.sqlite'));
+    let child: ChildProcess | null = null;
+    try {
+      const sql = sqliteDb(ctlDb);
+      migrateHeads(sql);
+      const store = new SqliteKV(kvDb);
+      const base = sqlHeadStore(sql, SPEC.id);
+      const graceMs = 1000;
+      const go = join(dir, 'go');
+      const done = join(dir, 'done');
+      let loads: number | null = null; // counted from maintain() on
+      const heads: HeadStore = {
+        // maintain() reads the head to start, then again to check that it is still the stored one
+        // before deleting: the other process writes {a: 1} right after that check.
+        load: () => {
+          const head = base.load();
+          if (loads !== null && ++loads === 2) {
+            writeFileSync(go, '');
+            waitForFile(done);
+          }
+          return head;
+        },
+        save: (head) => base.save(head),
+      };
+      const w = new CollectionWriter(store, heads, SPEC, { ...DEFAULT_WRITER_LIMITS, graceMs }, { now: () => clock });
+      const liveKeys = async () => (await new CollectionReader(store, 1 << 20).manifest(SPEC.id))!.shards.map((s) => s.key);
+      await w.apply([put('a', 1)]);
+      const [due] = await liveKeys();
+      await w.apply([put('a', 2)]); // the shard {a: 1} is garbage from here
+      clock += graceMs;
+      const a1 = rec('a', 1);
+      child = await secondWriter({ dir, spec: SPEC, graceMs, now: clock, puts: [{ ...a1, code: [...a1.code], descriptor: [...a1.descriptor] }], go, done });
+      loads = 0;
+      await w.maintain();
+
+      const kernel = await loadHammingKernel();
+      const search = async (code: Uint8Array) => {
+        const reader = new CollectionReader(store, 1 << 20);
+        const found = await reader.withManifest(SPEC.id, (m) => searchManifest(reader, kernel, m, { code, k: 1 }));
+        return found.hits.map((h) => [h.id, h.distance]);
+      };
+      for (const key of await liveKeys()) expect(await store.get(key), `the shard ${key} the published manifest names is in KV`).not.toBeNull();
+      expect((await search(a1.code))[0][0]).toBe('a');
+      // The other process wrote in the window: it recorded the key, but its upload had to wait for
+      // the GC's check and deletes (held here until it gave up), so its change failed, visible
+      // nowhere. Sent again, it holds.
+      expect(base.load()!.pending).toEqual([due]);
+      expect((JSON.parse(readFileSync(done, 'utf8')) as { error?: string }).error).toMatch(/database is locked/);
+      await w.apply([put('a', 1)]);
+      expect(await liveKeys()).toEqual([due]);
+      expect(await store.get(due)).not.toBeNull();
+      expect(await search(a1.code)).toEqual([['a', 0]]);
+    } finally {
+      child?.kill(); // still waiting for `go` when the test failed before it
+      kvDb.close();
+      ctlDb.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,7 +1,8 @@
 // Node entry: the app on @hono/node-server with every store on node:sqlite under
 // MEDHASH_DATA_DIR (default .medhash/): kv.sqlite plays Workers KV, control.sqlite the Durable
 // Objects (control plane, writer heads, billing ledger). Writes to a collection are serialised
-// by its in-process writer's mutex; the heads' compare-and-swap guards against a second process.
+// by its in-process writer's mutex; the heads' compare-and-swap, and the GC's check and deletes
+// in one kv.sqlite transaction, guard against a second process.
 // Node only: the model catalog (/v1/models, from models/) and the browser SDK and /ui page.
 import { mkdirSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';

@@ -9,6 +9,13 @@ export interface KV {
   list(prefix: string): Promise<string[]>;
   /** Total size of the values under `prefix`, where the store can tell without reading them (Node). */
   bytes?(prefix: string): Promise<number>;
+  /**
+   * Deletes `keys` if `check()` holds, as one step that no put to the store can land inside,
+   * whatever process makes it (Node: one SQLite write transaction, which other connections'
+   * writes wait for); resolves whether it deleted. Absent where one writer owns a collection's
+   * keys (Workers: its Durable Object).
+   */
+  deleteIf?(keys: string[], check: () => boolean): Promise<boolean>;
 }
 
 export function workersKV(ns: KVNamespace): KV {

@@ -48,6 +48,7 @@ export function sqliteDb(db: DatabaseSync): SqlDb {
 const kvTable = (name: string) => `CREATE TABLE IF NOT EXISTS ${name} (key TEXT PRIMARY KEY, value BLOB NOT NULL)`;
 
 export class SqliteKV implements KV {
+  private readonly sql: SqlDb;
   private readonly getSt: StatementSync;
   private readonly putSt: StatementSync;
   private readonly deleteSt: StatementSync;
@@ -63,7 +64,8 @@ export class SqliteKV implements KV {
     // lookup, even of a missing key, then cost ~1 ms at 1M items (0.02 ms as a rowid table;
     // scripts/bench/node-store.ts). They are converted once, in one transaction that a second
     // process opening the same dir waits for.
-    sqliteDb(db).transaction(() => {
+    this.sql = sqliteDb(db);
+    this.sql.transaction(() => {
       const row = db.prepare("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'kv'").get() as { sql: string } | undefined;
       if (row && /WITHOUT\s+ROWID/i.test(row.sql)) {
         db.exec(`${kvTable('kv_rowid')}; INSERT INTO kv_rowid (key, value) SELECT key, value FROM kv; DROP TABLE kv; ALTER TABLE kv_rowid RENAME TO kv`);
@@ -92,6 +94,15 @@ export class SqliteKV implements KV {
 
   async delete(key: string): Promise<void> {
     this.deleteSt.run(key);
+  }
+
+  async deleteIf(keys: string[], check: () => boolean): Promise<boolean> {
+    // Synchronous throughout, so nothing else of this process runs inside the transaction.
+    return this.sql.transaction(() => {
+      if (!check()) return false;
+      for (const key of keys) this.deleteSt.run(key);
+      return true;
+    });
   }
 
   async list(prefix: string): Promise<string[]> {

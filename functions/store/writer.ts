@@ -587,9 +587,18 @@ export class CollectionWriter {
     const due = head.garbage.filter((g) => !live.has(g.key) && now - g.since >= this.limits.graceMs);
     if (due.length > 0) {
       // Shard keys are content hashes, so another process may have made a collected key live
-      // again; only delete while this head is still the stored one.
-      if (this.heads.load()?.rev !== head.rev) return;
-      await settleAll(due.map((g) => this.kv.delete(g.key)));
+      // again; only delete while this head is still the stored one. A writer records a key
+      // (changing the head) before it uploads it; where the KV makes the check and the deletes
+      // one step that uploads wait for (Node), that upload lands before the check, which then
+      // fails, or after the deletes. On Workers the Durable Object is the collection's only writer.
+      const keys = due.map((g) => g.key);
+      const current = () => this.heads.load()?.rev === head.rev;
+      if (this.kv.deleteIf) {
+        if (!(await this.kv.deleteIf(keys, current))) return;
+      } else {
+        if (!current()) return;
+        await settleAll(keys.map((key) => this.kv.delete(key)));
+      }
       const gone = new Set(due.map((g) => g.key));
       head.garbage = head.garbage.filter((g) => !gone.has(g.key) && !live.has(g.key));
       if (!this.saveIfCurrent(head)) return;
