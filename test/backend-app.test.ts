@@ -1,9 +1,10 @@
 // The inference backend's HTTP face with a stand-in model (functions/backend/app.ts): what it
-// refuses before parsing (body size, JSON shape), the headers every answer carries, the model input
-// /healthz reports and the errors its OpenAPI document describes. The real model behind it is tested in image-search.test.ts.
+// refuses before parsing (body size, JSON shape), what it refuses before decoding (a request past
+// the queue's bound), the headers every answer carries, the model input /healthz reports and the
+// errors its OpenAPI document describes. The real model behind it is tested in image-search.test.ts.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { createBackendApp } from '../functions/backend/app.ts';
 import { EncodeRequest, JSON_BUDGET, MAX_INPUTS, tensorToBase64 } from '../functions/backend/protocol.ts';
 import { loadCard, parseCard, parseModelInput } from '../functions/encode/card.ts';
@@ -12,6 +13,13 @@ import { loadNodeEncoder, type Encoder } from '../functions/encode/model.ts';
 import { overBudget } from '../functions/util/json-budget.ts';
 import { DICOM_FIXTURES } from './encode/fixtures.ts';
 import { png, scanlines } from './encode/png-fixtures.ts';
+
+// decodeImage as the app calls it, counted: what a request refused for the queue must not cost
+const decodes = vi.hoisted(() => ({ count: 0 }));
+vi.mock('../functions/encode/image.ts', async (importOriginal) => {
+  const image = await importOriginal<typeof import('../functions/encode/image.ts')>();
+  return { ...image, decodeImage: (...args: Parameters<typeof image.decodeImage>) => (decodes.count++, image.decodeImage(...args)) };
+});
 
 const card = parseCard(JSON.parse(readFileSync(join(import.meta.dirname, '..', 'models', 'mednist-darf-b64.card.json'), 'utf8')));
 
@@ -78,6 +86,35 @@ describe('inference backend: JSON budget', () => {
     expect(await errorOf(await post('['.repeat(200), 'application/json; charset=utf-8'))).toEqual([413, 'json_too_complex']);
     // and any application/*+json, which the validator parses as JSON too
     expect(await errorOf(await post(`{"inputs":[${'{},'.repeat(1 << 20)}{}]}`, 'application/vnd.medhash+json'))).toEqual([413, 'json_too_complex']);
+  });
+});
+
+describe('inference backend: admission before decoding', () => {
+  it('refuses requests past the queue\'s bound with 503 and Retry-After before decoding any of their images', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const runs: number[] = [];
+    const held: Encoder = { ...stub, run: async (x, n) => (runs.push(n), await gate, stub.run(x, n)) };
+    const { app: small } = createBackendApp(held, { maxBatch: 2, maxWaitMs: 1, maxQueue: 4 });
+    const image = Buffer.from(png({ width: 2, height: 2, colorType: 0, bitDepth: 8, raw: scanlines(2, 2, 1, 8, Uint8Array.of(0, 64, 128, 255)) })).toString('base64');
+    const send = () => small.request('/v1/encode', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ inputs: [0, 1].map(() => ({ image, content_type: 'image/png' })) }) });
+    decodes.count = 0;
+    const first = send();
+    await vi.waitFor(() => expect(runs).toEqual([2]), { timeout: 10_000, interval: 5 });
+    // 5 requests of 2 images for a queue of 4 places, while the model is busy: 2 fit, 3 do not
+    const refused: unknown[] = [];
+    const burst = Array.from({ length: 5 }, async () => {
+      const r = await send();
+      if (r.status === 503) refused.push([r.headers.get('retry-after'), ((await r.json()) as { error: { code: string } }).error.code]);
+      return r.status;
+    });
+    // refused at once, while the admitted ones wait for the model
+    await vi.waitFor(() => expect(refused).toHaveLength(3), { timeout: 10_000, interval: 5 });
+    release();
+    expect([(await first).status, ...(await Promise.all(burst)).sort()]).toEqual([200, 200, 200, 503, 503, 503]);
+    expect(refused).toEqual(Array(3).fill(['1', 'overloaded']));
+    // the first request's 2 images and the 2 admitted requests' 4: none of the refused ones'
+    expect(decodes.count).toBe(6);
   });
 });
 

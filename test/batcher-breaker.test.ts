@@ -1,5 +1,6 @@
 // The inference backend's micro-batcher and the edge's circuit breaker, on their own: batches
-// form as specified, the queue bound is all-or-none, an aborted request leaves the queue, close
+// form as specified, the queue bound is all-or-none (and counts the places of requests admitted
+// before their inputs are made), an aborted request leaves the queue, close
 // drops what waits and waits for the running batch, and the breaker opens, probes and closes.
 import { describe, expect, it } from 'vitest';
 import { BatcherClosedError, MicroBatcher, QueueFullError, RequestAbortedError } from '../functions/backend/batcher.ts';
@@ -101,6 +102,31 @@ describe('MicroBatcher', () => {
     release();
     expect(await b.submit([5])).toEqual([5]);
     expect(runs).toEqual([[1, 2], [5]]);
+  });
+
+  it('submitMade admits before making: places held while inputs are made count against the bound, a refused request makes nothing', async () => {
+    const { b, runs, release } = heldBatcher({ maxBatch: 2, maxWaitMs: 1, maxQueue: 3 });
+    const running = b.submit([1, 2]);
+    let finish!: () => void;
+    const making = new Promise<void>((r) => (finish = r));
+    const made: number[][] = [];
+    const make = (xs: number[]) => async () => {
+      made.push(xs);
+      await making;
+      return xs;
+    };
+    const slow = b.submitMade(2, make([3, 4]));
+    // 2 of 3 places are held though nothing waits yet: a request of 2 is refused, unmade
+    await expect(b.submitMade(2, make([5, 6]))).rejects.toBeInstanceOf(QueueFullError);
+    expect(() => b.submit([5, 6])).toThrow(QueueFullError);
+    // a request whose making fails gives its place back
+    await expect(b.submitMade(1, async () => Promise.reject(new Error('bad image')))).rejects.toThrow('bad image');
+    const fits = b.submitMade(1, make([7]));
+    expect(made).toEqual([[3, 4], [7]]);
+    finish();
+    release();
+    expect([await running, await slow, await fits]).toEqual([[1, 2], [3, 4], [7]]);
+    expect(runs).toEqual([[1, 2], [3, 4], [7]]);
   });
 
   it('close refuses what waits and what comes after, and resolves once the running batch has ended', async () => {

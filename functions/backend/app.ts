@@ -15,7 +15,7 @@ import { fromBase64 } from '../util/bytes.ts';
 import { checkJsonBody } from '../util/json-budget.ts';
 import { MicroBatcher, QueueFullError, RequestAbortedError, type BatcherOptions } from './batcher.ts';
 import { encodingOf } from './encoding.ts';
-import { EncodeRequest, EncodeResponse, JSON_BUDGET, MAX_BODY_BYTES, MAX_INPUTS, PROTOCOL_VERSION, tensorFromBase64, type ImageEncoding } from './protocol.ts';
+import { EncodeRequest, EncodeResponse, JSON_BUDGET, MAX_BODY_BYTES, MAX_INPUTS, PROTOCOL_VERSION, tensorFromBase64, type EncodeRequestBody, type ImageEncoding } from './protocol.ts';
 
 export const DEFAULT_BATCHER: BatcherOptions = { maxBatch: 32, maxWaitMs: 2, maxQueue: 512 };
 
@@ -47,6 +47,32 @@ export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAUL
     // NaN: that input's request is refused, naming it, and the rest of the batch is answered.
     return inputs.map((_, i) => (finiteAt(card, out, i) ? encodingOf(card, out, i) : null));
   }, opts);
+
+  /**
+   * A request's inputs as the model takes them, decoded and preprocessed. Everything is decoded
+   * before it queues, so that a bad input fails the request without costing a model run; one at a
+   * time, so that a request holds one full-size image at once, not 64 (a 16 KB PNG of 4096x4096
+   * zeros decodes to about 75 MB).
+   */
+  const tensorsOf = async (inputs: EncodeRequestBody['inputs']): Promise<Float32Array[]> => {
+    const tensors: Float32Array[] = [];
+    for (const [i, inp] of inputs.entries()) {
+      if ('tensor' in inp) {
+        const t = tensorFromBase64(inp.tensor, size);
+        if (!t) throw badRequest('invalid_tensor', `inputs.${i}.tensor must be ${size} finite float32 values (${size * 4} bytes), base64`, `inputs.${i}.tensor`);
+        tensors.push(t);
+        continue;
+      }
+      const bytes = fromBase64(inp.image);
+      if (!bytes) throw badRequest('invalid_field', `inputs.${i}.image must be standard padded base64`, `inputs.${i}.image`);
+      const img = await decodeImage(bytes, inp.content_type, DEFAULT_LIMITS, { frame: inp.frame }).catch((e: unknown) => {
+        // the field names the input, so that a batch's sender (the CLI's index) can name the file (or its frame)
+        throw e instanceof MedhashError ? new MedhashError(e.status, e.code, e.message, `inputs.${i}.${e.field === 'frame' ? 'frame' : 'image'}`, e.details) : e;
+      });
+      tensors.push(preprocess(img, card.input));
+    }
+    return tensors;
+  };
 
   const app = new OpenAPIHono({
     defaultHook: (result) => {
@@ -103,28 +129,11 @@ export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAUL
     }),
     async (c) => {
       const body = c.req.valid('json');
-      // Decode everything before queueing, so a bad input fails the request without costing a model
-      // run; one at a time, so that a request holds one full-size image at once, not 64 (a 16 KB
-      // PNG of 4096x4096 zeros decodes to about 75 MB).
-      const tensors: Float32Array[] = [];
-      for (const [i, inp] of body.inputs.entries()) {
-        if ('tensor' in inp) {
-          const t = tensorFromBase64(inp.tensor, size);
-          if (!t) throw badRequest('invalid_tensor', `inputs.${i}.tensor must be ${size} finite float32 values (${size * 4} bytes), base64`, `inputs.${i}.tensor`);
-          tensors.push(t);
-          continue;
-        }
-        const bytes = fromBase64(inp.image);
-        if (!bytes) throw badRequest('invalid_field', `inputs.${i}.image must be standard padded base64`, `inputs.${i}.image`);
-        const img = await decodeImage(bytes, inp.content_type, DEFAULT_LIMITS, { frame: inp.frame }).catch((e: unknown) => {
-          // the field names the input, so that a batch's sender (the CLI's index) can name the file (or its frame)
-          throw e instanceof MedhashError ? new MedhashError(e.status, e.code, e.message, `inputs.${i}.${e.field === 'frame' ? 'frame' : 'image'}`, e.details) : e;
-        });
-        tensors.push(preprocess(img, card.input));
-      }
+      // Admitted to the queue before it is decoded: a burst past the queue's bound is refused
+      // before its images cost memory (each request holding one decoded image at a time).
       // @hono/node-server aborts the request's signal when its client hangs up before the answer:
       // what of it still waits in the queue is dropped, not run for no one.
-      const results = await batcher.submit(tensors, c.req.raw.signal);
+      const results = await batcher.submitMade(body.inputs.length, () => tensorsOf(body.inputs), c.req.raw.signal);
       const bad = results.indexOf(null);
       if (bad >= 0) {
         const what = 'tensor' in body.inputs[bad] ? 'tensor' : 'image';

@@ -2,6 +2,9 @@
 // runs as soon as `maxBatch` inputs are waiting or the oldest has waited `maxWaitMs`. The queue
 // is bounded: past `maxQueue` waiting inputs a request is refused at once (the HTTP layer turns
 // that into 503 + Retry-After) instead of letting latency and memory grow without limit.
+// A request whose inputs cost something to make (the backend decodes images) is admitted before
+// they are made (submitMade), its places held meanwhile: a burst past the bound is refused
+// before any of it is decoded.
 // A request whose client hangs up (its AbortSignal fires) leaves the queue at once, so that the
 // model's time goes to live clients; what of it already runs just ends.
 // close() refuses what waits and lets the running batch end, so that the model can be released.
@@ -50,6 +53,8 @@ export class MicroBatcher<I, O> {
   /** The batch being run, if any: close() waits for it. */
   private running: Promise<void> | null = null;
   private closed = false;
+  /** Places held by admitted requests whose inputs are still being made (submitMade). */
+  private held = 0;
   /** Mean time per input of the batches run so far: the Retry-After estimate. */
   private msPerInput = 5;
 
@@ -67,11 +72,7 @@ export class MicroBatcher<I, O> {
    * still waiting are dropped (their places freed) and the request fails with RequestAbortedError.
    */
   submit(inputs: I[], signal?: AbortSignal): Promise<O[]> {
-    if (this.closed) throw new BatcherClosedError();
-    if (signal?.aborted) throw new RequestAbortedError();
-    if (this.queue.length + inputs.length > this.opts.maxQueue) {
-      throw new QueueFullError(Math.max(1, Math.ceil((this.queue.length * this.msPerInput) / 1000)));
-    }
+    this.admit(inputs.length, signal);
     const mine: Pending<I, O>[] = [];
     const all = inputs.map((input) => new Promise<O>((resolve, reject) => mine.push({ input, resolve, reject, request: mine })));
     this.queue.push(...mine);
@@ -88,6 +89,32 @@ export class MicroBatcher<I, O> {
     }
     this.schedule();
     return Promise.all(all);
+  }
+
+  /**
+   * submit for a request of `n` inputs that `make` makes: admitted (or refused, as submit refuses)
+   * before `make` runs, its `n` places held until they are queued, so that what making costs (the
+   * backend's decode of a request's images) is spent on admitted requests only.
+   */
+  async submitMade(n: number, make: () => Promise<I[]>, signal?: AbortSignal): Promise<O[]> {
+    this.admit(n, signal);
+    this.held += n;
+    let inputs: I[];
+    try {
+      inputs = await make();
+    } finally {
+      this.held -= n;
+    }
+    // checked again: the batcher may have closed, or the client hung up, while they were made
+    return this.submit(inputs, signal);
+  }
+
+  /** Throws unless `n` more inputs may wait now. */
+  private admit(n: number, signal?: AbortSignal): void {
+    if (this.closed) throw new BatcherClosedError();
+    if (signal?.aborted) throw new RequestAbortedError();
+    const taken = this.queue.length + this.held;
+    if (taken + n > this.opts.maxQueue) throw new QueueFullError(Math.max(1, Math.ceil((taken * this.msPerInput) / 1000)));
   }
 
   private schedule(): void {
