@@ -1,0 +1,57 @@
+// What the Worker answers when a Durable Object call fails in workerd's infrastructure (the
+// object overloaded, reset by a deploy, its connection lost): 503 `unavailable` with Retry-After,
+// while an error of the object's own code stays a logged 500. The control plane's binding is
+// wrapped so that its calls fail as workerd fails them, or reach the real object.
+import { createExecutionContext } from 'cloudflare:test';
+import { env } from 'cloudflare:workers';
+import { afterEach, expect, it } from 'vitest';
+import worker from '../../functions/entries/worker.ts';
+import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
+
+/** What the control plane's next calls fail with; null: they reach the Durable Object. */
+let failure: Error | null = null;
+afterEach(() => {
+  failure = null;
+});
+
+const CONTROL = {
+  idFromName: (name: string) => env.CONTROL.idFromName(name),
+  get: (id: DurableObjectId) => ({
+    call: (method: string, args: unknown[]) => (failure ? Promise.reject(failure) : env.CONTROL.get(id).call(method, args)),
+  }),
+};
+const failing = { ...env, CONTROL } as unknown as typeof env;
+
+/** GET /v1/admin/tenants, which reads the control plane: status, Retry-After and the error's code. */
+async function listTenants() {
+  const r = await worker.fetch(
+    new Request('http://medhash.test/v1/admin/tenants', { headers: { authorization: `Bearer ${TEST_OPERATOR_KEY}` } }) as Request<unknown, IncomingRequestCfProperties>,
+    failing,
+    createExecutionContext(),
+  );
+  const body = (await r.json()) as { error?: { code: string } };
+  return [r.status, r.headers.get('retry-after'), body.error?.code ?? 'ok'];
+}
+
+const flagged = (message: string, flags: Record<string, boolean>) => Object.assign(new Error(message), flags);
+
+it('answers 503 unavailable with Retry-After when workerd marks the call overloaded or retryable', async () => {
+  failure = flagged('Durable Object is overloaded. Too many requests queued.', { overloaded: true });
+  expect(await listTenants()).toEqual([503, '5', 'unavailable']);
+  failure = flagged('Internal error in Durable Object storage caused object to be reset.', { retryable: true });
+  expect(await listTenants()).toEqual([503, '1', 'unavailable']);
+});
+
+it('answers 503 unavailable for workerd\'s infrastructure messages that come without its flags', async () => {
+  for (const message of ['Network connection lost.', 'Durable Object reset because its code was updated.']) {
+    failure = new Error(message);
+    expect(await listTenants(), message).toEqual([503, '1', 'unavailable']);
+  }
+});
+
+it('leaves an error of the object\'s own code a 500, and a call that succeeds as it was', async () => {
+  failure = flagged('Cannot read properties of undefined', { remote: true });
+  expect(await listTenants()).toEqual([500, null, 'internal']);
+  failure = null;
+  expect(await listTenants()).toEqual([200, null, 'ok']);
+});
