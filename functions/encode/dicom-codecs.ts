@@ -17,8 +17,10 @@
 //
 // The codestream header must match the DICOM header (size, components, precision, sign) before
 // the codec sees the frame, so the codec allocates no more than the image the caller's limits
-// passed. A codec failure is a 422 naming the syntax; a C++ exception leaves the instance usable,
-// and a trap (an abort, an out-of-bounds access) drops it, so the next frame gets a fresh one.
+// passed; a JPEG 2000 codestream must also run whole to its EOC, as the codecs' leniencies with
+// one cut short differ. A codec failure is a 422 naming the syntax; a C++ exception leaves the
+// instance usable, and a trap (an abort, an out-of-bounds access) drops it, so the next frame
+// gets a fresh one.
 import { leadingHex } from '../util/bytes.ts';
 import { MedhashError } from '../util/errors.ts';
 
@@ -70,6 +72,15 @@ export const MAX_TILES = 4096;
 /** The largest XTsiz or YTsiz read: every OpenJPEG reads it (one more is 2^31, which some take for negative). */
 export const MAX_TILE_SIDE = 0x7fffffff;
 
+/** The length of the marker segment at `pos` (its marker inside `f`), which must end inside `f`. */
+function segmentLength(f: Uint8Array, pos: number, t: CodecTarget): number {
+  if (pos + 4 > f.length) throw corruptFrame(t, `is truncated: the segment at byte ${pos} runs past its end`);
+  const length = be16(f, pos + 2);
+  if (length < 2) throw corruptFrame(t, `is corrupt: segment length ${length} at byte ${pos + 2}`);
+  if (pos + 2 + length > f.length) throw corruptFrame(t, `is truncated: the segment at byte ${pos} runs past its end`);
+  return length;
+}
+
 /**
  * JPEG-LS (T.87): the marker segments from SOI up to the frame header SOF55 (ff f7), which gives
  * the precision, Y (rows), X (columns) and the component count.
@@ -82,9 +93,7 @@ export function jpegLsHeader(f: Uint8Array, t: CodecTarget): CodestreamHeader {
     if (f[pos] !== 0xff) throw corruptFrame(t, `is corrupt: a marker belongs at byte ${pos}, which is ${hex2(f[pos])}`);
     const m = f[pos + 1];
     if (m === 0xda || m === 0xd9) throw corruptFrame(t, `has no frame header (SOF55) before marker ff${hex2(m)} at byte ${pos}`);
-    const length = be16(f, pos + 2);
-    if (length < 2) throw corruptFrame(t, `is corrupt: segment length ${length} at byte ${pos + 2}`);
-    if (pos + 2 + length > f.length) throw corruptFrame(t, `is truncated: the segment at byte ${pos} runs past its end`);
+    const length = segmentLength(f, pos, t);
     if (m === 0xf7) {
       const count = length >= 8 ? f[pos + 9] : 0;
       if (length < 8 || length !== 8 + 3 * count) throw corruptFrame(t, `has a frame header (SOF55) of ${length} bytes; ${count} component(s) need ${8 + 3 * count}`);
@@ -122,6 +131,49 @@ export function j2kHeader(f: Uint8Array, t: CodecTarget): CodestreamHeader {
     if (f[at + 1] !== 1 || f[at + 2] !== 1) throw corruptFrame(t, `subsamples component ${c + 1} at ${f[at + 1]}x${f[at + 2]}; only 1x1 is supported`);
   }
   return { width: x - x0, height: y - y0, components: count, precision: (ssiz & 0x7f) + 1, signed: (ssiz & 0x80) !== 0 };
+}
+
+/**
+ * JPEG 2000 (T.800 A.4): the codestream after SIZ walked by its lengths alone, the main header's
+ * marker segments up to the first SOT (ff 90), then the tile-parts, each SOT's Psot giving the
+ * next (Psot 0: the last, running to the EOC), to the EOC (ff d9) -> the codestream's length
+ * through its EOC, all the codec is given. The codecs read a codestream cut short each their own
+ * way (the service's OpenJPEG decodes one whose EOC is a lone SOT, Pillow's one cut right after
+ * its first SOT, to zeros), so an incomplete one is refused here, alike on both sides.
+ */
+export function j2kCodestreamLength(f: Uint8Array, t: CodecTarget): number {
+  let pos = 4 + be16(f, 4);
+  for (;;) {
+    if (pos + 2 > f.length) throw corruptFrame(t, `is truncated: no tile-part (SOT, ff 90) before its end (byte ${f.length})`);
+    if (f[pos] !== 0xff) throw corruptFrame(t, `is corrupt: a marker belongs at byte ${pos}, which is ${hex2(f[pos])}`);
+    if (f[pos + 1] === 0x90) break;
+    if (f[pos + 1] === 0xd9) throw corruptFrame(t, `has no tile-part (SOT, ff 90) before its EOC (ff d9) at byte ${pos}`);
+    pos += 2 + segmentLength(f, pos, t);
+  }
+  for (;;) {
+    // SOT: ff 90, Lsot (10), Isot, Psot (the tile-part's bytes from this marker on), TPsot, TNsot
+    if (pos + 12 > f.length) throw corruptFrame(t, `is truncated: its tile-part at byte ${pos} runs past its end (byte ${f.length})`);
+    const lsot = be16(f, pos + 2);
+    if (lsot !== 10) throw corruptFrame(t, `has a SOT segment of ${lsot} bytes at byte ${pos}; SOT takes 10`);
+    const psot = be32(f, pos + 6);
+    if (psot === 0) {
+      // a tile's data never holds ff d9 (its coders stuff a bit after each ff; its only markers
+      // are SOP and EPH, ff 91 and ff 92): the first ff d9 is the EOC
+      let eoc = pos + 12;
+      while (eoc + 1 < f.length && !(f[eoc] === 0xff && f[eoc + 1] === 0xd9)) eoc++;
+      if (eoc + 1 >= f.length) throw corruptFrame(t, `is truncated: no EOC (ff d9) after its tile-part at byte ${pos}`);
+      return eoc + 2;
+    }
+    if (psot < 12) throw corruptFrame(t, `has a tile-part of ${psot} bytes at byte ${pos}; its SOT segment alone takes 12`);
+    const next = pos + psot;
+    if (next > f.length) throw corruptFrame(t, `is truncated: its tile-part at byte ${pos} runs past its end (byte ${f.length})`);
+    if (next + 2 > f.length) throw corruptFrame(t, `is truncated: no EOC (ff d9) after its tile-part at byte ${pos}`);
+    if (f[next] !== 0xff || (f[next + 1] !== 0x90 && f[next + 1] !== 0xd9)) {
+      throw corruptFrame(t, `is corrupt: ${hex2(f[next])} ${hex2(f[next + 1])} at byte ${next}, after the tile-part at byte ${pos}, where SOT (ff 90) or EOC (ff d9) belongs`);
+    }
+    if (f[next + 1] === 0xd9) return next + 2;
+    pos = next;
+  }
 }
 
 /**
@@ -323,6 +375,7 @@ export async function decodeJpegLs(codecs: DicomCodecs, f: Uint8Array, t: CodecT
 export async function decodeJpeg2000(codecs: DicomCodecs, f: Uint8Array, t: CodecTarget): Promise<CodecFrame> {
   const h = j2kHeader(f, t);
   checkCodestream(h, t);
+  const codestream = f.subarray(0, j2kCodestreamLength(f, t));
   // OpenJPEG reports a failure by an empty image and an [ERROR] line, not by throwing
   const failed = (d: EmscriptenDecoder, printed: readonly string[]) =>
     d.getFrameInfo().width !== 0 ? null : (printed.find((l) => l.startsWith('[ERROR]'))?.slice(7).trim() ?? 'OpenJPEG gave no image');
@@ -330,9 +383,9 @@ export async function decodeJpeg2000(codecs: DicomCodecs, f: Uint8Array, t: Code
   // negative samples: such a codestream is decoded as unsigned (Ssiz's sign bit cleared), which
   // only adds OpenJPEG's level shift of 2^(P-1) to every sample, taken off again
   if (h.signed && h.components === 1 && h.precision <= 8) {
-    const unsigned = f.slice();
+    const unsigned = codestream.slice();
     unsigned[42] &= 0x7f;
     return decodeWith(codecs.openjpeg, (m) => new m.J2KDecoder(), unsigned, h, t, failed, () => 0, 1 << (h.precision - 1));
   }
-  return decodeWith(codecs.openjpeg, (m) => new m.J2KDecoder(), f, h, t, failed, () => 0);
+  return decodeWith(codecs.openjpeg, (m) => new m.J2KDecoder(), codestream, h, t, failed, () => 0);
 }

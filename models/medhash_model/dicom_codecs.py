@@ -1,9 +1,10 @@
 """DICOM's JPEG-LS and JPEG 2000 frames: the Python mirror of functions/encode/dicom-codecs.ts,
 called by dicom.py. The codestream's own header (JPEG-LS SOF55, JPEG 2000 SIZ) is read here and
 must agree with the DICOM header (same checks, same order, same messages) before a codec sees the
-frame; then the frame goes to a maintained codec: CharLS (Debian's libcharls.so.2, through its C
-API by ctypes; the service runs CharLS 2.4 too, built to WebAssembly) and OpenJPEG (Pillow's,
-`Image.open` on the codestream). The samples come out as an uncompressed file stores them.
+frame, and a JPEG 2000 codestream must run whole to its EOC; then the frame goes to a maintained
+codec: CharLS (Debian's libcharls.so.2, through its C API by ctypes; the service runs CharLS 2.4
+too, built to WebAssembly) and OpenJPEG (Pillow's, `Image.open` on the codestream through its
+EOC). The samples come out as an uncompressed file stores them.
 
 A codec's own failure is refused as the service refuses it, 422 `DICOM <syntax> frame could not
 be decoded: ` followed by the codec's words, which are CharLS's own on both sides but OpenJPEG's on
@@ -66,6 +67,18 @@ def _be32(f: bytes, i: int) -> int:
     return int.from_bytes(f[i:i + 4], "big")
 
 
+def _segment_length(f: bytes, pos: int, t: Target) -> int:
+    """dicom-codecs.ts's segmentLength: the length of the marker segment at `pos`, which must end inside `f`."""
+    if pos + 4 > len(f):
+        raise _corrupt(t, f"is truncated: the segment at byte {pos} runs past its end")
+    length = _be16(f, pos + 2)
+    if length < 2:
+        raise _corrupt(t, f"is corrupt: segment length {length} at byte {pos + 2}")
+    if pos + 2 + length > len(f):
+        raise _corrupt(t, f"is truncated: the segment at byte {pos} runs past its end")
+    return length
+
+
 def jpeg_ls_header(f: bytes, t: Target) -> Header:
     """dicom-codecs.ts's jpegLsHeader: the marker segments from SOI up to SOF55 (ff f7)."""
     if not (len(f) >= 2 and f[0] == 0xFF and f[1] == 0xD8):
@@ -79,11 +92,7 @@ def jpeg_ls_header(f: bytes, t: Target) -> Header:
         m = f[pos + 1]
         if m in (0xDA, 0xD9):
             raise _corrupt(t, f"has no frame header (SOF55) before marker ff{m:02x} at byte {pos}")
-        length = _be16(f, pos + 2)
-        if length < 2:
-            raise _corrupt(t, f"is corrupt: segment length {length} at byte {pos + 2}")
-        if pos + 2 + length > len(f):
-            raise _corrupt(t, f"is truncated: the segment at byte {pos} runs past its end")
+        length = _segment_length(f, pos, t)
         if m == 0xF7:
             count = f[pos + 9] if length >= 8 else 0
             if length < 8 or length != 8 + 3 * count:
@@ -122,6 +131,49 @@ def j2k_header(f: bytes, t: Target) -> Header:
         if f[at + 1] != 1 or f[at + 2] != 1:
             raise _corrupt(t, f"subsamples component {c + 1} at {f[at + 1]}x{f[at + 2]}; only 1x1 is supported")
     return Header(width=x - x0, height=y - y0, components=count, precision=(ssiz & 0x7F) + 1, signed=(ssiz & 0x80) != 0)
+
+
+def j2k_codestream_length(f: bytes, t: Target) -> int:
+    """dicom-codecs.ts's j2kCodestreamLength: the main header's marker segments after SIZ, then the
+    tile-parts chained by each SOT's Psot (0: the last, running to the EOC), to the EOC -> the
+    codestream's length through its EOC, all Pillow is given; a codestream cut short is refused
+    here as on the service, not left to each OpenJPEG's own leniency."""
+    pos = 4 + _be16(f, 4)
+    while True:
+        if pos + 2 > len(f):
+            raise _corrupt(t, f"is truncated: no tile-part (SOT, ff 90) before its end (byte {len(f)})")
+        if f[pos] != 0xFF:
+            raise _corrupt(t, f"is corrupt: a marker belongs at byte {pos}, which is {f[pos]:02x}")
+        if f[pos + 1] == 0x90:
+            break
+        if f[pos + 1] == 0xD9:
+            raise _corrupt(t, f"has no tile-part (SOT, ff 90) before its EOC (ff d9) at byte {pos}")
+        pos += 2 + _segment_length(f, pos, t)
+    while True:
+        if pos + 12 > len(f):
+            raise _corrupt(t, f"is truncated: its tile-part at byte {pos} runs past its end (byte {len(f)})")
+        lsot = _be16(f, pos + 2)
+        if lsot != 10:
+            raise _corrupt(t, f"has a SOT segment of {lsot} bytes at byte {pos}; SOT takes 10")
+        psot = _be32(f, pos + 6)
+        if psot == 0:  # the first ff d9 is the EOC: a tile's data never holds one
+            eoc = f.find(b"\xff\xd9", pos + 12)
+            if eoc < 0:
+                raise _corrupt(t, f"is truncated: no EOC (ff d9) after its tile-part at byte {pos}")
+            return eoc + 2
+        if psot < 12:
+            raise _corrupt(t, f"has a tile-part of {psot} bytes at byte {pos}; its SOT segment alone takes 12")
+        nxt = pos + psot
+        if nxt > len(f):
+            raise _corrupt(t, f"is truncated: its tile-part at byte {pos} runs past its end (byte {len(f)})")
+        if nxt + 2 > len(f):
+            raise _corrupt(t, f"is truncated: no EOC (ff d9) after its tile-part at byte {pos}")
+        if f[nxt] != 0xFF or f[nxt + 1] not in (0x90, 0xD9):
+            raise _corrupt(t, f"is corrupt: {f[nxt]:02x} {f[nxt + 1]:02x} at byte {nxt}, after the tile-part at byte {pos}, "
+                              "where SOT (ff 90) or EOC (ff d9) belongs")
+        if f[nxt + 1] == 0xD9:
+            return nxt + 2
+        pos = nxt
 
 
 def check_codestream(h: Header, t: Target) -> None:
@@ -237,8 +289,9 @@ def decode_jpeg2000(f: bytes, t: Target) -> tuple[bytes, int]:
     to the bytes of the uncompressed files."""
     h = j2k_header(f, t)
     check_codestream(h, t)
+    codestream = f[:j2k_codestream_length(f, t)]
     try:
-        with Image.open(io.BytesIO(f), formats=["JPEG2000"]) as im:
+        with Image.open(io.BytesIO(codestream), formats=["JPEG2000"]) as im:
             im.load()
             mode = im.mode
             px = np.asarray(im)

@@ -107,14 +107,20 @@ describe('test/fixtures/dicom/decoded.json is what dicom.ts decodes', () => {
     expect(refusal('truncated-scan')).toMatch(/^DICOM JPEG-LS Lossless frame could not be decoded: Invalid JPEG-LS stream/);
   });
 
-  it('a JPEG 2000 codestream under headers of each kind: whole, in the lossy syntax or in two fragments it decodes to the fixture\'s pixels; the SIZ checks refuse before OpenJPEG runs', () => {
+  it('a JPEG 2000 codestream under headers of each kind: whole, in the lossy syntax, in two fragments or two tile-parts, with Psot 0 or bytes after its EOC it decodes to the fixture\'s pixels; the SIZ checks and the walk to the EOC refuse before OpenJPEG runs', () => {
     const made = (name: string) => committed.made.find((m) => m.name === `jpeg2000-${name}`)!;
     const fixture = committed.fixtures.find((f) => f.file === 'ct12-garbage-nowindow.dcm')!;
-    for (const name of ['whole', 'lossy-syntax', 'in-two-fragments']) expect(made(name), name).toMatchObject({ sha256: (fixture as { sha256: string }).sha256 });
+    for (const name of ['whole', 'lossy-syntax', 'in-two-fragments', 'two-tile-parts', 'psot-0', 'bytes-after-eoc']) {
+      expect(made(name), name).toMatchObject({ sha256: (fixture as { sha256: string }).sha256 });
+    }
     const refusal = (name: string) => ('refused' in made(name) ? (made(name) as { refused: { message: string } }).refused.message : name);
     expect(refusal('4096-square-in-1x1-tiles')).toBe('DICOM JPEG 2000 Lossless frame declares 16777216 tiles of 1x1; at most 4096');
     expect(refusal('signed-under-unsigned-header')).toBe("DICOM JPEG 2000 Lossless frame has signed samples; the header's Pixel Representation (0028,0103) says unsigned");
-    expect(refusal('siz-only')).toMatch(/^DICOM JPEG 2000 Lossless frame could not be decoded: /);
+    // the two forms the service's OpenJPEG and Pillow's read differently: refused alike, before either
+    expect(refusal('cut-after-first-sot')).toBe('DICOM JPEG 2000 Lossless frame is truncated: its tile-part at byte 104 runs past its end (byte 106)');
+    expect(refusal('eoc-replaced-by-sot')).toBe('DICOM JPEG 2000 Lossless frame is truncated: its tile-part at byte 131 runs past its end (byte 134)');
+    expect(refusal('no-eoc')).toBe('DICOM JPEG 2000 Lossless frame is truncated: no EOC (ff d9) after its tile-part at byte 104');
+    expect(refusal('cod-33-levels')).toMatch(/^DICOM JPEG 2000 Lossless frame could not be decoded: /);
   });
 
   it('each frame of a multi-frame file is the single-frame decode of its pixels, whatever the syntax, table or fragmentation', () => {

@@ -422,14 +422,17 @@ describe('JPEG 2000 (OpenJPEG)', () => {
     }
   });
 
-  it('a bad codestream leaves OpenJPEG usable: header only, garbage tiles, then a good frame, twice over', async () => {
+  it('a bad codestream leaves OpenJPEG usable: 33 decomposition levels, garbage tile data, then a good frame, twice over', async () => {
+    // ct16's codestream: COD at 45 (its decomposition levels at 54), one tile-part from 119 (its data from 133) to the EOC at 239
     const { good, frame, broken } = oneFrame('ct16-window-jpeg2000-lossless');
     const want = await decodeImage(fixture('ct16-window'));
     for (let round = 0; round < 2; round++) {
-      const cut = await refusal(decodeImage(broken(frame.subarray(0, 48))));
-      expect([cut.status, cut.code, cut.message]).toEqual([422, 'corrupt_image', expect.stringMatching(/^DICOM JPEG 2000 Lossless frame could not be decoded: /)]);
+      const levels = frame.slice();
+      levels[54] = 33;
+      const bad = await refusal(decodeImage(broken(levels)));
+      expect([bad.status, bad.code, bad.message]).toEqual([422, 'corrupt_image', expect.stringMatching(/^DICOM JPEG 2000 Lossless frame could not be decoded: /)]);
       const garbage = frame.slice();
-      garbage.fill(0xff, 60, 300);
+      garbage.fill(0xff, 140, 230);
       const out = await decodeImage(broken(garbage)).then((img) => img.data.length, (e: MedhashError) => e.status);
       expect([422, 64 * 64]).toContain(out);
       expect(Buffer.from((await decodeImage(good)).data).equals(Buffer.from(want.data))).toBe(true);

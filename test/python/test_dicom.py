@@ -203,12 +203,23 @@ def test_a_jpeg_baseline_decode_outside_the_tolerance_fails_the_comparison():
 
 
 def test_a_jpeg2000_codec_refusal_is_held_to_the_words_before_the_codecs():
-    entry = next(m for m in GOLDEN["made"] if m["name"] == "jpeg2000-siz-only")
+    entry = next(m for m in GOLDEN["made"] if m["name"] == "jpeg2000-cod-33-levels")
     assert CODEC_WORDS.match(entry["refused"]["message"])
     assert outcome(from_parts(entry["parts"]), entry) == expected(entry, "name", "parts")
     # another syntax's words, or a refusal before the codec, are not taken for the entry's
     other = {**entry, "refused": {**entry["refused"], "message": "DICOM JPEG 2000 frame could not be decoded: Stream too short"}}
     assert outcome(from_parts(entry["parts"]), other) != expected(other, "name", "parts")
+
+
+@pytest.mark.parametrize("name", ["jpeg2000-cut-after-first-sot", "jpeg2000-eoc-replaced-by-sot"])
+def test_a_jpeg2000_codestream_cut_short_is_refused_before_pillow_with_the_services_words(name):
+    """The two forms Pillow's OpenJPEG and the service's read differently (the first Pillow decoded,
+    the second the service did): the walk to the EOC refuses both, word for word, not up to the codec's words."""
+    entry = next(m for m in GOLDEN["made"] if m["name"] == name)
+    assert not CODEC_WORDS.match(entry["refused"]["message"])
+    with pytest.raises(DicomError) as e:
+        dicom.decode(from_parts(entry["parts"]))
+    assert (e.value.status, e.value.code, str(e.value)) == (entry["refused"]["status"], entry["refused"]["code"], entry["refused"]["message"])
 
 
 def test_signed_jpeg2000_samples_of_8_bits_keep_their_sign_as_on_the_service():
