@@ -77,7 +77,10 @@ describe('billing ledger', () => {
     const retry = await store.admit(T, { kind: 'search', units: 1, idempotency });
     if (retry.outcome !== 'admitted') throw new Error(retry.outcome);
     await store.finish(T, { charge: retry.charge, ok: true, response: { status: 200, content_type: 'application/json', body: '{"a":1}' } });
-    expect(await store.admit(T, { kind: 'search', units: 1, idempotency })).toEqual({ outcome: 'replay', response: { status: 200, content_type: 'application/json', body: '{"a":1}' } });
+    // The replay takes no token: it reports the default plan's bucket, refilled since the first attempt.
+    const replay = { outcome: 'replay', response: { status: 200, content_type: 'application/json', body: '{"a":1}' }, rate: { limit: 100, remaining: 100, reset_s: 0, window_s: 2 } };
+    expect(await store.admit(T, { kind: 'search', units: 1, idempotency })).toEqual(replay);
+    expect(await store.admit(T, { kind: 'search', units: 1, idempotency })).toEqual(replay);
     expect((await store.usage(T, '2026-11-26', '2026-11-26'))[0].search).toBe(1);
     clock.now += IDEMPOTENCY_TTL_MS + 1; // the record has expired: the key is fresh again
     expect((await store.admit(T, { kind: 'search', units: 1, idempotency: { key: 'k', fingerprint: 'other' } })).outcome).toBe('admitted');

@@ -65,7 +65,8 @@ export interface Charge {
 
 export type Admission =
   | { outcome: 'admitted'; charge: Charge; rate: RateState }
-  | { outcome: 'replay'; response: StoredResponse }
+  /** `rate`: the bucket as it stands, untouched (a replay takes no token). */
+  | { outcome: 'replay'; response: StoredResponse; rate: RateState }
   | { outcome: 'in_progress' }
   | { outcome: 'key_reused' }
   | { outcome: 'rate_limited'; retry_after_s: number; rate: RateState }
@@ -209,7 +210,8 @@ export class LedgerStore {
           if (prior.fingerprint !== idem.fingerprint) return { outcome: 'key_reused' };
           if (prior.state === 'done') {
             if (prior.body !== null) {
-              return { outcome: 'replay', response: { status: Number(prior.status), content_type: String(prior.content_type), body: prior.body } };
+              const response = { status: Number(prior.status), content_type: String(prior.content_type), body: prior.body };
+              return { outcome: 'replay', response, rate: this.bucket(tenantId, this.loadPlan(tenantId), nowMs).state };
             }
             // Answered and billed, but too large to keep: the retry runs again, free of charge.
             return { outcome: 'admitted', charge: { day: prior.day, kind: prior.kind, units: 0, idempotency_key: idem.key, claim_ms: null }, rate: this.bucket(tenantId, this.loadPlan(tenantId), nowMs).state };

@@ -30,16 +30,22 @@ declare module 'hono' {
   }
 }
 
-/** Thrown by meter() to answer with a stored response; api/errors.ts turns it into that response. */
+/**
+ * Thrown by meter() to answer with a stored response; api/errors.ts turns it into that response,
+ * with the RateLimit-* headers of the bucket as it stands now (the replay took no token).
+ */
 export class IdempotentReplay extends Error {
-  constructor(readonly stored: StoredResponse) {
+  constructor(
+    readonly stored: StoredResponse,
+    readonly rate: RateState,
+  ) {
     super('idempotent replay');
   }
 
   response(): Response {
     return new Response(this.stored.body, {
       status: this.stored.status,
-      headers: { 'content-type': this.stored.content_type, 'idempotent-replayed': 'true' },
+      headers: { 'content-type': this.stored.content_type, 'idempotent-replayed': 'true', ...rateHeaders(this.rate) },
     });
   }
 }
@@ -77,7 +83,7 @@ export async function meter(c: Context, kind: MeterKind, units: number): Promise
       return;
     case 'replay':
       m.replayed = true;
-      throw new IdempotentReplay(a.response);
+      throw new IdempotentReplay(a.response, a.rate);
     case 'in_progress':
       throw new MedhashError(409, 'idempotency_in_progress', `a request with this ${IDEMPOTENCY_HEADER} is still running; retry shortly`, IDEMPOTENCY_HEADER, undefined, { 'Retry-After': '1' });
     case 'key_reused':

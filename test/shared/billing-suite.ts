@@ -311,22 +311,31 @@ export function billingSuite(runtime: string, { call, op, tenant, world, ingest 
   });
 
   describe(`plans (${runtime})`, () => {
-    it('rate limit: the burst passes, the next call gets 429 with Retry-After and RateLimit headers, unbilled', async () => {
+    it('rate limit: the burst passes, the next call gets 429 with Retry-After and RateLimit headers, unbilled; a replay takes no token and carries them', async () => {
       const { t, all, col } = await world(16);
       // A refill of one token per 1000 s: nothing refills while the test runs.
       await setPlan(t.id, { rate_per_second: 0.001, burst: 3, monthly_quota: null });
+      // Each call is sent twice under one key: the replay carries the bucket as it stands, one token spent.
       for (const left of [2, 1, 0]) {
-        const r = await search(all, col);
-        expect(r.status).toBe(200);
-        expect(r.headers.get('ratelimit-limit')).toBe('3');
-        expect(r.headers.get('ratelimit-remaining')).toBe(String(left));
-        expect(r.headers.get('ratelimit-policy')).toBe('3;w=3000');
+        const key = { 'idempotency-key': `rate-${left}` };
+        const first = await search(all, col, { code: 'ffff' }, key);
+        const replay = await search(all, col, { code: 'ffff' }, key);
+        expect([first.headers.get('idempotent-replayed'), replay.headers.get('idempotent-replayed')]).toEqual([null, 'true']);
+        for (const r of [first, replay]) {
+          expect(r.status).toBe(200);
+          expect(r.headers.get('ratelimit-limit')).toBe('3');
+          expect(r.headers.get('ratelimit-remaining')).toBe(String(left));
+          expect(r.headers.get('ratelimit-policy')).toBe('3;w=3000');
+        }
       }
       const limited = await search(all, col);
       expect([limited.status, limited.body.error.code]).toEqual([429, 'rate_limited']);
       expect(Number(limited.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
       expect(limited.headers.get('ratelimit-remaining')).toBe('0');
       expect(limited.body.error.details).toMatchObject({ limit: 3 });
+      // The empty bucket does not refuse a replay, whose headers say it is empty now (its first answer said 2 left).
+      const late = await search(all, col, { code: 'ffff' }, { 'idempotency-key': 'rate-2' });
+      expect([late.status, late.headers.get('idempotent-replayed'), late.headers.get('ratelimit-remaining'), late.headers.get('ratelimit-limit')]).toEqual([200, 'true', '0', '3']);
       // Reads that are not metered stay available; the refusal is not billed.
       expect((await call('GET', `/v1/collections/${col}`, { key: all })).status).toBe(200);
       expect(await totals(all)).toMatchObject({ search: 3 });
