@@ -3,9 +3,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import { createApp } from '../functions/api/app.ts';
 import { accessTable, operatorKey, tenantKey, wholeTenant, type Security } from '../functions/auth/guard.ts';
+import type { Ledger } from '../functions/billing/ledger.ts';
 import { createNodeBackend, type NodeBackend } from '../functions/entries/node.ts';
 import type { ImageEncoderApi } from '../functions/inference/remote.ts';
 import { DEFAULT_WRITER_LIMITS } from '../functions/store/writer.ts';
@@ -148,6 +149,100 @@ it('an ingest committed but not yet published answers 200 visible: false, metere
     expect(audit.events[0]).toMatchObject({ action: 'items.ingest', detail: { ids: ['a', 'b'] } });
     expect((await call('GET', '/v1/collections/c/items/b', secret)).status).toBe(200);
   } finally {
+    other.close();
+  }
+});
+
+/**
+ * Makes `target`'s ledger fail its next `times` finish calls (on Workers: the tenant's Durable
+ * Object unreachable after the work). Returns the undo.
+ */
+function finishFails(target: NodeBackend, times: number): () => void {
+  const ledger = target.backend.ledger;
+  let left = times;
+  target.backend.ledger = (tenantId) => {
+    const store = ledger(tenantId);
+    const finish: Ledger['finish'] = (t, f) => (left-- > 0 ? Promise.reject(new Error('ledger unreachable')) : store.finish(t, f));
+    return Object.assign(Object.create(store) as Ledger, { finish });
+  };
+  return () => {
+    target.backend.ledger = ledger;
+  };
+}
+
+it('a ledger that fails to settle a search after the work takes the charge back and withholds the answer (503); the retry, keyed or not, is billed once', async () => {
+  const other = await createNodeBackend({ dataDir: join(dir, 'finish-fails'), operatorKey: TEST_OPERATOR_KEY });
+  const log = vi.spyOn(console, 'error').mockImplementation(() => {});
+  try {
+    const { call, secret } = await tenantOn(other);
+    await call('POST', '/v1/collections', secret, { name: 'c', bits: 16 });
+    await call('POST', '/v1/collections/c/items', secret, { items: [{ id: 'a', code: 'abcd' }] });
+    const app = createApp(other.backend);
+    const search = (headers: Record<string, string> = {}) => app.request('/v1/collections/c/search', {
+      method: 'POST', headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/json', ...headers }, body: JSON.stringify({ code: 'abcd' }),
+    });
+    const searches = async () => ((await call('GET', '/v1/usage', secret)).body as { totals: { search: number } }).totals.search;
+    for (const headers of [{}, { 'idempotency-key': 'q-1' }] as Record<string, string>[]) {
+      const restore = finishFails(other, 1);
+      const failed = await search(headers);
+      restore();
+      const body = (await failed.json()) as { error: { code: string; message: string } };
+      expect([failed.status, body.error.code]).toEqual([503, 'billing_unavailable']);
+      expect(body.error.message).toMatch(/nothing is billed for it/);
+      expect(failed.headers.get('ratelimit-limit')).toBe('100');
+      const before = await searches();
+      // The key was freed with the charge: its retry runs (not a 409 for a minute, nor a replay).
+      const retry = await search(headers);
+      expect([retry.status, retry.headers.get('idempotent-replayed')]).toEqual([200, null]);
+      expect(await searches()).toBe(before + 1);
+    }
+    expect(await searches()).toBe(2);
+    const audit = (await call('GET', '/v1/audit', secret)).body as { events: { action: string }[] };
+    expect(audit.events.filter((e) => e.action === 'search')).toHaveLength(2);
+    expect(log.mock.calls.map(([line]) => String(line))).toEqual([
+      expect.stringMatching(/POST \/v1\/collections\/:collection\/search: the billing ledger failed to settle it \(Error: ledger unreachable\); its charge was taken back and its answer withheld \(503\)$/),
+      expect.stringMatching(/its answer withheld \(503\)$/),
+    ]);
+  } finally {
+    log.mockRestore();
+    other.close();
+  }
+});
+
+it('a ledger that fails to settle and then to take the charge back: a success is answered, billed once; a failure is refunded when the second try passes', async () => {
+  const other = await createNodeBackend({ dataDir: join(dir, 'finish-fails-twice'), operatorKey: TEST_OPERATOR_KEY });
+  const log = vi.spyOn(console, 'error').mockImplementation(() => {});
+  try {
+    const { call, secret } = await tenantOn(other);
+    await call('POST', '/v1/collections', secret, { name: 'c', bits: 16 });
+    await call('POST', '/v1/collections/c/items', secret, { items: [{ id: 'a', code: 'abcd' }] });
+    const totals = async () => ((await call('GET', '/v1/usage', secret)).body as { totals: { search: number; ingest_item: number } }).totals;
+    const app = createApp(other.backend);
+    const search = () => app.request('/v1/collections/c/search', {
+      method: 'POST', headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/json', 'idempotency-key': 'q-1' }, body: JSON.stringify({ code: 'abcd' }),
+    });
+    let restore = finishFails(other, 2);
+    const answered = await search();
+    restore();
+    expect([answered.status, ((await answered.json()) as { results: { id: string }[] }).results[0].id]).toEqual([200, 'a']);
+    expect(await totals()).toMatchObject({ search: 1, ingest_item: 1 });
+    expect(String(log.mock.calls.at(-1)?.[0])).toMatch(/nor could it take the charge back, which stands; answered without an audit event$/);
+    // Its key is held as by an attempt that died: a retry is told to wait, and is not billed.
+    const retry = await search();
+    expect([retry.status, ((await retry.json()) as { error: { code: string } }).error.code]).toEqual([409, 'idempotency_in_progress']);
+    expect(await totals()).toMatchObject({ search: 1 });
+    // An ingest whose write fails (500) and whose refund fails once is refunded by the second try.
+    const writer = other.backend.writer;
+    other.backend.writer = (spec) => ({ ...writer(spec), apply: () => Promise.reject(new Error('writer unreachable')) });
+    restore = finishFails(other, 1);
+    const failed = await call('POST', '/v1/collections/c/items', secret, { items: [{ id: 'b', code: 'abce' }, { id: 'c', code: 'abcf' }] });
+    restore();
+    other.backend.writer = writer;
+    expect(failed.status).toBe(500);
+    expect(await totals()).toMatchObject({ search: 1, ingest_item: 1 });
+    expect(log.mock.calls.map(([line]) => String(line))).toContainEqual(expect.stringMatching(/items: the billing ledger failed to settle it \(Error: ledger unreachable\); its charge was taken back$/));
+  } finally {
+    log.mockRestore();
     other.close();
   }
 });

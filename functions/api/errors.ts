@@ -57,6 +57,16 @@ function decoded(s: string): string | undefined {
 /** What the access log records for a request whose client went away before its answer. */
 export const CLIENT_CLOSED_REQUEST = 499;
 
+/**
+ * One line in the service's log about what went wrong with a request. Logged as the access log
+ * logs (the route's pattern: no ids from the path, no headers, no body), with the request id that
+ * ties the line to it and to what the caller saw. One line whatever `what` holds: a line break in
+ * it (from a DICOM string, a driver) would start what reads as another log line.
+ */
+export function logFailure(c: Context, what: string): void {
+  console.error(`[${c.get('requestId')}] ${c.req.method} ${routePath(c, -1)}: ${printable(what)}`);
+}
+
 export function onError(err: Error, c: Context): Response {
   if (err instanceof MedhashError) return errorResponse(c, err);
   if (err instanceof IdempotentReplay) return err.response();
@@ -72,11 +82,7 @@ export function onError(err: Error, c: Context): Response {
   // nginx's "client closed request", not a 500 an operator chases. Any other error of a request
   // whose client is gone is still a fault, logged as below.
   if (c.req.raw.signal.aborted && (err as { code?: unknown }).code === 'ECONNRESET') return c.body(null, CLIENT_CLOSED_REQUEST as UnofficialStatusCode);
-  // Logged as the access log logs (the route's pattern: no ids from the path, no headers, no
-  // body), with the request id that ties the line to it and to what the caller saw.
-  // One line whatever the message holds: a line break in it (from a DICOM string, a driver) would
-  // start what reads as another log line.
-  console.error(`[${c.get('requestId')}] ${c.req.method} ${routePath(c, -1)}: ${err.name}: ${printable(err.message)}`);
+  logFailure(c, `${err.name}: ${err.message}`);
   if (err instanceof ShardFormatError || err instanceof ManifestFormatError) {
     return errorResponse(c, new MedhashError(500, 'corrupt_index', 'the stored index failed verification; the operator has been told'));
   }

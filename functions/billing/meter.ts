@@ -2,13 +2,15 @@
 // `meter(c, kind, units)` once its input is validated and before it does the billable work,
 // and `audit(c, action, ...)` for what it changed; the `metering` middleware then settles after
 // the handler: a success keeps the charge (and its response, under an Idempotency-Key), a
-// failure takes the charge back, and the audit event is appended only for a success.
+// failure takes the charge back, and the audit event is appended only for a success. A ledger
+// that fails to settle turns a success into a 503 whose charge is taken back (unsettled()).
 import type { Context, MiddlewareHandler } from 'hono';
 import type { Backend } from '../api/backend.ts';
+import { logFailure } from '../api/errors.ts';
 import { concatBytes, sha256Hex } from '../util/bytes.ts';
 import { badRequest, MedhashError } from '../util/errors.ts';
 import { mediaType } from '../util/media-type.ts';
-import type { AuditInput, Charge, Idempotency, MeterKind, RateState, StoredResponse } from './ledger.ts';
+import type { AuditInput, Charge, Idempotency, Ledger, MeterKind, RateState, StoredResponse } from './ledger.ts';
 
 export const IDEMPOTENCY_HEADER = 'Idempotency-Key';
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
@@ -139,9 +141,37 @@ export function metering(backend: Backend): MiddlewareHandler {
       const body = await c.res.clone().text();
       if (body.length <= MAX_STORED_RESPONSE) response = { status: c.res.status, content_type: c.res.headers.get('content-type') ?? 'application/json', body };
     }
-    await backend.ledger(tenantId).finish(tenantId, { charge: m.charge, ok, response, audit: m.audit });
+    const ledger = backend.ledger(tenantId);
+    try {
+      await ledger.finish(tenantId, { charge: m.charge, ok, response, audit: m.audit });
+    } catch (err) {
+      if (!m.charge) throw err;
+      await unsettled(c, ledger, tenantId, m.charge, m.rate, ok, err);
+    }
     if (m.rate) for (const [name, value] of Object.entries(rateHeaders(m.rate))) c.header(name, value);
   };
+}
+
+/**
+ * The ledger failed to settle a charged request after its work (`err`). The charge is taken back
+ * as for any failure, and a success is then withheld (503): an answer leaves billed and audited or
+ * not at all, and sending the request again (with its Idempotency-Key or without) runs it and
+ * bills it once. If the ledger refuses that too, the charge taken at admission stands: a success
+ * is answered, billed once (its audit event and stored response lost), and a failure stays billed.
+ * Each case leaves a line in the log saying which.
+ */
+async function unsettled(c: Context, ledger: Ledger, tenantId: string, charge: Charge, rate: RateState | undefined, ok: boolean, err: unknown): Promise<void> {
+  const takenBack = await ledger.finish(tenantId, { charge, ok: false }).then(() => true, () => false);
+  const outcome = takenBack
+    ? `its charge was taken back${ok ? ' and its answer withheld (503)' : ''}`
+    : `nor could it take the charge back, which stands${ok ? '; answered without an audit event' : ' on a failure'}`;
+  logFailure(c, `the billing ledger failed to settle it (${String(err)}); ${outcome}`);
+  if (takenBack && ok) {
+    throw new MedhashError(
+      503, 'billing_unavailable', 'the billing ledger could not record this request, so its answer is withheld and nothing is billed for it; send it again',
+      undefined, undefined, rate && rateHeaders(rate),
+    );
+  }
 }
 
 /** IETF draft RateLimit header fields: the bucket size, what is left, seconds until full. */
