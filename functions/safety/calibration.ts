@@ -20,7 +20,7 @@ export interface OodCalibration {
 }
 
 function num(v: unknown, what: string): number {
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new CardError(`model card: ${what} must be a finite number`);
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new CardError(`${what} must be a finite number`);
   return v;
 }
 
@@ -33,7 +33,7 @@ export function calibrationFromCard(json: unknown): OodCalibration {
 export function calibrationOf(card: ModelCard): OodCalibration {
   const { knn, with_knn: withKnn } = card.ood as { knn?: Record<string, unknown>; with_knn?: Record<string, unknown> };
   // absent in older cards (read as true); any other type would be misread, "false" as true
-  if (withKnn && withKnn.use !== undefined && typeof withKnn.use !== 'boolean') throw new CardError('model card: ood.with_knn.use must be true or false');
+  if (withKnn && withKnn.use !== undefined && typeof withKnn.use !== 'boolean') throw new CardError('ood.with_knn.use must be true or false');
   return {
     modelId: card.model_id,
     name: card.name,

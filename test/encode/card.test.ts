@@ -63,6 +63,23 @@ describe('loadCard', () => {
     writeFileSync(join(dir, `${NAME}.onnx`), bytes);
     await expect(loadCard(join(dir, `${NAME}.card.json`))).rejects.toThrow(/does not match the card's/);
   });
+
+  it('names the card file in every failure: unreadable, not JSON, a field refused, its model missing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'medhash-card-'));
+    const path = join(dir, `${NAME}.card.json`);
+    const refused = (p = path) => loadCard(p).then(() => expect.unreachable('loaded'), (e: unknown) => e as CardError);
+    expect((await refused()).message).toMatch(new RegExp(`^model card ${path}: ENOENT`));
+    writeFileSync(path, '{"format":');
+    expect((await refused()).message).toMatch(new RegExp(`^model card ${path}: .*JSON`));
+    const card = raw();
+    delete card.input;
+    writeFileSync(path, JSON.stringify(card));
+    const field = await refused(join(dir, `${NAME}.onnx`));
+    expect(field).toBeInstanceOf(CardError);
+    expect(field.message).toBe(`model card ${path}: input must be an object`);
+    writeFileSync(path, JSON.stringify(raw()));
+    expect((await refused()).message).toMatch(new RegExp(`^model card ${path}: its model ${join(dir, `${NAME}.onnx`)} cannot be read: ENOENT`));
+  });
 });
 
 describe('code and descriptor', () => {
