@@ -163,23 +163,61 @@ def write_oodset(folder: Path, name: str, images: list[bytes], meta: dict) -> di
     return {"set": name, "file": tar_path.name, "count": len(images), **meta}
 
 
+def check_oodset(manifest, where: Path) -> dict:
+    """The manifest, or SystemExit naming the file and the first field read_oodset needs that is
+    missing or of the wrong type (not a bare KeyError), in the words of the TypeScript reader,
+    scripts/eval/oodset.ts."""
+    m = manifest if isinstance(manifest, dict) else {}
+
+    def refuse(problem: str):
+        raise SystemExit(f"{where}: {problem}")
+
+    def text(v, field: str):
+        if not isinstance(v, str) or not v:
+            refuse(f"{field} must be a non-empty string")
+
+    if (m.get("format"), m.get("version")) != (OODSET_FORMAT, OODSET_VERSION):
+        refuse(f"format {json.dumps(m.get('format'))} version {json.dumps(m.get('version'))} is not {OODSET_FORMAT} v{OODSET_VERSION}")
+    # the TypeScript reader takes these two from the model card
+    size, channels = m.get("size"), m.get("channels")
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        refuse("size must be a positive integer")
+    if channels not in (1, 3) or isinstance(channels, bool):
+        refuse("channels must be 1 or 3")
+    if not isinstance(m.get("sets"), list) or not m["sets"]:
+        refuse("sets must be a non-empty list")
+    for i, raw in enumerate(m["sets"]):
+        e = raw if isinstance(raw, dict) else {}
+        text(e.get("set"), f"sets[{i}].set")
+        if "file" in e:
+            text(e["file"], f"sets[{i}].file")
+            continue
+        text(e.get("source"), f"sets[{i}].source")
+        if not isinstance(e.get("ids"), list) or not e["ids"] or not all(isinstance(x, str) for x in e["ids"]):
+            refuse(f"sets[{i}].ids must be a non-empty list of strings")
+    return m
+
+
 def read_oodset(folder: Path, data_root: Path) -> tuple[dict, dict[str, np.ndarray]]:
     """(manifest, {set: images}) of a folder that `write_oodset` and `replay_entry` wrote, each
     set preprocessed at the manifest's size and channels, in manifest order."""
-    manifest = json.loads((folder / "manifest.json").read_text())
-    if (manifest.get("format"), manifest.get("version")) != (OODSET_FORMAT, OODSET_VERSION):
-        raise SystemExit(f"{folder}/manifest.json: not a {OODSET_FORMAT} v{OODSET_VERSION} manifest")
+    where = folder / "manifest.json"
+    manifest = check_oodset(json.loads(where.read_text()), where)
     size, channels = manifest["size"], manifest["channels"]
     sets = {}
-    for entry in manifest["sets"]:
+    for k, entry in enumerate(manifest["sets"]):
         if "file" in entry:
             with tarfile.open(folder / entry["file"]) as tf:
                 members = sorted((m for m in tf.getmembers() if m.isfile()), key=lambda m: m.name)
                 sets[entry["set"]] = np.stack([preprocess_bytes(tf.extractfile(m).read(), size, channels) for m in members])
         else:
             ds = data_mod.load(data_root / entry["source"], size, channels)
-            where = {i: (s, j) for s in data_mod.SPLITS for j, i in enumerate(ds.splits[s].ids)}
-            sets[entry["set"]] = np.stack([ds.splits[where[i][0]].x[where[i][1]] for i in entry["ids"]])
+            at = {i: (s, j) for s in data_mod.SPLITS for j, i in enumerate(ds.splits[s].ids)}
+            unknown = [i for i in entry["ids"] if i not in at]
+            if unknown:
+                raise SystemExit(f"{where}: sets[{k}].ids: {len(unknown)} not images of {data_root / entry['source']}, "
+                                 f"the first {unknown[0]!r}")
+            sets[entry["set"]] = np.stack([ds.splits[at[i][0]].x[at[i][1]] for i in entry["ids"]])
         sets[entry["set"]] = sets[entry["set"]].astype(np.float32)
     return manifest, sets
 

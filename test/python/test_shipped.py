@@ -69,7 +69,9 @@ def test_an_export_made_with_constant_folding_is_refused():
         shipped.load(MODELS / "brain_tumor_mri-darf-b64.onnx")
 
 
-def test_read_oodset_reads_tar_and_source_entries_and_rejects_other_formats(tmp_path, monkeypatch):
+def toy_oodset(tmp_path) -> tuple[Path, dict, list[bytes], dict[str, bytes]]:
+    """An OOD sets folder of one tar set and one set of a data set's images (tmp_path/data/photos):
+    (folder, manifest, the tar's PNGs, the data set's image bytes by id)."""
     rng = np.random.RandomState(0)
     src = tmp_path / "data" / "photos"
     raw = {}
@@ -84,6 +86,11 @@ def test_read_oodset_reads_tar_and_source_entries_and_rejects_other_formats(tmp_
                {"set": "near:photos", "source": "photos", "ids": ["b/x.png", "a/x.png"]}]
     manifest = {"format": ood_eval.OODSET_FORMAT, "version": ood_eval.OODSET_VERSION, "size": 32, "channels": 1, "sets": entries}
     (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder, manifest, pngs, raw
+
+
+def test_read_oodset_reads_tar_and_source_entries_and_rejects_other_formats(tmp_path, monkeypatch):
+    folder, manifest, pngs, raw = toy_oodset(tmp_path)
     monkeypatch.setenv("MEDHASH_CACHE", str(tmp_path / "cache"))
     _, sets = ood_eval.read_oodset(folder, tmp_path / "data")
     assert list(sets) == ["attack:toy", "near:photos"]
@@ -94,6 +101,26 @@ def test_read_oodset_reads_tar_and_source_entries_and_rejects_other_formats(tmp_
     (folder / "manifest.json").write_text(json.dumps({**manifest, "version": 99}))
     with pytest.raises(SystemExit, match="medhash-oodset v1"):
         ood_eval.read_oodset(folder, tmp_path / "data")
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda m: m.pop("size"), "size must be a positive integer"),
+    (lambda m: m.update(channels="1"), "channels must be 1 or 3"),
+    (lambda m: m.pop("sets"), "sets must be a non-empty list"),
+    (lambda m: m["sets"][0].pop("set"), "sets[0].set must be a non-empty string"),
+    (lambda m: m["sets"][1].pop("source"), "sets[1].source must be a non-empty string"),
+    (lambda m: m["sets"][1].pop("ids"), "sets[1].ids must be a non-empty list of strings"),
+    (lambda m: m["sets"][1].update(ids=["a/x.png", "c/y.png"]), "sets[1].ids: 1 not images of DATA/photos, the first 'c/y.png'"),
+])
+def test_read_oodset_refuses_a_missing_or_wrong_field_naming_the_file_and_the_field(tmp_path, monkeypatch, change, words):
+    """Before, a missing field was a bare KeyError ('size'), naming neither the file nor the field."""
+    folder, manifest, _, _ = toy_oodset(tmp_path)
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("MEDHASH_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(SystemExit) as e:
+        ood_eval.read_oodset(folder, tmp_path / "data")
+    assert e.value.code == f"{folder / 'manifest.json'}: {words.replace('DATA', str(tmp_path / 'data'))}"
 
 
 def test_frontier_rows_cover_every_subset_and_name_the_goals_each_misses():
