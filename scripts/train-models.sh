@@ -15,7 +15,7 @@ ship() {  # the shipped 64-bit models: train, fit the OOD stage, export (ONNX, c
     MH sweep --data $D/$set --methods darf_sch --bits 64 --seeds 0
     [ -f ../runs/$set/darf_sch-cpu64-b64-s0/ood.json ] && grep -q '"validation_sets"' ../runs/$set/darf_sch-cpu64-b64-s0/ood.json \
       || MH ood --run ../runs/$set/darf_sch-cpu64-b64-s0 --epochs 3 --steps 150
-    MH export --run ../runs/$set/darf_sch-cpu64-b64-s0 --name $set-darf-b64
+    MH export --run ../runs/$set/darf_sch-cpu64-b64-s0 --name $set-darf-b64 --force   # these are the shipped models
   done
 }
 b64() { for set in brain_tumor_mri kather_crc_2016; do MH sweep --data $D/$set --methods darf_sch $BASELINES --bits 64 --seeds 0; done; }
@@ -59,7 +59,7 @@ head5() {
   [ -f $run/ood.json ] && grep -q '"validation_sets"' $run/ood.json && return
   MH unpack --model mednist-darf-b64.onnx --run $run
   MH ood --run $run --reuse-decoder
-  MH export --run $run --name mednist-darf-b64
+  MH export --run $run --name mednist-darf-b64 --force
 }
 
 for stage in ${STAGES:-ship b64 b32 b16 seeds ablations heldout b64_128 seeds128 b32_128 seeds_b32_b16 rest128 seeds_kather32_128 head5}; do

@@ -171,13 +171,15 @@ def cmd_sweep(args):
 def cmd_pipeline(args):
     """One model end to end: train (checkpoint on val, tie-aware evaluation of query vs db), fit
     the OOD stage, export ONNX + card + golden file. Prints the card's name, metrics and OOD threshold."""
-    from .export import export_run
+    from .export import export_run, refuse_overwrite
     from .ood import check_data, fit_run
+    # before training, not after its minutes or hours
+    refuse_overwrite(args.name, Path(args.models), args.force)
     ds = load_data(args.data, args.preset, args.channels, args.holdout)
     check_data(ds, f"--data {args.data}")
     rd = do_train(args, args.method, args.bits, args.seed, ds)
     fit_run(rd, epochs=args.ood_epochs, steps=args.ood_steps)
-    card = export_run(rd, args.name, Path(args.models))
+    card = export_run(rd, args.name, Path(args.models), args.force)
     print(json.dumps({"model": card["name"], "onnx": str(Path(args.models) / card["onnx"]), "bits": card["bits"],
                       "classes": card["classes"], **card["metrics"], "ood_threshold": card["ood"]["threshold"]}))
 
@@ -212,7 +214,8 @@ def main(argv=None):
         p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="default: 3 for kather*, else 1")
         p.add_argument("--epochs", type=int_in(0), default=0, help="override the preset's epochs (0: the preset's)")
         p.add_argument("--out", default=str(ROOT / "runs"))
-        p.add_argument("--force", action="store_true")
+        p.add_argument("--force", action="store_true",
+                       help="train again over a finished run (pipeline: and overwrite model --name in --models)")
         p.add_argument("--threads", type=int_in(1), default=2, help="torch threads (this machine has 2 cores)")
         p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
                        help="where training and encoding run (auto: CUDA when present); metrics are computed on the CPU")

@@ -170,7 +170,16 @@ def build_golden(name: str, card: dict, model: nn.Module, head: ood.OODHead, sou
             "bits_order": "bit i = bit (7 - i % 8) of byte i / 8", "items": items}
 
 
-def export_run(run: Path, name: str, out: Path) -> dict:
+def refuse_overwrite(name: str, out: Path, force: bool) -> None:
+    """Refuses to replace model `name` in `out` (a shipped one, or another run's by that name)
+    unless `force`: the collections indexed with it record its model_id, which new files would not match."""
+    existing = [p for p in (out / f"{name}.onnx", out / f"{name}.card.json", out / "golden" / f"{name}.json") if p.exists()]
+    if existing and not force:
+        raise SystemExit(f"model {name} exists: {', '.join(map(str, existing))}; --force overwrites it, or give another --name")
+
+
+def export_run(run: Path, name: str, out: Path, force: bool = False) -> dict:
+    refuse_overwrite(name, out, force)
     if not (run / "metrics.json").exists():
         raise SystemExit(f"{run}: no metrics.json (training not finished)")
     if not (run / "ood.pt").exists():
@@ -198,10 +207,11 @@ def add_parser(sub):
     p.add_argument("--run", required=True, help="a run folder with model.pt and metrics.json")
     p.add_argument("--name", required=True, help="the model's name: files NAME.onnx, NAME.card.json")
     p.add_argument("--out", default=str(Path(__file__).resolve().parents[1]), help="default: models/")
+    p.add_argument("--force", action="store_true", help="overwrite model NAME when --out holds it")
     p.set_defaults(fn=cmd_export)
 
 
 def cmd_export(args):
     torch.set_num_threads(2)
-    card = export_run(Path(args.run), args.name, Path(args.out))
+    card = export_run(Path(args.run), args.name, Path(args.out), args.force)
     print(json.dumps({k: card[k] for k in ("model_id", "onnx", "bits")}))

@@ -76,6 +76,27 @@ def test_a_value_out_of_range_is_a_usage_error_before_anything_runs(tmp_path, ca
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("cmd", ["pipeline", "export"])
+def test_a_model_of_that_name_is_not_overwritten_without_force(tmp_path, cmd):
+    """Before, `pipeline --name mednist-darf-b64` replaced the shipped model after training, and
+    `export` at once."""
+    models = tmp_path / "models"
+    files = [models / "x.onnx", models / "x.card.json", models / "golden" / "x.json"]
+    files[2].parent.mkdir(parents=True)
+    for f in files:
+        f.write_text("shipped")
+    argv = (["pipeline", "--data", str(tmp_path / "images"), *TINY, "--out", str(tmp_path / "runs"), "--name", "x", "--models", str(models)]
+            if cmd == "pipeline" else ["export", "--run", str(tmp_path / "runs" / "r"), "--name", "x", "--out", str(models)])
+    assert refused(argv) == f"model x exists: {', '.join(map(str, files))}; --force overwrites it, or give another --name"
+    assert all(f.read_text() == "shipped" for f in files)
+    # --force passes the check (what stops it then is the missing data or run)
+    assert "exists" not in refused(argv + ["--force"])
+    # one of the files is enough to refuse: a half-written export is still that model's
+    files[0].unlink()
+    files[1].unlink()
+    assert refused(argv) == f"model x exists: {files[2]}; --force overwrites it, or give another --name"
+
+
 def test_a_train_split_smaller_than_a_batch_still_trains():
     """A class folder of a few dozen images has fewer train images than the preset's batch: that is
     one smaller batch per epoch. It was zero steps (n // batch), a NaN loss and the untrained
