@@ -50,7 +50,20 @@ export interface ClientOptions {
    * slower than wasm; by default such an adapter is passed over for wasm. For tests and measurements.
    */
   softwareGpu?: boolean;
+  /**
+   * How long an API call (a search, a page of the collections list, a model's card) may wait for
+   * its whole answer before it fails with MedhashTimeoutError; default 30 000 (30 s). Model
+   * downloads have none: they report their progress, and 28 MB over a slow link may take minutes.
+   */
+  timeoutMs?: number;
 }
+
+/**
+ * Without a limit, a search that a stuck service or a lost connection never answers waits for
+ * whatever limit the browser or runtime has, if any. A search by code answers in milliseconds;
+ * this leaves room for a cold start and a slow link.
+ */
+const DEFAULT_TIMEOUT_MS = 30_000;
 
 export interface CollectionSummary {
   name: string;
@@ -129,6 +142,20 @@ export class MedhashApiError extends Error {
   }
 }
 
+/**
+ * An API call with no whole answer within the client's `timeoutMs`: the service is stuck or
+ * overloaded, or the connection was lost. Not a MedhashApiError: no answer of the service's came.
+ */
+export class MedhashTimeoutError extends Error {
+  override name = 'MedhashTimeoutError';
+  constructor(
+    readonly url: string,
+    readonly timeoutMs: number,
+  ) {
+    super(`${url}: no answer within ${timeoutMs / 1000} s; is the service overloaded, or the connection lost?`);
+  }
+}
+
 /** What a model load downloads: the model's .onnx, and onnxruntime-web's .wasm (once per page). */
 export type Download = 'model' | 'runtime';
 
@@ -193,11 +220,15 @@ export class BrowserEncoder {
 export class MedhashClient {
   private readonly base: string;
   private readonly assets: string;
+  private readonly timeoutMs: number;
   private readonly encoders = new Map<string, Promise<BrowserEncoder>>();
 
   constructor(private readonly opts: ClientOptions) {
     this.base = (opts.baseUrl ?? globalThis.location?.origin ?? '').replace(/\/$/, '');
     this.assets = opts.assetBase ?? new URL('./', import.meta.url).href;
+    this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    // AbortSignal.timeout takes whole milliseconds: 0.5 would be 0, every call failing at once
+    if (!Number.isSafeInteger(this.timeoutMs) || this.timeoutMs <= 0) throw new Error(`timeoutMs must be a whole number of milliseconds above 0, got ${opts.timeoutMs}`);
   }
 
   private async request(path: string, init: RequestInit = {}): Promise<Response> {
@@ -216,9 +247,16 @@ export class MedhashClient {
     throw new MedhashApiError(res.status, e?.code ?? 'http_error', e?.message ?? `${path}: HTTP ${res.status}`, e?.field, body?.ood, e?.details, retryAfterS);
   }
 
-  /** A 2xx answer's JSON body. */
-  private async requestJson<T>(path: string, init?: RequestInit): Promise<T> {
-    return jsonOf<T>(await this.request(path, init), path, `is ${this.base || 'this origin'} the medhash service?`);
+  /** A 2xx answer's JSON body, the whole of it within `timeoutMs`. */
+  private async requestJson<T>(path: string, init: RequestInit = {}): Promise<T> {
+    const signal = AbortSignal.timeout(this.timeoutMs);
+    try {
+      return await jsonOf<T>(await this.request(path, { ...init, signal }), path, `is ${this.base || 'this origin'} the medhash service?`);
+    } catch (e) {
+      // the abort fails whatever was waiting, the fetch or the body's read, each in its own words
+      if (signal.aborted && !(e instanceof MedhashApiError)) throw new MedhashTimeoutError(`${this.base}${path}`, this.timeoutMs);
+      throw e;
+    }
   }
 
   /** Every collection the key may use, by name (all pages). */

@@ -2,13 +2,13 @@
 // fetch): a pay-per-query partner backs off on 429 and 402 from what the error carries, the
 // service's `details` and the Retry-After header.
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:http';
+import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import { startNodeServer, type RunningServer } from '../../functions/entries/node.ts';
-import { MedhashApiError, MedhashClient } from '../../functions/sdk/index.ts';
+import { MedhashApiError, MedhashClient, MedhashTimeoutError } from '../../functions/sdk/index.ts';
 import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
 
 let dir: string;
@@ -85,6 +85,40 @@ it('a service that does not answer (down, unreachable) is named as such, with it
   const e = await refusal(down.collections());
   expect(e).not.toBeInstanceOf(MedhashApiError);
   expect(e.message).toMatch(new RegExp(`^${url.replace(/[.]/g, '\\.')}/v1/collections\\?limit=1000: no answer from the service \\(fetch failed\\); is it down, or unreachable from here\\?$`));
+});
+
+it('a search the service never answers fails after timeoutMs with MedhashTimeoutError naming the URL, as does an answer whose body stalls', async () => {
+  // a service that takes the request and holds it: no answer to a search, headers and half a body to the list
+  const held: ServerResponse[] = [];
+  const stuck = createServer((req, res) => {
+    held.push(res);
+    if (req.url?.startsWith('/v1/collections?')) {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"collections": [');
+    }
+  });
+  await new Promise<void>((resolve) => stuck.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(stuck.address() as AddressInfo).port}`;
+  try {
+    const slow = new MedhashClient({ apiKey: 'mh_x', baseUrl: url, timeoutMs: 200 });
+    const e = await refusal(slow.search('c', 'ab'.repeat(8), undefined));
+    expect(e).toBeInstanceOf(MedhashTimeoutError);
+    expect(e).not.toBeInstanceOf(MedhashApiError);
+    expect([e.name, e.message]).toEqual(['MedhashTimeoutError', `${url}/v1/collections/c/search: no answer within 0.2 s; is the service overloaded, or the connection lost?`]);
+    const list = await refusal(slow.collections());
+    expect(list).toBeInstanceOf(MedhashTimeoutError);
+    expect(list.message).toMatch(/\/v1\/collections\?limit=1000: no answer within 0\.2 s/);
+    expect(held).toHaveLength(2);
+  } finally {
+    stuck.closeAllConnections();
+    await new Promise<void>((resolve) => stuck.close(() => resolve()));
+  }
+});
+
+it('refuses a timeoutMs that is not a whole number of milliseconds above 0', () => {
+  for (const timeoutMs of [0, -1, 0.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+    expect(() => new MedhashClient({ apiKey: 'mh_x', timeoutMs })).toThrow(`timeoutMs must be a whole number of milliseconds above 0, got ${timeoutMs}`);
+  }
 });
 
 it('an answer that is not the service\'s JSON (an HTML page from a proxy or a web server) says so, not "Unexpected token <"', async () => {
