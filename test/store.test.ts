@@ -15,7 +15,7 @@ import type { KV } from '../functions/store/kv.ts';
 import { CollectionReader } from '../functions/store/reader.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../functions/store/sqlite.ts';
 import type { SqlDb } from '../functions/store/sql.ts';
-import { CollectionWriter, DEFAULT_WRITER_LIMITS, MAX_ERASE_ITEMS, MAX_RECENT_SHARDS, READ_AHEAD, RecentBudget, WRITE_WINDOW, type CollectionSpec, type WriteOp, type WriterLimits } from '../functions/store/writer.ts';
+import { CollectionWriter, DEFAULT_WRITER_LIMITS, MAX_ERASE_ITEMS, MAX_RECENT_SHARDS, READ_AHEAD, READ_AHEAD_BYTES, RecentBudget, WRITE_WINDOW, WRITE_WINDOW_BYTES, type CollectionSpec, type WriteOp, type WriterLimits } from '../functions/store/writer.ts';
 import { MedhashError } from '../functions/util/errors.ts';
 import { seededRandom } from './shared/random.ts';
 import type { SecondWriterJob } from './shared/second-writer.ts';
@@ -45,21 +45,38 @@ class TestKV implements KV {
   shardPuts = 0;
   /** The most shards read at any time and not matched by a shard written since (a change's working set). */
   mostUnwritten = 0;
+  /** The most shard blobs being read, and being written, at once. */
+  mostShardGetsAtOnce = 0;
+  mostShardPutsAtOnce = 0;
+  private shardGetsNow = 0;
+  private shardPutsNow = 0;
   constructor(readonly inner: KV) {}
   private async jitter() {
     if (this.jitterMs) await sleep(Math.random() * this.jitterMs);
   }
   async get(key: string) {
-    await this.jitter();
-    if (key.includes('/s/')) this.mostUnwritten = Math.max(this.mostUnwritten, ++this.shardGets - this.shardPuts);
-    return this.inner.get(key);
+    const shard = key.includes('/s/');
+    if (shard) this.mostShardGetsAtOnce = Math.max(this.mostShardGetsAtOnce, ++this.shardGetsNow);
+    try {
+      await this.jitter();
+      if (shard) this.mostUnwritten = Math.max(this.mostUnwritten, ++this.shardGets - this.shardPuts);
+      return await this.inner.get(key);
+    } finally {
+      if (shard) this.shardGetsNow--;
+    }
   }
   async put(key: string, value: Uint8Array | string) {
-    await this.jitter();
-    if (this.failPut?.(key, this.puts)) throw new Error(`simulated crash putting ${key}`);
-    this.puts++;
-    await this.inner.put(key, value);
-    if (key.includes('/s/')) this.shardPuts++;
+    const shard = key.includes('/s/');
+    if (shard) this.mostShardPutsAtOnce = Math.max(this.mostShardPutsAtOnce, ++this.shardPutsNow);
+    try {
+      await this.jitter();
+      if (this.failPut?.(key, this.puts)) throw new Error(`simulated crash putting ${key}`);
+      this.puts++;
+      await this.inner.put(key, value);
+      if (shard) this.shardPuts++;
+    } finally {
+      if (shard) this.shardPutsNow--;
+    }
   }
   async delete(key: string) {
     if (this.failDelete) throw new Error(`simulated failure deleting ${key}`);
@@ -387,10 +404,42 @@ describe('collection writer', () => {
     // Read, not yet matched by an upload: the shard in hand, those read ahead, the run held back
     // for compaction, and a window of uploads (all at once, it would be 40).
     expect(kv.mostUnwritten).toBeLessThanOrEqual(1 + READ_AHEAD + 1 + WRITE_WINDOW);
+    // Shards of the default size fit the byte windows: both windows stay full.
+    expect(kv.mostShardGetsAtOnce).toBe(1 + READ_AHEAD);
+    expect(kv.mostShardPutsAtOnce).toBe(WRITE_WINDOW);
     const after = await snapshot();
     expect(after.size).toBe(400);
     for (const id of spread) expect(after.get(id)!.metadata).toBe('{"label":"spread"}');
     expect((await published())!.shards.every((s, i) => s.key !== before.shards[i].key)).toBe(true);
+  });
+
+  it('narrows the read ahead and the upload window by bytes (READ_AHEAD_BYTES, WRITE_WINDOW_BYTES) for large shards, one shard going however large', async () => {
+    // Items of a quarter of a default-size shard, 5 to a shard (MEDHASH_SHARD_MAX_BYTES allows up
+    // to 24 MiB): no shard fits the read-ahead window, no two fit the upload window.
+    const limits = { maxShardBytes: 24 << 20, maxShardItems: 5 };
+    const pad = 'x'.repeat(DEFAULT_WRITER_LIMITS.maxShardBytes / 4);
+    const big = (id: string, v: number): WriteOp => ({ op: 'put', record: { ...rec(id, v), metadata: JSON.stringify({ label: pad }) } });
+    const w = writer(limits);
+    await w.apply(ids(15).map((id, i) => big(id, i)));
+    const before = (await published())!;
+    expect(before.shards).toHaveLength(3);
+    for (const s of before.shards) expect(s.bytes).toBeGreaterThan(READ_AHEAD_BYTES);
+    expect(2 * Math.min(...before.shards.map((s) => s.bytes))).toBeGreaterThan(WRITE_WINDOW_BYTES);
+    kv.shardGets = kv.shardPuts = kv.mostShardGetsAtOnce = kv.mostShardPutsAtOnce = 0;
+    kv.jitterMs = 2;
+    const spread = ['id-0002', 'id-0007', 'id-0012'];
+    expect(await w.apply(spread.map((id) => big(id, 999)))).toMatchObject({ changed: 3, count: 15 });
+    expect(kv.shardGets).toBe(3);
+    expect(kv.shardPuts).toBe(3);
+    // Counted in shards only, the windows read one ahead and uploaded two at once, whatever their size.
+    expect(kv.mostShardGetsAtOnce).toBe(1);
+    expect(kv.mostShardPutsAtOnce).toBe(1);
+    // The same shards as the same items written at once into an empty collection.
+    const fresh = { ...SPEC, id: 'col_fresh' };
+    const final = ids(15).map((id, i) => big(id, spread.includes(id) ? 999 : i));
+    await new CollectionWriter(kv, sqlHeadStore(sql, fresh.id), fresh, { ...DEFAULT_WRITER_LIMITS, ...limits }).apply(final);
+    const whole = (await new CollectionReader(kv.inner, 1 << 20).manifest(fresh.id))!;
+    expect((await published())!.shards.map((s) => s.sha256)).toEqual(whole.shards.map((s) => s.sha256));
   });
 
   it('erases at most MAX_ERASE_ITEMS matching items per call, in id order, and says how many remain', async () => {

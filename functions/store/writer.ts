@@ -133,6 +133,14 @@ export class RecentBudget {
 export const WRITE_WINDOW = 2;
 export const READ_AHEAD = 1;
 
+/**
+ * The same windows in bytes of shard blobs: as many default-size shards. Larger shards
+ * (MEDHASH_SHARD_MAX_BYTES up to 24 MiB) narrow them, down to no read ahead and one upload at a
+ * time: counted in shards, a change's windows would grow with the shard size limit.
+ */
+export const WRITE_WINDOW_BYTES = WRITE_WINDOW * DEFAULT_WRITER_LIMITS.maxShardBytes;
+export const READ_AHEAD_BYTES = READ_AHEAD * DEFAULT_WRITER_LIMITS.maxShardBytes;
+
 const isPublishFailure = (e: unknown): e is MedhashError => e instanceof MedhashError && e.code === 'publish_failed';
 
 /** A change's own publish failed after its commit: the change holds, readers see it shortly. */
@@ -161,11 +169,15 @@ async function settleAll(calls: Promise<void>[]): Promise<void> {
   if (failed) throw failed.reason;
 }
 
-/** Fetches the blobs of the shards a change will rewrite, in order, at most READ_AHEAD ahead of the one in hand. */
+/**
+ * Fetches the blobs of the shards a change will rewrite, in order, at most READ_AHEAD of them and
+ * READ_AHEAD_BYTES (by the sizes the manifest records) ahead of the one in hand, which always loads.
+ */
 class ReadAhead<T> {
   private ahead = 0;
   private stopped = false;
-  private readonly started = new Map<string, Promise<T>>();
+  private readonly started = new Map<string, { read: Promise<T>; bytes: number }>();
+  private startedBytes = 0;
 
   constructor(
     private readonly load: (entry: ManifestShard) => Promise<T>,
@@ -173,17 +185,27 @@ class ReadAhead<T> {
   ) {}
 
   take(entry: ManifestShard): Promise<T> {
-    let read = this.started.get(entry.key);
-    this.started.delete(entry.key);
-    if (!read) {
+    const started = this.started.get(entry.key);
+    let read: Promise<T>;
+    if (started) {
+      this.started.delete(entry.key);
+      this.startedBytes -= started.bytes;
+      read = started.read;
+    } else {
       read = this.load(entry);
       if (this.plan[this.ahead] === entry) this.ahead++;
     }
-    while (!this.stopped && this.ahead < this.plan.length && this.started.size < READ_AHEAD) {
+    while (
+      !this.stopped &&
+      this.ahead < this.plan.length &&
+      this.started.size < READ_AHEAD &&
+      this.startedBytes + this.plan[this.ahead].bytes <= READ_AHEAD_BYTES
+    ) {
       const next = this.plan[this.ahead++];
       const ahead = this.load(next);
       ahead.catch(() => {}); // a read the change never takes (it failed first) must not be an unhandled rejection
-      this.started.set(next.key, ahead);
+      this.started.set(next.key, { read: ahead, bytes: next.bytes });
+      this.startedBytes += next.bytes;
     }
     return read;
   }
@@ -191,6 +213,7 @@ class ReadAhead<T> {
   stop(): void {
     this.stopped = true;
     this.started.clear();
+    this.startedBytes = 0;
   }
 }
 
@@ -336,7 +359,10 @@ export class CollectionWriter {
       await settleAll(puts);
     };
     const cut = async (records: ShardRecord[]) => {
-      for (const chunk of this.split(records)) {
+      for (const { records: chunk, maxBytes } of this.split(records)) {
+        // Room first, then the blob: with this one, the window's blobs stay within
+        // WRITE_WINDOW_BYTES, unless it goes alone.
+        if (window.length > 0 && window.reduce((n, b) => n + b.bytes.length, maxBytes) > WRITE_WINDOW_BYTES) await upload();
         const bytes = encodeShard(chunk, bits, dims);
         const sha256 = await sha256Hex(bytes);
         const key = shardKey(this.spec.id, sha256);
@@ -637,15 +663,18 @@ export class CollectionWriter {
     return blob;
   }
 
-  /** Cuts sorted records into shards under both caps, balanced by item count. */
-  private split(records: ShardRecord[]): ShardRecord[][] {
+  /**
+   * Cuts sorted records into shards under both caps, balanced by item count; `maxBytes` bounds
+   * each one's blob (encodeShard's padding may leave it a few bytes smaller).
+   */
+  private split(records: ShardRecord[]): { records: ShardRecord[]; maxBytes: number }[] {
     if (records.length === 0) return [];
     const { bits, descriptor_dims: dims } = this.spec;
     const budget = this.limits.maxShardBytes - EMPTY_SHARD_BYTES;
     const sizes = records.map((r) => recordBytes(r, bits, dims));
     const total = sizes.reduce((a, b) => a + b, 0);
     const parts = Math.max(1, Math.ceil(records.length / this.limits.maxShardItems), Math.ceil(total / budget));
-    const chunks: ShardRecord[][] = [];
+    const chunks: { records: ShardRecord[]; maxBytes: number }[] = [];
     let cur: ShardRecord[] = [];
     let curBytes = 0;
     let done = 0;
@@ -655,7 +684,7 @@ export class CollectionWriter {
       // under a cap of 5: 5, 4, 4, 4, 4, not 5, 5, 5, 5, 1); a cut by bytes leaves fewer parts to share
       const target = Math.min(this.limits.maxShardItems, Math.ceil((records.length - done) / Math.max(1, parts - chunks.length)));
       if (cur.length > 0 && (cur.length >= target || curBytes + sizes[i] > budget)) {
-        chunks.push(cur);
+        chunks.push({ records: cur, maxBytes: EMPTY_SHARD_BYTES + curBytes });
         done += cur.length;
         cur = [];
         curBytes = 0;
@@ -663,7 +692,7 @@ export class CollectionWriter {
       cur.push(r);
       curBytes += sizes[i];
     });
-    chunks.push(cur);
+    chunks.push({ records: cur, maxBytes: EMPTY_SHARD_BYTES + curBytes });
     return chunks;
   }
 }
