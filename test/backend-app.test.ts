@@ -1,6 +1,6 @@
 // The inference backend's HTTP face with a stand-in model (functions/backend/app.ts): what it
 // refuses before parsing (body size, JSON shape), what it refuses before decoding (a request past
-// the queue's bound), the headers every answer carries, the model input /healthz reports and the
+// the queue's bound), what it stops decoding (a request whose client hung up), the headers every answer carries, the model input /healthz reports and the
 // errors its OpenAPI document describes. The real model behind it is tested in image-search.test.ts.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,11 +14,12 @@ import { overBudget } from '../functions/util/json-budget.ts';
 import { DICOM_FIXTURES } from './encode/fixtures.ts';
 import { png, scanlines } from './encode/png-fixtures.ts';
 
-// decodeImage as the app calls it, counted: what a request refused for the queue must not cost
-const decodes = vi.hoisted(() => ({ count: 0 }));
+// decodeImage as the app calls it, counted (what a request refused for the queue, or whose client
+// hung up, must not cost) and with a hook that runs as each decode starts
+const decodes = vi.hoisted(() => ({ count: 0, onDecode: undefined as (() => void) | undefined }));
 vi.mock('../functions/encode/image.ts', async (importOriginal) => {
   const image = await importOriginal<typeof import('../functions/encode/image.ts')>();
-  return { ...image, decodeImage: (...args: Parameters<typeof image.decodeImage>) => (decodes.count++, image.decodeImage(...args)) };
+  return { ...image, decodeImage: (...args: Parameters<typeof image.decodeImage>) => (decodes.count++, decodes.onDecode?.(), image.decodeImage(...args)) };
 });
 
 const card = parseCard(JSON.parse(readFileSync(join(import.meta.dirname, '..', 'models', 'mednist-darf-b64.card.json'), 'utf8')));
@@ -37,13 +38,11 @@ const stub: Encoder = {
 const { app } = createBackendApp(stub);
 const post = (body: string, type = 'application/json') => app.request('/v1/encode', { method: 'POST', headers: { 'content-type': type }, body });
 const errorOf = async (r: Response) => [r.status, ((await r.json()) as { error: { code: string } }).error.code];
+/** A 2x2 grey PNG, base64. */
+const image = Buffer.from(png({ width: 2, height: 2, colorType: 0, bitDepth: 8, raw: scanlines(2, 2, 1, 8, Uint8Array.of(0, 64, 128, 255)) })).toString('base64');
 
-/** The largest valid request: every input an image (three keys and their values, where a tensor has one). */
-const largest = () => {
-  // each input with every key an image input may have, `frame` included
-  const image = Buffer.from(png({ width: 2, height: 2, colorType: 0, bitDepth: 8, raw: scanlines(2, 2, 1, 8, Uint8Array.of(0, 64, 128, 255)) })).toString('base64');
-  return JSON.stringify({ version: 1, inputs: Array.from({ length: MAX_INPUTS }, () => ({ image, content_type: 'image/png', frame: 0 })) });
-};
+/** The largest valid request: every input an image with every key an image input may have, `frame` included (three keys and their values, where a tensor has one). */
+const largest = () => JSON.stringify({ version: 1, inputs: Array.from({ length: MAX_INPUTS }, () => ({ image, content_type: 'image/png', frame: 0 })) });
 
 beforeAll(initNodeImageCodecs);
 
@@ -96,7 +95,6 @@ describe('inference backend: admission before decoding', () => {
     const runs: number[] = [];
     const held: Encoder = { ...stub, run: async (x, n) => (runs.push(n), await gate, stub.run(x, n)) };
     const { app: small } = createBackendApp(held, { maxBatch: 2, maxWaitMs: 1, maxQueue: 4 });
-    const image = Buffer.from(png({ width: 2, height: 2, colorType: 0, bitDepth: 8, raw: scanlines(2, 2, 1, 8, Uint8Array.of(0, 64, 128, 255)) })).toString('base64');
     const send = () => small.request('/v1/encode', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ inputs: [0, 1].map(() => ({ image, content_type: 'image/png' })) }) });
     decodes.count = 0;
     const first = send();
@@ -115,6 +113,23 @@ describe('inference backend: admission before decoding', () => {
     expect(refused).toEqual(Array(3).fill(['1', 'overloaded']));
     // the first request's 2 images and the 2 admitted requests' 4: none of the refused ones'
     expect(decodes.count).toBe(6);
+  });
+});
+
+describe('inference backend: a client that hangs up', () => {
+  it('stops decoding its request\'s images: those after the hang-up are never decoded, and it is answered 499', async () => {
+    const hangUp = new AbortController();
+    decodes.count = 0;
+    // the client hangs up while its first image is being decoded
+    decodes.onDecode = () => hangUp.abort();
+    try {
+      const body = JSON.stringify({ inputs: [0, 1, 2].map(() => ({ image, content_type: 'image/png' })) });
+      const r = await app.request('/v1/encode', { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: hangUp.signal });
+      expect(r.status).toBe(499);
+    } finally {
+      decodes.onDecode = undefined;
+    }
+    expect(decodes.count).toBe(1);
   });
 });
 

@@ -13,7 +13,7 @@ import type { EncodeOutputs, Encoder } from '../encode/model.ts';
 import { MedhashError, badRequest } from '../util/errors.ts';
 import { fromBase64 } from '../util/bytes.ts';
 import { checkJsonBody } from '../util/json-budget.ts';
-import { MicroBatcher, QueueFullError, RequestAbortedError, type BatcherOptions } from './batcher.ts';
+import { MicroBatcher, QueueFullError, RequestAbortedError, throwIfAborted, type BatcherOptions } from './batcher.ts';
 import { encodingOf } from './encoding.ts';
 import { EncodeRequest, EncodeResponse, JSON_BUDGET, MAX_BODY_BYTES, MAX_INPUTS, PROTOCOL_VERSION, tensorFromBase64, type EncodeRequestBody, type ImageEncoding } from './protocol.ts';
 
@@ -52,11 +52,13 @@ export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAUL
    * A request's inputs as the model takes them, decoded and preprocessed. Everything is decoded
    * before it queues, so that a bad input fails the request without costing a model run; one at a
    * time, so that a request holds one full-size image at once, not 64 (a 16 KB PNG of 4096x4096
-   * zeros decodes to about 75 MB).
+   * zeros decodes to about 75 MB). Once `signal` fires (the client hung up) no further input is
+   * decoded: the request fails with RequestAbortedError, as it would in the queue.
    */
-  const tensorsOf = async (inputs: EncodeRequestBody['inputs']): Promise<Float32Array[]> => {
+  const tensorsOf = async (inputs: EncodeRequestBody['inputs'], signal: AbortSignal): Promise<Float32Array[]> => {
     const tensors: Float32Array[] = [];
     for (const [i, inp] of inputs.entries()) {
+      throwIfAborted(signal);
       if ('tensor' in inp) {
         const t = tensorFromBase64(inp.tensor, size);
         if (!t) throw badRequest('invalid_tensor', `inputs.${i}.tensor must be ${size} finite float32 values (${size * 4} bytes), base64`, `inputs.${i}.tensor`);
@@ -132,8 +134,10 @@ export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAUL
       // Admitted to the queue before it is decoded: a burst past the queue's bound is refused
       // before its images cost memory (each request holding one decoded image at a time).
       // @hono/node-server aborts the request's signal when its client hangs up before the answer:
-      // what of it still waits in the queue is dropped, not run for no one.
-      const results = await batcher.submitMade(body.inputs.length, () => tensorsOf(body.inputs), c.req.raw.signal);
+      // what of it is still to decode is not decoded, and what waits in the queue is dropped, not
+      // run for no one.
+      const { signal } = c.req.raw;
+      const results = await batcher.submitMade(body.inputs.length, () => tensorsOf(body.inputs, signal), signal);
       const bad = results.indexOf(null);
       if (bad >= 0) {
         const what = 'tensor' in body.inputs[bad] ? 'tensor' : 'image';

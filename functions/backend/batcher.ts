@@ -6,7 +6,8 @@
 // they are made (submitMade), its places held meanwhile: a burst past the bound is refused
 // before any of it is decoded.
 // A request whose client hangs up (its AbortSignal fires) leaves the queue at once, so that the
-// model's time goes to live clients; what of it already runs just ends.
+// model's time goes to live clients; what of it already runs just ends. A maker checks
+// throwIfAborted between inputs, so that the backend decodes no more of such a request's images.
 // close() refuses what waits and lets the running batch end, so that the model can be released.
 
 export interface BatcherOptions {
@@ -31,12 +32,17 @@ export class BatcherClosedError extends QueueFullError {
   }
 }
 
-/** The request's signal fired (its client hung up) while its inputs waited; none of them was run. */
+/** The request's signal fired (its client hung up) before its inputs ran; none of them was run. */
 export class RequestAbortedError extends Error {
   override name = 'RequestAbortedError';
   constructor() {
     super('the request was aborted');
   }
+}
+
+/** Throws RequestAbortedError once `signal` has fired: what a hung-up request still has to do is not done. */
+export function throwIfAborted(signal?: AbortSignal): void {
+  if (signal?.aborted) throw new RequestAbortedError();
 }
 
 interface Pending<I, O> {
@@ -112,7 +118,7 @@ export class MicroBatcher<I, O> {
   /** Throws unless `n` more inputs may wait now. */
   private admit(n: number, signal?: AbortSignal): void {
     if (this.closed) throw new BatcherClosedError();
-    if (signal?.aborted) throw new RequestAbortedError();
+    throwIfAborted(signal);
     const taken = this.queue.length + this.held;
     if (taken + n > this.opts.maxQueue) throw new QueueFullError(Math.max(1, Math.ceil((taken * this.msPerInput) / 1000)));
   }
