@@ -1,4 +1,5 @@
-// Shared OpenAPI pieces for the route modules: the app type and the documented error answers.
+// Shared OpenAPI pieces for the route modules: the app type and the documented error answers,
+// and the 503 every route with a key declares (declareUnavailable).
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { DEFAULT_BODY_BYTES, ErrorSchema, MAX_BATCH_ITEMS, MAX_BODY_BYTES, OodRefusalSchema } from './schemas.ts';
 
@@ -17,7 +18,7 @@ const ERROR_TEXT: Record<number, string> = {
   415: 'Content-Type is not application/json (or, for an image, not an image type the route reads).',
   422: 'The Idempotency-Key was already used for a different request; or (search) the query is out of distribution for the collection\'s model: the body then carries `ood` with the reasons, and `allow_ood: true` gets results anyway; or (an image) it is corrupt (`corrupt_image`), its `frame` is past the last (`frame_out_of_range`), or a DICOM JPEG-LS or JPEG 2000 frame took longer than its deadline to decode (`decode_timeout`: a malformed stream; docs/ENCODING.md, "Decode deadline").',
   429: "Over the tenant's rate limit; Retry-After says when to retry, RateLimit-* describe the limit.",
-  503: 'Temporarily unable; retrying is safe.',
+  503: 'Temporarily unable; retrying is safe. On Workers, any route with a key answers `unavailable` when a Durable Object call fails in the platform (the object overloaded, reset by a deploy, or its connection lost), its Retry-After saying when to retry.',
 };
 
 export const json = <T>(schema: T, description: string) => ({ description, content: { 'application/json': { schema } } });
@@ -30,6 +31,28 @@ export function errors(...statuses: number[]) {
 export const oodRefusal = { 422: json(OodRefusalSchema, ERROR_TEXT[422]) };
 
 export const jsonBody = <T>(schema: T) => ({ required: true, content: { 'application/json': { schema } } });
+
+/** The response header component that a 503's Retry-After refers to. */
+const RETRY_AFTER = 'RetryAfter';
+
+/**
+ * Adds the 503 `unavailable` (util/rpc.ts) to every route with a key, with its Retry-After: on
+ * Workers each one calls a Durable Object, which the platform may fail (a tenant key is looked up
+ * in one; the admin routes' work is done in them). Done once all routes are registered, so that
+ * no route can leave it out.
+ */
+export function declareUnavailable(app: App): void {
+  app.openAPIRegistry.registerComponent('headers', RETRY_AFTER, {
+    description: 'Seconds to wait before retrying (sent with a 503 `unavailable`).',
+    schema: { type: 'integer', minimum: 0 },
+  });
+  for (const d of app.openAPIRegistry.definitions) {
+    if (d.type !== 'route' || !d.route.security?.length) continue;
+    const unavailable = (d.route.responses[503] ??= errors(503)[503]);
+    if ('$ref' in unavailable) throw new Error(`${d.route.method} ${d.route.path}: its 503 must be declared inline, to carry Retry-After`);
+    unavailable.headers = { ...unavailable.headers, 'Retry-After': { $ref: `#/components/headers/${RETRY_AFTER}` } };
+  }
+}
 
 /** The rate-limit state on a metered route's answer (docs/BILLING.md). */
 export const rateLimitHeaders = {

@@ -1,7 +1,8 @@
 // What the Worker answers when a Durable Object call fails in workerd's infrastructure (the
 // object overloaded, reset by a deploy, its connection lost): 503 `unavailable` with Retry-After,
-// while an error of the object's own code stays a logged 500. The control plane's binding is
-// wrapped so that its calls fail as workerd fails them, or reach the real object.
+// while an error of the object's own code stays a logged 500; and the OpenAPI document declares
+// that 503 on every route it can reach. The control plane's binding is wrapped so that its calls
+// fail as workerd fails them, or reach the real object.
 import { createExecutionContext } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
 import { afterEach, expect, it } from 'vitest';
@@ -22,16 +23,19 @@ const CONTROL = {
 };
 const failing = { ...env, CONTROL } as unknown as typeof env;
 
-/** GET /v1/admin/tenants, which reads the control plane: status, Retry-After and the error's code. */
-async function listTenants() {
+/** A request to the Worker whose control plane fails as `failure` says: status, Retry-After and the error's code. */
+async function send(method: string, path: string, key: string) {
   const r = await worker.fetch(
-    new Request('http://medhash.test/v1/admin/tenants', { headers: { authorization: `Bearer ${TEST_OPERATOR_KEY}` } }) as Request<unknown, IncomingRequestCfProperties>,
+    new Request(`http://medhash.test${path}`, { method, headers: { authorization: `Bearer ${key}` } }) as Request<unknown, IncomingRequestCfProperties>,
     failing,
     createExecutionContext(),
   );
   const body = (await r.json()) as { error?: { code: string } };
   return [r.status, r.headers.get('retry-after'), body.error?.code ?? 'ok'];
 }
+
+/** GET /v1/admin/tenants, which reads the control plane. */
+const listTenants = () => send('GET', '/v1/admin/tenants', TEST_OPERATOR_KEY);
 
 const flagged = (message: string, flags: Record<string, boolean>) => Object.assign(new Error(message), flags);
 
@@ -54,4 +58,24 @@ it('leaves an error of the object\'s own code a 500, and a call that succeeds as
   expect(await listTenants()).toEqual([500, null, 'internal']);
   failure = null;
   expect(await listTenants()).toEqual([200, null, 'ok']);
+});
+
+it('declares that 503 and its Retry-After on every route with a key, each of which can answer it', async () => {
+  const r = await worker.fetch(new Request('http://medhash.test/openapi.json') as Request<unknown, IncomingRequestCfProperties>, env, createExecutionContext());
+  type Declared = { headers?: Record<string, unknown> };
+  const doc = (await r.json()) as { paths: Record<string, Record<string, { security?: unknown[]; responses: Record<string, Declared> }>>; components: { headers: Record<string, { schema: unknown }> } };
+  failure = flagged('Durable Object is overloaded. Too many requests queued.', { overloaded: true });
+  const keyed: string[] = [];
+  for (const [template, ops] of Object.entries(doc.paths)) {
+    for (const [method, op] of Object.entries(ops)) {
+      if (!op.security) continue;
+      const route = `${method.toUpperCase()} ${template}`;
+      keyed.push(route);
+      // a key that is not the operator's is looked up on the control plane, on a tenant route and an admin route alike
+      expect(await send(method.toUpperCase(), template.replace(/\{\w+\}/g, 'x'), 'mh_not-a-key'), route).toEqual([503, '5', 'unavailable']);
+      expect(op.responses['503']?.headers?.['Retry-After'], route).toEqual({ $ref: '#/components/headers/RetryAfter' });
+    }
+  }
+  expect(keyed.length).toBeGreaterThan(20);
+  expect(doc.components.headers.RetryAfter.schema).toEqual({ type: 'integer', minimum: 0 });
 });
