@@ -1,6 +1,6 @@
 // Collection store: copy-on-write upserts/deletes, shard caps, idempotency, serialised writes,
-// crash safety (interrupted ingest at every step), readers racing manifest swaps, GC, and
-// two processes on one data dir.
+// crash safety (interrupted ingest at every step), readers racing manifest swaps, GC, two
+// processes on one data dir, and the stray shards they can leave.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -8,14 +8,15 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { searchManifest } from '../functions/search/search.ts';
-import { Shard, type ShardRecord } from '../functions/shards/codec.ts';
-import { encodeManifest, manifestKey, type Manifest } from '../functions/shards/manifest.ts';
+import { encodeShard, Shard, type ShardRecord } from '../functions/shards/codec.ts';
+import { encodeManifest, manifestKey, shardKey, type Manifest } from '../functions/shards/manifest.ts';
 import { migrateHeads, sqlHeadStore, type HeadStore } from '../functions/store/head.ts';
 import type { KV } from '../functions/store/kv.ts';
 import { CollectionReader } from '../functions/store/reader.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../functions/store/sqlite.ts';
 import type { SqlDb } from '../functions/store/sql.ts';
 import { CollectionWriter, DEFAULT_WRITER_LIMITS, MAX_ERASE_ITEMS, MAX_RECENT_SHARDS, READ_AHEAD, READ_AHEAD_BYTES, RecentBudget, WRITE_WINDOW, WRITE_WINDOW_BYTES, type CollectionSpec, type WriteOp, type WriterLimits } from '../functions/store/writer.ts';
+import { sha256Hex } from '../functions/util/bytes.ts';
 import { MedhashError } from '../functions/util/errors.ts';
 import { seededRandom } from './shared/random.ts';
 import type { SecondWriterJob } from './shared/second-writer.ts';
@@ -836,5 +837,133 @@ describe('two processes on one data dir', () => {
       ctlDb.close();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('stray shards: blobs under the prefix that the writer state names nowhere', () => {
+  const named = () => {
+    const h = sqlHeadStore(sql, SPEC.id).load()!;
+    return [...h.manifest.shards.map((x) => x.key), ...h.pending, ...h.garbage.map((g) => g.key)];
+  };
+  /** A valid shard blob of one item, and its key under the collection's prefix. */
+  async function blob(id: string): Promise<{ key: string; bytes: Uint8Array }> {
+    const bytes = encodeShard([rec(id, 99)], SPEC.bits, SPEC.descriptor_dims);
+    return { key: shardKey(SPEC.id, await sha256Hex(bytes)), bytes };
+  }
+  /** Puts a valid shard blob that no writer state names. */
+  async function plantStray(): Promise<string> {
+    const { key, bytes } = await blob('zz');
+    await kv.inner.put(key, bytes);
+    return key;
+  }
+
+  it("are left by two writers when one's maintenance deletes a due key the other has just recorded again; the sweep finds and deletes them, nothing else", async () => {
+    const graceMs = 1000;
+    const b = writer({ graceMs });
+    await b.apply([put('a', 1)]);
+    const [due] = (await published())!.shards.map((x) => x.key);
+    await b.apply([put('a', 2)]); // the shard {a: 1} is garbage from here
+    clock += graceMs;
+    // Writer A, as another process: its upload of the shard {a: 1} (the due key) waits until B has collected it.
+    let atGate!: () => void;
+    const reached = new Promise<void>((ok) => (atGate = ok));
+    let release!: () => void;
+    const gate = new Promise<void>((ok) => (release = ok));
+    const gated: KV = {
+      get: (key) => kv.get(key),
+      put: async (key, value) => {
+        if (key === due) {
+          atGate();
+          await gate;
+        }
+        return kv.put(key, value);
+      },
+      delete: (key) => kv.delete(key),
+      list: (prefix) => kv.list(prefix),
+    };
+    const a = new CollectionWriter(gated, sqlHeadStore(sql, SPEC.id), SPEC, { ...DEFAULT_WRITER_LIMITS, graceMs }, { now: () => clock });
+    const change = a.apply([put('a', 1)]);
+    await reached; // A has recorded the key as pending
+    await b.maintain(); // B takes the state over: the pending key is the due garbage key, deleted
+    release();
+    await expect(change).rejects.toMatchObject({ status: 409, code: 'write_conflict' });
+    expect(await kv.inner.get(due)).not.toBeNull();
+    expect(named()).not.toContain(due);
+
+    const keep = named();
+    expect(await b.sweepStrays(false)).toEqual([due]);
+    expect(await kv.inner.get(due)).not.toBeNull(); // listed only
+    expect(await b.sweepStrays(true)).toEqual([due]);
+    expect(await kv.inner.get(due)).toBeNull();
+    for (const key of keep) expect(await kv.inner.get(key), key).not.toBeNull();
+    expect([...(await snapshot()).entries()].map(([id, r]) => [id, r.code[0]])).toEqual([['a', 2]]);
+    expect(await b.sweepStrays(true)).toEqual([]);
+    // A's change sent again holds.
+    await a.apply([put('a', 1)]);
+    expect([...(await snapshot()).entries()].map(([id, r]) => [id, r.code[0]])).toEqual([['a', 1]]);
+  });
+
+  it('are never live, pending or garbage keys', async () => {
+    const w = writer({ maxShardItems: 2, graceMs: 1000 });
+    await w.apply(ids(6).map((id, i) => put(id, i)));
+    await w.apply([put('id-0000', 100)]); // one shard replaced: garbage within its grace
+    const heads = sqlHeadStore(sql, SPEC.id);
+    const pending = await blob('zy'); // an upload in flight: recorded, then put
+    heads.save({ ...heads.load()!, pending: [pending.key] });
+    await kv.inner.put(pending.key, pending.bytes);
+    const h = heads.load()!;
+    expect([h.manifest.shards.length, h.pending.length, h.garbage.length]).toEqual([3, 1, 1]);
+    const keep = named();
+    const stray = await plantStray();
+
+    expect(await w.sweepStrays(true)).toEqual([stray]);
+    expect((await kv.inner.list(`c/${SPEC.id}/s/`)).sort()).toEqual([...keep].sort());
+    expect(heads.load()).toEqual(h);
+  });
+
+  it('are not deleted when a writer records the key between the sweep\'s read of the state and its deletes', async () => {
+    await writer().apply([put('a', 1)]);
+    const stray = await plantStray();
+    const base = sqlHeadStore(sql, SPEC.id);
+    let loads = 0;
+    const heads: HeadStore = {
+      // the sweep reads the state before and after its listing, then checks it inside its deletes:
+      // another process records the key right after the second read
+      load: () => {
+        const head = base.load();
+        if (++loads === 2) base.save({ ...head!, pending: [stray] });
+        return head;
+      },
+      save: (head) => base.save(head),
+    };
+    const w = new CollectionWriter(kv.inner, heads, SPEC, DEFAULT_WRITER_LIMITS, { now: () => clock });
+    await expect(w.sweepStrays(true)).rejects.toMatchObject({ status: 409, code: 'write_conflict' });
+    expect(await kv.inner.get(stray)).not.toBeNull();
+    // Named now (pending), it is no stray.
+    expect(await w.sweepStrays(true)).toEqual([]);
+    expect(await kv.inner.get(stray)).not.toBeNull();
+  });
+
+  it("are not taken for a garbage key that another process's GC deletes between the listing and the second read of the state", async () => {
+    const graceMs = 1000;
+    const w = writer({ graceMs });
+    await w.apply([put('a', 1)]);
+    const [due] = (await published())!.shards.map((x) => x.key);
+    await w.apply([put('a', 2)]);
+    clock += graceMs;
+    const other = writer({ graceMs });
+    const listing: KV = {
+      get: (key) => kv.get(key),
+      put: (key, value) => kv.put(key, value),
+      delete: (key) => kv.delete(key),
+      list: async (prefix) => {
+        const keys = await kv.list(prefix);
+        await other.maintain();
+        return keys;
+      },
+    };
+    const sweeper = new CollectionWriter(listing, sqlHeadStore(sql, SPEC.id), SPEC, { ...DEFAULT_WRITER_LIMITS, graceMs }, { now: () => clock });
+    expect(await sweeper.sweepStrays(false)).toEqual([]);
+    expect(await kv.inner.get(due)).toBeNull(); // collected by the other's GC
   });
 });

@@ -38,7 +38,9 @@ export interface Manifest {
 export const COLLECTIONS_PREFIX = 'c/';
 export const collectionPrefix = (collection: string): string => `${COLLECTIONS_PREFIX}${collection}/`;
 export const manifestKey = (collection: string): string => `${collectionPrefix(collection)}manifest`;
-export const shardKey = (collection: string, sha256: string): string => `${collectionPrefix(collection)}s/${sha256}`;
+/** What every shard key of the collection starts with. */
+export const shardPrefix = (collection: string): string => `${collectionPrefix(collection)}s/`;
+export const shardKey = (collection: string, sha256: string): string => `${shardPrefix(collection)}${sha256}`;
 /** The collection id a KV key belongs to (`c/{id}/...`), or null for a key of no collection. */
 export function collectionOfKey(key: string): string | null {
   if (!key.startsWith(COLLECTIONS_PREFIX)) return null;

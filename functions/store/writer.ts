@@ -14,6 +14,7 @@ import {
   manifestKey,
   routeId,
   shardKey,
+  shardPrefix,
   type Manifest,
   type ManifestShard,
 } from '../shards/manifest.ts';
@@ -147,6 +148,9 @@ const isPublishFailure = (e: unknown): e is MedhashError => e instanceof Medhash
 export const isCommittedNotVisible = (e: unknown): boolean => isPublishFailure(e) && e.details?.committed === true;
 
 const opId = (op: WriteOp): string => (op.op === 'put' ? op.record.id : op.id);
+
+/** Every shard key the writer state names: the live manifest's, pending uploads, garbage. */
+const namedKeys = (head: Head): string[] => [...head.manifest.shards.map((s) => s.key), ...head.pending, ...head.garbage.map((g) => g.key)];
 
 function sameRecord(a: ShardRecord, b: ShardRecord): boolean {
   return a.metadata === b.metadata && bytesEqual(a.code, b.code) && bytesEqual(a.descriptor, b.descriptor);
@@ -481,7 +485,7 @@ export class CollectionWriter {
       const head = this.loadHead();
       // A head destroyed by an older version may still name its shards: emptied the same way.
       if (!head.destroyed || head.manifest.shards.length > 0) {
-        const known = [...head.manifest.shards.map((s) => s.key), ...head.pending, ...head.garbage.map((g) => g.key)];
+        const known = namedKeys(head);
         head.destroyed = true;
         head.manifest = { ...head.manifest, count: 0, shards: [] };
         head.pending = [];
@@ -513,6 +517,33 @@ export class CollectionWriter {
       this.saveIfCurrent(head);
     }
     return true;
+  }
+
+  /**
+   * Finds the shard keys under this collection's prefix that its writer state names nowhere, and
+   * with `remove` deletes them; for the operator's sweep (store/orphans.ts). Two Node processes on
+   * one data dir leave such strays in one ordering: A records key K, which is also a due garbage
+   * key; B's maintenance takes the state over and deletes K; A's upload of K lands, and A's commit
+   * fails with 409. Throws write_conflict when the state changed before the deletes (run it again).
+   */
+  sweepStrays(remove: boolean): Promise<string[]> {
+    return this.mutex.run(async () => {
+      // KV keeps no time per key, so no grace period can tell a stray from an upload in flight; the
+      // order of the reads does. A writer records a key before it uploads it, so a key the listing
+      // shows was recorded before the listing. Unnamed by the state read after the listing, its
+      // record was dropped without a commit (the ordering above), and no change of this collection
+      // will name it unless it records it again, which changes the state: the deletes happen only
+      // while the state is still that one (as the GC's). The read before the listing keeps out a
+      // key the GC of another process deletes between the listing and the second read.
+      const before = this.loadHead();
+      const listed = await this.kv.list(shardPrefix(this.spec.id));
+      const head = this.loadHead();
+      if (head.destroyed) return []; // purge() deletes all it lists
+      const named = new Set([...namedKeys(before), ...namedKeys(head)]);
+      const strays = listed.filter((key) => !named.has(key));
+      if (remove && strays.length > 0 && !(await this.deleteWhileCurrent(strays, head.rev))) throw writeConflict();
+      return strays;
+    });
   }
 
   /** Forgets the records of the shards of the last change (RecentBudget): the next change reads them from KV. */
@@ -613,18 +644,8 @@ export class CollectionWriter {
     const due = head.garbage.filter((g) => !live.has(g.key) && now - g.since >= this.limits.graceMs);
     if (due.length > 0) {
       // Shard keys are content hashes, so another process may have made a collected key live
-      // again; only delete while this head is still the stored one. A writer records a key
-      // (changing the head) before it uploads it; where the KV makes the check and the deletes
-      // one step that uploads wait for (Node), that upload lands before the check, which then
-      // fails, or after the deletes. On Workers the Durable Object is the collection's only writer.
-      const keys = due.map((g) => g.key);
-      const current = () => this.heads.load()?.rev === head.rev;
-      if (this.kv.deleteIf) {
-        if (!(await this.kv.deleteIf(keys, current))) return;
-      } else {
-        if (!current()) return;
-        await settleAll(keys.map((key) => this.kv.delete(key)));
-      }
+      // again; only delete while this head is still the stored one.
+      if (!(await this.deleteWhileCurrent(due.map((g) => g.key), head.rev))) return;
       const gone = new Set(due.map((g) => g.key));
       head.garbage = head.garbage.filter((g) => !gone.has(g.key) && !live.has(g.key));
       if (!this.saveIfCurrent(head)) return;
@@ -632,6 +653,20 @@ export class CollectionWriter {
     if (head.garbage.length > 0) {
       await this.hooks.schedule?.(Math.min(...head.garbage.map((g) => g.since)) + this.limits.graceMs);
     }
+  }
+
+  /**
+   * Deletes `keys` if the stored head is still at `rev`; false (nothing deleted) if it is not. A
+   * writer records a key (changing the head) before it uploads it; where the KV makes the check and
+   * the deletes one step that uploads wait for (Node), that upload lands before the check, which
+   * then fails, or after the deletes. On Workers the Durable Object is the collection's only writer.
+   */
+  private async deleteWhileCurrent(keys: string[], rev: number): Promise<boolean> {
+    const current = () => (this.heads.load()?.rev ?? 0) === rev;
+    if (this.kv.deleteIf) return this.kv.deleteIf(keys, current);
+    if (!current()) return false;
+    await settleAll(keys.map((key) => this.kv.delete(key)));
+    return true;
   }
 
   /** Saves bookkeeping that another writer may already have superseded; false if it had. */
