@@ -1,7 +1,8 @@
 // The orphan sweep (functions/store/orphans.ts) on Node: data that older versions left when
 // they removed a collection's registry row first and its data after (a failed writer call, a KV
 // list that missed keys), found and deleted; registered collections, and one created during the
-// sweep, never touched. Real node:sqlite stores in a temporary data dir, the service open on it.
+// sweep, never touched but for stray shards (no writer state names them). Real node:sqlite
+// stores in a temporary data dir, the service open on it.
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
@@ -12,11 +13,14 @@ import { serve, type ServerType } from '@hono/node-server';
 import { afterAll, expect, it } from 'vitest';
 import { createApp } from '../functions/api/app.ts';
 import type { CollectionInfo } from '../functions/control/store.ts';
+import { encodeShard } from '../functions/shards/codec.ts';
+import { shardKey } from '../functions/shards/manifest.ts';
 import { createNodeBackend, sweepDataDir } from '../functions/entries/node.ts';
 import { sqlHeadStore } from '../functions/store/head.ts';
-import { isFinishedTombstone, sweepOrphans, type Orphan } from '../functions/store/orphans.ts';
+import { isFinishedTombstone, sweepOrphans, type Orphan, type Stray } from '../functions/store/orphans.ts';
 import { openSqlite, sqliteDb } from '../functions/store/sqlite.ts';
 import type { WriteOp } from '../functions/store/writer.ts';
+import { sha256Hex } from '../functions/util/bytes.ts';
 import { TEST_OPERATOR_KEY } from './shared/constants.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'medhash-orphans-'));
@@ -47,7 +51,18 @@ async function dataDir(name: string) {
     if (n > 0) await node.backend.writer(col).apply(items(n, `MRN-${name}`));
     return col;
   };
-  return { dir, node, sql, kv, keysOf, bytesOf, written, head: (col: { id: string }) => sqlHeadStore(sql, col.id).load() };
+  /** A valid shard blob of one item `id`, and its key under `col`'s prefix. */
+  const shardBlob = async (col: { id: string }, id: string) => {
+    const bytes = encodeShard([{ id, code: new Uint8Array([9, 9]), descriptor: new Int8Array(0), metadata: '{}' }], 16, 0);
+    return { key: shardKey(col.id, await sha256Hex(bytes)), bytes };
+  };
+  /** Puts a shard blob under `col`'s prefix that its writer state does not name (what two processes can leave). */
+  const plantStray = async (col: { id: string }): Promise<string> => {
+    const { key, bytes } = await shardBlob(col, 'stray');
+    await kv.put(key, bytes);
+    return key;
+  };
+  return { dir, node, sql, kv, keysOf, bytesOf, written, shardBlob, plantStray, head: (col: { id: string }) => sqlHeadStore(sql, col.id).load() };
 }
 
 /**
@@ -107,6 +122,7 @@ it('finds the data of collections deleted registry-first and deletes exactly tha
       orphans: expected,
       keys: expected.reduce((n, x) => n + x.keys, 0),
       bytes: expected.reduce((n, x) => n + x.bytes!, 0),
+      strays: [],
       failed: 0,
     });
     expect(await d.kv.list('c/')).toEqual(kvBefore); // a dry run changes nothing
@@ -125,11 +141,46 @@ it('finds the data of collections deleted registry-first and deletes exactly tha
     expect(await d.kv.list('c/')).toEqual(kvBefore.filter((k) => ![o.failed, o.missed, o.keysOnly].some((c) => k.startsWith(`c/${c.id}/`))));
     expect(d.head(live)).toEqual(liveHead);
     expect((await d.node.backend.reader.manifest(live.id))!.count).toBe(9);
-    const registered = await d.node.backend.control.collectionIds();
+    const registered = (await d.node.backend.control.collectionSpecs()).map((c) => c.id);
     expect(registered).toHaveLength(4); // and oldOrderOrphans' collection in use
     expect(registered).toEqual(expect.arrayContaining([live.id, created.id, cutOff.id]));
 
-    expect(await sweepDataDir(d.dir, { delete: true })).toEqual({ dry_run: false, orphans: [], keys: 0, bytes: 0, failed: 0 });
+    expect(await sweepDataDir(d.dir, { delete: true })).toEqual({ dry_run: false, orphans: [], keys: 0, bytes: 0, strays: [], failed: 0 });
+  } finally {
+    d.node.close();
+  }
+});
+
+it("finds the shards of a registered collection that its writer state names nowhere, deletes them only with delete, never a live, pending or garbage one", async () => {
+  const d = await dataDir('strays');
+  try {
+    const live = await d.written('live', 9); // 3 shards of at most 4 items
+    await d.node.backend.writer(live).apply([put(0, 'changed')]); // one shard replaced: garbage for the grace period
+    // A change of another process in flight: its key recorded as pending, then its blob put.
+    const inFlight = await d.shardBlob(live, 'in-flight');
+    const heads = sqlHeadStore(d.sql, live.id);
+    heads.save({ ...heads.load()!, pending: [inFlight.key] });
+    await d.kv.put(inFlight.key, inFlight.bytes);
+    const head = d.head(live)!;
+    expect([head.manifest.shards.length, head.pending.length, head.garbage.length]).toEqual([3, 1, 1]);
+    const named = await d.keysOf(live); // those and the manifest
+    const stray = await d.plantStray(live);
+    const other = await d.written('other', 2);
+    const otherKeys = await d.keysOf(other);
+
+    // Through the service (GET /v1/admin/orphans), then on the data dir (`medhash orphans`).
+    const found = { dry_run: true, orphans: [], keys: 0, bytes: 0, strays: [{ collection: live.id, shards: [stray] }], failed: 0 };
+    expect(await sweepOrphans(d.node.backend.orphans)).toEqual(found);
+    expect(await sweepDataDir(d.dir)).toEqual(found);
+    expect(await d.kv.get(stray)).not.toBeNull();
+
+    expect(await sweepDataDir(d.dir, { delete: true })).toEqual({ ...found, dry_run: false, strays: [{ collection: live.id, shards: [stray], deleted: true }] });
+    expect(await d.kv.get(stray)).toBeNull();
+    expect(await d.keysOf(live)).toEqual(named);
+    expect(d.head(live)).toEqual(head);
+    expect(await d.keysOf(other)).toEqual(otherKeys);
+    expect((await d.node.backend.reader.manifest(live.id))!.count).toBe(9);
+    expect((await sweepOrphans(d.node.backend.orphans, { delete: true })).strays).toEqual([]);
   } finally {
     d.node.close();
   }
@@ -230,13 +281,14 @@ it('medhash orphans (data dir) and medhash admin orphans (operator API): dry run
     );
   try {
     const live = await d.written('live', 5);
+    const stray = await d.plantStray(live);
     const o = await oldOrderOrphans(d);
     const ids = Object.values(o).map((c) => c.id).sort();
 
     const dry = await medhash('orphans', '--data-dir', d.dir);
     expect(dry.code).toBe(0);
-    expect(JSON.parse(dry.stdout)).toMatchObject({ dry_run: true, failed: 0, orphans: ids.map((collection) => ({ collection })) });
-    expect(dry.stderr).toMatch(/4 orphaned collection\(s\), nothing deleted: run again with --delete/);
+    expect(JSON.parse(dry.stdout)).toMatchObject({ dry_run: true, failed: 0, orphans: ids.map((collection) => ({ collection })), strays: [{ collection: live.id, shards: [stray] }] });
+    expect(dry.stderr).toMatch(/4 orphaned collection\(s\), stray shards in 1 registered collection\(s\), nothing deleted: run again with --delete/);
     expect((await d.keysOf(o.failed)).length).toBeGreaterThan(0);
 
     // Through the service: one orphan's writer fails.
@@ -247,13 +299,15 @@ it('medhash orphans (data dir) and medhash admin orphans (operator API): dry run
     const again = await fetch(`${url}/v1/admin/orphans`, { method: 'DELETE', headers: { authorization: `Bearer ${TEST_OPERATOR_KEY}` } });
     expect(again.status).toBe(500);
     expect(await again.json()).toEqual({
-      error: { code: 'orphans_delete_incomplete', message: expect.stringMatching(/^deleting 1 of 1 orphaned collections failed .*send the same DELETE again \(it is idempotent\)$/) },
-      dry_run: false, orphans: [expect.objectContaining({ collection: o.failed.id, error: 'writer unreachable' })], keys: expect.any(Number), bytes: expect.any(Number), failed: 1,
+      error: { code: 'orphans_delete_incomplete', message: expect.stringMatching(/^deleting failed for 1 of 1 found .*send the same DELETE again \(it is idempotent\)$/) },
+      dry_run: false, orphans: [expect.objectContaining({ collection: o.failed.id, error: 'writer unreachable' })], keys: expect.any(Number), bytes: expect.any(Number), strays: [], failed: 1,
     });
     d.node.backend.orphans = stores;
     expect(partial.code).toBe(1);
-    const report = JSON.parse(partial.stdout) as { orphans: Orphan[]; failed: number };
+    const report = JSON.parse(partial.stdout) as { orphans: Orphan[]; strays: Stray[]; failed: number };
     expect(report.failed).toBe(1);
+    expect(report.strays).toEqual([{ collection: live.id, shards: [stray], deleted: true }]);
+    expect(await d.kv.get(stray)).toBeNull();
     expect(report.orphans.find((x) => x.collection === o.failed.id)).toMatchObject({ error: 'writer unreachable' });
     expect(report.orphans.filter((x) => x.deleted).map((x) => x.collection)).toEqual(ids.filter((id) => id !== o.failed.id));
     expect(partial.stderr).toContain(`deleting orphans failed for ${o.failed.id}: run the same command again`);

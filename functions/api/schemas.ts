@@ -150,7 +150,17 @@ export const OrphanReportSchema = z
     ),
     keys: z.number().int(),
     bytes: z.number().int().optional(),
-    failed: z.number().int().openapi({ description: 'Orphans whose deletion failed.' }),
+    strays: z.array(
+      z
+        .object({
+          collection: z.string().openapi({ description: 'The internal id of a registered collection.', example: 'col_5c0f1e2d3c4b5a6978877665' }),
+          shards: z.array(z.string()).openapi({ description: 'Its shard keys that its writer state names nowhere (not live, not being uploaded, not awaiting garbage collection).', example: ['c/col_5c0f1e2d3c4b5a6978877665/s/3a7b...'] }),
+          deleted: z.boolean().optional(),
+          error: z.string().optional().openapi({ description: 'Why its search or deletion failed: send the request again.' }),
+        })
+        .openapi('StrayShards'),
+    ),
+    failed: z.number().int().openapi({ description: 'Orphans and strays whose deletion (or search) failed.' }),
   })
   .openapi('OrphanReport');
 

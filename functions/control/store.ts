@@ -232,9 +232,9 @@ export class ControlStore {
     return page(visible.slice(0, limit + 1).map(collectionInfo), limit, (c) => c.name);
   }
 
-  /** The id of every collection in the registry, of all tenants (the orphan sweep, store/orphans.ts). */
-  async collectionIds(): Promise<string[]> {
-    return this.db.all<{ id: string }>('SELECT id FROM collections ORDER BY id').map((r) => r.id);
+  /** The id and spec of every collection in the registry, of all tenants (the orphan sweep, store/orphans.ts). */
+  async collectionSpecs(): Promise<Pick<CollectionInfo, 'id' | 'bits' | 'descriptor_dims'>[]> {
+    return this.db.all<Pick<CollectionInfo, 'id' | 'bits' | 'descriptor_dims'>>('SELECT id, bits, descriptor_dims FROM collections ORDER BY id').map((r) => ({ ...r }));
   }
 
   async getCollection(tenantId: string, name: string): Promise<CollectionInfo | null> {

@@ -65,6 +65,11 @@ export class CollectionEndpoint {
   async destroyOrphan(id: string) {
     return this.writerFor(await this.orphanSpec(id)).destroy();
   }
+
+  /** The orphan sweep's search for stray shards of a registered collection (store/orphans.ts). */
+  sweepStrays(spec: CollectionSpec, remove: boolean) {
+    return this.writerFor(spec).sweepStrays(remove);
+  }
 }
 
 export class CollectionDO extends DurableObject<WorkerEnv> {

@@ -91,8 +91,9 @@ function openDataDir(dataDir: string): DataDirStores {
 const dataDirOrphans = ({ kv, sql, control }: DataDirStores, writerFor: (spec: CollectionSpec) => CollectionWriter): OrphanStores => ({
   kv,
   writerStates: async () => sqlWriterStates(sql),
-  registered: () => control.collectionIds(),
+  registered: () => control.collectionSpecs(),
   destroy: async (id) => writerFor(await orphanSpec(id, sqlHeadStore(sql, id), kv)).destroy(),
+  strays: (spec, remove) => writerFor(spec).sweepStrays(remove),
 });
 
 /**

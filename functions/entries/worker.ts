@@ -43,12 +43,14 @@ async function buildApp(env: WorkerEnv) {
     },
     reader: new CollectionReader(kv, CACHE_BYTES),
     // Finds orphans by their KV keys only: a Worker cannot list Durable Objects, so writer state
-    // left without keys stays where it is (store/orphans.ts, docs/SHARD_FORMAT.md).
+    // left without keys stays where it is (store/orphans.ts, docs/SHARD_FORMAT.md). Stray shards
+    // are sought by each collection's Durable Object, its single writer.
     orphans: {
       kv,
       writerStates: async () => null,
-      registered: () => control.collectionIds(),
+      registered: () => control.collectionSpecs(),
       destroy: (id) => endpoint(id).destroyOrphan(id),
+      strays: (spec, remove) => endpoint(spec.id).sweepStrays({ id: spec.id, bits: spec.bits, descriptor_dims: spec.descriptor_dims }, remove),
     },
     kernel: await HammingKernel.fromModule(hammingModule),
     oodCalibration: shippedCalibrations,

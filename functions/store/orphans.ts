@@ -14,7 +14,13 @@
 // collection created during the sweep either has no data yet at the listing, or its row is in
 // the later read. (The other order, registry first, would lose that race; this one needs no
 // grace period.)
-import { collectionOfKey, collectionPrefix, COLLECTIONS_PREFIX } from '../shards/manifest.ts';
+//
+// It also finds the stray shards of registered collections: shard keys under `c/{id}/s/` that the
+// collection's writer state names nowhere (two Node processes on one data dir leave them in one
+// ordering). Only the collection's writer can tell them from an upload in flight, so the sweep
+// asks it (CollectionWriter.sweepStrays; on Workers through its Durable Object), for each
+// registered collection whose shard keys the listing shows.
+import { collectionOfKey, collectionPrefix, COLLECTIONS_PREFIX, shardPrefix } from '../shards/manifest.ts';
 import type { Head, HeadStore } from './head.ts';
 import type { KV } from './kv.ts';
 import { CollectionReader } from './reader.ts';
@@ -30,10 +36,12 @@ export interface OrphanStores {
    * writer state (Workers: one Durable Object per collection, and a Worker cannot list them).
    */
   writerStates(): Promise<string[] | null>;
-  /** Every collection id in the registry, of all tenants. */
-  registered(): Promise<string[]>;
+  /** Every collection in the registry, of all tenants. */
+  registered(): Promise<CollectionSpec[]>;
   /** Destroys collection `id` through its writer (destroyOrphan); false: a KV delete failed. */
   destroy(id: string): Promise<boolean>;
+  /** Registered collection `spec`'s stray shard keys, deleted with `remove`, through its writer (CollectionWriter.sweepStrays). */
+  strays(spec: CollectionSpec, remove: boolean): Promise<string[]>;
 }
 
 export interface Orphan {
@@ -50,6 +58,15 @@ export interface Orphan {
   error?: string;
 }
 
+/** Shard keys of a registered collection that its writer state names nowhere. */
+export interface Stray {
+  collection: string;
+  shards: string[];
+  /** With deletion: all of them deleted. */
+  deleted?: boolean;
+  error?: string;
+}
+
 export interface OrphanReport {
   /** True: found and listed only. */
   dry_run: boolean;
@@ -57,7 +74,9 @@ export interface OrphanReport {
   /** Totals over the orphans. */
   keys: number;
   bytes?: number;
-  /** Orphans whose deletion failed: run the sweep again. */
+  /** Registered collections with stray shards (or whose search for them failed). */
+  strays: Stray[];
+  /** Orphans and strays whose deletion (or search) failed: run the sweep again. */
   failed: number;
 }
 
@@ -98,13 +117,16 @@ export async function orphanSpec(id: string, heads: HeadStore, kv: KV): Promise<
 export async function sweepOrphans(stores: OrphanStores, opts: SweepOptions = {}): Promise<OrphanReport> {
   // The data first, the registry after (see above).
   const keys = new Map<string, number>();
+  const withShards = new Set<string>();
   for (const key of await stores.kv.list(COLLECTIONS_PREFIX)) {
     const id = collectionOfKey(key);
-    if (id !== null) keys.set(id, (keys.get(id) ?? 0) + 1);
+    if (id === null) continue;
+    keys.set(id, (keys.get(id) ?? 0) + 1);
+    if (key.startsWith(shardPrefix(id))) withShards.add(id);
   }
   const states = await stores.writerStates();
   await opts.betweenReads?.();
-  const registered = new Set(await stores.registered());
+  const registered = new Map((await stores.registered()).map((spec) => [spec.id, spec]));
 
   const holding = new Set([...keys.keys(), ...(states ?? [])]);
   const ids = [...holding].filter((id) => !registered.has(id)).sort();
@@ -118,7 +140,7 @@ export async function sweepOrphans(stores: OrphanStores, opts: SweepOptions = {}
       'force',
     );
   }
-  const report: OrphanReport = { dry_run: !opts.delete, orphans: [], keys: 0, ...(stores.kv.bytes ? { bytes: 0 } : {}), failed: 0 };
+  const report: OrphanReport = { dry_run: !opts.delete, orphans: [], keys: 0, ...(stores.kv.bytes ? { bytes: 0 } : {}), strays: [], failed: 0 };
   for (const id of ids) {
     const o: Orphan = { collection: id, prefix: collectionPrefix(id), keys: keys.get(id) ?? 0 };
     if (stores.kv.bytes) o.bytes = await stores.kv.bytes(o.prefix);
@@ -135,6 +157,19 @@ export async function sweepOrphans(stores: OrphanStores, opts: SweepOptions = {}
     report.orphans.push(o);
     report.keys += o.keys;
     if (o.bytes !== undefined) report.bytes! += o.bytes;
+  }
+  for (const id of [...withShards].sort()) {
+    const spec = registered.get(id);
+    if (!spec) continue;
+    const s: Stray = { collection: id, shards: [] };
+    try {
+      s.shards = await stores.strays(spec, opts.delete === true);
+      if (opts.delete && s.shards.length > 0) s.deleted = true;
+    } catch (e) {
+      s.error = e instanceof Error ? e.message : String(e);
+      report.failed++;
+    }
+    if (s.shards.length > 0 || s.error) report.strays.push(s);
   }
   return report;
 }

@@ -38,10 +38,11 @@ const USAGE = `medhash <command> [options]
         DIR must be new or empty.
   orphans [--data-dir .medhash] [--delete [--force]]
         List the data of collections no longer in the registry (KV keys, writer state; left by
-        versions that deleted the registry row first), in a Node data dir, the service running or
-        not; --delete deletes it. Safe to re-run; exits 1 when a deletion failed. When every
-        collection holding data is missing from the registry, --delete refuses (a wrong or empty
-        registry looks like that); --force deletes anyway.
+        versions that deleted the registry row first), and the shards of registered collections
+        that their writer state names nowhere (two processes on one data dir leave them), in a Node
+        data dir, the service running or not; --delete deletes them. Safe to re-run; exits 1 when a
+        deletion failed. When every collection holding data is missing from the registry, --delete
+        refuses (a wrong or empty registry looks like that); --force deletes anyway.
 
   index --collection C --codes FILE [--format jsonl|csv] [--batch 1000]
         Upsert items from a JSONL/CSV file of codes, in batches; safe to re-run.
@@ -162,8 +163,11 @@ async function backup(args: string[]) {
 /** Prints an orphan sweep's report; throws (exit 1) when a deletion failed, so that it is re-run. */
 function orphanReport(r: OrphanReport) {
   print(r);
-  if (r.dry_run && r.orphans.length > 0) console.error(`${r.orphans.length} orphaned collection(s), nothing deleted: run again with --delete to delete them`);
-  const failed = r.orphans.filter((o) => o.error !== undefined).map((o) => o.collection);
+  const withStrays = r.strays.filter((s) => s.shards.length > 0).length;
+  if (r.dry_run && r.orphans.length + withStrays > 0) {
+    console.error(`${r.orphans.length} orphaned collection(s), stray shards in ${withStrays} registered collection(s), nothing deleted: run again with --delete to delete them`);
+  }
+  const failed = [...r.orphans, ...r.strays].filter((o) => o.error !== undefined).map((o) => o.collection);
   if (failed.length) throw new Error(`deleting orphans failed for ${failed.join(', ')}: run the same command again`);
 }
 

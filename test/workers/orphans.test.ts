@@ -1,10 +1,13 @@
 // The orphan sweep on Workers (GET/DELETE /v1/admin/orphans): the KV keys of collections whose
 // registry row an older version removed before their data, found by listing KV and deleted
 // through each collection's Durable Object, which is left a tombstone; registered collections
-// untouched.
+// untouched but for stray shards (no writer state names them), which their Durable Object finds.
 import { env } from 'cloudflare:workers';
 import { runInDurableObject } from 'cloudflare:test';
 import { expect, it } from 'vitest';
+import { encodeShard } from '../../functions/shards/codec.ts';
+import { shardKey } from '../../functions/shards/manifest.ts';
+import { sha256Hex } from '../../functions/util/bytes.ts';
 import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
 import { call, newTenantKey, send } from './client.ts';
 
@@ -92,4 +95,25 @@ it('answers a sweep whose deletion failed with a 500 beside its record, never a 
   expect((await again.json<any>()).orphans.find((o: { collection: string }) => o.collection === id)).toMatchObject({ deleted: true });
   expect(await keysOf(id)).toEqual([]);
   expect((await call('GET', '/v1/collections/kept/items/a', key)).code).toBe('0001');
+});
+
+it("finds the shards of a registered collection that its writer state names nowhere through its Durable Object, and deletes only them", async () => {
+  const key = await newTenantKey('orphans-strays');
+  await call('POST', '/v1/collections', key, { name: 'strays', bits: 16 });
+  await call('POST', '/v1/collections/strays/items', key, { items: [{ id: 'a', code: '0001' }, { id: 'b', code: '0002' }] });
+  const id = await runInDurableObject(control(), (_, state) => state.storage.sql.exec<{ id: string }>("SELECT id FROM collections WHERE name = 'strays'").one().id);
+  const named = await keysOf(id);
+  const bytes = encodeShard([{ id: 'stray', code: new Uint8Array([9, 9]), descriptor: new Int8Array(0), metadata: '{}' }], 16, 0);
+  const stray = shardKey(id, await sha256Hex(bytes));
+  await env.MEDHASH_KV.put(stray, bytes);
+
+  const mine = (r: { strays: { collection: string }[] }) => r.strays.filter((x) => x.collection === id);
+  expect(mine(await call('GET', '/v1/admin/orphans', TEST_OPERATOR_KEY))).toEqual([{ collection: id, shards: [stray] }]);
+  expect(await env.MEDHASH_KV.get(stray)).not.toBeNull();
+  const swept = await call('DELETE', '/v1/admin/orphans', TEST_OPERATOR_KEY);
+  expect(swept).toMatchObject({ dry_run: false, failed: 0 });
+  expect(mine(swept)).toEqual([{ collection: id, shards: [stray], deleted: true }]);
+  expect(await env.MEDHASH_KV.get(stray)).toBeNull();
+  expect(await keysOf(id)).toEqual(named);
+  expect((await call('GET', '/v1/collections/strays/items/b', key)).code).toBe('0002');
 });
