@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import { createApp } from '../functions/api/app.ts';
 import { accessTable, operatorKey, tenantKey, wholeTenant, type Security } from '../functions/auth/guard.ts';
-import type { Ledger } from '../functions/billing/ledger.ts';
+import type { Admission, Ledger } from '../functions/billing/ledger.ts';
 import { createNodeBackend, type NodeBackend } from '../functions/entries/node.ts';
 import type { ImageEncoderApi } from '../functions/inference/remote.ts';
 import { DEFAULT_WRITER_LIMITS } from '../functions/store/writer.ts';
@@ -243,6 +243,56 @@ it('a ledger that fails to settle and then to take the charge back: a success is
     expect(log.mock.calls.map(([line]) => String(line))).toContainEqual(expect.stringMatching(/items: the billing ledger failed to settle it \(Error: ledger unreachable\); its charge was taken back$/));
   } finally {
     log.mockRestore();
+    other.close();
+  }
+});
+
+/** Makes `target`'s ledger answer every admission with `admission`, charging nothing. Returns the undo. */
+function admitsAs(target: NodeBackend, admission: Admission): () => void {
+  const ledger = target.backend.ledger;
+  target.backend.ledger = (tenantId) => Object.assign(Object.create(ledger(tenantId)) as Ledger, { admit: async () => admission });
+  return () => {
+    target.backend.ledger = ledger;
+  };
+}
+
+it('declares Retry-After on the 429 rate_limited and the 409 idempotency_in_progress of every metered route, each of which sends it', async () => {
+  const other = await createNodeBackend({ dataDir: join(dir, 'retry-after'), operatorKey: TEST_OPERATOR_KEY, images: countingEncoder() });
+  try {
+    const { call, secret } = await tenantOn(other);
+    await call('POST', '/v1/collections', secret, { name: 'c', bits: 16, model_id: 'test@0' });
+    const app = createApp(other.backend);
+    type Declared = { parameters?: { name: string; in: string }[]; responses: Record<string, { headers?: Record<string, unknown> }> };
+    const doc = (await (await app.request('/openapi.json')).json()) as { paths: Record<string, Record<string, Declared>> };
+    // a request each metered route (one that takes an Idempotency-Key) admits to metering
+    const image = { type: 'image/png', body: bytes };
+    const requests: Record<string, { path: string; type: string; body: BodyInit }> = {
+      'POST /v1/collections/{collection}/items': { path: '/v1/collections/c/items', type: 'application/json', body: JSON.stringify({ items: [{ id: 'a', code: 'abcd' }] }) },
+      'POST /v1/collections/{collection}/search': { path: '/v1/collections/c/search', type: 'application/json', body: JSON.stringify({ code: 'abcd' }) },
+      'POST /v1/collections/{collection}/search/image': { path: '/v1/collections/c/search/image', ...image },
+      'POST /v1/encode': { path: '/v1/encode', ...image },
+    };
+    const metered = Object.entries(doc.paths).flatMap(([template, ops]) => Object.entries(ops)
+      .filter(([, op]) => op.parameters?.some((p) => p.in === 'header' && p.name === 'idempotency-key'))
+      .map(([method]) => `${method.toUpperCase()} ${template}`));
+    expect(metered.sort()).toEqual(Object.keys(requests).sort());
+    const rate = { limit: 3, remaining: 0, reset_s: 30, window_s: 30 };
+    const refusals: [Admission, number, string, string][] = [
+      [{ outcome: 'rate_limited', retry_after_s: 7, rate }, 429, 'rate_limited', '7'],
+      [{ outcome: 'in_progress' }, 409, 'idempotency_in_progress', '1'],
+    ];
+    for (const [admission, status, code, retryAfter] of refusals) {
+      const restore = admitsAs(other, admission);
+      for (const [route, { path, type, body }] of Object.entries(requests)) {
+        const r = await app.request(path, { method: 'POST', headers: { authorization: `Bearer ${secret}`, 'content-type': type, 'idempotency-key': 'k-1' }, body });
+        const answer = (await r.json()) as { error: { code: string } };
+        expect([route, r.status, answer.error.code, r.headers.get('retry-after')]).toEqual([route, status, code, retryAfter]);
+        const [method, template] = route.split(' ');
+        expect(doc.paths[template][method.toLowerCase()].responses[status].headers?.['Retry-After'], `${route} ${status}`).toEqual({ $ref: '#/components/headers/RetryAfter' });
+      }
+      restore();
+    }
+  } finally {
     other.close();
   }
 });

@@ -7,7 +7,7 @@ import type { Backend } from './backend.ts';
 import { bodyLimits, declaredBodyLimit, routeBody } from './body.ts';
 import { docsHeaders, renderDocs } from './docs.ts';
 import { checkUrlEncoding, jsonMediaType, nosniff, notFoundRoute, onError, validationError } from './errors.ts';
-import { declareUnavailable, json } from './openapi.ts';
+import { declareRetryAfter, json } from './openapi.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { billingRoutes } from './routes/billing.ts';
 import { collectionRoutes } from './routes/collections.ts';
@@ -78,7 +78,7 @@ export function createApp(backend: Backend): OpenAPIHono {
   encodeRoutes(app, backend);
   billingRoutes(app, backend);
   if (backend.models) modelRoutes(app, backend.models);
-  declareUnavailable(app);
+  declareRetryAfter(app);
 
   app.openAPIRegistry.registerComponent('securitySchemes', TENANT_SCHEME, {
     type: 'http',

@@ -1,7 +1,7 @@
 // Shared OpenAPI pieces for the route modules: the app type and the documented error answers,
-// and the 503 every route with a key declares (declareUnavailable).
+// and the Retry-After their retryable answers declare (declareRetryAfter).
 import { OpenAPIHono } from '@hono/zod-openapi';
-import { DEFAULT_BODY_BYTES, ErrorSchema, MAX_BATCH_ITEMS, MAX_BODY_BYTES, OodRefusalSchema } from './schemas.ts';
+import { DEFAULT_BODY_BYTES, ErrorSchema, IdempotencyHeaders, MAX_BATCH_ITEMS, MAX_BODY_BYTES, OodRefusalSchema } from './schemas.ts';
 
 const MIB = (bytes: number) => `${bytes / 2 ** 20} MiB`;
 
@@ -32,25 +32,39 @@ export const oodRefusal = { 422: json(OodRefusalSchema, ERROR_TEXT[422]) };
 
 export const jsonBody = <T>(schema: T) => ({ required: true, content: { 'application/json': { schema } } });
 
-/** The response header component that a 503's Retry-After refers to. */
+/** The response header component that every Retry-After refers to. */
 const RETRY_AFTER = 'RetryAfter';
 
 /**
- * Adds the 503 `unavailable` (util/rpc.ts) to every route with a key, with its Retry-After: on
- * Workers each one calls a Durable Object, which the platform may fail (a tenant key is looked up
- * in one; the admin routes' work is done in them). Done once all routes are registered, so that
- * no route can leave it out.
+ * Registers the Retry-After header component in `app`'s document and returns the declaration
+ * that refers to it, for the `headers` of each response that sends it. Call it once per app.
  */
-export function declareUnavailable(app: App): void {
+function retryAfterHeader(app: App) {
   app.openAPIRegistry.registerComponent('headers', RETRY_AFTER, {
-    description: 'Seconds to wait before retrying (sent with a 503 `unavailable`).',
+    description: 'Seconds to wait before retrying.',
     schema: { type: 'integer', minimum: 0 },
   });
+  return { 'Retry-After': { $ref: `#/components/headers/${RETRY_AFTER}` } };
+}
+
+/**
+ * Declares Retry-After on every answer that sends it, adding the answer where a route does not
+ * list it: the 503 `unavailable` (util/rpc.ts) of every route with a key, which on Workers calls
+ * a Durable Object the platform may fail (a tenant key is looked up in one; the admin routes'
+ * work is done in them); and the 409 `idempotency_in_progress` and 429 `rate_limited` of every
+ * metered route (billing/meter.ts), the routes that take an Idempotency-Key. Done once all routes
+ * are registered, so that no route can leave it out.
+ */
+export function declareRetryAfter(app: App): void {
+  const header = retryAfterHeader(app);
   for (const d of app.openAPIRegistry.definitions) {
-    if (d.type !== 'route' || !d.route.security?.length) continue;
-    const unavailable = (d.route.responses[503] ??= errors(503)[503]);
-    if ('$ref' in unavailable) throw new Error(`${d.route.method} ${d.route.path}: its 503 must be declared inline, to carry Retry-After`);
-    unavailable.headers = { ...unavailable.headers, 'Retry-After': { $ref: `#/components/headers/${RETRY_AFTER}` } };
+    if (d.type !== 'route') continue;
+    const statuses = [...(d.route.security?.length ? [503] : []), ...(d.route.request?.headers === IdempotencyHeaders ? [409, 429] : [])];
+    for (const status of statuses) {
+      const response = (d.route.responses[status] ??= errors(status)[status]);
+      if ('$ref' in response) throw new Error(`${d.route.method} ${d.route.path}: its ${status} must be declared inline, to carry Retry-After`);
+      response.headers = { ...response.headers, ...header };
+    }
   }
 }
 

@@ -1,7 +1,7 @@
 // What the Worker answers when a Durable Object call fails in workerd's infrastructure (the
 // object overloaded, reset by a deploy, its connection lost): 503 `unavailable` with Retry-After,
 // while an error of the object's own code stays a logged 500; and the OpenAPI document declares
-// that 503 on every route it can reach. The control plane's binding is wrapped so that its calls
+// that 503 on every route it can reach, and Retry-After on every other answer that sends it. The control plane's binding is wrapped so that its calls
 // fail as workerd fails them, or reach the real object.
 import { createExecutionContext } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
@@ -60,12 +60,14 @@ it('leaves an error of the object\'s own code a 500, and a call that succeeds as
   expect(await listTenants()).toEqual([200, null, 'ok']);
 });
 
-it('declares that 503 and its Retry-After on every route with a key, each of which can answer it', async () => {
+it('declares that 503 and its Retry-After on every route with a key, each of which can answer it, and Retry-After on a metered route\'s 409 and 429', async () => {
   const r = await worker.fetch(new Request('http://medhash.test/openapi.json') as Request<unknown, IncomingRequestCfProperties>, env, createExecutionContext());
   type Declared = { headers?: Record<string, unknown> };
-  const doc = (await r.json()) as { paths: Record<string, Record<string, { security?: unknown[]; responses: Record<string, Declared> }>>; components: { headers: Record<string, { schema: unknown }> } };
+  type Operation = { security?: unknown[]; parameters?: { name: string; in: string }[]; responses: Record<string, Declared> };
+  const doc = (await r.json()) as { paths: Record<string, Record<string, Operation>>; components: { headers: Record<string, { schema: unknown }> } };
   failure = flagged('Durable Object is overloaded. Too many requests queued.', { overloaded: true });
   const keyed: string[] = [];
+  const metered: string[] = [];
   for (const [template, ops] of Object.entries(doc.paths)) {
     for (const [method, op] of Object.entries(ops)) {
       if (!op.security) continue;
@@ -74,8 +76,13 @@ it('declares that 503 and its Retry-After on every route with a key, each of whi
       // a key that is not the operator's is looked up on the control plane, on a tenant route and an admin route alike
       expect(await send(method.toUpperCase(), template.replace(/\{\w+\}/g, 'x'), 'mh_not-a-key'), route).toEqual([503, '5', 'unavailable']);
       expect(op.responses['503']?.headers?.['Retry-After'], route).toEqual({ $ref: '#/components/headers/RetryAfter' });
+      // a metered route (one that takes an Idempotency-Key) sends it with its 429 rate_limited and 409 idempotency_in_progress too (billing/meter.ts)
+      if (!op.parameters?.some((p) => p.in === 'header' && p.name === 'idempotency-key')) continue;
+      metered.push(route);
+      for (const status of ['409', '429']) expect(op.responses[status]?.headers?.['Retry-After'], `${route} ${status}`).toEqual({ $ref: '#/components/headers/RetryAfter' });
     }
   }
   expect(keyed.length).toBeGreaterThan(20);
+  expect(metered.sort()).toEqual(['POST /v1/collections/{collection}/items', 'POST /v1/collections/{collection}/search', 'POST /v1/collections/{collection}/search/image', 'POST /v1/encode']);
   expect(doc.components.headers.RetryAfter.schema).toEqual({ type: 'integer', minimum: 0 });
 });
