@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
+import { ErrorSchema } from '../functions/api/schemas.ts';
 import { createBackendApp } from '../functions/backend/app.ts';
 import { EncodeRequest, JSON_BUDGET, MAX_INPUTS, tensorToBase64 } from '../functions/backend/protocol.ts';
 import { loadCard, parseCard, parseModelInput } from '../functions/encode/card.ts';
@@ -183,6 +184,21 @@ describe('inference backend: OpenAPI document', () => {
     ];
     expect(answers).toEqual([[422, 'corrupt_image'], [413, 'image_too_large'], [422, 'frame_out_of_range'], [422, 'decode_timeout']]);
     for (const [status, code] of answers) expect(responses[String(status)]?.description, `${status}`).toContain(`\`${code}\``);
+  });
+
+  it('declares the 503 a full queue or a stop answers as the edge declares its own: the Error shape, and Retry-After a header component', async () => {
+    const { app: stopped, batcher } = createBackendApp(stub);
+    await batcher.close();
+    const r = await stopped.request('/v1/encode', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ inputs: [{ image, content_type: 'image/png' }] }) });
+    const body: unknown = await r.json();
+    expect([r.status, r.headers.get('retry-after'), ErrorSchema.parse(body).error.code]).toEqual([503, '1', 'overloaded']);
+    type Declared = { description: string; headers?: Record<string, unknown>; content: Record<string, { schema: unknown }> };
+    const doc = (await (await stopped.request('/openapi.json')).json()) as { paths: Record<string, Record<string, { responses: Record<string, Declared> }>>; components: { headers: Record<string, { schema: unknown }> } };
+    const declared = doc.paths['/v1/encode'].post.responses['503'];
+    expect(declared.content['application/json'].schema).toEqual({ $ref: '#/components/schemas/Error' });
+    expect(declared.headers?.['Retry-After']).toEqual({ $ref: '#/components/headers/RetryAfter' });
+    expect(doc.components.headers.RetryAfter.schema).toEqual({ type: 'integer', minimum: 0 });
+    expect(declared.description).toContain('`overloaded`');
   });
 });
 

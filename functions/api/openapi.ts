@@ -37,9 +37,10 @@ const RETRY_AFTER = 'RetryAfter';
 
 /**
  * Registers the Retry-After header component in `app`'s document and returns the declaration
- * that refers to it, for the `headers` of each response that sends it. Call it once per app.
+ * that refers to it, for the `headers` of each response that sends it. Call it once per app: the
+ * edge's (declareRetryAfter) and the inference backend's (backend/app.ts).
  */
-function retryAfterHeader(app: App) {
+export function retryAfterHeader(app: App) {
   app.openAPIRegistry.registerComponent('headers', RETRY_AFTER, {
     description: 'Seconds to wait before retrying.',
     schema: { type: 'integer', minimum: 0 },

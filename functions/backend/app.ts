@@ -5,7 +5,7 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { UnofficialStatusCode } from 'hono/utils/http-status';
 import { limitBody, nosniff, onError, notFoundRoute, validationError } from '../api/errors.ts';
-import { errors, json, jsonBody } from '../api/openapi.ts';
+import { errors, json, jsonBody, retryAfterHeader } from '../api/openapi.ts';
 import { ErrorSchema } from '../api/schemas.ts';
 import { decodeImage, DEFAULT_LIMITS } from '../encode/image.ts';
 import { preprocess } from '../encode/preprocess.ts';
@@ -114,6 +114,7 @@ export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAUL
     (c) => c.json({ status: 'ok' as const, runtime: provider(encoder), model_id: card.model_id, bits: card.bits, queue: batcher.waiting, input: card.input }, 200),
   );
 
+  const retryAfter = retryAfterHeader(app);
   app.openapi(
     createRoute({
       method: 'post', path: '/v1/encode', tags: ['inference'],
@@ -126,7 +127,7 @@ export function createBackendApp(encoder: Encoder, opts: BatcherOptions = DEFAUL
         ...errors(415),
         413: json(ErrorSchema, `\`body_too_large\` over ${MAX_BODY_BYTES} bytes; \`json_too_complex\` for a JSON body with more objects and arrays (${JSON_BUDGET.containers}) or values (${JSON_BUDGET.values}, keys included) than twice the largest valid batch holds, counted before it is parsed; \`image_too_large\` for an image over the size limits (docs/ENCODING.md), \`field\` naming it.`),
         422: json(ErrorSchema, '`corrupt_image`: an image whose bytes are of its type but cannot be decoded (truncated, damaged); `frame_out_of_range`: a `frame` past the DICOM\'s last; `decode_timeout`: a DICOM JPEG-LS or JPEG 2000 frame that took longer than its deadline to decode (a malformed stream; docs/ENCODING.md, "Decode deadline"); `unencodable_image`: an image whose model outputs are not finite. `field` names the input (`inputs.N.image`, `inputs.N.frame`). The whole request fails.'),
-        503: { description: 'The queue is full, or the backend is stopping; the Retry-After header says when to retry.', content: { 'application/json': { schema: z.object({ error: z.object({ code: z.string(), message: z.string() }) }) } } },
+        503: { ...json(ErrorSchema, '`overloaded`: the queue is full, or the backend is stopping; Retry-After says when to retry.'), headers: retryAfter },
       },
     }),
     async (c) => {
