@@ -11,10 +11,11 @@ import { createNodeBackend, type NodeBackend } from '../functions/entries/node.t
 import type { ImageEncoderApi } from '../functions/inference/remote.ts';
 import { DEFAULT_WRITER_LIMITS } from '../functions/store/writer.ts';
 import { ControlStore, MAX_COLLECTIONS } from '../functions/control/store.ts';
-import { sqliteDb } from '../functions/store/sqlite.ts';
+import { openSqlite, sqliteDb, SqliteKV } from '../functions/store/sqlite.ts';
 import { MedhashError } from '../functions/util/errors.ts';
 import { apiSuite, type ApiHarness } from './shared/api-suite.ts';
 import { TEST_OPERATOR_KEY, TEST_SHARD_MAX_ITEMS } from './shared/constants.ts';
+import { damageItems, flipFirstId } from './shared/damaged-manifest.ts';
 
 let dir: string;
 let node: NodeBackend;
@@ -318,6 +319,27 @@ it('a collection delete that fails on the way is sent again and completes; no da
     const audit = (await call('GET', '/v1/audit', secret)).body as { events: { action: string }[] };
     expect(audit.events[0].action).toBe('collection.delete');
   } finally {
+    other.close();
+  }
+});
+
+it('an item lookup through a published manifest with a flipped bit answers 500 corrupt_index, not a 404 from the wrong shard', async () => {
+  const sub = join(dir, 'damaged-manifest');
+  const other = await createNodeBackend({ dataDir: sub, operatorKey: TEST_OPERATOR_KEY, limits: { ...DEFAULT_WRITER_LIMITS, maxShardItems: TEST_SHARD_MAX_ITEMS } });
+  const kvDb = openSqlite(join(sub, 'kv.sqlite'));
+  try {
+    const { call, secret } = await tenantOn(other);
+    await call('POST', '/v1/collections', secret, { name: 'c', bits: 16 });
+    expect((await call('POST', '/v1/collections/c/items', secret, { items: damageItems(TEST_SHARD_MAX_ITEMS) })).status).toBe(200);
+    const kv = new SqliteKV(kvDb);
+    const [key] = (await kv.list('c/')).filter((k) => k.endsWith('/manifest'));
+    const { damaged, id } = flipFirstId((await kv.get(key))!);
+    expect((await call('GET', `/v1/collections/c/items/${id}`, secret)).status).toBe(200);
+    await kv.put(key, damaged);
+    const r = await call('GET', `/v1/collections/c/items/${id}`, secret);
+    expect([r.status, r.body]).toEqual([500, { error: { code: 'corrupt_index', message: 'the stored index failed verification; the operator has been told' } }]);
+  } finally {
+    kvDb.close();
     other.close();
   }
 });

@@ -9,7 +9,8 @@ import { promisify } from 'node:util';
 import { afterAll, expect, it, vi } from 'vitest';
 import { createNodeBackend, sweepDataDir, type NodeBackend } from '../functions/entries/node.ts';
 import { backupDataDir } from '../functions/store/backup.ts';
-import { openSqlite, SqliteKV } from '../functions/store/sqlite.ts';
+import { decodeManifest, encodeManifest, manifestKey } from '../functions/shards/manifest.ts';
+import { openSqlite, sqliteDb, SqliteKV } from '../functions/store/sqlite.ts';
 import type { CollectionSpec, WriteOp } from '../functions/store/writer.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'medhash-backup-'));
@@ -82,6 +83,33 @@ it('copies a live data dir as it was when its control store was copied, shards c
   expect(await items(restored, a)).toEqual({ ...before.a, 'id-0500': 3 });
   restored.close();
   expect(JSON.parse(readFileSync(join(root, 'bak', 'BACKUP.json'), 'utf8'))).toMatchObject({ format: 'medhash-backup', version: 1, collections: 2 });
+});
+
+it('copies a data dir an older version wrote (version 1 manifests, in KV and in writer state) as version 2, every item kept', async () => {
+  const { src, node, collection } = await source('v1');
+  const a = await collection('a');
+  await node.backend.writer(a).apply(range(0, 40, 3));
+  const before = await items(node, a);
+  node.close();
+  // What the version before 2026-11-29 stored: the manifest without its checksum, as text in KV
+  // and as an object in the writer state.
+  const ctlDb = openSqlite(join(src, 'control.sqlite'));
+  const ctl = sqliteDb(ctlDb);
+  const head = JSON.parse(ctl.all<{ head: string }>('SELECT head FROM writer_heads WHERE collection = ?', a.id)[0].head);
+  const v1 = { ...decodeManifest(head.manifest), version: 1 };
+  ctl.run('UPDATE writer_heads SET head = ? WHERE collection = ?', JSON.stringify({ ...head, manifest: v1 }), a.id);
+  const kvDb = openSqlite(join(src, 'kv.sqlite'));
+  await new SqliteKV(kvDb).put(manifestKey(a.id), JSON.stringify(v1));
+  kvDb.close();
+  ctlDb.close();
+
+  await backupDataDir(src, join(root, 'bak-v1'));
+  const copyDb = openSqlite(join(root, 'bak-v1', 'kv.sqlite'));
+  expect(new TextDecoder().decode((await new SqliteKV(copyDb).get(manifestKey(a.id)))!)).toBe(encodeManifest({ ...v1, version: 2 }));
+  copyDb.close();
+  const restored = await createNodeBackend({ dataDir: join(root, 'bak-v1'), limits: LIMITS });
+  expect(await items(restored, a)).toEqual(before);
+  restored.close();
 });
 
 it('keeps nothing of an erasure made before it, nor of a collection being deleted', async () => {

@@ -12,6 +12,7 @@ import { afterAll, expect, it, vi } from 'vitest';
 import { startBackend } from '../functions/backend/node.ts';
 import { spawnBackend } from '../functions/backend/process.ts';
 import { createNodeBackend, MAINTENANCE_FAILED_RETRY_MS, startNodeServer } from '../functions/entries/node.ts';
+import { ManifestFormatError } from '../functions/shards/manifest.ts';
 import { openSqlite, SqliteKV } from '../functions/store/sqlite.ts';
 import { CollectionWriter, DEFAULT_WRITER_LIMITS } from '../functions/store/writer.ts';
 import mednistCard from '../models/mednist-darf-b64.card.json';
@@ -41,6 +42,38 @@ it('persists across restarts and collects garbage left by a stopped process', as
   expect(await second.backend.control.getCollection(col.tenant_id, 'c')).toEqual(col);
   kvDb.close();
   second.close();
+});
+
+it("starts with a collection's writer state damaged, serving the others; that collection's writes are refused as corrupt", async () => {
+  const sub = join(dir, 'damaged-head');
+  const first = await createNodeBackend({ dataDir: sub });
+  const tenant = (await first.backend.control.createTenant('t')).id;
+  for (const name of ['damaged', 'intact']) {
+    const col = await first.backend.control.createCollection(tenant, { name, bits: 16, descriptor_dims: 0 });
+    await first.backend.writer(col).apply([{ op: 'put', record: { id: 'a', code: new Uint8Array([1, 1]), descriptor: new Int8Array(0), metadata: '{}' } }]);
+  }
+  first.close();
+  const db = openSqlite(join(sub, 'control.sqlite'));
+  const row = db.prepare("SELECT h.collection, h.head FROM writer_heads h JOIN collections c ON c.id = h.collection WHERE c.name = 'damaged'").get() as { collection: string; head: string };
+  const head = JSON.parse(row.head);
+  // Left for the maintenance at start, so that the start reads it.
+  const unpublished = { ...head, published: 0, manifest: head.manifest.replace('"generation":1', '"generation":3') };
+  db.prepare('UPDATE writer_heads SET head = ? WHERE collection = ?').run(JSON.stringify(unpublished), row.collection);
+  db.close();
+
+  const logged = vi.spyOn(console, 'error').mockImplementation(() => {});
+  const second = await createNodeBackend({ dataDir: sub });
+  try {
+    expect(logged).toHaveBeenCalledWith(expect.stringMatching(new RegExp(`^maintenance of ${row.collection}: ManifestFormatError: invalid manifest: checksum mismatch`)));
+    const col = async (name: string) => (await second.backend.control.getCollection(tenant, name))!;
+    const record = { id: 'b', code: new Uint8Array([2, 2]), descriptor: new Int8Array(0), metadata: '{}' };
+    await expect(second.backend.writer(await col('damaged')).apply([{ op: 'put', record }])).rejects.toThrow(ManifestFormatError);
+    await second.backend.writer(await col('intact')).apply([{ op: 'put', record }]);
+    expect((await second.backend.reader.manifest((await col('intact')).id))!.count).toBe(2);
+  } finally {
+    logged.mockRestore();
+    second.close();
+  }
 });
 
 it('tries a failed maintenance run again later', async () => {

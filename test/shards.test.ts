@@ -6,7 +6,7 @@ import type { Bits } from '../wasm/hamming.ts';
 import { compareIdBytes } from '../wasm/hamming.ts';
 import { crc32 } from '../functions/shards/crc32.ts';
 import { encodeShard, Shard, ShardFormatError, type ShardRecord } from '../functions/shards/codec.ts';
-import { decodeManifest, emptyManifest, encodeManifest, routeId, shardKey, type Manifest } from '../functions/shards/manifest.ts';
+import { decodeManifest, emptyManifest, encodeManifest, ManifestFormatError, routeId, shardKey, type Manifest } from '../functions/shards/manifest.ts';
 import { canonicalMetadata } from '../functions/shards/metadata.ts';
 
 const BITS: Bits[] = [16, 32, 64, 128, 256];
@@ -151,12 +151,35 @@ describe('manifest codec', () => {
     ],
   });
 
-  it('round-trips', () => {
-    expect(decodeManifest(encodeManifest(manifest()))).toEqual(manifest());
+  it('round-trips as version 2, its CRC-32 last', () => {
+    const text = encodeManifest(manifest());
+    expect(text).toMatch(/^\{"format":"medhash.manifest","version":2,.*,"crc32":"[0-9a-f]{8}"\}$/);
+    expect(decodeManifest(text)).toEqual(manifest());
+  });
+
+  it('refuses a version 2 manifest with any byte damaged, or without its checksum', () => {
+    const bytes = new TextEncoder().encode(encodeManifest(manifest()));
+    for (let i = 0; i < bytes.length; i++) {
+      for (const flip of [0x01, 0x20, 0x80]) {
+        const damaged = bytes.slice();
+        damaged[i] ^= flip;
+        expect(() => decodeManifest(damaged), `byte ${i} ^ ${flip}`).toThrow(ManifestFormatError);
+      }
+    }
+    const text = encodeManifest(manifest());
+    expect(() => decodeManifest(text.replace(/,"crc32":"[0-9a-f]{8}"\}$/, '}'))).toThrow(/version 2 without its crc32/);
+    // The routing field a flipped bit would silently change (ids route to the wrong shard):
+    expect(() => decodeManifest(text.replace('"first_id":"g"', '"first_id":"o"'))).toThrow(/checksum mismatch/);
+  });
+
+  it('reads a version 1 manifest (no checksum), as an older writer stored it, as version 2', () => {
+    const v1 = JSON.stringify({ ...manifest(), version: 1 });
+    expect(decodeManifest(v1)).toEqual(manifest());
+    expect(encodeManifest(decodeManifest(v1))).toBe(encodeManifest(manifest()));
   });
 
   const bad: Array<[string, (m: any) => void, RegExp]> = [
-    ['an unknown version', (m) => (m.version = 2), /unsupported version 2/],
+    ['an unknown version', (m) => (m.version = 3), /unsupported version 3 \(this reader knows 1 and 2\)/],
     ['an unknown format', (m) => (m.format = 'other'), /unknown format/],
     ['overlapping ranges', (m) => (m.shards[1].first_id = 'c'), /overlaps/],
     ['a count mismatch', (m) => (m.count = 6), /differs/],
@@ -167,7 +190,7 @@ describe('manifest codec', () => {
     it(`rejects ${what}`, () => {
       const m = manifest();
       mutate(m);
-      expect(() => decodeManifest(JSON.stringify(m))).toThrow(message);
+      expect(() => decodeManifest(encodeManifest(m))).toThrow(message);
     });
   }
 

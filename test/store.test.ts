@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { searchManifest } from '../functions/search/search.ts';
 import { encodeShard, Shard, type ShardRecord } from '../functions/shards/codec.ts';
-import { encodeManifest, manifestKey, shardKey, type Manifest } from '../functions/shards/manifest.ts';
+import { encodeManifest, ManifestFormatError, manifestKey, shardKey, type Manifest } from '../functions/shards/manifest.ts';
 import { migrateHeads, sqlHeadStore, type HeadStore } from '../functions/store/head.ts';
 import type { KV } from '../functions/store/kv.ts';
 import { CollectionReader } from '../functions/store/reader.ts';
@@ -631,6 +631,32 @@ describe('reader checks', () => {
     // Another descriptor size: every similarity would silently be 0.
     await expect(reader.item({ ...m, descriptor_dims: 3 }, 'a')).rejects.toThrow(/manifest says 16 and 3/);
     expect((await reader.item(m, 'a'))!.shard.code(0)[0]).toBe(1);
+  });
+});
+
+describe('writer state', () => {
+  const storedHead = () => sql.all<{ head: string }>('SELECT head FROM writer_heads WHERE collection = ?', SPEC.id)[0].head;
+  const storeHead = (text: string) => sql.run('UPDATE writer_heads SET head = ? WHERE collection = ?', text, SPEC.id);
+
+  it('keeps working from a state saved with a version 1 manifest, and saves and publishes version 2 from then on', async () => {
+    await writer().apply([put('a', 1)]);
+    const head = sqlHeadStore(sql, SPEC.id).load()!;
+    // As writers before 2026-11-29 saved it: the manifest's fields as an object, version 1, no checksum.
+    storeHead(JSON.stringify({ ...head, manifest: { ...head.manifest, version: 1 } }));
+    expect(sqlHeadStore(sql, SPEC.id).load()).toEqual(head);
+    await writer().apply([put('b', 2)]);
+    const saved = sqlHeadStore(sql, SPEC.id).load()!.manifest;
+    expect(JSON.parse(storedHead()).manifest).toBe(encodeManifest(saved));
+    expect(new TextDecoder().decode((await kv.inner.get(manifestKey(SPEC.id)))!)).toBe(encodeManifest(saved));
+    expect([...(await snapshot()).keys()]).toEqual(['a', 'b']);
+  });
+
+  it('refuses a state whose manifest has a damaged byte', async () => {
+    await writer().apply([put('a', 1)]);
+    const head = JSON.parse(storedHead());
+    storeHead(JSON.stringify({ ...head, manifest: head.manifest.replace('"generation":1', '"generation":3') }));
+    await expect(writer().apply([put('b', 2)])).rejects.toThrow(ManifestFormatError);
+    await expect(writer().apply([put('b', 2)])).rejects.toThrow(/invalid manifest: checksum mismatch/);
   });
 });
 

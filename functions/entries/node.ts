@@ -20,7 +20,7 @@ import { shippedCalibrations, type CalibrationLookup } from '../safety/calibrati
 import type { ImageEncoderApi } from '../inference/remote.ts';
 import { createNodeImageEncoder, type NodeImageSettings } from '../inference/node.ts';
 import { checkDataDir, requireDataDir } from '../store/backup.ts';
-import { migrateHeads, sqlHeadStore, type Head } from '../store/head.ts';
+import { decodeHead, migrateHeads, sqlHeadStore, type Head } from '../store/head.ts';
 import { CollectionReader } from '../store/reader.ts';
 import { orphanSpec, sqlWriterStates, sweepOrphans, type OrphanReport, type OrphanStores, type SweepOptions } from '../store/orphans.ts';
 import type { SqlDb } from '../store/sql.ts';
@@ -145,8 +145,15 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
   };
 
   // Timers do not survive a restart (Durable Object alarms do): pick up unfinished maintenance.
-  for (const { head } of sql.all<{ head: string }>('SELECT head FROM writer_heads')) {
-    const h = JSON.parse(head) as Head;
+  for (const { collection, head } of sql.all<{ collection: string; head: string }>('SELECT collection, head FROM writer_heads')) {
+    let h: Head;
+    try {
+      h = decodeHead(head);
+    } catch (e) {
+      // One collection's damaged writer state must not keep the others from being served; writes to it answer corrupt_index.
+      console.error(`maintenance of ${collection}: ${String(e)}`);
+      continue;
+    }
     if (h.destroyed ? h.garbage.length === 0 : h.garbage.length === 0 && h.pending.length === 0 && h.published === h.manifest.generation) continue;
     const { collection: id, bits, descriptor_dims } = h.manifest;
     writerFor({ id, bits, descriptor_dims }).maintain().catch((e) => console.error(`maintenance of ${id}: ${String(e)}`));

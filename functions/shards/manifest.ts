@@ -5,9 +5,17 @@ import type { Bits } from '../../wasm/hamming.ts';
 import { compareIdBytes } from '../../wasm/hamming.ts';
 import { strictUtf8 } from '../util/bytes.ts';
 import { CODE_BITS, MAX_DESCRIPTOR_DIMS } from './codec.ts';
+import { crc32 } from './crc32.ts';
 
 export const MANIFEST_FORMAT = 'medhash.manifest';
-export const MANIFEST_VERSION = 1;
+/** Version 1 (before 2026-11-29) is still read: the same fields, without the checksum. */
+export const MANIFEST_VERSION = 2;
+
+// Version 2 ends with this field: the CRC-32 of the manifest's UTF-8 bytes without it. It is
+// verified on the bytes as stored, never on a re-serialisation, so any damaged byte is refused.
+const CRC_FIELD = /,"crc32":"([0-9a-f]{8})"\}$/;
+const utf8 = new TextEncoder();
+const crcHex = (text: string): string => crc32(utf8.encode(text)).toString(16).padStart(8, '0');
 
 export interface ManifestShard {
   /** KV key of the blob: shardKey(collection, sha256). */
@@ -66,11 +74,16 @@ export function emptyManifest(collection: string, bits: Bits, dims: number): Man
   };
 }
 
+/** The one serialisation of a manifest (KV, writer state, backups): version 2, checksum last. */
 export function encodeManifest(m: Manifest): string {
-  return JSON.stringify(m);
+  const body = JSON.stringify(m);
+  return `${body.slice(0, -1)},"crc32":"${crcHex(body)}"}`;
 }
 
-/** Parses and validates; every invariant the search and the writer rely on is checked here. */
+/**
+ * Parses, verifies the checksum (version 2) and validates; every invariant the search and the
+ * writer rely on is checked here. A version 1 manifest comes back as version 2, which it re-encodes to.
+ */
 export function decodeManifest(raw: Uint8Array | string): Manifest {
   const fail = (msg: string): never => {
     throw new ManifestFormatError(`invalid manifest: ${msg}`);
@@ -81,15 +94,21 @@ export function decodeManifest(raw: Uint8Array | string): Manifest {
   } catch {
     return fail('not UTF-8');
   }
+  const field = CRC_FIELD.exec(text);
+  const body = field ? `${text.slice(0, field.index)}}` : text;
+  const crc = field && crcHex(body);
+  if (field && crc !== field[1]) fail(`checksum mismatch (crc32 ${crc}, stored ${field[1]})`);
   let m: Record<string, unknown>;
   try {
-    m = JSON.parse(text);
+    m = JSON.parse(body);
   } catch {
     return fail('not JSON');
   }
   if (typeof m !== 'object' || m === null || Array.isArray(m)) fail('not an object');
   if (m.format !== MANIFEST_FORMAT) fail(`unknown format ${JSON.stringify(m.format)}`);
-  if (m.version !== MANIFEST_VERSION) fail(`unsupported version ${JSON.stringify(m.version)} (this reader knows ${MANIFEST_VERSION})`);
+  if (m.version === 1) m.version = MANIFEST_VERSION;
+  else if (m.version !== MANIFEST_VERSION) fail(`unsupported version ${JSON.stringify(m.version)} (this reader knows 1 and ${MANIFEST_VERSION})`);
+  else if (!field) fail(`version ${MANIFEST_VERSION} without its crc32`);
   const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
   if (typeof m.collection !== 'string' || m.collection === '') fail('missing collection');
   if (!CODE_BITS.includes(m.bits as Bits)) fail(`bad bits ${JSON.stringify(m.bits)}`);

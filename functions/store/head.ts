@@ -3,7 +3,7 @@
 // the manifest for readers; the writer never trusts KV (eventually consistent on Workers) for
 // its own state. Saves are compare-and-swap on `rev`, so even two Node processes sharing a
 // data dir cannot overwrite each other's updates.
-import type { Manifest } from '../shards/manifest.ts';
+import { decodeManifest, encodeManifest, type Manifest } from '../shards/manifest.ts';
 import type { SqlDb } from './sql.ts';
 import { MedhashError } from '../util/errors.ts';
 
@@ -34,6 +34,15 @@ export interface HeadStore {
 export const writeConflict = (): MedhashError =>
   new MedhashError(409, 'write_conflict', 'another writer updated this collection concurrently; retry the request');
 
+/** A head as stored: its manifest in the manifest's own encoding, checksum included. */
+export const encodeHead = (head: Head): string => JSON.stringify({ ...head, manifest: encodeManifest(head.manifest) });
+
+/** Verifies the manifest; one saved before 2026-11-29 is a version 1 manifest's fields as an object. */
+export function decodeHead(text: string): Head {
+  const head = JSON.parse(text) as Omit<Head, 'manifest'> & { manifest: string | Manifest };
+  return { ...head, manifest: decodeManifest(typeof head.manifest === 'string' ? head.manifest : JSON.stringify(head.manifest)) };
+}
+
 export function migrateHeads(db: SqlDb): void {
   db.exec('CREATE TABLE IF NOT EXISTS writer_heads (collection TEXT PRIMARY KEY, rev INTEGER NOT NULL, head TEXT NOT NULL)');
 }
@@ -42,11 +51,11 @@ export function sqlHeadStore(db: SqlDb, collection: string): HeadStore {
   return {
     load() {
       const rows = db.all<{ head: string }>('SELECT head FROM writer_heads WHERE collection = ?', collection);
-      return rows.length ? (JSON.parse(rows[0].head) as Head) : null;
+      return rows.length ? decodeHead(rows[0].head) : null;
     },
     save(head) {
       const next = { ...head, rev: head.rev + 1 };
-      const text = JSON.stringify(next);
+      const text = encodeHead(next);
       const { changes } =
         head.rev === 0
           ? db.run('INSERT INTO writer_heads (collection, rev, head) VALUES (?, 1, ?) ON CONFLICT (collection) DO NOTHING', collection, text)

@@ -21,7 +21,7 @@
 // asks it (CollectionWriter.sweepStrays; on Workers through its Durable Object), for each
 // registered collection whose shard keys the listing shows.
 import { collectionOfKey, collectionPrefix, COLLECTIONS_PREFIX, shardPrefix } from '../shards/manifest.ts';
-import type { Head, HeadStore } from './head.ts';
+import { decodeHead, type Head, type HeadStore } from './head.ts';
 import type { KV } from './kv.ts';
 import { CollectionReader } from './reader.ts';
 import type { SqlDb } from './sql.ts';
@@ -100,7 +100,7 @@ export const isFinishedTombstone = (h: Head): boolean =>
 export function sqlWriterStates(db: SqlDb): string[] {
   return db
     .all<{ collection: string; head: string }>('SELECT collection, head FROM writer_heads ORDER BY collection')
-    .filter((r) => !isFinishedTombstone(JSON.parse(r.head) as Head))
+    .filter((r) => !isFinishedTombstone(decodeHead(r.head)))
     .map((r) => r.collection);
 }
 

@@ -7,6 +7,7 @@ import { runInDurableObject } from 'cloudflare:test';
 import { expect, it } from 'vitest';
 import { encodeShard } from '../../functions/shards/codec.ts';
 import { shardKey } from '../../functions/shards/manifest.ts';
+import { decodeHead } from '../../functions/store/head.ts';
 import { sha256Hex } from '../../functions/util/bytes.ts';
 import { TEST_OPERATOR_KEY } from '../shared/constants.ts';
 import { call, newTenantKey, send } from './client.ts';
@@ -52,7 +53,7 @@ it('finds the KV keys of collections deleted registry-first and deletes them thr
   expect(await env.MEDHASH_KV.get(stray)).toBeNull();
   // Its writer state is a tombstone naming no shard (no item id): a late write finds it deleted.
   const head = await runInDurableObject(env.COLLECTIONS.get(env.COLLECTIONS.idFromName(ids.orphan)), (_, state) =>
-    JSON.parse(state.storage.sql.exec<{ head: string }>('SELECT head FROM writer_heads').one().head),
+    decodeHead(state.storage.sql.exec<{ head: string }>('SELECT head FROM writer_heads').one().head),
   );
   expect(head).toMatchObject({ destroyed: true, garbage: [], pending: [], manifest: { shards: [], count: 0 } });
 
