@@ -255,15 +255,18 @@ describe('memory of one search', () => {
     requests = 0;
     pending = 0;
     maxPending = 0;
-    constructor(kv: KV) {
+    /** Shards as the index holds them, loaded for a manifest that records other sizes (the reader checks them). */
+    private readonly stored: Map<string, ManifestShard>;
+    constructor(kv: KV, stored: readonly ManifestShard[] = []) {
       const slow: KV = { ...kv, get: async (key) => { await new Promise((ok) => setTimeout(ok, Math.random() * 3)); return kv.get(key); } };
       super(slow, 1); // a cache of one shard: the search itself is what holds the others
+      this.stored = new Map(stored.map((s) => [s.key, s]));
     }
     override async shard(entry: ManifestShard, m: Pick<Manifest, 'bits' | 'descriptor_dims'>): Promise<CachedShard> {
       this.requests++;
       this.maxPending = Math.max(this.maxPending, ++this.pending);
       try {
-        return await super.shard(entry, m);
+        return await super.shard(this.stored.get(entry.key) ?? entry, m);
       } finally {
         this.pending--;
       }
@@ -305,7 +308,7 @@ describe('memory of one search', () => {
     ];
     for (const [manifest, window] of windows) {
       for (const q of queries) {
-        const reader = new CountingReader(sharded.kv);
+        const reader = new CountingReader(sharded.kv, sharded.manifest.shards);
         const outcome = await searchManifest(reader, kernel, manifest, q);
         expect(reader.requests).toBe(manifest.shards.length);
         expect(reader.maxPending).toBe(window);
@@ -314,7 +317,7 @@ describe('memory of one search', () => {
       }
     }
     for (const [manifest, window] of windows) {
-      const reader = new CountingReader(sharded.kv);
+      const reader = new CountingReader(sharded.kv, sharded.manifest.shards);
       const kth = await kthNearestDistance(reader, kernel, manifest, code, 25);
       expect(reader.maxPending).toBe(window);
       expect(kth).toBe(items.map((it) => distance(it.code, code)).sort((a, b) => a - b)[24]);

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { searchManifest } from '../functions/search/search.ts';
-import { encodeShard, Shard, type ShardRecord } from '../functions/shards/codec.ts';
+import { encodeShard, Shard, ShardFormatError, type ShardRecord } from '../functions/shards/codec.ts';
 import { encodeManifest, ManifestFormatError, manifestKey, shardKey, type Manifest } from '../functions/shards/manifest.ts';
 import { migrateHeads, sqlHeadStore, type HeadStore } from '../functions/store/head.ts';
 import type { KV } from '../functions/store/kv.ts';
@@ -630,6 +630,22 @@ describe('reader checks', () => {
     await expect(reader.item({ ...m, bits: 32 }, 'a')).rejects.toThrow(/16-bit codes and 2-value descriptors, manifest says 32 and 2/);
     // Another descriptor size: every similarity would silently be 0.
     await expect(reader.item({ ...m, descriptor_dims: 3 }, 'a')).rejects.toThrow(/manifest says 16 and 3/);
+    expect((await reader.item(m, 'a'))!.shard.code(0)[0]).toBe(1);
+  });
+
+  it("refuses, as a corrupt index, a shard blob whose length is not its manifest's, read for a lookup or for a change", async () => {
+    await writer().apply([put('a', 1), put('b', 2)]);
+    const m = (await published())!;
+    const recordedAs = (bytes: number): Manifest => ({ ...m, shards: m.shards.map((s) => ({ ...s, bytes })) });
+    const reader = new CollectionReader(kv, 1 << 20);
+    const [{ key, bytes }] = m.shards;
+    await expect(reader.item(recordedAs(bytes + 1), 'a')).rejects.toThrow(ShardFormatError);
+    await expect(reader.item(recordedAs(bytes - 1), 'a')).rejects.toThrow(`invalid shard: ${key} is ${bytes} bytes, manifest says ${bytes - 1}`);
+    // So is a shard of another shape than its manifest says (a 500 corrupt_index, not internal).
+    await expect(reader.item({ ...m, bits: 32 }, 'a')).rejects.toThrow(ShardFormatError);
+    const heads = sqlHeadStore(sql, SPEC.id);
+    heads.save({ ...heads.load()!, manifest: recordedAs(bytes + 1) });
+    await expect(writer().apply([put('a', 3)])).rejects.toThrow(`invalid shard: ${key} is ${bytes} bytes, manifest says ${bytes + 1}`);
     expect((await reader.item(m, 'a'))!.shard.code(0)[0]).toBe(1);
   });
 });

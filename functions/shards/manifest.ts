@@ -4,7 +4,7 @@
 import type { Bits } from '../../wasm/hamming.ts';
 import { compareIdBytes } from '../../wasm/hamming.ts';
 import { strictUtf8 } from '../util/bytes.ts';
-import { CODE_BITS, MAX_DESCRIPTOR_DIMS } from './codec.ts';
+import { CODE_BITS, MAX_DESCRIPTOR_DIMS, ShardFormatError } from './codec.ts';
 import { crc32 } from './crc32.ts';
 
 export const MANIFEST_FORMAT = 'medhash.manifest';
@@ -137,6 +137,12 @@ export function decodeManifest(raw: Uint8Array | string): Manifest {
   });
   if (total !== m.count) fail(`count ${m.count} differs from the shards' sum ${total}`);
   return m as unknown as Manifest;
+}
+
+/** `blob` if it is as long as `entry` records: a cheap check before a shard is decoded. */
+export function checkShardBytes(entry: ManifestShard, blob: Uint8Array): Uint8Array {
+  if (blob.length !== entry.bytes) throw new ShardFormatError(`invalid shard: ${entry.key} is ${blob.length} bytes, manifest says ${entry.bytes}`);
+  return blob;
 }
 
 /**

@@ -1,8 +1,8 @@
 // Read side of the collection store: the published manifest from KV and a byte-bounded LRU
 // of decoded shards. Shard keys are content addresses, so a cached shard can never be stale;
 // only the manifest is read fresh on every request.
-import { Shard } from '../shards/codec.ts';
-import { decodeManifest, manifestKey, routeId, type Manifest, type ManifestShard } from '../shards/manifest.ts';
+import { Shard, ShardFormatError } from '../shards/codec.ts';
+import { checkShardBytes, decodeManifest, manifestKey, routeId, type Manifest, type ManifestShard } from '../shards/manifest.ts';
 import { MedhashError } from '../util/errors.ts';
 import type { KV } from './kv.ts';
 
@@ -80,11 +80,11 @@ export class CollectionReader {
   private async load(entry: ManifestShard, m: Pick<Manifest, 'bits' | 'descriptor_dims'>): Promise<CachedShard> {
     const blob = await this.kv.get(entry.key);
     if (!blob) throw new ShardGoneError(`shard ${entry.key} is gone`);
-    const shard = Shard.decode(blob);
-    if (shard.count !== entry.count) throw new Error(`shard ${entry.key} holds ${shard.count} items, manifest says ${entry.count}`);
+    const shard = Shard.decode(checkShardBytes(entry, blob));
+    if (shard.count !== entry.count) throw new ShardFormatError(`invalid shard: ${entry.key} holds ${shard.count} items, manifest says ${entry.count}`);
     // Otherwise the kernel would read rows of the wrong width, or every similarity would be 0.
     if (shard.bits !== m.bits || shard.dims !== m.descriptor_dims) {
-      throw new Error(`shard ${entry.key} holds ${shard.bits}-bit codes and ${shard.dims}-value descriptors, manifest says ${m.bits} and ${m.descriptor_dims}`);
+      throw new ShardFormatError(`invalid shard: ${entry.key} holds ${shard.bits}-bit codes and ${shard.dims}-value descriptors, manifest says ${m.bits} and ${m.descriptor_dims}`);
     }
     const cached: CachedShard = { key: entry.key, shard, cached: true, release: null };
     this.lru.set(entry.key, cached);

@@ -7,6 +7,7 @@ import type { Bits } from '../../wasm/hamming.ts';
 import { compareIdBytes } from '../../wasm/hamming.ts';
 import { EMPTY_SHARD_BYTES, Shard, encodeShard, recordBytes, type ShardRecord } from '../shards/codec.ts';
 import {
+  checkShardBytes,
   collectionPrefix,
   decodeManifest,
   emptyManifest,
@@ -695,7 +696,7 @@ export class CollectionWriter {
   private async blob(entry: ManifestShard): Promise<Uint8Array> {
     const blob = await this.kv.get(entry.key);
     if (!blob) throw new Error(`live shard ${entry.key} is missing from KV`);
-    return blob;
+    return checkShardBytes(entry, blob);
   }
 
   /**
