@@ -899,14 +899,18 @@ describe('stray shards: blobs under the prefix that the writer state names nowhe
     return key;
   }
 
-  it("are left by two writers when one's maintenance deletes a due key the other has just recorded again; the sweep finds and deletes them, nothing else", async () => {
-    const graceMs = 1000;
+  /**
+   * Two writers, as two processes. B replaces the shard {a: 1}, whose grace then passes; A writes
+   * {a: 1} again, so it records that due garbage key as pending, and its upload of it waits at a
+   * gate while B's maintenance takes the writer state over. `release` lets the upload land;
+   * `change` is A's change.
+   */
+  async function dueKeyRecordedAgain(graceMs: number) {
     const b = writer({ graceMs });
     await b.apply([put('a', 1)]);
     const [due] = (await published())!.shards.map((x) => x.key);
     await b.apply([put('a', 2)]); // the shard {a: 1} is garbage from here
     clock += graceMs;
-    // Writer A, as another process: its upload of the shard {a: 1} (the due key) waits until B has collected it.
     let atGate!: () => void;
     const reached = new Promise<void>((ok) => (atGate = ok));
     let release!: () => void;
@@ -926,7 +930,38 @@ describe('stray shards: blobs under the prefix that the writer state names nowhe
     const a = new CollectionWriter(gated, sqlHeadStore(sql, SPEC.id), SPEC, { ...DEFAULT_WRITER_LIMITS, graceMs }, { now: () => clock });
     const change = a.apply([put('a', 1)]);
     await reached; // A has recorded the key as pending
-    await b.maintain(); // B takes the state over: the pending key is the due garbage key, deleted
+    await b.maintain(); // B takes the state over: A's pending key goes (back) on the garbage list
+    return { a, b, due, change, release };
+  }
+
+  it("are not left when one writer records a due garbage key again and the other's maintenance takes the state over: the key's grace restarts", async () => {
+    const graceMs = DEFAULT_WRITER_LIMITS.graceMs;
+    const { a, b, due, change, release } = await dueKeyRecordedAgain(graceMs);
+    release();
+    await expect(change).rejects.toMatchObject({ status: 409, code: 'write_conflict' });
+    expect(await kv.inner.get(due)).not.toBeNull();
+    expect(sqlHeadStore(sql, SPEC.id).load()!.garbage).toEqual([{ key: due, since: clock }]);
+    expect(await b.sweepStrays(false)).toEqual([]);
+    // Collected once its new grace has passed, as any garbage.
+    clock += graceMs - 1;
+    await b.maintain();
+    expect(await kv.inner.get(due)).not.toBeNull();
+    clock += 1;
+    await b.maintain();
+    expect(await kv.inner.get(due)).toBeNull();
+    // A's change sent again holds: the key is live, and off the garbage list.
+    await a.apply([put('a', 1)]);
+    expect([...(await snapshot()).entries()].map(([id, r]) => [id, r.code[0]])).toEqual([['a', 1]]);
+    expect((await published())!.shards.map((x) => x.key)).toEqual([due]);
+    expect(sqlHeadStore(sql, SPEC.id).load()!.garbage.map((g) => g.key)).not.toContain(due);
+  });
+
+  it("are left by two writers when one's upload lands after the other's GC deleted the key (an upload slower than the grace period); the sweep finds and deletes them, nothing else", async () => {
+    const graceMs = 1000;
+    const { a, b, due, change, release } = await dueKeyRecordedAgain(graceMs);
+    clock += graceMs;
+    await b.maintain(); // A's upload still waits: B collects the key
+    expect(await kv.inner.get(due)).toBeNull();
     release();
     await expect(change).rejects.toMatchObject({ status: 409, code: 'write_conflict' });
     expect(await kv.inner.get(due)).not.toBeNull();

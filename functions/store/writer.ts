@@ -523,9 +523,10 @@ export class CollectionWriter {
   /**
    * Finds the shard keys under this collection's prefix that its writer state names nowhere, and
    * with `remove` deletes them; for the operator's sweep (store/orphans.ts). Two Node processes on
-   * one data dir leave such strays in one ordering: A records key K, which is also a due garbage
-   * key; B's maintenance takes the state over and deletes K; A's upload of K lands, and A's commit
-   * fails with 409. Throws write_conflict when the state changed before the deletes (run it again).
+   * one data dir leave such strays when an upload is slower than the grace period (or it is 0): A
+   * records key K; B takes the state over, and its GC deletes K once due; A's upload of K lands,
+   * and A's commit fails with 409. Throws write_conflict when the state changed before the deletes
+   * (run it again).
    */
   sweepStrays(remove: boolean): Promise<string[]> {
     return this.mutex.run(async () => {
@@ -586,9 +587,12 @@ export class CollectionWriter {
     if (head.pending.length > 0) {
       const live = new Set(head.manifest.shards.map((s) => s.key));
       const now = this.now();
-      const known = new Set(head.garbage.map((g) => g.key));
-      const orphans = head.pending.filter((k) => !live.has(k) && !known.has(k));
-      head.garbage = [...head.garbage, ...orphans.map((key) => ({ key, since: now }))];
+      // Their grace starts now: the change may be another process's, its uploads still in flight.
+      // That holds for a key already on the garbage list too (a change wrote the records of a
+      // replaced shard again): kept at its old time, it could be due at once, and the upload
+      // landing after the GC's delete would leave a stray (docs/SHARD_FORMAT.md, "Stray shards").
+      const orphans = new Set(head.pending.filter((k) => !live.has(k)));
+      head.garbage = [...head.garbage.filter((g) => !orphans.has(g.key)), ...[...orphans].map((key) => ({ key, since: now }))];
       head.pending = [];
       head.rev = this.heads.save(head);
     }
