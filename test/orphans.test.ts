@@ -266,7 +266,7 @@ it('refuses a folder that is not a data dir, and creates nothing there', async (
   expect(existsSync(nowhere)).toBe(false);
 });
 
-it('medhash orphans (data dir) and medhash admin orphans (operator API): dry run by default, --delete, exit 1 when a deletion failed', async () => {
+it('medhash orphans (data dir) and medhash admin orphans (operator API): dry run by default, --delete, exit 1 naming what failed (orphans, strays)', async () => {
   const d = await dataDir('cli');
   const server = await new Promise<ServerType>((ok) => {
     const s = serve({ fetch: createApp(d.node.backend).fetch, port: 0, hostname: '127.0.0.1' }, () => ok(s));
@@ -293,7 +293,8 @@ it('medhash orphans (data dir) and medhash admin orphans (operator API): dry run
 
     // Through the service: one orphan's writer fails.
     const stores = d.node.backend.orphans;
-    d.node.backend.orphans = { ...stores, destroy: (id) => (id === o.failed.id ? Promise.reject(new Error('writer unreachable')) : stores.destroy(id)) };
+    const failing: typeof stores = { ...stores, destroy: (id) => (id === o.failed.id ? Promise.reject(new Error('writer unreachable')) : stores.destroy(id)) };
+    d.node.backend.orphans = failing;
     const partial = await medhash('admin', 'orphans', '--delete');
     // The service answered it with a 500 beside the record, never a 200: the one left fails again.
     const again = await fetch(`${url}/v1/admin/orphans`, { method: 'DELETE', headers: { authorization: `Bearer ${TEST_OPERATOR_KEY}` } });
@@ -312,9 +313,20 @@ it('medhash orphans (data dir) and medhash admin orphans (operator API): dry run
     expect(report.orphans.filter((x) => x.deleted).map((x) => x.collection)).toEqual(ids.filter((id) => id !== o.failed.id));
     expect(partial.stderr).toContain(`deleting orphans failed for ${o.failed.id}: run the same command again`);
 
+    // The writer's search for strays fails too: the line names them, as not found (a dry run) or not deleted.
+    await d.plantStray(live);
+    d.node.backend.orphans = { ...failing, strays: (spec, remove) => (spec.id === live.id ? Promise.reject(new Error('writer unreachable')) : stores.strays(spec, remove)) };
+    const unsearched = await medhash('admin', 'orphans');
+    const both = await medhash('admin', 'orphans', '--delete');
+    d.node.backend.orphans = stores;
+    expect([unsearched.code, both.code]).toEqual([1, 1]);
+    expect(unsearched.stderr).toContain(`finding stray shards failed for ${live.id}: run the same command again`);
+    expect(both.stderr).toContain(`deleting orphans failed for ${o.failed.id}; deleting stray shards failed for ${live.id}: run the same command again`);
+
     const rest = await medhash('orphans', '--data-dir', d.dir, '--delete');
     expect(rest.code).toBe(0);
-    expect(JSON.parse(rest.stdout)).toMatchObject({ dry_run: false, failed: 0, orphans: [{ collection: o.failed.id, deleted: true }] });
+    expect(JSON.parse(rest.stdout)).toMatchObject({ dry_run: false, failed: 0, orphans: [{ collection: o.failed.id, deleted: true }], strays: [{ collection: live.id, shards: [stray], deleted: true }] });
+    expect(await d.kv.get(stray)).toBeNull();
     expect((await sweepOrphans(stores)).orphans).toEqual([]);
     expect(await d.keysOf(o.failed)).toEqual([]);
     expect((await d.node.backend.reader.manifest(live.id))!.count).toBe(5);

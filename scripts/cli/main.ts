@@ -41,8 +41,9 @@ const USAGE = `medhash <command> [options]
         versions that deleted the registry row first), and the shards of registered collections
         that their writer state names nowhere (two processes on one data dir leave them), in a Node
         data dir, the service running or not; --delete deletes them. Safe to re-run; exits 1 when a
-        deletion failed. When every collection holding data is missing from the registry, --delete
-        refuses (a wrong or empty registry looks like that); --force deletes anyway.
+        deletion (or a search for strays) failed. When every collection holding data is missing
+        from the registry, --delete refuses (a wrong or empty registry looks like that); --force
+        deletes anyway.
 
   index --collection C --codes FILE [--format jsonl|csv] [--batch 1000]
         Upsert items from a JSONL/CSV file of codes, in batches; safe to re-run.
@@ -160,15 +161,20 @@ async function backup(args: string[]) {
   print(await backupDataDir(dataDir(v['data-dir'] as string | undefined), need(v.out, 'out')));
 }
 
-/** Prints an orphan sweep's report; throws (exit 1) when a deletion failed, so that it is re-run. */
+/** Prints an orphan sweep's report; throws (exit 1) when a deletion or a search for strays failed, so that it is re-run. */
 function orphanReport(r: OrphanReport) {
   print(r);
   const withStrays = r.strays.filter((s) => s.shards.length > 0).length;
   if (r.dry_run && r.orphans.length + withStrays > 0) {
     console.error(`${r.orphans.length} orphaned collection(s), stray shards in ${withStrays} registered collection(s), nothing deleted: run again with --delete to delete them`);
   }
-  const failed = [...r.orphans, ...r.strays].filter((o) => o.error !== undefined).map((o) => o.collection);
-  if (failed.length) throw new Error(`deleting orphans failed for ${failed.join(', ')}: run the same command again`);
+  const failed = (found: { collection: string; error?: string }[], what: string) => {
+    const ids = found.filter((o) => o.error !== undefined).map((o) => o.collection);
+    return ids.length > 0 ? [`${what} failed for ${ids.join(', ')}`] : [];
+  };
+  // A dry run deletes nothing: there a stray's error is its search's.
+  const failures = [...failed(r.orphans, 'deleting orphans'), ...failed(r.strays, r.dry_run ? 'finding stray shards' : 'deleting stray shards')];
+  if (failures.length) throw new Error(`${failures.join('; ')}: run the same command again`);
 }
 
 async function orphans(args: string[]) {
