@@ -298,6 +298,54 @@ it('declares Retry-After on the 429 rate_limited and the 409 idempotency_in_prog
   }
 });
 
+it('an uncharged change whose audit event the ledger fails to record is recorded by a second try; failing that, a 500 audit_unrecorded says it was made, and the log holds the event', async () => {
+  const other = await createNodeBackend({ dataDir: join(dir, 'audit-fails'), operatorKey: TEST_OPERATOR_KEY });
+  const log = vi.spyOn(console, 'error').mockImplementation(() => {});
+  try {
+    const { call, secret } = await tenantOn(other);
+    const audited = async () => ((await call('GET', '/v1/audit', secret)).body as { events: { action: string; collection: string; detail: unknown }[] }).events;
+    let restore = finishFails(other, 1);
+    const created = await call('POST', '/v1/collections', secret, { name: 'c', bits: 16 });
+    restore();
+    expect(created.status).toBe(201);
+    expect((await audited()).filter((e) => e.action === 'collection.create')).toEqual([expect.objectContaining({ collection: 'c', detail: { bits: 16, descriptor_dims: 0 } })]);
+    expect(String(log.mock.calls.at(-1)?.[0])).toMatch(/POST \/v1\/collections: the billing ledger failed to record its audit event \(Error: ledger unreachable\); recorded by a second try$/);
+    // A line separator in an id is escaped on the log line (printable), and parses back as itself.
+    const items = [{ id: 'a\u2028', code: 'abcd' }, { id: 'b', code: 'abce', metadata: { patient_ref: 'p-1' } }, { id: 'c', code: 'abcf', metadata: { patient_ref: 'p-1' } }];
+    expect((await call('POST', '/v1/collections/c/items', secret, { items })).status).toBe(200);
+    await call('POST', '/v1/collections', secret, { name: 'd', bits: 16 });
+    const before = await audited();
+    const changes: [string, string, unknown, object][] = [
+      ['POST', '/v1/collections', { name: 'e', bits: 16 }, { action: 'collection.create', collection: 'e', detail: { bits: 16, descriptor_dims: 0 } }],
+      ['DELETE', '/v1/collections/c/items/a%E2%80%A8', undefined, { action: 'items.delete', collection: 'c', detail: { ids: ['a\u2028'] } }],
+      ['POST', '/v1/collections/c/erase', { patient_ref: 'p-1' }, { action: 'items.erase', collection: 'c', detail: { by: 'patient_ref', count: 2, ids: ['b', 'c'], remaining: 0 } }],
+      ['DELETE', '/v1/collections/d', undefined, { action: 'collection.delete', collection: 'd', detail: {} }],
+    ];
+    for (const [method, path, body, event] of changes) {
+      log.mockClear();
+      restore = finishFails(other, 2);
+      const r = await call(method, path, secret, body);
+      restore();
+      const error = (r.body as { error: { code: string; message: string } }).error;
+      expect([r.status, error.code]).toEqual([500, 'audit_unrecorded']);
+      expect(error.message).toMatch(/^the change was made, but its audit event could not be recorded; the operator has been told/);
+      const line = String(log.mock.calls[0]?.[0]);
+      expect(log.mock.calls).toHaveLength(1);
+      expect(line).not.toMatch(/\u2028/);
+      expect(line).toMatch(/: the billing ledger failed to record its audit event twice \(Error: ledger unreachable; Error: ledger unreachable\); the change was made; its event, to restore: \{/);
+      expect(JSON.parse(line.slice(line.indexOf('to restore: ') + 'to restore: '.length))).toEqual({ tenant_id: expect.any(String), at: expect.any(String), key_id: expect.any(String), ...event });
+    }
+    // Each change was made, and none is in the audit log.
+    expect((await call('GET', '/v1/collections/e', secret)).status).toBe(200);
+    expect((await call('GET', '/v1/collections/d', secret)).status).toBe(404);
+    for (const id of ['a\u2028', 'b', 'c']) expect((await call('GET', `/v1/collections/c/items/${encodeURIComponent(id)}`, secret)).status).toBe(404);
+    expect(await audited()).toEqual(before);
+  } finally {
+    log.mockRestore();
+    other.close();
+  }
+});
+
 it('a collection delete that fails on the way is sent again and completes; no data is left that nothing can reach', async () => {
   const other = await createNodeBackend({ dataDir: join(dir, 'delete-fails'), operatorKey: TEST_OPERATOR_KEY });
   try {

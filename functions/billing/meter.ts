@@ -3,7 +3,8 @@
 // and `audit(c, action, ...)` for what it changed; the `metering` middleware then settles after
 // the handler: a success keeps the charge (and its response, under an Idempotency-Key), a
 // failure takes the charge back, and the audit event is appended only for a success. A ledger
-// that fails to settle turns a success into a 503 whose charge is taken back (unsettled()).
+// that fails to settle turns a success into a 503 whose charge is taken back (unsettled()); one
+// that fails to record an uncharged change's event is tried again, then a 500 (unaudited()).
 import type { Context, MiddlewareHandler } from 'hono';
 import type { Backend } from '../api/backend.ts';
 import { logFailure } from '../api/errors.ts';
@@ -134,8 +135,9 @@ export function metering(backend: Backend): MiddlewareHandler {
     c.set('backend', backend);
     await next();
     const tenantId = c.get('principal')?.key.tenant_id;
-    if (!tenantId || m.replayed || (!m.charge && !m.audit)) return;
     const ok = c.res.status < 400;
+    // Uncharged, a failure has nothing to settle: only a success records its event.
+    if (!tenantId || m.replayed || (!m.charge && !(ok && m.audit))) return;
     let response: StoredResponse | undefined;
     if (ok && m.charge?.idempotency_key) {
       const body = await c.res.clone().text();
@@ -145,8 +147,8 @@ export function metering(backend: Backend): MiddlewareHandler {
     try {
       await ledger.finish(tenantId, { charge: m.charge, ok, response, audit: m.audit });
     } catch (err) {
-      if (!m.charge) throw err;
-      await unsettled(c, ledger, tenantId, m.charge, m.rate, ok, err);
+      if (m.charge) await unsettled(c, ledger, tenantId, m.charge, m.rate, ok, err);
+      else await unaudited(c, ledger, tenantId, m.audit!, err);
     }
     if (m.rate) for (const [name, value] of Object.entries(rateHeaders(m.rate))) c.header(name, value);
   };
@@ -172,6 +174,30 @@ async function unsettled(c: Context, ledger: Ledger, tenantId: string, charge: C
       undefined, undefined, rate && rateHeaders(rate),
     );
   }
+}
+
+/**
+ * The ledger failed to record the audit event of an uncharged change (a collection created or
+ * deleted, items deleted or erased) after the change was made (`err`). finish() is one
+ * transaction, so it is tried once more: on Node the failed one recorded nothing; on Workers a
+ * call whose connection was lost may have been recorded, and the event is then recorded twice (a
+ * duplicate shows, a lost event does not). If the second try fails too, the caller is told that
+ * the change was made but not audited (500 `audit_unrecorded`), not that it failed (its retry
+ * would be a 404 or a 409), and the event goes to the log whole for the operator to restore (the
+ * one log line with item ids: without them it could not be restored). printable() keeps it one
+ * line and, its escapes being JSON's, the same event when parsed.
+ */
+async function unaudited(c: Context, ledger: Ledger, tenantId: string, event: AuditInput, err: unknown): Promise<void> {
+  try {
+    await ledger.finish(tenantId, { ok: true, audit: event });
+  } catch (again) {
+    const lost = JSON.stringify({ tenant_id: tenantId, at: new Date().toISOString(), ...event });
+    logFailure(c, `the billing ledger failed to record its audit event twice (${String(err)}; ${String(again)}); the change was made; its event, to restore: ${lost}`);
+    throw new MedhashError(
+      500, 'audit_unrecorded', 'the change was made, but its audit event could not be recorded; the operator has been told and can restore it from the log',
+    );
+  }
+  logFailure(c, `the billing ledger failed to record its audit event (${String(err)}); recorded by a second try`);
 }
 
 /** IETF draft RateLimit header fields: the bucket size, what is left, seconds until full. */
