@@ -227,7 +227,11 @@ it('a ledger that fails to settle and then to take the charge back: a success is
     restore();
     expect([answered.status, ((await answered.json()) as { results: { id: string }[] }).results[0].id]).toEqual([200, 'a']);
     expect(await totals()).toMatchObject({ search: 1, ingest_item: 1 });
-    expect(String(log.mock.calls.at(-1)?.[0])).toMatch(/nor could it take the charge back, which stands; answered without an audit event$/);
+    const line = String(log.mock.calls.at(-1)?.[0]);
+    expect(line).toMatch(/nor could it take the charge back, which stands; answered without an audit event; its event, to restore: \{/);
+    expect(JSON.parse(line.slice(line.indexOf('to restore: ') + 'to restore: '.length))).toEqual({
+      tenant_id: expect.any(String), at: expect.any(String), key_id: expect.any(String), action: 'search', collection: 'c', detail: { k: 10, results: 1 },
+    });
     // Its key is held as by an attempt that died: a retry is told to wait, and is not billed.
     const retry = await search();
     expect([retry.status, ((await retry.json()) as { error: { code: string } }).error.code]).toEqual([409, 'idempotency_in_progress']);

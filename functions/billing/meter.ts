@@ -147,7 +147,7 @@ export function metering(backend: Backend): MiddlewareHandler {
     try {
       await ledger.finish(tenantId, { charge: m.charge, ok, response, audit: m.audit });
     } catch (err) {
-      if (m.charge) await unsettled(c, ledger, tenantId, m.charge, m.rate, ok, err);
+      if (m.charge) await unsettled(c, ledger, tenantId, m.charge, m.rate, m.audit, ok, err);
       else await unaudited(c, ledger, tenantId, m.audit!, err);
     }
     if (m.rate) for (const [name, value] of Object.entries(rateHeaders(m.rate))) c.header(name, value);
@@ -159,14 +159,16 @@ export function metering(backend: Backend): MiddlewareHandler {
  * as for any failure, and a success is then withheld (503): an answer leaves billed and audited or
  * not at all, and sending the request again (with its Idempotency-Key or without) runs it and
  * bills it once. If the ledger refuses that too, the charge taken at admission stands: a success
- * is answered, billed once (its audit event and stored response lost), and a failure stays billed.
- * Each case leaves a line in the log saying which.
+ * is answered, billed once (its stored response lost, its audit event left in the log to restore),
+ * and a failure stays billed. Each case leaves a line in the log saying which.
  */
-async function unsettled(c: Context, ledger: Ledger, tenantId: string, charge: Charge, rate: RateState | undefined, ok: boolean, err: unknown): Promise<void> {
+async function unsettled(c: Context, ledger: Ledger, tenantId: string, charge: Charge, rate: RateState | undefined, event: AuditInput | undefined, ok: boolean, err: unknown): Promise<void> {
   const takenBack = await ledger.finish(tenantId, { charge, ok: false }).then(() => true, () => false);
   const outcome = takenBack
     ? `its charge was taken back${ok ? ' and its answer withheld (503)' : ''}`
-    : `nor could it take the charge back, which stands${ok ? '; answered without an audit event' : ' on a failure'}`;
+    : ok
+      ? `nor could it take the charge back, which stands; answered without an audit event${event ? `; ${toRestore(tenantId, event)}` : ''}`
+      : 'nor could it take the charge back, which stands on a failure';
   logFailure(c, `the billing ledger failed to settle it (${String(err)}); ${outcome}`);
   if (takenBack && ok) {
     throw new MedhashError(
@@ -183,21 +185,28 @@ async function unsettled(c: Context, ledger: Ledger, tenantId: string, charge: C
  * call whose connection was lost may have been recorded, and the event is then recorded twice (a
  * duplicate shows, a lost event does not). If the second try fails too, the caller is told that
  * the change was made but not audited (500 `audit_unrecorded`), not that it failed (its retry
- * would be a 404 or a 409), and the event goes to the log whole for the operator to restore (the
- * one log line with item ids: without them it could not be restored). printable() keeps it one
- * line and, its escapes being JSON's, the same event when parsed.
+ * would be a 404 or a 409), and the event goes to the log for the operator to restore.
  */
 async function unaudited(c: Context, ledger: Ledger, tenantId: string, event: AuditInput, err: unknown): Promise<void> {
   try {
     await ledger.finish(tenantId, { ok: true, audit: event });
   } catch (again) {
-    const lost = JSON.stringify({ tenant_id: tenantId, at: new Date().toISOString(), ...event });
-    logFailure(c, `the billing ledger failed to record its audit event twice (${String(err)}; ${String(again)}); the change was made; its event, to restore: ${lost}`);
+    logFailure(c, `the billing ledger failed to record its audit event twice (${String(err)}; ${String(again)}); the change was made; ${toRestore(tenantId, event)}`);
     throw new MedhashError(
       500, 'audit_unrecorded', 'the change was made, but its audit event could not be recorded; the operator has been told and can restore it from the log',
     );
   }
   logFailure(c, `the billing ledger failed to record its audit event (${String(err)}); recorded by a second try`);
+}
+
+/**
+ * A log line's account of an audit event the ledger could not record, for the operator to
+ * restore: the event whole, with its tenant and time (the only log text with item ids: without
+ * them it could not be restored). printable() keeps it on one line and, its escapes being JSON's,
+ * the same event when parsed.
+ */
+function toRestore(tenantId: string, event: AuditInput): string {
+  return `its event, to restore: ${JSON.stringify({ tenant_id: tenantId, at: new Date().toISOString(), ...event })}`;
 }
 
 /** IETF draft RateLimit header fields: the bucket size, what is left, seconds until full. */
