@@ -17,10 +17,10 @@
 //
 // The codestream header must match the DICOM header (size, components, precision, sign) before
 // the codec sees the frame, so the codec allocates no more than the image the caller's limits
-// passed; a JPEG 2000 codestream must also run whole to its EOC, as the codecs' leniencies with
-// one cut short differ. A codec failure is a 422 naming the syntax; a C++ exception leaves the
-// instance usable, and a trap (an abort, an out-of-bounds access) drops it, so the next frame
-// gets a fresh one.
+// passed; a JPEG 2000 codestream must also run whole to its EOC, its tile-parts in order, as the
+// codecs' leniencies with one cut short or out of order differ. A codec failure is a 422 naming
+// the syntax; a C++ exception leaves the instance usable, and a trap (an abort, an out-of-bounds
+// access) drops it, so the next frame gets a fresh one.
 import { leadingHex } from '../util/bytes.ts';
 import { MedhashError } from '../util/errors.ts';
 
@@ -107,9 +107,10 @@ export function jpegLsHeader(f: Uint8Array, t: CodecTarget): CodestreamHeader {
 /**
  * JPEG 2000 (T.800): the codestream starts with SOC (ff 4f) and the image and tile size segment
  * SIZ (ff 51): the size is Xsiz - XOsiz by Ysiz - YOsiz, each component's Ssiz its sign (bit 7)
- * and precision (bits 0-6, plus one), XRsiz/YRsiz its subsampling.
+ * and precision (bits 0-6, plus one), XRsiz/YRsiz its subsampling; and the number of tiles, for
+ * the walk of the tile-parts.
  */
-export function j2kHeader(f: Uint8Array, t: CodecTarget): CodestreamHeader {
+export function j2kHeader(f: Uint8Array, t: CodecTarget): CodestreamHeader & { tiles: number } {
   if (!(f.length >= 4 && f[0] === 0xff && f[1] === 0x4f && f[2] === 0xff && f[3] === 0x51)) {
     throw corruptFrame(t, `is not a JPEG 2000 codestream: no SOC and SIZ markers (ff 4f ff 51) at its start (starts with ${startHex(f)})`);
   }
@@ -130,7 +131,7 @@ export function j2kHeader(f: Uint8Array, t: CodecTarget): CodestreamHeader {
     if (f[at] !== ssiz) throw corruptFrame(t, `component ${c + 1} has Ssiz ${f[at]}, component 1 ${ssiz}: their precision and sign differ`);
     if (f[at + 1] !== 1 || f[at + 2] !== 1) throw corruptFrame(t, `subsamples component ${c + 1} at ${f[at + 1]}x${f[at + 2]}; only 1x1 is supported`);
   }
-  return { width: x - x0, height: y - y0, components: count, precision: (ssiz & 0x7f) + 1, signed: (ssiz & 0x80) !== 0 };
+  return { width: x - x0, height: y - y0, components: count, precision: (ssiz & 0x7f) + 1, signed: (ssiz & 0x80) !== 0, tiles };
 }
 
 /**
@@ -139,9 +140,13 @@ export function j2kHeader(f: Uint8Array, t: CodecTarget): CodestreamHeader {
  * next (Psot 0: the last, running to the EOC), to the EOC (ff d9) -> the codestream's length
  * through its EOC, all the codec is given. The codecs read a codestream cut short each their own
  * way (the service's OpenJPEG decodes one whose EOC is a lone SOT, Pillow's one cut right after
- * its first SOT, to zeros), so an incomplete one is refused here, alike on both sides.
+ * its first SOT, to zeros), so an incomplete one is refused here, alike on both sides. So is a
+ * tile-part out of its tile's order (A.4.2): of a tile past the `tiles` SIZ declares, a TPsot
+ * other than the count of its tile's earlier tile-parts, or one at or past the TNsot its tile
+ * last declared (not 0: unknown), as OpenJPEG checks them: one after the tile-part that makes
+ * its tile whole, the service's OpenJPEG decoded the image regardless and Pillow's refused it.
  */
-export function j2kCodestreamLength(f: Uint8Array, t: CodecTarget): number {
+export function j2kCodestreamLength(f: Uint8Array, tiles: number, t: CodecTarget): number {
   let pos = 4 + be16(f, 4);
   for (;;) {
     if (pos + 2 > f.length) throw corruptFrame(t, `is truncated: no tile-part (SOT, ff 90) before its end (byte ${f.length})`);
@@ -150,11 +155,22 @@ export function j2kCodestreamLength(f: Uint8Array, t: CodecTarget): number {
     if (f[pos + 1] === 0xd9) throw corruptFrame(t, `has no tile-part (SOT, ff 90) before its EOC (ff d9) at byte ${pos}`);
     pos += 2 + segmentLength(f, pos, t);
   }
+  // each tile's tile-parts so far, and the TNsot it last declared (0: none)
+  const parts = new Uint16Array(tiles);
+  const declared = new Uint8Array(tiles);
   for (;;) {
     // SOT: ff 90, Lsot (10), Isot, Psot (the tile-part's bytes from this marker on), TPsot, TNsot
     if (pos + 12 > f.length) throw corruptFrame(t, `is truncated: its tile-part at byte ${pos} runs past its end (byte ${f.length})`);
     const lsot = be16(f, pos + 2);
     if (lsot !== 10) throw corruptFrame(t, `has a SOT segment of ${lsot} bytes at byte ${pos}; SOT takes 10`);
+    const [tile, part, total] = [be16(f, pos + 4), f[pos + 10], f[pos + 11]];
+    if (tile >= tiles) throw corruptFrame(t, `has a tile-part of tile ${tile} at byte ${pos}; its SIZ declares ${tiles} tile(s)`);
+    if (part !== parts[tile]) throw corruptFrame(t, `has tile-part ${part} of tile ${tile} at byte ${pos}; the tile's next is tile-part ${parts[tile]}`);
+    for (const n of [declared[tile], total]) {
+      if (n !== 0 && part >= n) throw corruptFrame(t, `has tile-part ${part} of tile ${tile} at byte ${pos}; its tile has only ${n} (TNsot)`);
+    }
+    parts[tile]++;
+    if (total !== 0) declared[tile] = total;
     const psot = be32(f, pos + 6);
     if (psot === 0) {
       // a tile's data never holds ff d9 (its coders stuff a bit after each ff; its only markers
@@ -375,7 +391,7 @@ export async function decodeJpegLs(codecs: DicomCodecs, f: Uint8Array, t: CodecT
 export async function decodeJpeg2000(codecs: DicomCodecs, f: Uint8Array, t: CodecTarget): Promise<CodecFrame> {
   const h = j2kHeader(f, t);
   checkCodestream(h, t);
-  const codestream = f.subarray(0, j2kCodestreamLength(f, t));
+  const codestream = f.subarray(0, j2kCodestreamLength(f, h.tiles, t));
   // OpenJPEG reports a failure by an empty image and an [ERROR] line, not by throwing
   const failed = (d: EmscriptenDecoder, printed: readonly string[]) =>
     d.getFrameInfo().width !== 0 ? null : (printed.find((l) => l.startsWith('[ERROR]'))?.slice(7).trim() ?? 'OpenJPEG gave no image');

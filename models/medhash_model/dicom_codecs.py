@@ -1,10 +1,10 @@
 """DICOM's JPEG-LS and JPEG 2000 frames: the Python mirror of functions/encode/dicom-codecs.ts,
 called by dicom.py. The codestream's own header (JPEG-LS SOF55, JPEG 2000 SIZ) is read here and
 must agree with the DICOM header (same checks, same order, same messages) before a codec sees the
-frame, and a JPEG 2000 codestream must run whole to its EOC; then the frame goes to a maintained
-codec: CharLS (Debian's libcharls.so.2, through its C API by ctypes; the service runs CharLS 2.4
-too, built to WebAssembly) and OpenJPEG (Pillow's, `Image.open` on the codestream through its
-EOC). The samples come out as an uncompressed file stores them.
+frame, and a JPEG 2000 codestream must run whole to its EOC, its tile-parts in order; then the
+frame goes to a maintained codec: CharLS (Debian's libcharls.so.2, through its C API by ctypes;
+the service runs CharLS 2.4 too, built to WebAssembly) and OpenJPEG (Pillow's, `Image.open` on the
+codestream through its EOC). The samples come out as an uncompressed file stores them.
 
 A codec's own failure is refused as the service refuses it, 422 `DICOM <syntax> frame could not
 be decoded: ` followed by the codec's words, which are CharLS's own on both sides but OpenJPEG's on
@@ -43,12 +43,14 @@ class Target:
 
 @dataclass(frozen=True)
 class Header:
-    """What a codestream header declares; `signed` is None where the format does not say (JPEG-LS)."""
+    """What a codestream header declares; `signed` is None where the format does not say (JPEG-LS),
+    and `tiles` (the tile count, for the walk of the tile-parts) is JPEG 2000's alone."""
     width: int
     height: int
     components: int
     precision: int
     signed: bool | None = None
+    tiles: int | None = None
 
 
 def _corrupt(t: Target, message: str) -> DicomError:
@@ -130,14 +132,16 @@ def j2k_header(f: bytes, t: Target) -> Header:
             raise _corrupt(t, f"component {c + 1} has Ssiz {f[at]}, component 1 {ssiz}: their precision and sign differ")
         if f[at + 1] != 1 or f[at + 2] != 1:
             raise _corrupt(t, f"subsamples component {c + 1} at {f[at + 1]}x{f[at + 2]}; only 1x1 is supported")
-    return Header(width=x - x0, height=y - y0, components=count, precision=(ssiz & 0x7F) + 1, signed=(ssiz & 0x80) != 0)
+    return Header(width=x - x0, height=y - y0, components=count, precision=(ssiz & 0x7F) + 1, signed=(ssiz & 0x80) != 0, tiles=tiles)
 
 
-def j2k_codestream_length(f: bytes, t: Target) -> int:
+def j2k_codestream_length(f: bytes, tiles: int, t: Target) -> int:
     """dicom-codecs.ts's j2kCodestreamLength: the main header's marker segments after SIZ, then the
     tile-parts chained by each SOT's Psot (0: the last, running to the EOC), to the EOC -> the
-    codestream's length through its EOC, all Pillow is given; a codestream cut short is refused
-    here as on the service, not left to each OpenJPEG's own leniency."""
+    codestream's length through its EOC, all Pillow is given; a codestream cut short, or a
+    tile-part out of its tile's order (a tile past `tiles`, a TPsot other than the count of its
+    tile's earlier tile-parts, one at or past the TNsot its tile last declared), is refused here
+    as on the service, not left to each OpenJPEG's own leniency."""
     pos = 4 + _be16(f, 4)
     while True:
         if pos + 2 > len(f):
@@ -149,12 +153,24 @@ def j2k_codestream_length(f: bytes, t: Target) -> int:
         if f[pos + 1] == 0xD9:
             raise _corrupt(t, f"has no tile-part (SOT, ff 90) before its EOC (ff d9) at byte {pos}")
         pos += 2 + _segment_length(f, pos, t)
+    parts, declared = [0] * tiles, [0] * tiles  # each tile's tile-parts so far, and the TNsot it last declared
     while True:
         if pos + 12 > len(f):
             raise _corrupt(t, f"is truncated: its tile-part at byte {pos} runs past its end (byte {len(f)})")
         lsot = _be16(f, pos + 2)
         if lsot != 10:
             raise _corrupt(t, f"has a SOT segment of {lsot} bytes at byte {pos}; SOT takes 10")
+        tile, part, total = _be16(f, pos + 4), f[pos + 10], f[pos + 11]
+        if tile >= tiles:
+            raise _corrupt(t, f"has a tile-part of tile {tile} at byte {pos}; its SIZ declares {tiles} tile(s)")
+        if part != parts[tile]:
+            raise _corrupt(t, f"has tile-part {part} of tile {tile} at byte {pos}; the tile's next is tile-part {parts[tile]}")
+        for n in (declared[tile], total):
+            if n != 0 and part >= n:
+                raise _corrupt(t, f"has tile-part {part} of tile {tile} at byte {pos}; its tile has only {n} (TNsot)")
+        parts[tile] += 1
+        if total != 0:
+            declared[tile] = total
         psot = _be32(f, pos + 6)
         if psot == 0:  # the first ff d9 is the EOC: a tile's data never holds one
             eoc = f.find(b"\xff\xd9", pos + 12)
@@ -289,7 +305,7 @@ def decode_jpeg2000(f: bytes, t: Target) -> tuple[bytes, int]:
     to the bytes of the uncompressed files."""
     h = j2k_header(f, t)
     check_codestream(h, t)
-    codestream = f[:j2k_codestream_length(f, t)]
+    codestream = f[:j2k_codestream_length(f, h.tiles, t)]
     try:
         with Image.open(io.BytesIO(codestream), formats=["JPEG2000"]) as im:
             im.load()

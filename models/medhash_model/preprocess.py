@@ -20,9 +20,11 @@ PREPROCESS_VERSION = 1
 #: What decode_rgb refuses, revised without changing the pixels of what it accepts (the cards'
 #: contract stays v1): 2 = the service's refusals (2026-11-29); 3 = a JPEG 2000 codestream walked to
 #: its EOC before Pillow, as on the service (one cut short is refused, where one cut after its first
-#: SOT decoded to zeros). data.py's cache key holds it, so a folder cached before a revision is
-#: decoded again, and a file now refused is named.
-DECODE_REVISION = 3
+#: SOT decoded to zeros); 4 = a JPEG 2000 tile-part out of its tile's order (Isot, TPsot, TNsot)
+#: refused by that walk on both sides (Pillow refused each one the mutation run found, in its own
+#: words; the service decoded one after its tile's last). data.py's cache key holds it, so a folder cached before a revision is decoded again,
+#: and a file now refused is named.
+DECODE_REVISION = 4
 LUMA = (0.299, 0.587, 0.114)
 
 

@@ -107,10 +107,10 @@ describe('test/fixtures/dicom/decoded.json is what dicom.ts decodes', () => {
     expect(refusal('truncated-scan')).toMatch(/^DICOM JPEG-LS Lossless frame could not be decoded: Invalid JPEG-LS stream/);
   });
 
-  it('a JPEG 2000 codestream under headers of each kind: whole, in the lossy syntax, in two fragments or two tile-parts, with Psot 0 or bytes after its EOC it decodes to the fixture\'s pixels; the SIZ checks and the walk to the EOC refuse before OpenJPEG runs', () => {
+  it('a JPEG 2000 codestream under headers of each kind: whole, in the lossy syntax, in two fragments or two tile-parts (the second empty or its SOT alone), with Psot 0 or bytes after its EOC it decodes to the fixture\'s pixels; the SIZ checks and the walk to the EOC refuse before OpenJPEG runs', () => {
     const made = (name: string) => committed.made.find((m) => m.name === `jpeg2000-${name}`)!;
     const fixture = committed.fixtures.find((f) => f.file === 'ct12-garbage-nowindow.dcm')!;
-    for (const name of ['whole', 'lossy-syntax', 'in-two-fragments', 'two-tile-parts', 'psot-0', 'bytes-after-eoc']) {
+    for (const name of ['whole', 'lossy-syntax', 'in-two-fragments', 'two-tile-parts', 'second-tile-part-empty', 'second-tile-part-psot-12', 'psot-0', 'bytes-after-eoc']) {
       expect(made(name), name).toMatchObject({ sha256: (fixture as { sha256: string }).sha256 });
     }
     const refusal = (name: string) => ('refused' in made(name) ? (made(name) as { refused: { message: string } }).refused.message : name);
@@ -120,6 +120,10 @@ describe('test/fixtures/dicom/decoded.json is what dicom.ts decodes', () => {
     expect(refusal('cut-after-first-sot')).toBe('DICOM JPEG 2000 Lossless frame is truncated: its tile-part at byte 104 runs past its end (byte 106)');
     expect(refusal('eoc-replaced-by-sot')).toBe('DICOM JPEG 2000 Lossless frame is truncated: its tile-part at byte 131 runs past its end (byte 134)');
     expect(refusal('no-eoc')).toBe('DICOM JPEG 2000 Lossless frame is truncated: no EOC (ff d9) after its tile-part at byte 104');
+    // a tile-part after its tile's last, which the service's OpenJPEG decoded past and Pillow's refused: refused alike, by the tile's order
+    expect(refusal('tile-part-after-the-last')).toBe('DICOM JPEG 2000 Lossless frame has tile-part 1 of tile 0 at byte 131; its tile has only 1 (TNsot)');
+    expect(refusal('tile-part-repeated')).toBe("DICOM JPEG 2000 Lossless frame has tile-part 0 of tile 0 at byte 131; the tile's next is tile-part 1");
+    expect(refusal('tile-part-of-tile-1')).toBe('DICOM JPEG 2000 Lossless frame has a tile-part of tile 1 at byte 131; its SIZ declares 1 tile(s)');
     expect(refusal('cod-33-levels')).toMatch(/^DICOM JPEG 2000 Lossless frame could not be decoded: /);
   });
 

@@ -211,10 +211,13 @@ def test_a_jpeg2000_codec_refusal_is_held_to_the_words_before_the_codecs():
     assert outcome(from_parts(entry["parts"]), other) != expected(other, "name", "parts")
 
 
-@pytest.mark.parametrize("name", ["jpeg2000-cut-after-first-sot", "jpeg2000-eoc-replaced-by-sot"])
-def test_a_jpeg2000_codestream_cut_short_is_refused_before_pillow_with_the_services_words(name):
-    """The two forms Pillow's OpenJPEG and the service's read differently (the first Pillow decoded,
-    the second the service did): the walk to the EOC refuses both, word for word, not up to the codec's words."""
+@pytest.mark.parametrize("name", ["jpeg2000-cut-after-first-sot", "jpeg2000-eoc-replaced-by-sot", "jpeg2000-tile-part-after-the-last",
+                                  "jpeg2000-tile-part-repeated", "jpeg2000-tile-part-of-tile-1"])
+def test_a_jpeg2000_form_the_two_openjpegs_read_differently_is_refused_before_pillow_with_the_services_words(name):
+    """The forms Pillow's OpenJPEG and the service's read differently: a codestream cut short (the
+    first Pillow decoded, the second the service did), and a tile-part after the one that completes
+    its tile's TNsot (the service's decoded the image regardless, Pillow's refused it). The
+    walk to the EOC refuses each, word for word, not up to the codec's words."""
     entry = next(m for m in GOLDEN["made"] if m["name"] == name)
     assert not CODEC_WORDS.match(entry["refused"]["message"])
     with pytest.raises(DicomError) as e:
