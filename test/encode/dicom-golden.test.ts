@@ -63,6 +63,10 @@ describe('test/fixtures/dicom/decoded.json is what dicom.ts decodes', () => {
     // are JPEG-LS ones, whose codec is CharLS on both sides
     expect(committed.mutations.cases.filter((c) => c.file.includes('jpeg-lossless')).length).toBeGreaterThanOrEqual(30);
     expect(committed.mutations.cases.filter((c) => c.file.includes('jpeg-ls')).length).toBeGreaterThanOrEqual(30);
+    // and JPEG 2000 ones, walked whole before OpenJPEG on both sides: a lossy one's cases keep their pixels, as its fixture does
+    expect(committed.mutations.cases.filter((c) => c.file.includes('jpeg2000')).length).toBe(100);
+    expect(committed.mutations.cases.filter((c) => 'pixels' in c).every((c) => LOSSY.test(c.file))).toBe(true);
+    expect(committed.mutations.cases.some((c) => 'pixels' in c)).toBe(true);
   });
 
   it.each(['-rle', '-jpeg-lossless'])('each %s twin made here decodes to the pixels of its uncompressed file, and the limits refuse either alike', (suffix) => {
