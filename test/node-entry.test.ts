@@ -18,6 +18,7 @@ import { CollectionWriter, DEFAULT_WRITER_LIMITS } from '../functions/store/writ
 import mednistCard from '../models/mednist-darf-b64.card.json';
 import { png } from './encode/png-fixtures.ts';
 import { TEST_OPERATOR_KEY } from './shared/constants.ts';
+import { damageHead } from './shared/damaged-manifest.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'medhash-entry-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -55,10 +56,9 @@ it("starts with a collection's writer state damaged, serving the others; that co
   first.close();
   const db = openSqlite(join(sub, 'control.sqlite'));
   const row = db.prepare("SELECT h.collection, h.head FROM writer_heads h JOIN collections c ON c.id = h.collection WHERE c.name = 'damaged'").get() as { collection: string; head: string };
-  const head = JSON.parse(row.head);
   // Left for the maintenance at start, so that the start reads it.
-  const unpublished = { ...head, published: 0, manifest: head.manifest.replace('"generation":1', '"generation":3') };
-  db.prepare('UPDATE writer_heads SET head = ? WHERE collection = ?').run(JSON.stringify(unpublished), row.collection);
+  const unpublished = JSON.stringify({ ...JSON.parse(row.head), published: 0 });
+  db.prepare('UPDATE writer_heads SET head = ? WHERE collection = ?').run(damageHead(unpublished), row.collection);
   db.close();
 
   const logged = vi.spyOn(console, 'error').mockImplementation(() => {});

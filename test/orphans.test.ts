@@ -1,7 +1,8 @@
 // The orphan sweep (functions/store/orphans.ts) on Node: data that older versions left when
 // they removed a collection's registry row first and its data after (a failed writer call, a KV
 // list that missed keys), found and deleted; registered collections, and one created during the
-// sweep, never touched but for stray shards (no writer state names them). Real node:sqlite
+// sweep, never touched but for stray shards (no writer state names them); a collection whose
+// writer state fails its check reported and left as it is, the others swept. Real node:sqlite
 // stores in a temporary data dir, the service open on it.
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -22,6 +23,7 @@ import { openSqlite, sqliteDb } from '../functions/store/sqlite.ts';
 import type { WriteOp } from '../functions/store/writer.ts';
 import { sha256Hex } from '../functions/util/bytes.ts';
 import { TEST_OPERATOR_KEY } from './shared/constants.ts';
+import { damageHead } from './shared/damaged-manifest.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'medhash-orphans-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -123,6 +125,7 @@ it('finds the data of collections deleted registry-first and deletes exactly tha
       keys: expected.reduce((n, x) => n + x.keys, 0),
       bytes: expected.reduce((n, x) => n + x.bytes!, 0),
       strays: [],
+      damaged: [],
       failed: 0,
     });
     expect(await d.kv.list('c/')).toEqual(kvBefore); // a dry run changes nothing
@@ -145,7 +148,7 @@ it('finds the data of collections deleted registry-first and deletes exactly tha
     expect(registered).toHaveLength(4); // and oldOrderOrphans' collection in use
     expect(registered).toEqual(expect.arrayContaining([live.id, created.id, cutOff.id]));
 
-    expect(await sweepDataDir(d.dir, { delete: true })).toEqual({ dry_run: false, orphans: [], keys: 0, bytes: 0, strays: [], failed: 0 });
+    expect(await sweepDataDir(d.dir, { delete: true })).toEqual({ dry_run: false, orphans: [], keys: 0, bytes: 0, strays: [], damaged: [], failed: 0 });
   } finally {
     d.node.close();
   }
@@ -169,7 +172,7 @@ it("finds the shards of a registered collection that its writer state names nowh
     const otherKeys = await d.keysOf(other);
 
     // Through the service (GET /v1/admin/orphans), then on the data dir (`medhash orphans`).
-    const found = { dry_run: true, orphans: [], keys: 0, bytes: 0, strays: [{ collection: live.id, shards: [stray] }], failed: 0 };
+    const found = { dry_run: true, orphans: [], keys: 0, bytes: 0, strays: [{ collection: live.id, shards: [stray] }], damaged: [], failed: 0 };
     expect(await sweepOrphans(d.node.backend.orphans)).toEqual(found);
     expect(await sweepDataDir(d.dir)).toEqual(found);
     expect(await d.kv.get(stray)).not.toBeNull();
@@ -242,18 +245,68 @@ it('reports a deletion that failed and still deletes the others; the same sweep 
   }
 });
 
+it("reports a collection whose writer state fails its check, registered or not, deletes nothing of it, and sweeps the others; the CLI exits 1 naming it", async () => {
+  const d = await dataDir('damaged');
+  const { medhash, close } = await cliOn(d);
+  try {
+    const live = await d.written('live', 5);
+    const stray = await d.plantStray(live);
+    const registered = await d.written('damaged-registered', 6);
+    const unregistered = await d.written('damaged-unregistered', 3);
+    await d.node.backend.control.deleteCollection(unregistered); // an orphan of the older delete order
+    const o = await oldOrderOrphans(d);
+    const storedHead = (col: { id: string }) => d.sql.all<{ head: string }>('SELECT head FROM writer_heads WHERE collection = ?', col.id)[0].head;
+    const damagedCols = [registered, unregistered];
+    for (const col of damagedCols) d.sql.run('UPDATE writer_heads SET head = ? WHERE collection = ?', damageHead(storedHead(col)), col.id);
+    const left = async () => Promise.all(damagedCols.map(async (col) => [storedHead(col), await d.keysOf(col)]));
+    const before = await left();
+
+    const error = expect.stringMatching(/^its writer state fails its check \(invalid manifest: checksum mismatch .*\): nothing of it swept$/);
+    const damaged = [{ collection: registered.id, registered: true, error }, { collection: unregistered.id, registered: false, error }].sort(byId);
+    const orphanIds = Object.values(o).map((c) => c.id).sort();
+    const dry = await sweepDataDir(d.dir);
+    expect(dry).toMatchObject({ dry_run: true, strays: [{ collection: live.id, shards: [stray] }], damaged, failed: 2 });
+    expect(dry.orphans.map((x) => x.collection)).toEqual(orphanIds);
+
+    // Through the operator API: the dry run (a 200) and the deletion (a 500 with the record).
+    const listed = await medhash('admin', 'orphans');
+    const swept = await medhash('admin', 'orphans', '--delete');
+    const named = `writer state damaged (fails its check) for ${damaged.map((x) => x.collection).join(', ')}: nothing of it swept`;
+    for (const run of [listed, swept]) {
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain(named);
+      expect(run.stderr).not.toContain('run the same command again');
+    }
+    const report = JSON.parse(swept.stdout) as { orphans: Orphan[]; strays: Stray[] };
+    expect(report).toMatchObject({ dry_run: false, strays: [{ collection: live.id, shards: [stray], deleted: true }], damaged, failed: 2 });
+    expect(report.orphans.map((x) => [x.collection, x.deleted])).toEqual(orphanIds.map((id) => [id, true]));
+    expect(await d.kv.get(stray)).toBeNull();
+    for (const col of Object.values(o)) expect(await d.keysOf(col)).toEqual([]);
+    expect(await left()).toEqual(before);
+    expect((await d.node.backend.reader.manifest(live.id))!.count).toBe(5);
+  } finally {
+    await close();
+    d.node.close();
+  }
+});
+
 it('refuses to delete when every collection holding data is missing from the registry (a wrong or empty registry looks so), unless forced', async () => {
   const d = await dataDir('all-orphans');
   try {
     const col = await d.written('only', 3);
-    // another environment's or an emptied control store: this data dir's one collection unregistered
-    d.sql.run('DELETE FROM collections WHERE id = ?', col.id);
+    // An unregistered collection whose writer state fails its check counts among them, though the sweep leaves it.
+    const damaged = await d.written('damaged', 2);
+    const head = d.sql.all<{ head: string }>('SELECT head FROM writer_heads WHERE collection = ?', damaged.id)[0].head;
+    d.sql.run('UPDATE writer_heads SET head = ? WHERE collection = ?', damageHead(head), damaged.id);
+    // another environment's or an emptied control store: this data dir's collections unregistered
+    d.sql.run('DELETE FROM collections WHERE id IN (?, ?)', col.id, damaged.id);
     const refused = sweepDataDir(d.dir, { delete: true });
     await expect(refused).rejects.toMatchObject({ status: 409, code: 'orphans_are_everything', field: 'force' });
     expect(await d.keysOf(col)).toHaveLength(2);
     expect((await sweepDataDir(d.dir)).orphans.map((o) => o.collection)).toEqual([col.id]);
     const forced = await sweepDataDir(d.dir, { delete: true, force: true });
     expect(forced.orphans).toMatchObject([{ collection: col.id, deleted: true }]);
+    expect(forced.damaged).toMatchObject([{ collection: damaged.id, registered: false }]);
     expect(await d.keysOf(col)).toEqual([]);
   } finally {
     d.node.close();
@@ -266,8 +319,8 @@ it('refuses a folder that is not a data dir, and creates nothing there', async (
   expect(existsSync(nowhere)).toBe(false);
 });
 
-it('medhash orphans (data dir) and medhash admin orphans (operator API): dry run by default, --delete, exit 1 naming what failed (orphans, strays)', async () => {
-  const d = await dataDir('cli');
+/** The service on `d` over HTTP, and the `medhash` CLI pointed at it with the operator key. */
+async function cliOn(d: Awaited<ReturnType<typeof dataDir>>) {
   const server = await new Promise<ServerType>((ok) => {
     const s = serve({ fetch: createApp(d.node.backend).fetch, port: 0, hostname: '127.0.0.1' }, () => ok(s));
   });
@@ -279,6 +332,12 @@ it('medhash orphans (data dir) and medhash admin orphans (operator API): dry run
       (r) => ({ code: 0, ...r }),
       (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
     );
+  return { url, medhash, close: () => new Promise((ok) => server.close(ok)) };
+}
+
+it('medhash orphans (data dir) and medhash admin orphans (operator API): dry run by default, --delete, exit 1 naming what failed (orphans, strays)', async () => {
+  const d = await dataDir('cli');
+  const { url, medhash, close } = await cliOn(d);
   try {
     const live = await d.written('live', 5);
     const stray = await d.plantStray(live);
@@ -301,7 +360,7 @@ it('medhash orphans (data dir) and medhash admin orphans (operator API): dry run
     expect(again.status).toBe(500);
     expect(await again.json()).toEqual({
       error: { code: 'orphans_delete_incomplete', message: expect.stringMatching(/^deleting failed for 1 of 1 found .*send the same DELETE again \(it is idempotent\)$/) },
-      dry_run: false, orphans: [expect.objectContaining({ collection: o.failed.id, error: 'writer unreachable' })], keys: expect.any(Number), bytes: expect.any(Number), strays: [], failed: 1,
+      dry_run: false, orphans: [expect.objectContaining({ collection: o.failed.id, error: 'writer unreachable' })], keys: expect.any(Number), bytes: expect.any(Number), strays: [], damaged: [], failed: 1,
     });
     d.node.backend.orphans = stores;
     expect(partial.code).toBe(1);
@@ -331,7 +390,7 @@ it('medhash orphans (data dir) and medhash admin orphans (operator API): dry run
     expect(await d.keysOf(o.failed)).toEqual([]);
     expect((await d.node.backend.reader.manifest(live.id))!.count).toBe(5);
   } finally {
-    await new Promise((ok) => server.close(ok));
+    await close();
     d.node.close();
   }
 });

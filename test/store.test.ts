@@ -18,6 +18,7 @@ import type { SqlDb } from '../functions/store/sql.ts';
 import { CollectionWriter, DEFAULT_WRITER_LIMITS, MAX_ERASE_ITEMS, MAX_RECENT_SHARDS, READ_AHEAD, READ_AHEAD_BYTES, RecentBudget, WRITE_WINDOW, WRITE_WINDOW_BYTES, type CollectionSpec, type WriteOp, type WriterLimits } from '../functions/store/writer.ts';
 import { sha256Hex } from '../functions/util/bytes.ts';
 import { MedhashError } from '../functions/util/errors.ts';
+import { damageHead } from './shared/damaged-manifest.ts';
 import { seededRandom } from './shared/random.ts';
 import type { SecondWriterJob } from './shared/second-writer.ts';
 import { loadHammingKernel } from '../wasm/load-node.ts';
@@ -669,8 +670,7 @@ describe('writer state', () => {
 
   it('refuses a state whose manifest has a damaged byte', async () => {
     await writer().apply([put('a', 1)]);
-    const head = JSON.parse(storedHead());
-    storeHead(JSON.stringify({ ...head, manifest: head.manifest.replace('"generation":1', '"generation":3') }));
+    storeHead(damageHead(storedHead()));
     await expect(writer().apply([put('b', 2)])).rejects.toThrow(ManifestFormatError);
     await expect(writer().apply([put('b', 2)])).rejects.toThrow(/invalid manifest: checksum mismatch/);
   });

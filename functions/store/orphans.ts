@@ -20,6 +20,10 @@
 // ordering). Only the collection's writer can tell them from an upload in flight, so the sweep
 // asks it (CollectionWriter.sweepStrays; on Workers through its Durable Object), for each
 // registered collection whose shard keys the listing shows.
+//
+// A collection whose writer state fails its check (decodeHead: a damaged byte) is reported and left
+// as it is, whether registered or not: its writer cannot read what it owns, nor tell a stray from
+// a live shard. The sweep goes on with the others.
 import { collectionOfKey, collectionPrefix, COLLECTIONS_PREFIX, shardPrefix } from '../shards/manifest.ts';
 import { decodeHead, type Head, type HeadStore } from './head.ts';
 import type { KV } from './kv.ts';
@@ -28,14 +32,22 @@ import type { SqlDb } from './sql.ts';
 import { MedhashError } from '../util/errors.ts';
 import type { CollectionSpec } from './writer.ts';
 
+/** The writer state a runtime can list (sqlWriterStates). */
+export interface WriterStates {
+  /** Ids holding writer state other than a finished tombstone. */
+  held: string[];
+  /** Ids whose writer state fails its check, and why. */
+  damaged: Map<string, string>;
+}
+
 /** What the sweep needs from a runtime (entries/node.ts, entries/worker.ts). */
 export interface OrphanStores {
   kv: KV;
   /**
-   * Ids holding writer state other than a finished tombstone; null where the runtime cannot list
-   * writer state (Workers: one Durable Object per collection, and a Worker cannot list them).
+   * The writer state held; null where the runtime cannot list writer state (Workers: one Durable
+   * Object per collection, and a Worker cannot list them).
    */
-  writerStates(): Promise<string[] | null>;
+  writerStates(): Promise<WriterStates | null>;
   /** Every collection in the registry, of all tenants. */
   registered(): Promise<CollectionSpec[]>;
   /** Destroys collection `id` through its writer (destroyOrphan); false: a KV delete failed. */
@@ -67,6 +79,14 @@ export interface Stray {
   error?: string;
 }
 
+/** A collection whose writer state fails its check: nothing of it swept. */
+export interface DamagedState {
+  collection: string;
+  /** Whether the registry holds it. */
+  registered: boolean;
+  error: string;
+}
+
 export interface OrphanReport {
   /** True: found and listed only. */
   dry_run: boolean;
@@ -76,7 +96,9 @@ export interface OrphanReport {
   bytes?: number;
   /** Registered collections with stray shards (or whose search for them failed). */
   strays: Stray[];
-  /** Orphans and strays whose deletion (or search) failed: run the sweep again. */
+  /** Collections whose writer state fails its check (where the runtime lists writer state). */
+  damaged: DamagedState[];
+  /** Orphans and strays whose deletion (or search) failed (run the sweep again), and damaged writer states. */
   failed: number;
 }
 
@@ -96,12 +118,22 @@ export interface SweepOptions {
 export const isFinishedTombstone = (h: Head): boolean =>
   h.destroyed && h.pending.length === 0 && h.garbage.length === 0 && h.manifest.shards.length === 0;
 
-/** Ids in `db`'s writer_heads that are more than a finished tombstone. */
-export function sqlWriterStates(db: SqlDb): string[] {
-  return db
-    .all<{ collection: string; head: string }>('SELECT collection, head FROM writer_heads ORDER BY collection')
-    .filter((r) => !isFinishedTombstone(decodeHead(r.head)))
-    .map((r) => r.collection);
+const errorMessage = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+
+/** The writer state in `db`'s writer_heads: more than a finished tombstone, or failing its check. */
+export function sqlWriterStates(db: SqlDb): WriterStates {
+  const states: WriterStates = { held: [], damaged: new Map() };
+  for (const r of db.all<{ collection: string; head: string }>('SELECT collection, head FROM writer_heads ORDER BY collection')) {
+    let head: Head;
+    try {
+      head = decodeHead(r.head);
+    } catch (e) {
+      states.damaged.set(r.collection, errorMessage(e));
+      continue;
+    }
+    if (!isFinishedTombstone(head)) states.held.push(r.collection);
+  }
+  return states;
 }
 
 /**
@@ -128,29 +160,34 @@ export async function sweepOrphans(stores: OrphanStores, opts: SweepOptions = {}
   await opts.betweenReads?.();
   const registered = new Map((await stores.registered()).map((spec) => [spec.id, spec]));
 
-  const holding = new Set([...keys.keys(), ...(states ?? [])]);
-  const ids = [...holding].filter((id) => !registered.has(id)).sort();
+  const damaged = states?.damaged ?? new Map<string, string>();
+  const holding = new Set([...keys.keys(), ...(states?.held ?? []), ...damaged.keys()]);
+  const unregistered = [...holding].filter((id) => !registered.has(id));
   // The sweep trusts the registry it reads. An empty or replaced control store, or another
   // environment's registry over this KV namespace, makes every collection an orphan: deleting
   // them all is then almost surely that mistake, not old garbage, and it cannot be undone.
-  if (opts.delete && !opts.force && ids.length > 0 && ids.length === holding.size) {
+  if (opts.delete && !opts.force && unregistered.length > 0 && unregistered.length === holding.size) {
     throw new MedhashError(
       409, 'orphans_are_everything',
-      `every collection holding data (${ids.length}) is missing from the registry, so nothing was deleted: check that the registry belongs to this data (an empty or replaced control store, another environment's registry), then, if they are all garbage, delete with force`,
+      `every collection holding data (${unregistered.length}) is missing from the registry, so nothing was deleted: check that the registry belongs to this data (an empty or replaced control store, another environment's registry), then, if they are all garbage, delete with force`,
       'force',
     );
   }
-  const report: OrphanReport = { dry_run: !opts.delete, orphans: [], keys: 0, ...(stores.kv.bytes ? { bytes: 0 } : {}), strays: [], failed: 0 };
-  for (const id of ids) {
+  const report: OrphanReport = { dry_run: !opts.delete, orphans: [], keys: 0, ...(stores.kv.bytes ? { bytes: 0 } : {}), strays: [], damaged: [], failed: 0 };
+  for (const id of [...damaged.keys()].sort()) {
+    report.damaged.push({ collection: id, registered: registered.has(id), error: `its writer state fails its check (${damaged.get(id)}): nothing of it swept` });
+    report.failed++;
+  }
+  for (const id of unregistered.filter((id) => !damaged.has(id)).sort()) {
     const o: Orphan = { collection: id, prefix: collectionPrefix(id), keys: keys.get(id) ?? 0 };
     if (stores.kv.bytes) o.bytes = await stores.kv.bytes(o.prefix);
-    if (states) o.writer_state = states.includes(id);
+    if (states) o.writer_state = states.held.includes(id);
     if (opts.delete) {
       try {
         if (await stores.destroy(id)) o.deleted = true;
         else o.error = 'a KV delete failed';
       } catch (e) {
-        o.error = e instanceof Error ? e.message : String(e);
+        o.error = errorMessage(e);
       }
       if (o.error) report.failed++;
     }
@@ -160,13 +197,13 @@ export async function sweepOrphans(stores: OrphanStores, opts: SweepOptions = {}
   }
   for (const id of [...withShards].sort()) {
     const spec = registered.get(id);
-    if (!spec) continue;
+    if (!spec || damaged.has(id)) continue;
     const s: Stray = { collection: id, shards: [] };
     try {
       s.shards = await stores.strays(spec, opts.delete === true);
       if (opts.delete && s.shards.length > 0) s.deleted = true;
     } catch (e) {
-      s.error = e instanceof Error ? e.message : String(e);
+      s.error = errorMessage(e);
       report.failed++;
     }
     if (s.shards.length > 0 || s.error) report.strays.push(s);

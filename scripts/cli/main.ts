@@ -41,9 +41,10 @@ const USAGE = `medhash <command> [options]
         versions that deleted the registry row first), and the shards of registered collections
         that their writer state names nowhere (two processes on one data dir leave them), in a Node
         data dir, the service running or not; --delete deletes them. Safe to re-run; exits 1 when a
-        deletion (or a search for strays) failed. When every collection holding data is missing
-        from the registry, --delete refuses (a wrong or empty registry looks like that); --force
-        deletes anyway.
+        deletion (or a search for strays) failed, and naming any collection whose writer state is
+        damaged (fails its check): nothing of it is swept, the others are. When every collection
+        holding data is missing from the registry, --delete refuses (a wrong or empty registry
+        looks like that); --force deletes anyway.
 
   index --collection C --codes FILE [--format jsonl|csv] [--batch 1000]
         Upsert items from a JSONL/CSV file of codes, in batches; safe to re-run.
@@ -161,7 +162,7 @@ async function backup(args: string[]) {
   print(await backupDataDir(dataDir(v['data-dir'] as string | undefined), need(v.out, 'out')));
 }
 
-/** Prints an orphan sweep's report; throws (exit 1) when a deletion or a search for strays failed, so that it is re-run. */
+/** Prints an orphan sweep's report; throws (exit 1) when a deletion or a search for strays failed, so that it is re-run, or a writer state is damaged. */
 function orphanReport(r: OrphanReport) {
   print(r);
   const withStrays = r.strays.filter((s) => s.shards.length > 0).length;
@@ -174,7 +175,13 @@ function orphanReport(r: OrphanReport) {
   };
   // A dry run deletes nothing: there a stray's error is its search's.
   const failures = [...failed(r.orphans, 'deleting orphans'), ...failed(r.strays, r.dry_run ? 'finding stray shards' : 'deleting stray shards')];
-  if (failures.length) throw new Error(`${failures.join('; ')}: run the same command again`);
+  // A damaged writer state stays damaged: running again does not help there. (`?? []`: a service older than the field.)
+  const damaged = (r.damaged ?? []).map((d) => d.collection);
+  const problems = [
+    ...(failures.length ? [`${failures.join('; ')}: run the same command again`] : []),
+    ...(damaged.length ? [`writer state damaged (fails its check) for ${damaged.join(', ')}: nothing of it swept`] : []),
+  ];
+  if (problems.length) throw new Error(problems.join('; '));
 }
 
 async function orphans(args: string[]) {

@@ -119,7 +119,7 @@ export function adminRoutes(app: App, backend: Backend): void {
         200: json(OrphanReportSchema, 'What was found, all of it deleted (`failed` is 0).'),
         ...errors(400, 401, 403, 503),
         409: json(ErrorSchema, '`orphans_are_everything`: every collection holding data is missing from the registry; nothing deleted (see `force`).'),
-        500: json(OrphansIncompleteSchema, "`orphans_delete_incomplete`: deleting some orphans or strays failed (`failed` > 0, each one's `error` says why) and the others were deleted; the body is the sweep's record with `error` beside it. Send the same DELETE again: it is idempotent."),
+        500: json(OrphansIncompleteSchema, "`orphans_delete_incomplete`: deleting some orphans or strays failed, or a collection's writer state is damaged (`failed` > 0, each one's `error` says why), and the others were deleted; the body is the sweep's record with `error` beside it. Send the same DELETE again: it is idempotent."),
       },
     }),
     async (c) => {
@@ -129,7 +129,7 @@ export function adminRoutes(app: App, backend: Backend): void {
       // retries unseen: the caller gets this record of what was deleted and why the rest was not.
       const { error } = new MedhashError(
         500, 'orphans_delete_incomplete',
-        `deleting failed for ${report.failed} of ${report.orphans.length + report.strays.length} found (orphaned collections, stray shards of registered ones; see each one's error); the others were deleted: send the same DELETE again (it is idempotent)`,
+        `deleting failed for ${report.failed} of ${report.orphans.length + report.strays.length + report.damaged.length} found (orphaned collections, stray shards of registered ones, collections whose writer state is damaged; see each one's error); the others were deleted: send the same DELETE again (it is idempotent)`,
       ).toBody();
       return c.json({ error, ...report }, 500);
     },
