@@ -1,9 +1,10 @@
 // The orphan sweep (functions/store/orphans.ts) on Node: data that older versions left when
 // they removed a collection's registry row first and its data after (a failed writer call, a KV
-// list that missed keys), found and deleted; registered collections, and one created during the
-// sweep, never touched but for stray shards (no writer state names them); a collection whose
-// writer state fails its check reported and left as it is, the others swept. Real node:sqlite
-// stores in a temporary data dir, the service open on it.
+// list that missed keys), or that another process's upload left after today's delete, found and
+// deleted; registered collections, and one created during the sweep, never touched but for stray
+// shards (no writer state names them); a collection whose writer state fails its check reported
+// and left as it is, the others swept. Real node:sqlite stores in a temporary data dir, the
+// service open on it.
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
@@ -19,8 +20,8 @@ import { shardKey } from '../functions/shards/manifest.ts';
 import { createNodeBackend, sweepDataDir } from '../functions/entries/node.ts';
 import { sqlHeadStore } from '../functions/store/head.ts';
 import { isFinishedTombstone, sweepOrphans, type Orphan, type Stray } from '../functions/store/orphans.ts';
-import { openSqlite, sqliteDb } from '../functions/store/sqlite.ts';
-import type { WriteOp } from '../functions/store/writer.ts';
+import { openSqlite, sqliteDb, SqliteKV } from '../functions/store/sqlite.ts';
+import { CollectionWriter, type WriteOp } from '../functions/store/writer.ts';
 import { sha256Hex } from '../functions/util/bytes.ts';
 import { TEST_OPERATOR_KEY } from './shared/constants.ts';
 import { damageHead } from './shared/damaged-manifest.ts';
@@ -185,6 +186,54 @@ it("finds the shards of a registered collection that its writer state names nowh
     expect((await d.node.backend.reader.manifest(live.id))!.count).toBe(9);
     expect((await sweepOrphans(d.node.backend.orphans, { delete: true })).strays).toEqual([]);
   } finally {
+    d.node.close();
+  }
+});
+
+it("deletes the shard that another process's upload left after the collection was deleted, once the registry row is gone", async () => {
+  const d = await dataDir('deleted-in-flight');
+  // Process A's writer on its own connections to the data dir, its first shard upload held at a gate.
+  let atGate!: () => void;
+  const reached = new Promise<void>((ok) => (atGate = ok));
+  let release!: () => void;
+  const gate = new Promise<void>((ok) => (release = ok));
+  class HeldUpload extends SqliteKV {
+    override async put(key: string, value: Uint8Array | string) {
+      if (key.includes('/s/')) {
+        atGate();
+        await gate;
+      }
+      return super.put(key, value);
+    }
+  }
+  const kvDb = openSqlite(join(d.dir, 'kv.sqlite'));
+  try {
+    await d.written('in-use', 2);
+    const col = await d.written('deleted', 3);
+    const a = new CollectionWriter(new HeldUpload(kvDb), sqlHeadStore(d.sql, col.id), { id: col.id, bits: col.bits, descriptor_dims: col.descriptor_dims });
+    const change = a.apply([put(7, 'MRN-late')]).catch((e: unknown) => e);
+    await reached; // A has recorded its new shard's key
+    // Process B deletes the collection as DELETE /v1/collections/{name} does: its data first, then its row.
+    expect(await d.node.backend.writer(col).destroy()).toBe(true);
+    release();
+    expect(await change).toMatchObject({ status: 409, code: 'write_conflict' });
+    const [late] = await d.keysOf(col);
+    expect(late).toMatch(new RegExp(`^c/${col.id}/s/`));
+    expect(isFinishedTombstone(d.head(col)!)).toBe(true);
+
+    // Its row still there (B between its two steps, or cut off there): the sweep leaves the collection to its delete.
+    expect(await sweepDataDir(d.dir, { delete: true })).toEqual({ dry_run: false, orphans: [], keys: 0, bytes: 0, strays: [], damaged: [], failed: 0 });
+    expect(await d.keysOf(col)).toEqual([late]);
+
+    await d.node.backend.control.deleteCollection(col);
+    const found: Orphan = { collection: col.id, prefix: `c/${col.id}/`, keys: 1, bytes: await d.bytesOf(col), writer_state: false };
+    expect((await sweepDataDir(d.dir)).orphans).toEqual([found]);
+    expect((await sweepDataDir(d.dir, { delete: true })).orphans).toEqual([{ ...found, deleted: true }]);
+    expect(await d.keysOf(col)).toEqual([]);
+    expect(isFinishedTombstone(d.head(col)!)).toBe(true);
+    await expect(a.apply([put(7, 'MRN-late')])).rejects.toMatchObject({ status: 404 });
+  } finally {
+    kvDb.close();
     d.node.close();
   }
 });
