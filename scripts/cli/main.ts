@@ -41,8 +41,8 @@ const USAGE = `medhash <command> [options]
         versions that deleted the registry row first), and the shards of registered collections
         that their writer state names nowhere (two processes on one data dir leave them), in a Node
         data dir, the service running or not; --delete deletes them. Safe to re-run; exits 1 when a
-        deletion (or a search for strays) failed, and naming any collection whose writer state is
-        damaged (fails its check): nothing of it is swept, the others are. When every collection
+        deletion (or a search for strays) failed, or when a collection's writer state is damaged
+        (fails its check), naming it: nothing of it is swept, the others are. When every collection
         holding data is missing from the registry, --delete refuses (a wrong or empty registry
         looks like that); --force deletes anyway.
 

@@ -119,7 +119,7 @@ export function adminRoutes(app: App, backend: Backend): void {
         200: json(OrphanReportSchema, 'What was found, all of it deleted (`failed` is 0).'),
         ...errors(400, 401, 403, 503),
         409: json(ErrorSchema, '`orphans_are_everything`: every collection holding data is missing from the registry; nothing deleted (see `force`).'),
-        500: json(OrphansIncompleteSchema, "`orphans_delete_incomplete`: deleting some orphans or strays failed, or a collection's writer state is damaged (`failed` > 0, each one's `error` says why), and the others were deleted; the body is the sweep's record with `error` beside it. Send the same DELETE again: it is idempotent."),
+        500: json(OrphansIncompleteSchema, "`orphans_delete_incomplete`: deleting some orphans or strays failed, or a collection's writer state is damaged (`failed` > 0, each one's `error` says why), and the others were deleted; the body is the sweep's record with `error` beside it. Send the same DELETE again for a failed deletion: it is idempotent; a damaged writer state stays listed however often it is sent."),
       },
     }),
     async (c) => {
