@@ -336,4 +336,16 @@ describe('memory of one search', () => {
     expect(reader.requests).toBe(requested);
     expect(requested).toBeLessThan(m.shards.length);
   });
+
+  it('fails when a shard fails beside others that arrive in the same tick', async () => {
+    // Node's KV answers from SQLite in microtasks: a window's shards settle together, and a
+    // failure that settles after the one the window waited for must still fail the search.
+    const items = Array.from({ length: 40 }, (_, i) => ({ id: `i${String(i).padStart(3, '0')}`, code: new Uint8Array([i, 0]) }));
+    const sharded = await index(items, 16, 2);
+    const m = sharded.manifest;
+    for (const bad of [1, 3, SHARD_WINDOW - 1, SHARD_WINDOW + 4]) {
+      const gone = { ...m, shards: m.shards.map((s, i) => (i === bad ? { ...s, key: `${s.key}-gone` } : s)) };
+      await expect(searchManifest(new CollectionReader(sharded.kv, 1 << 24), kernel, gone, { code: new Uint8Array(2), k: 5 })).rejects.toThrow(ShardGoneError);
+    }
+  });
 });

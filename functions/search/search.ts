@@ -118,19 +118,28 @@ export async function searchManifest(
 async function eachShard(reader: CollectionReader, m: Manifest, visit: (entry: CachedShard) => void): Promise<void> {
   const inFlight = new Set<Promise<void>>();
   let held = 0; // bytes of the shards in flight
+  // A failure is kept here, not in a rejected promise: one that settles in the same tick as the
+  // shard a race waited for leaves the window before the next race, which would never see it.
+  const failures: unknown[] = [];
   for (const s of m.shards) {
-    // A shard waits for room, but one goes alone however large it is. A failed one rejects the
-    // race or the final wait: the search fails and loads no more.
-    while (inFlight.size >= SHARD_WINDOW || (inFlight.size > 0 && held + s.bytes > SHARD_WINDOW_BYTES)) await Promise.race(inFlight);
+    // A shard waits for room, but one goes alone however large it is. After a failure the search
+    // fails and loads no more.
+    while (failures.length === 0 && (inFlight.size >= SHARD_WINDOW || (inFlight.size > 0 && held + s.bytes > SHARD_WINDOW_BYTES))) await Promise.race(inFlight);
+    if (failures.length > 0) throw failures[0];
     held += s.bytes;
     // The kernel call runs in the same tick as the shard arrives, so no eviction can free its table mid-query.
-    const p: Promise<void> = reader.shard(s, m).then(visit).finally(() => {
-      held -= s.bytes;
-      inFlight.delete(p);
-    });
+    const p: Promise<void> = reader
+      .shard(s, m)
+      .then(visit)
+      .catch((e: unknown) => void failures.push(e))
+      .finally(() => {
+        held -= s.bytes;
+        inFlight.delete(p);
+      });
     inFlight.add(p);
   }
   await Promise.all(inFlight);
+  if (failures.length > 0) throw failures[0];
 }
 
 /**
