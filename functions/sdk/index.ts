@@ -64,6 +64,8 @@ export interface ClientOptions {
  * this leaves room for a cold start and a slow link.
  */
 const DEFAULT_TIMEOUT_MS = 30_000;
+/** The longest delay a timer keeps: 2^31 - 1 ms. */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 
 export interface CollectionSummary {
   name: string;
@@ -227,8 +229,11 @@ export class MedhashClient {
     this.base = (opts.baseUrl ?? globalThis.location?.origin ?? '').replace(/\/$/, '');
     this.assets = opts.assetBase ?? new URL('./', import.meta.url).href;
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    // AbortSignal.timeout takes whole milliseconds: 0.5 would be 0, every call failing at once
-    if (!Number.isSafeInteger(this.timeoutMs) || this.timeoutMs <= 0) throw new Error(`timeoutMs must be a whole number of milliseconds above 0, got ${opts.timeoutMs}`);
+    // AbortSignal.timeout takes whole milliseconds (0.5 would be 0), and its timer fires at once
+    // past 2^31 - 1 (Node, browsers): either way every call would fail at once
+    if (!Number.isSafeInteger(this.timeoutMs) || this.timeoutMs <= 0 || this.timeoutMs > MAX_TIMEOUT_MS) {
+      throw new Error(`timeoutMs must be a whole number of milliseconds from 1 to ${MAX_TIMEOUT_MS} (about 24.8 days), got ${opts.timeoutMs}`);
+    }
   }
 
   private async request(path: string, init: RequestInit = {}): Promise<Response> {

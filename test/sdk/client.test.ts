@@ -115,10 +115,12 @@ it('a search the service never answers fails after timeoutMs with MedhashTimeout
   }
 });
 
-it('refuses a timeoutMs that is not a whole number of milliseconds above 0', () => {
-  for (const timeoutMs of [0, -1, 0.5, Number.NaN, Number.POSITIVE_INFINITY]) {
-    expect(() => new MedhashClient({ apiKey: 'mh_x', timeoutMs })).toThrow(`timeoutMs must be a whole number of milliseconds above 0, got ${timeoutMs}`);
+it('refuses a timeoutMs that is not a whole number of milliseconds from 1 to 2^31 - 1', () => {
+  // past 2^31 - 1 a timer fires at once (Node, browsers): every call would time out
+  for (const timeoutMs of [0, -1, 0.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 31, Number.MAX_SAFE_INTEGER]) {
+    expect(() => new MedhashClient({ apiKey: 'mh_x', timeoutMs })).toThrow(`timeoutMs must be a whole number of milliseconds from 1 to 2147483647 (about 24.8 days), got ${timeoutMs}`);
   }
+  expect(() => new MedhashClient({ apiKey: 'mh_x', timeoutMs: 2 ** 31 - 1 })).not.toThrow();
 });
 
 it('an answer that is not the service\'s JSON (an HTML page from a proxy or a web server) says so, not "Unexpected token <"', async () => {
