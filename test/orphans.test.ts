@@ -296,7 +296,7 @@ it('reports a deletion that failed and still deletes the others; the same sweep 
 
 it("reports a collection whose writer state fails its check, registered or not, deletes nothing of it, and sweeps the others; the CLI exits 1 naming it", async () => {
   const d = await dataDir('damaged');
-  const { medhash, close } = await cliOn(d);
+  const { url, medhash, close } = await cliOn(d);
   try {
     const live = await d.written('live', 5);
     const stray = await d.plantStray(live);
@@ -320,12 +320,19 @@ it("reports a collection whose writer state fails its check, registered or not, 
     // Through the operator API: the dry run (a 200) and the deletion (a 500 with the record).
     const listed = await medhash('admin', 'orphans');
     const swept = await medhash('admin', 'orphans', '--delete');
-    const named = `writer state damaged (fails its check) for ${damaged.map((x) => x.collection).join(', ')}: nothing of it swept`;
+    const named = `writer state damaged (fails its check) for ${damaged.map((x) => x.collection).join(', ')}: nothing of it swept, and running the sweep again does not change that`;
     for (const run of [listed, swept]) {
       expect(run.code).toBe(1);
       expect(run.stderr).toContain(named);
       expect(run.stderr).not.toContain('run the same command again');
     }
+    // Only the damaged states left: the API's 500 names them, and does not ask for the DELETE again.
+    const again = await fetch(`${url}/v1/admin/orphans`, { method: 'DELETE', headers: { authorization: `Bearer ${TEST_OPERATOR_KEY}` } });
+    expect(again.status).toBe(500);
+    const { message } = ((await again.json()) as { error: { message: string } }).error;
+    expect(message).toMatch(/^2 of 2 found /);
+    expect(message).toContain(`: ${named}`);
+    expect(message).not.toContain('send the same DELETE again');
     const report = JSON.parse(swept.stdout) as { orphans: Orphan[]; strays: Stray[] };
     expect(report).toMatchObject({ dry_run: false, strays: [{ collection: live.id, shards: [stray], deleted: true }], damaged, failed: 2 });
     expect(report.orphans.map((x) => [x.collection, x.deleted])).toEqual(orphanIds.map((id) => [id, true]));
@@ -408,7 +415,7 @@ it('medhash orphans (data dir) and medhash admin orphans (operator API): dry run
     const again = await fetch(`${url}/v1/admin/orphans`, { method: 'DELETE', headers: { authorization: `Bearer ${TEST_OPERATOR_KEY}` } });
     expect(again.status).toBe(500);
     expect(await again.json()).toEqual({
-      error: { code: 'orphans_delete_incomplete', message: expect.stringMatching(/^deleting failed for 1 of 1 found .*send the same DELETE again \(it is idempotent\)$/) },
+      error: { code: 'orphans_delete_incomplete', message: expect.stringMatching(new RegExp(`^1 of 1 found .* not swept, the others deleted \\(see each one's error\\): deleting orphans failed for ${o.failed.id}: send the same DELETE again \\(it is idempotent\\)$`)) },
       dry_run: false, orphans: [expect.objectContaining({ collection: o.failed.id, error: 'writer unreachable' })], keys: expect.any(Number), bytes: expect.any(Number), strays: [], damaged: [], failed: 1,
     });
     d.node.backend.orphans = stores;

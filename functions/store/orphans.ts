@@ -102,6 +102,26 @@ export interface OrphanReport {
   failed: number;
 }
 
+/**
+ * What in `r` was left, one phrase per kind, naming the collections: failed deletions (or searches,
+ * in a dry run) with `again`, what re-runs the sweep; damaged writer states without it, as a re-run
+ * leaves them as they are. Empty: nothing failed. Shared by the CLI and the API's 500.
+ */
+export function orphanProblems(r: OrphanReport, again: string): string[] {
+  const failed = (found: { collection: string; error?: string }[], what: string) => {
+    const ids = found.filter((o) => o.error !== undefined).map((o) => o.collection);
+    return ids.length > 0 ? [`${what} failed for ${ids.join(', ')}`] : [];
+  };
+  // A dry run deletes nothing: there a stray's error is its search's.
+  const failures = [...failed(r.orphans, 'deleting orphans'), ...failed(r.strays, r.dry_run ? 'finding stray shards' : 'deleting stray shards')];
+  // `?? []`: the CLI may read the report of a service older than the field.
+  const damaged = (r.damaged ?? []).map((d) => d.collection);
+  return [
+    ...(failures.length ? [`${failures.join('; ')}: ${again}`] : []),
+    ...(damaged.length ? [`writer state damaged (fails its check) for ${damaged.join(', ')}: nothing of it swept, and running the sweep again does not change that`] : []),
+  ];
+}
+
 export interface SweepOptions {
   /** Delete what is found (default: list only). */
   delete?: boolean;

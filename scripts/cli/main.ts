@@ -12,7 +12,7 @@ import { accessLogToStdout, startNodeServer, sweepDataDir } from '../../function
 import { stopOnSignals } from '../../functions/entries/signals.ts';
 import { imageSettingsFromEnv } from '../../functions/inference/node.ts';
 import { backupDataDir } from '../../functions/store/backup.ts';
-import type { OrphanReport } from '../../functions/store/orphans.ts';
+import { orphanProblems, type OrphanReport } from '../../functions/store/orphans.ts';
 import { printable } from '../../functions/util/errors.ts';
 import { contentTypeOf } from '../data/shared-data.ts';
 import { Checkpoint } from './checkpoint.ts';
@@ -169,18 +169,7 @@ function orphanReport(r: OrphanReport) {
   if (r.dry_run && r.orphans.length + withStrays > 0) {
     console.error(`${r.orphans.length} orphaned collection(s), stray shards in ${withStrays} registered collection(s), nothing deleted: run again with --delete to delete them`);
   }
-  const failed = (found: { collection: string; error?: string }[], what: string) => {
-    const ids = found.filter((o) => o.error !== undefined).map((o) => o.collection);
-    return ids.length > 0 ? [`${what} failed for ${ids.join(', ')}`] : [];
-  };
-  // A dry run deletes nothing: there a stray's error is its search's.
-  const failures = [...failed(r.orphans, 'deleting orphans'), ...failed(r.strays, r.dry_run ? 'finding stray shards' : 'deleting stray shards')];
-  // A damaged writer state stays damaged: running again does not help there. (`?? []`: a service older than the field.)
-  const damaged = (r.damaged ?? []).map((d) => d.collection);
-  const problems = [
-    ...(failures.length ? [`${failures.join('; ')}: run the same command again`] : []),
-    ...(damaged.length ? [`writer state damaged (fails its check) for ${damaged.join(', ')}: nothing of it swept`] : []),
-  ];
+  const problems = orphanProblems(r, 'run the same command again');
   if (problems.length) throw new Error(problems.join('; '));
 }
 

@@ -85,7 +85,7 @@ it('answers a sweep whose deletion failed with a 500 beside its record, never a 
   const record = await failed.json<any>();
   await setHead(head);
   expect(failed.status).toBe(500);
-  expect(record.error).toEqual({ code: 'orphans_delete_incomplete', message: expect.stringMatching(/send the same DELETE again \(it is idempotent\)$/) });
+  expect(record.error).toEqual({ code: 'orphans_delete_incomplete', message: expect.stringMatching(new RegExp(`deleting orphans failed for [^:]*${id}[^:]*: send the same DELETE again \\(it is idempotent\\)$`)) });
   expect(record).toMatchObject({ dry_run: false, failed: expect.any(Number) });
   expect(record.failed).toBeGreaterThanOrEqual(1);
   expect(record.orphans.find((o: { collection: string }) => o.collection === id)).toMatchObject({ keys: 2, error: expect.any(String) });

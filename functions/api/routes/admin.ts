@@ -6,7 +6,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import { generateSecret, hashSecret } from '../../auth/keys.ts';
 import { operatorKey } from '../../auth/guard.ts';
 import type { ApiKeyInfo } from '../../control/store.ts';
-import { sweepOrphans } from '../../store/orphans.ts';
+import { orphanProblems, sweepOrphans } from '../../store/orphans.ts';
 import { MedhashError } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
 import { errors, json, jsonBody, type App } from '../openapi.ts';
@@ -129,7 +129,7 @@ export function adminRoutes(app: App, backend: Backend): void {
       // retries unseen: the caller gets this record of what was deleted and why the rest was not.
       const { error } = new MedhashError(
         500, 'orphans_delete_incomplete',
-        `deleting failed for ${report.failed} of ${report.orphans.length + report.strays.length + report.damaged.length} found (orphaned collections, stray shards of registered ones, collections whose writer state is damaged; see each one's error); the others were deleted: send the same DELETE again (it is idempotent)`,
+        `${report.failed} of ${report.orphans.length + report.strays.length + report.damaged.length} found (orphaned collections, stray shards of registered ones, collections whose writer state is damaged) not swept, the others deleted (see each one's error): ${orphanProblems(report, 'send the same DELETE again (it is idempotent)').join('; ')}`,
       ).toBody();
       return c.json({ error, ...report }, 500);
     },
