@@ -245,7 +245,8 @@ export class MedhashClient {
       throw new Error(`${url}: no answer from the service (${errorText(e)}); is it down, or unreachable from here?`);
     });
     if (res.ok) return res;
-    const body = (await res.json().catch(() => null)) as { error?: { code: string; message: string; field?: string; details?: Record<string, unknown> }; ood?: OodAssessment } | null;
+    // A body that is not JSON is a proxy's page; one cut off by the caller's abort is its timeout (requestJson).
+    const body = (await res.json().catch((e: unknown) => (init.signal?.aborted ? Promise.reject(e) : null))) as { error?: { code: string; message: string; field?: string; details?: Record<string, unknown> }; ood?: OodAssessment } | null;
     const e = body?.error;
     // the service sends whole seconds; a proxy or gateway in front of it may send a date
     const retryAfterS = retryAfterSeconds(res.headers.get('retry-after'));

@@ -87,14 +87,18 @@ it('a service that does not answer (down, unreachable) is named as such, with it
   expect(e.message).toMatch(new RegExp(`^${url.replace(/[.]/g, '\\.')}/v1/collections\\?limit=1000: no answer from the service \\(fetch failed\\); is it down, or unreachable from here\\?$`));
 });
 
-it('a search the service never answers fails after timeoutMs with MedhashTimeoutError naming the URL, as does an answer whose body stalls', async () => {
-  // a service that takes the request and holds it: no answer to a search, headers and half a body to the list
+it('a search the service never answers fails after timeoutMs with MedhashTimeoutError naming the URL, as does an answer whose body stalls, an error\'s too', async () => {
+  // a service that takes the request and holds it: no answer to a search of c, headers and half a
+  // body to the list, an error's status and headers and no body to a search of e
   const held: ServerResponse[] = [];
   const stuck = createServer((req, res) => {
     held.push(res);
     if (req.url?.startsWith('/v1/collections?')) {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.write('{"collections": [');
+    } else if (req.url === '/v1/collections/e/search') {
+      res.writeHead(500, { 'content-type': 'application/json', 'content-length': '1000' });
+      res.flushHeaders();
     }
   });
   await new Promise<void>((resolve) => stuck.listen(0, '127.0.0.1', resolve));
@@ -108,7 +112,10 @@ it('a search the service never answers fails after timeoutMs with MedhashTimeout
     const list = await refusal(slow.collections());
     expect(list).toBeInstanceOf(MedhashTimeoutError);
     expect(list.message).toMatch(/\/v1\/collections\?limit=1000: no answer within 0\.2 s/);
-    expect(held).toHaveLength(2);
+    const error = await refusal(slow.search('e', 'ab'.repeat(8), undefined));
+    expect(error).toBeInstanceOf(MedhashTimeoutError);
+    expect(error.message).toBe(`${url}/v1/collections/e/search: no answer within 0.2 s; is the service overloaded, or the connection lost?`);
+    expect(held).toHaveLength(3);
   } finally {
     stuck.closeAllConnections();
     await new Promise<void>((resolve) => stuck.close(() => resolve()));
