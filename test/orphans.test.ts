@@ -2,8 +2,9 @@
 // they removed a collection's registry row first and its data after (a failed writer call, a KV
 // list that missed keys), or that another process's upload left after today's delete, found and
 // deleted; registered collections, and one created during the sweep, never touched but for stray
-// shards (no writer state names them); a collection whose writer state fails its check reported
-// and left as it is, the others swept. Real node:sqlite stores in a temporary data dir, the
+// shards (no writer state names them); a collection whose writer state fails its check, or a
+// registered one whose state is missing or older than its published manifest, reported and left as
+// it is, the others swept. Real node:sqlite stores in a temporary data dir, the
 // service open on it.
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -320,7 +321,7 @@ it("reports a collection whose writer state fails its check, registered or not, 
     // Through the operator API: the dry run (a 200) and the deletion (a 500 with the record).
     const listed = await medhash('admin', 'orphans');
     const swept = await medhash('admin', 'orphans', '--delete');
-    const named = `writer state damaged (fails its check) for ${damaged.map((x) => x.collection).join(', ')}: nothing of it swept, and running the sweep again does not change that`;
+    const named = `writer state damaged, missing or out of date for ${damaged.map((x) => x.collection).join(', ')}: nothing of it swept, and running the sweep again does not change that`;
     for (const run of [listed, swept]) {
       expect(run.code).toBe(1);
       expect(run.stderr).toContain(named);
@@ -340,6 +341,46 @@ it("reports a collection whose writer state fails its check, registered or not, 
     for (const col of Object.values(o)) expect(await d.keysOf(col)).toEqual([]);
     expect(await left()).toEqual(before);
     expect((await d.node.backend.reader.manifest(live.id))!.count).toBe(5);
+  } finally {
+    await close();
+    d.node.close();
+  }
+});
+
+it("refuses to sweep a registered collection whose writer state is missing or older than its published manifest, deleting none of its live shards, and sweeps the others", async () => {
+  const d = await dataDir('state-behind');
+  const { medhash, close } = await cliOn(d);
+  try {
+    const lost = await d.written('lost', 9); // 3 shards of at most 4 items
+    const restored = await d.written('restored', 5);
+    const older = d.sql.all<{ head: string }>('SELECT head FROM writer_heads WHERE collection = ?', restored.id)[0].head;
+    await d.node.backend.writer(restored).apply(items(9, 'MRN-more'));
+    const live = await d.written('live', 5);
+    const stray = await d.plantStray(live);
+    // A control store restored from an older copy: one state gone, one rolled back.
+    d.sql.run('DELETE FROM writer_heads WHERE collection = ?', lost.id);
+    d.sql.run('UPDATE writer_heads SET head = ? WHERE collection = ?', older, restored.id);
+    const kept = [await d.keysOf(lost), await d.keysOf(restored)];
+
+    const damaged = [
+      { collection: lost.id, registered: true, error: 'its writer state is missing while KV holds 3 shard(s) of it: nothing of it swept' },
+      { collection: restored.id, registered: true, error: 'its writer state (generation 1) is older than its published manifest (generation 2): nothing of it swept' },
+    ].sort(byId);
+    const found = { dry_run: true, orphans: [], keys: 0, bytes: 0, strays: [{ collection: live.id, shards: [stray] }], failed: 2 };
+    expect(await sweepDataDir(d.dir)).toEqual({ ...found, damaged });
+    expect(await sweepDataDir(d.dir, { delete: true })).toEqual({ ...found, dry_run: false, strays: [{ collection: live.id, shards: [stray], deleted: true }], damaged });
+    expect(await d.kv.get(stray)).toBeNull();
+    expect([await d.keysOf(lost), await d.keysOf(restored)]).toEqual(kept);
+    const m = (await d.node.backend.reader.manifest(lost.id))!;
+    for (const op of items(9, '')) if (op.op === 'put') expect(await d.node.backend.reader.item(m, op.record.id)).not.toBeNull();
+
+    // Through the operator API: the 500 names them as left as they are, not to be sent again.
+    const swept = await medhash('admin', 'orphans', '--delete');
+    expect(swept.code).toBe(1);
+    expect(swept.stderr).toContain(`writer state damaged, missing or out of date for ${damaged.map((x) => x.collection).join(', ')}: nothing of it swept`);
+    expect(swept.stderr).not.toContain('run the same command again');
+    expect(JSON.parse(swept.stdout)).toMatchObject({ strays: [], damaged, failed: 2 });
+    expect([await d.keysOf(lost), await d.keysOf(restored)]).toEqual(kept);
   } finally {
     await close();
     d.node.close();

@@ -10,7 +10,7 @@ import { afterAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { searchManifest } from '../functions/search/search.ts';
 import { encodeShard, Shard, ShardFormatError, type ShardRecord } from '../functions/shards/codec.ts';
 import { encodeManifest, ManifestFormatError, manifestKey, shardKey, type Manifest } from '../functions/shards/manifest.ts';
-import { migrateHeads, sqlHeadStore, type HeadStore } from '../functions/store/head.ts';
+import { encodeHead, migrateHeads, sqlHeadStore, type HeadStore } from '../functions/store/head.ts';
 import type { KV } from '../functions/store/kv.ts';
 import { CollectionReader } from '../functions/store/reader.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../functions/store/sqlite.ts';
@@ -996,6 +996,32 @@ describe('stray shards: blobs under the prefix that the writer state names nowhe
     expect(await w.sweepStrays(true)).toEqual([stray]);
     expect((await kv.inner.list(`c/${SPEC.id}/s/`)).sort()).toEqual([...keep].sort());
     expect(heads.load()).toEqual(h);
+  });
+
+  it('are never keys the published manifest names, even where the writer state does not (another copy of the control store, at the same generation)', async () => {
+    const w = writer();
+    await w.apply([put('a', 1)]);
+    const copy = sqliteDb(openSqlite(':memory:'));
+    migrateHeads(copy);
+    await new CollectionWriter(kv, sqlHeadStore(copy, SPEC.id), SPEC).apply([put('b', 2)]); // published last: what readers use
+    const used = (await published())!.shards.map((x) => x.key);
+    expect(named()).not.toContain(used[0]);
+
+    expect(await w.sweepStrays(true)).toEqual([]);
+    for (const key of used) expect(await kv.inner.get(key)).not.toBeNull();
+  });
+
+  it('are not sought while the writer state is missing or older than the published manifest: refused, nothing deleted', async () => {
+    const w = writer({ maxShardItems: 2 });
+    await w.apply(ids(2).map((id, i) => put(id, i)));
+    const older = sqlHeadStore(sql, SPEC.id).load()!;
+    await w.apply(ids(6).map((id, i) => put(id, i)));
+    const keys = (await kv.inner.list(`c/${SPEC.id}/s/`)).sort();
+    sql.run('UPDATE writer_heads SET head = ? WHERE collection = ?', encodeHead(older), SPEC.id);
+    await expect(w.sweepStrays(true)).rejects.toMatchObject({ status: 409, code: 'writer_state_behind', message: 'its writer state (generation 1) is older than its published manifest (generation 2): nothing of it swept' });
+    sql.run('DELETE FROM writer_heads WHERE collection = ?', SPEC.id);
+    await expect(w.sweepStrays(true)).rejects.toMatchObject({ code: 'writer_state_behind', message: `its writer state is missing while KV holds ${keys.length} shard(s) of it: nothing of it swept` });
+    expect((await kv.inner.list(`c/${SPEC.id}/s/`)).sort()).toEqual(keys);
   });
 
   it('are not deleted when a writer records the key between the sweep\'s read of the state and its deletes', async () => {

@@ -163,13 +163,13 @@ export const OrphanReportSchema = z
     damaged: z.array(
       z
         .object({
-          collection: z.string().openapi({ description: 'The internal id of a collection whose writer state fails its check (a damaged byte).', example: 'col_5c0f1e2d3c4b5a6978877665' }),
+          collection: z.string().openapi({ description: 'The internal id of a collection whose writer state fails its check (a damaged byte), or, registered, is missing or older than its published manifest while KV holds its shards.', example: 'col_5c0f1e2d3c4b5a6978877665' }),
           registered: z.boolean().openapi({ description: 'Whether the registry holds it.' }),
           error: z.string().openapi({ description: 'Why its writer state was refused. Nothing of it is swept, and sending the request again does not change that.' }),
         })
         .openapi('DamagedWriterState'),
-    ).openapi({ description: 'Collections whose writer state fails its check, registered or not: left as they are, the others swept (Node only: a Worker cannot list Durable Objects).' }),
-    failed: z.number().int().openapi({ description: 'Orphans and strays whose deletion (or search) failed, and damaged writer states.' }),
+    ).openapi({ description: 'Collections whose writer state fails its check, registered or not (Node only: a Worker cannot list Durable Objects), or, registered, is missing or older than its published manifest while KV holds its shards: left as they are, the others swept.' }),
+    failed: z.number().int().openapi({ description: 'Orphans and strays whose deletion (or search) failed, and collections under damaged.' }),
   })
   .openapi('OrphanReport');
 

@@ -23,14 +23,15 @@
 //
 // A collection whose writer state fails its check (decodeHead: a damaged byte) is reported and left
 // as it is, whether registered or not: its writer cannot read what it owns, nor tell a stray from
-// a live shard. The sweep goes on with the others.
+// a live shard. So is a registered one whose writer state is missing while KV holds its shards, or
+// older than its published manifest (sweepStrays refuses it). The sweep goes on with the others.
 import { collectionOfKey, collectionPrefix, COLLECTIONS_PREFIX, shardPrefix } from '../shards/manifest.ts';
 import { decodeHead, type Head, type HeadStore } from './head.ts';
 import type { KV } from './kv.ts';
 import { CollectionReader } from './reader.ts';
 import type { SqlDb } from './sql.ts';
 import { MedhashError } from '../util/errors.ts';
-import type { CollectionSpec } from './writer.ts';
+import { WRITER_STATE_BEHIND, type CollectionSpec } from './writer.ts';
 
 /** The writer state a runtime can list (sqlWriterStates). */
 export interface WriterStates {
@@ -79,7 +80,7 @@ export interface Stray {
   error?: string;
 }
 
-/** A collection whose writer state fails its check: nothing of it swept. */
+/** A collection whose writer state fails its check, or is missing or older than its published manifest: nothing of it swept. */
 export interface DamagedState {
   collection: string;
   /** Whether the registry holds it. */
@@ -96,9 +97,9 @@ export interface OrphanReport {
   bytes?: number;
   /** Registered collections with stray shards (or whose search for them failed). */
   strays: Stray[];
-  /** Collections whose writer state fails its check (where the runtime lists writer state). */
+  /** Collections whose writer state fails its check (where the runtime lists writer state), or is missing or behind its published manifest. */
   damaged: DamagedState[];
-  /** Orphans and strays whose deletion (or search) failed (run the sweep again), and damaged writer states. */
+  /** Orphans and strays whose deletion (or search) failed (run the sweep again), and the collections under damaged. */
   failed: number;
 }
 
@@ -118,7 +119,7 @@ export function orphanProblems(r: OrphanReport, again: string): string[] {
   const damaged = (r.damaged ?? []).map((d) => d.collection);
   return [
     ...(failures.length ? [`${failures.join('; ')}: ${again}`] : []),
-    ...(damaged.length ? [`writer state damaged (fails its check) for ${damaged.join(', ')}: nothing of it swept, and running the sweep again does not change that`] : []),
+    ...(damaged.length ? [`writer state damaged, missing or out of date for ${damaged.join(', ')}: nothing of it swept, and running the sweep again does not change that`] : []),
   ];
 }
 
@@ -223,8 +224,12 @@ export async function sweepOrphans(stores: OrphanStores, opts: SweepOptions = {}
       s.shards = await stores.strays(spec, opts.delete === true);
       if (opts.delete && s.shards.length > 0) s.deleted = true;
     } catch (e) {
-      s.error = errorMessage(e);
       report.failed++;
+      if (e instanceof MedhashError && e.code === WRITER_STATE_BEHIND) {
+        report.damaged.push({ collection: id, registered: true, error: e.message });
+        continue;
+      }
+      s.error = errorMessage(e);
     }
     if (s.shards.length > 0 || s.error) report.strays.push(s);
   }

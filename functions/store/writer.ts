@@ -24,6 +24,7 @@ import { sha256Hex } from '../util/bytes.ts';
 import { writeConflict, type Head, type HeadStore } from './head.ts';
 import type { KV } from './kv.ts';
 import { Mutex } from './mutex.ts';
+import { CollectionReader } from './reader.ts';
 
 export interface CollectionSpec {
   /** Internal id (never reused), not the tenant-visible name. */
@@ -221,6 +222,10 @@ class ReadAhead<T> {
     this.startedBytes = 0;
   }
 }
+
+/** sweepStrays' code for a writer state that cannot tell a stray from a live shard (store/orphans.ts reports it under `damaged`). */
+export const WRITER_STATE_BEHIND = 'writer_state_behind';
+const writerStateBehind = (message: string) => new MedhashError(409, WRITER_STATE_BEHIND, message);
 
 export class CollectionWriter {
   private readonly mutex = new Mutex();
@@ -526,7 +531,8 @@ export class CollectionWriter {
    * one data dir leave such strays when an upload is slower than the grace period (or it is 0): A
    * records key K; B takes the state over, and its GC deletes K once due; A's upload of K lands,
    * and A's commit fails with 409. Throws write_conflict when the state changed before the deletes
-   * (run it again).
+   * (run it again), and WRITER_STATE_BEHIND, deleting nothing, when the state is missing or older
+   * than the published manifest.
    */
   sweepStrays(remove: boolean): Promise<string[]> {
     return this.mutex.run(async () => {
@@ -539,9 +545,26 @@ export class CollectionWriter {
       // key the GC of another process deletes between the listing and the second read.
       const before = this.loadHead();
       const listed = await this.kv.list(shardPrefix(this.spec.id));
+      // Read before the second state read: a commit precedes its publish, so that read is never
+      // older than this manifest while the state is the collection's own.
+      const published = await new CollectionReader(this.kv, 0).manifest(this.spec.id);
       const head = this.loadHead();
       if (head.destroyed) return []; // purge() deletes all it lists
-      const named = new Set([...namedKeys(before), ...namedKeys(head)]);
+      // A state lost (a control store restored from an older copy, a Durable Object's storage gone)
+      // or rolled back names none, or only old ones, of the shards readers use: every live shard
+      // would look a stray. Refusing the whole collection is the conservative answer: its pending
+      // uploads and garbage cannot be told apart either, and in the normal case the state is there
+      // and at least as new as KV's manifest, so real strays are still collected. A key the
+      // published manifest names is never a stray in any case: readers use it.
+      if (head.rev === 0 && listed.length > 0) {
+        throw writerStateBehind(`its writer state is missing while KV holds ${listed.length} shard(s) of it: nothing of it swept`);
+      }
+      if (published && published.generation > head.manifest.generation) {
+        throw writerStateBehind(
+          `its writer state (generation ${head.manifest.generation}) is older than its published manifest (generation ${published.generation}): nothing of it swept`,
+        );
+      }
+      const named = new Set([...namedKeys(before), ...namedKeys(head), ...(published?.shards.map((s) => s.key) ?? [])]);
       const strays = listed.filter((key) => !named.has(key));
       if (remove && strays.length > 0 && !(await this.deleteWhileCurrent(strays, head.rev))) throw writeConflict();
       return strays;

@@ -42,7 +42,8 @@ const USAGE = `medhash <command> [options]
         that their writer state names nowhere (two processes on one data dir leave them), in a Node
         data dir, the service running or not; --delete deletes them. Safe to re-run; exits 1 when a
         deletion (or a search for strays) failed, or when a collection's writer state is damaged
-        (fails its check), naming it: nothing of it is swept, the others are. When every collection
+        (fails its check), or missing or older than its published manifest while KV holds its
+        shards, naming it: nothing of it is swept, the others are. When every collection
         holding data is missing from the registry, --delete refuses (a wrong or empty registry
         looks like that); --force deletes anyway.
 
@@ -162,7 +163,7 @@ async function backup(args: string[]) {
   print(await backupDataDir(dataDir(v['data-dir'] as string | undefined), need(v.out, 'out')));
 }
 
-/** Prints an orphan sweep's report; throws (exit 1) when a deletion or a search for strays failed, so that it is re-run, or a writer state is damaged. */
+/** Prints an orphan sweep's report; throws (exit 1) when a deletion or a search for strays failed, so that it is re-run, or a collection is under damaged. */
 function orphanReport(r: OrphanReport) {
   print(r);
   const withStrays = r.strays.filter((s) => s.shards.length > 0).length;

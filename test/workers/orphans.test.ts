@@ -1,7 +1,8 @@
 // The orphan sweep on Workers (GET/DELETE /v1/admin/orphans): the KV keys of collections whose
 // registry row an older version removed before their data, found by listing KV and deleted
 // through each collection's Durable Object, which is left a tombstone; registered collections
-// untouched but for stray shards (no writer state names them), which their Durable Object finds.
+// untouched but for stray shards (no writer state names them), which their Durable Object finds,
+// and not even those where the Durable Object lost its writer state (reported under damaged).
 import { env } from 'cloudflare:workers';
 import { runInDurableObject } from 'cloudflare:test';
 import { expect, it } from 'vitest';
@@ -117,4 +118,30 @@ it("finds the shards of a registered collection that its writer state names nowh
   expect(await env.MEDHASH_KV.get(stray)).toBeNull();
   expect(await keysOf(id)).toEqual(named);
   expect((await call('GET', '/v1/collections/strays/items/b', key)).code).toBe('0002');
+});
+
+it("refuses to sweep a collection whose Durable Object lost its writer state while KV holds its shards, and deletes none of them", async () => {
+  const key = await newTenantKey('orphans-state-lost');
+  await call('POST', '/v1/collections', key, { name: 'lost', bits: 16 });
+  await call('POST', '/v1/collections/lost/items', key, { items: [{ id: 'a', code: '0001' }, { id: 'b', code: '0002' }] });
+  const id = await runInDurableObject(control(), (_, state) => state.storage.sql.exec<{ id: string }>("SELECT id FROM collections WHERE name = 'lost'").one().id);
+  const object = env.COLLECTIONS.get(env.COLLECTIONS.idFromName(id));
+  const row = await runInDurableObject(object, (_, state) => {
+    const head = state.storage.sql.exec<{ rev: number; head: string }>('SELECT rev, head FROM writer_heads').one();
+    state.storage.sql.exec('DELETE FROM writer_heads');
+    return head;
+  });
+  const kept = await keysOf(id);
+
+  const res = await send('DELETE', '/v1/admin/orphans', TEST_OPERATOR_KEY);
+  expect(res.status).toBe(500);
+  const swept = await res.json<any>();
+  expect(swept.damaged).toContainEqual({ collection: id, registered: true, error: 'its writer state is missing while KV holds 1 shard(s) of it: nothing of it swept' });
+  expect(swept.strays.filter((x: { collection: string }) => x.collection === id)).toEqual([]);
+  expect(await keysOf(id)).toEqual(kept);
+  expect((await call('GET', '/v1/collections/lost/items/b', key)).code).toBe('0002');
+  // Put back, so that the sweeps of the other tests find it whole.
+  await runInDurableObject(object, (_, state) => {
+    state.storage.sql.exec('INSERT INTO writer_heads (collection, rev, head) VALUES (?, ?, ?)', id, row.rev, row.head);
+  });
 });

@@ -119,7 +119,7 @@ export function adminRoutes(app: App, backend: Backend): void {
         200: json(OrphanReportSchema, 'What was found, all of it deleted (`failed` is 0).'),
         ...errors(400, 401, 403, 503),
         409: json(ErrorSchema, '`orphans_are_everything`: every collection holding data is missing from the registry; nothing deleted (see `force`).'),
-        500: json(OrphansIncompleteSchema, "`orphans_delete_incomplete`: deleting some orphans or strays failed, or a collection's writer state is damaged (`failed` > 0, each one's `error` says why), and the others were deleted; the body is the sweep's record with `error` beside it. Send the same DELETE again for a failed deletion: it is idempotent; a damaged writer state stays listed however often it is sent."),
+        500: json(OrphansIncompleteSchema, "`orphans_delete_incomplete`: deleting some orphans or strays failed, or a collection's writer state is damaged, missing or older than its published manifest (`failed` > 0, each one's `error` says why), and the others were deleted; the body is the sweep's record with `error` beside it. Send the same DELETE again for a failed deletion: it is idempotent (a collection under `damaged` stays as it is, and the message says so)."),
       },
     }),
     async (c) => {
@@ -129,7 +129,7 @@ export function adminRoutes(app: App, backend: Backend): void {
       // retries unseen: the caller gets this record of what was deleted and why the rest was not.
       const { error } = new MedhashError(
         500, 'orphans_delete_incomplete',
-        `${report.failed} of ${report.orphans.length + report.strays.length + report.damaged.length} found (orphaned collections, stray shards of registered ones, collections whose writer state is damaged) not swept, the others deleted (see each one's error): ${orphanProblems(report, 'send the same DELETE again (it is idempotent)').join('; ')}`,
+        `${report.failed} of ${report.orphans.length + report.strays.length + report.damaged.length} found (orphaned collections, stray shards of registered ones, collections whose writer state is damaged, missing or out of date) not swept, the others deleted (see each one's error): ${orphanProblems(report, 'send the same DELETE again (it is idempotent)').join('; ')}`,
       ).toBody();
       return c.json({ error, ...report }, 500);
     },
