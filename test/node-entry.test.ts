@@ -100,6 +100,33 @@ it('tries a failed maintenance run again later', async () => {
   }
 });
 
+it("stops the maintenance of a collection whose writer state is damaged while it runs: one run, one log line saying what to do", async () => {
+  const maintain = vi.spyOn(CollectionWriter.prototype, 'maintain');
+  const logged = vi.spyOn(console, 'error').mockImplementation(() => {});
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+  const sub = join(dir, 'damaged-running');
+  const node = await createNodeBackend({ dataDir: sub });
+  const db = openSqlite(join(sub, 'control.sqlite'));
+  try {
+    const col = await node.backend.control.createCollection((await node.backend.control.createTenant('t')).id, { name: 'c', bits: 16, descriptor_dims: 0 });
+    // The change asks for a maintenance run a second later; the state is damaged before it.
+    await node.backend.writer(col).apply([{ op: 'put', record: { id: 'a', code: new Uint8Array([1, 1]), descriptor: new Int8Array(0), metadata: '{}' } }]);
+    const { head } = db.prepare('SELECT head FROM writer_heads WHERE collection = ?').get(col.id) as { head: string };
+    db.prepare('UPDATE writer_heads SET head = ? WHERE collection = ?').run(damageHead(head), col.id);
+    await vi.advanceTimersByTimeAsync(1000 + 10 * MAINTENANCE_FAILED_RETRY_MS);
+    expect(maintain).toHaveBeenCalledTimes(1);
+    const lines = logged.mock.calls.map(([line]) => String(line)).filter((line) => line.startsWith(`maintenance of ${col.id}:`));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/checksum mismatch.*writer state is damaged.*stopped.*docs\/SHARD_FORMAT\.md/);
+  } finally {
+    vi.useRealTimers();
+    logged.mockRestore();
+    maintain.mockRestore();
+    db.close();
+    node.close();
+  }
+});
+
 const CLI = join(import.meta.dirname, '..', 'scripts', 'medhash.mjs');
 
 it('`medhash serve` stops on SIGTERM: exit 0, its stores closed (no WAL left behind)', async () => {

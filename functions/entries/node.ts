@@ -16,6 +16,7 @@ import { LedgerStore } from '../billing/ledger.ts';
 import { ControlStore } from '../control/store.ts';
 import { dirCatalog } from '../models/catalog.ts';
 import { sdkRoutes } from '../sdk/serve-node.ts';
+import { ManifestFormatError } from '../shards/manifest.ts';
 import { shippedCalibrations, type CalibrationLookup } from '../safety/calibration.ts';
 import type { ImageEncoderApi } from '../inference/remote.ts';
 import { createNodeImageEncoder, type NodeImageSettings } from '../inference/node.ts';
@@ -37,6 +38,13 @@ const SHIPPED_MODELS = join(import.meta.dirname, '..', '..', 'models');
 export const RECENT_WRITES_BYTES = 64 << 20;
 /** How long after a failed maintenance run (a busy disk, say) it is tried again. */
 export const MAINTENANCE_FAILED_RETRY_MS = 30_000;
+
+/**
+ * The one log line of a collection whose writer state fails its check (at start, or at a
+ * maintenance run): its maintenance is not tried again, as every run would read the same bytes.
+ */
+const damagedStateLine = (id: string, e: unknown): string =>
+  `maintenance of ${id}: ${String(e)}; its writer state is damaged: its maintenance is stopped and its writes fail: restore the data dir from a backup made before the damage (docs/SHARD_FORMAT.md, "Damaged writer state")`;
 
 export interface NodeOptions {
   dataDir: string;
@@ -132,6 +140,10 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
         const timer = setTimeout(() => {
           timers.delete(spec.id);
           writer.maintain().catch((e) => {
+            if (e instanceof ManifestFormatError) {
+              console.error(damagedStateLine(spec.id, e));
+              return;
+            }
             console.error(`maintenance of ${spec.id}: ${String(e)}; retrying in ${MAINTENANCE_FAILED_RETRY_MS / 1000} s`);
             schedule(Date.now() + MAINTENANCE_FAILED_RETRY_MS);
           });
@@ -151,7 +163,7 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
       h = decodeHead(head);
     } catch (e) {
       // One collection's damaged writer state must not keep the others from being served; writes to it answer corrupt_index.
-      console.error(`maintenance of ${collection}: ${String(e)}`);
+      console.error(damagedStateLine(collection, e));
       continue;
     }
     if (h.destroyed ? h.garbage.length === 0 : h.garbage.length === 0 && h.pending.length === 0 && h.published === h.manifest.generation) continue;
