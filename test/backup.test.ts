@@ -12,6 +12,7 @@ import { backupDataDir } from '../functions/store/backup.ts';
 import { decodeManifest, encodeManifest, manifestKey } from '../functions/shards/manifest.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../functions/store/sqlite.ts';
 import type { CollectionSpec, WriteOp } from '../functions/store/writer.ts';
+import { damageHead } from './shared/damaged-manifest.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'medhash-backup-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -206,6 +207,25 @@ it('fails, rather than keep a broken copy, when a shard the heads name was colle
   expect(readdirSync(join(root, 'bak3'))).toEqual([]); // no half-made copy left to be mistaken for a backup
   kvDb.close();
   node.close();
+});
+
+it("fails naming the collection whose writer state is damaged, why, and what to do; no copy left", async () => {
+  const { src, node, collection } = await source('src11');
+  const intact = await collection('intact');
+  const damaged = await collection('damaged');
+  for (const col of [intact, damaged]) await node.backend.writer(col).apply(range(0, 5, 1));
+  node.close();
+  const db = openSqlite(join(src, 'control.sqlite'));
+  const { head } = db.prepare('SELECT head FROM writer_heads WHERE collection = ?').get(damaged.id) as { head: string };
+  db.prepare('UPDATE writer_heads SET head = ? WHERE collection = ?').run(damageHead(head), damaged.id);
+  // A backup that left the collection out would pass for a whole one.
+  const refused = new RegExp(`writer state of collection ${damaged.id} fails its check \\(invalid manifest: checksum mismatch.*no backup was made.*docs/SHARD_FORMAT\\.md, "Damaged writer state"`);
+  await expect(backupDataDir(src, join(root, 'bak11'))).rejects.toThrow(refused);
+  expect(readdirSync(join(root, 'bak11'))).toEqual([]);
+  // Unregistered too: the backup keeps nothing of it, but makes its tombstone from a state it cannot read.
+  db.prepare('DELETE FROM collections WHERE id = ?').run(damaged.id);
+  db.close();
+  await expect(backupDataDir(src, join(root, 'bak11'))).rejects.toThrow(refused);
 });
 
 it('`medhash backup` prints what it copied; a second run to the same folder is refused', async () => {

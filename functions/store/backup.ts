@@ -14,10 +14,10 @@
 // what was dropped is not left in its free pages.
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { collectionOfKey, collectionPrefix, COLLECTIONS_PREFIX, encodeManifest, manifestKey } from '../shards/manifest.ts';
+import { collectionOfKey, collectionPrefix, COLLECTIONS_PREFIX, encodeManifest, ManifestFormatError, manifestKey } from '../shards/manifest.ts';
 import { IDEMPOTENCY_TTL_MS } from '../billing/ledger.ts';
 import { sha256Hex } from '../util/bytes.ts';
-import { sqlHeadStore } from './head.ts';
+import { sqlHeadStore, type Head } from './head.ts';
 import { isFinishedTombstone } from './orphans.ts';
 import { openSqlite, sqliteDb, SqliteKV } from './sqlite.ts';
 
@@ -110,7 +110,17 @@ async function copyAndCheck(dataDir: string, out: string, opts: BackupOptions): 
     const summary: BackupSummary = { out: resolve(out), collections: 0, shards: 0, dropped: 0 };
     for (const { collection } of heads) {
       const store = sqlHeadStore(sql, collection);
-      const head = store.load()!;
+      let head: Head;
+      try {
+        head = store.load()!;
+      } catch (e) {
+        if (!(e instanceof ManifestFormatError)) throw e;
+        // Failing, not skipping it: a backup without the collection would pass for a whole one.
+        throw new Error(
+          `backup: the writer state of collection ${collection} fails its check (${e.message}), so no backup was made: ` +
+            'recover it first (docs/SHARD_FORMAT.md, "Damaged writer state"), then run the backup again',
+        );
+      }
       const keys = await kv.list(collectionPrefix(collection));
       // A delete marks the head first and removes the registry row last: either way, the
       // collection was gone (or going) at the backup's moment, and nothing of it is kept. Its
