@@ -674,6 +674,13 @@ describe('writer state', () => {
     await expect(writer().apply([put('b', 2)])).rejects.toThrow(ManifestFormatError);
     await expect(writer().apply([put('b', 2)])).rejects.toThrow(/invalid manifest: checksum mismatch/);
   });
+
+  it('refuses a state whose damaged byte leaves it no JSON, as it does a damaged manifest', async () => {
+    await writer().apply([put('a', 1)]);
+    storeHead(storedHead().replace('"garbage":[', '"garbage":{'));
+    await expect(writer().apply([put('b', 2)])).rejects.toThrow(ManifestFormatError);
+    await expect(writer().apply([put('b', 2)])).rejects.toThrow(/invalid writer state: not JSON/);
+  });
 });
 
 describe('SqliteKV (the Node KV)', () => {

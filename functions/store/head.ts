@@ -3,7 +3,7 @@
 // the manifest for readers; the writer never trusts KV (eventually consistent on Workers) for
 // its own state. Saves are compare-and-swap on `rev`, so even two Node processes sharing a
 // data dir cannot overwrite each other's updates.
-import { decodeManifest, encodeManifest, type Manifest } from '../shards/manifest.ts';
+import { decodeManifest, encodeManifest, ManifestFormatError, type Manifest } from '../shards/manifest.ts';
 import type { SqlDb } from './sql.ts';
 import { MedhashError } from '../util/errors.ts';
 
@@ -37,9 +37,18 @@ export const writeConflict = (): MedhashError =>
 /** A head as stored: its manifest in the manifest's own encoding, checksum included. */
 export const encodeHead = (head: Head): string => JSON.stringify({ ...head, manifest: encodeManifest(head.manifest) });
 
-/** Verifies the manifest; one saved before 2026-11-29 is a version 1 manifest's fields as an object. */
+/**
+ * Verifies the manifest; one saved before 2026-11-29 is a version 1 manifest's fields as an object.
+ * Text that is no JSON is refused as a damaged manifest is (the API's corrupt_index; Node's
+ * maintenance stops), not as an internal error.
+ */
 export function decodeHead(text: string): Head {
-  const head = JSON.parse(text) as Omit<Head, 'manifest'> & { manifest: string | Manifest };
+  let head: Omit<Head, 'manifest'> & { manifest: string | Manifest };
+  try {
+    head = JSON.parse(text) as typeof head;
+  } catch {
+    throw new ManifestFormatError('invalid writer state: not JSON');
+  }
   return { ...head, manifest: decodeManifest(typeof head.manifest === 'string' ? head.manifest : JSON.stringify(head.manifest)) };
 }
 
