@@ -1,6 +1,7 @@
 // Collection store: copy-on-write upserts/deletes, shard caps, idempotency, serialised writes,
 // crash safety (interrupted ingest at every step), readers racing manifest swaps, GC, two
-// processes on one data dir, and the stray shards they can leave.
+// processes on one data dir, and the stray shards they can leave; a writer state lost or rolled
+// back behind the manifest in KV, refused.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -683,6 +684,80 @@ describe('writer state', () => {
   });
 });
 
+describe('writer state behind the manifest in KV (a control store restored from an older copy, a Durable Object that lost its storage)', () => {
+  const behind = (state: string) =>
+    `${state}: nothing written (a change from it would drop the items written since); the operator must restore the writer state and KV together from one consistent backup (docs/SHARD_FORMAT.md, "Writer state behind KV")`;
+  /** The published manifest's bytes and every shard blob, to compare after a refusal. */
+  const kvNow = async () => {
+    const keys = await kv.inner.list(`c/${SPEC.id}/`);
+    return new Map(await Promise.all(keys.map(async (k) => [k, await kv.inner.get(k)] as const)));
+  };
+
+  it('refuses a change, writing nothing, when the state is missing while KV holds the manifest; the items stay readable', async () => {
+    const w = writer({ maxShardItems: 2 });
+    await w.apply(ids(5).map((id, i) => put(id, i)));
+    const before = await kvNow();
+    const items = await snapshot();
+    sql.run('DELETE FROM writer_heads WHERE collection = ?', SPEC.id);
+    const refused = { status: 409, code: 'writer_state_behind', message: behind('its writer state is missing while KV holds its manifest (generation 1)') };
+    // The writer that wrote it (cached), and a new one (a restart).
+    await expect(w.apply([put('new', 9)])).rejects.toMatchObject(refused);
+    await expect(writer().apply([{ op: 'delete', id: ids(5)[0] }])).rejects.toMatchObject(refused);
+    await expect(writer().erase('patient_ref', 'p')).rejects.toMatchObject(refused);
+    expect(await kvNow()).toEqual(before);
+    expect(await snapshot()).toEqual(items);
+    expect(sqlHeadStore(sql, SPEC.id).load()).toBeNull();
+  });
+
+  it('refuses a change, and the maintenance its republish, from a rolled-back state, writing nothing', async () => {
+    const w = writer({ maxShardItems: 2 });
+    await w.apply(ids(2).map((id, i) => put(id, i)));
+    // Copied between a commit and its publish: the maintenance would publish generation 2.
+    kv.failPut = (key) => key === manifestKey(SPEC.id);
+    await expect(w.apply([put('x', 1)])).rejects.toMatchObject({ code: 'publish_failed' });
+    kv.failPut = null;
+    const older = sqlHeadStore(sql, SPEC.id).load()!;
+    await w.apply(ids(6).map((id, i) => put(id, i)));
+    const before = await kvNow();
+    const items = await snapshot();
+    sql.run('UPDATE writer_heads SET head = ? WHERE collection = ?', encodeHead(older), SPEC.id);
+    const refused = { status: 409, code: 'writer_state_behind', message: behind('its writer state (generation 2) is older than its published manifest (generation 3)') };
+    await expect(w.apply([put('new', 9)])).rejects.toMatchObject(refused);
+    await expect(writer().apply([put('new', 9)])).rejects.toMatchObject(refused);
+    await expect(writer().maintain()).rejects.toMatchObject(refused);
+    expect(await kvNow()).toEqual(before);
+    expect(await snapshot()).toEqual(items);
+    expect(sqlHeadStore(sql, SPEC.id).load()).toEqual(older);
+  });
+
+  it('lets a new collection, and a state ahead of KV (a failed publish, KV lagging), write; the maintenance republishes', async () => {
+    await writer().apply([put('a', 1)]);
+    kv.failPut = (key) => key === manifestKey(SPEC.id);
+    await expect(writer().apply([put('b', 2)])).rejects.toMatchObject({ code: 'publish_failed', details: { committed: true } });
+    kv.failPut = null;
+    expect((await published())!.generation).toBe(1);
+    await writer().maintain(); // a restarted process
+    expect((await published())!.generation).toBe(2);
+    kv.failPut = (key) => key === manifestKey(SPEC.id);
+    await expect(writer().apply([put('c', 3)])).rejects.toMatchObject({ code: 'publish_failed' });
+    kv.failPut = null;
+    expect(await writer().apply([put('d', 4)])).toMatchObject({ generation: 4, changed: 1 });
+    expect([...(await snapshot()).keys()]).toEqual(['a', 'b', 'c', 'd']);
+  });
+
+  it('reads the manifest in KV once per writer, and again only after another writer changed the state', async () => {
+    const get = vi.spyOn(kv, 'get');
+    const manifestGets = () => get.mock.calls.filter(([key]) => key === manifestKey(SPEC.id)).length;
+    const w = writer();
+    for (let i = 0; i < 3; i++) await w.apply([put(`a${i}`, i)]);
+    expect(manifestGets()).toBe(1);
+    await writer().apply([put('b', 1)]); // another process
+    await w.apply([put('c', 1)]);
+    await w.apply([put('d', 1)]);
+    expect(manifestGets()).toBe(3);
+  });
+});
+
 describe('SqliteKV (the Node KV)', () => {
   it('leaves nothing of a deleted value readable in the file (an erased patient\'s shard)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'medhash-secure-delete-'));
@@ -1007,7 +1082,10 @@ describe('stray shards: blobs under the prefix that the writer state names nowhe
 
   it('are never keys the published manifest names, even where the writer state does not (another copy of the control store, at the same generation)', async () => {
     const w = writer();
-    await w.apply([put('a', 1)]);
+    // Unpublished, so that the copy's writer, whose state is missing, is not refused for being behind KV.
+    kv.failPut = (key) => key === manifestKey(SPEC.id);
+    await expect(w.apply([put('a', 1)])).rejects.toMatchObject({ code: 'publish_failed' });
+    kv.failPut = null;
     const copy = sqliteDb(openSqlite(':memory:'));
     migrateHeads(copy);
     await new CollectionWriter(kv, sqlHeadStore(copy, SPEC.id), SPEC).apply([put('b', 2)]); // published last: what readers use

@@ -223,9 +223,24 @@ class ReadAhead<T> {
   }
 }
 
-/** sweepStrays' code for a writer state that cannot tell a stray from a live shard (store/orphans.ts reports it under `damaged`). */
+/**
+ * The code for a writer state that is missing or older than the manifest in KV: a change would
+ * publish over the items written since, and sweepStrays would take live shards for strays
+ * (store/orphans.ts reports it under `damaged`).
+ */
 export const WRITER_STATE_BEHIND = 'writer_state_behind';
 const writerStateBehind = (message: string) => new MedhashError(409, WRITER_STATE_BEHIND, message);
+
+/**
+ * Why `head` is older than `published`, the manifest in KV, or null. A commit precedes its
+ * publish, so KV may lag the state (a failed publish, Workers KV's propagation), never lead it.
+ */
+function stateBehind(head: Head, published: Manifest | null): string | null {
+  if (!published || published.generation <= head.manifest.generation) return null;
+  return head.rev === 0
+    ? `its writer state is missing while KV holds its manifest (generation ${published.generation})`
+    : `its writer state (generation ${head.manifest.generation}) is older than its published manifest (generation ${published.generation})`;
+}
 
 export class CollectionWriter {
   private readonly mutex = new Mutex();
@@ -235,6 +250,8 @@ export class CollectionWriter {
   // change that rewrote more (ids spread over the collection) keeps none: held until the next
   // write, they would pin most of the collection in memory. Bounded across writers by hooks.recent.
   private recent = new Map<string, ShardRecord[]>();
+  // The rev of the state this writer last saved or checked against KV (checked()).
+  private checkedRev = 0;
 
   constructor(
     private readonly kv: KV,
@@ -289,11 +306,49 @@ export class CollectionWriter {
     });
   }
 
-  /** The head, recovered from any unfinished change; 404 once the collection is deleted. */
+  /** The head, checked against KV and recovered from any unfinished change; 404 once the collection is deleted. */
   private async current(): Promise<Head> {
-    const loaded = this.loadHead();
+    const loaded = await this.checked(this.loadHead());
     if (loaded.destroyed) throw new MedhashError(404, 'collection_not_found', 'the collection was deleted');
     return this.recover(loaded);
+  }
+
+  /**
+   * `head`, or, when it is not the state this writer last saved or checked, the state read again
+   * after the manifest in KV; throws WRITER_STATE_BEHIND, before anything is written, when that
+   * state is older than the manifest. A lost state (a control store restored from an older copy,
+   * a Durable Object's storage gone) starts from an empty manifest, a rolled-back one from an old
+   * one: their next publish would drop the items written since, and the GC then their shards.
+   * Only a state this writer did not make can be behind, so the KV read is paid once per writer
+   * (on Workers, per Durable Object instance) and after another process's change, not per change;
+   * a state at rev 0 (none) is always checked. The one case missed: the state replaced, under a
+   * running writer, by a copy at exactly the rev that writer last saved.
+   */
+  private async checked(head: Head): Promise<Head> {
+    if (head.destroyed || (head.rev > 0 && head.rev === this.checkedRev)) return head;
+    // Read before the state is read again: a commit precedes its publish, so a state read after
+    // this manifest is never older than it while the state is the collection's own.
+    const published = await this.published();
+    const again = this.loadHead();
+    const behind = again.destroyed ? null : stateBehind(again, published);
+    if (behind) {
+      throw writerStateBehind(
+        `${behind}: nothing written (a change from it would drop the items written since); the operator must restore the writer state and KV together from one consistent backup (docs/SHARD_FORMAT.md, "Writer state behind KV")`,
+      );
+    }
+    this.checkedRev = again.rev;
+    return again;
+  }
+
+  /** The manifest in KV, which readers use. */
+  private published(): Promise<Manifest | null> {
+    return new CollectionReader(this.kv, 0).manifest(this.spec.id);
+  }
+
+  /** Saves `head` (compare-and-swap): this writer made that state, so checked() need not read KV for it. */
+  private save(head: Head): void {
+    head.rev = this.heads.save(head);
+    this.checkedRev = head.rev;
   }
 
   /**
@@ -363,7 +418,7 @@ export class CollectionWriter {
       if (window.length === 0) return;
       await ask();
       head.pending = [...head.pending, ...window.map((b) => b.key)];
-      head.rev = this.heads.save(head);
+      this.save(head);
       const puts = window.map((b) => this.kv.put(b.key, b.bytes));
       window = [];
       await settleAll(puts);
@@ -451,7 +506,7 @@ export class CollectionWriter {
     head.manifest = next;
     head.pending = [];
     head.garbage = [...head.garbage.filter((g) => !live.has(g.key)), ...dropped.map((key) => ({ key, since: now }))];
-    head.rev = this.heads.save(head);
+    this.save(head);
     this.recent = new Map((written ?? []).map((w) => [w.key, w.records]));
     this.hooks.recent?.hold(this, (written ?? []).reduce((n, w) => n + w.bytes, 0));
     // 4. Swap the manifest readers see, then collect what has outlived its grace. The apply
@@ -496,7 +551,7 @@ export class CollectionWriter {
         head.manifest = { ...head.manifest, count: 0, shards: [] };
         head.pending = [];
         head.garbage = known.map((key) => ({ key, since: 0 }));
-        head.rev = this.heads.save(head);
+        this.save(head);
       }
       this.dropRecent();
       this.hooks.recent?.release(this);
@@ -547,7 +602,7 @@ export class CollectionWriter {
       const listed = await this.kv.list(shardPrefix(this.spec.id));
       // Read before the second state read: a commit precedes its publish, so that read is never
       // older than this manifest while the state is the collection's own.
-      const published = await new CollectionReader(this.kv, 0).manifest(this.spec.id);
+      const published = await this.published();
       const head = this.loadHead();
       if (head.destroyed) return []; // purge() deletes all it lists
       // A state lost (a control store restored from an older copy, a Durable Object's storage gone)
@@ -559,11 +614,8 @@ export class CollectionWriter {
       if (head.rev === 0 && listed.length > 0) {
         throw writerStateBehind(`its writer state is missing while KV holds ${listed.length} shard(s) of it: nothing of it swept`);
       }
-      if (published && published.generation > head.manifest.generation) {
-        throw writerStateBehind(
-          `its writer state (generation ${head.manifest.generation}) is older than its published manifest (generation ${published.generation}): nothing of it swept`,
-        );
-      }
+      const behind = stateBehind(head, published);
+      if (behind) throw writerStateBehind(`${behind}: nothing of it swept`);
       const named = new Set([...namedKeys(before), ...namedKeys(head), ...(published?.shards.map((s) => s.key) ?? [])]);
       const strays = listed.filter((key) => !named.has(key));
       if (remove && strays.length > 0 && !(await this.deleteWhileCurrent(strays, head.rev))) throw writeConflict();
@@ -585,7 +637,7 @@ export class CollectionWriter {
         await this.purge(head);
         return;
       }
-      await this.collect(await this.recover(head));
+      await this.collect(await this.recover(await this.checked(head)));
     });
   }
 
@@ -617,7 +669,7 @@ export class CollectionWriter {
       const orphans = new Set(head.pending.filter((k) => !live.has(k)));
       head.garbage = [...head.garbage.filter((g) => !orphans.has(g.key)), ...[...orphans].map((key) => ({ key, since: now }))];
       head.pending = [];
-      head.rev = this.heads.save(head);
+      this.save(head);
     }
     if (head.published !== head.manifest.generation && !(await this.publish(head))) throw writeConflict();
     return head;
@@ -700,7 +752,7 @@ export class CollectionWriter {
   /** Saves bookkeeping that another writer may already have superseded; false if it had. */
   private saveIfCurrent(head: Head): boolean {
     try {
-      head.rev = this.heads.save(head);
+      this.save(head);
       return true;
     } catch (e) {
       if (e instanceof MedhashError && e.code === 'write_conflict') return false;
