@@ -745,6 +745,27 @@ describe('writer state behind the manifest in KV (a control store restored from 
     expect([...(await snapshot()).keys()]).toEqual(['a', 'b', 'c', 'd']);
   });
 
+  it('replaces a damaged manifest in KV from its own state on the next change, and refuses one without a state', async () => {
+    await writer().apply([put('a', 1)]);
+    const damage = async () => {
+      const bytes = (await kv.inner.get(manifestKey(SPEC.id)))!.slice();
+      bytes[bytes.length - 20] ^= 0x01; // inside the manifest's checked text
+      await kv.inner.put(manifestKey(SPEC.id), bytes);
+    };
+    await damage();
+    await expect(published()).rejects.toThrow(ManifestFormatError);
+    // A new writer (a restart) must check KV: the damaged copy cannot say its generation, and
+    // the state is the collection's own, so the change goes through and republishes.
+    expect(await writer().apply([put('b', 2)])).toMatchObject({ generation: 2, changed: 1 });
+    expect((await published())!.generation).toBe(2);
+    expect([...(await snapshot()).keys()]).toEqual(['a', 'b']);
+    await damage();
+    sql.run('DELETE FROM writer_heads WHERE collection = ?', SPEC.id);
+    const before = await kvNow();
+    await expect(writer().apply([put('c', 3)])).rejects.toMatchObject({ status: 409, code: 'writer_state_behind', message: expect.stringMatching(/^its writer state is missing and its manifest in KV fails its check/) });
+    expect(await kvNow()).toEqual(before);
+  });
+
   it('reads the manifest in KV once per writer, and again only after another writer changed the state', async () => {
     const get = vi.spyOn(kv, 'get');
     const manifestGets = () => get.mock.calls.filter(([key]) => key === manifestKey(SPEC.id)).length;

@@ -12,6 +12,7 @@ import {
   decodeManifest,
   emptyManifest,
   encodeManifest,
+  ManifestFormatError,
   manifestKey,
   routeId,
   shardKey,
@@ -328,8 +329,19 @@ export class CollectionWriter {
     if (head.destroyed || (head.rev > 0 && head.rev === this.checkedRev)) return head;
     // Read before the state is read again: a commit precedes its publish, so a state read after
     // this manifest is never older than it while the state is the collection's own.
-    const published = await this.published();
+    const published = await this.published().catch((e: unknown) => {
+      if (e instanceof ManifestFormatError) return e;
+      throw e;
+    });
     const again = this.loadHead();
+    if (published instanceof ManifestFormatError) {
+      // A damaged copy in KV cannot say its generation. Beside a state of this collection's own,
+      // the next publish replaces it (as before the check): refusing would leave the collection
+      // unreadable and unwritable. Without a state there is nothing to replace it with.
+      if (again.rev === 0 && !again.destroyed) throw writerStateBehind(`its writer state is missing and its manifest in KV fails its check (${published.message}): nothing written; the operator must restore the writer state and KV together from one consistent backup (docs/SHARD_FORMAT.md, "Writer state behind KV")`);
+      this.checkedRev = again.rev;
+      return again;
+    }
     const behind = again.destroyed ? null : stateBehind(again, published);
     if (behind) {
       throw writerStateBehind(
