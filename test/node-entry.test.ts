@@ -127,6 +127,35 @@ it("stops the maintenance of a collection whose writer state is damaged while it
   }
 });
 
+it('stops the maintenance of a collection whose writer state fell behind KV while it runs: one run, one log line', async () => {
+  const maintain = vi.spyOn(CollectionWriter.prototype, 'maintain');
+  const logged = vi.spyOn(console, 'error').mockImplementation(() => {});
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+  const sub = join(dir, 'behind-running');
+  const node = await createNodeBackend({ dataDir: sub });
+  const db = openSqlite(join(sub, 'control.sqlite'));
+  try {
+    const col = await node.backend.control.createCollection((await node.backend.control.createTenant('t')).id, { name: 'c', bits: 16, descriptor_dims: 0 });
+    const record = (id: string) => ({ id, code: new Uint8Array([1, 1]), descriptor: new Int8Array(0), metadata: '{}' });
+    // The first change asks for a maintenance run a second later; the state is rolled back before it.
+    await node.backend.writer(col).apply([{ op: 'put', record: record('a') }]);
+    const { head } = db.prepare('SELECT head FROM writer_heads WHERE collection = ?').get(col.id) as { head: string };
+    await node.backend.writer(col).apply([{ op: 'put', record: record('b') }]);
+    db.prepare('UPDATE writer_heads SET head = ? WHERE collection = ?').run(head, col.id);
+    await vi.advanceTimersByTimeAsync(1000 + 10 * MAINTENANCE_FAILED_RETRY_MS);
+    expect(maintain).toHaveBeenCalledTimes(1);
+    const lines = logged.mock.calls.map(([line]) => String(line)).filter((line) => line.startsWith(`maintenance of ${col.id}:`));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^maintenance of \S+: writer_state_behind: its writer state \(generation 1\) is older than its published manifest \(generation 2\).*restore the writer state and KV together.*; its maintenance is stopped/);
+  } finally {
+    vi.useRealTimers();
+    logged.mockRestore();
+    maintain.mockRestore();
+    db.close();
+    node.close();
+  }
+});
+
 const CLI = join(import.meta.dirname, '..', 'scripts', 'medhash.mjs');
 
 it('`medhash serve` stops on SIGTERM: exit 0, its stores closed (no WAL left behind)', async () => {

@@ -26,7 +26,8 @@ import { CollectionReader } from '../store/reader.ts';
 import { orphanSpec, sqlWriterStates, sweepOrphans, type OrphanReport, type OrphanStores, type SweepOptions } from '../store/orphans.ts';
 import type { SqlDb } from '../store/sql.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../store/sqlite.ts';
-import { CollectionWriter, RecentBudget, writerLimitsFromEnv, type CollectionSpec, type WriterLimits } from '../store/writer.ts';
+import { CollectionWriter, RecentBudget, WRITER_STATE_BEHIND, writerLimitsFromEnv, type CollectionSpec, type WriterLimits } from '../store/writer.ts';
+import { MedhashError } from '../util/errors.ts';
 import { closeServer } from './signals.ts';
 
 const SHIPPED_MODELS = join(import.meta.dirname, '..', '..', 'models');
@@ -45,6 +46,14 @@ export const MAINTENANCE_FAILED_RETRY_MS = 30_000;
  */
 const damagedStateLine = (id: string, e: unknown): string =>
   `maintenance of ${id}: ${String(e)}; its writer state is damaged: its maintenance is stopped and its writes fail: restore the data dir from a backup made before the damage (docs/SHARD_FORMAT.md, "Damaged writer state")`;
+
+/**
+ * The one log line of a maintenance run that found its collection's writer state behind KV's
+ * manifest (WRITER_STATE_BEHIND): not tried again either, as on Node both stores are read
+ * consistently and only the operator's restore changes that.
+ */
+const behindStateLine = (id: string, e: MedhashError): string =>
+  `maintenance of ${id}: ${e.code}: ${e.message}; its maintenance is stopped, as every run would find the same state`;
 
 export interface NodeOptions {
   dataDir: string;
@@ -142,6 +151,10 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
           writer.maintain().catch((e) => {
             if (e instanceof ManifestFormatError) {
               console.error(damagedStateLine(spec.id, e));
+              return;
+            }
+            if (e instanceof MedhashError && e.code === WRITER_STATE_BEHIND) {
+              console.error(behindStateLine(spec.id, e));
               return;
             }
             console.error(`maintenance of ${spec.id}: ${String(e)}; retrying in ${MAINTENANCE_FAILED_RETRY_MS / 1000} s`);
