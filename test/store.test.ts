@@ -1130,6 +1130,23 @@ describe('stray shards: blobs under the prefix that the writer state names nowhe
     expect((await kv.inner.list(`c/${SPEC.id}/s/`)).sort()).toEqual(keys);
   });
 
+  it('are sought from the writer state alone when the manifest in KV fails its check; refused without a state', async () => {
+    const w = writer();
+    await w.apply([put('a', 1)]);
+    const live = (await published())!.shards.map((x) => x.key);
+    const bytes = (await kv.inner.get(manifestKey(SPEC.id)))!.slice();
+    bytes[bytes.length - 20] ^= 0x01; // inside the manifest's checked text
+    await kv.inner.put(manifestKey(SPEC.id), bytes);
+    await expect(published()).rejects.toThrow(ManifestFormatError);
+    const stray = await plantStray();
+    expect(await writer().sweepStrays(true)).toEqual([stray]);
+    expect(await kv.inner.get(stray)).toBeNull();
+    for (const key of live) expect(await kv.inner.get(key)).not.toBeNull();
+    sql.run('DELETE FROM writer_heads WHERE collection = ?', SPEC.id);
+    await expect(writer().sweepStrays(true)).rejects.toMatchObject({ code: 'writer_state_behind' });
+    for (const key of live) expect(await kv.inner.get(key)).not.toBeNull();
+  });
+
   it('are not deleted when a writer records the key between the sweep\'s read of the state and its deletes', async () => {
     await writer().apply([put('a', 1)]);
     const stray = await plantStray();

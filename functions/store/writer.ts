@@ -329,10 +329,7 @@ export class CollectionWriter {
     if (head.destroyed || (head.rev > 0 && head.rev === this.checkedRev)) return head;
     // Read before the state is read again: a commit precedes its publish, so a state read after
     // this manifest is never older than it while the state is the collection's own.
-    const published = await this.published().catch((e: unknown) => {
-      if (e instanceof ManifestFormatError) return e;
-      throw e;
-    });
+    const published = await this.published();
     const again = this.loadHead();
     if (published instanceof ManifestFormatError) {
       // A damaged copy in KV cannot say its generation. Beside a state of this collection's own,
@@ -352,9 +349,14 @@ export class CollectionWriter {
     return again;
   }
 
-  /** The manifest in KV, which readers use. */
-  private published(): Promise<Manifest | null> {
-    return new CollectionReader(this.kv, 0).manifest(this.spec.id);
+  /** The manifest in KV, which readers use; the ManifestFormatError in its place when it fails its check. */
+  private async published(): Promise<Manifest | ManifestFormatError | null> {
+    try {
+      return await new CollectionReader(this.kv, 0).manifest(this.spec.id);
+    } catch (e) {
+      if (e instanceof ManifestFormatError) return e;
+      throw e;
+    }
   }
 
   /** Saves `head` (compare-and-swap): this writer made that state, so checked() need not read KV for it. */
@@ -626,9 +628,12 @@ export class CollectionWriter {
       if (head.rev === 0 && listed.length > 0) {
         throw writerStateBehind(`its writer state is missing while KV holds ${listed.length} shard(s) of it: nothing of it swept`);
       }
-      const behind = stateBehind(head, published);
+      // A damaged copy in KV cannot say its generation nor its shards: as for a change (checked()),
+      // a state of the collection's own decides, and names every key such a copy could.
+      const readable = published instanceof ManifestFormatError ? null : published;
+      const behind = stateBehind(head, readable);
       if (behind) throw writerStateBehind(`${behind}: nothing of it swept`);
-      const named = new Set([...namedKeys(before), ...namedKeys(head), ...(published?.shards.map((s) => s.key) ?? [])]);
+      const named = new Set([...namedKeys(before), ...namedKeys(head), ...(readable?.shards.map((s) => s.key) ?? [])]);
       const strays = listed.filter((key) => !named.has(key));
       if (remove && strays.length > 0 && !(await this.deleteWhileCurrent(strays, head.rev))) throw writeConflict();
       return strays;
