@@ -20,7 +20,7 @@ import { encodeShard } from '../functions/shards/codec.ts';
 import { shardKey } from '../functions/shards/manifest.ts';
 import { createNodeBackend, sweepDataDir } from '../functions/entries/node.ts';
 import { sqlHeadStore } from '../functions/store/head.ts';
-import { isFinishedTombstone, sweepOrphans, type Orphan, type Stray } from '../functions/store/orphans.ts';
+import { isFinishedTombstone, orphanProblems, sweepOrphans, type Orphan, type Stray } from '../functions/store/orphans.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../functions/store/sqlite.ts';
 import { CollectionWriter, type WriteOp } from '../functions/store/writer.ts';
 import { sha256Hex } from '../functions/util/bytes.ts';
@@ -343,6 +343,24 @@ it("reports a collection whose writer state fails its check, registered or not, 
     expect((await d.node.backend.reader.manifest(live.id))!.count).toBe(5);
   } finally {
     await close();
+    d.node.close();
+  }
+});
+
+it("reports a registered collection whose writer finds its state damaged under damaged where the runtime cannot list writer state (Workers), not as a sweep to run again", async () => {
+  const d = await dataDir('damaged-unlisted');
+  try {
+    const col = await d.written('damaged', 5);
+    const stored = d.sql.all<{ head: string }>('SELECT head FROM writer_heads WHERE collection = ?', col.id)[0].head;
+    d.sql.run('UPDATE writer_heads SET head = ? WHERE collection = ?', damageHead(stored), col.id);
+    const kept = await d.keysOf(col);
+    // As on Workers: no listing of writer state, so only the collection's writer (there its Durable Object) finds it damaged.
+    const report = await sweepOrphans({ ...d.node.backend.orphans, writerStates: async () => null }, { delete: true });
+    const error = expect.stringMatching(/^its writer state fails its check \(invalid manifest: checksum mismatch .*\): nothing of it swept$/);
+    expect(report).toMatchObject({ strays: [], damaged: [{ collection: col.id, registered: true, error }], failed: 1 });
+    expect(orphanProblems(report, 'run it again')).toEqual([`writer state damaged, missing or out of date for ${col.id}: nothing of it swept, and running the sweep again does not change that`]);
+    expect(await d.keysOf(col)).toEqual(kept);
+  } finally {
     d.node.close();
   }
 });

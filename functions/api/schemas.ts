@@ -168,7 +168,7 @@ export const OrphanReportSchema = z
           error: z.string().openapi({ description: 'Why its writer state was refused. Nothing of it is swept, and sending the request again does not change that.' }),
         })
         .openapi('DamagedWriterState'),
-    ).openapi({ description: 'Collections whose writer state fails its check, registered or not (Node only: a Worker cannot list Durable Objects), or, registered, is missing or older than its published manifest while KV holds its shards: left as they are, the others swept.' }),
+    ).openapi({ description: 'Collections whose writer state fails its check, registered or not (on Workers only a registered one holding shards, whose Durable Object reports it: a Worker cannot list Durable Objects), or, registered, is missing or older than its published manifest while KV holds its shards: left as they are, the others swept.' }),
     failed: z.number().int().openapi({ description: 'Orphans and strays whose deletion (or search) failed, and collections under damaged.' }),
   })
   .openapi('OrphanReport');

@@ -25,7 +25,7 @@
 // as it is, whether registered or not: its writer cannot read what it owns, nor tell a stray from
 // a live shard. So is a registered one whose writer state is missing while KV holds its shards, or
 // older than its published manifest (sweepStrays refuses it). The sweep goes on with the others.
-import { collectionOfKey, collectionPrefix, COLLECTIONS_PREFIX, shardPrefix } from '../shards/manifest.ts';
+import { collectionOfKey, collectionPrefix, COLLECTIONS_PREFIX, ManifestFormatError, shardPrefix } from '../shards/manifest.ts';
 import { decodeHead, type Head, type HeadStore } from './head.ts';
 import type { KV } from './kv.ts';
 import { CollectionReader } from './reader.ts';
@@ -141,6 +141,9 @@ export const isFinishedTombstone = (h: Head): boolean =>
 
 const errorMessage = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
+/** A `damaged` entry's error for a writer state that fails its check because `why`. */
+const failsItsCheck = (why: string): string => `its writer state fails its check (${why}): nothing of it swept`;
+
 /** The writer state in `db`'s writer_heads: more than a finished tombstone, or failing its check. */
 export function sqlWriterStates(db: SqlDb): WriterStates {
   const states: WriterStates = { held: [], damaged: new Map() };
@@ -196,7 +199,7 @@ export async function sweepOrphans(stores: OrphanStores, opts: SweepOptions = {}
   }
   const report: OrphanReport = { dry_run: !opts.delete, orphans: [], keys: 0, ...(stores.kv.bytes ? { bytes: 0 } : {}), strays: [], damaged: [], failed: 0 };
   for (const id of [...damaged.keys()].sort()) {
-    report.damaged.push({ collection: id, registered: registered.has(id), error: `its writer state fails its check (${damaged.get(id)}): nothing of it swept` });
+    report.damaged.push({ collection: id, registered: registered.has(id), error: failsItsCheck(damaged.get(id)!) });
     report.failed++;
   }
   for (const id of unregistered.filter((id) => !damaged.has(id)).sort()) {
@@ -227,6 +230,12 @@ export async function sweepOrphans(stores: OrphanStores, opts: SweepOptions = {}
       report.failed++;
       if (e instanceof MedhashError && e.code === WRITER_STATE_BEHIND) {
         report.damaged.push({ collection: id, registered: true, error: e.message });
+        continue;
+      }
+      // Its writer read its state and found it damaged: where the runtime cannot list writer
+      // state (Workers), this is the only way the sweep learns it, and a re-run changes nothing.
+      if (e instanceof ManifestFormatError) {
+        report.damaged.push({ collection: id, registered: true, error: failsItsCheck(e.message) });
         continue;
       }
       s.error = errorMessage(e);
