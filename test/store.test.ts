@@ -682,6 +682,13 @@ describe('writer state', () => {
     await expect(writer().apply([put('b', 2)])).rejects.toThrow(ManifestFormatError);
     await expect(writer().apply([put('b', 2)])).rejects.toThrow(/invalid writer state: not JSON/);
   });
+
+  it('refuses a state whose damaged byte renames a field, as it does a damaged manifest', async () => {
+    await writer().apply([put('a', 1)]);
+    storeHead(storedHead().replace('"pending":', '"pendinf":')); // one bit of the 'g'
+    await expect(writer().apply([put('b', 2)])).rejects.toThrow(ManifestFormatError);
+    await expect(writer().maintain()).rejects.toThrow(/invalid writer state: its fields are not rev, published, pending, garbage and destroyed/);
+  });
 });
 
 describe('writer state behind the manifest in KV (a control store restored from an older copy, a Durable Object that lost its storage)', () => {

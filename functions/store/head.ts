@@ -39,8 +39,9 @@ export const encodeHead = (head: Head): string => JSON.stringify({ ...head, mani
 
 /**
  * Verifies the manifest; one saved before 2026-11-29 is a version 1 manifest's fields as an object.
- * Text that is no JSON is refused as a damaged manifest is (the API's corrupt_index; Node's
- * maintenance stops), not as an internal error.
+ * Text that is no JSON, or whose other fields are not a writer state's (a damaged byte in a field's
+ * name), is refused as a damaged manifest is (the API's corrupt_index; Node's maintenance stops),
+ * not as an internal error where a field is first used.
  */
 export function decodeHead(text: string): Head {
   let head: Omit<Head, 'manifest'> & { manifest: string | Manifest };
@@ -49,6 +50,13 @@ export function decodeHead(text: string): Head {
   } catch {
     throw new ManifestFormatError('invalid writer state: not JSON');
   }
+  const count = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+  const fields =
+    typeof head === 'object' && head !== null &&
+    count(head.rev) && count(head.published) && typeof head.destroyed === 'boolean' &&
+    Array.isArray(head.pending) && head.pending.every((k) => typeof k === 'string') &&
+    Array.isArray(head.garbage) && head.garbage.every((g) => typeof g?.key === 'string' && Number.isFinite(g.since));
+  if (!fields) throw new ManifestFormatError('invalid writer state: its fields are not rev, published, pending, garbage and destroyed');
   return { ...head, manifest: decodeManifest(typeof head.manifest === 'string' ? head.manifest : JSON.stringify(head.manifest)) };
 }
 
