@@ -310,6 +310,7 @@ describe('collection writer', () => {
     let crashAt = -1;
     const heads: HeadStore = {
       load: () => base.load(),
+      rev: () => base.rev(),
       save: (h) => {
         if (saves++ === crashAt) throw new Error('simulated crash at commit');
         return base.save(h);
@@ -786,6 +787,124 @@ describe('writer state behind the manifest in KV (a control store restored from 
   });
 });
 
+describe("adopting KV's manifest as the writer state (the operator's recovery)", () => {
+  const storedHead = () => sql.all<{ head: string }>('SELECT head FROM writer_heads WHERE collection = ?', SPEC.id)[0]?.head;
+  const kvNow = async () => {
+    const keys = await kv.inner.list(`c/${SPEC.id}/`);
+    return new Map(await Promise.all(keys.map(async (k) => [k, await kv.inner.get(k)] as const)));
+  };
+  /** A collection over several shards at generation 3, published, then one change committed and not published. */
+  const writtenThenUnpublished = async () => {
+    const w = writer({ maxShardItems: 2 });
+    await w.apply(ids(2).map((id, i) => put(id, i)));
+    const older = sqlHeadStore(sql, SPEC.id).load()!;
+    await w.apply(ids(5).map((id, i) => put(id, i)));
+    await w.apply([put('zz', 1)]);
+    kv.failPut = (key) => key === manifestKey(SPEC.id);
+    await expect(w.apply([put('never-published', 1)])).rejects.toMatchObject({ code: 'publish_failed' });
+    kv.failPut = null;
+    return { w, older, items: await snapshot() };
+  };
+
+  for (const [state, lose, expected] of [
+    ['damaged', () => sql.run('UPDATE writer_heads SET head = ? WHERE collection = ?', storedHead().replace('"garbage":[', '"garbage":{'), SPEC.id), null],
+    ['missing', () => sql.run('DELETE FROM writer_heads WHERE collection = ?', SPEC.id), null],
+    ['behind', (older: Parameters<typeof encodeHead>[0]) => sql.run('UPDATE writer_heads SET head = ? WHERE collection = ?', encodeHead(older), SPEC.id), 1],
+  ] as const) {
+    it(`makes a ${state} state the published manifest: writes work again, every published item is kept, the unpublished one is lost`, async () => {
+      const { w, older, items } = await writtenThenUnpublished();
+      expect((await published())!.generation).toBe(3);
+      lose(older);
+      await expect(w.apply([put('new', 9)])).rejects.toThrow();
+      const m = (await published())!;
+      expect(await writer().adoptManifest()).toEqual({ state, previous_generation: expected, generation: 3, count: items.size, shards: m.shards.length });
+      expect(sqlHeadStore(sql, SPEC.id).load()).toEqual({ rev: expect.any(Number), manifest: m, published: 3, pending: [], garbage: [], destroyed: false });
+      expect(await published()).toEqual(m); // KV unchanged
+      // The writer that was refused, and a new one, write again; nothing published is dropped.
+      expect(await w.apply([put('new', 9)])).toMatchObject({ generation: 4, changed: 1 });
+      expect(await writer().apply([put('newer', 9)])).toMatchObject({ generation: 5, changed: 1 });
+      const after = await snapshot();
+      expect([...after.keys()].sort()).toEqual([...items.keys(), 'new', 'newer'].sort());
+      expect(after.has('never-published')).toBe(false);
+      await expect(writer().adoptManifest()).rejects.toMatchObject({ status: 409, code: 'adopt_not_needed' });
+    });
+  }
+
+  it('refuses a healthy state, a state ahead of KV (an unpublished commit) and a new collection, changing nothing', async () => {
+    await expect(writer().adoptManifest()).rejects.toMatchObject({
+      status: 409, code: 'adopt_not_needed',
+      message: 'it has no writer state and KV holds no manifest of it (nothing was written to it): nothing changed (adopting could only roll it back)',
+    });
+    expect(sqlHeadStore(sql, SPEC.id).load()).toBeNull();
+    await writer().apply([put('a', 1)]);
+    const head = storedHead();
+    await expect(writer().adoptManifest()).rejects.toMatchObject({
+      status: 409, code: 'adopt_not_needed',
+      message: "its writer state is intact at generation 1, not behind KV's manifest: nothing changed (adopting could only roll it back)",
+    });
+    kv.failPut = (key) => key === manifestKey(SPEC.id);
+    await expect(writer().apply([put('b', 2)])).rejects.toMatchObject({ code: 'publish_failed' });
+    kv.failPut = null;
+    const ahead = storedHead();
+    expect(ahead).not.toBe(head);
+    await expect(writer().adoptManifest()).rejects.toMatchObject({ code: 'adopt_not_needed', message: expect.stringMatching(/^its writer state is intact at generation 2/) });
+    expect(storedHead()).toBe(ahead);
+  });
+
+  it('refuses, writing nothing, when a shard the manifest names is missing or not its recorded length, listing each', async () => {
+    await writer({ maxShardItems: 2 }).apply(ids(6).map((id, i) => put(id, i)));
+    const m = (await published())!;
+    expect(m.shards).toHaveLength(3);
+    const [gone, cut] = m.shards;
+    await kv.inner.delete(gone.key);
+    await kv.inner.put(cut.key, (await kv.inner.get(cut.key))!.slice(1));
+    sql.run('DELETE FROM writer_heads WHERE collection = ?', SPEC.id);
+    const before = await kvNow();
+    await expect(writer().adoptManifest()).rejects.toMatchObject({
+      status: 409, code: 'shards_missing',
+      message: `2 of the 3 shard(s) KV's manifest names are missing from KV or not their recorded length: ${gone.key}, ${cut.key}; nothing changed`,
+      details: { missing: [{ key: gone.key, bytes: gone.bytes, found: null }, { key: cut.key, bytes: cut.bytes, found: cut.bytes - 1 }] },
+    });
+    expect(sqlHeadStore(sql, SPEC.id).load()).toBeNull();
+    expect(await kvNow()).toEqual(before);
+  });
+
+  it('refuses, writing nothing, when KV holds no manifest that verifies', async () => {
+    await writer().apply([put('a', 1)]);
+    const damaged = storedHead().replace('"garbage":[', '"garbage":{');
+    sql.run('UPDATE writer_heads SET head = ? WHERE collection = ?', damaged, SPEC.id);
+    await kv.inner.delete(manifestKey(SPEC.id));
+    await expect(writer().adoptManifest()).rejects.toMatchObject({ status: 409, code: 'no_verified_manifest', message: 'KV holds no verified manifest of it to adopt (none): nothing changed' });
+    expect(storedHead()).toBe(damaged);
+    sql.run('DELETE FROM writer_heads WHERE collection = ?', SPEC.id);
+    await kv.inner.put(manifestKey(SPEC.id), '{"version":2,"crc32":"00000000"}');
+    await expect(writer().adoptManifest()).rejects.toMatchObject({ status: 409, code: 'no_verified_manifest', message: expect.stringMatching(/^KV holds no verified manifest of it to adopt \(invalid manifest: /) });
+    expect(storedHead()).toBeUndefined();
+  });
+
+  it('refuses a state another process replaced meanwhile (compare-and-swap), and a deleted collection', async () => {
+    await writer().apply([put('a', 1)]);
+    const damaged = storedHead().replace('"garbage":[', '"garbage":{');
+    sql.run('UPDATE writer_heads SET head = ? WHERE collection = ?', damaged, SPEC.id);
+    const base = sqlHeadStore(sql, SPEC.id);
+    // Another process saves a state right after the adoption reads the rev.
+    const heads: HeadStore = {
+      load: () => base.load(),
+      rev: () => {
+        const rev = base.rev();
+        sql.run('UPDATE writer_heads SET rev = rev + 1 WHERE collection = ?', SPEC.id);
+        return rev;
+      },
+      save: (h) => base.save(h),
+    };
+    await expect(writer({}, heads).adoptManifest()).rejects.toMatchObject({ status: 409, code: 'write_conflict' });
+    expect(storedHead()).toBe(damaged);
+    expect(await writer().adoptManifest()).toMatchObject({ state: 'damaged', generation: 1 });
+    await writer().destroy();
+    await expect(writer().adoptManifest()).rejects.toMatchObject({ status: 404, code: 'collection_not_found' });
+  });
+});
+
 describe('SqliteKV (the Node KV)', () => {
   it('leaves nothing of a deleted value readable in the file (an erased patient\'s shard)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'medhash-secure-delete-'));
@@ -953,6 +1072,7 @@ describe('two processes on one data dir', () => {
           }
           return head;
         },
+        rev: () => base.rev(),
         save: (head) => base.save(head),
       };
       const w = new CollectionWriter(store, heads, SPEC, { ...DEFAULT_WRITER_LIMITS, graceMs }, { now: () => clock });
@@ -1167,6 +1287,7 @@ describe('stray shards: blobs under the prefix that the writer state names nowhe
         if (++loads === 2) base.save({ ...head!, pending: [stray] });
         return head;
       },
+      rev: () => base.rev(),
       save: (head) => base.save(head),
     };
     const w = new CollectionWriter(kv.inner, heads, SPEC, DEFAULT_WRITER_LIMITS, { now: () => clock });

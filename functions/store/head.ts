@@ -27,6 +27,8 @@ export interface Head {
 
 export interface HeadStore {
   load(): Head | null;
+  /** The stored rev (0: none), readable when the state itself is damaged: what adopting KV's manifest replaces. */
+  rev(): number;
   /** Stores `head` if the stored rev is still `head.rev` (0: none stored); returns the new rev. */
   save(head: Head): number;
 }
@@ -69,6 +71,10 @@ export function sqlHeadStore(db: SqlDb, collection: string): HeadStore {
     load() {
       const rows = db.all<{ head: string }>('SELECT head FROM writer_heads WHERE collection = ?', collection);
       return rows.length ? decodeHead(rows[0].head) : null;
+    },
+    rev() {
+      const rows = db.all<{ rev: number }>('SELECT rev FROM writer_heads WHERE collection = ?', collection);
+      return rows.length ? rows[0].rev : 0;
     },
     save(head) {
       const next = { ...head, rev: head.rev + 1 };

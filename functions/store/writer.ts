@@ -62,6 +62,18 @@ export interface EraseResult extends ApplyResult {
   visible: boolean;
 }
 
+/** What adoptManifest() replaced, and the state it made. */
+export interface AdoptResult {
+  /** The writer state it replaced: failing its check, absent, or older than KV's manifest. */
+  state: 'damaged' | 'missing' | 'behind';
+  /** That state's generation, where it could be read (behind); else null. */
+  previous_generation: number | null;
+  /** KV's manifest, now the writer state. */
+  generation: number;
+  count: number;
+  shards: number;
+}
+
 export interface ApplyResult {
   generation: number;
   count: number;
@@ -637,6 +649,68 @@ export class CollectionWriter {
       const strays = listed.filter((key) => !named.has(key));
       if (remove && strays.length > 0 && !(await this.deleteWhileCurrent(strays, head.rev))) throw writeConflict();
       return strays;
+    });
+  }
+
+  /**
+   * The operator's recovery of a writer state that is damaged (fails its check), missing or
+   * behind the manifest in KV: that manifest, verified, becomes the state, with nothing pending
+   * and no garbage, by the head store's compare-and-swap. Refused (409, nothing written) when the
+   * state is none of those, so it never rolls a healthy collection back; when KV holds no manifest
+   * that verifies; and when a shard the manifest names is missing from KV or not its recorded
+   * length (each one listed). Reads every live shard once. Items committed after the published
+   * generation and never published are lost; the shards only the old state named become strays
+   * for the orphan sweep.
+   */
+  adoptManifest(): Promise<AdoptResult> {
+    return this.mutex.run(async () => {
+      // Read before the state, as checked() does: a state read after it is never older than it
+      // while the state is the collection's own, so another process's publish is no rollback.
+      const published = await this.published().catch((e: unknown) => {
+        if (e instanceof ManifestFormatError) return e;
+        throw e;
+      });
+      const rev = this.heads.rev();
+      let state: AdoptResult['state'];
+      let previous: number | null = null;
+      try {
+        const head = this.loadHead();
+        if (head.destroyed) throw new MedhashError(404, 'collection_not_found', 'the collection was deleted');
+        // A missing state beside a manifest in KV that fails its check is still missing: refused below.
+        const missing = head.rev === 0 && published !== null;
+        if (!missing && (published instanceof ManifestFormatError || !stateBehind(head, published))) {
+          const why = head.rev === 0 ? 'it has no writer state and KV holds no manifest of it (nothing was written to it)' : `its writer state is intact at generation ${head.manifest.generation}, not behind KV's manifest`;
+          throw new MedhashError(409, 'adopt_not_needed', `${why}: nothing changed (adopting could only roll it back)`);
+        }
+        state = missing ? 'missing' : 'behind';
+        previous = head.rev === 0 ? null : head.manifest.generation;
+      } catch (e) {
+        if (!(e instanceof ManifestFormatError)) throw e;
+        state = 'damaged';
+      }
+      if (!published || published instanceof ManifestFormatError) {
+        throw new MedhashError(409, 'no_verified_manifest', `KV holds no verified manifest of it to adopt (${published ? published.message : 'none'}): nothing changed`);
+      }
+      const { bits, descriptor_dims: dims } = this.spec;
+      if (published.bits !== bits || published.descriptor_dims !== dims) {
+        throw new MedhashError(409, 'no_verified_manifest', `KV's manifest is of ${published.bits}-bit codes and ${published.descriptor_dims}-value descriptors, the collection of ${bits} and ${dims}: nothing changed`);
+      }
+      const missing: { key: string; bytes: number; found: number | null }[] = [];
+      for (const s of published.shards) {
+        const blob = await this.kv.get(s.key);
+        if (blob?.length !== s.bytes) missing.push({ key: s.key, bytes: s.bytes, found: blob ? blob.length : null });
+      }
+      if (missing.length > 0) {
+        throw new MedhashError(
+          409, 'shards_missing',
+          `${missing.length} of the ${published.shards.length} shard(s) KV's manifest names are missing from KV or not their recorded length: ${missing.map((m) => m.key).join(', ')}; nothing changed`,
+          undefined, { missing },
+        );
+      }
+      this.dropRecent();
+      this.hooks.recent?.release(this);
+      this.save({ rev, manifest: published, published: published.generation, pending: [], garbage: [], destroyed: false });
+      return { state, previous_generation: previous, generation: published.generation, count: published.count, shards: published.shards.length };
     });
   }
 
