@@ -111,6 +111,7 @@ function publishFails(target: NodeBackend): () => void {
       },
       erase: (f, v) => w.erase(f, v),
       destroy: () => w.destroy(),
+      adoptManifest: () => w.adoptManifest(),
     };
   };
   return () => {
@@ -361,7 +362,7 @@ it('a collection delete that fails on the way is sent again and completes; no da
     let failures = 1;
     other.backend.writer = (spec) => {
       const w = writer(spec);
-      return { apply: (ops) => w.apply(ops), erase: (f, v) => w.erase(f, v), destroy: () => (failures-- > 0 ? Promise.reject(new Error('writer unreachable')) : w.destroy()) };
+      return { apply: (ops) => w.apply(ops), erase: (f, v) => w.erase(f, v), destroy: () => (failures-- > 0 ? Promise.reject(new Error('writer unreachable')) : w.destroy()), adoptManifest: () => w.adoptManifest() };
     };
     expect((await call('DELETE', '/v1/collections/c', secret)).status).toBe(500);
     expect((await call('DELETE', '/v1/collections/c', secret)).status).toBe(204);

@@ -694,7 +694,7 @@ describe('writer state', () => {
 
 describe('writer state behind the manifest in KV (a control store restored from an older copy, a Durable Object that lost its storage)', () => {
   const behind = (state: string) =>
-    `${state}: nothing written (a change from it would drop the items written since); the operator must restore the writer state and KV together from one consistent backup (docs/SHARD_FORMAT.md, "Writer state behind KV")`;
+    `${state}: nothing written (a change from it would drop the items written since); the operator must make KV's manifest its writer state (medhash admin adopt-manifest) or restore the writer state and KV together from one consistent backup (docs/SHARD_FORMAT.md, "Writer state behind KV")`;
   /** The published manifest's bytes and every shard blob, to compare after a refusal. */
   const kvNow = async () => {
     const keys = await kv.inner.list(`c/${SPEC.id}/`);

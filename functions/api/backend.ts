@@ -9,7 +9,7 @@ import type { CalibrationLookup } from '../safety/calibration.ts';
 import type { ImageEncoderApi } from '../inference/remote.ts';
 import type { CollectionReader } from '../store/reader.ts';
 import type { OrphanStores } from '../store/orphans.ts';
-import type { ApplyResult, CollectionSpec, ErasableField, EraseResult, WriteOp } from '../store/writer.ts';
+import type { AdoptResult, ApplyResult, CollectionSpec, ErasableField, EraseResult, WriteOp } from '../store/writer.ts';
 
 /** The single writer of one collection: in-process on Node, its Durable Object on Workers. */
 export interface CollectionWriterApi {
@@ -18,6 +18,8 @@ export interface CollectionWriterApi {
   erase(field: ErasableField, value: string): Promise<EraseResult>;
   /** Marks it destroyed and deletes its data; false: a KV delete failed, the maintenance retries it. */
   destroy(): Promise<boolean>;
+  /** The operator's recovery: KV's verified manifest becomes its writer state (store/writer.ts, adoptManifest). */
+  adoptManifest(): Promise<AdoptResult>;
 }
 
 export interface Backend {

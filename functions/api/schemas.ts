@@ -176,6 +176,19 @@ export const OrphanReportSchema = z
 /** DELETE /v1/admin/orphans when a deletion failed: the sweep's record beside the error, so that a partial failure never reads as success. */
 export const OrphansIncompleteSchema = ErrorSchema.extend(OrphanReportSchema.shape).openapi('OrphansIncomplete');
 
+/** POST /v1/admin/tenants/{tenant}/collections/{collection}/adopt-manifest (store/writer.ts, adoptManifest). */
+export const AdoptManifestSchema = z
+  .object({
+    collection: z.string().openapi({ description: 'The internal id of the collection.', example: 'col_5c0f1e2d3c4b5a6978877665' }),
+    state: z.enum(['damaged', 'missing', 'behind']).openapi({ description: 'The writer state replaced: failing its check, absent, or older than the manifest in KV.' }),
+    previous_generation: z.number().int().nullable().openapi({ description: "That state's generation where it could be read (behind), else null." }),
+    generation: z.number().int().openapi({ description: 'The published manifest adopted: now the writer state, unchanged in KV.' }),
+    count: z.number().int().openapi({ description: 'Items it holds: what searches answer from, as before.' }),
+    shards: z.number().int(),
+    note: z.string().openapi({ description: 'What was lost: items committed after the adopted generation and never published.' }),
+  })
+  .openapi('AdoptedManifest');
+
 // --- collections -----------------------------------------------------------------------------
 
 export const TenantParams = z.object({ tenant: z.string().min(1).openapi({ param: { name: 'tenant', in: 'path' }, example: 'tn_6f1c0e2a9b7d4c3e8f10a2b4' }) });

@@ -61,6 +61,10 @@ export class CollectionEndpoint {
     return this.writerFor(spec).destroy();
   }
 
+  adoptManifest(spec: CollectionSpec) {
+    return this.writerFor(spec).adoptManifest();
+  }
+
   /** The orphan sweep's destroy (store/orphans.ts): the registry row is gone, the spec comes from the DO's own state. */
   async destroyOrphan(id: string) {
     return this.writerFor(await this.orphanSpec(id)).destroy();

@@ -45,7 +45,7 @@ export const MAINTENANCE_FAILED_RETRY_MS = 30_000;
  * maintenance run): its maintenance is not tried again, as every run would read the same bytes.
  */
 const damagedStateLine = (id: string, e: unknown): string =>
-  `maintenance of ${id}: ${String(e)}; its writer state is damaged: its maintenance is stopped and its writes fail: restore the data dir from a backup made before the damage (docs/SHARD_FORMAT.md, "Damaged writer state")`;
+  `maintenance of ${id}: ${String(e)}; its writer state is damaged: its maintenance is stopped and its writes fail: make KV's manifest its writer state (medhash admin adopt-manifest) or restore the data dir from a backup made before the damage (docs/SHARD_FORMAT.md, "Damaged writer state")`;
 
 /**
  * The one log line of a maintenance run that found its collection's writer state behind KV's

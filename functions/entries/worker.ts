@@ -39,7 +39,7 @@ async function buildApp(env: WorkerEnv) {
     writer(spec: CollectionSpec) {
       const e = endpoint(spec.id);
       const s: CollectionSpec = { id: spec.id, bits: spec.bits, descriptor_dims: spec.descriptor_dims };
-      return { apply: (ops) => e.apply(s, ops), erase: (field, value) => e.erase(s, field, value), destroy: () => e.destroy(s) };
+      return { apply: (ops) => e.apply(s, ops), erase: (field, value) => e.erase(s, field, value), destroy: () => e.destroy(s), adoptManifest: () => e.adoptManifest(s) };
     },
     reader: new CollectionReader(kv, CACHE_BYTES),
     // Finds orphans by their KV keys only: a Worker cannot list Durable Objects, so writer state

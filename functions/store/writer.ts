@@ -354,7 +354,7 @@ export class CollectionWriter {
     const behind = again.destroyed ? null : stateBehind(again, published);
     if (behind) {
       throw writerStateBehind(
-        `${behind}: nothing written (a change from it would drop the items written since); the operator must restore the writer state and KV together from one consistent backup (docs/SHARD_FORMAT.md, "Writer state behind KV")`,
+        `${behind}: nothing written (a change from it would drop the items written since); the operator must make KV's manifest its writer state (medhash admin adopt-manifest) or restore the writer state and KV together from one consistent backup (docs/SHARD_FORMAT.md, "Writer state behind KV")`,
       );
     }
     this.checkedRev = again.rev;

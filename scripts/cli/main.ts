@@ -86,6 +86,9 @@ const USAGE = `medhash <command> [options]
   admin revoke-key --id KEY_ID
   admin orphans [--delete [--force]]
         The same through the operator API (GET/DELETE /v1/admin/orphans), e.g. on Workers.
+  admin adopt-manifest --tenant ID --collection C
+        Recover a collection whose writer state is damaged, missing or behind KV: its published
+        manifest becomes that state (items written after it and never published are lost).
 
 Client options: --url (MEDHASH_URL, default http://127.0.0.1:8787),
                 --key (MEDHASH_API_KEY; admin commands: MEDHASH_OPERATOR_KEY)`;
@@ -432,6 +435,11 @@ async function admin([sub, ...args]: string[]) {
         return record;
       });
       return orphanReport(report);
+    }
+    case 'adopt-manifest': {
+      const v = parse(args, { tenant: { type: 'string' }, collection: { type: 'string' } });
+      const path = `/v1/admin/tenants/${encodeURIComponent(need(v.tenant, 'tenant'))}/collections/${encodeURIComponent(need(v.collection, 'collection'))}/adopt-manifest`;
+      return print(await op(v).request('POST', path));
     }
     default:
       throw new UsageError(`unknown admin command ${sub ?? ''}`);

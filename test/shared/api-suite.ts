@@ -931,6 +931,7 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
           'GET /v1/admin/tenants/{tenant}/plan': null,
           'PUT /v1/admin/tenants/{tenant}/plan': { send: { path: `/v1/admin/tenants/${t.id}/plan`, body: { rate_per_second: 0, burst: 1, monthly_quota: null } }, needs: 'operator', code: 'invalid_field', field: 'rate_per_second' },
           'GET /v1/admin/tenants/{tenant}/usage': { send: { path: `/v1/admin/tenants/${t.id}/usage?format=xml` }, needs: 'operator', code: 'invalid_field', field: 'format' },
+          'POST /v1/admin/tenants/{tenant}/collections/{collection}/adopt-manifest': { send: { path: `/v1/admin/tenants/${t.id}/collections/BAD!/adopt-manifest` }, needs: 'operator', code: 'invalid_path', field: 'collection' },
           'GET /v1/admin/orphans': null,
           'DELETE /v1/admin/orphans': null,
           'GET /v1/collections': null,
@@ -1021,7 +1022,8 @@ export function apiSuite(runtime: string, harness: () => ApiHarness): void {
             await expectAs('without a key', undefined, 'has space', 401, 'missing_key');
             const operator = operation.security.some((r) => 'operator' in r);
             await expectAs(operator ? 'with a tenant key' : 'with the operator key', operator ? all : op(), '', 403, operator ? 'operator_only' : 'tenant_only');
-            if (template.includes('{collection}')) await expectAs('with a key limited to another collection', limited, 'x'.repeat(256), 403, 'collection_forbidden');
+            // an operator route names a collection too (adopt-manifest): any tenant key is refused there as such
+            if (!operator && template.includes('{collection}')) await expectAs('with a key limited to another collection', limited, 'x'.repeat(256), 403, 'collection_forbidden');
             if (operation['x-whole-tenant']) await expectAs('with a key limited to collections', limited, 'has space', 403, 'collection_limited');
             for (const bad of ['has space', '', 'x'.repeat(256), 'caf\u00e9']) {
               await expectAs(`with a key that may use it and Idempotency-Key ${JSON.stringify(bad.slice(0, 8))}`, operator ? op() : all, bad, 400, 'invalid_idempotency_key', 'Idempotency-Key');

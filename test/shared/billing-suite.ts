@@ -123,6 +123,7 @@ export function billingSuite(runtime: string, { call, op, tenant, world, ingest 
         'PUT /v1/admin/tenants/{tenant}/plan': [(k) => call('PUT', `/v1/admin/tenants/${a.t.id}/plan`, { key: k, body: { rate_per_second: 1, burst: 1, monthly_quota: 0 } }), operatorOnly],
         'GET /v1/admin/tenants/{tenant}/usage': [(k) => call('GET', `/v1/admin/tenants/${a.t.id}/usage`, { key: k }), operatorOnly],
         'GET /v1/admin/orphans': [(k) => call('GET', '/v1/admin/orphans', { key: k }), operatorOnly],
+        'POST /v1/admin/tenants/{tenant}/collections/{collection}/adopt-manifest': [(k) => call('POST', `/v1/admin/tenants/${a.t.id}/collections/${a.col}/adopt-manifest`, { key: k }), operatorOnly],
         'DELETE /v1/admin/orphans': [(k) => call('DELETE', '/v1/admin/orphans', { key: k }), operatorOnly],
         ...modelRows,
         'POST /v1/collections': [(k) => call('POST', '/v1/collections', { key: k, body: { name: a.col, bits: 32 } }), (r) => {

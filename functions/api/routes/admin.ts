@@ -1,5 +1,6 @@
 // Operator API: tenants and their keys. Secrets are generated here, returned once, and only
-// their hashes go to the control plane. Key changes are recorded in the tenant's audit log.
+// their hashes go to the control plane. Key changes are recorded in the tenant's audit log, as is
+// the recovery of a collection's writer state from its published manifest (adopt-manifest).
 // The orphan sweep (store/orphans.ts) belongs to no tenant: its answer is its record.
 // `security: operatorKey` is what the /v1 guard (auth/guard.ts) checks before a route's validators.
 import { createRoute, z } from '@hono/zod-openapi';
@@ -7,10 +8,10 @@ import { generateSecret, hashSecret } from '../../auth/keys.ts';
 import { operatorKey } from '../../auth/guard.ts';
 import type { ApiKeyInfo } from '../../control/store.ts';
 import { orphanProblems, sweepOrphans } from '../../store/orphans.ts';
-import { MedhashError } from '../../util/errors.ts';
+import { MedhashError, notFound } from '../../util/errors.ts';
 import type { Backend } from '../backend.ts';
 import { errors, json, jsonBody, type App } from '../openapi.ts';
-import { ApiKeyListQuery, ApiKeyListSchema, ApiKeySchema, ApiKeyWithSecretSchema, CreateKeyBody, CreateTenantBody, ErrorSchema, OrphanReportSchema, OrphansIncompleteSchema, TenantListQuery, TenantListSchema, TenantParams, TenantSchema } from '../schemas.ts';
+import { AdoptManifestSchema, ApiKeyListQuery, ApiKeyListSchema, ApiKeySchema, ApiKeyWithSecretSchema, CreateKeyBody, CreateTenantBody, CollectionParams, ErrorSchema, OrphanReportSchema, OrphansIncompleteSchema, TenantListQuery, TenantListSchema, TenantParams, TenantSchema } from '../schemas.ts';
 
 const tags = ['admin'];
 const OrphanDeleteQuery = z.strictObject({
@@ -98,6 +99,39 @@ export function adminRoutes(app: App, backend: Backend): void {
     }),
     async (c) => {
       return c.json(await audited(await backend.control.revokeKey(c.req.valid('param').key), 'key.revoke'), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post', path: '/v1/admin/tenants/{tenant}/collections/{collection}/adopt-manifest', tags, security: operatorKey,
+      summary: "Make a collection's published manifest its writer state, when that state is damaged, missing or behind it",
+      description:
+        'The recovery of one collection whose writes are refused for its writer state (500 `corrupt_index`, 409 `writer_state_behind`; docs/SHARD_FORMAT.md), on Node and Workers, without restoring a backup. ' +
+        'The manifest in KV, which searches already answer from, must verify and every shard it names must be in KV at its recorded length; it then becomes the writer state, with nothing pending and no garbage. ' +
+        'Items committed after its generation and never published are lost. Reads every live shard once. Recorded in the tenant\'s audit log (`collection.adopt_manifest`).',
+      request: { params: TenantParams.merge(CollectionParams) },
+      responses: {
+        200: json(AdoptManifestSchema, 'The manifest adopted; writes work again.'),
+        ...errors(400, 401, 403, 404, 503),
+        409: json(
+          ErrorSchema,
+          "Nothing changed: `adopt_not_needed`, the writer state is intact and not behind KV's manifest (adopting could only roll it back); `no_verified_manifest`, KV holds no manifest of it that verifies; `shards_missing`, a shard the manifest names is missing from KV or not its recorded length (`details.missing` lists each: `key`, `bytes` recorded, `found` or null); `write_conflict`, another process changed the state meanwhile (send it again).",
+        ),
+      },
+    }),
+    async (c) => {
+      const { tenant, collection } = c.req.valid('param');
+      await backend.control.getTenant(tenant);
+      const col = await backend.control.getCollection(tenant, collection);
+      if (!col) throw notFound('collection', collection);
+      const adopted = await backend.writer(col).adoptManifest();
+      await backend.ledger(tenant).append(tenant, {
+        key_id: 'operator', action: 'collection.adopt_manifest', collection: col.name,
+        detail: { state: adopted.state, previous_generation: adopted.previous_generation, generation: adopted.generation, count: adopted.count },
+      });
+      const note = `items committed after generation ${adopted.generation} and never published are lost; shards only the replaced state named are strays for the orphan sweep (DELETE /v1/admin/orphans)`;
+      return c.json({ collection: col.id, ...adopted, note }, 200);
     },
   );
 
