@@ -119,7 +119,7 @@ export function orphanProblems(r: OrphanReport, again: string): string[] {
   const damaged = (r.damaged ?? []).map((d) => d.collection);
   return [
     ...(failures.length ? [`${failures.join('; ')}: ${again}`] : []),
-    ...(damaged.length ? [`writer state damaged, missing or out of date for ${damaged.join(', ')}: nothing of it swept, and running the sweep again does not change that`] : []),
+    ...(damaged.length ? [`writer state damaged, missing or out of date for ${damaged.join(', ')}: nothing of it swept, and running the sweep again does not change that (\`medhash admin adopt-manifest\` recovers each from its published manifest: docs/SHARD_FORMAT.md)`] : []),
   ];
 }
 
