@@ -100,53 +100,40 @@ it('tries a failed maintenance run again later', async () => {
   }
 });
 
-it("stops the maintenance of a collection whose writer state is damaged while it runs: one run, one log line saying what to do", async () => {
-  const maintain = vi.spyOn(CollectionWriter.prototype, 'maintain');
-  const logged = vi.spyOn(console, 'error').mockImplementation(() => {});
-  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
-  const sub = join(dir, 'damaged-running');
-  const node = await createNodeBackend({ dataDir: sub });
-  const db = openSqlite(join(sub, 'control.sqlite'));
-  try {
-    const col = await node.backend.control.createCollection((await node.backend.control.createTenant('t')).id, { name: 'c', bits: 16, descriptor_dims: 0 });
-    // The change asks for a maintenance run a second later; the state is damaged before it.
-    await node.backend.writer(col).apply([{ op: 'put', record: { id: 'a', code: new Uint8Array([1, 1]), descriptor: new Int8Array(0), metadata: '{}' } }]);
-    const { head } = db.prepare('SELECT head FROM writer_heads WHERE collection = ?').get(col.id) as { head: string };
-    db.prepare('UPDATE writer_heads SET head = ? WHERE collection = ?').run(damageHead(head), col.id);
-    await vi.advanceTimersByTimeAsync(1000 + 10 * MAINTENANCE_FAILED_RETRY_MS);
-    expect(maintain).toHaveBeenCalledTimes(1);
-    const lines = logged.mock.calls.map(([line]) => String(line)).filter((line) => line.startsWith(`maintenance of ${col.id}:`));
-    expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/checksum mismatch.*writer state is damaged.*stopped.*docs\/SHARD_FORMAT\.md/);
-  } finally {
-    vi.useRealTimers();
-    logged.mockRestore();
-    maintain.mockRestore();
-    db.close();
-    node.close();
-  }
-});
+// A state the writer cannot use while it runs: damaged (fails its check), or rolled back behind the
+// manifest in KV. Each is a change's scheduled maintenance run a second later that would fail again
+// every MAINTENANCE_FAILED_RETRY_MS, logging each time, were it not stopped.
+const unusable: [string, (head: string, write: () => Promise<unknown>) => Promise<string>, RegExp][] = [
+  ['is damaged', async (head) => damageHead(head), /checksum mismatch.*writer state is damaged.*stopped.*docs\/SHARD_FORMAT\.md/],
+  [
+    'fell behind KV',
+    async (head, write) => {
+      await write(); // generation 2 published; the state is then set back to generation 1's
+      return head;
+    },
+    /^maintenance of \S+: writer_state_behind: its writer state \(generation 1\) is older than its published manifest \(generation 2\).*restore the writer state and KV together.*; its maintenance is stopped/,
+  ],
+];
 
-it('stops the maintenance of a collection whose writer state fell behind KV while it runs: one run, one log line', async () => {
+it.each(unusable)('stops the maintenance of a collection whose writer state %s while it runs: one run, one log line saying what to do', async (what, spoil, said) => {
   const maintain = vi.spyOn(CollectionWriter.prototype, 'maintain');
   const logged = vi.spyOn(console, 'error').mockImplementation(() => {});
   vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
-  const sub = join(dir, 'behind-running');
+  const sub = join(dir, `unusable-${what.replaceAll(' ', '-')}`);
   const node = await createNodeBackend({ dataDir: sub });
   const db = openSqlite(join(sub, 'control.sqlite'));
   try {
     const col = await node.backend.control.createCollection((await node.backend.control.createTenant('t')).id, { name: 'c', bits: 16, descriptor_dims: 0 });
-    const record = (id: string) => ({ id, code: new Uint8Array([1, 1]), descriptor: new Int8Array(0), metadata: '{}' });
-    // The first change asks for a maintenance run a second later; the state is rolled back before it.
-    await node.backend.writer(col).apply([{ op: 'put', record: record('a') }]);
+    const put = (id: string) => node.backend.writer(col).apply([{ op: 'put', record: { id, code: new Uint8Array([1, 1]), descriptor: new Int8Array(0), metadata: '{}' } }]);
+    // The change asks for a maintenance run a second later; the state is spoiled before it.
+    await put('a');
     const { head } = db.prepare('SELECT head FROM writer_heads WHERE collection = ?').get(col.id) as { head: string };
-    await node.backend.writer(col).apply([{ op: 'put', record: record('b') }]);
-    db.prepare('UPDATE writer_heads SET head = ? WHERE collection = ?').run(head, col.id);
+    db.prepare('UPDATE writer_heads SET head = ? WHERE collection = ?').run(await spoil(head, () => put('b')), col.id);
     await vi.advanceTimersByTimeAsync(1000 + 10 * MAINTENANCE_FAILED_RETRY_MS);
     expect(maintain).toHaveBeenCalledTimes(1);
     const lines = logged.mock.calls.map(([line]) => String(line)).filter((line) => line.startsWith(`maintenance of ${col.id}:`));
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^maintenance of \S+: writer_state_behind: its writer state \(generation 1\) is older than its published manifest \(generation 2\).*restore the writer state and KV together.*; its maintenance is stopped/);
+    expect(lines[0]).toMatch(said);
   } finally {
     vi.useRealTimers();
     logged.mockRestore();
