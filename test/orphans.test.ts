@@ -321,7 +321,7 @@ it("reports a collection whose writer state fails its check, registered or not, 
     // Through the operator API: the dry run (a 200) and the deletion (a 500 with the record).
     const listed = await medhash('admin', 'orphans');
     const swept = await medhash('admin', 'orphans', '--delete');
-    const named = `writer state damaged, missing or out of date for ${damaged.map((x) => x.collection).join(', ')}: nothing of it swept, and running the sweep again does not change that (\`medhash admin adopt-manifest\` recovers each from its published manifest: docs/SHARD_FORMAT.md)`;
+    const named = `writer state damaged, missing or out of date for ${damaged.map((x) => x.collection).join(', ')}: nothing of it swept, and running the sweep again does not change that (\`medhash admin adopt-manifest --tenant ID --collection NAME\` recovers ${registered.id} from its published manifest: docs/SHARD_FORMAT.md)`;
     for (const run of [listed, swept]) {
       expect(run.code).toBe(1);
       expect(run.stderr).toContain(named);
@@ -358,7 +358,10 @@ it("reports a registered collection whose writer finds its state damaged under d
     const report = await sweepOrphans({ ...d.node.backend.orphans, writerStates: async () => null }, { delete: true });
     const error = expect.stringMatching(/^its writer state fails its check \(invalid manifest: checksum mismatch .*\): nothing of it swept$/);
     expect(report).toMatchObject({ strays: [], damaged: [{ collection: col.id, registered: true, error }], failed: 1 });
-    expect(orphanProblems(report, 'run it again')).toEqual([`writer state damaged, missing or out of date for ${col.id}: nothing of it swept, and running the sweep again does not change that (\`medhash admin adopt-manifest\` recovers each from its published manifest: docs/SHARD_FORMAT.md)`]);
+    expect(orphanProblems(report, 'run it again')).toEqual([`writer state damaged, missing or out of date for ${col.id}: nothing of it swept, and running the sweep again does not change that (\`medhash admin adopt-manifest --tenant ID --collection NAME\` recovers ${col.id} from its published manifest: docs/SHARD_FORMAT.md)`]);
+    // A deleted collection's state: adopt-manifest cannot reach it (no registry row), so the line does not offer it.
+    const unregistered = { ...report, damaged: report.damaged.map((x) => ({ ...x, registered: false })) };
+    expect(orphanProblems(unregistered, 'run it again')).toEqual([`writer state damaged, missing or out of date for ${col.id}: nothing of it swept, and running the sweep again does not change that`]);
     expect(await d.keysOf(col)).toEqual(kept);
   } finally {
     d.node.close();

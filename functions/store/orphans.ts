@@ -116,10 +116,13 @@ export function orphanProblems(r: OrphanReport, again: string): string[] {
   // A dry run deletes nothing: there a stray's error is its search's.
   const failures = [...failed(r.orphans, 'deleting orphans'), ...failed(r.strays, r.dry_run ? 'finding stray shards' : 'deleting stray shards')];
   // `?? []`: the CLI may read the report of a service older than the field.
-  const damaged = (r.damaged ?? []).map((d) => d.collection);
+  const damaged = r.damaged ?? [];
+  // adopt-manifest finds a collection by its registry row: a deleted one's state it cannot reach.
+  const adoptable = damaged.filter((d) => d.registered).map((d) => d.collection);
+  const adopt = adoptable.length ? ` (\`medhash admin adopt-manifest --tenant ID --collection NAME\` recovers ${adoptable.join(', ')} from its published manifest: docs/SHARD_FORMAT.md)` : '';
   return [
     ...(failures.length ? [`${failures.join('; ')}: ${again}`] : []),
-    ...(damaged.length ? [`writer state damaged, missing or out of date for ${damaged.join(', ')}: nothing of it swept, and running the sweep again does not change that (\`medhash admin adopt-manifest\` recovers each from its published manifest: docs/SHARD_FORMAT.md)`] : []),
+    ...(damaged.length ? [`writer state damaged, missing or out of date for ${damaged.map((d) => d.collection).join(', ')}: nothing of it swept, and running the sweep again does not change that${adopt}`] : []),
   ];
 }
 
