@@ -666,10 +666,7 @@ export class CollectionWriter {
     return this.mutex.run(async () => {
       // Read before the state, as checked() does: a state read after it is never older than it
       // while the state is the collection's own, so another process's publish is no rollback.
-      const published = await this.published().catch((e: unknown) => {
-        if (e instanceof ManifestFormatError) return e;
-        throw e;
-      });
+      const published = await this.published();
       const rev = this.heads.rev();
       let state: AdoptResult['state'];
       let previous: number | null = null;
