@@ -96,9 +96,9 @@ it('recovers a damaged, a missing and a rolled-back writer state through the API
 
   // Rolled back, recovered with the CLI.
   const { id, sql } = await written('rolled');
-  const [older] = sql.all<{ head: string }>('SELECT head FROM writer_heads WHERE collection = ?', id);
+  const [older] = sql.all<{ rev: number; head: string }>('SELECT rev, head FROM writer_heads WHERE collection = ?', id);
   expect((await call('POST', '/v1/collections/rolled/items', secret, { items: [item(60)] })).status).toBe(200);
-  sql.run('UPDATE writer_heads SET head = ? WHERE collection = ?', older.head, id);
+  sql.run('UPDATE writer_heads SET rev = ?, head = ? WHERE collection = ?', older.rev, older.head, id);
   expect((await call('POST', '/v1/collections/rolled/items', secret, { items: [item(61)] })).body.error.code).toBe('writer_state_behind');
   const cli = await medhash('admin', 'adopt-manifest', '--tenant', tenant, '--collection', 'rolled');
   expect(cli.code).toBe(0);

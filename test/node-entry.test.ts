@@ -127,8 +127,9 @@ it.each(unusable)('stops the maintenance of a collection whose writer state %s w
     const put = (id: string) => node.backend.writer(col).apply([{ op: 'put', record: { id, code: new Uint8Array([1, 1]), descriptor: new Int8Array(0), metadata: '{}' } }]);
     // The change asks for a maintenance run a second later; the state is spoiled before it.
     await put('a');
-    const { head } = db.prepare('SELECT head FROM writer_heads WHERE collection = ?').get(col.id) as { head: string };
-    db.prepare('UPDATE writer_heads SET head = ? WHERE collection = ?').run(await spoil(head, () => put('b')), col.id);
+    const { rev, head } = db.prepare('SELECT rev, head FROM writer_heads WHERE collection = ?').get(col.id) as { rev: number; head: string };
+    // The whole row, as a copy restores it (a text whose rev is not its row's is damaged too).
+    db.prepare('UPDATE writer_heads SET rev = ?, head = ? WHERE collection = ?').run(rev, await spoil(head, () => put('b')), col.id);
     await vi.advanceTimersByTimeAsync(1000 + 10 * MAINTENANCE_FAILED_RETRY_MS);
     expect(maintain).toHaveBeenCalledTimes(1);
     const lines = logged.mock.calls.map(([line]) => String(line)).filter((line) => line.startsWith(`maintenance of ${col.id}:`));

@@ -374,13 +374,13 @@ it("refuses to sweep a registered collection whose writer state is missing or ol
   try {
     const lost = await d.written('lost', 9); // 3 shards of at most 4 items
     const restored = await d.written('restored', 5);
-    const older = d.sql.all<{ head: string }>('SELECT head FROM writer_heads WHERE collection = ?', restored.id)[0].head;
+    const older = d.sql.all<{ rev: number; head: string }>('SELECT rev, head FROM writer_heads WHERE collection = ?', restored.id)[0];
     await d.node.backend.writer(restored).apply(items(9, 'MRN-more'));
     const live = await d.written('live', 5);
     const stray = await d.plantStray(live);
     // A control store restored from an older copy: one state gone, one rolled back.
     d.sql.run('DELETE FROM writer_heads WHERE collection = ?', lost.id);
-    d.sql.run('UPDATE writer_heads SET head = ? WHERE collection = ?', older, restored.id);
+    d.sql.run('UPDATE writer_heads SET rev = ?, head = ? WHERE collection = ?', older.rev, older.head, restored.id);
     const kept = [await d.keysOf(lost), await d.keysOf(restored)];
 
     const damaged = [

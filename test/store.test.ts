@@ -13,6 +13,7 @@ import { encodeShard, Shard, ShardFormatError, type ShardRecord } from '../funct
 import { encodeManifest, ManifestFormatError, manifestKey, shardKey, type Manifest } from '../functions/shards/manifest.ts';
 import { encodeHead, migrateHeads, sqlHeadStore, type HeadStore } from '../functions/store/head.ts';
 import type { KV } from '../functions/store/kv.ts';
+import { sqlWriterStates } from '../functions/store/orphans.ts';
 import { CollectionReader } from '../functions/store/reader.ts';
 import { openSqlite, sqliteDb, SqliteKV } from '../functions/store/sqlite.ts';
 import type { SqlDb } from '../functions/store/sql.ts';
@@ -728,7 +729,7 @@ describe('writer state behind the manifest in KV (a control store restored from 
     await w.apply(ids(6).map((id, i) => put(id, i)));
     const before = await kvNow();
     const items = await snapshot();
-    sql.run('UPDATE writer_heads SET head = ? WHERE collection = ?', encodeHead(older), SPEC.id);
+    sql.run('UPDATE writer_heads SET rev = ?, head = ? WHERE collection = ?', older.rev, encodeHead(older), SPEC.id);
     const refused = { status: 409, code: 'writer_state_behind', message: behind('its writer state (generation 2) is older than its published manifest (generation 3)') };
     await expect(w.apply([put('new', 9)])).rejects.toMatchObject(refused);
     await expect(writer().apply([put('new', 9)])).rejects.toMatchObject(refused);
@@ -809,7 +810,7 @@ describe("adopting KV's manifest as the writer state (the operator's recovery)",
   for (const [state, lose, expected] of [
     ['damaged', () => sql.run('UPDATE writer_heads SET head = ? WHERE collection = ?', storedHead().replace('"garbage":[', '"garbage":{'), SPEC.id), null],
     ['missing', () => sql.run('DELETE FROM writer_heads WHERE collection = ?', SPEC.id), null],
-    ['behind', (older: Parameters<typeof encodeHead>[0]) => sql.run('UPDATE writer_heads SET head = ? WHERE collection = ?', encodeHead(older), SPEC.id), 1],
+    ['behind', (older: Parameters<typeof encodeHead>[0]) => sql.run('UPDATE writer_heads SET rev = ?, head = ? WHERE collection = ?', older.rev, encodeHead(older), SPEC.id), 1],
   ] as const) {
     it(`makes a ${state} state the published manifest: writes work again, every published item is kept, the unpublished one is lost`, async () => {
       const { w, older, items } = await writtenThenUnpublished();
@@ -880,6 +881,25 @@ describe("adopting KV's manifest as the writer state (the operator's recovery)",
     await kv.inner.put(manifestKey(SPEC.id), '{"version":2,"crc32":"00000000"}');
     await expect(writer().adoptManifest()).rejects.toMatchObject({ status: 409, code: 'no_verified_manifest', message: expect.stringMatching(/^KV holds no verified manifest of it to adopt \(invalid manifest: /) });
     expect(storedHead()).toBeUndefined();
+  });
+
+  it('takes a state whose text names another rev than the stored one (a damaged digit) for damaged: writes refused as such, and adopted', async () => {
+    await writer().apply([put('a', 1)]);
+    await writer().apply([put('b', 2)]);
+    // The text's rev to 0 read as a missing state; to another number, every save failed with write_conflict and adopting was refused.
+    for (const damagedRev of [0, 1]) {
+      const stored = sql.all<{ rev: number; head: string }>('SELECT rev, head FROM writer_heads WHERE collection = ?', SPEC.id)[0];
+      const damaged = stored.head.replace(`{"rev":${stored.rev},`, `{"rev":${damagedRev},`);
+      expect(damaged).not.toBe(stored.head);
+      sql.run('UPDATE writer_heads SET head = ? WHERE collection = ?', damaged, SPEC.id);
+      const generation = (await published())!.generation;
+      const why = `invalid writer state: its rev ${damagedRev} is not the stored rev ${stored.rev}`;
+      await expect(writer().apply([put('c', 3)])).rejects.toThrow(new ManifestFormatError(why));
+      expect(sqlWriterStates(sql).damaged.get(SPEC.id)).toBe(why); // the orphan sweep's listing agrees
+      expect(storedHead()).toBe(damaged);
+      expect(await writer().adoptManifest()).toMatchObject({ state: 'damaged', previous_generation: null, generation });
+      expect(await writer().apply([put(`c${damagedRev}`, 3)])).toMatchObject({ generation: generation + 1, changed: 1 });
+    }
   });
 
   it('refuses a state another process replaced meanwhile (compare-and-swap), and a deleted collection', async () => {
@@ -1250,7 +1270,7 @@ describe('stray shards: blobs under the prefix that the writer state names nowhe
     const older = sqlHeadStore(sql, SPEC.id).load()!;
     await w.apply(ids(6).map((id, i) => put(id, i)));
     const keys = (await kv.inner.list(`c/${SPEC.id}/s/`)).sort();
-    sql.run('UPDATE writer_heads SET head = ? WHERE collection = ?', encodeHead(older), SPEC.id);
+    sql.run('UPDATE writer_heads SET rev = ?, head = ? WHERE collection = ?', older.rev, encodeHead(older), SPEC.id);
     await expect(w.sweepStrays(true)).rejects.toMatchObject({ status: 409, code: 'writer_state_behind', message: 'its writer state (generation 1) is older than its published manifest (generation 2): nothing of it swept' });
     sql.run('DELETE FROM writer_heads WHERE collection = ?', SPEC.id);
     await expect(w.sweepStrays(true)).rejects.toMatchObject({ code: 'writer_state_behind', message: `its writer state is missing while KV holds ${keys.length} shard(s) of it: nothing of it swept` });

@@ -170,10 +170,10 @@ export async function createNodeBackend(opts: NodeOptions): Promise<NodeBackend>
   };
 
   // Timers do not survive a restart (Durable Object alarms do): pick up unfinished maintenance.
-  for (const { collection, head } of sql.all<{ collection: string; head: string }>('SELECT collection, head FROM writer_heads')) {
+  for (const { collection, rev, head } of sql.all<{ collection: string; rev: number; head: string }>('SELECT collection, rev, head FROM writer_heads')) {
     let h: Head;
     try {
-      h = decodeHead(head);
+      h = decodeHead(head, rev);
     } catch (e) {
       // One collection's damaged writer state must not keep the others from being served; writes to it answer corrupt_index.
       console.error(damagedStateLine(collection, e));

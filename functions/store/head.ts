@@ -40,12 +40,14 @@ export const writeConflict = (): MedhashError =>
 export const encodeHead = (head: Head): string => JSON.stringify({ ...head, manifest: encodeManifest(head.manifest) });
 
 /**
- * Verifies the manifest; one saved before 2026-11-29 is a version 1 manifest's fields as an object.
- * Text that is no JSON, or whose other fields are not a writer state's (a damaged byte in a field's
- * name), is refused as a damaged manifest is (the API's corrupt_index; Node's maintenance stops),
- * not as an internal error where a field is first used.
+ * A stored row's state: its `text` and `rev`, the column that save() swaps on. Verifies the
+ * manifest; one saved before 2026-11-29 is a version 1 manifest's fields as an object. Text that is
+ * no JSON, whose other fields are not a writer state's (a damaged byte in a field's name), or whose
+ * rev is not the row's (a damaged digit: every save would fail with write_conflict, and a rev of 0
+ * would pass for a missing state) is refused as a damaged manifest is (the API's corrupt_index;
+ * Node's maintenance stops), not as an internal error where a field is first used.
  */
-export function decodeHead(text: string): Head {
+export function decodeHead(text: string, rev: number): Head {
   let head: Omit<Head, 'manifest'> & { manifest: string | Manifest };
   try {
     head = JSON.parse(text) as typeof head;
@@ -59,6 +61,7 @@ export function decodeHead(text: string): Head {
     Array.isArray(head.pending) && head.pending.every((k) => typeof k === 'string') &&
     Array.isArray(head.garbage) && head.garbage.every((g) => typeof g?.key === 'string' && Number.isFinite(g.since));
   if (!fields) throw new ManifestFormatError('invalid writer state: its fields are not rev, published, pending, garbage and destroyed');
+  if (head.rev !== rev) throw new ManifestFormatError(`invalid writer state: its rev ${head.rev} is not the stored rev ${rev}`);
   return { ...head, manifest: decodeManifest(typeof head.manifest === 'string' ? head.manifest : JSON.stringify(head.manifest)) };
 }
 
@@ -69,8 +72,8 @@ export function migrateHeads(db: SqlDb): void {
 export function sqlHeadStore(db: SqlDb, collection: string): HeadStore {
   return {
     load() {
-      const rows = db.all<{ head: string }>('SELECT head FROM writer_heads WHERE collection = ?', collection);
-      return rows.length ? decodeHead(rows[0].head) : null;
+      const rows = db.all<{ rev: number; head: string }>('SELECT rev, head FROM writer_heads WHERE collection = ?', collection);
+      return rows.length ? decodeHead(rows[0].head, rows[0].rev) : null;
     },
     rev() {
       const rows = db.all<{ rev: number }>('SELECT rev FROM writer_heads WHERE collection = ?', collection);

@@ -150,10 +150,10 @@ const failsItsCheck = (why: string): string => `its writer state fails its check
 /** The writer state in `db`'s writer_heads: more than a finished tombstone, or failing its check. */
 export function sqlWriterStates(db: SqlDb): WriterStates {
   const states: WriterStates = { held: [], damaged: new Map() };
-  for (const r of db.all<{ collection: string; head: string }>('SELECT collection, head FROM writer_heads ORDER BY collection')) {
+  for (const r of db.all<{ collection: string; rev: number; head: string }>('SELECT collection, rev, head FROM writer_heads ORDER BY collection')) {
     let head: Head;
     try {
-      head = decodeHead(r.head);
+      head = decodeHead(r.head, r.rev);
     } catch (e) {
       states.damaged.set(r.collection, errorMessage(e));
       continue;

@@ -53,9 +53,10 @@ it('finds the KV keys of collections deleted registry-first and deletes them thr
   expect(await keysOf(ids.orphan)).toEqual([]);
   expect(await env.MEDHASH_KV.get(stray)).toBeNull();
   // Its writer state is a tombstone naming no shard (no item id): a late write finds it deleted.
-  const head = await runInDurableObject(env.COLLECTIONS.get(env.COLLECTIONS.idFromName(ids.orphan)), (_, state) =>
-    decodeHead(state.storage.sql.exec<{ head: string }>('SELECT head FROM writer_heads').one().head),
-  );
+  const head = await runInDurableObject(env.COLLECTIONS.get(env.COLLECTIONS.idFromName(ids.orphan)), (_, state) => {
+    const row = state.storage.sql.exec<{ rev: number; head: string }>('SELECT rev, head FROM writer_heads').one();
+    return decodeHead(row.head, row.rev);
+  });
   expect(head).toMatchObject({ destroyed: true, garbage: [], pending: [], manifest: { shards: [], count: 0 } });
 
   expect((await call('GET', '/v1/collections/live/items/a', key)).code).toBe('0001');
