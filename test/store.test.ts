@@ -1080,19 +1080,20 @@ describe('two processes on one data dir', () => {
       const graceMs = 1000;
       const go = join(dir, 'go');
       const done = join(dir, 'done');
-      let loads: number | null = null; // counted from maintain() on
+      let armed = false; // from maintain() on
       const heads: HeadStore = {
-        // maintain() reads the head to start, then again to check that it is still the stored one
-        // before deleting: the other process writes {a: 1} right after that check.
-        load: () => {
-          const head = base.load();
-          if (loads !== null && ++loads === 2) {
+        load: () => base.load(),
+        // maintain() reads the stored rev to check that its head is still the stored one before
+        // deleting: the other process writes {a: 1} right after that check.
+        rev: () => {
+          const rev = base.rev();
+          if (armed) {
+            armed = false;
             writeFileSync(go, '');
             waitForFile(done);
           }
-          return head;
+          return rev;
         },
-        rev: () => base.rev(),
         save: (head) => base.save(head),
       };
       const w = new CollectionWriter(store, heads, SPEC, { ...DEFAULT_WRITER_LIMITS, graceMs }, { now: () => clock });
@@ -1103,7 +1104,7 @@ describe('two processes on one data dir', () => {
       clock += graceMs;
       const a1 = rec('a', 1);
       child = await secondWriter({ dir, spec: SPEC, graceMs, now: clock, puts: [{ ...a1, code: [...a1.code], descriptor: [...a1.descriptor] }], go, done });
-      loads = 0;
+      armed = true;
       await w.maintain();
 
       const kernel = await loadHammingKernel();

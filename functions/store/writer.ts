@@ -830,7 +830,8 @@ export class CollectionWriter {
    * then fails, or after the deletes. On Workers the Durable Object is the collection's only writer.
    */
   private async deleteWhileCurrent(keys: string[], rev: number): Promise<boolean> {
-    const current = () => (this.heads.load()?.rev ?? 0) === rev;
+    // The stored rev alone: a whole head (its manifest checked) is not decoded inside the KV's lock.
+    const current = () => this.heads.rev() === rev;
     if (this.kv.deleteIf) return this.kv.deleteIf(keys, current);
     if (!current()) return false;
     await settleAll(keys.map((key) => this.kv.delete(key)));
