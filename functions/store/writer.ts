@@ -343,15 +343,12 @@ export class CollectionWriter {
     // this manifest is never older than it while the state is the collection's own.
     const published = await this.published();
     const again = this.loadHead();
-    if (published instanceof ManifestFormatError) {
-      // A damaged copy in KV cannot say its generation. Beside a state of this collection's own,
-      // the next publish replaces it (as before the check): refusing would leave the collection
-      // unreadable and unwritable. Without a state there is nothing to replace it with.
-      if (again.rev === 0 && !again.destroyed) throw writerStateBehind(`its writer state is missing and its manifest in KV fails its check (${published.message}): nothing written; the operator must restore the writer state and KV together from one consistent backup (docs/SHARD_FORMAT.md, "Writer state behind KV")`);
-      this.checkedRev = again.rev;
-      return again;
-    }
-    const behind = again.destroyed ? null : stateBehind(again, published);
+    // A damaged copy in KV cannot say its generation. Beside a state of this collection's own,
+    // the next publish replaces it (as before the check): refusing would leave the collection
+    // unreadable and unwritable. Without a state there is nothing to replace it with.
+    const damaged = published instanceof ManifestFormatError;
+    if (damaged && again.rev === 0 && !again.destroyed) throw writerStateBehind(`its writer state is missing and its manifest in KV fails its check (${published.message}): nothing written; the operator must restore the writer state and KV together from one consistent backup (docs/SHARD_FORMAT.md, "Writer state behind KV")`);
+    const behind = again.destroyed || damaged ? null : stateBehind(again, published);
     if (behind) {
       throw writerStateBehind(
         `${behind}: nothing written (a change from it would drop the items written since); the operator must make KV's manifest its writer state (medhash admin adopt-manifest) or restore the writer state and KV together from one consistent backup (docs/SHARD_FORMAT.md, "Writer state behind KV")`,
