@@ -6,6 +6,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { generateSecret, hashSecret } from '../../auth/keys.ts';
 import { operatorKey } from '../../auth/guard.ts';
+import type { AuditInput } from '../../billing/ledger.ts';
 import type { ApiKeyInfo } from '../../control/store.ts';
 import { orphanProblems, sweepOrphans } from '../../store/orphans.ts';
 import { MedhashError, notFound } from '../../util/errors.ts';
@@ -21,8 +22,10 @@ const OrphanDeleteQuery = z.strictObject({
 const KeyParams = z.object({ key: z.string().min(1).openapi({ param: { name: 'key', in: 'path' }, example: 'key_0b1d2c3e4f5a6b7c8d9e0f1a' }) });
 
 export function adminRoutes(app: App, backend: Backend): void {
+  /** Records an operator action in the tenant's audit log. */
+  const operatorEvent = (tenantId: string, event: Omit<AuditInput, 'key_id'>) => backend.ledger(tenantId).append(tenantId, { key_id: 'operator', ...event });
   const audited = async (key: ApiKeyInfo, action: string): Promise<ApiKeyInfo> => {
-    await backend.ledger(key.tenant_id).append(key.tenant_id, { key_id: 'operator', action, detail: { key: key.id } });
+    await operatorEvent(key.tenant_id, { action, detail: { key: key.id } });
     return key;
   };
 
@@ -126,8 +129,8 @@ export function adminRoutes(app: App, backend: Backend): void {
       const col = await backend.control.getCollection(tenant, collection);
       if (!col) throw notFound('collection', collection);
       const adopted = await backend.writer(col).adoptManifest();
-      await backend.ledger(tenant).append(tenant, {
-        key_id: 'operator', action: 'collection.adopt_manifest', collection: col.name,
+      await operatorEvent(tenant, {
+        action: 'collection.adopt_manifest', collection: col.name,
         detail: { state: adopted.state, previous_generation: adopted.previous_generation, generation: adopted.generation, count: adopted.count },
       });
       const note = `items committed after generation ${adopted.generation} and never published are lost; shards only the replaced state named are strays for the orphan sweep (DELETE /v1/admin/orphans)`;
