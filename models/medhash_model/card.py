@@ -21,6 +21,12 @@ def check_card(card: dict, where: str | Path) -> dict:
     return card
 
 
+def card_beside(onnx_path: str | Path) -> Path:
+    """NAME.card.json beside NAME.onnx, where export writes it."""
+    onnx_path = Path(onnx_path)
+    return onnx_path.with_name(onnx_path.name[:-len(".onnx")] + ".card.json")
+
+
 def read_card(path: str | Path) -> dict:
     return check_card(json.loads(Path(path).read_text()), path)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as data_mod
-from .card import check_onnx, read_card
+from .card import card_beside, check_onnx, read_card
 
 # Conv takes the largest share of the encoder's time (a one-off ORT profile, not recorded: about a
 # third of each image); quantizing the attention's MatMuls as well (dynamic) gained nothing in a
@@ -43,7 +43,7 @@ def quantize(model: Path, source: str, out: Path, n: int = 256, seed: int = 0) -
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    card = read_card(model.with_name(model.name[:-len(".onnx")] + ".card.json"))
+    card = read_card(card_beside(model))
     check_onnx(card, model)
     inp = card["input"]
     batches = calibration_batches(source, inp["size"], inp["channels"], n, seed)

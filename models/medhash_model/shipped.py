@@ -18,7 +18,7 @@ import torch
 from onnx import numpy_helper
 
 from . import ood
-from .card import check_card, check_onnx, read_card
+from .card import card_beside, check_card, check_onnx, read_card
 from .darf import ModelConfig, build
 from .presets import PRESETS
 from .train import METHODS
@@ -52,8 +52,7 @@ def _folded_conv(node_name: str) -> tuple[str, str]:
 def load(onnx_path: str | Path, card: dict | None = None) -> tuple[torch.nn.Module, ood.OODHead, dict]:
     """(encoder, OOD head, card) of a shipped model; the card defaults to NAME.card.json beside it."""
     onnx_path = Path(onnx_path)
-    card_path = onnx_path.with_name(onnx_path.name[:-len(".onnx")] + ".card.json")
-    card = check_card(card, f"the card given for {onnx_path}") if card else read_card(card_path)
+    card = check_card(card, f"the card given for {onnx_path}") if card else read_card(card_beside(onnx_path))
     check_onnx(card, onnx_path)
     proto = onnx.load(str(onnx_path))
     init = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in proto.graph.initializer}
