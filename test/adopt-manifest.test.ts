@@ -3,12 +3,10 @@
 // medhash admin adopt-manifest) on Node: writes work again, searches answer every published item,
 // the action is audited; refused for a healthy collection, a missing shard, another key, an
 // unknown collection. The writer's own cases are in test/store.test.ts.
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { serve, type ServerType } from '@hono/node-server';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createApp } from '../functions/api/app.ts';
@@ -16,6 +14,7 @@ import { createNodeBackend, type NodeBackend } from '../functions/entries/node.t
 import { manifestKey } from '../functions/shards/manifest.ts';
 import { openSqlite, sqliteDb } from '../functions/store/sqlite.ts';
 import { TEST_OPERATOR_KEY } from './shared/constants.ts';
+import { operatorCli } from './shared/operator-cli.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'medhash-adopt-'));
 let node: NodeBackend;
@@ -51,13 +50,7 @@ async function call(method: string, path: string, key: string, body?: unknown): 
   return { status: res.status, body: await res.json() };
 }
 
-const medhash = (...args: string[]) =>
-  promisify(execFile)(process.execPath, [join(import.meta.dirname, '..', 'scripts', 'medhash.mjs'), ...args], {
-    env: { ...process.env, MEDHASH_URL: url, MEDHASH_OPERATOR_KEY: TEST_OPERATOR_KEY, MEDHASH_DATA_DIR: join(dir, 'elsewhere') },
-  }).then(
-    (r) => ({ code: 0, ...r }),
-    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
-  );
+const medhash = (...args: string[]) => operatorCli(url, join(dir, 'elsewhere'))(...args);
 
 const item = (i: number) => ({ id: `i${String(i).padStart(3, '0')}`, code: (i + 1).toString(16).padStart(4, '0') });
 const adoptPath = (name: string) => `/v1/admin/tenants/${tenant}/collections/${name}/adopt-manifest`;

@@ -6,12 +6,10 @@
 // registered one whose state is missing or older than its published manifest, reported and left as
 // it is, the others swept. Real node:sqlite stores in a temporary data dir, the
 // service open on it.
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { serve, type ServerType } from '@hono/node-server';
 import { afterAll, expect, it } from 'vitest';
 import { createApp } from '../functions/api/app.ts';
@@ -26,6 +24,7 @@ import { CollectionWriter, type WriteOp } from '../functions/store/writer.ts';
 import { sha256Hex } from '../functions/util/bytes.ts';
 import { TEST_OPERATOR_KEY } from './shared/constants.ts';
 import { damageHead } from './shared/damaged-manifest.ts';
+import { operatorCli } from './shared/operator-cli.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'medhash-orphans-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -443,13 +442,7 @@ async function cliOn(d: Awaited<ReturnType<typeof dataDir>>) {
     const s = serve({ fetch: createApp(d.node.backend).fetch, port: 0, hostname: '127.0.0.1' }, () => ok(s));
   });
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const medhash = (...args: string[]) =>
-    promisify(execFile)(process.execPath, [join(import.meta.dirname, '..', 'scripts', 'medhash.mjs'), ...args], {
-      env: { ...process.env, MEDHASH_URL: url, MEDHASH_OPERATOR_KEY: TEST_OPERATOR_KEY, MEDHASH_DATA_DIR: join(root, 'elsewhere') },
-    }).then(
-      (r) => ({ code: 0, ...r }),
-      (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
-    );
+  const medhash = operatorCli(url, join(root, 'elsewhere'));
   return { url, medhash, close: () => new Promise((ok) => server.close(ok)) };
 }
 
